@@ -1,0 +1,103 @@
+/**
+ * The bytes behind a RAM, ROM or ROM-device region.
+ *
+ * The memory API never assumes where guest RAM lives: by default a region gets a {@link SparseRam}
+ * that commits host memory only for pages that are written, so a board with 8 GiB of RAM costs
+ * nothing until the guest (or a loader) touches it. A later layer (the KVM layer's mmap'd guest
+ * memory) supplies its own backing, and then the same bytes are seen by the memory API's reads and
+ * writes and by the guest.
+ *
+ * @module
+ */
+
+/** What a RAM-like region needs from its memory. Offsets are relative to the region's byte 0. */
+export interface RamBacking {
+  /** Size in bytes. */
+  readonly size: bigint;
+  /**
+   * Host virtual address of byte 0 when the memory is one host mapping (KVM needs it for a memslot);
+   * `undefined` for memory the host kernel cannot see, such as {@link SparseRam}.
+   */
+  readonly hostAddress?: bigint;
+  /** Copies `out.length` bytes starting at `offset` into `out`. Untouched memory reads as zero. */
+  read(offset: bigint, out: Uint8Array): void;
+  /** Copies `data` into the memory starting at `offset`. */
+  write(offset: bigint, data: Uint8Array): void;
+}
+
+/** Page granule of {@link SparseRam}: 4 KiB, the x86 page. */
+export const SPARSE_PAGE_SIZE = 4096;
+
+/**
+ * RAM that allocates a 4 KiB page the first time it is written; reads of untouched pages return
+ * zeros without allocating.
+ *
+ * @example
+ * ```ts
+ * import { SparseRam } from "./ram_backing.ts";
+ * const ram = new SparseRam(8n << 30n); // 8 GiB, nothing committed
+ * ram.write(0x1000n, new Uint8Array([1, 2]));
+ * const out = new Uint8Array(2);
+ * ram.read(0x1000n, out);
+ * console.assert(out[1] === 2 && ram.committedPages === 1);
+ * ```
+ */
+export class SparseRam implements RamBacking {
+  readonly size: bigint;
+  readonly #pages = new Map<number, Uint8Array>();
+
+  constructor(size: bigint) {
+    if (size < 0n) throw new RangeError(`SparseRam: size ${size} is negative`);
+    this.size = size;
+  }
+
+  /** Number of 4 KiB pages that hold memory (for tests and statistics). */
+  get committedPages(): number {
+    return this.#pages.size;
+  }
+
+  read(offset: bigint, out: Uint8Array): void {
+    this.#check(offset, out.length);
+    let page = Number(offset / BigInt(SPARSE_PAGE_SIZE));
+    let inPage = Number(offset % BigInt(SPARSE_PAGE_SIZE));
+    let done = 0;
+    while (done < out.length) {
+      const n = Math.min(SPARSE_PAGE_SIZE - inPage, out.length - done);
+      const bytes = this.#pages.get(page);
+      if (bytes) out.set(bytes.subarray(inPage, inPage + n), done);
+      else out.fill(0, done, done + n);
+      done += n;
+      page++;
+      inPage = 0;
+    }
+  }
+
+  write(offset: bigint, data: Uint8Array): void {
+    this.#check(offset, data.length);
+    let page = Number(offset / BigInt(SPARSE_PAGE_SIZE));
+    let inPage = Number(offset % BigInt(SPARSE_PAGE_SIZE));
+    let done = 0;
+    while (done < data.length) {
+      const n = Math.min(SPARSE_PAGE_SIZE - inPage, data.length - done);
+      let bytes = this.#pages.get(page);
+      if (!bytes) {
+        bytes = new Uint8Array(SPARSE_PAGE_SIZE);
+        this.#pages.set(page, bytes);
+      }
+      bytes.set(data.subarray(done, done + n), inPage);
+      done += n;
+      page++;
+      inPage = 0;
+    }
+  }
+
+  #check(offset: bigint, length: number): void {
+    if (offset < 0n || offset + BigInt(length) > this.size) {
+      throw new RangeError(
+        `SparseRam: access of ${length} bytes at 0x${offset.toString(16)} is outside its 0x${
+          this.size.toString(16)
+        } bytes`,
+      );
+    }
+  }
+}
