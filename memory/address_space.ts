@@ -1,0 +1,546 @@
+/**
+ * Address spaces: a root region, its current flat view, its listeners, and guest accesses.
+ *
+ * Rendering, diffing and listener order follow QEMU 7.2's `system/memory.c`; accesses follow
+ * `flatview_read_continue`/`flatview_write_continue` and `access_with_adjusted_size`. See
+ * `shared/reference/qemu-memory-semantics.md` §3–§6.
+ *
+ * @module
+ */
+
+import { ADDRESS_SPACE_SIZE, type AddrInput, toAddress } from "./address.ts";
+import { FlatView, flatViewRoot } from "./flat_view.ts";
+import type { FlatRange } from "./flat_view.ts";
+import type { MemoryListener } from "./memory_listener.ts";
+import type { MemoryRegion } from "./memory_region.ts";
+import { type MemoryRegionOps, MemTxResult } from "./memory_region_ops.ts";
+import { _markUpdatePending, _setRebuildHook, beginTransaction, commitTransaction } from "./transaction.ts";
+
+/** Result of {@link AddressSpace.read}. */
+export interface ReadResult {
+  /** The value read, little-endian assembled (0 where nothing answered). */
+  value: bigint;
+  /** OR of the {@link MemTxResult} codes of every piece. */
+  result: number;
+}
+
+interface Registration {
+  listener: MemoryListener;
+  as: AddressSpace;
+  priority: number;
+}
+
+/** Every address space, in creation order (QEMU's `address_spaces` list). */
+const addressSpaces: AddressSpace[] = [];
+/** Every registered listener, ascending priority, FIFO among equals (QEMU's `memory_listeners`). */
+const allListeners: Registration[] = [];
+
+/** QEMU's `unassigned_mem_ops`: every access invalid (its `accepts` refuses everything). */
+const UNASSIGNED_MEM_OPS: MemoryRegionOps = { valid: { accepts: () => false } };
+
+/** Devices (identified by their ops object) currently inside one of their own handlers. */
+const engagedDevices = new Set<MemoryRegionOps>();
+
+function insertByPriority(list: Registration[], reg: Registration): void {
+  let i = list.length;
+  while (i > 0 && list[i - 1].priority > reg.priority) i--;
+  list.splice(i, 0, reg);
+}
+
+/** Runs `fn` for each item, remembering the first error and going on (so state stays coherent). */
+class ErrorCollector {
+  error: unknown = undefined;
+  failed = false;
+  run(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      if (!this.failed) {
+        this.failed = true;
+        this.error = e;
+      }
+    }
+  }
+  throwIfFailed(): void {
+    if (this.failed) throw this.error;
+  }
+}
+
+function rebuildAll(): void {
+  // Render each distinct FlatView root once, before any listener hears of it (flatviews_reset).
+  const views = new Map<MemoryRegion | null, FlatView>();
+  const next = addressSpaces.map((as) => {
+    const root = flatViewRoot(as.root);
+    let view = views.get(root);
+    if (!view) {
+      view = FlatView.render(as.root);
+      views.set(root, view);
+    }
+    return view;
+  });
+  const errors = new ErrorCollector();
+  for (const reg of allListeners.slice()) if (reg.listener.begin) errors.run(() => reg.listener.begin!());
+  addressSpaces.slice().forEach((as, i) => as._setView(next[i], errors));
+  for (const reg of allListeners.slice()) if (reg.listener.commit) errors.run(() => reg.listener.commit!());
+  errors.throwIfFailed();
+}
+_setRebuildHook(rebuildAll);
+
+/** QEMU's `flatrange_equal`: everything but the dirty-log mask. */
+function sameRange(a: FlatRange, b: FlatRange): boolean {
+  return a.region === b.region && a.start === b.start && a.size === b.size &&
+    a.offsetInRegion === b.offsetInRegion && a.romdMode === b.romdMode && a.readonly === b.readonly &&
+    a.nonvolatile === b.nonvolatile && a.unmergeable === b.unmergeable;
+}
+
+/** QEMU's `memory_access_size`: the largest piece the region takes at `offset`. */
+function accessSize(ops: MemoryRegionOps, remaining: number, offset: bigint): number {
+  let max = ops.valid?.max || 4;
+  if (!ops.impl?.unaligned) {
+    const align = Number(offset & -offset & 0xffn);
+    if (align !== 0 && align < max) max = align;
+  }
+  let l = remaining < max ? remaining : max;
+  // pow2floor
+  while (l & (l - 1)) l &= l - 1;
+  return l;
+}
+
+function byteSwap(value: bigint, size: number): bigint {
+  let out = 0n;
+  for (let i = 0; i < size; i++) out = (out << 8n) | ((value >> BigInt(8 * i)) & 0xffn);
+  return out;
+}
+
+function loadLE(buf: Uint8Array, at: number, size: number): bigint {
+  let v = 0n;
+  for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(buf[at + i]);
+  return v;
+}
+
+function storeLE(buf: Uint8Array, at: number, size: number, value: bigint): void {
+  for (let i = 0; i < size; i++) buf[at + i] = Number((value >> BigInt(8 * i)) & 0xffn);
+}
+
+/** QEMU's `memory_region_access_valid`. */
+function accessValid(ops: MemoryRegionOps, offset: bigint, size: number, isWrite: boolean): boolean {
+  const valid = ops.valid;
+  if (!valid) return true;
+  if (valid.accepts && !valid.accepts(Number(offset), size, isWrite)) return false;
+  if (!valid.unaligned && (offset & BigInt(size - 1)) !== 0n) return false;
+  if (!valid.max) return true;
+  return size <= valid.max && size >= (valid.min ?? 0);
+}
+
+/**
+ * One chunk to a region through its ops: validation, endianness, re-entrancy guard and
+ * `access_with_adjusted_size` (split into `impl.max` pieces, widen to `impl.min`).
+ */
+function dispatch(
+  region: MemoryRegion,
+  offset: bigint,
+  size: number,
+  isWrite: boolean,
+  buf: Uint8Array,
+  at: number,
+): number {
+  const ops = region.ops ?? UNASSIGNED_MEM_OPS;
+  if (!accessValid(ops, offset, size, isWrite)) {
+    if (!isWrite) buf.fill(0, at, at + size);
+    return MemTxResult.DECODE_ERROR;
+  }
+  const bigEndian = ops.endianness === "big";
+  const guarded = !ops.reentrant && region.kind === "io" && !region.readonly;
+  if (guarded) {
+    if (engagedDevices.has(ops)) {
+      if (!isWrite) buf.fill(0, at, at + size);
+      return MemTxResult.ACCESS_ERROR;
+    }
+    engagedDevices.add(ops);
+  }
+  try {
+    const implMin = ops.impl?.min || 1;
+    const implMax = ops.impl?.max || 4;
+    const k = Math.max(Math.min(size, implMax), implMin);
+    const mask = (1n << BigInt(8 * k)) - 1n;
+    if (isWrite) {
+      let value = loadLE(buf, at, size);
+      if (bigEndian) value = byteSwap(value, size);
+      if (!ops.write) return MemTxResult.OK;
+      for (let i = 0; i < size; i += k) {
+        const shift = bigEndian ? (size - k - i) * 8 : i * 8;
+        const piece = (shift >= 0 ? value >> BigInt(shift) : value << BigInt(-shift)) & mask;
+        ops.write(Number(offset) + i, k === 8 ? piece : Number(piece), k);
+      }
+    } else {
+      let value = 0n;
+      if (ops.read) {
+        for (let i = 0; i < size; i += k) {
+          const shift = bigEndian ? (size - k - i) * 8 : i * 8;
+          const raw = ops.read(Number(offset) + i, k);
+          let tmp: bigint;
+          try {
+            tmp = BigInt(raw) & mask;
+          } catch {
+            throw new TypeError(`region "${region.name}": read at 0x${offset.toString(16)} returned ${raw}`);
+          }
+          value |= shift >= 0 ? tmp << BigInt(shift) : tmp >> BigInt(-shift);
+        }
+      }
+      if (bigEndian) value = byteSwap(value, size);
+      storeLE(buf, at, size, value);
+    }
+    return MemTxResult.OK;
+  } finally {
+    if (guarded) engagedDevices.delete(ops);
+  }
+}
+
+function checkAccessSize(size: number, op: string): void {
+  if (size !== 1 && size !== 2 && size !== 4 && size !== 8) {
+    throw new RangeError(`${op}: access size ${size} is not 1, 2, 4 or 8`);
+  }
+}
+
+/**
+ * A named address space (QEMU's `AddressSpace`): a root region rendered to a flat view.
+ *
+ * @example
+ * ```ts
+ * import { AddressSpace, MemoryRegion, MemTxResult, UNASSIGNED_IO_OPS } from "../mod.ts";
+ * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
+ * using ports = new AddressSpace(io, "I/O");
+ * const { value, result } = ports.read(0x3f8, 1); // nothing there: all-ones, OK
+ * console.assert(value === 0xffn && result === MemTxResult.OK);
+ * ```
+ */
+export class AddressSpace {
+  /** Name printed by `info mtree` ("memory", "I/O", …). */
+  readonly name: string;
+  /** The root region. */
+  readonly root: MemoryRegion;
+  #view: FlatView;
+  readonly #listeners: Registration[] = [];
+  #closed = false;
+  readonly #scratch = new Uint8Array(8);
+  readonly #scratchView = new DataView(this.#scratch.buffer);
+
+  constructor(root: MemoryRegion, name: string) {
+    if (!root || typeof root !== "object" || !("subregions" in root)) {
+      throw new TypeError(`AddressSpace "${name}": root must be a MemoryRegion`);
+    }
+    if (typeof name !== "string") throw new TypeError("AddressSpace: name must be a string");
+    this.root = root;
+    this.name = name;
+    // Share the FlatView of an address space with the same FlatView root, as QEMU does.
+    const fvRoot = flatViewRoot(root);
+    const twin = addressSpaces.find((as) => as.#view.root === fvRoot && flatViewRoot(as.root) === fvRoot);
+    this.#view = twin ? twin.#view : FlatView.render(root);
+    addressSpaces.push(this);
+  }
+
+  /** The current flat view's ranges (as of the last commit). */
+  flatView(): readonly FlatRange[] {
+    return this.#view.ranges;
+  }
+
+  /** The current FlatView object (shared between address spaces with the same FlatView root). */
+  get view(): FlatView {
+    return this.#view;
+  }
+
+  /** Listeners registered on this address space, ascending priority. */
+  get listeners(): readonly MemoryListener[] {
+    return this.#listeners.map((r) => r.listener);
+  }
+
+  /** Every live address space in creation order. */
+  static all(): readonly AddressSpace[] {
+    return addressSpaces.slice();
+  }
+
+  // ------------------------------------------------------------------ listeners
+
+  /**
+   * Registers `listener` and replays the current view to it as adds (with `logStart` for logged
+   * ranges) between `begin` and `commit`. If the replay throws, the listener is not registered.
+   */
+  registerListener(listener: MemoryListener): void {
+    this.#checkOpen("registerListener");
+    if (allListeners.some((r) => r.listener === listener)) {
+      throw new TypeError(`registerListener: listener ${listener.name ?? ""} is already registered`);
+    }
+    const priority = listener.priority ?? 0;
+    if (!Number.isInteger(priority)) {
+      throw new RangeError(`registerListener: priority ${priority} is not an integer`);
+    }
+    const reg: Registration = { listener, as: this, priority };
+    insertByPriority(this.#listeners, reg);
+    insertByPriority(allListeners, reg);
+    try {
+      listener.begin?.();
+      for (const r of this.#view.ranges) {
+        listener.regionAdd?.(r);
+        if (r.dirtyLogMask) listener.logStart?.(r, 0, r.dirtyLogMask);
+      }
+      listener.commit?.();
+    } catch (e) {
+      this.#removeRegistration(reg);
+      throw e;
+    }
+  }
+
+  /** Replays the current view to `listener` as deletes, then removes it. No-op if not registered. */
+  unregisterListener(listener: MemoryListener): void {
+    const reg = this.#listeners.find((r) => r.listener === listener);
+    if (!reg) return;
+    try {
+      listener.begin?.();
+      for (const r of this.#view.ranges) {
+        if (r.dirtyLogMask) listener.logStop?.(r, r.dirtyLogMask, 0);
+        listener.regionDel?.(r);
+      }
+      listener.commit?.();
+    } finally {
+      this.#removeRegistration(reg);
+    }
+  }
+
+  #removeRegistration(reg: Registration): void {
+    this.#listeners.splice(this.#listeners.indexOf(reg), 1);
+    allListeners.splice(allListeners.indexOf(reg), 1);
+  }
+
+  /**
+   * Asks listeners to sync dirty bits of logged ranges (of `region` only, if given) into the
+   * regions' dirty bitmaps (QEMU's `memory_region_sync_dirty_bitmap`).
+   */
+  syncDirtyLog(region?: MemoryRegion): void {
+    for (const reg of this.#listeners.slice()) {
+      const sync = reg.listener.logSync;
+      if (!sync) continue;
+      for (const r of this.#view.ranges) {
+        if (r.dirtyLogMask && (!region || r.region === region)) sync.call(reg.listener, r);
+      }
+    }
+  }
+
+  /** Internal: installs a new view and delivers the differences (QEMU's `address_space_set_flatview`). */
+  _setView(next: FlatView, errors: ErrorCollector): void {
+    const old = this.#view;
+    this.#view = next;
+    if (old === next || this.#listeners.length === 0) return;
+    const forward = this.#listeners.slice();
+    const reverse = forward.slice().reverse();
+    const a = old.ranges;
+    const b = next.ranges;
+    for (const adding of [false, true]) {
+      let i = 0;
+      let j = 0;
+      while (i < a.length || j < b.length) {
+        const o = a[i];
+        const n = b[j];
+        if (o && (!n || o.start < n.start || (o.start === n.start && !sameRange(o, n)))) {
+          if (!adding) {
+            for (const r of reverse) if (r.listener.regionDel) errors.run(() => r.listener.regionDel!(o));
+          }
+          i++;
+        } else if (o && n && sameRange(o, n)) {
+          if (adding) {
+            for (const r of forward) if (r.listener.regionNop) errors.run(() => r.listener.regionNop!(n));
+            if (n.dirtyLogMask & ~o.dirtyLogMask) {
+              for (const r of forward) {
+                if (r.listener.logStart) {
+                  errors.run(() => r.listener.logStart!(n, o.dirtyLogMask, n.dirtyLogMask));
+                }
+              }
+            }
+            if (o.dirtyLogMask & ~n.dirtyLogMask) {
+              for (const r of reverse) {
+                if (r.listener.logStop) {
+                  errors.run(() => r.listener.logStop!(n, o.dirtyLogMask, n.dirtyLogMask));
+                }
+              }
+            }
+          }
+          i++;
+          j++;
+        } else {
+          if (adding) {
+            for (const r of forward) if (r.listener.regionAdd) errors.run(() => r.listener.regionAdd!(n));
+          }
+          j++;
+        }
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ accesses
+
+  /**
+   * Reads `size` (1, 2, 4 or 8) bytes at `addr`, little-endian, as a guest access would.
+   *
+   * @example
+   * ```ts
+   * import { AddressSpace, MemoryRegion, MemTxResult } from "../mod.ts";
+   * using as = new AddressSpace(MemoryRegion.container("system", 1n << 64n), "memory");
+   * console.assert(as.read(0x1000, 4).result === MemTxResult.DECODE_ERROR); // a hole reads 0
+   * ```
+   */
+  read(addr: AddrInput, size: number): ReadResult {
+    checkAccessSize(size, `read of AS "${this.name}"`);
+    const a = toAddress(addr, `read of AS "${this.name}"`);
+    const buf = this.#scratch;
+    const result = this.#rw(a, buf, size, false);
+    const dv = this.#scratchView;
+    const value = size === 1
+      ? BigInt(buf[0])
+      : size === 2
+      ? BigInt(dv.getUint16(0, true))
+      : size === 4
+      ? BigInt(dv.getUint32(0, true))
+      : dv.getBigUint64(0, true);
+    return { value, result };
+  }
+
+  /** Writes the low `size` bytes of `value` at `addr`, little-endian. Returns the result code. */
+  write(addr: AddrInput, size: number, value: number | bigint): number {
+    checkAccessSize(size, `write of AS "${this.name}"`);
+    const a = toAddress(addr, `write of AS "${this.name}"`);
+    if (typeof value !== "bigint" && !Number.isInteger(value)) {
+      throw new RangeError(`write of AS "${this.name}": value ${value} is not an integer`);
+    }
+    this.#scratchView.setBigUint64(0, BigInt.asUintN(64, BigInt(value)), true);
+    return this.#rw(a, this.#scratch, size, true);
+  }
+
+  /** Reads `length` bytes at `addr`, crossing region boundaries (QEMU's `address_space_read`). */
+  readBytes(addr: AddrInput, length: number): { data: Uint8Array; result: number } {
+    const data = new Uint8Array(length);
+    const result = this.rw(addr, data, false);
+    return { data, result };
+  }
+
+  /** Writes `data` at `addr`, crossing region boundaries (QEMU's `address_space_write`). */
+  writeBytes(addr: AddrInput, data: Uint8Array): number {
+    return this.rw(addr, data, true);
+  }
+
+  /**
+   * Reads into or writes from `data` at `addr` (QEMU's `address_space_rw`); `data` may be a view
+   * of a shared page (a vCPU's exit data) so no copy is made.
+   */
+  rw(addr: AddrInput, data: Uint8Array, isWrite: boolean): number {
+    const a = toAddress(addr, `access to AS "${this.name}"`);
+    return this.#rw(a, data, data.length, isWrite);
+  }
+
+  /**
+   * Writes `data` into RAM, ROM and ROM devices at `addr` whatever their read-only state, skipping
+   * everything else: how loaders put firmware into ROM (QEMU's `address_space_write_rom`).
+   */
+  writeRom(addr: AddrInput, data: Uint8Array): void {
+    let a = toAddress(addr, `writeRom to AS "${this.name}"`);
+    this.#checkEnd(a, data.length);
+    let done = 0;
+    while (done < data.length) {
+      const fr = this.#view.lookup(a);
+      let l: number;
+      if (!fr) {
+        const nextStart = this.#view.ranges.find((r) => r.start > a)?.start;
+        l = nextStart === undefined
+          ? data.length - done
+          : Math.min(data.length - done, Number(nextStart - a));
+      } else {
+        const inRange = a - fr.start;
+        l = Math.min(data.length - done, Number(fr.size - inRange));
+        if (fr.region.hasRamBacking) {
+          fr.region.ramBacking.write(fr.offsetInRegion + inRange, data.subarray(done, done + l));
+        }
+      }
+      done += l;
+      a += BigInt(l);
+    }
+  }
+
+  #checkEnd(addr: bigint, length: number): void {
+    if (addr + BigInt(length) > ADDRESS_SPACE_SIZE) {
+      throw new RangeError(
+        `access of ${length} bytes at 0x${addr.toString(16)} in AS "${this.name}" passes 2^64`,
+      );
+    }
+  }
+
+  /** QEMU's `flatview_read_continue` / `flatview_write_continue`. */
+  #rw(addr: bigint, buf: Uint8Array, length: number, isWrite: boolean): number {
+    this.#checkEnd(addr, length);
+    const view = this.#view;
+    let result: number = MemTxResult.OK;
+    let done = 0;
+    while (done < length) {
+      const remaining = length - done;
+      const fr = view.lookup(addr);
+      let l: number;
+      if (!fr) {
+        // io_mem_unassigned: region-relative offset == address.
+        l = accessSize(UNASSIGNED_MEM_OPS, remaining, addr);
+        if (!isWrite) buf.fill(0, done, done + l);
+        result |= MemTxResult.DECODE_ERROR;
+      } else {
+        const mr = fr.region;
+        const inRange = addr - fr.start;
+        const offset = fr.offsetInRegion + inRange;
+        const direct = isWrite ? mr.kind === "ram" && !mr.readonly : mr.isRam || mr.isRomd;
+        if (direct) {
+          const left = fr.size - inRange;
+          l = left < BigInt(remaining) ? Number(left) : remaining;
+          const piece = buf.subarray(done, done + l);
+          if (isWrite) {
+            mr.ramBacking.write(offset, piece);
+            if (mr.dirtyLogMask) mr.markDirty(offset, BigInt(l));
+          } else {
+            mr.ramBacking.read(offset, piece);
+          }
+        } else {
+          l = accessSize(mr.ops ?? UNASSIGNED_MEM_OPS, remaining, offset);
+          result |= dispatch(mr, offset, l, isWrite, buf, done);
+        }
+      }
+      done += l;
+      addr += BigInt(l);
+    }
+    return result;
+  }
+
+  // ------------------------------------------------------------------ lifetime
+
+  #checkOpen(op: string): void {
+    if (this.#closed) throw new TypeError(`${op}: address space "${this.name}" is closed`);
+  }
+
+  /**
+   * Unregisters every listener (they receive deletes for the whole view) and removes the address
+   * space from the rebuild list. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const errors = new ErrorCollector();
+    for (const reg of this.#listeners.slice().reverse()) {
+      errors.run(() => this.unregisterListener(reg.listener));
+    }
+    addressSpaces.splice(addressSpaces.indexOf(this), 1);
+    errors.throwIfFailed();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Forces a re-render of every address space at the next outermost commit (testing aid). */
+export function requestRebuild(): void {
+  beginTransaction();
+  _markUpdatePending();
+  commitTransaction();
+}

@@ -1,0 +1,568 @@
+/**
+ * Memory regions: the nodes of QEMU's acyclic region graph.
+ *
+ * One class covers every kind, as QEMU's single `MemoryRegion` struct does: the kind is fixed at
+ * construction by one of the static constructors. Semantics follow `system/memory.c` of QEMU 7.2;
+ * see `shared/reference/qemu-memory-semantics.md` §1–§4.
+ *
+ * @module
+ */
+
+import {
+  ADDRESS_SPACE_SIZE,
+  type AddrInput,
+  checkedAdd,
+  hex16,
+  toAddress,
+  toPriority,
+  toSize,
+} from "./address.ts";
+import type { MemoryRegionOps } from "./memory_region_ops.ts";
+import { type RamBacking, SparseRam } from "./ram_backing.ts";
+import { _markUpdatePending, beginTransaction, commitTransaction } from "./transaction.ts";
+
+/** What a region is; fixed at construction. */
+export type RegionKind = "container" | "ram" | "rom" | "romDevice" | "io" | "alias" | "reservation";
+
+/** Dirty-log clients, bit numbers of the dirty-log mask (QEMU's `DIRTY_MEMORY_*`). */
+export const DirtyLogClient = { VGA: 0, CODE: 1, MIGRATION: 2 } as const;
+
+/** Granule of the memory API's dirty bitmaps: the 4 KiB target page. */
+export const DIRTY_PAGE_SIZE = 4096n;
+
+/** Options of the RAM-like constructors. */
+export interface RamOptions {
+  /** The bytes behind the region (default: a {@link SparseRam} that commits pages on first write). */
+  backing?: RamBacking;
+}
+
+function describe(region: MemoryRegion): string {
+  return `region "${region.name}"`;
+}
+
+/**
+ * A memory region: container, RAM, ROM, ROM device, I/O, alias or reservation.
+ *
+ * @example
+ * ```ts
+ * import { AddressSpace, MemoryRegion } from "../mod.ts";
+ * const system = MemoryRegion.container("system", 1n << 64n);
+ * const ram = MemoryRegion.ram("pc.ram", 0x10_0000);
+ * system.addSubregion(0, ram);
+ * using as = new AddressSpace(system, "memory");
+ * as.write(0x100, 4, 0xdeadbeef);
+ * console.assert(as.read(0x100, 4).value === 0xdeadbeefn);
+ * ```
+ */
+export class MemoryRegion {
+  /** Name printed by `info mtree`. */
+  readonly name: string;
+  /** The kind chosen by the constructor. */
+  readonly kind: RegionKind;
+  /** Callbacks of an I/O region or ROM device; `undefined` otherwise (QEMU's unassigned ops). */
+  readonly ops: MemoryRegionOps | undefined;
+  /** Free-form owner description, printed by `info mtree -o`. */
+  owner: string | undefined;
+
+  #size: bigint;
+  #addr = 0n;
+  #priority = 0;
+  #enabled = true;
+  #readonly: boolean;
+  #nonvolatile = false;
+  #unmergeable = false;
+  #romdMode = true;
+  #container: MemoryRegion | null = null;
+  #subregions: MemoryRegion[] = [];
+  readonly #aliasTarget: MemoryRegion | null;
+  #aliasOffset = 0n;
+  #backing: RamBacking | undefined;
+  readonly #logCounts = [0, 0, 0];
+  #dirtyLogMask = 0;
+  #dirty: Uint8Array | undefined;
+
+  private constructor(
+    name: string,
+    kind: RegionKind,
+    size: bigint,
+    ops: MemoryRegionOps | undefined,
+    aliasTarget: MemoryRegion | null,
+  ) {
+    if (typeof name !== "string") throw new TypeError(`region name must be a string, got ${typeof name}`);
+    this.name = name;
+    this.kind = kind;
+    this.#size = size;
+    this.ops = ops;
+    this.#aliasTarget = aliasTarget;
+    this.#readonly = kind === "rom";
+  }
+
+  /**
+   * A pure container: groups children; where none maps anything it is transparent.
+   *
+   * @example
+   * ```ts
+   * import { MemoryRegion } from "./memory_region.ts";
+   * const pci = MemoryRegion.container("pci", 1n << 64n);
+   * console.assert(!pci.terminates);
+   * ```
+   */
+  static container(name: string, size: AddrInput): MemoryRegion {
+    return new MemoryRegion(name, "container", toSize(size, `container "${name}" size`), undefined, null);
+  }
+
+  /**
+   * Guest RAM. Host memory is committed only for pages that are written, unless a backing is given.
+   *
+   * @example
+   * ```ts
+   * import { MemoryRegion } from "./memory_region.ts";
+   * const ram = MemoryRegion.ram("pc.ram", 8n << 30n); // 8 GiB, nothing allocated yet
+   * console.assert(ram.isRam && !ram.readonly);
+   * ```
+   */
+  static ram(name: string, size: AddrInput, options: RamOptions = {}): MemoryRegion {
+    return MemoryRegion.#ramLike(name, "ram", size, undefined, options);
+  }
+
+  /**
+   * Read-only memory: reads come from its bytes; guest writes are dropped. Loaders fill it through
+   * {@link MemoryRegion.ramBacking} or `AddressSpace.writeRom`.
+   */
+  static rom(name: string, size: AddrInput, options: RamOptions = {}): MemoryRegion {
+    return MemoryRegion.#ramLike(name, "rom", size, undefined, options);
+  }
+
+  /**
+   * A ROM device (flash): in romd mode (the initial state) reads come from its bytes and writes go
+   * to `ops.write`; with romd mode off every access goes to the ops.
+   */
+  static romDevice(
+    name: string,
+    size: AddrInput,
+    ops: MemoryRegionOps,
+    options: RamOptions = {},
+  ): MemoryRegion {
+    if (!ops || typeof ops !== "object") throw new TypeError(`ROM device "${name}": ops are required`);
+    return MemoryRegion.#ramLike(name, "romDevice", size, ops, options);
+  }
+
+  /** An MMIO or port-I/O region whose every access calls `ops`. */
+  static io(name: string, size: AddrInput, ops: MemoryRegionOps): MemoryRegion {
+    if (!ops || typeof ops !== "object") throw new TypeError(`I/O region "${name}": ops are required`);
+    return new MemoryRegion(name, "io", toSize(size, `I/O region "${name}" size`), ops, null);
+  }
+
+  /**
+   * A reservation: claims its range (hiding lower-priority siblings) but every access is invalid —
+   * reads 0 and drops writes with DECODE_ERROR. For ranges an in-kernel device handles.
+   */
+  static reservation(name: string, size: AddrInput): MemoryRegion {
+    return new MemoryRegion(name, "reservation", toSize(size, `reservation "${name}" size`), undefined, null);
+  }
+
+  /**
+   * A window `[offset, offset + size)` of `target` (any region, also another alias).
+   *
+   * @example
+   * ```ts
+   * import { MemoryRegion } from "./memory_region.ts";
+   * const ram = MemoryRegion.ram("pc.ram", 0x2000_0000);
+   * const low = MemoryRegion.alias("ram-below-4g", ram, 0, 0x1000_0000);
+   * console.assert(low.aliasTarget === ram);
+   * ```
+   */
+  static alias(name: string, target: MemoryRegion, offset: AddrInput, size: AddrInput): MemoryRegion {
+    if (!(target instanceof MemoryRegion)) {
+      throw new TypeError(`alias "${name}": target must be a MemoryRegion`);
+    }
+    const off = toAddress(offset, `alias "${name}" offset`);
+    const sz = toSize(size, `alias "${name}" size`);
+    checkWindow(name, target, off, sz);
+    const region = new MemoryRegion(name, "alias", sz, undefined, target);
+    region.#aliasOffset = off;
+    return region;
+  }
+
+  static #ramLike(
+    name: string,
+    kind: RegionKind,
+    size: AddrInput,
+    ops: MemoryRegionOps | undefined,
+    options: RamOptions,
+  ): MemoryRegion {
+    const sz = toSize(size, `${kind} "${name}" size`);
+    const region = new MemoryRegion(name, kind, sz, ops, null);
+    if (options.backing) region.#attach(options.backing);
+    return region;
+  }
+
+  // ------------------------------------------------------------------ attributes
+
+  /** Size in bytes (2^64 for a whole address space). */
+  get size(): bigint {
+    return this.#size;
+  }
+  /** Offset in its container. */
+  get addr(): bigint {
+    return this.#addr;
+  }
+  /** Priority among the children of its container (signed 32-bit). */
+  get priority(): number {
+    return this.#priority;
+  }
+  /** Whether the region (and so its subtree) renders. */
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+  /** Whether the region itself is read-only (ROM, or set by {@link setReadonly}). */
+  get readonly(): boolean {
+    return this.#readonly;
+  }
+  /** Nonvolatile flag (`nv-` in mtree). */
+  get nonvolatile(): boolean {
+    return this.#nonvolatile;
+  }
+  /** Whether flat-view ranges of this region may not be merged with neighbours. */
+  get unmergeable(): boolean {
+    return this.#unmergeable;
+  }
+  /** ROM device mode: true = reads direct from memory (initial), false = every access to the ops. */
+  get romdMode(): boolean {
+    return this.#romdMode;
+  }
+  /** The container this region is a child of, or null. */
+  get container(): MemoryRegion | null {
+    return this.#container;
+  }
+  /** Children in QEMU's list order: priority descending, most recently added first among equals. */
+  get subregions(): readonly MemoryRegion[] {
+    return this.#subregions;
+  }
+  /** Target of an alias, else null. */
+  get aliasTarget(): MemoryRegion | null {
+    return this.#aliasTarget;
+  }
+  /** Offset of an alias's window in its target. */
+  get aliasOffset(): bigint {
+    return this.#aliasOffset;
+  }
+  /** Whether the region is a leaf of the flat view (fills gaps its children leave). */
+  get terminates(): boolean {
+    return this.kind !== "container" && this.kind !== "alias";
+  }
+  /** RAM or ROM: guest memory accessed directly (QEMU's `mr->ram`). ROM devices are not. */
+  get isRam(): boolean {
+    return this.kind === "ram" || this.kind === "rom";
+  }
+  /** Whether the region has RAM bytes behind it (RAM, ROM or ROM device). */
+  get hasRamBacking(): boolean {
+    return this.kind === "ram" || this.kind === "rom" || this.kind === "romDevice";
+  }
+  /** A ROM device in romd mode (QEMU's `memory_region_is_romd`). */
+  get isRomd(): boolean {
+    return this.kind === "romDevice" && this.#romdMode;
+  }
+  /** Dirty-log clients currently logging this region (bit i = client i). */
+  get dirtyLogMask(): number {
+    return this.#dirtyLogMask;
+  }
+
+  /**
+   * The kind `info mtree` prints: `romd`, `rom`, `ram` or `i/o` (aliases take their target's;
+   * pure containers print `i/o` as QEMU 7.2 does).
+   */
+  get mtreeType(): string {
+    let mr = this.#aliasTarget ?? this;
+    while (mr.#aliasTarget) mr = mr.#aliasTarget;
+    if (mr.isRomd) return "romd";
+    if (mr.isRam && mr.#readonly) return "rom";
+    if (mr.isRam) return "ram";
+    return "i/o";
+  }
+
+  /**
+   * The bytes behind a RAM, ROM or ROM-device region, created on first use (sparse) unless given
+   * at construction or by {@link attachRamBacking}.
+   */
+  get ramBacking(): RamBacking {
+    if (!this.hasRamBacking) throw new TypeError(`${describe(this)} (${this.kind}) has no RAM`);
+    if (!this.#backing) this.#backing = new SparseRam(this.#size);
+    return this.#backing;
+  }
+
+  /**
+   * Gives the region its memory (for example guest RAM that KVM maps). Allowed once, before the
+   * region's bytes were first used, so nobody can hold on to other bytes.
+   */
+  attachRamBacking(backing: RamBacking): void {
+    if (!this.hasRamBacking) throw new TypeError(`${describe(this)} (${this.kind}) has no RAM`);
+    if (this.#backing) throw new TypeError(`${describe(this)} already has its memory`);
+    this.#attach(backing);
+  }
+
+  #attach(backing: RamBacking): void {
+    if (backing.size < this.#size) {
+      throw new RangeError(
+        `${describe(this)}: backing of 0x${backing.size.toString(16)} bytes is smaller than the region (0x${
+          this.#size.toString(16)
+        })`,
+      );
+    }
+    this.#backing = backing;
+  }
+
+  // ------------------------------------------------------------------ graph edits
+
+  /**
+   * Maps `region` at `offset` in this container with priority 0.
+   *
+   * @example
+   * ```ts
+   * import { MemoryRegion } from "./memory_region.ts";
+   * const system = MemoryRegion.container("system", 1n << 64n);
+   * system.addSubregion(0xfec0_0000, MemoryRegion.reservation("kvm-ioapic", 0x1000));
+   * ```
+   */
+  addSubregion(offset: AddrInput, region: MemoryRegion): void {
+    this.#add(offset, region, 0, "addSubregion");
+  }
+
+  /** Maps `region` at `offset` with an overlap `priority`: higher wins; equal: newest wins. */
+  addSubregionOverlap(offset: AddrInput, region: MemoryRegion, priority: number): void {
+    this.#add(offset, region, priority, "addSubregionOverlap");
+  }
+
+  #add(offset: AddrInput, region: MemoryRegion, priority: number, op: string): void {
+    if (!(region instanceof MemoryRegion)) {
+      throw new TypeError(`${op} on ${describe(this)}: not a MemoryRegion`);
+    }
+    const off = toAddress(offset, `${op}: offset of ${describe(region)}`);
+    const prio = toPriority(priority, `${op}: ${describe(region)}`);
+    if (region === this) throw new TypeError(`${op}: ${describe(this)} cannot contain itself`);
+    if (region.#container) {
+      throw new TypeError(
+        `${op}: ${describe(region)} is already a child of ${describe(region.#container)}` +
+          (region.#container === this ? "" : "; remove it there first"),
+      );
+    }
+    checkedAdd(off, region.#size, `${op}: ${describe(region)} at 0x${off.toString(16)} ends past 2^64`);
+    if (region.#reaches(this)) {
+      throw new TypeError(`${op}: adding ${describe(region)} to ${describe(this)} would make a cycle`);
+    }
+    beginTransaction();
+    region.#container = this;
+    region.#addr = off;
+    region.#priority = prio;
+    this.#insertChild(region);
+    if (this.#enabled && region.#enabled) _markUpdatePending();
+    commitTransaction();
+  }
+
+  /** Inserts before the first child whose priority is <= the new one (QEMU's list order). */
+  #insertChild(region: MemoryRegion): void {
+    const list = this.#subregions;
+    let i = 0;
+    while (i < list.length && list[i].#priority > region.#priority) i++;
+    list.splice(i, 0, region);
+  }
+
+  /** Whether `other` can be reached from this region through children and alias targets. */
+  #reaches(other: MemoryRegion): boolean {
+    const seen = new Set<MemoryRegion>();
+    const stack: MemoryRegion[] = [this];
+    while (stack.length) {
+      const mr = stack.pop()!;
+      if (mr === other) return true;
+      if (seen.has(mr)) continue;
+      seen.add(mr);
+      if (mr.#aliasTarget) stack.push(mr.#aliasTarget);
+      for (const child of mr.#subregions) stack.push(child);
+    }
+    return false;
+  }
+
+  /** Unmaps `region`, which must be a child of this container. */
+  removeSubregion(region: MemoryRegion): void {
+    if (!(region instanceof MemoryRegion) || region.#container !== this) {
+      const name = region instanceof MemoryRegion ? describe(region) : String(region);
+      throw new TypeError(`removeSubregion: ${name} is not a child of ${describe(this)}`);
+    }
+    beginTransaction();
+    this.#subregions.splice(this.#subregions.indexOf(region), 1);
+    region.#container = null;
+    if (this.#enabled && region.#enabled) _markUpdatePending();
+    commitTransaction();
+  }
+
+  /** Enables or disables the region; a disabled region renders nothing and hides nothing. */
+  setEnabled(enabled: boolean): void {
+    enabled = Boolean(enabled);
+    if (enabled === this.#enabled) return;
+    beginTransaction();
+    this.#enabled = enabled;
+    _markUpdatePending();
+    commitTransaction();
+  }
+
+  /** Changes the size; an alias's window must stay inside its target. */
+  setSize(size: AddrInput): void {
+    const sz = toSize(size, `setSize of ${describe(this)}`);
+    if (sz === this.#size) return;
+    if (this.#aliasTarget) checkWindow(this.name, this.#aliasTarget, this.#aliasOffset, sz);
+    if (this.#container) checkedAdd(this.#addr, sz, `setSize: ${describe(this)} would end past 2^64`);
+    if (this.#backing && sz > this.#backing.size) {
+      throw new RangeError(
+        `setSize: ${describe(this)} cannot grow past its 0x${this.#backing.size.toString(16)} bytes`,
+      );
+    }
+    beginTransaction();
+    this.#size = sz;
+    _markUpdatePending();
+    commitTransaction();
+  }
+
+  /**
+   * Moves the region within its container. Like QEMU it is removed and re-added with the same
+   * priority, so it becomes the newest among equals and wins their overlaps.
+   */
+  setAddress(addr: AddrInput): void {
+    const a = toAddress(addr, `setAddress of ${describe(this)}`);
+    if (a === this.#addr) return;
+    const container = this.#container;
+    if (!container) {
+      this.#addr = a;
+      return;
+    }
+    checkedAdd(a, this.#size, `setAddress: ${describe(this)} at 0x${a.toString(16)} would end past 2^64`);
+    beginTransaction();
+    container.removeSubregion(this);
+    container.#add(a, this, this.#priority, "setAddress");
+    commitTransaction();
+  }
+
+  /** Moves an alias's window within its target. */
+  setAliasOffset(offset: AddrInput): void {
+    if (!this.#aliasTarget) throw new TypeError(`setAliasOffset: ${describe(this)} is not an alias`);
+    const off = toAddress(offset, `setAliasOffset of ${describe(this)}`);
+    if (off === this.#aliasOffset) return;
+    checkWindow(this.name, this.#aliasTarget, off, this.#size);
+    this.#setFlag(() => this.#aliasOffset = off);
+  }
+
+  /** Makes the region read-only (inherited by everything rendered through it). */
+  setReadonly(readonly: boolean): void {
+    readonly = Boolean(readonly);
+    if (readonly !== this.#readonly) this.#setFlag(() => this.#readonly = readonly);
+  }
+
+  /** Sets the nonvolatile flag (inherited). */
+  setNonvolatile(nonvolatile: boolean): void {
+    nonvolatile = Boolean(nonvolatile);
+    if (nonvolatile !== this.#nonvolatile) this.#setFlag(() => this.#nonvolatile = nonvolatile);
+  }
+
+  /** Forbids merging of this region's flat-view ranges with their neighbours (inherited). */
+  setUnmergeable(unmergeable: boolean): void {
+    unmergeable = Boolean(unmergeable);
+    if (unmergeable !== this.#unmergeable) this.#setFlag(() => this.#unmergeable = unmergeable);
+  }
+
+  /** Switches a ROM device between romd mode (true) and MMIO mode (false). */
+  setRomdMode(romd: boolean): void {
+    if (this.kind !== "romDevice") throw new TypeError(`setRomdMode: ${describe(this)} is not a ROM device`);
+    romd = Boolean(romd);
+    if (romd !== this.#romdMode) this.#setFlag(() => this.#romdMode = romd);
+  }
+
+  /**
+   * Starts (`on`) or stops dirty logging for one client; calls are counted, so the mask bit is set
+   * by the first start and cleared by the last stop (QEMU's `memory_region_set_log`).
+   */
+  setLog(on: boolean, client: number = DirtyLogClient.VGA): void {
+    if (!(client in this.#logCounts)) throw new RangeError(`setLog: unknown dirty-log client ${client}`);
+    if (!this.hasRamBacking) throw new TypeError(`setLog: ${describe(this)} is not RAM`);
+    if (!on && this.#logCounts[client] === 0) {
+      throw new RangeError(`setLog: client ${client} is not logging ${describe(this)}`);
+    }
+    const before = this.#logCounts[client] > 0;
+    this.#logCounts[client] += on ? 1 : -1;
+    const after = this.#logCounts[client] > 0;
+    if (before === after) return;
+    this.#setFlag(() => {
+      this.#dirtyLogMask = after ? this.#dirtyLogMask | (1 << client) : this.#dirtyLogMask & ~(1 << client);
+    });
+  }
+
+  /** Attribute change: rebuild if the region itself is enabled, even when unmapped (as QEMU). */
+  #setFlag(apply: () => void): void {
+    beginTransaction();
+    apply();
+    if (this.#enabled) _markUpdatePending();
+    commitTransaction();
+  }
+
+  // ------------------------------------------------------------------ dirty pages
+
+  /** Marks the pages of `[offset, offset + length)` dirty (memory API writes and log syncs). */
+  markDirty(offset: bigint, length: bigint): void {
+    if (length <= 0n) return;
+    const bitmap = this.#dirtyBitmap();
+    const first = offset / DIRTY_PAGE_SIZE;
+    const last = (offset + length - 1n) / DIRTY_PAGE_SIZE;
+    for (let page = Number(first); page <= Number(last); page++) bitmap[page >> 3] |= 1 << (page & 7);
+  }
+
+  /**
+   * Returns the offsets (page-aligned, region-relative) of dirty pages in `[offset, offset+length)`
+   * and clears them (QEMU's test-and-clear).
+   *
+   * @example
+   * ```ts
+   * import { MemoryRegion } from "./memory_region.ts";
+   * const vram = MemoryRegion.ram("vga.vram", 0x10000);
+   * vram.markDirty(0x2010n, 4n);
+   * console.assert(vram.takeDirtyPages()[0] === 0x2000n && vram.takeDirtyPages().length === 0);
+   * ```
+   */
+  takeDirtyPages(offset = 0n, length: bigint = this.#size): bigint[] {
+    const result: bigint[] = [];
+    if (!this.#dirty || length <= 0n) return result;
+    const first = Number(offset / DIRTY_PAGE_SIZE);
+    const last = Number((offset + length - 1n) / DIRTY_PAGE_SIZE);
+    const bitmap = this.#dirty;
+    for (let page = first; page <= last; page++) {
+      const bit = 1 << (page & 7);
+      if (bitmap[page >> 3] & bit) {
+        bitmap[page >> 3] &= ~bit;
+        result.push(BigInt(page) * DIRTY_PAGE_SIZE);
+      }
+    }
+    return result;
+  }
+
+  #dirtyBitmap(): Uint8Array {
+    if (!this.#dirty) {
+      const pages = (this.#size + DIRTY_PAGE_SIZE - 1n) / DIRTY_PAGE_SIZE;
+      this.#dirty = new Uint8Array(Number((pages + 7n) / 8n));
+    }
+    return this.#dirty;
+  }
+
+  /** `name` plus its absolute range, for messages. */
+  toString(): string {
+    return `MemoryRegion(${this.kind} "${this.name}" size 0x${this.#size.toString(16)} at ${
+      hex16(this.#addr)
+    })`;
+  }
+}
+
+function checkWindow(name: string, target: MemoryRegion, offset: bigint, size: bigint): void {
+  if (offset + size > target.size || offset + size > ADDRESS_SPACE_SIZE) {
+    throw new RangeError(
+      `alias "${name}": window 0x${offset.toString(16)}+0x${size.toString(16)} lies outside ${
+        describe(target)
+      } (size 0x${target.size.toString(16)})`,
+    );
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * Memory transactions: nested begin/commit around every change of the region graph.
+ *
+ * As in QEMU (`memory_region_transaction_begin/commit` in `system/memory.c`), there is one
+ * transaction depth for the whole process. Every mutator of a region wraps itself in
+ * begin/commit, and only the outermost commit does work: if something visible changed, every
+ * address space re-renders its flat view and its listeners receive the differences.
+ *
+ * @module
+ */
+
+/** What the outermost commit calls when an update is pending (installed by `address_space.ts`). */
+type RebuildHook = () => void;
+
+let depth = 0;
+let updatePending = false;
+let rebuild: RebuildHook = () => {};
+
+/** Installs the function that re-renders every address space. Internal to `memory/`. */
+export function _setRebuildHook(hook: RebuildHook): void {
+  rebuild = hook;
+}
+
+/** Records that the next outermost commit must re-render. Internal to `memory/`. */
+export function _markUpdatePending(): void {
+  updatePending = true;
+}
+
+/** Current nesting depth (0 outside any transaction). */
+export function transactionDepth(): number {
+  return depth;
+}
+
+/**
+ * Opens a transaction; changes made until the matching {@link commitTransaction} are rendered once.
+ *
+ * @example
+ * ```ts
+ * import { beginTransaction, commitTransaction, transactionDepth } from "./transaction.ts";
+ * beginTransaction();
+ * console.assert(transactionDepth() === 1);
+ * commitTransaction();
+ * ```
+ */
+export function beginTransaction(): void {
+  depth++;
+}
+
+/**
+ * Closes a transaction. The outermost commit re-renders the flat views if anything visible changed
+ * and delivers the differences to the listeners. A listener that throws does not stop the others:
+ * every address space is still brought up to date, and the first error is re-thrown afterwards.
+ */
+export function commitTransaction(): void {
+  if (depth === 0) throw new Error("commitTransaction: no transaction is open");
+  depth--;
+  // A listener that edits regions while a rebuild runs gets its change rendered by one more
+  // rebuild afterwards, never by a nested one.
+  while (depth === 0 && updatePending) {
+    updatePending = false;
+    depth++;
+    try {
+      rebuild();
+    } finally {
+      depth--;
+    }
+  }
+}
+
+/**
+ * Runs `fn` inside a transaction and commits even when `fn` throws (then `fn`'s error wins).
+ *
+ * @example
+ * ```ts
+ * import { MemoryRegion, transaction } from "../mod.ts";
+ * const system = MemoryRegion.container("system", 1n << 32n);
+ * transaction(() => {
+ *   system.addSubregion(0, MemoryRegion.ram("a", 0x1000));
+ *   system.addSubregion(0x1000, MemoryRegion.ram("b", 0x1000));
+ * }); // one re-render for both
+ * ```
+ */
+export function transaction<T>(fn: () => T): T {
+  beginTransaction();
+  let result: T;
+  try {
+    result = fn();
+  } catch (error) {
+    try {
+      commitTransaction();
+    } catch {
+      // fn's error is the one the caller needs to see
+    }
+    throw error;
+  }
+  commitTransaction();
+  return result;
+}
