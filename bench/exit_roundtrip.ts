@@ -1,0 +1,156 @@
+/**
+ * Port-write exit round trip, TypeScript against C, in one run.
+ *
+ * Both sides run the same real-mode guest, `out dx, al; jmp $-1`, and the same loop:
+ * `KVM_RUN` → `KVM_EXIT_IO` → check reason, direction and port → `KVM_RUN`. The C side
+ * (`bench/exit_roundtrip.c`) is built with the system's `cc -O2` into a temporary directory.
+ * Rounds alternate C and TypeScript so that drift of the (nested, noisy) host hits both alike.
+ *
+ * Usage:
+ *   deno run --allow-ffi --allow-read --allow-write --allow-run bench/exit_roundtrip.ts \
+ *     [--iterations 100000] [--warmup 10000] [--rounds 5] [--decode]
+ *
+ * `--decode` adds a third column: the TypeScript loop calling `decodeExit` on every exit.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { decodeExit, GuestMemory, Kvm, KVM_EXIT_IO, KVM_EXIT_IO_OUT, type Vcpu } from "../kvm/mod.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    iterations: { type: "string", default: "100000" },
+    warmup: { type: "string", default: "10000" },
+    rounds: { type: "string", default: "5" },
+    decode: { type: "boolean", default: false },
+  },
+});
+const ITERATIONS = Number(values.iterations);
+const WARMUP = Number(values.warmup);
+const ROUNDS = Number(values.rounds);
+
+const RAM_SIZE = 2n << 20n;
+const ENTRY = 0x1000;
+const PORT = 0x10;
+/** `out dx, al; jmp short -3`. */
+const GUEST_CODE = [0xee, 0xeb, 0xfd];
+/** `kvm_run.io.direction` and `kvm_run.io.port` (kvm/_structs.ts, KVM_RUN_IO_LAYOUT at 32). */
+const IO_DIRECTION_OFFSET = 32;
+const IO_PORT_OFFSET = 34;
+
+/** A VM running the guest loop, ready for KVM_RUN. */
+function machine() {
+  const kvm = Kvm.open();
+  const vm = kvm.createVm();
+  const ram = new GuestMemory(RAM_SIZE);
+  vm.setUserMemoryRegion({
+    slot: 0,
+    flags: 0,
+    guestPhysAddr: 0n,
+    memorySize: ram.size,
+    userspaceAddr: ram.hostAddress,
+  });
+  ram.bytes.set(GUEST_CODE, ENTRY);
+  const vcpu = vm.createVcpu(0);
+  const sregs = vcpu.getSregs();
+  vcpu.setSregs({ ...sregs, cs: { ...sregs.cs, base: 0n, selector: 0 } });
+  vcpu.setRegs({ ...vcpu.getRegs(), rip: BigInt(ENTRY), rflags: 0x2n, rdx: BigInt(PORT) });
+  return {
+    vcpu,
+    [Symbol.dispose]() {
+      kvm.close();
+      ram.close();
+    },
+  };
+}
+
+/** The hot loop: what a device dispatcher does before it looks at the data. */
+function loop(vcpu: Vcpu, iterations: number): void {
+  const run = vcpu.runView;
+  for (let i = 0; i < iterations; i++) {
+    if (
+      vcpu.run() !== KVM_EXIT_IO || run.getUint16(IO_PORT_OFFSET, true) !== PORT ||
+      run.getUint8(IO_DIRECTION_OFFSET) !== KVM_EXIT_IO_OUT
+    ) {
+      throw new Error(
+        `unexpected exit: ${JSON.stringify(decodeExit(run), (_, v) => typeof v === "bigint" ? `${v}` : v)}`,
+      );
+    }
+  }
+}
+
+/** The same with a full `decodeExit` per exit (allocates one object per exit). */
+function loopDecoding(vcpu: Vcpu, iterations: number): void {
+  const page = vcpu.runPage;
+  for (let i = 0; i < iterations; i++) {
+    vcpu.run();
+    const exit = decodeExit(page);
+    if (exit.kind !== "io" || exit.port !== PORT || exit.direction !== "out") {
+      throw new Error("unexpected exit");
+    }
+  }
+}
+
+function timeTs(body: (vcpu: Vcpu, n: number) => void): number {
+  using m = machine();
+  body(m.vcpu, WARMUP);
+  const start = performance.now();
+  body(m.vcpu, ITERATIONS);
+  return (performance.now() - start) * 1e6 / ITERATIONS;
+}
+
+async function buildC(dir: string): Promise<string> {
+  const source = new URL("./exit_roundtrip.c", import.meta.url).pathname;
+  const binary = `${dir}/exit_roundtrip`;
+  const built = await new Deno.Command("cc", { args: ["-O2", "-o", binary, source], stderr: "piped" })
+    .output();
+  if (!built.success) throw new Error(`cc failed:\n${new TextDecoder().decode(built.stderr)}`);
+  return binary;
+}
+
+async function timeC(binary: string): Promise<number> {
+  const out = await new Deno.Command(binary, { args: [String(ITERATIONS), String(WARMUP)], stderr: "piped" })
+    .output();
+  if (!out.success) throw new Error(`C benchmark failed:\n${new TextDecoder().decode(out.stderr)}`);
+  return JSON.parse(new TextDecoder().decode(out.stdout)).nsPerExit;
+}
+
+const median = (xs: number[]) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+
+const dir = await Deno.makeTempDir({ prefix: "exit-roundtrip-" });
+try {
+  const binary = await buildC(dir);
+  console.log(
+    `exit round trip: ${ITERATIONS} exits per measurement after ${WARMUP} warm-up exits, ${ROUNDS} rounds`,
+  );
+  console.log(`round      C ns/exit   TS ns/exit   TS/C${values.decode ? "   TS+decodeExit ns/exit" : ""}`);
+  const c: number[] = [];
+  const ts: number[] = [];
+  const decoded: number[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    c.push(await timeC(binary));
+    ts.push(timeTs(loop));
+    if (values.decode) decoded.push(timeTs(loopDecoding));
+    const extra = values.decode ? `   ${decoded.at(-1)!.toFixed(0).padStart(22)}` : "";
+    console.log(
+      `${String(round).padStart(5)}   ${c.at(-1)!.toFixed(0).padStart(12)}   ${
+        ts.at(-1)!.toFixed(0).padStart(10)
+      }   ${(ts.at(-1)! / c.at(-1)!).toFixed(3)}${extra}`,
+    );
+  }
+  const extra = values.decode ? `   ${median(decoded).toFixed(0).padStart(22)}` : "";
+  console.log(
+    `median   ${median(c).toFixed(0).padStart(12)}   ${median(ts).toFixed(0).padStart(10)}   ${
+      (median(ts) / median(c)).toFixed(3)
+    }${extra}`,
+  );
+  console.log(`goal: TS/C <= 1.25 (${median(ts) / median(c) <= 1.25 ? "met" : "NOT met"})`);
+} finally {
+  await Deno.remove(dir, { recursive: true });
+}

@@ -1,0 +1,565 @@
+/**
+ * Kernel structs of the KVM ABI, each declared once as data (field name, offset, type) and
+ * encoded/decoded with `DataView`, little-endian (x86-64).
+ *
+ * Field names are the kernel's (`guest_phys_addr`), so a table can be read side by side with
+ * `include/uapi/linux/kvm.h` and `arch/x86/include/uapi/asm/kvm.h`; the decoded JS objects use
+ * camelCase (`guestPhysAddr`), derived from the same table at the type level and at run time.
+ * Padding and reserved fields are left out of the tables: encoding starts from a zero-filled buffer,
+ * which is what the kernel expects of them. Sizes and offsets are pinned to the kernel's numbers in
+ * `_structs_test.ts`.
+ *
+ * @module
+ */
+
+/** A little-endian integer field. `u64` decodes to `bigint`, the others to `number`. */
+export type ScalarType = "u8" | "u16" | "u32" | "i32" | "u64";
+
+/** The type of one field: a scalar, raw bytes, an array of u64, or a nested struct. */
+export type FieldType =
+  | ScalarType
+  | { readonly bytes: number }
+  | { readonly u64s: number }
+  | { readonly struct: StructLayout };
+
+/** One field: kernel name, byte offset from the start of the struct, type. */
+export type Field = readonly [name: string, offset: number, type: FieldType];
+
+/** A struct declared as data. `size` is the kernel's `sizeof`. */
+export interface StructLayout<F extends readonly Field[] = readonly Field[]> {
+  /** The kernel's struct name, for messages. */
+  readonly name: string;
+  /** `sizeof(struct name)` on x86-64. */
+  readonly size: number;
+  /** Fields in offset order. */
+  readonly fields: F;
+  /** JS (camelCase) name of each field, same order as `fields`. */
+  readonly jsNames: readonly string[];
+}
+
+/** `guest_phys_addr` → `guestPhysAddr`. */
+export type CamelCase<S extends string> = S extends `${infer Head}_${infer Tail}`
+  ? `${Head}${Capitalize<CamelCase<Tail>>}`
+  : S;
+
+/** The JS value of a field of type `T`. */
+export type FieldValue<T> = T extends "u64" ? bigint
+  : T extends ScalarType ? number
+  : T extends { readonly bytes: number } ? Uint8Array
+  : T extends { readonly u64s: number } ? bigint[]
+  : T extends { readonly struct: StructLayout<infer F> } ? StructValue<F>
+  : never;
+
+/** The plain object a struct decodes to: one camelCase property per field. */
+export type StructValue<F extends readonly Field[]> = {
+  -readonly [K in F[number] as CamelCase<K[0]>]: FieldValue<K[2]>;
+};
+
+/** The plain object type of a layout. */
+export type ValueOf<L> = L extends StructLayout<infer F> ? StructValue<F> : never;
+
+function camelCase(name: string): string {
+  return name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+function fieldSize(type: FieldType): number {
+  switch (type) {
+    case "u8":
+      return 1;
+    case "u16":
+      return 2;
+    case "u32":
+    case "i32":
+      return 4;
+    case "u64":
+      return 8;
+  }
+  if ("bytes" in type) return type.bytes;
+  if ("u64s" in type) return type.u64s * 8;
+  return type.struct.size;
+}
+
+/**
+ * Declares a struct. Checks at load time that every field lies inside `size` and that fields do
+ * not overlap, so a typo in a table fails loudly at import rather than corrupting an ioctl.
+ */
+export function defineStruct<const F extends readonly Field[]>(
+  name: string,
+  size: number,
+  fields: F,
+): StructLayout<F> {
+  let end = 0;
+  for (const [field, offset, type] of fields) {
+    if (offset < end) throw new Error(`${name}.${field} @${offset} overlaps the previous field`);
+    end = offset + fieldSize(type);
+    if (end > size) throw new Error(`${name}.${field} ends at ${end}, beyond sizeof ${size}`);
+  }
+  return { name, size, fields, jsNames: fields.map(([field]) => camelCase(field)) };
+}
+
+/** Byte offset of each field, keyed by camelCase name (relative to the struct start). */
+export function offsetsOf<F extends readonly Field[]>(
+  layout: StructLayout<F>,
+): { readonly [K in F[number] as CamelCase<K[0]>]: number } {
+  const out: Record<string, number> = {};
+  layout.fields.forEach(([, offset], i) => out[layout.jsNames[i]] = offset);
+  return out as { readonly [K in F[number] as CamelCase<K[0]>]: number };
+}
+
+const U8_MAX = 0xff;
+const U16_MAX = 0xffff;
+const U32_MAX = 0xffff_ffff;
+const I32_MIN = -0x8000_0000;
+const I32_MAX = 0x7fff_ffff;
+const U64_MAX = (1n << 64n) - 1n;
+
+/** Reads one struct at `base` of `view`. Byte fields are copied, never views into `view`. */
+export function decodeStruct<F extends readonly Field[]>(
+  layout: StructLayout<F>,
+  view: DataView,
+  base = 0,
+): StructValue<F> {
+  const out: Record<string, unknown> = {};
+  const { fields, jsNames } = layout;
+  for (let i = 0; i < fields.length; i++) {
+    const [, offset, type] = fields[i];
+    const at = base + offset;
+    let value: unknown;
+    switch (type) {
+      case "u8":
+        value = view.getUint8(at);
+        break;
+      case "u16":
+        value = view.getUint16(at, true);
+        break;
+      case "u32":
+        value = view.getUint32(at, true);
+        break;
+      case "i32":
+        value = view.getInt32(at, true);
+        break;
+      case "u64":
+        value = view.getBigUint64(at, true);
+        break;
+      default:
+        if ("bytes" in type) {
+          value = new Uint8Array(view.buffer.slice(view.byteOffset + at, view.byteOffset + at + type.bytes));
+        } else if ("u64s" in type) {
+          const words: bigint[] = [];
+          for (let w = 0; w < type.u64s; w++) words.push(view.getBigUint64(at + w * 8, true));
+          value = words;
+        } else {
+          value = decodeStruct(type.struct, view, at);
+        }
+    }
+    out[jsNames[i]] = value;
+  }
+  return out as StructValue<F>;
+}
+
+function checkInteger(where: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(`${where} must be an integer in [${min}, ${max}], got ${String(value)}`);
+  }
+  return value;
+}
+
+function checkU64(where: string, value: unknown): bigint {
+  if (typeof value !== "bigint" || value < 0n || value > U64_MAX) {
+    throw new RangeError(`${where} must be a bigint in [0, 2^64), got ${String(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Writes `value` as a struct at `base` of `view`. Every field must be present; integers are range
+ * checked (`RangeError` naming `struct.field`). Bytes not covered by a field are left as they are,
+ * so encode into a zero-filled buffer.
+ */
+export function encodeStruct<F extends readonly Field[]>(
+  layout: StructLayout<F>,
+  value: StructValue<F>,
+  view: DataView,
+  base = 0,
+): void {
+  const { fields, jsNames } = layout;
+  const record = value as Record<string, unknown>;
+  for (let i = 0; i < fields.length; i++) {
+    const [, offset, type] = fields[i];
+    const where = `${layout.name}.${jsNames[i]}`;
+    const v = record[jsNames[i]];
+    const at = base + offset;
+    switch (type) {
+      case "u8":
+        view.setUint8(at, checkInteger(where, v, 0, U8_MAX));
+        break;
+      case "u16":
+        view.setUint16(at, checkInteger(where, v, 0, U16_MAX), true);
+        break;
+      case "u32":
+        view.setUint32(at, checkInteger(where, v, 0, U32_MAX), true);
+        break;
+      case "i32":
+        view.setInt32(at, checkInteger(where, v, I32_MIN, I32_MAX), true);
+        break;
+      case "u64":
+        view.setBigUint64(at, checkU64(where, v), true);
+        break;
+      default:
+        if ("bytes" in type) {
+          if (!(v instanceof Uint8Array) || v.length !== type.bytes) {
+            throw new RangeError(`${where} must be a Uint8Array of ${type.bytes} bytes`);
+          }
+          new Uint8Array(view.buffer, view.byteOffset + at, type.bytes).set(v);
+        } else if ("u64s" in type) {
+          if (!Array.isArray(v) || v.length !== type.u64s) {
+            throw new RangeError(`${where} must be an array of ${type.u64s} bigints`);
+          }
+          v.forEach((word, w) => view.setBigUint64(at + w * 8, checkU64(`${where}[${w}]`, word), true));
+        } else {
+          if (typeof v !== "object" || v === null) throw new TypeError(`${where} must be an object`);
+          encodeStruct(type.struct, v as StructValue<readonly Field[]>, view, at);
+        }
+    }
+  }
+}
+
+/** A zero-filled buffer of `size` bytes with its DataView. */
+export function structBuffer(size: number): { bytes: Uint8Array; view: DataView } {
+  const bytes = new Uint8Array(size);
+  return { bytes, view: new DataView(bytes.buffer) };
+}
+
+/** Encodes one struct into a fresh zero-filled buffer of its size. */
+export function encodeToBytes<F extends readonly Field[]>(
+  layout: StructLayout<F>,
+  value: StructValue<F>,
+): Uint8Array {
+  const { bytes, view } = structBuffer(layout.size);
+  encodeStruct(layout, value, view);
+  return bytes;
+}
+
+/** Decodes one struct from the start of `bytes`. */
+export function decodeFromBytes<F extends readonly Field[]>(
+  layout: StructLayout<F>,
+  bytes: Uint8Array,
+): StructValue<F> {
+  return decodeStruct(layout, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memslots and dirty logging (include/uapi/linux/kvm.h)
+
+/** `struct kvm_userspace_memory_region` (api.rst KVM_SET_USER_MEMORY_REGION). */
+export const KVM_USERSPACE_MEMORY_REGION_LAYOUT = defineStruct("kvm_userspace_memory_region", 32, [
+  ["slot", 0, "u32"], // as_id << 16 | slot index
+  ["flags", 4, "u32"], // KVM_MEM_LOG_DIRTY_PAGES 1, KVM_MEM_READONLY 2
+  ["guest_phys_addr", 8, "u64"],
+  ["memory_size", 16, "u64"], // 0 deletes the slot
+  ["userspace_addr", 24, "u64"],
+]);
+
+/** `struct kvm_dirty_log` (api.rst KVM_GET_DIRTY_LOG); the bitmap is a pointer. */
+export const KVM_DIRTY_LOG_LAYOUT = defineStruct("kvm_dirty_log", 16, [
+  ["slot", 0, "u32"],
+  ["dirty_bitmap", 8, "u64"], // void __user * (union with a u64 for padding)
+]);
+
+/** `struct kvm_clear_dirty_log` (api.rst KVM_CLEAR_DIRTY_LOG). */
+export const KVM_CLEAR_DIRTY_LOG_LAYOUT = defineStruct("kvm_clear_dirty_log", 24, [
+  ["slot", 0, "u32"],
+  ["num_pages", 4, "u32"],
+  ["first_page", 8, "u64"],
+  ["dirty_bitmap", 16, "u64"], // void __user *
+]);
+
+// ---------------------------------------------------------------------------------------------
+// VM-level structs
+
+/** `struct kvm_irq_level` (api.rst KVM_IRQ_LINE). `irq` is a union with `status`. */
+export const KVM_IRQ_LEVEL_LAYOUT = defineStruct("kvm_irq_level", 8, [
+  ["irq", 0, "u32"],
+  ["level", 4, "u32"],
+]);
+
+/** `struct kvm_pit_config` (api.rst KVM_CREATE_PIT2): flags then `__u32 pad[15]`. */
+export const KVM_PIT_CONFIG_LAYOUT = defineStruct("kvm_pit_config", 64, [
+  ["flags", 0, "u32"], // KVM_PIT_SPEAKER_DUMMY 1
+]);
+
+/** `struct kvm_enable_cap` (api.rst KVM_ENABLE_CAP). */
+export const KVM_ENABLE_CAP_LAYOUT = defineStruct("kvm_enable_cap", 104, [
+  ["cap", 0, "u32"],
+  ["flags", 4, "u32"],
+  ["args", 8, { u64s: 4 }], // then __u8 pad[64]
+]);
+
+// ---------------------------------------------------------------------------------------------
+// vCPU registers (arch/x86/include/uapi/asm/kvm.h)
+
+/** `struct kvm_regs` (api.rst KVM_GET_REGS): 18 general registers. */
+export const KVM_REGS_LAYOUT = defineStruct("kvm_regs", 144, [
+  ["rax", 0, "u64"],
+  ["rbx", 8, "u64"],
+  ["rcx", 16, "u64"],
+  ["rdx", 24, "u64"],
+  ["rsi", 32, "u64"],
+  ["rdi", 40, "u64"],
+  ["rsp", 48, "u64"],
+  ["rbp", 56, "u64"],
+  ["r8", 64, "u64"],
+  ["r9", 72, "u64"],
+  ["r10", 80, "u64"],
+  ["r11", 88, "u64"],
+  ["r12", 96, "u64"],
+  ["r13", 104, "u64"],
+  ["r14", 112, "u64"],
+  ["r15", 120, "u64"],
+  ["rip", 128, "u64"],
+  ["rflags", 136, "u64"],
+]);
+
+/** `struct kvm_segment`: a segment register with its hidden descriptor cache. */
+export const KVM_SEGMENT_LAYOUT = defineStruct("kvm_segment", 24, [
+  ["base", 0, "u64"],
+  ["limit", 8, "u32"],
+  ["selector", 12, "u16"],
+  ["type", 14, "u8"],
+  ["present", 15, "u8"],
+  ["dpl", 16, "u8"],
+  ["db", 17, "u8"],
+  ["s", 18, "u8"],
+  ["l", 19, "u8"],
+  ["g", 20, "u8"],
+  ["avl", 21, "u8"],
+  ["unusable", 22, "u8"],
+  // __u8 padding @23
+]);
+
+/** `struct kvm_dtable`: GDTR / IDTR. */
+export const KVM_DTABLE_LAYOUT = defineStruct("kvm_dtable", 16, [
+  ["base", 0, "u64"],
+  ["limit", 8, "u16"],
+  // __u16 padding[3] @10
+]);
+
+/** `struct kvm_sregs` (api.rst KVM_GET_SREGS). */
+export const KVM_SREGS_LAYOUT = defineStruct("kvm_sregs", 312, [
+  ["cs", 0, { struct: KVM_SEGMENT_LAYOUT }],
+  ["ds", 24, { struct: KVM_SEGMENT_LAYOUT }],
+  ["es", 48, { struct: KVM_SEGMENT_LAYOUT }],
+  ["fs", 72, { struct: KVM_SEGMENT_LAYOUT }],
+  ["gs", 96, { struct: KVM_SEGMENT_LAYOUT }],
+  ["ss", 120, { struct: KVM_SEGMENT_LAYOUT }],
+  ["tr", 144, { struct: KVM_SEGMENT_LAYOUT }],
+  ["ldt", 168, { struct: KVM_SEGMENT_LAYOUT }],
+  ["gdt", 192, { struct: KVM_DTABLE_LAYOUT }],
+  ["idt", 208, { struct: KVM_DTABLE_LAYOUT }],
+  ["cr0", 224, "u64"],
+  ["cr2", 232, "u64"],
+  ["cr3", 240, "u64"],
+  ["cr4", 248, "u64"],
+  ["cr8", 256, "u64"],
+  ["efer", 264, "u64"],
+  ["apic_base", 272, "u64"],
+  ["interrupt_bitmap", 280, { u64s: 4 }], // (KVM_NR_INTERRUPTS + 63) / 64
+]);
+
+/** `struct kvm_fpu` (api.rst KVM_GET_FPU): x87 and SSE state in FXSAVE-like form. */
+export const KVM_FPU_LAYOUT = defineStruct("kvm_fpu", 416, [
+  ["fpr", 0, { bytes: 128 }], // __u8 fpr[8][16]
+  ["fcw", 128, "u16"],
+  ["fsw", 130, "u16"],
+  ["ftwx", 132, "u8"], // abridged tag word; __u8 pad1 @133
+  ["last_opcode", 134, "u16"],
+  ["last_ip", 136, "u64"],
+  ["last_dp", 144, "u64"],
+  ["xmm", 152, { bytes: 256 }], // __u8 xmm[16][16]
+  ["mxcsr", 408, "u32"], // __u32 pad2 @412
+]);
+
+/** Header of `struct kvm_msrs` (api.rst KVM_GET_MSRS); entries follow at {@link KVM_MSRS_LAYOUT}`.size`. */
+export const KVM_MSRS_LAYOUT = defineStruct("kvm_msrs", 8, [
+  ["nmsrs", 0, "u32"],
+]);
+
+/** `struct kvm_msr_entry`. */
+export const KVM_MSR_ENTRY_LAYOUT = defineStruct("kvm_msr_entry", 16, [
+  ["index", 0, "u32"],
+  // __u32 reserved @4
+  ["data", 8, "u64"],
+]);
+
+/** Header of `struct kvm_msr_list` (api.rst KVM_GET_MSR_INDEX_LIST); `__u32 indices[]` follow. */
+export const KVM_MSR_LIST_LAYOUT = defineStruct("kvm_msr_list", 4, [
+  ["nmsrs", 0, "u32"],
+]);
+
+/** Header of `struct kvm_cpuid2` (api.rst KVM_GET_SUPPORTED_CPUID); entries follow. */
+export const KVM_CPUID2_LAYOUT = defineStruct("kvm_cpuid2", 8, [
+  ["nent", 0, "u32"],
+]);
+
+/** `struct kvm_cpuid_entry2`. */
+export const KVM_CPUID_ENTRY2_LAYOUT = defineStruct("kvm_cpuid_entry2", 40, [
+  ["function", 0, "u32"],
+  ["index", 4, "u32"],
+  ["flags", 8, "u32"], // KVM_CPUID_FLAG_SIGNIFCANT_INDEX 1
+  ["eax", 12, "u32"],
+  ["ebx", 16, "u32"],
+  ["ecx", 20, "u32"],
+  ["edx", 24, "u32"],
+  // __u32 padding[3] @28
+]);
+
+/** `struct kvm_lapic_state` (api.rst KVM_GET_LAPIC): the raw 1 KiB APIC register page. */
+export const KVM_LAPIC_STATE_LAYOUT = defineStruct("kvm_lapic_state", 1024, [
+  ["regs", 0, { bytes: 1024 }],
+]);
+
+/** `struct kvm_mp_state` (api.rst KVM_GET_MP_STATE). */
+export const KVM_MP_STATE_LAYOUT = defineStruct("kvm_mp_state", 4, [
+  ["mp_state", 0, "u32"],
+]);
+
+/** `exception` member of `struct kvm_vcpu_events`. */
+export const KVM_VCPU_EVENTS_EXCEPTION_LAYOUT = defineStruct("kvm_vcpu_events.exception", 8, [
+  ["injected", 0, "u8"],
+  ["nr", 1, "u8"],
+  ["has_error_code", 2, "u8"],
+  ["pending", 3, "u8"], // needs KVM_CAP_EXCEPTION_PAYLOAD; was "pad" before
+  ["error_code", 4, "u32"],
+]);
+
+/** `interrupt` member of `struct kvm_vcpu_events`. */
+export const KVM_VCPU_EVENTS_INTERRUPT_LAYOUT = defineStruct("kvm_vcpu_events.interrupt", 4, [
+  ["injected", 0, "u8"],
+  ["nr", 1, "u8"],
+  ["soft", 2, "u8"],
+  ["shadow", 3, "u8"],
+]);
+
+/** `nmi` member of `struct kvm_vcpu_events`. */
+export const KVM_VCPU_EVENTS_NMI_LAYOUT = defineStruct("kvm_vcpu_events.nmi", 4, [
+  ["injected", 0, "u8"],
+  ["pending", 1, "u8"],
+  ["masked", 2, "u8"],
+  // __u8 pad @3
+]);
+
+/** `smi` member of `struct kvm_vcpu_events`. */
+export const KVM_VCPU_EVENTS_SMI_LAYOUT = defineStruct("kvm_vcpu_events.smi", 4, [
+  ["smm", 0, "u8"],
+  ["pending", 1, "u8"],
+  ["smm_inside_nmi", 2, "u8"],
+  ["latched_init", 3, "u8"],
+]);
+
+/** `triple_fault` member of `struct kvm_vcpu_events` (Linux 5.19+, KVM_CAP_X86_TRIPLE_FAULT_EVENT). */
+export const KVM_VCPU_EVENTS_TRIPLE_FAULT_LAYOUT = defineStruct("kvm_vcpu_events.triple_fault", 1, [
+  ["pending", 0, "u8"],
+]);
+
+/**
+ * `struct kvm_vcpu_events` (api.rst KVM_GET_VCPU_EVENTS), 64 bytes, as in
+ * `arch/x86/include/uapi/asm/kvm.h` of Linux 6.x (triple_fault since 5.19).
+ */
+export const KVM_VCPU_EVENTS_LAYOUT = defineStruct("kvm_vcpu_events", 64, [
+  ["exception", 0, { struct: KVM_VCPU_EVENTS_EXCEPTION_LAYOUT }],
+  ["interrupt", 8, { struct: KVM_VCPU_EVENTS_INTERRUPT_LAYOUT }],
+  ["nmi", 12, { struct: KVM_VCPU_EVENTS_NMI_LAYOUT }],
+  ["sipi_vector", 16, "u32"],
+  ["flags", 20, "u32"], // KVM_VCPUEVENT_VALID_* (which members SET applies)
+  ["smi", 24, { struct: KVM_VCPU_EVENTS_SMI_LAYOUT }],
+  ["triple_fault", 28, { struct: KVM_VCPU_EVENTS_TRIPLE_FAULT_LAYOUT }],
+  // __u8 reserved[26] @29
+  ["exception_has_payload", 55, "u8"],
+  ["exception_payload", 56, "u64"],
+]);
+
+// ---------------------------------------------------------------------------------------------
+// struct kvm_run: the page mmap'd from the vCPU fd (api.rst, "The kvm_run structure")
+
+/** `sizeof(struct kvm_run)`; the mapping itself is `KVM_GET_VCPU_MMAP_SIZE` bytes (PIO data and rings follow). */
+export const KVM_RUN_SIZE = 2352;
+/** Offset of the exit-specific union in `struct kvm_run`. */
+export const KVM_RUN_EXIT_UNION_START = 32;
+/** Size of the exit union (`char padding[256]`). */
+export const KVM_RUN_EXIT_UNION_SIZE = 256;
+/** Offset of the synchronized-registers area `s` (`char padding[2048]`). */
+export const KVM_RUN_SYNC_REGS_START = 304;
+/** Size of the synchronized-registers area. */
+export const KVM_RUN_SYNC_REGS_SIZE = 2048;
+
+/** The fixed part of `struct kvm_run`, before and after the exit union. */
+export const KVM_RUN_LAYOUT = defineStruct("kvm_run", KVM_RUN_SIZE, [
+  ["request_interrupt_window", 0, "u8"], // in
+  ["immediate_exit", 1, "u8"], // in (KVM_CAP_IMMEDIATE_EXIT)
+  ["exit_reason", 8, "u32"], // out
+  ["ready_for_interrupt_injection", 12, "u8"],
+  ["if_flag", 13, "u8"],
+  ["flags", 14, "u16"],
+  ["cr8", 16, "u64"],
+  ["apic_base", 24, "u64"],
+  ["kvm_valid_regs", 288, "u64"],
+  ["kvm_dirty_regs", 296, "u64"],
+]);
+
+// Exit union members; offsets are relative to KVM_RUN_EXIT_UNION_START.
+
+/** `hw` member (KVM_EXIT_UNKNOWN). */
+export const KVM_RUN_HW_LAYOUT = defineStruct("kvm_run.hw", 8, [
+  ["hardware_exit_reason", 0, "u64"],
+]);
+
+/** `fail_entry` member (KVM_EXIT_FAIL_ENTRY). */
+export const KVM_RUN_FAIL_ENTRY_LAYOUT = defineStruct("kvm_run.fail_entry", 16, [
+  ["hardware_entry_failure_reason", 0, "u64"],
+  ["cpu", 8, "u32"],
+]);
+
+/** `ex` member (KVM_EXIT_EXCEPTION). */
+export const KVM_RUN_EX_LAYOUT = defineStruct("kvm_run.ex", 8, [
+  ["exception", 0, "u32"],
+  ["error_code", 4, "u32"],
+]);
+
+/** `io` member (KVM_EXIT_IO): data is `count * size` bytes at `data_offset` from the start of kvm_run. */
+export const KVM_RUN_IO_LAYOUT = defineStruct("kvm_run.io", 16, [
+  ["direction", 0, "u8"], // KVM_EXIT_IO_IN 0, KVM_EXIT_IO_OUT 1
+  ["size", 1, "u8"],
+  ["port", 2, "u16"],
+  ["count", 4, "u32"],
+  ["data_offset", 8, "u64"],
+]);
+
+/** `debug` member (KVM_EXIT_DEBUG): `struct kvm_debug_exit_arch` on x86. */
+export const KVM_RUN_DEBUG_LAYOUT = defineStruct("kvm_run.debug", 32, [
+  ["exception", 0, "u32"],
+  ["pc", 8, "u64"],
+  ["dr6", 16, "u64"],
+  ["dr7", 24, "u64"],
+]);
+
+/** `mmio` member (KVM_EXIT_MMIO). */
+export const KVM_RUN_MMIO_LAYOUT = defineStruct("kvm_run.mmio", 24, [
+  ["phys_addr", 0, "u64"],
+  ["data", 8, { bytes: 8 }],
+  ["len", 16, "u32"],
+  ["is_write", 20, "u8"],
+]);
+
+/** `internal` member (KVM_EXIT_INTERNAL_ERROR). */
+export const KVM_RUN_INTERNAL_LAYOUT = defineStruct("kvm_run.internal", 136, [
+  ["suberror", 0, "u32"],
+  ["ndata", 4, "u32"],
+  ["data", 8, { u64s: 16 }],
+]);
+
+/** `system_event` member (KVM_EXIT_SYSTEM_EVENT); `ndata` was padding before Linux 5.18. */
+export const KVM_RUN_SYSTEM_EVENT_LAYOUT = defineStruct("kvm_run.system_event", 136, [
+  ["type", 0, "u32"],
+  ["ndata", 4, "u32"],
+  ["data", 8, { u64s: 16 }],
+]);

@@ -1,0 +1,121 @@
+/**
+ * The chokepoint between libc's `-1`/`MAP_FAILED` and {@link KvmError}: every syscall of the KVM
+ * layer goes through one of these helpers, which read errno immediately after the call.
+ *
+ * @module
+ */
+
+import { lastErrno, libc } from "./_libc.ts";
+import { KvmError, kvmOpenError } from "./kvm_error.ts";
+
+/** `O_RDWR` (asm-generic/fcntl.h). */
+export const O_RDWR = 0o2;
+/** `O_CLOEXEC` (asm-generic/fcntl.h): vCPU/VM fds must not leak into child processes. */
+export const O_CLOEXEC = 0o2_000_000;
+/** `PROT_READ` (asm-generic/mman-common.h). */
+export const PROT_READ = 0x1;
+/** `PROT_WRITE`. */
+export const PROT_WRITE = 0x2;
+/** `MAP_SHARED`: the kvm_run mapping must be shared with the kernel. */
+export const MAP_SHARED = 0x01;
+/** `MAP_PRIVATE`. */
+export const MAP_PRIVATE = 0x02;
+/** `MAP_ANONYMOUS` (x86). */
+export const MAP_ANONYMOUS = 0x20;
+/** `MAP_NORESERVE` (x86): do not reserve swap; pages are committed on first touch. */
+export const MAP_NORESERVE = 0x4000;
+/** `MADV_DONTNEED`: drop the pages; private anonymous memory then reads as zeros. */
+export const MADV_DONTNEED = 4;
+
+/** `(void *) -1` as returned by a failed mmap. */
+const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+
+/** Opens a device node read-write with close-on-exec; failures get the KVM device's advice. */
+export function openDevice(path: string): number {
+  const fd = libc().open(new TextEncoder().encode(`${path}\0`), O_RDWR | O_CLOEXEC);
+  if (fd < 0) throw kvmOpenError(path, lastErrno());
+  return fd;
+}
+
+/** Closes an fd, ignoring errors: callers guarantee each fd is closed exactly once. */
+export function closeFd(fd: number): void {
+  if (fd >= 0) libc().close(fd);
+}
+
+/** `ioctl(fd, request, 0)`, for requests without an argument. Returns the non-negative result. */
+export function ioctlNone(fd: number, request: number, op: string, detail?: string): number {
+  const result = libc().ioctl(fd, request, null);
+  if (result < 0) throw new KvmError(op, lastErrno(), { detail });
+  return result;
+}
+
+/** `ioctl(fd, request, buffer)`, the kernel reading and/or writing a struct in `buffer`. */
+export function ioctlBuf(
+  fd: number,
+  request: number,
+  buffer: Uint8Array,
+  op: string,
+  detail?: string,
+): number {
+  const result = libc().ioctl_buf(fd, request, buffer);
+  if (result < 0) throw new KvmError(op, lastErrno(), { detail });
+  return result;
+}
+
+/** `ioctl(fd, request, value)` with an integer argument. */
+export function ioctlU64(fd: number, request: number, value: bigint, op: string, detail?: string): number {
+  const result = libc().ioctl_u64(fd, request, value);
+  if (result < 0) throw new KvmError(op, lastErrno(), { detail });
+  return result;
+}
+
+/** A successful mapping. */
+export interface Mapping {
+  /** Start of the mapping. */
+  readonly pointer: Deno.PointerObject;
+  /** The same as a number. */
+  readonly address: bigint;
+}
+
+/** `mmap(NULL, length, prot, flags, fd, 0)`; MAP_FAILED becomes a {@link KvmError} with op `"mmap"`. */
+export function mmap(length: bigint, prot: number, flags: number, fd: number, detail?: string): Mapping {
+  const pointer = libc().mmap(null, length, prot, flags, fd, 0n);
+  const errno = lastErrno(); // before anything else can touch errno
+  const address = pointer === null ? 0n : Deno.UnsafePointer.value(pointer);
+  if (pointer === null || address === MAP_FAILED) throw new KvmError("mmap", errno, { detail });
+  return { pointer, address };
+}
+
+/** `munmap`; a failure here means a bookkeeping bug, so it throws. */
+export function munmap(pointer: Deno.PointerObject, length: bigint): void {
+  if (libc().munmap(pointer, length) < 0) throw new KvmError("munmap", lastErrno());
+}
+
+/** `madvise(pointer + offset, length, advice)`. */
+export function madvise(address: bigint, length: bigint, advice: number, detail?: string): void {
+  const result = libc().madvise(Deno.UnsafePointer.create(address), length, advice);
+  if (result < 0) throw new KvmError("madvise", lastErrno(), { detail });
+}
+
+/**
+ * Detaches an ArrayBuffer that views a mapping about to be unmapped, so that every typed array or
+ * DataView over it reads as empty (or throws) instead of touching freed memory and crashing the
+ * process. `transfer(0)` moves the (non-owning) backing store without copying a byte.
+ */
+export function detach(buffer: ArrayBuffer): void {
+  if (!buffer.detached) buffer.transfer(0);
+}
+
+/** A buffer whose bytes the kernel may write through a pointer stored in another struct. */
+export function pointerBuffer(length: number): Uint8Array {
+  // A `new ArrayBuffer` always has an off-heap backing store, unlike a small `new Uint8Array(n)`
+  // that V8 may keep inside its heap and move: the address stays valid while the buffer lives.
+  return new Uint8Array(new ArrayBuffer(length));
+}
+
+/** The address of a buffer's first byte. */
+export function addressOf(bytes: Uint8Array): bigint {
+  const pointer = Deno.UnsafePointer.of(bytes);
+  if (pointer === null) throw new Error("UnsafePointer.of returned null for a non-empty buffer");
+  return Deno.UnsafePointer.value(pointer);
+}

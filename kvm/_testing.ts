@@ -1,0 +1,60 @@
+/**
+ * Helpers shared by the KVM tests of this folder (not part of the public API).
+ *
+ * @module
+ */
+
+import { kvmAvailability } from "./kvm.ts";
+import type { Vcpu } from "./vcpu.ts";
+
+/** Whether /dev/kvm can be used here, probed once per test module. */
+export const KVM = kvmAvailability();
+
+/** `Deno.test` options that skip a test, visibly, when KVM is unavailable. */
+export const ifKvm: { readonly ignore: boolean } = { ignore: !KVM.available };
+
+/** Prints why the KVM tests of `module` are skipped (once per module). */
+export function reportKvmSkip(module: string): void {
+  if (!KVM.available) console.log(`${module}: KVM tests skipped: ${KVM.reason}`);
+}
+
+/** Real-mode segment limit (64 KiB). */
+const REAL_MODE_LIMIT = 0xffff;
+/** EFLAGS bit 1 is reserved and always set. */
+const RFLAGS_RESERVED_BIT = 1n << 1n;
+
+/**
+ * Puts a vCPU in flat 16-bit real mode (every segment base and selector 0, limit 64 KiB) with
+ * `rip = entry`. CS and RIP are always set explicitly: the reset CS differs between KVM
+ * implementations (kvm-abi.md §8).
+ */
+export function enterRealMode(vcpu: Vcpu, entry: number, registers: { rdx?: bigint } = {}): void {
+  const sregs = vcpu.getSregs();
+  const flat = <T extends { base: bigint; selector: number; limit: number }>(segment: T): T => ({
+    ...segment,
+    base: 0n,
+    selector: 0,
+    limit: REAL_MODE_LIMIT,
+  });
+  vcpu.setSregs({
+    ...sregs,
+    cs: flat(sregs.cs),
+    ds: flat(sregs.ds),
+    es: flat(sregs.es),
+    fs: flat(sregs.fs),
+    gs: flat(sregs.gs),
+    ss: flat(sregs.ss),
+  });
+  const regs = vcpu.getRegs();
+  vcpu.setRegs({ ...regs, rip: BigInt(entry), rflags: RFLAGS_RESERVED_BIT, rdx: registers.rdx ?? 0n });
+}
+
+/** Lines of /proc/self/maps. */
+export function mappingCount(): number {
+  return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((line) => line !== "").length;
+}
+
+/** Entries of /proc/self/fd. */
+export function fdCount(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}

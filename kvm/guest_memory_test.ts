@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { GuestMemory } from "./guest_memory.ts";
+import { KvmError } from "./kvm_error.ts";
+import type { RamBacking } from "../memory/ram_backing.ts";
+
+// These tests need --allow-ffi (mmap through libc) but not /dev/kvm.
+
+const MIB = 1n << 20n;
+const GIB = 1n << 30n;
+
+Deno.test("GuestMemory is a RamBacking: zero-filled, read/write by bigint offset", () => {
+  using ram = new GuestMemory(2n * MIB);
+  const backing: RamBacking = ram;
+  assert.equal(backing.size, 2n * MIB);
+  assert.equal(typeof backing.hostAddress, "bigint");
+  assert.equal(ram.hostAddress % 4096n, 0n);
+  const out = new Uint8Array(4);
+  backing.read(0x1ffffcn, out);
+  assert.deepEqual([...out], [0, 0, 0, 0]);
+  backing.write(0x1000n, new Uint8Array([1, 2, 3]));
+  backing.read(0xfffn, out);
+  assert.deepEqual([...out], [0, 1, 2, 3]);
+});
+
+Deno.test("bytes is one zero-copy view over the mapping", () => {
+  using ram = new GuestMemory(0x10000);
+  assert.equal(ram.bytes, ram.bytes);
+  assert.equal(ram.bytes.length, 0x10000);
+  ram.bytes[0x20] = 0xaa;
+  const out = new Uint8Array(1);
+  ram.read(0x20n, out);
+  assert.equal(out[0], 0xaa);
+  ram.write(0x21n, new Uint8Array([0xbb]));
+  assert.equal(ram.bytes[0x21], 0xbb);
+  assert.equal(Deno.UnsafePointer.value(Deno.UnsafePointer.of(ram.bytes)), ram.hostAddress);
+});
+
+Deno.test("accesses outside the memory are RangeErrors naming the address", () => {
+  using ram = new GuestMemory(0x1000);
+  assert.throws(() => ram.read(0xfffn, new Uint8Array(2)), /0xfff is outside its 0x1000 bytes/);
+  assert.throws(() => ram.write(-1n, new Uint8Array(1)), RangeError);
+  assert.throws(() => new GuestMemory(0), RangeError);
+  assert.throws(() => new GuestMemory(1.5), RangeError);
+});
+
+Deno.test("a size that is not page aligned maps whole pages but exposes exactly size bytes", () => {
+  using ram = new GuestMemory(5000n);
+  assert.equal(ram.bytes.length, 5000);
+  ram.write(4999n, new Uint8Array([1]));
+  assert.throws(() => ram.write(5000n, new Uint8Array([1])), RangeError);
+});
+
+Deno.test("64 GiB with MAP_NORESERVE: more than the host can commit is still reservable", () => {
+  using ram = new GuestMemory(64n * GIB);
+  assert.equal(ram.size, 64n * GIB);
+  ram.write(63n * GIB, new Uint8Array([7])); // commits one page
+  const out = new Uint8Array(1);
+  ram.read(63n * GIB, out);
+  assert.equal(out[0], 7);
+});
+
+Deno.test("a failed mmap is a KvmError with op mmap", () => {
+  // 2^47 bytes is the whole x86-64 user address space: the kernel cannot place it.
+  assert.throws(() => new GuestMemory(1n << 47n), (error: unknown) => {
+    assert.ok(error instanceof KvmError);
+    assert.equal(error.op, "mmap");
+    assert.equal(error.code, "ENOMEM");
+    return true;
+  });
+});
+
+Deno.test("close is idempotent; use after close throws instead of touching unmapped memory", () => {
+  const ram = new GuestMemory(0x2000);
+  const view = ram.bytes;
+  const sub = view.subarray(0x1000);
+  view[0] = 1;
+  ram.close();
+  ram.close();
+  assert.equal(ram.closed, true);
+  assert.throws(() => ram.bytes, Deno.errors.BadResource);
+  assert.throws(() => ram.read(0n, new Uint8Array(1)), Deno.errors.BadResource);
+  assert.throws(() => ram.write(0n, new Uint8Array(1)), Deno.errors.BadResource);
+  // Views taken before close are detached: reads give undefined, writes are dropped, no segfault.
+  assert.equal(view.length, 0);
+  assert.equal(view[0], undefined);
+  assert.equal(sub.length, 0);
+  sub[0] = 5;
+  assert.equal(sub[0], undefined);
+});
+
+Deno.test("discard gives pages back: they read as zeros again", () => {
+  using ram = new GuestMemory(0x3000);
+  ram.bytes.fill(0xff);
+  ram.discard(0x1000n, 0x1000n);
+  assert.equal(ram.bytes[0xfff], 0xff);
+  assert.equal(ram.bytes[0x1000], 0);
+  assert.equal(ram.bytes[0x1fff], 0);
+  assert.equal(ram.bytes[0x2000], 0xff);
+  assert.throws(() => ram.discard(0x10n, 0x1000n), RangeError);
+});

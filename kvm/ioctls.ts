@@ -1,0 +1,327 @@
+/**
+ * KVM ABI numbers: ioctl requests computed from the `_IOC` encoding and the struct sizes of
+ * `_structs.ts`, capability numbers, exit reasons and the small flag sets that go with them.
+ *
+ * Sources: `include/uapi/asm-generic/ioctl.h` (the encoding), `include/uapi/linux/kvm.h` and
+ * `Documentation/virt/kvm/api.rst`. Every number is pinned to a literal in `ioctls_test.ts`.
+ *
+ * @module
+ */
+
+import {
+  KVM_CLEAR_DIRTY_LOG_LAYOUT,
+  KVM_CPUID2_LAYOUT,
+  KVM_DIRTY_LOG_LAYOUT,
+  KVM_ENABLE_CAP_LAYOUT,
+  KVM_FPU_LAYOUT,
+  KVM_IRQ_LEVEL_LAYOUT,
+  KVM_LAPIC_STATE_LAYOUT,
+  KVM_MP_STATE_LAYOUT,
+  KVM_MSR_LIST_LAYOUT,
+  KVM_MSRS_LAYOUT,
+  KVM_PIT_CONFIG_LAYOUT,
+  KVM_REGS_LAYOUT,
+  KVM_SREGS_LAYOUT,
+  KVM_USERSPACE_MEMORY_REGION_LAYOUT,
+  KVM_VCPU_EVENTS_LAYOUT,
+} from "./_structs.ts";
+
+// asm-generic/ioctl.h: | dir:2 | size:14 | type:8 | nr:8 |
+const IOC_NR_SHIFT = 0;
+const IOC_TYPE_SHIFT = 8;
+const IOC_SIZE_SHIFT = 16;
+const IOC_DIR_SHIFT = 30;
+const IOC_SIZE_MAX = (1 << 14) - 1;
+const IOC_NONE = 0;
+const IOC_WRITE = 1;
+const IOC_READ = 2;
+
+/** The ioctl "type" byte of every KVM request (`KVMIO`). */
+export const KVMIO = 0xae;
+
+/** `_IOC(dir, type, nr, size)` as an unsigned 32-bit number. */
+export function ioc(dir: number, type: number, nr: number, size: number): number {
+  if (size < 0 || size > IOC_SIZE_MAX) {
+    throw new RangeError(`ioctl argument size ${size} does not fit 14 bits`);
+  }
+  return ((dir << IOC_DIR_SHIFT) | (size << IOC_SIZE_SHIFT) | (type << IOC_TYPE_SHIFT) |
+    (nr << IOC_NR_SHIFT)) >>> 0;
+}
+/** `_IO(type, nr)`: no argument, or an integer argument. */
+export const io = (type: number, nr: number): number => ioc(IOC_NONE, type, nr, 0);
+/** `_IOR(type, nr, size)`: the kernel writes a struct of `size` bytes. */
+export const ior = (type: number, nr: number, size: number): number => ioc(IOC_READ, type, nr, size);
+/** `_IOW(type, nr, size)`: the kernel reads a struct of `size` bytes. */
+export const iow = (type: number, nr: number, size: number): number => ioc(IOC_WRITE, type, nr, size);
+/** `_IOWR(type, nr, size)`: both. */
+export const iowr = (type: number, nr: number, size: number): number =>
+  ioc(IOC_READ | IOC_WRITE, type, nr, size);
+
+/** `sizeof(__u64)`, the argument of KVM_SET_IDENTITY_MAP_ADDR. */
+const U64_SIZE = 8;
+
+// System ioctls (/dev/kvm fd)
+/** Returns 12, the only stable API version. */
+export const KVM_GET_API_VERSION: number = io(KVMIO, 0x00);
+/** Integer argument: machine type (0). Returns a VM fd. */
+export const KVM_CREATE_VM: number = io(KVMIO, 0x01);
+/** `struct kvm_msr_list`; E2BIG (with `nmsrs` updated) when too small. */
+export const KVM_GET_MSR_INDEX_LIST: number = iowr(KVMIO, 0x02, KVM_MSR_LIST_LAYOUT.size);
+/** Integer argument: capability number. Returns 0 (absent) or a positive value. Also on VM fds. */
+export const KVM_CHECK_EXTENSION: number = io(KVMIO, 0x03);
+/** Returns the size of the vCPU fd's mapping (`struct kvm_run` and the pages that follow). */
+export const KVM_GET_VCPU_MMAP_SIZE: number = io(KVMIO, 0x04);
+/** `struct kvm_cpuid2`; E2BIG when `nent` is too small. */
+export const KVM_GET_SUPPORTED_CPUID: number = iowr(KVMIO, 0x05, KVM_CPUID2_LAYOUT.size);
+
+// VM ioctls
+/** Integer argument: vCPU id. Returns a vCPU fd. */
+export const KVM_CREATE_VCPU: number = io(KVMIO, 0x41);
+/** `struct kvm_dirty_log`. */
+export const KVM_GET_DIRTY_LOG: number = iow(KVMIO, 0x42, KVM_DIRTY_LOG_LAYOUT.size);
+/** `struct kvm_userspace_memory_region`. */
+export const KVM_SET_USER_MEMORY_REGION: number = iow(KVMIO, 0x46, KVM_USERSPACE_MEMORY_REGION_LAYOUT.size);
+/** Integer argument: guest-physical address of a 3-page region for the real-mode TSS (Intel). */
+export const KVM_SET_TSS_ADDR: number = io(KVMIO, 0x47);
+/** Pointer to a u64: guest-physical address of the 1-page identity map (Intel, real mode). */
+export const KVM_SET_IDENTITY_MAP_ADDR: number = iow(KVMIO, 0x48, U64_SIZE);
+/** No argument: in-kernel PIC, IOAPIC and LAPICs; before any vCPU. */
+export const KVM_CREATE_IRQCHIP: number = io(KVMIO, 0x60);
+/** `struct kvm_irq_level`. */
+export const KVM_IRQ_LINE: number = iow(KVMIO, 0x61, KVM_IRQ_LEVEL_LAYOUT.size);
+/** `struct kvm_irq_level`; the delivery status is written back into `irq`. */
+export const KVM_IRQ_LINE_STATUS: number = iowr(KVMIO, 0x67, KVM_IRQ_LEVEL_LAYOUT.size);
+/** `struct kvm_pit_config`. */
+export const KVM_CREATE_PIT2: number = iow(KVMIO, 0x77, KVM_PIT_CONFIG_LAYOUT.size);
+/** `struct kvm_enable_cap`; on VM and vCPU fds. */
+export const KVM_ENABLE_CAP: number = iow(KVMIO, 0xa3, KVM_ENABLE_CAP_LAYOUT.size);
+/** `struct kvm_clear_dirty_log` (with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled). */
+export const KVM_CLEAR_DIRTY_LOG: number = iowr(KVMIO, 0xc0, KVM_CLEAR_DIRTY_LOG_LAYOUT.size);
+
+// vCPU ioctls
+/** No argument (must be 0). Runs the vCPU until an exit that userspace must handle. */
+export const KVM_RUN: number = io(KVMIO, 0x80);
+/** `struct kvm_regs` out. */
+export const KVM_GET_REGS: number = ior(KVMIO, 0x81, KVM_REGS_LAYOUT.size);
+/** `struct kvm_regs` in. */
+export const KVM_SET_REGS: number = iow(KVMIO, 0x82, KVM_REGS_LAYOUT.size);
+/** `struct kvm_sregs` out. */
+export const KVM_GET_SREGS: number = ior(KVMIO, 0x83, KVM_SREGS_LAYOUT.size);
+/** `struct kvm_sregs` in. */
+export const KVM_SET_SREGS: number = iow(KVMIO, 0x84, KVM_SREGS_LAYOUT.size);
+/** `struct kvm_msrs`; returns the number of MSRs read. */
+export const KVM_GET_MSRS: number = iowr(KVMIO, 0x88, KVM_MSRS_LAYOUT.size);
+/** `struct kvm_msrs`; returns the number of MSRs written. */
+export const KVM_SET_MSRS: number = iow(KVMIO, 0x89, KVM_MSRS_LAYOUT.size);
+/** `struct kvm_fpu` out. */
+export const KVM_GET_FPU: number = ior(KVMIO, 0x8c, KVM_FPU_LAYOUT.size);
+/** `struct kvm_fpu` in. */
+export const KVM_SET_FPU: number = iow(KVMIO, 0x8d, KVM_FPU_LAYOUT.size);
+/** `struct kvm_lapic_state` out. */
+export const KVM_GET_LAPIC: number = ior(KVMIO, 0x8e, KVM_LAPIC_STATE_LAYOUT.size);
+/** `struct kvm_lapic_state` in. */
+export const KVM_SET_LAPIC: number = iow(KVMIO, 0x8f, KVM_LAPIC_STATE_LAYOUT.size);
+/** `struct kvm_cpuid2` in. */
+export const KVM_SET_CPUID2: number = iow(KVMIO, 0x90, KVM_CPUID2_LAYOUT.size);
+/** `struct kvm_cpuid2`; E2BIG when `nent` is too small. */
+export const KVM_GET_CPUID2: number = iowr(KVMIO, 0x91, KVM_CPUID2_LAYOUT.size);
+/** `struct kvm_mp_state` out. */
+export const KVM_GET_MP_STATE: number = ior(KVMIO, 0x98, KVM_MP_STATE_LAYOUT.size);
+/** `struct kvm_mp_state` in. */
+export const KVM_SET_MP_STATE: number = iow(KVMIO, 0x99, KVM_MP_STATE_LAYOUT.size);
+/** No argument: queue an NMI (in-kernel LAPIC). */
+export const KVM_NMI: number = io(KVMIO, 0x9a);
+/** `struct kvm_vcpu_events` out. */
+export const KVM_GET_VCPU_EVENTS: number = ior(KVMIO, 0x9f, KVM_VCPU_EVENTS_LAYOUT.size);
+/** `struct kvm_vcpu_events` in. */
+export const KVM_SET_VCPU_EVENTS: number = iow(KVMIO, 0xa0, KVM_VCPU_EVENTS_LAYOUT.size);
+
+/** The only KVM API version there has ever been (api.rst, KVM_GET_API_VERSION). */
+export const KVM_API_VERSION = 12;
+
+// Capabilities (KVM_CHECK_EXTENSION), include/uapi/linux/kvm.h
+/** In-kernel PIC/IOAPIC/LAPIC. */
+export const KVM_CAP_IRQCHIP = 0;
+/** HLT exits. */
+export const KVM_CAP_HLT = 1;
+/** KVM_SET_USER_MEMORY_REGION. */
+export const KVM_CAP_USER_MEMORY = 3;
+/** KVM_SET_TSS_ADDR. */
+export const KVM_CAP_SET_TSS_ADDR = 4;
+/** KVM_GET_SUPPORTED_CPUID. */
+export const KVM_CAP_EXT_CPUID = 7;
+/** Recommended vCPU count. */
+export const KVM_CAP_NR_VCPUS = 9;
+/** Returns the number of memslots per address space. */
+export const KVM_CAP_NR_MEMSLOTS = 10;
+/** Returns the page offset of the coalesced-MMIO ring in the vCPU mapping. */
+export const KVM_CAP_COALESCED_MMIO = 15;
+/** Memslot host mappings may change under a running VM (MMU notifiers). */
+export const KVM_CAP_SYNC_MMU = 16;
+/** KVM_SET_GSI_ROUTING. */
+export const KVM_CAP_IRQ_ROUTING = 25;
+/** KVM_IRQFD. */
+export const KVM_CAP_IRQFD = 32;
+/** KVM_CREATE_PIT2. */
+export const KVM_CAP_PIT2 = 33;
+/** KVM_GET/SET_PIT2. */
+export const KVM_CAP_PIT_STATE2 = 35;
+/** KVM_IOEVENTFD. */
+export const KVM_CAP_IOEVENTFD = 36;
+/** KVM_SET_IDENTITY_MAP_ADDR. */
+export const KVM_CAP_SET_IDENTITY_MAP_ADDR = 37;
+/** Maximum vCPU count. */
+export const KVM_CAP_MAX_VCPUS = 66;
+/** TSC-deadline timer in the in-kernel LAPIC. */
+export const KVM_CAP_TSC_DEADLINE_TIMER = 72;
+/** KVM_SIGNAL_MSI. */
+export const KVM_CAP_SIGNAL_MSI = 77;
+/** KVM_MEM_READONLY memslots: guest writes exit as MMIO (81, not 31). */
+export const KVM_CAP_READONLY_MEM = 81;
+/** Returns the number of address spaces (2 on x86 with SMM). */
+export const KVM_CAP_MULTI_ADDRESS_SPACE = 118;
+/** KVM_ENABLE_CAP for a split (userspace IOAPIC) irqchip. */
+export const KVM_CAP_SPLIT_IRQCHIP = 121;
+/** Maximum vCPU id + 1. */
+export const KVM_CAP_MAX_VCPU_ID = 128;
+/** x2APIC API extensions. */
+export const KVM_CAP_X2APIC_API = 129;
+/** `kvm_run.immediate_exit`. */
+export const KVM_CAP_IMMEDIATE_EXIT = 136;
+/** Coalesced PIO. */
+export const KVM_CAP_COALESCED_PIO = 162;
+/** KVM_CLEAR_DIRTY_LOG with manual re-protection; enable with KVM_ENABLE_CAP. */
+export const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168;
+/** Dirty ring instead of bitmaps. */
+export const KVM_CAP_DIRTY_LOG_RING = 192;
+
+// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enable flags (args[0])
+/** GET_DIRTY_LOG no longer write-protects; userspace calls CLEAR_DIRTY_LOG. */
+export const KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1 << 0;
+/** New logging slots start all dirty (lazy write-protection). */
+export const KVM_DIRTY_LOG_INITIALLY_SET = 1 << 1;
+
+// Memslot flags (struct kvm_userspace_memory_region.flags)
+/** Track guest writes in a per-slot bitmap. */
+export const KVM_MEM_LOG_DIRTY_PAGES = 1 << 0;
+/** Guest writes exit as KVM_EXIT_MMIO; reads and fetches stay in the kernel. */
+export const KVM_MEM_READONLY = 1 << 1;
+/** Memslot id bits that select the address space (`as_id << 16 | index`). */
+export const KVM_MEMSLOT_AS_ID_SHIFT = 16;
+
+/** `struct kvm_pit_config.flags`: do not emulate the PC speaker port 0x61. */
+export const KVM_PIT_SPEAKER_DUMMY = 1;
+/** `struct kvm_cpuid_entry2.flags`: `index` (the ECX sub-leaf) is significant. */
+export const KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1;
+
+// Exit reasons (kvm_run.exit_reason)
+/** Unknown hardware exit; `hw.hardware_exit_reason` says which. */
+export const KVM_EXIT_UNKNOWN = 0;
+/** A guest exception. */
+export const KVM_EXIT_EXCEPTION = 1;
+/** Port I/O: `in`/`out`/`ins`/`outs`. */
+export const KVM_EXIT_IO = 2;
+/** Hypercall (unused on x86 by default). */
+export const KVM_EXIT_HYPERCALL = 3;
+/** Debug trap (KVM_SET_GUEST_DEBUG). */
+export const KVM_EXIT_DEBUG = 4;
+/** `hlt` without an in-kernel irqchip. */
+export const KVM_EXIT_HLT = 5;
+/** Guest access to guest-physical memory without a (writable) memslot. */
+export const KVM_EXIT_MMIO = 6;
+/** The guest can take an interrupt (request_interrupt_window). */
+export const KVM_EXIT_IRQ_WINDOW_OPEN = 7;
+/** Triple fault. */
+export const KVM_EXIT_SHUTDOWN = 8;
+/** VM entry failed; `fail_entry` has the hardware reason. */
+export const KVM_EXIT_FAIL_ENTRY = 9;
+/** KVM_RUN interrupted by a signal or `immediate_exit` (returned as -1/EINTR). */
+export const KVM_EXIT_INTR = 10;
+/** TPR below threshold (userspace LAPIC). */
+export const KVM_EXIT_SET_TPR = 11;
+/** TPR access reporting. */
+export const KVM_EXIT_TPR_ACCESS = 12;
+/** NMI (s390/ppc; unused on x86). */
+export const KVM_EXIT_NMI = 16;
+/** KVM could not handle something; `internal.suberror` says what. */
+export const KVM_EXIT_INTERNAL_ERROR = 17;
+/** OSI hypercall (ppc). */
+export const KVM_EXIT_OSI = 18;
+/** Shutdown/reset/crash request (PSCI, Hyper-V, TDX…); `system_event.type` says which. */
+export const KVM_EXIT_SYSTEM_EVENT = 24;
+/** EOI of a level-triggered IOAPIC interrupt (split irqchip). */
+export const KVM_EXIT_IOAPIC_EOI = 26;
+/** `rdmsr` forwarded to userspace (KVM_CAP_X86_USER_SPACE_MSR). */
+export const KVM_EXIT_X86_RDMSR = 29;
+/** `wrmsr` forwarded to userspace. */
+export const KVM_EXIT_X86_WRMSR = 30;
+/** The dirty ring is full. */
+export const KVM_EXIT_DIRTY_RING_FULL = 31;
+/** A bus lock was detected. */
+export const KVM_EXIT_X86_BUS_LOCK = 33;
+
+/** Names of the exit reasons, for messages. */
+export const KVM_EXIT_NAMES: Readonly<Record<number, string>> = {
+  [KVM_EXIT_UNKNOWN]: "KVM_EXIT_UNKNOWN",
+  [KVM_EXIT_EXCEPTION]: "KVM_EXIT_EXCEPTION",
+  [KVM_EXIT_IO]: "KVM_EXIT_IO",
+  [KVM_EXIT_HYPERCALL]: "KVM_EXIT_HYPERCALL",
+  [KVM_EXIT_DEBUG]: "KVM_EXIT_DEBUG",
+  [KVM_EXIT_HLT]: "KVM_EXIT_HLT",
+  [KVM_EXIT_MMIO]: "KVM_EXIT_MMIO",
+  [KVM_EXIT_IRQ_WINDOW_OPEN]: "KVM_EXIT_IRQ_WINDOW_OPEN",
+  [KVM_EXIT_SHUTDOWN]: "KVM_EXIT_SHUTDOWN",
+  [KVM_EXIT_FAIL_ENTRY]: "KVM_EXIT_FAIL_ENTRY",
+  [KVM_EXIT_INTR]: "KVM_EXIT_INTR",
+  [KVM_EXIT_SET_TPR]: "KVM_EXIT_SET_TPR",
+  [KVM_EXIT_TPR_ACCESS]: "KVM_EXIT_TPR_ACCESS",
+  [KVM_EXIT_NMI]: "KVM_EXIT_NMI",
+  [KVM_EXIT_INTERNAL_ERROR]: "KVM_EXIT_INTERNAL_ERROR",
+  [KVM_EXIT_OSI]: "KVM_EXIT_OSI",
+  [KVM_EXIT_SYSTEM_EVENT]: "KVM_EXIT_SYSTEM_EVENT",
+  [KVM_EXIT_IOAPIC_EOI]: "KVM_EXIT_IOAPIC_EOI",
+  [KVM_EXIT_X86_RDMSR]: "KVM_EXIT_X86_RDMSR",
+  [KVM_EXIT_X86_WRMSR]: "KVM_EXIT_X86_WRMSR",
+  [KVM_EXIT_DIRTY_RING_FULL]: "KVM_EXIT_DIRTY_RING_FULL",
+  [KVM_EXIT_X86_BUS_LOCK]: "KVM_EXIT_X86_BUS_LOCK",
+};
+
+/** `"KVM_EXIT_IO"` for 2; `"KVM_EXIT_#<n>"` for a reason this table does not know. */
+export function exitReasonName(reason: number): string {
+  return KVM_EXIT_NAMES[reason] ?? `KVM_EXIT_#${reason}`;
+}
+
+/** `kvm_run.io.direction` of an `in`. */
+export const KVM_EXIT_IO_IN = 0;
+/** `kvm_run.io.direction` of an `out`. */
+export const KVM_EXIT_IO_OUT = 1;
+
+// kvm_run.internal.suberror
+/** The instruction emulator failed (e.g. an instruction it does not implement). */
+export const KVM_INTERNAL_ERROR_EMULATION = 1;
+/** An exception occurred while delivering another. */
+export const KVM_INTERNAL_ERROR_SIMUL_EX = 2;
+/** An event could not be delivered (e.g. an MMIO-backed IDT). */
+export const KVM_INTERNAL_ERROR_DELIVERY_EV = 3;
+/** The hardware exit reason is not handled by KVM. */
+export const KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4;
+
+// kvm_run.system_event.type
+/** The guest asked to power off. */
+export const KVM_SYSTEM_EVENT_SHUTDOWN = 1;
+/** The guest asked to reset. */
+export const KVM_SYSTEM_EVENT_RESET = 2;
+/** The guest crashed. */
+export const KVM_SYSTEM_EVENT_CRASH = 3;
+
+// struct kvm_mp_state.mp_state (x86 values)
+/** The vCPU runs. */
+export const KVM_MP_STATE_RUNNABLE = 0;
+/** An application processor waiting for INIT. */
+export const KVM_MP_STATE_UNINITIALIZED = 1;
+/** INIT received, waiting for SIPI. */
+export const KVM_MP_STATE_INIT_RECEIVED = 2;
+/** Halted (`hlt` with an in-kernel irqchip). */
+export const KVM_MP_STATE_HALTED = 3;
+/** SIPI received. */
+export const KVM_MP_STATE_SIPI_RECEIVED = 4;

@@ -1,0 +1,31 @@
+import assert from "node:assert/strict";
+import { ifKvm, reportKvmSkip } from "./_testing.ts";
+
+reportKvmSkip("kvm/leak_test.ts");
+
+const CYCLES = 1000;
+
+Deno.test({
+  name: `${CYCLES} create/destroy cycles of a VM with RAM and a vCPU leave no fd and no mapping behind`,
+  ...ifKvm,
+  async fn() {
+    // A separate process: under `deno test --parallel` other test modules share this one.
+    const script = new URL("./testdata/leak_cycles.ts", import.meta.url).pathname;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-config", "--allow-all", "--v8-flags=--expose-gc", script, String(CYCLES)],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(output.stdout);
+    assert.ok(output.success, `leak_cycles.ts failed:\n${new TextDecoder().decode(output.stderr)}`);
+    const result = JSON.parse(stdout.trim().split("\n").at(-1)!);
+    const { before, after } = result;
+    const summary = JSON.stringify(result);
+    assert.equal(result.cycles, CYCLES);
+    assert.ok(after.fds <= before.fds, `open fds grew: ${summary}`);
+    assert.equal(after.kvmFds, before.kvmFds, `KVM fds leaked: ${summary}`);
+    assert.ok(after.mappings <= before.mappings, `mappings grew: ${summary}`);
+    assert.equal(after.kvmMappings, before.kvmMappings, `kvm_run mappings leaked: ${summary}`);
+    assert.ok(after.vmSizeKiB - before.vmSizeKiB < result.ramSizeKiB, `guest RAM leaked: ${summary}`);
+  },
+});

@@ -1,0 +1,325 @@
+/**
+ * A KVM virtual machine: its fd, its memslots, its in-kernel devices and its vCPUs.
+ *
+ * @module
+ */
+
+import {
+  encodeStruct,
+  encodeToBytes,
+  KVM_CLEAR_DIRTY_LOG_LAYOUT,
+  KVM_DIRTY_LOG_LAYOUT,
+  KVM_ENABLE_CAP_LAYOUT,
+  KVM_IRQ_LEVEL_LAYOUT,
+  KVM_PIT_CONFIG_LAYOUT,
+  KVM_USERSPACE_MEMORY_REGION_LAYOUT,
+  type ValueOf,
+} from "./_structs.ts";
+import { addressOf, closeFd, ioctlBuf, ioctlNone, ioctlU64, pointerBuffer } from "./_syscalls.ts";
+import {
+  KVM_CHECK_EXTENSION,
+  KVM_CLEAR_DIRTY_LOG,
+  KVM_CREATE_IRQCHIP,
+  KVM_CREATE_PIT2,
+  KVM_CREATE_VCPU,
+  KVM_ENABLE_CAP,
+  KVM_GET_DIRTY_LOG,
+  KVM_IRQ_LINE,
+  KVM_SET_IDENTITY_MAP_ADDR,
+  KVM_SET_TSS_ADDR,
+  KVM_SET_USER_MEMORY_REGION,
+} from "./ioctls.ts";
+import { KvmError } from "./kvm_error.ts";
+import { Vcpu } from "./vcpu.ts";
+
+/**
+ * One memslot as `KVM_SET_USER_MEMORY_REGION` takes it: `slot` is `as_id << 16 | index`, `flags`
+ * a mix of `KVM_MEM_LOG_DIRTY_PAGES` and `KVM_MEM_READONLY`, `memorySize` 0 deletes the slot.
+ * Addresses and sizes must be page aligned.
+ */
+export type UserMemoryRegion = ValueOf<typeof KVM_USERSPACE_MEMORY_REGION_LAYOUT>;
+
+/**
+ * Observer of memslot changes, called after every {@link Vm.setUserMemoryRegion} with the region
+ * passed and the error, if the kernel refused it. For tracing and tests (e.g. checking that a
+ * listener deletes a slot before changing its READONLY flag).
+ */
+export type MemoryRegionTrace = (region: Readonly<UserMemoryRegion>, error: KvmError | undefined) => void;
+
+/** Bits per byte of a dirty bitmap. */
+const BITS_PER_BYTE = 8;
+/** Dirty bitmaps are arrays of `unsigned long` (api.rst, KVM_GET_DIRTY_LOG). */
+const DIRTY_BITMAP_WORD_BITS = 64;
+
+/** Bytes of the dirty bitmap for a slot of `pages` pages: `roundUp(pages, 64) / 8`. */
+export function dirtyBitmapSize(pages: number): number {
+  return Math.ceil(pages / DIRTY_BITMAP_WORD_BITS) * DIRTY_BITMAP_WORD_BITS / BITS_PER_BYTE;
+}
+
+function toU64(value: number | bigint, what: string): bigint {
+  if (typeof value === "number" && !Number.isSafeInteger(value)) {
+    throw new RangeError(`${what} must be an integer, got ${value}`);
+  }
+  const big = BigInt(value);
+  if (big < 0n || big >= 1n << 64n) throw new RangeError(`${what} must be in [0, 2^64), got ${big}`);
+  return big;
+}
+
+function toU32(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
+    throw new RangeError(`${what} must be an integer in [0, 2^32), got ${value}`);
+  }
+  return value;
+}
+
+/** Options for the {@link Vm} constructor. */
+export interface VmOptions {
+  /** `KVM_GET_VCPU_MMAP_SIZE` of the system fd, needed to map each vCPU's kvm_run. */
+  readonly vcpuMmapSize: number;
+  /** Called once when the VM closes (its Kvm uses it to forget the VM). */
+  readonly onClose?: () => void;
+}
+
+/**
+ * A VM. Created by {@link Kvm.createVm}; owns the VM fd and the vCPUs created from it.
+ * {@link Vm.close} closes the vCPUs (their mappings and fds) first, then the VM fd; it is
+ * idempotent and `using` works. Guest memory ({@link GuestMemory}) is owned by the caller and
+ * must outlive the memslots that point at it.
+ *
+ * @example
+ * ```ts ignore
+ * import { GuestMemory, Kvm, KVM_MEM_LOG_DIRTY_PAGES } from "./mod.ts";
+ * using kvm = Kvm.open();
+ * using vm = kvm.createVm();
+ * using ram = new GuestMemory(2n << 20n);
+ * vm.onSetUserMemoryRegion = (region, error) => console.log("memslot", region, error?.code);
+ * vm.setUserMemoryRegion({
+ *   slot: 0,
+ *   flags: KVM_MEM_LOG_DIRTY_PAGES,
+ *   guestPhysAddr: 0n,
+ *   memorySize: ram.size,
+ *   userspaceAddr: ram.hostAddress,
+ * });
+ * const dirty = vm.getDirtyLog(0, Number(ram.size / 4096n));
+ * ```
+ */
+export class Vm implements Disposable {
+  #fd: number;
+  readonly #vcpuMmapSize: number;
+  readonly #vcpus = new Set<Vcpu>();
+  readonly #slots = new Map<number, Readonly<UserMemoryRegion>>();
+  #onClose: (() => void) | undefined;
+  // KVM_IRQ_LINE is called on every device interrupt edge: reuse one argument buffer.
+  readonly #irqLevel = new Uint8Array(KVM_IRQ_LEVEL_LAYOUT.size);
+  readonly #irqLevelView = new DataView(this.#irqLevel.buffer);
+
+  /** Traces every {@link Vm.setUserMemoryRegion}; `undefined` (the default) traces nothing. */
+  onSetUserMemoryRegion: MemoryRegionTrace | undefined;
+
+  /**
+   * Takes ownership of a VM fd. Use {@link Kvm.createVm} instead; public for wrapping an fd
+   * obtained elsewhere.
+   */
+  constructor(fd: number, options: VmOptions) {
+    this.#fd = fd;
+    this.#vcpuMmapSize = options.vcpuMmapSize;
+    this.#onClose = options.onClose;
+  }
+
+  /** The VM fd (-1 after close). */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** Whether {@link Vm.close} has run. */
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  /**
+   * The memslots as KVM has them after the successful calls of {@link Vm.setUserMemoryRegion},
+   * keyed by slot id (`as_id << 16 | index`).
+   */
+  get memorySlots(): ReadonlyMap<number, Readonly<UserMemoryRegion>> {
+    return this.#slots;
+  }
+
+  /** `KVM_CHECK_EXTENSION` on the VM fd (more precise than on /dev/kvm): 0 if absent. */
+  checkExtension(cap: number): number {
+    return ioctlU64(
+      this.#open(),
+      KVM_CHECK_EXTENSION,
+      BigInt(toU32(cap, "capability")),
+      "KVM_CHECK_EXTENSION",
+    );
+  }
+
+  /**
+   * `KVM_SET_USER_MEMORY_REGION`: creates, moves, re-flags or (with `memorySize` 0n) deletes a
+   * memslot. The kernel refuses an in-place change of size, host address or READONLY flag
+   * (EINVAL) and an overlap with another slot (EEXIST); see {@link KvmError}'s hints.
+   * {@link Vm.onSetUserMemoryRegion} sees every call, successful or not.
+   */
+  setUserMemoryRegion(region: Readonly<UserMemoryRegion>): void {
+    const copy: Readonly<UserMemoryRegion> = Object.freeze({
+      slot: region.slot,
+      flags: region.flags,
+      guestPhysAddr: region.guestPhysAddr,
+      memorySize: region.memorySize,
+      userspaceAddr: region.userspaceAddr,
+    });
+    const bytes = encodeToBytes(KVM_USERSPACE_MEMORY_REGION_LAYOUT, copy);
+    const detail = `slot ${copy.slot}, gpa 0x${copy.guestPhysAddr.toString(16)}, size 0x${
+      copy.memorySize.toString(16)
+    }, flags ${copy.flags}`;
+    let failure: KvmError | undefined;
+    try {
+      ioctlBuf(this.#open(), KVM_SET_USER_MEMORY_REGION, bytes, "KVM_SET_USER_MEMORY_REGION", detail);
+    } catch (error) {
+      if (!(error instanceof KvmError)) throw error;
+      failure = error;
+    }
+    if (failure === undefined) {
+      if (copy.memorySize === 0n) this.#slots.delete(copy.slot);
+      else this.#slots.set(copy.slot, copy);
+    }
+    this.onSetUserMemoryRegion?.(copy, failure);
+    if (failure) throw failure;
+  }
+
+  /**
+   * `KVM_SET_TSS_ADDR`: three guest-physical pages KVM may use for real-mode emulation on Intel;
+   * must not overlap a memslot (typically 0xfffbd000).
+   */
+  setTssAddr(address: number | bigint): void {
+    ioctlU64(this.#open(), KVM_SET_TSS_ADDR, toU64(address, "TSS address"), "KVM_SET_TSS_ADDR");
+  }
+
+  /** `KVM_SET_IDENTITY_MAP_ADDR`: one guest-physical page for the real-mode identity map (Intel). */
+  setIdentityMapAddr(address: number | bigint): void {
+    const bytes = new Uint8Array(8);
+    new DataView(bytes.buffer).setBigUint64(0, toU64(address, "identity map address"), true);
+    ioctlBuf(this.#open(), KVM_SET_IDENTITY_MAP_ADDR, bytes, "KVM_SET_IDENTITY_MAP_ADDR");
+  }
+
+  /** `KVM_CREATE_IRQCHIP`: in-kernel PIC, IOAPIC and local APICs. Call before the first vCPU. */
+  createIrqchip(): void {
+    ioctlNone(this.#open(), KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP");
+  }
+
+  /** `KVM_CREATE_PIT2`: in-kernel i8254 (flags: `KVM_PIT_SPEAKER_DUMMY`). Needs the irqchip. */
+  createPit2(flags = 0): void {
+    ioctlBuf(
+      this.#open(),
+      KVM_CREATE_PIT2,
+      encodeToBytes(KVM_PIT_CONFIG_LAYOUT, { flags }),
+      "KVM_CREATE_PIT2",
+    );
+  }
+
+  /** `KVM_IRQ_LINE`: sets the level of an in-kernel irqchip input (GSI). */
+  irqLine(irq: number, level: boolean | number): void {
+    const view = this.#irqLevelView;
+    view.setUint32(0, toU32(irq, "irq"), true);
+    view.setUint32(4, level ? 1 : 0, true);
+    ioctlBuf(this.#open(), KVM_IRQ_LINE, this.#irqLevel, "KVM_IRQ_LINE", `irq ${irq}`);
+  }
+
+  /**
+   * `KVM_GET_DIRTY_LOG`: the pages of `slot` written by the guest since the last call, one bit per
+   * 4 KiB page (bit `i % 8` of byte `i / 8` is page `i`), in a new buffer of
+   * {@link dirtyBitmapSize}`(pages)` bytes. Without manual protection this also re-arms tracking.
+   */
+  getDirtyLog(slot: number, pages: number): Uint8Array {
+    if (!Number.isInteger(pages) || pages <= 0) {
+      throw new RangeError(`getDirtyLog: pages must be positive, got ${pages}`);
+    }
+    const bitmap = pointerBuffer(dirtyBitmapSize(pages));
+    const args = encodeToBytes(KVM_DIRTY_LOG_LAYOUT, {
+      slot: toU32(slot, "slot"),
+      dirtyBitmap: addressOf(bitmap),
+    });
+    ioctlBuf(this.#open(), KVM_GET_DIRTY_LOG, args, "KVM_GET_DIRTY_LOG", `slot ${slot}`);
+    return bitmap;
+  }
+
+  /**
+   * `KVM_CLEAR_DIRTY_LOG`: re-protects the pages `firstPage + i` whose bit `i` is set in `bitmap`
+   * (all `numPages` pages when omitted). Needs `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` enabled with
+   * {@link Vm.enableCap}; `firstPage` must be a multiple of 64, `numPages` too unless the range
+   * ends at the slot's end.
+   */
+  clearDirtyLog(slot: number, firstPage: number | bigint, numPages: number, bitmap?: Uint8Array): void {
+    const size = dirtyBitmapSize(numPages);
+    const stable = pointerBuffer(Math.max(size, 8));
+    if (bitmap === undefined) {
+      for (let page = 0; page < numPages; page++) stable[page >> 3] |= 1 << (page & 7);
+    } else {
+      if (bitmap.length < Math.ceil(numPages / BITS_PER_BYTE)) {
+        throw new RangeError(
+          `clearDirtyLog: bitmap of ${bitmap.length} bytes is too short for ${numPages} pages`,
+        );
+      }
+      stable.set(bitmap.subarray(0, size));
+    }
+    const args = encodeToBytes(KVM_CLEAR_DIRTY_LOG_LAYOUT, {
+      slot: toU32(slot, "slot"),
+      numPages: toU32(numPages, "numPages"),
+      firstPage: toU64(firstPage, "firstPage"),
+      dirtyBitmap: addressOf(stable),
+    });
+    ioctlBuf(this.#open(), KVM_CLEAR_DIRTY_LOG, args, "KVM_CLEAR_DIRTY_LOG", `slot ${slot}`);
+  }
+
+  /** `KVM_ENABLE_CAP` on the VM fd with up to four arguments. */
+  enableCap(cap: number, args: readonly bigint[] = [], flags = 0): void {
+    if (args.length > 4) throw new RangeError(`enableCap: at most 4 arguments, got ${args.length}`);
+    const bytes = new Uint8Array(KVM_ENABLE_CAP_LAYOUT.size);
+    encodeStruct(KVM_ENABLE_CAP_LAYOUT, {
+      cap: toU32(cap, "capability"),
+      flags,
+      args: [0, 1, 2, 3].map((i) => args[i] ?? 0n),
+    }, new DataView(bytes.buffer));
+    ioctlBuf(this.#open(), KVM_ENABLE_CAP, bytes, "KVM_ENABLE_CAP", `capability ${cap}`);
+  }
+
+  /** `KVM_CREATE_VCPU` and the mapping of its `kvm_run`. The VM closes it when it closes. */
+  createVcpu(id: number): Vcpu {
+    const fd = ioctlU64(
+      this.#open(),
+      KVM_CREATE_VCPU,
+      BigInt(toU32(id, "vCPU id")),
+      "KVM_CREATE_VCPU",
+      `id ${id}`,
+    );
+    const vcpu: Vcpu = new Vcpu(fd, id, {
+      mmapSize: this.#vcpuMmapSize,
+      onClose: () => this.#vcpus.delete(vcpu),
+    });
+    this.#vcpus.add(vcpu);
+    return vcpu;
+  }
+
+  /** Closes the vCPUs, then the VM fd. Idempotent. */
+  close(): void {
+    if (this.#fd < 0) return;
+    for (const vcpu of [...this.#vcpus]) vcpu.close();
+    const fd = this.#fd;
+    this.#fd = -1;
+    this.#slots.clear();
+    closeFd(fd);
+    const onClose = this.#onClose;
+    this.#onClose = undefined;
+    onClose?.();
+  }
+
+  /** Same as {@link Vm.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #open(): number {
+    if (this.#fd < 0) throw new Deno.errors.BadResource("the VM was used after close()");
+    return this.#fd;
+  }
+}

@@ -1,0 +1,9 @@
+/**
+ * Entry point of `deno task start`: hands the command line to the front-end.
+ *
+ * @module
+ */
+
+import { main } from "./cli/main.ts";
+
+if (import.meta.main) Deno.exit(main(Deno.args));
