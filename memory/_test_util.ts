@@ -5,6 +5,7 @@
  */
 
 import type { FlatRange } from "./flat_view.ts";
+import type { MemoryRegionOps } from "./memory_region_ops.ts";
 
 /** `start-end name@offset [ro]` per range, hex, for readable assertions. */
 export function describeRanges(ranges: readonly FlatRange[]): string[] {
@@ -30,4 +31,27 @@ export function recordingOps(width = 4) {
       },
     },
   };
+}
+
+/** Little-endian value of `size` bytes at `offset` of a register file whose byte `o` is 0xa0 + o:
+ * any splitting or chunking of an access shows in the bytes read. */
+export function pattern(offset: number, size: number): bigint {
+  let v = 0n;
+  for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt((0xa0 + offset + i) & 0xff);
+  return v;
+}
+
+/** A device that logs every callback as `r off/size` or `w off/size=value` (hex). */
+export function loggingDevice(extra: Partial<MemoryRegionOps> = {}, read = pattern) {
+  const calls: string[] = [];
+  const ops: MemoryRegionOps = {
+    read: (o, s) => {
+      calls.push(`r ${o.toString(16)}/${s}`);
+      const v = BigInt(read(o, s));
+      return s === 8 ? v : Number(v);
+    },
+    write: (o, v, s) => void calls.push(`w ${o.toString(16)}/${s}=${v.toString(16)}`),
+    ...extra,
+  };
+  return { calls, ops };
 }

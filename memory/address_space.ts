@@ -125,10 +125,10 @@ function storeLE(buf: Uint8Array, at: number, size: number, value: bigint): void
 /** QEMU's `memory_region_access_valid`. */
 function accessValid(ops: MemoryRegionOps, offset: bigint, size: number, isWrite: boolean): boolean {
   const valid = ops.valid;
-  if (!valid) return true;
-  if (valid.accepts && !valid.accepts(Number(offset), size, isWrite)) return false;
-  if (!valid.unaligned && (offset & BigInt(size - 1)) !== 0n) return false;
-  if (!valid.max) return true;
+  if (valid?.accepts && !valid.accepts(Number(offset), size, isWrite)) return false;
+  // An absent `valid` is QEMU's all-zero one: any size, but `unaligned` false.
+  if (!valid?.unaligned && (offset & BigInt(size - 1)) !== 0n) return false;
+  if (!valid?.max) return true;
   return size <= valid.max && size >= (valid.min ?? 0);
 }
 
@@ -224,6 +224,7 @@ export class AddressSpace {
   #closed = false;
   readonly #scratch = new Uint8Array(8);
   readonly #scratchView = new DataView(this.#scratch.buffer);
+  #scratchBusy = false;
 
   constructor(root: MemoryRegion, name: string) {
     if (!root || typeof root !== "object" || !("subregions" in root)) {
@@ -390,17 +391,17 @@ export class AddressSpace {
   read(addr: AddrInput, size: number): ReadResult {
     checkAccessSize(size, `read of AS "${this.name}"`);
     const a = toAddress(addr, `read of AS "${this.name}"`);
-    const buf = this.#scratch;
-    const result = this.#rw(a, buf, size, false);
-    const dv = this.#scratchView;
-    const value = size === 1
-      ? BigInt(buf[0])
-      : size === 2
-      ? BigInt(dv.getUint16(0, true))
-      : size === 4
-      ? BigInt(dv.getUint32(0, true))
-      : dv.getBigUint64(0, true);
-    return { value, result };
+    return this.#withScratch((buf, dv) => {
+      const result = this.#rw(a, buf, size, false);
+      const value = size === 1
+        ? BigInt(buf[0])
+        : size === 2
+        ? BigInt(dv.getUint16(0, true))
+        : size === 4
+        ? BigInt(dv.getUint32(0, true))
+        : dv.getBigUint64(0, true);
+      return { value, result };
+    });
   }
 
   /** Writes the low `size` bytes of `value` at `addr`, little-endian. Returns the result code. */
@@ -410,8 +411,27 @@ export class AddressSpace {
     if (typeof value !== "bigint" && !Number.isInteger(value)) {
       throw new RangeError(`write of AS "${this.name}": value ${value} is not an integer`);
     }
-    this.#scratchView.setBigUint64(0, BigInt.asUintN(64, BigInt(value)), true);
-    return this.#rw(a, this.#scratch, size, true);
+    return this.#withScratch((buf, dv) => {
+      dv.setBigUint64(0, BigInt.asUintN(64, BigInt(value)), true);
+      return this.#rw(a, buf, size, true);
+    });
+  }
+
+  /**
+   * Runs a fixed-size access in the 8-byte scratch buffer, or in a fresh one when a device handler
+   * re-enters this address space while the scratch still holds the pieces of an outer access.
+   */
+  #withScratch<T>(fn: (buf: Uint8Array, dv: DataView) => T): T {
+    if (this.#scratchBusy) {
+      const buf = new Uint8Array(8);
+      return fn(buf, new DataView(buf.buffer));
+    }
+    this.#scratchBusy = true;
+    try {
+      return fn(this.#scratch, this.#scratchView);
+    } finally {
+      this.#scratchBusy = false;
+    }
   }
 
   /** Reads `length` bytes at `addr`, crossing region boundaries (QEMU's `address_space_read`). */
@@ -436,8 +456,8 @@ export class AddressSpace {
   }
 
   /**
-   * Writes `data` into RAM, ROM and ROM devices at `addr` whatever their read-only state, skipping
-   * everything else: how loaders put firmware into ROM (QEMU's `address_space_write_rom`).
+   * Writes `data` into RAM, ROM and ROM devices in romd mode at `addr` whatever their read-only
+   * state, skipping everything else: how loaders put firmware into ROM (QEMU's `address_space_write_rom`).
    */
   writeRom(addr: AddrInput, data: Uint8Array): void {
     let a = toAddress(addr, `writeRom to AS "${this.name}"`);
@@ -454,8 +474,12 @@ export class AddressSpace {
       } else {
         const inRange = a - fr.start;
         l = Math.min(data.length - done, Number(fr.size - inRange));
-        if (fr.region.hasRamBacking) {
-          fr.region.ramBacking.write(fr.offsetInRegion + inRange, data.subarray(done, done + l));
+        const mr = fr.region;
+        // QEMU's address_space_write_rom: RAM or romd only (a ROM device in MMIO mode is skipped),
+        // and the write is dirty-logged like any other (invalidate_and_set_dirty).
+        if (mr.isRam || mr.isRomd) {
+          mr.ramBacking.write(fr.offsetInRegion + inRange, data.subarray(done, done + l));
+          if (mr.dirtyLogMask) mr.markDirty(fr.offsetInRegion + inRange, BigInt(l));
         }
       }
       done += l;

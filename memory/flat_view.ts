@@ -5,7 +5,7 @@
  * terminating region fills the gaps of its clip range) and inserts each piece into a sorted array,
  * where whatever was inserted first wins. Inserting into an array is quadratic for a container
  * with 100,000 children, so this renderer does the same walk but only records, for each
- * terminating region, its clipped range and its position in the walk (its rank). The flat view
+ * terminating region, its clipped range and its position in the walk (its rank), in typed arrays. The flat view
  * is then the lowest-rank envelope of those ranges, computed by one sweep over the sorted range
  * boundaries with a heap of active candidates: the same result in O(n log n).
  *
@@ -37,16 +37,51 @@ export interface FlatRange {
   readonly dirtyLogMask: number;
 }
 
-interface Candidate {
-  rank: number;
-  start: bigint;
-  end: bigint;
-  region: MemoryRegion;
-  base: bigint;
-  readonly: boolean;
-  nonvolatile: boolean;
-  unmergeable: boolean;
+/**
+ * The terminal fills of one render, in render order (index = rank), as parallel typed arrays: a
+ * 100,000-region render would otherwise keep several hundred thousand small objects alive long
+ * enough for the garbage collector to copy them. Every value fits in 64 unsigned bits: starts and
+ * offsets are below 2^64, and ends are kept inclusive (`last`).
+ */
+class Fills {
+  count = 0;
+  starts = new BigUint64Array(64);
+  lasts = new BigUint64Array(64);
+  /** Offset inside the region of the fill's first byte. */
+  offsets = new BigUint64Array(64);
+  regions: MemoryRegion[] = [];
+  /** Bit 0 readonly, bit 1 nonvolatile, bit 2 unmergeable. */
+  flags = new Uint8Array(64);
+
+  push(region: MemoryRegion, start: bigint, end: bigint, offset: bigint, flags: number): void {
+    if (this.count === this.starts.length) this.#grow();
+    const i = this.count++;
+    this.starts[i] = start;
+    this.lasts[i] = end - 1n;
+    this.offsets[i] = offset;
+    this.flags[i] = flags;
+    this.regions.push(region);
+  }
+
+  #grow(): void {
+    const n = this.starts.length * 2;
+    const grow64 = (a: BigUint64Array) => {
+      const b = new BigUint64Array(n);
+      b.set(a);
+      return b;
+    };
+    this.starts = grow64(this.starts);
+    this.lasts = grow64(this.lasts);
+    this.offsets = grow64(this.offsets);
+    const f = new Uint8Array(n);
+    f.set(this.flags);
+    this.flags = f;
+  }
 }
+
+const READONLY_BIT = 1;
+const NONVOLATILE_BIT = 2;
+const UNMERGEABLE_BIT = 4;
 
 /** QEMU's `render_memory_region` steps 1–7, recording terminal fills in render order. */
 function collect(
@@ -54,52 +89,47 @@ function collect(
   base: bigint,
   clipStart: bigint,
   clipEnd: bigint,
-  readonly: boolean,
-  nonvolatile: boolean,
-  unmergeable: boolean,
-  out: Candidate[],
+  flags: number,
+  out: Fills,
 ): void {
   if (!mr.enabled) return;
   base += mr.addr;
-  readonly ||= mr.readonly;
-  nonvolatile ||= mr.nonvolatile;
-  unmergeable ||= mr.unmergeable;
+  if (mr.readonly) flags |= READONLY_BIT;
+  if (mr.nonvolatile) flags |= NONVOLATILE_BIT;
+  if (mr.unmergeable) flags |= UNMERGEABLE_BIT;
   const ownEnd = base + mr.size;
   const start = base > clipStart ? base : clipStart;
   const end = ownEnd < clipEnd ? ownEnd : clipEnd;
   if (start >= end) return;
   const target = mr.aliasTarget;
   if (target) {
-    collect(target, base - target.addr - mr.aliasOffset, start, end, readonly, nonvolatile, unmergeable, out);
+    collect(target, base - target.addr - mr.aliasOffset, start, end, flags, out);
     return;
   }
-  for (const child of mr.subregions) {
-    collect(child, base, start, end, readonly, nonvolatile, unmergeable, out);
-  }
-  if (!mr.terminates) return;
-  out.push({ rank: out.length, start, end, region: mr, base, readonly, nonvolatile, unmergeable });
+  for (const child of mr.subregions) collect(child, base, start, end, flags, out);
+  if (mr.terminates) out.push(mr, start, end, start - base, flags);
 }
 
-/** A binary min-heap of candidates keyed by rank. */
+/** A binary min-heap of fill indices; a lower index is an earlier fill and wins. */
 class RankHeap {
-  readonly #items: Candidate[] = [];
+  readonly #items: number[] = [];
   get size(): number {
     return this.#items.length;
   }
-  peek(): Candidate {
+  peek(): number {
     return this.#items[0];
   }
-  push(c: Candidate): void {
+  push(rank: number): void {
     const items = this.#items;
     let i = items.length;
-    items.push(c);
+    items.push(rank);
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (items[parent].rank <= c.rank) break;
+      if (items[parent] <= rank) break;
       items[i] = items[parent];
       i = parent;
     }
-    items[i] = c;
+    items[i] = rank;
   }
   pop(): void {
     const items = this.#items;
@@ -110,55 +140,13 @@ class RankHeap {
     for (;;) {
       let child = 2 * i + 1;
       if (child >= n) break;
-      if (child + 1 < n && items[child + 1].rank < items[child].rank) child++;
-      if (items[child].rank >= last.rank) break;
+      if (child + 1 < n && items[child + 1] < items[child]) child++;
+      if (items[child] >= last) break;
       items[i] = items[child];
       i = child;
     }
     items[i] = last;
   }
-}
-
-function compareBigint(a: bigint, b: bigint): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** The lowest-rank envelope of the candidates, as maximal per-candidate pieces. */
-function envelope(candidates: Candidate[]): FlatRange[] {
-  if (candidates.length === 0) return [];
-  const byStart = candidates.slice().sort((a, b) => compareBigint(a.start, b.start) || a.rank - b.rank);
-  const points: bigint[] = new Array(candidates.length * 2);
-  for (let i = 0; i < candidates.length; i++) {
-    points[2 * i] = candidates[i].start;
-    points[2 * i + 1] = candidates[i].end;
-  }
-  points.sort(compareBigint);
-  const heap = new RankHeap();
-  const pieces: { c: Candidate; start: bigint; end: bigint }[] = [];
-  let next = 0;
-  for (let p = 0; p < points.length - 1; p++) {
-    const x = points[p];
-    const y = points[p + 1];
-    if (x === y) continue;
-    while (next < byStart.length && byStart[next].start <= x) heap.push(byStart[next++]);
-    while (heap.size > 0 && heap.peek().end <= x) heap.pop();
-    if (heap.size === 0) continue;
-    const top = heap.peek();
-    const last = pieces[pieces.length - 1];
-    if (last && last.c === top && last.end === x) last.end = y;
-    else pieces.push({ c: top, start: x, end: y });
-  }
-  return pieces.map(({ c, start, end }) => ({
-    start,
-    size: end - start,
-    region: c.region,
-    offsetInRegion: start - c.base,
-    readonly: c.readonly,
-    romdMode: c.region.romdMode,
-    nonvolatile: c.nonvolatile,
-    unmergeable: c.unmergeable,
-    dirtyLogMask: c.region.dirtyLogMask,
-  }));
 }
 
 /** QEMU's `can_merge` (with the `unmergeable` rule of newer QEMU). */
@@ -173,15 +161,69 @@ function canMerge(a: FlatRange, b: FlatRange): boolean {
     !a.unmergeable && !b.unmergeable;
 }
 
-/** QEMU's `flatview_simplify`: one left-to-right merging pass. */
-function simplify(ranges: FlatRange[]): FlatRange[] {
+/** Appends fill `i`'s piece [start, end), merging it where QEMU's `flatview_simplify` would. */
+function emit(out: FlatRange[], fills: Fills, i: number, start: bigint, end: bigint): void {
+  const region = fills.regions[i];
+  const flags = fills.flags[i];
+  const r: FlatRange = {
+    start,
+    size: end - start,
+    region,
+    offsetInRegion: fills.offsets[i] + (start - fills.starts[i]),
+    readonly: (flags & READONLY_BIT) !== 0,
+    romdMode: region.romdMode,
+    nonvolatile: (flags & NONVOLATILE_BIT) !== 0,
+    unmergeable: (flags & UNMERGEABLE_BIT) !== 0,
+    dirtyLogMask: region.dirtyLogMask,
+  };
+  const prev = out[out.length - 1];
+  if (prev && canMerge(prev, r)) out[out.length - 1] = { ...prev, size: prev.size + r.size };
+  else out.push(r);
+}
+
+/**
+ * The lowest-rank envelope of the fills, simplified. One sort by start; the sweep then walks from
+ * boundary to boundary, the next boundary being the nearer of the next start and the end of the
+ * current winner (fills that ended are dropped lazily when they reach the heap's top).
+ */
+function envelope(fills: Fills): FlatRange[] {
   const out: FlatRange[] = [];
-  for (const r of ranges) {
-    const prev = out[out.length - 1];
-    if (prev && canMerge(prev, r)) out[out.length - 1] = { ...prev, size: prev.size + r.size };
-    else out.push(r);
+  const n = fills.count;
+  if (n === 0) return out;
+  const { starts, lasts } = fills;
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  // Sort on doubles (rounding keeps the order, weakly) and settle ties exactly: reading a
+  // BigUint64Array allocates, and a comparator runs n log n times.
+  const keys = new Float64Array(n);
+  for (let i = 0; i < n; i++) keys[i] = Number(starts[i]);
+  order.sort((a, b) => keys[a] - keys[b] || (starts[a] < starts[b] ? -1 : starts[a] > starts[b] ? 1 : 0));
+  const heap = new RankHeap();
+  let next = 0;
+  let x = starts[order[0]];
+  // The piece being grown: fill `piece` over [pieceStart, x).
+  let piece = -1;
+  let pieceStart = 0n;
+  for (;;) {
+    while (next < n && starts[order[next]] <= x) heap.push(order[next++]);
+    while (heap.size > 0 && lasts[heap.peek()] < x) heap.pop();
+    if (heap.size === 0) {
+      if (piece >= 0) emit(out, fills, piece, pieceStart, x);
+      piece = -1;
+      if (next === n) return out;
+      x = starts[order[next]];
+      continue;
+    }
+    const top = heap.peek();
+    if (top !== piece) {
+      if (piece >= 0) emit(out, fills, piece, pieceStart, x);
+      piece = top;
+      pieceStart = x;
+    }
+    const end = lasts[top] + 1n;
+    const nextStart = next < n ? starts[order[next]] : end;
+    x = nextStart < end ? nextStart : end;
   }
-  return out;
 }
 
 /**
@@ -197,9 +239,9 @@ function simplify(ranges: FlatRange[]): FlatRange[] {
  */
 export function renderFlatRanges(root: MemoryRegion | null): FlatRange[] {
   if (!root) return [];
-  const candidates: Candidate[] = [];
-  collect(root, 0n, 0n, ADDRESS_SPACE_SIZE, false, false, false, candidates);
-  return simplify(envelope(candidates));
+  const fills = new Fills();
+  collect(root, 0n, 0n, ADDRESS_SPACE_SIZE, 0, fills);
+  return envelope(fills);
 }
 
 /**
@@ -257,6 +299,8 @@ export class FlatView {
   /** The ranges, sorted by start, disjoint. */
   readonly ranges: readonly FlatRange[];
   #last: FlatRange | undefined;
+  #starts: bigint[] | undefined;
+  #ends: bigint[] | undefined;
 
   constructor(root: MemoryRegion | null, ranges: readonly FlatRange[]) {
     this.root = root;
@@ -272,19 +316,17 @@ export class FlatView {
   /** The range containing `addr`, by binary search (with a one-entry cache for repeated hits). */
   lookup(addr: bigint): FlatRange | undefined {
     const last = this.#last;
-    if (last && addr >= last.start && addr - last.start < last.size) return last;
-    const ranges = this.ranges;
+    if (last && addr >= last.start && addr < last.start + last.size) return last;
+    // Parallel arrays of bounds: comparisons only, no bigint allocated per step.
+    const starts = this.#starts ??= this.ranges.map((r) => r.start);
+    const ends = this.#ends ??= this.ranges.map((r) => r.start + r.size);
     let lo = 0;
-    let hi = ranges.length - 1;
+    let hi = starts.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      const r = ranges[mid];
-      if (addr < r.start) hi = mid - 1;
-      else if (addr - r.start >= r.size) lo = mid + 1;
-      else {
-        this.#last = r;
-        return r;
-      }
+      if (addr < starts[mid]) hi = mid - 1;
+      else if (addr >= ends[mid]) lo = mid + 1;
+      else return this.#last = this.ranges[mid];
     }
     return undefined;
   }

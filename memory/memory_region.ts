@@ -361,10 +361,16 @@ export class MemoryRegion {
 
   /** Inserts before the first child whose priority is <= the new one (QEMU's list order). */
   #insertChild(region: MemoryRegion): void {
+    // The list is sorted by priority, descending: binary search for the insertion point.
     const list = this.#subregions;
-    let i = 0;
-    while (i < list.length && list[i].#priority > region.#priority) i++;
-    list.splice(i, 0, region);
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (list[mid].#priority > region.#priority) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, region);
   }
 
   /** Whether `other` can be reached from this region through children and alias targets. */
@@ -480,7 +486,9 @@ export class MemoryRegion {
    * by the first start and cleared by the last stop (QEMU's `memory_region_set_log`).
    */
   setLog(on: boolean, client: number = DirtyLogClient.VGA): void {
-    if (!(client in this.#logCounts)) throw new RangeError(`setLog: unknown dirty-log client ${client}`);
+    if (!(client in this.#logCounts)) {
+      throw new RangeError(`setLog: unknown dirty-log client ${client} for ${describe(this)}`);
+    }
     if (!this.hasRamBacking) throw new TypeError(`setLog: ${describe(this)} is not RAM`);
     if (!on && this.#logCounts[client] === 0) {
       throw new RangeError(`setLog: client ${client} is not logging ${describe(this)}`);

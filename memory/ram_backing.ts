@@ -57,15 +57,16 @@ export class SparseRam implements RamBacking {
   }
 
   read(offset: bigint, out: Uint8Array): void {
-    this.#check(offset, out.length);
-    let page = Number(offset / BigInt(SPARSE_PAGE_SIZE));
-    let inPage = Number(offset % BigInt(SPARSE_PAGE_SIZE));
+    const start = this.#check(offset, out.length);
+    let page = Math.floor(start / SPARSE_PAGE_SIZE);
+    let inPage = start % SPARSE_PAGE_SIZE;
     let done = 0;
     while (done < out.length) {
       const n = Math.min(SPARSE_PAGE_SIZE - inPage, out.length - done);
       const bytes = this.#pages.get(page);
-      if (bytes) out.set(bytes.subarray(inPage, inPage + n), done);
-      else out.fill(0, done, done + n);
+      if (!bytes) out.fill(0, done, done + n);
+      else if (n === 1) out[done] = bytes[inPage];
+      else out.set(bytes.subarray(inPage, inPage + n), done);
       done += n;
       page++;
       inPage = 0;
@@ -73,9 +74,9 @@ export class SparseRam implements RamBacking {
   }
 
   write(offset: bigint, data: Uint8Array): void {
-    this.#check(offset, data.length);
-    let page = Number(offset / BigInt(SPARSE_PAGE_SIZE));
-    let inPage = Number(offset % BigInt(SPARSE_PAGE_SIZE));
+    const start = this.#check(offset, data.length);
+    let page = Math.floor(start / SPARSE_PAGE_SIZE);
+    let inPage = start % SPARSE_PAGE_SIZE;
     let done = 0;
     while (done < data.length) {
       const n = Math.min(SPARSE_PAGE_SIZE - inPage, data.length - done);
@@ -91,7 +92,8 @@ export class SparseRam implements RamBacking {
     }
   }
 
-  #check(offset: bigint, length: number): void {
+  /** Checks the access lies inside the memory and returns its start as a number (sizes < 2^53). */
+  #check(offset: bigint, length: number): number {
     if (offset < 0n || offset + BigInt(length) > this.size) {
       throw new RangeError(
         `SparseRam: access of ${length} bytes at 0x${offset.toString(16)} is outside its 0x${
@@ -99,5 +101,6 @@ export class SparseRam implements RamBacking {
         } bytes`,
       );
     }
+    return Number(offset);
   }
 }

@@ -55,16 +55,21 @@ export function commitTransaction(): void {
   if (depth === 0) throw new Error("commitTransaction: no transaction is open");
   depth--;
   // A listener that edits regions while a rebuild runs gets its change rendered by one more
-  // rebuild afterwards, never by a nested one.
+  // rebuild afterwards, never by a nested one — even if a listener threw in the first rebuild.
+  let failed = false;
+  let error: unknown;
   while (depth === 0 && updatePending) {
     updatePending = false;
     depth++;
     try {
       rebuild();
+    } catch (e) {
+      if (!failed) [failed, error] = [true, e];
     } finally {
       depth--;
     }
   }
+  if (failed) throw error;
 }
 
 /**
