@@ -45,6 +45,12 @@ const LIBC_SYMBOLS = {
   madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   /** `long sysconf(int name);` */
   sysconf: { parameters: ["i32"], result: "i64" },
+  /** `pid_t getpid(void);` */
+  getpid: { parameters: [], result: "i32" },
+  /** `pid_t gettid(void);` (glibc 2.30+) — the calling thread's id, for {@link tgkill}. */
+  gettid: { parameters: [], result: "i32" },
+  /** `int tgkill(pid_t tgid, pid_t tid, int sig);` (glibc 2.30+) — a signal to one thread. */
+  tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
   /** `int *__errno_location(void);` — glibc's per-thread errno cell. */
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;

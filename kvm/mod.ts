@@ -66,3 +66,13 @@ export {
 } from "./kvm_error.ts";
 export * from "./ioctls.ts";
 export { hostPageSize } from "./_libc.ts";
+export { type ExitSpaces, handleExit } from "./handle_exit.ts";
+export {
+  KvmMemoryListener,
+  type KvmMemoryListenerOptions,
+  type Memslot,
+  type MemslotBackend,
+  type MemslotCall,
+} from "./kvm_memory_listener.ts";
+export { KICK_SIGNAL, VcpuKicker, type VcpuKickTarget, vcpuKickTarget } from "./vcpu_kicker.ts";
+export { serveExit } from "./serve_exit.ts";

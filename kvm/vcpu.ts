@@ -174,6 +174,12 @@ export class Vcpu implements Disposable {
     return this.#runPage;
   }
 
+  /** Host address of the `kvm_run` mapping (for a {@link VcpuKicker} on another thread). */
+  get runAddress(): bigint {
+    this.#checkOpen();
+    return BigInt(Deno.UnsafePointer.value(this.#mapping));
+  }
+
   /** A DataView over {@link Vcpu.runPage}. */
   get runView(): DataView {
     this.#checkOpen();

@@ -38,50 +38,91 @@ export interface FlatRange {
 }
 
 /**
- * The terminal fills of one render, in render order (index = rank), as parallel typed arrays: a
- * 100,000-region render would otherwise keep several hundred thousand small objects alive long
- * enough for the garbage collector to copy them. Every value fits in 64 unsigned bits: starts and
- * offsets are below 2^64, and ends are kept inclusive (`last`).
+ * Ranges as parallel typed arrays: the fills of a render (index = rank) and the rendered view
+ * itself. A 100,000-region render would otherwise keep several hundred thousand small objects
+ * (ranges and their bigints) alive long enough for the garbage collector to copy them. Every value
+ * fits in 64 unsigned bits: starts and offsets are below 2^64, and ends are kept inclusive (`lasts`).
  */
-class Fills {
+class RangeTable {
   count = 0;
   starts = new BigUint64Array(64);
   lasts = new BigUint64Array(64);
-  /** Offset inside the region of the fill's first byte. */
+  /** Offset inside the region of the range's first byte. */
   offsets = new BigUint64Array(64);
   regions: MemoryRegion[] = [];
-  /** Bit 0 readonly, bit 1 nonvolatile, bit 2 unmergeable. */
+  /** READONLY_BIT | NONVOLATILE_BIT | UNMERGEABLE_BIT | ROMD_BIT. */
   flags = new Uint8Array(64);
+  /** Dirty-log masks. */
+  masks = new Uint8Array(64);
 
-  push(region: MemoryRegion, start: bigint, end: bigint, offset: bigint, flags: number): void {
+  push(region: MemoryRegion, start: bigint, end: bigint, offset: bigint, flags: number, mask: number): void {
     if (this.count === this.starts.length) this.#grow();
     const i = this.count++;
     this.starts[i] = start;
     this.lasts[i] = end - 1n;
     this.offsets[i] = offset;
     this.flags[i] = flags;
-    this.regions.push(region);
+    this.masks[i] = mask;
+    this.regions[i] = region;
+  }
+
+  /** Appends, merging into the previous range where QEMU's `flatview_simplify` would. */
+  pushMerged(
+    region: MemoryRegion,
+    start: bigint,
+    end: bigint,
+    offset: bigint,
+    flags: number,
+    mask: number,
+  ): void {
+    const p = this.count - 1;
+    if (
+      p >= 0 && this.regions[p] === region && this.flags[p] === flags && this.masks[p] === mask &&
+      !(flags & UNMERGEABLE_BIT) && this.lasts[p] + 1n === start &&
+      this.offsets[p] + (start - this.starts[p]) === offset
+    ) {
+      this.lasts[p] = end - 1n;
+    } else {
+      this.push(region, start, end, offset, flags, mask);
+    }
   }
 
   #grow(): void {
     const n = this.starts.length * 2;
-    const grow64 = (a: BigUint64Array) => {
-      const b = new BigUint64Array(n);
-      b.set(a);
+    const grow = <T extends BigUint64Array | Uint8Array>(a: T, make: (n: number) => T): T => {
+      const b = make(n);
+      b.set(a as never);
       return b;
     };
-    this.starts = grow64(this.starts);
-    this.lasts = grow64(this.lasts);
-    this.offsets = grow64(this.offsets);
-    const f = new Uint8Array(n);
-    f.set(this.flags);
-    this.flags = f;
+    this.starts = grow(this.starts, (k) => new BigUint64Array(k));
+    this.lasts = grow(this.lasts, (k) => new BigUint64Array(k));
+    this.offsets = grow(this.offsets, (k) => new BigUint64Array(k));
+    this.flags = grow(this.flags, (k) => new Uint8Array(k));
+    this.masks = grow(this.masks, (k) => new Uint8Array(k));
+  }
+
+  /** Range `i` as an object. */
+  range(i: number): FlatRange {
+    const start = this.starts[i];
+    const flags = this.flags[i];
+    return Object.freeze({
+      start,
+      size: this.lasts[i] - start + 1n,
+      region: this.regions[i],
+      offsetInRegion: this.offsets[i],
+      readonly: (flags & READONLY_BIT) !== 0,
+      romdMode: (flags & ROMD_BIT) !== 0,
+      nonvolatile: (flags & NONVOLATILE_BIT) !== 0,
+      unmergeable: (flags & UNMERGEABLE_BIT) !== 0,
+      dirtyLogMask: this.masks[i],
+    });
   }
 }
 
 const READONLY_BIT = 1;
 const NONVOLATILE_BIT = 2;
 const UNMERGEABLE_BIT = 4;
+const ROMD_BIT = 8;
 
 /** QEMU's `render_memory_region` steps 1–7, recording terminal fills in render order. */
 function collect(
@@ -90,7 +131,7 @@ function collect(
   clipStart: bigint,
   clipEnd: bigint,
   flags: number,
-  out: Fills,
+  out: RangeTable,
 ): void {
   if (!mr.enabled) return;
   base += mr.addr;
@@ -107,7 +148,7 @@ function collect(
     return;
   }
   for (const child of mr.subregions) collect(child, base, start, end, flags, out);
-  if (mr.terminates) out.push(mr, start, end, start - base, flags);
+  if (mr.terminates) out.push(mr, start, end, start - base, flags, 0);
 }
 
 /** A binary min-heap of fill indices; a lower index is an earlier fill and wins. */
@@ -149,36 +190,13 @@ class RankHeap {
   }
 }
 
-/** QEMU's `can_merge` (with the `unmergeable` rule of newer QEMU). */
-function canMerge(a: FlatRange, b: FlatRange): boolean {
-  return a.start + a.size === b.start &&
-    a.region === b.region &&
-    a.offsetInRegion + a.size === b.offsetInRegion &&
-    a.dirtyLogMask === b.dirtyLogMask &&
-    a.romdMode === b.romdMode &&
-    a.readonly === b.readonly &&
-    a.nonvolatile === b.nonvolatile &&
-    !a.unmergeable && !b.unmergeable;
-}
-
-/** Appends fill `i`'s piece [start, end), merging it where QEMU's `flatview_simplify` would. */
-function emit(out: FlatRange[], fills: Fills, i: number, start: bigint, end: bigint): void {
+/** Appends fill `i`'s piece [start, end) to the view, taking romd and the dirty mask from the leaf. */
+function emit(out: RangeTable, fills: RangeTable, i: number, start: bigint, end: bigint): void {
   const region = fills.regions[i];
-  const flags = fills.flags[i];
-  const r: FlatRange = {
-    start,
-    size: end - start,
-    region,
-    offsetInRegion: fills.offsets[i] + (start - fills.starts[i]),
-    readonly: (flags & READONLY_BIT) !== 0,
-    romdMode: region.romdMode,
-    nonvolatile: (flags & NONVOLATILE_BIT) !== 0,
-    unmergeable: (flags & UNMERGEABLE_BIT) !== 0,
-    dirtyLogMask: region.dirtyLogMask,
-  };
-  const prev = out[out.length - 1];
-  if (prev && canMerge(prev, r)) out[out.length - 1] = { ...prev, size: prev.size + r.size };
-  else out.push(r);
+  const fillStart = fills.starts[i];
+  const offset = start === fillStart ? fills.offsets[i] : fills.offsets[i] + (start - fillStart);
+  const flags = fills.flags[i] | (region.romdMode ? ROMD_BIT : 0);
+  out.pushMerged(region, start, end, offset, flags, region.dirtyLogMask);
 }
 
 /**
@@ -186,8 +204,8 @@ function emit(out: FlatRange[], fills: Fills, i: number, start: bigint, end: big
  * boundary to boundary, the next boundary being the nearer of the next start and the end of the
  * current winner (fills that ended are dropped lazily when they reach the heap's top).
  */
-function envelope(fills: Fills): FlatRange[] {
-  const out: FlatRange[] = [];
+function envelope(fills: RangeTable): RangeTable {
+  const out = new RangeTable();
   const n = fills.count;
   if (n === 0) return out;
   const { starts, lasts } = fills;
@@ -199,19 +217,25 @@ function envelope(fills: Fills): FlatRange[] {
   for (let i = 0; i < n; i++) keys[i] = Number(starts[i]);
   order.sort((a, b) => keys[a] - keys[b] || (starts[a] < starts[b] ? -1 : starts[a] > starts[b] ? 1 : 0));
   const heap = new RankHeap();
+  // Reading a BigUint64Array allocates a bigint, so the values the loop keeps comparing are cached.
   let next = 0;
-  let x = starts[order[0]];
-  // The piece being grown: fill `piece` over [pieceStart, x).
+  let nextStart = starts[order[0]];
+  let x = nextStart;
+  // The piece being grown: fill `piece` over [pieceStart, x), ending at the latest at pieceEnd.
   let piece = -1;
   let pieceStart = 0n;
+  let pieceEnd = 0n;
   for (;;) {
-    while (next < n && starts[order[next]] <= x) heap.push(order[next++]);
-    while (heap.size > 0 && lasts[heap.peek()] < x) heap.pop();
+    while (next < n && nextStart <= x) {
+      heap.push(order[next++]);
+      if (next < n) nextStart = starts[order[next]];
+    }
+    while (heap.size > 0 && (heap.peek() === piece ? pieceEnd <= x : lasts[heap.peek()] < x)) heap.pop();
     if (heap.size === 0) {
       if (piece >= 0) emit(out, fills, piece, pieceStart, x);
       piece = -1;
       if (next === n) return out;
-      x = starts[order[next]];
+      x = nextStart;
       continue;
     }
     const top = heap.peek();
@@ -219,10 +243,9 @@ function envelope(fills: Fills): FlatRange[] {
       if (piece >= 0) emit(out, fills, piece, pieceStart, x);
       piece = top;
       pieceStart = x;
+      pieceEnd = lasts[top] + 1n;
     }
-    const end = lasts[top] + 1n;
-    const nextStart = next < n ? starts[order[next]] : end;
-    x = nextStart < end ? nextStart : end;
+    x = next < n && nextStart < pieceEnd ? nextStart : pieceEnd;
   }
 }
 
@@ -238,10 +261,7 @@ function envelope(fills: Fills): FlatRange[] {
  * ```
  */
 export function renderFlatRanges(root: MemoryRegion | null): FlatRange[] {
-  if (!root) return [];
-  const fills = new Fills();
-  collect(root, 0n, 0n, ADDRESS_SPACE_SIZE, 0, fills);
-  return envelope(fills);
+  return FlatView.renderFrom(root).ranges.slice();
 }
 
 /**
@@ -296,28 +316,53 @@ export function flatViewRoot(region: MemoryRegion): MemoryRegion | null {
 export class FlatView {
   /** The region the view was rendered from (its FlatView root), or null for an empty view. */
   readonly root: MemoryRegion | null;
-  /** The ranges, sorted by start, disjoint. */
-  readonly ranges: readonly FlatRange[];
-  #last: FlatRange | undefined;
+  readonly #table: RangeTable;
+  #ranges: readonly FlatRange[] | undefined;
   #starts: bigint[] | undefined;
   #ends: bigint[] | undefined;
+  #last: FlatRange | undefined;
 
-  constructor(root: MemoryRegion | null, ranges: readonly FlatRange[]) {
+  private constructor(root: MemoryRegion | null, table: RangeTable) {
     this.root = root;
-    this.ranges = ranges;
+    this.#table = table;
   }
 
   /** Renders the FlatView of an address-space root (after reducing it to its FlatView root). */
   static render(asRoot: MemoryRegion | null): FlatView {
-    const root = asRoot ? flatViewRoot(asRoot) : null;
-    return new FlatView(root, Object.freeze(renderFlatRanges(root)));
+    return FlatView.renderFrom(asRoot ? flatViewRoot(asRoot) : null);
+  }
+
+  /** Renders `root` itself (no FlatView-root reduction): at `root.addr`, clipped to [0, 2^64). */
+  static renderFrom(root: MemoryRegion | null): FlatView {
+    const fills = new RangeTable();
+    if (root) collect(root, 0n, 0n, ADDRESS_SPACE_SIZE, 0, fills);
+    return new FlatView(root, envelope(fills));
+  }
+
+  /** Number of ranges. */
+  get length(): number {
+    return this.#table.count;
+  }
+
+  /**
+   * The ranges, sorted by start, disjoint. The view is stored compactly; these objects are made
+   * on first use and then kept.
+   */
+  get ranges(): readonly FlatRange[] {
+    if (!this.#ranges) {
+      const table = this.#table;
+      const ranges = new Array<FlatRange>(table.count);
+      for (let i = 0; i < table.count; i++) ranges[i] = table.range(i);
+      this.#ranges = Object.freeze(ranges);
+    }
+    return this.#ranges;
   }
 
   /** The range containing `addr`, by binary search (with a one-entry cache for repeated hits). */
   lookup(addr: bigint): FlatRange | undefined {
     const last = this.#last;
     if (last && addr >= last.start && addr < last.start + last.size) return last;
-    // Parallel arrays of bounds: comparisons only, no bigint allocated per step.
+    // Plain arrays of bounds: comparisons only, no bigint allocated per step.
     const starts = this.#starts ??= this.ranges.map((r) => r.start);
     const ends = this.#ends ??= this.ranges.map((r) => r.start + r.size);
     let lo = 0;

@@ -36,6 +36,9 @@ export interface RamOptions {
   backing?: RamBacking;
 }
 
+/** The children list of every leaf (never mutated: the first child gets a list of its own). */
+const NO_CHILDREN: MemoryRegion[] = [];
+
 function describe(region: MemoryRegion): string {
   return `region "${region.name}"`;
 }
@@ -73,11 +76,12 @@ export class MemoryRegion {
   #unmergeable = false;
   #romdMode = true;
   #container: MemoryRegion | null = null;
-  #subregions: MemoryRegion[] = [];
+  /** Shared empty list until the first child: most regions are leaves (smaller, denser objects). */
+  #subregions: MemoryRegion[] = NO_CHILDREN;
   readonly #aliasTarget: MemoryRegion | null;
   #aliasOffset = 0n;
   #backing: RamBacking | undefined;
-  readonly #logCounts = [0, 0, 0];
+  #logCounts: number[] | undefined;
   #dirtyLogMask = 0;
   #dirty: Uint8Array | undefined;
 
@@ -362,6 +366,7 @@ export class MemoryRegion {
   /** Inserts before the first child whose priority is <= the new one (QEMU's list order). */
   #insertChild(region: MemoryRegion): void {
     // The list is sorted by priority, descending: binary search for the insertion point.
+    if (this.#subregions === NO_CHILDREN) this.#subregions = [];
     const list = this.#subregions;
     let lo = 0;
     let hi = list.length;
@@ -486,16 +491,17 @@ export class MemoryRegion {
    * by the first start and cleared by the last stop (QEMU's `memory_region_set_log`).
    */
   setLog(on: boolean, client: number = DirtyLogClient.VGA): void {
-    if (!(client in this.#logCounts)) {
+    const counts = this.#logCounts ??= [0, 0, 0];
+    if (!(client in counts)) {
       throw new RangeError(`setLog: unknown dirty-log client ${client} for ${describe(this)}`);
     }
     if (!this.hasRamBacking) throw new TypeError(`setLog: ${describe(this)} is not RAM`);
-    if (!on && this.#logCounts[client] === 0) {
+    if (!on && counts[client] === 0) {
       throw new RangeError(`setLog: client ${client} is not logging ${describe(this)}`);
     }
-    const before = this.#logCounts[client] > 0;
-    this.#logCounts[client] += on ? 1 : -1;
-    const after = this.#logCounts[client] > 0;
+    const before = counts[client] > 0;
+    counts[client] += on ? 1 : -1;
+    const after = counts[client] > 0;
     if (before === after) return;
     this.#setFlag(() => {
       this.#dirtyLogMask = after ? this.#dirtyLogMask | (1 << client) : this.#dirtyLogMask & ~(1 << client);
