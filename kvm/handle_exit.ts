@@ -47,7 +47,7 @@ export function handleExit(exit: VcpuExit, spaces: ExitSpaces): boolean {
       return true;
     }
     case "mmio":
-      spaces.memory.rw(exit.physAddr, exit.data, !exit.isWrite);
+      spaces.memory.rw(exit.physAddr, exit.data, exit.isWrite);
       return true;
     default:
       return false;

@@ -116,6 +116,8 @@ export class KvmMemoryListener implements MemoryListener {
   readonly #trace: ((call: MemslotCall) => void) | undefined;
   /** Indexed by slot index; null = free (QEMU's size-0 entries). */
   readonly #slots: (Memslot | null)[] = [];
+  /** The same slots by guest start address, for exact-match lookups. */
+  readonly #byStart = new Map<bigint, Memslot>();
 
   constructor(backend: MemslotBackend, options: KvmMemoryListenerOptions) {
     const asId = options.asId ?? 0;
@@ -214,8 +216,18 @@ export class KvmMemoryListener implements MemoryListener {
     return flags;
   }
 
+  /** The slot mapping exactly [start, start + size) (slots never overlap: one per start). */
   #find(start: bigint, size: bigint): Memslot | undefined {
-    return this.#slots.find((s) => s !== null && s.start === start && s.size === size) ?? undefined;
+    const slot = this.#byStart.get(start);
+    return slot && slot.size === size ? slot : undefined;
+  }
+
+  /** Records `slot` at its index (or frees `index` when `slot` is null). */
+  #setSlot(index: number, slot: Memslot | null): void {
+    const old = this.#slots[index];
+    if (old) this.#byStart.delete(old.start);
+    this.#slots[index] = slot;
+    if (slot) this.#byStart.set(slot.start, slot);
   }
 
   #setPhysMem(section: MemoryRegionSection, add: boolean): void {
@@ -234,7 +246,7 @@ export class KvmMemoryListener implements MemoryListener {
       if (!slot) return;
       if (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) this.#syncDirty(slot); // keep the bits of the last round
       this.#call({ ...slot, size: 0n });
-      this.#slots[slot.index] = null;
+      this.#setSlot(slot.index, null);
       return;
     }
     const regionOffset = section.offsetInRegion + (start - section.start);
@@ -270,7 +282,7 @@ export class KvmMemoryListener implements MemoryListener {
       regionOffset,
     };
     this.#call(slot);
-    this.#slots[index] = slot;
+    this.#setSlot(index, slot);
   }
 
   /** QEMU's `kvm_section_update_flags` + `kvm_slot_update_flags` for an exactly matching slot. */
@@ -285,11 +297,11 @@ export class KvmMemoryListener implements MemoryListener {
     if ((flags ^ slot.flags) & KVM_MEM_READONLY) {
       if (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) this.#syncDirty(slot); // as on any delete
       this.#call({ ...slot, size: 0n });
-      this.#slots[slot.index] = null;
+      this.#setSlot(slot.index, null);
     }
     const updated = { ...slot, flags };
     this.#call(updated);
-    this.#slots[slot.index] = updated;
+    this.#setSlot(slot.index, updated);
   }
 
   #syncDirty(slot: Memslot): void {
