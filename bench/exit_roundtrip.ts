@@ -16,7 +16,16 @@
  */
 
 import { parseArgs } from "node:util";
-import { decodeExit, GuestMemory, Kvm, KVM_EXIT_IO, KVM_EXIT_IO_OUT, type Vcpu } from "../kvm/mod.ts";
+import {
+  decodeExit,
+  GuestMemory,
+  Kvm,
+  KVM_EXIT_IO,
+  KVM_EXIT_IO_OUT,
+  serveExit,
+  type Vcpu,
+} from "../kvm/mod.ts";
+import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -81,6 +90,30 @@ function loop(vcpu: Vcpu, iterations: number): void {
   }
 }
 
+/**
+ * The product's path: `serveExit` reads the exit from the run page and dispatches it through the
+ * "I/O" address space (flat-view lookup, access-size checks) to a device's ops.
+ */
+let received = 0;
+const ioRoot = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
+ioRoot.addSubregion(
+  PORT,
+  MemoryRegion.io("bench-port", 1, { write: (_offset, value) => void (received = Number(value)) }),
+);
+const spaces = {
+  io: new AddressSpace(ioRoot, "I/O"),
+  memory: new AddressSpace(MemoryRegion.container("system", 1n << 64n), "memory"),
+};
+function loopMemoryApi(vcpu: Vcpu, iterations: number): void {
+  const page = vcpu.runPage;
+  const view = vcpu.runView;
+  for (let i = 0; i < iterations; i++) {
+    vcpu.run();
+    if (!serveExit(page, view, spaces)) throw new Error("unexpected exit");
+  }
+  if (received !== 0) throw new Error(`the device saw ${received}, not the guest's al = 0`);
+}
+
 /** The same with a full `decodeExit` per exit (allocates one object per exit). */
 function loopDecoding(vcpu: Vcpu, iterations: number): void {
   const page = vcpu.runPage;
@@ -129,28 +162,37 @@ try {
   console.log(
     `exit round trip: ${ITERATIONS} exits per measurement after ${WARMUP} warm-up exits, ${ROUNDS} rounds`,
   );
-  console.log(`round      C ns/exit   TS ns/exit   TS/C${values.decode ? "   TS+decodeExit ns/exit" : ""}`);
+  console.log(
+    `round      C ns/exit   TS ns/exit   TS/C   TS+memory API ns/exit   TS+API/C${
+      values.decode ? "   TS+decodeExit ns/exit" : ""
+    }`,
+  );
   const c: number[] = [];
   const ts: number[] = [];
+  const api: number[] = [];
   const decoded: number[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     c.push(await timeC(binary));
     ts.push(timeTs(loop));
+    api.push(timeTs(loopMemoryApi));
     if (values.decode) decoded.push(timeTs(loopDecoding));
     const extra = values.decode ? `   ${decoded.at(-1)!.toFixed(0).padStart(22)}` : "";
     console.log(
       `${String(round).padStart(5)}   ${c.at(-1)!.toFixed(0).padStart(12)}   ${
         ts.at(-1)!.toFixed(0).padStart(10)
-      }   ${(ts.at(-1)! / c.at(-1)!).toFixed(3)}${extra}`,
+      }   ${(ts.at(-1)! / c.at(-1)!).toFixed(3)}   ${api.at(-1)!.toFixed(0).padStart(21)}   ${
+        (api.at(-1)! / c.at(-1)!).toFixed(3).padStart(8)
+      }${extra}`,
     );
   }
   const extra = values.decode ? `   ${median(decoded).toFixed(0).padStart(22)}` : "";
   console.log(
     `median   ${median(c).toFixed(0).padStart(12)}   ${median(ts).toFixed(0).padStart(10)}   ${
       (median(ts) / median(c)).toFixed(3)
-    }${extra}`,
+    }   ${median(api).toFixed(0).padStart(21)}   ${(median(api) / median(c)).toFixed(3).padStart(8)}${extra}`,
   );
-  console.log(`goal: TS/C <= 1.25 (${median(ts) / median(c) <= 1.25 ? "met" : "NOT met"})`);
+  const worst = Math.max(median(ts), median(api)) / median(c);
+  console.log(`goal: TS/C <= 1.25, with and without the memory API (${worst <= 1.25 ? "met" : "NOT met"})`);
 } finally {
   await Deno.remove(dir, { recursive: true });
 }
