@@ -1,90 +1,366 @@
 /**
- * The `deno run` front-end: QEMU-style flags, and the only code that touches stdout/stderr and the
- * process exit status.
+ * The `deno run` front-end: QEMU-style flags, the terminal, the monitor, exit codes. The only code
+ * that touches stdin/stdout/stderr and the process exit status.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { AddressSpace, formatMtree } from "../mod.ts";
-import { buildPcMemory } from "../machine/pc/pc_memory.ts";
-import { parseSize } from "./size.ts";
+import { Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
+import { AddressSpace, formatMtree, type MtreeOptions } from "../memory/mod.ts";
+import { HELLO64 } from "../machine/guests/mod.ts";
+import { LoaderError } from "../machine/loader/mod.ts";
+import { buildPcDevices } from "../machine/pc/pc_devices.ts";
+import { PcMachine } from "../machine/pc/pc_machine.ts";
+import { buildPcMemory, splitRam } from "../machine/pc/pc_memory.ts";
+import type { RunOutcome } from "../machine/vcpu_runner.ts";
+import { ConsoleChannel } from "./console_channel.ts";
+import { runMonitorCommand } from "./monitor.ts";
+import { formatSize, parseSize } from "./size.ts";
+import type { StdinWorkerInit } from "./stdin_worker.ts";
 
 const USAGE = `usage: deno task start [options]
 
-Builds the i440fx PC memory map with the memory API and prints it as QEMU's monitor does.
+Runs an x86 PC guest under KVM, QEMU style. With no -kernel it runs the built-in guest, which
+prints from 64-bit long mode, reads the IOAPIC, takes a UART interrupt, loops in ring 3 and resets.
 
 options:
-  -m SIZE             guest RAM (default 128M; a bare number is MiB, as in QEMU)
-  --dump-mtree[=-f]   print 'info mtree' (or 'info mtree -f' with =-f); both by default
-  -h, --help          this text
-`;
+  -m SIZE                 guest RAM (default 128M; a bare number is MiB, as in QEMU)
+  -kernel FILE            boot FILE as QEMU's -kernel does (Multiboot v1: a.out kludge or ELF32)
+  -append TEXT            kernel command line
+  -initrd FILE            initial ramdisk (Linux kernels; not supported yet)
+  -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
+  -serial stdio|null|file:PATH
+                          where COM1 goes (default stdio)
+  -nographic              accepted for QEMU compatibility (there is no display)
+  -no-reboot              a guest reset ends the run with status 0 (the default)
+  -reboot                 a guest reset restarts the guest instead
+  --dump-mtree[=-f]       print 'info mtree' (or 'info mtree -f') of the board and exit
+  --trace-memslots        print every KVM_SET_USER_MEMORY_REGION call on stderr
+  -h, --help              this text
+
+While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info registers,
+quit), Ctrl-A h lists the keys. Exit status: the guest's isa-debug-exit status ((value << 1) | 1),
+0 after a reset or quit, 1 when the guest crashes or a run fails, 2 for a bad command line.`;
+
+/** Where the front-end reads and writes; the defaults are the process's own. */
+export interface CliIo {
+  /** Text for stdout (a newline is added). */
+  out(text: string): void;
+  /** Text for stderr (a newline is added). */
+  err(text: string): void;
+  /** Raw guest console bytes. */
+  console(bytes: Uint8Array): void;
+}
+
+const encoder = new TextEncoder();
+const PROCESS_IO: CliIo = {
+  out: (text) => console.log(text),
+  err: (text) => console.error(text),
+  console: (bytes) => {
+    let done = 0;
+    while (done < bytes.length) done += Deno.stdout.writeSync(bytes.subarray(done));
+  },
+};
+
+/** A bad command line: printed as one line, exit status 2. */
+class UsageError extends Error {}
+
+/** The parsed command line. */
+export interface CliOptions {
+  ramSize: bigint;
+  kernel?: { path: string; image: Uint8Array };
+  append: string;
+  bios?: { path: string; image: Uint8Array };
+  serial: { kind: "stdio" } | { kind: "null" } | { kind: "file"; path: string };
+  dumpMtree?: "tree" | "flat";
+  traceMemslots: boolean;
+  reboot: boolean;
+}
+
+const LONG_OPTIONS = new Set([
+  "kernel",
+  "append",
+  "initrd",
+  "bios",
+  "serial",
+  "nographic",
+  "no-reboot",
+  "reboot",
+]);
 
 /** QEMU spells long options with one dash (`-kernel`); node's parseArgs wants two. */
 function normalizeArgs(args: string[]): string[] {
-  return args.map((a) => (/^-[a-z][a-z0-9-]+/.test(a) ? `-${a}` : a));
+  return args.map((a) => {
+    const name = /^-([a-z][a-z0-9-]*)(=.*)?$/.exec(a)?.[1];
+    return name && LONG_OPTIONS.has(name) ? `-${a}` : a;
+  });
 }
 
-/** Thrown for bad command lines: printed as one line, exit status 2. */
-class UsageError extends Error {}
+function readInput(flag: string, path: string): Uint8Array {
+  try {
+    return Deno.readFileSync(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound
+      ? "no such file"
+      : e instanceof Deno.errors.IsADirectory
+      ? "it is a directory"
+      : e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable
+      ? "permission denied"
+      : (e as Error).message;
+    throw new UsageError(`${flag}: cannot read '${path}': ${why}`);
+  }
+}
+
+/** Parses `args`; throws a {@link UsageError} naming the bad flag or value. */
+export function parseCommandLine(args: string[]): CliOptions | "help" {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: normalizeArgs(args),
+      options: {
+        m: { type: "string", short: "m" },
+        kernel: { type: "string" },
+        append: { type: "string" },
+        initrd: { type: "string" },
+        bios: { type: "string" },
+        serial: { type: "string" },
+        nographic: { type: "boolean" },
+        "no-reboot": { type: "boolean" },
+        reboot: { type: "boolean" },
+        "dump-mtree": { type: "string" },
+        "trace-memslots": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: false,
+      strict: true,
+    }));
+  } catch (e) {
+    throw new UsageError(
+      (e as Error).message.split("\n")[0].replace(/'--(kernel|append|initrd|bios|serial)/, "'-$1"),
+    );
+  }
+  if (values.help) return "help";
+  let ramSize: bigint;
+  try {
+    ramSize = parseSize(values.m ?? "128M");
+  } catch (e) {
+    throw new UsageError(`-m: ${(e as Error).message}`);
+  }
+  if (ramSize < 2n << 20n) throw new UsageError(`-m ${values.m}: a PC needs at least 2 MiB of RAM`);
+  const dump = values["dump-mtree"];
+  if (dump !== undefined && dump !== "" && dump !== "-f") {
+    throw new UsageError(`--dump-mtree: expected nothing or =-f, got "${dump}"`);
+  }
+  if (values.reboot && values["no-reboot"]) {
+    throw new UsageError("-reboot and -no-reboot contradict each other");
+  }
+  const serialArg = values.serial ?? "stdio";
+  let serial: CliOptions["serial"];
+  if (serialArg === "stdio" || serialArg === "mon:stdio") serial = { kind: "stdio" };
+  else if (serialArg === "null" || serialArg === "none") serial = { kind: "null" };
+  else if (serialArg.startsWith("file:") && serialArg.length > 5) {
+    serial = { kind: "file", path: serialArg.slice(5) };
+  } else throw new UsageError(`-serial: "${serialArg}" is not stdio, null or file:PATH`);
+  if (values.initrd !== undefined) {
+    readInput("-initrd", values.initrd);
+    throw new UsageError("-initrd: only Linux kernels take an initrd, and Linux boot is not supported yet");
+  }
+  if (values.append !== undefined && values.kernel === undefined) {
+    throw new UsageError("-append needs -kernel");
+  }
+  return {
+    ramSize,
+    kernel: values.kernel === undefined
+      ? undefined
+      : { path: values.kernel, image: readInput("-kernel", values.kernel) },
+    append: values.append ?? "",
+    bios: values.bios === undefined
+      ? undefined
+      : { path: values.bios, image: readInput("-bios", values.bios) },
+    serial,
+    dumpMtree: dump === undefined ? undefined : dump === "-f" ? "flat" : "tree",
+    traceMemslots: values["trace-memslots"] ?? false,
+    reboot: values.reboot ?? false,
+  };
+}
+
+function hostMemory(): bigint | undefined {
+  try {
+    return BigInt(Deno.systemMemoryInfo().total);
+  } catch {
+    return undefined; // no --allow-sys: let the kernel decide
+  }
+}
+
+function formatCall(call: MemslotCall): string {
+  const h = (v: bigint) => `0x${v.toString(16)}`;
+  const result = call.error
+    ? ` -> ${call.error instanceof KvmError ? call.error.code : String(call.error)}`
+    : " -> 0";
+  return `KVM_SET_USER_MEMORY_REGION slot=${call.slot >> 16}:${call.slot & 0xffff} flags=${call.flags} gpa=${
+    h(call.guestPhysAddr)
+  } size=${h(call.memorySize)} host=${h(call.userspaceAddr)}${result}`;
+}
+
+/** The board without KVM, for `--dump-mtree` on a machine with no usable /dev/kvm. */
+function dumpWithoutKvm(options: CliOptions, mtree: MtreeOptions): string {
+  const biosSize = options.bios ? BigInt(options.bios.image.length) : undefined;
+  const map = buildPcMemory({ ramSize: options.ramSize, biosSize });
+  buildPcDevices(map, {
+    irq: () => ({ set: () => {} }),
+    onReset: () => {},
+    onExit: () => {},
+    ramSize: options.ramSize,
+    split: splitRam(options.ramSize),
+  });
+  using memory = new AddressSpace(map.system, "memory");
+  using cpuMemory = new AddressSpace(map.system, "cpu-memory-0");
+  using io = new AddressSpace(map.io, "I/O");
+  return formatMtree([memory, cpuMemory, io], mtree);
+}
 
 /**
- * Runs the command line `args` and returns the exit status. Never throws for bad input: it prints
- * one line naming what was wrong.
+ * Runs the command line `args` and returns the exit status. Bad input is reported in one line on
+ * stderr, never as a stack trace.
  */
-export function main(
-  args: string[],
-  out = (s: string) => console.log(s),
-  err = (s: string) => console.error(s),
-): number {
+export function main(args: string[], io: CliIo = PROCESS_IO): number {
   try {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: normalizeArgs(args),
-        options: {
-          m: { type: "string", short: "m" },
-          "dump-mtree": { type: "string" },
-          help: { type: "boolean", short: "h" },
-        },
-        allowPositionals: false,
-        strict: true,
-      });
-    } catch (e) {
-      throw new UsageError((e as Error).message.split("\n")[0]);
-    }
-    const { values } = parsed;
-    if (values.help) {
-      out(USAGE.trimEnd());
+    const options = parseCommandLine(args);
+    if (options === "help") {
+      io.out(USAGE);
       return 0;
     }
-    let ramSize: bigint;
-    try {
-      ramSize = parseSize(values.m ?? "128M");
-    } catch (e) {
-      throw new UsageError(`-m: ${(e as Error).message}`);
+    const host = hostMemory();
+    if (host !== undefined && options.ramSize > host) {
+      throw new UsageError(
+        `-m ${formatSize(options.ramSize)}: more than this host's ${formatSize(host)} of memory`,
+      );
     }
-    const mode = values["dump-mtree"];
-    if (mode !== undefined && mode !== "" && mode !== "-f") {
-      throw new UsageError(`--dump-mtree: expected nothing or =-f, got "${mode}"`);
-    }
-    const pc = buildPcMemory({ ramSize });
-    using memory = new AddressSpace(pc.system, "memory");
-    using io = new AddressSpace(pc.io, "I/O");
-    if (mode === undefined || mode === "") {
-      out(formatMtree([memory, io]).trimEnd() + (mode === undefined ? "\n" : ""));
-    }
-    if (mode === undefined || mode === "-f") out(formatMtree([memory, io], { flat: true }).trimEnd());
-    return 0;
+    if (options.dumpMtree) return dump(options, io);
+    return boot(options, io);
   } catch (e) {
     if (e instanceof UsageError) {
-      err(`error: ${e.message} (try --help)`);
+      io.err(`error: ${e.message} (try --help)`);
       return 2;
     }
-    if (e instanceof RangeError || e instanceof TypeError) {
-      err(`error: ${e.message}`);
+    if (
+      e instanceof LoaderError || e instanceof KvmError || e instanceof RangeError || e instanceof TypeError
+    ) {
+      io.err(`error: ${e.message}`);
       return 1;
     }
     throw e;
+  }
+}
+
+function dump(options: CliOptions, io: CliIo): number {
+  const mtree = { flat: options.dumpMtree === "flat" };
+  let kvm: Kvm;
+  try {
+    kvm = Kvm.open();
+  } catch (e) {
+    if (!(e instanceof KvmError)) throw e;
+    io.err(`note: ${e.message.split("\n")[0]}; printing the board without KVM (no memslots)`);
+    io.out(dumpWithoutKvm(options, mtree).trimEnd());
+    return 0;
+  }
+  using _kvm = kvm;
+  using machine = PcMachine.create({
+    kvm,
+    ramSize: options.ramSize,
+    firmware: options.bios?.image,
+    traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
+  });
+  io.out(machine.mtree(mtree).trimEnd());
+  return 0;
+}
+
+function boot(options: CliOptions, io: CliIo): number {
+  const kernel = options.kernel ?? { path: "built-in guest", image: HELLO64 };
+  let serialFile: Deno.FsFile | undefined;
+  let serial: ((byte: number) => void) | undefined;
+  const one = new Uint8Array(1);
+  if (options.serial.kind === "stdio") {
+    serial = (byte) => {
+      one[0] = byte;
+      io.console(one);
+    };
+  } else if (options.serial.kind === "file") {
+    try {
+      serialFile = Deno.openSync(options.serial.path, { write: true, create: true, truncate: true });
+    } catch (e) {
+      throw new UsageError(`-serial file:${options.serial.path}: cannot open it: ${(e as Error).message}`);
+    }
+    const file = serialFile;
+    serial = (byte) => {
+      one[0] = byte;
+      file.writeSync(one);
+    };
+  }
+  const terminal = Deno.stdin.isTerminal();
+  // The kick signal (kvm/vcpu_kicker.ts) only has to interrupt KVM_RUN: a listener keeps it from
+  // ending the process.
+  const onKickSignal = () => {};
+  Deno.addSignalListener("SIGUSR2", onKickSignal);
+  let worker: Worker | undefined;
+  let machine: PcMachine | undefined;
+  try {
+    machine = PcMachine.create({
+      ramSize: options.ramSize,
+      firmware: options.bios?.image,
+      kernel: { image: kernel.image, cmdline: [kernel.path, options.append].filter((s) => s).join(" ") },
+      serial,
+      traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
+    });
+    const pc = machine;
+    const channel = new ConsoleChannel();
+    if (terminal) Deno.stdin.setRaw(true);
+    worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
+    const init: StdinWorkerInit = { channel: channel.buffer, kick: vcpuKickTarget(pc.vcpu) };
+    worker.postMessage(init);
+    const onKick = () => {
+      pc.input(channel.takeInput());
+      const command = channel.takeCommand();
+      if (command !== null) {
+        const result = runMonitorCommand(pc, command);
+        if (result.output) {
+          io.console(encoder.encode(result.output.replaceAll("\n", terminal ? "\r\n" : "\n")));
+        }
+        if (result.quit) {
+          channel.requestQuit();
+          pc.stop({ kind: "quit" });
+        }
+        channel.completeCommand();
+      }
+      if (channel.quitRequested) pc.stop({ kind: "quit" });
+    };
+    let outcome: RunOutcome;
+    for (;;) {
+      outcome = pc.run({ onKick });
+      if (outcome.kind !== "reset" || !options.reboot) break;
+      pc.reset();
+    }
+    return report(outcome, io);
+  } finally {
+    worker?.terminate();
+    Deno.removeSignalListener("SIGUSR2", onKickSignal);
+    machine?.close();
+    serialFile?.close();
+    if (terminal) Deno.stdin.setRaw(false);
+  }
+}
+
+function report(outcome: RunOutcome, io: CliIo): number {
+  switch (outcome.kind) {
+    case "exit":
+      return outcome.status;
+    case "reset":
+    case "poweroff":
+    case "quit":
+      return 0;
+    case "error":
+      io.err(`error: ${outcome.reason}\n${outcome.registers}`);
+      return 1;
   }
 }

@@ -24,15 +24,12 @@ export function parseSize(text: string, defaultUnit: keyof typeof UNITS = "M"): 
   return whole + frac;
 }
 
-/** `256 MiB`, `8 GiB`, `64 KiB` for messages. */
+/** `256 MiB`, `8 GiB`, `64 KiB` for messages; `23.5 GiB` where the size is not a whole unit. */
 export function formatSize(bytes: bigint): string {
-  for (
-    const [unit, n] of [["TiB", 1n << 40n], ["GiB", 1n << 30n], ["MiB", 1n << 20n], [
-      "KiB",
-      1n << 10n,
-    ]] as const
-  ) {
-    if (bytes >= n && bytes % n === 0n) return `${bytes / n} ${unit}`;
+  const units = [["TiB", 1n << 40n], ["GiB", 1n << 30n], ["MiB", 1n << 20n], ["KiB", 1n << 10n]] as const;
+  for (const [unit, n] of units) {
+    if (bytes >= n && bytes % n === 0n && n >= 1n << 20n) return `${bytes / n} ${unit}`;
   }
+  for (const [unit, n] of units) if (bytes >= n) return `${(Number(bytes) / Number(n)).toFixed(1)} ${unit}`;
   return `${bytes} bytes`;
 }

@@ -80,6 +80,15 @@ self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
     }
   };
 
+  // The VM thread is blocked in KVM_RUN and cannot see signals; SIGTERM and SIGHUP end the run
+  // through the channel, so the terminal is restored on the way out.
+  const terminate = () => {
+    channel.requestQuit();
+    kicker.kick();
+  };
+  Deno.addSignalListener("SIGTERM", terminate);
+  Deno.addSignalListener("SIGHUP", terminate);
+
   const buffer = new Uint8Array(256);
   for (;;) {
     let n: number | null;

@@ -6,26 +6,15 @@
  */
 
 import type { KvmRegs, KvmSegment, KvmSregs } from "../kvm/mod.ts";
+import {
+  BOOT_CODE32_SELECTOR,
+  BOOT_CODE64_SELECTOR,
+  BOOT_DATA_SELECTOR,
+  type BootPlan,
+} from "./loader/mod.ts";
 
-/** The CPU state of a boot plan (the loaders in machine/loader produce it). */
-export interface CpuPlan {
-  /** Processor mode at entry. */
-  mode: "real" | "protected32" | "long64";
-  /** Entry point (offset in CS for real mode). */
-  rip: bigint;
-  /** Stack pointer. */
-  rsp?: bigint;
-  /** Flags (bit 1 is always set). */
-  rflags?: bigint;
-  /** General-purpose registers at entry (Multiboot: EAX magic, EBX info). */
-  gpr?: Partial<Record<"rax" | "rbx" | "rcx" | "rdx" | "rsi" | "rdi" | "rbp", bigint>>;
-  /** Page-table root for long mode. */
-  cr3?: bigint;
-  /** Real-mode code segment. */
-  cs?: { selector: number; base: bigint };
-  /** A GDT the loader placed in guest memory. */
-  gdt?: { base: bigint; limit: number };
-}
+/** The CPU state of a boot plan (machine/loader). */
+export type CpuPlan = BootPlan["cpu"];
 
 const CR0_PE = 1n << 0n;
 const CR0_ET = 1n << 4n;
@@ -56,23 +45,23 @@ export function sregsFor(current: KvmSregs, plan: CpuPlan): KvmSregs {
   const sregs: KvmSregs = { ...current };
   if (plan.gdt) sregs.gdt = { ...current.gdt, base: plan.gdt.base, limit: plan.gdt.limit };
   if (plan.mode === "real") {
+    // Every segment equals CS (boot_plan.ts), limit 64 KiB.
     const cs = plan.cs ?? { selector: 0, base: 0n };
-    const real = (s: KvmSegment, type: number, selector: number, base: bigint) =>
-      segment(s, { base, selector, limit: 0xffff, type, db: 0, l: 0, g: 0 });
-    sregs.cs = real(current.cs, TYPE_CODE, cs.selector, cs.base);
-    for (const name of ["ds", "es", "fs", "gs", "ss"] as const) {
-      sregs[name] = real(current[name], TYPE_DATA, 0, 0n);
-    }
+    const real = (s: KvmSegment, type: number) =>
+      segment(s, { base: cs.base, selector: cs.selector, limit: 0xffff, type, db: 0, l: 0, g: 0 });
+    sregs.cs = real(current.cs, TYPE_CODE);
+    for (const name of ["ds", "es", "fs", "gs", "ss"] as const) sregs[name] = real(current[name], TYPE_DATA);
     sregs.cr0 = (current.cr0 & ~(CR0_PE | CR0_PG)) | CR0_ET;
+    sregs.cr4 = 0n;
     sregs.efer = 0n;
     return sregs;
   }
   const long = plan.mode === "long64";
-  // Flat 4 GiB segments; selectors as the Linux boot protocol names them (__BOOT_CS 0x10, __BOOT_DS 0x18).
+  // Flat 4 GiB segments whose descriptors match the GDT the loader wrote (machine/loader/layout.ts).
   sregs.cs = segment(current.cs, {
     base: 0n,
     limit: 0xffff_ffff,
-    selector: 0x10,
+    selector: plan.cs?.selector ?? (long ? BOOT_CODE64_SELECTOR : BOOT_CODE32_SELECTOR),
     type: TYPE_CODE,
     db: long ? 0 : 1,
     l: long ? 1 : 0,
@@ -82,7 +71,7 @@ export function sregsFor(current: KvmSregs, plan: CpuPlan): KvmSregs {
     sregs[name] = segment(current[name], {
       base: 0n,
       limit: 0xffff_ffff,
-      selector: 0x18,
+      selector: BOOT_DATA_SELECTOR,
       type: TYPE_DATA,
       db: 1,
       l: 0,

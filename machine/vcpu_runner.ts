@@ -50,14 +50,12 @@ export interface RunnerHooks {
 export class VcpuRunner {
   readonly #vcpu: Vcpu;
   readonly #spaces: ExitSpaces;
-  readonly #hooks: RunnerHooks;
   #stop: RunOutcome | null = null;
   #exits = 0;
 
-  constructor(vcpu: Vcpu, spaces: ExitSpaces, hooks: RunnerHooks = {}) {
+  constructor(vcpu: Vcpu, spaces: ExitSpaces) {
     this.#vcpu = vcpu;
     this.#spaces = spaces;
-    this.#hooks = hooks;
   }
 
   /** Number of I/O and MMIO exits served so far. */
@@ -71,7 +69,7 @@ export class VcpuRunner {
   }
 
   /** Runs until an outcome; can be called again after it returned (a restart after reset). */
-  run(): RunOutcome {
+  run(hooks: RunnerHooks = {}): RunOutcome {
     const vcpu = this.#vcpu;
     const page = vcpu.runPage;
     const view = vcpu.runView;
@@ -84,7 +82,7 @@ export class VcpuRunner {
       } else if (reason === KVM_EXIT_INTR) {
         // Clear the kick before looking for work, so a kick that comes now is not lost.
         vcpu.setImmediateExit(false);
-        this.#hooks.onKick?.();
+        hooks.onKick?.();
       } else {
         this.stop(this.#outcomeOf());
       }

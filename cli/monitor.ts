@@ -1,0 +1,62 @@
+/**
+ * The monitor behind Ctrl-A c: a few of QEMU's HMP commands.
+ *
+ * @module
+ */
+
+import type { MtreeOptions } from "../memory/mod.ts";
+
+/** What the monitor can ask of a machine. */
+export interface MonitorTarget {
+  /** `info mtree` text. */
+  mtree(options: MtreeOptions): string;
+  /** `info registers` text. */
+  registers(): string;
+}
+
+/** The result of one command: text to print, and whether the user asked to quit. */
+export interface MonitorResult {
+  output: string;
+  quit: boolean;
+}
+
+const HELP = [
+  "info mtree [-f] [-D]  show the memory tree (-f: flat views, -D: disabled regions too)",
+  "info registers        show the vCPU's registers",
+  "quit | q              end the emulation",
+  "help                  this text",
+].join("\n");
+
+/**
+ * Runs one monitor command line.
+ *
+ * @example
+ * ```ts
+ * import { runMonitorCommand } from "./monitor.ts";
+ * const target = { mtree: () => "tree\n", registers: () => "RAX=0" };
+ * console.assert(runMonitorCommand(target, "info registers").output === "RAX=0\n");
+ * console.assert(runMonitorCommand(target, "q").quit);
+ * ```
+ */
+export function runMonitorCommand(target: MonitorTarget, line: string): MonitorResult {
+  const words = line.trim().split(/\s+/).filter((w) => w !== "");
+  const done = (output: string, quit = false) => ({
+    output: output.endsWith("\n") || output === "" ? output : `${output}\n`,
+    quit,
+  });
+  if (words.length === 0) return done("");
+  const [command, ...rest] = words;
+  if (command === "quit" || command === "q") return done("", true);
+  if (command === "help" || command === "?") return done(HELP);
+  if (command === "info" && rest[0] === "mtree") {
+    const flags = rest.slice(1);
+    const unknown = flags.filter((f) => f !== "-f" && f !== "-D");
+    if (unknown.length) return done(`info mtree: unknown flag ${unknown[0]} (use -f, -D)`);
+    return done(target.mtree({ flat: flags.includes("-f"), disabled: flags.includes("-D") }));
+  }
+  if (command === "info" && (rest[0] === "registers" || rest[0] === "cpus")) return done(target.registers());
+  if (command === "info") {
+    return done(`info: unknown item "${rest[0] ?? ""}" (try: info mtree, info registers)`);
+  }
+  return done(`unknown command: '${command}' (try help)`);
+}

@@ -1,0 +1,225 @@
+/**
+ * Builds the committed guest images of this folder from their GNU assembler sources and writes
+ * them as TypeScript modules, so that the main command needs no toolchain:
+ *
+ * ```sh
+ * node_modules/deno/deno run -A machine/guests/build.ts
+ * ```
+ *
+ * Each source is assembled with binutils `as --64` (the 16- and 32-bit parts use `.code16` and
+ * `.code32`) and linked with `ld --oformat binary` at its link address into a temporary
+ * directory; the flat binary becomes `<name>.ts`, exporting the bytes as a `Uint8Array` decoded at
+ * import (see `_image.ts` for the encoding). The script prints nothing on success (the layer check
+ * keeps stdio out of `machine/`); a failing tool throws with its message.
+ * `build_test.ts` rebuilds everything and checks the committed modules are identical.
+ *
+ * @module
+ */
+
+import { encodeImage, mostFrequentByte } from "./_image.ts";
+
+/** The command that regenerates the guest modules, quoted in each module's header. */
+export const BUILD_COMMAND = "node_modules/deno/deno run -A machine/guests/build.ts";
+
+/** One guest: its source, link address and the module it becomes. */
+export interface GuestBuild {
+  /** Base name: `<name>.S` is the source, `<name>.ts` the generated module. */
+  readonly name: string;
+  /** Name of the exported `Uint8Array`. */
+  readonly exportName: string;
+  /** Address of the image's first byte (`ld -Ttext`). */
+  readonly linkAddress: number;
+  /** JSDoc summary of the export: what the guest does and prints. */
+  readonly summary: string;
+}
+
+/** Every guest this script builds, in the order the modules are written. */
+export const GUESTS: readonly GuestBuild[] = [
+  {
+    name: "hello64",
+    exportName: "HELLO64",
+    linkAddress: 0x10_0000,
+    summary: "The default guest of the main command: a Multiboot v1 image (a.out kludge, loaded at 1 MiB) " +
+      "that enters long mode, prints a banner, the IOAPIC version register, a UART interrupt, a " +
+      "50,000,000-iteration ring-3 loop (sysret/syscall) and a goodbye line over COM1, then resets " +
+      "through port 0xcf9 (run status 0).",
+  },
+  {
+    name: "exit_status",
+    exportName: "EXIT_STATUS",
+    linkAddress: 0x10_0000,
+    summary: "A Multiboot v1 image (a.out kludge, loaded at 1 MiB) that prints one line over COM1 and " +
+      "writes 0x10 to isa-debug-exit (port 0x501): the run ends with status 33.",
+  },
+  {
+    name: "firmware",
+    exportName: "FIRMWARE",
+    linkAddress: 0xfffc_0000,
+    summary: "The default `pc.bios` image (256 KiB, mapped at 4 GiB - 256 KiB): its reset vector jumps " +
+      "to real-mode code at F000:0000 that prints a line saying no kernel was given and resets " +
+      "through port 0xcf9 (run status 0).",
+  },
+];
+
+/** A built guest: the flat binary and the text of its module. */
+export interface BuiltGuest {
+  /** The guest that was built. */
+  readonly guest: GuestBuild;
+  /** The flat binary, first byte at `guest.linkAddress`. */
+  readonly image: Uint8Array;
+  /** The TypeScript module that embeds `image`. */
+  readonly module: string;
+}
+
+/** The URL of a file in this folder. */
+function here(file: string): URL {
+  return new URL(`./${file}`, import.meta.url);
+}
+
+async function run(command: string, args: string[]): Promise<void> {
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new Error(
+        `${command} not found: install binutils (apt-get install binutils) to build the guests`,
+      );
+    }
+    throw error;
+  }
+  if (!output.success) {
+    const stderr = new TextDecoder().decode(output.stderr);
+    throw new Error(`${command} ${args.join(" ")} failed (exit ${output.code}):\n${stderr}`);
+  }
+}
+
+/**
+ * Assembles and links one guest into `dir` and returns its flat binary.
+ *
+ * @example
+ * ```ts ignore
+ * import { assembleGuest, GUESTS } from "./build.ts";
+ * const dir = await Deno.makeTempDir();
+ * const image = await assembleGuest(GUESTS[0], dir);
+ * ```
+ */
+export async function assembleGuest(guest: GuestBuild, dir: string): Promise<Uint8Array> {
+  const source = decodeURIComponent(here(`${guest.name}.S`).pathname);
+  const object = `${dir}/${guest.name}.o`;
+  const binary = `${dir}/${guest.name}.bin`;
+  await run("as", ["--64", "-o", object, source]);
+  await run("ld", [
+    "-m",
+    "elf_x86_64",
+    "--oformat",
+    "binary",
+    "--build-id=none",
+    "-Ttext",
+    `0x${guest.linkAddress.toString(16)}`,
+    "-e",
+    "_start",
+    "-o",
+    binary,
+    object,
+  ]);
+  return await Deno.readFile(binary);
+}
+
+function hex(value: number): string {
+  return `0x${value.toString(16)}`;
+}
+
+/**
+ * The text of the generated module for `guest` holding `image`. Formatted as `deno fmt` leaves it.
+ *
+ * @example
+ * ```ts
+ * import { GUESTS, renderGuestModule } from "./build.ts";
+ * const text = renderGuestModule(GUESTS[1], new Uint8Array(16));
+ * console.assert(text.includes("export const EXIT_STATUS: Uint8Array = decodeImage("));
+ * ```
+ */
+export function renderGuestModule(guest: GuestBuild, image: Uint8Array): string {
+  const fill = mostFrequentByte(image);
+  const words = guest.summary.split(" ");
+  const summary: string[] = [];
+  let line = "";
+  for (const word of words) {
+    if (line !== "" && line.length + 1 + word.length > 100) {
+      summary.push(line);
+      line = word;
+    } else {
+      line = line === "" ? word : `${line} ${word}`;
+    }
+  }
+  summary.push(line);
+  return [
+    `// Generated from machine/guests/${guest.name}.S by \`${BUILD_COMMAND}\`.`,
+    `// Do not edit: change the source and regenerate (build_test.ts checks that the two agree).`,
+    `/**`,
+    ` * The \`${guest.name}\` guest image, built from \`${guest.name}.S\`.`,
+    ` *`,
+    ` * @module`,
+    ` */`,
+    ``,
+    `import { decodeImage } from "./_image.ts";`,
+    ``,
+    `/**`,
+    ...summary.map((text) => ` * ${text}`),
+    ` *`,
+    ` * ${image.length} bytes, linked at ${hex(guest.linkAddress)}.`,
+    ` *`,
+    ` * @example`,
+    ` * \`\`\`ts`,
+    ` * import { ${guest.exportName} } from "./${guest.name}.ts";`,
+    ` * console.assert(${guest.exportName}.length === ${image.length});`,
+    ` * \`\`\``,
+    ` */`,
+    `export const ${guest.exportName}: Uint8Array = decodeImage(`,
+    `  ${image.length},`,
+    `  ${hex(fill)},`,
+    "  `",
+    encodeImage(image, fill) + "`,",
+    `);`,
+    ``,
+  ].join("\n");
+}
+
+/**
+ * Assembles every guest in a temporary directory (removed afterwards) and renders its module.
+ * Needs `--allow-run` (as, ld), `--allow-read` and `--allow-write`.
+ *
+ * @example
+ * ```ts ignore
+ * import { buildGuests } from "./build.ts";
+ * for (const { guest, image } of await buildGuests()) console.log(guest.name, image.length);
+ * ```
+ */
+export async function buildGuests(): Promise<BuiltGuest[]> {
+  const dir = await Deno.makeTempDir({ prefix: "kvm-ts-guests-" });
+  try {
+    const built: BuiltGuest[] = [];
+    for (const guest of GUESTS) {
+      const image = await assembleGuest(guest, dir);
+      built.push({ guest, image, module: renderGuestModule(guest, image) });
+    }
+    return built;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** The URL of the committed module of `guest`. */
+export function guestModuleUrl(guest: GuestBuild): URL {
+  return here(`${guest.name}.ts`);
+}
+
+/** Builds every guest and writes `<name>.ts` beside its source. */
+export async function writeGuestModules(): Promise<void> {
+  for (const { guest, module } of await buildGuests()) {
+    await Deno.writeTextFile(guestModuleUrl(guest), module);
+  }
+}
+
+if (import.meta.main) await writeGuestModules();

@@ -1,0 +1,18 @@
+/**
+ * The guest images committed with the repository, decoded at import: the default guest the main
+ * command runs, the default firmware of the PC board, and small test guests. Their sources sit
+ * beside them (`*.S`); `build.ts` regenerates the modules.
+ *
+ * @example
+ * ```ts
+ * import { FIRMWARE, HELLO64 } from "./mod.ts";
+ * console.assert(FIRMWARE.length === 256 * 1024);
+ * console.assert(new DataView(HELLO64.buffer).getUint32(0, true) === 0x1badb002); // Multiboot magic
+ * ```
+ *
+ * @module
+ */
+
+export { HELLO64 } from "./hello64.ts";
+export { EXIT_STATUS } from "./exit_status.ts";
+export { FIRMWARE } from "./firmware.ts";

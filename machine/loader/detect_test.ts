@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import { EXIT_STATUS, FIRMWARE, HELLO64 } from "../guests/mod.ts";
+import { detectFormat, loadKernel } from "./detect.ts";
+import { LoaderError } from "./loader_error.ts";
+import { loadMultiboot } from "./multiboot.ts";
+import { elf32, elf64, imageOf, multibootHeader, PC_E820, PC_RAM_SIZE, u32s } from "./_test_util.ts";
+
+const PC = { cmdline: "kernel", e820: PC_E820, ramSize: PC_RAM_SIZE };
+
+/** A bzImage-like file: boot_flag, "HdrS" and a protocol version in its setup header. */
+function bzImage(version = 0x020f): Uint8Array {
+  const image = new Uint8Array(0x1000);
+  const view = new DataView(image.buffer);
+  view.setUint16(0x1fe, 0xaa55, true);
+  view.setUint32(0x202, 0x5372_6448, true);
+  view.setUint16(0x206, version, true);
+  return image;
+}
+
+function loaderError(code: string, message: RegExp) {
+  return (error: unknown) => {
+    assert.ok(error instanceof LoaderError, `expected a LoaderError, got ${error}`);
+    assert.equal(error.code, code);
+    assert.match(error.message, message);
+    assert.ok(!error.message.includes("\n"), "one line");
+    return true;
+  };
+}
+
+Deno.test("detectFormat: the committed guests, bzImage, ELF64 and unknown files", () => {
+  assert.equal(detectFormat(HELLO64), "multiboot");
+  assert.equal(detectFormat(EXIT_STATUS), "multiboot");
+  assert.equal(detectFormat(FIRMWARE), "unknown");
+  assert.equal(detectFormat(bzImage()), "bzimage");
+  assert.equal(detectFormat(elf64(62)), "elf64");
+  assert.equal(detectFormat(elf64(62, multibootHeader(0))), "multiboot", "the Multiboot header decides");
+  assert.equal(detectFormat(new Uint8Array(0)), "unknown");
+  assert.equal(detectFormat(elf32({ entry: 0, segments: [] })), "unknown");
+});
+
+Deno.test("detectFormat checks for a bzImage first, as QEMU does", () => {
+  const both = bzImage();
+  both.set(multibootHeader(0), 0x10);
+  assert.equal(detectFormat(both), "bzimage");
+});
+
+Deno.test("loadKernel loads Multiboot images exactly as loadMultiboot", () => {
+  assert.deepEqual(loadKernel(HELLO64, PC), loadMultiboot(HELLO64, PC));
+  assert.deepEqual(loadKernel(EXIT_STATUS, PC), loadMultiboot(EXIT_STATUS, PC));
+});
+
+Deno.test("loadKernel: one clear error line for each unsupported file", () => {
+  const cases: [string, Uint8Array, string, RegExp][] = [
+    [
+      "bzImage",
+      bzImage(),
+      "BZIMAGE_UNSUPPORTED",
+      /^kernel: Linux bzImage \(boot protocol 2\.15\) detected; loading bzImages is not supported yet$/,
+    ],
+    [
+      "64-bit ELF without Multiboot",
+      elf64(62),
+      "ELF64",
+      /^kernel: 64-bit ELF \(machine 62\) without a Multiboot header: not supported; Multiboot needs ELF32 or the a\.out kludge \(QEMU refuses x86-64 images too\)$/,
+    ],
+    [
+      "64-bit ELF with a Multiboot header but no a.out kludge",
+      elf64(62, multibootHeader(0)),
+      "ELF64",
+      /^multiboot: cannot load an x86-64 ELF image without the a\.out kludge/,
+    ],
+    [
+      "bad checksum",
+      imageOf(0x100, [[0x20, multibootHeader(0x1_0000, undefined, 0x10)]]),
+      "BAD_CHECKSUM",
+      /^kernel: Multiboot magic at offset 0x20 but the checksum is wrong \(magic \+ flags \+ checksum = 0x10, not 0\)$/,
+    ],
+    ["empty file", new Uint8Array(0), "TRUNCATED", /^kernel: the file is 0 bytes, too short to be a kernel$/],
+    [
+      "5-byte file",
+      new Uint8Array(5),
+      "TRUNCATED",
+      /^kernel: the file is 5 bytes, too short to be a kernel$/,
+    ],
+    [
+      "truncated Multiboot image",
+      HELLO64.subarray(0, 0x18),
+      "TRUNCATED",
+      /^multiboot: the a\.out-kludge header at offset 0x0 needs 32 bytes; the file ends at 0x18$/,
+    ],
+    [
+      "truncated Multiboot payload",
+      HELLO64.subarray(0, 0x1000),
+      "TRUNCATED",
+      /^multiboot: load_end_addr 0x105000 asks for 0x5000 bytes from file offset 0x0; the file has 0x1000$/,
+    ],
+    [
+      "ELF32 without Multiboot",
+      elf32({ entry: 0x10_0000, segments: [{ vaddr: 0x10_0000, paddr: 0x10_0000, data: u32s(0xf4) }] }),
+      "UNKNOWN_FORMAT",
+      /^kernel: 32-bit ELF without a Multiboot header: not supported \(add a Multiboot header\)$/,
+    ],
+    [
+      "the firmware image",
+      FIRMWARE,
+      "UNKNOWN_FORMAT",
+      /^kernel: unknown format: no Multiboot header in the first 8192 bytes, no Linux "HdrS" at 0x202, not an ELF file$/,
+    ],
+  ];
+  for (const [name, image, code, message] of cases) {
+    assert.throws(() => loadKernel(image, PC), loaderError(code, message), name);
+  }
+});

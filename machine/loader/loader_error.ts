@@ -1,0 +1,55 @@
+/**
+ * The one error type of the boot loaders: an image that cannot be loaded. Callers branch on
+ * `code`; the message is one line for the user, naming the format and the offending field.
+ *
+ * @module
+ */
+
+/** Why an image could not be loaded. */
+export type LoaderErrorCode =
+  /** The file ends before a header, a program header table or a segment it declares. */
+  | "TRUNCATED"
+  /** The Multiboot magic is present but no header has a valid checksum. */
+  | "BAD_CHECKSUM"
+  /** No Multiboot header in the first 8192 bytes. */
+  | "NO_MULTIBOOT_HEADER"
+  /** The Multiboot header requires a feature (flags bits 3-15) this loader does not know. */
+  | "UNSUPPORTED_FLAGS"
+  /** A 64-bit ELF where a 32-bit one (or the a.out kludge) is needed. */
+  | "ELF64"
+  /** A malformed or unsupported ELF file (class, byte order, machine, segments). */
+  | "BAD_ELF"
+  /** Inconsistent a.out-kludge addresses (header_addr, load_addr, load_end_addr, bss_end_addr). */
+  | "BAD_ADDRESS"
+  /** The image (or an address the mode needs) is not inside guest RAM or the mode's reach. */
+  | "DOES_NOT_FIT"
+  /** The image overlaps what the loader writes itself (GDT, boot information, page tables). */
+  | "OVERLAP"
+  /** The command line or memory map does not fit in the space reserved for it. */
+  | "BOOT_INFO_TOO_LARGE"
+  /** A Linux bzImage: detected, not loadable yet. */
+  | "BZIMAGE_UNSUPPORTED"
+  /** Not a format the loaders know. */
+  | "UNKNOWN_FORMAT";
+
+/**
+ * Thrown by the loaders for an image they cannot load.
+ *
+ * @example
+ * ```ts
+ * import { LoaderError } from "./loader_error.ts";
+ * const error = new LoaderError("TRUNCATED", "multiboot: image is 3 bytes");
+ * console.assert(error.code === "TRUNCATED" && error.name === "LoaderError");
+ * ```
+ */
+export class LoaderError extends Error {
+  /** Machine-readable reason. */
+  readonly code: LoaderErrorCode;
+
+  /** An error with `code` and a one-line `message`. */
+  constructor(code: LoaderErrorCode, message: string) {
+    super(message);
+    this.name = "LoaderError";
+    this.code = code;
+  }
+}

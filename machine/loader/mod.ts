@@ -1,0 +1,48 @@
+/**
+ * Boot loaders: pure functions from image bytes to a {@link BootPlan} (bytes to place in guest
+ * memory, and the initial CPU state). Flat binaries in any CPU mode, Multiboot v1 kernels as
+ * QEMU's `-kernel` loads them, format detection, and the firmware reset entry. Every address they
+ * write to is in `layout.ts`.
+ *
+ * @example
+ * ```ts
+ * import { loadKernel } from "./mod.ts";
+ * import { HELLO64 } from "../guests/mod.ts";
+ * const plan = loadKernel(HELLO64, {
+ *   cmdline: "hello64",
+ *   e820: [{ addr: 0n, size: 0x9fc00n, type: 1 }, { addr: 0x100000n, size: 0x7f00000n, type: 1 }],
+ *   ramSize: 0x800_0000n,
+ * });
+ * console.assert(plan.cpu.gpr?.rbx === 0x9500n);
+ * ```
+ *
+ * @module
+ */
+
+export {
+  BOOT_RFLAGS,
+  type BootPlan,
+  type CpuMode,
+  E820_RAM,
+  E820_RESERVED,
+  type E820Entry,
+} from "./boot_plan.ts";
+export { LoaderError, type LoaderErrorCode } from "./loader_error.ts";
+export * from "./layout.ts";
+export { type FlatOptions, identityPageTables, loadFlat } from "./flat.ts";
+export {
+  findBadMultibootChecksum,
+  findMultibootHeader,
+  loadMultiboot,
+  MULTIBOOT_BOOTLOADER_MAGIC,
+  MULTIBOOT_HEADER_MAGIC,
+  MULTIBOOT_INFO_FLAGS,
+  MULTIBOOT_LOADER_NAME,
+  type MultibootHeader,
+  type MultibootKernel,
+  type MultibootOptions,
+  type MultibootSegment,
+  parseMultiboot,
+} from "./multiboot.ts";
+export { detectFormat, type KernelFormat, loadKernel } from "./detect.ts";
+export { firmwareEntry, RESET_CS_BASE, RESET_CS_SELECTOR, RESET_IP } from "./firmware.ts";

@@ -1,0 +1,77 @@
+/**
+ * The legacy devices of the PC, created and mapped into the I/O space in the order QEMU 7.2's
+ * `pc_init1` creates them. Independent of KVM: interrupt lines and board actions are injected.
+ *
+ * @module
+ */
+
+import {
+  CmosRtc,
+  DebugExit,
+  I440fxHostBridge,
+  I8042,
+  type IrqLine,
+  PciHost,
+  Port80,
+  Port92,
+  type PortDevice,
+  ResetControl,
+  Uart16550,
+} from "../../devices/mod.ts";
+import type { PcMemory } from "./pc_memory.ts";
+
+/** ISA interrupt line of COM1. */
+export const COM1_IRQ = 4;
+/** ISA interrupt line of the keyboard. */
+export const KEYBOARD_IRQ = 1;
+/** ISA interrupt line of the PS/2 mouse. */
+export const MOUSE_IRQ = 12;
+
+/** What the devices need from the board. */
+export interface PcDeviceWiring {
+  /** The interrupt line for ISA IRQ `n`. */
+  irq(n: number): IrqLine;
+  /** The guest asked for a reset (i8042 0xfe, port 0xcf9, port 0x92). */
+  onReset(): void;
+  /** The guest wrote to isa-debug-exit: end the run with `status`. */
+  onExit(status: number): void;
+  /** Bytes the guest sends through COM1. */
+  serial?: (byte: number) => void;
+  /** Guest RAM size, for the CMOS and the host bridge. */
+  ramSize: bigint;
+  /** RAM below and above 4 GiB, for the CMOS. */
+  split: { below4g: bigint; above4g: bigint };
+}
+
+/** The devices, with the ones the board talks to by name. */
+export interface PcDevices {
+  /** Every device, in mapping order. */
+  all: PortDevice[];
+  /** COM1. */
+  uart: Uart16550;
+}
+
+/** Creates the devices and maps them into `map.io`; PAM writes of the host bridge drive `map.pam`. */
+export function buildPcDevices(map: PcMemory, wiring: PcDeviceWiring): PcDevices {
+  const pci = new PciHost();
+  pci.attach(
+    { device: 0 },
+    new I440fxHostBridge({
+      onPamWrite: (offset, value) => map.pam.writeConfig(offset, value),
+      ramSize: wiring.ramSize,
+    }),
+  );
+  const uart = new Uart16550({ irq: wiring.irq(COM1_IRQ), transmit: wiring.serial });
+  const all: PortDevice[] = [
+    pci,
+    new ResetControl({ onReset: wiring.onReset }),
+    new Port80(),
+    new CmosRtc({ ramBelow4g: wiring.split.below4g, ramAbove4g: wiring.split.above4g, cpus: 1 }),
+    uart,
+    new I8042({ irq: wiring.irq(KEYBOARD_IRQ), auxIrq: wiring.irq(MOUSE_IRQ), onReset: wiring.onReset }),
+    new Port92({ onReset: wiring.onReset }),
+    new DebugExit({ onExit: wiring.onExit }),
+  ];
+  for (const device of all) device.map(map.io);
+  return { all, uart };
+}

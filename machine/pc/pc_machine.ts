@@ -1,0 +1,344 @@
+/**
+ * The i440fx PC as a running machine: KVM VM with in-kernel irqchip and PIT, guest RAM and firmware
+ * in mmap'd memory behind the memory API, the KVM memory listener, the legacy devices wired in
+ * QEMU's order, a loaded guest, and one vCPU.
+ *
+ * @module
+ */
+
+import type { PortDevice, Uart16550 } from "../../devices/mod.ts";
+import {
+  type CpuidEntry,
+  GuestMemory,
+  Kvm,
+  KvmMemoryListener,
+  type MemslotCall,
+  type Vcpu,
+  type Vm,
+} from "../../kvm/mod.ts";
+import { AddressSpace, formatMtree, type MtreeOptions } from "../../memory/mod.ts";
+import { formatRegisters, regsFor, sregsFor } from "../cpu_state.ts";
+import {
+  type BootPlan,
+  E820_RAM,
+  E820_RESERVED,
+  type E820Entry,
+  firmwareEntry,
+  loadKernel,
+} from "../loader/mod.ts";
+import { FIRMWARE } from "../guests/mod.ts";
+import { type RunnerHooks, type RunOutcome, VcpuRunner } from "../vcpu_runner.ts";
+import {
+  BIOS_END,
+  HIGHMEM_START,
+  KVM_IDENTITY_MAP_START,
+  KVM_RESERVED_SIZE,
+  KVM_TSS_START,
+  PC_ROM_SIZE,
+} from "./layout.ts";
+import { buildPcDevices } from "./pc_devices.ts";
+import { buildPcMemory, type PcMemory, splitRam } from "./pc_memory.ts";
+
+/** End of conventional memory as the e820 map reports it (the EBDA follows). */
+const CONVENTIONAL_END = 0x9_fc00n;
+/** The BIOS area below 1 MiB that the e820 map reserves. */
+const BIOS_AREA_START = 0xf_0000n;
+const BIOS_AREA_END = 0x10_0000n;
+/** CPUID leaf 1: ECX bit 31 says "running under a hypervisor". */
+const CPUID_HYPERVISOR_BIT = 1 << 31;
+
+/** Options of {@link PcMachine.create}. */
+export interface PcMachineOptions {
+  /** Guest RAM in bytes. */
+  ramSize: bigint;
+  /** The `pc.bios` image (default: the project's firmware, 256 KiB). */
+  firmware?: Uint8Array;
+  /** A kernel to load as QEMU's `-kernel` does (Multiboot), with its command line. */
+  kernel?: { image: Uint8Array; cmdline?: string };
+  /** Every byte the guest sends through COM1. */
+  serial?: (byte: number) => void;
+  /** Every `KVM_SET_USER_MEMORY_REGION` call (the `--trace-memslots` flag). */
+  traceMemslots?: (call: MemslotCall) => void;
+  /** An open /dev/kvm to use (default: opened here and closed with the machine). */
+  kvm?: Kvm;
+}
+
+/**
+ * A PC with one vCPU, ready to run.
+ *
+ * @example
+ * ```ts ignore
+ * using pc = PcMachine.create({ ramSize: 128n << 20n, serial: (b) => out.push(b) });
+ * const outcome = pc.run();
+ * ```
+ */
+export class PcMachine implements Disposable {
+  /** The "memory" address space. */
+  readonly memory: AddressSpace;
+  /** The CPU's view of memory (shares the FlatView of "memory", as in QEMU). */
+  readonly cpuMemory: AddressSpace;
+  /** The "I/O" address space. */
+  readonly io: AddressSpace;
+  /** The regions of the memory map. */
+  readonly map: PcMemory;
+  /** COM1. */
+  readonly uart: Uart16550;
+  /** The e820 map the board reports. */
+  readonly e820: readonly E820Entry[];
+  /** What was loaded and where the CPU starts. */
+  readonly boot: BootPlan;
+  /** The KVM memory listener of "memory". */
+  readonly kvmListener: KvmMemoryListener;
+  readonly #kvm: Kvm;
+  readonly #ownsKvm: boolean;
+  readonly #vm: Vm;
+  readonly #vcpu: Vcpu;
+  readonly #runner: VcpuRunner;
+  readonly #devices: PortDevice[];
+  readonly #memories: GuestMemory[];
+  #closed = false;
+
+  private constructor(parts: {
+    kvm: Kvm;
+    ownsKvm: boolean;
+    vm: Vm;
+    vcpu: Vcpu;
+    memory: AddressSpace;
+    cpuMemory: AddressSpace;
+    io: AddressSpace;
+    map: PcMemory;
+    uart: Uart16550;
+    devices: PortDevice[];
+    memories: GuestMemory[];
+    e820: E820Entry[];
+    boot: BootPlan;
+    kvmListener: KvmMemoryListener;
+    runner: VcpuRunner;
+  }) {
+    this.#kvm = parts.kvm;
+    this.#ownsKvm = parts.ownsKvm;
+    this.#vm = parts.vm;
+    this.#vcpu = parts.vcpu;
+    this.memory = parts.memory;
+    this.cpuMemory = parts.cpuMemory;
+    this.io = parts.io;
+    this.map = parts.map;
+    this.uart = parts.uart;
+    this.#devices = parts.devices;
+    this.#memories = parts.memories;
+    this.e820 = parts.e820;
+    this.boot = parts.boot;
+    this.kvmListener = parts.kvmListener;
+    this.#runner = parts.runner;
+  }
+
+  /**
+   * Builds the machine. On any failure everything created so far is released and the error is
+   * re-thrown (a KvmError for the kernel, a LoaderError for a bad kernel image, a RangeError for
+   * bad sizes).
+   */
+  static create(options: PcMachineOptions): PcMachine {
+    // Check the inputs before acquiring anything: the firmware size, the kernel image.
+    const firmware = options.firmware ?? FIRMWARE;
+    const firmwarePlan = firmwareEntry(firmware);
+    const split = splitRam(options.ramSize);
+    const e820 = pcE820(split.below4g, split.above4g, BigInt(firmware.length));
+    const boot = options.kernel
+      ? loadKernel(options.kernel.image, {
+        cmdline: options.kernel.cmdline ?? "",
+        e820,
+        ramSize: split.below4g,
+      })
+      : firmwarePlan;
+    const cleanup: Disposable[] = [];
+    const ownsKvm = !options.kvm;
+    try {
+      const kvm = options.kvm ?? Kvm.open();
+      if (ownsKvm) cleanup.push(kvm);
+      const vm = kvm.createVm();
+      cleanup.push(vm);
+      // QEMU's kvm_arch_init: identity map and TSS just below the firmware, before anything else.
+      vm.setIdentityMapAddr(KVM_IDENTITY_MAP_START);
+      vm.setTssAddr(KVM_TSS_START);
+      vm.createIrqchip();
+      vm.createPit2();
+
+      const ram = new GuestMemory(options.ramSize);
+      cleanup.push(ram);
+      const bios = new GuestMemory(BigInt(firmware.length));
+      cleanup.push(bios);
+      bios.bytes.set(firmware);
+      const rom = new GuestMemory(PC_ROM_SIZE);
+      cleanup.push(rom);
+
+      const map = buildPcMemory({
+        ramSize: options.ramSize,
+        ramBacking: ram,
+        biosSize: BigInt(firmware.length),
+        biosBacking: bios,
+        romBacking: rom,
+      });
+      const memory = new AddressSpace(map.system, "memory");
+      cleanup.push(memory);
+      const cpuMemory = new AddressSpace(map.system, "cpu-memory-0");
+      cleanup.push(cpuMemory);
+      const io = new AddressSpace(map.io, "I/O");
+      cleanup.push(io);
+      const kvmListener = KvmMemoryListener.forVm(vm, { trace: options.traceMemslots });
+      memory.registerListener(kvmListener);
+
+      const vcpu = vm.createVcpu(0);
+      const runner = new VcpuRunner(vcpu, { memory, io });
+      const { all: devices, uart } = buildPcDevices(map, {
+        irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
+        onReset: () => runner.stop({ kind: "reset" }),
+        onExit: (status) => runner.stop({ kind: "exit", status }),
+        serial: options.serial,
+        ramSize: options.ramSize,
+        split,
+      });
+
+      for (const { addr, data } of boot.writes) memory.writeRom(addr, data);
+
+      vcpu.setCpuid2(cpuidFor(kvm.supportedCpuid(), 0));
+      vcpu.setSregs(sregsFor(vcpu.getSregs(), boot.cpu));
+      vcpu.setRegs(regsFor(vcpu.getRegs(), boot.cpu));
+
+      return new PcMachine({
+        kvm,
+        ownsKvm,
+        vm,
+        vcpu,
+        memory,
+        cpuMemory,
+        io,
+        map,
+        uart,
+        devices,
+        memories: [ram, bios, rom],
+        e820,
+        boot,
+        kvmListener,
+        runner,
+      });
+    } catch (error) {
+      for (const item of cleanup.reverse()) {
+        try {
+          item[Symbol.dispose]();
+        } catch {
+          // the original error is the one to report
+        }
+      }
+      throw error;
+    }
+  }
+
+  /** I/O and MMIO exits served so far. */
+  get exits(): number {
+    return this.#runner.exits;
+  }
+
+  /** Runs the vCPU until the guest exits, resets, fails or {@link stop} is called. */
+  run(hooks: RunnerHooks = {}): RunOutcome {
+    this.#checkOpen();
+    return this.#runner.run(hooks);
+  }
+
+  /** Ends the current run after the exit being handled (for example on a monitor `quit`). */
+  stop(outcome: RunOutcome): void {
+    this.#runner.stop(outcome);
+  }
+
+  /**
+   * A system reset for `-reboot`: devices back to their reset state, the boot plan's bytes written
+   * again, the CPU at the plan's entry. RAM keeps its contents, as on a real warm reset.
+   */
+  reset(): void {
+    this.#checkOpen();
+    for (const device of this.#devices) device.reset();
+    for (const { addr, data } of this.boot.writes) this.memory.writeRom(addr, data);
+    this.#vcpu.setSregs(sregsFor(this.#vcpu.getSregs(), this.boot.cpu));
+    this.#vcpu.setRegs(regsFor(this.#vcpu.getRegs(), this.boot.cpu));
+  }
+
+  /** Bytes typed on the console, for COM1. */
+  input(bytes: Uint8Array): void {
+    if (bytes.length > 0) this.uart.receive(bytes);
+  }
+
+  /** `info mtree` of this machine's address spaces. */
+  mtree(options: MtreeOptions = {}): string {
+    return formatMtree([this.memory, this.cpuMemory, this.io], options);
+  }
+
+  /** `info registers`. */
+  registers(): string {
+    return formatRegisters(this.#vcpu.getRegs(), this.#vcpu.getSregs());
+  }
+
+  /** The vCPU, for kickers and tools. */
+  get vcpu(): Vcpu {
+    return this.#vcpu;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new TypeError("PcMachine: the machine is closed");
+  }
+
+  /**
+   * Releases everything: listeners first (their memslots go while the VM exists), then the VM and
+   * its vCPU, then guest memory (only once no slot points at it), then /dev/kvm. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.io.close();
+    this.cpuMemory.close();
+    this.memory.close();
+    this.#vm.close();
+    for (const m of this.#memories) m.close();
+    if (this.#ownsKvm) this.#kvm.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * The board's e820 map: conventional memory up to the EBDA, the BIOS area, RAM above 1 MiB, KVM's
+ * identity map and TSS, the firmware, and RAM above 4 GiB. (QEMU passes only the RAM and KVM
+ * entries through fw_cfg and lets SeaBIOS carve the rest; for `-kernel` we are the firmware.)
+ */
+export function pcE820(below4g: bigint, above4g: bigint, firmwareSize: bigint): E820Entry[] {
+  const entries: E820Entry[] = [
+    { addr: 0n, size: below4g < CONVENTIONAL_END ? below4g : CONVENTIONAL_END, type: E820_RAM },
+    { addr: CONVENTIONAL_END, size: 0xa_0000n - CONVENTIONAL_END, type: E820_RESERVED },
+    { addr: BIOS_AREA_START, size: BIOS_AREA_END - BIOS_AREA_START, type: E820_RESERVED },
+  ];
+  if (below4g > BIOS_AREA_END) {
+    entries.push({ addr: BIOS_AREA_END, size: below4g - BIOS_AREA_END, type: E820_RAM });
+  }
+  entries.push({ addr: KVM_IDENTITY_MAP_START, size: KVM_RESERVED_SIZE, type: E820_RESERVED });
+  entries.push({ addr: BIOS_END - firmwareSize, size: firmwareSize, type: E820_RESERVED });
+  if (above4g > 0n) entries.push({ addr: HIGHMEM_START, size: above4g, type: E820_RAM });
+  return entries;
+}
+
+/**
+ * KVM's supported CPUID as this vCPU's: the APIC id in leaf 1 and leaf 0xb, and the hypervisor bit.
+ * (Topology and feature filtering for Linux guests come with SMP support.)
+ */
+export function cpuidFor(supported: readonly CpuidEntry[], apicId: number): CpuidEntry[] {
+  return supported.map((e) => {
+    if (e.function === 1) {
+      return {
+        ...e,
+        ebx: (e.ebx & 0x00ff_ffff) | (apicId << 24) >>> 0,
+        ecx: (e.ecx | CPUID_HYPERVISOR_BIT) >>> 0,
+      };
+    }
+    if (e.function === 0xb) return { ...e, edx: apicId };
+    return e;
+  });
+}
