@@ -6,9 +6,9 @@ import assert from "node:assert/strict";
 import { AddressSpace, formatMtree, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
 import {
   CmosRtc,
-  DebugExit,
   I440fxHostBridge,
   I8042,
+  IsaDebugExit,
   PciHost,
   Port80,
   Port92,
@@ -76,7 +76,7 @@ function pcDevices(): PortDevice[] {
     new Uart16550(), // pc_superio_init
     new I8042(),
     new Port92(),
-    new DebugExit({ onExit: () => {} }), // -device isa-debug-exit
+    new IsaDebugExit({ onExit: () => {} }), // -device isa-debug-exit
   ];
 }
 

@@ -16,4 +16,4 @@ export * from "./pci_device.ts";
 export * from "./i440fx_host_bridge.ts";
 export * from "./pci_host.ts";
 export * from "./port80.ts";
-export * from "./debug_exit.ts";
+export * from "./isa_debug_exit.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type MemoryListener, type MemoryRegionSection } from "../mod.ts";
+import { KvmMemoryListener, type RamBacking } from "../mod.ts";
 
 const GOLDEN_DIR = new URL("./golden/qemu/", import.meta.url);
 
@@ -34,32 +34,24 @@ export function blocks(text: string, drop: RegExp[] = []): string[] {
 }
 
 /**
- * A stand-in accelerator for `info mtree -f` before KVM: maps what QEMU's KVM listener maps (RAM,
- * ROM and romd sections, trimmed to 4 KiB pages) and answers `hasMemory` for exact matches.
+ * The KVM listener without KVM, for `info mtree -f` marks: its memslot calls go to a backend that
+ * accepts everything, so ` KVM` appears exactly where the real listener would map.
  */
-export function fakeAccelerator(): MemoryListener {
-  const slots = new Set<string>();
-  const key = (start: bigint, size: bigint) => `${start}:${size}`;
-  const trimmed = (s: MemoryRegionSection): [bigint, bigint] | null => {
-    if (!s.region.isRam && !s.region.isRomd) return null;
-    const start = (s.start + 0xfffn) & ~0xfffn;
-    const delta = start - s.start;
-    if (delta >= s.size) return null;
-    const size = (s.size - delta) & ~0xfffn;
-    return size > 0n ? [start, size] : null;
-  };
-  return {
-    name: "fake-kvm",
-    priority: 10,
-    accelerator: "KVM",
-    regionAdd: (s) => {
-      const t = trimmed(s);
-      if (t) slots.add(key(...t));
+export function kvmListenerWithoutKvm(): KvmMemoryListener {
+  return new KvmMemoryListener(
+    {
+      setUserMemoryRegion: () => {},
+      getDirtyLog: (_slot, pages) => new Uint8Array(Math.ceil(pages / 64) * 8),
     },
-    regionDel: (s) => {
-      const t = trimmed(s);
-      if (t) slots.delete(key(...t));
-    },
-    hasMemory: (start, size) => slots.has(key(start, size)),
-  };
+    { maxSlots: 32, readonlyMem: true },
+  );
+}
+
+let nextHostAddress = 0x7f00_0000_0000n;
+
+/** A RAM backing with a page-aligned made-up host address (the listener needs one; no memory is used). */
+export function fakeHostMemory(size: bigint): RamBacking {
+  const hostAddress = nextHostAddress;
+  nextHostAddress += (size + 0xfffn) & ~0xfffn;
+  return { size, hostAddress, read: () => {}, write: () => {} };
 }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { AddressSpace, formatMtree, MemoryRegion, UNASSIGNED_IO_OPS } from "../mod.ts";
 import { buildPcMemory } from "../machine/pc/pc_memory.ts";
-import { blocks, fakeAccelerator, readGolden } from "./_golden.ts";
+import { blocks, fakeHostMemory, kvmListenerWithoutKvm, readGolden } from "./_golden.ts";
 
 /** Not modeled by this board (listed in the README). */
 const NOT_MODELED = [/\): hpet$/];
@@ -22,10 +22,10 @@ function assertBlocksIn(ours: string, golden: string, label: string): void {
 
 Deno.test("-machine none -m 64M: tree and flat views match QEMU byte for byte", () => {
   const system = MemoryRegion.container("system", 1n << 64n);
-  system.addSubregion(0, MemoryRegion.ram("ram", 64n << 20n));
+  system.addSubregion(0, MemoryRegion.ram("ram", 64n << 20n, { backing: fakeHostMemory(64n << 20n) }));
   using memory = new AddressSpace(system, "memory");
   using io = new AddressSpace(MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS), "I/O");
-  const kvm = fakeAccelerator();
+  const kvm = kvmListenerWithoutKvm();
   memory.registerListener(kvm);
   // Every block, both ways: the same set of blocks as QEMU printed.
   assert.deepEqual(blocks(formatMtree([memory, io])).sort(), blocks(readGolden("none-64M.mtree.txt")).sort());
@@ -45,10 +45,15 @@ for (
   ]] as const
 ) {
   Deno.test(`-machine pc -m ${label}: the memory address space matches QEMU (tree and flat)`, () => {
-    const pc = buildPcMemory({ ramSize: size });
+    const pc = buildPcMemory({
+      ramSize: size,
+      ramBacking: fakeHostMemory(size),
+      biosBacking: fakeHostMemory(0x40000n),
+      romBacking: fakeHostMemory(0x20000n),
+    });
     using memory = new AddressSpace(pc.system, "memory");
     using cpuMemory = new AddressSpace(pc.system, "cpu-memory-0");
-    const kvm = fakeAccelerator();
+    const kvm = kvmListenerWithoutKvm();
     memory.registerListener(kvm);
     assertBlocksIn(formatMtree([memory, cpuMemory]), readGolden(`pc-${label}.mtree.txt`), `pc-${label} tree`);
     assertBlocksIn(

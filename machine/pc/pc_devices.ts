@@ -7,10 +7,11 @@
 
 import {
   CmosRtc,
-  DebugExit,
+  COM1_IRQ,
   I440fxHostBridge,
   I8042,
   type IrqLine,
+  IsaDebugExit,
   PciHost,
   Port80,
   Port92,
@@ -20,8 +21,6 @@ import {
 } from "../../devices/mod.ts";
 import type { PcMemory } from "./pc_memory.ts";
 
-/** ISA interrupt line of COM1. */
-export const COM1_IRQ = 4;
 /** ISA interrupt line of the keyboard. */
 export const KEYBOARD_IRQ = 1;
 /** ISA interrupt line of the PS/2 mouse. */
@@ -70,7 +69,7 @@ export function buildPcDevices(map: PcMemory, wiring: PcDeviceWiring): PcDevices
     uart,
     new I8042({ irq: wiring.irq(KEYBOARD_IRQ), auxIrq: wiring.irq(MOUSE_IRQ), onReset: wiring.onReset }),
     new Port92({ onReset: wiring.onReset }),
-    new DebugExit({ onExit: wiring.onExit }),
+    new IsaDebugExit({ onExit: wiring.onExit }),
   ];
   for (const device of all) device.map(map.io);
   return { all, uart };

@@ -46,6 +46,8 @@ export interface CaptureConfig {
   readonly accels: readonly string[];
   /** Views to capture, all from the same QEMU run. */
   readonly views: readonly MtreeView[];
+  /** Extra QEMU arguments (devices the board has that -nodefaults leaves out). */
+  readonly extra?: readonly string[];
 }
 
 const VIEW_TREE: MtreeView = { name: "mtree", command: "info mtree" };
@@ -65,6 +67,15 @@ export const CONFIGS: readonly CaptureConfig[] = [
   },
   { name: "pc-3584M", machine: "pc", memory: "3584M", accels: ["kvm", "tcg"], views: [VIEW_TREE, VIEW_FLAT] },
   { name: "pc-8G", machine: "pc", memory: "8G", accels: ["kvm", "tcg"], views: [VIEW_TREE, VIEW_FLAT] },
+  {
+    // The board's devices that -nodefaults leaves out: COM1 and QEMU's isa-debug-exit.
+    name: "pc-256M-devices",
+    machine: "pc",
+    memory: "256M",
+    accels: ["kvm", "tcg"],
+    views: [VIEW_TREE, VIEW_FLAT],
+    extra: ["-serial", "null", "-device", "isa-debug-exit,iobase=0x501,iosize=2"],
+  },
 ];
 
 /** QEMU exited (or never opened QMP) before it was ready; carries its stderr. */
@@ -183,6 +194,7 @@ export interface CaptureResult {
 export function qemuArgs(config: CaptureConfig, accel: string): string[] {
   return [
     ...["-machine", config.machine, "-accel", accel, "-nodefaults", "-m", config.memory],
+    ...(config.extra ?? []),
     ...["-S", "-display", "none", "-qmp", `unix:${QMP_SOCKET_NAME},server=on,wait=off`],
   ];
 }

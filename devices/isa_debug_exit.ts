@@ -15,8 +15,8 @@ export const DEBUG_EXIT_PORT = 0x501;
 /** QEMU's default `iosize`. */
 export const DEBUG_EXIT_SIZE = 2;
 
-/** Options of {@link DebugExit}. */
-export interface DebugExitOptions {
+/** Options of {@link IsaDebugExit}. */
+export interface IsaDebugExitOptions {
   /**
    * Receives `(value << 1) | 1` for a write of `value` (computed without 32-bit overflow; the host
    * process's exit status keeps the low 8 bits, as QEMU's `exit()` does).
@@ -34,16 +34,16 @@ export interface DebugExitOptions {
  * @example
  * ```ts
  * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
- * import { DebugExit } from "./debug_exit.ts";
+ * import { IsaDebugExit } from "./isa_debug_exit.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
  * using ports = new AddressSpace(io, "I/O");
  * let status = -1;
- * new DebugExit({ onExit: (s) => status = s }).map(io);
+ * new IsaDebugExit({ onExit: (s) => status = s }).map(io);
  * ports.write(0x501, 1, 0x31);
  * console.assert(status === 0x63);
  * ```
  */
-export class DebugExit implements PortDevice {
+export class IsaDebugExit implements PortDevice {
   /** First port. */
   readonly base: number;
   /** Region "isa-debug-exit". */
@@ -51,8 +51,8 @@ export class DebugExit implements PortDevice {
   readonly #onExit: (status: number) => void;
 
   /** The device at `options.base` (0x501) with `options.size` (2) ports. */
-  constructor(options: DebugExitOptions) {
-    if (typeof options?.onExit !== "function") throw new TypeError("DebugExit: onExit must be a function");
+  constructor(options: IsaDebugExitOptions) {
+    if (typeof options?.onExit !== "function") throw new TypeError("IsaDebugExit: onExit must be a function");
     const size = options.size ?? DEBUG_EXIT_SIZE;
     this.base = checkPortRange(options.base ?? DEBUG_EXIT_PORT, size, "isa-debug-exit");
     this.#onExit = options.onExit;

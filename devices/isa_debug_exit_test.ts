@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { MemTxResult } from "../memory/mod.ts";
-import { DebugExit } from "./debug_exit.ts";
+import { IsaDebugExit } from "./isa_debug_exit.ts";
 import { ioSpace, portIo } from "./_test_util.ts";
 
 function setup(base?: number) {
   const { io, as } = ioSpace();
   const statuses: number[] = [];
-  const dev = new DebugExit({ onExit: (s) => statuses.push(s), base });
+  const dev = new IsaDebugExit({ onExit: (s) => statuses.push(s), base });
   dev.map(io);
   return { as, dev, statuses, ...portIo(as) };
 }
@@ -30,6 +30,6 @@ Deno.test("isa-debug-exit: QEMU's defaults iobase 0x501, iosize 2; other bases",
   assert.deepEqual([dev.region.name, dev.region.addr, dev.region.size], ["isa-debug-exit", 0xf4n, 2n]);
   outb(0xf4, 1);
   assert.deepEqual(statuses, [3]);
-  assert.throws(() => new DebugExit({} as never), TypeError);
-  assert.throws(() => new DebugExit({ onExit: () => {}, base: 0xffff }), RangeError);
+  assert.throws(() => new IsaDebugExit({} as never), TypeError);
+  assert.throws(() => new IsaDebugExit({ onExit: () => {}, base: 0xffff }), RangeError);
 });

@@ -1,0 +1,77 @@
+/**
+ * The running board (PcMachine, real KVM memslots) against QEMU 7.2's own `info mtree` of
+ * `-machine pc -accel kvm`: the memory address space line for line (the ` KVM` marks come from our
+ * real memslots), and every I/O line of the devices the board has, both ways. The golden files
+ * record the QEMU command that printed them (tests/golden/capture_qemu.ts).
+ */
+import assert from "node:assert/strict";
+import { kvmAvailability, PcMachine } from "../mod.ts";
+import { blocks, readGolden } from "./_golden.ts";
+
+const KVM = kvmAvailability();
+if (!KVM.available) console.log(`tests/pc_board_golden_test.ts: skipped: ${KVM.reason}`);
+
+/** Regions of QEMU's pc machine this board does not model (listed in the README). */
+const NOT_MODELED = [/\): hpet$/];
+
+function block(text: string, header: RegExp): string {
+  const found = blocks(text, NOT_MODELED).find((b) => header.test(b));
+  assert.ok(found, `no block matching ${header}`);
+  return found;
+}
+
+for (
+  const [label, size] of [["128M", 128n << 20n], ["256M", 256n << 20n], ["3584M", 3584n << 20n], [
+    "8G",
+    8n << 30n,
+  ]] as const
+) {
+  Deno.test({
+    name: `-m ${label}: the memory address space equals QEMU's, tree and flat, KVM marks included`,
+    ignore: !KVM.available,
+    fn() {
+      using pc = PcMachine.create({ ramSize: size });
+      const tree = pc.mtree();
+      const flat = pc.mtree({ flat: true });
+      const qemuTree = readGolden(`pc-${label}.mtree.txt`);
+      const qemuFlat = readGolden(`pc-${label}.mtree-f.txt`);
+      assert.equal(
+        block(tree, /^address-space: cpu-memory-0\naddress-space: memory\n/),
+        block(qemuTree, /^address-space: cpu-memory-0\naddress-space: memory\n/),
+      );
+      assert.equal(block(flat, /^FlatView #N\n AS "memory"/), block(qemuFlat, /^FlatView #N\n AS "memory"/));
+      for (const name of ["pc.ram", "pc.bios", "pci"]) {
+        const header = new RegExp(`^memory-region: ${name.replace(".", "\\.")}\n`);
+        assert.equal(block(tree, header), block(qemuTree, header));
+      }
+    },
+  });
+}
+
+Deno.test({
+  name:
+    "the I/O address space: every line of the board's devices is QEMU's, and QEMU has none of theirs that we lack",
+  ignore: !KVM.available,
+  fn() {
+    using pc = PcMachine.create({ ramSize: 256n << 20n });
+    for (
+      const [ours, golden] of [[pc.mtree(), "pc-256M-devices.mtree.txt"], [
+        pc.mtree({ flat: true }),
+        "pc-256M-devices.mtree-f.txt",
+      ]]
+    ) {
+      const io = block(ours, /(^address-space: I\/O\n|\n AS "I\/O")/).split("\n");
+      const qemu = block(readGolden(golden), /(^address-space: I\/O\n|\n AS "I\/O")/).split("\n");
+      // Device lines: everything but the headers and the `io` root's own filler ranges.
+      const isDevice = (line: string) => /\): (?!io( @|$))/.test(line);
+      const ourDevices = io.filter(isDevice);
+      assert.ok(ourDevices.length >= 10, "the board maps its devices");
+      for (const line of ourDevices) assert.ok(qemu.includes(line), `${golden}: QEMU has no line\n${line}`);
+      const names = new Set(ourDevices.map((l) => l.replace(/.*\): (\S+).*/, "$1")));
+      for (const line of qemu.filter(isDevice)) {
+        const name = line.replace(/.*\): (\S+).*/, "$1");
+        if (names.has(name)) assert.ok(io.includes(line), `${golden}: we lack QEMU's line\n${line}`);
+      }
+    }
+  },
+});
