@@ -14,6 +14,7 @@ const TAIL = 1; // next byte to write (Worker)
 const COMMAND_STATE = 2; // 0 empty, 1 posted, 2 done
 const COMMAND_LENGTH = 3;
 const QUIT = 4;
+const KICK_STATE = 5; // OPEN, KICKING or CLOSED
 const CELLS = 8;
 const RING_START = CELLS * 4;
 const COMMAND_START = RING_START + RING_SIZE;
@@ -21,6 +22,10 @@ const COMMAND_START = RING_START + RING_SIZE;
 const EMPTY = 0;
 const POSTED = 1;
 const DONE = 2;
+
+const OPEN = 0;
+const KICKING = 1;
+const CLOSED = 2;
 
 /**
  * A single-producer (Worker) single-consumer (VM thread) channel over one SharedArrayBuffer.
@@ -103,6 +108,30 @@ export class ConsoleChannel {
   completeCommand(): void {
     Atomics.store(this.#cells, COMMAND_STATE, DONE);
     Atomics.notify(this.#cells, COMMAND_STATE);
+  }
+
+  /**
+   * Worker: runs `kick` unless the VM thread closed the channel. The VM thread's {@link close} waits
+   * for a kick in progress, so once it returned no kick can touch the vCPU (whose run page is about
+   * to be unmapped) again.
+   */
+  kickUnlessClosed(kick: () => void): void {
+    if (Atomics.compareExchange(this.#cells, KICK_STATE, OPEN, KICKING) !== OPEN) return;
+    try {
+      kick();
+    } finally {
+      Atomics.store(this.#cells, KICK_STATE, OPEN);
+      Atomics.notify(this.#cells, KICK_STATE);
+    }
+  }
+
+  /** VM thread: no more kicks after this returns (waits for one in progress). */
+  close(): void {
+    for (;;) {
+      const state = Atomics.compareExchange(this.#cells, KICK_STATE, OPEN, CLOSED);
+      if (state !== KICKING) return;
+      Atomics.wait(this.#cells, KICK_STATE, KICKING, 10);
+    }
   }
 
   /** Worker: asks the VM thread to end the run. */

@@ -224,7 +224,7 @@ function dumpWithoutKvm(options: CliOptions, mtree: MtreeOptions): string {
  * Runs the command line `args` and returns the exit status. Bad input is reported in one line on
  * stderr, never as a stack trace.
  */
-export function main(args: string[], io: CliIo = PROCESS_IO): number {
+export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<number> {
   try {
     const options = parseCommandLine(args);
     if (options === "help") {
@@ -238,7 +238,7 @@ export function main(args: string[], io: CliIo = PROCESS_IO): number {
       );
     }
     if (options.dumpMtree) return dump(options, io);
-    return boot(options, io);
+    return await boot(options, io);
   } catch (e) {
     if (e instanceof UsageError) {
       io.err(`error: ${e.message} (try --help)`);
@@ -276,7 +276,7 @@ function dump(options: CliOptions, io: CliIo): number {
   return 0;
 }
 
-function boot(options: CliOptions, io: CliIo): number {
+async function boot(options: CliOptions, io: CliIo): Promise<number> {
   const kernel = options.kernel ?? { path: "built-in guest", image: HELLO64 };
   let serialFile: Deno.FsFile | undefined;
   let serial: ((byte: number) => void) | undefined;
@@ -299,10 +299,8 @@ function boot(options: CliOptions, io: CliIo): number {
     };
   }
   const terminal = Deno.stdin.isTerminal();
-  // The kick signal (kvm/vcpu_kicker.ts) only has to interrupt KVM_RUN: a listener keeps it from
-  // ending the process.
-  const onKickSignal = () => {};
-  Deno.addSignalListener("SIGUSR2", onKickSignal);
+  listenForKicks();
+  let channel: ConsoleChannel | undefined;
   let worker: Worker | undefined;
   let machine: PcMachine | undefined;
   try {
@@ -314,26 +312,32 @@ function boot(options: CliOptions, io: CliIo): number {
       traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
     });
     const pc = machine;
-    const channel = new ConsoleChannel();
+    channel = new ConsoleChannel();
+    const shared = channel;
     if (terminal) Deno.stdin.setRaw(true);
     worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
-    const init: StdinWorkerInit = { channel: channel.buffer, kick: vcpuKickTarget(pc.vcpu) };
+    const ready = new Promise<void>((resolve, reject) => {
+      worker!.onmessage = () => resolve();
+      worker!.onerror = (e) => reject(new Error(`the console worker failed: ${e.message}`));
+    });
+    const init: StdinWorkerInit = { channel: shared.buffer, kick: vcpuKickTarget(pc.vcpu) };
     worker.postMessage(init);
+    await ready;
     const onKick = () => {
-      pc.input(channel.takeInput());
-      const command = channel.takeCommand();
+      pc.input(shared.takeInput());
+      const command = shared.takeCommand();
       if (command !== null) {
         const result = runMonitorCommand(pc, command);
         if (result.output) {
           io.console(encoder.encode(result.output.replaceAll("\n", terminal ? "\r\n" : "\n")));
         }
         if (result.quit) {
-          channel.requestQuit();
+          shared.requestQuit();
           pc.stop({ kind: "quit" });
         }
-        channel.completeCommand();
+        shared.completeCommand();
       }
-      if (channel.quitRequested) pc.stop({ kind: "quit" });
+      if (shared.quitRequested) pc.stop({ kind: "quit" });
     };
     let outcome: RunOutcome;
     for (;;) {
@@ -343,12 +347,25 @@ function boot(options: CliOptions, io: CliIo): number {
     }
     return report(outcome, io);
   } finally {
+    channel?.close(); // no kick reaches the vCPU after this, so its mapping can go
     worker?.terminate();
-    Deno.removeSignalListener("SIGUSR2", onKickSignal);
     machine?.close();
     serialFile?.close();
     if (terminal) Deno.stdin.setRaw(false);
   }
+}
+
+let kickListener = false;
+
+/**
+ * The kick signal (kvm/vcpu_kicker.ts) only has to interrupt KVM_RUN; a listener keeps it from
+ * ending the process. It stays for the life of the process (as QEMU's SIG_IPI handler), so that a
+ * kick sent just as a run ends can never kill it.
+ */
+function listenForKicks(): void {
+  if (kickListener) return;
+  kickListener = true;
+  Deno.addSignalListener("SIGUSR2", () => {});
 }
 
 function report(outcome: RunOutcome, io: CliIo): number {

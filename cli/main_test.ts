@@ -36,7 +36,7 @@ Deno.test("sizes: QEMU's -m syntax and readable figures", () => {
   assert.equal(formatSize(25_275_990_016n), "23.5 GiB");
 });
 
-Deno.test("every bad command line gets one line naming the problem and status 2", () => {
+Deno.test("every bad command line gets one line naming the problem and status 2", async () => {
   const cases: [string[], RegExp][] = [
     [["--bogus"], /Unknown option '--bogus'/],
     [["-m", "12X"], /-m: "12X" is not a size/],
@@ -51,19 +51,19 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
   ];
   for (const [args, message] of cases) {
     const io = capture();
-    assert.equal(main(args, io), 2, args.join(" "));
+    assert.equal(await main(args, io), 2, args.join(" "));
     assert.equal(io.stderr.length, 1, args.join(" "));
     assert.match(io.stderr[0], message);
     assert.match(io.stderr[0], /^error: .*\(try --help\)$/);
   }
 });
 
-Deno.test("a file in no supported format is refused in one line with status 1", () => {
+Deno.test("a file in no supported format is refused in one line with status 1", async () => {
   const io = capture();
   const path = Deno.makeTempFileSync();
   try {
     Deno.writeTextFileSync(path, "not a kernel\n");
-    assert.equal(main(["-kernel", path], io), KVM.available ? 1 : 1);
+    assert.equal(await main(["-kernel", path], io), KVM.available ? 1 : 1);
     assert.equal(io.stderr.length, 1);
     assert.match(io.stderr[0], /unknown format|KVM|kvm/);
   } finally {
@@ -80,9 +80,9 @@ Deno.test("QEMU's single-dash long options parse", () => {
   assert.equal(parseCommandLine(["--help"]), "help");
 });
 
-Deno.test("--help lists the flags", () => {
+Deno.test("--help lists the flags", async () => {
   const io = capture();
-  assert.equal(main(["--help"], io), 0);
+  assert.equal(await main(["--help"], io), 0);
   for (
     const flag of [
       "-m SIZE",
@@ -102,9 +102,9 @@ Deno.test("--help lists the flags", () => {
 Deno.test({
   name: "the main command runs the built-in guest to its reset and returns 0",
   ignore: !KVM.available,
-  fn() {
+  async fn() {
     const io = capture();
-    assert.equal(main([], io), 0);
+    assert.equal(await main([], io), 0);
     const text = io.text();
     assert.match(text, /hello64: 64-bit long mode/);
     assert.match(text, /IOAPIC version register = 0x[0-9a-f]{8}/);
@@ -118,9 +118,9 @@ Deno.test({
 Deno.test({
   name: "--trace-memslots prints each memslot call; --dump-mtree=-f marks KVM-mapped ranges",
   ignore: !KVM.available,
-  fn() {
+  async fn() {
     const io = capture();
-    assert.equal(main(["--dump-mtree=-f", "--trace-memslots", "-m", "256M"], io), 0);
+    assert.equal(await main(["--dump-mtree=-f", "--trace-memslots", "-m", "256M"], io), 0);
     assert.ok(
       io.stderr.some((l) =>
         /^KVM_SET_USER_MEMORY_REGION slot=0:0 flags=0 gpa=0x0 size=0xc0000 host=0x[0-9a-f]+ -> 0$/.test(l)

@@ -27,7 +27,8 @@ const write = (text: string) => Deno.stdout.writeSync(encoder.encode(text));
 
 self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
   const channel = new ConsoleChannel(event.data.channel);
-  const kicker = new VcpuKicker(event.data.kick);
+  const vcpuKicker = new VcpuKicker(event.data.kick);
+  const kicker = { kick: () => channel.kickUnlessClosed(() => vcpuKicker.kick()) };
   let escape = false;
   let monitor = false;
   let line = "";
@@ -88,6 +89,7 @@ self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
   };
   Deno.addSignalListener("SIGTERM", terminate);
   Deno.addSignalListener("SIGHUP", terminate);
+  self.postMessage("ready"); // the VM thread starts the guest only now: no signal can be missed
 
   const buffer = new Uint8Array(256);
   for (;;) {
@@ -101,5 +103,6 @@ self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
     for (const byte of buffer.subarray(0, n)) handle(byte);
     if (channel.quitRequested) break;
   }
-  self.close();
+  // Stay alive after the end of input: the signal listeners above must outlive stdin (`< /dev/null`,
+  // a closed pipe); the VM thread terminates this Worker when the run is over.
 };

@@ -52,6 +52,14 @@ export const GUESTS: readonly GuestBuild[] = [
       "writes 0x10 to isa-debug-exit (port 0x501): the run ends with status 33.",
   },
   {
+    name: "echo",
+    exportName: "ECHO",
+    linkAddress: 0x10_0000,
+    summary: "An interactive Multiboot v1 image (32-bit protected mode, loaded at 1 MiB): it sleeps in " +
+      "`hlt` with COM1's received-data interrupt enabled, echoes what is typed (Enter as CR LF), and " +
+      "resets through port 0xcf9 when 'q' arrives (run status 0).",
+  },
+  {
     name: "firmware",
     exportName: "FIRMWARE",
     linkAddress: 0xfffc_0000,

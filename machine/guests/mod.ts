@@ -15,4 +15,5 @@
 
 export { HELLO64 } from "./hello64.ts";
 export { EXIT_STATUS } from "./exit_status.ts";
+export { ECHO } from "./echo.ts";
 export { FIRMWARE } from "./firmware.ts";

@@ -36,6 +36,8 @@ export interface PcDeviceWiring {
   onExit(status: number): void;
   /** Bytes the guest sends through COM1. */
   serial?: (byte: number) => void;
+  /** COM1 has room for more input (QEMU's `qemu_chr_fe_accept_input`). */
+  onSerialReady?: () => void;
   /** Guest RAM size, for the CMOS and the host bridge. */
   ramSize: bigint;
   /** RAM below and above 4 GiB, for the CMOS. */
@@ -60,7 +62,11 @@ export function buildPcDevices(map: PcMemory, wiring: PcDeviceWiring): PcDevices
       ramSize: wiring.ramSize,
     }),
   );
-  const uart = new Uart16550({ irq: wiring.irq(COM1_IRQ), transmit: wiring.serial });
+  const uart = new Uart16550({
+    irq: wiring.irq(COM1_IRQ),
+    transmit: wiring.serial,
+    onReadyToReceive: wiring.onSerialReady,
+  });
   const all: PortDevice[] = [
     pci,
     new ResetControl({ onReset: wiring.onReset }),

@@ -96,6 +96,7 @@ export class PcMachine implements Disposable {
   readonly #runner: VcpuRunner;
   readonly #devices: PortDevice[];
   readonly #memories: GuestMemory[];
+  readonly #input: (bytes: Uint8Array) => void;
   #closed = false;
 
   private constructor(parts: {
@@ -114,6 +115,7 @@ export class PcMachine implements Disposable {
     boot: BootPlan;
     kvmListener: KvmMemoryListener;
     runner: VcpuRunner;
+    input: (bytes: Uint8Array) => void;
   }) {
     this.#kvm = parts.kvm;
     this.#ownsKvm = parts.ownsKvm;
@@ -130,6 +132,7 @@ export class PcMachine implements Disposable {
     this.boot = parts.boot;
     this.kvmListener = parts.kvmListener;
     this.#runner = parts.runner;
+    this.#input = parts.input;
   }
 
   /**
@@ -189,11 +192,19 @@ export class PcMachine implements Disposable {
 
       const vcpu = vm.createVcpu(0);
       const runner = new VcpuRunner(vcpu, { memory, io });
+      // Typed input waits here until COM1 has room, as QEMU's character backends wait for
+      // can_receive: with the FIFO off the UART holds one byte, and more would overrun it.
+      const pendingInput: number[] = [];
+      const pumpInput = () => {
+        const n = Math.min(uart.canReceive(), pendingInput.length);
+        if (n > 0) uart.receive(pendingInput.splice(0, n));
+      };
       const { all: devices, uart } = buildPcDevices(map, {
         irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
         onReset: () => runner.stop({ kind: "reset" }),
         onExit: (status) => runner.stop({ kind: "exit", status }),
         serial: options.serial,
+        onSerialReady: () => pumpInput(),
         ramSize: options.ramSize,
         split,
       });
@@ -220,6 +231,10 @@ export class PcMachine implements Disposable {
         boot,
         kvmListener,
         runner,
+        input: (bytes) => {
+          for (const byte of bytes) pendingInput.push(byte);
+          pumpInput();
+        },
       });
     } catch (error) {
       for (const item of cleanup.reverse()) {
@@ -261,9 +276,9 @@ export class PcMachine implements Disposable {
     this.#vcpu.setRegs(regsFor(this.#vcpu.getRegs(), this.boot.cpu));
   }
 
-  /** Bytes typed on the console, for COM1. */
+  /** Bytes typed on the console, for COM1: queued, and fed as fast as the guest reads them. */
   input(bytes: Uint8Array): void {
-    if (bytes.length > 0) this.uart.receive(bytes);
+    this.#input(bytes);
   }
 
   /** `info mtree` of this machine's address spaces. */
