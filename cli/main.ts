@@ -37,6 +37,7 @@ options:
   -reboot                 a guest reset restarts the guest instead
   --dump-mtree[=-f]       print 'info mtree' (or 'info mtree -f') of the board and exit
   --trace-memslots        print every KVM_SET_USER_MEMORY_REGION call on stderr
+  --timings               print where the time went (start-up, VM creation, guest run) on stderr
   -h, --help              this text
 
 While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info registers,
@@ -76,6 +77,7 @@ export interface CliOptions {
   dumpMtree?: "tree" | "flat";
   traceMemslots: boolean;
   reboot: boolean;
+  timings: boolean;
 }
 
 const LONG_OPTIONS = new Set([
@@ -130,6 +132,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
         reboot: { type: "boolean" },
         "dump-mtree": { type: "string" },
         "trace-memslots": { type: "boolean" },
+        timings: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
       allowPositionals: false,
@@ -182,6 +185,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     dumpMtree: dump === undefined ? undefined : dump === "-f" ? "flat" : "tree",
     traceMemslots: values["trace-memslots"] ?? false,
     reboot: values.reboot ?? false,
+    timings: values.timings ?? false,
   };
 }
 
@@ -225,6 +229,7 @@ function dumpWithoutKvm(options: CliOptions, mtree: MtreeOptions): string {
  * stderr, never as a stack trace.
  */
 export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<number> {
+  const entered = performance.now(); // since the isolate started: Deno start-up and module loading
   try {
     const options = parseCommandLine(args);
     if (options === "help") {
@@ -238,7 +243,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       );
     }
     if (options.dumpMtree) return dump(options, io);
-    return await boot(options, io);
+    return await boot(options, io, entered);
   } catch (e) {
     if (e instanceof UsageError) {
       io.err(`error: ${e.message} (try --help)`);
@@ -276,7 +281,7 @@ function dump(options: CliOptions, io: CliIo): number {
   return 0;
 }
 
-async function boot(options: CliOptions, io: CliIo): Promise<number> {
+async function boot(options: CliOptions, io: CliIo, entered: number): Promise<number> {
   const kernel = options.kernel ?? { path: "built-in guest", image: HELLO64 };
   let serialFile: Deno.FsFile | undefined;
   let serial: ((byte: number) => void) | undefined;
@@ -301,8 +306,14 @@ async function boot(options: CliOptions, io: CliIo): Promise<number> {
   const terminal = Deno.stdin.isTerminal();
   listenForKicks();
   let channel: ConsoleChannel | undefined;
-  let worker: Worker | undefined;
   let machine: PcMachine | undefined;
+  // The console Worker starts first: its isolate boots on the other core while the VM is created.
+  const worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
+  const ready = new Promise<void>((resolve, reject) => {
+    worker.onmessage = () => resolve();
+    worker.onerror = (e) => reject(new Error(`the console worker failed: ${e.message}`));
+  });
+  ready.catch(() => {}); // awaited below; if the machine cannot be built it is never needed
   try {
     machine = PcMachine.create({
       ramSize: options.ramSize,
@@ -312,17 +323,13 @@ async function boot(options: CliOptions, io: CliIo): Promise<number> {
       traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
     });
     const pc = machine;
+    const created = performance.now();
     channel = new ConsoleChannel();
     const shared = channel;
-    if (terminal) Deno.stdin.setRaw(true);
-    worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
-    const ready = new Promise<void>((resolve, reject) => {
-      worker!.onmessage = () => resolve();
-      worker!.onerror = (e) => reject(new Error(`the console worker failed: ${e.message}`));
-    });
     const init: StdinWorkerInit = { channel: shared.buffer, kick: vcpuKickTarget(pc.vcpu) };
     worker.postMessage(init);
-    await ready;
+    await ready; // its signal listeners are in place: the guest may start
+    if (terminal) Deno.stdin.setRaw(true);
     const onKick = () => {
       pc.input(shared.takeInput());
       const command = shared.takeCommand();
@@ -340,15 +347,26 @@ async function boot(options: CliOptions, io: CliIo): Promise<number> {
       if (shared.quitRequested) pc.stop({ kind: "quit" });
     };
     let outcome: RunOutcome;
+    const started = performance.now();
     for (;;) {
       outcome = pc.run({ onKick });
       if (outcome.kind !== "reset" || !options.reboot) break;
       pc.reset();
     }
+    const ended = performance.now();
+    if (options.timings) {
+      io.err(
+        `timings: isolate start to main() ${entered.toFixed(1)} ms (module loading), VM creation ${
+          (created - entered).toFixed(1)
+        } ms, console worker ready ${(started - created).toFixed(1)} ms, guest run ${
+          (ended - started).toFixed(1)
+        } ms (${pc.exits} exits)`,
+      );
+    }
     return report(outcome, io);
   } finally {
     channel?.close(); // no kick reaches the vCPU after this, so its mapping can go
-    worker?.terminate();
+    worker.terminate();
     machine?.close();
     serialFile?.close();
     if (terminal) Deno.stdin.setRaw(false);

@@ -8,7 +8,8 @@
  * @module
  */
 
-import { VcpuKicker, type VcpuKickTarget } from "../kvm/mod.ts";
+// Only the kicker: this Worker starts while the VM is being created, and every module counts.
+import { VcpuKicker, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 
 /** The first message the Worker receives. */
@@ -24,6 +25,14 @@ const HELP =
 
 const encoder = new TextEncoder();
 const write = (text: string) => Deno.stdout.writeSync(encoder.encode(text));
+
+// Signals first, before the VM exists: the VM thread is blocked in KVM_RUN and cannot see them, so
+// SIGTERM and SIGHUP end the run through the channel (and the terminal is restored on the way out).
+let terminate = () => void (terminated = true);
+let terminated = false;
+Deno.addSignalListener("SIGTERM", () => terminate());
+Deno.addSignalListener("SIGHUP", () => terminate());
+self.postMessage("ready"); // the VM thread starts the guest only after this: no signal is missed
 
 self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
   const channel = new ConsoleChannel(event.data.channel);
@@ -81,15 +90,11 @@ self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
     }
   };
 
-  // The VM thread is blocked in KVM_RUN and cannot see signals; SIGTERM and SIGHUP end the run
-  // through the channel, so the terminal is restored on the way out.
-  const terminate = () => {
+  terminate = () => {
     channel.requestQuit();
     kicker.kick();
   };
-  Deno.addSignalListener("SIGTERM", terminate);
-  Deno.addSignalListener("SIGHUP", terminate);
-  self.postMessage("ready"); // the VM thread starts the guest only now: no signal can be missed
+  if (terminated) terminate();
 
   const buffer = new Uint8Array(256);
   for (;;) {

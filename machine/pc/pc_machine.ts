@@ -181,6 +181,26 @@ export class PcMachine implements Disposable {
         biosBacking: bios,
         romBacking: rom,
       });
+      // The whole board first, then the address spaces: each renders once, and the listener's
+      // replay maps the memslots in one pass (no re-render per device while the board is built).
+      let runner: VcpuRunner | undefined;
+      // Typed input waits here until COM1 has room, as QEMU's character backends wait for
+      // can_receive: with the FIFO off the UART holds one byte, and more would overrun it.
+      const pendingInput: number[] = [];
+      const pumpInput = () => {
+        const n = Math.min(uart.canReceive(), pendingInput.length);
+        if (n > 0) uart.receive(pendingInput.splice(0, n));
+      };
+      const { all: devices, uart } = buildPcDevices(map, {
+        irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
+        onReset: () => runner?.stop({ kind: "reset" }),
+        onExit: (status) => runner?.stop({ kind: "exit", status }),
+        serial: options.serial,
+        onSerialReady: () => pumpInput(),
+        ramSize: options.ramSize,
+        split,
+      });
+
       const memory = new AddressSpace(map.system, "memory");
       cleanup.push(memory);
       const cpuMemory = new AddressSpace(map.system, "cpu-memory-0");
@@ -191,23 +211,7 @@ export class PcMachine implements Disposable {
       memory.registerListener(kvmListener);
 
       const vcpu = vm.createVcpu(0);
-      const runner = new VcpuRunner(vcpu, { memory, io });
-      // Typed input waits here until COM1 has room, as QEMU's character backends wait for
-      // can_receive: with the FIFO off the UART holds one byte, and more would overrun it.
-      const pendingInput: number[] = [];
-      const pumpInput = () => {
-        const n = Math.min(uart.canReceive(), pendingInput.length);
-        if (n > 0) uart.receive(pendingInput.splice(0, n));
-      };
-      const { all: devices, uart } = buildPcDevices(map, {
-        irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
-        onReset: () => runner.stop({ kind: "reset" }),
-        onExit: (status) => runner.stop({ kind: "exit", status }),
-        serial: options.serial,
-        onSerialReady: () => pumpInput(),
-        ramSize: options.ramSize,
-        split,
-      });
+      runner = new VcpuRunner(vcpu, { memory, io });
 
       for (const { addr, data } of boot.writes) memory.writeRom(addr, data);
 
