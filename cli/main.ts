@@ -6,12 +6,12 @@
  */
 
 import { parseArgs } from "node:util";
-import { Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
+import { handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions } from "../memory/mod.ts";
 import { HELLO64 } from "../machine/guests/mod.ts";
 import { LoaderError } from "../machine/loader/mod.ts";
 import { buildPcDevices } from "../machine/pc/pc_devices.ts";
-import { PcMachine } from "../machine/pc/pc_machine.ts";
+import { MAX_CPUS, PcMachine } from "../machine/pc/pc_machine.ts";
 import { buildPcMemory, splitRam } from "../machine/pc/pc_memory.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
@@ -26,6 +26,7 @@ prints from 64-bit long mode, reads the IOAPIC, takes a UART interrupt, loops in
 
 options:
   -m SIZE                 guest RAM (default 128M; a bare number is MiB, as in QEMU)
+  -smp N                  number of vCPUs (default 1; cpus=N is accepted too), each on its own thread
   -kernel FILE            boot FILE as QEMU's -kernel does (Multiboot v1: a.out kludge or ELF32)
   -append TEXT            kernel command line
   -initrd FILE            initial ramdisk (Linux kernels; not supported yet)
@@ -70,6 +71,7 @@ class UsageError extends Error {}
 /** The parsed command line. */
 export interface CliOptions {
   ramSize: bigint;
+  cpus: number;
   kernel?: { path: string; image: Uint8Array };
   append: string;
   bios?: { path: string; image: Uint8Array };
@@ -81,6 +83,7 @@ export interface CliOptions {
 }
 
 const LONG_OPTIONS = new Set([
+  "smp",
   "kernel",
   "append",
   "initrd",
@@ -122,6 +125,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
       args: normalizeArgs(args),
       options: {
         m: { type: "string", short: "m" },
+        smp: { type: "string" },
         kernel: { type: "string" },
         append: { type: "string" },
         initrd: { type: "string" },
@@ -151,6 +155,11 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     throw new UsageError(`-m: ${(e as Error).message}`);
   }
   if (ramSize < 2n << 20n) throw new UsageError(`-m ${values.m}: a PC needs at least 2 MiB of RAM`);
+  const smpText = values.smp ?? "1";
+  const cpus = Number(/^(?:cpus=)?(\d+)$/.exec(smpText)?.[1]);
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
+    throw new UsageError(`-smp: "${smpText}" is not a number of vCPUs from 1 to ${MAX_CPUS}`);
+  }
   const dump = values["dump-mtree"];
   if (dump !== undefined && dump !== "" && dump !== "-f") {
     throw new UsageError(`--dump-mtree: expected nothing or =-f, got "${dump}"`);
@@ -174,6 +183,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   }
   return {
     ramSize,
+    cpus,
     kernel: values.kernel === undefined
       ? undefined
       : { path: values.kernel, image: readInput("-kernel", values.kernel) },
@@ -304,7 +314,7 @@ async function boot(options: CliOptions, io: CliIo, entered: number): Promise<nu
     };
   }
   const terminal = Deno.stdin.isTerminal();
-  listenForKicks();
+  handleKickSignal(); // the console Worker kicks the vCPU
   let channel: ConsoleChannel | undefined;
   let machine: PcMachine | undefined;
   // The console Worker starts first: its isolate boots on the other core while the VM is created.
@@ -317,6 +327,7 @@ async function boot(options: CliOptions, io: CliIo, entered: number): Promise<nu
   try {
     machine = PcMachine.create({
       ramSize: options.ramSize,
+      cpus: options.cpus,
       firmware: options.bios?.image,
       kernel: { image: kernel.image, cmdline: [kernel.path, options.append].filter((s) => s).join(" ") },
       serial,
@@ -326,7 +337,11 @@ async function boot(options: CliOptions, io: CliIo, entered: number): Promise<nu
     const created = performance.now();
     channel = new ConsoleChannel();
     const shared = channel;
-    const init: StdinWorkerInit = { channel: shared.buffer, kick: vcpuKickTarget(pc.vcpu) };
+    // One vCPU runs on this thread: the Worker kicks it out of KVM_RUN. Several run on threads of
+    // their own while this one sleeps on a doorbell: the Worker rings it.
+    const init: StdinWorkerInit = pc.doorbell
+      ? { channel: shared.buffer, doorbell: pc.doorbell }
+      : { channel: shared.buffer, kick: vcpuKickTarget(pc.vcpu) };
     worker.postMessage(init);
     await ready; // its signal listeners are in place: the guest may start
     if (terminal) Deno.stdin.setRaw(true);
@@ -349,7 +364,7 @@ async function boot(options: CliOptions, io: CliIo, entered: number): Promise<nu
     let outcome: RunOutcome;
     const started = performance.now();
     for (;;) {
-      outcome = pc.run({ onKick });
+      outcome = await pc.runAsync({ onKick });
       if (outcome.kind !== "reset" || !options.reboot) break;
       pc.reset();
     }
@@ -371,19 +386,6 @@ async function boot(options: CliOptions, io: CliIo, entered: number): Promise<nu
     serialFile?.close();
     if (terminal) Deno.stdin.setRaw(false);
   }
-}
-
-let kickListener = false;
-
-/**
- * The kick signal (kvm/vcpu_kicker.ts) only has to interrupt KVM_RUN; a listener keeps it from
- * ending the process. It stays for the life of the process (as QEMU's SIG_IPI handler), so that a
- * kick sent just as a run ends can never kill it.
- */
-function listenForKicks(): void {
-  if (kickListener) return;
-  kickListener = true;
-  Deno.addSignalListener("SIGUSR2", () => {});
 }
 
 function report(outcome: RunOutcome, io: CliIo): number {

@@ -15,7 +15,10 @@ import { ConsoleChannel } from "./console_channel.ts";
 /** The first message the Worker receives. */
 export interface StdinWorkerInit {
   channel: SharedArrayBuffer;
-  kick: VcpuKickTarget;
+  /** The vCPU to kick out of KVM_RUN when there is news (a one-vCPU machine on the VM thread). */
+  kick?: VcpuKickTarget;
+  /** Or the doorbell the VM thread sleeps on (a multi-vCPU machine). */
+  doorbell?: { buffer: SharedArrayBuffer; index: number };
 }
 
 const CTRL_A = 0x01;
@@ -36,8 +39,17 @@ self.postMessage("ready"); // the VM thread starts the guest only after this: no
 
 self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
   const channel = new ConsoleChannel(event.data.channel);
-  const vcpuKicker = new VcpuKicker(event.data.kick);
-  const kicker = { kick: () => channel.kickUnlessClosed(() => vcpuKicker.kick()) };
+  const { kick, doorbell } = event.data;
+  const vcpuKicker = kick ? new VcpuKicker(kick) : undefined;
+  const bell = doorbell ? new Int32Array(doorbell.buffer) : undefined;
+  const notify = () => {
+    if (vcpuKicker) vcpuKicker.kick();
+    else if (bell && doorbell) {
+      Atomics.add(bell, doorbell.index, 1);
+      Atomics.notify(bell, doorbell.index);
+    }
+  };
+  const kicker = { kick: () => channel.kickUnlessClosed(notify) };
   let escape = false;
   let monitor = false;
   let line = "";

@@ -74,5 +74,13 @@ export {
   type MemslotBackend,
   type MemslotCall,
 } from "./kvm_memory_listener.ts";
-export { KICK_SIGNAL, VcpuKicker, type VcpuKickTarget, vcpuKickTarget } from "./vcpu_kicker.ts";
+export {
+  currentThread,
+  handleKickSignal,
+  KICK_SIGNAL,
+  VcpuKicker,
+  type VcpuKickTarget,
+  vcpuKickTarget,
+} from "./vcpu_kicker.ts";
 export { serveExit } from "./serve_exit.ts";
+export { VcpuHandle, type VcpuHandleInit, vcpuHandleInit } from "./vcpu_handle.ts";

@@ -174,6 +174,11 @@ export class Vcpu implements Disposable {
     return this.#runPage;
   }
 
+  /** Size of the `kvm_run` mapping in bytes. */
+  get mmapSize(): number {
+    return this.#mmapSize;
+  }
+
   /** Host address of the `kvm_run` mapping (for a {@link VcpuKicker} on another thread). */
   get runAddress(): bigint {
     this.#checkOpen();

@@ -30,13 +30,38 @@ export interface VcpuKickTarget {
   readonly runAddress: bigint;
 }
 
+let kickSignalHandled = false;
+
+/**
+ * Installs a no-op listener for the kick signal, once, for the life of the process: without one a
+ * kick would end the process. It is never removed, because a kick sent to a thread that is about
+ * to leave can be delivered after its sender is done with it, and by then the default action would
+ * kill the process (QEMU keeps its SIG_IPI handler for good too). Call it before any kick.
+ *
+ * @example
+ * ```ts
+ * import { handleKickSignal } from "./vcpu_kicker.ts";
+ * handleKickSignal();
+ * ```
+ */
+export function handleKickSignal(): void {
+  if (kickSignalHandled) return;
+  kickSignalHandled = true;
+  Deno.addSignalListener("SIGUSR2", () => {});
+}
+
+/** The calling thread's process and thread ids (for a kicker aimed at this thread). */
+export function currentThread(): { pid: number; tid: number } {
+  const { getpid, gettid } = libc();
+  return { pid: getpid(), tid: gettid() };
+}
+
 /**
  * Describes `vcpu` for a kicker. Call it on the thread that will run the vCPU. The process must
  * handle SIGUSR2 (the front-end registers a listener), or the signal would end it.
  */
 export function vcpuKickTarget(vcpu: Vcpu): VcpuKickTarget {
-  const { getpid, gettid } = libc();
-  return { pid: getpid(), tid: gettid(), runAddress: vcpu.runAddress };
+  return { ...currentThread(), runAddress: vcpu.runAddress };
 }
 
 /**

@@ -84,49 +84,50 @@ export class VcpuRunner {
         vcpu.setImmediateExit(false);
         hooks.onKick?.();
       } else {
-        this.stop(this.#outcomeOf());
+        this.stop(exitOutcome(vcpu));
       }
       if (this.#stop) return this.#stop;
     }
   }
+}
 
-  #outcomeOf(): RunOutcome {
-    const exit = decodeExit(this.#vcpu.runPage);
-    switch (exit.kind) {
-      case "systemEvent":
-        if (exit.type === KVM_SYSTEM_EVENT_RESET) return { kind: "reset" };
-        if (exit.type === KVM_SYSTEM_EVENT_SHUTDOWN) return { kind: "poweroff" };
-        return this.#error(
-          exit.type === KVM_SYSTEM_EVENT_CRASH
-            ? "guest crashed (KVM system event)"
-            : `system event ${exit.type}`,
-        );
-      case "shutdown":
-        return this.#error("triple fault (KVM_EXIT_SHUTDOWN)");
-      case "failEntry":
-        return this.#error(
-          `KVM_EXIT_FAIL_ENTRY, hardware reason 0x${exit.reason.toString(16)} on CPU ${exit.cpu}`,
-        );
-      case "internalError":
-        return this.#error(
-          `KVM_EXIT_INTERNAL_ERROR, suberror ${exit.suberror}${
-            exit.suberror === 1 ? " (emulation failure)" : ""
-          }, data [${exit.data.map((d) => `0x${d.toString(16)}`).join(", ")}]`,
-        );
-      case "hlt":
-        return this.#error("the guest halted with no interrupt controller to wake it (KVM_EXIT_HLT)");
-      default:
-        return this.#error(`unhandled exit ${exit.kind}`);
-    }
-  }
-
-  #error(reason: string): RunOutcome {
+/**
+ * Why a run must end, from a vCPU whose last exit was neither port I/O nor MMIO: decodes its run
+ * page and, for failures, dumps its registers. Call it on a stopped vCPU (not inside `KVM_RUN`).
+ */
+export function exitOutcome(vcpu: Vcpu): RunOutcome {
+  const exit = decodeExit(vcpu.runPage);
+  const error = (reason: string): RunOutcome => {
     let registers: string;
     try {
-      registers = formatRegisters(this.#vcpu.getRegs(), this.#vcpu.getSregs());
+      registers = formatRegisters(vcpu.getRegs(), vcpu.getSregs());
     } catch (e) {
       registers = `(registers unavailable: ${(e as Error).message})`;
     }
-    return { kind: "error", reason, registers };
+    return { kind: "error", reason: vcpu.id === 0 ? reason : `vCPU ${vcpu.id}: ${reason}`, registers };
+  };
+  switch (exit.kind) {
+    case "systemEvent":
+      if (exit.type === KVM_SYSTEM_EVENT_RESET) return { kind: "reset" };
+      if (exit.type === KVM_SYSTEM_EVENT_SHUTDOWN) return { kind: "poweroff" };
+      return error(
+        exit.type === KVM_SYSTEM_EVENT_CRASH
+          ? "guest crashed (KVM system event)"
+          : `system event ${exit.type}`,
+      );
+    case "shutdown":
+      return error("triple fault (KVM_EXIT_SHUTDOWN)");
+    case "failEntry":
+      return error(`KVM_EXIT_FAIL_ENTRY, hardware reason 0x${exit.reason.toString(16)} on CPU ${exit.cpu}`);
+    case "internalError":
+      return error(
+        `KVM_EXIT_INTERNAL_ERROR, suberror ${exit.suberror}${
+          exit.suberror === 1 ? " (emulation failure)" : ""
+        }, data [${exit.data.map((d) => `0x${d.toString(16)}`).join(", ")}]`,
+      );
+    case "hlt":
+      return error("the guest halted with no interrupt controller to wake it (KVM_EXIT_HLT)");
+    default:
+      return error(`unhandled exit ${exit.kind}`);
   }
 }

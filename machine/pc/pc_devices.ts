@@ -40,6 +40,8 @@ export interface PcDeviceWiring {
   onSerialReady?: () => void;
   /** Guest RAM size, for the CMOS and the host bridge. */
   ramSize: bigint;
+  /** Number of vCPUs, for the CMOS (byte 0x5f). */
+  cpus?: number;
   /** RAM below and above 4 GiB, for the CMOS. */
   split: { below4g: bigint; above4g: bigint };
 }
@@ -71,7 +73,11 @@ export function buildPcDevices(map: PcMemory, wiring: PcDeviceWiring): PcDevices
     pci,
     new ResetControl({ onReset: wiring.onReset }),
     new Port80(),
-    new CmosRtc({ ramBelow4g: wiring.split.below4g, ramAbove4g: wiring.split.above4g, cpus: 1 }),
+    new CmosRtc({
+      ramBelow4g: wiring.split.below4g,
+      ramAbove4g: wiring.split.above4g,
+      cpus: wiring.cpus ?? 1,
+    }),
     uart,
     new I8042({ irq: wiring.irq(KEYBOARD_IRQ), auxIrq: wiring.irq(MOUSE_IRQ), onReset: wiring.onReset }),
     new Port92({ onReset: wiring.onReset }),

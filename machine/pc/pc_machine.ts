@@ -28,6 +28,7 @@ import {
 } from "../loader/mod.ts";
 import { FIRMWARE } from "../guests/mod.ts";
 import { type RunnerHooks, type RunOutcome, VcpuRunner } from "../vcpu_runner.ts";
+import { type Doorbell, SmpRunner } from "../smp_runner.ts";
 import {
   BIOS_END,
   HIGHMEM_START,
@@ -44,6 +45,8 @@ const CONVENTIONAL_END = 0x9_fc00n;
 /** The BIOS area below 1 MiB that the e820 map reserves. */
 const BIOS_AREA_START = 0xf_0000n;
 const BIOS_AREA_END = 0x10_0000n;
+/** The most vCPUs the board offers: the MP table and the IOAPIC id leave room for 254 LAPIC ids. */
+export const MAX_CPUS = 254;
 /** CPUID leaf 1: ECX bit 31 says "running under a hypervisor". */
 const CPUID_HYPERVISOR_BIT = 1 << 31;
 
@@ -59,6 +62,8 @@ export interface PcMachineOptions {
   serial?: (byte: number) => void;
   /** Every `KVM_SET_USER_MEMORY_REGION` call (the `--trace-memslots` flag). */
   traceMemslots?: (call: MemslotCall) => void;
+  /** Number of vCPUs (default 1); more than one runs each on its own thread (see `runAsync`). */
+  cpus?: number;
   /** An open /dev/kvm to use (default: opened here and closed with the machine). */
   kvm?: Kvm;
 }
@@ -92,8 +97,8 @@ export class PcMachine implements Disposable {
   readonly #kvm: Kvm;
   readonly #ownsKvm: boolean;
   readonly #vm: Vm;
-  readonly #vcpu: Vcpu;
-  readonly #runner: VcpuRunner;
+  readonly #vcpus: readonly Vcpu[];
+  readonly #runner: VcpuRunner | SmpRunner;
   readonly #devices: PortDevice[];
   readonly #memories: GuestMemory[];
   readonly #input: (bytes: Uint8Array) => void;
@@ -103,7 +108,7 @@ export class PcMachine implements Disposable {
     kvm: Kvm;
     ownsKvm: boolean;
     vm: Vm;
-    vcpu: Vcpu;
+    vcpus: Vcpu[];
     memory: AddressSpace;
     cpuMemory: AddressSpace;
     io: AddressSpace;
@@ -114,13 +119,13 @@ export class PcMachine implements Disposable {
     e820: E820Entry[];
     boot: BootPlan;
     kvmListener: KvmMemoryListener;
-    runner: VcpuRunner;
+    runner: VcpuRunner | SmpRunner;
     input: (bytes: Uint8Array) => void;
   }) {
     this.#kvm = parts.kvm;
     this.#ownsKvm = parts.ownsKvm;
     this.#vm = parts.vm;
-    this.#vcpu = parts.vcpu;
+    this.#vcpus = parts.vcpus;
     this.memory = parts.memory;
     this.cpuMemory = parts.cpuMemory;
     this.io = parts.io;
@@ -144,6 +149,10 @@ export class PcMachine implements Disposable {
     // Check the inputs before acquiring anything: the firmware size, the kernel image.
     const firmware = options.firmware ?? FIRMWARE;
     const firmwarePlan = firmwareEntry(firmware);
+    const cpus = options.cpus ?? 1;
+    if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
+      throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
+    }
     const split = splitRam(options.ramSize);
     const e820 = pcE820(split.below4g, split.above4g, BigInt(firmware.length));
     const boot = options.kernel
@@ -183,7 +192,7 @@ export class PcMachine implements Disposable {
       });
       // The whole board first, then the address spaces: each renders once, and the listener's
       // replay maps the memslots in one pass (no re-render per device while the board is built).
-      let runner: VcpuRunner | undefined;
+      let runner: VcpuRunner | SmpRunner | undefined;
       // Typed input waits here until COM1 has room, as QEMU's character backends wait for
       // can_receive: with the FIFO off the UART holds one byte, and more would overrun it.
       const pendingInput: number[] = [];
@@ -198,6 +207,7 @@ export class PcMachine implements Disposable {
         serial: options.serial,
         onSerialReady: () => pumpInput(),
         ramSize: options.ramSize,
+        cpus,
         split,
       });
 
@@ -210,20 +220,28 @@ export class PcMachine implements Disposable {
       const kvmListener = KvmMemoryListener.forVm(vm, { trace: options.traceMemslots });
       memory.registerListener(kvmListener);
 
-      const vcpu = vm.createVcpu(0);
-      runner = new VcpuRunner(vcpu, { memory, io });
+      const supported = kvm.supportedCpuid();
+      const vcpus: Vcpu[] = [];
+      for (let id = 0; id < cpus; id++) {
+        const vcpu = vm.createVcpu(id); // closed with the VM
+        vcpu.setCpuid2(cpuidFor(supported, id));
+        vcpus.push(vcpu);
+      }
+      // One vCPU runs on this thread (the fastest exit path); more get a thread each.
+      runner = cpus === 1 ? new VcpuRunner(vcpus[0], { memory, io }) : new SmpRunner(vcpus, { memory, io });
 
       for (const { addr, data } of boot.writes) memory.writeRom(addr, data);
 
-      vcpu.setCpuid2(cpuidFor(kvm.supportedCpuid(), 0));
-      vcpu.setSregs(sregsFor(vcpu.getSregs(), boot.cpu));
-      vcpu.setRegs(regsFor(vcpu.getRegs(), boot.cpu));
+      // The bootstrap processor enters the guest; the others wait for INIT/SIPI in the kernel.
+      const bsp = vcpus[0];
+      bsp.setSregs(sregsFor(bsp.getSregs(), boot.cpu));
+      bsp.setRegs(regsFor(bsp.getRegs(), boot.cpu));
 
       return new PcMachine({
         kvm,
         ownsKvm,
         vm,
-        vcpu,
+        vcpus,
         memory,
         cpuMemory,
         io,
@@ -257,10 +275,37 @@ export class PcMachine implements Disposable {
     return this.#runner.exits;
   }
 
-  /** Runs the vCPU until the guest exits, resets, fails or {@link stop} is called. */
+  /** Number of vCPUs. */
+  get cpus(): number {
+    return this.#vcpus.length;
+  }
+
+  /**
+   * Runs a one-vCPU machine on this thread until the guest exits, resets, fails or {@link stop} is
+   * called. (A machine with more vCPUs runs with {@link runAsync}.)
+   */
   run(hooks: RunnerHooks = {}): RunOutcome {
     this.#checkOpen();
-    return this.#runner.run(hooks);
+    const runner = this.#runner;
+    if (runner instanceof SmpRunner) {
+      throw new TypeError("PcMachine.run: with more than one vCPU, use runAsync");
+    }
+    return runner.run(hooks);
+  }
+
+  /**
+   * Runs any machine until an outcome: one vCPU on this thread, or one thread per vCPU with this
+   * thread serving their I/O (its `hooks.onKick` runs whenever the {@link doorbell} rings).
+   */
+  async runAsync(hooks: RunnerHooks = {}): Promise<RunOutcome> {
+    this.#checkOpen();
+    const runner = this.#runner;
+    return runner instanceof SmpRunner ? await runner.run(hooks) : runner.run(hooks);
+  }
+
+  /** Where another thread rings to wake this thread during a multi-vCPU run (null with one vCPU). */
+  get doorbell(): Doorbell | null {
+    return this.#runner instanceof SmpRunner ? this.#runner.doorbell : null;
   }
 
   /** Ends the current run after the exit being handled (for example on a monitor `quit`). */
@@ -276,8 +321,9 @@ export class PcMachine implements Disposable {
     this.#checkOpen();
     for (const device of this.#devices) device.reset();
     for (const { addr, data } of this.boot.writes) this.memory.writeRom(addr, data);
-    this.#vcpu.setSregs(sregsFor(this.#vcpu.getSregs(), this.boot.cpu));
-    this.#vcpu.setRegs(regsFor(this.#vcpu.getRegs(), this.boot.cpu));
+    const bsp = this.#vcpus[0];
+    bsp.setSregs(sregsFor(bsp.getSregs(), this.boot.cpu));
+    bsp.setRegs(regsFor(bsp.getRegs(), this.boot.cpu));
   }
 
   /** Bytes typed on the console, for COM1: queued, and fed as fast as the guest reads them. */
@@ -292,12 +338,13 @@ export class PcMachine implements Disposable {
 
   /** `info registers`. */
   registers(): string {
-    return formatRegisters(this.#vcpu.getRegs(), this.#vcpu.getSregs());
+    const cpu0 = this.#vcpus[0];
+    return formatRegisters(cpu0.getRegs(), cpu0.getSregs());
   }
 
-  /** The vCPU, for kickers and tools. */
+  /** The bootstrap vCPU, for kickers and tools. */
   get vcpu(): Vcpu {
-    return this.#vcpu;
+    return this.#vcpus[0];
   }
 
   #checkOpen(): void {
