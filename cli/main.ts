@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import { handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions } from "../memory/mod.ts";
 import { HELLO64 } from "../machine/guests/mod.ts";
-import { LoaderError } from "../machine/loader/mod.ts";
+import { detectFormat, LoaderError } from "../machine/loader/mod.ts";
 import { buildPcDevices } from "../machine/pc/pc_devices.ts";
 import { MAX_CPUS, PcMachine } from "../machine/pc/pc_machine.ts";
 import { buildPcMemory, splitRam } from "../machine/pc/pc_memory.ts";
@@ -27,9 +27,10 @@ prints from 64-bit long mode, reads the IOAPIC, takes a UART interrupt, loops in
 options:
   -m SIZE                 guest RAM (default 128M; a bare number is MiB, as in QEMU)
   -smp N                  number of vCPUs (default 1; cpus=N is accepted too), each on its own thread
-  -kernel FILE            boot FILE as QEMU's -kernel does (Multiboot v1: a.out kludge or ELF32)
+  -kernel FILE            boot FILE as QEMU's -kernel does: Linux bzImage or ELF vmlinux (64-bit
+                          entry), or Multiboot v1 (a.out kludge or ELF32)
   -append TEXT            kernel command line
-  -initrd FILE            initial ramdisk (Linux kernels; not supported yet)
+  -initrd FILE            initial ramdisk (Linux kernels)
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
   -serial stdio|null|file:PATH
                           where COM1 goes (default stdio)
@@ -74,6 +75,7 @@ export interface CliOptions {
   cpus: number;
   kernel?: { path: string; image: Uint8Array };
   append: string;
+  initrd?: { path: string; image: Uint8Array };
   bios?: { path: string; image: Uint8Array };
   serial: { kind: "stdio" } | { kind: "null" } | { kind: "file"; path: string };
   dumpMtree?: "tree" | "flat";
@@ -174,9 +176,8 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   else if (serialArg.startsWith("file:") && serialArg.length > 5) {
     serial = { kind: "file", path: serialArg.slice(5) };
   } else throw new UsageError(`-serial: "${serialArg}" is not stdio, null or file:PATH`);
-  if (values.initrd !== undefined) {
-    readInput("-initrd", values.initrd);
-    throw new UsageError("-initrd: only Linux kernels take an initrd, and Linux boot is not supported yet");
+  if (values.initrd !== undefined && values.kernel === undefined) {
+    throw new UsageError("-initrd needs -kernel");
   }
   if (values.append !== undefined && values.kernel === undefined) {
     throw new UsageError("-append needs -kernel");
@@ -188,6 +189,9 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
       ? undefined
       : { path: values.kernel, image: readInput("-kernel", values.kernel) },
     append: values.append ?? "",
+    initrd: values.initrd === undefined
+      ? undefined
+      : { path: values.initrd, image: readInput("-initrd", values.initrd) },
     bios: values.bios === undefined
       ? undefined
       : { path: values.bios, image: readInput("-bios", values.bios) },
@@ -329,7 +333,14 @@ async function boot(options: CliOptions, io: CliIo, entered: number): Promise<nu
       ramSize: options.ramSize,
       cpus: options.cpus,
       firmware: options.bios?.image,
-      kernel: { image: kernel.image, cmdline: [kernel.path, options.append].filter((s) => s).join(" ") },
+      kernel: {
+        image: kernel.image,
+        // QEMU hands a Multiboot kernel "FILE ARGS" and Linux exactly -append.
+        cmdline: detectFormat(kernel.image) === "multiboot"
+          ? [kernel.path, options.append].filter((s) => s).join(" ")
+          : options.append,
+        initrd: options.initrd?.image,
+      },
       serial,
       traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
     });

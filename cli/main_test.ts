@@ -45,6 +45,7 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
     [["-kernel", "/"], /-kernel: cannot read '\/': it is a directory/],
     [["-serial", "tcp:1"], /-serial: "tcp:1" is not stdio, null or file:PATH/],
     [["-append", "quiet"], /-append needs -kernel/],
+    [["-initrd", "/etc/hostname"], /-initrd needs -kernel/],
     [["--dump-mtree=x"], /--dump-mtree: expected nothing or =-f/],
     [["-reboot", "-no-reboot"], /contradict/],
     [["-m", "1T"], /more than this host's .* of memory/],

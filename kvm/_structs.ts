@@ -278,6 +278,22 @@ export const KVM_CLEAR_DIRTY_LOG_LAYOUT = defineStruct("kvm_clear_dirty_log", 24
 // VM-level structs
 
 /** `struct kvm_irq_level` (api.rst KVM_IRQ_LINE). `irq` is a union with `status`. */
+/** `struct kvm_irq_routing` header (api.rst KVM_SET_GSI_ROUTING); entries follow at 8. */
+export const KVM_IRQ_ROUTING_LAYOUT = defineStruct("kvm_irq_routing", 8, [
+  ["nr", 0, "u32"],
+  ["flags", 4, "u32"],
+]);
+
+/** `struct kvm_irq_routing_entry` with its `irqchip` union member (48 bytes: the union is 32). */
+export const KVM_IRQ_ROUTING_ENTRY_LAYOUT = defineStruct("kvm_irq_routing_entry", 48, [
+  ["gsi", 0, "u32"],
+  ["type", 4, "u32"], // KVM_IRQ_ROUTING_IRQCHIP 1
+  ["flags", 8, "u32"],
+  ["pad", 12, "u32"],
+  ["irqchip", 16, "u32"], // u.irqchip.irqchip: KVM_IRQCHIP_PIC_MASTER 0, PIC_SLAVE 1, IOAPIC 2
+  ["pin", 20, "u32"], // u.irqchip.pin
+]);
+
 export const KVM_IRQ_LEVEL_LAYOUT = defineStruct("kvm_irq_level", 8, [
   ["irq", 0, "u32"],
   ["level", 4, "u32"],

@@ -15,6 +15,7 @@ import {
   KVM_ENABLE_CAP_LAYOUT,
   KVM_FPU_LAYOUT,
   KVM_IRQ_LEVEL_LAYOUT,
+  KVM_IRQ_ROUTING_LAYOUT,
   KVM_LAPIC_STATE_LAYOUT,
   KVM_MP_STATE_LAYOUT,
   KVM_MSR_LIST_LAYOUT,
@@ -89,6 +90,16 @@ export const KVM_SET_IDENTITY_MAP_ADDR: number = iow(KVMIO, 0x48, U64_SIZE);
 export const KVM_CREATE_IRQCHIP: number = io(KVMIO, 0x60);
 /** `struct kvm_irq_level`. */
 export const KVM_IRQ_LINE: number = iow(KVMIO, 0x61, KVM_IRQ_LEVEL_LAYOUT.size);
+/** `struct kvm_irq_routing` (its header's size; the entries follow). */
+export const KVM_SET_GSI_ROUTING: number = iow(KVMIO, 0x6a, KVM_IRQ_ROUTING_LAYOUT.size);
+/** Routing entry type: an irqchip pin. */
+export const KVM_IRQ_ROUTING_IRQCHIP = 1;
+/** In-kernel irqchips a GSI can be routed to. */
+export const KVM_IRQCHIP_PIC_MASTER = 0;
+/** The slave 8259. */
+export const KVM_IRQCHIP_PIC_SLAVE = 1;
+/** The IOAPIC. */
+export const KVM_IRQCHIP_IOAPIC = 2;
 /** `struct kvm_irq_level`; the delivery status is written back into `irq`. */
 export const KVM_IRQ_LINE_STATUS: number = iowr(KVMIO, 0x67, KVM_IRQ_LEVEL_LAYOUT.size);
 /** `struct kvm_pit_config`. */

@@ -11,6 +11,8 @@ import {
   KVM_DIRTY_LOG_LAYOUT,
   KVM_ENABLE_CAP_LAYOUT,
   KVM_IRQ_LEVEL_LAYOUT,
+  KVM_IRQ_ROUTING_ENTRY_LAYOUT,
+  KVM_IRQ_ROUTING_LAYOUT,
   KVM_PIT_CONFIG_LAYOUT,
   KVM_USERSPACE_MEMORY_REGION_LAYOUT,
   type ValueOf,
@@ -25,6 +27,8 @@ import {
   KVM_ENABLE_CAP,
   KVM_GET_DIRTY_LOG,
   KVM_IRQ_LINE,
+  KVM_IRQ_ROUTING_IRQCHIP,
+  KVM_SET_GSI_ROUTING,
   KVM_SET_IDENTITY_MAP_ADDR,
   KVM_SET_TSS_ADDR,
   KVM_SET_USER_MEMORY_REGION,
@@ -223,6 +227,29 @@ export class Vm implements Disposable {
     view.setUint32(0, toU32(irq, "irq"), true);
     view.setUint32(4, level ? 1 : 0, true);
     ioctlBuf(this.#open(), KVM_IRQ_LINE, this.#irqLevel, "KVM_IRQ_LINE", `irq ${irq}`);
+  }
+
+  /**
+   * `KVM_SET_GSI_ROUTING`: replaces the whole GSI routing table with irqchip pins (a GSI may go to
+   * several chips, as ISA IRQs go to both the PIC and the IOAPIC).
+   */
+  setGsiRouting(routes: readonly { gsi: number; irqchip: number; pin: number }[]): void {
+    const header = KVM_IRQ_ROUTING_LAYOUT.size;
+    const entry = KVM_IRQ_ROUTING_ENTRY_LAYOUT.size;
+    const bytes = new Uint8Array(header + entry * routes.length);
+    bytes.set(encodeToBytes(KVM_IRQ_ROUTING_LAYOUT, { nr: routes.length, flags: 0 }), 0);
+    routes.forEach((r, i) => {
+      const encoded = encodeToBytes(KVM_IRQ_ROUTING_ENTRY_LAYOUT, {
+        gsi: toU32(r.gsi, "gsi"),
+        type: KVM_IRQ_ROUTING_IRQCHIP,
+        flags: 0,
+        pad: 0,
+        irqchip: toU32(r.irqchip, "irqchip"),
+        pin: toU32(r.pin, "pin"),
+      });
+      bytes.set(encoded, header + i * entry);
+    });
+    ioctlBuf(this.#open(), KVM_SET_GSI_ROUTING, bytes, "KVM_SET_GSI_ROUTING", `${routes.length} routes`);
   }
 
   /**

@@ -13,3 +13,6 @@ export * from "./pc/pam.ts";
 export * from "./pc/pc_memory.ts";
 export * from "./pc/pc_devices.ts";
 export * from "./pc/pc_machine.ts";
+export * from "./x86_cpu.ts";
+export * from "./smp_runner.ts";
+export * from "./pc/mptable.ts";

@@ -60,6 +60,17 @@ export const GUESTS: readonly GuestBuild[] = [
       "resets through port 0xcf9 when 'q' arrives (run status 0).",
   },
   {
+    name: "smp",
+    exportName: "SMP",
+    linkAddress: 0x10_0000,
+    summary: "The SMP proof guest: a Multiboot v1 image (32-bit protected mode, loaded at 1 MiB) whose BSP " +
+      "reads the CPU count from CMOS byte 0x5f, prints it, and wakes the other CPUs with INIT-SIPI-SIPI " +
+      '(vector 0x10, a real-mode trampoline at 0x10000). Each AP prints "smp: AP with APIC id K is up" ' +
+      'under a spinlock and counts itself in; the BSP then prints "smp: all N CPUs reported" and resets ' +
+      "through port 0xcf9 (run status 0), or, if not every AP reported in time, prints " +
+      '"smp: only M of N-1 APs reported" and exits through isa-debug-exit with 1 (status 3).',
+  },
+  {
     name: "firmware",
     exportName: "FIRMWARE",
     linkAddress: 0xfffc_0000,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { buildGuests, guestModuleUrl, GUESTS } from "./build.ts";
 import { decodeImage, encodeImage, mostFrequentByte } from "./_image.ts";
-import { ECHO, EXIT_STATUS, FIRMWARE, HELLO64 } from "./mod.ts";
+import { ECHO, EXIT_STATUS, FIRMWARE, HELLO64, SMP } from "./mod.ts";
 
 /** Why the rebuild test cannot run here, or undefined when binutils is installed. */
 function missingToolchain(): string | undefined {
@@ -19,7 +19,7 @@ function missingToolchain(): string | undefined {
 const missing = missingToolchain();
 if (missing !== undefined) console.log(`machine/guests/build_test.ts: rebuild test skipped: ${missing}`);
 
-const EXPORTS: Record<string, Uint8Array> = { HELLO64, EXIT_STATUS, ECHO, FIRMWARE };
+const EXPORTS: Record<string, Uint8Array> = { HELLO64, EXIT_STATUS, ECHO, SMP, FIRMWARE };
 
 Deno.test({
   name: "the committed guest modules are byte-identical to a fresh build of their sources",
@@ -48,12 +48,36 @@ Deno.test("the firmware is 256 KiB with a far jump to F000:0000 in its last 16 b
 });
 
 Deno.test("the Multiboot guests start with a header whose checksum is right", () => {
-  for (const image of [HELLO64, EXIT_STATUS]) {
+  for (const image of [HELLO64, EXIT_STATUS, ECHO, SMP]) {
     const view = new DataView(image.buffer, image.byteOffset, image.byteLength);
     const [magic, flags, checksum] = [0, 4, 8].map((offset) => view.getUint32(offset, true));
     assert.equal(magic, 0x1bad_b002);
     assert.equal(flags & 0x1_0000, 0x1_0000, "a.out kludge");
     assert.equal((magic + flags + checksum) >>> 0, 0);
+  }
+});
+
+Deno.test("the smp guest's trampoline is real-mode code whose GDT and far jump point into the image", () => {
+  const LOAD_ADDR = 0x10_0000;
+  const view = new DataView(SMP.buffer, SMP.byteOffset, SMP.byteLength);
+  // cli; mov %cs,%ax; mov %ax,%ds; lgdtl disp16 (the trampoline runs at 1000:0000, copied there by the BSP)
+  const prologue = [0xfa, 0x8c, 0xc8, 0x8e, 0xd8, 0x66, 0x0f, 0x01, 0x16];
+  const start = SMP.findIndex((_, i) => prologue.every((byte, j) => SMP[i + j] === byte));
+  assert.ok(start > 0, "trampoline prologue found");
+  const gdtr = start + view.getUint16(start + prologue.length, true);
+  const [limit, gdtBase] = [view.getUint16(gdtr, true), view.getUint32(gdtr + 2, true)];
+  assert.equal(limit, 3 * 8 - 1, "null, code 0x08, data 0x10");
+  assert.ok(gdtBase >= LOAD_ADDR && gdtBase + limit < LOAD_ADDR + SMP.length, "GDT inside the image");
+  assert.equal(view.getBigUint64(gdtBase - LOAD_ADDR + 8, true), 0x00cf_9b00_0000_ffffn);
+  const jump = SMP.findIndex((byte, i) => i > start && byte === 0x66 && SMP[i + 1] === 0xea); // ljmpl
+  assert.ok(jump > start && jump < gdtr, "far jump inside the trampoline");
+  assert.equal(view.getUint16(jump + 6, true), 0x08, "to the 32-bit code selector");
+  const target = view.getUint32(jump + 2, true);
+  assert.ok(target > LOAD_ADDR && target < LOAD_ADDR + SMP.length, "into the 1 MiB image");
+  assert.ok(gdtr + 6 - start < 0x1000, "the trampoline fits in its page at 0x10000");
+  const text = new TextDecoder().decode(SMP);
+  for (const part of ["smp: AP with APIC id ", " is up\n", "smp: all ", " CPUs reported\n"]) {
+    assert.ok(text.includes(part), part);
   }
 });
 

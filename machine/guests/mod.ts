@@ -16,4 +16,5 @@
 export { HELLO64 } from "./hello64.ts";
 export { EXIT_STATUS } from "./exit_status.ts";
 export { ECHO } from "./echo.ts";
+export { SMP } from "./smp.ts";
 export { FIRMWARE } from "./firmware.ts";

@@ -117,3 +117,185 @@ export function writeAt(writes: { addr: bigint; data: Uint8Array }[], addr: bigi
   if (write === undefined) throw new Error(`no write at 0x${addr.toString(16)}`);
   return write.data;
 }
+
+/** Fields of a synthetic bzImage ({@link bzImageOf}); defaults describe a small relocatable 2.15 kernel. */
+export interface TestBzImage {
+  /** Raw `setup_sects` byte (0 means 4). Default 4. */
+  setupSects?: number;
+  bootFlag?: number;
+  magic?: number;
+  version?: number;
+  /** Second byte of the jump at 0x200: the header ends at 0x202 + this. Default 0x6a (0x26c). */
+  jumpLength?: number;
+  loadflags?: number;
+  xloadflags?: number;
+  relocatable?: number;
+  kernelAlignment?: number;
+  prefAddress?: bigint;
+  initSize?: number;
+  cmdlineSize?: number;
+  initrdAddrMax?: number;
+  payloadOffset?: number;
+  payloadLength?: number;
+  /** `syssize` in paragraphs; default: enough for `kernel`. */
+  syssize?: number;
+  /** The protected-mode kernel. Default 0x1000 bytes of a pattern. */
+  kernel?: Uint8Array;
+  /** A version string, placed in the setup code with `kernel_version` pointing at it. */
+  kernelVersion?: string;
+}
+
+/** A bzImage built byte by byte: boot sector + setup sectors, then the protected-mode kernel. */
+export function bzImageOf(options: TestBzImage = {}): Uint8Array {
+  const kernel = options.kernel ?? Uint8Array.from({ length: 0x1000 }, (_, i) => (i * 7 + 1) & 0xff);
+  const setupSects = options.setupSects ?? 4;
+  const pmOffset = ((setupSects === 0 ? 4 : setupSects) + 1) * 512;
+  const image = new Uint8Array(pmOffset + kernel.length);
+  const view = new DataView(image.buffer);
+  // Junk everywhere in the setup area, so a test sees exactly what the loader copies.
+  for (let i = 0; i < pmOffset; i++) image[i] = 0xee;
+  image[0x1f1] = setupSects;
+  view.setUint16(0x1f2, 0, true); // root_flags
+  view.setUint32(0x1f4, options.syssize ?? Math.ceil(kernel.length / 16), true);
+  view.setUint16(0x1f8, 0, true); // ram_size
+  view.setUint16(0x1fa, 0xfffd, true); // vid_mode: "ask", replaced by the loader
+  view.setUint16(0x1fc, 0, true); // root_dev
+  view.setUint16(0x1fe, options.bootFlag ?? 0xaa55, true);
+  image[0x200] = 0xeb;
+  image[0x201] = options.jumpLength ?? 0x6a;
+  view.setUint32(0x202, options.magic ?? 0x5372_6448, true);
+  view.setUint16(0x206, options.version ?? 0x020f, true);
+  view.setUint32(0x208, 0, true); // realmode_swtch
+  view.setUint16(0x20c, 0x1000, true); // start_sys_seg
+  view.setUint16(0x20e, 0, true); // kernel_version
+  image[0x210] = 0; // type_of_loader
+  image[0x211] = options.loadflags ?? 0x01;
+  view.setUint16(0x212, 0x8000, true); // setup_move_size
+  view.setUint32(0x214, 0x10_0000, true); // code32_start
+  view.setUint32(0x218, 0, true); // ramdisk_image
+  view.setUint32(0x21c, 0, true); // ramdisk_size
+  view.setUint32(0x220, 0, true); // bootsect_kludge
+  view.setUint16(0x224, 0, true); // heap_end_ptr
+  image[0x226] = 0; // ext_loader_ver
+  image[0x227] = 0; // ext_loader_type
+  view.setUint32(0x228, 0, true); // cmd_line_ptr
+  view.setUint32(0x22c, options.initrdAddrMax ?? 0x7fff_ffff, true);
+  view.setUint32(0x230, options.kernelAlignment ?? 0x20_0000, true);
+  image[0x234] = options.relocatable ?? 1;
+  image[0x235] = 21; // min_alignment
+  view.setUint16(0x236, options.xloadflags ?? 0x7f, true);
+  view.setUint32(0x238, options.cmdlineSize ?? 2047, true);
+  view.setUint32(0x23c, 0, true); // hardware_subarch
+  view.setBigUint64(0x240, 0n, true); // hardware_subarch_data
+  view.setUint32(0x248, options.payloadOffset ?? 0x100, true);
+  view.setUint32(0x24c, options.payloadLength ?? 0x200, true);
+  view.setBigUint64(0x250, 0n, true); // setup_data
+  view.setBigUint64(0x258, options.prefAddress ?? 0x100_0000n, true);
+  view.setUint32(0x260, options.initSize ?? 0x40_0000, true);
+  view.setUint32(0x264, 0x123, true); // handover_offset
+  view.setUint32(0x268, 0x456, true); // kernel_info_offset
+  if (options.kernelVersion !== undefined) {
+    const at = 0x300;
+    image.set(new TextEncoder().encode(options.kernelVersion + "\0"), at);
+    view.setUint16(0x20e, at - 0x200, true);
+  }
+  image.set(kernel, pmOffset);
+  return image;
+}
+
+/** One program header of {@link elf64Of}. */
+export interface TestSegment64 {
+  /** p_type; default PT_LOAD (1). */
+  type?: number;
+  vaddr: bigint;
+  paddr: bigint;
+  data: Uint8Array;
+  /** Default data.length. */
+  memsz?: bigint;
+  /** Default R+X (5). */
+  flags?: number;
+}
+
+/** ELF notes (4-byte aligned name and descriptor), e.g. for a PT_NOTE segment. */
+export function elfNotes(notes: { owner: string; type: number; desc: Uint8Array }[]): Uint8Array {
+  const align4 = (n: number) => (n + 3) & ~3;
+  const parts = notes.map(({ owner, type, desc }) => {
+    const name = new TextEncoder().encode(owner + "\0");
+    const bytes = new Uint8Array(12 + align4(name.length) + align4(desc.length));
+    const view = new DataView(bytes.buffer);
+    view.setUint32(0, name.length, true);
+    view.setUint32(4, desc.length, true);
+    view.setUint32(8, type, true);
+    bytes.set(name, 12);
+    bytes.set(desc, 12 + align4(name.length));
+    return bytes;
+  });
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** An ELF64 executable: header, program headers, then each segment's data (16-byte aligned). */
+export function elf64Of(options: {
+  entry: bigint;
+  segments: TestSegment64[];
+  machine?: number;
+  elfClass?: number;
+  byteOrder?: number;
+  type?: number;
+  phentsize?: number;
+}): Uint8Array {
+  const headerSize = 64;
+  const phentsize = 56;
+  let offset = headerSize + options.segments.length * phentsize;
+  const placed = options.segments.map((segment) => {
+    offset = (offset + 15) & ~15;
+    const at = offset;
+    offset += segment.data.length;
+    return at;
+  });
+  const image = new Uint8Array(offset);
+  const view = new DataView(image.buffer);
+  image.set([0x7f, 0x45, 0x4c, 0x46, options.elfClass ?? 2, options.byteOrder ?? 1, 1]);
+  view.setUint16(16, options.type ?? 2, true); // ET_EXEC
+  view.setUint16(18, options.machine ?? 62, true);
+  view.setUint32(20, 1, true);
+  view.setBigUint64(24, options.entry, true);
+  view.setBigUint64(32, BigInt(headerSize), true); // e_phoff
+  view.setUint16(52, headerSize, true); // e_ehsize
+  view.setUint16(54, options.phentsize ?? phentsize, true);
+  view.setUint16(56, options.segments.length, true);
+  options.segments.forEach((segment, i) => {
+    const ph = headerSize + i * phentsize;
+    view.setUint32(ph, segment.type ?? 1, true);
+    view.setUint32(ph + 4, segment.flags ?? 5, true);
+    view.setBigUint64(ph + 8, BigInt(placed[i]), true);
+    view.setBigUint64(ph + 16, segment.vaddr, true);
+    view.setBigUint64(ph + 24, segment.paddr, true);
+    view.setBigUint64(ph + 32, BigInt(segment.data.length), true);
+    view.setBigUint64(ph + 40, segment.memsz ?? BigInt(segment.data.length), true);
+    view.setBigUint64(ph + 48, 0x20_0000n, true);
+    image.set(segment.data, placed[i]);
+  });
+  return image;
+}
+
+/** A LoaderError predicate for `assert.throws`: the code, the whole one-line message. */
+export function loaderErrorLike(code: string, message: RegExp): (error: unknown) => true {
+  return (error: unknown) => {
+    if (!(error instanceof Error) || error.name !== "LoaderError") {
+      throw new Error(`expected a LoaderError, got ${error}`);
+    }
+    const { code: actual } = error as Error & { code: string };
+    if (actual !== code) throw new Error(`expected code ${code}, got ${actual}: ${error.message}`);
+    if (!message.test(error.message)) {
+      throw new Error(`message ${JSON.stringify(error.message)} !~ ${message}`);
+    }
+    if (error.message.includes("\n")) throw new Error("the message is more than one line");
+    return true;
+  };
+}

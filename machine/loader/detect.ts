@@ -6,14 +6,17 @@
  */
 
 import type { BootPlan } from "./boot_plan.ts";
+import { type LinuxOptions, loadBzImage } from "./linux.ts";
 import { LoaderError } from "./loader_error.ts";
-import {
-  findBadMultibootChecksum,
-  findMultibootHeader,
-  loadMultiboot,
-  type MultibootOptions,
-} from "./multiboot.ts";
+import { findBadMultibootChecksum, findMultibootHeader, loadMultiboot } from "./multiboot.ts";
+import { EM_X86_64, loadVmlinux } from "./vmlinux.ts";
 import { hex, viewOf } from "./_plan.ts";
+
+/**
+ * What {@link loadKernel} needs: the board's memory map and RAM size, the command line, and an
+ * optional initrd (Linux only; a Multiboot kernel with an initrd is refused).
+ */
+export type KernelOptions = LinuxOptions;
 
 /** A kernel image format. */
 export type KernelFormat = "multiboot" | "bzimage" | "elf64" | "unknown";
@@ -22,8 +25,6 @@ export type KernelFormat = "multiboot" | "bzimage" | "elf64" | "unknown";
 const BZIMAGE_SIGNATURE_OFFSET = 0x202;
 /** "HdrS", little-endian. */
 const BZIMAGE_SIGNATURE = 0x5372_6448;
-/** Offset of the boot protocol version. */
-const BZIMAGE_VERSION_OFFSET = 0x206;
 /** "\x7fELF", little-endian. */
 const ELF_MAGIC = 0x464c_457f;
 const ELF_CLASS_OFFSET = 4;
@@ -34,8 +35,9 @@ const ELF_MACHINE_OFFSET = 18;
 const MIN_KERNEL_SIZE = 12;
 
 /**
- * The format of a kernel image, checked in QEMU's order: a Linux bzImage ("HdrS" at 0x202)
- * first, then a valid Multiboot header in the first 8192 bytes, then a 64-bit ELF.
+ * The format of a kernel image, checked in QEMU's order (`x86_load_linux` in hw/i386/x86.c): a
+ * Linux bzImage ("HdrS" at 0x202) first, then a valid Multiboot header in the first 8192 bytes,
+ * then a 64-bit ELF (QEMU's PVH ELF boot; here an x86-64 Linux vmlinux).
  *
  * @example
  * ```ts
@@ -64,10 +66,12 @@ export function detectFormat(image: Uint8Array): KernelFormat {
 }
 
 /**
- * Loads a kernel image for `-kernel FILE`: Multiboot images through {@link loadMultiboot};
- * everything else throws a {@link LoaderError} whose message is one line saying what the file is
- * and why it cannot be loaded (bzImage: not yet; 64-bit ELF without a Multiboot header; bad
- * Multiboot checksum; truncated or unknown file).
+ * Loads a kernel image for `-kernel FILE`, by {@link detectFormat}: a Linux bzImage through
+ * {@link loadBzImage}, a Multiboot image through {@link loadMultiboot}, a 64-bit ELF through
+ * {@link loadVmlinux} when it is for x86-64. Anything else throws a {@link LoaderError} whose
+ * message is one line saying what the file is and why it cannot be loaded (a 64-bit ELF for
+ * another machine, an x86-64 ELF that is not Linux, a bad Multiboot checksum, a Multiboot kernel
+ * with an initrd, a truncated or unknown file).
  *
  * @example
  * ```ts
@@ -77,30 +81,31 @@ export function detectFormat(image: Uint8Array): KernelFormat {
  * console.assert(plan.cpu.rip === 0x100020n);
  * ```
  */
-export function loadKernel(image: Uint8Array, options: MultibootOptions): BootPlan {
+export function loadKernel(image: Uint8Array, options: KernelOptions): BootPlan {
   const view = viewOf(image);
   switch (detectFormat(image)) {
-    case "multiboot":
-      return loadMultiboot(image, options);
-    case "bzimage": {
-      const version = image.length >= BZIMAGE_VERSION_OFFSET + 2
-        ? view.getUint16(BZIMAGE_VERSION_OFFSET, true)
-        : 0;
-      throw new LoaderError(
-        "BZIMAGE_UNSUPPORTED",
-        `kernel: Linux bzImage (boot protocol ${version >> 8}.${
-          (version & 0xff).toString().padStart(2, "0")
-        }) ` +
-          `detected; loading bzImages is not supported yet`,
-      );
+    case "multiboot": {
+      if (options.initrd !== undefined) {
+        throw new LoaderError(
+          "INITRD_UNSUPPORTED",
+          "kernel: Multiboot kernel with an initrd: Multiboot modules are not supported",
+        );
+      }
+      const { cmdline, e820, ramSize } = options;
+      return loadMultiboot(image, { ...(cmdline === undefined ? {} : { cmdline }), e820, ramSize });
     }
+    case "bzimage":
+      return loadBzImage(image, options);
     case "elf64": {
       const machine = image.length >= ELF_MACHINE_OFFSET + 2 ? view.getUint16(ELF_MACHINE_OFFSET, true) : 0;
-      throw new LoaderError(
-        "ELF64",
-        `kernel: 64-bit ELF (machine ${machine}) without a Multiboot header: not supported; Multiboot needs ` +
-          `ELF32 or the a.out kludge (QEMU refuses x86-64 images too)`,
-      );
+      if (machine !== EM_X86_64) {
+        throw new LoaderError(
+          "ELF64",
+          `kernel: 64-bit ELF for machine ${machine}, not x86-64 (${EM_X86_64}), without a Multiboot header: ` +
+            "not supported",
+        );
+      }
+      return loadVmlinux(image, options);
     }
     case "unknown": {
       const bad = findBadMultibootChecksum(image);

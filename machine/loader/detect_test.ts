@@ -1,9 +1,22 @@
 import assert from "node:assert/strict";
 import { EXIT_STATUS, FIRMWARE, HELLO64 } from "../guests/mod.ts";
 import { detectFormat, loadKernel } from "./detect.ts";
+import { loadBzImage } from "./linux.ts";
 import { LoaderError } from "./loader_error.ts";
 import { loadMultiboot } from "./multiboot.ts";
-import { elf32, elf64, imageOf, multibootHeader, PC_E820, PC_RAM_SIZE, u32s } from "./_test_util.ts";
+import { loadVmlinux } from "./vmlinux.ts";
+import {
+  bzImageOf,
+  elf32,
+  elf64,
+  elf64Of,
+  elfNotes,
+  imageOf,
+  multibootHeader,
+  PC_E820,
+  PC_RAM_SIZE,
+  u32s,
+} from "./_test_util.ts";
 
 const PC = { cmdline: "kernel", e820: PC_E820, ramSize: PC_RAM_SIZE };
 
@@ -49,19 +62,52 @@ Deno.test("loadKernel loads Multiboot images exactly as loadMultiboot", () => {
   assert.deepEqual(loadKernel(EXIT_STATUS, PC), loadMultiboot(EXIT_STATUS, PC));
 });
 
+Deno.test("loadKernel loads Linux bzImages and vmlinux files, with an initrd", () => {
+  const initrd = new Uint8Array(0x3000).fill(0xa5);
+  const options = { ...PC, initrd };
+  const image = bzImageOf();
+  assert.equal(detectFormat(image), "bzimage");
+  assert.deepEqual(loadKernel(image, options), loadBzImage(image, options));
+  const vmlinux = elf64Of({
+    entry: 0x100_0000n,
+    segments: [
+      { vaddr: 0xffff_ffff_8100_0000n, paddr: 0x100_0000n, data: new Uint8Array(0x100).fill(0xf4) },
+      {
+        type: 4,
+        vaddr: 0n,
+        paddr: 0n,
+        data: elfNotes([{ owner: "Linux", type: 0x100, desc: new Uint8Array(4) }]),
+      },
+    ],
+  });
+  assert.equal(detectFormat(vmlinux), "elf64");
+  const plan = loadKernel(vmlinux, options);
+  assert.deepEqual(plan, loadVmlinux(vmlinux, options));
+  assert.ok(plan.writes.some((w) => w.data === initrd));
+});
+
 Deno.test("loadKernel: one clear error line for each unsupported file", () => {
   const cases: [string, Uint8Array, string, RegExp][] = [
     [
-      "bzImage",
+      "bzImage without a 64-bit entry",
       bzImage(),
-      "BZIMAGE_UNSUPPORTED",
-      /^kernel: Linux bzImage \(boot protocol 2\.15\) detected; loading bzImages is not supported yet$/,
+      "NO_64BIT_ENTRY",
+      /^bzImage: no 64-bit entry point \(xloadflags 0x0 lacks XLF_KERNEL_64\): a 32-bit kernel$/,
     ],
     [
-      "64-bit ELF without Multiboot",
-      elf64(62),
+      "64-bit ELF for arm64",
+      elf64(183),
       "ELF64",
-      /^kernel: 64-bit ELF \(machine 62\) without a Multiboot header: not supported; Multiboot needs ELF32 or the a\.out kludge \(QEMU refuses x86-64 images too\)$/,
+      /^kernel: 64-bit ELF for machine 183, not x86-64 \(62\), without a Multiboot header: not supported$/,
+    ],
+    [
+      "x86-64 ELF that is not Linux",
+      elf64Of({
+        entry: 0x10_0000n,
+        segments: [{ vaddr: 0x10_0000n, paddr: 0x10_0000n, data: new Uint8Array(16) }],
+      }),
+      "NOT_LINUX",
+      /^vmlinux: no "Linux" ELF note \(PT_NOTE\): this x86-64 ELF is not a Linux kernel$/,
     ],
     [
       "64-bit ELF with a Multiboot header but no a.out kludge",
@@ -110,4 +156,11 @@ Deno.test("loadKernel: one clear error line for each unsupported file", () => {
   for (const [name, image, code, message] of cases) {
     assert.throws(() => loadKernel(image, PC), loaderError(code, message), name);
   }
+  assert.throws(
+    () => loadKernel(HELLO64, { ...PC, initrd: new Uint8Array(1) }),
+    loaderError(
+      "INITRD_UNSUPPORTED",
+      /^kernel: Multiboot kernel with an initrd: Multiboot modules are not supported$/,
+    ),
+  );
 });

@@ -1,6 +1,6 @@
 /**
  * Every guest-physical address the boot loaders write to, in one place. All of it lies in the
- * first 64 KiB of RAM, above the real-mode interrupt vector table and BIOS data area
+ * first 256 KiB of RAM, above the real-mode interrupt vector table and BIOS data area
  * (0x0-0x4ff), and below the usual 1 MiB load address of kernels:
  *
  * | range             | what                                   | written by                  |
@@ -13,7 +13,15 @@
  * | 0x9600 - 0x9fff   | kernel command line                    | multiboot                   |
  * | 0xa000 - 0xafff   | PML4                                   | flat long64                 |
  * | 0xb000 - 0xbfff   | PDPT                                   | flat long64                 |
- * | 0xc000 - 0xffff   | 4 page directories: 4 GiB identity map | flat long64                 |
+ * | 0xc000 - 0xffff   | 4 page directories: 4 GiB identity map | flat long64, linux          |
+ * | 0x10000 - 0x10fff | Linux zero page (`struct boot_params`) | linux (bzImage, vmlinux)    |
+ * | 0x20000 - 0x20fff | Linux kernel command line              | linux (bzImage, vmlinux)    |
+ *
+ * The Linux loaders also use the boot GDT, the boot stack and the page tables above. Their zero page
+ * and command line sit where QEMU puts them for a bzImage (`hw/i386/x86.c`: the real-mode part at
+ * 0x10000 with `heap_end_ptr` 0xfe00, the command line at 0x20000; Firecracker uses 0x7000 and
+ * 0x20000, but 0x7000 is our boot stack). Above 1 MiB the kernel goes at {@link LINUX_KERNEL_START}
+ * or at its `pref_address` (linux.ts explains), and the initrd as high as it can below 4 GiB.
  *
  * The Multiboot addresses are QEMU's (`hw/i386/multiboot.c`: `ADDR_E820_MAP` 0x9000, `ADDR_MBI`
  * 0x9500), so a guest sees the same pointers under both; QEMU puts the command line and loader name
@@ -80,3 +88,25 @@ export const BOOT_PAGE_TABLES_END = 0x1_0000n;
 export const BOOT_IDENTITY_MAP_END = 0x1_0000_0000n;
 /** The last GiB of the identity map (PCI holes, IOAPIC, LAPIC, firmware) is mapped cache-disabled. */
 export const BOOT_UNCACHED_START = 0xc000_0000n;
+
+/** The Linux zero page (`struct boot_params`, zero-page.rst): RSI at the 64-bit entry. */
+export const LINUX_ZERO_PAGE_START = 0x1_0000n;
+/** Size of the zero page. */
+export const LINUX_ZERO_PAGE_SIZE = 0x1000n;
+/** The Linux kernel command line (`cmd_line_ptr`), NUL-terminated. */
+export const LINUX_CMDLINE_START = 0x2_0000n;
+/**
+ * Room for the command line, NUL included. x86 kernels accept at most `cmdline_size` bytes (2047:
+ * COMMAND_LINE_SIZE 2048 less the NUL), so one page is enough for any of them.
+ */
+export const LINUX_CMDLINE_SIZE = 0x1000n;
+/**
+ * Where a bzImage's protected-mode kernel is loaded when it is not relocatable (boot.rst: the
+ * default `code32_start`; QEMU and Firecracker always load it here).
+ */
+export const LINUX_KERNEL_START = 0x10_0000n;
+/**
+ * The initrd is never placed below this (1 MiB): Linux reserves low memory for its real-mode
+ * trampoline and the BIOS areas, and our own boot structures live there.
+ */
+export const LINUX_INITRD_LOWEST = 0x10_0000n;

@@ -13,9 +13,12 @@ Deno.test("the loaders' low-memory areas are disjoint, above the BDA and below 6
     ["pml4", layout.BOOT_PML4_START, 0x1000n],
     ["pdpt", layout.BOOT_PDPT_START, 0x1000n],
     ["pd", layout.BOOT_PD_START, BigInt(layout.BOOT_PD_COUNT) * 0x1000n],
+    ["zero page", layout.LINUX_ZERO_PAGE_START, layout.LINUX_ZERO_PAGE_SIZE],
+    ["linux cmdline", layout.LINUX_CMDLINE_START, layout.LINUX_CMDLINE_SIZE],
   ];
   for (const [name, start, size] of areas) {
-    assert.ok(start >= 0x500n && start + size <= layout.BOOT_PAGE_TABLES_END, name);
+    const linux = name === "zero page" || name === "linux cmdline";
+    assert.ok(start >= 0x500n && start + size <= (linux ? 0x4_0000n : layout.BOOT_PAGE_TABLES_END), name);
     for (const [other, otherStart, otherSize] of areas) {
       if (other !== name) assert.ok(!rangesOverlap(start, size, otherStart, otherSize), `${name} / ${other}`);
     }
@@ -33,6 +36,14 @@ Deno.test("the loaders' low-memory areas are disjoint, above the BDA and below 6
   assert.equal(layout.BOOT_PD_START % 0x1000n, 0n);
   assert.equal(layout.BOOT_PD_START + BigInt(layout.BOOT_PD_COUNT) * 0x1000n, layout.BOOT_PAGE_TABLES_END);
   assert.equal(BigInt(layout.BOOT_PD_COUNT) << 30n, layout.BOOT_IDENTITY_MAP_END);
+  // The Linux areas: page-aligned, below the kernel and the initrd (1 MiB and up), inside the
+  // conventional memory every PC e820 map reports as RAM (below 0x9fc00).
+  for (const start of [layout.LINUX_ZERO_PAGE_START, layout.LINUX_CMDLINE_START]) {
+    assert.equal(start % 0x1000n, 0n);
+  }
+  assert.ok(layout.LINUX_CMDLINE_START + layout.LINUX_CMDLINE_SIZE <= 0x9_fc00n);
+  assert.equal(layout.LINUX_KERNEL_START, 0x10_0000n);
+  assert.equal(layout.LINUX_INITRD_LOWEST, 0x10_0000n);
 });
 
 Deno.test("the boot GDT descriptors: flat 4 GiB, present, DPL 0, of the documented types", () => {

@@ -15,8 +15,13 @@ export type LoaderErrorCode =
   | "NO_MULTIBOOT_HEADER"
   /** The Multiboot header requires a feature (flags bits 3-15) this loader does not know. */
   | "UNSUPPORTED_FLAGS"
-  /** A 64-bit ELF where a 32-bit one (or the a.out kludge) is needed. */
+  /**
+   * A 64-bit ELF that cannot be loaded as what it is: a Multiboot image without the a.out kludge,
+   * or (from `loadKernel`) a 64-bit ELF for another machine than x86-64.
+   */
   | "ELF64"
+  /** An x86-64 ELF without Linux's "Linux" ELF note: not a vmlinux. */
+  | "NOT_LINUX"
   /** A malformed or unsupported ELF file (class, byte order, machine, segments). */
   | "BAD_ELF"
   /** Inconsistent a.out-kludge addresses (header_addr, load_addr, load_end_addr, bss_end_addr). */
@@ -27,8 +32,16 @@ export type LoaderErrorCode =
   | "OVERLAP"
   /** The command line or memory map does not fit in the space reserved for it. */
   | "BOOT_INFO_TOO_LARGE"
-  /** A Linux bzImage: detected, not loadable yet. */
-  | "BZIMAGE_UNSUPPORTED"
+  /** Not a Linux bzImage: boot_flag 0xAA55 or the "HdrS" signature is missing. */
+  | "BAD_MAGIC"
+  /** A Linux boot protocol older than the loader needs (2.12, the first with the 64-bit entry). */
+  | "PROTOCOL_TOO_OLD"
+  /** A Linux bzImage without a 64-bit entry point (xloadflags bit 0, XLF_KERNEL_64, clear). */
+  | "NO_64BIT_ENTRY"
+  /** A Linux setup header field with an impossible value (e.g. kernel_alignment not a power of two). */
+  | "BAD_HEADER"
+  /** An initrd was given for a format that cannot take one (Multiboot modules are not supported). */
+  | "INITRD_UNSUPPORTED"
   /** Not a format the loaders know. */
   | "UNKNOWN_FORMAT";
 

@@ -1,8 +1,9 @@
 /**
  * Boot loaders: pure functions from image bytes to a {@link BootPlan} (bytes to place in guest
  * memory, and the initial CPU state). Flat binaries in any CPU mode, Multiboot v1 kernels as
- * QEMU's `-kernel` loads them, format detection, and the firmware reset entry. Every address they
- * write to is in `layout.ts`.
+ * QEMU's `-kernel` loads them, Linux bzImages and ELF vmlinux files through the 64-bit boot
+ * protocol, a bzImage's compressed payload, format detection, and the firmware reset entry. Every
+ * address they write to is in `layout.ts`.
  *
  * @example
  * ```ts
@@ -44,5 +45,35 @@ export {
   type MultibootSegment,
   parseMultiboot,
 } from "./multiboot.ts";
-export { detectFormat, type KernelFormat, loadKernel } from "./detect.ts";
+export {
+  type BzImageHeader,
+  formatProtocol,
+  LINUX_64BIT_ENTRY_OFFSET,
+  LINUX_MIN_PROTOCOL,
+  type LinuxOptions,
+  loadBzImage,
+  parseBzImage,
+  XLF_CAN_BE_LOADED_ABOVE_4G_BIT,
+  XLF_KERNEL_64_BIT,
+} from "./linux.ts";
+export {
+  EM_X86_64,
+  loadVmlinux,
+  parseVmlinux,
+  type Vmlinux,
+  VMLINUX_CMDLINE_SIZE,
+  VMLINUX_INITRD_ADDR_MAX,
+  VMLINUX_KERNEL_ALIGNMENT,
+  VMLINUX_PROTOCOL,
+  type VmlinuxSegment,
+} from "./vmlinux.ts";
+export {
+  type BzImagePayload,
+  bzImagePayload,
+  decompressCommand,
+  PAYLOAD_MIN_PROTOCOL,
+  type PayloadFormat,
+  payloadFormat,
+} from "./bzimage_payload.ts";
+export { detectFormat, type KernelFormat, type KernelOptions, loadKernel } from "./detect.ts";
 export { firmwareEntry, RESET_CS_BASE, RESET_CS_SELECTOR, RESET_IP } from "./firmware.ts";

@@ -8,9 +8,11 @@
 
 import type { PortDevice, Uart16550 } from "../../devices/mod.ts";
 import {
-  type CpuidEntry,
   GuestMemory,
   Kvm,
+  KVM_IRQCHIP_IOAPIC,
+  KVM_IRQCHIP_PIC_MASTER,
+  KVM_IRQCHIP_PIC_SLAVE,
   KvmMemoryListener,
   type MemslotCall,
   type Vcpu,
@@ -18,6 +20,7 @@ import {
 } from "../../kvm/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions } from "../../memory/mod.ts";
 import { formatRegisters, regsFor, sregsFor } from "../cpu_state.ts";
+import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid } from "../x86_cpu.ts";
 import {
   type BootPlan,
   E820_RAM,
@@ -37,6 +40,7 @@ import {
   KVM_TSS_START,
   PC_ROM_SIZE,
 } from "./layout.ts";
+import { buildMpTable, MP_TABLE_MAX_CPUS } from "./mptable.ts";
 import { buildPcDevices } from "./pc_devices.ts";
 import { buildPcMemory, type PcMemory, splitRam } from "./pc_memory.ts";
 
@@ -45,10 +49,8 @@ const CONVENTIONAL_END = 0x9_fc00n;
 /** The BIOS area below 1 MiB that the e820 map reserves. */
 const BIOS_AREA_START = 0xf_0000n;
 const BIOS_AREA_END = 0x10_0000n;
-/** The most vCPUs the board offers: the MP table and the IOAPIC id leave room for 254 LAPIC ids. */
-export const MAX_CPUS = 254;
-/** CPUID leaf 1: ECX bit 31 says "running under a hypervisor". */
-const CPUID_HYPERVISOR_BIT = 1 << 31;
+/** The most vCPUs the board offers: as many as the MP table in the last KiB of base memory lists. */
+export const MAX_CPUS: number = MP_TABLE_MAX_CPUS;
 
 /** Options of {@link PcMachine.create}. */
 export interface PcMachineOptions {
@@ -56,8 +58,11 @@ export interface PcMachineOptions {
   ramSize: bigint;
   /** The `pc.bios` image (default: the project's firmware, 256 KiB). */
   firmware?: Uint8Array;
-  /** A kernel to load as QEMU's `-kernel` does (Multiboot), with its command line. */
-  kernel?: { image: Uint8Array; cmdline?: string };
+  /**
+   * A kernel to load as QEMU's `-kernel` does: Linux (bzImage or ELF vmlinux) or Multiboot, with its
+   * command line and, for Linux, an initial ramdisk.
+   */
+  kernel?: { image: Uint8Array; cmdline?: string; initrd?: Uint8Array };
   /** Every byte the guest sends through COM1. */
   serial?: (byte: number) => void;
   /** Every `KVM_SET_USER_MEMORY_REGION` call (the `--trace-memslots` flag). */
@@ -173,6 +178,7 @@ export class PcMachine implements Disposable {
       vm.setIdentityMapAddr(KVM_IDENTITY_MAP_START);
       vm.setTssAddr(KVM_TSS_START);
       vm.createIrqchip();
+      vm.setGsiRouting(pcGsiRoutes());
       vm.createPit2();
 
       const ram = new GuestMemory(options.ramSize);
@@ -192,7 +198,7 @@ export class PcMachine implements Disposable {
       });
       // The whole board first, then the address spaces: each renders once, and the listener's
       // replay maps the memslots in one pass (no re-render per device while the board is built).
-      let runner: VcpuRunner | SmpRunner | undefined;
+      let runner: VcpuRunner | SmpRunner | undefined = undefined; // set below; the devices reach it lazily
       // Typed input waits here until COM1 has room, as QEMU's character backends wait for
       // can_receive: with the FIFO off the UART holds one byte, and more would overrun it.
       const pendingInput: number[] = [];
@@ -224,13 +230,21 @@ export class PcMachine implements Disposable {
       const vcpus: Vcpu[] = [];
       for (let id = 0; id < cpus; id++) {
         const vcpu = vm.createVcpu(id); // closed with the VM
-        vcpu.setCpuid2(cpuidFor(supported, id));
+        // What a VMM sets up before Linux runs (Firecracker's list): CPUID with this CPU's APIC id and
+        // the topology, the boot MSRs, the FPU, LINT0 = ExtINT and LINT1 = NMI on the LAPIC.
+        vcpu.setCpuid2(linuxCpuid(supported, { apicId: id, cpuCount: cpus }));
+        vcpu.setMsrs(bootMsrs());
+        vcpu.setFpu(bootFpu());
+        vcpu.setLapic(lapicWithLints(vcpu.getLapic()));
         vcpus.push(vcpu);
       }
       // One vCPU runs on this thread (the fastest exit path); more get a thread each.
       runner = cpus === 1 ? new VcpuRunner(vcpus[0], { memory, io }) : new SmpRunner(vcpus, { memory, io });
 
       for (const { addr, data } of boot.writes) memory.writeRom(addr, data);
+      // The Intel MP table, where Linux's smp_scan_config looks (the last KiB of base memory).
+      const mpTable = buildMpTable({ cpus });
+      memory.writeRom(mpTable.address, mpTable.bytes);
 
       // The bootstrap processor enters the guest; the others wait for INIT/SIPI in the kernel.
       const bsp = vcpus[0];
@@ -391,20 +405,23 @@ export function pcE820(below4g: bigint, above4g: bigint, firmwareSize: bigint): 
   return entries;
 }
 
+/** Number of IOAPIC pins (KVM's in-kernel IOAPIC). */
+const IOAPIC_PINS = 24;
+
 /**
- * KVM's supported CPUID as this vCPU's: the APIC id in leaf 1 and leaf 0xb, and the hypervisor bit.
- * (Topology and feature filtering for Linux guests come with SMP support.)
+ * QEMU's GSI routing for a PC with the in-kernel irqchip (`kvm_pc_setup_irq_routing`): ISA IRQs
+ * 0–15 to the two 8259s (except the cascade, 2), and every GSI to the IOAPIC pin of the same number
+ * except GSI 0, the PIT, which goes to pin 2 — as the MP table says.
  */
-export function cpuidFor(supported: readonly CpuidEntry[], apicId: number): CpuidEntry[] {
-  return supported.map((e) => {
-    if (e.function === 1) {
-      return {
-        ...e,
-        ebx: (e.ebx & 0x00ff_ffff) | (apicId << 24) >>> 0,
-        ecx: (e.ecx | CPUID_HYPERVISOR_BIT) >>> 0,
-      };
-    }
-    if (e.function === 0xb) return { ...e, edx: apicId };
-    return e;
-  });
+export function pcGsiRoutes(): { gsi: number; irqchip: number; pin: number }[] {
+  const routes: { gsi: number; irqchip: number; pin: number }[] = [];
+  for (let gsi = 0; gsi < 8; gsi++) {
+    if (gsi !== 2) routes.push({ gsi, irqchip: KVM_IRQCHIP_PIC_MASTER, pin: gsi });
+  }
+  for (let gsi = 8; gsi < 16; gsi++) routes.push({ gsi, irqchip: KVM_IRQCHIP_PIC_SLAVE, pin: gsi - 8 });
+  for (let gsi = 0; gsi < IOAPIC_PINS; gsi++) {
+    if (gsi === 0) routes.push({ gsi, irqchip: KVM_IRQCHIP_IOAPIC, pin: 2 });
+    else if (gsi !== 2) routes.push({ gsi, irqchip: KVM_IRQCHIP_IOAPIC, pin: gsi });
+  }
+  return routes;
 }

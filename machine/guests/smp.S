@@ -1,0 +1,342 @@
+# smp: the SMP proof guest. The BSP wakes every other CPU with INIT-SIPI-SIPI; each AP reports its
+# APIC id over COM1 under a spinlock and counts itself in; the BSP waits for all of them:
+#
+#   smp: BSP (APIC id 0) waking 3 APs
+#   smp: AP with APIC id 2 is up            (one line per AP, in whatever order they get the lock)
+#   smp: AP with APIC id 1 is up
+#   smp: AP with APIC id 3 is up
+#   smp: all 4 CPUs reported
+#
+# then resets through the PIIX3 reset control register (0xcf9 <- 0x06): run status 0 on the kvm-ts
+# board and under `qemu-system-x86_64 -no-reboot`. If not every AP reports within WAIT_LOOPS polls
+# it prints "smp: only M of N-1 APs reported" and writes 1 to isa-debug-exit (port 0x501): status 3.
+# With one CPU it prints the first line and "smp: all 1 CPUs reported" and resets at once.
+#
+# How many CPUs: CMOS byte 0x5f holds the CPU count minus one (QEMU's pc_cmos_init sets it; so does
+# the kvm-ts board's CMOS), read through ports 0x70/0x71. The MP table is not consulted.
+#
+# A Multiboot v1 image (a.out kludge, header flags bit 16) linked as a flat binary at 1 MiB. The
+# BSP runs in the 32-bit protected mode the loader enters it in (it loads its own flat GDT; paging
+# stays off). An AP starts from SIPI vector 0x10 in real mode at 1000:0000, i.e. at 0x10000, where
+# the BSP copied a small trampoline: it loads the same GDT, sets CR0.PE and far-jumps straight into
+# the 32-bit AP code of this image (ap_entry32). 0x10000 is clear of what the loaders write
+# (0x500-0x9fff: GDT, stack, Multiboot information) and of the reserved 0x9fc00-0xfffff.
+#
+# Atomics: the print lock is taken with `xchg` (implicitly locked) and released with a plain store;
+# the count of reported APs is bumped with `lock incl` after the AP's line is complete, so every
+# AP line precedes the BSP's last line. The APs share one stack, used only while holding the lock.
+#
+# Written for the kvm_pvm host of our build machines (kvm-abi.md section 8), where CPL0 code is
+# emulated one instruction at a time (~1 us): no `iret`, no `syscall`, no `cmpxchg16b`, short
+# delays (the in-kernel LAPIC needs none: KVM acts on INIT and SIPI at once).
+#
+# Build: node_modules/deno/deno run -A machine/guests/build.ts (as --64; ld --oformat binary -Ttext 0x100000).
+
+	.set LOAD_ADDR, 0x100000          # link and load address (Multiboot load_addr)
+	.set MB_MAGIC, 0x1badb002         # Multiboot v1 header magic
+	.set MB_FLAGS, 0x00010000         # bit 16: the a.out kludge address fields are valid
+
+	.set UART_THR, 0x3f8
+	.set UART_LSR, 0x3fd
+	.set LSR_THRE, 0x20
+	.set CMOS_INDEX, 0x70
+	.set CMOS_DATA, 0x71
+	.set CMOS_CPUS_MINUS_ONE, 0x5f
+	.set DEBUG_EXIT_PORT, 0x501
+	.set DEBUG_EXIT_TIMEOUT, 1        # status (1 << 1) | 1 = 3
+	.set RESET_PORT, 0xcf9
+	.set RESET_VALUE, 0x06            # system reset, CPU reset
+
+	.set LAPIC_ICR_LOW, 0xfee00300    # writing it sends the IPI
+	.set LAPIC_ICR_HIGH, 0xfee00310   # destination field (ignored with a shorthand)
+	.set ICR_DELIVERY_PENDING, 0x1000 # bit 12: delivery status
+	.set TRAMPOLINE_START, 0x10000
+	.set SIPI_VECTOR, TRAMPOLINE_START >> 12
+	# ICR low: shorthand all-excluding-self (0xc0000), level assert (0x4000), INIT (0x500) / SIPI (0x600)
+	.set ICR_INIT_ALL_BUT_SELF, 0x000c4500
+	.set ICR_SIPI_ALL_BUT_SELF, 0x000c4600 | SIPI_VECTOR
+
+	.set INIT_DELAY_LOOPS, 10000      # ~10 ms here (emulated CPL0), microseconds on hardware
+	.set SIPI_DELAY_LOOPS, 2000
+	.set ICR_POLL_LOOPS, 1000
+	.set WAIT_LOOPS, 5000000          # polls of the AP count before giving up
+
+	.set CR0_PE, 0x1
+	.set CODE_SEL, 0x08
+	.set DATA_SEL, 0x10
+
+	.text
+	.code32
+	.globl _start
+_start:
+multiboot_header:
+	.long MB_MAGIC
+	.long MB_FLAGS
+	.long -(MB_MAGIC + MB_FLAGS)
+	.long LOAD_ADDR + (multiboot_header - _start)   # header_addr
+	.long LOAD_ADDR                                 # load_addr
+	.long LOAD_ADDR + (image_end - _start)          # load_end_addr
+	.long LOAD_ADDR + (bss_end - _start)            # bss_end_addr
+	.long LOAD_ADDR + (entry32 - _start)            # entry_addr
+
+# The BSP.
+entry32:
+	cli
+	cld
+	lgdt gdt_descriptor
+	ljmp $CODE_SEL, $bsp_reload_cs
+bsp_reload_cs:
+	mov $DATA_SEL, %ax
+	mov %ax, %ds
+	mov %ax, %es
+	mov %ax, %fs
+	mov %ax, %gs
+	mov %ax, %ss
+	mov $bsp_stack_top, %esp
+	movl $0, print_lock
+	movl $0, aps_reported
+
+	mov $CMOS_CPUS_MINUS_ONE, %al
+	out %al, $CMOS_INDEX
+	in $CMOS_DATA, %al
+	movzbl %al, %eax
+	mov %eax, aps_expected
+
+	mov $msg_bsp_id, %esi             # "smp: BSP (APIC id X) waking N-1 APs"
+	call puts
+	call apic_id
+	call putdec
+	mov $msg_waking, %esi
+	call puts
+	mov aps_expected, %eax
+	call putdec
+	mov $msg_aps, %esi
+	call puts
+
+	cmpl $0, aps_expected
+	je all_reported
+
+	mov $trampoline, %esi
+	mov $TRAMPOLINE_START, %edi
+	mov $trampoline_end - trampoline, %ecx
+	rep movsb
+
+	# INIT, then two SIPIs (MP spec B.4 / Intel SDM "universal start-up algorithm").
+	mov $ICR_INIT_ALL_BUT_SELF, %eax
+	call send_ipi
+	mov $INIT_DELAY_LOOPS, %ecx
+	call delay
+	mov $ICR_SIPI_ALL_BUT_SELF, %eax
+	call send_ipi
+	mov $SIPI_DELAY_LOOPS, %ecx
+	call delay
+	mov $ICR_SIPI_ALL_BUT_SELF, %eax
+	call send_ipi
+
+	mov $WAIT_LOOPS, %ecx
+wait_for_aps:
+	mov aps_reported, %eax
+	cmp aps_expected, %eax
+	jae all_reported
+	pause
+	dec %ecx
+	jnz wait_for_aps
+
+	mov $msg_only, %esi               # "smp: only M of N-1 APs reported"
+	call puts
+	mov aps_reported, %eax
+	call putdec
+	mov $msg_of, %esi
+	call puts
+	mov aps_expected, %eax
+	call putdec
+	mov $msg_aps_reported, %esi
+	call puts
+	mov $DEBUG_EXIT_PORT, %dx
+	mov $DEBUG_EXIT_TIMEOUT, %al
+	out %al, %dx
+	jmp halt_forever
+
+all_reported:
+	mov $msg_all, %esi                # "smp: all N CPUs reported"
+	call puts
+	mov aps_expected, %eax
+	inc %eax
+	call putdec
+	mov $msg_cpus_reported, %esi
+	call puts
+	mov $RESET_PORT, %dx
+	mov $RESET_VALUE, %al
+	out %al, %dx
+halt_forever:                         # without a reset or isa-debug-exit device: stop here
+	cli
+	hlt
+	jmp halt_forever
+
+# send_ipi: ICR low = eax (high = 0), then wait (bounded) for delivery. Clobbers ecx.
+send_ipi:
+	movl $0, LAPIC_ICR_HIGH
+	mov %eax, LAPIC_ICR_LOW
+	mov $ICR_POLL_LOOPS, %ecx
+1:	testl $ICR_DELIVERY_PENDING, LAPIC_ICR_LOW
+	jz 2f
+	pause
+	dec %ecx
+	jnz 1b
+2:	ret
+
+# delay: ecx iterations of pause.
+delay:
+	pause
+	dec %ecx
+	jnz delay
+	ret
+
+# apic_id: eax = this CPU's initial APIC id, CPUID.1:EBX[31:24]. Clobbers ebx, ecx, edx.
+apic_id:
+	mov $1, %eax
+	cpuid
+	mov %ebx, %eax
+	shr $24, %eax
+	ret
+
+# putc: al to COM1 once the transmitter is free. Clobbers dx.
+putc:
+	push %eax
+	mov $UART_LSR, %dx
+1:	in %dx, %al
+	test $LSR_THRE, %al
+	jz 1b
+	pop %eax
+	mov $UART_THR, %dx
+	out %al, %dx
+	ret
+
+# puts: the NUL-terminated string at esi. Clobbers eax, edx, esi.
+puts:
+	lodsb
+	test %al, %al
+	jz 1f
+	call putc
+	jmp puts
+1:	ret
+
+# putdec: eax in decimal. Clobbers eax, ecx, edx.
+putdec:
+	push %ebx
+	mov $10, %ebx
+	xor %ecx, %ecx
+1:	xor %edx, %edx
+	div %ebx
+	push %edx                         # digits come out least significant first
+	inc %ecx
+	test %eax, %eax
+	jnz 1b
+2:	pop %eax
+	add $'0', %al
+	call putc
+	dec %ecx
+	jnz 2b
+	pop %ebx
+	ret
+
+# An AP, in 32-bit protected mode from the trampoline. No stack until it holds the lock.
+ap_entry32:
+	mov $DATA_SEL, %ax
+	mov %ax, %ds
+	mov %ax, %es
+	mov %ax, %fs
+	mov %ax, %gs
+	mov %ax, %ss
+ap_lock:
+	mov $1, %eax
+	xchg %eax, print_lock             # xchg with memory is locked
+	test %eax, %eax
+	jz ap_locked
+1:	pause                             # spin on reads until the lock looks free
+	cmpl $0, print_lock
+	jne 1b
+	jmp ap_lock
+ap_locked:
+	mov $ap_stack_top, %esp
+	mov $msg_ap, %esi                 # "smp: AP with APIC id K is up"
+	call puts
+	call apic_id
+	call putdec
+	mov $msg_up, %esi
+	call puts
+	movl $0, print_lock               # release: a plain store is ordered after the prints
+	lock incl aps_reported
+ap_halt_forever:
+	cli
+	hlt
+	jmp ap_halt_forever
+
+# The real-mode trampoline, copied to TRAMPOLINE_START and entered at 1000:0000 by SIPI.
+# Position-independent within its segment: data is addressed by offset from `trampoline`.
+	.code16
+trampoline:
+	cli
+	mov %cs, %ax
+	mov %ax, %ds
+	lgdtl trampoline_gdtr - trampoline    # 32-bit form: the full linear base of gdt
+	mov %cr0, %eax
+	or $CR0_PE, %eax
+	mov %eax, %cr0
+	ljmpl $CODE_SEL, $ap_entry32
+	.balign 4
+trampoline_gdtr:
+	.word gdt_end - gdt - 1
+	.long gdt
+trampoline_end:
+	.code32
+
+	.balign 8
+gdt:
+	.quad 0
+	.quad 0x00cf9b000000ffff           # 0x08: 32-bit code, flat (accessed bit preset: no GDT write)
+	.quad 0x00cf93000000ffff           # 0x10: data, flat
+gdt_end:
+gdt_descriptor:
+	.word gdt_end - gdt - 1
+	.long gdt
+
+msg_bsp_id:
+	.asciz "smp: BSP (APIC id "
+msg_waking:
+	.asciz ") waking "
+msg_aps:
+	.asciz " APs\n"
+msg_ap:
+	.asciz "smp: AP with APIC id "
+msg_up:
+	.asciz " is up\n"
+msg_all:
+	.asciz "smp: all "
+msg_cpus_reported:
+	.asciz " CPUs reported\n"
+msg_only:
+	.asciz "smp: only "
+msg_of:
+	.asciz " of "
+msg_aps_reported:
+	.asciz " APs reported\n"
+	.balign 4
+image_end:
+
+	.bss
+	.balign 64
+print_lock:                           # 0 free, 1 held
+	.skip 64
+aps_reported:                         # APs that printed their line
+	.skip 4
+aps_expected:                         # N - 1, from CMOS
+	.skip 4
+	.balign 16
+bsp_stack:
+	.skip 1024
+bsp_stack_top:
+ap_stack:
+	.skip 1024
+ap_stack_top:
+bss_end:

@@ -1,0 +1,344 @@
+/**
+ * The Intel MultiProcessor Specification 1.4 tables of the PC board: how a guest that knows no ACPI
+ * (Linux with `acpi=off`, small test guests) learns its CPUs, its IOAPIC and how the ISA IRQs reach
+ * the IOAPIC's pins. Pure: builds bytes, writes nothing.
+ *
+ * The whole structure is one block of at most 1 KiB placed at {@link MP_TABLE_START} (0x9fc00),
+ * the last KiB of base memory, which the board's e820 map reserves and which Linux's
+ * `smp_scan_config` searches (besides the first KiB of RAM, the first KiB of the EBDA and
+ * 0xf0000–0xfffff; the BIOS area is avoided because PAM shows PCI/ROM there at reset):
+ *
+ * | offset | size     | what                                                          |
+ * |--------|----------|---------------------------------------------------------------|
+ * | 0      | 16       | MP floating pointer structure "_MP_" (spec §4.1)              |
+ * | 16     | 44       | configuration table header "PCMP" (spec §4.2)                 |
+ * | 60     | 20 × N   | processor entries, APIC id = vCPU index, BSP = vCPU 0         |
+ * |        | 8        | bus entry: bus 0 "ISA   "                                     |
+ * |        | 8        | IOAPIC entry                                                  |
+ * |        | 8 × I    | I/O interrupt entries (ISA IRQ → IOAPIC pin)                  |
+ * |        | 8 × 2    | local interrupt entries: ExtINT on LINT0, NMI on LINT1, all   |
+ *
+ * Entries appear in ascending type order, as spec §4.3 asks. With the PC's 15 ISA routes the
+ * block is 212 + 20 × N bytes, so at most {@link MP_TABLE_MAX_CPUS} (40) CPUs fit.
+ *
+ * Facts from the Intel MultiProcessor Specification 1.4 (May 1997), chapter 4, and from Linux's
+ * `arch/x86/kernel/mpparse.c` (where it scans, what it checks: signature, length 1, revision 1 or
+ * 4, both checksums, a nonzero local APIC address).
+ *
+ * @module
+ */
+
+/** Where the block goes: the last KiB of base memory (639 KiB), searched by Linux. */
+export const MP_TABLE_START = 0x9_fc00n;
+/** Room for the block: up to the VGA window at 0xa0000. */
+export const MP_TABLE_MAX_SIZE = 0x400n;
+
+/** Size of the MP floating pointer structure (one 16-byte paragraph). */
+export const MP_FLOATING_POINTER_SIZE = 16;
+/** Size of the configuration table header. */
+export const MP_CONFIG_HEADER_SIZE = 44;
+/** Size of a processor entry. */
+export const MP_PROCESSOR_ENTRY_SIZE = 20;
+/** Size of every other base-table entry (bus, IOAPIC, I/O and local interrupt). */
+export const MP_SHORT_ENTRY_SIZE = 8;
+
+/** Base-table entry types (spec table 4-3). */
+export const MP_ENTRY_PROCESSOR = 0;
+/** Bus entry type. */
+export const MP_ENTRY_BUS = 1;
+/** IOAPIC entry type. */
+export const MP_ENTRY_IOAPIC = 2;
+/** I/O interrupt assignment entry type. */
+export const MP_ENTRY_IO_INTERRUPT = 3;
+/** Local interrupt assignment entry type. */
+export const MP_ENTRY_LOCAL_INTERRUPT = 4;
+
+/** Interrupt types of interrupt assignment entries (spec table 4-10). */
+export const MP_INT_INT = 0;
+/** Non-maskable interrupt. */
+export const MP_INT_NMI = 1;
+/** System management interrupt. */
+export const MP_INT_SMI = 2;
+/** External (8259) interrupt: the vector comes from the PIC. */
+export const MP_INT_EXTINT = 3;
+
+/** Specification revision 1.4, in both the floating pointer and the table header. */
+export const MP_SPEC_REVISION = 4;
+/** Processor entry CPU flags: the processor is usable. */
+export const MP_CPU_ENABLED_BIT = 0x01;
+/** Processor entry CPU flags: the bootstrap processor. */
+export const MP_CPU_BSP_BIT = 0x02;
+/** IOAPIC entry flags: the IOAPIC is usable. */
+export const MP_IOAPIC_ENABLED_BIT = 0x01;
+/** Version of KVM's in-kernel local APIC (APIC_VERSION register bits 7:0). */
+export const MP_LAPIC_VERSION = 0x14;
+/** Version of KVM's in-kernel IOAPIC (IOAPICVER bits 7:0). */
+export const MP_IOAPIC_VERSION = 0x11;
+/** Destination local APIC id meaning "every local APIC". */
+export const MP_ALL_LAPICS = 0xff;
+/** The only bus: ISA, bus id 0. */
+export const MP_ISA_BUS_ID = 0;
+/** OEM id of the table header (8 bytes, space-padded). */
+export const MP_OEM_ID = "KVM-TS  ";
+/** Product id of the table header (12 bytes, space-padded). */
+export const MP_PRODUCT_ID = "PC          ";
+
+/** Default CPU signature of the processor entries: family 6, model 0, stepping 0 (as Firecracker). */
+export const MP_DEFAULT_CPU_SIGNATURE = 0x600;
+/** Default feature flags of the processor entries: CPUID.1:EDX FPU (bit 0) and APIC (bit 9). */
+export const MP_DEFAULT_CPU_FEATURES = 0x201;
+
+/** Default local APIC address. */
+export const MP_DEFAULT_LAPIC_START = 0xfee0_0000n;
+/** Default IOAPIC address. */
+export const MP_DEFAULT_IOAPIC_START = 0xfec0_0000n;
+/** Pins of KVM's in-kernel IOAPIC. */
+export const IOAPIC_PIN_COUNT = 24;
+/** Number of ISA IRQs. */
+export const ISA_IRQ_COUNT = 16;
+
+/** Polarity of an interrupt assignment (flags bits 1:0): conforming to the bus = active high on ISA. */
+export type MpPolarity = "conforming" | "high" | "low";
+/** Trigger mode of an interrupt assignment (flags bits 3:2): conforming to the bus = edge on ISA. */
+export type MpTrigger = "conforming" | "edge" | "level";
+
+/** One ISA IRQ and the IOAPIC pin it is wired to. */
+export interface IsaIrqRoute {
+  /** ISA IRQ, 0–15. */
+  readonly irq: number;
+  /** IOAPIC input pin, 0–23. */
+  readonly pin: number;
+  /** Default "conforming". */
+  readonly polarity?: MpPolarity;
+  /** Default "conforming". */
+  readonly trigger?: MpTrigger;
+}
+
+/**
+ * The PC's ISA wiring: IRQ 0 (the PIT) on pin 2, IRQs 1 and 3–15 on the pin of their number, all
+ * conforming (edge, active high). IRQ 2 is the 8259 cascade and never raised, and its pin carries
+ * IRQ 0, so it has no entry (as SeaBIOS's table with the IRQ 0 override). The board must route
+ * GSI 0 to pin 2 to match (QEMU's `kvm_pc_setup_irq_routing` does; KVM's default routing puts GSI 0
+ * on pin 0).
+ *
+ * @example
+ * ```ts
+ * import { PC_ISA_IRQ_ROUTES } from "./mptable.ts";
+ * console.assert(PC_ISA_IRQ_ROUTES.length === 15 && PC_ISA_IRQ_ROUTES[0].pin === 2);
+ * ```
+ */
+export const PC_ISA_IRQ_ROUTES: readonly IsaIrqRoute[] = Object.freeze(
+  Array.from({ length: ISA_IRQ_COUNT }, (_, irq) => irq)
+    .filter((irq) => irq !== 2)
+    .map((irq): IsaIrqRoute => Object.freeze({ irq, pin: irq === 0 ? 2 : irq })),
+);
+
+/** Options of {@link buildMpTable}. */
+export interface MpTableOptions {
+  /** Number of vCPUs, 1–{@link MP_TABLE_MAX_CPUS}; vCPU i has APIC id i, vCPU 0 is the BSP. */
+  readonly cpus: number;
+  /** IOAPIC id, 0–255, different from every CPU's APIC id (default `cpus`). */
+  readonly ioapicId?: number;
+  /** IOAPIC address, below 4 GiB (default 0xfec00000). */
+  readonly ioapicAddress?: number | bigint;
+  /** Local APIC address, below 4 GiB, nonzero (default 0xfee00000). */
+  readonly lapicAddress?: number | bigint;
+  /** ISA IRQ wiring (default {@link PC_ISA_IRQ_ROUTES}); distinct IRQs and pins. */
+  readonly isaIrqs?: readonly IsaIrqRoute[];
+  /** CPU signature of every processor entry (default {@link MP_DEFAULT_CPU_SIGNATURE}). */
+  readonly cpuSignature?: number;
+  /** Feature flags of every processor entry (default {@link MP_DEFAULT_CPU_FEATURES}). */
+  readonly cpuFeatures?: number;
+}
+
+/** A built MP table: the bytes to copy into guest RAM at `address`. */
+export interface MpTable {
+  /** Guest-physical address of `bytes[0]`, the floating pointer structure (16-byte aligned). */
+  readonly address: bigint;
+  /** `bytes.length` as a bigint. */
+  readonly size: bigint;
+  /** Guest-physical address of the configuration table header (`address` + 16). */
+  readonly configTableAddress: bigint;
+  /** Number of base-table entries (the header's entry count). */
+  readonly entryCount: number;
+  /** Floating pointer, header and entries, checksums filled in. */
+  readonly bytes: Uint8Array;
+}
+
+const FIXED_SIZE = MP_FLOATING_POINTER_SIZE + MP_CONFIG_HEADER_SIZE +
+  MP_SHORT_ENTRY_SIZE * (1 /* bus */ + 1 /* IOAPIC */ + 2 /* LINT0, LINT1 */);
+
+/** The most CPUs whose table, with the PC's ISA wiring, fits in {@link MP_TABLE_MAX_SIZE}: 40. */
+export const MP_TABLE_MAX_CPUS: number = Math.floor(
+  (Number(MP_TABLE_MAX_SIZE) - FIXED_SIZE - MP_SHORT_ENTRY_SIZE * PC_ISA_IRQ_ROUTES.length) /
+    MP_PROCESSOR_ENTRY_SIZE,
+);
+
+const POLARITY_BITS: Record<MpPolarity, number> = { conforming: 0b00, high: 0b01, low: 0b11 };
+const TRIGGER_BITS: Record<MpTrigger, number> = { conforming: 0b00, edge: 0b01, level: 0b11 };
+const TRIGGER_SHIFT = 2;
+const UINT32_LIMIT = 1n << 32n;
+
+function intIn(value: unknown, min: number, max: number, what: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new RangeError(`buildMpTable: ${what} ${String(value)} is not an integer`);
+  }
+  if (value < min || value > max) {
+    throw new RangeError(`buildMpTable: ${what} ${value} is outside ${min}–${max}`);
+  }
+  return value;
+}
+
+function address32(value: number | bigint, what: string): number {
+  if (typeof value === "number" && !Number.isSafeInteger(value)) {
+    throw new RangeError(`buildMpTable: ${what} ${value} is not an integer`);
+  }
+  const v = BigInt(value);
+  if (v <= 0n || v >= UINT32_LIMIT) {
+    throw new RangeError(`buildMpTable: ${what} 0x${v.toString(16)} is not a nonzero 32-bit address`);
+  }
+  return Number(v);
+}
+
+/** The byte that makes the sum of `bytes` 0 modulo 256. */
+function checksumOf(bytes: Uint8Array): number {
+  let sum = 0;
+  for (const byte of bytes) sum += byte;
+  return (0x100 - (sum & 0xff)) & 0xff;
+}
+
+function ascii(view: DataView, offset: number, text: string): void {
+  for (let i = 0; i < text.length; i++) view.setUint8(offset + i, text.charCodeAt(i));
+}
+
+/**
+ * Builds the MP floating pointer, configuration table header and base-table entries for a board of
+ * `cpus` vCPUs, to be copied to guest RAM at the returned `address` (0x9fc00).
+ *
+ * @throws {RangeError} on a CPU count outside 1–40, an IOAPIC id clashing with an APIC id, an
+ *   address that is zero or not below 4 GiB, or a bad ISA route (IRQ past 15, pin past 23,
+ *   duplicates).
+ *
+ * @example
+ * ```ts
+ * import { buildMpTable } from "./mptable.ts";
+ * const table = buildMpTable({ cpus: 4 });
+ * console.assert(table.address === 0x9fc00n && table.configTableAddress === 0x9fc10n);
+ * console.assert(table.bytes.length === 212 + 4 * 20 && table.entryCount === 4 + 1 + 1 + 15 + 2);
+ * console.assert(new TextDecoder().decode(table.bytes.subarray(0, 4)) === "_MP_");
+ * console.assert(table.bytes.reduce((sum, byte) => sum + byte, 0) % 256 === 0); // both checksums
+ * ```
+ */
+export function buildMpTable(options: MpTableOptions): MpTable {
+  const cpus = intIn(options.cpus, 1, 255, "cpus");
+  const ioapicId = intIn(options.ioapicId ?? cpus, 0, 255, "ioapicId");
+  if (ioapicId < cpus) {
+    throw new RangeError(`buildMpTable: ioapicId ${ioapicId} is the APIC id of vCPU ${ioapicId}`);
+  }
+  const ioapicAddress = address32(options.ioapicAddress ?? MP_DEFAULT_IOAPIC_START, "ioapicAddress");
+  const lapicAddress = address32(options.lapicAddress ?? MP_DEFAULT_LAPIC_START, "lapicAddress");
+  const cpuSignature = intIn(
+    options.cpuSignature ?? MP_DEFAULT_CPU_SIGNATURE,
+    0,
+    0xffff_ffff,
+    "cpuSignature",
+  );
+  const cpuFeatures = intIn(options.cpuFeatures ?? MP_DEFAULT_CPU_FEATURES, 0, 0xffff_ffff, "cpuFeatures");
+  const routes = options.isaIrqs ?? PC_ISA_IRQ_ROUTES;
+  const irqsSeen = new Set<number>();
+  const pinsSeen = new Set<number>();
+  for (const route of routes) {
+    const irq = intIn(route.irq, 0, ISA_IRQ_COUNT - 1, "ISA IRQ");
+    const pin = intIn(route.pin, 0, IOAPIC_PIN_COUNT - 1, `IOAPIC pin of ISA IRQ ${irq}`);
+    if (irqsSeen.has(irq)) throw new RangeError(`buildMpTable: ISA IRQ ${irq} is routed twice`);
+    if (pinsSeen.has(pin)) throw new RangeError(`buildMpTable: IOAPIC pin ${pin} is given two ISA IRQs`);
+    irqsSeen.add(irq);
+    pinsSeen.add(pin);
+  }
+
+  const size = FIXED_SIZE + MP_PROCESSOR_ENTRY_SIZE * cpus + MP_SHORT_ENTRY_SIZE * routes.length;
+  if (BigInt(size) > MP_TABLE_MAX_SIZE) {
+    throw new RangeError(
+      `buildMpTable: ${cpus} CPUs and ${routes.length} ISA routes need ${size} bytes, more than the ` +
+        `${MP_TABLE_MAX_SIZE} bytes at 0x${MP_TABLE_START.toString(16)} (at most ${MP_TABLE_MAX_CPUS} CPUs ` +
+        `with the PC's wiring)`,
+    );
+  }
+  const bytes = new Uint8Array(size);
+  const view = new DataView(bytes.buffer);
+  const configTableAddress = MP_TABLE_START + BigInt(MP_FLOATING_POINTER_SIZE);
+
+  // Base-table entries, after the header.
+  const tableStart = MP_FLOATING_POINTER_SIZE;
+  let at = tableStart + MP_CONFIG_HEADER_SIZE;
+  let entryCount = 0;
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    view.setUint8(at, MP_ENTRY_PROCESSOR);
+    view.setUint8(at + 1, cpu); // local APIC id
+    view.setUint8(at + 2, MP_LAPIC_VERSION);
+    view.setUint8(at + 3, MP_CPU_ENABLED_BIT | (cpu === 0 ? MP_CPU_BSP_BIT : 0));
+    view.setUint32(at + 4, cpuSignature, true);
+    view.setUint32(at + 8, cpuFeatures, true);
+    at += MP_PROCESSOR_ENTRY_SIZE; // bytes 12–19 reserved
+    entryCount++;
+  }
+  view.setUint8(at, MP_ENTRY_BUS);
+  view.setUint8(at + 1, MP_ISA_BUS_ID);
+  ascii(view, at + 2, "ISA   ");
+  at += MP_SHORT_ENTRY_SIZE;
+  entryCount++;
+  view.setUint8(at, MP_ENTRY_IOAPIC);
+  view.setUint8(at + 1, ioapicId);
+  view.setUint8(at + 2, MP_IOAPIC_VERSION);
+  view.setUint8(at + 3, MP_IOAPIC_ENABLED_BIT);
+  view.setUint32(at + 4, ioapicAddress, true);
+  at += MP_SHORT_ENTRY_SIZE;
+  entryCount++;
+  for (const route of routes) {
+    const flags = POLARITY_BITS[route.polarity ?? "conforming"] |
+      (TRIGGER_BITS[route.trigger ?? "conforming"] << TRIGGER_SHIFT);
+    view.setUint8(at, MP_ENTRY_IO_INTERRUPT);
+    view.setUint8(at + 1, MP_INT_INT);
+    view.setUint16(at + 2, flags, true);
+    view.setUint8(at + 4, MP_ISA_BUS_ID);
+    view.setUint8(at + 5, route.irq);
+    view.setUint8(at + 6, ioapicId);
+    view.setUint8(at + 7, route.pin);
+    at += MP_SHORT_ENTRY_SIZE;
+    entryCount++;
+  }
+  // Virtual wire mode: the 8259's INTR reaches every LAPIC's LINT0 as ExtINT, NMI arrives on LINT1.
+  for (const [type, lint] of [[MP_INT_EXTINT, 0], [MP_INT_NMI, 1]]) {
+    view.setUint8(at, MP_ENTRY_LOCAL_INTERRUPT);
+    view.setUint8(at + 1, type);
+    view.setUint16(at + 2, 0, true); // conforming polarity and trigger
+    view.setUint8(at + 4, MP_ISA_BUS_ID);
+    view.setUint8(at + 5, 0);
+    view.setUint8(at + 6, MP_ALL_LAPICS);
+    view.setUint8(at + 7, lint);
+    at += MP_SHORT_ENTRY_SIZE;
+    entryCount++;
+  }
+
+  // Configuration table header (spec table 4-2).
+  ascii(view, tableStart, "PCMP");
+  view.setUint16(tableStart + 4, size - tableStart, true); // base table length
+  view.setUint8(tableStart + 6, MP_SPEC_REVISION);
+  ascii(view, tableStart + 8, MP_OEM_ID);
+  ascii(view, tableStart + 16, MP_PRODUCT_ID);
+  // 28: OEM table pointer 0, 32: OEM table size 0
+  view.setUint16(tableStart + 34, entryCount, true);
+  view.setUint32(tableStart + 36, lapicAddress, true);
+  // 40: extended table length 0, 42: extended table checksum 0, 43: reserved
+  view.setUint8(tableStart + 7, checksumOf(bytes.subarray(tableStart)));
+
+  // Floating pointer structure (spec table 4-1); feature byte 1 = 0: a configuration table is present.
+  ascii(view, 0, "_MP_");
+  view.setUint32(4, Number(configTableAddress), true);
+  view.setUint8(8, MP_FLOATING_POINTER_SIZE / 16); // length in paragraphs
+  view.setUint8(9, MP_SPEC_REVISION);
+  // 11–15: feature bytes 0 (byte 2 bit 7 clear: virtual wire mode, no IMCR)
+  view.setUint8(10, checksumOf(bytes.subarray(0, MP_FLOATING_POINTER_SIZE)));
+
+  return { address: MP_TABLE_START, size: BigInt(size), configTableAddress, entryCount, bytes };
+}
