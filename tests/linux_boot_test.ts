@@ -87,3 +87,25 @@ Deno.test({
     assert.ok(lines.includes("Hypervisor detected: KVM"), text);
   },
 });
+
+Deno.test({
+  name: "Debian's bzImage: its decompressor speaks over our UART (64-bit entry, zero page, earlyprintk)",
+  ignore: skip !== undefined,
+  fn() {
+    // Debian builds without CONFIG_X86_VERBOSE_BOOTUP, so the decompressor's progress lines are
+    // compiled out; its warnings are not, and with `nokaslr` choose_random_location() warns before
+    // it decompresses (decompression itself takes minutes here: kvm-abi.md §8).
+    let text = "";
+    using pc = PcMachine.create({
+      ramSize: 256n << 20n,
+      kernel: { image: Deno.readFileSync(KERNEL!), cmdline: "earlyprintk=serial,ttyS0,115200 console=ttyS0 nokaslr" },
+      serial: (byte) => {
+        text += String.fromCharCode(byte);
+        if (byte === 0x0a && text.includes("KASLR disabled")) pc.stop({ kind: "quit" });
+      },
+    });
+    const outcome = pc.run();
+    assert.equal(outcome.kind, "quit", `${text}\n${JSON.stringify(outcome)}`);
+    assert.match(text, /\r\nKASLR disabled: 'nokaslr' on cmdline\.\r\n/);
+  },
+});

@@ -77,3 +77,4 @@ export {
 } from "./bzimage_payload.ts";
 export { detectFormat, type KernelFormat, type KernelOptions, loadKernel } from "./detect.ts";
 export { firmwareEntry, RESET_CS_BASE, RESET_CS_SELECTOR, RESET_IP } from "./firmware.ts";
+export { type CpioEntry, cpioNewc } from "./cpio.ts";
