@@ -391,7 +391,13 @@ export class AddressSpace {
   read(addr: AddrInput, size: number): ReadResult {
     checkAccessSize(size, `read of AS "${this.name}"`);
     const a = toAddress(addr, `read of AS "${this.name}"`);
-    return this.#withScratch((buf, dv) => {
+    // A device handler may re-enter this address space while an outer access still holds the
+    // scratch buffer: it then gets a fresh one (no closure on the common path: this is per access).
+    const outer = !this.#scratchBusy;
+    const buf = outer ? this.#scratch : new Uint8Array(8);
+    const dv = outer ? this.#scratchView : new DataView(buf.buffer);
+    this.#scratchBusy = true;
+    try {
       const result = this.#rw(a, buf, size, false);
       const value = size === 1
         ? BigInt(buf[0])
@@ -401,7 +407,9 @@ export class AddressSpace {
         ? BigInt(dv.getUint32(0, true))
         : dv.getBigUint64(0, true);
       return { value, result };
-    });
+    } finally {
+      if (outer) this.#scratchBusy = false;
+    }
   }
 
   /** Writes the low `size` bytes of `value` at `addr`, little-endian. Returns the result code. */
@@ -411,26 +419,15 @@ export class AddressSpace {
     if (typeof value !== "bigint" && !Number.isInteger(value)) {
       throw new RangeError(`write of AS "${this.name}": value ${value} is not an integer`);
     }
-    return this.#withScratch((buf, dv) => {
-      dv.setBigUint64(0, BigInt.asUintN(64, BigInt(value)), true);
-      return this.#rw(a, buf, size, true);
-    });
-  }
-
-  /**
-   * Runs a fixed-size access in the 8-byte scratch buffer, or in a fresh one when a device handler
-   * re-enters this address space while the scratch still holds the pieces of an outer access.
-   */
-  #withScratch<T>(fn: (buf: Uint8Array, dv: DataView) => T): T {
-    if (this.#scratchBusy) {
-      const buf = new Uint8Array(8);
-      return fn(buf, new DataView(buf.buffer));
-    }
+    const outer = !this.#scratchBusy;
+    const buf = outer ? this.#scratch : new Uint8Array(8);
+    const dv = outer ? this.#scratchView : new DataView(buf.buffer);
     this.#scratchBusy = true;
     try {
-      return fn(this.#scratch, this.#scratchView);
+      dv.setBigUint64(0, BigInt.asUintN(64, BigInt(value)), true);
+      return this.#rw(a, buf, size, true);
     } finally {
-      this.#scratchBusy = false;
+      if (outer) this.#scratchBusy = false;
     }
   }
 
