@@ -98,7 +98,10 @@ Deno.test({
     let text = "";
     using pc = PcMachine.create({
       ramSize: 256n << 20n,
-      kernel: { image: Deno.readFileSync(KERNEL!), cmdline: "earlyprintk=serial,ttyS0,115200 console=ttyS0 nokaslr" },
+      kernel: {
+        image: Deno.readFileSync(KERNEL!),
+        cmdline: "earlyprintk=serial,ttyS0,115200 console=ttyS0 nokaslr",
+      },
       serial: (byte) => {
         text += String.fromCharCode(byte);
         if (byte === 0x0a && text.includes("KASLR disabled")) pc.stop({ kind: "quit" });
