@@ -83,7 +83,7 @@ Deno.test({
     assert.ok(lines.includes(`Command line: ${CMDLINE}`), text);
     const expected = pc.e820.map((e) => e820Line(e.addr, e.size, e.type));
     assert.deepEqual(lines.filter((l) => l.startsWith("BIOS-e820: ")), expected);
-    assert.ok(lines.includes("found SMP MP-table at [mem 0x0009fc00-0x0009fc0f]"), text);
+    assert.ok(lines.includes("found SMP MP-table at [mem 0x0009fff0-0x0009ffff]"), text);
     assert.ok(lines.includes("Hypervisor detected: KVM"), text);
   },
 });

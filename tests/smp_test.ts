@@ -42,11 +42,11 @@ Deno.test({
   fn() {
     assert.throws(
       () => PcMachine.create({ ramSize: 64n << 20n, cpus: 0 }),
-      /0 vCPUs is not between 1 and 40/,
+      /0 vCPUs is not between 1 and 254/,
     );
     assert.throws(
-      () => PcMachine.create({ ramSize: 64n << 20n, cpus: 41 }),
-      /41 vCPUs is not between 1 and 40/,
+      () => PcMachine.create({ ramSize: 64n << 20n, cpus: 255 }),
+      /255 vCPUs is not between 1 and 254/,
     );
   },
 });

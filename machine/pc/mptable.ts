@@ -3,23 +3,27 @@
  * (Linux with `acpi=off`, small test guests) learns its CPUs, its IOAPIC and how the ISA IRQs reach
  * the IOAPIC's pins. Pure: builds bytes, writes nothing.
  *
- * The whole structure is one block of at most 1 KiB placed at {@link MP_TABLE_START} (0x9fc00),
- * the last KiB of base memory, which the board's e820 map reserves and which Linux's
- * `smp_scan_config` searches (besides the first KiB of RAM, the first KiB of the EBDA and
- * 0xf0000–0xfffff; the BIOS area is avoided because PAM shows PCI/ROM there at reset):
+ * The structure is one block ending at 640 KiB (0xa0000): the floating pointer in the very last
+ * paragraph, {@link MP_FLOATING_POINTER_START} (0x9fff0), inside the last KiB of base memory that
+ * Linux's `smp_scan_config` searches (besides the first KiB of RAM, the first KiB of the EBDA and
+ * 0xf0000–0xfffff; the BIOS area is avoided because PAM shows PCI/ROM there at reset), and the
+ * configuration table right below it, as large as the CPU count needs. The board's e820 map
+ * reserves the block (the last KiB of base memory for up to 40 CPUs, more below it beyond):
  *
  * | offset | size     | what                                                          |
  * |--------|----------|---------------------------------------------------------------|
- * | 0      | 16       | MP floating pointer structure "_MP_" (spec §4.1)              |
- * | 16     | 44       | configuration table header "PCMP" (spec §4.2)                 |
- * | 60     | 20 × N   | processor entries, APIC id = vCPU index, BSP = vCPU 0         |
+ * | 0      | 44       | configuration table header "PCMP" (spec §4.2)                 |
+ * | 44     | 20 × N   | processor entries, APIC id = vCPU index, BSP = vCPU 0         |
  * |        | 8        | bus entry: bus 0 "ISA   "                                     |
  * |        | 8        | IOAPIC entry                                                  |
  * |        | 8 × I    | I/O interrupt entries (ISA IRQ → IOAPIC pin)                  |
  * |        | 8 × 2    | local interrupt entries: ExtINT on LINT0, NMI on LINT1, all   |
+ * |        | 0–15     | padding to the floating pointer's paragraph                   |
+ * | last 16| 16       | MP floating pointer structure "_MP_" (spec §4.1), at 0x9fff0   |
  *
- * Entries appear in ascending type order, as spec §4.3 asks. With the PC's 15 ISA routes the
- * block is 212 + 20 × N bytes, so at most {@link MP_TABLE_MAX_CPUS} (40) CPUs fit.
+ * Entries appear in ascending type order, as spec §4.3 asks. With the PC's 15 ISA routes the table
+ * is 196 + 20 × N bytes. Processor entries hold 8-bit xAPIC ids and the IOAPIC takes the id after
+ * the last CPU, so at most {@link MP_TABLE_MAX_CPUS} (254) CPUs can be described.
  *
  * Facts from the Intel MultiProcessor Specification 1.4 (May 1997), chapter 4, and from Linux's
  * `arch/x86/kernel/mpparse.c` (where it scans, what it checks: signature, length 1, revision 1 or
@@ -28,10 +32,12 @@
  * @module
  */
 
-/** Where the block goes: the last KiB of base memory (639 KiB), searched by Linux. */
-export const MP_TABLE_START = 0x9_fc00n;
-/** Room for the block: up to the VGA window at 0xa0000. */
-export const MP_TABLE_MAX_SIZE = 0x400n;
+/** The block ends at the VGA window: 640 KiB. */
+export const MP_TABLE_END = 0xa_0000n;
+/** The floating pointer: the last paragraph of base memory, where Linux's scan finds it. */
+export const MP_FLOATING_POINTER_START = 0x9_fff0n;
+/** The last KiB of base memory (639 KiB), the area Linux scans for the floating pointer. */
+export const MP_SCAN_START = 0x9_fc00n;
 
 /** Size of the MP floating pointer structure (one 16-byte paragraph). */
 export const MP_FLOATING_POINTER_SIZE = 16;
@@ -153,12 +159,14 @@ export interface MpTableOptions {
 
 /** A built MP table: the bytes to copy into guest RAM at `address`. */
 export interface MpTable {
-  /** Guest-physical address of `bytes[0]`, the floating pointer structure (16-byte aligned). */
+  /** Guest-physical address of `bytes[0]`, the configuration table (16-byte aligned); the block ends at 640 KiB. */
   readonly address: bigint;
   /** `bytes.length` as a bigint. */
   readonly size: bigint;
-  /** Guest-physical address of the configuration table header (`address` + 16). */
+  /** Guest-physical address of the configuration table header (`address`). */
   readonly configTableAddress: bigint;
+  /** Guest-physical address of the floating pointer structure (0x9fff0). */
+  readonly floatingPointerAddress: bigint;
   /** Number of base-table entries (the header's entry count). */
   readonly entryCount: number;
   /** Floating pointer, header and entries, checksums filled in. */
@@ -168,11 +176,8 @@ export interface MpTable {
 const FIXED_SIZE = MP_FLOATING_POINTER_SIZE + MP_CONFIG_HEADER_SIZE +
   MP_SHORT_ENTRY_SIZE * (1 /* bus */ + 1 /* IOAPIC */ + 2 /* LINT0, LINT1 */);
 
-/** The most CPUs whose table, with the PC's ISA wiring, fits in {@link MP_TABLE_MAX_SIZE}: 40. */
-export const MP_TABLE_MAX_CPUS: number = Math.floor(
-  (Number(MP_TABLE_MAX_SIZE) - FIXED_SIZE - MP_SHORT_ENTRY_SIZE * PC_ISA_IRQ_ROUTES.length) /
-    MP_PROCESSOR_ENTRY_SIZE,
-);
+/** The most CPUs an MP table can list: 8-bit xAPIC ids 0–253, and id 254 for the IOAPIC. */
+export const MP_TABLE_MAX_CPUS = 254;
 
 const POLARITY_BITS: Record<MpPolarity, number> = { conforming: 0b00, high: 0b01, low: 0b11 };
 const TRIGGER_BITS: Record<MpTrigger, number> = { conforming: 0b00, edge: 0b01, level: 0b11 };
@@ -215,7 +220,7 @@ function ascii(view: DataView, offset: number, text: string): void {
  * Builds the MP floating pointer, configuration table header and base-table entries for a board of
  * `cpus` vCPUs, to be copied to guest RAM at the returned `address` (0x9fc00).
  *
- * @throws {RangeError} on a CPU count outside 1–40, an IOAPIC id clashing with an APIC id, an
+ * @throws {RangeError} on a CPU count outside 1–254, an IOAPIC id clashing with an APIC id, an
  *   address that is zero or not below 4 GiB, or a bad ISA route (IRQ past 15, pin past 23,
  *   duplicates).
  *
@@ -223,14 +228,14 @@ function ascii(view: DataView, offset: number, text: string): void {
  * ```ts
  * import { buildMpTable } from "./mptable.ts";
  * const table = buildMpTable({ cpus: 4 });
- * console.assert(table.address === 0x9fc00n && table.configTableAddress === 0x9fc10n);
- * console.assert(table.bytes.length === 212 + 4 * 20 && table.entryCount === 4 + 1 + 1 + 15 + 2);
- * console.assert(new TextDecoder().decode(table.bytes.subarray(0, 4)) === "_MP_");
+ * console.assert(table.floatingPointerAddress === 0x9fff0n && table.address === 0x9fed0n);
+ * console.assert(table.entryCount === 4 + 1 + 1 + 15 + 2);
+ * console.assert(new TextDecoder().decode(table.bytes.subarray(-16, -12)) === "_MP_");
  * console.assert(table.bytes.reduce((sum, byte) => sum + byte, 0) % 256 === 0); // both checksums
  * ```
  */
 export function buildMpTable(options: MpTableOptions): MpTable {
-  const cpus = intIn(options.cpus, 1, 255, "cpus");
+  const cpus = intIn(options.cpus, 1, MP_TABLE_MAX_CPUS, "cpus");
   const ioapicId = intIn(options.ioapicId ?? cpus, 0, 255, "ioapicId");
   if (ioapicId < cpus) {
     throw new RangeError(`buildMpTable: ioapicId ${ioapicId} is the APIC id of vCPU ${ioapicId}`);
@@ -256,20 +261,17 @@ export function buildMpTable(options: MpTableOptions): MpTable {
     pinsSeen.add(pin);
   }
 
-  const size = FIXED_SIZE + MP_PROCESSOR_ENTRY_SIZE * cpus + MP_SHORT_ENTRY_SIZE * routes.length;
-  if (BigInt(size) > MP_TABLE_MAX_SIZE) {
-    throw new RangeError(
-      `buildMpTable: ${cpus} CPUs and ${routes.length} ISA routes need ${size} bytes, more than the ` +
-        `${MP_TABLE_MAX_SIZE} bytes at 0x${MP_TABLE_START.toString(16)} (at most ${MP_TABLE_MAX_CPUS} CPUs ` +
-        `with the PC's wiring)`,
-    );
-  }
+  const tableSize = FIXED_SIZE - MP_FLOATING_POINTER_SIZE + MP_PROCESSOR_ENTRY_SIZE * cpus +
+    MP_SHORT_ENTRY_SIZE * routes.length;
+  // The table right below the floating pointer, on a paragraph; the block runs to 640 KiB.
+  const configTableAddress = (MP_FLOATING_POINTER_START - BigInt(tableSize)) & ~15n;
+  const size = Number(MP_TABLE_END - configTableAddress);
+  const pointerAt = Number(MP_FLOATING_POINTER_START - configTableAddress);
   const bytes = new Uint8Array(size);
   const view = new DataView(bytes.buffer);
-  const configTableAddress = MP_TABLE_START + BigInt(MP_FLOATING_POINTER_SIZE);
 
   // Base-table entries, after the header.
-  const tableStart = MP_FLOATING_POINTER_SIZE;
+  const tableStart = 0;
   let at = tableStart + MP_CONFIG_HEADER_SIZE;
   let entryCount = 0;
   for (let cpu = 0; cpu < cpus; cpu++) {
@@ -322,7 +324,7 @@ export function buildMpTable(options: MpTableOptions): MpTable {
 
   // Configuration table header (spec table 4-2).
   ascii(view, tableStart, "PCMP");
-  view.setUint16(tableStart + 4, size - tableStart, true); // base table length
+  view.setUint16(tableStart + 4, tableSize, true); // base table length
   view.setUint8(tableStart + 6, MP_SPEC_REVISION);
   ascii(view, tableStart + 8, MP_OEM_ID);
   ascii(view, tableStart + 16, MP_PRODUCT_ID);
@@ -330,15 +332,22 @@ export function buildMpTable(options: MpTableOptions): MpTable {
   view.setUint16(tableStart + 34, entryCount, true);
   view.setUint32(tableStart + 36, lapicAddress, true);
   // 40: extended table length 0, 42: extended table checksum 0, 43: reserved
-  view.setUint8(tableStart + 7, checksumOf(bytes.subarray(tableStart)));
+  view.setUint8(tableStart + 7, checksumOf(bytes.subarray(tableStart, tableStart + tableSize)));
 
   // Floating pointer structure (spec table 4-1); feature byte 1 = 0: a configuration table is present.
-  ascii(view, 0, "_MP_");
-  view.setUint32(4, Number(configTableAddress), true);
-  view.setUint8(8, MP_FLOATING_POINTER_SIZE / 16); // length in paragraphs
-  view.setUint8(9, MP_SPEC_REVISION);
+  ascii(view, pointerAt, "_MP_");
+  view.setUint32(pointerAt + 4, Number(configTableAddress), true);
+  view.setUint8(pointerAt + 8, MP_FLOATING_POINTER_SIZE / 16); // length in paragraphs
+  view.setUint8(pointerAt + 9, MP_SPEC_REVISION);
   // 11–15: feature bytes 0 (byte 2 bit 7 clear: virtual wire mode, no IMCR)
-  view.setUint8(10, checksumOf(bytes.subarray(0, MP_FLOATING_POINTER_SIZE)));
+  view.setUint8(pointerAt + 10, checksumOf(bytes.subarray(pointerAt, pointerAt + MP_FLOATING_POINTER_SIZE)));
 
-  return { address: MP_TABLE_START, size: BigInt(size), configTableAddress, entryCount, bytes };
+  return {
+    address: configTableAddress,
+    size: BigInt(size),
+    configTableAddress,
+    floatingPointerAddress: MP_FLOATING_POINTER_START,
+    entryCount,
+    bytes,
+  };
 }

@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import {
   buildMpTable,
   type IsaIrqRoute,
+  MP_SCAN_START,
+  MP_TABLE_END,
   MP_TABLE_MAX_CPUS,
-  MP_TABLE_MAX_SIZE,
-  MP_TABLE_START,
   type MpTable,
   PC_ISA_IRQ_ROUTES,
 } from "./mptable.ts";
@@ -74,7 +74,7 @@ function parse(table: MpTable): Parsed {
     );
     return table.bytes.subarray(offset, offset + size);
   };
-  const floating = memory(Number(table.address), 16);
+  const floating = memory(Number(table.floatingPointerAddress), 16);
   const fv = new DataView(floating.buffer, floating.byteOffset, 16);
   assert.equal(text(floating.subarray(0, 4)), "_MP_");
   const physptr = fv.getUint32(4, true);
@@ -172,12 +172,13 @@ function parse(table: MpTable): Parsed {
 Deno.test("MP table for 4 CPUs: floating pointer and header as Linux's mpparse checks them", () => {
   const table = buildMpTable({ cpus: 4 });
   const p = parse(table);
-  assert.equal(table.address, 0x9fc00n);
+  assert.equal(table.floatingPointerAddress, 0x9fff0n);
+  assert.equal(table.address, 0x9fed0n, "the table right below the pointer, on a paragraph");
   assert.equal(p.floatingSum, 0, "floating pointer checksum");
   assert.equal(p.length, 1, "one 16-byte paragraph");
   assert.equal(p.floatingRevision, 4);
   assert.deepEqual(p.features, [0, 0, 0, 0, 0], "feature byte 1 = 0: a configuration table is present");
-  assert.equal(p.physptr, 0x9fc10);
+  assert.equal(p.physptr, 0x9fed0);
   assert.equal(BigInt(p.physptr), table.configTableAddress);
   assert.equal(p.tableSum, 0, "base table checksum");
   assert.equal(p.tableRevision, 4);
@@ -187,7 +188,8 @@ Deno.test("MP table for 4 CPUs: floating pointer and header as Linux's mpparse c
   assert.equal(p.oemSize, 0);
   assert.equal(p.lapicAddress, 0xfee00000);
   assert.equal(p.extendedLength, 0);
-  assert.equal(p.tableLength + 16, table.bytes.length, "nothing follows the base table");
+  const gap = table.floatingPointerAddress - (table.configTableAddress + BigInt(p.tableLength));
+  assert.ok(gap >= 0n && gap < 16n, "the base table ends within a paragraph below the pointer");
   assert.equal(table.size, BigInt(table.bytes.length));
   assert.equal(p.entryCount, p.types.length);
   assert.equal(p.entryCount, table.entryCount);
@@ -232,21 +234,20 @@ Deno.test("MP table: ISA bus, the IOAPIC, ISA IRQs with IRQ 0 on pin 2, virtual-
   ]);
 });
 
-Deno.test("MP table: fits in the last KiB of base memory, on a paragraph Linux scans, up to 40 CPUs", () => {
-  assert.equal(MP_TABLE_MAX_CPUS, 40);
+Deno.test("MP table: the pointer in the paragraph Linux scans, the block up to 640 KiB, 1 to 254 CPUs", () => {
+  assert.equal(MP_TABLE_MAX_CPUS, 254);
   for (let cpus = 1; cpus <= MP_TABLE_MAX_CPUS; cpus++) {
     const table = buildMpTable({ cpus });
     const p = parse(table);
     assert.equal(p.floatingSum, 0, `${cpus} CPUs: floating checksum`);
     assert.equal(p.tableSum, 0, `${cpus} CPUs: table checksum`);
     assert.equal(p.processors.length, cpus);
-    assert.equal(table.bytes.length, 212 + 20 * cpus);
     assert.equal(table.address % 16n, 0n, "Linux looks at 16-byte boundaries");
-    assert.ok(table.address >= MP_TABLE_START, "in smp_scan_config(639 * 0x400, 0x400)");
-    assert.ok(table.address + table.size <= MP_TABLE_START + MP_TABLE_MAX_SIZE, `${cpus} CPUs fit`);
-    assert.equal(MP_TABLE_START + MP_TABLE_MAX_SIZE, 0xa0000n);
+    assert.equal(table.address + table.size, MP_TABLE_END, "the block ends at 640 KiB");
+    assert.ok(table.floatingPointerAddress >= MP_SCAN_START, "in smp_scan_config(639 * 0x400, 0x400)");
+    if (cpus <= 40) assert.ok(table.address >= MP_SCAN_START, `${cpus} CPUs: all in the last KiB`);
   }
-  assert.throws(() => buildMpTable({ cpus: 41 }), /need 1032 bytes.*at most 40 CPUs/);
+  assert.throws(() => buildMpTable({ cpus: 255 }), /cpus/);
 });
 
 Deno.test("MP table: options for the IOAPIC, the addresses, the ISA wiring and CPU identity", () => {
@@ -281,7 +282,7 @@ Deno.test("MP table: options for the IOAPIC, the addresses, the ISA wiring and C
 
 Deno.test("MP table: bad options are RangeErrors naming the field", () => {
   const bad: [Parameters<typeof buildMpTable>[0], RegExp][] = [
-    [{ cpus: 0 }, /cpus 0 is outside 1–255/],
+    [{ cpus: 0 }, /cpus 0 is outside 1–254/],
     [{ cpus: 1.5 }, /cpus 1\.5 is not an integer/],
     [{ cpus: 4, ioapicId: 3 }, /ioapicId 3 is the APIC id of vCPU 3/],
     [{ cpus: 4, ioapicId: 256 }, /ioapicId 256 is outside/],

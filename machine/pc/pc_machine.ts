@@ -49,7 +49,10 @@ const CONVENTIONAL_END = 0x9_fc00n;
 /** The BIOS area below 1 MiB that the e820 map reserves. */
 const BIOS_AREA_START = 0xf_0000n;
 const BIOS_AREA_END = 0x10_0000n;
-/** The most vCPUs the board offers: as many as the MP table in the last KiB of base memory lists. */
+/**
+ * The most vCPUs the board offers: as many as an MP table can describe with 8-bit xAPIC ids (254).
+ * KVM itself may refuse fewer (KVM_CAP_MAX_VCPUS); that is reported when the vCPU is created.
+ */
 export const MAX_CPUS: number = MP_TABLE_MAX_CPUS;
 
 /** Options of {@link PcMachine.create}. */
@@ -159,7 +162,9 @@ export class PcMachine implements Disposable {
       throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
     }
     const split = splitRam(options.ramSize);
-    const e820 = pcE820(split.below4g, split.above4g, BigInt(firmware.length));
+    // The Intel MP table, ending at 640 KiB where Linux's smp_scan_config finds it.
+    const mpTable = buildMpTable({ cpus });
+    const e820 = pcE820(split.below4g, split.above4g, BigInt(firmware.length), mpTable.address);
     const boot = options.kernel
       ? loadKernel(options.kernel.image, {
         cmdline: options.kernel.cmdline ?? "",
@@ -242,8 +247,6 @@ export class PcMachine implements Disposable {
       runner = cpus === 1 ? new VcpuRunner(vcpus[0], { memory, io }) : new SmpRunner(vcpus, { memory, io });
 
       for (const { addr, data } of boot.writes) memory.writeRom(addr, data);
-      // The Intel MP table, where Linux's smp_scan_config looks (the last KiB of base memory).
-      const mpTable = buildMpTable({ cpus });
       memory.writeRom(mpTable.address, mpTable.bytes);
 
       // The bootstrap processor enters the guest; the others wait for INIT/SIPI in the kernel.
@@ -390,10 +393,17 @@ export class PcMachine implements Disposable {
  * identity map and TSS, the firmware, and RAM above 4 GiB. (QEMU passes only the RAM and KVM
  * entries through fw_cfg and lets SeaBIOS carve the rest; for `-kernel` we are the firmware.)
  */
-export function pcE820(below4g: bigint, above4g: bigint, firmwareSize: bigint): E820Entry[] {
+export function pcE820(
+  below4g: bigint,
+  above4g: bigint,
+  firmwareSize: bigint,
+  mpTableStart: bigint = CONVENTIONAL_END,
+): E820Entry[] {
+  // Conventional memory ends at 639 KiB, or lower where a large MP table needs the room (KiB aligned).
+  const conventionalEnd = mpTableStart < CONVENTIONAL_END ? mpTableStart & ~0x3ffn : CONVENTIONAL_END;
   const entries: E820Entry[] = [
-    { addr: 0n, size: below4g < CONVENTIONAL_END ? below4g : CONVENTIONAL_END, type: E820_RAM },
-    { addr: CONVENTIONAL_END, size: 0xa_0000n - CONVENTIONAL_END, type: E820_RESERVED },
+    { addr: 0n, size: below4g < conventionalEnd ? below4g : conventionalEnd, type: E820_RAM },
+    { addr: conventionalEnd, size: 0xa_0000n - conventionalEnd, type: E820_RESERVED },
     { addr: BIOS_AREA_START, size: BIOS_AREA_END - BIOS_AREA_START, type: E820_RESERVED },
   ];
   if (below4g > BIOS_AREA_END) {
