@@ -5,7 +5,14 @@
  * @module
  */
 
-import { Kvm, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KvmError, type MemslotCall } from "../mod.ts";
+import {
+  assemble,
+  Kvm,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KvmError,
+  type MemslotCall,
+} from "../mod.ts";
 
 /** `0x…` for addresses and values. */
 export function hex(value: number | bigint): string {
@@ -52,37 +59,15 @@ export function openKvm(script: string): Kvm {
   }
 }
 
-async function tool(script: string, command: string, args: string[]): Promise<void> {
-  let output: Deno.CommandOutput;
-  try {
-    output = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      fail(script, `${command} not found: install binutils (apt-get install binutils) to build the guest`);
-    }
-    throw error;
-  }
-  if (!output.success) {
-    fail(script, `${command} failed: ${new TextDecoder().decode(output.stderr).trim()}`);
-  }
-}
-
 /**
  * Assembles `guests/<name>` (GNU as, AT&T syntax, `.code16` inside) and links it into a flat binary
  * whose first byte belongs at `base`. Needs `--allow-run=as,ld`, `--allow-write` and
  * `--allow-read` (a temporary directory).
  */
 export async function assembleGuest(script: string, name: string, base: number): Promise<Uint8Array> {
-  const source = decodeURIComponent(new URL(`./guests/${name}`, import.meta.url).pathname);
-  const dir = await Deno.makeTempDir({ prefix: "kvm-ts-example-" });
   try {
-    await tool(script, "as", ["--32", "-o", `${dir}/guest.o`, source]);
-    await tool(script, "ld", [
-      ...["-m", "elf_i386", "--oformat", "binary", "--build-id=none"],
-      ...["-Ttext", hex(base), "-e", "_start", "-o", `${dir}/guest.bin`, `${dir}/guest.o`],
-    ]);
-    return await Deno.readFile(`${dir}/guest.bin`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+    return await assemble(new URL(`./guests/${name}`, import.meta.url), { base, elf: 32 });
+  } catch (error) {
+    fail(script, (error as Error).message.split("\n")[0]);
   }
 }

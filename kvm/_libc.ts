@@ -17,6 +17,8 @@
  * @module
  */
 
+import { KvmError } from "./kvm_error.ts";
+
 /**
  * The libc symbol table, with the C prototype of each binding.
  *
@@ -58,6 +60,9 @@ const LIBC_SYMBOLS = {
 /** The bound libc functions, typed from {@link LIBC_SYMBOLS}. */
 export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 
+/** errno for "operation not permitted". */
+const EPERM = 1;
+
 /** glibc's soname on Linux (x86-64 and others). */
 const LIBC_SONAME = "libc.so.6";
 
@@ -81,10 +86,12 @@ export function libc(): Libc {
     opened = Deno.dlopen(LIBC_SONAME, LIBC_SYMBOLS);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
-      throw new Error(
-        `The KVM layer calls libc through FFI: run Deno with --allow-ffi (${(error as Error).message})`,
-        { cause: error },
-      );
+      // The same error type as every other KVM failure, so callers branch on `code` alone.
+      throw new KvmError("dlopen", EPERM, {
+        detail: LIBC_SONAME,
+        hint: "the KVM layer calls libc through FFI: run Deno with --allow-ffi",
+        cause: error,
+      });
     }
     throw error;
   }

@@ -17,6 +17,7 @@
  */
 
 import { encodeImage, mostFrequentByte } from "./_image.ts";
+import { assemble } from "./assemble.ts";
 
 /** The command that regenerates the guest modules, quoted in each module's header. */
 export const BUILD_COMMAND = "node_modules/deno/deno run -A machine/guests/build.ts";
@@ -95,54 +96,17 @@ function here(file: string): URL {
   return new URL(`./${file}`, import.meta.url);
 }
 
-async function run(command: string, args: string[]): Promise<void> {
-  let output: Deno.CommandOutput;
-  try {
-    output = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      throw new Error(
-        `${command} not found: install binutils (apt-get install binutils) to build the guests`,
-      );
-    }
-    throw error;
-  }
-  if (!output.success) {
-    const stderr = new TextDecoder().decode(output.stderr);
-    throw new Error(`${command} ${args.join(" ")} failed (exit ${output.code}):\n${stderr}`);
-  }
-}
-
 /**
- * Assembles and links one guest into `dir` and returns its flat binary.
+ * Assembles and links one guest and returns its flat binary.
  *
  * @example
  * ```ts ignore
  * import { assembleGuest, GUESTS } from "./build.ts";
- * const dir = await Deno.makeTempDir();
- * const image = await assembleGuest(GUESTS[0], dir);
+ * const image = await assembleGuest(GUESTS[0]);
  * ```
  */
-export async function assembleGuest(guest: GuestBuild, dir: string): Promise<Uint8Array> {
-  const source = decodeURIComponent(here(`${guest.name}.S`).pathname);
-  const object = `${dir}/${guest.name}.o`;
-  const binary = `${dir}/${guest.name}.bin`;
-  await run("as", ["--64", "-o", object, source]);
-  await run("ld", [
-    "-m",
-    "elf_x86_64",
-    "--oformat",
-    "binary",
-    "--build-id=none",
-    "-Ttext",
-    `0x${guest.linkAddress.toString(16)}`,
-    "-e",
-    "_start",
-    "-o",
-    binary,
-    object,
-  ]);
-  return await Deno.readFile(binary);
+export function assembleGuest(guest: GuestBuild): Promise<Uint8Array> {
+  return assemble(here(`${guest.name}.S`), { base: guest.linkAddress, elf: 64 });
 }
 
 function hex(value: number): string {
@@ -216,17 +180,12 @@ export function renderGuestModule(guest: GuestBuild, image: Uint8Array): string 
  * ```
  */
 export async function buildGuests(): Promise<BuiltGuest[]> {
-  const dir = await Deno.makeTempDir({ prefix: "kvm-ts-guests-" });
-  try {
-    const built: BuiltGuest[] = [];
-    for (const guest of GUESTS) {
-      const image = await assembleGuest(guest, dir);
-      built.push({ guest, image, module: renderGuestModule(guest, image) });
-    }
-    return built;
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  const built: BuiltGuest[] = [];
+  for (const guest of GUESTS) {
+    const image = await assembleGuest(guest);
+    built.push({ guest, image, module: renderGuestModule(guest, image) });
   }
+  return built;
 }
 
 /** The URL of the committed module of `guest`. */

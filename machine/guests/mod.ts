@@ -18,3 +18,4 @@ export { EXIT_STATUS } from "./exit_status.ts";
 export { ECHO } from "./echo.ts";
 export { SMP } from "./smp.ts";
 export { FIRMWARE } from "./firmware.ts";
+export { assemble, type AssembleOptions, GUEST_LOAD_ADDRESS } from "./assemble.ts";
