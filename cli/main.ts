@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions } from "../memory/mod.ts";
-import { HELLO64 } from "../machine/guests/mod.ts";
+import { HELLO64 } from "../machine/guests/hello64.ts"; // only the image this command may run
 import { detectFormat, LoaderError } from "../machine/loader/mod.ts";
 import { buildPcDevices } from "../machine/pc/pc_devices.ts";
 import { MAX_CPUS, PcMachine } from "../machine/pc/pc_machine.ts";

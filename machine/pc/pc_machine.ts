@@ -29,7 +29,7 @@ import {
   firmwareEntry,
   loadKernel,
 } from "../loader/mod.ts";
-import { FIRMWARE } from "../guests/mod.ts";
+import { FIRMWARE } from "../guests/firmware.ts";
 import { type RunnerHooks, type RunOutcome, VcpuRunner } from "../vcpu_runner.ts";
 import { type Doorbell, SmpRunner } from "../smp_runner.ts";
 import {
