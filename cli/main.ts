@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import { handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions } from "../memory/mod.ts";
 import { HELLO64 } from "../machine/guests/hello64.ts"; // only the image this command may run
-import { detectFormat, LoaderError } from "../machine/loader/mod.ts";
+import { type CpuMode, detectFormat, LoaderError, loadFlat } from "../machine/loader/mod.ts";
 import { buildPcDevices } from "../machine/pc/pc_devices.ts";
 import { MAX_CPUS, PcMachine } from "../machine/pc/pc_machine.ts";
 import { buildPcMemory, splitRam } from "../machine/pc/pc_memory.ts";
@@ -31,6 +31,9 @@ options:
                           entry), or Multiboot v1 (a.out kludge or ELF32)
   -append TEXT            kernel command line
   -initrd FILE            initial ramdisk (Linux kernels)
+  -device loader,file=FILE,addr=ADDR[,mode=real|protected32|long64]
+                          a flat binary at ADDR, entered there in that mode (default real), as
+                          QEMU's generic loader; long64 gets identity page tables and a GDT
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
   -serial stdio|null|file:PATH
                           where COM1 goes (default stdio)
@@ -76,6 +79,7 @@ export interface CliOptions {
   kernel?: { path: string; image: Uint8Array };
   append: string;
   initrd?: { path: string; image: Uint8Array };
+  flat?: { path: string; image: Uint8Array; addr: bigint; mode: CpuMode };
   bios?: { path: string; image: Uint8Array };
   serial: { kind: "stdio" } | { kind: "null" } | { kind: "file"; path: string };
   dumpMtree?: "tree" | "flat";
@@ -85,6 +89,7 @@ export interface CliOptions {
 }
 
 const LONG_OPTIONS = new Set([
+  "device",
   "smp",
   "kernel",
   "append",
@@ -128,6 +133,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
       options: {
         m: { type: "string", short: "m" },
         smp: { type: "string" },
+        device: { type: "string" },
         kernel: { type: "string" },
         append: { type: "string" },
         initrd: { type: "string" },
@@ -182,9 +188,30 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   if (values.append !== undefined && values.kernel === undefined) {
     throw new UsageError("-append needs -kernel");
   }
+  let flat: CliOptions["flat"];
+  if (values.device !== undefined) {
+    const props = new Map(values.device.split(",").slice(1).map((p) => p.split("=", 2) as [string, string]));
+    const mode = props.get("mode") ?? "real";
+    const addr = props.get("addr");
+    if (!values.device.startsWith("loader,") || !props.get("file") || addr === undefined) {
+      throw new UsageError(
+        `-device: only "loader,file=FILE,addr=ADDR[,mode=…]" is supported, got "${values.device}"`,
+      );
+    }
+    if (!/^(0x[0-9a-f]+|\d+)$/i.test(addr)) {
+      throw new UsageError(`-device loader: addr "${addr}" is not a number`);
+    }
+    if (mode !== "real" && mode !== "protected32" && mode !== "long64") {
+      throw new UsageError(`-device loader: mode "${mode}" is not real, protected32 or long64`);
+    }
+    if (values.kernel !== undefined) throw new UsageError("-device loader and -kernel exclude each other");
+    const path = props.get("file")!;
+    flat = { path, image: readInput("-device loader", path), addr: BigInt(addr), mode };
+  }
   return {
     ramSize,
     cpus,
+    flat,
     kernel: values.kernel === undefined
       ? undefined
       : { path: values.kernel, image: readInput("-kernel", values.kernel) },
@@ -341,6 +368,13 @@ async function boot(options: CliOptions, io: CliIo, entered: number): Promise<nu
           : options.append,
         initrd: options.initrd?.image,
       },
+      boot: options.flat
+        ? loadFlat(options.flat.image, {
+          addr: options.flat.addr,
+          mode: options.flat.mode,
+          ramSize: options.ramSize,
+        })
+        : undefined,
       serial,
       traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
     });

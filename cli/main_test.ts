@@ -48,6 +48,12 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
     [["-initrd", "/etc/hostname"], /-initrd needs -kernel/],
     [["--dump-mtree=x"], /--dump-mtree: expected nothing or =-f/],
     [["-reboot", "-no-reboot"], /contradict/],
+    [["-device", "virtio-net"], /-device: only "loader,file=FILE,addr=ADDR\[,mode=…\]" is supported/],
+    [["-device", "loader,file=/etc/hostname,addr=x"], /-device loader: addr "x" is not a number/],
+    [
+      ["-device", "loader,file=/etc/hostname,addr=0,mode=v86"],
+      /mode "v86" is not real, protected32 or long64/,
+    ],
     [["-m", "1T"], /more than this host's .* of memory/],
   ];
   for (const [args, message] of cases) {
@@ -133,5 +139,43 @@ Deno.test({
       "pc.bios is a read-only slot",
     );
     assert.match(io.stdout[0], /00000000000c0000-00000000000dffff \(prio 1, rom\): pc\.rom KVM\n/);
+  },
+});
+
+Deno.test({
+  name: "-device loader: a flat binary at an address in real mode, as QEMU's generic loader",
+  ignore: !KVM.available,
+  async fn() {
+    // mov al,'H'; mov dx,0x3f8; out dx,al; mov al,'i'; out dx,al; mov al,10; out dx,al;
+    // mov al,7; mov dx,0x501; out dx,al  — isa-debug-exit: status (7 << 1) | 1
+    const code = [
+      0xb0,
+      0x48,
+      0xba,
+      0xf8,
+      0x03,
+      0xee,
+      0xb0,
+      0x69,
+      0xee,
+      0xb0,
+      0x0a,
+      0xee,
+      0xb0,
+      0x07,
+      0xba,
+      0x01,
+      0x05,
+      0xee,
+    ];
+    const path = await Deno.makeTempFile({ suffix: ".bin" });
+    try {
+      await Deno.writeFile(path, Uint8Array.from(code));
+      const io = capture();
+      assert.equal(await main(["-device", `loader,file=${path},addr=0x7c00`], io), 15);
+      assert.equal(io.text(), "Hi\n");
+    } finally {
+      await Deno.remove(path);
+    }
   },
 });

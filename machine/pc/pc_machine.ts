@@ -66,6 +66,8 @@ export interface PcMachineOptions {
    * command line and, for Linux, an initial ramdisk.
    */
   kernel?: { image: Uint8Array; cmdline?: string; initrd?: Uint8Array };
+  /** Or a boot plan made elsewhere (a flat binary from `loadFlat`, say); wins over `kernel`. */
+  boot?: BootPlan;
   /** Every byte the guest sends through COM1. */
   serial?: (byte: number) => void;
   /** Every `KVM_SET_USER_MEMORY_REGION` call (the `--trace-memslots` flag). */
@@ -165,13 +167,13 @@ export class PcMachine implements Disposable {
     // The Intel MP table, ending at 640 KiB where Linux's smp_scan_config finds it.
     const mpTable = buildMpTable({ cpus });
     const e820 = pcE820(split.below4g, split.above4g, BigInt(firmware.length), mpTable.address);
-    const boot = options.kernel
+    const boot = options.boot ?? (options.kernel
       ? loadKernel(options.kernel.image, {
         cmdline: options.kernel.cmdline ?? "",
         e820,
         ramSize: split.below4g,
       })
-      : firmwarePlan;
+      : firmwarePlan);
     const cleanup: Disposable[] = [];
     const ownsKvm = !options.kvm;
     try {
