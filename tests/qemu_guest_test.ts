@@ -17,12 +17,10 @@
  * @module
  */
 
+import { ACCEL, probeQemu, type QemuRun, runQemuGuest } from "./_qemu.ts";
 import assert from "node:assert/strict";
 import { EXIT_STATUS, FIRMWARE, HELLO64 } from "../machine/guests/mod.ts";
 
-const QEMU = "qemu-system-x86_64";
-/** A run taking longer than this is killed (SeaBIOS alone takes ~3 s under the nested kvm_pvm). */
-const RUN_TIMEOUT_MS = 120_000;
 const GOLDEN = new URL("./golden/qemu-serial/hello64.txt", import.meta.url);
 /** The note hello64 prints when `syscall` left it in ring 3 (see machine/guests/hello64.S). */
 const KNOWN_NOTE = new RegExp(
@@ -30,98 +28,15 @@ const KNOWN_NOTE = new RegExp(
     "(; back in ring 0 through int 0x80| and int 0x80 raised #UD; back in ring 0 through that #UD)$",
 );
 
-function probeQemu(): { version?: string; reason?: string } {
-  try {
-    const out = new Deno.Command(QEMU, { args: ["--version"], stdout: "piped", stderr: "null" }).outputSync();
-    return {
-      version: new TextDecoder().decode(out.stdout).split("\n")[0].replace(/^QEMU emulator version /, ""),
-    };
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      return { reason: `${QEMU} not found (Debian: qemu-system-x86)` };
-    }
-    throw error;
-  }
-}
-
-function kvmUsable(): boolean {
-  try {
-    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const qemu = probeQemu();
-const ACCEL = kvmUsable() ? "kvm" : "tcg";
 if (qemu.reason !== undefined) console.log(`tests/qemu_guest_test.ts: skipped: ${qemu.reason}`);
 else if (ACCEL === "tcg") {
   console.log("tests/qemu_guest_test.ts: /dev/kvm is not usable: running QEMU with TCG");
 }
 
-/** The command line, with the image given by a path relative to QEMU's working directory. */
-function qemuArgs(bootFlag: "-kernel" | "-bios", file: string): string[] {
-  return [
-    "-machine",
-    "pc",
-    "-accel",
-    ACCEL,
-    "-nodefaults",
-    "-no-reboot",
-    "-serial",
-    "stdio",
-    "-display",
-    "none",
-    "-device",
-    "isa-debug-exit,iobase=0x501,iosize=2",
-    bootFlag,
-    file,
-  ];
-}
-
-interface QemuRun {
-  command: string;
-  serial: string;
-  stderr: string;
-  status: number;
-  seconds: number;
-}
-
-/** Runs QEMU on `image` in a temporary directory, with a timeout. */
-async function runQemu(name: string, image: Uint8Array, bootFlag: "-kernel" | "-bios"): Promise<QemuRun> {
-  const dir = await Deno.makeTempDir({ prefix: "kvm-ts-qemu-" });
-  try {
-    const file = `${name}.bin`;
-    await Deno.writeFile(`${dir}/${file}`, image);
-    const args = qemuArgs(bootFlag, file);
-    const start = performance.now();
-    const child = new Deno.Command(QEMU, { args, cwd: dir, stdin: "null", stdout: "piped", stderr: "piped" })
-      .spawn();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill("SIGKILL");
-    }, RUN_TIMEOUT_MS);
-    const output = await child.output();
-    clearTimeout(timer);
-    const seconds = (performance.now() - start) / 1000;
-    const run = {
-      command: [QEMU, ...args].join(" "),
-      serial: new TextDecoder().decode(output.stdout),
-      stderr: new TextDecoder().decode(output.stderr),
-      status: output.code,
-      seconds,
-    };
-    console.log(`${name}: QEMU (${ACCEL}) exited with status ${run.status} after ${seconds.toFixed(2)} s`);
-    assert.ok(
-      !timedOut,
-      `${name}: QEMU did not finish in ${RUN_TIMEOUT_MS / 1000} s; serial so far:\n${run.serial}`,
-    );
-    return run;
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+/** Runs QEMU on `image` (see tests/_qemu.ts). */
+function runQemu(name: string, image: Uint8Array, bootFlag: "-kernel" | "-bios"): Promise<QemuRun> {
+  return runQemuGuest(name, image, bootFlag);
 }
 
 const skip = { ignore: qemu.reason !== undefined };

@@ -13,93 +13,24 @@
  * @module
  */
 
+import { ACCEL, probeQemu, type QemuRun, runQemuGuest } from "./_qemu.ts";
 import assert from "node:assert/strict";
 import { SMP } from "../machine/guests/mod.ts";
 
-const QEMU = "qemu-system-x86_64";
-/** A run taking longer than this is killed (SeaBIOS alone takes ~3 s under the nested kvm_pvm). */
-const RUN_TIMEOUT_MS = 120_000;
-
-function missingQemu(): string | undefined {
-  try {
-    new Deno.Command(QEMU, { args: ["--version"], stdout: "null", stderr: "null" }).outputSync();
-    return undefined;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return `${QEMU} not found (Debian: qemu-system-x86)`;
-    throw error;
-  }
-}
-
-function kvmUsable(): boolean {
-  try {
-    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const missing = missingQemu();
-const ACCEL = kvmUsable() ? "kvm" : "tcg";
+const missing = probeQemu().reason;
 if (missing !== undefined) console.log(`tests/qemu_smp_test.ts: skipped: ${missing}`);
 else if (ACCEL === "tcg") {
   console.log("tests/qemu_smp_test.ts: /dev/kvm is not usable: running QEMU with TCG");
 }
 
-interface QemuRun {
-  serial: string;
-  stderr: string;
-  status: number;
-}
-
-/** Runs the smp guest under QEMU with `cpus` vCPUs, in a temporary directory, with a timeout. */
+/** Runs the smp guest under QEMU with `cpus` vCPUs (see tests/_qemu.ts). */
 async function runSmp(cpus: number): Promise<QemuRun> {
-  const dir = await Deno.makeTempDir({ prefix: "kvm-ts-qemu-smp-" });
-  try {
-    await Deno.writeFile(`${dir}/smp.bin`, SMP);
-    const args = [
-      "-machine",
-      "pc",
-      "-accel",
-      ACCEL,
-      "-smp",
-      String(cpus),
-      "-nodefaults",
-      "-no-reboot",
-      "-serial",
-      "stdio",
-      "-display",
-      "none",
-      "-device",
-      "isa-debug-exit,iobase=0x501,iosize=2",
-      "-kernel",
-      "smp.bin",
-    ];
-    const start = performance.now();
-    const child = new Deno.Command(QEMU, { args, cwd: dir, stdin: "null", stdout: "piped", stderr: "piped" })
-      .spawn();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill("SIGKILL");
-    }, RUN_TIMEOUT_MS);
-    const output = await child.output();
-    clearTimeout(timer);
-    const seconds = (performance.now() - start) / 1000;
-    const run = {
-      serial: new TextDecoder().decode(output.stdout),
-      stderr: new TextDecoder().decode(output.stderr),
-      status: output.code,
-    };
-    console.log(
-      `smp -smp ${cpus}: QEMU (${ACCEL}) exited with status ${run.status} after ${seconds.toFixed(2)} s\n` +
-        run.serial.trimEnd(),
-    );
-    assert.ok(!timedOut, `QEMU did not finish in ${RUN_TIMEOUT_MS / 1000} s; serial so far:\n${run.serial}`);
-    return run;
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const run = await runQemuGuest(`smp-${cpus}cpus`, SMP, "-kernel", [
+    "-smp",
+    String(cpus),
+  ]);
+  console.log(run.serial.trimEnd());
+  return run;
 }
 
 /** Checks the serial output of a successful run with `cpus` CPUs; AP lines may come in any order. */
