@@ -179,3 +179,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a triple fault ends the run with the reason, a register dump and status 1",
+  ignore: !KVM.available,
+  async fn() {
+    // 32-bit flat code at 0x8000: lidt [0x8010] (an empty IDT); ud2 — #UD, then #DF, then shutdown.
+    const code = [
+      0x0f,
+      0x01,
+      0x1d,
+      0x10,
+      0x80,
+      0x00,
+      0x00,
+      0x0f,
+      0x0b,
+      0xf4,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+    ];
+    const path = await Deno.makeTempFile({ suffix: ".bin" });
+    try {
+      await Deno.writeFile(path, Uint8Array.from(code));
+      const io = capture();
+      assert.equal(await main(["-device", `loader,file=${path},addr=0x8000,mode=protected32`], io), 1);
+      assert.equal(io.stderr.length, 1);
+      assert.match(io.stderr[0], /^error: triple fault \(KVM_EXIT_SHUTDOWN\)\nRAX=/);
+      assert.match(io.stderr[0], /\nRIP=0000000000008007 /); // the ud2
+      assert.match(io.stderr[0], /\nIDT=     0000000000000000 00000000\n/);
+    } finally {
+      await Deno.remove(path);
+    }
+  },
+});
