@@ -217,7 +217,7 @@ Deno.test({
       assert.equal(io.stderr.length, 1);
       assert.match(io.stderr[0], /^error: triple fault \(KVM_EXIT_SHUTDOWN\)\nRAX=/);
       assert.match(io.stderr[0], /\nRIP=0000000000008007 /); // the ud2
-      assert.match(io.stderr[0], /\nIDT=     0000000000000000 00000000\n/);
+      assert.match(io.stderr[0], /\nIDT= {5}0000000000000000 00000000\n/);
     } finally {
       await Deno.remove(path);
     }
