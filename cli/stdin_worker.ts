@@ -11,6 +11,7 @@
 // Only the kicker: this Worker starts while the VM is being created, and every module counts.
 import { VcpuKicker, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import { ConsoleChannel } from "./console_channel.ts";
+import { ConsoleKeys } from "./console_keys.ts";
 
 /** The first message the Worker receives. */
 export interface StdinWorkerInit {
@@ -20,11 +21,6 @@ export interface StdinWorkerInit {
   /** Or the doorbell the VM thread sleeps on (a multi-vCPU machine). */
   doorbell?: { buffer: SharedArrayBuffer; index: number };
 }
-
-const CTRL_A = 0x01;
-const PROMPT = "(qemu) ";
-const HELP =
-  "\r\nC-a h    print this help\r\nC-a x    exit emulator\r\nC-a c    switch between console and monitor\r\nC-a C-a  sends C-a\r\n";
 
 const encoder = new TextEncoder();
 const write = (text: string) => Deno.stdout.writeSync(encoder.encode(text));
@@ -50,55 +46,21 @@ self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
     }
   };
   const kicker = { kick: () => channel.kickUnlessClosed(notify) };
-  let escape = false;
-  let monitor = false;
-  let line = "";
-
-  const runCommand = (command: string) => {
-    channel.postCommand(command);
-    kicker.kick();
-    // The VM thread prints the output; wait so the prompt comes after it.
-    while (!channel.waitCommandDone(1000)) kicker.kick();
-  };
-
+  const keys = new ConsoleKeys(write);
   const handle = (byte: number) => {
-    if (escape) {
-      escape = false;
-      if (byte === 0x78 /* x */) {
-        write("QEMU: Terminated\r\n");
-        channel.requestQuit();
-        kicker.kick();
-      } else if (byte === 0x63 /* c */) {
-        monitor = !monitor;
-        line = "";
-        write(monitor ? `\r\n${PROMPT}` : "\r\n");
-      } else if (byte === 0x68 /* h */) {
-        write(HELP);
-      } else if (byte === CTRL_A && !monitor) {
-        channel.pushInput(Uint8Array.of(CTRL_A));
-        kicker.kick();
-      }
-      return;
-    }
-    if (byte === CTRL_A) {
-      escape = true;
-    } else if (!monitor) {
-      channel.pushInput(Uint8Array.of(byte));
+    const action = keys.handle(byte);
+    if (action.kind === "guest") {
+      channel.pushInput(Uint8Array.of(action.byte));
       kicker.kick();
-    } else if (byte === 0x0d || byte === 0x0a) {
-      write("\r\n");
-      const command = line.trim();
-      line = "";
-      if (command) runCommand(command);
-      if (!channel.quitRequested) write(PROMPT);
-    } else if (byte === 0x7f || byte === 0x08) {
-      if (line.length > 0) {
-        line = line.slice(0, -1);
-        write("\b \b");
-      }
-    } else if (byte >= 0x20 && byte < 0x7f) {
-      line += String.fromCharCode(byte);
-      write(String.fromCharCode(byte));
+    } else if (action.kind === "quit") {
+      channel.requestQuit();
+      kicker.kick();
+    } else if (action.kind === "command") {
+      channel.postCommand(action.line);
+      kicker.kick();
+      // The VM thread prints the output; wait so the prompt comes after it.
+      while (!channel.waitCommandDone(1000)) kicker.kick();
+      if (!channel.quitRequested) keys.prompt();
     }
   };
 
