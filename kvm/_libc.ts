@@ -47,10 +47,6 @@ const LIBC_SYMBOLS = {
   madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   /** `long sysconf(int name);` */
   sysconf: { parameters: ["i32"], result: "i64" },
-  /** `int fcntl(int fd, int cmd, long arg);` — integer commands (F_GETFL, F_SETFL, F_SETSIG). */
-  fcntl: { parameters: ["i32", "i32", "u64"], result: "i32" },
-  /** `int fcntl(int fd, int cmd, struct f_owner_ex *arg);` — F_SETOWN_EX, F_GETOWN_EX. */
-  fcntl_buf: { name: "fcntl", parameters: ["i32", "i32", "buffer"], result: "i32" },
   /** `pid_t getpid(void);` */
   getpid: { parameters: [], result: "i32" },
   /** `pid_t gettid(void);` (glibc 2.30+) — the calling thread's id, for {@link tgkill}. */

@@ -84,4 +84,3 @@ export {
 } from "./vcpu_kicker.ts";
 export { serveExit } from "./serve_exit.ts";
 export { VcpuHandle, type VcpuHandleInit, vcpuHandleInit } from "./vcpu_handle.ts";
-export { InputSignal } from "./input_signal.ts";
