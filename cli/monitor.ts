@@ -10,8 +10,8 @@ import type { MtreeOptions } from "../memory/mod.ts";
 export interface MonitorTarget {
   /** `info mtree` text. */
   mtree(options: MtreeOptions): string;
-  /** `info registers` text. */
-  registers(): string;
+  /** `info registers` text: of CPU 0, or of all CPUs. */
+  registers(cpu?: number | "all"): string;
 }
 
 /** The result of one command: text to print, and whether the user asked to quit. */
@@ -22,7 +22,7 @@ export interface MonitorResult {
 
 const HELP = [
   "info mtree [-f] [-D]  show the memory tree (-f: flat views, -D: disabled regions too)",
-  "info registers        show the vCPU's registers",
+  "info registers [-a]   show the registers of CPU 0 (-a: of every CPU)",
   "quit | q              end the emulation",
   "help                  this text",
 ].join("\n");
@@ -54,7 +54,9 @@ export function runMonitorCommand(target: MonitorTarget, line: string): MonitorR
     if (unknown.length) return done(`info mtree: unknown flag ${unknown[0]} (use -f, -D)`);
     return done(target.mtree({ flat: flags.includes("-f"), disabled: flags.includes("-D") }));
   }
-  if (command === "info" && (rest[0] === "registers" || rest[0] === "cpus")) return done(target.registers());
+  if (command === "info" && (rest[0] === "registers" || rest[0] === "cpus")) {
+    return done(target.registers(rest[1] === "-a" ? "all" : 0));
+  }
   if (command === "info") {
     return done(`info: unknown item "${rest[0] ?? ""}" (try: info mtree, info registers)`);
   }

@@ -11,6 +11,8 @@
 export const DOORBELL = 0;
 /** Set by the VM thread when the run is over: Workers leave their loop. */
 export const STOP = 1;
+/** Set by the VM thread to hold every vCPU out of KVM_RUN (to read registers); Workers wait on it. */
+export const PAUSE = 2;
 /** First per-vCPU cell. */
 const FIRST_VCPU = 8;
 /** Cells per vCPU: state, thread id. */
@@ -26,6 +28,8 @@ export const STOPPED = 2;
 export const FAILED = 3;
 /** Its Worker left the loop. */
 export const DONE = 4;
+/** It is held out of KVM_RUN while PAUSE is set. */
+export const PAUSED = 5;
 
 /** Index of vCPU `i`'s state cell. */
 export function stateCell(i: number): number {

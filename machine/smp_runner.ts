@@ -24,6 +24,7 @@ import {
   DOORBELL,
   EXIT_PENDING,
   FAILED,
+  PAUSE,
   RUNNING,
   smpBuffer,
   stateCell,
@@ -63,6 +64,7 @@ export class SmpRunner {
   readonly #cells: Int32Array;
   #stop: RunOutcome | null = null;
   #exits = 0;
+  #running = false;
 
   constructor(vcpus: readonly Vcpu[], spaces: ExitSpaces) {
     this.#vcpus = vcpus;
@@ -79,6 +81,38 @@ export class SmpRunner {
   /** I/O and MMIO exits served so far, all vCPUs together. */
   get exits(): number {
     return this.#exits;
+  }
+
+  /**
+   * Runs `fn` with every vCPU held out of `KVM_RUN` (KVM keeps a vCPU's registers locked while it
+   * runs, so reading them from this thread would wait for as long as the guest sleeps). Call it
+   * from this thread during a run (a monitor command); outside a run it simply calls `fn`.
+   */
+  withVcpusPaused<T>(fn: () => T): T {
+    const cells = this.#cells;
+    if (!this.#running) return fn();
+    Atomics.store(cells, PAUSE, 1);
+    try {
+      this.#kickAll();
+      for (;;) {
+        const seen = Atomics.load(cells, DOORBELL);
+        const inside = this.#vcpus.some((_, i) => Atomics.load(cells, stateCell(i)) === RUNNING);
+        if (!inside) break;
+        Atomics.wait(cells, DOORBELL, seen, 50);
+        this.#kickAll(); // a vCPU that was between runs when first kicked
+      }
+      return fn();
+    } finally {
+      Atomics.store(cells, PAUSE, 0);
+      Atomics.notify(cells, PAUSE);
+    }
+  }
+
+  #kickAll(): void {
+    this.#vcpus.forEach((vcpu, i) => {
+      const tid = Atomics.load(this.#cells, tidCell(i));
+      if (tid !== 0) new VcpuKicker({ pid: Deno.pid, tid, runAddress: vcpu.runAddress }).kick();
+    });
   }
 
   /** Ends the run after the exit being served (devices call it). The first outcome wins. */
@@ -122,8 +156,10 @@ export class SmpRunner {
         workers[index].postMessage(init);
       });
       await Promise.all(ready);
+      this.#running = true;
       this.#serve(hooks);
     } finally {
+      this.#running = false;
       await this.#shutdown(workers, done);
     }
     const outcome: RunOutcome = (this.#stop as RunOutcome | null) ?? { kind: "quit" };
@@ -164,9 +200,8 @@ export class SmpRunner {
   async #shutdown(workers: Worker[], done: Promise<void>[]): Promise<void> {
     const cells = this.#cells;
     Atomics.store(cells, STOP, 1);
-    this.#vcpus.forEach((vcpu, i) => {
-      const tid = Atomics.load(cells, tidCell(i));
-      if (tid !== 0) new VcpuKicker({ pid: Deno.pid, tid, runAddress: vcpu.runAddress }).kick();
+    this.#kickAll();
+    this.#vcpus.forEach((_, i) => {
       const cell = stateCell(i);
       if (Atomics.load(cells, cell) === EXIT_PENDING) {
         Atomics.store(cells, cell, RUNNING); // unanswered: the Worker wakes, sees STOP and leaves

@@ -17,6 +17,8 @@ import {
   DOORBELL,
   EXIT_PENDING,
   FAILED,
+  PAUSE,
+  PAUSED,
   RUNNING,
   stateCell,
   STOP,
@@ -47,7 +49,15 @@ self.onmessage = (event: MessageEvent<VcpuWorkerInit>) => {
     while (Atomics.load(cells, STOP) === 0) {
       const reason = vcpu.run();
       if (reason === KVM_EXIT_INTR) {
-        vcpu.setImmediateExit(false); // a kick: look at STOP, then run on
+        vcpu.setImmediateExit(false); // a kick: look at STOP and PAUSE, then run on
+        if (Atomics.load(cells, PAUSE) !== 0) {
+          Atomics.store(cells, state, PAUSED);
+          ring();
+          while (Atomics.load(cells, PAUSE) !== 0 && Atomics.load(cells, STOP) === 0) {
+            Atomics.wait(cells, PAUSE, 1, 100);
+          }
+          Atomics.store(cells, state, RUNNING);
+        }
         continue;
       }
       if (reason === KVM_EXIT_IO || reason === KVM_EXIT_MMIO) {

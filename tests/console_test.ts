@@ -11,23 +11,21 @@ if (!KVM.available) console.log(`tests/console_test.ts: skipped: ${KVM.reason}`)
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const encoder = new TextEncoder();
 
-/** Starts the front-end on the echo guest; `input` chunks are written once the banner appeared. */
-async function session(input: string[], options: { signal?: Deno.Signal } = {}) {
+/** One step of a session: bytes to type, or text to wait for on the console first. */
+type Step = string | { until: string };
+
+/**
+ * Starts the front-end on the echo guest; once its banner is out, types the `input` steps in order
+ * (a `{ until }` step waits for that text on the console).
+ */
+async function session(input: Step[], options: { signal?: Deno.Signal; args?: string[] } = {}) {
   const kernel = await Deno.makeTempFile({ suffix: ".echo" });
   try {
     await Deno.writeFile(kernel, ECHO);
     const child = new Deno.Command(Deno.execPath(), {
       args: [
-        "run",
-        "--allow-ffi",
-        "--allow-read",
-        "--allow-write",
-        "--allow-sys",
-        MAIN,
-        "-m",
-        "32M",
-        "-kernel",
-        kernel,
+        ...["run", "--allow-ffi", "--allow-read", "--allow-write", "--allow-sys"],
+        ...[MAIN, "-m", "32M", "-kernel", kernel, ...(options.args ?? [])],
       ],
       stdin: "piped",
       stdout: "piped",
@@ -35,27 +33,24 @@ async function session(input: string[], options: { signal?: Deno.Signal } = {}) 
     }).spawn();
     const decoder = new TextDecoder();
     let stdout = "";
-    const reader = child.stdout.getReader();
-    const banner = (async () => {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        stdout += decoder.decode(value, { stream: true });
-        if (stdout.includes("q resets\n")) return;
+    let waiting: { text: string; resolve: () => void } | undefined;
+    const reading = (async () => {
+      for await (const chunk of child.stdout) {
+        stdout += decoder.decode(chunk, { stream: true });
+        if (waiting && stdout.includes(waiting.text)) waiting.resolve();
       }
+      waiting?.resolve(); // the process ended: let the test see what it printed
     })();
-    await banner; // the guest is up and sleeping in hlt
+    const until = (text: string) =>
+      stdout.includes(text) ? Promise.resolve() : new Promise<void>((resolve) => waiting = { text, resolve });
+    await until("q resets\n"); // the guest is up and sleeping in hlt
     const writer = child.stdin.getWriter();
-    for (const chunk of input) await writer.write(encoder.encode(chunk));
+    for (const step of input) {
+      if (typeof step === "string") await writer.write(encoder.encode(step));
+      else await until(step.until);
+    }
     if (options.signal) child.kill(options.signal);
-    const rest = (async () => {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        stdout += decoder.decode(value, { stream: true });
-      }
-    })();
-    const [status] = await Promise.all([child.status, rest]);
+    const [status] = await Promise.all([child.status, reading]);
     await writer.close().catch(() => {});
     const stderr = decoder.decode(await new Response(child.stderr).arrayBuffer());
     return { code: status.code, stdout, stderr };
@@ -100,5 +95,18 @@ Deno.test({
     const term = await session([], { signal: "SIGTERM" });
     assert.equal(term.code, 0, term.stderr);
     assert.equal(term.stderr, "");
+  },
+});
+
+Deno.test({
+  name: "-smp 2: input reaches the guest through the doorbell, and info registers -a reads running vCPUs",
+  ignore: !KVM.available,
+  async fn() {
+    const run = await session(["hi\r", { until: "hi\r\n" }, "\x01c", "info registers -a\r", "quit\r"], {
+      args: ["-smp", "2"],
+    });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /q resets\nhi\r\n/); // echoed by the guest, from its own vCPU thread
+    assert.match(run.stdout, /CPU#0\nRAX=[\s\S]*CPU#1\nRAX=/); // both read while their threads run the guest
   },
 });

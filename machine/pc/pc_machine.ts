@@ -355,10 +355,20 @@ export class PcMachine implements Disposable {
     return formatMtree([this.memory, this.cpuMemory, this.io], options);
   }
 
-  /** `info registers`. */
-  registers(): string {
-    const cpu0 = this.#vcpus[0];
-    return formatRegisters(cpu0.getRegs(), cpu0.getSregs());
+  /**
+   * `info registers` of vCPU `cpu` (default 0), or of every vCPU with `"all"` (QEMU's `-a`). With
+   * several vCPUs running on their threads, they are held out of KVM_RUN while their registers are
+   * read.
+   */
+  registers(cpu: number | "all" = 0): string {
+    const read = () =>
+      (cpu === "all" ? this.#vcpus : [this.#vcpus[cpu] ?? this.#vcpus[0]])
+        .map((v) =>
+          `${this.#vcpus.length > 1 ? `CPU#${v.id}\n` : ""}${formatRegisters(v.getRegs(), v.getSregs())}`
+        )
+        .join("\n");
+    const runner = this.#runner;
+    return runner instanceof SmpRunner ? runner.withVcpusPaused(read) : read();
   }
 
   /** The bootstrap vCPU, for kickers and tools. */
