@@ -49,7 +49,8 @@ export function serveExit(page: Uint8Array, view: DataView, spaces: ExitSpaces):
     const port = view.getUint16(IO_PORT, true);
     const count = view.getUint32(IO_COUNT, true);
     const write = page[IO_DIRECTION] === EXIT_IO_OUT;
-    let at = Number(view.getBigUint64(IO_DATA_OFFSET, true));
+    // data_offset is a u64 but always an offset into the run mapping: its low half, no bigint.
+    let at = view.getUint32(IO_DATA_OFFSET, true);
     for (let i = 0; i < count; i++, at += size) spaces.io.rw(port, page.subarray(at, at + size), write);
     return true;
   }

@@ -14,7 +14,7 @@ import type { FlatRange } from "./flat_view.ts";
 import type { MemoryListener } from "./memory_listener.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 import { type MemoryRegionOps, MemTxResult } from "./memory_region_ops.ts";
-import { _markUpdatePending, _setRebuildHook, beginTransaction, commitTransaction } from "./transaction.ts";
+import { _setRebuildHook } from "./transaction.ts";
 
 /** Result of {@link AddressSpace.read}. */
 export interface ReadResult {
@@ -557,11 +557,4 @@ export class AddressSpace {
   [Symbol.dispose](): void {
     this.close();
   }
-}
-
-/** Forces a re-render of every address space at the next outermost commit (testing aid). */
-export function requestRebuild(): void {
-  beginTransaction();
-  _markUpdatePending();
-  commitTransaction();
 }

@@ -250,21 +250,6 @@ function envelope(fills: RangeTable): RangeTable {
 }
 
 /**
- * Renders `root` as QEMU renders a FlatView root: at `root.addr`, clipped to [0, 2^64), simplified.
- *
- * @example
- * ```ts
- * import { MemoryRegion, renderFlatRanges } from "../mod.ts";
- * const a = MemoryRegion.container("a", 0x8000);
- * a.addSubregion(0x1000, MemoryRegion.ram("r", 0x1000));
- * console.assert(renderFlatRanges(a)[0].start === 0x1000n);
- * ```
- */
-export function renderFlatRanges(root: MemoryRegion | null): FlatRange[] {
-  return FlatView.renderFrom(root).ranges.slice();
-}
-
-/**
  * The region a FlatView is rendered from, as QEMU's `memory_region_get_flatview_root`: walk down
  * through an alias that shows its whole target from offset 0, and into the only enabled child of a
  * pure container when that child sits at 0 and fits in it. A pure container with no enabled
