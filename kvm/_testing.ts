@@ -5,7 +5,9 @@
  */
 
 import { kvmAvailability } from "./kvm.ts";
+import type { GuestMemory } from "./guest_memory.ts";
 import type { Vcpu } from "./vcpu.ts";
+import type { Vm } from "./vm.ts";
 
 /** Whether /dev/kvm can be used here, probed once per test module. */
 export const KVM = kvmAvailability();
@@ -16,6 +18,17 @@ export const ifKvm: { readonly ignore: boolean } = { ignore: !KVM.available };
 /** Prints why the KVM tests of `module` are skipped (once per module). */
 export function reportKvmSkip(module: string): void {
   if (!KVM.available) console.log(`${module}: KVM tests skipped: ${KVM.reason}`);
+}
+
+/** Maps all of `ram` at guest address 0 as slot 0, writable: the setup most tests start from. */
+export function mapRam(vm: Vm, ram: GuestMemory): void {
+  vm.setUserMemoryRegion({
+    slot: 0,
+    flags: 0,
+    guestPhysAddr: 0n,
+    memorySize: ram.size,
+    userspaceAddr: ram.hostAddress,
+  });
 }
 
 /** Real-mode segment limit (64 KiB). */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ifKvm, reportKvmSkip } from "./_testing.ts";
+import { ifKvm, mapRam, reportKvmSkip } from "./_testing.ts";
 import { GuestMemory } from "./guest_memory.ts";
 import { KVM_API_VERSION, KVM_CAP_NR_MEMSLOTS, KVM_CAP_USER_MEMORY } from "./ioctls.ts";
 import { Kvm, kvmAvailability } from "./kvm.ts";
@@ -71,13 +71,7 @@ Deno.test({
     const kvm = Kvm.open();
     const vm = kvm.createVm();
     const ram = new GuestMemory(0x10000);
-    vm.setUserMemoryRegion({
-      slot: 0,
-      flags: 0,
-      guestPhysAddr: 0n,
-      memorySize: ram.size,
-      userspaceAddr: ram.hostAddress,
-    });
+    mapRam(vm, ram);
     const vcpu = vm.createVcpu(0);
     const page = vcpu.runPage;
     kvm.close();

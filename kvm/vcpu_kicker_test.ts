@@ -3,7 +3,7 @@ import { GuestMemory } from "./guest_memory.ts";
 import { KVM_EXIT_INTR } from "./ioctls.ts";
 import { Kvm } from "./kvm.ts";
 import { KICK_SIGNAL, vcpuKickTarget } from "./vcpu_kicker.ts";
-import { enterRealMode, ifKvm, reportKvmSkip } from "./_testing.ts";
+import { enterRealMode, ifKvm, mapRam, reportKvmSkip } from "./_testing.ts";
 
 reportKvmSkip("vcpu_kicker_test.ts");
 
@@ -23,13 +23,7 @@ Deno.test({
       using vm = kvm.createVm();
       vm.createIrqchip(); // hlt now sleeps inside KVM_RUN instead of exiting
       using ram = new GuestMemory(0x10000);
-      vm.setUserMemoryRegion({
-        slot: 0,
-        flags: 0,
-        guestPhysAddr: 0n,
-        memorySize: ram.size,
-        userspaceAddr: ram.hostAddress,
-      });
+      mapRam(vm, ram);
       ram.bytes.set([0xfa, 0xf4, 0xeb, 0xfd], 0x1000); // cli; hlt; jmp back to hlt
       using vcpu = vm.createVcpu(0);
       enterRealMode(vcpu, 0x1000);

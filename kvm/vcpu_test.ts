@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { assemble, guestSource } from "../tests/guests/assemble.ts";
-import { enterRealMode, ifKvm, reportKvmSkip } from "./_testing.ts";
+import { enterRealMode, ifKvm, mapRam, reportKvmSkip } from "./_testing.ts";
 import { decodeExit, type IoExit } from "./exit.ts";
 import { GuestMemory } from "./guest_memory.ts";
 import {
@@ -23,13 +23,7 @@ function realModeMachine(code: Uint8Array) {
   const kvm = Kvm.open();
   const vm = kvm.createVm();
   const ram = new GuestMemory(RAM_SIZE);
-  vm.setUserMemoryRegion({
-    slot: 0,
-    flags: 0,
-    guestPhysAddr: 0n,
-    memorySize: ram.size,
-    userspaceAddr: ram.hostAddress,
-  });
+  mapRam(vm, ram);
   ram.bytes.set(code, ENTRY);
   const vcpu = vm.createVcpu(0);
   enterRealMode(vcpu, ENTRY);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { assemble, guestSource } from "../tests/guests/assemble.ts";
-import { enterRealMode, ifKvm, reportKvmSkip } from "./_testing.ts";
+import { enterRealMode, ifKvm, mapRam, reportKvmSkip } from "./_testing.ts";
 import { decodeExit, type VcpuExit } from "./exit.ts";
 import { GuestMemory } from "./guest_memory.ts";
 import {
@@ -120,13 +120,7 @@ Deno.test({
     using ram = new GuestMemory(0x10000);
     using rom = new GuestMemory(PAGE_SIZE);
     const ROM_GPA = 0xd0000n;
-    vm.setUserMemoryRegion({
-      slot: 0,
-      flags: 0,
-      guestPhysAddr: 0n,
-      memorySize: ram.size,
-      userspaceAddr: ram.hostAddress,
-    });
+    mapRam(vm, ram);
     vm.setUserMemoryRegion({
       slot: 1,
       flags: KVM_MEM_READONLY,
@@ -251,13 +245,7 @@ Deno.test({
     using kvm = Kvm.open();
     using vm = kvm.createVm();
     using ram = new GuestMemory(0x10000);
-    vm.setUserMemoryRegion({
-      slot: 0,
-      flags: 0,
-      guestPhysAddr: 0n,
-      memorySize: ram.size,
-      userspaceAddr: ram.hostAddress,
-    });
+    mapRam(vm, ram);
     assert.throws(() => vm.getDirtyLog(0, 16), (error: unknown) => {
       assert.ok(error instanceof KvmError && error.code === "ENOENT");
       assert.match(error.message, /KVM_MEM_LOG_DIRTY_PAGES/);
