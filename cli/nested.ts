@@ -1,0 +1,67 @@
+/**
+ * `deno task nested -- COMMAND…`: runs COMMAND in this directory inside the nested KVM VM (QEMU's
+ * TCG with an emulated AMD SVM CPU and Debian's kernel with kvm_amd), with this terminal as its
+ * terminal, and exits with its status.
+ *
+ * @module
+ */
+
+import { NestedError, runNested } from "../nested/nested_vm.ts";
+
+const USAGE = `usage: deno task nested [--timeout SECONDS] [--memory MIB] [--cpus N] [--tcg single|multi] -- COMMAND [ARG…]
+
+Runs COMMAND in this directory inside a VM that has a hardware-style /dev/kvm, on any Linux host:
+QEMU's emulator with an AMD SVM CPU, Debian's kernel with kvm_amd, the host's files shared read-only
+(writes stay in the VM). Needs: apt-get install qemu-system-x86 linux-image-amd64 busybox-static`;
+
+/** Runs the nested command line `args`; returns the exit status. */
+export async function nestedMain(args: string[]): Promise<number> {
+  const options: { timeoutSeconds?: number; memoryMib?: number; cpus?: number; tcgThreads?: "multi" | "single" } =
+    {};
+  let i = 0;
+  const value = (flag: string): number => {
+    const text = args[++i];
+    const n = Number(text);
+    if (text === undefined || !Number.isInteger(n) || n <= 0) {
+      throw new RangeError(`nested: ${flag} wants a positive whole number, not ${text ?? "nothing"}`);
+    }
+    return n;
+  };
+  try {
+    for (; i < args.length && args[i] !== "--"; i++) {
+      const a = args[i];
+      if (a === "-h" || a === "--help") {
+        console.log(USAGE);
+        return 0;
+      } else if (a === "--timeout") options.timeoutSeconds = value(a);
+      else if (a === "--memory") options.memoryMib = value(a);
+      else if (a === "--cpus") options.cpus = value(a);
+      else if (a === "--tcg") {
+        const mode = args[++i];
+        if (mode !== "single" && mode !== "multi") throw new RangeError(`nested: --tcg wants single or multi, not ${mode}`);
+        options.tcgThreads = mode;
+      } else if (a.startsWith("-")) throw new RangeError(`nested: unknown option ${a} (see --help)`);
+      else break;
+    }
+  } catch (error) {
+    console.error((error as Error).message);
+    return 2;
+  }
+  const argv = args.slice(args[i] === "--" ? i + 1 : i);
+  if (argv.length === 0) {
+    console.error("nested: no command given (deno task nested -- COMMAND…)");
+    return 2;
+  }
+  try {
+    const result = await runNested({ ...options, argv, env: Deno.env.toObject(), stdio: "inherit" });
+    return result.status;
+  } catch (error) {
+    if (error instanceof NestedError) {
+      console.error(error.message);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+if (import.meta.main) Deno.exit(await nestedMain(Deno.args));

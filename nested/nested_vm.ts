@@ -1,0 +1,379 @@
+/**
+ * A hardware-style KVM on a host without one: boots Debian's kernel under QEMU's TCG with an
+ * emulated AMD SVM CPU (`-cpu max`), where `kvm_amd` gives a real `/dev/kvm`, and runs one command
+ * inside it in the same directory, with the host's own files (its root over 9p, read-only, with a
+ * tmpfs overlay on top). The command's output and exit status come back; QEMU and the run's
+ * temporary directory are removed on every path.
+ *
+ * @module
+ */
+
+import { cpioNewc, type CpioEntry } from "../machine/loader/cpio.ts";
+import {
+  HOST_ROOT_TAG,
+  INIT_FAILED_MARKER,
+  initScript,
+  JOB_FILE,
+  jobScript,
+  MODULES_DIR,
+  READY_MARKER,
+  SHARE_TAG,
+  STATUS_FILE,
+} from "./init_script.ts";
+import { loadOrder, NESTED_MODULES, parseModulesDep } from "./modules.ts";
+
+/** The QEMU binary (Debian: qemu-system-x86). */
+export const QEMU_BINARY = "qemu-system-x86_64";
+/** The static busybox (Debian: busybox-static). */
+export const BUSYBOX_PATH = "/bin/busybox";
+/** The Debian packages the nested VM is built from. */
+export const NESTED_PACKAGES = "qemu-system-x86 linux-image-amd64 busybox-static";
+/** Bump when the init script or the initramfs layout changes, to invalidate cached initramfs files. */
+const INITRAMFS_FORMAT = 1;
+
+/** The nested VM cannot be started or did not run its command: one line that says why. */
+export class NestedError extends Error {
+  /** Where the VM's console log is, when there is one. */
+  readonly log?: string;
+  constructor(message: string, log?: string) {
+    super(log ? `${message} (console log: ${log})` : message);
+    this.name = "NestedError";
+    this.log = log;
+  }
+}
+
+/** How the host's /dev/kvm can serve. */
+export type HostKvm = "hardware" | "software" | "none";
+
+/**
+ * `hardware` when /dev/kvm exists and the CPU has `vmx` or `svm` (kvm_intel/kvm_amd: stock kernels
+ * run); `software` when /dev/kvm exists without them (kvm_pvm: guest ring 0 emulated, stock Linux
+ * cannot boot); `none` without /dev/kvm.
+ */
+export function hostKvm(): HostKvm {
+  try {
+    if (!Deno.statSync("/dev/kvm").isCharDevice) return "none";
+  } catch {
+    return "none";
+  }
+  try {
+    const flags = Deno.readTextFileSync("/proc/cpuinfo").match(/^flags\s*:(.*)$/m)?.[1] ?? "";
+    return /\b(vmx|svm)\b/.test(flags) ? "hardware" : "software";
+  } catch {
+    return "software";
+  }
+}
+
+/** The kernel the nested VM boots: Debian's, with its modules. */
+export interface NestedKernel {
+  version: string;
+  vmlinuz: string;
+  modulesDir: string;
+}
+
+function versionKey(version: string): number[] {
+  return version.split(/[^0-9]+/).filter((p) => p !== "").map(Number);
+}
+
+function compareVersions(a: string, b: string): number {
+  const [x, y] = [versionKey(a), versionKey(b)];
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    if ((x[i] ?? -1) !== (y[i] ?? -1)) return (x[i] ?? -1) - (y[i] ?? -1);
+  }
+  return 0;
+}
+
+/**
+ * The newest `/boot/vmlinuz-VERSION` that has `/lib/modules/VERSION/modules.dep` with `kvm_amd`.
+ *
+ * @throws {NestedError} naming the packages to install when there is none.
+ */
+export function findNestedKernel(boot = "/boot", modules = "/lib/modules"): NestedKernel {
+  const versions: string[] = [];
+  try {
+    for (const entry of Deno.readDirSync(boot)) {
+      const version = /^vmlinuz-(.+)$/.exec(entry.name)?.[1];
+      if (version === undefined) continue;
+      try {
+        if (/\/kvm-amd\.ko/.test(Deno.readTextFileSync(`${modules}/${version}/modules.dep`))) {
+          versions.push(version);
+        }
+      } catch { /* a kernel without its modules */ }
+    }
+  } catch { /* no /boot */ }
+  if (versions.length === 0) {
+    throw new NestedError(
+      `no kernel with kvm_amd in ${boot} and ${modules} for the nested VM: apt-get install ${NESTED_PACKAGES}`,
+    );
+  }
+  const version = versions.sort(compareVersions).at(-1)!;
+  return { version, vmlinuz: `${boot}/vmlinuz-${version}`, modulesDir: `${modules}/${version}` };
+}
+
+/** Where the nested VM keeps its initramfs files and console logs. */
+export function nestedCacheDir(): string {
+  const base = Deno.env.get("XDG_CACHE_HOME") || `${Deno.env.get("HOME") || "/tmp"}/.cache`;
+  return `${base}/kvm-ts/nested`;
+}
+
+async function moduleBytes(path: string): Promise<Uint8Array> {
+  if (!/\.ko\.(xz|zst|gz)$/.test(path)) return await Deno.readFile(path);
+  // busybox insmod loads plain .ko files only: decompress with the system's tool.
+  const tool = path.endsWith(".xz") ? "xz" : path.endsWith(".zst") ? "zstd" : "gzip";
+  const out = await new Deno.Command(tool, { args: ["-dc", path], stdout: "piped", stderr: "piped" }).output()
+    .catch(() => null);
+  if (out === null || !out.success) {
+    throw new NestedError(`cannot decompress ${path} with ${tool} (apt-get install xz-utils zstd gzip)`);
+  }
+  return out.stdout;
+}
+
+/**
+ * The initramfs for `kernel` and a share mounted at `sharePath`, built from the host's busybox and
+ * the kernel's modules, and cached by kernel version (the share path is written into /init, so it
+ * is part of the key).
+ */
+async function nestedInitramfs(kernel: NestedKernel, sharePath: string, cacheDir: string): Promise<string> {
+  let busybox: Uint8Array;
+  try {
+    busybox = await Deno.readFile(BUSYBOX_PATH);
+  } catch {
+    throw new NestedError(`no ${BUSYBOX_PATH} for the nested VM's init: apt-get install busybox-static`);
+  }
+  let dep: string;
+  try {
+    dep = await Deno.readTextFile(`${kernel.modulesDir}/modules.dep`);
+  } catch {
+    throw new NestedError(`cannot read ${kernel.modulesDir}/modules.dep: apt-get install --reinstall linux-image-amd64`);
+  }
+  let order: string[];
+  try {
+    order = loadOrder(parseModulesDep(dep), NESTED_MODULES);
+  } catch (error) {
+    throw new NestedError(`${kernel.vmlinuz}: ${(error as Error).message}`);
+  }
+  const modules = order.map((path, i) =>
+    `${MODULES_DIR}/${String(i).padStart(2, "0")}-${path.slice(path.lastIndexOf("/") + 1).replace(/\.(xz|zst|gz)$/, "")}`
+  );
+  const init = initScript(modules, sharePath);
+  const key = await digest(`${INITRAMFS_FORMAT}\n${kernel.version}\n${init}\n${busybox.length}`);
+  const file = `${cacheDir}/initramfs-${kernel.version}-${key.slice(0, 12)}.cpio`;
+  try {
+    if ((await Deno.stat(file)).isFile) return file;
+  } catch { /* not cached yet */ }
+  const entries: CpioEntry[] = [
+    ...["bin", "dev", "proc", "sys", MODULES_DIR].map((name): CpioEntry => ({ name, type: "directory" })),
+    { name: "bin/busybox", type: "file", data: busybox },
+    { name: "bin/sh", type: "symlink", data: "busybox" },
+    { name: "init", type: "file", data: init },
+  ];
+  for (let i = 0; i < order.length; i++) {
+    entries.push({ name: modules[i], type: "file", mode: 0o644, data: await moduleBytes(`${kernel.modulesDir}/${order[i]}`) });
+  }
+  await Deno.mkdir(cacheDir, { recursive: true });
+  const temporary = `${file}.${Deno.pid}.tmp`;
+  await Deno.writeFile(temporary, cpioNewc(entries));
+  await Deno.rename(temporary, file); // atomic: a concurrent run sees the whole file or none
+  return file;
+}
+
+async function digest(text: string): Promise<string> {
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(hash)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Options of {@link runNested}. */
+export interface NestedOptions {
+  /** The command and its arguments, run in `cwd` inside the VM. */
+  argv: readonly string[];
+  /** Working directory (default: the current one). */
+  cwd?: string;
+  /** Environment variables passed to the command (plus PATH, HOME, TERM and `KVM_TS_NESTED=1`). */
+  env?: Readonly<Record<string, string>>;
+  /** Seconds before the VM is killed (default 3600). */
+  timeoutSeconds?: number;
+  /** Guest RAM of the nested VM in MiB (default 4096). */
+  memoryMib?: number;
+  /** vCPUs of the nested VM (default: the host's CPU count). */
+  cpus?: number;
+  /** QEMU's TCG threading: one host thread per vCPU (`multi`, default) or one for all (`single`). */
+  tcgThreads?: "multi" | "single";
+  /** `inherit`: the command's terminal is this process's stdin/stdout; `piped`: output is returned. */
+  stdio?: "inherit" | "piped";
+  /** Called with each chunk of the command's output, with `stdio: "piped"`. */
+  onOutput?: (chunk: Uint8Array) => void;
+  /** Aborts the run (QEMU is killed, everything removed). */
+  signal?: AbortSignal;
+}
+
+/** How a nested run ended. */
+export interface NestedResult {
+  /** The command's exit status inside the VM. */
+  status: number;
+  /** Seconds from QEMU's start to its exit. */
+  seconds: number;
+  /** Seconds from QEMU's start to the init's ready line (the VM's boot). */
+  bootSeconds?: number;
+  /** The command's output (terminal bytes, stdout and stderr together), with `stdio: "piped"`. */
+  output?: Uint8Array;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Runs QEMU with `args`; resolves when it has exited. */
+function terminalSize(stdio: "inherit" | "piped"): { rows: number; columns: number } | undefined {
+  if (stdio !== "inherit" || !Deno.stdin.isTerminal()) return undefined;
+  try {
+    return Deno.consoleSize();
+  } catch {
+    return { rows: 24, columns: 80 };
+  }
+}
+
+/**
+ * Boots the nested VM, runs `argv` inside it and returns its status. The VM has the host's root
+ * file system (read-only, with a throwaway writable layer), so the command finds the same programs
+ * and files at the same paths; only what it writes stays behind in the VM.
+ *
+ * @throws {NestedError} one line saying what went wrong (QEMU or a package missing, the VM did not
+ *   come up, the time ran out) and where the console log is.
+ */
+export async function runNested(options: NestedOptions): Promise<NestedResult> {
+  const kernel = findNestedKernel();
+  const cacheDir = nestedCacheDir();
+  const stdio = options.stdio ?? "inherit";
+  const timeoutSeconds = options.timeoutSeconds ?? 3600;
+  await Deno.mkdir(cacheDir, { recursive: true });
+  const share = await Deno.makeTempDir({ prefix: "kvm-ts-nested-" });
+  const log = `${cacheDir}/console-${Deno.pid}-${Date.now()}.log`;
+  const started = performance.now();
+  let child: Deno.ChildProcess | undefined;
+  const kill = () => {
+    try {
+      child?.kill("SIGKILL");
+    } catch { /* already gone */ }
+  };
+  const onSignal = () => kill();
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  try {
+    const initramfs = await nestedInitramfs(kernel, share, cacheDir);
+    await pruneLogs(cacheDir);
+    const env: Record<string, string> = {
+      PATH: Deno.env.get("PATH") ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      HOME: Deno.env.get("HOME") ?? "/root",
+      TERM: Deno.env.get("TERM") ?? "dumb",
+      ...Object.fromEntries(Object.entries(options.env ?? {}).filter(([k]) => ENV_NAME.test(k))),
+      KVM_TS_NESTED: "1",
+    };
+    await Deno.writeTextFile(
+      `${share}/${JOB_FILE}`,
+      jobScript({ argv: options.argv, cwd: options.cwd ?? Deno.cwd(), env, sharePath: share, terminal: terminalSize(stdio) }),
+    );
+    const cpus = options.cpus ?? navigator.hardwareConcurrency ?? 1;
+    const args = [
+      ...["-machine", "pc", "-accel", `tcg,thread=${options.tcgThreads ?? "multi"}`, "-cpu", "max"],
+      ...["-smp", String(cpus), "-m", `${options.memoryMib ?? 4096}M`],
+      ...["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"],
+      ...["-kernel", kernel.vmlinuz, "-initrd", initramfs],
+      ...["-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off"],
+      ...["-virtfs", `local,path=/,mount_tag=${HOST_ROOT_TAG},security_model=none,readonly=on,multidevs=remap`],
+      ...["-virtfs", `local,path=${share},mount_tag=${SHARE_TAG},security_model=none,multidevs=remap`],
+      ...["-serial", `file:${log}`, "-chardev", "stdio,id=job,signal=off", "-serial", "chardev:job"],
+    ];
+    try {
+      child = new Deno.Command(QEMU_BINARY, {
+        args,
+        stdin: stdio === "inherit" ? "inherit" : "null",
+        stdout: stdio === "inherit" ? "inherit" : "piped",
+        stderr: "piped",
+      }).spawn();
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) {
+        throw new NestedError(`${QEMU_BINARY} not found: apt-get install ${NESTED_PACKAGES}`);
+      }
+      throw error;
+    }
+    for (const s of signals) Deno.addSignalListener(s, onSignal);
+    options.signal?.addEventListener("abort", kill);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, timeoutSeconds * 1000);
+    const chunks: Uint8Array[] = [];
+    const reading = stdio === "piped"
+      ? (async () => {
+        for await (const chunk of child.stdout) {
+          chunks.push(chunk);
+          options.onOutput?.(chunk);
+        }
+      })()
+      : Promise.resolve();
+    const stderr = new Response(child.stderr).text();
+    const exit = await child.status;
+    clearTimeout(timer);
+    await reading;
+    const qemuErrors = (await stderr).trim();
+    const seconds = (performance.now() - started) / 1000;
+    const consoleText = await Deno.readTextFile(log).catch(() => "");
+    const ready = consoleText.includes(READY_MARKER);
+    let statusText: string | undefined;
+    try {
+      statusText = (await Deno.readTextFile(`${share}/${STATUS_FILE}`)).trim();
+    } catch { /* the job did not finish */ }
+    if (statusText !== undefined && /^\d+$/.test(statusText)) {
+      const output = stdio === "piped" ? concat(chunks) : undefined;
+      return { status: Number(statusText), seconds, bootSeconds: undefined, output };
+    }
+    if (options.signal?.aborted) throw new NestedError("nested VM: the run was aborted", log);
+    if (timedOut) {
+      throw new NestedError(
+        `nested VM: ${ready ? "the command" : "the VM"} did not finish within ${timeoutSeconds} s`,
+        log,
+      );
+    }
+    const initFailure = consoleText.split("\n").find((line) => line.includes(INIT_FAILED_MARKER));
+    if (initFailure) throw new NestedError(`nested VM: ${initFailure.replace(/^.*kvm-ts-nested: /, "")}`, log);
+    if (!exit.success && qemuErrors !== "") {
+      throw new NestedError(`nested VM: QEMU failed: ${qemuErrors.split("\n")[0]}`, log);
+    }
+    throw new NestedError(
+      ready ? "nested VM: the command ended without an exit status (killed?)" : "nested VM: the VM did not come up",
+      log,
+    );
+  } finally {
+    for (const s of signals) {
+      try {
+        Deno.removeSignalListener(s, onSignal);
+      } catch { /* not added */ }
+    }
+    options.signal?.removeEventListener("abort", kill);
+    if (child) {
+      kill();
+      await child.status.catch(() => {});
+    }
+    await Deno.remove(share, { recursive: true }).catch(() => {});
+  }
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** Keeps the newest few console logs. */
+async function pruneLogs(cacheDir: string, keep = 8): Promise<void> {
+  const logs: { name: string; mtime: number }[] = [];
+  for await (const entry of Deno.readDir(cacheDir)) {
+    if (!/^console-.*\.log$/.test(entry.name)) continue;
+    const info = await Deno.stat(`${cacheDir}/${entry.name}`).catch(() => null);
+    if (info) logs.push({ name: entry.name, mtime: info.mtime?.getTime() ?? 0 });
+  }
+  logs.sort((a, b) => b.mtime - a.mtime);
+  for (const old of logs.slice(keep)) await Deno.remove(`${cacheDir}/${old.name}`).catch(() => {});
+}
