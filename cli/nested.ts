@@ -8,16 +8,30 @@
 
 import { NestedError, runNested } from "../nested/nested_vm.ts";
 
-const USAGE = `usage: deno task nested [--timeout SECONDS] [--memory MIB] [--cpus N] [--tcg single|multi] -- COMMAND [ARG…]
+const USAGE = `usage: deno task nested [options] -- COMMAND [ARG…]
 
 Runs COMMAND in this directory inside a VM that has a hardware-style /dev/kvm, on any Linux host:
 QEMU's emulator with an AMD SVM CPU, Debian's kernel with kvm_amd, the host's files shared read-only
-(writes stay in the VM). Needs: apt-get install qemu-system-x86 linux-image-amd64 busybox-static`;
+(writes stay in the VM unless --writable names their folder). Exits with COMMAND's status.
+
+options:
+  --timeout SECONDS   kill the VM after this long (default 3600)
+  --memory MIB        the VM's RAM (default 4096)
+  --cpus N            its vCPUs (default: this host's CPU count)
+  --tcg single|multi  QEMU's TCG threads: one for all vCPUs, or one each (default multi)
+  --writable DIR      share DIR writable at the same path (repeatable)
+
+Needs: apt-get install qemu-system-x86 linux-image-amd64 busybox-static`;
 
 /** Runs the nested command line `args`; returns the exit status. */
 export async function nestedMain(args: string[]): Promise<number> {
-  const options: { timeoutSeconds?: number; memoryMib?: number; cpus?: number; tcgThreads?: "multi" | "single" } =
-    {};
+  const options: {
+    timeoutSeconds?: number;
+    memoryMib?: number;
+    cpus?: number;
+    tcgThreads?: "multi" | "single";
+    writable: string[];
+  } = { writable: [] };
   let i = 0;
   const value = (flag: string): number => {
     const text = args[++i];
@@ -38,8 +52,20 @@ export async function nestedMain(args: string[]): Promise<number> {
       else if (a === "--cpus") options.cpus = value(a);
       else if (a === "--tcg") {
         const mode = args[++i];
-        if (mode !== "single" && mode !== "multi") throw new RangeError(`nested: --tcg wants single or multi, not ${mode}`);
+        if (mode !== "single" && mode !== "multi") {
+          throw new RangeError(`nested: --tcg wants single or multi, not ${mode}`);
+        }
         options.tcgThreads = mode;
+      } else if (a === "--writable") {
+        const dir = args[++i];
+        let info: Deno.FileInfo | null = null;
+        try {
+          info = dir === undefined ? null : Deno.statSync(dir);
+        } catch { /* reported below */ }
+        if (!info?.isDirectory) {
+          throw new RangeError(`nested: --writable wants a folder, not ${dir ?? "nothing"}`);
+        }
+        options.writable.push(Deno.realPathSync(dir));
       } else if (a.startsWith("-")) throw new RangeError(`nested: unknown option ${a} (see --help)`);
       else break;
     }

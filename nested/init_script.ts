@@ -10,6 +10,8 @@
 export const HOST_ROOT_TAG = "hostroot";
 /** The 9p mount tag of the run's writable share (job script in, status out). */
 export const SHARE_TAG = "kvmts";
+/** The share's file listing the 9p mounts to make inside, one `TAG PATH` line each. */
+export const MOUNTS_FILE = "mounts";
 /** The job script's name inside the share. */
 export const JOB_FILE = "job.sh";
 /** The file the job writes its exit status to, inside the share. */
@@ -29,13 +31,14 @@ export function shellQuote(word: string): string {
 
 /**
  * The `/init` script. `modules` are the initramfs paths (under {@link MODULES_DIR}) in load order.
- * `sharePath` is where the host's share directory lives; it is mounted at the same path inside, so
- * every path means the same on both sides.
+ * The run's share is mounted at `/share` first; its {@link MOUNTS_FILE} lists the writable 9p shares
+ * to mount inside the chroot at their host paths, the share itself first, so that every path
+ * means the same on both sides. Nothing run-specific is in the script, so one initramfs serves
+ * every run.
  */
-export function initScript(modules: readonly string[], sharePath: string): string {
+export function initScript(modules: readonly string[]): string {
   const bb = "/bin/busybox";
   const ninep = "trans=virtio,version=9p2000.L,msize=512000";
-  const share = shellQuote(sharePath);
   return [
     `#!${bb} sh`,
     "# kvm-ts nested VM: the host's root read-only over 9p, a tmpfs overlay, the job in a chroot.",
@@ -53,14 +56,17 @@ export function initScript(modules: readonly string[], sharePath: string): strin
     `${bb} mount -t devtmpfs dev /root/dev || fail "devtmpfs"`,
     `${bb} mkdir -p /root/dev/pts /root/dev/shm`,
     `${bb} mount -t devpts devpts /root/dev/pts && ${bb} mount -t tmpfs shm /root/dev/shm || fail "devpts"`,
-    `${bb} mkdir -p /root${share} && ${bb} mount -t 9p -o ${ninep},cache=none ${SHARE_TAG} /root${share} ||` +
-    ` fail "mount the share"`,
+    `${bb} mkdir -p /share && ${bb} mount -t 9p -o ${ninep},cache=none ${SHARE_TAG} /share || fail "mount the share"`,
+    `while read tag path; do`,
+    `  ${bb} mkdir -p "/root$path" && ${bb} mount -t 9p -o ${ninep},cache=none "$tag" "/root$path" || fail "mount $path"`,
+    `done < /share/${MOUNTS_FILE}`,
     `[ -c /root/dev/kvm ] || fail "no /dev/kvm: kvm_amd did not bind (the emulated CPU offers no svm?)"`,
     `${bb} chmod 666 /root/dev/kvm`,
     `say "${READY_MARKER}"`,
     // COM2 is the job's terminal: a new session with it as the controlling tty, so that raw mode,
     // job control and Ctrl-C behave as in a terminal on the host.
-    `${bb} setsid -c ${bb} chroot /root /bin/sh ${share}/${JOB_FILE} <>/dev/ttyS1 >&0 2>&0`,
+    `read tag share < /share/${MOUNTS_FILE}`, // the first line is the share itself
+    `${bb} setsid -c ${bb} chroot /root /bin/sh "$share/${JOB_FILE}" <>/dev/ttyS1 >&0 2>&0`,
     `${bb} sync`,
     `${bb} poweroff -f`,
     "",

@@ -34,12 +34,17 @@ Deno.test("dependencies load first, each once, in a stable order", () => {
   // Whatever is asked for, every module comes after all of its dependencies.
   const modules = parseModulesDep(DEP);
   for (const path of order) {
-    for (const dep of modules.get(moduleName(path))!.deps) assert.ok(order.indexOf(dep) < order.indexOf(path));
+    for (const dep of modules.get(moduleName(path))!.deps) {
+      assert.ok(order.indexOf(dep) < order.indexOf(path));
+    }
   }
 });
 
 Deno.test("a module missing from modules.dep is named, with the module that needs it", () => {
-  assert.throws(() => loadOrder(parseModulesDep(DEP), ["overlay"]), /kernel module overlay is not in modules.dep/);
+  assert.throws(
+    () => loadOrder(parseModulesDep(DEP), ["overlay"]),
+    /kernel module overlay is not in modules.dep/,
+  );
   const broken = parseModulesDep("kernel/a.ko: kernel/b.ko\n");
   assert.throws(() => loadOrder(broken, ["a"]), /kernel module b \(needed by a\) is not in modules.dep/);
   assert.throws(() => parseModulesDep("kernel/a.ko kernel/b.ko\n"), /line 1: no ':'/);

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { cpioNewc, type CpioEntry } from "../machine/loader/cpio.ts";
+import { type CpioEntry, cpioNewc } from "../machine/loader/cpio.ts";
 import {
   HOST_ROOT_TAG,
   INIT_FAILED_MARKER,
@@ -16,6 +16,7 @@ import {
   JOB_FILE,
   jobScript,
   MODULES_DIR,
+  MOUNTS_FILE,
   READY_MARKER,
   SHARE_TAG,
   STATUS_FILE,
@@ -129,11 +130,10 @@ async function moduleBytes(path: string): Promise<Uint8Array> {
 }
 
 /**
- * The initramfs for `kernel` and a share mounted at `sharePath`, built from the host's busybox and
- * the kernel's modules, and cached by kernel version (the share path is written into /init, so it
- * is part of the key).
+ * The initramfs for `kernel`, built from the host's busybox and the kernel's modules, and cached
+ * by kernel version and the contents of its /init.
  */
-async function nestedInitramfs(kernel: NestedKernel, sharePath: string, cacheDir: string): Promise<string> {
+async function nestedInitramfs(kernel: NestedKernel, cacheDir: string): Promise<string> {
   let busybox: Uint8Array;
   try {
     busybox = await Deno.readFile(BUSYBOX_PATH);
@@ -144,7 +144,9 @@ async function nestedInitramfs(kernel: NestedKernel, sharePath: string, cacheDir
   try {
     dep = await Deno.readTextFile(`${kernel.modulesDir}/modules.dep`);
   } catch {
-    throw new NestedError(`cannot read ${kernel.modulesDir}/modules.dep: apt-get install --reinstall linux-image-amd64`);
+    throw new NestedError(
+      `cannot read ${kernel.modulesDir}/modules.dep: apt-get install --reinstall linux-image-amd64`,
+    );
   }
   let order: string[];
   try {
@@ -153,9 +155,11 @@ async function nestedInitramfs(kernel: NestedKernel, sharePath: string, cacheDir
     throw new NestedError(`${kernel.vmlinuz}: ${(error as Error).message}`);
   }
   const modules = order.map((path, i) =>
-    `${MODULES_DIR}/${String(i).padStart(2, "0")}-${path.slice(path.lastIndexOf("/") + 1).replace(/\.(xz|zst|gz)$/, "")}`
+    `${MODULES_DIR}/${String(i).padStart(2, "0")}-${
+      path.slice(path.lastIndexOf("/") + 1).replace(/\.(xz|zst|gz)$/, "")
+    }`
   );
-  const init = initScript(modules, sharePath);
+  const init = initScript(modules);
   const key = await digest(`${INITRAMFS_FORMAT}\n${kernel.version}\n${init}\n${busybox.length}`);
   const file = `${cacheDir}/initramfs-${kernel.version}-${key.slice(0, 12)}.cpio`;
   try {
@@ -168,12 +172,23 @@ async function nestedInitramfs(kernel: NestedKernel, sharePath: string, cacheDir
     { name: "init", type: "file", data: init },
   ];
   for (let i = 0; i < order.length; i++) {
-    entries.push({ name: modules[i], type: "file", mode: 0o644, data: await moduleBytes(`${kernel.modulesDir}/${order[i]}`) });
+    entries.push({
+      name: modules[i],
+      type: "file",
+      mode: 0o644,
+      data: await moduleBytes(`${kernel.modulesDir}/${order[i]}`),
+    });
   }
   await Deno.mkdir(cacheDir, { recursive: true });
   const temporary = `${file}.${Deno.pid}.tmp`;
   await Deno.writeFile(temporary, cpioNewc(entries));
   await Deno.rename(temporary, file); // atomic: a concurrent run sees the whole file or none
+  for await (const entry of Deno.readDir(cacheDir)) { // older builds for this kernel
+    const old = `${cacheDir}/${entry.name}`;
+    if (entry.name.startsWith(`initramfs-${kernel.version}-`) && old !== file && !old.endsWith(".tmp")) {
+      await Deno.remove(old).catch(() => {});
+    }
+  }
   return file;
 }
 
@@ -202,6 +217,8 @@ export interface NestedOptions {
   stdio?: "inherit" | "piped";
   /** Called with each chunk of the command's output, with `stdio: "piped"`. */
   onOutput?: (chunk: Uint8Array) => void;
+  /** Host directories the command may write to (shared writable at the same paths). */
+  writable?: readonly string[];
   /** Aborts the run (QEMU is killed, everything removed). */
   signal?: AbortSignal;
 }
@@ -256,7 +273,7 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
   const onSignal = () => kill();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   try {
-    const initramfs = await nestedInitramfs(kernel, share, cacheDir);
+    const initramfs = await nestedInitramfs(kernel, cacheDir);
     await pruneLogs(cacheDir);
     const env: Record<string, string> = {
       PATH: Deno.env.get("PATH") ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -265,9 +282,27 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       ...Object.fromEntries(Object.entries(options.env ?? {}).filter(([k]) => ENV_NAME.test(k))),
       KVM_TS_NESTED: "1",
     };
+    const writable = [share, ...(options.writable ?? [])];
+    for (const path of writable) {
+      if (/[\n,]/.test(path) || !path.startsWith("/")) {
+        throw new NestedError(
+          `nested VM: cannot share ${JSON.stringify(path)} (an absolute path without newlines or commas)`,
+        );
+      }
+    }
+    await Deno.writeTextFile(
+      `${share}/${MOUNTS_FILE}`,
+      writable.map((p, i) => `${SHARE_TAG}${i} ${p}\n`).join(""),
+    );
     await Deno.writeTextFile(
       `${share}/${JOB_FILE}`,
-      jobScript({ argv: options.argv, cwd: options.cwd ?? Deno.cwd(), env, sharePath: share, terminal: terminalSize(stdio) }),
+      jobScript({
+        argv: options.argv,
+        cwd: options.cwd ?? Deno.cwd(),
+        env,
+        sharePath: share,
+        terminal: terminalSize(stdio),
+      }),
     );
     const cpus = options.cpus ?? navigator.hardwareConcurrency ?? 1;
     const args = [
@@ -276,8 +311,15 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       ...["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"],
       ...["-kernel", kernel.vmlinuz, "-initrd", initramfs],
       ...["-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off"],
-      ...["-virtfs", `local,path=/,mount_tag=${HOST_ROOT_TAG},security_model=none,readonly=on,multidevs=remap`],
+      ...[
+        "-virtfs",
+        `local,path=/,mount_tag=${HOST_ROOT_TAG},security_model=none,readonly=on,multidevs=remap`,
+      ],
       ...["-virtfs", `local,path=${share},mount_tag=${SHARE_TAG},security_model=none,multidevs=remap`],
+      ...writable.flatMap((path, i) => [
+        "-virtfs",
+        `local,path=${path},mount_tag=${SHARE_TAG}${i},security_model=none,multidevs=remap`,
+      ]),
       ...["-serial", `file:${log}`, "-chardev", "stdio,id=job,signal=off", "-serial", "chardev:job"],
     ];
     try {
@@ -333,12 +375,16 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       );
     }
     const initFailure = consoleText.split("\n").find((line) => line.includes(INIT_FAILED_MARKER));
-    if (initFailure) throw new NestedError(`nested VM: ${initFailure.replace(/^.*kvm-ts-nested: /, "")}`, log);
+    if (initFailure) {
+      throw new NestedError(`nested VM: ${initFailure.replace(/^.*kvm-ts-nested: /, "")}`, log);
+    }
     if (!exit.success && qemuErrors !== "") {
       throw new NestedError(`nested VM: QEMU failed: ${qemuErrors.split("\n")[0]}`, log);
     }
     throw new NestedError(
-      ready ? "nested VM: the command ended without an exit status (killed?)" : "nested VM: the VM did not come up",
+      ready
+        ? "nested VM: the command ended without an exit status (killed?)"
+        : "nested VM: the VM did not come up",
       log,
     );
   } finally {
