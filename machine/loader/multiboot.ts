@@ -12,6 +12,11 @@
  *   its bss zeroed, and `e_entry` is the entry (translated to physical through the executable
  *   segment containing it when `p_vaddr != p_paddr`, as QEMU's `load_elf`). An x86-64 ELF is
  *   refused, as QEMU refuses it;
+ * - the kernel's pieces may lie anywhere below the RAM size (below 4 GiB), e820-reserved areas
+ *   included, as QEMU loads them wherever guest memory exists: a stock `ld` puts the segment of the
+ *   ELF headers one page below `.text`, in the BIOS area under 1 MiB. Unlike QEMU (where the guest
+ *   then hangs), a piece beyond the RAM size is refused, and so is a piece over the information
+ *   structures that this loader writes (QEMU's option ROM overwrites it);
  * - flags bit 2 (video mode) is accepted and ignored, as QEMU does (it only prints a note);
  *   unlike QEMU, other required bits (3-15) are refused as the specification demands;
  * - the information structure carries QEMU's flags (memory, boot device 0x8000ffff, command line,
@@ -552,7 +557,10 @@ export function loadMultiboot(image: Uint8Array, options: MultibootOptions): Boo
   const kernelWrites: LabelledWrite[] = [];
   kernel.segments.forEach((segment, i) => {
     const what = kernel.kind === "elf32" ? `ELF segment ${i}` : "the kernel";
-    checkInRam(segment.addr, BigInt(segment.data.length) + segment.bss, what, format, ramSize, e820);
+    // Only the RAM size bounds the kernel, not the e820 map's RAM entries: QEMU loads each piece
+    // wherever guest memory exists, and a PC has memory (RAM, or the ROMs at 0xc0000-0xfffff) at
+    // every address below its RAM size. A stock ld puts the headers' segment in the BIOS area.
+    checkInRam(segment.addr, BigInt(segment.data.length) + segment.bss, what, format, ramSize);
     kernelWrites.push({ addr: segment.addr, data: segment.data, what });
     if (segment.bss > 0n) {
       kernelWrites.push({
