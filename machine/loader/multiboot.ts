@@ -171,11 +171,12 @@ function u32(view: DataView, offset: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { findMultibootHeader } from "./multiboot.ts";
  * const image = new Uint8Array(16);
  * new DataView(image.buffer).setUint32(4, 0x1badb002, true);
  * new DataView(image.buffer).setUint32(12, -0x1badb002 >>> 0, true);
- * console.assert(findMultibootHeader(image)?.offset === 4);
+ * assert.equal(findMultibootHeader(image)?.offset, 4);
  * ```
  */
 export function findMultibootHeader(image: Uint8Array): MultibootHeader | undefined {
@@ -391,10 +392,12 @@ function parseElf32(image: Uint8Array, header: MultibootHeader): MultibootKernel
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseMultiboot } from "./multiboot.ts";
  * import { HELLO64 } from "../guests/mod.ts";
  * const kernel = parseMultiboot(HELLO64);
- * console.assert(kernel.kind === "aout-kludge" && kernel.segments[0].addr === 0x100000n);
+ * assert.equal(kernel.kind, "aout-kludge");
+ * assert.equal(kernel.segments[0].addr, 0x100000n);
  * ```
  */
 export function parseMultiboot(image: Uint8Array): MultibootKernel {
@@ -505,6 +508,7 @@ function cString(text: string, room: bigint, what: string): Uint8Array {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { loadMultiboot } from "./multiboot.ts";
  * import { HELLO64 } from "../guests/mod.ts";
  * const plan = loadMultiboot(HELLO64, {
@@ -512,7 +516,8 @@ function cString(text: string, room: bigint, what: string): Uint8Array {
  *   e820: [{ addr: 0n, size: 0x9fc00n, type: 1 }, { addr: 0x100000n, size: 0x7f00000n, type: 1 }],
  *   ramSize: 0x8000000n,
  * });
- * console.assert(plan.cpu.mode === "protected32" && plan.cpu.gpr?.rax === 0x2badb002n);
+ * assert.equal(plan.cpu.mode, "protected32");
+ * assert.equal(plan.cpu.gpr?.rax, 0x2badb002n);
  * ```
  */
 export function loadMultiboot(image: Uint8Array, options: MultibootOptions): BootPlan {
