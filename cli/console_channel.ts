@@ -32,11 +32,12 @@ const CLOSED = 2;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ConsoleChannel } from "./console_channel.ts";
  * const vmSide = new ConsoleChannel();
  * const workerSide = new ConsoleChannel(vmSide.buffer); // posted to the Worker
  * workerSide.pushInput(new TextEncoder().encode("ls\r"));
- * console.assert(new TextDecoder().decode(vmSide.takeInput()) === "ls\r");
+ * assert.equal(new TextDecoder().decode(vmSide.takeInput()), "ls\r");
  * ```
  */
 export class ConsoleChannel {

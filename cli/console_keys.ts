@@ -25,11 +25,12 @@ export type KeyAction =
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ConsoleKeys } from "./console_keys.ts";
  * const keys = new ConsoleKeys(() => {});
- * console.assert(keys.handle(0x61).kind === "guest");
+ * assert.equal(keys.handle(0x61).kind, "guest");
  * keys.handle(0x01);
- * console.assert(keys.handle(0x78).kind === "quit"); // Ctrl-A x
+ * assert.equal(keys.handle(0x78).kind, "quit"); // Ctrl-A x
  * ```
  */
 export class ConsoleKeys {

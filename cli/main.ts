@@ -9,9 +9,21 @@ import { parseArgs } from "node:util";
 import { handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions } from "../memory/mod.ts";
 import { HELLO64 } from "../machine/guests/hello64.ts"; // only the image this command may run
-import { type CpuMode, detectFormat, LoaderError, loadFlat } from "../machine/loader/mod.ts";
+import { FIRMWARE } from "../machine/guests/firmware.ts";
+import {
+  type BootPlan,
+  type CpuMode,
+  detectFormat,
+  firmwareEntry,
+  KERNEL_PROBE_SIZE,
+  LoaderError,
+  loadFlat,
+  loadKernel,
+  probeKernel,
+} from "../machine/loader/mod.ts";
+import { buildMpTable } from "../machine/pc/mptable.ts";
 import { buildPcDevices } from "../machine/pc/pc_devices.ts";
-import { MAX_CPUS, PcMachine } from "../machine/pc/pc_machine.ts";
+import { MAX_CPUS, pcE820, PcMachine } from "../machine/pc/pc_machine.ts";
 import { buildPcMemory, splitRam } from "../machine/pc/pc_memory.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
@@ -30,24 +42,29 @@ options:
   -kernel FILE            boot FILE as QEMU's -kernel does: Linux bzImage or ELF vmlinux (64-bit
                           entry), or Multiboot v1 (a.out kludge or ELF32)
   -append TEXT            kernel command line
-  -initrd FILE            initial ramdisk (Linux kernels)
+  -initrd FILE            initial ramdisk (Linux kernels; Multiboot modules are not supported)
   -device loader,file=FILE,addr=ADDR[,mode=real|protected32|long64]
-                          a flat binary at ADDR, entered there in that mode (default real), as
-                          QEMU's generic loader; long64 gets identity page tables and a GDT
+                          a flat binary at ADDR, as QEMU's generic loader; repeatable: each is
+                          placed, and the CPU enters the one with a mode (else the first, in real
+                          mode); long64 gets identity page tables and a GDT
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
   -serial stdio|null|file:PATH
                           where COM1 goes (default stdio)
   -nographic              accepted for QEMU compatibility (there is no display)
   -no-reboot              a guest reset ends the run with status 0 (the default)
   -reboot                 a guest reset restarts the guest instead
-  --dump-mtree[=-f]       print 'info mtree' (or 'info mtree -f') of the board and exit
+  -enable-kvm, -nodefaults, -no-hpet, -display none
+                          accepted for QEMU compatibility (this board already behaves so)
+  --dump-mtree[=-f]       print 'info mtree' (or 'info mtree -f') of the board and exit; the -f
+                          may also follow as the next word
   --trace-memslots        print every KVM_SET_USER_MEMORY_REGION call on stderr
   --timings               print where the time went (start-up, VM creation, guest run) on stderr
   -h, --help              this text
 
 While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info registers,
 quit), Ctrl-A h lists the keys. Exit status: the guest's isa-debug-exit status ((value << 1) | 1),
-0 after a reset or quit, 1 when the guest crashes or a run fails, 2 for a bad command line.`;
+0 after a reset or quit, 1 when the guest crashes or a run fails, 2 for a bad command line or
+input file (every input is checked before /dev/kvm is opened).`;
 
 /** Where the front-end reads and writes; the defaults are the process's own. */
 export interface CliIo {
@@ -69,49 +86,150 @@ const PROCESS_IO: CliIo = {
   },
 };
 
-/** A bad command line: printed as one line, exit status 2. */
+/** A bad command line or input file: printed as one line, exit status 2. */
 class UsageError extends Error {}
 
-/** The parsed command line. */
+/** An input file: where it came from and its bytes. */
+export interface InputFile {
+  /** The path as given. */
+  path: string;
+  /** The whole file. */
+  image: Uint8Array;
+}
+
+/** The parsed command line, with every input file read and checked. */
 export interface CliOptions {
+  /** `-m`, in bytes. */
   ramSize: bigint;
+  /** `-smp`. */
   cpus: number;
-  kernel?: { path: string; image: Uint8Array };
+  /** `-kernel`. */
+  kernel?: InputFile;
+  /** `-append` ("" without it). */
   append: string;
-  initrd?: { path: string; image: Uint8Array };
-  flat?: { path: string; image: Uint8Array; addr: bigint; mode: CpuMode };
-  bios?: { path: string; image: Uint8Array };
+  /** `-initrd`. */
+  initrd?: InputFile;
+  /**
+   * Every `-device loader`, in command-line order. The CPU enters the one with a `mode` (at most
+   * one has it), else the first, in real mode; the others are only placed.
+   */
+  flat: (InputFile & { addr: bigint; mode?: CpuMode })[];
+  /** `-bios`. */
+  bios?: InputFile;
+  /** `-serial`. */
   serial: { kind: "stdio" } | { kind: "null" } | { kind: "file"; path: string };
+  /** `--dump-mtree` (tree) or `--dump-mtree=-f` / `--dump-mtree -f` (flat). */
   dumpMtree?: "tree" | "flat";
+  /** `--trace-memslots`. */
   traceMemslots: boolean;
+  /** `-reboot`. */
   reboot: boolean;
+  /** `--timings`. */
   timings: boolean;
 }
 
-const LONG_OPTIONS = new Set([
-  "device",
-  "smp",
-  "kernel",
-  "append",
-  "initrd",
-  "bios",
-  "serial",
-  "nographic",
-  "no-reboot",
-  "reboot",
-]);
+/** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
+const OPTIONS: Record<string, "value" | "flag"> = {
+  m: "value",
+  smp: "value",
+  device: "value",
+  kernel: "value",
+  append: "value",
+  initrd: "value",
+  bios: "value",
+  serial: "value",
+  nographic: "flag",
+  "no-reboot": "flag",
+  reboot: "flag",
+  "dump-mtree": "value", // its value is optional: see normalizeArgs
+  "trace-memslots": "flag",
+  timings: "flag",
+  help: "flag",
+};
+/** How messages and --help spell an option: QEMU's own with one dash, this front-end's with two. */
+const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help"]);
+/**
+ * QEMU options accepted and ignored, because this board already behaves as they ask: KVM is the
+ * only accelerator, there are no default devices to drop, no HPET and no display. A value, when
+ * the option takes one, must be the one given here.
+ */
+const IGNORED: Record<string, { value?: string; why: string }> = {
+  "enable-kvm": { why: "KVM is the only accelerator" },
+  nodefaults: { why: "there are no default devices" },
+  "no-hpet": { why: "there is no HPET" },
+  display: { value: "none", why: "there is no display" },
+};
+/** The `-device loader` properties supported (QEMU's generic loader has more). */
+const LOADER_PROPERTIES = ["file", "addr", "mode"];
 
-/** QEMU spells long options with one dash (`-kernel`); node's parseArgs wants two. */
-function normalizeArgs(args: string[]): string[] {
-  return args.map((a) => {
-    const name = /^-([a-z][a-z0-9-]*)(=.*)?$/.exec(a)?.[1];
-    return name && LONG_OPTIONS.has(name) ? `-${a}` : a;
-  });
+function flagName(name: string): string {
+  return `${DOUBLE_DASH.has(name) ? "--" : "-"}${name}`;
 }
 
-function readInput(flag: string, path: string): Uint8Array {
+/**
+ * Rewrites QEMU's command line for node's `parseArgs`: every option as `--name` or `--name=value`.
+ * QEMU spells long options with one dash (`-kernel`), takes the next word as a value even when it
+ * starts with a dash (`-m -1` is refused for its value, not as a missing one), and `--dump-mtree`
+ * takes `-f` as the next word too. Unknown options are refused here by the name typed, and the
+ * QEMU options in {@link IGNORED} are dropped.
+ */
+function normalizeArgs(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const match = /^(--?)([^-=][^=]*)(?:=(.*))?$/s.exec(arg);
+    if (match === null) {
+      out.push(arg); // a positional or a lone dash: parseArgs refuses it
+      continue;
+    }
+    const [, dashes, typed, inline] = match;
+    const name = typed === "h" ? "help" : typed;
+    if (name === "dump-mtree") {
+      let value = inline ?? "";
+      if (inline === undefined && args[i + 1] === "-f") value = args[++i];
+      out.push(`--dump-mtree=${value}`);
+      continue;
+    }
+    const ignored = IGNORED[name];
+    if (ignored !== undefined) {
+      const value = ignored.value === undefined ? inline : inline ?? args[++i];
+      if (value !== ignored.value) {
+        throw new UsageError(
+          ignored.value === undefined
+            ? `${dashes}${typed} takes no value`
+            : `${dashes}${typed} ${value ?? ""}: not supported (only ${ignored.value}: ${ignored.why})`,
+        );
+      }
+      continue;
+    }
+    const kind = OPTIONS[name];
+    if (kind === undefined) throw new UsageError(`Unknown option '${dashes}${typed}'`);
+    if (kind === "flag") {
+      if (inline !== undefined) throw new UsageError(`${flagName(name)} takes no value`);
+      out.push(`--${name}`);
+      continue;
+    }
+    const value = inline ?? args[++i];
+    if (value === undefined) throw new UsageError(`${flagName(name)} needs a value`);
+    out.push(`--${name}=${value}`);
+  }
+  return out;
+}
+
+/** How messages name the input file `path` of `flag`: `-kernel PATH`, `-device loader,file=PATH`. */
+function inputLabel(flag: string, path: string): string {
+  return flag === "-device loader" ? `${flag},file=${path}` : `${flag} ${path}`;
+}
+
+/** Opens an input file for `flag`; the error names the flag, the path and why. */
+function openInput(flag: string, path: string): Deno.FsFile {
   try {
-    return Deno.readFileSync(path);
+    const file = Deno.openSync(path, { read: true });
+    if (file.statSync().isDirectory) {
+      file.close();
+      throw new Deno.errors.IsADirectory();
+    }
+    return file;
   } catch (e) {
     const why = e instanceof Deno.errors.NotFound
       ? "no such file"
@@ -124,16 +242,105 @@ function readInput(flag: string, path: string): Uint8Array {
   }
 }
 
-/** Parses `args`; throws a {@link UsageError} naming the bad flag or value. */
+/** Fills `buffer` from `file`'s position; the bytes read (fewer at the end of the file). */
+function readInto(file: Deno.FsFile, buffer: Uint8Array): Uint8Array {
+  let done = 0;
+  while (done < buffer.length) {
+    const n = file.readSync(buffer.subarray(done));
+    if (n === null || n === 0) break;
+    done += n;
+  }
+  return buffer.subarray(0, done);
+}
+
+/**
+ * Reads the input file `path` of `flag`, whole, once `check` (given the file's size and its first
+ * `probe` bytes) has not refused it: a file that cannot be used is never read to its end.
+ */
+function readInput(
+  flag: string,
+  path: string,
+  check: (size: number, head: Uint8Array) => void = () => {},
+  probe = 0,
+): InputFile {
+  const file = openInput(flag, path);
+  try {
+    const size = file.statSync().size;
+    check(size, readInto(file, new Uint8Array(Math.min(probe, size))));
+    file.seekSync(0, Deno.SeekMode.Start);
+    const image = new Uint8Array(size);
+    if (readInto(file, image).length !== size) {
+      throw new UsageError(`${flag}: '${path}' changed while it was read`);
+    }
+    return { path, image };
+  } catch (e) {
+    if (e instanceof LoaderError) throw new UsageError(`${inputLabel(flag, path)}: ${e.message}`);
+    throw e;
+  } finally {
+    file.close();
+  }
+}
+
+/** Refuses an input file larger than the guest's RAM, before it is read. */
+function fitsInRam(flag: string, path: string, ramSize: bigint): (size: number) => void {
+  return (size) => {
+    if (BigInt(size) > ramSize) {
+      throw new UsageError(
+        `${inputLabel(flag, path)}: ${formatSize(BigInt(size))} does not fit in ${
+          formatSize(ramSize)
+        } of RAM`,
+      );
+    }
+  };
+}
+
+/** One `-device` option: a generic loader, its properties checked. */
+function parseLoader(text: string): { path: string; addr: bigint; mode?: CpuMode } {
+  const [driver, ...rest] = text.split(",");
+  if (driver !== "loader") {
+    throw new UsageError(`-device: only "loader,file=FILE,addr=ADDR[,mode=…]" is supported, got "${text}"`);
+  }
+  const props = new Map<string, string>();
+  for (const prop of rest) {
+    const eq = prop.indexOf("=");
+    const key = eq < 0 ? prop : prop.slice(0, eq);
+    if (!LOADER_PROPERTIES.includes(key)) {
+      throw new UsageError(
+        `-device loader: property '${key}' is not supported (only ${LOADER_PROPERTIES.join(", ")})`,
+      );
+    }
+    if (eq < 0) throw new UsageError(`-device loader: property '${key}' needs a value (${key}=…)`);
+    if (props.has(key)) throw new UsageError(`-device loader: property '${key}' is given twice`);
+    props.set(key, prop.slice(eq + 1));
+  }
+  const path = props.get("file");
+  const addr = props.get("addr");
+  const mode = props.get("mode");
+  if (!path || addr === undefined) {
+    throw new UsageError(`-device: only "loader,file=FILE,addr=ADDR[,mode=…]" is supported, got "${text}"`);
+  }
+  if (!/^(0x[0-9a-f]+|\d+)$/i.test(addr)) {
+    throw new UsageError(`-device loader: addr "${addr}" is not a number`);
+  }
+  if (mode !== undefined && mode !== "real" && mode !== "protected32" && mode !== "long64") {
+    throw new UsageError(`-device loader: mode "${mode}" is not real, protected32 or long64`);
+  }
+  return { path, addr: BigInt(addr), ...(mode === undefined ? {} : { mode }) };
+}
+
+/**
+ * Parses `args` and reads every input file, checking each before it is read whole; throws a
+ * {@link UsageError} naming the bad flag, value or file.
+ */
 export function parseCommandLine(args: string[]): CliOptions | "help" {
   let values;
   try {
     ({ values } = parseArgs({
       args: normalizeArgs(args),
       options: {
-        m: { type: "string", short: "m" },
+        m: { type: "string" },
         smp: { type: "string" },
-        device: { type: "string" },
+        device: { type: "string", multiple: true },
         kernel: { type: "string" },
         append: { type: "string" },
         initrd: { type: "string" },
@@ -145,15 +352,14 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
         "dump-mtree": { type: "string" },
         "trace-memslots": { type: "boolean" },
         timings: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
+        help: { type: "boolean" },
       },
       allowPositionals: false,
       strict: true,
     }));
   } catch (e) {
-    throw new UsageError(
-      (e as Error).message.split("\n")[0].replace(/'--(kernel|append|initrd|bios|serial)/, "'-$1"),
-    );
+    if (e instanceof UsageError) throw e;
+    throw new UsageError((e as Error).message.split("\n")[0]);
   }
   if (values.help) return "help";
   let ramSize: bigint;
@@ -163,6 +369,10 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     throw new UsageError(`-m: ${(e as Error).message}`);
   }
   if (ramSize < 2n << 20n) throw new UsageError(`-m ${values.m}: a PC needs at least 2 MiB of RAM`);
+  const host = hostMemory();
+  if (host !== undefined && ramSize > host) {
+    throw new UsageError(`-m ${formatSize(ramSize)}: more than this host's ${formatSize(host)} of memory`);
+  }
   const smpText = values.smp ?? "1";
   const cpus = Number(/^(?:cpus=)?(\d+)$/.exec(smpText)?.[1]);
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
@@ -188,46 +398,100 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   if (values.append !== undefined && values.kernel === undefined) {
     throw new UsageError("-append needs -kernel");
   }
-  let flat: CliOptions["flat"];
-  if (values.device !== undefined) {
-    const props = new Map(values.device.split(",").slice(1).map((p) => p.split("=", 2) as [string, string]));
-    const mode = props.get("mode") ?? "real";
-    const addr = props.get("addr");
-    if (!values.device.startsWith("loader,") || !props.get("file") || addr === undefined) {
-      throw new UsageError(
-        `-device: only "loader,file=FILE,addr=ADDR[,mode=…]" is supported, got "${values.device}"`,
-      );
-    }
-    if (!/^(0x[0-9a-f]+|\d+)$/i.test(addr)) {
-      throw new UsageError(`-device loader: addr "${addr}" is not a number`);
-    }
-    if (mode !== "real" && mode !== "protected32" && mode !== "long64") {
-      throw new UsageError(`-device loader: mode "${mode}" is not real, protected32 or long64`);
-    }
-    if (values.kernel !== undefined) throw new UsageError("-device loader and -kernel exclude each other");
-    const path = props.get("file")!;
-    flat = { path, image: readInput("-device loader", path), addr: BigInt(addr), mode };
+  const loaders = (values.device ?? []).map(parseLoader);
+  if (loaders.length > 0 && values.kernel !== undefined) {
+    throw new UsageError("-device loader and -kernel exclude each other");
   }
+  if (loaders.filter((l) => l.mode !== undefined).length > 1) {
+    throw new UsageError(
+      "-device loader: mode= is given on more than one loader; only the one entered has it",
+    );
+  }
+  // Every option is valid: now the files, each refused before it is read whole where it cannot be used.
+  const kernel = values.kernel === undefined ? undefined : readInput(
+    "-kernel",
+    values.kernel,
+    (_size, head) => void probeKernel(head),
+    KERNEL_PROBE_SIZE,
+  );
+  const initrd = values.initrd === undefined
+    ? undefined
+    : readInput("-initrd", values.initrd, fitsInRam("-initrd", values.initrd, ramSize));
+  const flat = loaders.map((l) => ({
+    ...l,
+    ...readInput("-device loader", l.path, fitsInRam("-device loader", l.path, ramSize)),
+  }));
+  const bios = values.bios === undefined
+    ? undefined
+    : readInput("-bios", values.bios, (size) => void firmwareEntry(new Uint8Array(size)));
   return {
     ramSize,
     cpus,
     flat,
-    kernel: values.kernel === undefined
-      ? undefined
-      : { path: values.kernel, image: readInput("-kernel", values.kernel) },
+    kernel,
     append: values.append ?? "",
-    initrd: values.initrd === undefined
-      ? undefined
-      : { path: values.initrd, image: readInput("-initrd", values.initrd) },
-    bios: values.bios === undefined
-      ? undefined
-      : { path: values.bios, image: readInput("-bios", values.bios) },
+    initrd,
+    bios,
     serial,
     dumpMtree: dump === undefined ? undefined : dump === "-f" ? "flat" : "tree",
     traceMemslots: values["trace-memslots"] ?? false,
     reboot: values.reboot ?? false,
     timings: values.timings ?? false,
   };
+}
+
+/**
+ * The boot plan of `options`, made before KVM is opened so that a file no loader takes is refused
+ * first, naming the file: every `-device loader` (entered at the one with a mode, else the first),
+ * or the `-kernel` with its command line and initrd (QEMU hands a Multiboot kernel "FILE ARGS"
+ * and Linux exactly `-append`), or the built-in guest. The e820 map is the board's (`pcE820`),
+ * as `PcMachine.create` computes it. Throws a {@link UsageError} naming the file.
+ */
+export function bootPlanOf(options: CliOptions): BootPlan {
+  if (options.flat.length > 0) {
+    const entered = options.flat.find((f) => f.mode !== undefined) ?? options.flat[0];
+    const flag = inputLabel("-device loader", entered.path);
+    try {
+      return loadFlat(entered.image, {
+        addr: entered.addr,
+        mode: entered.mode ?? "real",
+        ramSize: options.ramSize,
+        data: options.flat.filter((f) => f !== entered).map((f) => ({
+          addr: f.addr,
+          data: f.image,
+          what: f.path,
+        })),
+      });
+    } catch (e) {
+      if (e instanceof LoaderError) throw new UsageError(`${flag}: ${e.message}`);
+      throw e;
+    }
+  }
+  const kernel = options.kernel ?? { path: "built-in guest", image: HELLO64 };
+  const split = splitRam(options.ramSize);
+  const firmwareSize = BigInt((options.bios?.image ?? FIRMWARE).length);
+  const e820 = pcE820(
+    split.below4g,
+    split.above4g,
+    firmwareSize,
+    buildMpTable({ cpus: options.cpus }).address,
+  );
+  try {
+    return loadKernel(kernel.image, {
+      cmdline: detectFormat(kernel.image) === "multiboot"
+        ? [kernel.path, options.append].filter((s) => s).join(" ")
+        : options.append,
+      e820,
+      ramSize: split.below4g,
+      ...(options.initrd === undefined ? {} : { initrd: options.initrd.image }),
+    });
+  } catch (e) {
+    if (e instanceof LoaderError) {
+      const initrd = options.initrd === undefined ? "" : ` -initrd ${options.initrd.path}`;
+      throw new UsageError(`-kernel ${kernel.path}${initrd}: ${e.message}`);
+    }
+    throw e;
+  }
 }
 
 function hostMemory(): bigint | undefined {
@@ -277,14 +541,9 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       io.out(USAGE);
       return 0;
     }
-    const host = hostMemory();
-    if (host !== undefined && options.ramSize > host) {
-      throw new UsageError(
-        `-m ${formatSize(options.ramSize)}: more than this host's ${formatSize(host)} of memory`,
-      );
-    }
+    const plan = bootPlanOf(options); // the last input check: nothing is opened or written before it
     if (options.dumpMtree) return dump(options, io);
-    return await boot(options, io, entered);
+    return await boot(options, plan, io, entered);
   } catch (e) {
     if (e instanceof UsageError) {
       io.err(`error: ${e.message} (try --help)`);
@@ -322,8 +581,10 @@ function dump(options: CliOptions, io: CliIo): number {
   return 0;
 }
 
-async function boot(options: CliOptions, io: CliIo, entered: number): Promise<number> {
-  const kernel = options.kernel ?? { path: "built-in guest", image: HELLO64 };
+async function boot(options: CliOptions, plan: BootPlan, io: CliIo, entered: number): Promise<number> {
+  // Every input has been checked: from here on the run needs KVM. This is where /dev/kvm is opened,
+  // before anything is created or written (a -serial file is truncated only after this).
+  using kvm = Kvm.open();
   let serialFile: Deno.FsFile | undefined;
   let serial: ((byte: number) => void) | undefined;
   const one = new Uint8Array(1);
@@ -357,24 +618,11 @@ async function boot(options: CliOptions, io: CliIo, entered: number): Promise<nu
   ready.catch(() => {}); // awaited below; if the machine cannot be built it is never needed
   try {
     machine = PcMachine.create({
+      kvm,
       ramSize: options.ramSize,
       cpus: options.cpus,
       firmware: options.bios?.image,
-      kernel: {
-        image: kernel.image,
-        // QEMU hands a Multiboot kernel "FILE ARGS" and Linux exactly -append.
-        cmdline: detectFormat(kernel.image) === "multiboot"
-          ? [kernel.path, options.append].filter((s) => s).join(" ")
-          : options.append,
-        initrd: options.initrd?.image,
-      },
-      boot: options.flat
-        ? loadFlat(options.flat.image, {
-          addr: options.flat.addr,
-          mode: options.flat.mode,
-          ramSize: options.ramSize,
-        })
-        : undefined,
+      boot: plan,
       serial,
       traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
     });

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { kvmAvailability } from "../kvm/mod.ts";
-import { type CliIo, main, parseCommandLine } from "./main.ts";
+import { AddressSpace } from "../memory/mod.ts";
+import { EXIT_STATUS } from "../machine/guests/mod.ts";
+import { LoaderError } from "../machine/loader/mod.ts";
+import { PcMachine } from "../machine/pc/pc_machine.ts";
+import { buildPcMemory } from "../machine/pc/pc_memory.ts";
+import { bootPlanOf, type CliIo, main, parseCommandLine } from "./main.ts";
 import { formatSize, parseSize } from "./size.ts";
 
 const KVM = kvmAvailability();
@@ -55,6 +60,30 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
       /mode "v86" is not real, protected32 or long64/,
     ],
     [["-m", "1T"], /more than this host's .* of memory/],
+    [["-m", "-1"], /-m: "-1" is not a size/],
+    [["-smp", "-1"], /-smp: "-1" is not a number of vCPUs/],
+    [["-enable-kvm", "-cpu", "host"], /Unknown option '-cpu'/],
+    [["-machine", "q35"], /Unknown option '-machine'/],
+    [["--cpu=host"], /Unknown option '--cpu'/],
+    [["-display", "gtk"], /-display gtk: not supported \(only none: there is no display\)/],
+    [["-enable-kvm=on"], /-enable-kvm takes no value/],
+    [["-nographic=1"], /-nographic takes no value/],
+    [["-kernel"], /-kernel needs a value/],
+    [["--dump-mtree", "-x"], /Unknown option '-x'/],
+    [
+      ["-device", "loader,file=/etc/hostname,addr=0x7c00,mdoe=long64"],
+      /-device loader: property 'mdoe' is not supported \(only file, addr, mode\)/,
+    ],
+    [["-device", "loader,file=/etc/hostname,addr=0,addr=1"], /property 'addr' is given twice/],
+    [
+      [
+        "-device",
+        "loader,file=/etc/hostname,addr=0,mode=real",
+        "-device",
+        "loader,file=/etc/hostname,addr=1,mode=real",
+      ],
+      /mode= is given on more than one loader/,
+    ],
   ];
   for (const [args, message] of cases) {
     const io = capture();
@@ -65,17 +94,184 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
   }
 });
 
-Deno.test("a file in no supported format is refused in one line with status 1", async () => {
-  const io = capture();
-  const path = Deno.makeTempFileSync();
+/** Runs `fn` with temporary files of the given contents (a number: a sparse file of that size). */
+async function withFiles(
+  contents: (Uint8Array | string | number)[],
+  fn: (...paths: string[]) => Promise<void> | void,
+): Promise<void> {
+  const paths = contents.map(() => Deno.makeTempFileSync({ prefix: "cli-test-" }));
   try {
-    Deno.writeTextFileSync(path, "not a kernel\n");
-    assert.equal(await main(["-kernel", path], io), KVM.available ? 1 : 1);
-    assert.equal(io.stderr.length, 1);
-    assert.match(io.stderr[0], /unknown format|KVM|kvm/);
+    contents.forEach((c, i) => {
+      if (typeof c === "number") Deno.truncateSync(paths[i], c);
+      else if (typeof c === "string") Deno.writeTextFileSync(paths[i], c);
+      else Deno.writeFileSync(paths[i], c);
+    });
+    await fn(...paths);
   } finally {
-    Deno.removeSync(path);
+    for (const path of paths) Deno.removeSync(path);
   }
+}
+
+/** Runs `args`: status 2, exactly one line on stderr matching `message`, and nothing on stdout. */
+async function refused(args: string[], message: RegExp): Promise<void> {
+  const io = capture();
+  assert.equal(await main(args, io), 2, args.join(" "));
+  assert.equal(io.stderr.length, 1, `${args.join(" ")}: ${io.stderr.join(" | ")}`);
+  assert.match(io.stderr[0], message, args.join(" "));
+  assert.match(io.stderr[0], /^error: [^\n]*\(try --help\)$/);
+  assert.deepEqual(io.stdout, []);
+}
+
+/**
+ * A minimal relocatable bzImage for the 64-bit entry (boot.rst's setup header): one setup sector,
+ * a 4 KiB protected-mode kernel, init_size 4 MiB at pref_address 16 MiB.
+ */
+function bzImage(): Uint8Array {
+  const image = new Uint8Array(0x400 + 0x1000);
+  const view = new DataView(image.buffer);
+  image[0x1f1] = 1; // setup_sects
+  view.setUint32(0x1f4, 0x1000 / 16, true); // syssize
+  view.setUint16(0x1fe, 0xaa55, true); // boot_flag
+  image[0x201] = 0x66; // the header ends at 0x268
+  view.setUint32(0x202, 0x5372_6448, true); // "HdrS"
+  view.setUint16(0x206, 0x020f, true); // protocol 2.15
+  image[0x211] = 1; // loadflags: LOADED_HIGH
+  view.setUint32(0x22c, 0x7fff_ffff, true); // initrd_addr_max
+  view.setUint32(0x230, 0x20_0000, true); // kernel_alignment
+  image[0x234] = 1; // relocatable_kernel
+  view.setUint16(0x236, 1, true); // xloadflags: XLF_KERNEL_64
+  view.setUint32(0x238, 2047, true); // cmdline_size
+  view.setBigUint64(0x258, 0x100_0000n, true); // pref_address
+  view.setUint32(0x260, 0x40_0000, true); // init_size
+  return image;
+}
+
+Deno.test("a file in no supported format is refused in one line naming it, with status 2", async () => {
+  await withFiles(
+    ["not a kernel\n"],
+    (path) => refused(["-kernel", path], new RegExp(`^error: -kernel ${path}: kernel: unknown format: `)),
+  );
+});
+
+Deno.test("-initrd reaches the Linux loader: the zero page points at its bytes in guest RAM", async () => {
+  const initrd = new Uint8Array(0x3000).map((_, i) => (i * 7) & 0xff);
+  await withFiles([bzImage(), initrd], (kernel, ramdisk) => {
+    const options = parseCommandLine([
+      "-kernel",
+      kernel,
+      "-initrd",
+      ramdisk,
+      "-m",
+      "64M",
+      "-append",
+      "quiet",
+    ]);
+    assert.notEqual(options, "help");
+    if (options === "help") return;
+    const plan = bootPlanOf(options);
+    // Place the plan in the board's own memory map, without KVM, as PcMachine does.
+    const map = buildPcMemory({ ramSize: options.ramSize });
+    using memory = new AddressSpace(map.system, "memory");
+    for (const { addr, data } of plan.writes) memory.writeRom(addr, data);
+    const zeroPage = memory.readBytes(0x1_0000n, 0x1000).data;
+    const view = new DataView(zeroPage.buffer, zeroPage.byteOffset);
+    const ramdiskImage = view.getUint32(0x218, true);
+    assert.equal(view.getUint32(0x21c, true), initrd.length, "ramdisk_size");
+    assert.ok(ramdiskImage >= 0x10_0000 && ramdiskImage + initrd.length <= 64 << 20, "ramdisk_image in RAM");
+    assert.deepEqual(memory.readBytes(BigInt(ramdiskImage), initrd.length).data, initrd);
+    assert.deepEqual(memory.readBytes(0x2_0000n, 6).data, new TextEncoder().encode("quiet\0"));
+  });
+});
+
+Deno.test("PcMachine.create hands the initrd to the kernel loader, which refuses it for Multiboot", () => {
+  // The loader's refusal comes before /dev/kvm is opened, so this runs on any host.
+  assert.throws(
+    () =>
+      PcMachine.create({ ramSize: 128n << 20n, kernel: { image: EXIT_STATUS, initrd: new Uint8Array(16) } }),
+    (e) => e instanceof LoaderError && e.code === "INITRD_UNSUPPORTED",
+  );
+});
+
+Deno.test("every input is checked before KVM: the kernel loader's refusals name the files", async () => {
+  await withFiles([EXIT_STATUS, "ramdisk"], async (kernel, ramdisk) => {
+    await refused(
+      ["-kernel", kernel, "-initrd", ramdisk],
+      new RegExp(`^error: -kernel ${kernel} -initrd ${ramdisk}: .*Multiboot modules are not supported`),
+    );
+  });
+  await withFiles([bzImage(), 0x100_0000], async (kernel, ramdisk) => {
+    await refused(
+      ["-kernel", kernel, "-initrd", ramdisk, "-m", "32M"],
+      new RegExp(`^error: -kernel ${kernel} -initrd ${ramdisk}: bzImage: the initrd .* does not fit in RAM`),
+    );
+  });
+});
+
+Deno.test("a huge file is refused on its first pages, naming it, without being read whole", async () => {
+  // Sparse: 3 GiB of nothing on disk. Read whole, it would need 3 GiB of memory.
+  await withFiles([3 * 2 ** 30, EXIT_STATUS], async (big, kernelPath) => {
+    await refused(["-kernel", big], new RegExp(`^error: -kernel ${big}: kernel: unknown format`));
+    await refused(
+      ["-kernel", kernelPath, "-initrd", big],
+      /-initrd .*: 3 GiB does not fit in 128 MiB of RAM/,
+    );
+    await refused(
+      ["-device", `loader,file=${big},addr=0x7c00`, "-m", "64M"],
+      new RegExp(`^error: -device loader,file=${big}: 3 GiB does not fit in 64 MiB of RAM`),
+    );
+  });
+});
+
+Deno.test("a -serial file is not touched when an input is refused", async () => {
+  await withFiles(["previous run\n", "not a kernel"], async (log, kernel) => {
+    await refused(["-serial", `file:${log}`, "-kernel", kernel], /unknown format/);
+    assert.equal(Deno.readTextFileSync(log), "previous run\n");
+  });
+});
+
+Deno.test("a bad -bios is one line naming -bios, in dump mode as in a run", async () => {
+  await withFiles(["13 bytes long"], async (bios) => {
+    const line = new RegExp(`^error: -bios ${bios}: firmware: 13 bytes is not a nonzero multiple of 64 KiB`);
+    await refused(["-bios", bios, "--dump-mtree"], line);
+    await refused(["-bios", bios], line);
+  });
+});
+
+Deno.test("every -device loader is kept: all placed, the first entered, a missing file refused", async () => {
+  await withFiles([new Uint8Array([0xf4]), new Uint8Array([1, 2, 3])], async (code, table) => {
+    const options = parseCommandLine([
+      "-device",
+      `loader,file=${code},addr=0x7c00`,
+      "-device",
+      `loader,file=${table},addr=0x9000`,
+    ]);
+    assert.notEqual(options, "help");
+    if (options === "help") return;
+    assert.deepEqual(options.flat.map((f) => [f.path, f.addr]), [[code, 0x7c00n], [table, 0x9000n]]);
+    const plan = bootPlanOf(options);
+    assert.deepEqual(plan.writes, [{ addr: 0x7c00n, data: new Uint8Array([0xf4]) }, {
+      addr: 0x9000n,
+      data: new Uint8Array([1, 2, 3]),
+    }]);
+    assert.deepEqual(plan.cpu.cs, { selector: 0x7c0, base: 0x7c00n });
+    // The one with a mode is entered, wherever it is on the command line.
+    const second = parseCommandLine([
+      "-device",
+      `loader,file=${table},addr=0x9000`,
+      "-device",
+      `loader,file=${code},addr=0x10000,mode=protected32`,
+    ]);
+    if (second === "help") return;
+    assert.equal(bootPlanOf(second).cpu.rip, 0x1_0000n);
+    await refused(
+      ["-device", "loader,file=/nonexistent/first,addr=0", "-device", `loader,file=${code},addr=0x7c00`],
+      /-device loader: cannot read '\/nonexistent\/first': no such file/,
+    );
+    await refused(
+      ["-device", `loader,file=${code},addr=0x7c00`, "-device", `loader,file=${table},addr=0x7c00`],
+      new RegExp(`-device loader,file=${code}: flat real: the image .* overlaps ${table}`),
+    );
+  });
 });
 
 Deno.test("QEMU's single-dash long options parse", () => {
@@ -85,6 +281,28 @@ Deno.test("QEMU's single-dash long options parse", () => {
   assert.equal(options.ramSize, 256n << 20n);
   assert.deepEqual(options.serial, { kind: "null" });
   assert.equal(parseCommandLine(["--help"]), "help");
+  assert.equal(parseCommandLine(["-h"]), "help");
+  assert.equal(parseCommandLine(["-help"]), "help");
+});
+
+Deno.test("QEMU options this board already obeys are accepted and change nothing", () => {
+  const plain = parseCommandLine(["-m", "64M"]);
+  const qemu = parseCommandLine(["-enable-kvm", "-nodefaults", "-m", "64M", "-display", "none", "-no-hpet"]);
+  assert.deepEqual(qemu, plain);
+});
+
+Deno.test("--dump-mtree takes QEMU's habits: no value, =-f, or -f after it", () => {
+  const dump = (...args: string[]) => {
+    const options = parseCommandLine(args);
+    assert.notEqual(options, "help");
+    return options === "help" ? undefined : [options.dumpMtree, options.ramSize];
+  };
+  assert.deepEqual(dump("--dump-mtree"), ["tree", 128n << 20n]);
+  assert.deepEqual(dump("--dump-mtree", "-m", "64M"), ["tree", 64n << 20n]);
+  assert.deepEqual(dump("-m", "64M", "--dump-mtree"), ["tree", 64n << 20n]);
+  assert.deepEqual(dump("--dump-mtree=-f"), ["flat", 128n << 20n]);
+  assert.deepEqual(dump("--dump-mtree", "-f", "-m", "64M"), ["flat", 64n << 20n]);
+  assert.deepEqual(dump("--dump-mtree="), ["tree", 128n << 20n]);
 });
 
 Deno.test("--help lists the flags", async () => {
@@ -100,6 +318,8 @@ Deno.test("--help lists the flags", async () => {
       "-serial",
       "--dump-mtree",
       "--trace-memslots",
+      "-enable-kvm",
+      "-display none",
     ]
   ) {
     assert.ok(io.stdout[0].includes(flag), flag);

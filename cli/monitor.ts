@@ -32,10 +32,11 @@ const HELP = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { runMonitorCommand } from "./monitor.ts";
  * const target = { mtree: () => "tree\n", registers: () => "RAX=0" };
- * console.assert(runMonitorCommand(target, "info registers").output === "RAX=0\n");
- * console.assert(runMonitorCommand(target, "q").quit);
+ * assert.equal(runMonitorCommand(target, "info registers").output, "RAX=0\n");
+ * assert.ok(runMonitorCommand(target, "q").quit);
  * ```
  */
 export function runMonitorCommand(target: MonitorTarget, line: string): MonitorResult {

@@ -11,8 +11,10 @@ const UNITS: Record<string, bigint> = { B: 1n, K: 1n << 10n, M: 1n << 20n, G: 1n
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseSize } from "./size.ts";
- * console.assert(parseSize("3584M") === 3584n << 20n && parseSize("512") === 512n << 20n);
+ * assert.equal(parseSize("3584M"), 3584n << 20n);
+ * assert.equal(parseSize("512"), 512n << 20n);
  * ```
  */
 export function parseSize(text: string, defaultUnit: keyof typeof UNITS = "M"): bigint {

@@ -35,30 +35,60 @@ const E820: E820Entry[] = [
 ];
 const CMDLINE = "console=ttyS0 quiet reboot=k panic=-1 pci=off nomodule nokaslr acpi=off";
 
-/** The newest readable file in /boot whose name starts with `prefix`, or why there is none. */
-function findBootFile(prefix: string): { path?: string; reason?: string } {
+/** Orders kernel versions ("6.1.0-9-amd64" before "6.1.0-57-amd64"): numbers as numbers. */
+function compareVersions(a: string, b: string): number {
+  const pa = a.split(/(\d+)/);
+  const pb = b.split(/(\d+)/);
+  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
+    if (pa[i] === pb[i]) continue;
+    return i % 2 === 1 ? Number(pa[i]) - Number(pb[i]) : pa[i] < pb[i] ? -1 : 1;
+  }
+  return pa.length - pb.length;
+}
+
+/** A kernel in `dir` and, when it has a usable one, the initrd of the same version. */
+interface BootPair {
+  kernel?: string;
+  initrd?: string;
+  /** Why there is no kernel, or no initrd. */
+  reason?: string;
+}
+
+/**
+ * The newest readable `vmlinuz-VERSION` in `dir` and its own `initrd.img-VERSION`, matched by
+ * version, so that leftovers such as an empty `initrd.img-VERSION.new` or another kernel's initrd
+ * are never taken. An initrd that is missing, unreadable or empty is reported, not used.
+ */
+function findBootPair(dir = "/boot"): BootPair {
   let names: string[];
   try {
-    names = [...Deno.readDirSync("/boot")].filter((e) => e.isFile && e.name.startsWith(prefix)).map((e) =>
-      e.name
-    );
+    names = [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => e.name);
   } catch (error) {
-    return { reason: `/boot is not readable (${(error as Error).message})` };
+    return { reason: `${dir} is not readable (${(error as Error).message})` };
   }
-  names.sort().reverse();
-  for (const name of names) {
-    const path = `/boot/${name}`;
+  const versions = names.filter((n) => n.startsWith("vmlinuz-")).map((n) => n.slice("vmlinuz-".length))
+    .sort(compareVersions).reverse();
+  const readable = (path: string) => {
     try {
-      Deno.openSync(path, { read: true }).close();
-      return { path };
+      using file = Deno.openSync(path, { read: true });
+      return file.statSync().size;
     } catch {
-      // Ubuntu makes vmlinuz root-only: try the next one.
+      return undefined; // Ubuntu makes vmlinuz root-only: try the next one
     }
+  };
+  for (const version of versions) {
+    const kernel = `${dir}/vmlinuz-${version}`;
+    if (!readable(kernel)) continue;
+    const initrd = `${dir}/initrd.img-${version}`;
+    const size = readable(initrd);
+    if (size === undefined) return { kernel, reason: `no readable ${initrd}` };
+    if (size === 0) return { kernel, reason: `${initrd} is empty` };
+    return { kernel, initrd };
   }
   return {
-    reason: names.length === 0
-      ? `no /boot/${prefix}* (Debian: apt-get install linux-image-amd64)`
-      : `none of ${names.map((n) => `/boot/${n}`).join(", ")} is readable`,
+    reason: versions.length === 0
+      ? `no ${dir}/vmlinuz-* (Debian: apt-get install linux-image-amd64)`
+      : `none of ${versions.map((v) => `${dir}/vmlinuz-${v}`).join(", ")} is readable`,
   };
 }
 
@@ -86,10 +116,38 @@ async function run(command: readonly string[], input: Uint8Array): Promise<Uint8
   return output.stdout;
 }
 
-const kernel = findBootFile("vmlinuz-");
-const initrdFile = findBootFile("initrd.img-");
-if (kernel.path === undefined) console.log(`tests/linux_kernel_test.ts: skipped: ${kernel.reason}`);
-else console.log(`tests/linux_kernel_test.ts: ${kernel.path}`);
+const pair = findBootPair();
+const kernel = { path: pair.kernel };
+if (kernel.path === undefined) console.log(`tests/linux_kernel_test.ts: skipped: ${pair.reason}`);
+else {console.log(
+    `tests/linux_kernel_test.ts: ${kernel.path} ${pair.initrd ?? `(no initrd: ${pair.reason})`}`,
+  );}
+
+Deno.test("the kernel and its initrd are picked as a pair by version, never a leftover", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "boot-" });
+  try {
+    const files: [string, string][] = [
+      ["vmlinuz-6.1.0-9-amd64", "old kernel"],
+      ["initrd.img-6.1.0-9-amd64", "old initrd"],
+      ["vmlinuz-6.1.0-57-amd64", "kernel"],
+      ["initrd.img-6.1.0-57-amd64", "initrd"],
+      ["initrd.img-6.1.0-57-amd64.new", ""], // what an interrupted update-initramfs leaves
+      ["initrd.img-6.1.0-60-amd64", "an initrd without its kernel"],
+    ];
+    for (const [name, text] of files) Deno.writeTextFileSync(`${dir}/${name}`, text);
+    assert.deepEqual(findBootPair(dir), {
+      kernel: `${dir}/vmlinuz-6.1.0-57-amd64`,
+      initrd: `${dir}/initrd.img-6.1.0-57-amd64`,
+    });
+    Deno.writeTextFileSync(`${dir}/initrd.img-6.1.0-57-amd64`, "");
+    assert.deepEqual(findBootPair(dir), {
+      kernel: `${dir}/vmlinuz-6.1.0-57-amd64`,
+      reason: `${dir}/initrd.img-6.1.0-57-amd64 is empty`,
+    });
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
 
 Deno.test({
   name: "loadBzImage accepts the distribution kernel, with its initrd",
@@ -101,8 +159,8 @@ Deno.test({
     assert.ok((header.xloadflags & 1) !== 0, "XLF_KERNEL_64");
     assert.ok(header.relocatable, "a distribution kernel is relocatable");
     assert.ok(header.prefAddress >= 0x10_0000n && header.prefAddress % header.kernelAlignment === 0n);
-    const initrd = initrdFile.path === undefined ? undefined : Deno.readFileSync(initrdFile.path);
-    if (initrd === undefined) console.log(`  no initrd: ${initrdFile.reason}`);
+    const initrd = pair.initrd === undefined ? undefined : Deno.readFileSync(pair.initrd);
+    if (initrd === undefined) console.log(`  no initrd: ${pair.reason}`);
     const plan = loadBzImage(image, { cmdline: CMDLINE, e820: E820, ramSize: RAM_SIZE, initrd });
     assert.equal(plan.cpu.mode, "long64");
     assert.equal(plan.cpu.rip, header.prefAddress + 0x200n, "startup_64 of the compressed kernel");

@@ -57,9 +57,10 @@ export interface BzImagePayload {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { payloadFormat } from "./bzimage_payload.ts";
- * console.assert(payloadFormat(new Uint8Array([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) === "xz");
- * console.assert(payloadFormat(new Uint8Array([0x7f, 0x45])) === undefined);
+ * assert.equal(payloadFormat(new Uint8Array([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])), "xz");
+ * assert.equal(payloadFormat(new Uint8Array([0x7f, 0x45])), undefined);
  * ```
  */
 export function payloadFormat(bytes: Uint8Array): PayloadFormat | undefined {
@@ -75,8 +76,9 @@ export function payloadFormat(bytes: Uint8Array): PayloadFormat | undefined {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decompressCommand } from "./bzimage_payload.ts";
- * console.assert(decompressCommand("zstd").join(" ") === "zstd -dc");
+ * assert.equal(decompressCommand("zstd").join(" "), "zstd -dc");
  * ```
  */
 export function decompressCommand(format: PayloadFormat): readonly string[] {

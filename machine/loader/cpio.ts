@@ -38,9 +38,10 @@ function pad4(parts: Uint8Array[], length: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cpioNewc } from "./cpio.ts";
  * const archive = cpioNewc([{ name: "init", type: "file", data: "#!/bin/sh\n" }]);
- * console.assert(new TextDecoder().decode(archive.subarray(0, 6)) === "070701");
+ * assert.equal(new TextDecoder().decode(archive.subarray(0, 6)), "070701");
  * ```
  */
 export function cpioNewc(entries: readonly CpioEntry[]): Uint8Array {

@@ -8,7 +8,12 @@
 import type { BootPlan } from "./boot_plan.ts";
 import { type LinuxOptions, loadBzImage } from "./linux.ts";
 import { LoaderError } from "./loader_error.ts";
-import { findBadMultibootChecksum, findMultibootHeader, loadMultiboot } from "./multiboot.ts";
+import {
+  findBadMultibootChecksum,
+  findMultibootHeader,
+  loadMultiboot,
+  MULTIBOOT_SEARCH_SIZE,
+} from "./multiboot.ts";
 import { EM_X86_64, loadVmlinux } from "./vmlinux.ts";
 import { hex, viewOf } from "./_plan.ts";
 
@@ -41,10 +46,11 @@ const MIN_KERNEL_SIZE = 12;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { detectFormat } from "./detect.ts";
  * import { FIRMWARE, HELLO64 } from "../guests/mod.ts";
- * console.assert(detectFormat(HELLO64) === "multiboot");
- * console.assert(detectFormat(FIRMWARE) === "unknown");
+ * assert.equal(detectFormat(HELLO64), "multiboot");
+ * assert.equal(detectFormat(FIRMWARE), "unknown");
  * ```
  */
 export function detectFormat(image: Uint8Array): KernelFormat {
@@ -66,24 +72,88 @@ export function detectFormat(image: Uint8Array): KernelFormat {
 }
 
 /**
- * Loads a kernel image for `-kernel FILE`, by {@link detectFormat}: a Linux bzImage through
- * {@link loadBzImage}, a Multiboot image through {@link loadMultiboot}, a 64-bit ELF through
- * {@link loadVmlinux} when it is for x86-64. Anything else throws a {@link LoaderError} whose
- * message is one line saying what the file is and why it cannot be loaded (a 64-bit ELF for
- * another machine, an x86-64 ELF that is not Linux, a bad Multiboot checksum, a Multiboot kernel
- * with an initrd, a truncated or unknown file).
+ * How many leading bytes of a kernel file {@link detectFormat} and {@link probeKernel} look at: the
+ * Multiboot search area, which also holds the Linux setup header's signature (0x202) and the ELF
+ * header. A front-end reads this much first and the whole file only when it will be loaded.
+ */
+export const KERNEL_PROBE_SIZE: number = MULTIBOOT_SEARCH_SIZE;
+
+/**
+ * The loadable format of a kernel file, from its first {@link KERNEL_PROBE_SIZE} bytes (or the
+ * whole file when it is shorter), so that a file no loader takes is refused before it is read
+ * whole. Throws a {@link LoaderError} whose message is one line saying what the file is and why it
+ * cannot be loaded (a 64-bit ELF for another machine than x86-64, a bad Multiboot checksum, a 32-bit
+ * ELF without a Multiboot header, a truncated or unknown file): the same line {@link loadKernel}
+ * gives for the whole file.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { probeKernel } from "./detect.ts";
+ * import { HELLO64 } from "../guests/mod.ts";
+ * assert.equal(probeKernel(HELLO64.subarray(0, 8192)), "multiboot");
+ * assert.throws(() => probeKernel(new Uint8Array(8192)), /unknown format/);
+ * ```
+ */
+export function probeKernel(head: Uint8Array): Exclude<KernelFormat, "unknown"> {
+  const view = viewOf(head);
+  const format = detectFormat(head);
+  if (format === "elf64") {
+    const machine = head.length >= ELF_MACHINE_OFFSET + 2 ? view.getUint16(ELF_MACHINE_OFFSET, true) : 0;
+    if (machine !== EM_X86_64) {
+      throw new LoaderError(
+        "ELF64",
+        `kernel: 64-bit ELF for machine ${machine}, not x86-64 (${EM_X86_64}), without a Multiboot header: ` +
+          "not supported",
+      );
+    }
+  }
+  if (format !== "unknown") return format;
+  const bad = findBadMultibootChecksum(head);
+  if (bad !== undefined) {
+    throw new LoaderError(
+      "BAD_CHECKSUM",
+      `kernel: Multiboot magic at offset ${hex(bad.offset)} but the checksum is wrong ` +
+        `(magic + flags + checksum = ${hex(bad.sum)}, not 0)`,
+    );
+  }
+  if (head.length < MIN_KERNEL_SIZE) {
+    throw new LoaderError(
+      "TRUNCATED",
+      `kernel: the file is ${head.length} bytes, too short to be a kernel`,
+    );
+  }
+  if (view.getUint32(0, true) === ELF_MAGIC && head[ELF_CLASS_OFFSET] === ELF_CLASS_32) {
+    throw new LoaderError(
+      "UNKNOWN_FORMAT",
+      "kernel: 32-bit ELF without a Multiboot header: not supported (add a Multiboot header)",
+    );
+  }
+  throw new LoaderError(
+    "UNKNOWN_FORMAT",
+    'kernel: unknown format: no Multiboot header in the first 8192 bytes, no Linux "HdrS" at 0x202, ' +
+      "not an ELF file",
+  );
+}
+
+/**
+ * Loads a kernel image for `-kernel FILE`, by {@link detectFormat}: a Linux bzImage through
+ * {@link loadBzImage}, a Multiboot image through {@link loadMultiboot}, a 64-bit ELF through
+ * {@link loadVmlinux} when it is for x86-64. Anything else throws a {@link LoaderError} whose
+ * message is one line saying what the file is and why it cannot be loaded (see
+ * {@link probeKernel}; also a Multiboot kernel with an initrd, and each loader's own refusals).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { loadKernel } from "./detect.ts";
  * import { EXIT_STATUS } from "../guests/mod.ts";
  * const plan = loadKernel(EXIT_STATUS, { e820: [], ramSize: 0x800_0000n });
- * console.assert(plan.cpu.rip === 0x100020n);
+ * assert.equal(plan.cpu.rip, 0x100020n);
  * ```
  */
 export function loadKernel(image: Uint8Array, options: KernelOptions): BootPlan {
-  const view = viewOf(image);
-  switch (detectFormat(image)) {
+  switch (probeKernel(image)) {
     case "multiboot": {
       if (options.initrd !== undefined) {
         throw new LoaderError(
@@ -96,43 +166,7 @@ export function loadKernel(image: Uint8Array, options: KernelOptions): BootPlan 
     }
     case "bzimage":
       return loadBzImage(image, options);
-    case "elf64": {
-      const machine = image.length >= ELF_MACHINE_OFFSET + 2 ? view.getUint16(ELF_MACHINE_OFFSET, true) : 0;
-      if (machine !== EM_X86_64) {
-        throw new LoaderError(
-          "ELF64",
-          `kernel: 64-bit ELF for machine ${machine}, not x86-64 (${EM_X86_64}), without a Multiboot header: ` +
-            "not supported",
-        );
-      }
+    case "elf64":
       return loadVmlinux(image, options);
-    }
-    case "unknown": {
-      const bad = findBadMultibootChecksum(image);
-      if (bad !== undefined) {
-        throw new LoaderError(
-          "BAD_CHECKSUM",
-          `kernel: Multiboot magic at offset ${hex(bad.offset)} but the checksum is wrong ` +
-            `(magic + flags + checksum = ${hex(bad.sum)}, not 0)`,
-        );
-      }
-      if (image.length < MIN_KERNEL_SIZE) {
-        throw new LoaderError(
-          "TRUNCATED",
-          `kernel: the file is ${image.length} bytes, too short to be a kernel`,
-        );
-      }
-      if (view.getUint32(0, true) === ELF_MAGIC && image[ELF_CLASS_OFFSET] === ELF_CLASS_32) {
-        throw new LoaderError(
-          "UNKNOWN_FORMAT",
-          "kernel: 32-bit ELF without a Multiboot header: not supported (add a Multiboot header)",
-        );
-      }
-      throw new LoaderError(
-        "UNKNOWN_FORMAT",
-        'kernel: unknown format: no Multiboot header in the first 8192 bytes, no Linux "HdrS" at 0x202, ' +
-          "not an ELF file",
-      );
-    }
   }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { EXIT_STATUS, FIRMWARE, HELLO64 } from "../guests/mod.ts";
-import { detectFormat, loadKernel } from "./detect.ts";
+import { detectFormat, KERNEL_PROBE_SIZE, loadKernel, probeKernel } from "./detect.ts";
 import { loadBzImage } from "./linux.ts";
 import { LoaderError } from "./loader_error.ts";
 import { loadMultiboot } from "./multiboot.ts";
@@ -163,4 +163,30 @@ Deno.test("loadKernel: one clear error line for each unsupported file", () => {
       /^kernel: Multiboot kernel with an initrd: Multiboot modules are not supported$/,
     ),
   );
+});
+
+Deno.test("probeKernel: the first 8192 bytes decide the format, and a file no loader takes is refused on them", () => {
+  const large = (head: Uint8Array) => imageOf(0x4_0000, [[0, head]]);
+  const cases: [Uint8Array, string][] = [
+    [HELLO64, "multiboot"],
+    [EXIT_STATUS, "multiboot"],
+    [large(bzImage()), "bzimage"],
+    [large(elf64(62)), "elf64"],
+  ];
+  for (const [image, format] of cases) {
+    assert.equal(detectFormat(image), format);
+    assert.equal(probeKernel(image.subarray(0, KERNEL_PROBE_SIZE)), format);
+  }
+  for (const image of [FIRMWARE, large(elf64(183)), large(elf32({ entry: 0, segments: [] }))]) {
+    let whole: unknown, head: unknown;
+    assert.throws(() => loadKernel(image, PC), (e) => (whole = e) instanceof LoaderError);
+    assert.throws(
+      () => probeKernel(image.subarray(0, KERNEL_PROBE_SIZE)),
+      (e) => (head = e) instanceof LoaderError,
+    );
+    assert.deepEqual([(head as LoaderError).code, (head as LoaderError).message], [
+      (whole as LoaderError).code,
+      (whole as LoaderError).message,
+    ]);
+  }
 });

@@ -28,10 +28,12 @@ const FIRMWARE_END = 0x1_0000_0000n;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { firmwareEntry } from "./firmware.ts";
  * import { FIRMWARE } from "../guests/mod.ts";
  * const plan = firmwareEntry(FIRMWARE);
- * console.assert(plan.cpu.cs?.base === 0xffff0000n && plan.cpu.rip === 0xfff0n);
+ * assert.equal(plan.cpu.cs?.base, 0xffff0000n);
+ * assert.equal(plan.cpu.rip, 0xfff0n);
  * ```
  */
 export function firmwareEntry(firmware: Uint8Array): BootPlan {

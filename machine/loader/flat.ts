@@ -47,6 +47,12 @@ export interface FlatOptions {
   cs?: { selector: number; base: AddrInput };
   /** If given, the image must end at or below this many bytes of RAM. */
   ramSize?: AddrInput;
+  /**
+   * More images that are only placed, not entered (QEMU's generic loader without `cpu-num`), each
+   * named by `what` in messages (default "image 2", "image 3"…). They too must end below
+   * `ramSize`, and no two writes of the plan may overlap.
+   */
+  data?: readonly { addr: AddrInput; data: Uint8Array; what?: string }[];
 }
 
 /** Real-mode code reaches 1 MiB (A20 aside). */
@@ -75,9 +81,11 @@ const PTE_LARGE_PAGE_BIT = 1n << 7n;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { identityPageTables } from "./flat.ts";
  * const tables = identityPageTables();
- * console.assert(tables.length === 6 && tables[0].addr === 0xa000n);
+ * assert.equal(tables.length, 6);
+ * assert.equal(tables[0].addr, 0xa000n);
  * ```
  */
 export function identityPageTables(): { addr: bigint; data: Uint8Array }[] {
@@ -123,9 +131,11 @@ export function identityPageTables(): { addr: bigint; data: Uint8Array }[] {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { loadFlat } from "./flat.ts";
  * const plan = loadFlat(new Uint8Array([0xf4]), { addr: 0x7c00, mode: "real" });
- * console.assert(plan.cpu.cs?.selector === 0x7c0 && plan.cpu.rip === 0n);
+ * assert.equal(plan.cpu.cs?.selector, 0x7c0);
+ * assert.equal(plan.cpu.rip, 0n);
  * ```
  */
 export function loadFlat(image: Uint8Array, options: FlatOptions): BootPlan {
@@ -139,6 +149,12 @@ export function loadFlat(image: Uint8Array, options: FlatOptions): BootPlan {
   const description = (mode: string) =>
     `flat binary: ${image.length} bytes at ${hex(addr)}, entry ${hex(entry)} in ${mode}`;
   checkInRam(addr, size, "the image", format, ramSize);
+  const extras: LabelledWrite[] = (options.data ?? []).map((d, i) => {
+    const what = d.what ?? `image ${i + 2}`;
+    const write = { addr: toAddress(d.addr, `${what} address`), data: d.data, what };
+    checkInRam(write.addr, BigInt(d.data.length), what, format, ramSize);
+    return write;
+  });
 
   switch (options.mode) {
     case "real": {
@@ -165,8 +181,9 @@ export function loadFlat(image: Uint8Array, options: FlatOptions): BootPlan {
           `${format}: entry ${hex(entry)} is not within 64 KiB above the CS base ${hex(cs.base)}`,
         );
       }
+      checkNoOverlap([imageWrite, ...extras], format);
       return {
-        writes: [{ addr, data: image }],
+        writes: planWrites([imageWrite, ...extras]),
         cpu: { mode: "real", rip: ip, rflags: BOOT_RFLAGS, cs },
         description: `${description("real mode")} (CS ${hex(cs.selector)}, IP ${hex(ip)})`,
       };
@@ -190,8 +207,8 @@ export function loadFlat(image: Uint8Array, options: FlatOptions): BootPlan {
         addr: BOOT_STACK_START,
         data: new Uint8Array(Number(BOOT_STACK_TOP - BOOT_STACK_START)),
       };
-      checkNoOverlap([...writes, imageWrite, { ...stack, what: "the boot stack" }], format);
-      writes.push(imageWrite);
+      checkNoOverlap([...writes, imageWrite, ...extras, { ...stack, what: "the boot stack" }], format);
+      writes.push(imageWrite, ...extras);
       return {
         writes: planWrites(writes),
         cpu: {

@@ -167,3 +167,40 @@ Deno.test("flat options are validated", () => {
   assert.throws(() => loadFlat(CODE, { addr: -16, mode: "real" }), RangeError);
   assert.throws(() => loadFlat(CODE, { addr: 0, mode: "v86" as "real" }), /unknown CPU mode "v86"/);
 });
+
+Deno.test("more images are placed beside the entered one, inside RAM and overlapping nothing", () => {
+  const table = new Uint8Array([1, 2, 3, 4]);
+  const plan = loadFlat(CODE, {
+    addr: 0x7c00,
+    mode: "real",
+    ramSize: 0x20_0000,
+    data: [{ addr: 0x1_0000, data: table, what: "table.bin" }],
+  });
+  assert.deepEqual(writeAt(plan.writes, 0x7c00n), CODE);
+  assert.deepEqual(writeAt(plan.writes, 0x1_0000n), table);
+  assert.deepEqual(plan.cpu.cs, { selector: 0x7c0, base: 0x7c00n }, "entered at the first image");
+  const long = loadFlat(CODE, { addr: 0x10_0000, mode: "long64", data: [{ addr: 0x20_0000, data: table }] });
+  assert.deepEqual(writeAt(long.writes, 0x20_0000n), table);
+  assert.throws(
+    () =>
+      loadFlat(CODE, { addr: 0x7c00, mode: "real", data: [{ addr: 0x7c02, data: table, what: "b.bin" }] }),
+    loaderError("OVERLAP", /^flat real: the image \[0x7c00, 0x7c03\) overlaps b\.bin \[0x7c02, 0x7c06\)$/),
+  );
+  assert.throws(
+    () => loadFlat(CODE, { addr: 0x10_0000, mode: "protected32", data: [{ addr: 0x7ff0, data: table }] }),
+    loaderError("OVERLAP", /the boot stack \[0x7000, 0x8000\) overlaps image 2 \[0x7ff0, 0x7ff4\)$/),
+  );
+  assert.throws(
+    () =>
+      loadFlat(CODE, {
+        addr: 0x7c00,
+        mode: "real",
+        ramSize: 0x20_0000,
+        data: [{ addr: 0x1f_fffe, data: table }],
+      }),
+    loaderError(
+      "DOES_NOT_FIT",
+      /^flat real: image 2 \[0x1ffffe, 0x200002\) ends beyond the guest's 0x200000/,
+    ),
+  );
+});

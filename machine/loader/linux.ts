@@ -104,6 +104,7 @@ function cStringAt(image: Uint8Array, offset: number): string | undefined {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseBzImage } from "./linux.ts";
  * const image = new Uint8Array(0x1400);
  * const view = new DataView(image.buffer);
@@ -114,7 +115,8 @@ function cStringAt(image: Uint8Array, offset: number): string | undefined {
  * view.setUint32(0x1f4, 0x10, true); // syssize: 16 paragraphs
  * view.setUint16(0x236, 1, true); // XLF_KERNEL_64
  * const header = parseBzImage(image);
- * console.assert(header.setupSects === 4 && header.protectedModeOffset === 0xa00);
+ * assert.equal(header.setupSects, 4);
+ * assert.equal(header.protectedModeOffset, 0xa00);
  * ```
  */
 export function parseBzImage(image: Uint8Array): BzImageHeader {
@@ -219,12 +221,14 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
  *
  * @example
  * ```ts ignore
+ * import assert from "node:assert/strict";
  * const plan = loadBzImage(Deno.readFileSync("/boot/vmlinuz"), {
  *   cmdline: "console=ttyS0",
  *   e820: [{ addr: 0n, size: 0x9fc00n, type: 1 }, { addr: 0x100000n, size: 0x7f00000n, type: 1 }],
  *   ramSize: 0x800_0000n,
  * });
- * console.assert(plan.cpu.mode === "long64" && plan.cpu.gpr?.rsi === 0x10000n);
+ * assert.equal(plan.cpu.mode, "long64");
+ * assert.equal(plan.cpu.gpr?.rsi, 0x10000n);
  * ```
  */
 export function loadBzImage(image: Uint8Array, options: LinuxOptions): BootPlan {

@@ -50,9 +50,11 @@ export type LoaderErrorCode =
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { LoaderError } from "./loader_error.ts";
  * const error = new LoaderError("TRUNCATED", "multiboot: image is 3 bytes");
- * console.assert(error.code === "TRUNCATED" && error.name === "LoaderError");
+ * assert.equal(error.code, "TRUNCATED");
+ * assert.equal(error.name, "LoaderError");
  * ```
  */
 export class LoaderError extends Error {

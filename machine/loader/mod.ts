@@ -7,6 +7,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { loadKernel } from "./mod.ts";
  * import { HELLO64 } from "../guests/mod.ts";
  * const plan = loadKernel(HELLO64, {
@@ -14,7 +15,7 @@
  *   e820: [{ addr: 0n, size: 0x9fc00n, type: 1 }, { addr: 0x100000n, size: 0x7f00000n, type: 1 }],
  *   ramSize: 0x800_0000n,
  * });
- * console.assert(plan.cpu.gpr?.rbx === 0x9500n);
+ * assert.equal(plan.cpu.gpr?.rbx, 0x9500n);
  * ```
  *
  * @module
@@ -28,6 +29,8 @@ export {
   E820_RESERVED,
   type E820Entry,
 } from "./boot_plan.ts";
+/** Addresses and sizes in the loaders' options: a `number` or a `bigint`, as in the memory API. */
+export type { AddrInput } from "../../memory/mod.ts";
 export { LoaderError, type LoaderErrorCode } from "./loader_error.ts";
 export * from "./layout.ts";
 export { type FlatOptions, identityPageTables, loadFlat } from "./flat.ts";
@@ -75,6 +78,13 @@ export {
   type PayloadFormat,
   payloadFormat,
 } from "./bzimage_payload.ts";
-export { detectFormat, type KernelFormat, type KernelOptions, loadKernel } from "./detect.ts";
+export {
+  detectFormat,
+  KERNEL_PROBE_SIZE,
+  type KernelFormat,
+  type KernelOptions,
+  loadKernel,
+  probeKernel,
+} from "./detect.ts";
 export { firmwareEntry, RESET_CS_BASE, RESET_CS_SELECTOR, RESET_IP } from "./firmware.ts";
 export { type CpioEntry, cpioNewc } from "./cpio.ts";

@@ -123,8 +123,9 @@ function hasNoteOwner(bytes: Uint8Array, owner: string): boolean {
  *
  * @example
  * ```ts ignore
+ * import assert from "node:assert/strict";
  * const kernel = parseVmlinux(Deno.readFileSync("vmlinux"));
- * console.assert(kernel.entry === 0x1000000n);
+ * assert.equal(kernel.entry, 0x1000000n);
  * ```
  */
 export function parseVmlinux(image: Uint8Array): Vmlinux {
@@ -238,12 +239,13 @@ function synthesisedSetupHeader(kernel: Vmlinux): Uint8Array {
  *
  * @example
  * ```ts ignore
+ * import assert from "node:assert/strict";
  * const plan = loadVmlinux(Deno.readFileSync("vmlinux"), {
  *   cmdline: "console=ttyS0",
  *   e820: [{ addr: 0n, size: 0x9fc00n, type: 1 }, { addr: 0x100000n, size: 0xff00000n, type: 1 }],
  *   ramSize: 0x1000_0000n,
  * });
- * console.assert(plan.cpu.rip === 0x1000000n);
+ * assert.equal(plan.cpu.rip, 0x1000000n);
  * ```
  */
 export function loadVmlinux(image: Uint8Array, options: LinuxOptions): BootPlan {

@@ -170,6 +170,7 @@ export class PcMachine implements Disposable {
     const boot = options.boot ?? (options.kernel
       ? loadKernel(options.kernel.image, {
         cmdline: options.kernel.cmdline ?? "",
+        ...(options.kernel.initrd === undefined ? {} : { initrd: options.kernel.initrd }),
         e820,
         ramSize: split.below4g,
       })
