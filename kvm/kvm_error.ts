@@ -5,39 +5,9 @@
  * @module
  */
 
-/** Symbolic name and `strerror` text of the errno values KVM and mmap return in practice (Linux, x86-64). */
-export const ERRNO_NAMES: Readonly<Record<number, readonly [code: string, description: string]>> = {
-  1: ["EPERM", "Operation not permitted"],
-  2: ["ENOENT", "No such file or directory"],
-  3: ["ESRCH", "No such process"],
-  4: ["EINTR", "Interrupted system call"],
-  5: ["EIO", "Input/output error"],
-  6: ["ENXIO", "No such device or address"],
-  7: ["E2BIG", "Argument list too long"],
-  8: ["ENOEXEC", "Exec format error"],
-  9: ["EBADF", "Bad file descriptor"],
-  11: ["EAGAIN", "Resource temporarily unavailable"],
-  12: ["ENOMEM", "Cannot allocate memory"],
-  13: ["EACCES", "Permission denied"],
-  14: ["EFAULT", "Bad address"],
-  16: ["EBUSY", "Device or resource busy"],
-  17: ["EEXIST", "File exists"],
-  19: ["ENODEV", "No such device"],
-  20: ["ENOTDIR", "Not a directory"],
-  22: ["EINVAL", "Invalid argument"],
-  23: ["ENFILE", "Too many open files in system"],
-  24: ["EMFILE", "Too many open files"],
-  25: ["ENOTTY", "Inappropriate ioctl for device"],
-  27: ["EFBIG", "File too large"],
-  28: ["ENOSPC", "No space left on device"],
-  30: ["EROFS", "Read-only file system"],
-  34: ["ERANGE", "Numerical result out of range"],
-  38: ["ENOSYS", "Function not implemented"],
-  75: ["EOVERFLOW", "Value too large for defined data type"],
-  95: ["EOPNOTSUPP", "Operation not supported"],
-  110: ["ETIMEDOUT", "Connection timed out"],
-  133: ["EHWPOISON", "Memory page has hardware error"],
-};
+import { ERRNO_NAMES } from "./_errno.ts";
+
+export { ERRNO_NAMES };
 
 /** `"EINVAL"` for 22; `"E#<n>"` for an errno missing from {@link ERRNO_NAMES}. */
 export function errnoName(errno: number): string {

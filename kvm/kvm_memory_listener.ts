@@ -6,6 +6,7 @@
  * @module
  */
 
+import { ENOENT, ENOSPC } from "./_errno.ts";
 import {
   DIRTY_PAGE_SIZE,
   ListenerPriority,
@@ -22,8 +23,6 @@ import {
 import { KvmError } from "./kvm_error.ts";
 import type { UserMemoryRegion, Vm } from "./vm.ts";
 
-const ENOENT = 2;
-const ENOSPC = 28;
 const SET_REGION = "KVM_SET_USER_MEMORY_REGION";
 
 /** What the listener needs from a VM: the real {@link Vm}, or a recording fake in tests. */

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { EAGAIN, EINTR } from "./_errno.ts";
 import { lastErrno, type Libc, libc } from "./_libc.ts";
 import {
   decodeFromBytes,
@@ -70,9 +71,6 @@ export type CpuidEntry = ValueOf<typeof KVM_CPUID_ENTRY2_LAYOUT>;
 const RUN = offsetsOf(KVM_RUN_LAYOUT);
 /** `exit_reason` as an index into a Uint32Array over the run page. */
 const EXIT_REASON_WORD = RUN.exitReason / 4;
-/** errno values with which KVM_RUN returns to userspace without an exit to decode. */
-const EINTR = 4;
-const EAGAIN = 11;
 
 /** Options for the {@link Vcpu} constructor. */
 export interface VcpuOptions {
