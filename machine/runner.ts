@@ -1,6 +1,6 @@
 /**
  * What every vCPU runner offers the board and the front-end — one vCPU on this thread
- * ({@link VcpuRunner}) or one thread per vCPU ({@link SmpRunner}) — and why a run ended.
+ * (`VcpuRunner`) or one thread per vCPU (`SmpRunner`) — and why a run ended.
  *
  * @module
  */
@@ -11,9 +11,6 @@ import {
   KVM_SYSTEM_EVENT_RESET,
   KVM_SYSTEM_EVENT_SHUTDOWN,
 } from "../kvm/mod.ts";
-// For the links above only.
-import type { SmpRunner } from "./smp_runner.ts";
-import type { VcpuRunner } from "./vcpu_runner.ts";
 
 /** Why a run ended. */
 export type RunOutcome =
