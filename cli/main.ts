@@ -7,12 +7,10 @@
 
 import { parseArgs } from "node:util";
 import { handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
-import { AddressSpace, formatMtree, type MtreeOptions } from "../memory/mod.ts";
 import { HELLO64 } from "../machine/guests/hello64.ts"; // only the image this command may run
 import { type CpuMode, detectFormat, LoaderError, loadFlat } from "../machine/loader/mod.ts";
-import { buildPcDevices } from "../machine/pc/pc_devices.ts";
-import { MAX_CPUS, PcMachine } from "../machine/pc/pc_machine.ts";
-import { buildPcMemory, splitRam } from "../machine/pc/pc_memory.ts";
+import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
+import { PcMachine } from "../machine/pc/pc_machine.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import { runMonitorCommand } from "./monitor.ts";
@@ -248,23 +246,6 @@ function formatCall(call: MemslotCall): string {
   } size=${h(call.memorySize)} host=${h(call.userspaceAddr)}${result}`;
 }
 
-/** The board without KVM, for `--dump-mtree` on a machine with no usable /dev/kvm. */
-function dumpWithoutKvm(options: CliOptions, mtree: MtreeOptions): string {
-  const biosSize = options.bios ? BigInt(options.bios.image.length) : undefined;
-  const map = buildPcMemory({ ramSize: options.ramSize, biosSize });
-  buildPcDevices(map, {
-    irq: () => ({ set: () => {} }),
-    onReset: () => {},
-    onExit: () => {},
-    ramSize: options.ramSize,
-    split: splitRam(options.ramSize),
-  });
-  using memory = new AddressSpace(map.system, "memory");
-  using cpuMemory = new AddressSpace(map.system, "cpu-memory-0");
-  using io = new AddressSpace(map.io, "I/O");
-  return formatMtree([memory, cpuMemory, io], mtree);
-}
-
 /**
  * Runs the command line `args` and returns the exit status. Bad input is reported in one line on
  * stderr, never as a stack trace.
@@ -308,7 +289,13 @@ function dump(options: CliOptions, io: CliIo): number {
   } catch (e) {
     if (!(e instanceof KvmError)) throw e;
     io.err(`note: ${e.message.split("\n")[0]}; printing the board without KVM (no memslots)`);
-    io.out(dumpWithoutKvm(options, mtree).trimEnd());
+    // The same board PcMachine runs, without KVM (no memslots, so no KVM marks).
+    using board = PcBoard.create({
+      ramSize: options.ramSize,
+      firmware: options.bios?.image,
+      cpus: options.cpus,
+    });
+    io.out(board.mtree(mtree).trimEnd());
     return 0;
   }
   using _kvm = kvm;
