@@ -74,10 +74,11 @@ export interface KvmErrorOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { KvmError } from "./kvm_error.ts";
  * const error = new KvmError("KVM_SET_USER_MEMORY_REGION", 17, { detail: "slot 3" });
- * console.assert(error.code === "EEXIST" && error.errno === 17);
- * console.assert(error.message.startsWith("KVM_SET_USER_MEMORY_REGION failed (slot 3): EEXIST"));
+ * assert.ok(error.code === "EEXIST" && error.errno === 17);
+ * assert.ok(error.message.startsWith("KVM_SET_USER_MEMORY_REGION failed (slot 3): EEXIST"));
  * ```
  */
 export class KvmError extends Error {
@@ -110,9 +111,10 @@ export class KvmError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { kvmOpenError } from "./kvm_error.ts";
  * const error = kvmOpenError("/dev/kvm", 13);
- * console.assert(error.code === "EACCES" && error.message.includes("group kvm"));
+ * assert.ok(error.code === "EACCES" && error.message.includes("group kvm"));
  * ```
  */
 export function kvmOpenError(path: string, errno: number): KvmError {

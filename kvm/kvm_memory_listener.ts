@@ -83,6 +83,7 @@ export interface KvmMemoryListenerOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion } from "../memory/mod.ts";
  * import { KvmMemoryListener } from "./kvm_memory_listener.ts";
  * const calls: string[] = [];
@@ -97,7 +98,7 @@ export interface KvmMemoryListenerOptions {
  * system.addSubregion(0, ram);
  * using memory = new AddressSpace(system, "memory");
  * memory.registerListener(new KvmMemoryListener(backend, { maxSlots: 32, readonlyMem: true }));
- * console.assert(calls[0] === "0:65536");
+ * assert.equal(calls[0], "0:65536");
  * ```
  */
 export class KvmMemoryListener implements MemoryListener {

@@ -89,6 +89,7 @@ export interface VcpuOptions {
  *
  * @example
  * ```ts ignore
+ * import assert from "node:assert/strict";
  * import { decodeExit, GuestMemory, Kvm, KVM_EXIT_HLT, KVM_EXIT_IO } from "./mod.ts";
  * using kvm = Kvm.open();
  * using vm = kvm.createVm();
@@ -103,7 +104,8 @@ export interface VcpuOptions {
  *   const exit = decodeExit(vcpu.runPage);
  *   if (exit.kind === "io" && exit.direction === "in") exit.data[0] = 0x1c; // what `in` returns
  * }
- * console.assert(vcpu.run() === KVM_EXIT_HLT && (vcpu.getRegs().rax & 0xffn) === 0x1cn);
+ * assert.equal(vcpu.run(), KVM_EXIT_HLT);
+ * assert.equal(vcpu.getRegs().rax & 0xffn, 0x1cn);
  * ```
  */
 export class Vcpu implements Disposable {
