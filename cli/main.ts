@@ -7,9 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
-import { AddressSpace, formatMtree, type MtreeOptions } from "../memory/mod.ts";
 import { HELLO64 } from "../machine/guests/hello64.ts"; // only the image this command may run
-import { FIRMWARE } from "../machine/guests/firmware.ts";
 import {
   type BootPlan,
   type CpuMode,
@@ -18,13 +16,10 @@ import {
   KERNEL_PROBE_SIZE,
   LoaderError,
   loadFlat,
-  loadKernel,
   probeKernel,
 } from "../machine/loader/mod.ts";
-import { buildMpTable } from "../machine/pc/mptable.ts";
-import { buildPcDevices } from "../machine/pc/pc_devices.ts";
-import { MAX_CPUS, pcE820, PcMachine } from "../machine/pc/pc_machine.ts";
-import { buildPcMemory, splitRam } from "../machine/pc/pc_memory.ts";
+import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
+import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import { runMonitorCommand } from "./monitor.ts";
@@ -468,22 +463,19 @@ export function bootPlanOf(options: CliOptions): BootPlan {
     }
   }
   const kernel = options.kernel ?? { path: "built-in guest", image: HELLO64 };
-  const split = splitRam(options.ramSize);
-  const firmwareSize = BigInt((options.bios?.image ?? FIRMWARE).length);
-  const e820 = pcE820(
-    split.below4g,
-    split.above4g,
-    firmwareSize,
-    buildMpTable({ cpus: options.cpus }).address,
-  );
   try {
-    return loadKernel(kernel.image, {
-      cmdline: detectFormat(kernel.image) === "multiboot"
-        ? [kernel.path, options.append].filter((s) => s).join(" ")
-        : options.append,
-      e820,
-      ramSize: split.below4g,
-      ...(options.initrd === undefined ? {} : { initrd: options.initrd.image }),
+    // Planned against the e820 map the board will report, as PcMachine.create plans it.
+    return planBoot({
+      ramSize: options.ramSize,
+      firmware: options.bios?.image,
+      cpus: options.cpus,
+      kernel: {
+        image: kernel.image,
+        cmdline: detectFormat(kernel.image) === "multiboot"
+          ? [kernel.path, options.append].filter((s) => s).join(" ")
+          : options.append,
+        initrd: options.initrd?.image,
+      },
     });
   } catch (e) {
     if (e instanceof LoaderError) {
@@ -510,23 +502,6 @@ function formatCall(call: MemslotCall): string {
   return `KVM_SET_USER_MEMORY_REGION slot=${call.slot >> 16}:${call.slot & 0xffff} flags=${call.flags} gpa=${
     h(call.guestPhysAddr)
   } size=${h(call.memorySize)} host=${h(call.userspaceAddr)}${result}`;
-}
-
-/** The board without KVM, for `--dump-mtree` on a machine with no usable /dev/kvm. */
-function dumpWithoutKvm(options: CliOptions, mtree: MtreeOptions): string {
-  const biosSize = options.bios ? BigInt(options.bios.image.length) : undefined;
-  const map = buildPcMemory({ ramSize: options.ramSize, biosSize });
-  buildPcDevices(map, {
-    irq: () => ({ set: () => {} }),
-    onReset: () => {},
-    onExit: () => {},
-    ramSize: options.ramSize,
-    split: splitRam(options.ramSize),
-  });
-  using memory = new AddressSpace(map.system, "memory");
-  using cpuMemory = new AddressSpace(map.system, "cpu-memory-0");
-  using io = new AddressSpace(map.io, "I/O");
-  return formatMtree([memory, cpuMemory, io], mtree);
 }
 
 /**
@@ -567,7 +542,13 @@ function dump(options: CliOptions, io: CliIo): number {
   } catch (e) {
     if (!(e instanceof KvmError)) throw e;
     io.err(`note: ${e.message.split("\n")[0]}; printing the board without KVM (no memslots)`);
-    io.out(dumpWithoutKvm(options, mtree).trimEnd());
+    // The same board PcMachine runs, without KVM (no memslots, so no KVM marks).
+    using board = PcBoard.create({
+      ramSize: options.ramSize,
+      firmware: options.bios?.image,
+      cpus: options.cpus,
+    });
+    io.out(board.mtree(mtree).trimEnd());
     return 0;
   }
   using _kvm = kvm;

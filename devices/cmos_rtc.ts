@@ -120,6 +120,7 @@ function min(a: bigint, b: bigint): bigint {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
  * import { CmosRtc } from "./cmos_rtc.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
@@ -127,8 +128,8 @@ function min(a: bigint, b: bigint): bigint {
  * const clock = () => Date.UTC(2024, 1, 29, 13, 45, 7); // 2024-02-29 13:45:07 UTC
  * new CmosRtc({ clock, ramBelow4g: 256 << 20, cpus: 2 }).map(io);
  * const cmos = (index: number) => (ports.write(0x70, 1, index), Number(ports.read(0x71, 1).value));
- * console.assert(cmos(0x04) === 0x13 && cmos(0x02) === 0x45 && cmos(0x09) === 0x24); // BCD
- * console.assert(cmos(0x34) + (cmos(0x35) << 8) === (256 - 16) * 16 && cmos(0x5f) === 1);
+ * assert.ok(cmos(0x04) === 0x13 && cmos(0x02) === 0x45 && cmos(0x09) === 0x24); // BCD
+ * assert.ok(cmos(0x34) + (cmos(0x35) << 8) === (256 - 16) * 16 && cmos(0x5f) === 1);
  * ```
  */
 export class CmosRtc implements PortDevice {

@@ -50,11 +50,12 @@ export interface I440fxHostBridgeOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { I440fxHostBridge } from "./i440fx_host_bridge.ts";
  * const writes: string[] = [];
  * const bridge = new I440fxHostBridge({ onPamWrite: (o, v) => writes.push(`${o.toString(16)}=${v.toString(16)}`) });
  * bridge.writeConfig(0x58, 0x0033_3000, 4); // PAM0 = 0x30 (BIOS area: RAM), PAM1 = 0x33
- * console.assert(writes.join() === "59=30,5a=33,5b=0" && bridge.readConfig(0x59, 1) === 0x30);
+ * assert.ok(writes.join() === "59=30,5a=33,5b=0" && bridge.readConfig(0x59, 1) === 0x30);
  * ```
  */
 export class I440fxHostBridge implements PciDevice {

@@ -125,6 +125,7 @@ interface OutputByte {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
  * import { I8042 } from "./i8042.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
@@ -133,9 +134,9 @@ interface OutputByte {
  * const kbc = new I8042({ onReset: () => resets++ });
  * kbc.map(io);
  * ports.write(0x64, 1, 0xaa); // controller self test
- * console.assert((ports.read(0x64, 1).value & 1n) === 1n && ports.read(0x60, 1).value === 0x55n);
+ * assert.ok((ports.read(0x64, 1).value & 1n) === 1n && ports.read(0x60, 1).value === 0x55n);
  * ports.write(0x64, 1, 0xfe); // pulse the reset line
- * console.assert(resets === 1);
+ * assert.equal(resets, 1);
  * ```
  */
 export class I8042 implements PortDevice {

@@ -28,12 +28,13 @@ export interface IrqLine {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RecordingIrqLine } from "./irq_line.ts";
  * const irq = new RecordingIrqLine();
  * irq.set(true);
  * irq.set(false);
  * irq.set(true);
- * console.assert(irq.level && irq.risingEdges === 2 && irq.history.join() === "true,false,true");
+ * assert.ok(irq.level && irq.risingEdges === 2 && irq.history.join() === "true,false,true");
  * ```
  */
 export class RecordingIrqLine implements IrqLine {
@@ -81,12 +82,13 @@ export class RecordingIrqLine implements IrqLine {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { IrqOutput, RecordingIrqLine } from "./irq_line.ts";
  * const line = new RecordingIrqLine();
  * const out = new IrqOutput(line);
  * out.update(true);
  * out.update(true); // no call: the level did not change
- * console.assert(line.history.length === 1 && out.level);
+ * assert.ok(line.history.length === 1 && out.level);
  * ```
  */
 export class IrqOutput {

@@ -33,6 +33,7 @@ export interface IsaDebugExitOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
  * import { IsaDebugExit } from "./isa_debug_exit.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
@@ -40,7 +41,7 @@ export interface IsaDebugExitOptions {
  * let status = -1;
  * new IsaDebugExit({ onExit: (s) => status = s }).map(io);
  * ports.write(0x501, 1, 0x31);
- * console.assert(status === 0x63);
+ * assert.equal(status, 0x63);
  * ```
  */
 export class IsaDebugExit implements PortDevice {

@@ -44,13 +44,14 @@ const SUBSYSTEM_ID_QEMU = 0x1100;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PciConfigSpace, type PciDevice } from "./pci_device.ts";
  * class Dummy implements PciDevice {
  *   readonly config = new PciConfigSpace({ vendorId: 0x1234, deviceId: 0x1111, classCode: 0x030000 });
  *   readConfig(offset: number, size: number) { return this.config.read(offset, size); }
  *   writeConfig(offset: number, value: number, size: number) { this.config.write(offset, value, size); }
  * }
- * console.assert(new Dummy().readConfig(0, 4) === 0x1111_1234);
+ * assert.equal(new Dummy().readConfig(0, 4), 0x1111_1234);
  * ```
  */
 export interface PciDevice {
@@ -86,11 +87,12 @@ export interface PciIdentity {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PciConfigSpace } from "./pci_device.ts";
  * const cfg = new PciConfigSpace({ vendorId: 0x8086, deviceId: 0x1237, revision: 2, classCode: 0x060000 });
  * cfg.write(0x00, 0xffff_ffff, 4); // IDs are read-only
  * cfg.write(0x04, 0xffff, 2); // command: only the writable bits stick
- * console.assert(cfg.read(0, 4) === 0x1237_8086 && cfg.read(0x04, 2) === 0x0507);
+ * assert.ok(cfg.read(0, 4) === 0x1237_8086 && cfg.read(0x04, 2) === 0x0507);
  * ```
  */
 export class PciConfigSpace {

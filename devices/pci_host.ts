@@ -55,6 +55,7 @@ function keyOf(address: PciAddress): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
  * import { I440fxHostBridge } from "./i440fx_host_bridge.ts";
  * import { PciHost } from "./pci_host.ts";
@@ -64,9 +65,9 @@ function keyOf(address: PciAddress): number {
  * host.attach({ device: 0 }, new I440fxHostBridge());
  * host.map(io);
  * ports.write(0xcf8, 4, 0x8000_0000); // bus 0, device 0, function 0, register 0
- * console.assert(ports.read(0xcfc, 4).value === 0x1237_8086n);
+ * assert.equal(ports.read(0xcfc, 4).value, 0x1237_8086n);
  * ports.write(0xcf8, 4, 0x8000_0800); // device 1: nothing there
- * console.assert(ports.read(0xcfc, 4).value === 0xffff_ffffn);
+ * assert.equal(ports.read(0xcfc, 4).value, 0xffff_ffffn);
  * ```
  */
 export class PciHost implements PortDevice {

@@ -19,6 +19,7 @@ export const PORT80_PORT = 0x80;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
  * import { Port80 } from "./port80.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
@@ -26,7 +27,7 @@ export const PORT80_PORT = 0x80;
  * const post = new Port80();
  * post.map(io);
  * ports.write(0x80, 1, 0x42);
- * console.assert(post.lastValue === 0x42 && ports.read(0x80, 1).value === 0xffn);
+ * assert.ok(post.lastValue === 0x42 && ports.read(0x80, 1).value === 0xffn);
  * ```
  */
 export class Port80 implements PortDevice {

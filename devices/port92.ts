@@ -30,6 +30,7 @@ export interface Port92Options {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
  * import { Port92 } from "./port92.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
@@ -37,9 +38,9 @@ export interface Port92Options {
  * let resets = 0;
  * new Port92({ onReset: () => resets++ }).map(io);
  * ports.write(0x92, 1, 0x02); // A20 on
- * console.assert(ports.read(0x92, 1).value === 0x02n && resets === 0);
+ * assert.ok(ports.read(0x92, 1).value === 0x02n && resets === 0);
  * ports.write(0x92, 1, 0x03); // fast reset
- * console.assert(resets === 1);
+ * assert.equal(resets, 1);
  * ```
  */
 export class Port92 implements PortDevice {

@@ -15,13 +15,14 @@ import type { MemoryRegion } from "../memory/mod.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
  * import type { PortDevice } from "./port_device.ts";
  * import { Port80 } from "./port80.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
  * const devices: PortDevice[] = [new Port80()];
  * for (const device of devices) device.map(io);
- * console.assert(io.subregions[0].name === "ioport80");
+ * assert.equal(io.subregions[0].name, "ioport80");
  * ```
  */
 export interface PortDevice {

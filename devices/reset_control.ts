@@ -32,6 +32,7 @@ export interface ResetControlOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
  * import { ResetControl } from "./reset_control.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
@@ -40,7 +41,7 @@ export interface ResetControlOptions {
  * new ResetControl({ onReset: () => resets++ }).map(io);
  * ports.write(0xcf9, 1, 0x02); // Linux's reboot=pci: hard reset selected …
  * ports.write(0xcf9, 1, 0x06); // … then RST_CPU
- * console.assert(resets === 1 && ports.read(0xcf9, 1).value === 0x02n);
+ * assert.ok(resets === 1 && ports.read(0xcf9, 1).value === 0x02n);
  * ```
  */
 export class ResetControl implements PortDevice {

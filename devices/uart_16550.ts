@@ -128,6 +128,7 @@ export interface Uart16550Options {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
  * import { RecordingIrqLine } from "./irq_line.ts";
  * import { Uart16550 } from "./uart_16550.ts";
@@ -138,10 +139,10 @@ export interface Uart16550Options {
  * const com1 = new Uart16550({ irq, transmit: (b) => out.push(b) });
  * com1.map(io);
  * ports.write(0x3f8, 1, 0x41); // 'A'
- * console.assert(out[0] === 0x41 && ports.read(0x3fd, 1).value === 0x60n); // THRE | TEMT
+ * assert.ok(out[0] === 0x41 && ports.read(0x3fd, 1).value === 0x60n); // THRE | TEMT
  * ports.write(0x3f9, 1, 0x01); // IER: received-data interrupt
  * com1.receive(new Uint8Array([0x62]));
- * console.assert(irq.level && ports.read(0x3f8, 1).value === 0x62n && !irq.level);
+ * assert.ok(irq.level && ports.read(0x3f8, 1).value === 0x62n && !irq.level);
  * ```
  */
 export class Uart16550 implements PortDevice {

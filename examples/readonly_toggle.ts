@@ -19,12 +19,12 @@ import {
   AddressSpace,
   decodeExit,
   GuestMemory,
-  handleExit,
   KVM_CAP_READONLY_MEM,
   KvmMemoryListener,
   loadFlat,
   MemoryRegion,
   regsFor,
+  serveExit,
   sregsFor,
   transaction,
   UNASSIGNED_IO_OPS,
@@ -87,7 +87,7 @@ for (let exits = 0;; exits++) {
   vcpu.run();
   const exit = decodeExit(vcpu.runPage);
   if (exit.kind === "hlt") break;
-  if (!handleExit(exit, { memory, io })) fail(SCRIPT, `unexpected exit: ${exit.kind}`);
+  if (!serveExit(vcpu.runPage, vcpu.runView, { memory, io })) fail(SCRIPT, `unexpected exit: ${exit.kind}`);
   if (exit.kind === "mmio") {
     console.log(
       `exit: MMIO ${exit.isWrite ? "write" : "read"} ${hex(exit.physAddr)}/${exit.len} = ${exit.data[0]}` +

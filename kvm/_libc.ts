@@ -17,6 +17,7 @@
  * @module
  */
 
+import { EPERM } from "./_errno.ts";
 import { KvmError } from "./kvm_error.ts";
 
 /**
@@ -59,9 +60,6 @@ const LIBC_SYMBOLS = {
 
 /** The bound libc functions, typed from {@link LIBC_SYMBOLS}. */
 export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
-
-/** errno for "operation not permitted". */
-const EPERM = 1;
 
 /** glibc's soname on Linux (x86-64 and others). */
 const LIBC_SONAME = "libc.so.6";

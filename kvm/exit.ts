@@ -202,6 +202,7 @@ function words(view: DataView, start: number, ndata: number): bigint[] {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeExit } from "./exit.ts";
  * const page = new Uint8Array(8192);
  * const view = new DataView(page.buffer);
@@ -213,7 +214,7 @@ function words(view: DataView, start: number, ndata: number): bigint[] {
  * view.setBigUint64(40, 4096n, true);
  * page[4096] = 0x41;
  * const exit = decodeExit(page);
- * console.assert(exit.kind === "io" && exit.port === 0x3f8 && exit.data[0] === 0x41);
+ * assert.ok(exit.kind === "io" && exit.port === 0x3f8 && exit.data[0] === 0x41);
  * ```
  */
 export function decodeExit(run: DataView | Uint8Array): VcpuExit {

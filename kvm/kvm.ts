@@ -4,6 +4,7 @@
  * @module
  */
 
+import { E2BIG } from "./_errno.ts";
 import {
   decodeStruct,
   encodeStruct,
@@ -35,7 +36,6 @@ const CPUID_ENTRIES_START = 128;
 const CPUID_ENTRIES_MAX = 4096;
 /** First capacity tried for KVM_GET_MSR_INDEX_LIST; the kernel reports the real count on E2BIG. */
 const MSR_LIST_START = 256;
-const E2BIG = 7;
 
 /** Result of {@link kvmAvailability}. */
 export type KvmAvailability =

@@ -5,39 +5,9 @@
  * @module
  */
 
-/** Symbolic name and `strerror` text of the errno values KVM and mmap return in practice (Linux, x86-64). */
-export const ERRNO_NAMES: Readonly<Record<number, readonly [code: string, description: string]>> = {
-  1: ["EPERM", "Operation not permitted"],
-  2: ["ENOENT", "No such file or directory"],
-  3: ["ESRCH", "No such process"],
-  4: ["EINTR", "Interrupted system call"],
-  5: ["EIO", "Input/output error"],
-  6: ["ENXIO", "No such device or address"],
-  7: ["E2BIG", "Argument list too long"],
-  8: ["ENOEXEC", "Exec format error"],
-  9: ["EBADF", "Bad file descriptor"],
-  11: ["EAGAIN", "Resource temporarily unavailable"],
-  12: ["ENOMEM", "Cannot allocate memory"],
-  13: ["EACCES", "Permission denied"],
-  14: ["EFAULT", "Bad address"],
-  16: ["EBUSY", "Device or resource busy"],
-  17: ["EEXIST", "File exists"],
-  19: ["ENODEV", "No such device"],
-  20: ["ENOTDIR", "Not a directory"],
-  22: ["EINVAL", "Invalid argument"],
-  23: ["ENFILE", "Too many open files in system"],
-  24: ["EMFILE", "Too many open files"],
-  25: ["ENOTTY", "Inappropriate ioctl for device"],
-  27: ["EFBIG", "File too large"],
-  28: ["ENOSPC", "No space left on device"],
-  30: ["EROFS", "Read-only file system"],
-  34: ["ERANGE", "Numerical result out of range"],
-  38: ["ENOSYS", "Function not implemented"],
-  75: ["EOVERFLOW", "Value too large for defined data type"],
-  95: ["EOPNOTSUPP", "Operation not supported"],
-  110: ["ETIMEDOUT", "Connection timed out"],
-  133: ["EHWPOISON", "Memory page has hardware error"],
-};
+import { ERRNO_NAMES } from "./_errno.ts";
+
+export { ERRNO_NAMES };
 
 /** `"EINVAL"` for 22; `"E#<n>"` for an errno missing from {@link ERRNO_NAMES}. */
 export function errnoName(errno: number): string {
@@ -104,10 +74,11 @@ export interface KvmErrorOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { KvmError } from "./kvm_error.ts";
  * const error = new KvmError("KVM_SET_USER_MEMORY_REGION", 17, { detail: "slot 3" });
- * console.assert(error.code === "EEXIST" && error.errno === 17);
- * console.assert(error.message.startsWith("KVM_SET_USER_MEMORY_REGION failed (slot 3): EEXIST"));
+ * assert.ok(error.code === "EEXIST" && error.errno === 17);
+ * assert.ok(error.message.startsWith("KVM_SET_USER_MEMORY_REGION failed (slot 3): EEXIST"));
  * ```
  */
 export class KvmError extends Error {
@@ -140,9 +111,10 @@ export class KvmError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { kvmOpenError } from "./kvm_error.ts";
  * const error = kvmOpenError("/dev/kvm", 13);
- * console.assert(error.code === "EACCES" && error.message.includes("group kvm"));
+ * assert.ok(error.code === "EACCES" && error.message.includes("group kvm"));
  * ```
  */
 export function kvmOpenError(path: string, errno: number): KvmError {

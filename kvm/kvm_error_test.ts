@@ -67,3 +67,10 @@ Deno.test("open errors say what to do: load the module, or fix permissions", () 
     assert.match(denied.message, /run as root/);
   }
 });
+
+Deno.test("each errno constant is named in ERRNO_NAMES by its own name, and every name has a constant", async () => {
+  const constants = Object.entries(await import("./_errno.ts")).filter(([key]) => /^E[A-Z0-9]+$/.test(key));
+  assert.ok(constants.length >= 20);
+  for (const [name, value] of constants) assert.equal(ERRNO_NAMES[value as number]?.[0], name, name);
+  assert.equal(Object.keys(ERRNO_NAMES).length, constants.length);
+});

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { ENOENT, ENOSPC } from "./_errno.ts";
 import {
   DIRTY_PAGE_SIZE,
   ListenerPriority,
@@ -22,8 +23,6 @@ import {
 import { KvmError } from "./kvm_error.ts";
 import type { UserMemoryRegion, Vm } from "./vm.ts";
 
-const ENOENT = 2;
-const ENOSPC = 28;
 const SET_REGION = "KVM_SET_USER_MEMORY_REGION";
 
 /** What the listener needs from a VM: the real {@link Vm}, or a recording fake in tests. */
@@ -84,6 +83,7 @@ export interface KvmMemoryListenerOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion } from "../memory/mod.ts";
  * import { KvmMemoryListener } from "./kvm_memory_listener.ts";
  * const calls: string[] = [];
@@ -98,7 +98,7 @@ export interface KvmMemoryListenerOptions {
  * system.addSubregion(0, ram);
  * using memory = new AddressSpace(system, "memory");
  * memory.registerListener(new KvmMemoryListener(backend, { maxSlots: 32, readonlyMem: true }));
- * console.assert(calls[0] === "0:65536");
+ * assert.equal(calls[0], "0:65536");
  * ```
  */
 export class KvmMemoryListener implements MemoryListener {

@@ -3,6 +3,7 @@
  * a recording fake that also enforces the kernel's memslot rules (kvm-abi.md §4), so every
  * sequence the tests pin is one the kernel would accept. Rules: qemu-memory-semantics.md §10.
  */
+import { EEXIST, EFAULT, EINVAL, ENOENT } from "./_errno.ts";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
@@ -27,10 +28,6 @@ import { dirtyBitmapSize, type UserMemoryRegion } from "./vm.ts";
 const PAGE_SIZE = 0x1000n;
 const LOG = KVM_MEM_LOG_DIRTY_PAGES;
 const RO = KVM_MEM_READONLY;
-const EINVAL = 22;
-const EEXIST = 17;
-const ENOENT = 2;
-const EFAULT = 14;
 const SET_REGION = "KVM_SET_USER_MEMORY_REGION";
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 

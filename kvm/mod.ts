@@ -66,7 +66,6 @@ export {
 } from "./kvm_error.ts";
 export * from "./ioctls.ts";
 export { hostPageSize } from "./_libc.ts";
-export { type ExitSpaces, handleExit } from "./handle_exit.ts";
 export {
   KvmMemoryListener,
   type KvmMemoryListenerOptions,
@@ -82,5 +81,16 @@ export {
   type VcpuKickTarget,
   vcpuKickTarget,
 } from "./vcpu_kicker.ts";
-export { serveExit } from "./serve_exit.ts";
+export { type ExitSpaces, serveExit } from "./serve_exit.ts";
+export {
+  FAKE_IO_DATA_OFFSET,
+  type FakeRunPage,
+  fakeRunPage,
+  writeExitReason,
+  writeFailEntryExit,
+  writeInternalErrorExit,
+  writeIoExit,
+  writeMmioExit,
+  writeSystemEventExit,
+} from "./fake_exit.ts";
 export { VcpuHandle, type VcpuHandleInit, vcpuHandleInit } from "./vcpu_handle.ts";

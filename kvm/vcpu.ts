@@ -4,6 +4,7 @@
  * @module
  */
 
+import { EAGAIN, EINTR } from "./_errno.ts";
 import { lastErrno, type Libc, libc } from "./_libc.ts";
 import {
   decodeFromBytes,
@@ -70,9 +71,6 @@ export type CpuidEntry = ValueOf<typeof KVM_CPUID_ENTRY2_LAYOUT>;
 const RUN = offsetsOf(KVM_RUN_LAYOUT);
 /** `exit_reason` as an index into a Uint32Array over the run page. */
 const EXIT_REASON_WORD = RUN.exitReason / 4;
-/** errno values with which KVM_RUN returns to userspace without an exit to decode. */
-const EINTR = 4;
-const EAGAIN = 11;
 
 /** Options for the {@link Vcpu} constructor. */
 export interface VcpuOptions {
@@ -91,6 +89,7 @@ export interface VcpuOptions {
  *
  * @example
  * ```ts ignore
+ * import assert from "node:assert/strict";
  * import { decodeExit, GuestMemory, Kvm, KVM_EXIT_HLT, KVM_EXIT_IO } from "./mod.ts";
  * using kvm = Kvm.open();
  * using vm = kvm.createVm();
@@ -105,7 +104,8 @@ export interface VcpuOptions {
  *   const exit = decodeExit(vcpu.runPage);
  *   if (exit.kind === "io" && exit.direction === "in") exit.data[0] = 0x1c; // what `in` returns
  * }
- * console.assert(vcpu.run() === KVM_EXIT_HLT && (vcpu.getRegs().rax & 0xffn) === 0x1cn);
+ * assert.equal(vcpu.run(), KVM_EXIT_HLT);
+ * assert.equal(vcpu.getRegs().rax & 0xffn, 0x1cn);
  * ```
  */
 export class Vcpu implements Disposable {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { EAGAIN, EINTR } from "./_errno.ts";
 import { lastErrno, libc } from "./_libc.ts";
 import { KVM_RUN_LAYOUT, offsetsOf } from "./_structs.ts";
 import { KVM_EXIT_INTR, KVM_RUN } from "./ioctls.ts";
@@ -14,8 +15,6 @@ import { KvmError } from "./kvm_error.ts";
 import type { Vcpu } from "./vcpu.ts";
 
 const RUN = offsetsOf(KVM_RUN_LAYOUT);
-const EINTR = 4;
-const EAGAIN = 11;
 
 /** What a thread needs to run a vCPU it does not own; plain data, so it can be posted to a Worker. */
 export interface VcpuHandleInit {

@@ -4,8 +4,14 @@
  * its vCPU EXIT_PENDING, rings the doorbell and sleeps on its own state cell until the VM thread,
  * having served the exit from the vCPU's run page, marks it RUNNING again.
  *
+ * Both sides of the protocol are plain functions over the cells — {@link runVcpuThread} here (the
+ * Worker's loop) and `servePendingExits` in `smp_runner.ts` (the VM thread's pass) — so that they
+ * are tested against hand-built run pages without KVM.
+ *
  * @module
  */
+
+import { KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_MMIO } from "../kvm/ioctls.ts";
 
 /** Bumped by anyone with news for the VM thread (vCPU Workers, the console Worker). */
 export const DOORBELL = 0;
@@ -44,4 +50,67 @@ export function tidCell(i: number): number {
 /** A zeroed buffer for `cpus` vCPUs. */
 export function smpBuffer(cpus: number): SharedArrayBuffer {
   return new SharedArrayBuffer(4 * (FIRST_VCPU + PER_VCPU * cpus));
+}
+
+/** What a vCPU thread's loop needs of its vCPU: `KVM_RUN` and the `immediate_exit` flag. */
+export interface VcpuThreadTarget {
+  /** `KVM_RUN`: the exit reason, `KVM_EXIT_INTR` when kicked. */
+  run(): number;
+  /** Sets or clears `kvm_run.immediate_exit`. */
+  setImmediateExit(on: boolean): void;
+}
+
+/** Bumps the doorbell and wakes the VM thread. */
+export function ringDoorbell(cells: Int32Array): void {
+  Atomics.add(cells, DOORBELL, 1);
+  Atomics.notify(cells, DOORBELL);
+}
+
+/**
+ * The loop of vCPU thread `index`: `open()` the vCPU, then `KVM_RUN` until STOP. A kick looks at
+ * STOP and PAUSE; an I/O or MMIO exit is marked EXIT_PENDING, the doorbell rung, and the thread
+ * sleeps until the VM thread has served it and marked it RUNNING; any other exit marks it STOPPED
+ * (the VM thread reads why from the run page). A throw marks it FAILED. Returns the failure's
+ * message, if any; the state is DONE if the loop left while RUNNING.
+ */
+export function runVcpuThread(
+  cells: Int32Array,
+  index: number,
+  open: () => VcpuThreadTarget,
+): string | undefined {
+  const state = stateCell(index);
+  let failure: string | undefined;
+  try {
+    const vcpu = open();
+    while (Atomics.load(cells, STOP) === 0) {
+      const reason = vcpu.run();
+      if (reason === KVM_EXIT_INTR) {
+        vcpu.setImmediateExit(false); // a kick: look at STOP and PAUSE, then run on
+        if (Atomics.load(cells, PAUSE) !== 0) {
+          Atomics.store(cells, state, PAUSED);
+          ringDoorbell(cells);
+          while (Atomics.load(cells, PAUSE) !== 0 && Atomics.load(cells, STOP) === 0) {
+            Atomics.wait(cells, PAUSE, 1, 100);
+          }
+          Atomics.store(cells, state, RUNNING);
+        }
+        continue;
+      }
+      if (reason === KVM_EXIT_IO || reason === KVM_EXIT_MMIO) {
+        Atomics.store(cells, state, EXIT_PENDING);
+        ringDoorbell(cells);
+        while (Atomics.load(cells, state) === EXIT_PENDING) Atomics.wait(cells, state, EXIT_PENDING);
+        continue;
+      }
+      Atomics.store(cells, state, STOPPED);
+      ringDoorbell(cells);
+      break;
+    }
+  } catch (e) {
+    failure = e instanceof Error ? e.message : String(e);
+    Atomics.store(cells, state, FAILED);
+    ringDoorbell(cells);
+  }
+  if (Atomics.load(cells, state) === RUNNING) Atomics.store(cells, state, DONE);
+  return failure;
 }

@@ -1,18 +1,161 @@
 /**
- * Boards, boot loaders, the built-in guests and the vCPU runner.
+ * Boards, boot loaders, the built-in guests and the vCPU runners.
  *
  * @module
  */
 
-export * from "./cpu_state.ts";
-export * from "./vcpu_runner.ts";
 export * from "./loader/mod.ts";
 export * from "./guests/mod.ts";
-export * from "./pc/layout.ts";
-export * from "./pc/pam.ts";
-export * from "./pc/pc_memory.ts";
-export * from "./pc/pc_devices.ts";
-export * from "./pc/pc_machine.ts";
-export * from "./x86_cpu.ts";
-export * from "./smp_runner.ts";
-export * from "./pc/mptable.ts";
+export { type CpuPlan, formatRegisters, regsFor, sregsFor } from "./cpu_state.ts";
+export { type Doorbell, exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./runner.ts";
+export { VcpuRunner } from "./vcpu_runner.ts";
+export { SmpRunner } from "./smp_runner.ts";
+export {
+  APIC_LVT_DELIVERY_MODE_MASK,
+  APIC_LVT_LINT0,
+  APIC_LVT_LINT1,
+  APIC_MODE_EXTINT,
+  APIC_MODE_NMI,
+  bootFpu,
+  bootMsrs,
+  CPUID_1_ECX_CX16_BIT,
+  CPUID_1_ECX_HYPERVISOR_BIT,
+  CPUID_1_ECX_XSAVE_BIT,
+  CPUID_1_EDX_HTT_BIT,
+  CPUID_LEAF_AMD_SIZES,
+  CPUID_LEAF_AMD_TOPOLOGY,
+  CPUID_LEAF_CACHE_PARAMS,
+  CPUID_LEAF_FEATURES,
+  CPUID_LEAF_HYPERVISOR,
+  CPUID_LEAF_TOPOLOGY,
+  CPUID_LEAF_TOPOLOGY_V2,
+  FPU_FCW_DEFAULT,
+  FPU_MXCSR_DEFAULT,
+  KVM_CPUID_FLAG_SIGNIFICANT_INDEX,
+  lapicWithLints,
+  linuxCpuid,
+  type LinuxCpuidOptions,
+  MISC_ENABLE_FAST_STRING_BIT,
+  MSR_CSTAR,
+  MSR_IA32_MISC_ENABLE,
+  MSR_IA32_SYSENTER_CS,
+  MSR_IA32_SYSENTER_EIP,
+  MSR_IA32_SYSENTER_ESP,
+  MSR_IA32_TSC,
+  MSR_KERNEL_GS_BASE,
+  MSR_LSTAR,
+  MSR_MTRR_DEF_TYPE,
+  MSR_STAR,
+  MSR_SYSCALL_MASK,
+  MTRR_ENABLE_BIT,
+  MTRR_MEM_TYPE_WB,
+} from "./x86_cpu.ts";
+export {
+  APIC_MSI_PRIORITY,
+  APIC_MSI_SIZE,
+  APIC_MSI_START,
+  BIOS_DEFAULT_SIZE,
+  BIOS_END,
+  BIOS_SIZE_GRANULE,
+  HIGHMEM_START,
+  HPET_START,
+  I440FX_PAM_CONFIG,
+  IO_SPACE_SIZE,
+  IOAPIC_SIZE,
+  IOAPIC_START,
+  ISA_BIOS_END,
+  ISA_BIOS_MAX_SIZE,
+  KVM_IDENTITY_MAP_START,
+  KVM_RESERVED_SIZE,
+  KVM_TSS_START,
+  LOWMEM_GIGABYTE_ALIGNED,
+  LOWMEM_LIMIT,
+  PAM_BIOS_SIZE,
+  PAM_BIOS_START,
+  PAM_EXPAN_COUNT,
+  PAM_EXPAN_SIZE,
+  PAM_EXPAN_START,
+  PC_ROM_SIZE,
+  PC_ROM_START,
+  SMRAM_C_SIZE,
+  SMRAM_C_START,
+} from "./pc/layout.ts";
+export { Pam, type PamAttribute, PamSegment } from "./pc/pam.ts";
+export {
+  buildPcMemory,
+  type PcMemory,
+  type PcMemoryOptions,
+  type RamSplit,
+  splitRam,
+} from "./pc/pc_memory.ts";
+export {
+  buildPcDevices,
+  KEYBOARD_IRQ,
+  MOUSE_IRQ,
+  type PcDevices,
+  type PcDeviceWiring,
+} from "./pc/pc_devices.ts";
+export {
+  buildMpTable,
+  IOAPIC_PIN_COUNT,
+  ISA_IRQ_COUNT,
+  type IsaIrqRoute,
+  MP_ALL_LAPICS,
+  MP_CONFIG_HEADER_SIZE,
+  MP_CPU_BSP_BIT,
+  MP_CPU_ENABLED_BIT,
+  MP_DEFAULT_CPU_FEATURES,
+  MP_DEFAULT_CPU_SIGNATURE,
+  MP_DEFAULT_IOAPIC_START,
+  MP_DEFAULT_LAPIC_START,
+  MP_ENTRY_BUS,
+  MP_ENTRY_IO_INTERRUPT,
+  MP_ENTRY_IOAPIC,
+  MP_ENTRY_LOCAL_INTERRUPT,
+  MP_ENTRY_PROCESSOR,
+  MP_FLOATING_POINTER_SIZE,
+  MP_FLOATING_POINTER_START,
+  MP_INT_EXTINT,
+  MP_INT_INT,
+  MP_INT_NMI,
+  MP_INT_SMI,
+  MP_IOAPIC_ENABLED_BIT,
+  MP_IOAPIC_VERSION,
+  MP_ISA_BUS_ID,
+  MP_LAPIC_VERSION,
+  MP_OEM_ID,
+  MP_PROCESSOR_ENTRY_SIZE,
+  MP_PRODUCT_ID,
+  MP_SCAN_START,
+  MP_SHORT_ENTRY_SIZE,
+  MP_SPEC_REVISION,
+  MP_TABLE_END,
+  MP_TABLE_MAX_CPUS,
+  type MpPolarity,
+  type MpTable,
+  type MpTableOptions,
+  type MpTrigger,
+  PC_ISA_IRQ_ROUTES,
+} from "./pc/mptable.ts";
+export {
+  type FirmwareTable,
+  MAX_CPUS,
+  PcBoard,
+  type PcBoardOptions,
+  pcE820,
+  pcFirmwareTables,
+  pcGuestTables,
+} from "./pc/pc_board.ts";
+export {
+  allocatePcMemory,
+  attachKvm,
+  createPcVcpus,
+  createPcVm,
+  loadGuest,
+  makeRunner,
+  pcGsiRoutes,
+  type PcGuestMemory,
+  PcMachine,
+  type PcMachineOptions,
+  planBoot,
+} from "./pc/pc_machine.ts";

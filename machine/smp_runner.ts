@@ -19,6 +19,7 @@ import {
   vcpuHandleInit,
   VcpuKicker,
 } from "../kvm/mod.ts";
+import { formatRegisters } from "./cpu_state.ts";
 import {
   DONE,
   DOORBELL,
@@ -32,20 +33,117 @@ import {
   STOPPED,
   tidCell,
 } from "./_smp_protocol.ts";
-import { exitOutcome, type RunnerHooks, type RunOutcome } from "./vcpu_runner.ts";
+import { type Doorbell, exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./runner.ts";
 import type { VcpuWorkerInit } from "./vcpu_worker.ts";
+
+export type { Doorbell } from "./runner.ts";
 
 /** How long the VM thread sleeps on the doorbell before looking around anyway (a safety net). */
 const DOORBELL_TIMEOUT_MS = 200;
 /** How long to wait for the vCPU Workers to leave after the run. */
 const SHUTDOWN_TIMEOUT_MS = 5000;
+/** The module each vCPU Worker runs. */
+const VCPU_WORKER_URL = new URL("./vcpu_worker.ts", import.meta.url);
 
-/** Where another thread rings to wake the VM thread (the console Worker uses it). */
-export interface Doorbell {
-  /** The shared cells. */
-  readonly buffer: SharedArrayBuffer;
-  /** Index of the doorbell cell in an Int32Array over it. */
-  readonly index: number;
+/**
+ * The VM thread's pass over every vCPU's state cell: each EXIT_PENDING exit is served from that
+ * vCPU's run page through `spaces` (with the one exit path, `serveExit`), then marked RUNNING and
+ * its thread woken; a vCPU STOPPED, FAILED or DONE is reported to `onStopped` with its state.
+ * Returns the number of exits served. Allocates nothing beyond what `serveExit` does.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fakeRunPage, writeIoExit } from "../kvm/mod.ts";
+ * import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
+ * import { EXIT_PENDING, RUNNING, smpBuffer, stateCell } from "./_smp_protocol.ts";
+ * import { servePendingExits } from "./smp_runner.ts";
+ * using io = new AddressSpace(MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS), "I/O");
+ * using memory = new AddressSpace(MemoryRegion.container("system", 1n << 64n), "memory");
+ * const run = fakeRunPage();
+ * const data = writeIoExit(run, { direction: "in", port: 0x80, size: 1 });
+ * const cells = new Int32Array(smpBuffer(1));
+ * cells[stateCell(0)] = EXIT_PENDING;
+ * assert.equal(servePendingExits(cells, [run.page], [run.view], { memory, io }, () => {}), 1);
+ * assert.equal(cells[stateCell(0)], RUNNING);
+ * assert.equal(data[0], 0xff); // an unassigned port reads all-ones
+ * ```
+ */
+export function servePendingExits(
+  cells: Int32Array,
+  pages: readonly Uint8Array[],
+  views: readonly DataView[],
+  spaces: ExitSpaces,
+  onStopped: (index: number, state: number) => void,
+): number {
+  let served = 0;
+  for (let i = 0; i < pages.length; i++) {
+    const cell = stateCell(i);
+    const state = Atomics.load(cells, cell);
+    if (state === EXIT_PENDING) {
+      serveExit(pages[i], views[i], spaces);
+      served++;
+      Atomics.store(cells, cell, RUNNING);
+      Atomics.notify(cells, cell);
+    } else if (state === STOPPED || state === FAILED || state === DONE) {
+      onStopped(i, state);
+    }
+  }
+  return served;
+}
+
+/** Started vCPU Workers, and how to wait for them. */
+export interface VcpuWorkers {
+  /** The Workers, one per vCPU. */
+  readonly workers: readonly Worker[];
+  /** Settles once every Worker has said it is ready, has finished, or has failed to load or run. */
+  readonly ready: Promise<void>;
+  /** Settles once every Worker has finished or failed. */
+  readonly done: Promise<void>;
+  /** What went wrong in the Workers (load errors, uncaught errors, failures they reported). */
+  readonly failures: string[];
+}
+
+/**
+ * Starts one Worker of module `url` per message of `inits` and posts each its message. A Worker
+ * answers `{ ready: true }` once it runs, and `{ done: true, failure? }` when it leaves.
+ */
+export function startVcpuWorkers(url: URL, inits: readonly unknown[]): VcpuWorkers {
+  const failures: string[] = [];
+  const workers = inits.map(() => new Worker(url, { type: "module" }));
+  const ready: Promise<void>[] = [];
+  const done: Promise<void>[] = [];
+  for (const worker of workers) {
+    // A Worker that never loads sends no message, only an error event: it must settle both.
+    let isReady!: () => void;
+    let isDone!: () => void;
+    ready.push(new Promise<void>((resolve) => isReady = resolve));
+    done.push(new Promise<void>((resolve) => isDone = resolve));
+    worker.addEventListener(
+      "message",
+      (e: MessageEvent<{ ready?: boolean; done?: boolean; failure?: string }>) => {
+        if (e.data.failure) failures.push(e.data.failure);
+        if (e.data.ready) isReady();
+        if (e.data.done) {
+          isReady();
+          isDone();
+        }
+      },
+    );
+    worker.addEventListener("error", (e) => {
+      failures.push(e.message);
+      e.preventDefault();
+      isReady();
+      isDone();
+    });
+  }
+  inits.forEach((init, i) => workers[i].postMessage(init));
+  return {
+    workers,
+    ready: Promise.all(ready).then(() => {}),
+    done: Promise.all(done).then(() => {}),
+    failures,
+  };
 }
 
 /**
@@ -57,20 +155,30 @@ export interface Doorbell {
  * const outcome = await smp.run({ onKick: takeConsoleInput });
  * ```
  */
-export class SmpRunner {
+export class SmpRunner implements Runner {
   readonly #vcpus: readonly Vcpu[];
   readonly #spaces: ExitSpaces;
   readonly #buffer: SharedArrayBuffer;
   readonly #cells: Int32Array;
+  readonly #onStopped: (index: number, state: number) => void;
   #stop: RunOutcome | null = null;
   #exits = 0;
   #running = false;
 
+  /** A runner of `vcpus` (vCPU i on Worker i) whose exits go to `spaces`. */
   constructor(vcpus: readonly Vcpu[], spaces: ExitSpaces) {
     this.#vcpus = vcpus;
     this.#spaces = spaces;
     this.#buffer = smpBuffer(vcpus.length);
     this.#cells = new Int32Array(this.#buffer);
+    this.#onStopped = (index, state) => {
+      const vcpu = this.#vcpus[index];
+      this.stop(
+        state === STOPPED
+          ? exitOutcome(vcpu.runPage, vcpu.id, () => formatRegisters(vcpu.getRegs(), vcpu.getSregs()))
+          : { kind: "error", reason: `the thread of vCPU ${index} ended`, registers: "" },
+      );
+    };
   }
 
   /** Ring this to make the VM thread look at its hooks (input, monitor commands). */
@@ -120,51 +228,33 @@ export class SmpRunner {
     this.#stop ??= outcome;
   }
 
-  /** Starts the vCPU Workers and serves their exits until an outcome; then stops them all. */
+  /**
+   * Starts the vCPU Workers and serves their exits until an outcome; then stops them all. A
+   * Worker that fails to start ends the run with an error outcome naming the failure.
+   */
   async run(hooks: RunnerHooks = {}): Promise<RunOutcome> {
-    const cells = this.#cells;
     this.#stop = null;
-    cells.fill(0);
+    this.#cells.fill(0);
     handleKickSignal(); // the shutdown kicks every vCPU thread
-    const workers = this.#vcpus.map(() =>
-      new Worker(new URL("./vcpu_worker.ts", import.meta.url), { type: "module" })
-    );
-    const failures: string[] = [];
-    const done = workers.map((worker) =>
-      new Promise<void>((resolve) => {
-        worker.addEventListener("message", (e: MessageEvent<{ done?: boolean; failure?: string }>) => {
-          if (e.data.failure) failures.push(e.data.failure);
-          if (e.data.done) resolve();
-        });
-        worker.addEventListener("error", (e) => {
-          failures.push(e.message);
-          e.preventDefault();
-          resolve();
-        });
-      })
-    );
+    const inits = this.#vcpus.map((vcpu, index): VcpuWorkerInit => ({
+      vcpu: vcpuHandleInit(vcpu),
+      index,
+      cells: this.#buffer,
+    }));
+    const started = startVcpuWorkers(VCPU_WORKER_URL, inits);
     try {
-      const ready = workers.map((worker) =>
-        new Promise<void>((resolve) => {
-          worker.addEventListener("message", (e: MessageEvent<{ ready?: boolean; done?: boolean }>) => {
-            if (e.data.ready || e.data.done) resolve();
-          });
-        })
-      );
-      this.#vcpus.forEach((vcpu, index) => {
-        const init: VcpuWorkerInit = { vcpu: vcpuHandleInit(vcpu), index, cells: this.#buffer };
-        workers[index].postMessage(init);
-      });
-      await Promise.all(ready);
-      this.#running = true;
-      this.#serve(hooks);
+      await started.ready;
+      if (started.failures.length === 0) {
+        this.#running = true;
+        this.#serve(hooks);
+      }
     } finally {
       this.#running = false;
-      await this.#shutdown(workers, done);
+      await this.#shutdown(started);
     }
     const outcome: RunOutcome = (this.#stop as RunOutcome | null) ?? { kind: "quit" };
-    if (failures.length && outcome.kind !== "error") {
-      return { kind: "error", reason: `a vCPU thread failed: ${failures.join("; ")}`, registers: "" };
+    if (started.failures.length && outcome.kind !== "error") {
+      return { kind: "error", reason: `a vCPU thread failed: ${started.failures.join("; ")}`, registers: "" };
     }
     return outcome;
   }
@@ -174,22 +264,11 @@ export class SmpRunner {
     const cells = this.#cells;
     const pages = this.#vcpus.map((v) => v.runPage);
     const views = this.#vcpus.map((v) => v.runView);
+    const spaces = this.#spaces;
+    const onStopped = this.#onStopped;
     for (;;) {
       const seen = Atomics.load(cells, DOORBELL);
-      for (let i = 0; i < this.#vcpus.length; i++) {
-        const cell = stateCell(i);
-        const state = Atomics.load(cells, cell);
-        if (state === EXIT_PENDING) {
-          serveExit(pages[i], views[i], this.#spaces);
-          this.#exits++;
-          Atomics.store(cells, cell, RUNNING);
-          Atomics.notify(cells, cell);
-        } else if (state === STOPPED) {
-          this.stop(exitOutcome(this.#vcpus[i]));
-        } else if (state === FAILED || state === DONE) {
-          this.stop({ kind: "error", reason: `the thread of vCPU ${i} ended`, registers: "" });
-        }
-      }
+      this.#exits += servePendingExits(cells, pages, views, spaces, onStopped);
       hooks.onKick?.();
       if (this.#stop) return;
       Atomics.wait(cells, DOORBELL, seen, DOORBELL_TIMEOUT_MS);
@@ -197,7 +276,7 @@ export class SmpRunner {
   }
 
   /** Tells every Worker to leave, kicks each vCPU out of KVM_RUN, and waits for them. */
-  async #shutdown(workers: Worker[], done: Promise<void>[]): Promise<void> {
+  async #shutdown(started: VcpuWorkers): Promise<void> {
     const cells = this.#cells;
     Atomics.store(cells, STOP, 1);
     this.#kickAll();
@@ -210,9 +289,9 @@ export class SmpRunner {
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => timer = setTimeout(resolve, SHUTDOWN_TIMEOUT_MS));
-    await Promise.race([Promise.all(done), timeout]);
+    await Promise.race([started.done, timeout]);
     clearTimeout(timer);
-    for (const worker of workers) worker.terminate();
+    for (const worker of started.workers) worker.terminate();
     for (const vcpu of this.#vcpus) vcpu.setImmediateExit(false);
   }
 }

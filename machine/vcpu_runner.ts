@@ -6,36 +6,11 @@
  * @module
  */
 
-import {
-  decodeExit,
-  type ExitSpaces,
-  KVM_EXIT_INTR,
-  KVM_SYSTEM_EVENT_CRASH,
-  KVM_SYSTEM_EVENT_RESET,
-  KVM_SYSTEM_EVENT_SHUTDOWN,
-  serveExit,
-  type Vcpu,
-} from "../kvm/mod.ts";
+import { type ExitSpaces, KVM_EXIT_INTR, serveExit, type Vcpu } from "../kvm/mod.ts";
 import { formatRegisters } from "./cpu_state.ts";
+import { exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./runner.ts";
 
-/** Why a run ended. */
-export type RunOutcome =
-  /** The guest wrote `value` to the debug-exit port: status `(value << 1) | 1`, as QEMU. */
-  | { kind: "exit"; status: number }
-  /** The guest reset the machine (i8042 0xfe, port 0xcf9, port 0x92, or a KVM reset event). */
-  | { kind: "reset" }
-  /** The guest powered off (KVM system event). */
-  | { kind: "poweroff" }
-  /** The user asked to quit (monitor `quit`, Ctrl-A x). */
-  | { kind: "quit" }
-  /** The run failed: triple fault, failed entry, emulation failure, or an exit nobody handles. */
-  | { kind: "error"; reason: string; registers: string };
-
-/** Hooks into the loop. */
-export interface RunnerHooks {
-  /** Called after another thread kicked the vCPU (input arrived, a monitor command is waiting). */
-  onKick?(): void;
-}
+export type { RunnerHooks, RunOutcome } from "./runner.ts";
 
 /**
  * Runs one vCPU until something ends the run.
@@ -47,12 +22,13 @@ export interface RunnerHooks {
  * const outcome = runner.run();
  * ```
  */
-export class VcpuRunner {
+export class VcpuRunner implements Runner {
   readonly #vcpu: Vcpu;
   readonly #spaces: ExitSpaces;
   #stop: RunOutcome | null = null;
   #exits = 0;
 
+  /** A runner of `vcpu` whose exits go to `spaces`. */
   constructor(vcpu: Vcpu, spaces: ExitSpaces) {
     this.#vcpu = vcpu;
     this.#spaces = spaces;
@@ -61,6 +37,16 @@ export class VcpuRunner {
   /** Number of I/O and MMIO exits served so far. */
   get exits(): number {
     return this.#exits;
+  }
+
+  /** Null: the vCPU runs on this thread; another thread kicks it (`VcpuKicker`) to be heard. */
+  get doorbell(): null {
+    return null;
+  }
+
+  /** Calls `fn`: between runs and during a hook, the one vCPU is outside `KVM_RUN` already. */
+  withVcpusPaused<T>(fn: () => T): T {
+    return fn();
   }
 
   /** Ends the run after the current exit (devices call it from their handlers). The first wins. */
@@ -84,50 +70,9 @@ export class VcpuRunner {
         vcpu.setImmediateExit(false);
         hooks.onKick?.();
       } else {
-        this.stop(exitOutcome(vcpu));
+        this.stop(exitOutcome(page, vcpu.id, () => formatRegisters(vcpu.getRegs(), vcpu.getSregs())));
       }
       if (this.#stop) return this.#stop;
     }
-  }
-}
-
-/**
- * Why a run must end, from a vCPU whose last exit was neither port I/O nor MMIO: decodes its run
- * page and, for failures, dumps its registers. Call it on a stopped vCPU (not inside `KVM_RUN`).
- */
-export function exitOutcome(vcpu: Vcpu): RunOutcome {
-  const exit = decodeExit(vcpu.runPage);
-  const error = (reason: string): RunOutcome => {
-    let registers: string;
-    try {
-      registers = formatRegisters(vcpu.getRegs(), vcpu.getSregs());
-    } catch (e) {
-      registers = `(registers unavailable: ${(e as Error).message})`;
-    }
-    return { kind: "error", reason: vcpu.id === 0 ? reason : `vCPU ${vcpu.id}: ${reason}`, registers };
-  };
-  switch (exit.kind) {
-    case "systemEvent":
-      if (exit.type === KVM_SYSTEM_EVENT_RESET) return { kind: "reset" };
-      if (exit.type === KVM_SYSTEM_EVENT_SHUTDOWN) return { kind: "poweroff" };
-      return error(
-        exit.type === KVM_SYSTEM_EVENT_CRASH
-          ? "guest crashed (KVM system event)"
-          : `system event ${exit.type}`,
-      );
-    case "shutdown":
-      return error("triple fault (KVM_EXIT_SHUTDOWN)");
-    case "failEntry":
-      return error(`KVM_EXIT_FAIL_ENTRY, hardware reason 0x${exit.reason.toString(16)} on CPU ${exit.cpu}`);
-    case "internalError":
-      return error(
-        `KVM_EXIT_INTERNAL_ERROR, suberror ${exit.suberror}${
-          exit.suberror === 1 ? " (emulation failure)" : ""
-        }, data [${exit.data.map((d) => `0x${d.toString(16)}`).join(", ")}]`,
-      );
-    case "hlt":
-      return error("the guest halted with no interrupt controller to wake it (KVM_EXIT_HLT)");
-    default:
-      return error(`unhandled exit ${exit.kind}`);
   }
 }

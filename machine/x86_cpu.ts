@@ -151,12 +151,13 @@ function topologyLeaf(fn: number, apicId: number, cpuCount: number): CpuidEntry[
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { linuxCpuid } from "./x86_cpu.ts";
  * const [leaf1] = linuxCpuid(
  *   [{ function: 1, index: 0, flags: 0, eax: 0x00a00f11, ebx: 0x0800, ecx: 0x2000, edx: 0 }],
  *   { apicId: 1, cpuCount: 2 },
  * );
- * console.assert(leaf1.ebx === 0x0102_0800 && leaf1.ecx === 0x8000_0000);
+ * assert.ok(leaf1.ebx === 0x0102_0800 && leaf1.ecx === 0x8000_0000);
  * ```
  */
 export function linuxCpuid(supported: readonly CpuidEntry[], options: LinuxCpuidOptions): CpuidEntry[] {
@@ -252,8 +253,9 @@ export const MTRR_MEM_TYPE_WB = 0x6n;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { bootMsrs, MSR_MTRR_DEF_TYPE } from "./x86_cpu.ts";
- * console.assert(bootMsrs().find((m) => m.index === MSR_MTRR_DEF_TYPE)?.data === 0x806n);
+ * assert.ok(bootMsrs().find((m) => m.index === MSR_MTRR_DEF_TYPE)?.data === 0x806n);
  * ```
  */
 export function bootMsrs(): MsrEntry[] {
@@ -283,8 +285,9 @@ export const FPU_MXCSR_DEFAULT = 0x1f80;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { bootFpu } from "./x86_cpu.ts";
- * console.assert(bootFpu().fcw === 0x37f && bootFpu().mxcsr === 0x1f80);
+ * assert.ok(bootFpu().fcw === 0x37f && bootFpu().mxcsr === 0x1f80);
  * ```
  */
 export function bootFpu(): KvmFpu {
@@ -320,9 +323,10 @@ export const APIC_MODE_EXTINT = 0b111;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { lapicWithLints } from "./x86_cpu.ts";
  * const lapic = lapicWithLints(new Uint8Array(1024));
- * console.assert(new DataView(lapic.buffer).getUint32(0x350, true) === 0x700);
+ * assert.equal(new DataView(lapic.buffer).getUint32(0x350, true), 0x700);
  * ```
  */
 export function lapicWithLints(lapic: Uint8Array): Uint8Array {

@@ -1,6 +1,6 @@
 /**
  * The whole chain with a real KVM: memory API → `KvmMemoryListener.forVm` → real memslots, and
- * vCPU exits → `handleExit` → the memory API's address spaces. Guest RAM is a `GuestMemory`
+ * vCPU exits → `serveExit` → the memory API's address spaces. Guest RAM is a `GuestMemory`
  * backing of a `MemoryRegion.ram`. The guests are tiny real-mode programs built from
  * tests/guests/*.S (CPL0 code is emulated here at ~1 µs per instruction, kvm-abi.md §8).
  *
@@ -11,9 +11,9 @@ import { AddressSpace, MemoryRegion, type MemoryRegionOps, UNASSIGNED_IO_OPS } f
 import { assertDirtyPages, enterRealMode, ifKvm, reportKvmSkip } from "../kvm/_testing.ts";
 import { decodeExit, type VcpuExit } from "../kvm/exit.ts";
 import { GuestMemory } from "../kvm/guest_memory.ts";
-import { type ExitSpaces, handleExit } from "../kvm/handle_exit.ts";
 import { KVM_CAP_READONLY_MEM, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from "../kvm/ioctls.ts";
 import { Kvm } from "../kvm/kvm.ts";
+import { type ExitSpaces, serveExit } from "../kvm/serve_exit.ts";
 import { KvmMemoryListener } from "../kvm/kvm_memory_listener.ts";
 import type { UserMemoryRegion, Vm } from "../kvm/vm.ts";
 import type { Vcpu } from "../kvm/vcpu.ts";
@@ -93,7 +93,7 @@ function describeExit(exit: VcpuExit): string {
 }
 
 /**
- * Runs the vCPU until `hlt`, serving every exit through `handleExit`; after each one `afterExit`
+ * Runs the vCPU until `hlt`, serving every exit through `serveExit`; after each one `afterExit`
  * may act as the host (flip a region, check memory). Returns the exits as text.
  */
 function runToHlt(
@@ -106,7 +106,10 @@ function runToHlt(
     vcpu.run();
     const exit = decodeExit(vcpu.runPage);
     if (exit.kind === "hlt") return exits;
-    assert.ok(handleExit(exit, spaces), `an exit handleExit does not serve: ${describeExit(exit)}`);
+    assert.ok(
+      serveExit(vcpu.runPage, vcpu.runView, spaces),
+      `an exit serveExit does not serve: ${describeExit(exit)}`,
+    );
     exits.push(describeExit(exit));
     afterExit?.(exit, i);
   }
@@ -129,7 +132,7 @@ function hasReadonlyMem(kvm: Kvm): boolean {
 }
 
 Deno.test({
-  name: "(a) a real-mode guest's port I/O reaches a device in the I/O address space through handleExit",
+  name: "(a) a real-mode guest's port I/O reaches a device in the I/O address space through serveExit",
   ...ifKvm,
   async fn() {
     using ram = new GuestMemory(RAM_SIZE);

@@ -33,8 +33,9 @@ function fromBase64(text: string): Uint8Array {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { mostFrequentByte } from "./_image.ts";
- * console.assert(mostFrequentByte(new Uint8Array([0xff, 0xff, 1])) === 0xff);
+ * assert.equal(mostFrequentByte(new Uint8Array([0xff, 0xff, 1])), 0xff);
  * ```
  */
 export function mostFrequentByte(image: Uint8Array): number {
@@ -51,12 +52,13 @@ export function mostFrequentByte(image: Uint8Array): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeImage, encodeImage } from "./_image.ts";
  * const image = new Uint8Array(100).fill(0xff);
  * image[70] = 1;
  * const text = encodeImage(image, 0xff);
- * console.assert(text === "000046 AQ==\n");
- * console.assert(decodeImage(100, 0xff, text)[70] === 1);
+ * assert.equal(text, "000046 AQ==\n");
+ * assert.equal(decodeImage(100, 0xff, text)[70], 1);
  * ```
  */
 export function encodeImage(image: Uint8Array, fill: number): string {
@@ -94,9 +96,10 @@ export function encodeImage(image: Uint8Array, fill: number): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeImage } from "./_image.ts";
  * const image = decodeImage(8, 0, "000002 AQI=\n");
- * console.assert(image.join(",") === "0,0,1,2,0,0,0,0");
+ * assert.equal(image.join(","), "0,0,1,2,0,0,0,0");
  * ```
  */
 export function decodeImage(size: number, fill: number, text: string): Uint8Array {

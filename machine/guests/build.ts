@@ -118,9 +118,10 @@ function hex(value: number): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { GUESTS, renderGuestModule } from "./build.ts";
  * const text = renderGuestModule(GUESTS[1], new Uint8Array(16));
- * console.assert(text.includes("export const EXIT_STATUS: Uint8Array = decodeImage("));
+ * assert.ok(text.includes("export const EXIT_STATUS: Uint8Array = decodeImage("));
  * ```
  */
 export function renderGuestModule(guest: GuestBuild, image: Uint8Array): string {
@@ -155,8 +156,9 @@ export function renderGuestModule(guest: GuestBuild, image: Uint8Array): string 
     ` *`,
     ` * @example`,
     ` * \`\`\`ts`,
+    ` * import assert from "node:assert/strict";`,
     ` * import { ${guest.exportName} } from "./${guest.name}.ts";`,
-    ` * console.assert(${guest.exportName}.length === ${image.length});`,
+    ` * assert.equal(${guest.exportName}.length, ${image.length});`,
     ` * \`\`\``,
     ` */`,
     `export const ${guest.exportName}: Uint8Array = decodeImage(`,

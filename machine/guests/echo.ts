@@ -17,8 +17,9 @@ import { decodeImage } from "./_image.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ECHO } from "./echo.ts";
- * console.assert(ECHO.length === 376);
+ * assert.equal(ECHO.length, 376);
  * ```
  */
 export const ECHO: Uint8Array = decodeImage(

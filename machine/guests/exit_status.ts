@@ -16,8 +16,9 @@ import { decodeImage } from "./_image.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { EXIT_STATUS } from "./exit_status.ts";
- * console.assert(EXIT_STATUS.length === 144);
+ * assert.equal(EXIT_STATUS.length, 144);
  * ```
  */
 export const EXIT_STATUS: Uint8Array = decodeImage(

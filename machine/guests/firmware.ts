@@ -17,8 +17,9 @@ import { decodeImage } from "./_image.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { FIRMWARE } from "./firmware.ts";
- * console.assert(FIRMWARE.length === 262144);
+ * assert.equal(FIRMWARE.length, 262144);
  * ```
  */
 export const FIRMWARE: Uint8Array = decodeImage(

@@ -18,8 +18,9 @@ import { decodeImage } from "./_image.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { HELLO64 } from "./hello64.ts";
- * console.assert(HELLO64.length === 20480);
+ * assert.equal(HELLO64.length, 20480);
  * ```
  */
 export const HELLO64: Uint8Array = decodeImage(

@@ -5,9 +5,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { FIRMWARE, HELLO64 } from "./mod.ts";
- * console.assert(FIRMWARE.length === 256 * 1024);
- * console.assert(new DataView(HELLO64.buffer).getUint32(0, true) === 0x1badb002); // Multiboot magic
+ * assert.equal(FIRMWARE.length, 256 * 1024);
+ * assert.equal(new DataView(HELLO64.buffer).getUint32(0, true), 0x1badb002); // Multiboot magic
  * ```
  *
  * @module

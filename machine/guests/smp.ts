@@ -20,8 +20,9 @@ import { decodeImage } from "./_image.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { SMP } from "./smp.ts";
- * console.assert(SMP.length === 760);
+ * assert.equal(SMP.length, 760);
  * ```
  */
 export const SMP: Uint8Array = decodeImage(

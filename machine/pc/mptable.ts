@@ -129,8 +129,9 @@ export interface IsaIrqRoute {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PC_ISA_IRQ_ROUTES } from "./mptable.ts";
- * console.assert(PC_ISA_IRQ_ROUTES.length === 15 && PC_ISA_IRQ_ROUTES[0].pin === 2);
+ * assert.ok(PC_ISA_IRQ_ROUTES.length === 15 && PC_ISA_IRQ_ROUTES[0].pin === 2);
  * ```
  */
 export const PC_ISA_IRQ_ROUTES: readonly IsaIrqRoute[] = Object.freeze(
@@ -226,12 +227,13 @@ function ascii(view: DataView, offset: number, text: string): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { buildMpTable } from "./mptable.ts";
  * const table = buildMpTable({ cpus: 4 });
- * console.assert(table.floatingPointerAddress === 0x9fff0n && table.address === 0x9fed0n);
- * console.assert(table.entryCount === 4 + 1 + 1 + 15 + 2);
- * console.assert(new TextDecoder().decode(table.bytes.subarray(-16, -12)) === "_MP_");
- * console.assert(table.bytes.reduce((sum, byte) => sum + byte, 0) % 256 === 0); // both checksums
+ * assert.ok(table.floatingPointerAddress === 0x9fff0n && table.address === 0x9fed0n);
+ * assert.equal(table.entryCount, 4 + 1 + 1 + 15 + 2);
+ * assert.equal(new TextDecoder().decode(table.bytes.subarray(-16, -12)), "_MP_");
+ * assert.equal(table.bytes.reduce((sum, byte) => sum + byte, 0) % 256, 0); // both checksums
  * ```
  */
 export function buildMpTable(options: MpTableOptions): MpTable {

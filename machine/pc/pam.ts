@@ -71,12 +71,13 @@ export class PamSegment {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { MemoryRegion } from "../../memory/mod.ts";
  * import { Pam } from "./pam.ts";
  * const system = MemoryRegion.container("system", 1n << 64n);
  * const pam = new Pam(system, MemoryRegion.ram("pc.ram", 1n << 20n), MemoryRegion.container("pci", 1n << 64n));
  * pam.writeConfig(0x59, 0x30); // 0xf0000 segment: RAM
- * console.assert(pam.segments[0].attribute === 3);
+ * assert.equal(pam.segments[0].attribute, 3);
  * ```
  */
 export class Pam {

@@ -1,12 +1,14 @@
 /**
- * The i440fx PC as a running machine: KVM VM with in-kernel irqchip and PIT, guest RAM and firmware
- * in mmap'd memory behind the memory API, the KVM memory listener, the legacy devices wired in
- * QEMU's order, a loaded guest, and one vCPU.
+ * The i440fx PC as a running machine: a {@link PcBoard} with KVM attached — a VM with in-kernel
+ * irqchip and PIT, guest RAM and firmware in mmap'd memory, the KVM memory listener — a loaded
+ * guest, its vCPUs and a runner. {@link PcMachine.create} is a recipe of named steps, in the
+ * manner of Firecracker's `builder.rs`: plan, create the VM, allocate guest memory, build the
+ * board, attach KVM, create the vCPUs, load the guest, make the runner.
  *
  * @module
  */
 
-import type { PortDevice, Uart16550 } from "../../devices/mod.ts";
+import type { Uart16550 } from "../../devices/mod.ts";
 import {
   GuestMemory,
   Kvm,
@@ -18,42 +20,19 @@ import {
   type Vcpu,
   type Vm,
 } from "../../kvm/mod.ts";
-import { AddressSpace, formatMtree, type MtreeOptions } from "../../memory/mod.ts";
+import type { AddressSpace, MtreeOptions } from "../../memory/mod.ts";
 import { formatRegisters, regsFor, sregsFor } from "../cpu_state.ts";
 import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid } from "../x86_cpu.ts";
-import {
-  type BootPlan,
-  E820_RAM,
-  E820_RESERVED,
-  type E820Entry,
-  firmwareEntry,
-  loadKernel,
-} from "../loader/mod.ts";
+import { type BootPlan, type E820Entry, firmwareEntry, loadKernel } from "../loader/mod.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
-import { type RunnerHooks, type RunOutcome, VcpuRunner } from "../vcpu_runner.ts";
-import { type Doorbell, SmpRunner } from "../smp_runner.ts";
-import {
-  BIOS_END,
-  HIGHMEM_START,
-  KVM_IDENTITY_MAP_START,
-  KVM_RESERVED_SIZE,
-  KVM_TSS_START,
-  PC_ROM_SIZE,
-} from "./layout.ts";
-import { buildMpTable, MP_TABLE_MAX_CPUS } from "./mptable.ts";
-import { buildPcDevices } from "./pc_devices.ts";
-import { buildPcMemory, type PcMemory, splitRam } from "./pc_memory.ts";
+import type { Doorbell, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
+import { VcpuRunner } from "../vcpu_runner.ts";
+import { SmpRunner } from "../smp_runner.ts";
+import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts";
+import { closeAll, MAX_CPUS, PcBoard, pcE820, pcGuestTables } from "./pc_board.ts";
+import { type PcMemory, splitRam } from "./pc_memory.ts";
 
-/** End of conventional memory as the e820 map reports it (the EBDA follows). */
-const CONVENTIONAL_END = 0x9_fc00n;
-/** The BIOS area below 1 MiB that the e820 map reserves. */
-const BIOS_AREA_START = 0xf_0000n;
-const BIOS_AREA_END = 0x10_0000n;
-/**
- * The most vCPUs the board offers: as many as an MP table can describe with 8-bit xAPIC ids (254).
- * KVM itself may refuse fewer (KVM_CAP_MAX_VCPUS); that is reported when the vCPU is created.
- */
-export const MAX_CPUS: number = MP_TABLE_MAX_CPUS;
+export { MAX_CPUS, pcE820 };
 
 /** Options of {@link PcMachine.create}. */
 export interface PcMachineOptions {
@@ -79,7 +58,137 @@ export interface PcMachineOptions {
 }
 
 /**
- * A PC with one vCPU, ready to run.
+ * Step 1, before anything is acquired: what the guest needs loaded and where its CPU starts — the
+ * kernel (with its command line and initrd) through the loaders against the board's e820 map, a
+ * plan made elsewhere, or the firmware's reset vector.
+ *
+ * @throws {LoaderError} for a kernel or firmware image that cannot be loaded.
+ * @throws {RangeError} for a vCPU count outside 1 to {@link MAX_CPUS}.
+ */
+export function planBoot(options: PcMachineOptions): BootPlan {
+  const firmware = options.firmware ?? FIRMWARE;
+  const firmwarePlan = firmwareEntry(firmware);
+  const cpus = options.cpus ?? 1;
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
+    throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
+  }
+  if (options.boot) return options.boot;
+  if (!options.kernel) return firmwarePlan;
+  // The kernel is planned against the e820 map the board will report.
+  const { e820 } = pcGuestTables({ ramSize: options.ramSize, firmwareSize: BigInt(firmware.length), cpus });
+  return loadKernel(options.kernel.image, {
+    cmdline: options.kernel.cmdline ?? "",
+    initrd: options.kernel.initrd,
+    e820,
+    ramSize: splitRam(options.ramSize).below4g,
+  });
+}
+
+/**
+ * Step 2: a VM as QEMU's `kvm_arch_init` and `pc_init1` set it up: the identity map and TSS just
+ * below the firmware, the in-kernel irqchip with QEMU's GSI routing, and the PIT.
+ *
+ * @throws {KvmError} when the kernel refuses one of them (the VM is closed again).
+ */
+export function createPcVm(kvm: Kvm): Vm {
+  const vm = kvm.createVm();
+  try {
+    vm.setIdentityMapAddr(KVM_IDENTITY_MAP_START);
+    vm.setTssAddr(KVM_TSS_START);
+    vm.createIrqchip();
+    vm.setGsiRouting(pcGsiRoutes());
+    vm.createPit2();
+    return vm;
+  } catch (error) {
+    vm.close();
+    throw error;
+  }
+}
+
+/** Guest memory behind the board's RAM and ROM regions (step 3). */
+export interface PcGuestMemory {
+  /** Behind `pc.ram`. */
+  readonly ram: GuestMemory;
+  /** Behind `pc.bios`. */
+  readonly bios: GuestMemory;
+  /** Behind `pc.rom`. */
+  readonly rom: GuestMemory;
+}
+
+/**
+ * Step 3: mmap'd guest memory for RAM, the firmware and the option-ROM area, registered with
+ * `cleanup` as it is allocated.
+ *
+ * @throws {KvmError} op `"mmap"` when the host cannot map that much.
+ */
+export function allocatePcMemory(ramSize: bigint, biosSize: bigint, cleanup: Disposable[]): PcGuestMemory {
+  const ram = new GuestMemory(ramSize);
+  cleanup.push(ram);
+  const bios = new GuestMemory(biosSize);
+  cleanup.push(bios);
+  const rom = new GuestMemory(PC_ROM_SIZE);
+  cleanup.push(rom);
+  return { ram, bios, rom };
+}
+
+/**
+ * Step 5: the KVM memory listener on the board's "memory" space; its replay maps every memslot of
+ * the finished board in one pass.
+ *
+ * @throws {KvmError} when the kernel refuses a memslot.
+ */
+export function attachKvm(board: PcBoard, vm: Vm, trace?: (call: MemslotCall) => void): KvmMemoryListener {
+  const listener = KvmMemoryListener.forVm(vm, { trace });
+  board.memory.registerListener(listener);
+  return listener;
+}
+
+/**
+ * Step 6: the vCPUs, each set up as a VMM sets one up before Linux runs (Firecracker's list):
+ * CPUID with its APIC id and the topology, the boot MSRs, the FPU, LINT0 = ExtINT and LINT1 = NMI
+ * on the LAPIC. They are closed with the VM.
+ *
+ * @throws {KvmError} when KVM refuses a vCPU (more than KVM_CAP_MAX_VCPUS, say) or its setup.
+ */
+export function createPcVcpus(kvm: Kvm, vm: Vm, cpus: number): Vcpu[] {
+  const supported = kvm.supportedCpuid();
+  const vcpus: Vcpu[] = [];
+  for (let id = 0; id < cpus; id++) {
+    const vcpu = vm.createVcpu(id);
+    vcpu.setCpuid2(linuxCpuid(supported, { apicId: id, cpuCount: cpus }));
+    vcpu.setMsrs(bootMsrs());
+    vcpu.setFpu(bootFpu());
+    vcpu.setLapic(lapicWithLints(vcpu.getLapic()));
+    vcpus.push(vcpu);
+  }
+  return vcpus;
+}
+
+/**
+ * Step 7 (and every `-reboot`): the boot plan's bytes and the firmware tables written through the
+ * memory API, and the bootstrap processor set at the plan's entry. The other vCPUs wait for
+ * INIT/SIPI in the kernel.
+ */
+export function loadGuest(board: PcBoard, boot: BootPlan, bsp: Vcpu): void {
+  for (const { addr, data } of boot.writes) board.memory.writeRom(addr, data);
+  for (const table of board.firmwareTables) board.memory.writeRom(table.address, table.bytes);
+  bsp.setSregs(sregsFor(bsp.getSregs(), boot.cpu));
+  bsp.setRegs(regsFor(bsp.getRegs(), boot.cpu));
+}
+
+/**
+ * Step 8: one vCPU runs on this thread (the fastest exit path); more get a thread each. The
+ * board's reset and debug-exit requests end the runner's run.
+ */
+export function makeRunner(board: PcBoard, vcpus: readonly Vcpu[]): Runner {
+  const spaces = { memory: board.memory, io: board.io };
+  const runner: Runner = vcpus.length === 1 ? new VcpuRunner(vcpus[0], spaces) : new SmpRunner(vcpus, spaces);
+  board.onStop = (outcome) => runner.stop(outcome);
+  return runner;
+}
+
+/**
+ * A PC with its vCPUs, ready to run.
  *
  * @example
  * ```ts ignore
@@ -88,206 +197,119 @@ export interface PcMachineOptions {
  * ```
  */
 export class PcMachine implements Disposable {
-  /** The "memory" address space. */
-  readonly memory: AddressSpace;
-  /** The CPU's view of memory (shares the FlatView of "memory", as in QEMU). */
-  readonly cpuMemory: AddressSpace;
-  /** The "I/O" address space. */
-  readonly io: AddressSpace;
-  /** The regions of the memory map. */
-  readonly map: PcMemory;
-  /** COM1. */
-  readonly uart: Uart16550;
-  /** The e820 map the board reports. */
-  readonly e820: readonly E820Entry[];
+  /** The board: regions, devices, address spaces. */
+  readonly board: PcBoard;
   /** What was loaded and where the CPU starts. */
   readonly boot: BootPlan;
   /** The KVM memory listener of "memory". */
   readonly kvmListener: KvmMemoryListener;
-  readonly #kvm: Kvm;
-  readonly #ownsKvm: boolean;
+  readonly #kvm: Kvm | null;
   readonly #vm: Vm;
   readonly #vcpus: readonly Vcpu[];
-  readonly #runner: VcpuRunner | SmpRunner;
-  readonly #devices: PortDevice[];
-  readonly #memories: GuestMemory[];
-  readonly #input: (bytes: Uint8Array) => void;
+  readonly #runner: Runner;
+  readonly #memory: PcGuestMemory;
   #closed = false;
 
   private constructor(parts: {
-    kvm: Kvm;
-    ownsKvm: boolean;
-    vm: Vm;
-    vcpus: Vcpu[];
-    memory: AddressSpace;
-    cpuMemory: AddressSpace;
-    io: AddressSpace;
-    map: PcMemory;
-    uart: Uart16550;
-    devices: PortDevice[];
-    memories: GuestMemory[];
-    e820: E820Entry[];
+    board: PcBoard;
     boot: BootPlan;
     kvmListener: KvmMemoryListener;
-    runner: VcpuRunner | SmpRunner;
-    input: (bytes: Uint8Array) => void;
+    ownedKvm: Kvm | null;
+    vm: Vm;
+    vcpus: Vcpu[];
+    runner: Runner;
+    memory: PcGuestMemory;
   }) {
-    this.#kvm = parts.kvm;
-    this.#ownsKvm = parts.ownsKvm;
-    this.#vm = parts.vm;
-    this.#vcpus = parts.vcpus;
-    this.memory = parts.memory;
-    this.cpuMemory = parts.cpuMemory;
-    this.io = parts.io;
-    this.map = parts.map;
-    this.uart = parts.uart;
-    this.#devices = parts.devices;
-    this.#memories = parts.memories;
-    this.e820 = parts.e820;
+    this.board = parts.board;
     this.boot = parts.boot;
     this.kvmListener = parts.kvmListener;
+    this.#kvm = parts.ownedKvm;
+    this.#vm = parts.vm;
+    this.#vcpus = parts.vcpus;
     this.#runner = parts.runner;
-    this.#input = parts.input;
+    this.#memory = parts.memory;
   }
 
   /**
-   * Builds the machine. On any failure everything created so far is released and the error is
-   * re-thrown (a KvmError for the kernel, a LoaderError for a bad kernel image, a RangeError for
-   * bad sizes).
+   * Builds the machine, one named step after another. On any failure everything created so far is
+   * released and the error is re-thrown.
+   *
+   * @throws {LoaderError} for a kernel or firmware image that cannot be loaded (nothing acquired).
+   * @throws {RangeError} for a bad vCPU count, RAM or firmware size (nothing acquired).
+   * @throws {KvmError} when the kernel refuses a step.
    */
   static create(options: PcMachineOptions): PcMachine {
-    // Check the inputs before acquiring anything: the firmware size, the kernel image.
+    const boot = planBoot(options); // 1
     const firmware = options.firmware ?? FIRMWARE;
-    const firmwarePlan = firmwareEntry(firmware);
     const cpus = options.cpus ?? 1;
-    if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
-      throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
-    }
-    const split = splitRam(options.ramSize);
-    // The Intel MP table, ending at 640 KiB where Linux's smp_scan_config finds it.
-    const mpTable = buildMpTable({ cpus });
-    const e820 = pcE820(split.below4g, split.above4g, BigInt(firmware.length), mpTable.address);
-    const boot = options.boot ?? (options.kernel
-      ? loadKernel(options.kernel.image, {
-        cmdline: options.kernel.cmdline ?? "",
-        ...(options.kernel.initrd === undefined ? {} : { initrd: options.kernel.initrd }),
-        e820,
-        ramSize: split.below4g,
-      })
-      : firmwarePlan);
     const cleanup: Disposable[] = [];
-    const ownsKvm = !options.kvm;
     try {
       const kvm = options.kvm ?? Kvm.open();
-      if (ownsKvm) cleanup.push(kvm);
-      const vm = kvm.createVm();
+      if (!options.kvm) cleanup.push(kvm);
+      const vm = createPcVm(kvm); // 2
       cleanup.push(vm);
-      // QEMU's kvm_arch_init: identity map and TSS just below the firmware, before anything else.
-      vm.setIdentityMapAddr(KVM_IDENTITY_MAP_START);
-      vm.setTssAddr(KVM_TSS_START);
-      vm.createIrqchip();
-      vm.setGsiRouting(pcGsiRoutes());
-      vm.createPit2();
-
-      const ram = new GuestMemory(options.ramSize);
-      cleanup.push(ram);
-      const bios = new GuestMemory(BigInt(firmware.length));
-      cleanup.push(bios);
-      bios.bytes.set(firmware);
-      const rom = new GuestMemory(PC_ROM_SIZE);
-      cleanup.push(rom);
-
-      const map = buildPcMemory({
+      const memory = allocatePcMemory(options.ramSize, BigInt(firmware.length), cleanup); // 3
+      const board = PcBoard.create({ // 4
         ramSize: options.ramSize,
-        ramBacking: ram,
-        biosSize: BigInt(firmware.length),
-        biosBacking: bios,
-        romBacking: rom,
-      });
-      // The whole board first, then the address spaces: each renders once, and the listener's
-      // replay maps the memslots in one pass (no re-render per device while the board is built).
-      let runner: VcpuRunner | SmpRunner | undefined = undefined; // set below; the devices reach it lazily
-      // Typed input waits here until COM1 has room, as QEMU's character backends wait for
-      // can_receive: with the FIFO off the UART holds one byte, and more would overrun it.
-      const pendingInput: number[] = [];
-      const pumpInput = () => {
-        const n = Math.min(uart.canReceive(), pendingInput.length);
-        if (n > 0) uart.receive(pendingInput.splice(0, n));
-      };
-      const { all: devices, uart } = buildPcDevices(map, {
-        irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
-        onReset: () => runner?.stop({ kind: "reset" }),
-        onExit: (status) => runner?.stop({ kind: "exit", status }),
-        serial: options.serial,
-        onSerialReady: () => pumpInput(),
-        ramSize: options.ramSize,
+        firmware,
         cpus,
-        split,
+        backings: memory,
+        irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
+        serial: options.serial,
       });
-
-      const memory = new AddressSpace(map.system, "memory");
-      cleanup.push(memory);
-      const cpuMemory = new AddressSpace(map.system, "cpu-memory-0");
-      cleanup.push(cpuMemory);
-      const io = new AddressSpace(map.io, "I/O");
-      cleanup.push(io);
-      const kvmListener = KvmMemoryListener.forVm(vm, { trace: options.traceMemslots });
-      memory.registerListener(kvmListener);
-
-      const supported = kvm.supportedCpuid();
-      const vcpus: Vcpu[] = [];
-      for (let id = 0; id < cpus; id++) {
-        const vcpu = vm.createVcpu(id); // closed with the VM
-        // What a VMM sets up before Linux runs (Firecracker's list): CPUID with this CPU's APIC id and
-        // the topology, the boot MSRs, the FPU, LINT0 = ExtINT and LINT1 = NMI on the LAPIC.
-        vcpu.setCpuid2(linuxCpuid(supported, { apicId: id, cpuCount: cpus }));
-        vcpu.setMsrs(bootMsrs());
-        vcpu.setFpu(bootFpu());
-        vcpu.setLapic(lapicWithLints(vcpu.getLapic()));
-        vcpus.push(vcpu);
-      }
-      // One vCPU runs on this thread (the fastest exit path); more get a thread each.
-      runner = cpus === 1 ? new VcpuRunner(vcpus[0], { memory, io }) : new SmpRunner(vcpus, { memory, io });
-
-      for (const { addr, data } of boot.writes) memory.writeRom(addr, data);
-      memory.writeRom(mpTable.address, mpTable.bytes);
-
-      // The bootstrap processor enters the guest; the others wait for INIT/SIPI in the kernel.
-      const bsp = vcpus[0];
-      bsp.setSregs(sregsFor(bsp.getSregs(), boot.cpu));
-      bsp.setRegs(regsFor(bsp.getRegs(), boot.cpu));
-
+      cleanup.push(board);
+      const kvmListener = attachKvm(board, vm, options.traceMemslots); // 5
+      const vcpus = createPcVcpus(kvm, vm, cpus); // 6
+      loadGuest(board, boot, vcpus[0]); // 7
+      const runner = makeRunner(board, vcpus); // 8
       return new PcMachine({
-        kvm,
-        ownsKvm,
-        vm,
-        vcpus,
-        memory,
-        cpuMemory,
-        io,
-        map,
-        uart,
-        devices,
-        memories: [ram, bios, rom],
-        e820,
+        board,
         boot,
         kvmListener,
+        ownedKvm: options.kvm ? null : kvm,
+        vm,
+        vcpus,
         runner,
-        input: (bytes) => {
-          for (const byte of bytes) pendingInput.push(byte);
-          pumpInput();
-        },
+        memory,
       });
     } catch (error) {
-      for (const item of cleanup.reverse()) {
-        try {
-          item[Symbol.dispose]();
-        } catch {
-          // the original error is the one to report
-        }
+      try {
+        closeAll(cleanup.reverse().map((item) => ({ close: () => item[Symbol.dispose]() })));
+      } catch {
+        // the original error is the one to report
       }
       throw error;
     }
+  }
+
+  /** The "memory" address space. */
+  get memory(): AddressSpace {
+    return this.board.memory;
+  }
+
+  /** The CPU's view of memory (shares the FlatView of "memory", as in QEMU). */
+  get cpuMemory(): AddressSpace {
+    return this.board.cpuMemory;
+  }
+
+  /** The "I/O" address space. */
+  get io(): AddressSpace {
+    return this.board.io;
+  }
+
+  /** The regions of the memory map. */
+  get map(): PcMemory {
+    return this.board.map;
+  }
+
+  /** COM1. */
+  get uart(): Uart16550 {
+    return this.board.uart;
+  }
+
+  /** The e820 map the board reports. */
+  get e820(): readonly E820Entry[] {
+    return this.board.e820;
   }
 
   /** I/O and MMIO exits served so far. */
@@ -302,30 +324,34 @@ export class PcMachine implements Disposable {
 
   /**
    * Runs a one-vCPU machine on this thread until the guest exits, resets, fails or {@link stop} is
-   * called. (A machine with more vCPUs runs with {@link runAsync}.)
+   * called.
+   *
+   * @throws {TypeError} with more than one vCPU (use {@link runAsync}), or once closed.
    */
   run(hooks: RunnerHooks = {}): RunOutcome {
     this.#checkOpen();
-    const runner = this.#runner;
-    if (runner instanceof SmpRunner) {
+    if (this.#runner.doorbell !== null) {
       throw new TypeError("PcMachine.run: with more than one vCPU, use runAsync");
     }
-    return runner.run(hooks);
+    const outcome = this.#runner.run(hooks);
+    if (outcome instanceof Promise) throw new TypeError("PcMachine.run: this runner needs runAsync");
+    return outcome;
   }
 
   /**
    * Runs any machine until an outcome: one vCPU on this thread, or one thread per vCPU with this
    * thread serving their I/O (its `hooks.onKick` runs whenever the {@link doorbell} rings).
+   *
+   * @throws {TypeError} once closed.
    */
   async runAsync(hooks: RunnerHooks = {}): Promise<RunOutcome> {
     this.#checkOpen();
-    const runner = this.#runner;
-    return runner instanceof SmpRunner ? await runner.run(hooks) : runner.run(hooks);
+    return await this.#runner.run(hooks);
   }
 
   /** Where another thread rings to wake this thread during a multi-vCPU run (null with one vCPU). */
   get doorbell(): Doorbell | null {
-    return this.#runner instanceof SmpRunner ? this.#runner.doorbell : null;
+    return this.#runner.doorbell;
   }
 
   /** Ends the current run after the exit being handled (for example on a monitor `quit`). */
@@ -334,26 +360,25 @@ export class PcMachine implements Disposable {
   }
 
   /**
-   * A system reset for `-reboot`: devices back to their reset state, the boot plan's bytes written
-   * again, the CPU at the plan's entry. RAM keeps its contents, as on a real warm reset.
+   * A system reset for `-reboot`: devices back to their reset state, the guest loaded again, the
+   * CPU at the plan's entry. RAM keeps its contents, as on a real warm reset.
+   *
+   * @throws {TypeError} once closed.
    */
   reset(): void {
     this.#checkOpen();
-    for (const device of this.#devices) device.reset();
-    for (const { addr, data } of this.boot.writes) this.memory.writeRom(addr, data);
-    const bsp = this.#vcpus[0];
-    bsp.setSregs(sregsFor(bsp.getSregs(), this.boot.cpu));
-    bsp.setRegs(regsFor(bsp.getRegs(), this.boot.cpu));
+    this.board.resetDevices();
+    loadGuest(this.board, this.boot, this.#vcpus[0]);
   }
 
   /** Bytes typed on the console, for COM1: queued, and fed as fast as the guest reads them. */
   input(bytes: Uint8Array): void {
-    this.#input(bytes);
+    this.board.input(bytes);
   }
 
   /** `info mtree` of this machine's address spaces. */
   mtree(options: MtreeOptions = {}): string {
-    return formatMtree([this.memory, this.cpuMemory, this.io], options);
+    return this.board.mtree(options);
   }
 
   /**
@@ -362,14 +387,13 @@ export class PcMachine implements Disposable {
    * read.
    */
   registers(cpu: number | "all" = 0): string {
-    const read = () =>
+    return this.#runner.withVcpusPaused(() =>
       (cpu === "all" ? this.#vcpus : [this.#vcpus[cpu] ?? this.#vcpus[0]])
         .map((v) =>
           `${this.#vcpus.length > 1 ? `CPU#${v.id}\n` : ""}${formatRegisters(v.getRegs(), v.getSregs())}`
         )
-        .join("\n");
-    const runner = this.#runner;
-    return runner instanceof SmpRunner ? runner.withVcpusPaused(read) : read();
+        .join("\n")
+    );
   }
 
   /** The bootstrap vCPU, for kickers and tools. */
@@ -382,50 +406,24 @@ export class PcMachine implements Disposable {
   }
 
   /**
-   * Releases everything: listeners first (their memslots go while the VM exists), then the VM and
-   * its vCPU, then guest memory (only once no slot points at it), then /dev/kvm. Idempotent.
+   * Releases everything, in this order, and each even when an earlier one throws: the board's
+   * address spaces (listeners first: their memslots go while the VM exists), the VM and its vCPUs,
+   * guest memory (only once no slot points at it), then /dev/kvm if the machine opened it.
+   * Idempotent.
+   *
+   * @throws {Error} the first failure once everything was tried (an AggregateError for several).
    */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.io.close();
-    this.cpuMemory.close();
-    this.memory.close();
-    this.#vm.close();
-    for (const m of this.#memories) m.close();
-    if (this.#ownsKvm) this.#kvm.close();
+    const memory = this.#memory;
+    closeAll([this.board, this.#vm, memory.ram, memory.bios, memory.rom, ...(this.#kvm ? [this.#kvm] : [])]);
   }
 
+  /** Same as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
   }
-}
-
-/**
- * The board's e820 map: conventional memory up to the EBDA, the BIOS area, RAM above 1 MiB, KVM's
- * identity map and TSS, the firmware, and RAM above 4 GiB. (QEMU passes only the RAM and KVM
- * entries through fw_cfg and lets SeaBIOS carve the rest; for `-kernel` we are the firmware.)
- */
-export function pcE820(
-  below4g: bigint,
-  above4g: bigint,
-  firmwareSize: bigint,
-  mpTableStart: bigint = CONVENTIONAL_END,
-): E820Entry[] {
-  // Conventional memory ends at 639 KiB, or lower where a large MP table needs the room (KiB aligned).
-  const conventionalEnd = mpTableStart < CONVENTIONAL_END ? mpTableStart & ~0x3ffn : CONVENTIONAL_END;
-  const entries: E820Entry[] = [
-    { addr: 0n, size: below4g < conventionalEnd ? below4g : conventionalEnd, type: E820_RAM },
-    { addr: conventionalEnd, size: 0xa_0000n - conventionalEnd, type: E820_RESERVED },
-    { addr: BIOS_AREA_START, size: BIOS_AREA_END - BIOS_AREA_START, type: E820_RESERVED },
-  ];
-  if (below4g > BIOS_AREA_END) {
-    entries.push({ addr: BIOS_AREA_END, size: below4g - BIOS_AREA_END, type: E820_RAM });
-  }
-  entries.push({ addr: KVM_IDENTITY_MAP_START, size: KVM_RESERVED_SIZE, type: E820_RESERVED });
-  entries.push({ addr: BIOS_END - firmwareSize, size: firmwareSize, type: E820_RESERVED });
-  if (above4g > 0n) entries.push({ addr: HIGHMEM_START, size: above4g, type: E820_RAM });
-  return entries;
 }
 
 /** Number of IOAPIC pins (KVM's in-kernel IOAPIC). */

@@ -43,9 +43,10 @@ export interface RamSplit {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { splitRam } from "./pc_memory.ts";
- * console.assert(splitRam(8n << 30n).below4g === 0xc000_0000n);
- * console.assert(splitRam(256n << 20n).above4g === 0n);
+ * assert.equal(splitRam(8n << 30n).below4g, 0xc000_0000n);
+ * assert.equal(splitRam(256n << 20n).above4g, 0n);
  * ```
  */
 export function splitRam(ramSize: bigint, maxRamBelow4g = LOWMEM_LIMIT, gigabyteAlign = true): RamSplit {
@@ -109,11 +110,12 @@ const MSI_DEFAULT_OPS = { read: () => 0xffff_ffff, write: () => {} };
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, formatMtree } from "../../mod.ts";
  * import { buildPcMemory } from "./pc_memory.ts";
  * const pc = buildPcMemory({ ramSize: 256n << 20n });
  * using memory = new AddressSpace(pc.system, "memory");
- * console.assert(formatMtree([memory], { flat: true }).includes("pc.bios @0000000000020000"));
+ * assert.ok(formatMtree([memory], { flat: true }).includes("pc.bios @0000000000020000"));
  * ```
  */
 export function buildPcMemory(options: PcMemoryOptions): PcMemory {

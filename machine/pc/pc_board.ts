@@ -1,0 +1,301 @@
+/**
+ * The i440fx PC as a board, without KVM: the memory map, the firmware in `pc.bios`, the legacy
+ * devices, the firmware tables, the e820 map and the address spaces. `PcMachine` attaches KVM to
+ * one; `--dump-mtree` and the golden tests print one as it is. Nothing here opens a device.
+ *
+ * The board is built as an ordered list of steps in {@link PcBoard.create}; a new device goes into
+ * `buildPcDevices`' list, a new firmware table into {@link pcFirmwareTables}.
+ *
+ * @module
+ */
+
+import type { IrqLine, PortDevice, Uart16550 } from "../../devices/mod.ts";
+import { AddressSpace, formatMtree, type MtreeOptions, type RamBacking } from "../../memory/mod.ts";
+import { FIRMWARE } from "../guests/firmware.ts";
+import { E820_RAM, E820_RESERVED, type E820Entry } from "../loader/mod.ts";
+import type { RunOutcome } from "../runner.ts";
+import { BIOS_END, HIGHMEM_START, KVM_IDENTITY_MAP_START, KVM_RESERVED_SIZE } from "./layout.ts";
+import { buildMpTable, MP_TABLE_MAX_CPUS } from "./mptable.ts";
+import { buildPcDevices } from "./pc_devices.ts";
+import { buildPcMemory, type PcMemory, type RamSplit, splitRam } from "./pc_memory.ts";
+
+/** End of conventional memory as the e820 map reports it (the EBDA follows). */
+const CONVENTIONAL_END = 0x9_fc00n;
+/** The BIOS area below 1 MiB that the e820 map reserves. */
+const BIOS_AREA_START = 0xf_0000n;
+const BIOS_AREA_END = 0x10_0000n;
+
+/**
+ * The most vCPUs the board offers: as many as an MP table can describe with 8-bit xAPIC ids (254).
+ * KVM itself may refuse fewer (KVM_CAP_MAX_VCPUS); that is reported when the vCPU is created.
+ */
+export const MAX_CPUS: number = MP_TABLE_MAX_CPUS;
+
+/** A table the firmware would build, placed in guest memory before the guest starts. */
+export interface FirmwareTable {
+  /** What it is, for messages (`"MP table"`). */
+  readonly name: string;
+  /** Guest-physical address of its first byte. */
+  readonly address: bigint;
+  /** Its bytes. */
+  readonly bytes: Uint8Array;
+}
+
+/** Options of {@link PcBoard.create}. */
+export interface PcBoardOptions {
+  /** Guest RAM in bytes. */
+  ramSize: bigint;
+  /** The `pc.bios` image (default: the project's firmware, 256 KiB). */
+  firmware?: Uint8Array;
+  /** Number of vCPUs the board describes (CMOS, MP table); default 1. */
+  cpus?: number;
+  /** Memory behind `pc.ram`, `pc.bios` and `pc.rom` (default: sparse memory of the memory API). */
+  backings?: { ram?: RamBacking; bios?: RamBacking; rom?: RamBacking };
+  /** The interrupt line for ISA IRQ `n` (default: lines that go nowhere). */
+  irq?: (n: number) => IrqLine;
+  /** Every byte the guest sends through COM1. */
+  serial?: (byte: number) => void;
+}
+
+/** An interrupt line that goes nowhere, for a board without an interrupt controller. */
+const UNCONNECTED_IRQ: IrqLine = { set: () => {} };
+
+/**
+ * A PC board: regions, devices and address spaces, with no KVM. Its devices end a run through
+ * {@link PcBoard.onStop}, which a machine points at its runner.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { PcBoard } from "./pc_board.ts";
+ * using board = PcBoard.create({ ramSize: 256n << 20n });
+ * assert.match(board.mtree({ flat: true }), /00000000fffc0000-00000000ffffffff \(prio 0, rom\): pc\.bios/);
+ * assert.equal(board.memory.read(0xffff_fff0, 1).value, BigInt(board.firmware[0x3_fff0])); // the reset vector
+ * ```
+ */
+export class PcBoard implements Disposable {
+  /** The regions of the memory map. */
+  readonly map: PcMemory;
+  /** The RAM split around the PCI hole. */
+  readonly split: RamSplit;
+  /** Number of vCPUs the board describes. */
+  readonly cpus: number;
+  /** The firmware in `pc.bios`. */
+  readonly firmware: Uint8Array;
+  /** Every device, in QEMU's creation order. */
+  readonly devices: readonly PortDevice[];
+  /** COM1. */
+  readonly uart: Uart16550;
+  /** Tables placed in guest memory before the guest starts (the MP table). */
+  readonly firmwareTables: readonly FirmwareTable[];
+  /** The e820 map the board reports. */
+  readonly e820: readonly E820Entry[];
+  /** The "memory" address space. */
+  readonly memory: AddressSpace;
+  /** The CPU's view of memory (shares the FlatView of "memory", as in QEMU). */
+  readonly cpuMemory: AddressSpace;
+  /** The "I/O" address space. */
+  readonly io: AddressSpace;
+  /** Where the devices' reset and debug-exit requests go (a machine points it at its runner). */
+  onStop: (outcome: RunOutcome) => void = () => {};
+  /**
+   * Typed input waits here until COM1 has room, as QEMU's character backends wait for
+   * can_receive: with the FIFO off the UART holds one byte, and more would overrun it.
+   */
+  readonly #pendingInput: number[] = [];
+  #closed = false;
+
+  private constructor(parts: {
+    map: PcMemory;
+    cpus: number;
+    firmware: Uint8Array;
+    devices: PortDevice[];
+    uart: Uart16550;
+    firmwareTables: FirmwareTable[];
+    e820: E820Entry[];
+  }) {
+    this.map = parts.map;
+    this.split = parts.map.split;
+    this.cpus = parts.cpus;
+    this.firmware = parts.firmware;
+    this.devices = parts.devices;
+    this.uart = parts.uart;
+    this.firmwareTables = parts.firmwareTables;
+    this.e820 = parts.e820;
+    // The whole board first, then the address spaces: each renders once (a KVM listener registered
+    // later maps every memslot in one replay).
+    this.memory = new AddressSpace(parts.map.system, "memory");
+    this.cpuMemory = new AddressSpace(parts.map.system, "cpu-memory-0");
+    this.io = new AddressSpace(parts.map.io, "I/O");
+  }
+
+  /**
+   * Builds the board, step by step in this order: check the inputs; the memory map (QEMU's
+   * `pc_memory_init`); the devices (`pc_init1`'s order); the firmware tables; the e820 map; the
+   * address spaces; the firmware written into `pc.bios`.
+   *
+   * @throws {RangeError} for a vCPU count outside 1 to {@link MAX_CPUS}, a RAM size that is not
+   *   positive, or a firmware size that is not a nonzero multiple of 64 KiB (nothing is built).
+   */
+  static create(options: PcBoardOptions): PcBoard {
+    const cpus = options.cpus ?? 1;
+    if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
+      throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
+    }
+    const firmware = options.firmware ?? FIRMWARE;
+    const biosSize = BigInt(firmware.length);
+    const map = buildPcMemory({
+      ramSize: options.ramSize,
+      ramBacking: options.backings?.ram,
+      biosSize,
+      biosBacking: options.backings?.bios,
+      romBacking: options.backings?.rom,
+    });
+
+    const self: { board?: PcBoard } = {}; // the devices reach the board once it exists
+    const irq = options.irq ?? (() => UNCONNECTED_IRQ);
+    const { all: devices, uart } = buildPcDevices(map, {
+      irq,
+      onReset: () => self.board?.onStop({ kind: "reset" }),
+      onExit: (status) => self.board?.onStop({ kind: "exit", status }),
+      serial: options.serial,
+      onSerialReady: () => self.board?.pumpInput(),
+      ramSize: options.ramSize,
+      cpus,
+      split: map.split,
+    });
+
+    const { firmwareTables, e820 } = pcGuestTables({
+      ramSize: options.ramSize,
+      firmwareSize: biosSize,
+      cpus,
+    });
+
+    const board = self.board = new PcBoard(
+      { map, cpus, firmware, devices, uart, firmwareTables, e820 },
+    );
+    board.memory.writeRom(BIOS_END - biosSize, firmware);
+    return board;
+  }
+
+  /** Bytes typed on the console, for COM1: queued, and fed as fast as the guest reads them. */
+  input(bytes: Uint8Array): void {
+    for (const byte of bytes) this.#pendingInput.push(byte);
+    this.pumpInput();
+  }
+
+  /** Feeds COM1 as much queued input as it has room for (it calls this when it has room again). */
+  pumpInput(): void {
+    const n = Math.min(this.uart.canReceive(), this.#pendingInput.length);
+    if (n > 0) this.uart.receive(this.#pendingInput.splice(0, n));
+  }
+
+  /** Every device back to its reset state (a system reset; RAM keeps its contents). */
+  resetDevices(): void {
+    for (const device of this.devices) device.reset();
+  }
+
+  /** `info mtree` of the board's address spaces. */
+  mtree(options: MtreeOptions = {}): string {
+    return formatMtree([this.memory, this.cpuMemory, this.io], options);
+  }
+
+  /** Closes the address spaces (their listeners are unregistered first). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeAll([this.io, this.cpuMemory, this.memory]);
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** The name of the MP table among {@link PcBoard.firmwareTables}. */
+const MP_TABLE_NAME = "MP table";
+
+/**
+ * The tables the board places in guest memory for the guest to find, in placement order: today the
+ * Intel MP table, ending at 640 KiB where Linux's `smp_scan_config` finds it.
+ */
+export function pcFirmwareTables(options: { cpus: number }): FirmwareTable[] {
+  const mpTable = buildMpTable({ cpus: options.cpus });
+  return [{ name: MP_TABLE_NAME, address: mpTable.address, bytes: mpTable.bytes }];
+}
+
+/**
+ * What the board tells the guest about itself, from its sizes alone: the firmware tables and the
+ * e820 map (which keeps the MP table's bytes out of conventional memory). Pure, so a kernel can be
+ * planned against it before anything is acquired.
+ */
+export function pcGuestTables(
+  options: { ramSize: bigint; firmwareSize: bigint; cpus: number },
+): { firmwareTables: FirmwareTable[]; e820: E820Entry[] } {
+  const split = splitRam(options.ramSize);
+  const firmwareTables = pcFirmwareTables({ cpus: options.cpus });
+  const mpTable = firmwareTables.find((t) => t.name === MP_TABLE_NAME)!;
+  const e820 = pcE820(split.below4g, split.above4g, options.firmwareSize, mpTable.address);
+  return { firmwareTables, e820 };
+}
+
+/**
+ * Closes every item in order even when some throw; then throws the first error (or an
+ * AggregateError naming them all when several failed).
+ *
+ * @throws {Error} the first failure, or an AggregateError when more than one close failed.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { closeAll } from "./pc_board.ts";
+ * const closed: string[] = [];
+ * const item = (name: string, fail = false) => ({
+ *   close() {
+ *     closed.push(name);
+ *     if (fail) throw new Error(`${name} failed`);
+ *   },
+ * });
+ * assert.throws(() => closeAll([item("a"), item("b", true), item("c")]), /b failed/);
+ * assert.deepEqual(closed, ["a", "b", "c"]);
+ * ```
+ */
+export function closeAll(items: readonly { close(): void }[]): void {
+  const errors: unknown[] = [];
+  for (const item of items) {
+    try {
+      item.close();
+    } catch (error) {
+      errors.push(error);
+    }
+  }
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, `${errors.length} closes failed`);
+}
+
+/**
+ * The board's e820 map: conventional memory up to the EBDA, the BIOS area, RAM above 1 MiB, KVM's
+ * identity map and TSS, the firmware, and RAM above 4 GiB. (QEMU passes only the RAM and KVM
+ * entries through fw_cfg and lets SeaBIOS carve the rest; for `-kernel` we are the firmware.)
+ */
+export function pcE820(
+  below4g: bigint,
+  above4g: bigint,
+  firmwareSize: bigint,
+  mpTableStart: bigint = CONVENTIONAL_END,
+): E820Entry[] {
+  // Conventional memory ends at 639 KiB, or lower where a large MP table needs the room (KiB aligned).
+  const conventionalEnd = mpTableStart < CONVENTIONAL_END ? mpTableStart & ~0x3ffn : CONVENTIONAL_END;
+  const entries: E820Entry[] = [
+    { addr: 0n, size: below4g < conventionalEnd ? below4g : conventionalEnd, type: E820_RAM },
+    { addr: conventionalEnd, size: 0xa_0000n - conventionalEnd, type: E820_RESERVED },
+    { addr: BIOS_AREA_START, size: BIOS_AREA_END - BIOS_AREA_START, type: E820_RESERVED },
+  ];
+  if (below4g > BIOS_AREA_END) {
+    entries.push({ addr: BIOS_AREA_END, size: below4g - BIOS_AREA_END, type: E820_RAM });
+  }
+  entries.push({ addr: KVM_IDENTITY_MAP_START, size: KVM_RESERVED_SIZE, type: E820_RESERVED });
+  entries.push({ addr: BIOS_END - firmwareSize, size: firmwareSize, type: E820_RESERVED });
+  if (above4g > 0n) entries.push({ addr: HIGHMEM_START, size: above4g, type: E820_RAM });
+  return entries;
+}

@@ -1,0 +1,29 @@
+/**
+ * PcMachine's steps that need no KVM: planning the boot.
+ */
+import assert from "node:assert/strict";
+import { EXIT_STATUS, FIRMWARE } from "../guests/mod.ts";
+import { LoaderError } from "../loader/mod.ts";
+import { pcGsiRoutes, planBoot } from "./pc_machine.ts";
+
+Deno.test("planBoot hands -initrd to the kernel loader (a Multiboot kernel refuses one)", () => {
+  const kernel = { image: EXIT_STATUS, initrd: new Uint8Array([1, 2, 3]) };
+  assert.throws(() => planBoot({ ramSize: 64n << 20n, kernel }), LoaderError);
+  assert.doesNotThrow(() => planBoot({ ramSize: 64n << 20n, kernel: { image: EXIT_STATUS } }));
+});
+
+Deno.test("planBoot: a plan made elsewhere wins; no kernel boots the firmware's reset vector", () => {
+  const plan = { writes: [], cpu: { mode: "real" as const, rip: 0x7c00n }, description: "mine" };
+  assert.equal(planBoot({ ramSize: 64n << 20n, boot: plan, kernel: { image: EXIT_STATUS } }), plan);
+  assert.equal(planBoot({ ramSize: 64n << 20n, firmware: FIRMWARE }).cpu.rip, 0xfff0n);
+});
+
+Deno.test("planBoot refuses a bad vCPU count before anything is acquired", () => {
+  assert.throws(() => planBoot({ ramSize: 64n << 20n, cpus: 0 }), RangeError);
+});
+
+Deno.test("GSI routing: ISA IRQs to both PICs but the cascade, the PIT on IOAPIC pin 2", () => {
+  const routes = pcGsiRoutes();
+  assert.ok(!routes.some((r) => r.gsi === 2 && r.irqchip !== 2));
+  assert.deepEqual(routes.find((r) => r.gsi === 0 && r.irqchip === 2), { gsi: 0, irqchip: 2, pin: 2 });
+});

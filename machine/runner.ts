@@ -1,0 +1,116 @@
+/**
+ * What every vCPU runner offers the board and the front-end — one vCPU on this thread
+ * (`VcpuRunner`) or one thread per vCPU (`SmpRunner`) — and why a run ended.
+ *
+ * @module
+ */
+
+import {
+  decodeExit,
+  KVM_SYSTEM_EVENT_CRASH,
+  KVM_SYSTEM_EVENT_RESET,
+  KVM_SYSTEM_EVENT_SHUTDOWN,
+} from "../kvm/mod.ts";
+
+/** Why a run ended. */
+export type RunOutcome =
+  /** The guest wrote `value` to the debug-exit port: status `(value << 1) | 1`, as QEMU. */
+  | { kind: "exit"; status: number }
+  /** The guest reset the machine (i8042 0xfe, port 0xcf9, port 0x92, or a KVM reset event). */
+  | { kind: "reset" }
+  /** The guest powered off (KVM system event). */
+  | { kind: "poweroff" }
+  /** The user asked to quit (monitor `quit`, Ctrl-A x). */
+  | { kind: "quit" }
+  /** The run failed: triple fault, failed entry, emulation failure, or an exit nobody handles. */
+  | { kind: "error"; reason: string; registers: string };
+
+/** Hooks into a run. */
+export interface RunnerHooks {
+  /** Called after another thread kicked the vCPU or rang the doorbell (input, a monitor command). */
+  onKick?(): void;
+}
+
+/** Where another thread rings to wake the thread that serves exits (the console Worker uses it). */
+export interface Doorbell {
+  /** The shared cells. */
+  readonly buffer: SharedArrayBuffer;
+  /** Index of the doorbell cell in an Int32Array over it. */
+  readonly index: number;
+}
+
+/** Runs a machine's vCPUs until an outcome; the board sees only this. */
+export interface Runner {
+  /** I/O and MMIO exits served so far, all vCPUs together. */
+  readonly exits: number;
+  /**
+   * Where another thread rings to have {@link RunnerHooks.onKick} run during a run; null when the
+   * vCPU runs on this thread, which is woken by kicking the vCPU instead.
+   */
+  readonly doorbell: Doorbell | null;
+  /**
+   * Runs until an outcome. A runner with no doorbell returns the outcome itself, having run on
+   * this thread; one with a doorbell returns a promise.
+   */
+  run(hooks?: RunnerHooks): RunOutcome | Promise<RunOutcome>;
+  /** Ends the run after the exit being served (devices call it). The first outcome wins. */
+  stop(outcome: RunOutcome): void;
+  /** Runs `fn` while no vCPU is inside `KVM_RUN` (to read registers during a run). */
+  withVcpusPaused<T>(fn: () => T): T;
+}
+
+/**
+ * Why a run must end, from the run page of a vCPU whose last exit was neither port I/O nor MMIO.
+ * `registers` dumps the vCPU's registers for failures (call it on a vCPU outside `KVM_RUN`); if it
+ * throws, the outcome says so instead. `cpu` other than 0 is named in the reason.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fakeRunPage, KVM_EXIT_SHUTDOWN, writeExitReason } from "../kvm/mod.ts";
+ * import { exitOutcome } from "./runner.ts";
+ * const run = fakeRunPage();
+ * writeExitReason(run, KVM_EXIT_SHUTDOWN);
+ * assert.deepEqual(exitOutcome(run.page, 1, () => "RAX=0"), {
+ *   kind: "error",
+ *   reason: "vCPU 1: triple fault (KVM_EXIT_SHUTDOWN)",
+ *   registers: "RAX=0",
+ * });
+ * ```
+ */
+export function exitOutcome(page: Uint8Array, cpu: number, registers: () => string): RunOutcome {
+  const exit = decodeExit(page);
+  const error = (reason: string): RunOutcome => {
+    let dump: string;
+    try {
+      dump = registers();
+    } catch (e) {
+      dump = `(registers unavailable: ${(e as Error).message})`;
+    }
+    return { kind: "error", reason: cpu === 0 ? reason : `vCPU ${cpu}: ${reason}`, registers: dump };
+  };
+  switch (exit.kind) {
+    case "systemEvent":
+      if (exit.type === KVM_SYSTEM_EVENT_RESET) return { kind: "reset" };
+      if (exit.type === KVM_SYSTEM_EVENT_SHUTDOWN) return { kind: "poweroff" };
+      return error(
+        exit.type === KVM_SYSTEM_EVENT_CRASH
+          ? "guest crashed (KVM system event)"
+          : `system event ${exit.type}`,
+      );
+    case "shutdown":
+      return error("triple fault (KVM_EXIT_SHUTDOWN)");
+    case "failEntry":
+      return error(`KVM_EXIT_FAIL_ENTRY, hardware reason 0x${exit.reason.toString(16)} on CPU ${exit.cpu}`);
+    case "internalError":
+      return error(
+        `KVM_EXIT_INTERNAL_ERROR, suberror ${exit.suberror}${
+          exit.suberror === 1 ? " (emulation failure)" : ""
+        }, data [${exit.data.map((d) => `0x${d.toString(16)}`).join(", ")}]`,
+      );
+    case "hlt":
+      return error("the guest halted with no interrupt controller to wake it (KVM_EXIT_HLT)");
+    default:
+      return error(`unhandled exit ${exit.kind}`);
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * The SMP runner without KVM: Workers that fail to load, and both sides of the doorbell protocol
+ * against hand-built `kvm_run` pages.
+ */
+import assert from "node:assert/strict";
+import { fakeRunPage, writeIoExit } from "../kvm/mod.ts";
+import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
+import {
+  DONE,
+  DOORBELL,
+  EXIT_PENDING,
+  FAILED,
+  RUNNING,
+  smpBuffer,
+  stateCell,
+  STOPPED,
+} from "./_smp_protocol.ts";
+import { exitOutcome } from "./runner.ts";
+import { servePendingExits, startVcpuWorkers } from "./smp_runner.ts";
+import type { ScriptedVcpuInit, ScriptStep } from "./testdata/scripted_vcpu_worker.ts";
+
+Deno.test("a vCPU Worker that fails to load settles ready and done, and its failure is reported", async () => {
+  const started = startVcpuWorkers(new URL("./testdata/unloadable_worker.ts", import.meta.url), [{}, {}]);
+  await started.ready;
+  await started.done;
+  for (const worker of started.workers) worker.terminate();
+  assert.equal(started.failures.length, 2);
+  for (const failure of started.failures) assert.match(failure, /cannot load/);
+});
+
+/** A PC-like I/O space with a logging port 0x10 and port 0x11 reading 0x40 + the reader's count. */
+function ports() {
+  const writes: number[] = [];
+  let reads = 0;
+  const root = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
+  root.addSubregion(0x10, MemoryRegion.io("log", 1, { write: (_o, v) => void writes.push(Number(v)) }));
+  root.addSubregion(0x11, MemoryRegion.io("counter", 1, { read: () => 0x40 + reads++ }));
+  const io = new AddressSpace(root, "I/O");
+  const memory = new AddressSpace(MemoryRegion.container("system", 1n << 64n), "memory");
+  return {
+    writes,
+    spaces: { io, memory },
+    [Symbol.dispose]() {
+      memory.close();
+      io.close();
+    },
+  };
+}
+
+Deno.test("doorbell protocol: vCPU threads' exits are served one at a time from their run pages", async () => {
+  using t = ports();
+  const cpus = 2;
+  const buffer = smpBuffer(cpus);
+  const cells = new Int32Array(buffer);
+  const runs = [fakeRunPage({ shared: true }), fakeRunPage({ shared: true })];
+  const scripts: ScriptStep[][] = [
+    [{ out: 0x01, port: 0x10 }, "kick", { in: 0x11 }, { out: 0x02, port: 0x10 }, { in: 0x11 }, "shutdown"],
+    [{ out: 0x81, port: 0x10 }, { in: 0x11 }, { out: 0x82, port: 0x10 }, "shutdown"],
+  ];
+  const inits: ScriptedVcpuInit[] = runs.map((run, index) => ({
+    cells: buffer,
+    index,
+    page: run.page.buffer as SharedArrayBuffer,
+    script: scripts[index],
+  }));
+  const started = startVcpuWorkers(new URL("./testdata/scripted_vcpu_worker.ts", import.meta.url), inits);
+  const reports = started.workers.map((worker) =>
+    new Promise<{ failure?: string; inputs: number[]; kicksCleared: number }>((resolve) =>
+      worker.addEventListener("message", (e) => e.data.done && resolve(e.data))
+    )
+  );
+  await started.ready;
+  assert.deepEqual(started.failures, []);
+
+  // This thread is the VM thread: the runner's pass, woken by the doorbell, until both stopped.
+  const stopped = new Map<number, number>();
+  let served = 0;
+  while (stopped.size < cpus) {
+    const seen = Atomics.load(cells, DOORBELL);
+    served += servePendingExits(cells, runs.map((r) => r.page), runs.map((r) => r.view), t.spaces, (i, s) => {
+      stopped.set(i, s);
+    });
+    if (stopped.size < cpus) Atomics.wait(cells, DOORBELL, seen, 1000);
+  }
+  const [zero, one] = await Promise.all(reports);
+  await started.done;
+
+  assert.equal(served, 7, "every I/O exit of both scripts, none twice");
+  assert.deepEqual([...stopped.entries()].sort(), [[0, STOPPED], [1, STOPPED]]);
+  // Each vCPU's writes arrive in its own order; the reads are numbered in the order they were served.
+  assert.deepEqual(t.writes.filter((v) => v < 0x80), [0x01, 0x02]);
+  assert.deepEqual(t.writes.filter((v) => v >= 0x80), [0x81, 0x82]);
+  assert.deepEqual([...zero.inputs, ...one.inputs].sort(), [0x40, 0x41, 0x42]);
+  assert.equal(zero.inputs.length, 2);
+  assert.equal(zero.kicksCleared, 1, "a kick clears immediate_exit and runs on");
+  assert.equal(zero.failure, undefined);
+  // What the VM thread reads from a STOPPED vCPU's page: why the run ends.
+  assert.deepEqual(exitOutcome(runs[1].page, 1, () => "regs"), {
+    kind: "error",
+    reason: "vCPU 1: triple fault (KVM_EXIT_SHUTDOWN)",
+    registers: "regs",
+  });
+});
+
+Deno.test("servePendingExits serves only EXIT_PENDING vCPUs and reports the ended ones", () => {
+  using t = ports();
+  const cells = new Int32Array(smpBuffer(4));
+  const runs = [fakeRunPage(), fakeRunPage(), fakeRunPage(), fakeRunPage()];
+  for (const run of runs) writeIoExit(run, { direction: "out", port: 0x10, size: 1, data: [0x33] });
+  const states = [RUNNING, EXIT_PENDING, FAILED, DONE];
+  states.forEach((state, i) => cells[stateCell(i)] = state);
+  const ended: [number, number][] = [];
+  const served = servePendingExits(
+    cells,
+    runs.map((r) => r.page),
+    runs.map((r) => r.view),
+    t.spaces,
+    (i, s) => void ended.push([i, s]),
+  );
+  assert.equal(served, 1);
+  assert.deepEqual(t.writes, [0x33]);
+  assert.deepEqual(
+    states.map((_, i) => cells[stateCell(i)]),
+    [RUNNING, RUNNING, FAILED, DONE],
+    "the served vCPU is RUNNING again",
+  );
+  assert.deepEqual(ended, [[2, FAILED], [3, DONE]]);
+});
