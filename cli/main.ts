@@ -22,6 +22,7 @@ import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
 import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
+import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
 import { runMonitorCommand } from "./monitor.ts";
 import { formatSize, parseSize } from "./size.ts";
 import type { StdinWorkerInit } from "./stdin_worker.ts";
@@ -518,6 +519,10 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
     }
     const plan = bootPlanOf(options); // the last input check: nothing is opened or written before it
     if (options.dumpMtree) return dump(options, io);
+    const nested = nestedReason(
+      options.kernel !== undefined && detectFormat(options.kernel.image) !== "multiboot",
+    );
+    if (nested !== undefined) return await runMainNested(args, nested, io.err);
     return await boot(options, plan, io, entered);
   } catch (e) {
     if (e instanceof UsageError) {
@@ -525,7 +530,9 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       return 2;
     }
     if (
-      e instanceof LoaderError || e instanceof KvmError || e instanceof RangeError || e instanceof TypeError
+      e instanceof LoaderError || e instanceof KvmError || e instanceof RangeError ||
+      e instanceof TypeError ||
+      e instanceof NestedError
     ) {
       io.err(`error: ${e.message}`);
       return 1;

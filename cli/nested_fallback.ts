@@ -1,0 +1,59 @@
+/**
+ * The front-end on a host whose KVM cannot run the guest: the same command line, run again inside
+ * the nested KVM VM (`nested/`), with this terminal as the guest's console.
+ *
+ * @module
+ */
+
+import { type HostKvm, hostKvm, NestedError, runNested } from "../nested/nested_vm.ts";
+
+/** Set inside the nested VM, so that a run there never nests again. */
+const NESTED_ENV = "KVM_TS_NESTED";
+
+/**
+ * Why this run must go to the nested VM, or undefined when it can run here: there is no /dev/kvm, or
+ * the host's KVM is a software one (kvm_pvm) and the guest is a stock Linux kernel it cannot run.
+ */
+export function nestedReason(linuxGuest: boolean, kvm: HostKvm = hostKvm()): string | undefined {
+  if (insideNestedVm()) return undefined;
+  if (kvm === "none") return "no /dev/kvm here";
+  if (kvm === "software" && linuxGuest) return "this host's KVM (kvm_pvm) cannot run a stock Linux kernel";
+  return undefined;
+}
+
+function insideNestedVm(): boolean {
+  try {
+    return Deno.env.get(NESTED_ENV) === "1";
+  } catch {
+    return false; // no --allow-env: not started by the nested VM's job, which grants it
+  }
+}
+
+/** The permissions `deno task start` grants main.ts, for the run inside. */
+const START_PERMISSIONS = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-sys=systemMemoryInfo",
+  "--allow-run",
+  "--allow-env",
+];
+
+/**
+ * Runs `main.ts args` inside the nested VM and returns its exit status; `say` prints the one line
+ * that tells the user where the run goes.
+ *
+ * @throws {NestedError} when the nested VM cannot be started or does not come back.
+ */
+export async function runMainNested(args: readonly string[], reason: string, say: (line: string) => void) {
+  say(`${reason}: running inside a nested KVM VM under QEMU's emulator (slower)`);
+  const mainModule = new URL("../main.ts", import.meta.url).pathname;
+  const result = await runNested({
+    argv: [Deno.execPath(), "run", ...START_PERMISSIONS, "--no-check", mainModule, ...args],
+    env: Deno.env.toObject(),
+    stdio: "inherit",
+  });
+  return result.status;
+}
+
+export { NestedError };
