@@ -28,6 +28,7 @@
  * @module
  */
 
+import { ACPI_SLP_TYP_S5 } from "../../devices/mod.ts";
 import {
   concat,
   device,
@@ -259,6 +260,9 @@ export function buildDsdtAml(options: DsdtOptions = {}): Uint8Array {
   );
   const sb = scope("\\_SB", pci0, ...linkIrqs.map((irq, i) => linkAml(i, irq)));
   // \_S5: SLP_TYPa, SLP_TYPb, reserved, reserved (ACPI 6.5 §7.4.2): QEMU gives soft-off type 0.
-  const s5 = name("\\_S5", packageOf([integer(0), integer(0), integer(0), integer(0)]));
+  const s5 = name(
+    "\\_S5",
+    packageOf([integer(ACPI_SLP_TYP_S5), integer(ACPI_SLP_TYP_S5), integer(0), integer(0)]),
+  );
   return concat(sb, s5);
 }

@@ -38,6 +38,7 @@
  * @module
  */
 
+import { ACPI_GPE0_BASE, ACPI_GPE0_SIZE, ACPI_PM_BASE } from "../../devices/mod.ts";
 import { buildDsdtAml, type DsdtOptions, PC_ACPI_ISA_DEVICES, PC_PCI_LINK_IRQS } from "./dsdt.ts";
 
 /** Size of the common table header (ACPI 6.5 §5.2.6). */
@@ -58,11 +59,11 @@ export const ACPI_MADT_REVISION = 1;
 export const ACPI_TABLES_ALIGN = 64;
 
 /** QEMU 7.2's PIIX4 PM base (`pm_io_base` 0x600 as SeaBIOS/QEMU program it). */
-export const ACPI_PM_BASE_DEFAULT = 0x600;
+export const ACPI_PM_BASE_DEFAULT: number = ACPI_PM_BASE;
 /** PIIX4's GPE0 block (QEMU's `GPE_BASE`). */
-export const ACPI_GPE0_BASE_DEFAULT = 0xafe0;
+export const ACPI_GPE0_BASE_DEFAULT: number = ACPI_GPE0_BASE;
 /** Length of the GPE0 block: 2 status and 2 enable bytes. */
-export const ACPI_GPE0_LENGTH = 4;
+export const ACPI_GPE0_LENGTH: number = ACPI_GPE0_SIZE;
 /** The SCI: ISA IRQ 9, as PIIX4 wires it. */
 export const ACPI_SCI_IRQ_DEFAULT = 9;
 /** Offsets and lengths of the PM1 blocks from the PM base (QEMU's hw/acpi/core.c). */
