@@ -62,11 +62,11 @@ export const HVM_MODLIST_ENTRY_SIZE = 32;
 /** Size of `struct hvm_memmap_table_entry`. */
 export const HVM_MEMMAP_ENTRY_SIZE = 24;
 /** Where the start info goes (EBX at entry). */
-export const PVH_START_INFO_START = LINUX_ZERO_PAGE_START;
+export const PVH_START_INFO_START: bigint = LINUX_ZERO_PAGE_START;
 /** Where the module list goes. */
-export const PVH_MODLIST_START = LINUX_ZERO_PAGE_START + 0x40n;
+export const PVH_MODLIST_START: bigint = LINUX_ZERO_PAGE_START + 0x40n;
 /** Where the memory map goes. */
-export const PVH_MEMMAP_START = LINUX_ZERO_PAGE_START + 0x80n;
+export const PVH_MEMMAP_START: bigint = LINUX_ZERO_PAGE_START + 0x80n;
 /**
  * The most memory map entries: Linux copies them into its zero page's e820 table
  * (E820_MAX_ENTRIES_ZEROPAGE, arch/x86/platform/pvh/enlighten.c).
