@@ -31,3 +31,4 @@ export {
 } from "./dsdt.ts";
 export * from "./tables.ts";
 export * as aml from "./aml.ts";
+export * from "./placement.ts";
