@@ -17,3 +17,4 @@ export * from "./i440fx_host_bridge.ts";
 export * from "./pci_host.ts";
 export * from "./port80.ts";
 export * from "./isa_debug_exit.ts";
+export * from "./acpi_pm.ts";

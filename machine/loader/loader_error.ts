@@ -43,7 +43,9 @@ export type LoaderErrorCode =
   /** An initrd was given for a format that cannot take one (Multiboot modules are not supported). */
   | "INITRD_UNSUPPORTED"
   /** Not a format the loaders know. */
-  | "UNKNOWN_FORMAT";
+  | "UNKNOWN_FORMAT"
+  /** A vmlinux without Xen's PHYS32_ENTRY ELF note: no PVH entry (boot its 64-bit entry instead). */
+  | "NO_PVH_NOTE";
 
 /**
  * Thrown by the loaders for an image they cannot load.

@@ -88,3 +88,11 @@ export {
 } from "./detect.ts";
 export { firmwareEntry, RESET_CS_BASE, RESET_CS_SELECTOR, RESET_IP } from "./firmware.ts";
 export { type CpioEntry, cpioNewc } from "./cpio.ts";
+export {
+  findPvhEntry,
+  HVM_START_MAGIC,
+  loadPvh,
+  PVH_START_INFO_START,
+  type PvhOptions,
+  XEN_ELFNOTE_PHYS32_ENTRY,
+} from "./pvh.ts";
