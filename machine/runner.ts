@@ -59,6 +59,12 @@ export interface Runner {
   withVcpusPaused<T>(fn: () => T): T;
 }
 
+/** A register dump (see `formatRegisters`) that shows the architectural reset state: CS:IP f000:fff0. */
+const RESET_STATE = /\nRIP=000000000000fff0 [\s\S]*\nCS =f000 00000000ffff0000 /;
+/** Added to a triple fault's reason when the registers read back are the reset state. */
+export const RESET_STATE_NOTE =
+  "this KVM reset the vCPU on the shutdown (as kvm_amd does): the registers below are the reset state, not the faulting context";
+
 /**
  * Why a run must end, from the run page of a vCPU whose last exit was neither port I/O nor MMIO.
  * `registers` dumps the vCPU's registers for failures (call it on a vCPU outside `KVM_RUN`); if it
@@ -98,8 +104,15 @@ export function exitOutcome(page: Uint8Array, cpu: number, registers: () => stri
           ? "guest crashed (KVM system event)"
           : `system event ${exit.type}`,
       );
-    case "shutdown":
-      return error("triple fault (KVM_EXIT_SHUTDOWN)");
+    case "shutdown": {
+      const outcome = error("triple fault (KVM_EXIT_SHUTDOWN)");
+      // kvm_amd puts the vCPU through INIT on a shutdown, so what is read back is the reset state, not
+      // the context that faulted (kvm_intel and kvm_pvm keep it). Say so rather than show a misleading RIP.
+      if (outcome.kind === "error" && RESET_STATE.test(outcome.registers ?? "")) {
+        return { ...outcome, reason: `${outcome.reason}; ${RESET_STATE_NOTE}` };
+      }
+      return outcome;
+    }
     case "failEntry":
       return error(`KVM_EXIT_FAIL_ENTRY, hardware reason 0x${exit.reason.toString(16)} on CPU ${exit.cpu}`);
     case "internalError":
