@@ -66,21 +66,45 @@ class ErrorCollector {
   }
 }
 
+/** Installs a view in an address space and delivers the differences; set by the class's static block. */
+let setView: (as: AddressSpace, next: FlatView, errors: ErrorCollector) => void;
+/** Whether an address space was closed; set by the class's static block. */
+let isClosed: (as: AddressSpace) => boolean;
+
+/**
+ * QEMU's `memory_region_transaction_commit`: render each distinct FlatView root once, before any
+ * listener hears of it (`flatviews_reset`); call every listener's `begin`; install each address
+ * space's view, looked up by its root when its turn comes (`address_space_set_flatview`); call
+ * every `commit`. The list of address spaces may change in any callback: one closed is skipped,
+ * one created is visited too and gets the view of its own root.
+ */
 function rebuildAll(): void {
-  // Render each distinct FlatView root once, before any listener hears of it (flatviews_reset).
   const views = new Map<MemoryRegion | null, FlatView>();
-  const next = addressSpaces.map((as) => {
+  const viewOf = (as: AddressSpace): FlatView => {
     const root = flatViewRoot(as.root);
     let view = views.get(root);
     if (!view) {
-      view = FlatView.render(as.root);
+      view = FlatView.renderFrom(root);
       views.set(root, view);
     }
     return view;
-  });
+  };
+  for (const as of addressSpaces) viewOf(as);
   const errors = new ErrorCollector();
   for (const reg of allListeners.slice()) if (reg.listener.begin) errors.run(() => reg.listener.begin!());
-  addressSpaces.slice().forEach((as, i) => as._setView(next[i], errors));
+  const visited = new Set<AddressSpace>();
+  let i = 0;
+  while (i < addressSpaces.length) {
+    const as = addressSpaces[i];
+    if (visited.has(as)) {
+      i++;
+      continue;
+    }
+    visited.add(as);
+    if (!isClosed(as)) setView(as, viewOf(as), errors);
+    // Callbacks may have edited the list before this entry: then rescan, skipping those done.
+    i = addressSpaces[i] === as ? i + 1 : 0;
+  }
   for (const reg of allListeners.slice()) if (reg.listener.commit) errors.run(() => reg.listener.commit!());
   errors.throwIfFailed();
 }
@@ -326,8 +350,13 @@ export class AddressSpace {
     }
   }
 
-  /** Internal: installs a new view and delivers the differences (QEMU's `address_space_set_flatview`). */
-  _setView(next: FlatView, errors: ErrorCollector): void {
+  static {
+    setView = (as, next, errors) => as.#setView(next, errors);
+    isClosed = (as) => as.#closed;
+  }
+
+  /** Installs a new view and delivers the differences (QEMU's `address_space_set_flatview`). */
+  #setView(next: FlatView, errors: ErrorCollector): void {
     const old = this.#view;
     this.#view = next;
     if (old === next || this.#listeners.length === 0) return;
