@@ -30,6 +30,12 @@ export const DirtyLogClient = { VGA: 0, CODE: 1, MIGRATION: 2 } as const;
 /** Granule of the memory API's dirty bitmaps: the 4 KiB target page. */
 export const DIRTY_PAGE_SIZE = 4096n;
 
+/** Pages per chunk of a dirty bitmap (4 KiB of bits for 128 MiB): sparse, so any region size works. */
+const DIRTY_CHUNK_PAGES = 1 << 15;
+
+/** Most pages one `markDirty` may mark or one `takeDirtyPages` may return (64 GiB of 4 KiB pages). */
+const MAX_DIRTY_PAGES_PER_CALL = 1 << 24;
+
 /** Options of the RAM-like constructors. */
 export interface RamOptions {
   /** The bytes behind the region (default: a {@link SparseRam} that commits pages on first write). */
@@ -83,7 +89,8 @@ export class MemoryRegion {
   #backing: RamBacking | undefined;
   #logCounts: number[] | undefined;
   #dirtyLogMask = 0;
-  #dirty: Uint8Array | undefined;
+  /** Dirty bitmap in chunks of DIRTY_CHUNK_PAGES pages, only those with a page ever marked. */
+  #dirty: Map<number, Uint8Array> | undefined;
 
   private constructor(
     name: string,
@@ -428,6 +435,7 @@ export class MemoryRegion {
       );
     }
     beginTransaction();
+    if (sz < this.#size) this.#trimDirty(sz);
     this.#size = sz;
     _markUpdatePending();
     commitTransaction();
@@ -518,49 +526,131 @@ export class MemoryRegion {
 
   // ------------------------------------------------------------------ dirty pages
 
-  /** Marks the pages of `[offset, offset + length)` dirty (memory API writes and log syncs). */
-  markDirty(offset: bigint, length: bigint): void {
-    if (length <= 0n) return;
-    const bitmap = this.#dirtyBitmap();
-    const first = offset / DIRTY_PAGE_SIZE;
-    const last = (offset + length - 1n) / DIRTY_PAGE_SIZE;
-    for (let page = Number(first); page <= Number(last); page++) bitmap[page >> 3] |= 1 << (page & 7);
+  /**
+   * Marks the pages of `[offset, offset + length)` dirty (memory API writes and log syncs; QEMU's
+   * `memory_region_set_dirty`).
+   *
+   * @throws {TypeError} if `offset` or `length` is not a number or bigint.
+   * @throws {RangeError} if the range is not inside the region, or spans more than 2^24 pages.
+   */
+  markDirty(offset: AddrInput, length: AddrInput): void {
+    const range = this.#dirtyRange("markDirty", offset, length);
+    if (!range) return;
+    const [first, last] = range;
+    if (last - first + 1 > MAX_DIRTY_PAGES_PER_CALL) {
+      throw new RangeError(
+        `markDirty of ${describe(this)}: ${
+          last - first + 1
+        } pages at once (at most ${MAX_DIRTY_PAGES_PER_CALL})`,
+      );
+    }
+    const chunks = this.#dirty ??= new Map();
+    let index = -1;
+    let bits: Uint8Array | undefined;
+    for (let page = first; page <= last; page++) {
+      const c = Math.floor(page / DIRTY_CHUNK_PAGES);
+      if (c !== index) {
+        index = c;
+        bits = chunks.get(c);
+        if (!bits) chunks.set(c, bits = new Uint8Array(DIRTY_CHUNK_PAGES / 8));
+      }
+      const bit = page - c * DIRTY_CHUNK_PAGES;
+      bits![bit >> 3] |= 1 << (bit & 7);
+    }
   }
 
   /**
    * Returns the offsets (page-aligned, region-relative) of dirty pages in `[offset, offset+length)`
-   * and clears them (QEMU's test-and-clear).
+   * and clears them (QEMU's test-and-clear). By default the whole region from `offset`.
+   *
+   * @throws {TypeError} if `offset` or `length` is not a number or bigint.
+   * @throws {RangeError} if the range is not inside the region, or holds more than 2^24 dirty
+   * pages (then nothing is cleared: take smaller ranges).
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const vram = MemoryRegion.ram("vga.vram", 0x10000);
-   * vram.markDirty(0x2010n, 4n);
-   * console.assert(vram.takeDirtyPages()[0] === 0x2000n && vram.takeDirtyPages().length === 0);
+   * vram.markDirty(0x2010, 4);
+   * assert.deepEqual(vram.takeDirtyPages(), [0x2000n]);
+   * assert.deepEqual(vram.takeDirtyPages(), []);
    * ```
    */
-  takeDirtyPages(offset = 0n, length: bigint = this.#size): bigint[] {
-    const result: bigint[] = [];
-    if (!this.#dirty || length <= 0n) return result;
-    const first = Number(offset / DIRTY_PAGE_SIZE);
-    const last = Number((offset + length - 1n) / DIRTY_PAGE_SIZE);
-    const bitmap = this.#dirty;
-    for (let page = first; page <= last; page++) {
-      const bit = 1 << (page & 7);
-      if (bitmap[page >> 3] & bit) {
-        bitmap[page >> 3] &= ~bit;
-        result.push(BigInt(page) * DIRTY_PAGE_SIZE);
+  takeDirtyPages(offset: AddrInput = 0n, length?: AddrInput): bigint[] {
+    const range = this.#dirtyRange("takeDirtyPages", offset, length);
+    const chunks = this.#dirty;
+    if (!range || !chunks) return [];
+    const [first, last] = range;
+    // Only chunks that exist are visited: the cost follows what is dirty, not the region's size.
+    const lo = Math.floor(first / DIRTY_CHUNK_PAGES);
+    const hi = Math.floor(last / DIRTY_CHUNK_PAGES);
+    const present = hi - lo + 1 <= chunks.size
+      ? Array.from({ length: hi - lo + 1 }, (_, i) => lo + i).filter((c) => chunks.has(c))
+      : [...chunks.keys()].filter((c) => c >= lo && c <= hi).sort((a, b) => a - b);
+    const pagesOf = (c: number, take: boolean): number[] => {
+      const bits = chunks.get(c)!;
+      const base = c * DIRTY_CHUNK_PAGES;
+      const from = Math.max(first - base, 0);
+      const to = Math.min(last - base, DIRTY_CHUNK_PAGES - 1);
+      const pages: number[] = [];
+      for (let byte = from >> 3; byte <= to >> 3; byte++) {
+        if (bits[byte] === 0) continue;
+        for (let bit = byte << 3; bit < (byte + 1) << 3; bit++) {
+          if (bit < from || bit > to || !(bits[byte] & (1 << (bit & 7)))) continue;
+          pages.push(base + bit);
+          if (take) bits[byte] &= ~(1 << (bit & 7));
+        }
       }
+      return pages;
+    };
+    let count = 0;
+    for (const c of present) count += pagesOf(c, false).length;
+    if (count > MAX_DIRTY_PAGES_PER_CALL) {
+      throw new RangeError(
+        `takeDirtyPages of ${
+          describe(this)
+        }: ${count} dirty pages in the range (at most ${MAX_DIRTY_PAGES_PER_CALL}); take smaller ranges`,
+      );
+    }
+    const result: bigint[] = [];
+    for (const c of present) {
+      for (const page of pagesOf(c, true)) result.push(BigInt(page) * DIRTY_PAGE_SIZE);
+      if (chunks.get(c)!.every((b) => b === 0)) chunks.delete(c);
     }
     return result;
   }
 
-  #dirtyBitmap(): Uint8Array {
-    if (!this.#dirty) {
-      const pages = (this.#size + DIRTY_PAGE_SIZE - 1n) / DIRTY_PAGE_SIZE;
-      this.#dirty = new Uint8Array(Number((pages + 7n) / 8n));
+  /** Checks a dirty-page range lies in the region; its first and last page, or null if empty. */
+  #dirtyRange(op: string, offset: AddrInput, length: AddrInput | undefined): [number, number] | null {
+    const off = toAddress(offset, `${op} of ${describe(this)}: offset`);
+    const len = length === undefined
+      ? (off <= this.#size ? this.#size - off : 0n)
+      : toSize(length, `${op} of ${describe(this)}: length`);
+    if (off + len > this.#size) {
+      throw new RangeError(
+        `${op}: 0x${off.toString(16)}+0x${len.toString(16)} lies outside ${describe(this)} (size 0x${
+          this.#size.toString(16)
+        })`,
+      );
     }
-    return this.#dirty;
+    if (len === 0n) return null;
+    // Page numbers are below 2^52: exact as doubles.
+    return [Number(off / DIRTY_PAGE_SIZE), Number((off + len - 1n) / DIRTY_PAGE_SIZE)];
+  }
+
+  /** Forgets dirty bits of pages that no longer exist after a shrink to `size`. */
+  #trimDirty(size: bigint): void {
+    const chunks = this.#dirty;
+    if (!chunks) return;
+    const end = Number((size + DIRTY_PAGE_SIZE - 1n) / DIRTY_PAGE_SIZE); // first page past the end
+    for (const [c, bits] of chunks) {
+      const base = c * DIRTY_CHUNK_PAGES;
+      if (base >= end) chunks.delete(c);
+      else if (base + DIRTY_CHUNK_PAGES > end) {
+        for (let bit = end - base; bit < DIRTY_CHUNK_PAGES; bit++) bits[bit >> 3] &= ~(1 << (bit & 7));
+      }
+    }
   }
 
   /** `name` plus its absolute range, for messages. */

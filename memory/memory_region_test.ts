@@ -320,3 +320,51 @@ Deno.test("a listener editing regions in a callback gets one more rebuild, never
   assert.deepEqual(describeRanges(as.flatView()), ["0-fff trigger@0", "1000-1fff late@0"]);
   assert.equal(transactionDepth(), 0);
 });
+
+Deno.test("dirty pages: the bitmap follows the region's size, and ranges are checked", () => {
+  const ram = MemoryRegion.ram("vga.vram", 0x2000);
+  ram.markDirty(0, 1);
+  ram.setSize(0x10000);
+  ram.markDirty(0xf000n, 0x10n);
+  assert.deepEqual(ram.takeDirtyPages(), [0n, 0xf000n], "a page past the first size is kept");
+  ram.markDirty(0xfff0, 0x10);
+  ram.setSize(0xf000);
+  ram.setSize(0x10000);
+  assert.deepEqual(ram.takeDirtyPages(), [], "a page cut off by a shrink is gone");
+  ram.markDirty(0x1000, 0x1001);
+  assert.deepEqual(ram.takeDirtyPages(0x2000, 0x1000), [0x2000n], "a sub-range takes only its pages");
+  assert.deepEqual(ram.takeDirtyPages(0, 0x10000), [0x1000n]);
+
+  const bad: [string, () => unknown, ErrorClass, RegExp[]][] = [
+    ["markDirty past the end", () => ram.markDirty(0xffff, 2), RangeError, [/vga\.vram/, /ffff/]],
+    ["markDirty 2^64", () => ram.markDirty(0, TOP), RangeError, [/vga\.vram/, /10000000000000000/]],
+    ["markDirty negative", () => ram.markDirty(-1, 1), RangeError, [/vga\.vram/, /-1/]],
+    ["markDirty string", () => ram.markDirty("0" as unknown as number, 1), TypeError, [
+      /vga\.vram/,
+      /string/,
+    ]],
+    ["takeDirtyPages past the end", () => ram.takeDirtyPages(0x1000, 0x10000), RangeError, [/vga\.vram/]],
+    ["takeDirtyPages fractional", () => ram.takeDirtyPages(0.5), RangeError, [/vga\.vram/, /0\.5/]],
+  ];
+  ram.markDirty(0x2000, 1);
+  for (const [label, fn, type, patterns] of bad) {
+    assert.throws(fn, (e) => {
+      assert.ok(e instanceof type, `${label}: ${e} is not a ${type.name}`);
+      for (const p of patterns) assert.match((e as Error).message, p, label);
+      return true;
+    }, label);
+  }
+  assert.deepEqual(ram.takeDirtyPages(), [0x2000n], "refused calls changed nothing");
+});
+
+Deno.test("dirty pages of a region grown to 2^64: marking and taking cost what is dirty, not the size", () => {
+  const huge = MemoryRegion.ram("huge", 0x1000);
+  huge.markDirty(0, 1);
+  huge.setSize(TOP);
+  huge.markDirty(TOP - 0x1000n, 0x1000n);
+  assert.deepEqual(huge.takeDirtyPages(), [0n, TOP - 0x1000n]);
+  assert.deepEqual(huge.takeDirtyPages(), []);
+  // Marking the whole 2^64 bytes (2^52 pages) would never end: refused, naming the region.
+  assert.throws(() => huge.markDirty(0, TOP), (e) => e instanceof RangeError && /huge/.test(e.message));
+  assert.deepEqual(huge.takeDirtyPages(), []);
+});
