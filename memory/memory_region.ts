@@ -8,15 +8,7 @@
  * @module
  */
 
-import {
-  ADDRESS_SPACE_SIZE,
-  type AddrInput,
-  checkedAdd,
-  hex16,
-  toAddress,
-  toPriority,
-  toSize,
-} from "./address.ts";
+import { type AddrInput, checkedAdd, hex16, toAddress, toPriority, toSize } from "./address.ts";
 import type { MemoryRegionOps } from "./memory_region_ops.ts";
 import { type RamBacking, SparseRam } from "./ram_backing.ts";
 import { _markUpdatePending, beginTransaction, commitTransaction } from "./transaction.ts";
@@ -175,6 +167,10 @@ export class MemoryRegion {
   /**
    * A window `[offset, offset + size)` of `target` (any region, also another alias).
    *
+   * As in QEMU 7.2 (`memory_region_init_alias`), the window may reach past the target, now or
+   * after the target shrinks: only the part inside the target renders (`render_memory_region`
+   * clips to the target's own size); the rest is a hole.
+   *
    * @example
    * ```ts
    * import { MemoryRegion } from "./memory_region.ts";
@@ -189,7 +185,6 @@ export class MemoryRegion {
     }
     const off = toAddress(offset, `alias "${name}" offset`);
     const sz = toSize(size, `alias "${name}" size`);
-    checkWindow(name, target, off, sz);
     const region = new MemoryRegion(name, "alias", sz, undefined, target);
     region.#aliasOffset = off;
     return region;
@@ -423,11 +418,14 @@ export class MemoryRegion {
     commitTransaction();
   }
 
-  /** Changes the size; an alias's window must stay inside its target. */
+  /**
+   * Changes the size (QEMU's `memory_region_set_size`). A target that shrinks under an alias's
+   * window, or an alias that grows past its target, is allowed, as in QEMU: only the part of the
+   * window inside the target renders.
+   */
   setSize(size: AddrInput): void {
     const sz = toSize(size, `setSize of ${describe(this)}`);
     if (sz === this.#size) return;
-    if (this.#aliasTarget) checkWindow(this.name, this.#aliasTarget, this.#aliasOffset, sz);
     if (this.#container) checkedAdd(this.#addr, sz, `setSize: ${describe(this)} would end past 2^64`);
     if (this.#backing && sz > this.#backing.size) {
       throw new RangeError(
@@ -444,6 +442,10 @@ export class MemoryRegion {
   /**
    * Moves the region within its container. Like QEMU it is removed and re-added with the same
    * priority, so it becomes the newest among equals and wins their overlaps.
+   *
+   * A region without a container (an address space's root) only records its new address, as QEMU
+   * 7.2's `memory_region_set_address` does: nothing is re-rendered then, and the next commit that
+   * renders places the root's view at the new base.
    */
   setAddress(addr: AddrInput): void {
     const a = toAddress(addr, `setAddress of ${describe(this)}`);
@@ -460,12 +462,14 @@ export class MemoryRegion {
     commitTransaction();
   }
 
-  /** Moves an alias's window within its target. */
+  /**
+   * Moves an alias's window in its target (QEMU's `memory_region_set_alias_offset`); as there, the
+   * window may reach past the target, and only its part inside the target renders.
+   */
   setAliasOffset(offset: AddrInput): void {
     if (!this.#aliasTarget) throw new TypeError(`setAliasOffset: ${describe(this)} is not an alias`);
     const off = toAddress(offset, `setAliasOffset of ${describe(this)}`);
     if (off === this.#aliasOffset) return;
-    checkWindow(this.name, this.#aliasTarget, off, this.#size);
     this.#setFlag(() => this.#aliasOffset = off);
   }
 
@@ -658,15 +662,5 @@ export class MemoryRegion {
     return `MemoryRegion(${this.kind} "${this.name}" size 0x${this.#size.toString(16)} at ${
       hex16(this.#addr)
     })`;
-  }
-}
-
-function checkWindow(name: string, target: MemoryRegion, offset: bigint, size: bigint): void {
-  if (offset + size > target.size || offset + size > ADDRESS_SPACE_SIZE) {
-    throw new RangeError(
-      `alias "${name}": window 0x${offset.toString(16)}+0x${size.toString(16)} lies outside ${
-        describe(target)
-      } (size 0x${target.size.toString(16)})`,
-    );
   }
 }
