@@ -8,6 +8,8 @@
  * @module
  */
 
+import { show } from "./_check.ts";
+
 /** A guest address, size or offset as a caller may pass it. */
 export type AddrInput = number | bigint;
 
@@ -29,7 +31,7 @@ function integral(value: unknown, what: string): bigint {
     }
     return BigInt(value);
   }
-  throw new TypeError(`${what}: expected a number or bigint, got ${typeof value}`);
+  throw new TypeError(`${what}: expected a number or bigint, got ${show(value)}`);
 }
 
 /**

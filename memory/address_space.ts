@@ -12,7 +12,8 @@ import { ADDRESS_SPACE_SIZE, type AddrInput, toAddress } from "./address.ts";
 import { FlatView, flatViewRoot } from "./flat_view.ts";
 import type { FlatRange } from "./flat_view.ts";
 import type { MemoryListener } from "./memory_listener.ts";
-import type { MemoryRegion } from "./memory_region.ts";
+import { checkBoolean, checkBytes, show } from "./_check.ts";
+import { MemoryRegion } from "./memory_region.ts";
 import { type MemoryRegionOps, MemTxResult } from "./memory_region_ops.ts";
 import { _setRebuildHook } from "./transaction.ts";
 
@@ -220,9 +221,15 @@ function dispatch(
   }
 }
 
+function checkListener(listener: MemoryListener, op: string): void {
+  if (listener === null || typeof listener !== "object") {
+    throw new TypeError(`${op}: a listener is an object of callbacks, got ${show(listener)}`);
+  }
+}
+
 function checkAccessSize(size: number, op: string): void {
   if (size !== 1 && size !== 2 && size !== 4 && size !== 8) {
-    throw new RangeError(`${op}: access size ${size} is not 1, 2, 4 or 8`);
+    throw new RangeError(`${op}: access size ${show(size)} is not 1, 2, 4 or 8`);
   }
 }
 
@@ -251,10 +258,12 @@ export class AddressSpace {
   #scratchBusy = false;
 
   constructor(root: MemoryRegion, name: string) {
-    if (!root || typeof root !== "object" || !("subregions" in root)) {
-      throw new TypeError(`AddressSpace "${name}": root must be a MemoryRegion`);
+    if (typeof name !== "string") {
+      throw new TypeError(`AddressSpace: name must be a string, got ${show(name)}`);
     }
-    if (typeof name !== "string") throw new TypeError("AddressSpace: name must be a string");
+    if (!(root instanceof MemoryRegion)) {
+      throw new TypeError(`AddressSpace "${name}": root must be a MemoryRegion, got ${show(root)}`);
+    }
     this.root = root;
     this.name = name;
     // Share the FlatView of an address space with the same FlatView root, as QEMU does.
@@ -292,12 +301,17 @@ export class AddressSpace {
    */
   registerListener(listener: MemoryListener): void {
     this.#checkOpen("registerListener");
+    checkListener(listener, `registerListener on AS "${this.name}"`);
     if (allListeners.some((r) => r.listener === listener)) {
-      throw new TypeError(`registerListener: listener ${listener.name ?? ""} is already registered`);
+      throw new TypeError(
+        `registerListener on AS "${this.name}": listener ${listener.name ?? ""} is already registered`,
+      );
     }
     const priority = listener.priority ?? 0;
-    if (!Number.isInteger(priority)) {
-      throw new RangeError(`registerListener: priority ${priority} is not an integer`);
+    if (typeof priority !== "number" || !Number.isInteger(priority)) {
+      throw new RangeError(
+        `registerListener on AS "${this.name}": priority ${show(priority)} is not an integer`,
+      );
     }
     const reg: Registration = { listener, as: this, priority };
     insertByPriority(this.#listeners, reg);
@@ -317,6 +331,7 @@ export class AddressSpace {
 
   /** Replays the current view to `listener` as deletes, then removes it. No-op if not registered. */
   unregisterListener(listener: MemoryListener): void {
+    checkListener(listener, `unregisterListener on AS "${this.name}"`);
     const reg = this.#listeners.find((r) => r.listener === listener);
     if (!reg) return;
     try {
@@ -341,6 +356,9 @@ export class AddressSpace {
    * regions' dirty bitmaps (QEMU's `memory_region_sync_dirty_bitmap`).
    */
   syncDirtyLog(region?: MemoryRegion): void {
+    if (region !== undefined && !(region instanceof MemoryRegion)) {
+      throw new TypeError(`syncDirtyLog of AS "${this.name}": expected a MemoryRegion, got ${show(region)}`);
+    }
     for (const reg of this.#listeners.slice()) {
       const sync = reg.listener.logSync;
       if (!sync) continue;
@@ -445,7 +463,10 @@ export class AddressSpace {
   write(addr: AddrInput, size: number, value: number | bigint): number {
     checkAccessSize(size, `write of AS "${this.name}"`);
     const a = toAddress(addr, `write of AS "${this.name}"`);
-    if (typeof value !== "bigint" && !Number.isInteger(value)) {
+    if (typeof value !== "bigint" && typeof value !== "number") {
+      throw new TypeError(`write of AS "${this.name}": value ${show(value)} is not a number or bigint`);
+    }
+    if (typeof value === "number" && !Number.isInteger(value)) {
       throw new RangeError(`write of AS "${this.name}": value ${value} is not an integer`);
     }
     const outer = !this.#scratchBusy;
@@ -462,6 +483,12 @@ export class AddressSpace {
 
   /** Reads `length` bytes at `addr`, crossing region boundaries (QEMU's `address_space_read`). */
   readBytes(addr: AddrInput, length: number): { data: Uint8Array; result: number } {
+    if (typeof length !== "number") {
+      throw new TypeError(`readBytes of AS "${this.name}": length ${show(length)} is not a number`);
+    }
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`readBytes of AS "${this.name}": length ${length} is not a byte count`);
+    }
     const data = new Uint8Array(length);
     const result = this.rw(addr, data, false);
     return { data, result };
@@ -469,6 +496,7 @@ export class AddressSpace {
 
   /** Writes `data` at `addr`, crossing region boundaries (QEMU's `address_space_write`). */
   writeBytes(addr: AddrInput, data: Uint8Array): number {
+    checkBytes(data, `writeBytes of AS "${this.name}"`);
     return this.rw(addr, data, true);
   }
 
@@ -477,6 +505,8 @@ export class AddressSpace {
    * of a shared page (a vCPU's exit data) so no copy is made.
    */
   rw(addr: AddrInput, data: Uint8Array, isWrite: boolean): number {
+    checkBytes(data, `access to AS "${this.name}"`);
+    checkBoolean(isWrite, `access to AS "${this.name}": isWrite`);
     const a = toAddress(addr, `access to AS "${this.name}"`);
     return this.#rw(a, data, data.length, isWrite);
   }
@@ -486,6 +516,7 @@ export class AddressSpace {
    * state, skipping everything else: how loaders put firmware into ROM (QEMU's `address_space_write_rom`).
    */
   writeRom(addr: AddrInput, data: Uint8Array): void {
+    checkBytes(data, `writeRom to AS "${this.name}"`);
     let a = toAddress(addr, `writeRom to AS "${this.name}"`);
     this.#checkEnd(a, data.length);
     let done = 0;

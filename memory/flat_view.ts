@@ -13,7 +13,8 @@
  */
 
 import { ADDRESS_SPACE_SIZE } from "./address.ts";
-import type { MemoryRegion } from "./memory_region.ts";
+import { show } from "./_check.ts";
+import { MemoryRegion } from "./memory_region.ts";
 
 /** One range of a flat view: a piece of a terminal region at an absolute address. */
 export interface FlatRange {
@@ -314,11 +315,17 @@ export class FlatView {
 
   /** Renders the FlatView of an address-space root (after reducing it to its FlatView root). */
   static render(asRoot: MemoryRegion | null): FlatView {
+    if (asRoot !== null && !(asRoot instanceof MemoryRegion)) {
+      throw new TypeError(`FlatView.render: expected a MemoryRegion or null, got ${show(asRoot)}`);
+    }
     return FlatView.renderFrom(asRoot ? flatViewRoot(asRoot) : null);
   }
 
   /** Renders `root` itself (no FlatView-root reduction): at `root.addr`, clipped to [0, 2^64). */
   static renderFrom(root: MemoryRegion | null): FlatView {
+    if (root !== null && !(root instanceof MemoryRegion)) {
+      throw new TypeError(`FlatView.renderFrom: expected a MemoryRegion or null, got ${show(root)}`);
+    }
     const fills = new RangeTable();
     if (root) collect(root, 0n, 0n, ADDRESS_SPACE_SIZE, 0, fills);
     return new FlatView(root, envelope(fills));

@@ -9,6 +9,7 @@
  */
 
 import { type AddrInput, checkedAdd, hex16, toAddress, toPriority, toSize } from "./address.ts";
+import { checkBoolean, show } from "./_check.ts";
 import type { MemoryRegionOps } from "./memory_region_ops.ts";
 import { type RamBacking, SparseRam } from "./ram_backing.ts";
 import { _markUpdatePending, beginTransaction, commitTransaction } from "./transaction.ts";
@@ -91,7 +92,7 @@ export class MemoryRegion {
     ops: MemoryRegionOps | undefined,
     aliasTarget: MemoryRegion | null,
   ) {
-    if (typeof name !== "string") throw new TypeError(`region name must be a string, got ${typeof name}`);
+    if (typeof name !== "string") throw new TypeError(`region name must be a string, got ${show(name)}`);
     this.name = name;
     this.kind = kind;
     this.#size = size;
@@ -146,13 +147,17 @@ export class MemoryRegion {
     ops: MemoryRegionOps,
     options: RamOptions = {},
   ): MemoryRegion {
-    if (!ops || typeof ops !== "object") throw new TypeError(`ROM device "${name}": ops are required`);
+    if (!ops || typeof ops !== "object") {
+      throw new TypeError(`ROM device "${name}": ops are required, got ${show(ops)}`);
+    }
     return MemoryRegion.#ramLike(name, "romDevice", size, ops, options);
   }
 
   /** An MMIO or port-I/O region whose every access calls `ops`. */
   static io(name: string, size: AddrInput, ops: MemoryRegionOps): MemoryRegion {
-    if (!ops || typeof ops !== "object") throw new TypeError(`I/O region "${name}": ops are required`);
+    if (!ops || typeof ops !== "object") {
+      throw new TypeError(`I/O region "${name}": ops are required, got ${show(ops)}`);
+    }
     return new MemoryRegion(name, "io", toSize(size, `I/O region "${name}" size`), ops, null);
   }
 
@@ -181,7 +186,7 @@ export class MemoryRegion {
    */
   static alias(name: string, target: MemoryRegion, offset: AddrInput, size: AddrInput): MemoryRegion {
     if (!(target instanceof MemoryRegion)) {
-      throw new TypeError(`alias "${name}": target must be a MemoryRegion`);
+      throw new TypeError(`alias "${name}": target must be a MemoryRegion, got ${show(target)}`);
     }
     const off = toAddress(offset, `alias "${name}" offset`);
     const sz = toSize(size, `alias "${name}" size`);
@@ -198,8 +203,11 @@ export class MemoryRegion {
     options: RamOptions,
   ): MemoryRegion {
     const sz = toSize(size, `${kind} "${name}" size`);
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`${kind} "${name}": options must be an object, got ${show(options)}`);
+    }
     const region = new MemoryRegion(name, kind, sz, ops, null);
-    if (options.backing) region.#attach(options.backing);
+    if (options.backing !== undefined) region.#attach(options.backing);
     return region;
   }
 
@@ -308,6 +316,12 @@ export class MemoryRegion {
   }
 
   #attach(backing: RamBacking): void {
+    if (
+      backing === null || typeof backing !== "object" || typeof backing.size !== "bigint" ||
+      typeof backing.read !== "function" || typeof backing.write !== "function"
+    ) {
+      throw new TypeError(`${describe(this)}: backing must be a RamBacking, got ${show(backing)}`);
+    }
     if (backing.size < this.#size) {
       throw new RangeError(
         `${describe(this)}: backing of 0x${backing.size.toString(16)} bytes is smaller than the region (0x${
@@ -410,7 +424,7 @@ export class MemoryRegion {
 
   /** Enables or disables the region; a disabled region renders nothing and hides nothing. */
   setEnabled(enabled: boolean): void {
-    enabled = Boolean(enabled);
+    checkBoolean(enabled, `setEnabled of ${describe(this)}`);
     if (enabled === this.#enabled) return;
     beginTransaction();
     this.#enabled = enabled;
@@ -475,26 +489,26 @@ export class MemoryRegion {
 
   /** Makes the region read-only (inherited by everything rendered through it). */
   setReadonly(readonly: boolean): void {
-    readonly = Boolean(readonly);
+    checkBoolean(readonly, `setReadonly of ${describe(this)}`);
     if (readonly !== this.#readonly) this.#setFlag(() => this.#readonly = readonly);
   }
 
   /** Sets the nonvolatile flag (inherited). */
   setNonvolatile(nonvolatile: boolean): void {
-    nonvolatile = Boolean(nonvolatile);
+    checkBoolean(nonvolatile, `setNonvolatile of ${describe(this)}`);
     if (nonvolatile !== this.#nonvolatile) this.#setFlag(() => this.#nonvolatile = nonvolatile);
   }
 
   /** Forbids merging of this region's flat-view ranges with their neighbours (inherited). */
   setUnmergeable(unmergeable: boolean): void {
-    unmergeable = Boolean(unmergeable);
+    checkBoolean(unmergeable, `setUnmergeable of ${describe(this)}`);
     if (unmergeable !== this.#unmergeable) this.#setFlag(() => this.#unmergeable = unmergeable);
   }
 
   /** Switches a ROM device between romd mode (true) and MMIO mode (false). */
   setRomdMode(romd: boolean): void {
     if (this.kind !== "romDevice") throw new TypeError(`setRomdMode: ${describe(this)} is not a ROM device`);
-    romd = Boolean(romd);
+    checkBoolean(romd, `setRomdMode of ${describe(this)}`);
     if (romd !== this.#romdMode) this.#setFlag(() => this.#romdMode = romd);
   }
 
@@ -503,11 +517,14 @@ export class MemoryRegion {
    * by the first start and cleared by the last stop (QEMU's `memory_region_set_log`).
    */
   setLog(on: boolean, client: number = DirtyLogClient.VGA): void {
-    const counts = this.#logCounts ??= [0, 0, 0];
-    if (!(client in counts)) {
-      throw new RangeError(`setLog: unknown dirty-log client ${client} for ${describe(this)}`);
+    checkBoolean(on, `setLog of ${describe(this)}`);
+    if (
+      client !== DirtyLogClient.VGA && client !== DirtyLogClient.CODE && client !== DirtyLogClient.MIGRATION
+    ) {
+      throw new RangeError(`setLog: unknown dirty-log client ${show(client)} for ${describe(this)}`);
     }
     if (!this.hasRamBacking) throw new TypeError(`setLog: ${describe(this)} is not RAM`);
+    const counts = this.#logCounts ??= [0, 0, 0];
     if (!on && counts[client] === 0) {
       throw new RangeError(`setLog: client ${client} is not logging ${describe(this)}`);
     }

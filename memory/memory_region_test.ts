@@ -8,6 +8,8 @@ import {
   type MemoryListener,
   MemoryRegion,
   MemTxResult,
+  type RamBacking,
+  type RamOptions,
   transaction,
   transactionDepth,
 } from "../mod.ts";
@@ -174,6 +176,34 @@ Deno.test("bad graph edits and bad numbers throw, naming the region and value, a
     ["setLog on I/O", () => io.setLog(true), TypeError, [/uart/]],
     ["setLog stop without start", () => ram.setLog(false), RangeError, [/pc\.ram/]],
     ["setLog unknown client", () => ram.setLog(true, 7), RangeError, [/pc\.ram/, /client 7/]],
+    ["setLog client by name", () => ram.setLog(true, "length" as unknown as number), RangeError, [
+      /pc\.ram/,
+      /length/,
+    ]],
+    ["setLog on a string", () => ram.setLog("yes" as unknown as boolean), TypeError, [/pc\.ram/, /yes/]],
+    ["setEnabled on a string", () => low.setEnabled("no" as unknown as boolean), TypeError, [
+      /ram-below-4g/,
+      /no/,
+    ]],
+    ["setReadonly on a number", () => ram.setReadonly(1 as unknown as boolean), TypeError, [/pc\.ram/, /1/]],
+    ["ram options null", () => MemoryRegion.ram("opt", 0x1000, null as unknown as RamOptions), TypeError, [
+      /opt/,
+      /null/,
+    ]],
+    [
+      "ram backing not one",
+      () => MemoryRegion.ram("bk", 0x1000, { backing: 5 as unknown as RamBacking }),
+      TypeError,
+      [
+        /bk/,
+        /5/,
+      ],
+    ],
+    ["attachRamBacking null", () => ram.attachRamBacking(null as unknown as RamBacking), TypeError, [
+      /pc\.ram/,
+      /null/,
+    ]],
+    ["region name a number", () => MemoryRegion.container(5 as unknown as string, 1), TypeError, [/5/]],
   ];
   for (const [label, fn, type, patterns] of cases) {
     const before = snapshot(all, as);
@@ -336,7 +366,7 @@ Deno.test("dirty pages: the bitmap follows the region's size, and ranges are che
     ["markDirty negative", () => ram.markDirty(-1, 1), RangeError, [/vga\.vram/, /-1/]],
     ["markDirty string", () => ram.markDirty("0" as unknown as number, 1), TypeError, [
       /vga\.vram/,
-      /string/,
+      /"0"/,
     ]],
     ["takeDirtyPages past the end", () => ram.takeDirtyPages(0x1000, 0x10000), RangeError, [/vga\.vram/]],
     ["takeDirtyPages fractional", () => ram.takeDirtyPages(0.5), RangeError, [/vga\.vram/, /0\.5/]],

@@ -9,7 +9,8 @@
  */
 
 import { ADDRESS_SPACE_SIZE, hex16 } from "./address.ts";
-import type { AddressSpace } from "./address_space.ts";
+import { show } from "./_check.ts";
+import { AddressSpace } from "./address_space.ts";
 import type { FlatView } from "./flat_view.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 
@@ -154,5 +155,16 @@ function formatFlat(spaces: readonly AddressSpace[], options: MtreeOptions): str
  * ```
  */
 export function formatMtree(addressSpaces: readonly AddressSpace[], options: MtreeOptions = {}): string {
+  if (!Array.isArray(addressSpaces)) {
+    throw new TypeError(`formatMtree: expected an array of address spaces, got ${show(addressSpaces)}`);
+  }
+  addressSpaces.forEach((as, i) => {
+    if (!(as instanceof AddressSpace)) {
+      throw new TypeError(`formatMtree: entry ${i} is not an AddressSpace but ${show(as)}`);
+    }
+  });
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`formatMtree: options must be an object, got ${show(options)}`);
+  }
   return options.flat ? formatFlat(addressSpaces, options) : formatTree(addressSpaces, options);
 }

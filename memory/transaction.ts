@@ -9,6 +9,8 @@
  * @module
  */
 
+import { show } from "./_check.ts";
+
 /** What the outermost commit calls when an update is pending (installed by `address_space.ts`). */
 type RebuildHook = () => void;
 
@@ -86,6 +88,7 @@ export function commitTransaction(): void {
  * ```
  */
 export function transaction<T>(fn: () => T): T {
+  if (typeof fn !== "function") throw new TypeError(`transaction: expected a function, got ${show(fn)}`);
   beginTransaction();
   let result: T;
   try {
