@@ -2,8 +2,8 @@
  * Address spaces: a root region, its current flat view, its listeners, and guest accesses.
  *
  * Rendering, diffing and listener order follow QEMU 7.2's `system/memory.c`; accesses follow
- * `flatview_read_continue`/`flatview_write_continue` and `access_with_adjusted_size`. See
- * `shared/reference/qemu-memory-semantics.md` §3–§6.
+ * `flatview_read_continue`/`flatview_write_continue` and `access_with_adjusted_size` (QEMU's
+ * `docs/devel/memory.rst` describes them).
  *
  * @module
  */
@@ -238,11 +238,13 @@ function checkAccessSize(size: number, op: string): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, MemTxResult, UNASSIGNED_IO_OPS } from "../mod.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
  * using ports = new AddressSpace(io, "I/O");
  * const { value, result } = ports.read(0x3f8, 1); // nothing there: all-ones, OK
- * console.assert(value === 0xffn && result === MemTxResult.OK);
+ * assert.equal(value, 0xffn);
+ * assert.equal(result, MemTxResult.OK);
  * ```
  */
 export class AddressSpace {
@@ -257,6 +259,12 @@ export class AddressSpace {
   readonly #scratchView = new DataView(this.#scratch.buffer);
   #scratchBusy = false;
 
+  /**
+   * Creates the address space and renders its view at once (QEMU's `address_space_init`), sharing
+   * the view of an address space whose root reduces to the same FlatView root.
+   *
+   * @throws {TypeError} if `root` is not a MemoryRegion or `name` is not a string.
+   */
   constructor(root: MemoryRegion, name: string) {
     if (typeof name !== "string") {
       throw new TypeError(`AddressSpace: name must be a string, got ${show(name)}`);
@@ -298,6 +306,11 @@ export class AddressSpace {
   /**
    * Registers `listener` and replays the current view to it as adds (with `logStart` for logged
    * ranges) between `begin` and `commit`. If the replay throws, the listener is not registered.
+   *
+   * @throws {TypeError} if the address space is closed, `listener` is not an object, or it is already
+   * registered (here or on another address space).
+   * @throws {RangeError} if its priority is not an integer.
+   * @throws Whatever the listener throws during the replay; it is then not registered.
    */
   registerListener(listener: MemoryListener): void {
     this.#checkOpen("registerListener");
@@ -329,7 +342,12 @@ export class AddressSpace {
     }
   }
 
-  /** Replays the current view to `listener` as deletes, then removes it. No-op if not registered. */
+  /**
+   * Replays the current view to `listener` as deletes, then removes it. No-op if not registered.
+   *
+   * @throws {TypeError} if `listener` is not an object.
+   * @throws Whatever the listener throws during the replay; it is removed all the same.
+   */
   unregisterListener(listener: MemoryListener): void {
     checkListener(listener, `unregisterListener on AS "${this.name}"`);
     const reg = this.#listeners.find((r) => r.listener === listener);
@@ -354,6 +372,8 @@ export class AddressSpace {
   /**
    * Asks listeners to sync dirty bits of logged ranges (of `region` only, if given) into the
    * regions' dirty bitmaps (QEMU's `memory_region_sync_dirty_bitmap`).
+   *
+   * @throws {TypeError} if `region` is given and is not a MemoryRegion.
    */
   syncDirtyLog(region?: MemoryRegion): void {
     if (region !== undefined && !(region instanceof MemoryRegion)) {
@@ -428,11 +448,16 @@ export class AddressSpace {
   /**
    * Reads `size` (1, 2, 4 or 8) bytes at `addr`, little-endian, as a guest access would.
    *
+   * @throws {RangeError} if `size` is not 1, 2, 4 or 8.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { AddressSpace, MemoryRegion, MemTxResult } from "../mod.ts";
    * using as = new AddressSpace(MemoryRegion.container("system", 1n << 64n), "memory");
-   * console.assert(as.read(0x1000, 4).result === MemTxResult.DECODE_ERROR); // a hole reads 0
+   * assert.deepEqual(as.read(0x1000, 4), { value: 0n, result: MemTxResult.DECODE_ERROR }); // a hole
    * ```
    */
   read(addr: AddrInput, size: number): ReadResult {
@@ -459,7 +484,14 @@ export class AddressSpace {
     }
   }
 
-  /** Writes the low `size` bytes of `value` at `addr`, little-endian. Returns the result code. */
+  /**
+   * Writes the low `size` bytes of `value` at `addr`, little-endian. Returns the result code.
+   *
+   * @throws {RangeError} if `size` is not 1, 2, 4 or 8, or `value` is a non-integer number.
+   * @throws {TypeError} if `value` is not a number or bigint.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
+   */
   write(addr: AddrInput, size: number, value: number | bigint): number {
     checkAccessSize(size, `write of AS "${this.name}"`);
     const a = toAddress(addr, `write of AS "${this.name}"`);
@@ -481,7 +513,14 @@ export class AddressSpace {
     }
   }
 
-  /** Reads `length` bytes at `addr`, crossing region boundaries (QEMU's `address_space_read`). */
+  /**
+   * Reads `length` bytes at `addr`, crossing region boundaries (QEMU's `address_space_read`).
+   *
+   * @throws {TypeError} if `length` is not a number.
+   * @throws {RangeError} if `length` is negative or not an integer.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
+   */
   readBytes(addr: AddrInput, length: number): { data: Uint8Array; result: number } {
     if (typeof length !== "number") {
       throw new TypeError(`readBytes of AS "${this.name}": length ${show(length)} is not a number`);
@@ -494,7 +533,13 @@ export class AddressSpace {
     return { data, result };
   }
 
-  /** Writes `data` at `addr`, crossing region boundaries (QEMU's `address_space_write`). */
+  /**
+   * Writes `data` at `addr`, crossing region boundaries (QEMU's `address_space_write`).
+   *
+   * @throws {TypeError} if `data` is not a Uint8Array.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
+   */
   writeBytes(addr: AddrInput, data: Uint8Array): number {
     checkBytes(data, `writeBytes of AS "${this.name}"`);
     return this.rw(addr, data, true);
@@ -503,6 +548,10 @@ export class AddressSpace {
   /**
    * Reads into or writes from `data` at `addr` (QEMU's `address_space_rw`); `data` may be a view
    * of a shared page (a vCPU's exit data) so no copy is made.
+   *
+   * @throws {TypeError} if `data` is not a Uint8Array or `isWrite` not a boolean.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
    */
   rw(addr: AddrInput, data: Uint8Array, isWrite: boolean): number {
     checkBytes(data, `access to AS "${this.name}"`);
@@ -514,6 +563,10 @@ export class AddressSpace {
   /**
    * Writes `data` into RAM, ROM and ROM devices in romd mode at `addr` whatever their read-only
    * state, skipping everything else: how loaders put firmware into ROM (QEMU's `address_space_write_rom`).
+   *
+   * @throws {TypeError} if `data` is not a Uint8Array.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
    */
   writeRom(addr: AddrInput, data: Uint8Array): void {
     checkBytes(data, `writeRom to AS "${this.name}"`);
@@ -602,6 +655,8 @@ export class AddressSpace {
   /**
    * Unregisters every listener (they receive deletes for the whole view) and removes the address
    * space from the rebuild list. Idempotent.
+   *
+   * @throws The first error a listener threw while unregistered; every listener is still removed.
    */
   close(): void {
     if (this.#closed) return;
@@ -614,6 +669,7 @@ export class AddressSpace {
     errors.throwIfFailed();
   }
 
+  /** {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -293,10 +293,12 @@ export function flatViewRoot(region: MemoryRegion): MemoryRegion | null {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { FlatView, MemoryRegion } from "../mod.ts";
  * const ram = MemoryRegion.ram("ram", 0x1000);
  * const view = FlatView.render(ram);
- * console.assert(view.lookup(0x800n)?.region === ram && view.lookup(0x1000n) === undefined);
+ * assert.equal(view.lookup(0x800n)?.region, ram);
+ * assert.equal(view.lookup(0x1000n), undefined);
  * ```
  */
 export class FlatView {
@@ -313,7 +315,11 @@ export class FlatView {
     this.#table = table;
   }
 
-  /** Renders the FlatView of an address-space root (after reducing it to its FlatView root). */
+  /**
+   * Renders the FlatView of an address-space root (after reducing it to its FlatView root).
+   *
+   * @throws {TypeError} if `asRoot` is neither a MemoryRegion nor null.
+   */
   static render(asRoot: MemoryRegion | null): FlatView {
     if (asRoot !== null && !(asRoot instanceof MemoryRegion)) {
       throw new TypeError(`FlatView.render: expected a MemoryRegion or null, got ${show(asRoot)}`);
@@ -321,7 +327,11 @@ export class FlatView {
     return FlatView.renderFrom(asRoot ? flatViewRoot(asRoot) : null);
   }
 
-  /** Renders `root` itself (no FlatView-root reduction): at `root.addr`, clipped to [0, 2^64). */
+  /**
+   * Renders `root` itself (no FlatView-root reduction): at `root.addr`, clipped to [0, 2^64).
+   *
+   * @throws {TypeError} if `root` is neither a MemoryRegion nor null.
+   */
   static renderFrom(root: MemoryRegion | null): FlatView {
     if (root !== null && !(root instanceof MemoryRegion)) {
       throw new TypeError(`FlatView.renderFrom: expected a MemoryRegion or null, got ${show(root)}`);

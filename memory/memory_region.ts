@@ -2,8 +2,8 @@
  * Memory regions: the nodes of QEMU's acyclic region graph.
  *
  * One class covers every kind, as QEMU's single `MemoryRegion` struct does: the kind is fixed at
- * construction by one of the static constructors. Semantics follow `system/memory.c` of QEMU 7.2;
- * see `shared/reference/qemu-memory-semantics.md` §1–§4.
+ * construction by one of the static constructors. Semantics follow `system/memory.c` of QEMU 7.2
+ * (called `softmmu/memory.c` there) and `include/exec/memory.h`.
  *
  * @module
  */
@@ -47,13 +47,14 @@ function describe(region: MemoryRegion): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion } from "../mod.ts";
  * const system = MemoryRegion.container("system", 1n << 64n);
  * const ram = MemoryRegion.ram("pc.ram", 0x10_0000);
  * system.addSubregion(0, ram);
  * using as = new AddressSpace(system, "memory");
  * as.write(0x100, 4, 0xdeadbeef);
- * console.assert(as.read(0x100, 4).value === 0xdeadbeefn);
+ * assert.equal(as.read(0x100, 4).value, 0xdeadbeefn);
  * ```
  */
 export class MemoryRegion {
@@ -104,11 +105,15 @@ export class MemoryRegion {
   /**
    * A pure container: groups children; where none maps anything it is transparent.
    *
+   * @throws {TypeError} if `name` is not a string.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64).
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const pci = MemoryRegion.container("pci", 1n << 64n);
-   * console.assert(!pci.terminates);
+   * assert.equal(pci.terminates, false);
    * ```
    */
   static container(name: string, size: AddrInput): MemoryRegion {
@@ -118,11 +123,18 @@ export class MemoryRegion {
   /**
    * Guest RAM. Host memory is committed only for pages that are written, unless a backing is given.
    *
+   * @throws {TypeError} if `name` is not a string. Or `options` is not an object, or its backing not a {@link
+   * RamBacking}.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64). Or the
+   * backing is smaller than `size`.
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const ram = MemoryRegion.ram("pc.ram", 8n << 30n); // 8 GiB, nothing allocated yet
-   * console.assert(ram.isRam && !ram.readonly);
+   * assert.equal(ram.isRam, true);
+   * assert.equal(ram.readonly, false);
    * ```
    */
   static ram(name: string, size: AddrInput, options: RamOptions = {}): MemoryRegion {
@@ -132,6 +144,11 @@ export class MemoryRegion {
   /**
    * Read-only memory: reads come from its bytes; guest writes are dropped. Loaders fill it through
    * {@link MemoryRegion.ramBacking} or `AddressSpace.writeRom`.
+   *
+   * @throws {TypeError} if `name` is not a string. Or `options` is not an object, or its backing not a {@link
+   * RamBacking}.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64). Or the
+   * backing is smaller than `size`.
    */
   static rom(name: string, size: AddrInput, options: RamOptions = {}): MemoryRegion {
     return MemoryRegion.#ramLike(name, "rom", size, undefined, options);
@@ -140,6 +157,11 @@ export class MemoryRegion {
   /**
    * A ROM device (flash): in romd mode (the initial state) reads come from its bytes and writes go
    * to `ops.write`; with romd mode off every access goes to the ops.
+   *
+   * @throws {TypeError} if `name` is not a string, `ops` is not an object, or the backing is not a {@link
+   * RamBacking}.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64). Or the
+   * backing is smaller than `size`.
    */
   static romDevice(
     name: string,
@@ -153,7 +175,12 @@ export class MemoryRegion {
     return MemoryRegion.#ramLike(name, "romDevice", size, ops, options);
   }
 
-  /** An MMIO or port-I/O region whose every access calls `ops`. */
+  /**
+   * An MMIO or port-I/O region whose every access calls `ops`.
+   *
+   * @throws {TypeError} if `name` is not a string or `ops` is not an object.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64).
+   */
   static io(name: string, size: AddrInput, ops: MemoryRegionOps): MemoryRegion {
     if (!ops || typeof ops !== "object") {
       throw new TypeError(`I/O region "${name}": ops are required, got ${show(ops)}`);
@@ -164,6 +191,9 @@ export class MemoryRegion {
   /**
    * A reservation: claims its range (hiding lower-priority siblings) but every access is invalid —
    * reads 0 and drops writes with DECODE_ERROR. For ranges an in-kernel device handles.
+   *
+   * @throws {TypeError} if `name` is not a string.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64).
    */
   static reservation(name: string, size: AddrInput): MemoryRegion {
     return new MemoryRegion(name, "reservation", toSize(size, `reservation "${name}" size`), undefined, null);
@@ -176,12 +206,16 @@ export class MemoryRegion {
    * after the target shrinks: only the part inside the target renders (`render_memory_region`
    * clips to the target's own size); the rest is a hole.
    *
+   * @throws {TypeError} if `name` is not a string or `target` is not a MemoryRegion.
+   * @throws {RangeError} if `offset` is not in [0, 2^64) or `size` not in [0, 2^64].
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const ram = MemoryRegion.ram("pc.ram", 0x2000_0000);
    * const low = MemoryRegion.alias("ram-below-4g", ram, 0, 0x1000_0000);
-   * console.assert(low.aliasTarget === ram);
+   * assert.equal(low.aliasTarget, ram);
    * ```
    */
   static alias(name: string, target: MemoryRegion, offset: AddrInput, size: AddrInput): MemoryRegion {
@@ -298,6 +332,8 @@ export class MemoryRegion {
   /**
    * The bytes behind a RAM, ROM or ROM-device region, created on first use (sparse) unless given
    * at construction or by {@link attachRamBacking}.
+   *
+   * @throws {TypeError} if the region has no RAM (not RAM, ROM or a ROM device).
    */
   get ramBacking(): RamBacking {
     if (!this.hasRamBacking) throw new TypeError(`${describe(this)} (${this.kind}) has no RAM`);
@@ -308,6 +344,10 @@ export class MemoryRegion {
   /**
    * Gives the region its memory (for example guest RAM that KVM maps). Allowed once, before the
    * region's bytes were first used, so nobody can hold on to other bytes.
+   *
+   * @throws {TypeError} if the region has no RAM, already has its memory, or `backing` is not a {@link
+   * RamBacking}.
+   * @throws {RangeError} if the backing is smaller than the region.
    */
   attachRamBacking(backing: RamBacking): void {
     if (!this.hasRamBacking) throw new TypeError(`${describe(this)} (${this.kind}) has no RAM`);
@@ -337,18 +377,35 @@ export class MemoryRegion {
   /**
    * Maps `region` at `offset` in this container with priority 0.
    *
+   * @throws {TypeError} if `region` is not a MemoryRegion, is this region, is already a child of a container,
+   * or would make a cycle (through children or alias targets).
+   * @throws {RangeError} if `offset` is not in [0, 2^64), the region would end past 2^64, or the priority is
+   * not a signed 32-bit integer. The tree is left as it was.
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const system = MemoryRegion.container("system", 1n << 64n);
-   * system.addSubregion(0xfec0_0000, MemoryRegion.reservation("kvm-ioapic", 0x1000));
+   * const ioapic = MemoryRegion.reservation("kvm-ioapic", 0x1000);
+   * system.addSubregion(0xfec0_0000, ioapic);
+   * assert.equal(ioapic.container, system);
+   * assert.equal(ioapic.addr, 0xfec0_0000n);
+   * assert.throws(() => system.addSubregion(0, ioapic), TypeError); // a region is mapped once
    * ```
    */
   addSubregion(offset: AddrInput, region: MemoryRegion): void {
     this.#add(offset, region, 0, "addSubregion");
   }
 
-  /** Maps `region` at `offset` with an overlap `priority`: higher wins; equal: newest wins. */
+  /**
+   * Maps `region` at `offset` with an overlap `priority`: higher wins; equal: newest wins.
+   *
+   * @throws {TypeError} if `region` is not a MemoryRegion, is this region, is already a child of a container,
+   * or would make a cycle (through children or alias targets).
+   * @throws {RangeError} if `offset` is not in [0, 2^64), the region would end past 2^64, or the priority is
+   * not a signed 32-bit integer. The tree is left as it was.
+   */
   addSubregionOverlap(offset: AddrInput, region: MemoryRegion, priority: number): void {
     this.#add(offset, region, priority, "addSubregionOverlap");
   }
@@ -409,7 +466,11 @@ export class MemoryRegion {
     return false;
   }
 
-  /** Unmaps `region`, which must be a child of this container. */
+  /**
+   * Unmaps `region`, which must be a child of this container.
+   *
+   * @throws {TypeError} if `region` is not a child of this container.
+   */
   removeSubregion(region: MemoryRegion): void {
     if (!(region instanceof MemoryRegion) || region.#container !== this) {
       const name = region instanceof MemoryRegion ? describe(region) : String(region);
@@ -422,7 +483,11 @@ export class MemoryRegion {
     commitTransaction();
   }
 
-  /** Enables or disables the region; a disabled region renders nothing and hides nothing. */
+  /**
+   * Enables or disables the region; a disabled region renders nothing and hides nothing.
+   *
+   * @throws {TypeError} if `enabled` is not a boolean.
+   */
   setEnabled(enabled: boolean): void {
     checkBoolean(enabled, `setEnabled of ${describe(this)}`);
     if (enabled === this.#enabled) return;
@@ -436,6 +501,9 @@ export class MemoryRegion {
    * Changes the size (QEMU's `memory_region_set_size`). A target that shrinks under an alias's
    * window, or an alias that grows past its target, is allowed, as in QEMU: only the part of the
    * window inside the target renders.
+   *
+   * @throws {RangeError} if `size` is not in [0, 2^64], the region would end past 2^64 in its container, or
+   * RAM would grow past its backing.
    */
   setSize(size: AddrInput): void {
     const sz = toSize(size, `setSize of ${describe(this)}`);
@@ -460,6 +528,8 @@ export class MemoryRegion {
    * A region without a container (an address space's root) only records its new address, as QEMU
    * 7.2's `memory_region_set_address` does: nothing is re-rendered then, and the next commit that
    * renders places the root's view at the new base.
+   *
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the region would end past 2^64.
    */
   setAddress(addr: AddrInput): void {
     const a = toAddress(addr, `setAddress of ${describe(this)}`);
@@ -479,6 +549,9 @@ export class MemoryRegion {
   /**
    * Moves an alias's window in its target (QEMU's `memory_region_set_alias_offset`); as there, the
    * window may reach past the target, and only its part inside the target renders.
+   *
+   * @throws {TypeError} if the region is not an alias.
+   * @throws {RangeError} if `offset` is not in [0, 2^64).
    */
   setAliasOffset(offset: AddrInput): void {
     if (!this.#aliasTarget) throw new TypeError(`setAliasOffset: ${describe(this)} is not an alias`);
@@ -487,25 +560,41 @@ export class MemoryRegion {
     this.#setFlag(() => this.#aliasOffset = off);
   }
 
-  /** Makes the region read-only (inherited by everything rendered through it). */
+  /**
+   * Makes the region read-only (inherited by everything rendered through it).
+   *
+   * @throws {TypeError} if `readonly` is not a boolean.
+   */
   setReadonly(readonly: boolean): void {
     checkBoolean(readonly, `setReadonly of ${describe(this)}`);
     if (readonly !== this.#readonly) this.#setFlag(() => this.#readonly = readonly);
   }
 
-  /** Sets the nonvolatile flag (inherited). */
+  /**
+   * Sets the nonvolatile flag (inherited).
+   *
+   * @throws {TypeError} if `nonvolatile` is not a boolean.
+   */
   setNonvolatile(nonvolatile: boolean): void {
     checkBoolean(nonvolatile, `setNonvolatile of ${describe(this)}`);
     if (nonvolatile !== this.#nonvolatile) this.#setFlag(() => this.#nonvolatile = nonvolatile);
   }
 
-  /** Forbids merging of this region's flat-view ranges with their neighbours (inherited). */
+  /**
+   * Forbids merging of this region's flat-view ranges with their neighbours (inherited).
+   *
+   * @throws {TypeError} if `unmergeable` is not a boolean.
+   */
   setUnmergeable(unmergeable: boolean): void {
     checkBoolean(unmergeable, `setUnmergeable of ${describe(this)}`);
     if (unmergeable !== this.#unmergeable) this.#setFlag(() => this.#unmergeable = unmergeable);
   }
 
-  /** Switches a ROM device between romd mode (true) and MMIO mode (false). */
+  /**
+   * Switches a ROM device between romd mode (true) and MMIO mode (false).
+   *
+   * @throws {TypeError} if the region is not a ROM device or `romd` is not a boolean.
+   */
   setRomdMode(romd: boolean): void {
     if (this.kind !== "romDevice") throw new TypeError(`setRomdMode: ${describe(this)} is not a ROM device`);
     checkBoolean(romd, `setRomdMode of ${describe(this)}`);
@@ -515,6 +604,9 @@ export class MemoryRegion {
   /**
    * Starts (`on`) or stops dirty logging for one client; calls are counted, so the mask bit is set
    * by the first start and cleared by the last stop (QEMU's `memory_region_set_log`).
+   *
+   * @throws {TypeError} if `on` is not a boolean or the region has no RAM.
+   * @throws {RangeError} if `client` is not a {@link DirtyLogClient}, or stops a client that is not logging.
    */
   setLog(on: boolean, client: number = DirtyLogClient.VGA): void {
     checkBoolean(on, `setLog of ${describe(this)}`);
