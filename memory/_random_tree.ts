@@ -107,15 +107,9 @@ export function buildTree(
         break;
       case "alias": {
         const target = pool[s.target % pool.length];
-        let offset = BigInt(s.aliasOffsetUnits) * GRANULE;
-        if (offset > target.size) offset = target.size;
-        const aliasSize = s.huge ? target.size - offset : BigInt(s.units) * GRANULE;
-        mr = MemoryRegion.alias(
-          name,
-          target,
-          offset,
-          aliasSize > target.size - offset ? target.size - offset : aliasSize,
-        );
+        // Windows may reach past the target (QEMU allows it; only the part inside renders).
+        const offset = BigInt(s.aliasOffsetUnits) * GRANULE;
+        mr = MemoryRegion.alias(name, target, offset, s.huge ? target.size : BigInt(s.units) * GRANULE);
         break;
       }
     }

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { show } from "./_check.ts";
+
 /** A guest address, size or offset as a caller may pass it. */
 export type AddrInput = number | bigint;
 
@@ -29,16 +31,22 @@ function integral(value: unknown, what: string): bigint {
     }
     return BigInt(value);
   }
-  throw new TypeError(`${what}: expected a number or bigint, got ${typeof value}`);
+  throw new TypeError(`${what}: expected a number or bigint, got ${show(value)}`);
 }
 
 /**
  * Converts an address or offset to a bigint in [0, 2^64).
  *
+ * @throws {TypeError} if `value` is not a number or bigint.
+ * @throws {RangeError} if it is negative, past 2^64-1, a fraction, or an unsafe number; the message starts
+ * with `what`.
+ *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { toAddress } from "./address.ts";
- * console.assert(toAddress(0x1000, "offset") === 0x1000n);
+ * assert.equal(toAddress(0x1000, "offset"), 0x1000n);
+ * assert.throws(() => toAddress(-1, "offset"), RangeError);
  * ```
  */
 export function toAddress(value: AddrInput, what: string): bigint {
@@ -51,10 +59,15 @@ export function toAddress(value: AddrInput, what: string): bigint {
 /**
  * Converts a size to a bigint in [0, 2^64]; 2^64-1 means 2^64, as in QEMU.
  *
+ * @throws {TypeError} if `value` is not a number or bigint.
+ * @throws {RangeError} if it is negative, past 2^64, a fraction, or an unsafe number; the message starts with
+ * `what`.
+ *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ADDRESS_SPACE_SIZE, toSize } from "./address.ts";
- * console.assert(toSize(0xffff_ffff_ffff_ffffn, "size") === ADDRESS_SPACE_SIZE);
+ * assert.equal(toSize(0xffff_ffff_ffff_ffffn, "size"), ADDRESS_SPACE_SIZE);
  * ```
  */
 export function toSize(value: AddrInput, what: string): bigint {
@@ -65,7 +78,11 @@ export function toSize(value: AddrInput, what: string): bigint {
   return v;
 }
 
-/** Checks a priority is a signed 32-bit integer, as QEMU's `int priority`. */
+/**
+ * Checks a priority is a signed 32-bit integer, as QEMU's `int priority`.
+ *
+ * @throws {RangeError} if `value` is not a signed 32-bit integer, naming `what`.
+ */
 export function toPriority(value: number, what: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < INT32_MIN || value > INT32_MAX) {
     throw new RangeError(`${what}: priority ${value} is not a signed 32-bit integer`);
@@ -76,10 +93,14 @@ export function toPriority(value: number, what: string): number {
 /**
  * `a + b`, refusing a result past `limit` (2^64 by default) instead of wrapping.
  *
+ * @throws {RangeError} if `a + b` passes `limit`, naming `what`.
+ *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { checkedAdd } from "./address.ts";
- * console.assert(checkedAdd(0xffff_f000n, 0x1000n, "end") === 0x1_0000_0000n);
+ * assert.equal(checkedAdd(0xffff_f000n, 0x1000n, "end"), 0x1_0000_0000n);
+ * assert.throws(() => checkedAdd(1n << 63n, 1n << 63n, "end", 1n << 63n), RangeError);
  * ```
  */
 export function checkedAdd(a: bigint, b: bigint, what: string, limit = ADDRESS_SPACE_SIZE): bigint {

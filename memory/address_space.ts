@@ -2,8 +2,8 @@
  * Address spaces: a root region, its current flat view, its listeners, and guest accesses.
  *
  * Rendering, diffing and listener order follow QEMU 7.2's `system/memory.c`; accesses follow
- * `flatview_read_continue`/`flatview_write_continue` and `access_with_adjusted_size`. See
- * `shared/reference/qemu-memory-semantics.md` §3–§6.
+ * `flatview_read_continue`/`flatview_write_continue` and `access_with_adjusted_size` (QEMU's
+ * `docs/devel/memory.rst` describes them).
  *
  * @module
  */
@@ -12,7 +12,8 @@ import { ADDRESS_SPACE_SIZE, type AddrInput, toAddress } from "./address.ts";
 import { FlatView, flatViewRoot } from "./flat_view.ts";
 import type { FlatRange } from "./flat_view.ts";
 import type { MemoryListener } from "./memory_listener.ts";
-import type { MemoryRegion } from "./memory_region.ts";
+import { checkBoolean, checkBytes, show } from "./_check.ts";
+import { MemoryRegion } from "./memory_region.ts";
 import { type MemoryRegionOps, MemTxResult } from "./memory_region_ops.ts";
 import { _setRebuildHook } from "./transaction.ts";
 
@@ -66,21 +67,45 @@ class ErrorCollector {
   }
 }
 
+/** Installs a view in an address space and delivers the differences; set by the class's static block. */
+let setView: (as: AddressSpace, next: FlatView, errors: ErrorCollector) => void;
+/** Whether an address space was closed; set by the class's static block. */
+let isClosed: (as: AddressSpace) => boolean;
+
+/**
+ * QEMU's `memory_region_transaction_commit`: render each distinct FlatView root once, before any
+ * listener hears of it (`flatviews_reset`); call every listener's `begin`; install each address
+ * space's view, looked up by its root when its turn comes (`address_space_set_flatview`); call
+ * every `commit`. The list of address spaces may change in any callback: one closed is skipped,
+ * one created is visited too and gets the view of its own root.
+ */
 function rebuildAll(): void {
-  // Render each distinct FlatView root once, before any listener hears of it (flatviews_reset).
   const views = new Map<MemoryRegion | null, FlatView>();
-  const next = addressSpaces.map((as) => {
+  const viewOf = (as: AddressSpace): FlatView => {
     const root = flatViewRoot(as.root);
     let view = views.get(root);
     if (!view) {
-      view = FlatView.render(as.root);
+      view = FlatView.renderFrom(root);
       views.set(root, view);
     }
     return view;
-  });
+  };
+  for (const as of addressSpaces) viewOf(as);
   const errors = new ErrorCollector();
   for (const reg of allListeners.slice()) if (reg.listener.begin) errors.run(() => reg.listener.begin!());
-  addressSpaces.slice().forEach((as, i) => as._setView(next[i], errors));
+  const visited = new Set<AddressSpace>();
+  let i = 0;
+  while (i < addressSpaces.length) {
+    const as = addressSpaces[i];
+    if (visited.has(as)) {
+      i++;
+      continue;
+    }
+    visited.add(as);
+    if (!isClosed(as)) setView(as, viewOf(as), errors);
+    // Callbacks may have edited the list before this entry: then rescan, skipping those done.
+    i = addressSpaces[i] === as ? i + 1 : 0;
+  }
   for (const reg of allListeners.slice()) if (reg.listener.commit) errors.run(() => reg.listener.commit!());
   errors.throwIfFailed();
 }
@@ -196,9 +221,15 @@ function dispatch(
   }
 }
 
+function checkListener(listener: MemoryListener, op: string): void {
+  if (listener === null || typeof listener !== "object") {
+    throw new TypeError(`${op}: a listener is an object of callbacks, got ${show(listener)}`);
+  }
+}
+
 function checkAccessSize(size: number, op: string): void {
   if (size !== 1 && size !== 2 && size !== 4 && size !== 8) {
-    throw new RangeError(`${op}: access size ${size} is not 1, 2, 4 or 8`);
+    throw new RangeError(`${op}: access size ${show(size)} is not 1, 2, 4 or 8`);
   }
 }
 
@@ -207,11 +238,13 @@ function checkAccessSize(size: number, op: string): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, MemTxResult, UNASSIGNED_IO_OPS } from "../mod.ts";
  * const io = MemoryRegion.io("io", 0x10000, UNASSIGNED_IO_OPS);
  * using ports = new AddressSpace(io, "I/O");
  * const { value, result } = ports.read(0x3f8, 1); // nothing there: all-ones, OK
- * console.assert(value === 0xffn && result === MemTxResult.OK);
+ * assert.equal(value, 0xffn);
+ * assert.equal(result, MemTxResult.OK);
  * ```
  */
 export class AddressSpace {
@@ -226,11 +259,19 @@ export class AddressSpace {
   readonly #scratchView = new DataView(this.#scratch.buffer);
   #scratchBusy = false;
 
+  /**
+   * Creates the address space and renders its view at once (QEMU's `address_space_init`), sharing
+   * the view of an address space whose root reduces to the same FlatView root.
+   *
+   * @throws {TypeError} if `root` is not a MemoryRegion or `name` is not a string.
+   */
   constructor(root: MemoryRegion, name: string) {
-    if (!root || typeof root !== "object" || !("subregions" in root)) {
-      throw new TypeError(`AddressSpace "${name}": root must be a MemoryRegion`);
+    if (typeof name !== "string") {
+      throw new TypeError(`AddressSpace: name must be a string, got ${show(name)}`);
     }
-    if (typeof name !== "string") throw new TypeError("AddressSpace: name must be a string");
+    if (!(root instanceof MemoryRegion)) {
+      throw new TypeError(`AddressSpace "${name}": root must be a MemoryRegion, got ${show(root)}`);
+    }
     this.root = root;
     this.name = name;
     // Share the FlatView of an address space with the same FlatView root, as QEMU does.
@@ -265,15 +306,25 @@ export class AddressSpace {
   /**
    * Registers `listener` and replays the current view to it as adds (with `logStart` for logged
    * ranges) between `begin` and `commit`. If the replay throws, the listener is not registered.
+   *
+   * @throws {TypeError} if the address space is closed, `listener` is not an object, or it is already
+   * registered (here or on another address space).
+   * @throws {RangeError} if its priority is not an integer.
+   * @throws Whatever the listener throws during the replay; it is then not registered.
    */
   registerListener(listener: MemoryListener): void {
     this.#checkOpen("registerListener");
+    checkListener(listener, `registerListener on AS "${this.name}"`);
     if (allListeners.some((r) => r.listener === listener)) {
-      throw new TypeError(`registerListener: listener ${listener.name ?? ""} is already registered`);
+      throw new TypeError(
+        `registerListener on AS "${this.name}": listener ${listener.name ?? ""} is already registered`,
+      );
     }
     const priority = listener.priority ?? 0;
-    if (!Number.isInteger(priority)) {
-      throw new RangeError(`registerListener: priority ${priority} is not an integer`);
+    if (typeof priority !== "number" || !Number.isInteger(priority)) {
+      throw new RangeError(
+        `registerListener on AS "${this.name}": priority ${show(priority)} is not an integer`,
+      );
     }
     const reg: Registration = { listener, as: this, priority };
     insertByPriority(this.#listeners, reg);
@@ -291,8 +342,14 @@ export class AddressSpace {
     }
   }
 
-  /** Replays the current view to `listener` as deletes, then removes it. No-op if not registered. */
+  /**
+   * Replays the current view to `listener` as deletes, then removes it. No-op if not registered.
+   *
+   * @throws {TypeError} if `listener` is not an object.
+   * @throws Whatever the listener throws during the replay; it is removed all the same.
+   */
   unregisterListener(listener: MemoryListener): void {
+    checkListener(listener, `unregisterListener on AS "${this.name}"`);
     const reg = this.#listeners.find((r) => r.listener === listener);
     if (!reg) return;
     try {
@@ -315,8 +372,13 @@ export class AddressSpace {
   /**
    * Asks listeners to sync dirty bits of logged ranges (of `region` only, if given) into the
    * regions' dirty bitmaps (QEMU's `memory_region_sync_dirty_bitmap`).
+   *
+   * @throws {TypeError} if `region` is given and is not a MemoryRegion.
    */
   syncDirtyLog(region?: MemoryRegion): void {
+    if (region !== undefined && !(region instanceof MemoryRegion)) {
+      throw new TypeError(`syncDirtyLog of AS "${this.name}": expected a MemoryRegion, got ${show(region)}`);
+    }
     for (const reg of this.#listeners.slice()) {
       const sync = reg.listener.logSync;
       if (!sync) continue;
@@ -326,8 +388,13 @@ export class AddressSpace {
     }
   }
 
-  /** Internal: installs a new view and delivers the differences (QEMU's `address_space_set_flatview`). */
-  _setView(next: FlatView, errors: ErrorCollector): void {
+  static {
+    setView = (as, next, errors) => as.#setView(next, errors);
+    isClosed = (as) => as.#closed;
+  }
+
+  /** Installs a new view and delivers the differences (QEMU's `address_space_set_flatview`). */
+  #setView(next: FlatView, errors: ErrorCollector): void {
     const old = this.#view;
     this.#view = next;
     if (old === next || this.#listeners.length === 0) return;
@@ -381,11 +448,16 @@ export class AddressSpace {
   /**
    * Reads `size` (1, 2, 4 or 8) bytes at `addr`, little-endian, as a guest access would.
    *
+   * @throws {RangeError} if `size` is not 1, 2, 4 or 8.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { AddressSpace, MemoryRegion, MemTxResult } from "../mod.ts";
    * using as = new AddressSpace(MemoryRegion.container("system", 1n << 64n), "memory");
-   * console.assert(as.read(0x1000, 4).result === MemTxResult.DECODE_ERROR); // a hole reads 0
+   * assert.deepEqual(as.read(0x1000, 4), { value: 0n, result: MemTxResult.DECODE_ERROR }); // a hole
    * ```
    */
   read(addr: AddrInput, size: number): ReadResult {
@@ -412,11 +484,21 @@ export class AddressSpace {
     }
   }
 
-  /** Writes the low `size` bytes of `value` at `addr`, little-endian. Returns the result code. */
+  /**
+   * Writes the low `size` bytes of `value` at `addr`, little-endian. Returns the result code.
+   *
+   * @throws {RangeError} if `size` is not 1, 2, 4 or 8, or `value` is a non-integer number.
+   * @throws {TypeError} if `value` is not a number or bigint.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
+   */
   write(addr: AddrInput, size: number, value: number | bigint): number {
     checkAccessSize(size, `write of AS "${this.name}"`);
     const a = toAddress(addr, `write of AS "${this.name}"`);
-    if (typeof value !== "bigint" && !Number.isInteger(value)) {
+    if (typeof value !== "bigint" && typeof value !== "number") {
+      throw new TypeError(`write of AS "${this.name}": value ${show(value)} is not a number or bigint`);
+    }
+    if (typeof value === "number" && !Number.isInteger(value)) {
       throw new RangeError(`write of AS "${this.name}": value ${value} is not an integer`);
     }
     const outer = !this.#scratchBusy;
@@ -431,23 +513,49 @@ export class AddressSpace {
     }
   }
 
-  /** Reads `length` bytes at `addr`, crossing region boundaries (QEMU's `address_space_read`). */
+  /**
+   * Reads `length` bytes at `addr`, crossing region boundaries (QEMU's `address_space_read`).
+   *
+   * @throws {TypeError} if `length` is not a number.
+   * @throws {RangeError} if `length` is negative or not an integer.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
+   */
   readBytes(addr: AddrInput, length: number): { data: Uint8Array; result: number } {
+    if (typeof length !== "number") {
+      throw new TypeError(`readBytes of AS "${this.name}": length ${show(length)} is not a number`);
+    }
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`readBytes of AS "${this.name}": length ${length} is not a byte count`);
+    }
     const data = new Uint8Array(length);
     const result = this.rw(addr, data, false);
     return { data, result };
   }
 
-  /** Writes `data` at `addr`, crossing region boundaries (QEMU's `address_space_write`). */
+  /**
+   * Writes `data` at `addr`, crossing region boundaries (QEMU's `address_space_write`).
+   *
+   * @throws {TypeError} if `data` is not a Uint8Array.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
+   */
   writeBytes(addr: AddrInput, data: Uint8Array): number {
+    checkBytes(data, `writeBytes of AS "${this.name}"`);
     return this.rw(addr, data, true);
   }
 
   /**
    * Reads into or writes from `data` at `addr` (QEMU's `address_space_rw`); `data` may be a view
    * of a shared page (a vCPU's exit data) so no copy is made.
+   *
+   * @throws {TypeError} if `data` is not a Uint8Array or `isWrite` not a boolean.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
    */
   rw(addr: AddrInput, data: Uint8Array, isWrite: boolean): number {
+    checkBytes(data, `access to AS "${this.name}"`);
+    checkBoolean(isWrite, `access to AS "${this.name}": isWrite`);
     const a = toAddress(addr, `access to AS "${this.name}"`);
     return this.#rw(a, data, data.length, isWrite);
   }
@@ -455,8 +563,13 @@ export class AddressSpace {
   /**
    * Writes `data` into RAM, ROM and ROM devices in romd mode at `addr` whatever their read-only
    * state, skipping everything else: how loaders put firmware into ROM (QEMU's `address_space_write_rom`).
+   *
+   * @throws {TypeError} if `data` is not a Uint8Array.
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the access would pass 2^64 ({TypeError} if it is
+   * not a number or bigint).
    */
   writeRom(addr: AddrInput, data: Uint8Array): void {
+    checkBytes(data, `writeRom to AS "${this.name}"`);
     let a = toAddress(addr, `writeRom to AS "${this.name}"`);
     this.#checkEnd(a, data.length);
     let done = 0;
@@ -542,6 +655,8 @@ export class AddressSpace {
   /**
    * Unregisters every listener (they receive deletes for the whole view) and removes the address
    * space from the rebuild list. Idempotent.
+   *
+   * @throws The first error a listener threw while unregistered; every listener is still removed.
    */
   close(): void {
     if (this.#closed) return;
@@ -554,6 +669,7 @@ export class AddressSpace {
     errors.throwIfFailed();
   }
 
+  /** {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

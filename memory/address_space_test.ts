@@ -1,5 +1,16 @@
 import assert from "node:assert/strict";
-import { AddressSpace, MemoryRegion, type MemoryRegionOps, MemTxResult, UNASSIGNED_IO_OPS } from "../mod.ts";
+import {
+  AddressSpace,
+  FlatView,
+  formatMtree,
+  type MemoryListener,
+  MemoryRegion,
+  type MemoryRegionOps,
+  MemTxResult,
+  transaction,
+  transactionDepth,
+  UNASSIGNED_IO_OPS,
+} from "../mod.ts";
 import { loggingDevice as device, pattern } from "./_test_util.ts";
 
 const { OK, DECODE_ERROR, ACCESS_ERROR } = MemTxResult;
@@ -418,4 +429,52 @@ Deno.test("one port region mapped twice through aliases gets the right offsets b
   ports.write(0x2f8, 2, 0x3322);
   assert.deepEqual(dev.calls, ["r 2/1", "r 5/1", "w 7/1=11", "w 4/1=22", "w 5/1=33"]);
   assert.deepEqual(ports.read(0x2fc, 1), { value: 0xffn, result: OK }, "past the window: the io root");
+});
+
+Deno.test("misuse of the address-space API gets the API's own error, naming the space and the value", () => {
+  const { system, as } = memory();
+  using _ = as;
+  system.addSubregion(0, MemoryRegion.ram("ram", 0x1000));
+  const listener: MemoryListener = { regionAdd: () => {} };
+  as.registerListener(listener);
+  const before = as.flatView();
+  const any = (v: unknown) => v as never;
+  const cases: [string, () => unknown, typeof TypeError | typeof RangeError, RegExp[]][] = [
+    ["duck-typed root", () => new AddressSpace(any({ subregions: [] }), "duck"), TypeError, [
+      /duck/,
+      /MemoryRegion/,
+    ]],
+    ["name a number", () => new AddressSpace(system, any(42)), TypeError, [/42/]],
+    ["readBytes -1", () => as.readBytes(0, -1), RangeError, [/"memory"/, /-1/]],
+    ["readBytes 1.5", () => as.readBytes(0, 1.5), RangeError, [/"memory"/, /1\.5/]],
+    ["readBytes a string", () => as.readBytes(0, any("8")), TypeError, [/"memory"/, /8/]],
+    ["rw with an array", () => as.rw(0, any([1, 2]), false), TypeError, [/"memory"/, /Uint8Array/, /array/i]],
+    ["rw isWrite a string", () => as.rw(0, new Uint8Array(1), any("yes")), TypeError, [/"memory"/, /yes/]],
+    ["writeBytes a string", () => as.writeBytes(0, any("ab")), TypeError, [/"memory"/, /ab/]],
+    ["writeRom an array", () => as.writeRom(0, any([1])), TypeError, [/"memory"/, /Uint8Array/]],
+    ["read at a string", () => as.read(any("16"), 4), TypeError, [/"memory"/, /16/]],
+    ["write a string", () => as.write(0, 4, any("5")), TypeError, [/"memory"/, /5/]],
+    ["registerListener null", () => as.registerListener(any(null)), TypeError, [/"memory"/, /null/]],
+    ["registerListener 42", () => as.registerListener(any(42)), TypeError, [/"memory"/, /42/]],
+    ["registerListener twice", () => as.registerListener(listener), TypeError, [/"memory"/, /already/]],
+    ["unregisterListener null", () => as.unregisterListener(any(null)), TypeError, [/"memory"/, /null/]],
+    ["syncDirtyLog a non-region", () => as.syncDirtyLog(any({})), TypeError, [/"memory"/, /MemoryRegion/]],
+    ["formatMtree null", () => formatMtree(any(null)), TypeError, [/formatMtree/, /null/]],
+    ["formatMtree [null]", () => formatMtree(any([null])), TypeError, [/formatMtree/, /null/]],
+    ["formatMtree options 5", () => formatMtree([as], any(5)), TypeError, [/formatMtree/, /5/]],
+    ["transaction(42)", () => transaction(any(42)), TypeError, [/transaction/, /42/]],
+    ["FlatView.render a non-region", () => FlatView.render(any({})), TypeError, [/FlatView/, /MemoryRegion/]],
+  ];
+  for (const [label, fn, type, patterns] of cases) {
+    assert.throws(fn, (e) => {
+      assert.ok(e instanceof type, `${label}: ${e} is not a ${type.name}`);
+      for (const p of patterns) assert.match((e as Error).message, p, label);
+      return true;
+    }, label);
+    assert.equal(transactionDepth(), 0, `${label} left a transaction open`);
+    assert.equal(as.flatView(), before, `${label} changed the view`);
+  }
+  assert.deepEqual(as.listeners, [listener]);
+  assert.ok(AddressSpace.all().every((s) => s.name !== "duck"));
+  as.unregisterListener(listener);
 });

@@ -13,7 +13,8 @@
  */
 
 import { ADDRESS_SPACE_SIZE } from "./address.ts";
-import type { MemoryRegion } from "./memory_region.ts";
+import { show } from "./_check.ts";
+import { MemoryRegion } from "./memory_region.ts";
 
 /** One range of a flat view: a piece of a terminal region at an absolute address. */
 export interface FlatRange {
@@ -292,10 +293,12 @@ export function flatViewRoot(region: MemoryRegion): MemoryRegion | null {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { FlatView, MemoryRegion } from "../mod.ts";
  * const ram = MemoryRegion.ram("ram", 0x1000);
  * const view = FlatView.render(ram);
- * console.assert(view.lookup(0x800n)?.region === ram && view.lookup(0x1000n) === undefined);
+ * assert.equal(view.lookup(0x800n)?.region, ram);
+ * assert.equal(view.lookup(0x1000n), undefined);
  * ```
  */
 export class FlatView {
@@ -312,13 +315,27 @@ export class FlatView {
     this.#table = table;
   }
 
-  /** Renders the FlatView of an address-space root (after reducing it to its FlatView root). */
+  /**
+   * Renders the FlatView of an address-space root (after reducing it to its FlatView root).
+   *
+   * @throws {TypeError} if `asRoot` is neither a MemoryRegion nor null.
+   */
   static render(asRoot: MemoryRegion | null): FlatView {
+    if (asRoot !== null && !(asRoot instanceof MemoryRegion)) {
+      throw new TypeError(`FlatView.render: expected a MemoryRegion or null, got ${show(asRoot)}`);
+    }
     return FlatView.renderFrom(asRoot ? flatViewRoot(asRoot) : null);
   }
 
-  /** Renders `root` itself (no FlatView-root reduction): at `root.addr`, clipped to [0, 2^64). */
+  /**
+   * Renders `root` itself (no FlatView-root reduction): at `root.addr`, clipped to [0, 2^64).
+   *
+   * @throws {TypeError} if `root` is neither a MemoryRegion nor null.
+   */
   static renderFrom(root: MemoryRegion | null): FlatView {
+    if (root !== null && !(root instanceof MemoryRegion)) {
+      throw new TypeError(`FlatView.renderFrom: expected a MemoryRegion or null, got ${show(root)}`);
+    }
     const fills = new RangeTable();
     if (root) collect(root, 0n, 0n, ADDRESS_SPACE_SIZE, 0, fills);
     return new FlatView(root, envelope(fills));

@@ -44,6 +44,7 @@ export const ListenerPriority = { MIN: 0, ACCEL: 10, DEV_BACKEND: 10 } as const;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion, type MemoryListener } from "../mod.ts";
  * const root = MemoryRegion.container("system", 1n << 32n);
  * using as = new AddressSpace(root, "memory");
@@ -51,7 +52,7 @@ export const ListenerPriority = { MIN: 0, ACCEL: 10, DEV_BACKEND: 10 } as const;
  * const listener: MemoryListener = { regionAdd: (s) => void seen.push(s.region.name) };
  * as.registerListener(listener);
  * root.addSubregion(0, MemoryRegion.ram("ram", 0x1000));
- * console.assert(seen[0] === "ram");
+ * assert.deepEqual(seen, ["ram"]);
  * as.unregisterListener(listener);
  * ```
  */

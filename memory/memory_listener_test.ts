@@ -304,3 +304,40 @@ Deno.test("a listener throwing in regionAdd stops no one; the error is rethrown 
   ]);
   assert.equal(as2.flatView().length, 1);
 });
+
+Deno.test("a listener's begin that closes or creates an address space leaves every other view right", () => {
+  // QEMU's memory_region_transaction_commit looks each address space's new view up by its root
+  // (address_space_set_flatview), so changes to the list during the callbacks cannot misplace one.
+  const roots = ["a", "b", "c"].map((n) => MemoryRegion.container(`root-${n}`, 0x10_0000));
+  const [a, b, c] = roots.map((r, i) => new AddressSpace(r, `as-${i}`));
+  const dRoot = MemoryRegion.container("root-d", 0x10_0000);
+  dRoot.addSubregion(0x3000, MemoryRegion.ram("d-ram", 0x1000));
+  let d: AddressSpace | undefined;
+  const once = { close: false, create: false };
+  const listener: MemoryListener = {
+    begin: () => {
+      if (once.close) [once.close] = [false, b.close()];
+      if (once.create) [once.create] = [false, d = new AddressSpace(dRoot, "as-d")];
+    },
+  };
+  a.registerListener(listener);
+  [once.close, once.create] = [true, true]; // not during the registration's replay
+  try {
+    transaction(() => {
+      roots[0].addSubregion(0x1000, MemoryRegion.ram("a-ram", 0x1000));
+      roots[2].addSubregion(0x2000, MemoryRegion.ram("c-ram", 0x1000));
+    });
+    for (const as of [a, c, d!]) {
+      assert.ok(as.view, `${as.name} has a view`);
+      assert.deepEqual(
+        as.flatView().map((r) => `${r.region.name}@${hex(r.start)}`),
+        FlatView.render(as.root).ranges.map((r) => `${r.region.name}@${hex(r.start)}`),
+        `${as.name}'s view is its own root's`,
+      );
+    }
+    assert.ok(!AddressSpace.all().includes(b));
+  } finally {
+    a.unregisterListener(listener);
+    for (const as of [a, b, c, d]) as?.close();
+  }
+});

@@ -2,21 +2,14 @@
  * Memory regions: the nodes of QEMU's acyclic region graph.
  *
  * One class covers every kind, as QEMU's single `MemoryRegion` struct does: the kind is fixed at
- * construction by one of the static constructors. Semantics follow `system/memory.c` of QEMU 7.2;
- * see `shared/reference/qemu-memory-semantics.md` §1–§4.
+ * construction by one of the static constructors. Semantics follow `system/memory.c` of QEMU 7.2
+ * (called `softmmu/memory.c` there) and `include/exec/memory.h`.
  *
  * @module
  */
 
-import {
-  ADDRESS_SPACE_SIZE,
-  type AddrInput,
-  checkedAdd,
-  hex16,
-  toAddress,
-  toPriority,
-  toSize,
-} from "./address.ts";
+import { type AddrInput, checkedAdd, hex16, toAddress, toPriority, toSize } from "./address.ts";
+import { checkBoolean, show } from "./_check.ts";
 import type { MemoryRegionOps } from "./memory_region_ops.ts";
 import { type RamBacking, SparseRam } from "./ram_backing.ts";
 import { _markUpdatePending, beginTransaction, commitTransaction } from "./transaction.ts";
@@ -29,6 +22,12 @@ export const DirtyLogClient = { VGA: 0, CODE: 1, MIGRATION: 2 } as const;
 
 /** Granule of the memory API's dirty bitmaps: the 4 KiB target page. */
 export const DIRTY_PAGE_SIZE = 4096n;
+
+/** Pages per chunk of a dirty bitmap (4 KiB of bits for 128 MiB): sparse, so any region size works. */
+const DIRTY_CHUNK_PAGES = 1 << 15;
+
+/** Most pages one `markDirty` may mark or one `takeDirtyPages` may return (64 GiB of 4 KiB pages). */
+const MAX_DIRTY_PAGES_PER_CALL = 1 << 24;
 
 /** Options of the RAM-like constructors. */
 export interface RamOptions {
@@ -48,13 +47,14 @@ function describe(region: MemoryRegion): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, MemoryRegion } from "../mod.ts";
  * const system = MemoryRegion.container("system", 1n << 64n);
  * const ram = MemoryRegion.ram("pc.ram", 0x10_0000);
  * system.addSubregion(0, ram);
  * using as = new AddressSpace(system, "memory");
  * as.write(0x100, 4, 0xdeadbeef);
- * console.assert(as.read(0x100, 4).value === 0xdeadbeefn);
+ * assert.equal(as.read(0x100, 4).value, 0xdeadbeefn);
  * ```
  */
 export class MemoryRegion {
@@ -83,7 +83,8 @@ export class MemoryRegion {
   #backing: RamBacking | undefined;
   #logCounts: number[] | undefined;
   #dirtyLogMask = 0;
-  #dirty: Uint8Array | undefined;
+  /** Dirty bitmap in chunks of DIRTY_CHUNK_PAGES pages, only those with a page ever marked. */
+  #dirty: Map<number, Uint8Array> | undefined;
 
   private constructor(
     name: string,
@@ -92,7 +93,7 @@ export class MemoryRegion {
     ops: MemoryRegionOps | undefined,
     aliasTarget: MemoryRegion | null,
   ) {
-    if (typeof name !== "string") throw new TypeError(`region name must be a string, got ${typeof name}`);
+    if (typeof name !== "string") throw new TypeError(`region name must be a string, got ${show(name)}`);
     this.name = name;
     this.kind = kind;
     this.#size = size;
@@ -104,11 +105,15 @@ export class MemoryRegion {
   /**
    * A pure container: groups children; where none maps anything it is transparent.
    *
+   * @throws {TypeError} if `name` is not a string.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64).
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const pci = MemoryRegion.container("pci", 1n << 64n);
-   * console.assert(!pci.terminates);
+   * assert.equal(pci.terminates, false);
    * ```
    */
   static container(name: string, size: AddrInput): MemoryRegion {
@@ -118,11 +123,18 @@ export class MemoryRegion {
   /**
    * Guest RAM. Host memory is committed only for pages that are written, unless a backing is given.
    *
+   * @throws {TypeError} if `name` is not a string. Or `options` is not an object, or its backing not a {@link
+   * RamBacking}.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64). Or the
+   * backing is smaller than `size`.
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const ram = MemoryRegion.ram("pc.ram", 8n << 30n); // 8 GiB, nothing allocated yet
-   * console.assert(ram.isRam && !ram.readonly);
+   * assert.equal(ram.isRam, true);
+   * assert.equal(ram.readonly, false);
    * ```
    */
   static ram(name: string, size: AddrInput, options: RamOptions = {}): MemoryRegion {
@@ -132,6 +144,11 @@ export class MemoryRegion {
   /**
    * Read-only memory: reads come from its bytes; guest writes are dropped. Loaders fill it through
    * {@link MemoryRegion.ramBacking} or `AddressSpace.writeRom`.
+   *
+   * @throws {TypeError} if `name` is not a string. Or `options` is not an object, or its backing not a {@link
+   * RamBacking}.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64). Or the
+   * backing is smaller than `size`.
    */
   static rom(name: string, size: AddrInput, options: RamOptions = {}): MemoryRegion {
     return MemoryRegion.#ramLike(name, "rom", size, undefined, options);
@@ -140,6 +157,11 @@ export class MemoryRegion {
   /**
    * A ROM device (flash): in romd mode (the initial state) reads come from its bytes and writes go
    * to `ops.write`; with romd mode off every access goes to the ops.
+   *
+   * @throws {TypeError} if `name` is not a string, `ops` is not an object, or the backing is not a {@link
+   * RamBacking}.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64). Or the
+   * backing is smaller than `size`.
    */
   static romDevice(
     name: string,
@@ -147,19 +169,31 @@ export class MemoryRegion {
     ops: MemoryRegionOps,
     options: RamOptions = {},
   ): MemoryRegion {
-    if (!ops || typeof ops !== "object") throw new TypeError(`ROM device "${name}": ops are required`);
+    if (!ops || typeof ops !== "object") {
+      throw new TypeError(`ROM device "${name}": ops are required, got ${show(ops)}`);
+    }
     return MemoryRegion.#ramLike(name, "romDevice", size, ops, options);
   }
 
-  /** An MMIO or port-I/O region whose every access calls `ops`. */
+  /**
+   * An MMIO or port-I/O region whose every access calls `ops`.
+   *
+   * @throws {TypeError} if `name` is not a string or `ops` is not an object.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64).
+   */
   static io(name: string, size: AddrInput, ops: MemoryRegionOps): MemoryRegion {
-    if (!ops || typeof ops !== "object") throw new TypeError(`I/O region "${name}": ops are required`);
+    if (!ops || typeof ops !== "object") {
+      throw new TypeError(`I/O region "${name}": ops are required, got ${show(ops)}`);
+    }
     return new MemoryRegion(name, "io", toSize(size, `I/O region "${name}" size`), ops, null);
   }
 
   /**
    * A reservation: claims its range (hiding lower-priority siblings) but every access is invalid —
    * reads 0 and drops writes with DECODE_ERROR. For ranges an in-kernel device handles.
+   *
+   * @throws {TypeError} if `name` is not a string.
+   * @throws {RangeError} if `size` is negative, not an integer, or past 2^64 (2^64-1 means 2^64).
    */
   static reservation(name: string, size: AddrInput): MemoryRegion {
     return new MemoryRegion(name, "reservation", toSize(size, `reservation "${name}" size`), undefined, null);
@@ -168,21 +202,28 @@ export class MemoryRegion {
   /**
    * A window `[offset, offset + size)` of `target` (any region, also another alias).
    *
+   * As in QEMU 7.2 (`memory_region_init_alias`), the window may reach past the target, now or
+   * after the target shrinks: only the part inside the target renders (`render_memory_region`
+   * clips to the target's own size); the rest is a hole.
+   *
+   * @throws {TypeError} if `name` is not a string or `target` is not a MemoryRegion.
+   * @throws {RangeError} if `offset` is not in [0, 2^64) or `size` not in [0, 2^64].
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const ram = MemoryRegion.ram("pc.ram", 0x2000_0000);
    * const low = MemoryRegion.alias("ram-below-4g", ram, 0, 0x1000_0000);
-   * console.assert(low.aliasTarget === ram);
+   * assert.equal(low.aliasTarget, ram);
    * ```
    */
   static alias(name: string, target: MemoryRegion, offset: AddrInput, size: AddrInput): MemoryRegion {
     if (!(target instanceof MemoryRegion)) {
-      throw new TypeError(`alias "${name}": target must be a MemoryRegion`);
+      throw new TypeError(`alias "${name}": target must be a MemoryRegion, got ${show(target)}`);
     }
     const off = toAddress(offset, `alias "${name}" offset`);
     const sz = toSize(size, `alias "${name}" size`);
-    checkWindow(name, target, off, sz);
     const region = new MemoryRegion(name, "alias", sz, undefined, target);
     region.#aliasOffset = off;
     return region;
@@ -196,8 +237,11 @@ export class MemoryRegion {
     options: RamOptions,
   ): MemoryRegion {
     const sz = toSize(size, `${kind} "${name}" size`);
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`${kind} "${name}": options must be an object, got ${show(options)}`);
+    }
     const region = new MemoryRegion(name, kind, sz, ops, null);
-    if (options.backing) region.#attach(options.backing);
+    if (options.backing !== undefined) region.#attach(options.backing);
     return region;
   }
 
@@ -288,6 +332,8 @@ export class MemoryRegion {
   /**
    * The bytes behind a RAM, ROM or ROM-device region, created on first use (sparse) unless given
    * at construction or by {@link attachRamBacking}.
+   *
+   * @throws {TypeError} if the region has no RAM (not RAM, ROM or a ROM device).
    */
   get ramBacking(): RamBacking {
     if (!this.hasRamBacking) throw new TypeError(`${describe(this)} (${this.kind}) has no RAM`);
@@ -298,6 +344,10 @@ export class MemoryRegion {
   /**
    * Gives the region its memory (for example guest RAM that KVM maps). Allowed once, before the
    * region's bytes were first used, so nobody can hold on to other bytes.
+   *
+   * @throws {TypeError} if the region has no RAM, already has its memory, or `backing` is not a {@link
+   * RamBacking}.
+   * @throws {RangeError} if the backing is smaller than the region.
    */
   attachRamBacking(backing: RamBacking): void {
     if (!this.hasRamBacking) throw new TypeError(`${describe(this)} (${this.kind}) has no RAM`);
@@ -306,6 +356,12 @@ export class MemoryRegion {
   }
 
   #attach(backing: RamBacking): void {
+    if (
+      backing === null || typeof backing !== "object" || typeof backing.size !== "bigint" ||
+      typeof backing.read !== "function" || typeof backing.write !== "function"
+    ) {
+      throw new TypeError(`${describe(this)}: backing must be a RamBacking, got ${show(backing)}`);
+    }
     if (backing.size < this.#size) {
       throw new RangeError(
         `${describe(this)}: backing of 0x${backing.size.toString(16)} bytes is smaller than the region (0x${
@@ -321,18 +377,35 @@ export class MemoryRegion {
   /**
    * Maps `region` at `offset` in this container with priority 0.
    *
+   * @throws {TypeError} if `region` is not a MemoryRegion, is this region, is already a child of a container,
+   * or would make a cycle (through children or alias targets).
+   * @throws {RangeError} if `offset` is not in [0, 2^64), the region would end past 2^64, or the priority is
+   * not a signed 32-bit integer. The tree is left as it was.
+   *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const system = MemoryRegion.container("system", 1n << 64n);
-   * system.addSubregion(0xfec0_0000, MemoryRegion.reservation("kvm-ioapic", 0x1000));
+   * const ioapic = MemoryRegion.reservation("kvm-ioapic", 0x1000);
+   * system.addSubregion(0xfec0_0000, ioapic);
+   * assert.equal(ioapic.container, system);
+   * assert.equal(ioapic.addr, 0xfec0_0000n);
+   * assert.throws(() => system.addSubregion(0, ioapic), TypeError); // a region is mapped once
    * ```
    */
   addSubregion(offset: AddrInput, region: MemoryRegion): void {
     this.#add(offset, region, 0, "addSubregion");
   }
 
-  /** Maps `region` at `offset` with an overlap `priority`: higher wins; equal: newest wins. */
+  /**
+   * Maps `region` at `offset` with an overlap `priority`: higher wins; equal: newest wins.
+   *
+   * @throws {TypeError} if `region` is not a MemoryRegion, is this region, is already a child of a container,
+   * or would make a cycle (through children or alias targets).
+   * @throws {RangeError} if `offset` is not in [0, 2^64), the region would end past 2^64, or the priority is
+   * not a signed 32-bit integer. The tree is left as it was.
+   */
   addSubregionOverlap(offset: AddrInput, region: MemoryRegion, priority: number): void {
     this.#add(offset, region, priority, "addSubregionOverlap");
   }
@@ -393,7 +466,11 @@ export class MemoryRegion {
     return false;
   }
 
-  /** Unmaps `region`, which must be a child of this container. */
+  /**
+   * Unmaps `region`, which must be a child of this container.
+   *
+   * @throws {TypeError} if `region` is not a child of this container.
+   */
   removeSubregion(region: MemoryRegion): void {
     if (!(region instanceof MemoryRegion) || region.#container !== this) {
       const name = region instanceof MemoryRegion ? describe(region) : String(region);
@@ -406,9 +483,13 @@ export class MemoryRegion {
     commitTransaction();
   }
 
-  /** Enables or disables the region; a disabled region renders nothing and hides nothing. */
+  /**
+   * Enables or disables the region; a disabled region renders nothing and hides nothing.
+   *
+   * @throws {TypeError} if `enabled` is not a boolean.
+   */
   setEnabled(enabled: boolean): void {
-    enabled = Boolean(enabled);
+    checkBoolean(enabled, `setEnabled of ${describe(this)}`);
     if (enabled === this.#enabled) return;
     beginTransaction();
     this.#enabled = enabled;
@@ -416,11 +497,17 @@ export class MemoryRegion {
     commitTransaction();
   }
 
-  /** Changes the size; an alias's window must stay inside its target. */
+  /**
+   * Changes the size (QEMU's `memory_region_set_size`). A target that shrinks under an alias's
+   * window, or an alias that grows past its target, is allowed, as in QEMU: only the part of the
+   * window inside the target renders.
+   *
+   * @throws {RangeError} if `size` is not in [0, 2^64], the region would end past 2^64 in its container, or
+   * RAM would grow past its backing.
+   */
   setSize(size: AddrInput): void {
     const sz = toSize(size, `setSize of ${describe(this)}`);
     if (sz === this.#size) return;
-    if (this.#aliasTarget) checkWindow(this.name, this.#aliasTarget, this.#aliasOffset, sz);
     if (this.#container) checkedAdd(this.#addr, sz, `setSize: ${describe(this)} would end past 2^64`);
     if (this.#backing && sz > this.#backing.size) {
       throw new RangeError(
@@ -428,6 +515,7 @@ export class MemoryRegion {
       );
     }
     beginTransaction();
+    if (sz < this.#size) this.#trimDirty(sz);
     this.#size = sz;
     _markUpdatePending();
     commitTransaction();
@@ -436,6 +524,12 @@ export class MemoryRegion {
   /**
    * Moves the region within its container. Like QEMU it is removed and re-added with the same
    * priority, so it becomes the newest among equals and wins their overlaps.
+   *
+   * A region without a container (an address space's root) only records its new address, as QEMU
+   * 7.2's `memory_region_set_address` does: nothing is re-rendered then, and the next commit that
+   * renders places the root's view at the new base.
+   *
+   * @throws {RangeError} if `addr` is not in [0, 2^64) or the region would end past 2^64.
    */
   setAddress(addr: AddrInput): void {
     const a = toAddress(addr, `setAddress of ${describe(this)}`);
@@ -452,50 +546,77 @@ export class MemoryRegion {
     commitTransaction();
   }
 
-  /** Moves an alias's window within its target. */
+  /**
+   * Moves an alias's window in its target (QEMU's `memory_region_set_alias_offset`); as there, the
+   * window may reach past the target, and only its part inside the target renders.
+   *
+   * @throws {TypeError} if the region is not an alias.
+   * @throws {RangeError} if `offset` is not in [0, 2^64).
+   */
   setAliasOffset(offset: AddrInput): void {
     if (!this.#aliasTarget) throw new TypeError(`setAliasOffset: ${describe(this)} is not an alias`);
     const off = toAddress(offset, `setAliasOffset of ${describe(this)}`);
     if (off === this.#aliasOffset) return;
-    checkWindow(this.name, this.#aliasTarget, off, this.#size);
     this.#setFlag(() => this.#aliasOffset = off);
   }
 
-  /** Makes the region read-only (inherited by everything rendered through it). */
+  /**
+   * Makes the region read-only (inherited by everything rendered through it).
+   *
+   * @throws {TypeError} if `readonly` is not a boolean.
+   */
   setReadonly(readonly: boolean): void {
-    readonly = Boolean(readonly);
+    checkBoolean(readonly, `setReadonly of ${describe(this)}`);
     if (readonly !== this.#readonly) this.#setFlag(() => this.#readonly = readonly);
   }
 
-  /** Sets the nonvolatile flag (inherited). */
+  /**
+   * Sets the nonvolatile flag (inherited).
+   *
+   * @throws {TypeError} if `nonvolatile` is not a boolean.
+   */
   setNonvolatile(nonvolatile: boolean): void {
-    nonvolatile = Boolean(nonvolatile);
+    checkBoolean(nonvolatile, `setNonvolatile of ${describe(this)}`);
     if (nonvolatile !== this.#nonvolatile) this.#setFlag(() => this.#nonvolatile = nonvolatile);
   }
 
-  /** Forbids merging of this region's flat-view ranges with their neighbours (inherited). */
+  /**
+   * Forbids merging of this region's flat-view ranges with their neighbours (inherited).
+   *
+   * @throws {TypeError} if `unmergeable` is not a boolean.
+   */
   setUnmergeable(unmergeable: boolean): void {
-    unmergeable = Boolean(unmergeable);
+    checkBoolean(unmergeable, `setUnmergeable of ${describe(this)}`);
     if (unmergeable !== this.#unmergeable) this.#setFlag(() => this.#unmergeable = unmergeable);
   }
 
-  /** Switches a ROM device between romd mode (true) and MMIO mode (false). */
+  /**
+   * Switches a ROM device between romd mode (true) and MMIO mode (false).
+   *
+   * @throws {TypeError} if the region is not a ROM device or `romd` is not a boolean.
+   */
   setRomdMode(romd: boolean): void {
     if (this.kind !== "romDevice") throw new TypeError(`setRomdMode: ${describe(this)} is not a ROM device`);
-    romd = Boolean(romd);
+    checkBoolean(romd, `setRomdMode of ${describe(this)}`);
     if (romd !== this.#romdMode) this.#setFlag(() => this.#romdMode = romd);
   }
 
   /**
    * Starts (`on`) or stops dirty logging for one client; calls are counted, so the mask bit is set
    * by the first start and cleared by the last stop (QEMU's `memory_region_set_log`).
+   *
+   * @throws {TypeError} if `on` is not a boolean or the region has no RAM.
+   * @throws {RangeError} if `client` is not a {@link DirtyLogClient}, or stops a client that is not logging.
    */
   setLog(on: boolean, client: number = DirtyLogClient.VGA): void {
-    const counts = this.#logCounts ??= [0, 0, 0];
-    if (!(client in counts)) {
-      throw new RangeError(`setLog: unknown dirty-log client ${client} for ${describe(this)}`);
+    checkBoolean(on, `setLog of ${describe(this)}`);
+    if (
+      client !== DirtyLogClient.VGA && client !== DirtyLogClient.CODE && client !== DirtyLogClient.MIGRATION
+    ) {
+      throw new RangeError(`setLog: unknown dirty-log client ${show(client)} for ${describe(this)}`);
     }
     if (!this.hasRamBacking) throw new TypeError(`setLog: ${describe(this)} is not RAM`);
+    const counts = this.#logCounts ??= [0, 0, 0];
     if (!on && counts[client] === 0) {
       throw new RangeError(`setLog: client ${client} is not logging ${describe(this)}`);
     }
@@ -518,49 +639,131 @@ export class MemoryRegion {
 
   // ------------------------------------------------------------------ dirty pages
 
-  /** Marks the pages of `[offset, offset + length)` dirty (memory API writes and log syncs). */
-  markDirty(offset: bigint, length: bigint): void {
-    if (length <= 0n) return;
-    const bitmap = this.#dirtyBitmap();
-    const first = offset / DIRTY_PAGE_SIZE;
-    const last = (offset + length - 1n) / DIRTY_PAGE_SIZE;
-    for (let page = Number(first); page <= Number(last); page++) bitmap[page >> 3] |= 1 << (page & 7);
+  /**
+   * Marks the pages of `[offset, offset + length)` dirty (memory API writes and log syncs; QEMU's
+   * `memory_region_set_dirty`).
+   *
+   * @throws {TypeError} if `offset` or `length` is not a number or bigint.
+   * @throws {RangeError} if the range is not inside the region, or spans more than 2^24 pages.
+   */
+  markDirty(offset: AddrInput, length: AddrInput): void {
+    const range = this.#dirtyRange("markDirty", offset, length);
+    if (!range) return;
+    const [first, last] = range;
+    if (last - first + 1 > MAX_DIRTY_PAGES_PER_CALL) {
+      throw new RangeError(
+        `markDirty of ${describe(this)}: ${
+          last - first + 1
+        } pages at once (at most ${MAX_DIRTY_PAGES_PER_CALL})`,
+      );
+    }
+    const chunks = this.#dirty ??= new Map();
+    let index = -1;
+    let bits: Uint8Array | undefined;
+    for (let page = first; page <= last; page++) {
+      const c = Math.floor(page / DIRTY_CHUNK_PAGES);
+      if (c !== index) {
+        index = c;
+        bits = chunks.get(c);
+        if (!bits) chunks.set(c, bits = new Uint8Array(DIRTY_CHUNK_PAGES / 8));
+      }
+      const bit = page - c * DIRTY_CHUNK_PAGES;
+      bits![bit >> 3] |= 1 << (bit & 7);
+    }
   }
 
   /**
    * Returns the offsets (page-aligned, region-relative) of dirty pages in `[offset, offset+length)`
-   * and clears them (QEMU's test-and-clear).
+   * and clears them (QEMU's test-and-clear). By default the whole region from `offset`.
+   *
+   * @throws {TypeError} if `offset` or `length` is not a number or bigint.
+   * @throws {RangeError} if the range is not inside the region, or holds more than 2^24 dirty
+   * pages (then nothing is cleared: take smaller ranges).
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { MemoryRegion } from "./memory_region.ts";
    * const vram = MemoryRegion.ram("vga.vram", 0x10000);
-   * vram.markDirty(0x2010n, 4n);
-   * console.assert(vram.takeDirtyPages()[0] === 0x2000n && vram.takeDirtyPages().length === 0);
+   * vram.markDirty(0x2010, 4);
+   * assert.deepEqual(vram.takeDirtyPages(), [0x2000n]);
+   * assert.deepEqual(vram.takeDirtyPages(), []);
    * ```
    */
-  takeDirtyPages(offset = 0n, length: bigint = this.#size): bigint[] {
-    const result: bigint[] = [];
-    if (!this.#dirty || length <= 0n) return result;
-    const first = Number(offset / DIRTY_PAGE_SIZE);
-    const last = Number((offset + length - 1n) / DIRTY_PAGE_SIZE);
-    const bitmap = this.#dirty;
-    for (let page = first; page <= last; page++) {
-      const bit = 1 << (page & 7);
-      if (bitmap[page >> 3] & bit) {
-        bitmap[page >> 3] &= ~bit;
-        result.push(BigInt(page) * DIRTY_PAGE_SIZE);
+  takeDirtyPages(offset: AddrInput = 0n, length?: AddrInput): bigint[] {
+    const range = this.#dirtyRange("takeDirtyPages", offset, length);
+    const chunks = this.#dirty;
+    if (!range || !chunks) return [];
+    const [first, last] = range;
+    // Only chunks that exist are visited: the cost follows what is dirty, not the region's size.
+    const lo = Math.floor(first / DIRTY_CHUNK_PAGES);
+    const hi = Math.floor(last / DIRTY_CHUNK_PAGES);
+    const present = hi - lo + 1 <= chunks.size
+      ? Array.from({ length: hi - lo + 1 }, (_, i) => lo + i).filter((c) => chunks.has(c))
+      : [...chunks.keys()].filter((c) => c >= lo && c <= hi).sort((a, b) => a - b);
+    const pagesOf = (c: number, take: boolean): number[] => {
+      const bits = chunks.get(c)!;
+      const base = c * DIRTY_CHUNK_PAGES;
+      const from = Math.max(first - base, 0);
+      const to = Math.min(last - base, DIRTY_CHUNK_PAGES - 1);
+      const pages: number[] = [];
+      for (let byte = from >> 3; byte <= to >> 3; byte++) {
+        if (bits[byte] === 0) continue;
+        for (let bit = byte << 3; bit < (byte + 1) << 3; bit++) {
+          if (bit < from || bit > to || !(bits[byte] & (1 << (bit & 7)))) continue;
+          pages.push(base + bit);
+          if (take) bits[byte] &= ~(1 << (bit & 7));
+        }
       }
+      return pages;
+    };
+    let count = 0;
+    for (const c of present) count += pagesOf(c, false).length;
+    if (count > MAX_DIRTY_PAGES_PER_CALL) {
+      throw new RangeError(
+        `takeDirtyPages of ${
+          describe(this)
+        }: ${count} dirty pages in the range (at most ${MAX_DIRTY_PAGES_PER_CALL}); take smaller ranges`,
+      );
+    }
+    const result: bigint[] = [];
+    for (const c of present) {
+      for (const page of pagesOf(c, true)) result.push(BigInt(page) * DIRTY_PAGE_SIZE);
+      if (chunks.get(c)!.every((b) => b === 0)) chunks.delete(c);
     }
     return result;
   }
 
-  #dirtyBitmap(): Uint8Array {
-    if (!this.#dirty) {
-      const pages = (this.#size + DIRTY_PAGE_SIZE - 1n) / DIRTY_PAGE_SIZE;
-      this.#dirty = new Uint8Array(Number((pages + 7n) / 8n));
+  /** Checks a dirty-page range lies in the region; its first and last page, or null if empty. */
+  #dirtyRange(op: string, offset: AddrInput, length: AddrInput | undefined): [number, number] | null {
+    const off = toAddress(offset, `${op} of ${describe(this)}: offset`);
+    const len = length === undefined
+      ? (off <= this.#size ? this.#size - off : 0n)
+      : toSize(length, `${op} of ${describe(this)}: length`);
+    if (off + len > this.#size) {
+      throw new RangeError(
+        `${op}: 0x${off.toString(16)}+0x${len.toString(16)} lies outside ${describe(this)} (size 0x${
+          this.#size.toString(16)
+        })`,
+      );
     }
-    return this.#dirty;
+    if (len === 0n) return null;
+    // Page numbers are below 2^52: exact as doubles.
+    return [Number(off / DIRTY_PAGE_SIZE), Number((off + len - 1n) / DIRTY_PAGE_SIZE)];
+  }
+
+  /** Forgets dirty bits of pages that no longer exist after a shrink to `size`. */
+  #trimDirty(size: bigint): void {
+    const chunks = this.#dirty;
+    if (!chunks) return;
+    const end = Number((size + DIRTY_PAGE_SIZE - 1n) / DIRTY_PAGE_SIZE); // first page past the end
+    for (const [c, bits] of chunks) {
+      const base = c * DIRTY_CHUNK_PAGES;
+      if (base >= end) chunks.delete(c);
+      else if (base + DIRTY_CHUNK_PAGES > end) {
+        for (let bit = end - base; bit < DIRTY_CHUNK_PAGES; bit++) bits[bit >> 3] &= ~(1 << (bit & 7));
+      }
+    }
   }
 
   /** `name` plus its absolute range, for messages. */
@@ -568,15 +771,5 @@ export class MemoryRegion {
     return `MemoryRegion(${this.kind} "${this.name}" size 0x${this.#size.toString(16)} at ${
       hex16(this.#addr)
     })`;
-  }
-}
-
-function checkWindow(name: string, target: MemoryRegion, offset: bigint, size: bigint): void {
-  if (offset + size > target.size || offset + size > ADDRESS_SPACE_SIZE) {
-    throw new RangeError(
-      `alias "${name}": window 0x${offset.toString(16)}+0x${size.toString(16)} lies outside ${
-        describe(target)
-      } (size 0x${target.size.toString(16)})`,
-    );
   }
 }

@@ -54,13 +54,18 @@ export interface ValidConstraints extends AccessConstraints {
  *
  * @example
  * ```ts
- * import type { MemoryRegionOps } from "./memory_region_ops.ts";
- * let scratch = 0;
+ * import assert from "node:assert/strict";
+ * import { AddressSpace, MemoryRegion, type MemoryRegionOps } from "../mod.ts";
+ * const scratch = [0, 0, 0, 0];
  * const ops: MemoryRegionOps = {
- *   read: () => scratch,
- *   write: (_offset, value) => void (scratch = Number(value)),
- *   impl: { min: 1, max: 1 },
+ *   read: (offset) => scratch[offset],
+ *   write: (offset, value) => void (scratch[offset] = Number(value)),
+ *   impl: { min: 1, max: 1 }, // the core splits wider accesses into bytes
  * };
+ * using as = new AddressSpace(MemoryRegion.io("scratch", 4, ops), "I/O");
+ * as.write(0, 4, 0x11223344);
+ * assert.deepEqual(scratch, [0x44, 0x33, 0x22, 0x11]);
+ * assert.equal(as.read(2, 2).value, 0x1122n);
  * ```
  */
 export interface MemoryRegionOps {

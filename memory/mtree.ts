@@ -9,7 +9,8 @@
  */
 
 import { ADDRESS_SPACE_SIZE, hex16 } from "./address.ts";
-import type { AddressSpace } from "./address_space.ts";
+import { show } from "./_check.ts";
+import { AddressSpace } from "./address_space.ts";
 import type { FlatView } from "./flat_view.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 
@@ -143,16 +144,30 @@ function formatFlat(spaces: readonly AddressSpace[], options: MtreeOptions): str
 /**
  * Prints address spaces as QEMU 7.2's `info mtree` (`flat: true` for `info mtree -f`).
  *
+ * @throws {TypeError} if `addressSpaces` is not an array of AddressSpace or `options` is not an object.
+ *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AddressSpace, formatMtree, MemoryRegion } from "../mod.ts";
  * const system = MemoryRegion.container("system", 1n << 64n);
  * system.addSubregion(0, MemoryRegion.ram("ram", 64n << 20n));
  * using memory = new AddressSpace(system, "memory");
- * console.assert(formatMtree([memory]).includes("(prio 0, ram): ram\n"));
- * console.assert(formatMtree([memory], { flat: true }).includes("Root memory region: ram\n"));
+ * assert.match(formatMtree([memory]), /\(prio 0, ram\): ram\n/);
+ * assert.match(formatMtree([memory], { flat: true }), /Root memory region: ram\n/);
  * ```
  */
 export function formatMtree(addressSpaces: readonly AddressSpace[], options: MtreeOptions = {}): string {
+  if (!Array.isArray(addressSpaces)) {
+    throw new TypeError(`formatMtree: expected an array of address spaces, got ${show(addressSpaces)}`);
+  }
+  addressSpaces.forEach((as, i) => {
+    if (!(as instanceof AddressSpace)) {
+      throw new TypeError(`formatMtree: entry ${i} is not an AddressSpace but ${show(as)}`);
+    }
+  });
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`formatMtree: options must be an object, got ${show(options)}`);
+  }
   return options.flat ? formatFlat(addressSpaces, options) : formatTree(addressSpaces, options);
 }

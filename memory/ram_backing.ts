@@ -10,6 +10,8 @@
  * @module
  */
 
+import { show } from "./_check.ts";
+
 /** What a RAM-like region needs from its memory. Offsets are relative to the region's byte 0. */
 export interface RamBacking {
   /** Size in bytes. */
@@ -34,19 +36,28 @@ export const SPARSE_PAGE_SIZE = 4096;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { SparseRam } from "./ram_backing.ts";
  * const ram = new SparseRam(8n << 30n); // 8 GiB, nothing committed
  * ram.write(0x1000n, new Uint8Array([1, 2]));
  * const out = new Uint8Array(2);
  * ram.read(0x1000n, out);
- * console.assert(out[1] === 2 && ram.committedPages === 1);
+ * assert.deepEqual([...out], [1, 2]);
+ * assert.equal(ram.committedPages, 1);
  * ```
  */
 export class SparseRam implements RamBacking {
   readonly size: bigint;
   readonly #pages = new Map<number, Uint8Array>();
 
+  /**
+   * Sparse memory of `size` bytes, all zero.
+   *
+   * @throws {TypeError} if `size` is not a bigint.
+   * @throws {RangeError} if `size` is negative.
+   */
   constructor(size: bigint) {
+    if (typeof size !== "bigint") throw new TypeError(`SparseRam: size ${show(size)} is not a bigint`);
     if (size < 0n) throw new RangeError(`SparseRam: size ${size} is negative`);
     this.size = size;
   }
@@ -56,6 +67,11 @@ export class SparseRam implements RamBacking {
     return this.#pages.size;
   }
 
+  /**
+   * Copies `out.length` bytes at `offset` into `out`; untouched pages read as zero.
+   *
+   * @throws {RangeError} if the bytes are not all inside the memory.
+   */
   read(offset: bigint, out: Uint8Array): void {
     const start = this.#check(offset, out.length);
     let page = Math.floor(start / SPARSE_PAGE_SIZE);
@@ -73,6 +89,11 @@ export class SparseRam implements RamBacking {
     }
   }
 
+  /**
+   * Copies `data` in at `offset`, committing the pages it touches.
+   *
+   * @throws {RangeError} if the bytes are not all inside the memory.
+   */
   write(offset: bigint, data: Uint8Array): void {
     const start = this.#check(offset, data.length);
     let page = Math.floor(start / SPARSE_PAGE_SIZE);

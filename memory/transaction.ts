@@ -9,6 +9,8 @@
  * @module
  */
 
+import { show } from "./_check.ts";
+
 /** What the outermost commit calls when an update is pending (installed by `address_space.ts`). */
 type RebuildHook = () => void;
 
@@ -36,9 +38,10 @@ export function transactionDepth(): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { beginTransaction, commitTransaction, transactionDepth } from "./transaction.ts";
  * beginTransaction();
- * console.assert(transactionDepth() === 1);
+ * assert.equal(transactionDepth(), 1);
  * commitTransaction();
  * ```
  */
@@ -50,6 +53,9 @@ export function beginTransaction(): void {
  * Closes a transaction. The outermost commit re-renders the flat views if anything visible changed
  * and delivers the differences to the listeners. A listener that throws does not stop the others:
  * every address space is still brought up to date, and the first error is re-thrown afterwards.
+ *
+ * @throws {Error} if no transaction is open.
+ * @throws The first error a listener threw during the rebuild, after every address space is updated.
  */
 export function commitTransaction(): void {
   if (depth === 0) throw new Error("commitTransaction: no transaction is open");
@@ -75,17 +81,28 @@ export function commitTransaction(): void {
 /**
  * Runs `fn` inside a transaction and commits even when `fn` throws (then `fn`'s error wins).
  *
+ * @throws {TypeError} if `fn` is not a function.
+ * @throws Whatever `fn` throws (the transaction is committed first), else what {@link commitTransaction}
+ * throws.
+ *
  * @example
  * ```ts
- * import { MemoryRegion, transaction } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ * import { AddressSpace, MemoryRegion, transaction } from "../mod.ts";
  * const system = MemoryRegion.container("system", 1n << 32n);
+ * using as = new AddressSpace(system, "memory");
+ * let rebuilds = 0;
+ * as.registerListener({ begin: () => void rebuilds++ });
+ * rebuilds = 0; // registering replays the view once
  * transaction(() => {
  *   system.addSubregion(0, MemoryRegion.ram("a", 0x1000));
  *   system.addSubregion(0x1000, MemoryRegion.ram("b", 0x1000));
- * }); // one re-render for both
+ * });
+ * assert.equal(rebuilds, 1); // one re-render for both
  * ```
  */
 export function transaction<T>(fn: () => T): T {
+  if (typeof fn !== "function") throw new TypeError(`transaction: expected a function, got ${show(fn)}`);
   beginTransaction();
   let result: T;
   try {
