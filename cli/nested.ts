@@ -23,6 +23,9 @@ options:
 
 Needs: apt-get install qemu-system-x86 linux-image-amd64 busybox-static`;
 
+/** Exit status 128 + n for a run ended by signal n, as a shell reports it. */
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+
 /** Runs the nested command line `args`; returns the exit status. */
 export async function nestedMain(args: string[]): Promise<number> {
   const options: {
@@ -84,7 +87,7 @@ export async function nestedMain(args: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof NestedError) {
       console.error(error.message);
-      return 1;
+      return error.signal ? 128 + SIGNAL_NUMBERS[error.signal as keyof typeof SIGNAL_NUMBERS] : 1;
     }
     throw error;
   }

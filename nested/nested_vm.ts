@@ -36,10 +36,13 @@ const INITRAMFS_FORMAT = 1;
 export class NestedError extends Error {
   /** Where the VM's console log is, when there is one. */
   readonly log?: string;
-  constructor(message: string, log?: string) {
+  /** The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), if one did. */
+  readonly signal?: Deno.Signal;
+  constructor(message: string, log?: string, signal?: Deno.Signal) {
     super(log ? `${message} (console log: ${log})` : message);
     this.name = "NestedError";
     this.log = log;
+    this.signal = signal;
   }
 }
 
@@ -219,6 +222,12 @@ export interface NestedOptions {
   onOutput?: (chunk: Uint8Array) => void;
   /** Host directories the command may write to (shared writable at the same paths). */
   writable?: readonly string[];
+  /** Called once QEMU runs: its process id, the run's share directory and the console log's path. */
+  onStart?: (run: { pid: number; share: string; log: string }) => void;
+  /** Where the run's share directory is made (default: the system's temporary directory). */
+  tempDir?: string;
+  /** The QEMU binary (default {@link QEMU_BINARY}, found on PATH). */
+  qemu?: string;
   /** Aborts the run (QEMU is killed, everything removed). */
   signal?: AbortSignal;
 }
@@ -261,17 +270,34 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
   const stdio = options.stdio ?? "inherit";
   const timeoutSeconds = options.timeoutSeconds ?? 3600;
   await Deno.mkdir(cacheDir, { recursive: true });
-  const share = await Deno.makeTempDir({ prefix: "kvm-ts-nested-" });
+  const share = await Deno.makeTempDir({ prefix: "kvm-ts-nested-", dir: options.tempDir });
   const log = `${cacheDir}/console-${Deno.pid}-${Date.now()}.log`;
   const started = performance.now();
   let child: Deno.ChildProcess | undefined;
+  let exited = false;
   const kill = () => {
+    // By pid: ChildProcess.kill refuses while Deno's own wait for the child is settling, which a
+    // signal arriving at this process can cause, and QEMU would live on.
+    if (child === undefined || exited) return;
     try {
-      child?.kill("SIGKILL");
+      Deno.kill(child.pid, "SIGKILL");
     } catch { /* already gone */ }
   };
-  const onSignal = () => kill();
+  let interrupted: Deno.Signal | undefined;
+  const onSignal = (signal: Deno.Signal) => {
+    interrupted ??= signal;
+    kill();
+  };
+  const listeners = new Map<Deno.Signal, () => void>();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  // Listen before QEMU exists: a Ctrl-C between its spawn and a later listener would end this
+  // process and orphan QEMU.
+  for (const s of signals) {
+    const listener = () => onSignal(s);
+    listeners.set(s, listener);
+    Deno.addSignalListener(s, listener);
+  }
+  options.signal?.addEventListener("abort", kill);
   try {
     const initramfs = await nestedInitramfs(kernel, cacheDir);
     await pruneLogs(cacheDir);
@@ -323,7 +349,7 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       ...["-serial", `file:${log}`, "-chardev", "stdio,id=job,signal=off", "-serial", "chardev:job"],
     ];
     try {
-      child = new Deno.Command(QEMU_BINARY, {
+      child = new Deno.Command(options.qemu ?? QEMU_BINARY, {
         args,
         stdin: stdio === "inherit" ? "inherit" : "null",
         stdout: stdio === "inherit" ? "inherit" : "piped",
@@ -331,12 +357,13 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       }).spawn();
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) {
-        throw new NestedError(`${QEMU_BINARY} not found: apt-get install ${NESTED_PACKAGES}`);
+        throw new NestedError(`${options.qemu ?? QEMU_BINARY} not found: apt-get install ${NESTED_PACKAGES}`);
       }
       throw error;
     }
-    for (const s of signals) Deno.addSignalListener(s, onSignal);
-    options.signal?.addEventListener("abort", kill);
+    // A signal or an abort that came while QEMU was being started.
+    if (interrupted !== undefined || options.signal?.aborted) kill();
+    options.onStart?.({ pid: child.pid, share, log });
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -353,6 +380,7 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       : Promise.resolve();
     const stderr = new Response(child.stderr).text();
     const exit = await child.status;
+    exited = true;
     clearTimeout(timer);
     await reading;
     const qemuErrors = (await stderr).trim();
@@ -367,6 +395,7 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       const output = stdio === "piped" ? concat(chunks) : undefined;
       return { status: Number(statusText), seconds, bootSeconds: undefined, output };
     }
+    if (interrupted) throw new NestedError(`nested VM: interrupted by ${interrupted}`, log, interrupted);
     if (options.signal?.aborted) throw new NestedError("nested VM: the run was aborted", log);
     if (timedOut) {
       throw new NestedError(
@@ -388,11 +417,7 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       log,
     );
   } finally {
-    for (const s of signals) {
-      try {
-        Deno.removeSignalListener(s, onSignal);
-      } catch { /* not added */ }
-    }
+    for (const [s, listener] of listeners) Deno.removeSignalListener(s, listener);
     options.signal?.removeEventListener("abort", kill);
     if (child) {
       kill();

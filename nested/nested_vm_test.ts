@@ -1,0 +1,243 @@
+/**
+ * The nested KVM VM as its users see it: a command's output, status, directory and environment come
+ * back; a writable share works; and on a timeout, an abort or a missing QEMU, the error is one line
+ * and no QEMU process or temporary directory is left behind. These boot QEMU's emulator (≈10 s each)
+ * and need no KVM on the host.
+ */
+import assert from "node:assert/strict";
+import { findNestedKernel, NestedError, QEMU_BINARY, runNested } from "./nested_vm.ts";
+import { initScript, jobScript, shellQuote } from "./init_script.ts";
+
+function missingPrerequisite(): string | undefined {
+  try {
+    new Deno.Command(QEMU_BINARY, { args: ["--version"], stdout: "null", stderr: "null" }).outputSync();
+  } catch {
+    return `${QEMU_BINARY} not found (apt-get install qemu-system-x86)`;
+  }
+  try {
+    findNestedKernel();
+    Deno.statSync("/bin/busybox");
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return undefined;
+}
+const missing = missingPrerequisite();
+if (missing) console.log(`nested/nested_vm_test.ts: nested VM tests skipped: ${missing}`);
+const ifNested = { ignore: missing !== undefined };
+
+/** A run's QEMU process and share directory, as `onStart` reported them. */
+type Started = { pid: number; share: string; log: string };
+
+/** What of `run` is still there: its QEMU process (unless reaped) and its share directory. */
+function leftovers(run: Started | undefined): string[] {
+  assert.ok(run, "QEMU was started");
+  const left: string[] = [];
+  try {
+    const status = Deno.readTextFileSync(`/proc/${run.pid}/status`);
+    if (!/^State:\s+Z/m.test(status)) left.push(`QEMU process ${run.pid}`);
+  } catch { /* gone */ }
+  try {
+    Deno.statSync(run.share);
+    left.push(`share ${run.share}`);
+  } catch { /* removed */ }
+  return left;
+}
+
+const decode = (bytes?: Uint8Array) => new TextDecoder().decode(bytes);
+
+Deno.test("shellQuote: the shell reads back every word exactly", () => {
+  const words = ["plain", "", "two words", "it's", `"$HOME" \`x\` \\n`, "ünï\tcode", "-n", "*", "a'b'c"];
+  const out = new Deno.Command("sh", { args: ["-c", `printf '%s\\0' ${words.map(shellQuote).join(" ")}`] })
+    .outputSync();
+  assert.deepEqual(decode(out.stdout).split("\0").slice(0, -1), words);
+});
+
+Deno.test("the init loads the modules in order and holds nothing run-specific; the job runs where it was started", () => {
+  const init = initScript(["modules/00-a.ko", "modules/01-b.ko"]);
+  assert.ok(init.indexOf("modules/00-a.ko") < init.indexOf("modules/01-b.ko"));
+  assert.ok(init.startsWith("#!/bin/busybox sh\n"));
+  const job = jobScript({
+    argv: ["deno", "test", "a b"],
+    cwd: "/work/x y",
+    env: { A: "1 2" },
+    sharePath: "/tmp/s",
+  });
+  assert.match(job, /^cd '\/work\/x y' \|\| exit 126$/m);
+  assert.match(job, /^export A='1 2'$/m);
+  assert.match(job, /^deno test 'a b'$/m);
+  assert.match(job, /^echo \$\? > \/tmp\/s\/status$/m);
+  assert.match(job, /^stty raw -echo/m, "piped output passes unchanged");
+});
+
+Deno.test({
+  name:
+    "a command in the nested VM: its output, status, directory, environment, /dev/kvm and a writable share",
+  ...ifNested,
+  async fn() {
+    let started: Started | undefined;
+    const out = await Deno.makeTempDir({ prefix: "kvm-ts-nested-test-out-" });
+    try {
+      const result = await runNested({
+        argv: [
+          "sh",
+          "-c",
+          'echo "cwd=$(pwd) x=$X kvm=$(test -c /dev/kvm && echo yes)"; echo done > "$1"/f; exit 7',
+          "-",
+          out,
+        ],
+        cwd: "/usr",
+        env: { X: "it's" },
+        writable: [out],
+        stdio: "piped",
+        timeoutSeconds: 300,
+        onStart: (run) => started = run,
+      });
+      assert.equal(result.status, 7);
+      assert.equal(decode(result.output), "cwd=/usr x=it's kvm=yes\n");
+      assert.equal(Deno.readTextFileSync(`${out}/f`), "done\n");
+    } finally {
+      Deno.removeSync(out, { recursive: true });
+    }
+    assert.deepEqual(leftovers(started), []);
+  },
+});
+
+Deno.test({
+  name: "a command that outlives its timeout: one line with the log's path; no QEMU, no share left",
+  ...ifNested,
+  async fn() {
+    let started: Started | undefined;
+    const error = await runNested({
+      argv: ["sleep", "600"],
+      stdio: "piped",
+      timeoutSeconds: 25,
+      onStart: (run) => started = run,
+    }).catch((e) => e);
+    assert.ok(error instanceof NestedError, String(error));
+    assert.match(
+      error.message,
+      /^nested VM: the (command|VM) did not finish within 25 s \(console log: .*\.log\)$/,
+    );
+    assert.ok(!error.message.includes("\n"));
+    assert.equal(error.log, started?.log);
+    assert.ok(Deno.statSync(error.log!).isFile);
+    assert.deepEqual(leftovers(started), []);
+  },
+});
+
+Deno.test({
+  name: "an aborted run kills QEMU and removes its share",
+  ...ifNested,
+  async fn() {
+    let started: Started | undefined;
+    const abort = new AbortController();
+    const run = runNested({
+      argv: ["sleep", "600"],
+      stdio: "piped",
+      signal: abort.signal,
+      onStart: (run) => started = run,
+    }).catch((e) => e);
+    while (started === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    assert.deepEqual(
+      leftovers(started),
+      [`QEMU process ${started.pid}`, `share ${started.share}`],
+      "running",
+    );
+    abort.abort();
+    const error = await run;
+    assert.ok(error instanceof NestedError && /aborted/.test(error.message), String(error));
+    assert.deepEqual(leftovers(started), []);
+  },
+});
+
+Deno.test({
+  name: "no QEMU: one line naming the packages to install, nothing left behind",
+  ...ifNested,
+  async fn() {
+    const parent = await Deno.makeTempDir();
+    const error = await runNested({
+      argv: ["true"],
+      qemu: "/nonexistent/qemu-system-x86_64",
+      stdio: "piped",
+      tempDir: parent,
+    }).catch((e) => e);
+    assert.ok(error instanceof NestedError, String(error));
+    assert.equal(
+      error.message,
+      "/nonexistent/qemu-system-x86_64 not found: apt-get install qemu-system-x86 linux-image-amd64 busybox-static",
+    );
+    assert.deepEqual([...Deno.readDirSync(parent)], [], "the share directory is removed");
+    Deno.removeSync(parent);
+  },
+});
+
+Deno.test({
+  name: "deno task nested stopped by SIGINT (Ctrl-C) or SIGTERM: QEMU killed, share removed, status 128+n",
+  ...ifNested,
+  async fn() {
+    for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+      const tmp = await Deno.makeTempDir(); // TMPDIR of the tool: where its share goes
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-all",
+          new URL("../cli/nested.ts", import.meta.url).pathname,
+          "--",
+          "sleep",
+          "600",
+        ],
+        env: { TMPDIR: tmp },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      let exited = false;
+      const ended = child.output().finally(() => exited = true);
+      let qemu: number | undefined;
+      while (qemu === undefined && !exited) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        qemu = childrenOf(child.pid).find((pid) => isQemu(commandOf(pid)));
+      }
+      if (qemu === undefined) {
+        assert.fail(`the tool ended before starting QEMU: ${decode((await ended).stderr)}`);
+      }
+      Deno.kill(child.pid, signal); // (child.kill refuses once output() is pending)
+      const out = await ended;
+      assert.equal(out.code, status, decode(out.stderr));
+      assert.match(decode(out.stderr), new RegExp(`^nested VM: interrupted by ${signal} \\(console log: `));
+      assert.ok(!isQemu(commandOf(qemu)), "QEMU is gone");
+      assert.deepEqual([...Deno.readDirSync(tmp)], [], "the share directory is removed");
+      Deno.removeSync(tmp);
+    }
+  },
+});
+
+/** Whether a /proc cmdline is QEMU's (found on PATH, so with its directory). */
+function isQemu(cmdline: string): boolean {
+  const program = cmdline.split("\0")[0];
+  return program.slice(program.lastIndexOf("/") + 1) === QEMU_BINARY;
+}
+
+function commandOf(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+  } catch {
+    return "";
+  }
+}
+
+function childrenOf(parent: number): number[] {
+  const children: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === parent) {
+        children.push(Number(entry.name));
+      }
+    } catch { /* gone */ }
+  }
+  return children;
+}
