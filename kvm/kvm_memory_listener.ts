@@ -1,7 +1,7 @@
 /**
  * The KVM memory listener: turns an address space's flat-view changes into memslots, with the rules
  * of QEMU 7.2's `accel/kvm/kvm-all.c` (`kvm_set_phys_mem`, `kvm_set_user_memory_region`,
- * `kvm_mem_flags`, `kvm_log_start/stop/sync`). See `shared/reference/qemu-memory-semantics.md` §10.
+ * `kvm_mem_flags`, `kvm_log_start/stop/sync`). See `docs/qemu-memory-semantics.md` §10.
  *
  * @module
  */
