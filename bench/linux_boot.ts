@@ -3,7 +3,7 @@
  * and `-machine pc`, in one run, with the same command line, and reports for each: the time from
  * the command to the kernel's first console line, to a marker line (the busybox /init of
  * examples/build_initramfs.ts prints one), and to the guest's exit — each where it happens before
- * the timeout. On a host without hardware virtualization Linux never gets to /init (kvm-abi.md §8):
+ * the timeout. On a host without hardware virtualization Linux never gets to /init (docs/kvm-abi.md §8):
  * there the first console line is what can be compared.
  *
  * Usage: deno task bench:linux [--kernel /boot/vmlinuz-…] [--initrd FILE] [--append TEXT] [--timeout 60]

@@ -7,6 +7,7 @@
  */
 
 import { NestedError, runNested } from "../nested/nested_vm.ts";
+import { hostTerminalSize } from "./nested_fallback.ts";
 
 const USAGE = `usage: deno task nested [options] -- COMMAND [ARG…]
 
@@ -82,7 +83,13 @@ export async function nestedMain(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    const result = await runNested({ ...options, argv, env: Deno.env.toObject(), stdio: "inherit" });
+    const result = await runNested({
+      ...options,
+      argv,
+      env: Deno.env.toObject(),
+      stdio: "inherit",
+      terminal: hostTerminalSize(),
+    });
     return result.status;
   } catch (error) {
     if (error instanceof NestedError) {

@@ -21,6 +21,19 @@ export function nestedReason(linuxGuest: boolean, kvm: HostKvm = hostKvm()): str
   return undefined;
 }
 
+/**
+ * The size of this process's terminal for the nested VM's command, or undefined when stdin is not a
+ * terminal (80 × 24 when the size cannot be read).
+ */
+export function hostTerminalSize(): { rows: number; columns: number } | undefined {
+  if (!Deno.stdin.isTerminal()) return undefined;
+  try {
+    return Deno.consoleSize();
+  } catch {
+    return { rows: 24, columns: 80 };
+  }
+}
+
 function insideNestedVm(): boolean {
   try {
     return Deno.env.get(NESTED_ENV) === "1";
@@ -52,6 +65,7 @@ export async function runMainNested(args: readonly string[], reason: string, say
     argv: [Deno.execPath(), "run", ...START_PERMISSIONS, "--no-check", mainModule, ...args],
     env: Deno.env.toObject(),
     stdio: "inherit",
+    terminal: hostTerminalSize(),
   });
   return result.status;
 }

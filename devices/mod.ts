@@ -5,16 +5,99 @@
  * @module
  */
 
-export * from "./irq_line.ts";
-export * from "./port_device.ts";
-export * from "./uart_16550.ts";
-export * from "./i8042.ts";
-export * from "./port92.ts";
-export * from "./reset_control.ts";
-export * from "./cmos_rtc.ts";
-export * from "./pci_device.ts";
-export * from "./i440fx_host_bridge.ts";
-export * from "./pci_host.ts";
-export * from "./port80.ts";
-export * from "./isa_debug_exit.ts";
-export * from "./acpi_pm.ts";
+export { type IrqLine, IrqOutput, RecordingIrqLine } from "./irq_line.ts";
+export { type PortDevice } from "./port_device.ts";
+export {
+  COM1_IRQ,
+  COM1_PORT,
+  COM2_PORT,
+  COM3_PORT,
+  COM4_PORT,
+  type RxTimeoutMode,
+  Uart16550,
+  type Uart16550Options,
+  UART_FIFO_SIZE,
+  UART_REGION_SIZE,
+} from "./uart_16550.ts";
+export {
+  I8042,
+  I8042_AUX_IRQ,
+  I8042_COMMAND_PORT,
+  I8042_DATA_PORT,
+  I8042_KEYBOARD_IRQ,
+  type I8042Options,
+} from "./i8042.ts";
+export { Port92, PORT92_PORT, type Port92Options } from "./port92.ts";
+export {
+  RESET_CONTROL_PORT,
+  RESET_CONTROL_PRIORITY,
+  ResetControl,
+  type ResetControlOptions,
+} from "./reset_control.ts";
+export { CMOS_DATA_PORT, CMOS_INDEX_PORT, CMOS_SIZE, CmosRtc, type CmosRtcOptions } from "./cmos_rtc.ts";
+export {
+  PCI_CONFIG_HEADER_SIZE,
+  PCI_CONFIG_SPACE_SIZE,
+  PciConfig,
+  PciConfigSpace,
+  type PciDevice,
+  type PciIdentity,
+} from "./pci_device.ts";
+export {
+  I440FX_CLASS_CODE,
+  I440FX_COREBOOT_RAM_SIZE_OFFSET,
+  I440FX_DEVICE_ID,
+  I440FX_PAM_COUNT,
+  I440FX_PAM_OFFSET,
+  I440FX_REVISION,
+  I440FX_SMRAM_AT_POWER_ON,
+  I440FX_SMRAM_OFFSET,
+  I440FX_VENDOR_ID,
+  I440fxHostBridge,
+  type I440fxHostBridgeOptions,
+} from "./i440fx_host_bridge.ts";
+export {
+  PCI_CONFIG_ADDRESS_PORT,
+  PCI_CONFIG_DATA_PORT,
+  PCI_CONFIG_ENABLE_BIT,
+  type PciAddress,
+  PciHost,
+} from "./pci_host.ts";
+export { Port80, PORT80_PORT } from "./port80.ts";
+export {
+  DEBUG_EXIT_PORT,
+  DEBUG_EXIT_SIZE,
+  IsaDebugExit,
+  type IsaDebugExitOptions,
+} from "./isa_debug_exit.ts";
+// Memory-API types that the devices' public types refer to (every device is a set of memory
+// regions), so that this module's documentation is complete on its own.
+export type {
+  AccessConstraints,
+  AddrInput,
+  Endianness,
+  MemoryRegion,
+  MemoryRegionOps,
+  RamBacking,
+  RegionKind,
+  ValidConstraints,
+} from "../memory/mod.ts";
+export {
+  ACPI_GPE0_BASE,
+  ACPI_GPE0_SIZE,
+  ACPI_PM_BASE,
+  ACPI_PM_IO_SIZE,
+  ACPI_PM_TIMER_HZ,
+  ACPI_SLP_TYP_S5,
+  AcpiPm,
+  type AcpiPmOptions,
+  PM1_BM_STS_BIT,
+  PM1_CNT_SCI_EN_BIT,
+  PM1_CNT_SLP_EN_BIT,
+  PM1_GBL_BIT,
+  PM1_PWRBTN_BIT,
+  PM1_RTC_BIT,
+  PM1_SLPBTN_BIT,
+  PM1_TMR_BIT,
+  PM1_WAK_STS_BIT,
+} from "./acpi_pm.ts";

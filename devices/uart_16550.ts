@@ -3,7 +3,7 @@
  *
  * Behaviour follows QEMU 7.2's `hw/char/serial.c`, which Linux's 8250 driver probes as a 16550A:
  * registers on offsets 0–7 of the base port, a 16-byte receive FIFO with the FCR trigger level, and
- * the THRE interrupt rules the driver relies on (see `shared/reference/kvm-abi.md` §7.5).
+ * the THRE interrupt rules the driver relies on (see `docs/kvm-abi.md` §7.5).
  * Transmission is instant: a THR write hands the byte to the `transmit` sink and the holding
  * register is empty again at once.
  *

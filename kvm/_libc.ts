@@ -5,7 +5,7 @@
  * nothing and works on machines without `/dev/kvm` or without `--allow-ffi` (the struct, ioctl
  * and exit-decoding code is pure and tested everywhere).
  *
- * Binding notes (see `shared/reference/kvm-abi.md` §6):
+ * Binding notes (see `docs/kvm-abi.md` §6):
  * - `ioctl(int fd, unsigned long request, ...)` is variadic; Deno FFI has no variadic calls, so the
  *   one symbol is bound three times under different JS names with `name: "ioctl"`. On x86-64 SysV
  *   a variadic integer or pointer travels in the same register (`rdx`) as a fixed one, and glibc's

@@ -58,6 +58,18 @@ export type StructValue<F extends readonly Field[]> = {
 /** The plain object type of a layout. */
 export type ValueOf<L> = L extends StructLayout<infer F> ? StructValue<F> : never;
 
+/**
+ * `true` when `A` and `B` are the same type (same properties, same modifiers), else `false`. The
+ * public struct interfaces of `vcpu.ts` and `vm.ts` are written out for their documentation and
+ * checked against their layouts with it: `type _Check = AssertTrue<SameType<KvmRegs, ValueOf<…>>>`
+ * fails `deno check` as soon as a table and its interface disagree.
+ */
+export type SameType<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true
+  : false;
+
+/** Accepts only `true`: the compile-time assertion used with {@link SameType}. */
+export type AssertTrue<T extends true> = T;
+
 function camelCase(name: string): string {
   return name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
@@ -277,7 +289,6 @@ export const KVM_CLEAR_DIRTY_LOG_LAYOUT = defineStruct("kvm_clear_dirty_log", 24
 // ---------------------------------------------------------------------------------------------
 // VM-level structs
 
-/** `struct kvm_irq_level` (api.rst KVM_IRQ_LINE). `irq` is a union with `status`. */
 /** `struct kvm_irq_routing` header (api.rst KVM_SET_GSI_ROUTING); entries follow at 8. */
 export const KVM_IRQ_ROUTING_LAYOUT = defineStruct("kvm_irq_routing", 8, [
   ["nr", 0, "u32"],
@@ -294,6 +305,7 @@ export const KVM_IRQ_ROUTING_ENTRY_LAYOUT = defineStruct("kvm_irq_routing_entry"
   ["pin", 20, "u32"], // u.irqchip.pin
 ]);
 
+/** `struct kvm_irq_level` (api.rst KVM_IRQ_LINE). `irq` is a union with `status`. */
 export const KVM_IRQ_LEVEL_LAYOUT = defineStruct("kvm_irq_level", 8, [
   ["irq", 0, "u32"],
   ["level", 4, "u32"],

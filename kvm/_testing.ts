@@ -40,7 +40,7 @@ const RFLAGS_RESERVED_BIT = 1n << 1n;
 /**
  * Puts a vCPU in flat 16-bit real mode (every segment base and selector 0, limit 64 KiB) with
  * `rip = entry`. CS and RIP are always set explicitly: the reset CS differs between KVM
- * implementations (kvm-abi.md §8).
+ * implementations (docs/kvm-abi.md §8).
  */
 export function enterRealMode(vcpu: Vcpu, entry: number, registers: { rdx?: bigint } = {}): void {
   const sregs = vcpu.getSregs();

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import * as k from "./ioctls.ts";
 
-// Literals from shared/reference/kvm-abi.md §1 (printed from the uapi headers, x86-64), plus
+// Literals from `docs/kvm-abi.md` §1 (printed from the uapi headers, x86-64), plus
 // KVM_GET/SET_VCPU_EVENTS and the MP_STATE pair checked the same way.
 const PINNED: Record<string, number> = {
   KVM_GET_API_VERSION: 0xae00,

@@ -24,7 +24,7 @@ export const KVM_ERROR_BAD_API_VERSION = "BAD_API_VERSION";
 
 /**
  * What to do about common failures, keyed by `op:code`. Sources: `Documentation/virt/kvm/api.rst`,
- * `virt/kvm/kvm_main.c` and the measurements in `shared/reference/kvm-abi.md`.
+ * `virt/kvm/kvm_main.c` and the measurements in `docs/kvm-abi.md`.
  */
 const HINTS: Readonly<Record<string, string>> = {
   "KVM_SET_USER_MEMORY_REGION:EINVAL": "guest_phys_addr, memory_size and userspace_addr must be " +
@@ -44,7 +44,7 @@ const HINTS: Readonly<Record<string, string>> = {
   "KVM_GET_SUPPORTED_CPUID:E2BIG": "the buffer holds too few entries",
   "KVM_RUN:EFAULT": "guest memory behind a memslot is no longer mapped in this process",
   "KVM_RUN:EINVAL": "the vCPU state is invalid (check the segments set with KVM_SET_SREGS)",
-  // Measured on kvm_pvm (kvm-abi.md §8): KVM_RUN of a VM without any memslot.
+  // Measured on kvm_pvm (docs/kvm-abi.md §8): KVM_RUN of a VM without any memslot.
   "KVM_RUN:ENOSPC": "the VM has no memslot: map guest memory with KVM_SET_USER_MEMORY_REGION first",
   "KVM_SET_MSRS:PARTIAL": "the MSR is unknown to this KVM or the value is invalid for it",
   "KVM_GET_MSRS:PARTIAL": "the MSR is unknown to this KVM",

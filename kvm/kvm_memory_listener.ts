@@ -1,7 +1,7 @@
 /**
  * The KVM memory listener: turns an address space's flat-view changes into memslots, with the rules
  * of QEMU 7.2's `accel/kvm/kvm-all.c` (`kvm_set_phys_mem`, `kvm_set_user_memory_region`,
- * `kvm_mem_flags`, `kvm_log_start/stop/sync`). See `shared/reference/qemu-memory-semantics.md` §10.
+ * `kvm_mem_flags`, `kvm_log_start/stop/sync`). See `docs/qemu-memory-semantics.md` §10.
  *
  * @module
  */
@@ -119,6 +119,12 @@ export class KvmMemoryListener implements MemoryListener {
   /** The same slots by guest start address, for exact-match lookups. */
   readonly #byStart = new Map<bigint, Memslot>();
 
+  /**
+   * A listener that keeps `backend`'s memslots equal to the RAM of the address space it is
+   * registered on. {@link KvmMemoryListener.forVm} fills `maxSlots` and `readonlyMem` from the kernel.
+   *
+   * @throws {RangeError} when `options.asId` is not 0–32767 or `options.maxSlots` not 1–65536.
+   */
   constructor(backend: MemslotBackend, options: KvmMemoryListenerOptions) {
     const asId = options.asId ?? 0;
     if (!Number.isInteger(asId) || asId < 0 || asId > 0x7fff) {

@@ -1,7 +1,7 @@
 /**
  * The KVM memory listener without KVM: a real `AddressSpace` drives the listener, whose calls go to
- * a recording fake that also enforces the kernel's memslot rules (kvm-abi.md §4), so every
- * sequence the tests pin is one the kernel would accept. Rules: qemu-memory-semantics.md §10.
+ * a recording fake that also enforces the kernel's memslot rules (docs/kvm-abi.md §4), so every
+ * sequence the tests pin is one the kernel would accept. Rules: docs/qemu-memory-semantics.md §10.
  */
 import { EEXIST, EFAULT, EINVAL, ENOENT } from "./_errno.ts";
 import assert from "node:assert/strict";
@@ -318,7 +318,7 @@ Deno.test("policy: a read-only alias of writable RAM (pam-rom) maps WITHOUT KVM_
   t.system.addSubregionOverlap(0xc0000, pamRom, 1);
   // QEMU 7.2's kvm_mem_flags takes READONLY from the region (mr->readonly || romd), not from the
   // section, so an alias-level read-only window over writable RAM stays writable under KVM. We chose
-  // to keep that behaviour (qemu-memory-semantics.md §10, §11 item 5); the memory API's own dispatch
+  // to keep that behaviour (docs/qemu-memory-semantics.md §10, §11 item 5); the memory API's own dispatch
   // agrees, since it also decides directness on the region.
   assert.deepEqual(t.take(), [
     del(0, 0, 0, host(pcRam)),

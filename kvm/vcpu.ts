@@ -7,6 +7,7 @@
 import { EAGAIN, EINTR } from "./_errno.ts";
 import { lastErrno, type Libc, libc } from "./_libc.ts";
 import {
+  type AssertTrue,
   decodeFromBytes,
   decodeStruct,
   encodeStruct,
@@ -26,6 +27,7 @@ import {
   KVM_SREGS_LAYOUT,
   KVM_VCPU_EVENTS_LAYOUT,
   offsetsOf,
+  type SameType,
   structBuffer,
   type ValueOf,
 } from "./_structs.ts";
@@ -51,22 +53,245 @@ import {
 } from "./ioctls.ts";
 import { KVM_ERROR_PARTIAL, KvmError } from "./kvm_error.ts";
 
-/** General registers (`struct kvm_regs`): `rax` … `r15`, `rip`, `rflags`, all bigint. */
-export type KvmRegs = ValueOf<typeof KVM_REGS_LAYOUT>;
-/** A segment register with its descriptor cache (`struct kvm_segment`); `base` is bigint. */
-export type KvmSegment = ValueOf<typeof KVM_SEGMENT_LAYOUT>;
-/** GDTR/IDTR (`struct kvm_dtable`). */
-export type KvmDtable = ValueOf<typeof KVM_DTABLE_LAYOUT>;
-/** Special registers (`struct kvm_sregs`): segments, descriptor tables, control registers, EFER. */
-export type KvmSregs = ValueOf<typeof KVM_SREGS_LAYOUT>;
-/** x87/SSE state (`struct kvm_fpu`). */
-export type KvmFpu = ValueOf<typeof KVM_FPU_LAYOUT>;
-/** Pending exceptions, interrupts, NMI and SMI state (`struct kvm_vcpu_events`). */
-export type VcpuEvents = ValueOf<typeof KVM_VCPU_EVENTS_LAYOUT>;
-/** One MSR (`struct kvm_msr_entry`): `index` and 64-bit `data`. */
-export type MsrEntry = ValueOf<typeof KVM_MSR_ENTRY_LAYOUT>;
-/** One CPUID leaf (`struct kvm_cpuid_entry2`). */
-export type CpuidEntry = ValueOf<typeof KVM_CPUID_ENTRY2_LAYOUT>;
+/**
+ * General registers (`struct kvm_regs`, 144 bytes), all 64-bit and so `bigint`.
+ *
+ * The struct interfaces of this file are written out for their documentation; each is checked at
+ * compile time to be exactly what its layout in `_structs.ts` decodes to.
+ */
+export interface KvmRegs {
+  /** `rax`. */
+  rax: bigint;
+  /** `rbx`. */
+  rbx: bigint;
+  /** `rcx`. */
+  rcx: bigint;
+  /** `rdx`. */
+  rdx: bigint;
+  /** `rsi`. */
+  rsi: bigint;
+  /** `rdi`. */
+  rdi: bigint;
+  /** `rsp`. */
+  rsp: bigint;
+  /** `rbp`. */
+  rbp: bigint;
+  /** `r8`. */
+  r8: bigint;
+  /** `r9`. */
+  r9: bigint;
+  /** `r10`. */
+  r10: bigint;
+  /** `r11`. */
+  r11: bigint;
+  /** `r12`. */
+  r12: bigint;
+  /** `r13`. */
+  r13: bigint;
+  /** `r14`. */
+  r14: bigint;
+  /** `r15`. */
+  r15: bigint;
+  /** The instruction pointer. */
+  rip: bigint;
+  /** RFLAGS; bit 1 is reserved and must be set (`0x2n` is the quiet value). */
+  rflags: bigint;
+}
+
+/** A segment register with its hidden descriptor cache (`struct kvm_segment`, 24 bytes). */
+export interface KvmSegment {
+  /** Linear base address. */
+  base: bigint;
+  /** Limit in bytes (already scaled by the granularity bit, as KVM reports it). */
+  limit: number;
+  /** The visible selector. */
+  selector: number;
+  /** Descriptor type (4 bits: e.g. 0xb execute/read accessed code, 0x3 read/write accessed data). */
+  type: number;
+  /** Present bit (0 or 1). */
+  present: number;
+  /** Descriptor privilege level (0–3). */
+  dpl: number;
+  /** Default operation size: 1 for 32-bit code and data. */
+  db: number;
+  /** 1 for a code or data segment, 0 for a system segment (TSS, LDT). */
+  s: number;
+  /** 1 for 64-bit code. */
+  l: number;
+  /** Granularity: 1 when the limit counts 4 KiB pages. */
+  g: number;
+  /** Available for software. */
+  avl: number;
+  /** 1 when the register holds no usable segment (a null selector). */
+  unusable: number;
+}
+
+/** GDTR or IDTR (`struct kvm_dtable`, 16 bytes). */
+export interface KvmDtable {
+  /** Linear base address of the table. */
+  base: bigint;
+  /** Size of the table in bytes, minus one. */
+  limit: number;
+}
+
+/** Special registers (`struct kvm_sregs`, 312 bytes): segments, descriptor tables, control registers, EFER. */
+export interface KvmSregs {
+  /** `CS`. */
+  cs: KvmSegment;
+  /** `DS`. */
+  ds: KvmSegment;
+  /** `ES`. */
+  es: KvmSegment;
+  /** `FS`. */
+  fs: KvmSegment;
+  /** `GS`. */
+  gs: KvmSegment;
+  /** `SS`. */
+  ss: KvmSegment;
+  /** The task register. */
+  tr: KvmSegment;
+  /** The local descriptor table register. */
+  ldt: KvmSegment;
+  /** The global descriptor table register. */
+  gdt: KvmDtable;
+  /** The interrupt descriptor table register. */
+  idt: KvmDtable;
+  /** CR0 (PE bit 0, PG bit 31). */
+  cr0: bigint;
+  /** CR2: the last page-fault address. */
+  cr2: bigint;
+  /** CR3: the page-table root. */
+  cr3: bigint;
+  /** CR4 (PAE bit 5). */
+  cr4: bigint;
+  /** CR8: the task priority. */
+  cr8: bigint;
+  /** EFER (LME bit 8, LMA bit 10). */
+  efer: bigint;
+  /** The IA32_APIC_BASE MSR. */
+  apicBase: bigint;
+  /** Pending external interrupts, one bit per vector (4 × 64 bits); userspace irqchip only. */
+  interruptBitmap: bigint[];
+}
+
+/** x87 and SSE state (`struct kvm_fpu`, 416 bytes), in the FXSAVE-like form KVM uses. */
+export interface KvmFpu {
+  /** The eight x87 registers, 16 bytes each. */
+  fpr: Uint8Array;
+  /** x87 control word (0x37f after reset). */
+  fcw: number;
+  /** x87 status word. */
+  fsw: number;
+  /** Abridged x87 tag word. */
+  ftwx: number;
+  /** Opcode of the last x87 instruction. */
+  lastOpcode: number;
+  /** Address of the last x87 instruction. */
+  lastIp: bigint;
+  /** Address of the last x87 operand. */
+  lastDp: bigint;
+  /** The sixteen XMM registers, 16 bytes each. */
+  xmm: Uint8Array;
+  /** SSE control and status (0x1f80 after reset). */
+  mxcsr: number;
+}
+
+/** Pending exceptions, interrupts, NMI and SMI state (`struct kvm_vcpu_events`, 64 bytes). */
+export interface VcpuEvents {
+  /** The exception being injected or pending. */
+  exception: {
+    /** 1 while an exception is being injected. */
+    injected: number;
+    /** The vector. */
+    nr: number;
+    /** 1 when {@link errorCode} is valid. */
+    hasErrorCode: number;
+    /** 1 while pending (needs KVM_CAP_EXCEPTION_PAYLOAD). */
+    pending: number;
+    /** The error code pushed with the exception. */
+    errorCode: number;
+  };
+  /** The external interrupt being injected. */
+  interrupt: {
+    /** 1 while an interrupt is being injected. */
+    injected: number;
+    /** The vector. */
+    nr: number;
+    /** 1 for a software interrupt (`int n`). */
+    soft: number;
+    /** Interrupt shadow (after `sti` or `mov ss`). */
+    shadow: number;
+  };
+  /** Non-maskable interrupt state. */
+  nmi: {
+    /** 1 while an NMI is being injected. */
+    injected: number;
+    /** 1 while an NMI is pending. */
+    pending: number;
+    /** 1 while NMIs are blocked. */
+    masked: number;
+  };
+  /** The vector of a pending SIPI. */
+  sipiVector: number;
+  /** `KVM_VCPUEVENT_VALID_*`: which members `KVM_SET_VCPU_EVENTS` applies. */
+  flags: number;
+  /** System-management mode state. */
+  smi: {
+    /** 1 while in SMM. */
+    smm: number;
+    /** 1 while an SMI is pending. */
+    pending: number;
+    /** 1 when the SMI arrived inside an NMI handler. */
+    smmInsideNmi: number;
+    /** 1 when an INIT arrived in SMM and waits for its end. */
+    latchedInit: number;
+  };
+  /** Triple-fault state (Linux 5.19+, KVM_CAP_X86_TRIPLE_FAULT_EVENT). */
+  tripleFault: {
+    /** 1 while a triple fault is pending. */
+    pending: number;
+  };
+  /** 1 when {@link exceptionPayload} is valid. */
+  exceptionHasPayload: number;
+  /** The exception payload (CR2 of a page fault, DR6 of a debug exception). */
+  exceptionPayload: bigint;
+}
+
+/** One MSR (`struct kvm_msr_entry`, 16 bytes). */
+export interface MsrEntry {
+  /** The MSR number (e.g. 0xc000_0080 for EFER). */
+  index: number;
+  /** Its 64-bit value. */
+  data: bigint;
+}
+
+/** One CPUID leaf (`struct kvm_cpuid_entry2`, 40 bytes). */
+export interface CpuidEntry {
+  /** The leaf (EAX input). */
+  function: number;
+  /** The subleaf (ECX input), meaningful when `flags` has KVM_CPUID_FLAG_SIGNIFICANT_INDEX. */
+  index: number;
+  /** KVM_CPUID_FLAG_* bits. */
+  flags: number;
+  /** EAX output. */
+  eax: number;
+  /** EBX output. */
+  ebx: number;
+  /** ECX output. */
+  ecx: number;
+  /** EDX output. */
+  edx: number;
+}
+
+// Compile-time checks: each interface above is exactly what its layout decodes to.
+type _KvmRegsMatches = AssertTrue<SameType<KvmRegs, ValueOf<typeof KVM_REGS_LAYOUT>>>;
+type _KvmSegmentMatches = AssertTrue<SameType<KvmSegment, ValueOf<typeof KVM_SEGMENT_LAYOUT>>>;
+type _KvmDtableMatches = AssertTrue<SameType<KvmDtable, ValueOf<typeof KVM_DTABLE_LAYOUT>>>;
+type _KvmSregsMatches = AssertTrue<SameType<KvmSregs, ValueOf<typeof KVM_SREGS_LAYOUT>>>;
+type _KvmFpuMatches = AssertTrue<SameType<KvmFpu, ValueOf<typeof KVM_FPU_LAYOUT>>>;
+type _VcpuEventsMatches = AssertTrue<SameType<VcpuEvents, ValueOf<typeof KVM_VCPU_EVENTS_LAYOUT>>>;
+type _MsrEntryMatches = AssertTrue<SameType<MsrEntry, ValueOf<typeof KVM_MSR_ENTRY_LAYOUT>>>;
+type _CpuidEntryMatches = AssertTrue<SameType<CpuidEntry, ValueOf<typeof KVM_CPUID_ENTRY2_LAYOUT>>>;
 
 const RUN = offsetsOf(KVM_RUN_LAYOUT);
 /** `exit_reason` as an index into a Uint32Array over the run page. */

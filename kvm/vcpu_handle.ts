@@ -54,6 +54,11 @@ export class VcpuHandle {
   readonly #words: Uint32Array;
   readonly #ioctl = libc().ioctl;
 
+  /**
+   * Maps nothing: views the run page the owning thread mapped, at `init.runAddress`.
+   *
+   * @throws {TypeError} when `init.runAddress` is 0.
+   */
   constructor(init: VcpuHandleInit) {
     const pointer = Deno.UnsafePointer.create(init.runAddress);
     if (pointer === null) throw new TypeError(`VcpuHandle: vCPU ${init.id} has a null kvm_run address`);

@@ -81,6 +81,11 @@ export class VcpuKicker {
   readonly #target: VcpuKickTarget;
   readonly #flag: Uint8Array;
 
+  /**
+   * A kicker for the vCPU and thread `target` describes (from {@link vcpuKickTarget}).
+   *
+   * @throws {TypeError} when `target.runAddress` is 0.
+   */
   constructor(target: VcpuKickTarget) {
     this.#target = target;
     const pointer = Deno.UnsafePointer.create(target.runAddress);

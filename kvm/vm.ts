@@ -5,6 +5,7 @@
  */
 
 import {
+  type AssertTrue,
   encodeStruct,
   encodeToBytes,
   KVM_CLEAR_DIRTY_LOG_LAYOUT,
@@ -15,6 +16,7 @@ import {
   KVM_IRQ_ROUTING_LAYOUT,
   KVM_PIT_CONFIG_LAYOUT,
   KVM_USERSPACE_MEMORY_REGION_LAYOUT,
+  type SameType,
   type ValueOf,
 } from "./_structs.ts";
 import { addressOf, closeFd, ioctlBuf, ioctlNone, ioctlU64, pointerBuffer } from "./_syscalls.ts";
@@ -41,7 +43,23 @@ import { Vcpu } from "./vcpu.ts";
  * a mix of `KVM_MEM_LOG_DIRTY_PAGES` and `KVM_MEM_READONLY`, `memorySize` 0 deletes the slot.
  * Addresses and sizes must be page aligned.
  */
-export type UserMemoryRegion = ValueOf<typeof KVM_USERSPACE_MEMORY_REGION_LAYOUT>;
+export interface UserMemoryRegion {
+  /** `as_id << 16 | index`: address space 0 is normal memory, 1 is x86 SMM. */
+  slot: number;
+  /** `KVM_MEM_LOG_DIRTY_PAGES` (1) and `KVM_MEM_READONLY` (2). */
+  flags: number;
+  /** Guest-physical start. */
+  guestPhysAddr: bigint;
+  /** Size in bytes; 0 deletes the slot. */
+  memorySize: bigint;
+  /** Host address of the memory behind the slot; it must stay mapped while the slot exists. */
+  userspaceAddr: bigint;
+}
+
+// Compile-time check: the interface is exactly what its layout decodes to.
+type _UserMemoryRegionMatches = AssertTrue<
+  SameType<UserMemoryRegion, ValueOf<typeof KVM_USERSPACE_MEMORY_REGION_LAYOUT>>
+>;
 
 /**
  * Observer of memslot changes, called after every {@link Vm.setUserMemoryRegion} with the region

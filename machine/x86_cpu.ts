@@ -1,6 +1,6 @@
 /**
  * The x86 CPU state a VMM sets before a Linux guest's first instruction, as pure functions over
- * KVM's structures (the caller does the ioctls, kvm-abi.md §7.4 steps 8-12):
+ * KVM's structures (the caller does the ioctls, docs/kvm-abi.md §7.4 steps 8-12):
  *
  * - {@link linuxCpuid}: KVM_GET_SUPPORTED_CPUID filtered for one vCPU (KVM_SET_CPUID2);
  * - {@link bootMsrs}: the MSRs Firecracker-style VMMs initialise (KVM_SET_MSRS);
@@ -79,7 +79,7 @@ export interface LinuxCpuidOptions {
   /** vCPUs in the guest (1-255): one core each, one thread per core, one package. */
   cpuCount: number;
   /**
-   * Keep XSAVE (leaf 1 ECX bit 26). Default true. Pass false on an emulating host (kvm-abi.md §8:
+   * Keep XSAVE (leaf 1 ECX bit 26). Default true. Pass false on an emulating host (docs/kvm-abi.md §8:
    * KVM's emulator cannot run `xrstor64`); it has the effect of the `noxsave` command-line option,
    * and Linux drops what depends on XSAVE (AVX and up) by itself (arch/x86/kernel/cpu/cpuid-deps.c).
    */
@@ -144,7 +144,7 @@ function topologyLeaf(fn: number, apicId: number, cpuCount: number): CpuidEntry[
  *   EAX = `apicId`, EBX = core id `apicId` with one thread per core, ECX = node 0 of 1;
  * - everything else, including KVM's leaves at 0x40000000 ("KVMKVMKVM", kvm-clock features), kept.
  *
- * Why CX16 goes: on this platform (kvm-abi.md §8, kvm_pvm) guest code at CPL0 is emulated one
+ * Why CX16 goes: on this platform (docs/kvm-abi.md §8, kvm_pvm) guest code at CPL0 is emulated one
  * instruction at a time, and KVM's emulator cannot execute `lock cmpxchg16b`; Linux 6.1 stopped with
  * an emulation failure there. Without CX16 in CPUID, Linux takes its non-CX16 paths (x86-64 Linux
  * does not require it). It costs nothing measurable on hardware virtualization.

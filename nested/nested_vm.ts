@@ -218,6 +218,11 @@ export interface NestedOptions {
   tcgThreads?: "multi" | "single";
   /** `inherit`: the command's terminal is this process's stdin/stdout; `piped`: output is returned. */
   stdio?: "inherit" | "piped";
+  /**
+   * The size of the caller's terminal, given to the command's pseudo-terminal with `stdio: "inherit"`
+   * (the front-end measures it: `nested/` does not touch stdio itself).
+   */
+  terminal?: { rows: number; columns: number };
   /** Called with each chunk of the command's output, with `stdio: "piped"`. */
   onOutput?: (chunk: Uint8Array) => void;
   /** Host directories the command may write to (shared writable at the same paths). */
@@ -245,16 +250,6 @@ export interface NestedResult {
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-/** Runs QEMU with `args`; resolves when it has exited. */
-function terminalSize(stdio: "inherit" | "piped"): { rows: number; columns: number } | undefined {
-  if (stdio !== "inherit" || !Deno.stdin.isTerminal()) return undefined;
-  try {
-    return Deno.consoleSize();
-  } catch {
-    return { rows: 24, columns: 80 };
-  }
-}
 
 /**
  * Boots the nested VM, runs `argv` inside it and returns its status. The VM has the host's root
@@ -327,7 +322,7 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
         cwd: options.cwd ?? Deno.cwd(),
         env,
         sharePath: share,
-        terminal: terminalSize(stdio),
+        terminal: stdio === "inherit" ? options.terminal : undefined,
       }),
     );
     const cpus = options.cpus ?? navigator.hardwareConcurrency ?? 1;

@@ -2,7 +2,7 @@
  * The whole chain with a real KVM: memory API → `KvmMemoryListener.forVm` → real memslots, and
  * vCPU exits → `serveExit` → the memory API's address spaces. Guest RAM is a `GuestMemory`
  * backing of a `MemoryRegion.ram`. The guests are tiny real-mode programs built from
- * tests/guests/*.S (CPL0 code is emulated here at ~1 µs per instruction, kvm-abi.md §8).
+ * tests/guests/*.S (CPL0 code is emulated here at ~1 µs per instruction, docs/kvm-abi.md §8).
  *
  * Each test skips, with the reason printed once, where /dev/kvm cannot be opened.
  */

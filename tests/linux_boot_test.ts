@@ -3,7 +3,7 @@
  * uncompressed vmlinux (extracted from the bzImage's payload with the system's xz), it must print
  * `Linux version`, `Command line:` with exactly our command line, one `BIOS-e820:` line per entry of
  * the board's e820 table, and find our MP table. The run is stopped from the serial callback once
- * those lines are out (on this platform Linux later stops on an emulation failure anyway: kvm-abi.md
+ * those lines are out (on this platform Linux later stops on an emulation failure anyway: docs/kvm-abi.md
  * §8). Skips, saying why, without a kernel, xz or /dev/kvm.
  */
 import assert from "node:assert/strict";
@@ -94,7 +94,7 @@ Deno.test({
   fn() {
     // Debian builds without CONFIG_X86_VERBOSE_BOOTUP, so the decompressor's progress lines are
     // compiled out; its warnings are not, and with `nokaslr` choose_random_location() warns before
-    // it decompresses (decompression itself takes minutes here: kvm-abi.md §8).
+    // it decompresses (decompression itself takes minutes here: docs/kvm-abi.md §8).
     let text = "";
     using pc = PcMachine.create({
       ramSize: 256n << 20n,

@@ -2,7 +2,7 @@
  * A full Linux boot to a busybox /init (examples/build_initramfs.ts) that prints a marker and
  * reboots. Under our board this needs hardware virtualization: on a host whose /dev/kvm is
  * kvm_pvm (no vmx/svm flag; guest kernel code is emulated) Linux stops on an emulation failure
- * long before /init (kvm-abi.md §8), so the test skips there and says so. The same kernel and
+ * long before /init (docs/kvm-abi.md §8), so the test skips there and says so. The same kernel and
  * initramfs are checked under QEMU's TCG here, so the initramfs itself is proven either way.
  */
 import assert from "node:assert/strict";

@@ -105,7 +105,7 @@ sleep:
 # Echo every waiting byte; 'q' resets; Enter becomes "\r\n".
 # The interrupted code is always the `hlt` loop, so the handler drops the interrupt frame and goes
 # back to sleep itself instead of returning with `iret`: the CPL0 emulator of kvm_pvm (the nested KVM
-# of our build machines, kvm-abi.md §8) cannot execute a 32-bit `iret` (emulation failure).
+# of our build machines, docs/kvm-abi.md §8) cannot execute a 32-bit `iret` (emulation failure).
 uart_isr:
 next_byte:
 	mov $UART_LSR, %dx

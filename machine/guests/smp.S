@@ -26,7 +26,7 @@
 # the count of reported APs is bumped with `lock incl` after the AP's line is complete, so every
 # AP line precedes the BSP's last line. The APs share one stack, used only while holding the lock.
 #
-# Written for the kvm_pvm host of our build machines (kvm-abi.md section 8), where CPL0 code is
+# Written for the kvm_pvm host of our build machines (docs/kvm-abi.md section 8), where CPL0 code is
 # emulated one instruction at a time (~1 us): no `iret`, no `syscall`, no `cmpxchg16b`, short
 # delays (the in-kernel LAPIC needs none: KVM acts on INIT and SIPI at once).
 #

@@ -1,7 +1,7 @@
 /**
  * The compressed kernel inside a bzImage (boot.rst, protocol 2.08+: `payload_offset` and
  * `payload_length`), so a helper can turn a bzImage into the ELF `vmlinux` it carries with the
- * system's decompressors, and boot that instead (kvm-abi.md §8: the in-guest decompressor is too
+ * system's decompressors, and boot that instead (docs/kvm-abi.md §8: the in-guest decompressor is too
  * slow on an emulating host). Pure: this finds the bytes and names the format; running `xz`,
  * `gzip` or `zstd` is the caller's business ({@link decompressCommand} says how).
  *

@@ -2,7 +2,7 @@
  * The entry state for booting firmware: the x86 reset state, set explicitly. The board maps the
  * firmware itself (`pc.bios` at 4 GiB minus its size, `isa-bios` below 1 MiB), so nothing is
  * written; the plan only says where the CPU starts. It is needed because the reset CS differs
- * between KVM implementations (kvm-abi.md §8: base 0 on kvm_pvm, 0xffff0000 elsewhere).
+ * between KVM implementations (docs/kvm-abi.md §8: base 0 on kvm_pvm, 0xffff0000 elsewhere).
  *
  * @module
  */

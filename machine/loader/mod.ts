@@ -32,7 +32,39 @@ export {
 /** Addresses and sizes in the loaders' options: a `number` or a `bigint`, as in the memory API. */
 export type { AddrInput } from "../../memory/mod.ts";
 export { LoaderError, type LoaderErrorCode } from "./loader_error.ts";
-export * from "./layout.ts";
+export {
+  BOOT_CODE32_SELECTOR,
+  BOOT_CODE64_SELECTOR,
+  BOOT_DATA_SELECTOR,
+  BOOT_GDT_DESCRIPTORS,
+  BOOT_GDT_SIZE,
+  BOOT_GDT_START,
+  BOOT_IDENTITY_MAP_END,
+  BOOT_PAGE_TABLES_END,
+  BOOT_PD_COUNT,
+  BOOT_PD_START,
+  BOOT_PDPT_START,
+  BOOT_PML4_START,
+  BOOT_STACK_START,
+  BOOT_STACK_TOP,
+  BOOT_UNCACHED_START,
+  LINUX_CMDLINE_SIZE,
+  LINUX_CMDLINE_START,
+  LINUX_INITRD_LOWEST,
+  LINUX_KERNEL_START,
+  LINUX_ZERO_PAGE_SIZE,
+  LINUX_ZERO_PAGE_START,
+  MULTIBOOT_AREA_SIZE,
+  MULTIBOOT_AREA_START,
+  MULTIBOOT_CMDLINE_SIZE,
+  MULTIBOOT_CMDLINE_START,
+  MULTIBOOT_INFO_SIZE,
+  MULTIBOOT_INFO_START,
+  MULTIBOOT_LOADER_NAME_SIZE,
+  MULTIBOOT_LOADER_NAME_START,
+  MULTIBOOT_MMAP_SIZE,
+  MULTIBOOT_MMAP_START,
+} from "./layout.ts";
 export { type FlatOptions, identityPageTables, loadFlat } from "./flat.ts";
 export {
   findBadMultibootChecksum,

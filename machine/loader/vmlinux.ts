@@ -3,7 +3,7 @@
  * it. Each PT_LOAD segment goes to its `p_paddr` (its bss zeroed), the zero page gets a synthesised
  * setup header (there is no real-mode part), and the vCPU enters `startup_64` in long mode with the
  * same state as a bzImage's 64-bit entry (`_linux_boot.ts`). This skips the decompressor, which is
- * what makes Linux reach its early printk on an emulating host (kvm-abi.md §8).
+ * what makes Linux reach its early printk on an emulating host (docs/kvm-abi.md §8).
  *
  * The entry point. Linux links vmlinux with `ENTRY(phys_startup_64)` (arch/x86/kernel/vmlinux.lds.S),
  * so `e_entry` is already the physical address of `startup_64` (0x1000000 for a default build),

@@ -28,6 +28,11 @@ export class PamSegment {
   readonly aliases: readonly MemoryRegion[];
   #current: PamAttribute = 0;
 
+  /**
+   * Adds the four aliases of `[start, start + size)` to `system` at priority 1, the PCI one
+   * enabled (the reset state), in one transaction: RAM and read-only RAM alias `ram`, PCI aliases
+   * `pci`.
+   */
   constructor(system: MemoryRegion, ram: MemoryRegion, pci: MemoryRegion, start: bigint, size: bigint) {
     this.start = start;
     this.size = size;
@@ -84,6 +89,7 @@ export class Pam {
   /** Segment 0 = BIOS area, then the expansion area in ascending order. */
   readonly segments: readonly PamSegment[];
 
+  /** Adds all thirteen segments to `system`, each showing PCI, as after a reset. */
   constructor(system: MemoryRegion, ram: MemoryRegion, pci: MemoryRegion) {
     const segments = [new PamSegment(system, ram, pci, PAM_BIOS_START, PAM_BIOS_SIZE)];
     for (let i = 0; i < PAM_EXPAN_COUNT; i++) {
