@@ -78,7 +78,7 @@ try {
   let initrd = values.initrd;
   if (!initrd) {
     initrd = `${dir}/initramfs.cpio`;
-    await Deno.writeFile(initrd, initramfs(await Deno.readFile("/bin/busybox")));
+    await Deno.writeFile(initrd, initramfs(await Deno.readFile("/bin/busybox"), { then: "reboot" }));
   }
   const common = ["-kernel", kernel, "-initrd", initrd, "-append", values.append!];
   const qemu = [

@@ -347,3 +347,46 @@ export function lapicWithLints(lapic: Uint8Array): Uint8Array {
   setMode(APIC_LVT_LINT1, APIC_MODE_NMI);
   return copy;
 }
+
+/** Leaf 0x40000001: KVM's paravirtual features (EAX). */
+export const CPUID_LEAF_KVM_FEATURES = 0x4000_0001;
+
+/**
+ * KVM's paravirtual MSRs by the feature bit (leaf 0x40000001 EAX) that offers them, with the value
+ * a reset gives them (Documentation/virt/kvm/x86/msr.rst; QEMU's `kvm_put_msrs` at a reset).
+ * Each one that is enabled makes KVM write into guest memory (kvm-clock, steal time, PV EOI) or
+ * inject events (async page faults) at an address or vector the guest chose.
+ */
+const KVM_PV_MSRS: readonly { feature: number; index: number; data: bigint }[] = [
+  { feature: 0, index: 0x11, data: 0n }, // KVM_FEATURE_CLOCKSOURCE: MSR_KVM_WALL_CLOCK
+  { feature: 0, index: 0x12, data: 0n }, // MSR_KVM_SYSTEM_TIME
+  { feature: 3, index: 0x4b56_4d00, data: 0n }, // KVM_FEATURE_CLOCKSOURCE2: MSR_KVM_WALL_CLOCK_NEW
+  { feature: 3, index: 0x4b56_4d01, data: 0n }, // MSR_KVM_SYSTEM_TIME_NEW
+  { feature: 4, index: 0x4b56_4d02, data: 0n }, // KVM_FEATURE_ASYNC_PF: MSR_KVM_ASYNC_PF_EN
+  { feature: 5, index: 0x4b56_4d03, data: 0n }, // KVM_FEATURE_STEAL_TIME: MSR_KVM_STEAL_TIME
+  { feature: 6, index: 0x4b56_4d04, data: 0n }, // KVM_FEATURE_PV_EOI: MSR_KVM_PV_EOI_EN
+  { feature: 12, index: 0x4b56_4d05, data: 1n }, // KVM_FEATURE_POLL_CONTROL: MSR_KVM_POLL_CONTROL (1)
+  { feature: 14, index: 0x4b56_4d06, data: 0n }, // KVM_FEATURE_ASYNC_PF_INT: MSR_KVM_ASYNC_PF_INT
+];
+
+/**
+ * The MSRs a system reset sets on every vCPU: {@link bootMsrs}, and KVM's paravirtual MSRs that the
+ * vCPU's CPUID offers (leaf 0x40000001), back at their reset values. Without the latter, a guest
+ * that turned on kvm-clock, steal time, PV EOI or async page faults leaves KVM writing into the
+ * memory of the next boot, or injecting events it has no handler for.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { resetMsrs } from "./x86_cpu.ts";
+ * const cpuid = [{ function: 0x4000_0001, index: 0, flags: 0, eax: 1 << 3, ebx: 0, ecx: 0, edx: 0 }];
+ * assert.ok(resetMsrs(cpuid).some((m) => m.index === 0x4b56_4d01 && m.data === 0n)); // kvm-clock off
+ * ```
+ */
+export function resetMsrs(cpuid: readonly CpuidEntry[]): MsrEntry[] {
+  const features = cpuid.find((e) => e.function === CPUID_LEAF_KVM_FEATURES)?.eax ?? 0;
+  return [
+    ...bootMsrs(),
+    ...KVM_PV_MSRS.filter((m) => (features >>> m.feature) & 1).map(({ index, data }) => ({ index, data })),
+  ];
+}

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { CpuidEntry } from "../kvm/mod.ts";
-import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid } from "./x86_cpu.ts";
+import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid, resetMsrs } from "./x86_cpu.ts";
 
 /** A register value from 4 ASCII characters, little-endian (as CPUID returns vendor strings). */
 function ascii(text: string): number {
@@ -161,4 +161,24 @@ Deno.test("lapicWithLints: LINT0 ExtINT, LINT1 NMI, only the delivery-mode bits 
   expected.set(out.subarray(0x360, 0x364), 0x360);
   assert.deepEqual(out, expected, "nothing else changes");
   assert.throws(() => lapicWithLints(new Uint8Array(0x363)), RangeError);
+});
+
+Deno.test("resetMsrs: the boot MSRs, and KVM's PV MSRs exactly as leaf 0x40000001 offers them", () => {
+  const kvmLeaf = (eax: number) => [leaf(0x4000_0001, 0, { eax })];
+  const pv = (eax: number) => resetMsrs(kvmLeaf(eax)).slice(bootMsrs().length);
+  assert.deepEqual(resetMsrs([]), bootMsrs(), "no KVM leaf: no PV MSR");
+  // The AMD host above: clocksource, clocksource2, async PF, steal time, PV EOI, poll control, async PF int.
+  assert.deepEqual(pv(0x0100_7afb).map((m) => m.index.toString(16)), [
+    "11",
+    "12",
+    "4b564d00",
+    "4b564d01",
+    "4b564d02",
+    "4b564d03",
+    "4b564d04",
+    "4b564d05",
+    "4b564d06",
+  ]);
+  assert.deepEqual(pv(1 << 3), [{ index: 0x4b56_4d00, data: 0n }, { index: 0x4b56_4d01, data: 0n }]);
+  assert.deepEqual(pv(1 << 12), [{ index: 0x4b56_4d05, data: 1n }], "poll control resets to 1");
 });

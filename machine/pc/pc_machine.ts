@@ -10,19 +10,24 @@
 
 import type { Uart16550 } from "../../devices/mod.ts";
 import {
+  type CpuidEntry,
   GuestMemory,
   Kvm,
   KVM_IRQCHIP_IOAPIC,
   KVM_IRQCHIP_PIC_MASTER,
   KVM_IRQCHIP_PIC_SLAVE,
   KvmMemoryListener,
+  type KvmRegs,
+  type KvmSregs,
   type MemslotCall,
+  type MsrEntry,
   type Vcpu,
+  type VcpuEvents,
   type Vm,
 } from "../../kvm/mod.ts";
 import type { AddressSpace, MtreeOptions } from "../../memory/mod.ts";
 import { formatRegisters, regsFor, sregsFor } from "../cpu_state.ts";
-import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid } from "../x86_cpu.ts";
+import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid, resetMsrs } from "../x86_cpu.ts";
 import { type BootPlan, type E820Entry, firmwareEntry, loadKernel } from "../loader/mod.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
 import type { Doorbell, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
@@ -151,17 +156,80 @@ export function attachKvm(board: PcBoard, vm: Vm, trace?: (call: MemslotCall) =>
  * @throws {KvmError} when KVM refuses a vCPU (more than KVM_CAP_MAX_VCPUS, say) or its setup.
  */
 export function createPcVcpus(kvm: Kvm, vm: Vm, cpus: number): Vcpu[] {
+  return createPcVcpusWithResetState(kvm, vm, cpus).vcpus;
+}
+
+/**
+ * A vCPU's state at power-on, as KVM created it and step 6 set it up: what a system reset puts
+ * back (QEMU's `x86_cpu_reset` + `kvm_arch_reset_vcpu`, then `kvm_arch_put_registers` with
+ * `KVM_PUT_RESET_STATE`).
+ */
+export interface VcpuResetState {
+  readonly regs: KvmRegs;
+  /** Real mode at the reset vector, the APIC base (xAPIC on, BSP bit), no pending interrupt. */
+  readonly sregs: KvmSregs;
+  /** The LAPIC page: xAPIC registers at reset, with LINT0/LINT1 as step 6 set them. */
+  readonly lapic: Uint8Array;
+  /** No pending exception, interrupt or NMI. */
+  readonly events: VcpuEvents;
+  /** RUNNABLE for the bootstrap processor, UNINITIALIZED (waiting for INIT/SIPI) for the others. */
+  readonly mpState: number;
+  /** The boot MSRs and KVM's paravirtual MSRs at their reset values. */
+  readonly msrs: readonly MsrEntry[];
+}
+
+/** Step 6, keeping each vCPU's {@link VcpuResetState} for {@link resetPcVcpus}. */
+export function createPcVcpusWithResetState(
+  kvm: Kvm,
+  vm: Vm,
+  cpus: number,
+): { vcpus: Vcpu[]; resetStates: VcpuResetState[] } {
   const supported = kvm.supportedCpuid();
   const vcpus: Vcpu[] = [];
+  const resetStates: VcpuResetState[] = [];
   for (let id = 0; id < cpus; id++) {
     const vcpu = vm.createVcpu(id);
-    vcpu.setCpuid2(linuxCpuid(supported, { apicId: id, cpuCount: cpus }));
+    const cpuid: CpuidEntry[] = linuxCpuid(supported, { apicId: id, cpuCount: cpus });
+    vcpu.setCpuid2(cpuid);
     vcpu.setMsrs(bootMsrs());
     vcpu.setFpu(bootFpu());
     vcpu.setLapic(lapicWithLints(vcpu.getLapic()));
     vcpus.push(vcpu);
+    resetStates.push({
+      regs: vcpu.getRegs(),
+      sregs: vcpu.getSregs(),
+      lapic: vcpu.getLapic(),
+      events: vcpu.getVcpuEvents(),
+      mpState: vcpu.getMpState(),
+      msrs: resetMsrs(cpuid),
+    });
   }
-  return vcpus;
+  return { vcpus, resetStates };
+}
+
+/**
+ * A system reset of every vCPU (the run must be over: no vCPU inside `KVM_RUN`): the power-on
+ * state back, in the order KVM needs it — special registers first (the APIC base decides how the
+ * LAPIC page is read), then the general registers, the MSRs (kvm-clock, steal time, PV EOI and
+ * async page faults off, TSC 0 on all vCPUs, which KVM takes as a synchronised reset), the FPU,
+ * the LAPIC, the pending events and the MP state (the other vCPUs wait for INIT/SIPI again).
+ *
+ * Without it a rebooted Linux inherits x2APIC mode, a LAPIC timer and pending vectors of the
+ * previous kernel, and KVM keeps writing kvm-clock and steal-time data into the new kernel's memory.
+ *
+ * @throws {KvmError} when KVM refuses one of the writes.
+ */
+export function resetPcVcpus(vcpus: readonly Vcpu[], states: readonly VcpuResetState[]): void {
+  vcpus.forEach((vcpu, i) => {
+    const state = states[i];
+    vcpu.setSregs(state.sregs);
+    vcpu.setRegs(state.regs);
+    vcpu.setMsrs(state.msrs);
+    vcpu.setFpu(bootFpu());
+    vcpu.setLapic(state.lapic);
+    vcpu.setVcpuEvents(state.events);
+    vcpu.setMpState(state.mpState);
+  });
 }
 
 /**
@@ -208,6 +276,7 @@ export class PcMachine implements Disposable {
   readonly #vcpus: readonly Vcpu[];
   readonly #runner: Runner;
   readonly #memory: PcGuestMemory;
+  readonly #resetStates: readonly VcpuResetState[];
   #closed = false;
 
   private constructor(parts: {
@@ -219,6 +288,7 @@ export class PcMachine implements Disposable {
     vcpus: Vcpu[];
     runner: Runner;
     memory: PcGuestMemory;
+    resetStates: VcpuResetState[];
   }) {
     this.board = parts.board;
     this.boot = parts.boot;
@@ -228,6 +298,7 @@ export class PcMachine implements Disposable {
     this.#vcpus = parts.vcpus;
     this.#runner = parts.runner;
     this.#memory = parts.memory;
+    this.#resetStates = parts.resetStates;
   }
 
   /**
@@ -259,7 +330,7 @@ export class PcMachine implements Disposable {
       });
       cleanup.push(board);
       const kvmListener = attachKvm(board, vm, options.traceMemslots); // 5
-      const vcpus = createPcVcpus(kvm, vm, cpus); // 6
+      const { vcpus, resetStates } = createPcVcpusWithResetState(kvm, vm, cpus); // 6
       loadGuest(board, boot, vcpus[0]); // 7
       const runner = makeRunner(board, vcpus); // 8
       return new PcMachine({
@@ -271,6 +342,7 @@ export class PcMachine implements Disposable {
         vcpus,
         runner,
         memory,
+        resetStates,
       });
     } catch (error) {
       try {
@@ -360,14 +432,16 @@ export class PcMachine implements Disposable {
   }
 
   /**
-   * A system reset for `-reboot`: devices back to their reset state, the guest loaded again, the
-   * CPU at the plan's entry. RAM keeps its contents, as on a real warm reset.
+   * A system reset for `-reboot`, between runs: devices back to their reset state, every vCPU back
+   * to its power-on state ({@link resetPcVcpus}), the guest loaded again, the bootstrap processor at
+   * the plan's entry. RAM keeps its contents, as on a real warm reset.
    *
    * @throws {TypeError} once closed.
    */
   reset(): void {
     this.#checkOpen();
     this.board.resetDevices();
+    resetPcVcpus(this.#vcpus, this.#resetStates);
     loadGuest(this.board, this.boot, this.#vcpus[0]);
   }
 
