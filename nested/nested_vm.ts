@@ -243,8 +243,6 @@ export interface NestedResult {
   status: number;
   /** Seconds from QEMU's start to its exit. */
   seconds: number;
-  /** Seconds from QEMU's start to the init's ready line (the VM's boot). */
-  bootSeconds?: number;
   /** The command's output (terminal bytes, stdout and stderr together), with `stdio: "piped"`. */
   output?: Uint8Array;
 }
@@ -388,7 +386,7 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
     } catch { /* the job did not finish */ }
     if (statusText !== undefined && /^\d+$/.test(statusText)) {
       const output = stdio === "piped" ? concat(chunks) : undefined;
-      return { status: Number(statusText), seconds, bootSeconds: undefined, output };
+      return { status: Number(statusText), seconds, output };
     }
     if (interrupted) throw new NestedError(`nested VM: interrupted by ${interrupted}`, log, interrupted);
     if (options.signal?.aborted) throw new NestedError("nested VM: the run was aborted", log);

@@ -29,19 +29,28 @@ const ifNested = { ignore: missing !== undefined };
 /** A run's QEMU process and share directory, as `onStart` reported them. */
 type Started = { pid: number; share: string; log: string };
 
-/** What of `run` is still there: its QEMU process (unless reaped) and its share directory. */
+/**
+ * What of `run` is still there: its QEMU process (unless only a zombie) and its share directory.
+ * Processes are read through `ps`: Deno reads /proc only with every permission, which the test
+ * runner does not grant.
+ */
 function leftovers(run: Started | undefined): string[] {
   assert.ok(run, "QEMU was started");
   const left: string[] = [];
-  try {
-    const status = Deno.readTextFileSync(`/proc/${run.pid}/status`);
-    if (!/^State:\s+Z/m.test(status)) left.push(`QEMU process ${run.pid}`);
-  } catch { /* gone */ }
+  const state = ps(["-o", "stat=", "-p", String(run.pid)]).trim();
+  if (state !== "" && !state.startsWith("Z")) left.push(`QEMU process ${run.pid}`);
   try {
     Deno.statSync(run.share);
     left.push(`share ${run.share}`);
   } catch { /* removed */ }
   return left;
+}
+
+/** The output of `ps ARGS…` (empty when no process matched). */
+function ps(args: string[]): string {
+  return new TextDecoder().decode(
+    new Deno.Command("ps", { args, stdout: "piped", stderr: "null" }).outputSync().stdout,
+  );
 }
 
 const decode = (bytes?: Uint8Array) => new TextDecoder().decode(bytes);
@@ -198,7 +207,7 @@ Deno.test({
       let qemu: number | undefined;
       while (qemu === undefined && !exited) {
         await new Promise((resolve) => setTimeout(resolve, 200));
-        qemu = childrenOf(child.pid).find((pid) => isQemu(commandOf(pid)));
+        qemu = qemuChildrenOf(child.pid)[0];
       }
       if (qemu === undefined) {
         assert.fail(`the tool ended before starting QEMU: ${decode((await ended).stderr)}`);
@@ -207,37 +216,18 @@ Deno.test({
       const out = await ended;
       assert.equal(out.code, status, decode(out.stderr));
       assert.match(decode(out.stderr), new RegExp(`^nested VM: interrupted by ${signal} \\(console log: `));
-      assert.ok(!isQemu(commandOf(qemu)), "QEMU is gone");
+      assert.deepEqual(qemuChildrenOf(child.pid), [], "QEMU is gone");
+      assert.equal(ps(["-o", "stat=", "-p", String(qemu)]).trim(), "", "QEMU is reaped");
       assert.deepEqual([...Deno.readDirSync(tmp)], [], "the share directory is removed");
       Deno.removeSync(tmp);
     }
   },
 });
 
-/** Whether a /proc cmdline is QEMU's (found on PATH, so with its directory). */
-function isQemu(cmdline: string): boolean {
-  const program = cmdline.split("\0")[0];
-  return program.slice(program.lastIndexOf("/") + 1) === QEMU_BINARY;
-}
-
-function commandOf(pid: number): string {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/cmdline`);
-  } catch {
-    return "";
-  }
-}
-
-function childrenOf(parent: number): number[] {
-  const children: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === parent) {
-        children.push(Number(entry.name));
-      }
-    } catch { /* gone */ }
-  }
-  return children;
+/** Live (not zombie) QEMU processes whose parent is `parent`. */
+function qemuChildrenOf(parent: number): number[] {
+  return ps(["--ppid", String(parent), "-o", "pid=,stat=,comm="]).split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([pid, stat, comm]) => pid && !stat.startsWith("Z") && QEMU_BINARY.startsWith(comm))
+    .map(([pid]) => Number(pid));
 }
