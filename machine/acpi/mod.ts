@@ -32,3 +32,4 @@ export {
 export * from "./tables.ts";
 export * as aml from "./aml.ts";
 export * from "./placement.ts";
+export type { E820Entry } from "../loader/mod.ts";
