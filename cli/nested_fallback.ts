@@ -5,7 +5,8 @@
  * @module
  */
 
-import { type HostKvm, hostKvm, NestedError, runNested } from "../nested/nested_vm.ts";
+import { type HostKvm, hostKvm } from "../kvm/mod.ts";
+import { NestedError, runNested } from "../nested/nested_vm.ts";
 
 /** Set inside the nested VM, so that a run there never nests again. */
 const NESTED_ENV = "KVM_TS_NESTED";

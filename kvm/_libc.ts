@@ -28,6 +28,8 @@ import { KvmError } from "./kvm_error.ts";
 const LIBC_SYMBOLS = {
   /** `int open(const char *pathname, int flags);` — pathname as NUL-terminated bytes. */
   open: { parameters: ["buffer", "i32"], result: "i32" },
+  /** `ssize_t read(int fd, void *buf, size_t count);` */
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** `int close(int fd);` */
   close: { parameters: ["i32"], result: "i32" },
   /**

@@ -233,3 +233,4 @@ export type {
   RegionKind,
   ValidConstraints,
 } from "../memory/mod.ts";
+export { type HostKvm, hostKvm } from "./host_kvm.ts";

@@ -46,28 +46,6 @@ export class NestedError extends Error {
   }
 }
 
-/** How the host's /dev/kvm can serve. */
-export type HostKvm = "hardware" | "software" | "none";
-
-/**
- * `hardware` when /dev/kvm exists and the CPU has `vmx` or `svm` (kvm_intel/kvm_amd: stock kernels
- * run); `software` when /dev/kvm exists without them (kvm_pvm: guest ring 0 emulated, stock Linux
- * cannot boot); `none` without /dev/kvm.
- */
-export function hostKvm(): HostKvm {
-  try {
-    if (!Deno.statSync("/dev/kvm").isCharDevice) return "none";
-  } catch {
-    return "none";
-  }
-  try {
-    const flags = Deno.readTextFileSync("/proc/cpuinfo").match(/^flags\s*:(.*)$/m)?.[1] ?? "";
-    return /\b(vmx|svm)\b/.test(flags) ? "hardware" : "software";
-  } catch {
-    return "software";
-  }
-}
-
 /** The kernel the nested VM boots: Debian's, with its modules. */
 export interface NestedKernel {
   version: string;

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { PcMachine } from "../mod.ts";
-import { hostKvm } from "../nested/nested_vm.ts";
+import { hostKvm } from "../kvm/mod.ts";
 import { INIT_MARKER, initramfs } from "../examples/build_initramfs.ts";
 
 const CMDLINE = "console=ttyS0 quiet reboot=k panic=-1 pci=off nomodule acpi=off rdinit=/init " +

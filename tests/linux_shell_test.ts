@@ -16,7 +16,7 @@
 
 import assert from "node:assert/strict";
 import { gzip, INIT_MARKER, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
-import { hostKvm } from "../nested/nested_vm.ts";
+import { hostKvm } from "../kvm/mod.ts";
 
 const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
 const RAM_MIB = 256;

@@ -8,7 +8,8 @@
  * @module
  */
 
-import { hostKvm, NestedError, runNested } from "../nested/nested_vm.ts";
+import { hostKvm } from "../kvm/mod.ts";
+import { NestedError, runNested } from "../nested/nested_vm.ts";
 
 /** `deno test`'s flags, the same on both sides. */
 const PERMISSIONS = [
