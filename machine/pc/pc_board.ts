@@ -261,7 +261,8 @@ export interface PcGuestTables {
  * e820 map. Pure, so a kernel can be planned against it before anything is acquired; the loaders
  * see this e820 map, so nothing they place covers the tables.
  *
- * The ACPI tables go at the top of RAM below 4 GiB, in reserved pages (where SeaBIOS puts QEMU's);
+ * The ACPI tables go at the top of RAM below 4 GiB, in a reserved 128 KiB block (where SeaBIOS puts
+ * QEMU's);
  * a board with 2 MiB of RAM or less below 4 GiB has none, and a guest falls back to the MP table.
  */
 export function pcGuestTables(
@@ -274,10 +275,16 @@ export function pcGuestTables(
   if (split.below4g <= ACPI_PLACEMENT_LOWEST + ACPI_TABLES_ROOM) {
     return { firmwareTables, e820, rsdpAddress: undefined };
   }
-  const acpi = placeAcpiTables(e820, { cpus: options.cpus });
+  const acpi = placeAcpiTables(e820, { cpus: options.cpus, reserve: ACPI_HIGH_RESERVE });
   firmwareTables.push({ name: ACPI_TABLES_NAME, address: acpi.tables.address, bytes: acpi.tables.bytes });
   return { firmwareTables, e820: acpi.e820, rsdpAddress: acpi.tables.rsdp.address };
 }
+
+/**
+ * The block reserved at the top of RAM for the ACPI tables: SeaBIOS's 128 KiB "high" zone, which it
+ * reserves for QEMU's tables on the `pc` machine — so Linux finds the same RAM ranges as under QEMU.
+ */
+const ACPI_HIGH_RESERVE = 0x2_0000n;
 
 /** RAM above 1 MiB a board needs before it gets ACPI tables: their pages and room for a guest. */
 const ACPI_TABLES_ROOM = 0x10_0000n;
