@@ -57,11 +57,11 @@ export function initScript(options: InitThen | InitOptions = {}): string {
   ];
   if (powerButton) {
     // busybox acpid would do, but needs a configuration tree; one read of the button's event
-    // device is all that is needed.
+    // device is all that is needed (a read of whole events: evdev refuses reads shorter than one).
     lines.push(
       `for e in /sys/class/input/event*; do`,
       `  if [ "$(${bb} cat $e/device/name 2>/dev/null)" = "Power Button" ]; then`,
-      `    (${bb} head -c 1 /dev/\${e##*/} >/dev/null && ${bb} echo "kvm-ts: power button" && ${bb} poweroff -f) &`,
+      `    (${bb} dd if=/dev/input/\${e##*/} of=/dev/null bs=4096 count=1 2>/dev/null && ${bb} echo "kvm-ts: power button" && ${bb} poweroff -f) &`,
       `  fi`,
       `done`,
     );
