@@ -9,35 +9,16 @@
 import assert from "node:assert/strict";
 import { PcMachine } from "../mod.ts";
 import { hostKvm } from "../kvm/mod.ts";
+import { missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
 import { INIT_MARKER, initramfs } from "../examples/build_initramfs.ts";
 
 const CMDLINE = "console=ttyS0 quiet reboot=k panic=-1 pci=off nomodule acpi=off rdinit=/init " +
   "8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
 
-function find(dir: string, prefix: string): string | undefined {
-  try {
-    const name = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.startsWith(prefix)).sort().at(
-      -1,
-    );
-    return name ? `${dir}/${name}` : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-const KERNEL = find("/boot", "vmlinuz-");
-let busybox: Uint8Array | undefined;
-try {
-  busybox = Deno.readFileSync("/bin/busybox");
-} catch {
-  busybox = undefined;
-}
+const KERNEL = newestKernel();
+const busybox = readBusybox();
 const KVM = hostKvm();
-const missing = !KERNEL
-  ? "no /boot/vmlinuz-* (apt-get install linux-image-amd64)"
-  : !busybox
-  ? "no /bin/busybox (apt-get install busybox-static)"
-  : undefined;
+const missing = missingLinuxGuest(KERNEL, busybox);
 const boardSkip = missing ??
   (KVM === "none"
     ? "no /dev/kvm"

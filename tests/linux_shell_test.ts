@@ -17,6 +17,7 @@
 import assert from "node:assert/strict";
 import { gzip, INIT_MARKER, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { hostKvm } from "../kvm/mod.ts";
+import { missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
 
 const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
 const RAM_MIB = 256;
@@ -26,32 +27,15 @@ const RAM_MIB = 256;
  */
 const STEP_DEADLINE_MS = Number(Deno.env.get("KVM_TS_STEP_DEADLINE_S") ?? 15 * 60) * 1000;
 
-function newestKernel(): string | undefined {
-  try {
-    return [...Deno.readDirSync("/boot")].map((e) => e.name).filter((n) => n.startsWith("vmlinuz-")).sort()
-      .map((n) => `/boot/${n}`).at(-1);
-  } catch {
-    return undefined;
-  }
-}
-
 const KERNEL = newestKernel();
-let busybox: Uint8Array | undefined;
-try {
-  busybox = Deno.readFileSync("/bin/busybox");
-} catch {
-  busybox = undefined;
-}
+const busybox = readBusybox();
 const KVM = hostKvm();
-const skip = !KERNEL
-  ? "no /boot/vmlinuz-* (apt-get install linux-image-amd64)"
-  : !busybox
-  ? "no /bin/busybox (apt-get install busybox-static)"
-  : KVM === "none"
-  ? "no /dev/kvm"
-  : KVM === "software"
-  ? "this host's KVM emulates guest kernel code (no vmx or svm flag): Linux cannot boot on it"
-  : undefined;
+const skip = missingLinuxGuest(KERNEL, busybox) ??
+  (KVM === "none"
+    ? "no /dev/kvm"
+    : KVM === "software"
+    ? "this host's KVM emulates guest kernel code (no vmx or svm flag): Linux cannot boot on it"
+    : undefined);
 if (skip) console.log(`tests/linux_shell_test.ts: Linux shell boots skipped: ${skip}`);
 
 /** The front-end as a child process, its console on pipes. */
