@@ -10,6 +10,7 @@
 
 import { hostKvm } from "../kvm/mod.ts";
 import { NestedError, runNested } from "../nested/nested_vm.ts";
+import { type NestedSpec, reportPath, timeoutPath } from "./_nested_tests.ts";
 
 /** `deno test`'s flags, the same on both sides. */
 const PERMISSIONS = [
@@ -20,8 +21,15 @@ const PERMISSIONS = [
   "--allow-env",
   "--allow-sys",
 ];
-/** The nested run gets this long (its boot is ≈10 s; the KVM tests a few minutes under TCG). */
-const NESTED_TIMEOUT_SECONDS = 60 * 60;
+/**
+ * How long one test file may run inside the nested VM before it is killed and its tests count as
+ * failed (the slowest, the Linux shell boots, take 2–3 min under TCG): a hang guard.
+ */
+const NESTED_FILE_TIMEOUT_SECONDS = 10 * 60;
+/** Test files run at once inside the nested VM (it has two vCPUs). */
+const NESTED_JOBS = 2;
+/** One step of a Linux-console test may take this long inside the nested VM (its own hang guard). */
+const NESTED_STEP_DEADLINE_SECONDS = "300";
 /** Fewer VM create/destroy cycles in the leak test under TCG, where each costs ≈0.1 s. */
 const NESTED_LEAK_CYCLES = "100";
 
@@ -30,6 +38,8 @@ export interface TestCase {
   file: string;
   name: string;
   outcome: "passed" | "failed" | "skipped";
+  /** Why it failed: the first line of its failure message, or what happened to its file. */
+  reason?: string;
 }
 
 function unescapeXml(text: string): string {
@@ -48,11 +58,18 @@ export function parseJunit(xml: string): TestCase[] {
     const attribute = (name: string) =>
       unescapeXml(new RegExp(`\\b${name}="([^"]*)"`).exec(match[1])?.[1] ?? "");
     const body = match[3] ?? "";
-    cases.push({
+    const failure = /<(?:failure|error)\b([^>]*?)(?:\/>|>([\s\S]*?)<\/(?:failure|error)>)/.exec(body);
+    const testCase: TestCase = {
       file: attribute("classname").replace(/^\.\//, ""),
       name: attribute("name"),
-      outcome: /<(failure|error)\b/.test(body) ? "failed" : /<skipped\b/.test(body) ? "skipped" : "passed",
-    });
+      outcome: failure ? "failed" : /<skipped\b/.test(body) ? "skipped" : "passed",
+    };
+    if (failure) {
+      const message = /\bmessage="([^"]*)"/.exec(failure[1])?.[1] ?? "";
+      const text = unescapeXml(failure[2] ?? "").trim() || unescapeXml(message);
+      testCase.reason = text.split("\n").find((line) => line.trim() !== "")?.trim().slice(0, 300);
+    }
+    cases.push(testCase);
   }
   return cases;
 }
@@ -72,10 +89,8 @@ export function count(cases: readonly TestCase[]): { passed: number; failed: num
  */
 export function merge(host: readonly TestCase[], nested: readonly TestCase[]): TestCase[] {
   const key = (c: TestCase) => `${c.file}\0${c.name}`;
-  const inside = new Map(nested.map((c) => [key(c), c.outcome] as const));
-  return host.map((c) =>
-    c.outcome === "skipped" && inside.has(key(c)) ? { ...c, outcome: inside.get(key(c))! } : c
-  );
+  const inside = new Map(nested.map((c) => [key(c), c] as const));
+  return host.map((c) => c.outcome === "skipped" && inside.has(key(c)) ? inside.get(key(c))! : c);
 }
 
 /** A `deno test --filter` regular expression that matches exactly `names`. */
@@ -90,6 +105,102 @@ async function runHost(args: string[], junit: string): Promise<number> {
     stdin: "null",
   }).spawn();
   return (await child.status).code;
+}
+
+/**
+ * The nested outcome of each test in `skipped`, from the per-file reports of `_nested_tests.ts`: a
+ * test with no result fails, with the reason its file gives (killed at its deadline, or no report).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { nestedOutcomes } from "./run_tests.ts";
+ * const skipped = [
+ *   { file: "a_test.ts", name: "boots", outcome: "skipped" as const },
+ *   { file: "b_test.ts", name: "hangs", outcome: "skipped" as const },
+ * ];
+ * const out = nestedOutcomes(skipped, ["a_test.ts", "b_test.ts"], [
+ *   { cases: [{ file: "a_test.ts", name: "boots", outcome: "passed" }] },
+ *   { cases: [], killed: "killed after 600 s" },
+ * ]);
+ * assert.deepEqual(out.map((c) => [c.name, c.outcome, c.reason]), [
+ *   ["boots", "passed", undefined],
+ *   ["hangs", "failed", "its file was killed after 600 s"],
+ * ]);
+ * ```
+ */
+export function nestedOutcomes(
+  skipped: readonly TestCase[],
+  files: readonly string[],
+  reports: readonly { cases: readonly TestCase[]; killed?: string; status?: string }[],
+): TestCase[] {
+  const key = (c: TestCase) => `${c.file}\0${c.name}`;
+  const found = new Map(reports.flatMap((r) => r.cases).map((c) => [key(c), c] as const));
+  return skipped.map((c) => {
+    const result = found.get(key(c));
+    if (result) return result;
+    const report = reports[files.indexOf(c.file.replace(/\$\d+-\d+$/, ""))];
+    const reason = report?.killed
+      ? `its file was ${report.killed.split("\n")[0].replace(/;.*$/, "")}`
+      : `no result from the nested run${report?.status ? ` (${report.status})` : ""}`;
+    return { ...c, outcome: "failed", reason };
+  });
+}
+
+/**
+ * Runs `files` (filtered to the `skipped` tests) inside one nested VM with `_nested_tests.ts`, one
+ * `deno test` per file with a deadline, and returns the nested outcome of every skipped test.
+ */
+async function runNestedSide(skipped: TestCase[], files: string[], dir: string): Promise<TestCase[]> {
+  const started = performance.now();
+  const reportDir = `${dir}/nested`;
+  await Deno.mkdir(reportDir);
+  const spec: NestedSpec = {
+    args: [...PERMISSIONS, "--no-check", `--filter=${exactNames(skipped.map((c) => c.name))}`],
+    files,
+    reportDir,
+    fileTimeoutSeconds: NESTED_FILE_TIMEOUT_SECONDS,
+    jobs: NESTED_JOBS,
+  };
+  await Deno.writeTextFile(`${dir}/nested-spec.json`, JSON.stringify(spec));
+  const driver = decodeURIComponent(new URL("./_nested_tests.ts", import.meta.url).pathname);
+  let ending = "";
+  try {
+    const result = await runNested({
+      argv: [Deno.execPath(), "run", "--allow-all", driver, `${dir}/nested-spec.json`],
+      env: {
+        ...Deno.env.toObject(),
+        NO_COLOR: "1",
+        KVM_TS_LEAK_CYCLES: Deno.env.get("KVM_TS_LEAK_CYCLES") ?? NESTED_LEAK_CYCLES,
+        KVM_TS_STEP_DEADLINE_S: Deno.env.get("KVM_TS_STEP_DEADLINE_S") ?? NESTED_STEP_DEADLINE_SECONDS,
+      },
+      writable: [dir],
+      stdio: "piped",
+      // Every file at its deadline, in lanes, plus the boot: the run cannot outlive its files.
+      timeoutSeconds: Math.ceil(files.length / NESTED_JOBS) * NESTED_FILE_TIMEOUT_SECONDS + 5 * 60,
+      onOutput: (chunk) => Deno.stdout.writeSync(chunk),
+    });
+    ending = `the driver exited ${result.status}`;
+  } catch (error) {
+    if (!(error instanceof NestedError)) throw error;
+    console.log(`test: ${error.message}`);
+    ending = error.message;
+  }
+  const reports = await Promise.all(files.map(async (_, n) => ({
+    cases: parseJunit(await Deno.readTextFile(reportPath(reportDir, n)).catch(() => "")),
+    killed: await Deno.readTextFile(timeoutPath(reportDir, n)).catch(() => undefined),
+    status: ending,
+  })));
+  const outcomes = nestedOutcomes(skipped, files, reports);
+  const taken = count(outcomes);
+  console.log(
+    `test: nested VM: ${taken.passed} passed, ${taken.failed} failed, ${taken.skipped} still skipped ` +
+      `in ${((performance.now() - started) / 1000).toFixed(0)} s (${ending})`,
+  );
+  reports.forEach((r, n) => {
+    if (r.killed) console.log(`\ntest: ${files[n]} was ${r.killed}\n`);
+  });
+  return outcomes;
 }
 
 async function main(args: string[]): Promise<number> {
@@ -112,49 +223,10 @@ async function main(args: string[]): Promise<number> {
       const why = kvm === "none" ? "no /dev/kvm here" : "this host's KVM cannot run a stock kernel";
       console.log(
         `\ntest: ${skipped.length} tests skipped on this host (${why}): running their ${files.length} files ` +
-          "inside a nested KVM VM under QEMU's emulator (one boot; slower)",
+          `inside a nested KVM VM under QEMU's emulator (one boot, ${NESTED_JOBS} files at a time, ` +
+          `${NESTED_FILE_TIMEOUT_SECONDS / 60} min a file at most; slower)`,
       );
-      const started = performance.now();
-      try {
-        const result = await runNested({
-          argv: [
-            Deno.execPath(),
-            ...[
-              "test",
-              ...PERMISSIONS,
-              "--no-check",
-              "--doc",
-              "--parallel",
-              `--junit-path=${dir}/nested.xml`,
-            ],
-            `--filter=${exactNames(skipped.map((c) => c.name))}`, // only the tests that skipped here
-            ...files,
-          ],
-          env: {
-            ...Deno.env.toObject(),
-            NO_COLOR: "1",
-            KVM_TS_LEAK_CYCLES: Deno.env.get("KVM_TS_LEAK_CYCLES") ?? NESTED_LEAK_CYCLES,
-          },
-          writable: [dir],
-          stdio: "piped",
-          timeoutSeconds: NESTED_TIMEOUT_SECONDS,
-          onOutput: (chunk) => Deno.stdout.writeSync(chunk),
-        });
-        const nested = parseJunit(await Deno.readTextFile(`${dir}/nested.xml`).catch(() => ""));
-        cases = merge(host, nested);
-        const taken = count(merge(skipped, nested));
-        console.log(
-          `test: nested VM: ${taken.passed} passed, ${taken.failed} failed, ${taken.skipped} still skipped ` +
-            `in ${((performance.now() - started) / 1000).toFixed(0)} s (deno test exited ${result.status})`,
-        );
-        if (nested.length === 0) {
-          cases = [...cases, { file: "nested VM", name: "nested test run", outcome: "failed" }];
-        }
-      } catch (error) {
-        if (!(error instanceof NestedError)) throw error;
-        console.log(`test: ${error.message}`);
-        cases = host.map((c) => c.outcome === "skipped" ? { ...c, outcome: "failed" } : c);
-      }
+      cases = merge(host, await runNestedSide(skipped, files, dir));
     } else if (skipped.length > 0) {
       console.log(
         `\ntest: ${skipped.length} tests skipped on this host with a hardware-style KVM (reasons above)`,
@@ -163,7 +235,9 @@ async function main(args: string[]): Promise<number> {
     const failedCases = cases.filter((c) => c.outcome === "failed");
     if (failedCases.length > 0) {
       console.log("\ntest: failed:");
-      for (const c of failedCases) console.log(`  ${c.file}: ${c.name}`);
+      for (const c of failedCases) {
+        console.log(`  ${c.file}: ${c.name}${c.reason ? `\n      ${c.reason}` : ""}`);
+      }
     }
     const { passed, failed, skipped: stillSkipped } = count(cases);
     const ok = failed === 0 && (status === 0 || failedCases.length > 0);

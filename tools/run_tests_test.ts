@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { count, exactNames, merge, parseJunit, type TestCase } from "./run_tests.ts";
+import { type NestedSpec, reportPath, timeoutPath } from "./_nested_tests.ts";
 
 const JUNIT = `<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="deno test" tests="4" failures="1" errors="0" time="0.659">
@@ -47,5 +48,62 @@ Deno.test("the nested filter matches exactly the skipped names, special characte
   for (const name of names) assert.match(name, pattern);
   for (const other of ["a (b) [c]? $1 / xy", "xxy", "x.yy", "the system's cpio"]) {
     assert.doesNotMatch(other, pattern);
+  }
+});
+
+Deno.test("a failure's reason is the first line of its message", () => {
+  const [broken] = parseJunit(JUNIT).filter((c) => c.outcome === "failed");
+  assert.equal(broken.reason, "boom");
+  const multi = parseJunit(
+    `<testcase name="x" classname="./a_test.ts"><failure message="m">\n\n  AssertionError: no prompt\n  at …</failure></testcase>`,
+  );
+  assert.equal(multi[0].reason, "AssertionError: no prompt");
+});
+
+Deno.test("the nested driver runs each file with a deadline: a hung file is killed, the others report", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kvm-ts-driver-test-" });
+  try {
+    await Deno.writeTextFile(`${dir}/quick_test.ts`, `Deno.test("quick", () => {});\n`);
+    // The hung file also leaves a child behind: the process group kill must take it too.
+    await Deno.writeTextFile(
+      `${dir}/hung_test.ts`,
+      `Deno.test("hung", async () => {\n` +
+        `  new Deno.Command("sleep", { args: ["987"] }).spawn();\n` +
+        `  console.log("about to hang");\n` +
+        `  await new Promise(() => setInterval(() => {}, 1000));\n});\n`,
+    );
+    await Deno.mkdir(`${dir}/reports`);
+    const spec: NestedSpec = {
+      args: ["--allow-run", "--no-check"],
+      files: [`${dir}/hung_test.ts`, `${dir}/quick_test.ts`],
+      reportDir: `${dir}/reports`,
+      fileTimeoutSeconds: 3,
+      jobs: 2,
+    };
+    await Deno.writeTextFile(`${dir}/spec.json`, JSON.stringify(spec));
+    const driver = new URL("./_nested_tests.ts", import.meta.url).pathname;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", driver, `${dir}/spec.json`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(output.stdout);
+    assert.ok(output.success, text);
+    assert.match(text, /hung_test\.ts: KILLED after 3 s/);
+    assert.match(text, /quick_test\.ts: exited 0/);
+    const killed = await Deno.readTextFile(timeoutPath(spec.reportDir, 0));
+    assert.match(killed, /^killed after 3 s/);
+    assert.match(killed, /about to hang/);
+    assert.deepEqual(
+      parseJunit(await Deno.readTextFile(reportPath(spec.reportDir, 1))).map((c) => c.outcome),
+      [
+        "passed",
+      ],
+    );
+    await assert.rejects(Deno.stat(reportPath(spec.reportDir, 0)));
+    const ps = await new Deno.Command("pgrep", { args: ["-f", "sleep 987"], stdout: "piped" }).output();
+    assert.equal(new TextDecoder().decode(ps.stdout).trim(), "", "the hung file's child outlived it");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -1,0 +1,98 @@
+/**
+ * The test runner's half inside the nested KVM VM: runs each test file as its own `deno test`
+ * process (two at a time), each with a deadline, and writes one JUnit report per file.
+ *
+ * Why per file: one `deno test` over every file would lose every result to a single hung guest —
+ * the whole nested run then ends at its own timeout and nothing says which test hung. Here a file
+ * that passes its deadline is killed with its process group (the front-end children its tests
+ * started go with it), a report names it as timed out, and the other files' results stand.
+ *
+ *   deno run --allow-all tools/_nested_tests.ts SPEC.json
+ *
+ * SPEC.json is a {@link NestedSpec}. Prints each file's output as it comes and one line per file
+ * when it ends.
+ *
+ * @module
+ */
+
+/** What the host side asks the nested side to run. */
+export interface NestedSpec {
+  /** `deno test` arguments before the file (permissions, `--filter`, …). */
+  args: string[];
+  /** The test files, in order. */
+  files: string[];
+  /** Where the reports go: `<dir>/<n>.xml` for file n, `<dir>/<n>.timeout` when it was killed. */
+  reportDir: string;
+  /** Seconds one file may take. */
+  fileTimeoutSeconds: number;
+  /** Files run at once. */
+  jobs: number;
+}
+
+/** The report path of file `n`. */
+export function reportPath(dir: string, n: number): string {
+  return `${dir}/${n}.xml`;
+}
+
+/** The marker of file `n` when it was killed at its deadline (its text: seconds and last output). */
+export function timeoutPath(dir: string, n: number): string {
+  return `${dir}/${n}.timeout`;
+}
+
+/** How much of a killed file's output its timeout marker keeps. */
+const TAIL_CHARS = 4000;
+
+async function runFile(spec: NestedSpec, n: number): Promise<void> {
+  const file = spec.files[n];
+  const started = performance.now();
+  // setsid: the file's `deno test` leads a process group of its own, so a deadline kills the
+  // front-end processes its tests spawned too (they would keep the VM busy otherwise).
+  const child = new Deno.Command("setsid", {
+    args: [Deno.execPath(), "test", ...spec.args, `--junit-path=${reportPath(spec.reportDir, n)}`, file],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let tail = "";
+  const decoder = new TextDecoder();
+  const pump = async (stream: ReadableStream<Uint8Array>, to: typeof Deno.stdout) => {
+    for await (const chunk of stream) {
+      to.writeSync(chunk);
+      tail = (tail + decoder.decode(chunk, { stream: true })).slice(-TAIL_CHARS);
+    }
+  };
+  const pumps = Promise.all([pump(child.stdout, Deno.stdout), pump(child.stderr, Deno.stderr)]);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      Deno.kill(-child.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }, spec.fileTimeoutSeconds * 1000);
+  const status = await child.status;
+  clearTimeout(timer);
+  await pumps.catch(() => {});
+  const seconds = ((performance.now() - started) / 1000).toFixed(0);
+  if (timedOut) {
+    await Deno.writeTextFile(
+      timeoutPath(spec.reportDir, n),
+      `killed after ${spec.fileTimeoutSeconds} s; its last output:\n${tail}`,
+    );
+    console.log(`nested: ${file}: KILLED after ${spec.fileTimeoutSeconds} s (deadline)`);
+  } else {
+    console.log(`nested: ${file}: exited ${status.code} after ${seconds} s`);
+  }
+}
+
+async function main(specPath: string): Promise<void> {
+  const spec: NestedSpec = JSON.parse(await Deno.readTextFile(specPath));
+  let next = 0;
+  const lane = async () => {
+    while (next < spec.files.length) await runFile(spec, next++);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, spec.jobs) }, lane));
+}
+
+if (import.meta.main) await main(Deno.args[0]);
