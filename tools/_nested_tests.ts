@@ -39,6 +39,18 @@ export function timeoutPath(dir: string, n: number): string {
   return `${dir}/${n}.timeout`;
 }
 
+/** The marker of file `n` when processes its tests started outlived it (their command lines). */
+export function leftoverPath(dir: string, n: number): string {
+  return `${dir}/${n}.leftover`;
+}
+
+/** The processes still in process group `group`, as `pid command line`. */
+async function leftovers(group: number): Promise<string[]> {
+  const output = await new Deno.Command("pgrep", { args: ["-a", "-g", String(group)], stdout: "piped" })
+    .output();
+  return new TextDecoder().decode(output.stdout).split("\n").filter((line) => line.trim() !== "");
+}
+
 /** How much of a killed file's output its timeout marker keeps. */
 const TAIL_CHARS = 4000;
 
@@ -75,6 +87,20 @@ async function runFile(spec: NestedSpec, n: number): Promise<void> {
   clearTimeout(timer);
   await pumps.catch(() => {});
   const seconds = ((performance.now() - started) / 1000).toFixed(0);
+  // Whatever is left in the file's process group was started by its tests and outlived them: a
+  // leak (a guest still running eats the VM's CPUs and slows every file after it). Name and end it.
+  const left = await leftovers(child.pid);
+  if (left.length > 0) {
+    try {
+      Deno.kill(-child.pid, "SIGKILL");
+    } catch {
+      // gone by now
+    }
+    await Deno.writeTextFile(leftoverPath(spec.reportDir, n), left.join("\n"));
+    console.log(
+      `nested: ${file}: ${left.length} process(es) outlived the file, killed:\n  ${left.join("\n  ")}`,
+    );
+  }
   if (timedOut) {
     await Deno.writeTextFile(
       timeoutPath(spec.reportDir, n),

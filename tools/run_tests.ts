@@ -10,7 +10,7 @@
 
 import { hostKvm } from "../kvm/mod.ts";
 import { NestedError, runNested } from "../nested/nested_vm.ts";
-import { type NestedSpec, reportPath, timeoutPath } from "./_nested_tests.ts";
+import { leftoverPath, type NestedSpec, reportPath, timeoutPath } from "./_nested_tests.ts";
 
 /** `deno test`'s flags, the same on both sides. */
 const PERMISSIONS = [
@@ -132,20 +132,36 @@ async function runHost(args: string[], junit: string): Promise<number> {
 export function nestedOutcomes(
   skipped: readonly TestCase[],
   files: readonly string[],
-  reports: readonly { cases: readonly TestCase[]; killed?: string; status?: string }[],
+  reports: readonly { cases: readonly TestCase[]; killed?: string; leftover?: string; status?: string }[],
 ): TestCase[] {
   const key = (c: TestCase) => `${c.file}\0${c.name}`;
   const found = new Map(reports.flatMap((r) => r.cases).map((c) => [key(c), c] as const));
-  return skipped.map((c) => {
-    const result = found.get(key(c));
-    if (result) return result;
-    const report = reports[files.indexOf(c.file.replace(/\$\d+-\d+$/, ""))];
-    const reason = report?.killed
-      ? `its file was ${report.killed.split("\n")[0].replace(/;.*$/, "")}`
-      : `no result from the nested run${report?.status ? ` (${report.status})` : ""}`;
-    return { ...c, outcome: "failed", reason };
-  });
+  const leaks = reports.flatMap((r, n): TestCase[] =>
+    r.leftover
+      ? [{
+        file: files[n],
+        name: LEFTOVER_TEST,
+        outcome: "failed",
+        reason: `left running: ${r.leftover.split("\n").join("; ").slice(0, 300)}`,
+      }]
+      : []
+  );
+  return [
+    ...skipped.map((c): TestCase => {
+      const result = found.get(key(c));
+      if (result) return result;
+      const report = reports[files.indexOf(c.file.replace(/\$\d+-\d+$/, ""))];
+      const reason = report?.killed
+        ? `its file was ${report.killed.split("\n")[0].replace(/;.*$/, "")}`
+        : `no result from the nested run${report?.status ? ` (${report.status})` : ""}`;
+      return { ...c, outcome: "failed", reason };
+    }),
+    ...leaks,
+  ];
 }
+
+/** The name of the failure a test file gets when processes its tests started outlive it. */
+export const LEFTOVER_TEST = "its tests leave no process running (nested run)";
 
 /**
  * Runs `files` (filtered to the `skipped` tests) inside one nested VM with `_nested_tests.ts`, one
@@ -189,6 +205,7 @@ async function runNestedSide(skipped: TestCase[], files: string[], dir: string):
   const reports = await Promise.all(files.map(async (_, n) => ({
     cases: parseJunit(await Deno.readTextFile(reportPath(reportDir, n)).catch(() => "")),
     killed: await Deno.readTextFile(timeoutPath(reportDir, n)).catch(() => undefined),
+    leftover: await Deno.readTextFile(leftoverPath(reportDir, n)).catch(() => undefined),
     status: ending,
   })));
   const outcomes = nestedOutcomes(skipped, files, reports);
@@ -226,7 +243,8 @@ async function main(args: string[]): Promise<number> {
           `inside a nested KVM VM under QEMU's emulator (one boot, ${NESTED_JOBS} files at a time, ` +
           `${NESTED_FILE_TIMEOUT_SECONDS / 60} min a file at most; slower)`,
       );
-      cases = merge(host, await runNestedSide(skipped, files, dir));
+      const nested = await runNestedSide(skipped, files, dir);
+      cases = [...merge(host, nested), ...nested.filter((c) => c.name === LEFTOVER_TEST)];
     } else if (skipped.length > 0) {
       console.log(
         `\ntest: ${skipped.length} tests skipped on this host with a hardware-style KVM (reasons above)`,

@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
-import { count, exactNames, merge, parseJunit, type TestCase } from "./run_tests.ts";
-import { type NestedSpec, reportPath, timeoutPath } from "./_nested_tests.ts";
+import {
+  count,
+  exactNames,
+  LEFTOVER_TEST,
+  merge,
+  nestedOutcomes,
+  parseJunit,
+  type TestCase,
+} from "./run_tests.ts";
+import { leftoverPath, type NestedSpec, reportPath, timeoutPath } from "./_nested_tests.ts";
 
 const JUNIT = `<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="deno test" tests="4" failures="1" errors="0" time="0.659">
@@ -72,10 +80,15 @@ Deno.test("the nested driver runs each file with a deadline: a hung file is kill
         `  console.log("about to hang");\n` +
         `  await new Promise(() => setInterval(() => {}, 1000));\n});\n`,
     );
+    await Deno.writeTextFile(
+      `${dir}/leaky_test.ts`,
+      `Deno.test({ name: "leaky", sanitizeResources: false, sanitizeOps: false, fn() {\n` +
+        `  new Deno.Command("sleep", { args: ["988"] }).spawn().unref();\n} });\n`,
+    );
     await Deno.mkdir(`${dir}/reports`);
     const spec: NestedSpec = {
       args: ["--allow-run", "--no-check"],
-      files: [`${dir}/hung_test.ts`, `${dir}/quick_test.ts`],
+      files: [`${dir}/hung_test.ts`, `${dir}/quick_test.ts`, `${dir}/leaky_test.ts`],
       reportDir: `${dir}/reports`,
       fileTimeoutSeconds: 3,
       jobs: 2,
@@ -101,9 +114,24 @@ Deno.test("the nested driver runs each file with a deadline: a hung file is kill
       ],
     );
     await assert.rejects(Deno.stat(reportPath(spec.reportDir, 0)));
-    const ps = await new Deno.Command("pgrep", { args: ["-f", "sleep 987"], stdout: "piped" }).output();
-    assert.equal(new TextDecoder().decode(ps.stdout).trim(), "", "the hung file's child outlived it");
+    assert.match(await Deno.readTextFile(leftoverPath(spec.reportDir, 2)), /^\d+ \S*sleep 988$/);
+    await assert.rejects(Deno.stat(leftoverPath(spec.reportDir, 1)));
+    const ps = await new Deno.Command("pgrep", { args: ["-f", "sleep 98[78]"], stdout: "piped" }).output();
+    assert.equal(new TextDecoder().decode(ps.stdout).trim(), "", "a file's child outlived the driver");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a nested file whose tests leave processes running fails once, naming them", () => {
+  const skipped: TestCase[] = [{ file: "a_test.ts", name: "boots", outcome: "skipped" }];
+  const out = nestedOutcomes(skipped, ["a_test.ts"], [{
+    cases: [{ file: "a_test.ts", name: "boots", outcome: "passed" }],
+    leftover: "123 deno run main.ts -smp 2\n124 qemu",
+  }]);
+  assert.deepEqual(out.map((c) => [c.file, c.name, c.outcome]), [
+    ["a_test.ts", "boots", "passed"],
+    ["a_test.ts", LEFTOVER_TEST, "failed"],
+  ]);
+  assert.match(out[1].reason!, /123 deno run main\.ts -smp 2; 124 qemu/);
 });
