@@ -44,6 +44,17 @@ export {
   type PciIdentity,
 } from "./pci_device.ts";
 export {
+  PCI_BAR0_OFFSET,
+  PCI_BAR_COUNT,
+  PCI_CAPABILITY_LIST_OFFSET,
+  PciBarType,
+  type PciBusSpaces,
+  PciCommand,
+  PciFunction,
+  type PciFunctionOptions,
+  PciStatus,
+} from "./pci_function.ts";
+export {
   I440FX_CLASS_CODE,
   I440FX_COREBOOT_RAM_SIZE_OFFSET,
   I440FX_DEVICE_ID,
