@@ -101,3 +101,29 @@ export class DriverQueue {
     return this.ram.view.getUint16(Number(this.used) + 4 + 8 * this.size, true);
   }
 }
+
+/** A read-write disk over a Uint8Array that records flushes and can be made to fail. */
+export class ByteDisk {
+  readonly bytes: Uint8Array;
+  flushes = 0;
+  fail = false;
+  constructor(size: number, readonly readOnly = false) {
+    this.bytes = new Uint8Array(size);
+    for (let i = 0; i < size; i++) this.bytes[i] = (i * 31 + (i >> 9)) & 0xff;
+  }
+  get size(): bigint {
+    return BigInt(this.bytes.length);
+  }
+  read(offset: bigint, into: Uint8Array): void {
+    if (this.fail) throw new Error("disk read failed");
+    into.set(this.bytes.subarray(Number(offset), Number(offset) + into.length));
+  }
+  write(offset: bigint, from: Uint8Array): void {
+    if (this.fail || this.readOnly) throw new Error("disk write failed");
+    this.bytes.set(from, Number(offset));
+  }
+  flush(): void {
+    if (this.fail) throw new Error("flush failed");
+    this.flushes++;
+  }
+}
