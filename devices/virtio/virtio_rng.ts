@@ -15,8 +15,11 @@ export const VIRTIO_ID_RNG = 4;
 export const VIRTIO_RNG_QUEUE_SIZE = 8;
 /** Most bytes given to one request (a hostile driver may offer buffers of up to 4 GiB). */
 export const VIRTIO_RNG_MAX_CHUNK = 0x1_0000;
-/** PCI class "other" (QEMU's `PCI_CLASS_OTHERS`), shown by `info pci` as "Class 0255". */
-const PCI_CLASS_OTHERS = 0xff_00_00;
+/**
+ * QEMU's `PCI_CLASS_OTHERS` (0xff) is stored as the 16-bit class word, so the function shows base
+ * class 0x00, subclass 0xff (`info pci`: "Class 0255").
+ */
+const PCI_CLASS_OTHERS = 0x00_ff_00;
 
 /** Options of {@link VirtioRng}. */
 export interface VirtioRngOptions {
@@ -41,7 +44,7 @@ export class VirtioRng implements VirtioDeviceModel {
   readonly name: string = "virtio-rng";
   /** {@link VIRTIO_ID_RNG}. */
   readonly deviceId: number = VIRTIO_ID_RNG;
-  /** PCI class "other". */
+  /** Class word 0x00ff, as QEMU sets it. */
   readonly pciClassCode: number = PCI_CLASS_OTHERS;
   /** No device-specific features. */
   readonly features: bigint = 0n;
