@@ -103,7 +103,7 @@ export interface VirtioDeviceOptions {
  * dev.setDriverFeatures(VirtioFeature.VERSION_1);
  * dev.setStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK);
  * assert.equal(dev.status & VirtioStatus.FEATURES_OK, VirtioStatus.FEATURES_OK);
- * dev.setStatus(0); // reset
+ * dev.reset(); // what a transport does when the driver writes status 0
  * assert.equal(dev.driverFeatures, 0n);
  * ```
  */
@@ -178,16 +178,13 @@ export class VirtioDevice {
   }
 
   /**
-   * The driver wrote the status byte. 0 resets the device. FEATURES_OK is refused (left clear)
-   * unless VERSION_1 was accepted: this is a virtio 1.x-only device. DEVICE_NEEDS_RESET stays set
-   * until a reset.
+   * Sets the status byte (QEMU's `virtio_set_status`). FEATURES_OK is refused (left clear) unless
+   * VERSION_1 was accepted: this is a virtio 1.x-only device. DEVICE_NEEDS_RESET stays set until a
+   * reset. Writing 0 does not reset here: the transport calls {@link reset} for a driver's 0 (QEMU
+   * also clears DRIVER_OK through this path, which must not reset).
    */
   setStatus(value: number): void {
     value &= 0xff;
-    if (value === 0) {
-      this.reset();
-      return;
-    }
     if ((value & VirtioStatus.FEATURES_OK) && !(this.#status & VirtioStatus.FEATURES_OK)) {
       if (!(this.#driverFeatures & VirtioFeature.VERSION_1)) {
         this.#log(`${this.model.name}: FEATURES_OK refused: the driver did not accept VIRTIO_F_VERSION_1`);

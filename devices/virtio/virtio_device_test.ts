@@ -83,7 +83,7 @@ Deno.test("VirtioDevice: a protocol error in a handler sets NEEDS_RESET, logs on
   assert.equal(calls, 1, "a broken device ignores notifications");
   dev.setStatus(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK);
   assert.ok(dev.status & S.DEVICE_NEEDS_RESET, "the driver cannot clear NEEDS_RESET");
-  dev.setStatus(0);
+  dev.reset();
   assert.equal(dev.broken, false);
   assert.equal(dev.status, 0);
   assert.equal(dev.queues[0].enabled, false);

@@ -312,6 +312,12 @@ Deno.test("VirtioPci: turning bus mastering off clears DRIVER_OK and stops notif
   w(C.DEVICE_STATUS, 1, 0x07);
   b.cfg(4).write(0x04, 0x0002, 2);
   assert.equal(r(C.DEVICE_STATUS, 1), 0x03);
+  w(C.DEVICE_STATUS, 1, 0x04);
+  b.cfg(4).write(0x04, 0x0006, 2);
+  w(C.QUEUE_SIZE, 2, 4);
+  b.cfg(4).write(0x04, 0x0002, 2);
+  assert.equal(r(C.DEVICE_STATUS, 1), 0, "DRIVER_OK cleared");
+  assert.equal(r(C.QUEUE_SIZE, 2), 4, "but no reset");
   assert.ok(rng.device.disabled);
   b.cfg(4).write(0x04, 0x0006, 2);
   assert.equal(rng.device.disabled, false);
