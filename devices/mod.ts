@@ -44,6 +44,31 @@ export {
   type PciIdentity,
 } from "./pci_device.ts";
 export {
+  PCI_BAR0_OFFSET,
+  PCI_BAR_COUNT,
+  PCI_CAPABILITY_LIST_OFFSET,
+  PciBarType,
+  type PciBusSpaces,
+  PciCommand,
+  PciFunction,
+  type PciFunctionOptions,
+  PciStatus,
+} from "./pci_function.ts";
+export {
+  Msix,
+  MSIX_CAP_SIZE,
+  MSIX_ENABLE_BIT,
+  MSIX_ENTRY_SIZE,
+  MSIX_EXCLUSIVE_BAR_SIZE,
+  MSIX_EXCLUSIVE_PBA_OFFSET,
+  MSIX_MASKALL_BIT,
+  MSIX_MAX_VECTORS,
+  MSIX_VECTOR_MASK_BIT,
+  type MsixOptions,
+  type MsixVectorState,
+  PCI_CAP_ID_MSIX,
+} from "./msix.ts";
+export {
   I440FX_CLASS_CODE,
   I440FX_COREBOOT_RAM_SIZE_OFFSET,
   I440FX_DEVICE_ID,

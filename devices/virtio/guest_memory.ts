@@ -1,0 +1,119 @@
+/**
+ * How virtio devices reach guest memory: a narrow interface that refuses, rather than performs, any
+ * access that is not wholly inside guest RAM, so a hostile descriptor can never make a device touch
+ * MMIO, ROM or a hole.
+ *
+ * @module
+ */
+
+import { UINT64_MAX } from "../../memory/mod.ts";
+
+/**
+ * Guest RAM as a device sees it (DMA). Every method checks the whole range first and does nothing
+ * when any byte is not RAM the device may access.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { GuestMemory } from "./guest_memory.ts";
+ * const ram = new Uint8Array(0x1000);
+ * const inside = (addr: bigint, length: number) => addr + BigInt(length) <= BigInt(ram.length);
+ * const memory: GuestMemory = {
+ *   check: (addr, length) => inside(addr, length),
+ *   read: (addr, into) => inside(addr, into.length) && (into.set(ram.subarray(Number(addr), Number(addr) + into.length)), true),
+ *   write: (addr, from) => inside(addr, from.length) && (ram.set(from, Number(addr)), true),
+ * };
+ * assert.equal(memory.write(0xffen, new Uint8Array(4)), false); // would pass the end: nothing written
+ * ```
+ */
+export interface GuestMemory {
+  /** Whether `[addr, addr + length)` is all guest RAM (writable RAM when `forWrite`). */
+  check(addr: bigint, length: number, forWrite?: boolean): boolean;
+  /** Copies guest bytes at `addr` into `into`; false (and nothing read) when the range is not RAM. */
+  read(addr: bigint, into: Uint8Array): boolean;
+  /** Copies `from` to guest bytes at `addr`; false (and nothing written) when the range is not writable RAM. */
+  write(addr: bigint, from: Uint8Array): boolean;
+  /**
+   * A full memory barrier between the device's guest-memory accesses before and after it, for RAM
+   * that vCPU threads change concurrently (the KVM layer gives one; absent means none is needed).
+   */
+  fence?(): void;
+}
+
+/**
+ * What {@link AddressSpaceGuestMemory} needs of an address space: memory/'s `AddressSpace` has it
+ * (its flat view's `lookup`, and `rw`).
+ */
+export interface GuestAddressSpace {
+  /** The current flat view. */
+  readonly view: {
+    lookup(addr: bigint):
+      | { start: bigint; size: bigint; readonly: boolean; region: { isRam: boolean; kind: string } }
+      | undefined;
+  };
+  /** Reads into or writes from `data` at `addr`. */
+  rw(addr: bigint, data: Uint8Array, isWrite: boolean): number;
+}
+
+/**
+ * {@link GuestMemory} over a memory-API address space: only ranges rendered as RAM count (ROM and
+ * read-only RAM are readable, not writable; MMIO, ROM devices and holes are refused).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AddressSpace, MemoryRegion } from "../../memory/mod.ts";
+ * import { AddressSpaceGuestMemory } from "./guest_memory.ts";
+ * const system = MemoryRegion.container("system", 1n << 64n);
+ * system.addSubregion(0, MemoryRegion.ram("ram", 0x1000));
+ * system.addSubregion(0x1000, MemoryRegion.io("mmio", 0x1000, { read: () => 0 }));
+ * using as = new AddressSpace(system, "memory");
+ * const memory = new AddressSpaceGuestMemory(as);
+ * assert.equal(memory.check(0xff0n, 16), true);
+ * assert.equal(memory.check(0xff0n, 17), false); // one byte of MMIO
+ * ```
+ */
+export class AddressSpaceGuestMemory implements GuestMemory {
+  readonly #as: GuestAddressSpace;
+  readonly #fence: (() => void) | undefined;
+
+  /** Guest memory through `as`; `fence` is the barrier {@link GuestMemory.fence} runs, if any. */
+  constructor(as: GuestAddressSpace, fence?: () => void) {
+    this.#as = as;
+    this.#fence = fence;
+  }
+
+  /** Whether every byte of the range is rendered RAM (writable RAM when `forWrite`). */
+  check(addr: bigint, length: number, forWrite = false): boolean {
+    if (typeof addr !== "bigint" || !Number.isSafeInteger(length) || length < 0 || addr < 0n) return false;
+    const end = addr + BigInt(length);
+    if (end - 1n > UINT64_MAX) return false;
+    const view = this.#as.view;
+    for (let at = addr; at < end;) {
+      const range = view.lookup(at);
+      if (!range || !range.region.isRam) return false;
+      if (forWrite && (range.readonly || range.region.kind !== "ram")) return false;
+      at = range.start + range.size;
+    }
+    return true;
+  }
+
+  /** Reads RAM only. */
+  read(addr: bigint, into: Uint8Array): boolean {
+    if (!this.check(addr, into.length)) return false;
+    this.#as.rw(addr, into, false);
+    return true;
+  }
+
+  /** Writes writable RAM only (marking dirty pages as any write does). */
+  write(addr: bigint, from: Uint8Array): boolean {
+    if (!this.check(addr, from.length, true)) return false;
+    this.#as.rw(addr, from, true);
+    return true;
+  }
+
+  /** Runs the injected barrier. */
+  fence(): void {
+    this.#fence?.();
+  }
+}

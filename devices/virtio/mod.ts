@@ -1,0 +1,90 @@
+/**
+ * virtio 1.x devices: split virtqueues that treat the guest as hostile, the device core (status,
+ * features, needs-reset), the modern virtio-pci transport with MSI-X, and the virtio-rng and
+ * virtio-blk device types. Pure: guest memory, interrupts, entropy and disks are injected.
+ *
+ * @module
+ */
+
+export { AddressSpaceGuestMemory, type GuestAddressSpace, type GuestMemory } from "./guest_memory.ts";
+export {
+  DescriptorChain,
+  VIRTIO_NO_VECTOR,
+  VirtioProtocolError,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  type VirtqBuffer,
+  Virtqueue,
+  VIRTQUEUE_MAX_ELEMENTS,
+  VIRTQUEUE_MAX_SIZE,
+  type VirtqueueFeatures,
+  vringNeedEvent,
+} from "./virtqueue.ts";
+export {
+  VIRTIO_ISR_CONFIG,
+  VIRTIO_ISR_QUEUE,
+  VIRTIO_TRANSPORT_FEATURES,
+  VirtioDevice,
+  type VirtioDeviceModel,
+  type VirtioDeviceOptions,
+  VirtioFeature,
+  VirtioStatus,
+} from "./virtio_device.ts";
+export {
+  PCI_CAP_ID_VNDR,
+  VIRTIO_PCI_MODERN_BAR,
+  VIRTIO_PCI_MODERN_BAR_SIZE,
+  VIRTIO_PCI_MODERN_DEVICE_ID_BASE,
+  VIRTIO_PCI_MODERN_REVISION,
+  VIRTIO_PCI_MSIX_BAR,
+  VIRTIO_PCI_NOTIFY_OFF_MULTIPLIER,
+  VIRTIO_PCI_REGION_SIZE,
+  VIRTIO_PCI_VENDOR_ID,
+  VirtioPci,
+  VirtioPciCapType,
+  VirtioPciCommon,
+  type VirtioPciOptions,
+} from "./virtio_pci.ts";
+export {
+  VIRTIO_ID_RNG,
+  VIRTIO_RNG_MAX_CHUNK,
+  VIRTIO_RNG_QUEUE_SIZE,
+  VirtioRng,
+  type VirtioRngOptions,
+} from "./virtio_rng.ts";
+export {
+  type BlockBacking,
+  VIRTIO_BLK_CONFIG_SIZE,
+  VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_QUEUE_SIZE,
+  VIRTIO_BLK_SECTOR_SIZE,
+  VIRTIO_ID_BLOCK,
+  VirtioBlk,
+  VirtioBlkFeature,
+  type VirtioBlkOptions,
+  VirtioBlkRequest,
+  VirtioBlkStatus,
+} from "./virtio_blk.ts";
+// Types of the parent folder and of memory/ that this module's public types name, so that its
+// documentation is complete on its own.
+export type {
+  AccessConstraints,
+  AddrInput,
+  Endianness,
+  IrqLine,
+  MemoryRegion,
+  MemoryRegionOps,
+  Msix,
+  MsixVectorState,
+  PciBusSpaces,
+  PciConfigSpace,
+  PciDevice,
+  PciFunction,
+  PciFunctionOptions,
+  PciIdentity,
+  RamBacking,
+  RegionKind,
+  ValidConstraints,
+} from "../mod.ts";

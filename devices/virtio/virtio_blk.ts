@@ -1,0 +1,256 @@
+/**
+ * virtio-blk (virtio 1.2 section 5.2), as QEMU 7.2's `hw/block/virtio-blk.c` handles requests:
+ *
+ * - a request is a 16-byte header (type, reserved, sector) in the device-readable part, data, and a
+ *   status byte that is the last byte of the device-writable part; a chain without a readable or a
+ *   writable buffer, or with a header shorter than 16 bytes, is a protocol error (the device needs a
+ *   reset);
+ * - IN reads and OUT writes whole 512-byte sectors; a range past the capacity, or a data length
+ *   that is not a multiple of 512, completes with IOERR, as does an OUT on a read-only disk or any
+ *   failure of the backing store;
+ * - FLUSH flushes the backing store; GET_ID writes the serial (at most 20 bytes, NUL-terminated when
+ *   shorter); any other type completes with UNSUPP;
+ * - the used length is the whole device-writable size, as QEMU reports it.
+ *
+ * Features offered: SEG_MAX, BLK_SIZE, FLUSH, and RO for a read-only disk. (QEMU 7.2 also offers
+ * GEOMETRY, TOPOLOGY, CONFIG_WCE, DISCARD and WRITE_ZEROES; not implemented yet.)
+ *
+ * @module
+ */
+
+import type { VirtioDevice, VirtioDeviceModel } from "./virtio_device.ts";
+import { type DescriptorChain, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
+
+/** Virtio device ID of a block device. */
+export const VIRTIO_ID_BLOCK = 2;
+/** QEMU's default queue size for virtio-blk. */
+export const VIRTIO_BLK_QUEUE_SIZE = 256;
+/** Bytes in a virtio-blk sector (fixed by the spec, whatever the block size). */
+export const VIRTIO_BLK_SECTOR_SIZE = 512;
+/** Bytes of a GET_ID answer. */
+export const VIRTIO_BLK_ID_BYTES = 20;
+/** Bytes of the configuration space exposed (capacity through num_queues). */
+export const VIRTIO_BLK_CONFIG_SIZE = 0x24;
+/** Bytes of data moved per backing-store call. */
+const CHUNK = 0x1_0000;
+/** Largest request QEMU's block layer takes (BDRV_REQUEST_MAX_BYTES, rounded to sectors). */
+const MAX_REQUEST_BYTES = 0x7fff_fe00;
+/** PCI class of QEMU's virtio-blk-pci (`PCI_CLASS_STORAGE_SCSI`). */
+const PCI_CLASS_STORAGE_SCSI = 0x01_00_00;
+
+/** virtio-blk feature bits. */
+export const VirtioBlkFeature = {
+  /** `seg_max` is valid. */
+  SEG_MAX: 1n << 2n,
+  /** The disk is read-only. */
+  RO: 1n << 5n,
+  /** `blk_size` is valid. */
+  BLK_SIZE: 1n << 6n,
+  /** FLUSH is supported. */
+  FLUSH: 1n << 9n,
+} as const;
+
+/** Request types. */
+export const VirtioBlkRequest = {
+  /** Read sectors. */
+  IN: 0,
+  /** Write sectors. */
+  OUT: 1,
+  /** Flush the write cache. */
+  FLUSH: 4,
+  /** Device ID string. */
+  GET_ID: 8,
+} as const;
+
+/** Completion status bytes. */
+export const VirtioBlkStatus = {
+  /** Success. */
+  OK: 0,
+  /** I/O error. */
+  IOERR: 1,
+  /** Unsupported request. */
+  UNSUPP: 2,
+} as const;
+
+/**
+ * The disk behind a virtio-blk device: the test implements it over a Uint8Array, the kvm layer with
+ * pread/pwrite/fdatasync on a file. A method may throw; the request then completes with IOERR.
+ */
+export interface BlockBacking {
+  /** Size in bytes. */
+  readonly size: bigint;
+  /** Whether writes are refused. */
+  readonly readOnly: boolean;
+  /** Fills `into` from byte `offset`. */
+  read(offset: bigint, into: Uint8Array): void;
+  /** Writes `from` at byte `offset`. */
+  write(offset: bigint, from: Uint8Array): void;
+  /** Makes written data durable. */
+  flush(): void;
+}
+
+/** Options of {@link VirtioBlk}. */
+export interface VirtioBlkOptions {
+  /** The disk. */
+  backing: BlockBacking;
+  /** Serial number GET_ID returns (at most 20 bytes of UTF-8; default empty, as QEMU). */
+  serial?: string;
+  /** Queue size (default 256). */
+  queueSize?: number;
+}
+
+/**
+ * The block device.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { VirtioBlk, VirtioBlkFeature } from "./virtio_blk.ts";
+ * const disk = new Uint8Array(1 << 20);
+ * const blk = new VirtioBlk({
+ *   backing: {
+ *     size: BigInt(disk.length), readOnly: true,
+ *     read: (o, into) => into.set(disk.subarray(Number(o), Number(o) + into.length)),
+ *     write: () => { throw new Error("read-only"); }, flush: () => {},
+ *   },
+ * });
+ * assert.equal(blk.readConfig(0, 4), 2048); // capacity in 512-byte sectors
+ * assert.ok(blk.features & VirtioBlkFeature.RO);
+ * ```
+ */
+export class VirtioBlk implements VirtioDeviceModel {
+  /** QEMU's device name. */
+  readonly name: string = "virtio-blk";
+  /** {@link VIRTIO_ID_BLOCK}. */
+  readonly deviceId: number = VIRTIO_ID_BLOCK;
+  /** Mass storage, SCSI subclass, as QEMU. */
+  readonly pciClassCode: number = PCI_CLASS_STORAGE_SCSI;
+  /** SEG_MAX, BLK_SIZE, FLUSH, and RO for a read-only disk. */
+  readonly features: bigint;
+  /** One request queue. */
+  readonly queueSizes: readonly number[];
+  /** {@link VIRTIO_BLK_CONFIG_SIZE}. */
+  readonly configSize: number = VIRTIO_BLK_CONFIG_SIZE;
+  /** Capacity in 512-byte sectors. */
+  readonly capacity: bigint;
+  readonly #backing: BlockBacking;
+  readonly #serial: Uint8Array;
+  readonly #config = new Uint8Array(VIRTIO_BLK_CONFIG_SIZE);
+
+  /**
+   * A block device over `backing`.
+   *
+   * @throws {TypeError} if `backing` lacks a method or its size is not a bigint.
+   * @throws {RangeError} if the serial is longer than 20 bytes or the queue size is not a power of
+   *   two of at least 4.
+   */
+  constructor(options: VirtioBlkOptions) {
+    const b = options?.backing;
+    if (
+      !b || typeof b.size !== "bigint" || typeof b.read !== "function" || typeof b.write !== "function" ||
+      typeof b.flush !== "function"
+    ) {
+      throw new TypeError("VirtioBlk: backing must have a bigint size and read, write and flush");
+    }
+    const serial = new TextEncoder().encode(options.serial ?? "");
+    if (serial.length > VIRTIO_BLK_ID_BYTES) {
+      throw new RangeError(
+        `VirtioBlk: serial of ${serial.length} bytes is longer than ${VIRTIO_BLK_ID_BYTES}`,
+      );
+    }
+    const queueSize = options.queueSize ?? VIRTIO_BLK_QUEUE_SIZE;
+    if (!Number.isInteger(queueSize) || queueSize < 4 || queueSize > 32768 || (queueSize & (queueSize - 1))) {
+      throw new RangeError(`VirtioBlk: queue size ${queueSize} is not a power of two in 4–32768`);
+    }
+    this.#backing = b;
+    this.#serial = serial;
+    this.queueSizes = [queueSize];
+    this.capacity = b.size / BigInt(VIRTIO_BLK_SECTOR_SIZE);
+    this.features = VirtioBlkFeature.SEG_MAX | VirtioBlkFeature.BLK_SIZE | VirtioBlkFeature.FLUSH |
+      (b.readOnly ? VirtioBlkFeature.RO : 0n);
+    const view = new DataView(this.#config.buffer);
+    view.setBigUint64(0, this.capacity, true); // capacity
+    view.setUint32(12, queueSize - 2, true); // seg_max: QEMU's seg-max-adjust gives queue size − 2
+    view.setUint32(20, VIRTIO_BLK_SECTOR_SIZE, true); // blk_size
+    view.setUint16(34, 1, true); // num_queues
+  }
+
+  /** Reads the configuration structure (little-endian, read-only). */
+  readConfig(offset: number, size: number): number {
+    let value = 0;
+    for (let i = size - 1; i >= 0; i--) value = value * 256 + this.#config[offset + i];
+    return value;
+  }
+
+  /** Handles every available request. */
+  handleQueue(queue: Virtqueue, _device: VirtioDevice): void {
+    for (let chain = queue.pop(); chain; chain = queue.pop()) {
+      this.#request(chain);
+      queue.push(chain, chain.writableLength);
+    }
+  }
+
+  /** One request: completes it with a status byte, or throws a protocol error. */
+  #request(chain: DescriptorChain): void {
+    if (chain.readable.length === 0 || chain.writable.length === 0) {
+      throw new VirtioProtocolError("virtio-blk request without a header or a status buffer");
+    }
+    const header = new Uint8Array(16);
+    if (chain.read(0, header) !== header.length) {
+      throw new VirtioProtocolError(`virtio-blk request header of ${chain.readableLength} bytes (16 needed)`);
+    }
+    const view = new DataView(header.buffer);
+    const type = view.getUint32(0, true);
+    const sector = view.getBigUint64(8, true);
+    const statusAt = chain.writableLength - 1;
+    const status = this.#execute(chain, type & ~0x8000_0000, sector, statusAt);
+    chain.write(statusAt, new Uint8Array([status]));
+  }
+
+  #execute(chain: DescriptorChain, type: number, sector: bigint, inLength: number): number {
+    try {
+      switch (type) {
+        case VirtioBlkRequest.IN:
+          return this.#transfer(chain, sector, inLength, false);
+        case VirtioBlkRequest.OUT:
+          return this.#transfer(chain, sector, chain.readableLength - 16, true);
+        case VirtioBlkRequest.FLUSH:
+          this.#backing.flush();
+          return VirtioBlkStatus.OK;
+        case VirtioBlkRequest.GET_ID: {
+          const n = Math.min(this.#serial.length + 1, inLength, VIRTIO_BLK_ID_BYTES);
+          const id = new Uint8Array(n);
+          id.set(this.#serial.subarray(0, n));
+          chain.write(0, id);
+          return VirtioBlkStatus.OK;
+        }
+        default:
+          return VirtioBlkStatus.UNSUPP;
+      }
+    } catch (error) {
+      if (error instanceof VirtioProtocolError) throw error;
+      return VirtioBlkStatus.IOERR; // the backing store failed
+    }
+  }
+
+  /** QEMU's `virtio_blk_sect_range_ok`, then the copy in chunks. */
+  #transfer(chain: DescriptorChain, sector: bigint, length: number, isWrite: boolean): number {
+    if (length % VIRTIO_BLK_SECTOR_SIZE !== 0 || length > MAX_REQUEST_BYTES) return VirtioBlkStatus.IOERR;
+    const sectors = BigInt(length / VIRTIO_BLK_SECTOR_SIZE);
+    if (sector > this.capacity || sectors > this.capacity - sector) return VirtioBlkStatus.IOERR;
+    if (isWrite && this.#backing.readOnly) return VirtioBlkStatus.IOERR;
+    const base = sector * BigInt(VIRTIO_BLK_SECTOR_SIZE);
+    for (let done = 0; done < length;) {
+      const buf = new Uint8Array(Math.min(CHUNK, length - done));
+      if (isWrite) {
+        chain.read(16 + done, buf);
+        this.#backing.write(base + BigInt(done), buf);
+      } else {
+        this.#backing.read(base + BigInt(done), buf);
+        chain.write(done, buf);
+      }
+      done += buf.length;
+    }
+    return VirtioBlkStatus.OK;
+  }
+}

@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { ByteRam, DriverQueue } from "./_test_util.ts";
+import { VIRTIO_NO_VECTOR, VirtioProtocolError, VIRTQ_DESC_F_NEXT, type Virtqueue } from "./virtqueue.ts";
+import { VirtioDevice, type VirtioDeviceModel, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
+
+const S = VirtioStatus;
+
+function setup(handle: (q: Virtqueue) => void = () => {}) {
+  const ram = new ByteRam(0x2_0000);
+  const log: string[] = [];
+  let resets = 0;
+  const model: VirtioDeviceModel = {
+    name: "virtio-test",
+    deviceId: 42,
+    pciClassCode: 0xff0000,
+    features: 1n << 3n,
+    queueSizes: [8, 4],
+    configSize: 0,
+    readConfig: () => 0,
+    handleQueue: (q) => handle(q),
+    reset: () => void resets++,
+  };
+  const dev = new VirtioDevice(model, { memory: ram, log: (l) => log.push(l) });
+  const interrupts: number[] = [];
+  dev.interrupt = (v) => void interrupts.push(v);
+  const q = dev.queues[0];
+  q.descAddr = 0x1000n;
+  q.driverAddr = 0x2000n;
+  q.deviceAddr = 0x3000n;
+  return {
+    ram,
+    dev,
+    log,
+    interrupts,
+    resets: () => resets,
+    driver: new DriverQueue(ram, 8, 0x1000n, 0x2000n, 0x3000n),
+  };
+}
+
+function negotiate(dev: VirtioDevice, features = VirtioFeature.VERSION_1) {
+  dev.setStatus(S.ACKNOWLEDGE | S.DRIVER);
+  dev.setDriverFeatures(features);
+  dev.setStatus(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK);
+}
+
+Deno.test("VirtioDevice: features offered and negotiated; FEATURES_OK needs VERSION_1 and freezes them", () => {
+  const { dev, log } = setup();
+  assert.equal(dev.hostFeatures, (1n << 3n) | (1n << 28n) | (1n << 29n) | (1n << 32n));
+  dev.setDriverFeatures((1n << 3n) | (1n << 40n));
+  assert.equal(dev.driverFeatures, 1n << 3n, "unoffered bits dropped");
+  dev.setStatus(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK);
+  assert.equal(dev.status, S.ACKNOWLEDGE | S.DRIVER, "FEATURES_OK refused without VERSION_1");
+  assert.match(log[0], /VERSION_1/);
+  dev.setDriverFeatures(VirtioFeature.VERSION_1 | VirtioFeature.EVENT_IDX);
+  dev.setStatus(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK);
+  assert.equal(dev.status & S.FEATURES_OK, S.FEATURES_OK);
+  assert.equal(dev.setDriverFeatures(VirtioFeature.VERSION_1), false);
+  assert.equal(dev.driverFeatures, VirtioFeature.VERSION_1 | VirtioFeature.EVENT_IDX);
+});
+
+Deno.test("VirtioDevice: a protocol error in a handler sets NEEDS_RESET, logs once, interrupts, and stops the device", () => {
+  let calls = 0;
+  const { dev, log, interrupts, driver } = setup((q) => {
+    calls++;
+    q.pop();
+  });
+  negotiate(dev);
+  dev.configVector = 1;
+  dev.enableQueue(0);
+  dev.setStatus(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK);
+  driver.setDesc(0x1000n, 0, { addr: 0x8000n, len: 4, flags: VIRTQ_DESC_F_NEXT, next: 0 }); // a loop
+  driver.offer(0);
+  dev.notifyQueue(0);
+  assert.equal(calls, 1);
+  assert.equal(dev.status & S.DEVICE_NEEDS_RESET, S.DEVICE_NEEDS_RESET);
+  assert.ok(dev.broken);
+  assert.deepEqual(interrupts, [1], "the configuration vector");
+  assert.equal(dev.isr, 3);
+  assert.equal(dev.configGeneration, 1);
+  assert.equal(log.length, 1);
+  assert.match(log[0], /^virtio-test: queue 0: descriptor loop .*needs a reset$/);
+  dev.notifyQueue(0);
+  assert.equal(calls, 1, "a broken device ignores notifications");
+  dev.setStatus(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK);
+  assert.ok(dev.status & S.DEVICE_NEEDS_RESET, "the driver cannot clear NEEDS_RESET");
+  dev.reset();
+  assert.equal(dev.broken, false);
+  assert.equal(dev.status, 0);
+  assert.equal(dev.queues[0].enabled, false);
+});
+
+Deno.test("VirtioDevice: any exception from a handler is contained", () => {
+  const { dev, log } = setup(() => {
+    throw new TypeError("bug");
+  });
+  negotiate(dev);
+  dev.enableQueue(0);
+  dev.notifyQueue(0);
+  assert.match(log[0], /internal error: bug/);
+  assert.ok(dev.status & S.DEVICE_NEEDS_RESET);
+  const { dev: dev2 } = setup(() => {
+    throw new VirtioProtocolError("bad request");
+  });
+  dev2.enableQueue(0);
+  dev2.notifyQueue(0);
+  assert.equal(dev2.status & S.DEVICE_NEEDS_RESET, 0, "without VERSION_1 negotiated there is no status bit");
+  assert.ok(dev2.broken);
+});
+
+Deno.test("VirtioDevice: a ring outside RAM at enable needs a reset; the queue stays off", () => {
+  const { dev, log } = setup();
+  negotiate(dev);
+  dev.queues[0].deviceAddr = 0x1_fffcn;
+  dev.enableQueue(0);
+  assert.equal(dev.queues[0].enabled, false);
+  assert.ok(dev.status & S.DEVICE_NEEDS_RESET);
+  assert.match(log[0], /device area at 0x1fffc/);
+});
+
+Deno.test("VirtioDevice: used buffers raise the queue's vector; reset restores vectors and calls the model", () => {
+  const { dev, interrupts, driver, resets } = setup((q) => {
+    for (let c = q.pop(); c; c = q.pop()) q.push(c, 0);
+  });
+  negotiate(dev);
+  dev.queues[0].msixVector = 0;
+  dev.enableQueue(0);
+  dev.notifyQueue(0);
+  assert.deepEqual(interrupts, [], "nothing used, no interrupt");
+  driver.setDesc(0x1000n, 0, { addr: 0x8000n, len: 4, flags: 0, next: 0 });
+  driver.offer(0);
+  dev.notifyQueue(0);
+  assert.deepEqual(interrupts, [0]);
+  assert.equal(dev.takeIsr(), 1);
+  assert.equal(dev.isr, 0);
+  dev.configChanged();
+  assert.equal(interrupts.length, 1, "no config interrupt before DRIVER_OK");
+  dev.reset();
+  assert.equal(dev.queues[0].msixVector, VIRTIO_NO_VECTOR);
+  assert.equal(dev.configVector, VIRTIO_NO_VECTOR);
+  assert.equal(resets(), 1);
+});

@@ -1,0 +1,510 @@
+/**
+ * The split virtqueue of virtio 1.2 (section 2.7), device side, as QEMU 7.2's `hw/virtio/virtio.c`
+ * walks it (`virtqueue_split_pop`, `virtqueue_split_fill`/`flush`, `virtio_split_should_notify`),
+ * with every guest value treated as hostile:
+ *
+ * - rings must lie in guest RAM, aligned (desc 16, driver 2, device 4), checked at enable;
+ * - a descriptor buffer must be non-empty and lie in guest RAM (writable RAM for device-writable
+ *   buffers); device-readable buffers come before device-writable ones;
+ * - a chain may not be longer than its table (that would be a loop), nor have more than
+ *   {@link VIRTQUEUE_MAX_ELEMENTS} buffers, nor add up to 4 GiB or more;
+ * - an indirect table must be a non-empty multiple of 16 bytes, offered only with
+ *   VIRTIO_F_INDIRECT_DESC, and may not hold indirect descriptors itself;
+ * - the driver may not move its index by more than the queue size.
+ *
+ * A violation throws {@link VirtioProtocolError}; the device core turns it into NEEDS_RESET. No
+ * access outside guest RAM is ever made: everything goes through {@link GuestMemory}, which refuses.
+ *
+ * Memory ordering (the device runs on one thread while vCPUs write the rings): the available index
+ * is read, then a fence, then the ring entry and descriptors; used elements are written, then a
+ * fence, then the used index; with VIRTIO_F_EVENT_IDX, `avail_event` is written, then a fence, then
+ * the available index is read again before the queue is called empty; and a fence precedes reading
+ * `used_event` (or the driver's flags) to decide on an interrupt.
+ *
+ * @module
+ */
+
+import type { GuestMemory } from "./guest_memory.ts";
+
+/** Descriptor flag: the chain continues at `next`. */
+export const VIRTQ_DESC_F_NEXT = 1;
+/** Descriptor flag: the buffer is device-writable. */
+export const VIRTQ_DESC_F_WRITE = 2;
+/** Descriptor flag: the buffer is a table of descriptors. */
+export const VIRTQ_DESC_F_INDIRECT = 4;
+/** Driver-area flag: the device should not interrupt (without EVENT_IDX). */
+export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
+/** Most buffers one chain may have (QEMU's `VIRTQUEUE_MAX_SIZE`). */
+export const VIRTQUEUE_MAX_ELEMENTS = 1024;
+/** Largest queue size a split virtqueue may have. */
+export const VIRTQUEUE_MAX_SIZE = 32768;
+/** "No MSI-X vector". */
+export const VIRTIO_NO_VECTOR = 0xffff;
+
+const DESC_SIZE = 16;
+
+/** The guest broke the virtio protocol; the device must be reset (the message says how). */
+export class VirtioProtocolError extends Error {
+  /** An error with `message`. */
+  constructor(message: string) {
+    super(message);
+    this.name = "VirtioProtocolError";
+  }
+}
+
+/** One buffer of a chain. */
+export interface VirtqBuffer {
+  /** Guest-physical address. */
+  readonly addr: bigint;
+  /** Length in bytes (1 to 2^32 − 1). */
+  readonly len: number;
+}
+
+/**
+ * A descriptor chain taken from the available ring: its device-readable buffers, then its
+ * device-writable ones, all checked to lie in guest RAM.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { DescriptorChain } from "./virtqueue.ts";
+ * const ram = new Uint8Array(64);
+ * const memory = {
+ *   check: () => true,
+ *   read: (a: bigint, into: Uint8Array) => (into.set(ram.subarray(Number(a), Number(a) + into.length)), true),
+ *   write: (a: bigint, from: Uint8Array) => (ram.set(from, Number(a)), true),
+ * };
+ * const chain = new DescriptorChain(memory, 0, [], [{ addr: 8n, len: 4 }, { addr: 32n, len: 4 }]);
+ * assert.equal(chain.write(2, new Uint8Array([1, 2, 3, 4])), 4);
+ * assert.deepEqual([...ram.subarray(10, 12), ...ram.subarray(32, 34)], [1, 2, 3, 4]);
+ * ```
+ */
+export class DescriptorChain {
+  /** Index of the head descriptor (the id the used ring reports). */
+  readonly head: number;
+  /** Device-readable buffers, in order. */
+  readonly readable: readonly VirtqBuffer[];
+  /** Device-writable buffers, in order. */
+  readonly writable: readonly VirtqBuffer[];
+  /** Sum of the readable lengths. */
+  readonly readableLength: number;
+  /** Sum of the writable lengths. */
+  readonly writableLength: number;
+  readonly #memory: GuestMemory;
+
+  /** A chain over `memory` (made by {@link Virtqueue.pop}; tests may make one directly). */
+  constructor(memory: GuestMemory, head: number, readable: VirtqBuffer[], writable: VirtqBuffer[]) {
+    this.#memory = memory;
+    this.head = head;
+    this.readable = readable;
+    this.writable = writable;
+    this.readableLength = readable.reduce((sum, b) => sum + b.len, 0);
+    this.writableLength = writable.reduce((sum, b) => sum + b.len, 0);
+  }
+
+  /**
+   * Copies readable bytes from byte `offset` of the chain into `into`; returns how many (fewer at
+   * the end of the readable part).
+   *
+   * @throws {VirtioProtocolError} if guest RAM under a buffer went away since the chain was taken.
+   */
+  read(offset: number, into: Uint8Array): number {
+    return this.#copy(this.readable, offset, into, false);
+  }
+
+  /**
+   * Copies `from` into the writable buffers from byte `offset` of the writable part; returns how
+   * many bytes fit.
+   *
+   * @throws {VirtioProtocolError} if guest RAM under a buffer went away since the chain was taken.
+   */
+  write(offset: number, from: Uint8Array): number {
+    return this.#copy(this.writable, offset, from, true);
+  }
+
+  #copy(buffers: readonly VirtqBuffer[], offset: number, data: Uint8Array, isWrite: boolean): number {
+    let done = 0;
+    let skip = offset;
+    for (const buffer of buffers) {
+      if (done === data.length) break;
+      if (skip >= buffer.len) {
+        skip -= buffer.len;
+        continue;
+      }
+      const n = Math.min(buffer.len - skip, data.length - done);
+      const addr = buffer.addr + BigInt(skip);
+      const piece = data.subarray(done, done + n);
+      const ok = isWrite ? this.#memory.write(addr, piece) : this.#memory.read(addr, piece);
+      if (!ok) throw new VirtioProtocolError(`buffer at 0x${addr.toString(16)} is no longer guest RAM`);
+      done += n;
+      skip = 0;
+    }
+    return done;
+  }
+}
+
+/** Features a queue walks the rings with. */
+export interface VirtqueueFeatures {
+  /** VIRTIO_F_INDIRECT_DESC negotiated. */
+  indirect: boolean;
+  /** VIRTIO_F_EVENT_IDX negotiated. */
+  eventIdx: boolean;
+}
+
+/**
+ * One split virtqueue, device side.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Virtqueue } from "./virtqueue.ts";
+ * const ram = new Uint8Array(0x10000);
+ * const inside = (a: bigint, n: number) => a + BigInt(n) <= BigInt(ram.length);
+ * const memory = {
+ *   check: inside,
+ *   read: (a: bigint, into: Uint8Array) => inside(a, into.length) && (into.set(ram.subarray(Number(a), Number(a) + into.length)), true),
+ *   write: (a: bigint, from: Uint8Array) => inside(a, from.length) && (ram.set(from, Number(a)), true),
+ * };
+ * const q = new Virtqueue(0, 8, memory);
+ * q.descAddr = 0x1000n;
+ * q.driverAddr = 0x2000n;
+ * q.deviceAddr = 0x3000n;
+ * q.enable({ indirect: false, eventIdx: false });
+ * const dv = new DataView(ram.buffer);
+ * dv.setBigUint64(0x1000, 0x8000n, true); // descriptor 0: 16 device-writable bytes at 0x8000
+ * dv.setUint32(0x1008, 16, true);
+ * dv.setUint16(0x100c, 2, true);
+ * dv.setUint16(0x2004, 0, true); // avail ring[0] = 0
+ * dv.setUint16(0x2002, 1, true); // avail idx = 1
+ * const chain = q.pop()!;
+ * chain.write(0, new Uint8Array([7]));
+ * q.push(chain, 1);
+ * assert.equal(dv.getUint16(0x3002, true), 1); // used idx
+ * assert.equal(ram[0x8000], 7);
+ * ```
+ */
+export class Virtqueue {
+  /** Queue index. */
+  readonly index: number;
+  /** Largest size the device supports (what the driver reads at first). */
+  readonly maxSize: number;
+  /** Queue size the driver chose (a power of two, at most {@link maxSize}). */
+  size: number;
+  /** Guest-physical address of the descriptor table. */
+  descAddr = 0n;
+  /** Guest-physical address of the driver area (available ring). */
+  driverAddr = 0n;
+  /** Guest-physical address of the device area (used ring). */
+  deviceAddr = 0n;
+  /** MSI-X vector of the queue, or {@link VIRTIO_NO_VECTOR}. */
+  msixVector: number = VIRTIO_NO_VECTOR;
+  readonly #memory: GuestMemory;
+  readonly #scratch = new Uint8Array(16);
+  readonly #view = new DataView(this.#scratch.buffer);
+  #enabled = false;
+  #features: VirtqueueFeatures = { indirect: false, eventIdx: false };
+  #lastAvail = 0;
+  #usedIdx = 0;
+  #inUse = 0;
+  #signalledUsed = 0;
+  #signalledValid = false;
+
+  /**
+   * A queue of at most `maxSize` entries (a power of two up to 32768), reading the rings through
+   * `memory`.
+   *
+   * @throws {RangeError} if `maxSize` is not a power of two in 1–32768.
+   */
+  constructor(index: number, maxSize: number, memory: GuestMemory) {
+    if (
+      !Number.isInteger(maxSize) || maxSize < 1 || maxSize > VIRTQUEUE_MAX_SIZE || (maxSize & (maxSize - 1))
+    ) {
+      throw new RangeError(
+        `virtqueue ${index}: size ${maxSize} is not a power of two in 1–${VIRTQUEUE_MAX_SIZE}`,
+      );
+    }
+    this.index = index;
+    this.maxSize = maxSize;
+    this.size = maxSize;
+    this.#memory = memory;
+  }
+
+  /** Whether the driver enabled the queue. */
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
+  /** Chains taken and not yet returned. */
+  get inUse(): number {
+    return this.#inUse;
+  }
+
+  /** The next available-ring index the device will take. */
+  get lastAvailIdx(): number {
+    return this.#lastAvail;
+  }
+
+  /** The used index the device last published. */
+  get usedIdx(): number {
+    return this.#usedIdx;
+  }
+
+  /**
+   * Enables the queue with the negotiated `features` (virtio-pci's `queue_enable` = 1).
+   *
+   * @throws {VirtioProtocolError} if a ring is misaligned or not wholly in guest RAM (the used ring
+   *   must be writable).
+   */
+  enable(features: VirtqueueFeatures): void {
+    const n = this.size;
+    const rings: [string, bigint, number, bigint, boolean][] = [
+      ["descriptor table", this.descAddr, DESC_SIZE * n, 16n, false],
+      ["driver area", this.driverAddr, 6 + 2 * n, 2n, false],
+      ["device area", this.deviceAddr, 6 + 8 * n, 4n, true],
+    ];
+    for (const [what, addr, length, align, forWrite] of rings) {
+      if (addr % align !== 0n) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: ${what} at 0x${addr.toString(16)} is not ${align}-byte aligned`,
+        );
+      }
+      if (!this.#memory.check(addr, length, forWrite)) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: ${what} at 0x${addr.toString(16)} (0x${
+            length.toString(16)
+          } bytes) is not in guest RAM`,
+        );
+      }
+    }
+    this.#features = { ...features };
+    this.#enabled = true;
+  }
+
+  /** Back to the reset state: disabled, size {@link maxSize}, addresses 0, no vector, indices 0. */
+  reset(): void {
+    this.#enabled = false;
+    this.size = this.maxSize;
+    this.descAddr = this.driverAddr = this.deviceAddr = 0n;
+    this.msixVector = VIRTIO_NO_VECTOR;
+    this.#lastAvail =
+      this.#usedIdx =
+      this.#inUse =
+      this.#signalledUsed =
+        0;
+    this.#signalledValid = false;
+  }
+
+  /**
+   * Takes the next available chain, or `null` when there is none (or the queue is not enabled).
+   *
+   * @throws {VirtioProtocolError} for every hostile shape listed in the module documentation.
+   */
+  pop(): DescriptorChain | null {
+    if (!this.#enabled) return null;
+    let availIdx = this.#read16(this.driverAddr + 2n, "available index");
+    if (availIdx === this.#lastAvail && this.#features.eventIdx) {
+      // Tell the driver which index to notify at, then look again (its store and ours cross).
+      this.#write16(this.#availEventAddr(), this.#lastAvail, "avail_event");
+      this.#memory.fence?.();
+      availIdx = this.#read16(this.driverAddr + 2n, "available index");
+    }
+    if (availIdx === this.#lastAvail) return null;
+    const ahead = (availIdx - this.#lastAvail) & 0xffff;
+    if (ahead > this.size) {
+      throw new VirtioProtocolError(
+        `queue ${this.index}: driver moved the available index from ${this.#lastAvail} to ${availIdx}`,
+      );
+    }
+    if (this.#inUse >= this.size) {
+      throw new VirtioProtocolError(`queue ${this.index}: more chains in use than entries`);
+    }
+    this.#memory.fence?.();
+    const slot = this.#lastAvail % this.size;
+    const head = this.#read16(this.driverAddr + 4n + BigInt(2 * slot), "available ring");
+    if (head >= this.size) {
+      throw new VirtioProtocolError(
+        `queue ${this.index}: available head ${head} is not below the size ${this.size}`,
+      );
+    }
+    this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
+    if (this.#features.eventIdx) this.#write16(this.#availEventAddr(), this.#lastAvail, "avail_event");
+    const chain = this.#walk(head);
+    this.#inUse++;
+    return chain;
+  }
+
+  #walk(head: number): DescriptorChain {
+    const readable: VirtqBuffer[] = [];
+    const writable: VirtqBuffer[] = [];
+    let table = this.descAddr;
+    let max = this.size;
+    let desc = this.#readDesc(table, head, "descriptor table");
+    let inIndirect = false;
+    if (desc.flags & VIRTQ_DESC_F_INDIRECT) {
+      if (!this.#features.indirect) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: indirect descriptor without VIRTIO_F_INDIRECT_DESC`,
+        );
+      }
+      if (desc.len === 0 || desc.len % DESC_SIZE !== 0) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: indirect table of ${desc.len} bytes is not a non-empty multiple of 16`,
+        );
+      }
+      if (!this.#memory.check(desc.addr, desc.len)) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: indirect table at 0x${desc.addr.toString(16)} is not in guest RAM`,
+        );
+      }
+      table = desc.addr;
+      max = desc.len / DESC_SIZE;
+      inIndirect = true;
+      desc = this.#readDesc(table, 0, "indirect table");
+    }
+    let count = 0;
+    let total = 0;
+    for (;;) {
+      if (desc.flags & VIRTQ_DESC_F_INDIRECT) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: ${
+            inIndirect ? "nested indirect table" : "indirect descriptor inside a chain"
+          }`,
+        );
+      }
+      if (desc.len === 0) throw new VirtioProtocolError(`queue ${this.index}: zero-length buffer`);
+      const forWrite = (desc.flags & VIRTQ_DESC_F_WRITE) !== 0;
+      if (!this.#memory.check(desc.addr, desc.len, forWrite)) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: buffer at 0x${desc.addr.toString(16)} (0x${
+            desc.len.toString(16)
+          } bytes) is not ${forWrite ? "writable " : ""}guest RAM`,
+        );
+      }
+      if (forWrite) writable.push({ addr: desc.addr, len: desc.len });
+      else if (writable.length > 0) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: device-readable buffer after a device-writable one`,
+        );
+      } else readable.push({ addr: desc.addr, len: desc.len });
+      total += desc.len;
+      if (total > 0xffff_ffff) {
+        throw new VirtioProtocolError(`queue ${this.index}: chain lengths add up to 4 GiB or more`);
+      }
+      if (++count > max) {
+        throw new VirtioProtocolError(`queue ${this.index}: descriptor loop (chain longer than ${max})`);
+      }
+      if (count > VIRTQUEUE_MAX_ELEMENTS) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: more than ${VIRTQUEUE_MAX_ELEMENTS} buffers in one chain`,
+        );
+      }
+      if (!(desc.flags & VIRTQ_DESC_F_NEXT)) break;
+      if (desc.next >= max) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: next descriptor ${desc.next} is not below ${max}`,
+        );
+      }
+      desc = this.#readDesc(table, desc.next, inIndirect ? "indirect table" : "descriptor table");
+    }
+    return new DescriptorChain(this.#memory, head, readable, writable);
+  }
+
+  /**
+   * Returns `chain` to the driver with `written` bytes written into its writable part (clamped to
+   * that part's length): the used element, a fence, then the used index.
+   *
+   * @throws {VirtioProtocolError} if the used ring is no longer guest RAM.
+   */
+  push(chain: DescriptorChain, written: number): void {
+    const len = Math.max(0, Math.min(Math.floor(written), chain.writableLength));
+    const slot = this.#usedIdx % this.size;
+    this.#view.setUint32(0, chain.head, true);
+    this.#view.setUint32(4, len, true);
+    const elem = this.deviceAddr + 4n + BigInt(8 * slot);
+    if (!this.#memory.write(elem, this.#scratch.subarray(0, 8))) {
+      throw new VirtioProtocolError(`queue ${this.index}: used ring is not in guest RAM`);
+    }
+    this.#memory.fence?.();
+    this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
+    this.#write16(this.deviceAddr + 2n, this.#usedIdx, "used index");
+    if (this.#inUse > 0) this.#inUse--;
+  }
+
+  /**
+   * Whether the driver wants an interrupt for what was pushed since the last call (QEMU's
+   * `virtio_split_should_notify`): with EVENT_IDX, when the used index passed `used_event`;
+   * otherwise unless the driver set VIRTQ_AVAIL_F_NO_INTERRUPT.
+   *
+   * @throws {VirtioProtocolError} if the driver area is no longer guest RAM.
+   */
+  shouldNotify(): boolean {
+    this.#memory.fence?.();
+    if (!this.#features.eventIdx) {
+      return !(this.#read16(this.driverAddr, "driver flags") & VIRTQ_AVAIL_F_NO_INTERRUPT);
+    }
+    const valid = this.#signalledValid;
+    const old = this.#signalledUsed;
+    const now = this.#usedIdx;
+    this.#signalledValid = true;
+    this.#signalledUsed = now;
+    const usedEvent = this.#read16(this.driverAddr + 4n + BigInt(2 * this.size), "used_event");
+    return !valid || vringNeedEvent(usedEvent, now, old);
+  }
+
+  #availEventAddr(): bigint {
+    return this.deviceAddr + 4n + BigInt(8 * this.size);
+  }
+
+  #read16(addr: bigint, what: string): number {
+    if (!this.#memory.read(addr, this.#scratch.subarray(0, 2))) {
+      throw new VirtioProtocolError(
+        `queue ${this.index}: ${what} at 0x${addr.toString(16)} is not in guest RAM`,
+      );
+    }
+    return this.#view.getUint16(0, true);
+  }
+
+  #write16(addr: bigint, value: number, what: string): void {
+    this.#view.setUint16(0, value, true);
+    if (!this.#memory.write(addr, this.#scratch.subarray(0, 2))) {
+      throw new VirtioProtocolError(
+        `queue ${this.index}: ${what} at 0x${addr.toString(16)} is not in guest RAM`,
+      );
+    }
+  }
+
+  #readDesc(
+    table: bigint,
+    i: number,
+    what: string,
+  ): { addr: bigint; len: number; flags: number; next: number } {
+    const at = table + BigInt(DESC_SIZE * i);
+    if (!this.#memory.read(at, this.#scratch)) {
+      throw new VirtioProtocolError(
+        `queue ${this.index}: ${what} entry at 0x${at.toString(16)} is not in guest RAM`,
+      );
+    }
+    const v = this.#view;
+    return {
+      addr: v.getBigUint64(0, true),
+      len: v.getUint32(8, true),
+      flags: v.getUint16(12, true),
+      next: v.getUint16(14, true),
+    };
+  }
+}
+
+/**
+ * virtio's `vring_need_event`: whether moving the used index from `old` to `now` passed `event`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { vringNeedEvent } from "./virtqueue.ts";
+ * assert.equal(vringNeedEvent(5, 6, 5), true); // the driver asked to hear about index 5 → 6
+ * assert.equal(vringNeedEvent(9, 6, 5), false);
+ * ```
+ */
+export function vringNeedEvent(event: number, now: number, old: number): boolean {
+  return ((now - event - 1) & 0xffff) < ((now - old) & 0xffff);
+}

@@ -1,0 +1,465 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { ByteRam, DriverQueue } from "./_test_util.ts";
+import {
+  VirtioProtocolError,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  Virtqueue,
+} from "./virtqueue.ts";
+import type { GuestMemory } from "./guest_memory.ts";
+
+const RAM_SIZE = 0x2_0000;
+const DESC = 0x1000n;
+const AVAIL = 0x2000n;
+const USED = 0x3000n;
+const DATA = 0x8000; // buffers go from here
+const INDIRECT_AREA = 0x6000; // indirect tables from here
+
+function setup(size = 8, features = { indirect: true, eventIdx: false }) {
+  const ram = new ByteRam(RAM_SIZE);
+  const q = new Virtqueue(0, size, ram);
+  q.descAddr = DESC;
+  q.driverAddr = AVAIL;
+  q.deviceAddr = USED;
+  q.enable(features);
+  return { ram, q, driver: new DriverQueue(ram, size, DESC, AVAIL, USED) };
+}
+
+const W = VIRTQ_DESC_F_WRITE;
+const N = VIRTQ_DESC_F_NEXT;
+const I = VIRTQ_DESC_F_INDIRECT;
+
+Deno.test("Virtqueue: a chain of readable then writable buffers, pushed back to the used ring", () => {
+  const { ram, q, driver } = setup();
+  ram.bytes.set([1, 2, 3], DATA);
+  driver.setDesc(DESC, 5, { addr: BigInt(DATA), len: 3, flags: N, next: 2 });
+  driver.setDesc(DESC, 2, { addr: 0x9000n, len: 8, flags: W | N, next: 7 });
+  driver.setDesc(DESC, 7, { addr: 0xa000n, len: 8, flags: W, next: 0 });
+  driver.offer(5);
+  const chain = q.pop()!;
+  assert.equal(q.pop(), null);
+  assert.equal(chain.head, 5);
+  assert.deepEqual(chain.readable, [{ addr: BigInt(DATA), len: 3 }]);
+  assert.deepEqual(chain.writable, [{ addr: 0x9000n, len: 8 }, { addr: 0xa000n, len: 8 }]);
+  const got = new Uint8Array(5);
+  assert.equal(chain.read(1, got), 2);
+  assert.deepEqual([...got], [2, 3, 0, 0, 0]);
+  assert.equal(chain.write(6, new Uint8Array([9, 9, 9, 9])), 4);
+  assert.deepEqual([...ram.bytes.subarray(0x9006, 0x9008)], [9, 9]);
+  assert.deepEqual([...ram.bytes.subarray(0xa000, 0xa002)], [9, 9]);
+  assert.equal(q.inUse, 1);
+  q.push(chain, 100);
+  assert.equal(driver.usedIdx(), 1);
+  assert.deepEqual(driver.usedElem(0), { id: 5, len: 16 }, "written clamps to the writable length");
+  assert.equal(q.inUse, 0);
+  assert.ok(ram.fences >= 2, "fences around the available read and the used publish");
+});
+
+Deno.test("Virtqueue: a chain may use every descriptor of the table, not one more", () => {
+  const { q, driver } = setup(8);
+  for (let i = 0; i < 8; i++) {
+    driver.setDesc(DESC, i, { addr: 0x8000n, len: 1, flags: i < 7 ? N : 0, next: i + 1 });
+  }
+  driver.offer(0);
+  assert.equal(q.pop()!.readable.length, 8);
+});
+
+Deno.test("Virtqueue: indirect table", () => {
+  const { q, driver } = setup();
+  const table = BigInt(INDIRECT_AREA);
+  driver.setDesc(table, 0, { addr: 0x8000n, len: 16, flags: N, next: 2 });
+  driver.setDesc(table, 2, { addr: 0x9000n, len: 1, flags: W, next: 0 });
+  driver.setDesc(DESC, 3, { addr: table, len: 48, flags: I, next: 0 });
+  driver.offer(3);
+  const chain = q.pop()!;
+  assert.equal(chain.head, 3);
+  assert.deepEqual(chain.readable, [{ addr: 0x8000n, len: 16 }]);
+  assert.deepEqual(chain.writable, [{ addr: 0x9000n, len: 1 }]);
+});
+
+Deno.test("Virtqueue: ring placement is checked at enable", () => {
+  const ram = new ByteRam(RAM_SIZE);
+  const q = new Virtqueue(1, 256, ram);
+  q.descAddr = 0x1008n;
+  q.driverAddr = AVAIL;
+  q.deviceAddr = USED;
+  assert.throws(
+    () => q.enable({ indirect: false, eventIdx: false }),
+    /descriptor table at 0x1008 is not 16-byte aligned/,
+  );
+  q.descAddr = 0x1000n;
+  q.deviceAddr = BigInt(RAM_SIZE - 0x800); // 6 + 8 * 256 bytes do not fit
+  assert.throws(() => q.enable({ indirect: false, eventIdx: false }), /device area .* is not in guest RAM/);
+  q.deviceAddr = 0xffff_ffff_ffff_f000n;
+  assert.throws(() => q.enable({ indirect: false, eventIdx: false }), VirtioProtocolError);
+  assert.equal(q.enabled, false);
+  assert.equal(ram.refused, 0);
+  assert.throws(() => new Virtqueue(0, 24, ram), RangeError);
+});
+
+Deno.test("Virtqueue: hostile chains are refused with a reason and no access outside RAM", () => {
+  const cases: [string, (d: DriverQueue) => void, RegExp][] = [
+    [
+      "outside RAM",
+      (d) => d.setDesc(DESC, 0, { addr: BigInt(RAM_SIZE - 4), len: 8, flags: 0, next: 0 }),
+      /not guest RAM/,
+    ],
+    [
+      "past 2^64",
+      (d) => d.setDesc(DESC, 0, { addr: 0xffff_ffff_ffff_fff0n, len: 0x20, flags: 0, next: 0 }),
+      /not guest RAM/,
+    ],
+    ["zero length", (d) => d.setDesc(DESC, 0, { addr: 0x8000n, len: 0, flags: 0, next: 0 }), /zero-length/],
+    ["loop", (d) => {
+      d.setDesc(DESC, 0, { addr: 0x8000n, len: 4, flags: N, next: 1 });
+      d.setDesc(DESC, 1, { addr: 0x8000n, len: 4, flags: N, next: 0 });
+    }, /loop/],
+    [
+      "next past the table",
+      (d) => d.setDesc(DESC, 0, { addr: 0x8000n, len: 4, flags: N, next: 8 }),
+      /next descriptor 8/,
+    ],
+    ["readable after writable", (d) => {
+      d.setDesc(DESC, 0, { addr: 0x8000n, len: 4, flags: W | N, next: 1 });
+      d.setDesc(DESC, 1, { addr: 0x8000n, len: 4, flags: 0, next: 0 });
+    }, /readable buffer after/],
+    [
+      "indirect of 40 bytes",
+      (d) => d.setDesc(DESC, 0, { addr: 0x6000n, len: 40, flags: I, next: 0 }),
+      /multiple of 16/,
+    ],
+    [
+      "indirect of 0 bytes",
+      (d) => d.setDesc(DESC, 0, { addr: 0x6000n, len: 0, flags: I, next: 0 }),
+      /multiple of 16/,
+    ],
+    [
+      "indirect table outside RAM",
+      (d) => d.setDesc(DESC, 0, { addr: BigInt(RAM_SIZE - 16), len: 32, flags: I, next: 0 }),
+      /indirect table at/,
+    ],
+    ["nested indirect", (d) => {
+      d.setDesc(DESC, 0, { addr: 0x6000n, len: 32, flags: I, next: 0 });
+      d.setDesc(0x6000n, 0, { addr: 0x6100n, len: 16, flags: I, next: 0 });
+    }, /nested indirect/],
+    ["indirect in a chain", (d) => {
+      d.setDesc(DESC, 0, { addr: 0x8000n, len: 4, flags: N, next: 1 });
+      d.setDesc(DESC, 1, { addr: 0x6000n, len: 16, flags: I, next: 0 });
+    }, /indirect descriptor inside a chain/],
+    ["indirect loop", (d) => {
+      d.setDesc(DESC, 0, { addr: 0x6000n, len: 32, flags: I, next: 0 });
+      d.setDesc(0x6000n, 0, { addr: 0x8000n, len: 4, flags: N, next: 1 });
+      d.setDesc(0x6000n, 1, { addr: 0x8000n, len: 4, flags: N, next: 0 });
+    }, /loop \(chain longer than 2\)/],
+  ];
+  for (const [name, build, error] of cases) {
+    const { ram, q, driver } = setup();
+    build(driver);
+    driver.offer(0);
+    assert.throws(
+      () => q.pop(),
+      (e: unknown) => e instanceof VirtioProtocolError && error.test(e.message),
+      name,
+    );
+    assert.equal(ram.refused, 0, name);
+  }
+});
+
+Deno.test("Virtqueue: hostile ring indices", () => {
+  {
+    const { q, driver } = setup();
+    driver.setAvailIdx(9);
+    assert.throws(() => q.pop(), /moved the available index from 0 to 9/);
+  }
+  {
+    const { q, driver } = setup();
+    driver.offer(8);
+    assert.throws(() => q.pop(), /available head 8/);
+  }
+  {
+    const ram = new ByteRam(RAM_SIZE);
+    const q = new Virtqueue(0, 8, ram);
+    q.descAddr = DESC;
+    q.driverAddr = AVAIL;
+    q.deviceAddr = USED;
+    q.enable({ indirect: false, eventIdx: false });
+    const driver = new DriverQueue(ram, 8, DESC, AVAIL, USED);
+    driver.setDesc(DESC, 0, { addr: 0x6000n, len: 16, flags: I, next: 0 });
+    driver.offer(0);
+    assert.throws(() => q.pop(), /without VIRTIO_F_INDIRECT_DESC/);
+  }
+});
+
+Deno.test("Virtqueue: lengths adding up to 4 GiB are refused", () => {
+  // Memory that calls every range RAM, so only the sum check can catch it.
+  const ram = new ByteRam(RAM_SIZE);
+  const vast: GuestMemory = {
+    check: () => true,
+    read: (a, into) => ram.read(a, into),
+    write: (a, from) => ram.write(a, from),
+  };
+  const q = new Virtqueue(0, 8, vast);
+  q.descAddr = DESC;
+  q.driverAddr = AVAIL;
+  q.deviceAddr = USED;
+  q.enable({ indirect: false, eventIdx: false });
+  const driver = new DriverQueue(ram, 8, DESC, AVAIL, USED);
+  driver.setDesc(DESC, 0, { addr: 0x1_0000_0000n, len: 0x8000_0000, flags: N, next: 1 });
+  driver.setDesc(DESC, 1, { addr: 0x2_0000_0000n, len: 0x8000_0000, flags: W, next: 0 });
+  driver.offer(0);
+  assert.throws(() => q.pop(), /4 GiB/);
+});
+
+Deno.test("Virtqueue: without EVENT_IDX the driver's NO_INTERRUPT flag decides", () => {
+  const { q, driver } = setup();
+  assert.equal(q.shouldNotify(), true);
+  driver.setAvailFlags(VIRTQ_AVAIL_F_NO_INTERRUPT);
+  assert.equal(q.shouldNotify(), false);
+});
+
+Deno.test("Virtqueue: with EVENT_IDX the device publishes avail_event and re-checks before calling the queue empty", () => {
+  const { q, driver } = setup(8, { indirect: false, eventIdx: true });
+  driver.setDesc(DESC, 0, { addr: 0x8000n, len: 4, flags: 0, next: 0 });
+  driver.offer(0);
+  driver.offer(0);
+  q.pop();
+  assert.equal(driver.availEvent(), 1);
+  q.pop();
+  assert.equal(q.pop(), null);
+  assert.equal(driver.availEvent(), 2);
+});
+
+Deno.test("Virtqueue: the 16-bit indices wrap", () => {
+  const { q, driver } = setup(4, { indirect: false, eventIdx: true });
+  driver.setDesc(DESC, 1, { addr: 0x8000n, len: 4, flags: W, next: 0 });
+  for (let i = 0; i < 0x1_0002; i++) {
+    driver.offer(1);
+    const chain = q.pop()!;
+    assert.equal(chain.head, 1);
+    q.push(chain, 4);
+  }
+  assert.equal(driver.usedIdx(), 2);
+  assert.equal(q.lastAvailIdx, 2);
+  assert.equal(driver.availEvent(), 2);
+  assert.deepEqual(driver.usedElem(1), { id: 1, len: 4 });
+});
+
+// ------------------------------------------------------------------ property tests
+
+interface Buf {
+  len: number;
+  write: boolean;
+}
+interface ChainSpec {
+  bufs: Buf[];
+  indirect: boolean;
+}
+
+const chainArb: fc.Arbitrary<ChainSpec> = fc.record({
+  bufs: fc.array(fc.record({ len: fc.integer({ min: 1, max: 64 }), write: fc.boolean() }), {
+    minLength: 1,
+    maxLength: 4,
+  })
+    .map((bufs) => [...bufs.filter((b) => !b.write), ...bufs.filter((b) => b.write)]),
+  indirect: fc.boolean(),
+});
+
+Deno.test("Virtqueue property: random chains, direct and indirect, come out as the model says", () => {
+  fc.assert(
+    fc.property(
+      fc.array(chainArb, { minLength: 1, maxLength: 6 }),
+      fc.integer({ min: 0, max: 0xffff }),
+      fc.array(fc.nat(), { minLength: 16, maxLength: 16 }),
+      (chains, startIdx, shuffleKeys) => {
+        const size = 16;
+        const { ram, q, driver } = setup(size);
+        const slots = [...Array(size).keys()].sort((a, b) => shuffleKeys[a] - shuffleKeys[b] || a - b);
+        const need = chains.reduce((n, c) => n + (c.indirect ? 1 : c.bufs.length), 0);
+        fc.pre(need <= size);
+        let nextData = DATA;
+        let nextTable = INDIRECT_AREA;
+        const expected: {
+          head: number;
+          readable: [bigint, number][];
+          writable: [bigint, number][];
+          bytes: number[];
+        }[] = [];
+        // Move both sides' indices first, so slots other than 0.. are used.
+        driver.setDesc(DESC, 0, { addr: BigInt(DATA), len: 1, flags: 0, next: 0 });
+        for (let i = 0; i < (startIdx & 0x3f); i++) {
+          driver.offer(0);
+          q.push(q.pop()!, 0);
+        }
+        for (const spec of chains) {
+          const addrs = spec.bufs.map((b) => {
+            const addr = BigInt(nextData);
+            nextData += b.len + 3;
+            return addr;
+          });
+          let head: number;
+          if (spec.indirect) {
+            head = slots.shift()!;
+            const table = BigInt(nextTable);
+            spec.bufs.forEach((b, i) =>
+              driver.setDesc(table, i, {
+                addr: addrs[i],
+                len: b.len,
+                flags: (b.write ? W : 0) | (i + 1 < spec.bufs.length ? N : 0),
+                next: i + 1,
+              })
+            );
+            driver.setDesc(DESC, head, { addr: table, len: 16 * spec.bufs.length, flags: I, next: 0 });
+            nextTable += 16 * spec.bufs.length;
+          } else {
+            const mine = spec.bufs.map(() => slots.shift()!);
+            head = mine[0];
+            spec.bufs.forEach((b, i) =>
+              driver.setDesc(DESC, mine[i], {
+                addr: addrs[i],
+                len: b.len,
+                flags: (b.write ? W : 0) | (i + 1 < mine.length ? N : 0),
+                next: mine[i + 1] ?? 0,
+              })
+            );
+          }
+          const bytes: number[] = [];
+          spec.bufs.forEach((b, i) => {
+            if (b.write) return;
+            for (let k = 0; k < b.len; k++) {
+              const v = (Number(addrs[i]) + k * 7) & 0xff;
+              ram.bytes[Number(addrs[i]) + k] = v;
+              bytes.push(v);
+            }
+          });
+          expected.push({
+            head,
+            readable: spec.bufs.flatMap((b, i) => b.write ? [] : [[addrs[i], b.len] as [bigint, number]]),
+            writable: spec.bufs.flatMap((b, i) => b.write ? [[addrs[i], b.len] as [bigint, number]] : []),
+            bytes,
+          });
+          driver.offer(head);
+        }
+        const before = driver.usedIdx();
+        for (const want of expected) {
+          const chain = q.pop()!;
+          assert.ok(chain, "a chain per offer");
+          assert.equal(chain.head, want.head);
+          assert.deepEqual(chain.readable.map((b) => [b.addr, b.len]), want.readable);
+          assert.deepEqual(chain.writable.map((b) => [b.addr, b.len]), want.writable);
+          const data = new Uint8Array(chain.readableLength);
+          assert.equal(chain.read(0, data), data.length);
+          assert.deepEqual([...data], want.bytes);
+          const fill = new Uint8Array(chain.writableLength).fill(0xee);
+          assert.equal(chain.write(0, fill), fill.length);
+          for (const [addr, len] of want.writable) {
+            assert.ok(ram.bytes.subarray(Number(addr), Number(addr) + len).every((b) => b === 0xee));
+          }
+          q.push(chain, chain.writableLength);
+        }
+        assert.equal(q.pop(), null);
+        assert.equal((driver.usedIdx() - before) & 0xffff, expected.length);
+        expected.forEach((want, i) => {
+          const elem = driver.usedElem(before + i);
+          assert.equal(elem.id, want.head);
+          assert.equal(elem.len, want.writable.reduce((s, [, l]) => s + l, 0));
+        });
+        assert.equal(ram.refused, 0);
+      },
+    ),
+    { numRuns: 200 },
+  );
+});
+
+Deno.test("Virtqueue property: EVENT_IDX interrupts exactly when the used index crosses used_event", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({ event: fc.integer({ min: 0, max: 40 }), pushes: fc.integer({ min: 0, max: 5 }) }),
+        {
+          minLength: 1,
+          maxLength: 12,
+        },
+      ),
+      (steps) => {
+        const { q, driver } = setup(8, { indirect: false, eventIdx: true });
+        driver.setDesc(DESC, 0, { addr: 0x8000n, len: 4, flags: W, next: 0 });
+        let first = true;
+        let signalled = 0;
+        for (const step of steps) {
+          driver.setUsedEvent(step.event);
+          for (let i = 0; i < step.pushes; i++) {
+            driver.offer(0);
+            q.push(q.pop()!, 0);
+          }
+          const now = q.usedIdx;
+          // Model: notify on the first check, or when used_event is one of the indices the used
+          // index moved through since the last check (old ≤ event < now).
+          const crossed: number[] = [];
+          for (let i = signalled; i < now; i++) crossed.push(i);
+          const want: boolean = first || crossed.includes(step.event);
+          assert.equal(q.shouldNotify(), want, JSON.stringify({ step, signalled, now }));
+          first = false;
+          signalled = now;
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("Virtqueue property: a random hostile edit of a valid chain is refused, never read outside RAM", () => {
+  type Edit =
+    | { kind: "addr"; i: number; addr: bigint }
+    | { kind: "len0"; i: number }
+    | {
+      kind: "loop";
+    }
+    | { kind: "next"; next: number }
+    | { kind: "order" };
+  const editArb: fc.Arbitrary<Edit> = fc.oneof(
+    fc.record({
+      kind: fc.constant("addr" as const),
+      i: fc.nat(3),
+      addr: fc.oneof(
+        fc.bigInt({ min: BigInt(RAM_SIZE) - 3n, max: BigInt(RAM_SIZE) + 0x1000n }),
+        fc.bigInt({ min: 1n << 40n, max: (1n << 64n) - 1n }),
+      ),
+    }),
+    fc.record({ kind: fc.constant("len0" as const), i: fc.nat(3) }),
+    fc.record({ kind: fc.constant("loop" as const) }),
+    fc.record({ kind: fc.constant("next" as const), next: fc.integer({ min: 16, max: 0xffff }) }),
+    fc.record({ kind: fc.constant("order" as const) }),
+  );
+  fc.assert(
+    fc.property(fc.integer({ min: 2, max: 4 }), fc.boolean(), editArb, (n, indirect, edit) => {
+      const { ram, q, driver } = setup(16);
+      const table = indirect ? BigInt(INDIRECT_AREA) : DESC;
+      const descs = Array.from({ length: n }, (_, i) => ({
+        addr: BigInt(DATA + 0x100 * i),
+        len: 8,
+        flags: (i === n - 1 ? W : 0) | (i + 1 < n ? N : 0),
+        next: i + 1,
+      }));
+      const i = "i" in edit ? edit.i % n : 0;
+      if (edit.kind === "addr") descs[i].addr = edit.addr;
+      if (edit.kind === "len0") descs[i].len = 0;
+      if (edit.kind === "loop") descs[n - 1] = { ...descs[n - 1], flags: descs[n - 1].flags | N, next: 0 };
+      if (edit.kind === "next") {
+        descs[n - 1] = { ...descs[n - 1], flags: descs[n - 1].flags | N, next: edit.next };
+      }
+      if (edit.kind === "order") {
+        descs[0].flags |= W;
+        descs[n - 1].flags &= ~W;
+      }
+      descs.forEach((d, k) => driver.setDesc(table, k, d));
+      if (indirect) driver.setDesc(DESC, 15, { addr: table, len: 16 * n, flags: I, next: 0 });
+      driver.offer(indirect ? 15 : 0);
+      assert.throws(() => q.pop(), VirtioProtocolError);
+      assert.equal(ram.refused, 0);
+    }),
+    { numRuns: 300 },
+  );
+});
