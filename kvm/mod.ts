@@ -58,6 +58,31 @@ export {
   type EventFdOptions,
 } from "./event_fd.ts";
 export {
+  IFNAMSIZ,
+  Tap,
+  type TapOptions,
+  TUN_DEVICE_PATH,
+  VIRTIO_NET_HDR_LEGACY_SIZE,
+  VIRTIO_NET_HDR_SIZE,
+} from "./tap.ts";
+export {
+  DiskImage,
+  type DiskImageOptions,
+  F_OFD_GETLK,
+  F_OFD_SETLK,
+  F_RDLCK,
+  F_UNLCK,
+  F_WRLCK,
+  type ImageLocks,
+  imageLocks,
+  QEMU_LOCK_PERM_BASE,
+  QEMU_LOCK_SHARED_BASE,
+  QEMU_PERMISSIONS,
+  type QemuPermission,
+  SECTOR_SIZE,
+} from "./disk_image.ts";
+export { getRandom, GRND_NONBLOCK } from "./get_random.ts";
+export {
   type CpuidEntry,
   type KvmDtable,
   type KvmFpu,
