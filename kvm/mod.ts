@@ -5,7 +5,14 @@
  * Importing this module loads nothing native: libc is opened on the first call that needs it, so
  * the struct layouts, ioctl numbers and {@link decodeExit} work on any machine. Every failed
  * syscall throws {@link KvmError}. Owners of fds and mappings ({@link Kvm}, {@link Vm},
- * {@link Vcpu}, {@link GuestMemory}) have an idempotent `close()` and work with `using`.
+ * {@link Vcpu}, {@link GuestMemory}, {@link EventFd}, {@link Tap}, {@link DiskImage}) have an
+ * idempotent `close()` and work with `using`.
+ *
+ * The host side of virtio devices lives here too, since it is all syscalls: eventfds that KVM
+ * signals on a guest doorbell write ({@link Vm.registerIoeventfd}) or turns into interrupts
+ * ({@link Vm.registerIrqfd}, {@link MsiRoutes}, {@link Vm.signalMsi}), a {@link Tap} for
+ * virtio-net, raw {@link DiskImage}s locked as QEMU locks them for virtio-blk, and
+ * {@link getRandom} for virtio-rng.
  *
  * @example
  * ```ts ignore

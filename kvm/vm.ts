@@ -23,6 +23,7 @@ import {
   KVM_MSI_LAYOUT,
   KVM_PIT_CONFIG_LAYOUT,
   KVM_USERSPACE_MEMORY_REGION_LAYOUT,
+  offsetsOf,
   type SameType,
   type ValueOf,
 } from "./_structs.ts";
@@ -424,7 +425,7 @@ export class Vm implements Disposable {
       chip: new Uint8Array(512),
     });
     ioctlBuf(this.#open(), KVM_GET_IRQCHIP, bytes, "KVM_GET_IRQCHIP", `chip ${chipId}`);
-    return bytes.slice(KVM_IRQCHIP_LAYOUT.fields[1][1]);
+    return bytes.slice(offsetsOf(KVM_IRQCHIP_LAYOUT).chip);
   }
 
   /**
