@@ -41,6 +41,11 @@ function isKvmError(op: string, code: string) {
   };
 }
 
+/** An exit for an assertion message (JSON.stringify alone throws on the bigint fields). */
+function show(exit: VcpuExit): string {
+  return JSON.stringify(exit, (_, value) => typeof value === "bigint" ? `0x${value.toString(16)}` : value);
+}
+
 /** Waits (yielding to the event loop) until `condition` holds: irqfd injection runs on a kernel workqueue. */
 async function eventually(what: string, condition: () => boolean, timeoutMs = 2000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -127,20 +132,20 @@ Deno.test({
       return decodeExit(vcpu.runPage);
     };
     let exit = next();
-    assert.ok(exit.kind === "io" && exit.port === 0x520 && exit.data[0] === 0x41, JSON.stringify(exit));
+    assert.ok(exit.kind === "io" && exit.port === 0x520 && exit.data[0] === 0x41, show(exit));
     assert.equal(anyValue.read(), 1n, "the out to 0x510 completed in the kernel");
     exit = next();
-    assert.ok(exit.kind === "io" && exit.port === 0x510 && exit.size === 2, JSON.stringify(exit));
+    assert.ok(exit.kind === "io" && exit.port === 0x510 && exit.size === 2, show(exit));
     assert.equal(only42.read(), 1n, "the out of 0x42 to 0x520 matched");
     exit = next();
-    assert.ok(exit.kind === "mmio" && exit.isWrite && exit.physAddr === 0xd0020n, JSON.stringify(exit));
+    assert.ok(exit.kind === "mmio" && exit.isWrite && exit.physAddr === 0xd0020n, show(exit));
     assert.equal(mmio.read(), 1n, "the 2-byte MMIO write completed in the kernel");
     exit = next();
     if (!noLength) {
-      assert.ok(exit.kind === "mmio" && exit.physAddr === 0xd0030n && exit.len === 4, JSON.stringify(exit));
+      assert.ok(exit.kind === "mmio" && exit.physAddr === 0xd0030n && exit.len === 4, show(exit));
       exit = next();
     }
-    assert.ok(exit.kind === "io" && exit.port === 0x10, JSON.stringify(exit));
+    assert.ok(exit.kind === "io" && exit.port === 0x10, show(exit));
     assert.equal(vcpu.run(), KVM_EXIT_HLT);
     if (noLength) assert.equal(anyLength.read(), 1n);
     assert.deepEqual([anyValue.read(), only42.read(), mmio.read()], [0n, 0n, 0n], "each signalled once");
