@@ -40,6 +40,8 @@ export const EEXIST = 17;
 export const ENODEV = 19;
 /** Not a directory. */
 export const ENOTDIR = 20;
+/** Is a directory. */
+export const EISDIR = 21;
 /** Invalid argument. */
 export const EINVAL = 22;
 /** Too many open files in system. */
@@ -56,6 +58,10 @@ export const ENOSPC = 28;
 export const EROFS = 30;
 /** Numerical result out of range. */
 export const ERANGE = 34;
+/** File name too long. */
+export const ENAMETOOLONG = 36;
+/** No locks available. */
+export const ENOLCK = 37;
 /** Function not implemented. */
 export const ENOSYS = 38;
 /** Value too large for defined data type. */
@@ -86,6 +92,7 @@ export const ERRNO_NAMES: Readonly<Record<number, readonly [code: string, descri
   [EEXIST]: ["EEXIST", "File exists"],
   [ENODEV]: ["ENODEV", "No such device"],
   [ENOTDIR]: ["ENOTDIR", "Not a directory"],
+  [EISDIR]: ["EISDIR", "Is a directory"],
   [EINVAL]: ["EINVAL", "Invalid argument"],
   [ENFILE]: ["ENFILE", "Too many open files in system"],
   [EMFILE]: ["EMFILE", "Too many open files"],
@@ -94,6 +101,8 @@ export const ERRNO_NAMES: Readonly<Record<number, readonly [code: string, descri
   [ENOSPC]: ["ENOSPC", "No space left on device"],
   [EROFS]: ["EROFS", "Read-only file system"],
   [ERANGE]: ["ERANGE", "Numerical result out of range"],
+  [ENAMETOOLONG]: ["ENAMETOOLONG", "File name too long"],
+  [ENOLCK]: ["ENOLCK", "No locks available"],
   [ENOSYS]: ["ENOSYS", "Function not implemented"],
   [EOVERFLOW]: ["EOVERFLOW", "Value too large for defined data type"],
   [EOPNOTSUPP]: ["EOPNOTSUPP", "Operation not supported"],

@@ -30,8 +30,27 @@ const LIBC_SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   /** `ssize_t read(int fd, void *buf, size_t count);` */
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** `ssize_t write(int fd, const void *buf, size_t count);` */
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** `int close(int fd);` */
   close: { parameters: ["i32"], result: "i32" },
+  /** `ssize_t pread64(int fd, void *buf, size_t count, off64_t offset);` — the offset as a BigInt. */
+  pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  /** `ssize_t pwrite64(int fd, const void *buf, size_t count, off64_t offset);` */
+  pwrite64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  /** `off64_t lseek64(int fd, off64_t offset, int whence);` */
+  lseek64: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  /** `int fdatasync(int fd);` */
+  fdatasync: { parameters: ["i32"], result: "i32" },
+  /**
+   * `int fcntl(int fd, int cmd, struct flock *lock);` — variadic like `ioctl`, bound with the
+   * pointer form only: the byte-range lock commands (F_OFD_SETLK, F_OFD_GETLK) are all we use.
+   */
+  fcntl_lock: { name: "fcntl", parameters: ["i32", "i32", "buffer"], result: "i32" },
+  /** `int eventfd(unsigned int initval, int flags);` */
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** `ssize_t getrandom(void *buf, size_t buflen, unsigned int flags);` (glibc 2.25+) */
+  getrandom: { parameters: ["buffer", "usize", "u32"], result: "isize" },
   /**
    * `int ioctl(int fd, unsigned long request, void *arg);` for requests without an argument.
    * Always pass `null`: `KVM_RUN`, `KVM_GET_API_VERSION` and `KVM_GET_VCPU_MMAP_SIZE` reject a

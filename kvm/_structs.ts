@@ -295,14 +295,69 @@ export const KVM_IRQ_ROUTING_LAYOUT = defineStruct("kvm_irq_routing", 8, [
   ["flags", 4, "u32"],
 ]);
 
-/** `struct kvm_irq_routing_entry` with its `irqchip` union member (48 bytes: the union is 32). */
+/**
+ * `struct kvm_irq_routing_entry` without its union: 48 bytes, the union `u` (`__u32 pad[8]`, 32
+ * bytes) starting at {@link KVM_IRQ_ROUTING_ENTRY_UNION_START}. Its members are declared apart, as
+ * the `kvm_run` exit union's are, with offsets relative to the union.
+ */
 export const KVM_IRQ_ROUTING_ENTRY_LAYOUT = defineStruct("kvm_irq_routing_entry", 48, [
   ["gsi", 0, "u32"],
-  ["type", 4, "u32"], // KVM_IRQ_ROUTING_IRQCHIP 1
-  ["flags", 8, "u32"],
-  ["pad", 12, "u32"],
-  ["irqchip", 16, "u32"], // u.irqchip.irqchip: KVM_IRQCHIP_PIC_MASTER 0, PIC_SLAVE 1, IOAPIC 2
-  ["pin", 20, "u32"], // u.irqchip.pin
+  ["type", 4, "u32"], // KVM_IRQ_ROUTING_IRQCHIP 1, KVM_IRQ_ROUTING_MSI 2
+  ["flags", 8, "u32"], // KVM_MSI_VALID_DEVID for an MSI entry with a device id, else 0
+  // __u32 pad @12
+]);
+
+/** Offset of the union `u` in `struct kvm_irq_routing_entry`. */
+export const KVM_IRQ_ROUTING_ENTRY_UNION_START = 16;
+
+/** `u.irqchip` of a routing entry: an input pin of an in-kernel interrupt controller. */
+export const KVM_IRQ_ROUTING_IRQCHIP_LAYOUT = defineStruct("kvm_irq_routing_irqchip", 8, [
+  ["irqchip", 0, "u32"], // KVM_IRQCHIP_PIC_MASTER 0, PIC_SLAVE 1, IOAPIC 2
+  ["pin", 4, "u32"],
+]);
+
+/** `u.msi` of a routing entry: the message a PCI function would write (x86: to 0xfeexxxxx). */
+export const KVM_IRQ_ROUTING_MSI_LAYOUT = defineStruct("kvm_irq_routing_msi", 16, [
+  ["address_lo", 0, "u32"],
+  ["address_hi", 4, "u32"],
+  ["data", 8, "u32"],
+  ["devid", 12, "u32"], // union with __u32 pad; only read with KVM_MSI_VALID_DEVID
+]);
+
+/** `struct kvm_irqfd` (api.rst KVM_IRQFD): then `__u8 pad[16]`. */
+export const KVM_IRQFD_LAYOUT = defineStruct("kvm_irqfd", 32, [
+  ["fd", 0, "u32"],
+  ["gsi", 4, "u32"],
+  ["flags", 8, "u32"], // KVM_IRQFD_FLAG_DEASSIGN 1, KVM_IRQFD_FLAG_RESAMPLE 2
+  ["resamplefd", 12, "u32"],
+]);
+
+/** `struct kvm_ioeventfd` (api.rst KVM_IOEVENTFD): then `__u8 pad[36]`. */
+export const KVM_IOEVENTFD_LAYOUT = defineStruct("kvm_ioeventfd", 64, [
+  ["datamatch", 0, "u64"],
+  ["addr", 8, "u64"], // a port with KVM_IOEVENTFD_FLAG_PIO, else a guest-physical address
+  ["len", 16, "u32"], // 0 (any length), 1, 2, 4 or 8
+  ["fd", 20, "i32"],
+  ["flags", 24, "u32"], // DATAMATCH 1, PIO 2, DEASSIGN 4
+]);
+
+/** `struct kvm_msi` (api.rst KVM_SIGNAL_MSI): then `__u8 pad[12]`. */
+export const KVM_MSI_LAYOUT = defineStruct("kvm_msi", 32, [
+  ["address_lo", 0, "u32"],
+  ["address_hi", 4, "u32"],
+  ["data", 8, "u32"],
+  ["flags", 12, "u32"], // KVM_MSI_VALID_DEVID 1
+  ["devid", 16, "u32"],
+]);
+
+/**
+ * `struct kvm_irqchip` (api.rst KVM_GET_IRQCHIP): `chip_id` then, at 8, the chip's state as 512
+ * raw bytes (`struct kvm_pic_state` or `struct kvm_ioapic_state`, whose `irr` u32 sits at 16).
+ */
+export const KVM_IRQCHIP_LAYOUT = defineStruct("kvm_irqchip", 520, [
+  ["chip_id", 0, "u32"], // KVM_IRQCHIP_PIC_MASTER 0, PIC_SLAVE 1, IOAPIC 2
+  // __u32 pad @4
+  ["chip", 8, { bytes: 512 }],
 ]);
 
 /** `struct kvm_irq_level` (api.rst KVM_IRQ_LINE). `irq` is a union with `status`. */
@@ -321,6 +376,30 @@ export const KVM_ENABLE_CAP_LAYOUT = defineStruct("kvm_enable_cap", 104, [
   ["cap", 0, "u32"],
   ["flags", 4, "u32"],
   ["args", 8, { u64s: 4 }], // then __u8 pad[64]
+]);
+
+// ---------------------------------------------------------------------------------------------
+// Host structs of the I/O primitives (glibc x86-64 and include/uapi/linux/if.h)
+
+/**
+ * `struct flock` of `fcntl(2)` on x86-64 (the same as `struct flock64` there). OFD locks
+ * (F_OFD_SETLK / F_OFD_GETLK) require `l_pid` 0.
+ */
+export const FLOCK_LAYOUT = defineStruct("flock", 32, [
+  ["l_type", 0, "u16"], // short: F_RDLCK 0, F_WRLCK 1, F_UNLCK 2
+  ["l_whence", 2, "u16"], // short: SEEK_SET 0
+  ["l_start", 8, "u64"], // off_t; only non-negative offsets are used
+  ["l_len", 16, "u64"], // off_t; 0 means "to the end of the file"
+  ["l_pid", 24, "i32"],
+]);
+
+/**
+ * The part of `struct ifreq` (40 bytes on x86-64) that TUNSETIFF reads and writes back: the
+ * interface name (`IFNAMSIZ` 16 bytes, NUL-terminated) and, in the union at 16, `ifr_flags`.
+ */
+export const IFREQ_LAYOUT = defineStruct("ifreq", 40, [
+  ["ifr_name", 0, { bytes: 16 }],
+  ["ifr_flags", 16, "u16"], // short: IFF_TAP 0x2, IFF_NO_PI 0x1000, IFF_VNET_HDR 0x4000
 ]);
 
 // ---------------------------------------------------------------------------------------------

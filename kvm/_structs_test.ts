@@ -6,6 +6,8 @@ import {
   encodeStruct,
   encodeToBytes,
   type Field,
+  FLOCK_LAYOUT,
+  IFREQ_LAYOUT,
   KVM_CLEAR_DIRTY_LOG_LAYOUT,
   KVM_CPUID2_LAYOUT,
   KVM_CPUID_ENTRY2_LAYOUT,
@@ -13,9 +15,18 @@ import {
   KVM_DTABLE_LAYOUT,
   KVM_ENABLE_CAP_LAYOUT,
   KVM_FPU_LAYOUT,
+  KVM_IOEVENTFD_LAYOUT,
   KVM_IRQ_LEVEL_LAYOUT,
+  KVM_IRQ_ROUTING_ENTRY_LAYOUT,
+  KVM_IRQ_ROUTING_ENTRY_UNION_START,
+  KVM_IRQ_ROUTING_IRQCHIP_LAYOUT,
+  KVM_IRQ_ROUTING_LAYOUT,
+  KVM_IRQ_ROUTING_MSI_LAYOUT,
+  KVM_IRQCHIP_LAYOUT,
+  KVM_IRQFD_LAYOUT,
   KVM_LAPIC_STATE_LAYOUT,
   KVM_MP_STATE_LAYOUT,
+  KVM_MSI_LAYOUT,
   KVM_MSR_ENTRY_LAYOUT,
   KVM_MSR_LIST_LAYOUT,
   KVM_MSRS_LAYOUT,
@@ -70,6 +81,14 @@ Deno.test("struct sizes match sizeof in the x86-64 uapi headers", () => {
     [KVM_VCPU_EVENTS_LAYOUT, 64],
     [KVM_MP_STATE_LAYOUT, 4],
     [KVM_RUN_LAYOUT, 2352],
+    [KVM_IRQFD_LAYOUT, 32],
+    [KVM_IOEVENTFD_LAYOUT, 64],
+    [KVM_MSI_LAYOUT, 32],
+    [KVM_IRQ_ROUTING_LAYOUT, 8],
+    [KVM_IRQ_ROUTING_ENTRY_LAYOUT, 48],
+    [KVM_IRQCHIP_LAYOUT, 520],
+    [FLOCK_LAYOUT, 32],
+    [IFREQ_LAYOUT, 40],
   ];
   for (const [layout, size] of sizes) assert.equal(layout.size, size, layout.name);
   assert.equal(KVM_RUN_SIZE, 2352);
@@ -83,6 +102,32 @@ Deno.test("kvm_userspace_memory_region offsets", () => {
     memory_size: 16,
     userspace_addr: 24,
   });
+});
+
+// Printed with offsetof() from Debian 12's uapi headers (linux/kvm.h, linux/if.h) and glibc's
+// <fcntl.h>, x86-64; docs/kvm-abi.md §9.
+Deno.test("I/O structs: kvm_irqfd, kvm_ioeventfd, kvm_msi, routing entries, kvm_irqchip, flock, ifreq", () => {
+  assert.deepEqual(offsets(KVM_IRQFD_LAYOUT), { fd: 0, gsi: 4, flags: 8, resamplefd: 12 });
+  assert.deepEqual(offsets(KVM_IOEVENTFD_LAYOUT), { datamatch: 0, addr: 8, len: 16, fd: 20, flags: 24 });
+  assert.deepEqual(offsets(KVM_MSI_LAYOUT), { address_lo: 0, address_hi: 4, data: 8, flags: 12, devid: 16 });
+  assert.deepEqual(offsets(KVM_IRQ_ROUTING_LAYOUT), { nr: 0, flags: 4 });
+  // The entries array starts right after the 8-byte header; an entry's union `u` at 16.
+  assert.deepEqual(offsets(KVM_IRQ_ROUTING_ENTRY_LAYOUT), { gsi: 0, type: 4, flags: 8 });
+  assert.equal(KVM_IRQ_ROUTING_ENTRY_UNION_START, 16);
+  const inEntry = (layout: StructLayout) =>
+    Object.fromEntries(
+      Object.entries(offsets(layout)).map(([n, o]) => [n, o + KVM_IRQ_ROUTING_ENTRY_UNION_START]),
+    );
+  assert.deepEqual(inEntry(KVM_IRQ_ROUTING_IRQCHIP_LAYOUT), { irqchip: 16, pin: 20 });
+  assert.deepEqual(inEntry(KVM_IRQ_ROUTING_MSI_LAYOUT), {
+    address_lo: 16,
+    address_hi: 20,
+    data: 24,
+    devid: 28,
+  });
+  assert.deepEqual(offsets(KVM_IRQCHIP_LAYOUT), { chip_id: 0, chip: 8 });
+  assert.deepEqual(offsets(FLOCK_LAYOUT), { l_type: 0, l_whence: 2, l_start: 8, l_len: 16, l_pid: 24 });
+  assert.deepEqual(offsets(IFREQ_LAYOUT), { ifr_name: 0, ifr_flags: 16 });
 });
 
 Deno.test("kvm_regs: 18 u64 in kernel order, rip @128, rflags @136", () => {

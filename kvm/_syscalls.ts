@@ -5,11 +5,16 @@
  * @module
  */
 
+import { EINTR } from "./_errno.ts";
 import { lastErrno, libc } from "./_libc.ts";
-import { KvmError, kvmOpenError } from "./kvm_error.ts";
+import { errnoName, KvmError, kvmOpenError } from "./kvm_error.ts";
 
+/** `O_RDONLY` (asm-generic/fcntl.h). */
+export const O_RDONLY = 0o0;
 /** `O_RDWR` (asm-generic/fcntl.h). */
 export const O_RDWR = 0o2;
+/** `O_NONBLOCK` (asm-generic/fcntl.h): reads and writes return EAGAIN instead of sleeping. */
+export const O_NONBLOCK = 0o4_000;
 /** `O_CLOEXEC` (asm-generic/fcntl.h): vCPU/VM fds must not leak into child processes. */
 export const O_CLOEXEC = 0o2_000_000;
 /** `PROT_READ` (asm-generic/mman-common.h). */
@@ -35,6 +40,37 @@ export function openDevice(path: string): number {
   const fd = libc().open(new TextEncoder().encode(`${path}\0`), O_RDWR | O_CLOEXEC);
   if (fd < 0) throw kvmOpenError(path, lastErrno());
   return fd;
+}
+
+/** A path as the NUL-terminated bytes libc takes. */
+export function cString(text: string): Uint8Array {
+  return new TextEncoder().encode(`${text}\0`);
+}
+
+/**
+ * `open(path, flags | O_CLOEXEC)` of a file or device other than /dev/kvm; a failure is a
+ * {@link KvmError} with op `open <path>` and `hint` when given for its code (e.g. `ENOENT`).
+ */
+export function openPath(path: string, flags: number, hints: Readonly<Record<string, string>> = {}): number {
+  const fd = libc().open(cString(path), flags | O_CLOEXEC);
+  if (fd < 0) {
+    const errno = lastErrno();
+    throw new KvmError(`open ${path}`, errno, { hint: hints[errnoName(errno)] });
+  }
+  return fd;
+}
+
+/**
+ * Runs a libc call that returns -1 with errno, again while it fails with EINTR (a signal, such as
+ * the vCPU kick, arrived first). Returns the result, or `-errno` for any other failure.
+ */
+export function retryOnEintr(call: () => number | bigint): number {
+  for (;;) {
+    const result = Number(call());
+    if (result >= 0) return result;
+    const errno = lastErrno();
+    if (errno !== EINTR) return -errno;
+  }
 }
 
 /** Closes an fd, ignoring errors: callers guarantee each fd is closed exactly once. */

@@ -14,10 +14,14 @@ import {
   KVM_DIRTY_LOG_LAYOUT,
   KVM_ENABLE_CAP_LAYOUT,
   KVM_FPU_LAYOUT,
+  KVM_IOEVENTFD_LAYOUT,
   KVM_IRQ_LEVEL_LAYOUT,
   KVM_IRQ_ROUTING_LAYOUT,
+  KVM_IRQCHIP_LAYOUT,
+  KVM_IRQFD_LAYOUT,
   KVM_LAPIC_STATE_LAYOUT,
   KVM_MP_STATE_LAYOUT,
+  KVM_MSI_LAYOUT,
   KVM_MSR_LIST_LAYOUT,
   KVM_MSRS_LAYOUT,
   KVM_PIT_CONFIG_LAYOUT,
@@ -94,14 +98,38 @@ export const KVM_IRQ_LINE: number = iow(KVMIO, 0x61, KVM_IRQ_LEVEL_LAYOUT.size);
 export const KVM_SET_GSI_ROUTING: number = iow(KVMIO, 0x6a, KVM_IRQ_ROUTING_LAYOUT.size);
 /** Routing entry type: an irqchip pin. */
 export const KVM_IRQ_ROUTING_IRQCHIP = 1;
+/** Routing entry type: an MSI message (address and data) delivered to the local APICs. */
+export const KVM_IRQ_ROUTING_MSI = 2;
+/** `flags` of an MSI routing entry or `struct kvm_msi`: `devid` is valid (KVM_CAP_MSI_DEVID; not x86). */
+export const KVM_MSI_VALID_DEVID = 1 << 0;
 /** In-kernel irqchips a GSI can be routed to. */
 export const KVM_IRQCHIP_PIC_MASTER = 0;
 /** The slave 8259. */
 export const KVM_IRQCHIP_PIC_SLAVE = 1;
 /** The IOAPIC. */
 export const KVM_IRQCHIP_IOAPIC = 2;
+/** `struct kvm_irqchip` in/out: the state of one in-kernel PIC or the IOAPIC. */
+export const KVM_GET_IRQCHIP: number = iowr(KVMIO, 0x62, KVM_IRQCHIP_LAYOUT.size);
+/** `struct kvm_irqchip` in. */
+export const KVM_SET_IRQCHIP: number = ior(KVMIO, 0x63, KVM_IRQCHIP_LAYOUT.size);
 /** `struct kvm_irq_level`; the delivery status is written back into `irq`. */
 export const KVM_IRQ_LINE_STATUS: number = iowr(KVMIO, 0x67, KVM_IRQ_LEVEL_LAYOUT.size);
+/** `struct kvm_irqfd`: attach (or, with DEASSIGN, detach) an eventfd to a GSI. */
+export const KVM_IRQFD: number = iow(KVMIO, 0x76, KVM_IRQFD_LAYOUT.size);
+/** `kvm_irqfd.flags`: detach the eventfd from the GSI instead. */
+export const KVM_IRQFD_FLAG_DEASSIGN = 1 << 0;
+/** `kvm_irqfd.flags`: level-triggered, de-asserted on EOI and reported on `resamplefd`. */
+export const KVM_IRQFD_FLAG_RESAMPLE = 1 << 1;
+/** `struct kvm_ioeventfd`: signal an eventfd on a guest write instead of exiting. */
+export const KVM_IOEVENTFD: number = iow(KVMIO, 0x79, KVM_IOEVENTFD_LAYOUT.size);
+/** `kvm_ioeventfd.flags`: only writes of the value `datamatch` signal. */
+export const KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0;
+/** `kvm_ioeventfd.flags`: `addr` is an I/O port, not a guest-physical address. */
+export const KVM_IOEVENTFD_FLAG_PIO = 1 << 1;
+/** `kvm_ioeventfd.flags`: remove the matching registration instead. */
+export const KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2;
+/** `struct kvm_msi`: inject one MSI; returns > 0 delivered, 0 blocked by the guest. */
+export const KVM_SIGNAL_MSI: number = iow(KVMIO, 0xa5, KVM_MSI_LAYOUT.size);
 /** `struct kvm_pit_config`. */
 export const KVM_CREATE_PIT2: number = iow(KVMIO, 0x77, KVM_PIT_CONFIG_LAYOUT.size);
 /** `struct kvm_enable_cap`; on VM and vCPU fds. */
@@ -187,12 +215,18 @@ export const KVM_CAP_MAX_VCPUS = 66;
 export const KVM_CAP_TSC_DEADLINE_TIMER = 72;
 /** KVM_SIGNAL_MSI. */
 export const KVM_CAP_SIGNAL_MSI = 77;
+/** KVM_IRQFD_FLAG_RESAMPLE (level-triggered irqfds with an EOI notification). */
+export const KVM_CAP_IRQFD_RESAMPLE = 82;
+/** KVM_IOEVENTFD with `len` 0 (match any write length). */
+export const KVM_CAP_IOEVENTFD_NO_LENGTH = 100;
 /** KVM_MEM_READONLY memslots: guest writes exit as MMIO (81, not 31). */
 export const KVM_CAP_READONLY_MEM = 81;
 /** Returns the number of address spaces (2 on x86 with SMM). */
 export const KVM_CAP_MULTI_ADDRESS_SPACE = 118;
 /** KVM_ENABLE_CAP for a split (userspace IOAPIC) irqchip. */
 export const KVM_CAP_SPLIT_IRQCHIP = 121;
+/** KVM_IOEVENTFD with `len` 0, possibly on a faster path. */
+export const KVM_CAP_IOEVENTFD_ANY_LENGTH = 122;
 /** Maximum vCPU id + 1. */
 export const KVM_CAP_MAX_VCPU_ID = 128;
 /** x2APIC API extensions. */
@@ -336,3 +370,31 @@ export const KVM_MP_STATE_INIT_RECEIVED = 2;
 export const KVM_MP_STATE_HALTED = 3;
 /** SIPI received. */
 export const KVM_MP_STATE_SIPI_RECEIVED = 4;
+
+// TUN/TAP (include/uapi/linux/if_tun.h). The historic `_IOW('T', nr, int)` sizes are kept even
+// where the argument is a `struct ifreq` (TUNSETIFF) or an integer by value (TUNSETOFFLOAD).
+
+/** The ioctl "type" byte of the TUN/TAP requests, `'T'`. */
+export const TUN_IOCTL_TYPE = 0x54;
+/** `sizeof(int)`, the size the TUN requests were declared with. */
+const INT_SIZE = 4;
+/** `struct ifreq` in/out: attach the fd to a new or existing interface; the name is written back. */
+export const TUNSETIFF: number = iow(TUN_IOCTL_TYPE, 202, INT_SIZE);
+/** Integer argument by value: the `TUN_F_*` offloads the reader can take (0: none). */
+export const TUNSETOFFLOAD: number = iow(TUN_IOCTL_TYPE, 208, INT_SIZE);
+/** `struct ifreq` out: the interface's name and flags. */
+export const TUNGETIFF: number = ior(TUN_IOCTL_TYPE, 210, INT_SIZE);
+/** Pointer to an int out: the virtio-net header size. */
+export const TUNGETVNETHDRSZ: number = ior(TUN_IOCTL_TYPE, 215, INT_SIZE);
+/** Pointer to an int in: the virtio-net header size in front of each frame (at least 10). */
+export const TUNSETVNETHDRSZ: number = iow(TUN_IOCTL_TYPE, 216, INT_SIZE);
+/** `ifr_flags`: a layer-3 TUN device. */
+export const IFF_TUN = 0x0001;
+/** `ifr_flags`: a layer-2 TAP device (Ethernet frames). */
+export const IFF_TAP = 0x0002;
+/** `ifr_flags`: no 4-byte packet-information prefix. */
+export const IFF_NO_PI = 0x1000;
+/** `ifr_flags`: a virtio-net header in front of each frame, both directions. */
+export const IFF_VNET_HDR = 0x4000;
+/** `ifr_flags`: one queue per fd on the same interface. */
+export const IFF_MULTI_QUEUE = 0x0100;

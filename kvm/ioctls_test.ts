@@ -39,6 +39,18 @@ const PINNED: Record<string, number> = {
   KVM_NMI: 0xae9a,
   KVM_GET_VCPU_EVENTS: 0x8040ae9f,
   KVM_SET_VCPU_EVENTS: 0x4040aea0,
+  // The I/O requests of issue 9, printed from linux/kvm.h and linux/if_tun.h.
+  KVM_IRQFD: 0x4020ae76,
+  KVM_IOEVENTFD: 0x4040ae79,
+  KVM_SET_GSI_ROUTING: 0x4008ae6a,
+  KVM_SIGNAL_MSI: 0x4020aea5,
+  KVM_GET_IRQCHIP: 0xc208ae62,
+  KVM_SET_IRQCHIP: 0x8208ae63,
+  TUNSETIFF: 0x400454ca,
+  TUNSETOFFLOAD: 0x400454d0,
+  TUNGETIFF: 0x800454d2,
+  TUNGETVNETHDRSZ: 0x800454d7,
+  TUNSETVNETHDRSZ: 0x400454d8,
 };
 
 Deno.test("ioctl numbers computed from _IOC match the kernel's literals", () => {
@@ -80,8 +92,11 @@ Deno.test("capability numbers (include/uapi/linux/kvm.h)", () => {
       k.KVM_CAP_TSC_DEADLINE_TIMER,
       k.KVM_CAP_SIGNAL_MSI,
       k.KVM_CAP_READONLY_MEM,
+      k.KVM_CAP_IRQFD_RESAMPLE,
+      k.KVM_CAP_IOEVENTFD_NO_LENGTH,
       k.KVM_CAP_MULTI_ADDRESS_SPACE,
       k.KVM_CAP_SPLIT_IRQCHIP,
+      k.KVM_CAP_IOEVENTFD_ANY_LENGTH,
       k.KVM_CAP_MAX_VCPU_ID,
       k.KVM_CAP_X2APIC_API,
       k.KVM_CAP_IMMEDIATE_EXIT,
@@ -109,8 +124,11 @@ Deno.test("capability numbers (include/uapi/linux/kvm.h)", () => {
       72,
       77,
       81,
+      82,
+      100,
       118,
       121,
+      122,
       128,
       129,
       136,
@@ -176,4 +194,18 @@ Deno.test("flag values", () => {
   ]);
   assert.equal(k.KVM_INTERNAL_ERROR_EMULATION, 1);
   assert.equal(k.KVM_API_VERSION, 12);
+});
+
+Deno.test("I/O flag values (linux/kvm.h, linux/if_tun.h)", () => {
+  assert.deepEqual([k.KVM_IRQFD_FLAG_DEASSIGN, k.KVM_IRQFD_FLAG_RESAMPLE], [1, 2]);
+  assert.deepEqual(
+    [k.KVM_IOEVENTFD_FLAG_DATAMATCH, k.KVM_IOEVENTFD_FLAG_PIO, k.KVM_IOEVENTFD_FLAG_DEASSIGN],
+    [1, 2, 4],
+  );
+  assert.deepEqual([k.KVM_IRQ_ROUTING_IRQCHIP, k.KVM_IRQ_ROUTING_MSI, k.KVM_MSI_VALID_DEVID], [1, 2, 1]);
+  assert.deepEqual([k.KVM_IRQCHIP_PIC_MASTER, k.KVM_IRQCHIP_PIC_SLAVE, k.KVM_IRQCHIP_IOAPIC], [0, 1, 2]);
+  assert.deepEqual(
+    [k.IFF_TUN, k.IFF_TAP, k.IFF_MULTI_QUEUE, k.IFF_NO_PI, k.IFF_VNET_HDR],
+    [0x1, 0x2, 0x100, 0x1000, 0x4000],
+  );
 });

@@ -48,6 +48,19 @@ const HINTS: Readonly<Record<string, string>> = {
   "KVM_RUN:ENOSPC": "the VM has no memslot: map guest memory with KVM_SET_USER_MEMORY_REGION first",
   "KVM_SET_MSRS:PARTIAL": "the MSR is unknown to this KVM or the value is invalid for it",
   "KVM_GET_MSRS:PARTIAL": "the MSR is unknown to this KVM",
+  "KVM_SET_GSI_ROUTING:EINVAL": "the VM needs an in-kernel irqchip; a pin must exist on its chip (PIC 0-7, " +
+    "IOAPIC 0-23), a GSI may go to each chip once and an MSI GSI to nothing else, GSIs stay below 4096",
+  "KVM_IRQFD:EINVAL": "the VM needs an in-kernel irqchip (a resample irqfd the full one, not a split one) " +
+    "and the fd must be an eventfd",
+  "KVM_IRQFD:EBUSY": "this eventfd is already attached to a GSI of this VM",
+  "KVM_IOEVENTFD:EEXIST":
+    "an ioeventfd with the same address, length and datamatch (or one matching any value) " +
+    "is already registered",
+  "KVM_IOEVENTFD:ENOENT":
+    "no ioeventfd with exactly this fd, space, address, length and datamatch is registered",
+  "KVM_IOEVENTFD:EINVAL": "the fd must be an eventfd; length 0, 1, 2, 4 or 8 (0 only without datamatch)",
+  "KVM_IOEVENTFD:ENOSPC": "the VM's I/O bus is full (KVM allows about 1000 devices per bus)",
+  "KVM_SIGNAL_MSI:EINVAL": "the VM needs an in-kernel irqchip, and flags must be 0 on x86",
   "mmap:ENOMEM": "the host cannot reserve that much address space (see `ulimit -v` and vm.overcommit_memory)",
 };
 

@@ -5,7 +5,14 @@
  * Importing this module loads nothing native: libc is opened on the first call that needs it, so
  * the struct layouts, ioctl numbers and {@link decodeExit} work on any machine. Every failed
  * syscall throws {@link KvmError}. Owners of fds and mappings ({@link Kvm}, {@link Vm},
- * {@link Vcpu}, {@link GuestMemory}) have an idempotent `close()` and work with `using`.
+ * {@link Vcpu}, {@link GuestMemory}, {@link EventFd}, {@link Tap}, {@link DiskImage}) have an
+ * idempotent `close()` and work with `using`.
+ *
+ * The host side of virtio devices lives here too, since it is all syscalls: eventfds that KVM
+ * signals on a guest doorbell write ({@link Vm.registerIoeventfd}) or turns into interrupts
+ * ({@link Vm.registerIrqfd}, {@link MsiRoutes}, {@link Vm.signalMsi}), a {@link Tap} for
+ * virtio-net, raw {@link DiskImage}s locked as QEMU locks them for virtio-blk, and
+ * {@link getRandom} for virtio-rng.
  *
  * @example
  * ```ts ignore
@@ -26,7 +33,62 @@
  */
 
 export { Kvm, KVM_DEVICE_PATH, type KvmAvailability, kvmAvailability } from "./kvm.ts";
-export { dirtyBitmapSize, type MemoryRegionTrace, type UserMemoryRegion, Vm, type VmOptions } from "./vm.ts";
+export {
+  dirtyBitmapSize,
+  type FdLike,
+  type IoeventfdMatch,
+  type IrqfdOptions,
+  type MemoryRegionTrace,
+  type UserMemoryRegion,
+  Vm,
+  type VmOptions,
+} from "./vm.ts";
+export {
+  defaultGsiRoutes,
+  type GsiRoute,
+  type GsiRouter,
+  IOAPIC_NUM_PINS,
+  type IrqchipRoute,
+  isIrqchipRoute,
+  KVM_MAX_IRQ_ROUTES,
+  type MsiMessage,
+  type MsiRoute,
+  MsiRoutes,
+  type MsiRoutesOptions,
+} from "./msi_routes.ts";
+export {
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  EFD_SEMAPHORE,
+  EventFd,
+  EVENTFD_MAX,
+  type EventFdOptions,
+} from "./event_fd.ts";
+export {
+  IFNAMSIZ,
+  Tap,
+  type TapOptions,
+  TUN_DEVICE_PATH,
+  VIRTIO_NET_HDR_LEGACY_SIZE,
+  VIRTIO_NET_HDR_SIZE,
+} from "./tap.ts";
+export {
+  DiskImage,
+  type DiskImageOptions,
+  F_OFD_GETLK,
+  F_OFD_SETLK,
+  F_RDLCK,
+  F_UNLCK,
+  F_WRLCK,
+  type ImageLocks,
+  imageLocks,
+  QEMU_LOCK_PERM_BASE,
+  QEMU_LOCK_SHARED_BASE,
+  QEMU_PERMISSIONS,
+  type QemuPermission,
+  SECTOR_SIZE,
+} from "./disk_image.ts";
+export { getRandom, GRND_NONBLOCK } from "./get_random.ts";
 export {
   type CpuidEntry,
   type KvmDtable,
@@ -66,6 +128,11 @@ export {
 } from "./kvm_error.ts";
 export {
   exitReasonName,
+  IFF_MULTI_QUEUE,
+  IFF_NO_PI,
+  IFF_TAP,
+  IFF_TUN,
+  IFF_VNET_HDR,
   io,
   ioc,
   ior,
@@ -79,9 +146,12 @@ export {
   KVM_CAP_HLT,
   KVM_CAP_IMMEDIATE_EXIT,
   KVM_CAP_IOEVENTFD,
+  KVM_CAP_IOEVENTFD_ANY_LENGTH,
+  KVM_CAP_IOEVENTFD_NO_LENGTH,
   KVM_CAP_IRQ_ROUTING,
   KVM_CAP_IRQCHIP,
   KVM_CAP_IRQFD,
+  KVM_CAP_IRQFD_RESAMPLE,
   KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
   KVM_CAP_MAX_VCPU_ID,
   KVM_CAP_MAX_VCPUS,
@@ -138,6 +208,7 @@ export {
   KVM_GET_CPUID2,
   KVM_GET_DIRTY_LOG,
   KVM_GET_FPU,
+  KVM_GET_IRQCHIP,
   KVM_GET_LAPIC,
   KVM_GET_MP_STATE,
   KVM_GET_MSR_INDEX_LIST,
@@ -151,12 +222,20 @@ export {
   KVM_INTERNAL_ERROR_EMULATION,
   KVM_INTERNAL_ERROR_SIMUL_EX,
   KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+  KVM_IOEVENTFD,
+  KVM_IOEVENTFD_FLAG_DATAMATCH,
+  KVM_IOEVENTFD_FLAG_DEASSIGN,
+  KVM_IOEVENTFD_FLAG_PIO,
   KVM_IRQ_LINE,
   KVM_IRQ_LINE_STATUS,
   KVM_IRQ_ROUTING_IRQCHIP,
+  KVM_IRQ_ROUTING_MSI,
   KVM_IRQCHIP_IOAPIC,
   KVM_IRQCHIP_PIC_MASTER,
   KVM_IRQCHIP_PIC_SLAVE,
+  KVM_IRQFD,
+  KVM_IRQFD_FLAG_DEASSIGN,
+  KVM_IRQFD_FLAG_RESAMPLE,
   KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_READONLY,
   KVM_MEMSLOT_AS_ID_SHIFT,
@@ -165,6 +244,7 @@ export {
   KVM_MP_STATE_RUNNABLE,
   KVM_MP_STATE_SIPI_RECEIVED,
   KVM_MP_STATE_UNINITIALIZED,
+  KVM_MSI_VALID_DEVID,
   KVM_NMI,
   KVM_PIT_SPEAKER_DUMMY,
   KVM_RUN,
@@ -172,6 +252,7 @@ export {
   KVM_SET_FPU,
   KVM_SET_GSI_ROUTING,
   KVM_SET_IDENTITY_MAP_ADDR,
+  KVM_SET_IRQCHIP,
   KVM_SET_LAPIC,
   KVM_SET_MP_STATE,
   KVM_SET_MSRS,
@@ -180,10 +261,17 @@ export {
   KVM_SET_TSS_ADDR,
   KVM_SET_USER_MEMORY_REGION,
   KVM_SET_VCPU_EVENTS,
+  KVM_SIGNAL_MSI,
   KVM_SYSTEM_EVENT_CRASH,
   KVM_SYSTEM_EVENT_RESET,
   KVM_SYSTEM_EVENT_SHUTDOWN,
   KVMIO,
+  TUN_IOCTL_TYPE,
+  TUNGETIFF,
+  TUNGETVNETHDRSZ,
+  TUNSETIFF,
+  TUNSETOFFLOAD,
+  TUNSETVNETHDRSZ,
 } from "./ioctls.ts";
 export { hostPageSize } from "./_libc.ts";
 export {

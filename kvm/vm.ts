@@ -11,11 +11,19 @@ import {
   KVM_CLEAR_DIRTY_LOG_LAYOUT,
   KVM_DIRTY_LOG_LAYOUT,
   KVM_ENABLE_CAP_LAYOUT,
+  KVM_IOEVENTFD_LAYOUT,
   KVM_IRQ_LEVEL_LAYOUT,
   KVM_IRQ_ROUTING_ENTRY_LAYOUT,
+  KVM_IRQ_ROUTING_ENTRY_UNION_START,
+  KVM_IRQ_ROUTING_IRQCHIP_LAYOUT,
   KVM_IRQ_ROUTING_LAYOUT,
+  KVM_IRQ_ROUTING_MSI_LAYOUT,
+  KVM_IRQCHIP_LAYOUT,
+  KVM_IRQFD_LAYOUT,
+  KVM_MSI_LAYOUT,
   KVM_PIT_CONFIG_LAYOUT,
   KVM_USERSPACE_MEMORY_REGION_LAYOUT,
+  offsetsOf,
   type SameType,
   type ValueOf,
 } from "./_structs.ts";
@@ -28,14 +36,25 @@ import {
   KVM_CREATE_VCPU,
   KVM_ENABLE_CAP,
   KVM_GET_DIRTY_LOG,
+  KVM_GET_IRQCHIP,
+  KVM_IOEVENTFD,
+  KVM_IOEVENTFD_FLAG_DATAMATCH,
+  KVM_IOEVENTFD_FLAG_DEASSIGN,
+  KVM_IOEVENTFD_FLAG_PIO,
   KVM_IRQ_LINE,
   KVM_IRQ_ROUTING_IRQCHIP,
+  KVM_IRQ_ROUTING_MSI,
+  KVM_IRQFD,
+  KVM_IRQFD_FLAG_DEASSIGN,
+  KVM_IRQFD_FLAG_RESAMPLE,
   KVM_SET_GSI_ROUTING,
   KVM_SET_IDENTITY_MAP_ADDR,
   KVM_SET_TSS_ADDR,
   KVM_SET_USER_MEMORY_REGION,
+  KVM_SIGNAL_MSI,
 } from "./ioctls.ts";
 import { KvmError } from "./kvm_error.ts";
+import { type GsiRoute, isIrqchipRoute, type MsiMessage } from "./msi_routes.ts";
 import { Vcpu } from "./vcpu.ts";
 
 /**
@@ -92,6 +111,42 @@ function toU32(value: number, what: string): number {
     throw new RangeError(`${what} must be an integer in [0, 2^32), got ${value}`);
   }
   return value;
+}
+
+/** An fd given by number or by its owner ({@link EventFd}, anything with an `fd`). */
+export type FdLike = number | { readonly fd: number };
+
+function fdOf(fd: FdLike, what: string): number {
+  const n = typeof fd === "number" ? fd : fd.fd;
+  if (!Number.isInteger(n) || n < 0 || n > 0x7fff_ffff) {
+    throw new RangeError(`${what} must be an open fd, got ${n}`);
+  }
+  return n;
+}
+
+/** Options of {@link Vm.registerIrqfd}. */
+export interface IrqfdOptions {
+  /**
+   * Makes the irqfd level-triggered (KVM_IRQFD_FLAG_RESAMPLE, needs KVM_CAP_IRQFD_RESAMPLE and a
+   * GSI routed to an irqchip pin): a write asserts the GSI until the guest EOIs it, then KVM
+   * de-asserts it and signals this eventfd, so the device can check whether to assert again.
+   */
+  readonly resampleFd?: FdLike;
+}
+
+/** Where and what a guest write must be to signal an ioeventfd ({@link Vm.registerIoeventfd}). */
+export interface IoeventfdMatch {
+  /** `"pio"`: `address` is an I/O port (KVM_IOEVENTFD_FLAG_PIO); `"mmio"`: a guest-physical address. */
+  readonly space: "pio" | "mmio";
+  /** The port or guest-physical address the write must start at. */
+  readonly address: number | bigint;
+  /**
+   * The write's width in bytes: 1, 2, 4 or 8, or 0 for any width (KVM_CAP_IOEVENTFD_NO_LENGTH;
+   * not with `datamatch`). A write of another width exits as usual.
+   */
+  readonly length: 0 | 1 | 2 | 4 | 8;
+  /** Only a write of this value signals (KVM_IOEVENTFD_FLAG_DATAMATCH); any value when omitted. */
+  readonly datamatch?: number | bigint;
 }
 
 /** Options for the {@link Vm} constructor. */
@@ -249,25 +304,128 @@ export class Vm implements Disposable {
 
   /**
    * `KVM_SET_GSI_ROUTING`: replaces the whole GSI routing table with irqchip pins (a GSI may go to
-   * several chips, as ISA IRQs go to both the PIC and the IOAPIC).
+   * several chips, as ISA IRQs go to both the PIC and the IOAPIC) and MSI messages (one route per
+   * GSI). The table replaces KVM_CREATE_IRQCHIP's default entirely: carry
+   * {@link defaultGsiRoutes} (or the board's irqchip routes) along, or use {@link MsiRoutes}.
+   *
+   * @throws {KvmError} EINVAL without an in-kernel irqchip, for a pin beyond its chip, a GSI twice
+   * on one chip, an MSI GSI that also has another route, or a GSI of 4096 and up.
    */
-  setGsiRouting(routes: readonly { gsi: number; irqchip: number; pin: number }[]): void {
+  setGsiRouting(routes: readonly GsiRoute[]): void {
     const header = KVM_IRQ_ROUTING_LAYOUT.size;
     const entry = KVM_IRQ_ROUTING_ENTRY_LAYOUT.size;
     const bytes = new Uint8Array(header + entry * routes.length);
-    bytes.set(encodeToBytes(KVM_IRQ_ROUTING_LAYOUT, { nr: routes.length, flags: 0 }), 0);
+    const view = new DataView(bytes.buffer);
+    encodeStruct(KVM_IRQ_ROUTING_LAYOUT, { nr: routes.length, flags: 0 }, view);
     routes.forEach((r, i) => {
-      const encoded = encodeToBytes(KVM_IRQ_ROUTING_ENTRY_LAYOUT, {
-        gsi: toU32(r.gsi, "gsi"),
-        type: KVM_IRQ_ROUTING_IRQCHIP,
-        flags: 0,
-        pad: 0,
-        irqchip: toU32(r.irqchip, "irqchip"),
-        pin: toU32(r.pin, "pin"),
-      });
-      bytes.set(encoded, header + i * entry);
+      const at = header + i * entry;
+      const irqchip = isIrqchipRoute(r);
+      encodeStruct(
+        KVM_IRQ_ROUTING_ENTRY_LAYOUT,
+        {
+          gsi: toU32(r.gsi, "gsi"),
+          type: irqchip ? KVM_IRQ_ROUTING_IRQCHIP : KVM_IRQ_ROUTING_MSI,
+          flags: 0,
+        },
+        view,
+        at,
+      );
+      const union = at + KVM_IRQ_ROUTING_ENTRY_UNION_START;
+      if (irqchip) {
+        encodeStruct(
+          KVM_IRQ_ROUTING_IRQCHIP_LAYOUT,
+          {
+            irqchip: toU32(r.irqchip, "irqchip"),
+            pin: toU32(r.pin, "pin"),
+          },
+          view,
+          union,
+        );
+      } else {
+        encodeStruct(KVM_IRQ_ROUTING_MSI_LAYOUT, { ...msiFields(r), devid: 0 }, view, union);
+      }
     });
     ioctlBuf(this.#open(), KVM_SET_GSI_ROUTING, bytes, "KVM_SET_GSI_ROUTING", `${routes.length} routes`);
+  }
+
+  /**
+   * `KVM_IRQFD`: from now on a write to the eventfd `fd` injects GSI `gsi` as routed (an edge: assert
+   * then de-assert; with `resampleFd`, a level held until EOI). Works while the vCPUs run, from
+   * any thread. Closing the eventfd detaches it too.
+   *
+   * @throws {KvmError} EINVAL without an in-kernel irqchip or when `fd` is not an eventfd;
+   * EBUSY when `fd` is already attached in this VM.
+   */
+  registerIrqfd(fd: FdLike, gsi: number, options: IrqfdOptions = {}): void {
+    const resample = options.resampleFd === undefined ? undefined : fdOf(options.resampleFd, "resampleFd");
+    this.#irqfd(fdOf(fd, "irqfd"), gsi, resample === undefined ? 0 : KVM_IRQFD_FLAG_RESAMPLE, resample ?? 0);
+  }
+
+  /**
+   * `KVM_IRQFD` with DEASSIGN: detaches the eventfd from `gsi` (and de-asserts a resample irqfd's
+   * level). Detaching an eventfd that is not attached there succeeds and does nothing.
+   */
+  unregisterIrqfd(fd: FdLike, gsi: number): void {
+    this.#irqfd(fdOf(fd, "irqfd"), gsi, KVM_IRQFD_FLAG_DEASSIGN, 0);
+  }
+
+  /**
+   * `KVM_IOEVENTFD`: a guest write that matches `match` signals the eventfd `fd` and completes in the
+   * kernel, without a KVM_EXIT_IO or KVM_EXIT_MMIO (the written value is lost unless `datamatch`
+   * names it). For MMIO the address must not be backed by a memslot (RAM never exits).
+   *
+   * @throws {RangeError} for a length other than 0/1/2/4/8, a datamatch with length 0 or wider
+   * than the length, or a range that wraps.
+   * @throws {KvmError} EEXIST when a registration with the same address, length and datamatch
+   * exists; EINVAL when `fd` is not an eventfd.
+   */
+  registerIoeventfd(fd: FdLike, match: IoeventfdMatch): void {
+    this.#ioeventfd(fdOf(fd, "ioeventfd"), match, 0);
+  }
+
+  /**
+   * `KVM_IOEVENTFD` with DEASSIGN: removes the registration with exactly this fd, space, address,
+   * length and datamatch.
+   *
+   * @throws {KvmError} ENOENT when there is none.
+   */
+  unregisterIoeventfd(fd: FdLike, match: IoeventfdMatch): void {
+    this.#ioeventfd(fdOf(fd, "ioeventfd"), match, KVM_IOEVENTFD_FLAG_DEASSIGN);
+  }
+
+  /**
+   * `KVM_SIGNAL_MSI`: injects one MSI without a route. Returns KVM's answer: > 0 when delivered
+   * (the number of vCPUs that took it), 0 when the guest blocked it (e.g. its LAPIC is
+   * software-disabled).
+   *
+   * @throws {KvmError} EINVAL without an in-kernel irqchip.
+   */
+  signalMsi(message: MsiMessage): number {
+    const bytes = encodeToBytes(KVM_MSI_LAYOUT, { ...msiFields(message), flags: 0, devid: 0 });
+    return ioctlBuf(
+      this.#open(),
+      KVM_SIGNAL_MSI,
+      bytes,
+      "KVM_SIGNAL_MSI",
+      `address 0x${message.addressHi.toString(16)}_${message.addressLo.toString(16)}, data 0x${
+        message.data.toString(16)
+      }`,
+    );
+  }
+
+  /**
+   * `KVM_GET_IRQCHIP`: the raw state (512 bytes) of one in-kernel interrupt controller —
+   * `struct kvm_pic_state` for `KVM_IRQCHIP_PIC_MASTER`/`PIC_SLAVE` (`irr` at byte 1),
+   * `struct kvm_ioapic_state` for `KVM_IRQCHIP_IOAPIC` (`irr` u32 at byte 16, the 24 redirection
+   * entries from 24).
+   */
+  getIrqchip(chipId: number): Uint8Array {
+    const bytes = encodeToBytes(KVM_IRQCHIP_LAYOUT, {
+      chipId: toU32(chipId, "chip id"),
+      chip: new Uint8Array(512),
+    });
+    ioctlBuf(this.#open(), KVM_GET_IRQCHIP, bytes, "KVM_GET_IRQCHIP", `chip ${chipId}`);
+    return bytes.slice(offsetsOf(KVM_IRQCHIP_LAYOUT).chip);
   }
 
   /**
@@ -367,4 +525,53 @@ export class Vm implements Disposable {
     if (this.#fd < 0) throw new Deno.errors.BadResource("the VM was used after close()");
     return this.#fd;
   }
+
+  #irqfd(fd: number, gsi: number, flags: number, resamplefd: number): void {
+    const bytes = encodeToBytes(KVM_IRQFD_LAYOUT, { fd, gsi: toU32(gsi, "gsi"), flags, resamplefd });
+    const what = flags & KVM_IRQFD_FLAG_DEASSIGN ? "detach" : "attach";
+    ioctlBuf(this.#open(), KVM_IRQFD, bytes, "KVM_IRQFD", `${what} eventfd ${fd}, GSI ${gsi}`);
+  }
+
+  #ioeventfd(fd: number, match: IoeventfdMatch, flags: number): void {
+    const { space, length } = match;
+    if (space !== "pio" && space !== "mmio") throw new RangeError(`ioeventfd space must be "pio" or "mmio"`);
+    if (![0, 1, 2, 4, 8].includes(length)) {
+      throw new RangeError(`ioeventfd length must be 0, 1, 2, 4 or 8, got ${length}`);
+    }
+    const address = toU64(match.address, "ioeventfd address");
+    const end = address + BigInt(Math.max(length, 1));
+    if (end > (space === "pio" ? 0x1_0000n : 1n << 64n)) {
+      throw new RangeError(`ioeventfd at 0x${address.toString(16)}+${length} passes the end of ${space}`);
+    }
+    let datamatch = 0n;
+    if (match.datamatch !== undefined) {
+      datamatch = toU64(match.datamatch, "ioeventfd datamatch");
+      if (length === 0 || datamatch >> BigInt(8 * length) !== 0n) {
+        throw new RangeError(
+          `ioeventfd datamatch 0x${datamatch.toString(16)} does not fit a ${length}-byte write`,
+        );
+      }
+      flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+    }
+    if (space === "pio") flags |= KVM_IOEVENTFD_FLAG_PIO;
+    const bytes = encodeToBytes(KVM_IOEVENTFD_LAYOUT, { datamatch, addr: address, len: length, fd, flags });
+    const value = match.datamatch === undefined ? "any value" : `value 0x${datamatch.toString(16)}`;
+    ioctlBuf(
+      this.#open(),
+      KVM_IOEVENTFD,
+      bytes,
+      "KVM_IOEVENTFD",
+      `${flags & KVM_IOEVENTFD_FLAG_DEASSIGN ? "remove" : "add"} eventfd ${fd} on ${space} 0x${
+        address.toString(16)
+      }, length ${length}, ${value}`,
+    );
+  }
+}
+
+function msiFields(message: MsiMessage): { addressLo: number; addressHi: number; data: number } {
+  return {
+    addressLo: toU32(message.addressLo, "MSI addressLo"),
+    addressHi: toU32(message.addressHi, "MSI addressHi"),
+    data: toU32(message.data, "MSI data"),
+  };
 }
