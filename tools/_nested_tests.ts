@@ -71,9 +71,11 @@ async function runFile(spec: NestedSpec, n: number): Promise<void> {
     for await (const chunk of stream) {
       to.writeSync(chunk);
       tail = (tail + decoder.decode(chunk, { stream: true })).slice(-TAIL_CHARS);
+      lastOutput = performance.now();
     }
   };
   const pumps = Promise.all([pump(child.stdout, Deno.stdout), pump(child.stderr, Deno.stderr)]);
+  running.set(child.pid, file);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -84,6 +86,7 @@ async function runFile(spec: NestedSpec, n: number): Promise<void> {
     }
   }, spec.fileTimeoutSeconds * 1000);
   const status = await child.status;
+  running.delete(child.pid);
   clearTimeout(timer);
   await pumps.catch(() => {});
   const seconds = ((performance.now() - started) / 1000).toFixed(0);
@@ -112,13 +115,43 @@ async function runFile(spec: NestedSpec, n: number): Promise<void> {
   }
 }
 
+/** The files running now, by the pid of their `deno test`. */
+const running = new Map<number, string>();
+/** When a running file last printed. */
+let lastOutput = performance.now();
+/** After this long without output the driver prints what the VM is doing (a hang's evidence). */
+const QUIET_MS = 90_000;
+
+/**
+ * What the VM is doing: the busiest processes, and for each running file every thread of its
+ * process group with its state and where in the kernel it waits.
+ */
+async function snapshot(): Promise<string> {
+  const run = async (cmd: string, args: string[]) =>
+    new TextDecoder().decode(
+      (await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output()).stdout,
+    );
+  let text = (await run("top", ["-b", "-n", "1"])).split("\n").slice(0, 14).join("\n");
+  for (const [pid, file] of running) {
+    text += `\n${file} (process group ${pid}):\n` +
+      await run("ps", ["-L", "-o", "pid,tid,stat,pcpu,wchan:28,comm,args", "-g", String(pid)]);
+  }
+  return text;
+}
+
 async function main(specPath: string): Promise<void> {
   const spec: NestedSpec = JSON.parse(await Deno.readTextFile(specPath));
+  const watchdog = setInterval(async () => {
+    if (performance.now() - lastOutput < QUIET_MS || running.size === 0) return;
+    lastOutput = performance.now();
+    console.log(`nested: no output for ${QUIET_MS / 1000} s; the VM now:\n${await snapshot()}`);
+  }, 10_000);
   let next = 0;
   const lane = async () => {
     while (next < spec.files.length) await runFile(spec, next++);
   };
   await Promise.all(Array.from({ length: Math.max(1, spec.jobs) }, lane));
+  clearInterval(watchdog);
 }
 
 if (import.meta.main) await main(Deno.args[0]);
