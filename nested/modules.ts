@@ -8,9 +8,17 @@
 
 /**
  * The modules the nested VM's init needs: the virtio PCI transport and 9p over it (the host's root
- * file system), overlayfs (a writable layer over it), and `kvm_amd` (QEMU's emulated AMD SVM).
+ * file system), overlayfs (a writable layer over it), `kvm_amd` (QEMU's emulated AMD SVM), and `tun`
+ * (`/dev/net/tun`, for the tap tests and virtio-net guests).
  */
-export const NESTED_MODULES: readonly string[] = ["virtio_pci", "9pnet_virtio", "9p", "overlay", "kvm_amd"];
+export const NESTED_MODULES: readonly string[] = [
+  "virtio_pci",
+  "9pnet_virtio",
+  "9p",
+  "overlay",
+  "kvm_amd",
+  "tun",
+];
 
 /** A module's name as the kernel compares it: its file name without `.ko[.xz|.zst|.gz]`, `-` read as `_`. */
 export function moduleName(path: string): string {

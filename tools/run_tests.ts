@@ -12,15 +12,12 @@ import { hostKvm } from "../kvm/mod.ts";
 import { NestedError, runNested } from "../nested/nested_vm.ts";
 import { leftoverPath, type NestedSpec, reportPath, timeoutPath } from "./_nested_tests.ts";
 
-/** `deno test`'s flags, the same on both sides. */
-const PERMISSIONS = [
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-run",
-  "--allow-env",
-  "--allow-sys",
-];
+/**
+ * `deno test`'s permissions, the same on both sides: all of them, because Deno 2.9 lets a program read
+ * `/proc` (fd counts, fd flags, `/proc/locks`) and device nodes (`/dev/net/tun`) only with every
+ * permission. Tests that check the front-end's own permission messages start it with fewer.
+ */
+const PERMISSIONS = ["--allow-all"];
 /**
  * How long one test file may run inside the nested VM before it is killed and its tests count as
  * failed (the slowest, the Linux shell boots, take 2–3 min under TCG): a hang guard.
