@@ -67,9 +67,9 @@ async function runFile(spec: NestedSpec, n: number): Promise<void> {
   }).spawn();
   let tail = "";
   const decoder = new TextDecoder();
-  const pump = async (stream: ReadableStream<Uint8Array>, to: typeof Deno.stdout) => {
+  const pump = async (stream: ReadableStream<Uint8Array>, to: typeof Deno.stdout | typeof Deno.stderr) => {
     for await (const chunk of stream) {
-      to.writeSync(chunk);
+      emit(chunk, to);
       tail = (tail + decoder.decode(chunk, { stream: true })).slice(-TAIL_CHARS);
       lastOutput = performance.now();
     }
@@ -100,19 +100,38 @@ async function runFile(spec: NestedSpec, n: number): Promise<void> {
       // gone by now
     }
     await Deno.writeTextFile(leftoverPath(spec.reportDir, n), left.join("\n"));
-    console.log(
-      `nested: ${file}: ${left.length} process(es) outlived the file, killed:\n  ${left.join("\n  ")}`,
-    );
+    say(`nested: ${file}: ${left.length} process(es) outlived the file, killed:\n  ${left.join("\n  ")}`);
   }
   if (timedOut) {
     await Deno.writeTextFile(
       timeoutPath(spec.reportDir, n),
       `killed after ${spec.fileTimeoutSeconds} s; its last output:\n${tail}`,
     );
-    console.log(`nested: ${file}: KILLED after ${spec.fileTimeoutSeconds} s (deadline)`);
+    say(`nested: ${file}: KILLED after ${spec.fileTimeoutSeconds} s (deadline)`);
   } else {
-    console.log(`nested: ${file}: exited ${status.code} after ${seconds} s`);
+    say(`nested: ${file}: exited ${status.code} after ${seconds} s`);
   }
+}
+
+/** Where everything the driver prints also goes (in the writable share: readable from the host). */
+let logPath = "";
+/** Writes to the terminal, one at a time, in order. */
+let writing: Promise<unknown> = Promise.resolve();
+
+/**
+ * Passes `chunk` on: appended to the log at once, and queued for `to`. The terminal is COM2 of the
+ * VM; if it stalls, only the queue waits — the deadlines, the watchdog and the log go on.
+ */
+function emit(chunk: Uint8Array, to: typeof Deno.stdout | typeof Deno.stderr = Deno.stdout): void {
+  if (logPath) Deno.writeFileSync(logPath, chunk, { append: true });
+  writing = writing.then(async () => {
+    for (let done = 0; done < chunk.length;) done += await to.write(chunk.subarray(done));
+  }).catch(() => {});
+}
+
+/** A line of the driver's own. */
+function say(line: string): void {
+  emit(new TextEncoder().encode(`${line}\n`));
 }
 
 /** The files running now, by the pid of their `deno test`. */
@@ -141,17 +160,22 @@ async function snapshot(): Promise<string> {
 
 async function main(specPath: string): Promise<void> {
   const spec: NestedSpec = JSON.parse(await Deno.readTextFile(specPath));
+  logPath = `${spec.reportDir}/driver.log`;
   const watchdog = setInterval(async () => {
-    if (performance.now() - lastOutput < QUIET_MS || running.size === 0) return;
+    if (running.size === 0) return;
+    const now = await snapshot();
+    Deno.writeTextFileSync(`${spec.reportDir}/watch.log`, now);
+    if (performance.now() - lastOutput < QUIET_MS) return;
     lastOutput = performance.now();
-    console.log(`nested: no output for ${QUIET_MS / 1000} s; the VM now:\n${await snapshot()}`);
-  }, 10_000);
+    say(`nested: no output for ${QUIET_MS / 1000} s; the VM now:\n${now}`);
+  }, 15_000);
   let next = 0;
   const lane = async () => {
     while (next < spec.files.length) await runFile(spec, next++);
   };
   await Promise.all(Array.from({ length: Math.max(1, spec.jobs) }, lane));
   clearInterval(watchdog);
+  await writing;
 }
 
 if (import.meta.main) await main(Deno.args[0]);

@@ -176,6 +176,7 @@ async function runNestedSide(skipped: TestCase[], files: string[], dir: string):
     jobs: NESTED_JOBS,
   };
   await Deno.writeTextFile(`${dir}/nested-spec.json`, JSON.stringify(spec));
+  console.log(`test: the nested run's log, readable while it runs: ${reportDir}/driver.log (and watch.log)`);
   const driver = decodeURIComponent(new URL("./_nested_tests.ts", import.meta.url).pathname);
   let ending = "";
   try {
