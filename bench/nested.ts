@@ -24,7 +24,7 @@ async function timed(fn: () => Promise<void>): Promise<number> {
   return (performance.now() - start) / 1000;
 }
 
-async function nested(argv: string[], tcgThreads: "multi" | "single" = "multi"): Promise<number> {
+async function nested(argv: string[], tcgThreads: "multi" | "single" = "single"): Promise<number> {
   let inner = 0;
   const result = await runNested({
     argv: [

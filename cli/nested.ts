@@ -19,7 +19,7 @@ options:
   --timeout SECONDS   kill the VM after this long (default 3600)
   --memory MIB        the VM's RAM (default 4096)
   --cpus N            its vCPUs (default: this host's CPU count)
-  --tcg single|multi  QEMU's TCG threads: one for all vCPUs, or one each (default multi)
+  --tcg single|multi  QEMU's TCG threads: one for all vCPUs (default), or one each (faster, can freeze)
   --writable DIR      share DIR writable at the same path (repeatable)
 
 Needs: apt-get install qemu-system-x86 linux-image-amd64 busybox-static`;
