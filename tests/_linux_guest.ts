@@ -47,3 +47,46 @@ export function missingLinuxGuest(
   if (!busybox) return "no /bin/busybox (apt-get install busybox-static)";
   return undefined;
 }
+
+/** Where Debian's x86-64 kernels link `_text` (the KASLR slide is measured from it). */
+const LINK_TEXT = 0xffff_ffff_8100_0000n;
+
+/**
+ * The kernel text symbol at or below each address in `addresses`, as `name+0xoffset`: where a
+ * stalled guest's vCPUs are. Debian's `System.map` is a stub (the real one is in the -dbg package),
+ * so the symbols come from the running kernel's `/proc/kallsyms` when it is the same build as
+ * `kernel` (as inside the nested VM), moved back by its KASLR slide; the guest must boot with
+ * `nokaslr` for them to match. Otherwise, or for unknown addresses, `?`.
+ */
+export function kernelSymbols(kernel: string, addresses: readonly bigint[]): string[] {
+  let symbols: { address: bigint; name: string }[];
+  try {
+    if (!kernel.endsWith(`vmlinuz-${Deno.osRelease()}`)) return addresses.map(() => "?");
+    const table = Deno.readTextFileSync("/proc/kallsyms").split("\n")
+      .map((line) => line.split(/\s+/))
+      .filter((parts) => parts.length >= 3 && /^[tTwW]$/.test(parts[1]))
+      .map(([hex, , name]) => ({ address: BigInt(`0x${hex}`), name }));
+    const text = table.find((entry) => entry.name === "_text");
+    if (!text || text.address === 0n) return addresses.map(() => "?"); // addresses hidden (kptr_restrict)
+    const slide = text.address - LINK_TEXT;
+    symbols = table.map((entry) => ({ address: entry.address - slide, name: entry.name }))
+      .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  } catch {
+    return addresses.map(() => "?");
+  }
+  return addresses.map((address) => {
+    let low = 0;
+    let high = symbols.length - 1;
+    let found = -1;
+    while (low <= high) {
+      const mid = (low + high) >> 1;
+      if (symbols[mid].address <= address) {
+        found = mid;
+        low = mid + 1;
+      } else {
+        high = mid - 1;
+      }
+    }
+    return found < 0 ? "?" : `${symbols[found].name}+0x${(address - symbols[found].address).toString(16)}`;
+  });
+}

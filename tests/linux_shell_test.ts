@@ -17,13 +17,14 @@
 import assert from "node:assert/strict";
 import { gzip, INIT_MARKER, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { hostKvm } from "../kvm/mod.ts";
-import { missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
+import { kernelSymbols, missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
 
 const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
 const RAM_MIB = 256;
 /**
  * How long one step may take before the test gives up and prints the console: a hang guard, not a
- * measurement (`KVM_TS_STEP_DEADLINE_S` overrides it).
+ * measurement (`KVM_TS_STEP_DEADLINE_S` overrides it). The guests boot with `nokaslr`, so that a stalled
+ * one's RIPs can be named from the kernel's symbols (see `kernelSymbols`).
  */
 const STEP_DEADLINE_MS = Number(Deno.env.get("KVM_TS_STEP_DEADLINE_S") ?? 15 * 60) * 1000;
 
@@ -95,7 +96,10 @@ class GuestConsole implements AsyncDisposable {
       if (match) return { match, end: from + match.index + match[0].length };
       if (this.#closed) assert.fail(`the run ended before ${what}:\n${this.#text}`);
       const left = deadline - Date.now();
-      if (left <= 0) assert.fail(`no ${what} after ${STEP_DEADLINE_MS / 1000} s:\n${this.#text}`);
+      if (left <= 0) {
+        const console = this.#text;
+        assert.fail(`no ${what} after ${STEP_DEADLINE_MS / 1000} s:\n${console}\n${await this.#evidence()}`);
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.min(left, 1000));
         this.#wake = () => {
@@ -104,6 +108,26 @@ class GuestConsole implements AsyncDisposable {
         };
       });
     }
+  }
+
+  /**
+   * Where a stalled guest is: the monitor's `info registers -a`, each RIP with its kernel symbol
+   * (the evidence a hang needs; the console alone says only what came before it).
+   */
+  async #evidence(): Promise<string> {
+    if (this.#closed) return "";
+    const from = this.#text.length;
+    await this.type("\x01c");
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await this.type("info registers -a\r");
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    await this.type("\x01c");
+    const answer = this.#text.slice(from);
+    const rips = [...answer.matchAll(/RIP=([0-9a-f]{16})/g)].map((m) => BigInt(`0x${m[1]}`));
+    const symbols = KERNEL ? kernelSymbols(KERNEL, rips) : [];
+    return `the monitor then said:\n${answer}\nRIPs: ${
+      rips.map((rip, i) => `${rip.toString(16)} ${symbols[i]}`).join(", ") || "none"
+    }`;
   }
 
   /** Types `text` on the console. */
@@ -233,7 +257,7 @@ for (const smp of [1]) {
     ignore: skip !== undefined,
     sanitizeResources: false,
     async fn() {
-      const cmdline = `console=ttyS0 quiet panic=-1 kvmts.smp=${smp}`;
+      const cmdline = `console=ttyS0 quiet panic=-1 nokaslr kvmts.smp=${smp}`;
       await withInitramfs(async (initrd) => {
         await using guest = new GuestConsole(
           [
@@ -263,7 +287,7 @@ Deno.test({
   ignore: skip !== undefined,
   sanitizeResources: false,
   async fn() {
-    const cmdline = "console=ttyS0 panic=-1";
+    const cmdline = "console=ttyS0 panic=-1 nokaslr";
     await withInitramfs(async (initrd) => {
       await using guest = new GuestConsole(
         ["-m", `${RAM_MIB}M`, "-reboot", "-kernel", KERNEL!, "-initrd", initrd, "-append", cmdline],
