@@ -208,6 +208,72 @@ Deno.test("every input is checked before KVM: the kernel loader's refusals name 
   });
 });
 
+/**
+ * A minimal x86-64 Linux vmlinux: one PT_LOAD of 4 KiB at 16 MiB and a PT_NOTE with the "Linux"
+ * note and Xen's PHYS32_ENTRY note pointing at `pvhEntry`.
+ */
+function vmlinuxWithPvhNote(pvhEntry: bigint): Uint8Array {
+  // Each note: namesz, descsz, type, the name padded to 4 bytes, an 8-byte descriptor.
+  const linux = [6, 8, 0x100, ...new TextEncoder().encode("Linux\0\0\0"), 0, 0, 0, 0, 0, 0, 0, 0];
+  const xen = [4, 8, 18, ...new TextEncoder().encode("Xen\0"), 0, 0, 0, 0, 0, 0, 0, 0];
+  const notes = new Uint8Array(4 * 3 + 8 + 8 + 4 * 3 + 4 + 8);
+  const nv = new DataView(notes.buffer);
+  let at = 0;
+  for (const note of [linux, xen]) {
+    nv.setUint32(at, note[0], true);
+    nv.setUint32(at + 4, note[1], true);
+    nv.setUint32(at + 8, note[2], true);
+    notes.set(note.slice(3), at + 12);
+    at += 12 + note.length - 3;
+  }
+  nv.setBigUint64(at - 8, pvhEntry, true); // the Xen note's descriptor
+  const image = new Uint8Array(0x1000 + 0x1000);
+  const view = new DataView(image.buffer);
+  image.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]); // ELF64, little-endian
+  view.setUint16(16, 2, true); // ET_EXEC
+  view.setUint16(18, 62, true); // EM_X86_64
+  view.setUint32(20, 1, true);
+  view.setBigUint64(24, 0x100_0000n, true); // e_entry
+  view.setBigUint64(32, 64n, true); // e_phoff
+  view.setUint16(52, 64, true);
+  view.setUint16(54, 56, true);
+  view.setUint16(56, 2, true);
+  const phdr = (i: number, type: number, offset: number, paddr: bigint, size: number) => {
+    const ph = 64 + i * 56;
+    view.setUint32(ph, type, true);
+    view.setUint32(ph + 4, 5, true);
+    view.setBigUint64(ph + 8, BigInt(offset), true);
+    view.setBigUint64(ph + 16, 0xffff_ffff_8000_0000n + paddr, true);
+    view.setBigUint64(ph + 24, paddr, true);
+    view.setBigUint64(ph + 32, BigInt(size), true);
+    view.setBigUint64(ph + 40, BigInt(size), true);
+  };
+  phdr(0, 1, 0x1000, 0x100_0000n, 0x1000); // PT_LOAD
+  phdr(1, 4, 0x200, 0n, notes.length); // PT_NOTE
+  image.set(notes, 0x200);
+  image.fill(0xf4, 0x1000);
+  return image;
+}
+
+Deno.test("Linux inputs the kernel cannot take are one line and status 2: a long -append, a bad PVH note", async () => {
+  await withFiles([bzImage()], async (kernel) => {
+    await refused(
+      ["-kernel", kernel, "-append", "x".repeat(2048)],
+      /^error: -kernel .*: bzImage: the command line is 2048 bytes; this kernel takes at most 2047 \(cmdline_size\)/,
+    );
+  });
+  await withFiles([vmlinuxWithPvhNote(0x200_0000n), vmlinuxWithPvhNote(0x100_0010n)], async (bad, good) => {
+    await refused(
+      ["-kernel", bad],
+      /^error: -kernel .*: pvh: the PVH entry 0x2000000 is outside every loaded segment of the image/,
+    );
+    await refused(
+      ["-kernel", good, "-append", "x".repeat(2048)],
+      /^error: -kernel .*: pvh: the command line is 2048 bytes; Linux takes at most 2047/,
+    );
+  });
+});
+
 Deno.test("a huge file is refused on its first pages, naming it, without being read whole", async () => {
   // Sparse: 3 GiB of nothing on disk. Read whole, it would need 3 GiB of memory.
   await withFiles([3 * 2 ** 30, EXIT_STATUS], async (big, kernelPath) => {

@@ -239,12 +239,14 @@ export {
   PC_ISA_IRQ_ROUTES,
 } from "./pc/mptable.ts";
 export {
+  ACPI_TABLES_NAME,
   type FirmwareTable,
   MAX_CPUS,
   PcBoard,
   type PcBoardOptions,
   pcE820,
   pcFirmwareTables,
+  type PcGuestTables,
   pcGuestTables,
 } from "./pc/pc_board.ts";
 export {
@@ -279,7 +281,7 @@ export type {
   RegionKind,
   ValidConstraints,
 } from "../memory/mod.ts";
-export type { IrqLine, PortDevice, Uart16550 } from "../devices/mod.ts";
+export type { AcpiPm, IrqLine, PortDevice, Uart16550 } from "../devices/mod.ts";
 export type {
   CpuidEntry,
   GuestMemory,

@@ -79,13 +79,19 @@ export function planBoot(options: PcMachineOptions): BootPlan {
   }
   if (options.boot) return options.boot;
   if (!options.kernel) return firmwarePlan;
-  // The kernel is planned against the e820 map the board will report.
-  const { e820 } = pcGuestTables({ ramSize: options.ramSize, firmwareSize: BigInt(firmware.length), cpus });
+  // The kernel is planned against the e820 map the board will report (the ACPI tables' pages
+  // reserved, so nothing is loaded over them) and told where the board's RSDP is.
+  const { e820, rsdpAddress } = pcGuestTables({
+    ramSize: options.ramSize,
+    firmwareSize: BigInt(firmware.length),
+    cpus,
+  });
   return loadKernel(options.kernel.image, {
     cmdline: options.kernel.cmdline ?? "",
     initrd: options.kernel.initrd,
     e820,
     ramSize: splitRam(options.ramSize).below4g,
+    ...(rsdpAddress === undefined ? {} : { rsdpAddress }),
   });
 }
 
@@ -233,8 +239,8 @@ export function resetPcVcpus(vcpus: readonly Vcpu[], states: readonly VcpuResetS
 }
 
 /**
- * Step 7 (and every `-reboot`): the boot plan's bytes and the firmware tables written through the
- * memory API, and the bootstrap processor set at the plan's entry. The other vCPUs wait for
+ * Step 7 (and every `-reboot`): the boot plan's bytes and the firmware tables (MP table, ACPI
+ * tables) written through the memory API, and the bootstrap processor set at the plan's entry. The other vCPUs wait for
  * INIT/SIPI in the kernel.
  */
 export function loadGuest(board: PcBoard, boot: BootPlan, bsp: Vcpu): void {
@@ -424,6 +430,15 @@ export class PcMachine implements Disposable {
   /** Where another thread rings to wake this thread during a multi-vCPU run (null with one vCPU). */
   get doorbell(): Doorbell | null {
     return this.#runner.doorbell;
+  }
+
+  /**
+   * The ACPI power button (the monitor's `system_powerdown`): whether the guest's OS listens. It
+   * shuts down through S5 if it does; nothing happens otherwise, as in QEMU.
+   */
+  powerButton(): boolean {
+    this.#checkOpen();
+    return this.board.powerButton();
   }
 
   /** Ends the current run after the exit being handled (for example on a monitor `quit`). */
