@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { kvmAvailability } from "../kvm/mod.ts";
+import { DiskImage, imageLocks, kvmAvailability } from "../kvm/mod.ts";
 import { AddressSpace } from "../memory/mod.ts";
 import { EXIT_STATUS } from "../machine/guests/mod.ts";
 import { LoaderError } from "../machine/loader/mod.ts";
@@ -54,7 +54,10 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
     [["-initrd", "/etc/hostname"], /-initrd needs -kernel/],
     [["--dump-mtree=x"], /--dump-mtree: expected nothing or =-f/],
     [["-reboot", "-no-reboot"], /contradict/],
-    [["-device", "virtio-net"], /-device: only "loader,file=FILE,addr=ADDR\[,mode=…\]" is supported/],
+    [
+      ["-device", "virtio-net"],
+      /-device virtio-net: not supported \(only virtio-blk-pci, virtio-rng-pci and loader\)/,
+    ],
     [["-device", "loader,file=/etc/hostname,addr=x"], /-device loader: addr "x" is not a number/],
     [
       ["-device", "loader,file=/etc/hostname,addr=0,mode=v86"],
@@ -93,6 +96,105 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
     assert.match(io.stderr[0], message);
     assert.match(io.stderr[0], /^error: .*\(try --help\)$/);
   }
+});
+
+Deno.test("virtio: every bad -drive / -device line is one line naming it, status 2, no image left open or locked", async () => {
+  await withFiles([1 << 20, 1000, 1 << 20], async (disk, odd, locked) => {
+    using holder = DiskImage.open(locked); // another user writes this one
+    const cases: [string[], RegExp][] = [
+      [
+        ["-drive", "file=/nonexistent.img,format=raw,if=virtio"],
+        /Could not open '\/nonexistent.img': No such file or directory/,
+      ],
+      [["-drive", `file=${odd},format=raw,if=virtio`], /is not a whole number of 512-byte sectors/],
+      [
+        ["-drive", `file=${locked},format=raw,if=virtio`],
+        /Failed to get "write" lock: is another process using the image/,
+      ],
+      [["-drive", `file=${disk},format=qcow2,if=virtio`], /format 'qcow2' is not supported \(only raw\)/],
+      [["-drive", `file=${disk},format=raw,if=ide`], /if=ide is not supported/],
+      [["-drive", `file=${disk},cache=none`], /-drive: property 'cache' is not supported/],
+      [["-drive", `file=${disk},readonly=maybe`], /readonly=maybe: expected on or off/],
+      [
+        ["-drive", `id=d0,file=${disk},if=none`, "-drive", `id=d0,file=${disk},if=none,readonly=on`],
+        /Duplicate ID 'd0' for drive/,
+      ],
+      [
+        ["-drive", `id=d0,file=${disk},if=none`, "-device", "virtio-blk-pci,drive=d1"],
+        /Property 'virtio-blk-pci.drive' can't find value 'd1'/,
+      ],
+      [["-device", "virtio-blk-pci"], /drive=ID is required/],
+      [["-device", "virtio-rng-pci,bogus=1"], /virtio-rng-pci: property 'bogus' is not supported/],
+      [["-device", "virtio-blk-pci,drive=d0,disable-legacy=off"], /only disable-legacy=on/],
+      [["-drive", `file=${disk},if=none`], /if=none needs id=ID/],
+      // The first image opens, the second is refused: the first is closed again.
+      [
+        ["-drive", `file=${disk},if=virtio`, "-drive", `file=${locked},if=virtio`],
+        /Failed to get "write" lock/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const io = capture();
+      assert.equal(await main(args, io), 2, args.join(" "));
+      assert.equal(io.stderr.length, 1, args.join(" "));
+      assert.match(io.stderr[0], message);
+      assert.match(io.stderr[0], /^error: .*\(try --help\)$/);
+    }
+    holder.close();
+    // Nothing kept a lock: both images open for writing now.
+    assert.deepEqual(imageLocks(disk), { used: [], unshared: [] });
+    assert.deepEqual(imageLocks(locked), { used: [], unshared: [] });
+  });
+});
+
+Deno.test("virtio: --dump-mtree shows the BARs with QEMU's names; devices take slots in QEMU's order", async () => {
+  await withFiles([1 << 20, 1 << 20], async (a, b) => {
+    const io = capture();
+    const args = [
+      "--dump-mtree",
+      "-m",
+      "256M",
+      "-drive",
+      `file=${a},format=raw,if=virtio`,
+      "-drive",
+      `id=d0,file=${b},format=raw,if=none,readonly=on`,
+      "-device",
+      "virtio-rng-pci",
+      "-device",
+      "virtio-blk-pci,drive=d0,serial=S1",
+    ];
+    assert.equal(await main(args, io), 0, io.stderr.join("\n"));
+    const out = io.stdout.join("\n");
+    assert.match(
+      out,
+      /\(prio 1, i\/o\): virtio-pci\n\s+[0-9a-f-]+ \(prio 0, i\/o\): virtio-pci-common-virtio-rng/,
+    );
+    // Twice in the tree under "pci", twice again in the "memory-region: pci" listing of aliased regions.
+    assert.equal(out.match(/\): virtio-blk-pci-msix/g)?.length, 4);
+    assert.match(out, /\): virtio-rng-pci-msix/);
+    // The images are closed after the dump.
+    assert.deepEqual(imageLocks(a), { used: [], unshared: [] });
+    const options = parseCommandLine(args.slice(1));
+    assert.ok(options !== "help");
+    try {
+      // -device first, in order, then the -drive if=virtio disk.
+      assert.deepEqual(options.pciDevices.map((d) => d.type), [
+        "virtio-rng-pci",
+        "virtio-blk-pci",
+        "virtio-blk-pci",
+      ]);
+      assert.equal(
+        options.pciDevices[1].type === "virtio-blk-pci" && options.pciDevices[1].backing.readOnly,
+        true,
+      );
+      assert.equal(
+        options.pciDevices[2].type === "virtio-blk-pci" && options.pciDevices[2].backing.readOnly,
+        false,
+      );
+    } finally {
+      for (const image of options.images) image.close();
+    }
+  });
 });
 
 /** Runs `fn` with temporary files of the given contents (a number: a sparse file of that size). */

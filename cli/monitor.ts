@@ -14,6 +14,8 @@ export interface MonitorTarget {
   registers(cpu?: number | "all"): string;
   /** Presses the ACPI power button; whether the guest's OS listens. */
   powerButton(): boolean;
+  /** `info pci` text. */
+  infoPci?(): string;
 }
 
 /** The result of one command: text to print, and whether the user asked to quit. */
@@ -25,6 +27,7 @@ export interface MonitorResult {
 const HELP = [
   "info mtree [-f] [-D]  show the memory tree (-f: flat views, -D: disabled regions too)",
   "info registers [-a]   show the registers of CPU 0 (-a: of every CPU)",
+  "info pci              show the PCI functions, their BARs and interrupts",
   "system_powerdown      press the ACPI power button (the guest's OS shuts down if it listens)",
   "quit | q              end the emulation",
   "help                  this text",
@@ -69,8 +72,9 @@ export function runMonitorCommand(target: MonitorTarget, line: string): MonitorR
   if (command === "info" && (rest[0] === "registers" || rest[0] === "cpus")) {
     return done(target.registers(rest[1] === "-a" ? "all" : 0));
   }
+  if (command === "info" && rest[0] === "pci" && target.infoPci) return done(target.infoPci());
   if (command === "info") {
-    return done(`info: unknown item "${rest[0] ?? ""}" (try: info mtree, info registers)`);
+    return done(`info: unknown item "${rest[0] ?? ""}" (try: info mtree, info pci, info registers)`);
   }
   return done(`unknown command: '${command}' (try help)`);
 }

@@ -250,6 +250,22 @@ export {
   pcGuestTables,
 } from "./pc/pc_board.ts";
 export {
+  assignPciBars,
+  createPcPciDevices,
+  formatInfoPci,
+  PC_PCI_FIRST_FREE_SLOT,
+  PC_PCI_HOLE_END,
+  PC_PCI_IO_END,
+  PC_PCI_IO_START,
+  PC_PCI_SLOTS,
+  pciIntxIrq,
+  type PcPciDevice,
+  type PcPciDeviceSpec,
+  type PcPciWiring,
+  SharedIrqLines,
+} from "./pc/pc_pci.ts";
+export { DiskBlockBacking, hostEntropy } from "./virtio_backends.ts";
+export {
   allocatePcMemory,
   attachKvm,
   createPcVcpus,
@@ -261,6 +277,7 @@ export {
   PcMachine,
   type PcMachineOptions,
   planBoot,
+  sharedMemoryFence,
 } from "./pc/pc_machine.ts";
 // Types of the lower layers that the board's public types refer to (its regions and address
 // spaces, its devices, its VM and vCPUs), so that this module's documentation is complete on its
@@ -281,10 +298,26 @@ export type {
   RegionKind,
   ValidConstraints,
 } from "../memory/mod.ts";
-export type { AcpiPm, IrqLine, PortDevice, Uart16550 } from "../devices/mod.ts";
+export type {
+  AcpiPm,
+  IrqLine,
+  PciAddress,
+  PciBusSpaces,
+  PciDevice,
+  PciHost,
+  PortDevice,
+  Uart16550,
+} from "../devices/mod.ts";
+export type { BlockBacking, VirtioPci } from "../devices/virtio/mod.ts";
 export type {
   CpuidEntry,
+  DiskImage,
+  FdLike,
+  GsiRoute,
   GuestMemory,
+  IoeventfdMatch,
+  IrqchipRoute,
+  IrqfdOptions,
   Kvm,
   KvmDtable,
   KvmError,
@@ -296,6 +329,8 @@ export type {
   MemoryRegionTrace,
   Memslot,
   MemslotCall,
+  MsiMessage,
+  MsiRoute,
   MsrEntry,
   UserMemoryRegion,
   Vcpu,

@@ -9,7 +9,8 @@
  * @module
  */
 
-import type { AcpiPm, IrqLine, PortDevice, Uart16550 } from "../../devices/mod.ts";
+import type { AcpiPm, IrqLine, PciHost, PortDevice, Uart16550 } from "../../devices/mod.ts";
+import { AddressSpaceGuestMemory } from "../../devices/virtio/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions, type RamBacking } from "../../memory/mod.ts";
 import { ACPI_PLACEMENT_LOWEST, placeAcpiTables } from "../acpi/mod.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
@@ -19,6 +20,15 @@ import { BIOS_END, HIGHMEM_START, KVM_IDENTITY_MAP_START, KVM_RESERVED_SIZE } fr
 import { buildMpTable, MP_TABLE_MAX_CPUS } from "./mptable.ts";
 import { buildPcDevices } from "./pc_devices.ts";
 import { buildPcMemory, type PcMemory, type RamSplit, splitRam } from "./pc_memory.ts";
+import {
+  assignPciBars,
+  createPcPciDevices,
+  formatInfoPci,
+  PC_PCI_HOLE_END,
+  type PcPciDevice,
+  type PcPciDeviceSpec,
+  SharedIrqLines,
+} from "./pc_pci.ts";
 
 /** End of conventional memory as the e820 map reports it (the EBDA follows). */
 const CONVENTIONAL_END = 0x9_fc00n;
@@ -56,6 +66,14 @@ export interface PcBoardOptions {
   irq?: (n: number) => IrqLine;
   /** Every byte the guest sends through COM1. */
   serial?: (byte: number) => void;
+  /** PCI devices, in QEMU's creation order: each takes the next free slot from 2. */
+  pciDevices?: readonly PcPciDeviceSpec[];
+  /** Sends an MSI message for the PCI devices (default: dropped; KVM_SIGNAL_MSI on a machine). */
+  deliverMsi?: (address: bigint, data: number) => void;
+  /** A full memory barrier between the devices' guest-memory accesses (vCPUs write the rings). */
+  fence?: () => void;
+  /** Where a device's error line goes (default: dropped). */
+  log?: (line: string) => void;
 }
 
 /** An interrupt line that goes nowhere, for a board without an interrupt controller. */
@@ -89,6 +107,10 @@ export class PcBoard implements Disposable {
   readonly uart: Uart16550;
   /** The ACPI PM registers: the SCI on ISA IRQ 9, S5 powers off. */
   readonly acpiPm: AcpiPm;
+  /** PCI configuration mechanism #1 and bus 0. */
+  readonly pci: PciHost;
+  /** The PCI devices of {@link PcBoardOptions.pciDevices}, with their slots. */
+  readonly pciDevices: readonly PcPciDevice[];
   /** Tables placed in guest memory before the guest starts (the MP table, the ACPI tables). */
   readonly firmwareTables: readonly FirmwareTable[];
   /** Where the ACPI RSDP is (for the loaders), or undefined when RAM has no room for the tables. */
@@ -117,6 +139,8 @@ export class PcBoard implements Disposable {
     devices: PortDevice[];
     uart: Uart16550;
     acpiPm: AcpiPm;
+    pci: PciHost;
+    pciDevices: PcPciDevice[];
     firmwareTables: FirmwareTable[];
     rsdpAddress: bigint | undefined;
     e820: E820Entry[];
@@ -128,6 +152,8 @@ export class PcBoard implements Disposable {
     this.devices = parts.devices;
     this.uart = parts.uart;
     this.acpiPm = parts.acpiPm;
+    this.pci = parts.pci;
+    this.pciDevices = parts.pciDevices;
     this.firmwareTables = parts.firmwareTables;
     this.rsdpAddress = parts.rsdpAddress;
     this.e820 = parts.e820;
@@ -163,7 +189,7 @@ export class PcBoard implements Disposable {
 
     const self: { board?: PcBoard } = {}; // the devices reach the board once it exists
     const irq = options.irq ?? (() => UNCONNECTED_IRQ);
-    const { all: devices, uart, acpiPm } = buildPcDevices(map, {
+    const { all: devices, uart, acpiPm, pci } = buildPcDevices(map, {
       irq,
       onReset: () => self.board?.onStop({ kind: "reset" }),
       onPowerOff: () => self.board?.onStop({ kind: "poweroff" }),
@@ -175,6 +201,23 @@ export class PcBoard implements Disposable {
       split: map.split,
     });
 
+    // The PCI devices reach guest RAM through the board's "memory" space once it exists.
+    const guestMemory = new AddressSpaceGuestMemory({
+      get view() {
+        return self.board!.memory.view;
+      },
+      rw: (addr, data, isWrite) => self.board!.memory.rw(addr, data, isWrite),
+    }, options.fence);
+    const pciDevices = createPcPciDevices(pci, options.pciDevices ?? [], {
+      bus: { memory: map.pci, io: map.io },
+      intx: new SharedIrqLines(irq),
+      memory: guestMemory,
+      deliverMsi: options.deliverMsi ?? (() => {}),
+      log: options.log,
+    });
+    // No firmware runs before a -kernel guest: the board assigns the BARs as SeaBIOS would.
+    assignPciBars(pci, map.split.below4g);
+
     const { firmwareTables, e820, rsdpAddress } = pcGuestTables({
       ramSize: options.ramSize,
       firmwareSize: biosSize,
@@ -182,7 +225,7 @@ export class PcBoard implements Disposable {
     });
 
     const board = self.board = new PcBoard(
-      { map, cpus, firmware, devices, uart, acpiPm, firmwareTables, rsdpAddress, e820 },
+      { map, cpus, firmware, devices, uart, acpiPm, pci, pciDevices, firmwareTables, rsdpAddress, e820 },
     );
     board.memory.writeRom(BIOS_END - biosSize, firmware);
     return board;
@@ -208,9 +251,20 @@ export class PcBoard implements Disposable {
     return this.acpiPm.powerButton();
   }
 
-  /** Every device back to its reset state (a system reset; RAM keeps its contents). */
+  /**
+   * Every device back to its reset state (a system reset; RAM keeps its contents), then the PCI
+   * BARs assigned again, as the firmware would on the way back up.
+   */
   resetDevices(): void {
     for (const device of this.devices) device.reset();
+    assignPciBars(this.pci, this.split.below4g);
+  }
+
+  /** QEMU's `info pci`. */
+  infoPci(): string {
+    const ids = new Map<number, string>();
+    for (const d of this.pciDevices) if (d.spec.id !== undefined) ids.set(d.slot, d.spec.id);
+    return formatInfoPci(this.pci, ids);
   }
 
   /** `info mtree` of the board's address spaces. */
@@ -275,7 +329,12 @@ export function pcGuestTables(
   if (split.below4g <= ACPI_PLACEMENT_LOWEST + ACPI_TABLES_ROOM) {
     return { firmwareTables, e820, rsdpAddress: undefined };
   }
-  const acpi = placeAcpiTables(e820, { cpus: options.cpus, reserve: ACPI_HIGH_RESERVE });
+  // The root bridge's 32-bit window is QEMU's PCI hole: from the end of RAM below 4 GiB to the IOAPIC.
+  const acpi = placeAcpiTables(e820, {
+    cpus: options.cpus,
+    reserve: ACPI_HIGH_RESERVE,
+    pciHole: { start: split.below4g, end: PC_PCI_HOLE_END },
+  });
   firmwareTables.push({ name: ACPI_TABLES_NAME, address: acpi.tables.address, bytes: acpi.tables.bytes });
   return { firmwareTables, e820: acpi.e820, rsdpAddress: acpi.tables.rsdp.address };
 }

@@ -60,6 +60,8 @@ export interface PcDevices {
   uart: Uart16550;
   /** The ACPI PM registers (PIIX4 PM function): the power button, S5. */
   acpiPm: AcpiPm;
+  /** Configuration mechanism #1 and the functions on bus 0. */
+  pci: PciHost;
 }
 
 /** Creates the devices and maps them into `map.io`; PAM writes of the host bridge drive `map.pam`. */
@@ -101,5 +103,5 @@ export function buildPcDevices(map: PcMemory, wiring: PcDeviceWiring): PcDevices
     new IsaDebugExit({ onExit: wiring.onExit }),
   ];
   for (const device of all) device.map(map.io);
-  return { all, uart, acpiPm };
+  return { all, uart, acpiPm, pci };
 }

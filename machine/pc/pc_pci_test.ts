@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import type { BlockBacking } from "../../devices/virtio/mod.ts";
+import { buildDsdtAml } from "../acpi/mod.ts";
+import { PcBoard } from "./pc_board.ts";
+import { pciIntxIrq, SharedIrqLines } from "./pc_pci.ts";
+
+function memoryDisk(size: number, readOnly = false): BlockBacking & { bytes: Uint8Array } {
+  const bytes = new Uint8Array(size);
+  return {
+    bytes,
+    size: BigInt(size),
+    readOnly,
+    read: (o, into) => into.set(bytes.subarray(Number(o), Number(o) + into.length)),
+    write: (o, from) => bytes.set(from, Number(o)),
+    flush: () => {},
+  };
+}
+
+function board() {
+  return PcBoard.create({
+    ramSize: 256n << 20n,
+    pciDevices: [
+      { type: "virtio-rng-pci", entropy: (b) => b.fill(7) },
+      { type: "virtio-blk-pci", backing: memoryDisk(1 << 20), id: "disk0" },
+    ],
+  });
+}
+
+/** Configuration access through ports 0xcf8/0xcfc, as a guest does it. */
+function cfg(b: PcBoard, slot: number) {
+  const select = (offset: number) => b.io.write(0xcf8, 4, 0x8000_0000 | (slot << 11) | (offset & 0xfc));
+  return {
+    read(offset: number, size: number): number {
+      select(offset);
+      return Number(b.io.read(0xcfc + (offset & 3), size).value);
+    },
+    write(offset: number, value: number, size: number): void {
+      select(offset);
+      b.io.write(0xcfc + (offset & 3), size, value);
+    },
+  };
+}
+
+Deno.test("PC PCI: virtio devices from slot 2 in order, BARs assigned as SeaBIOS packs them below the IOAPIC", () => {
+  using b = board();
+  assert.deepEqual(b.pciDevices.map((d) => [d.slot, d.spec.type]), [[2, "virtio-rng-pci"], [
+    3,
+    "virtio-blk-pci",
+  ]]);
+  const [rng, blk] = b.pciDevices.map((d) => d.fn);
+  // 4 KiB MSI-X BARs at the top, the 16 KiB prefetchable ones below, largest first, slot order.
+  assert.equal(rng.barAddress(1), 0xfebf_e000n);
+  assert.equal(blk.barAddress(1), 0xfebf_f000n);
+  assert.equal(rng.barAddress(4), 0xfebf_4000n);
+  assert.equal(blk.barAddress(4), 0xfebf_8000n);
+  // Decoding on, bus mastering left to the driver, the interrupt line as the DSDT's _PRT says.
+  assert.equal(cfg(b, 2).read(0x04, 2), 0x0002);
+  assert.equal(cfg(b, 2).read(0x3c, 1), pciIntxIrq(2, 1));
+  assert.equal(cfg(b, 3).read(0x3c, 1), pciIntxIrq(3, 1));
+  // The device answers at its BAR: common config's num_queues of virtio-blk is 1.
+  assert.equal(Number(b.memory.read(0xfebf_8000 + 0x12, 2).value), 1);
+  const info = b.infoPci();
+  assert.match(info, /Bus {2}0, device {3}3, function 0:\n {4}SCSI controller: PCI device 1af4:1042\n/);
+  assert.match(info, /BAR4: 64 bit prefetchable memory at 0xfebf8000 \[0xfebfbfff\]\.\n {6}id "disk0"/);
+  assert.match(info, /device {3}2, function 0:\n {4}Class 0255: PCI device 1af4:1044/);
+});
+
+Deno.test("PC PCI: a guest that moves a BAR through configuration writes reaches the device at the new address", () => {
+  using b = board();
+  const c = cfg(b, 3);
+  c.write(0x04, 0x0000, 2); // decoding off while the BAR moves, as Linux does
+  c.write(0x20, 0xffff_ffff, 4); // sizing
+  assert.equal(c.read(0x20, 4), 0xffff_c00c);
+  c.write(0x20, 0xe000_000c, 4);
+  c.write(0x24, 0, 4);
+  c.write(0x04, 0x0006, 2);
+  assert.equal(b.pciDevices[1].fn.barAddress(4), 0xe000_0000n);
+  assert.equal(Number(b.memory.read(0xe000_0012, 2).value), 1, "num_queues at the new address");
+  assert.notEqual(Number(b.memory.read(0xfebf_8012, 2).value), 1, "nothing left at the old one");
+  // A system reset puts the BARs back where the board assigns them.
+  b.resetDevices();
+  assert.equal(b.pciDevices[1].fn.barAddress(4), 0xfebf_8000n);
+});
+
+Deno.test("PC PCI: INTx of slot s pin p is the DSDT's _PRT link, on a shared level line", () => {
+  // QEMU 7.2's info pci: slot 3 (e1000) IRQ 11, slot 4 IRQ 11, slot 5 IRQ 10.
+  assert.deepEqual([2, 3, 4, 5].map((s) => pciIntxIrq(s, 1)), [10, 11, 11, 10]);
+  // The _PRT entry for slot 2 pin A names LNKB (IRQ 10): Package { 0x0002ffff, 0, LNKB, 0 }.
+  const aml = buildDsdtAml();
+  const entry = Uint8Array.from([0x0c, 0xff, 0xff, 0x02, 0x00, 0x00, 0x4c, 0x4e, 0x4b]);
+  const at = aml.findIndex((_, i) => entry.every((v, j) => aml[i + j] === v));
+  assert.ok(at > 0);
+  assert.equal(String.fromCharCode(aml[at + entry.length]), "B");
+  const levels: boolean[] = [];
+  const shared = new SharedIrqLines(() => ({ set: (l) => levels.push(l) }));
+  const [x, y] = [shared.source(11), shared.source(11)];
+  x.set(true);
+  y.set(true);
+  x.set(false);
+  assert.deepEqual(levels, [true]);
+  y.set(false);
+  assert.deepEqual(levels, [true, false]);
+});
