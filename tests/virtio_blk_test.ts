@@ -112,6 +112,7 @@ Deno.test({
       await Deno.writeFile(`${dir}/content/random.bin`, random);
       const rw = `${dir}/rw.img`;
       const ro = `${dir}/ro.img`;
+      Deno.writeFileSync(rw, new Uint8Array());
       Deno.truncateSync(rw, 16 << 20);
       run("mke2fs", ["-q", "-F", "-t", "ext4", "-d", `${dir}/content`, rw]);
       Deno.copyFileSync(rw, ro);
