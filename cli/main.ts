@@ -680,6 +680,7 @@ export function bootPlanOf(options: CliOptions): BootPlan {
       ramSize: options.ramSize,
       firmware: options.bios?.image,
       cpus: options.cpus,
+      pciDevices: options.pciDevices, // the MP table lists their interrupts
       kernel: {
         image: kernel.image,
         cmdline: detectFormat(kernel.image) === "multiboot"

@@ -28,3 +28,15 @@ Deno.test("system_powerdown presses the power button once; silent when the guest
 Deno.test("help lists system_powerdown", () => {
   assert.match(runMonitorCommand(target(true), "help").output, /^system_powerdown /m);
 });
+
+Deno.test("monitor: info pci prints the machine's functions; a machine without PCI devices says so through the list", () => {
+  const target = {
+    mtree: () => "",
+    registers: () => "",
+    powerButton: () => true,
+    infoPci: () => "  Bus  0, device   0, function 0:\n",
+  };
+  assert.equal(runMonitorCommand(target, "info pci").output, "  Bus  0, device   0, function 0:\n");
+  assert.match(runMonitorCommand(target, "info bogus").output, /info pci/);
+  assert.match(runMonitorCommand(target, "help").output, /info pci/);
+});

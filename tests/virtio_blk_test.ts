@@ -206,7 +206,7 @@ Deno.test({
         [
           "mount -t ext4 /dev/vdb /rw",
           tagged("sum", "$(sha256sum /rw/random.bin)"),
-          tagged("speed", "$(dd if=/dev/vdb of=/dev/null bs=1M 2>&1 | tail -1)"),
+          tagged("speed", "$(time dd if=/dev/vdb of=/dev/null bs=1M 2>&1 | tail -3 | tr '\\n' ' ')"),
           `seq 1 ${GUEST_LINES} > /rw/newfile`,
           "sync",
           "umount /rw",
@@ -234,3 +234,72 @@ Deno.test({
     }
   },
 });
+
+/**
+ * The INTx path, without MSI-X (`pci=nomsi`): the virtio interrupts come through INTA# on the
+ * shared level lines, routed by the DSDT's `_PRT` under ACPI and by the MP table with `acpi=off`.
+ */
+for (const acpi of [true, false]) {
+  Deno.test({
+    name: `Linux: virtio-blk and virtio-rng over INTx (pci=nomsi${
+      acpi ? "" : ", acpi=off: the MP table's routing"
+    })`,
+    ignore: skip !== undefined,
+    sanitizeResources: false,
+    async fn() {
+      const dir = await Deno.makeTempDir({ prefix: "kvm-ts-virtio-intx-" });
+      try {
+        const random = new Uint8Array(256 << 10);
+        for (let i = 0; i < random.length; i += 65536) crypto.getRandomValues(random.subarray(i, i + 65536));
+        await Deno.mkdir(`${dir}/content`);
+        await Deno.writeFile(`${dir}/content/random.bin`, random);
+        const img = `${dir}/disk.img`;
+        Deno.writeFileSync(img, new Uint8Array());
+        Deno.truncateSync(img, 8 << 20);
+        run("mke2fs", ["-q", "-F", "-t", "ext4", "-d", `${dir}/content`, img]);
+        const initrd = `${dir}/initramfs.cpio.gz`;
+        await Deno.writeFile(initrd, await gzip(initramfs(busybox!, { modules: moduleFiles() })));
+        const cmdline = `console=ttyS0 panic=-1 pci=nomsi${acpi ? "" : " acpi=off"}`;
+        await using guest = new GuestConsole([
+          "-m",
+          "256M",
+          "-kernel",
+          KERNEL!,
+          "-initrd",
+          initrd,
+          "-append",
+          cmdline,
+          "-device",
+          "virtio-rng-pci",
+          "-drive",
+          `file=${img},format=raw,if=virtio,readonly=on`,
+        ]);
+        let at = (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), 0, "the shell prompt")).end;
+        const facts = await guest.command(
+          [
+            "mkdir -p /d",
+            "mount -t ext4 -o ro /dev/vda /d",
+            tagged("sum", "$(sha256sum /d/random.bin)"),
+            tagged("hwrng", "$(head -c 4096 /dev/hwrng | wc -c)"),
+            tagged("irqs", "$(grep virtio /proc/interrupts)"),
+            tagged("msix", "$(grep -c PCI-MSI /proc/interrupts)"),
+          ].join("; "),
+          at,
+        );
+        at = facts.end;
+        const out = facts.output;
+        assert.equal(tag(out, "sum").split(/\s+/)[0], await sha256(random), out);
+        assert.equal(tag(out, "hwrng").trim(), "4096", out);
+        assert.equal(tag(out, "msix"), "0", out);
+        // Slot 2 (rng) INTA# → IRQ 10, slot 3 (blk) → IRQ 11, level-triggered on the IOAPIC.
+        assert.match(tag(out, "irqs"), /^\s*10:.*IO-APIC\s+10-fasteoi\s+virtio0/m, out);
+        assert.match(tag(out, "irqs"), /^\s*11:.*IO-APIC\s+11-fasteoi\s+virtio1/m, out);
+        await guest.type("poweroff -f\r");
+        await guest.waitFor(/reboot: Power down/, at, "the power-off");
+        assert.equal(await guest.status(), 0, guest.text.slice(at));
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}

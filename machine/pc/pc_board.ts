@@ -24,7 +24,9 @@ import {
   assignPciBars,
   createPcPciDevices,
   formatInfoPci,
+  PC_PCI_FIRST_FREE_SLOT,
   PC_PCI_HOLE_END,
+  pciIntxIrq,
   type PcPciDevice,
   type PcPciDeviceSpec,
   SharedIrqLines,
@@ -222,6 +224,7 @@ export class PcBoard implements Disposable {
       ramSize: options.ramSize,
       firmwareSize: biosSize,
       cpus,
+      pciDevices: pciDevices.length,
     });
 
     const board = self.board = new PcBoard(
@@ -295,8 +298,13 @@ export const ACPI_TABLES_NAME = "ACPI tables";
  * Intel MP table, ending at 640 KiB where Linux's `smp_scan_config` finds it (what Linux uses with
  * `acpi=off`). The ACPI tables depend on the memory map and come from {@link pcGuestTables}.
  */
-export function pcFirmwareTables(options: { cpus: number }): FirmwareTable[] {
-  const mpTable = buildMpTable({ cpus: options.cpus });
+export function pcFirmwareTables(options: { cpus: number; pciDevices?: number }): FirmwareTable[] {
+  // INTA# of each PCI device's slot, on the ISA IRQ the PIIX3 routes it to (the DSDT's _PRT says the same).
+  const pciIrqs = Array.from({ length: options.pciDevices ?? 0 }, (_, i) => {
+    const slot = PC_PCI_FIRST_FREE_SLOT + i;
+    return { slot, pin: 1, ioapicPin: pciIntxIrq(slot, 1) };
+  });
+  const mpTable = buildMpTable({ cpus: options.cpus, pciIrqs });
   return [{ name: MP_TABLE_NAME, address: mpTable.address, bytes: mpTable.bytes }];
 }
 
@@ -320,10 +328,10 @@ export interface PcGuestTables {
  * a board with 2 MiB of RAM or less below 4 GiB has none, and a guest falls back to the MP table.
  */
 export function pcGuestTables(
-  options: { ramSize: bigint; firmwareSize: bigint; cpus: number },
+  options: { ramSize: bigint; firmwareSize: bigint; cpus: number; pciDevices?: number },
 ): PcGuestTables {
   const split = splitRam(options.ramSize);
-  const firmwareTables = pcFirmwareTables({ cpus: options.cpus });
+  const firmwareTables = pcFirmwareTables({ cpus: options.cpus, pciDevices: options.pciDevices });
   const mpTable = firmwareTables.find((t) => t.name === MP_TABLE_NAME)!;
   const e820 = pcE820(split.below4g, split.above4g, options.firmwareSize, mpTable.address);
   if (split.below4g <= ACPI_PLACEMENT_LOWEST + ACPI_TABLES_ROOM) {

@@ -100,6 +100,7 @@ export function planBoot(options: PcMachineOptions): BootPlan {
     ramSize: options.ramSize,
     firmwareSize: BigInt(firmware.length),
     cpus,
+    pciDevices: options.pciDevices?.length ?? 0,
   });
   return loadKernel(options.kernel.image, {
     cmdline: options.kernel.cmdline ?? "",

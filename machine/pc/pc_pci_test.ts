@@ -101,3 +101,29 @@ Deno.test("PC PCI: INTx of slot s pin p is the DSDT's _PRT link, on a shared lev
   y.set(false);
   assert.deepEqual(levels, [true, false]);
 });
+
+Deno.test("PC PCI: the MP table lists a PCI bus and each device's INTA# on the pin the _PRT gives (acpi=off)", () => {
+  using b = board();
+  const mp = b.firmwareTables.find((t) => t.name === "MP table")!;
+  const bytes = mp.bytes;
+  const at = (sig: string) =>
+    bytes.findIndex((_, i) => sig.split("").every((c, j) => bytes[i + j] === c.charCodeAt(0)));
+  const pcmp = at("PCMP");
+  const count = bytes[pcmp + 34] | (bytes[pcmp + 35] << 8);
+  const entries: number[][] = [];
+  for (let p = pcmp + 44, n = 0; n < count; n++) {
+    const len = bytes[p] === 0 ? 20 : 8;
+    entries.push([...bytes.subarray(p, p + len)]);
+    p += len;
+  }
+  const buses = entries.filter((e) => e[0] === 1).map((e) => String.fromCharCode(...e.slice(2, 8)).trim());
+  assert.deepEqual(buses, ["ISA", "PCI"]);
+  // I/O interrupt entries on bus 1 (PCI): source IRQ = slot << 2 | (pin - 1), level/high.
+  const pci = entries.filter((e) => e[0] === 3 && e[4] === 1).map((e) => [e[5] >> 2, e[7], e[2]]);
+  assert.deepEqual(pci, [[2, pciIntxIrq(2, 1), 0x0d], [3, pciIntxIrq(3, 1), 0x0d]]);
+  // The ISA entries of those pins agree (level/high, as the MADT's overrides).
+  const isa = entries.filter((e) => e[0] === 3 && e[4] === 0 && (e[7] === 10 || e[7] === 11)).map((e) =>
+    e[2]
+  );
+  assert.deepEqual(isa, [0x0d, 0x0d]);
+});
