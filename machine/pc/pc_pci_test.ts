@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import type { BlockBacking } from "../../devices/virtio/mod.ts";
+import { DiskImage } from "../../kvm/mod.ts";
 import { buildDsdtAml } from "../acpi/mod.ts";
+import { DiskBlockBacking } from "../virtio_backends.ts";
 import { PcBoard } from "./pc_board.ts";
 import { pciIntxIrq, SharedIrqLines } from "./pc_pci.ts";
 
@@ -126,4 +128,74 @@ Deno.test("PC PCI: the MP table lists a PCI bus and each device's INTA# on the p
     e[2]
   );
   assert.deepEqual(isa, [0x0d, 0x0d]);
+});
+
+Deno.test("PC PCI: a driver writes a sector through virtio-blk at the board's BARs; the image has it, MSI-X fires", () => {
+  const path = Deno.makeTempFileSync({ suffix: ".img" });
+  try {
+    Deno.truncateSync(path, 1 << 20);
+    using image = DiskImage.open(path);
+    const sent: [bigint, number][] = [];
+    let fences = 0;
+    using b = PcBoard.create({
+      ramSize: 64n << 20n,
+      pciDevices: [{ type: "virtio-blk-pci", backing: new DiskBlockBacking(image) }],
+      deliverMsi: (address, data) => void sent.push([address, data]),
+      fence: () => void fences++,
+    });
+    const fn = b.pciDevices[0].fn;
+    const bar4 = Number(fn.barAddress(4)!);
+    const bar1 = Number(fn.barAddress(1)!);
+    const c = cfg(b, 2);
+    c.write(0x04, 0x0006, 2); // memory decode, bus master
+    for (const [v, data] of [[0, 0x41], [1, 0x42]]) {
+      b.memory.write(bar1 + 16 * v, 4, 0xfee0_0000);
+      b.memory.write(bar1 + 16 * v + 8, 4, data);
+      b.memory.write(bar1 + 16 * v + 12, 4, 0); // unmasked
+    }
+    c.write(fn.msix.capability + 2, 0x8000, 2); // MSI-X on
+    const common = (off: number, size: number, v: number) => b.memory.write(bar4 + off, size, v);
+    common(0x14, 1, 1 | 2); // ACKNOWLEDGE | DRIVER
+    common(0x08, 4, 1); // driver_feature_select 1
+    common(0x0c, 4, 1); // VIRTIO_F_VERSION_1
+    common(0x14, 1, 1 | 2 | 8); // FEATURES_OK
+    assert.equal(Number(b.memory.read(bar4 + 0x14, 1).value) & 8, 8);
+    const [desc, avail, used] = [0x10_0000, 0x10_1000, 0x10_2000];
+    common(0x16, 2, 0); // queue_select
+    common(0x18, 2, 8); // queue_size
+    common(0x1a, 2, 1); // queue_msix_vector
+    common(0x20, 4, desc);
+    common(0x28, 4, avail);
+    common(0x30, 4, used);
+    common(0x1c, 2, 1); // queue_enable
+    common(0x14, 1, 1 | 2 | 8 | 4); // DRIVER_OK
+    // OUT, sector 1: header, 512 bytes of data, status byte.
+    const [header, data, status] = [0x20_0000, 0x20_1000, 0x20_2000];
+    b.memory.write(header, 4, 1);
+    b.memory.write(header + 8, 8, 1n);
+    const sector = Uint8Array.from({ length: 512 }, (_, i) => (i * 7) & 0xff);
+    b.memory.rw(data, sector, true);
+    b.memory.write(status, 1, 0xff);
+    const d = (i: number, addr: number, len: number, flags: number, next: number) => {
+      b.memory.write(desc + 16 * i, 8, BigInt(addr));
+      b.memory.write(desc + 16 * i + 8, 4, len);
+      b.memory.write(desc + 16 * i + 12, 2, flags);
+      b.memory.write(desc + 16 * i + 14, 2, next);
+    };
+    d(0, header, 16, 1, 1);
+    d(1, data, 512, 1, 2);
+    d(2, status, 1, 2, 0);
+    b.memory.write(avail + 4, 2, 0); // ring[0] = head 0
+    b.memory.write(avail + 2, 2, 1); // idx 1
+    b.memory.write(bar4 + 0x3000, 2, 0); // notify queue 0
+    assert.equal(Number(b.memory.read(used + 2, 2).value), 1, "used.idx");
+    assert.equal(Number(b.memory.read(status, 1).value), 0, "status OK");
+    const back = new Uint8Array(512);
+    image.read(back, 512n);
+    assert.deepEqual(back, sector);
+    assert.deepEqual(sent, [[0xfee0_0000n, 0x42]]);
+    assert.ok(fences > 0, "the ring barriers ran");
+  } finally {
+    Deno.removeSync(path);
+  }
 });
