@@ -223,8 +223,10 @@ export {
   MP_IOAPIC_ENABLED_BIT,
   MP_IOAPIC_VERSION,
   MP_ISA_BUS_ID,
+  MP_ISA_BUS_ID_AFTER_PCI,
   MP_LAPIC_VERSION,
   MP_OEM_ID,
+  MP_PCI_BUS_ID,
   MP_PROCESSOR_ENTRY_SIZE,
   MP_PRODUCT_ID,
   MP_SCAN_START,
@@ -237,6 +239,7 @@ export {
   type MpTableOptions,
   type MpTrigger,
   PC_ISA_IRQ_ROUTES,
+  type PciIrqRoute,
 } from "./pc/mptable.ts";
 export {
   ACPI_TABLES_NAME,

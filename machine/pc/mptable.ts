@@ -82,10 +82,16 @@ export const MP_LAPIC_VERSION = 0x14;
 export const MP_IOAPIC_VERSION = 0x11;
 /** Destination local APIC id meaning "every local APIC". */
 export const MP_ALL_LAPICS = 0xff;
-/** The only bus: ISA, bus id 0. */
+/** The ISA bus's id when it is the only bus. */
 export const MP_ISA_BUS_ID = 0;
-/** Bus id of PCI bus 0 in the table, present when there are {@link MpTableOptions.pciIrqs}. */
-export const MP_PCI_BUS_ID = 1;
+/**
+ * Bus id of PCI bus 0, present when there are {@link MpTableOptions.pciIrqs}: it must be 0, because
+ * Linux (6.1 `IO_APIC_get_PCI_irq_vector`) matches an entry's source bus id against the PCI bus
+ * number. The ISA bus then takes {@link MP_ISA_BUS_ID_AFTER_PCI}, as in SeaBIOS's table.
+ */
+export const MP_PCI_BUS_ID = 0;
+/** The ISA bus's id when PCI bus 0 is listed. */
+export const MP_ISA_BUS_ID_AFTER_PCI = 1;
 /** OEM id of the table header (8 bytes, space-padded). */
 export const MP_OEM_ID = "KVM-TS  ";
 /** Product id of the table header (12 bytes, space-padded). */
@@ -312,11 +318,7 @@ export function buildMpTable(options: MpTableOptions): MpTable {
     at += MP_PROCESSOR_ENTRY_SIZE; // bytes 12–19 reserved
     entryCount++;
   }
-  view.setUint8(at, MP_ENTRY_BUS);
-  view.setUint8(at + 1, MP_ISA_BUS_ID);
-  ascii(view, at + 2, "ISA   ");
-  at += MP_SHORT_ENTRY_SIZE;
-  entryCount++;
+  const isaBus = pciIrqs.length > 0 ? MP_ISA_BUS_ID_AFTER_PCI : MP_ISA_BUS_ID;
   if (pciIrqs.length > 0) {
     view.setUint8(at, MP_ENTRY_BUS);
     view.setUint8(at + 1, MP_PCI_BUS_ID);
@@ -324,6 +326,11 @@ export function buildMpTable(options: MpTableOptions): MpTable {
     at += MP_SHORT_ENTRY_SIZE;
     entryCount++;
   }
+  view.setUint8(at, MP_ENTRY_BUS);
+  view.setUint8(at + 1, isaBus);
+  ascii(view, at + 2, "ISA   ");
+  at += MP_SHORT_ENTRY_SIZE;
+  entryCount++;
   view.setUint8(at, MP_ENTRY_IOAPIC);
   view.setUint8(at + 1, ioapicId);
   view.setUint8(at + 2, MP_IOAPIC_VERSION);
@@ -337,7 +344,7 @@ export function buildMpTable(options: MpTableOptions): MpTable {
     view.setUint8(at, MP_ENTRY_IO_INTERRUPT);
     view.setUint8(at + 1, MP_INT_INT);
     view.setUint16(at + 2, flags, true);
-    view.setUint8(at + 4, MP_ISA_BUS_ID);
+    view.setUint8(at + 4, isaBus);
     view.setUint8(at + 5, route.irq);
     view.setUint8(at + 6, ioapicId);
     view.setUint8(at + 7, route.pin);
@@ -360,7 +367,7 @@ export function buildMpTable(options: MpTableOptions): MpTable {
     view.setUint8(at, MP_ENTRY_LOCAL_INTERRUPT);
     view.setUint8(at + 1, type);
     view.setUint16(at + 2, 0, true); // conforming polarity and trigger
-    view.setUint8(at + 4, MP_ISA_BUS_ID);
+    view.setUint8(at + 4, isaBus);
     view.setUint8(at + 5, 0);
     view.setUint8(at + 6, MP_ALL_LAPICS);
     view.setUint8(at + 7, lint);

@@ -119,9 +119,11 @@ Deno.test("PC PCI: the MP table lists a PCI bus and each device's INTA# on the p
     p += len;
   }
   const buses = entries.filter((e) => e[0] === 1).map((e) => String.fromCharCode(...e.slice(2, 8)).trim());
-  assert.deepEqual(buses, ["ISA", "PCI"]);
-  // I/O interrupt entries on bus 1 (PCI): source IRQ = slot << 2 | (pin - 1), level/high.
-  const pci = entries.filter((e) => e[0] === 3 && e[4] === 1).map((e) => [e[5] >> 2, e[7], e[2]]);
+  // PCI bus 0 must be MP bus 0 (Linux matches the bus number); ISA follows as bus 1.
+  assert.deepEqual(entries.filter((e) => e[0] === 1).map((e) => e[1]), [0, 1]);
+  assert.deepEqual(buses, ["PCI", "ISA"]);
+  // I/O interrupt entries on bus 0 (PCI): source IRQ = slot << 2 | (pin - 1), level/high.
+  const pci = entries.filter((e) => e[0] === 3 && e[4] === 0).map((e) => [e[5] >> 2, e[7], e[2]]);
   assert.deepEqual(pci, [[2, pciIntxIrq(2, 1), 0x0d], [3, pciIntxIrq(3, 1), 0x0d]]);
   // The ISA entries of those pins agree (level/high, as the MADT's overrides).
   const isa = entries.filter((e) => e[0] === 3 && e[4] === 0 && (e[7] === 10 || e[7] === 11)).map((e) =>
