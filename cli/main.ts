@@ -46,7 +46,8 @@ options:
                           placed, and the CPU enters the one with a mode (else the first, in real
                           mode); long64 gets identity page tables and a GDT
   -drive file=FILE,format=raw,if=virtio[,readonly=on]
-                          a raw disk image as a virtio-blk-pci disk (/dev/vda, vdb, … in order)
+                          a raw disk image as a virtio-blk-pci disk (/dev/vda, vdb, … in order;
+                          if= defaults to virtio, there is no IDE; format= to raw)
   -drive id=ID,file=FILE,format=raw,if=none[,readonly=on]
   -device virtio-blk-pci,drive=ID[,serial=S][,id=NAME]
                           the same, in two halves, as QEMU spells it; images are locked as QEMU
