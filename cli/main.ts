@@ -6,7 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
+import { DiskImage, handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
 import { HELLO64 } from "../machine/guests/hello64.ts"; // only the image this command may run
 import {
   type BootPlan,
@@ -20,6 +20,8 @@ import {
 } from "../machine/loader/mod.ts";
 import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
 import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
+import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
+import { DiskBlockBacking, hostEntropy } from "../machine/virtio_backends.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
@@ -43,6 +45,17 @@ options:
                           a flat binary at ADDR, as QEMU's generic loader; repeatable: each is
                           placed, and the CPU enters the one with a mode (else the first, in real
                           mode); long64 gets identity page tables and a GDT
+  -drive file=FILE,format=raw,if=virtio[,readonly=on]
+                          a raw disk image as a virtio-blk-pci disk (/dev/vda, vdb, … in order;
+                          if= defaults to virtio, there is no IDE; format= to raw)
+  -drive id=ID,file=FILE,format=raw,if=none[,readonly=on]
+  -device virtio-blk-pci,drive=ID[,serial=S][,id=NAME]
+                          the same, in two halves, as QEMU spells it; images are locked as QEMU
+                          locks them (one writer; readers share)
+  -device virtio-rng-pci[,id=NAME]
+                          a virtio entropy source fed by the host's getrandom (/dev/hwrng)
+                          PCI devices take slots from 00:02.0, every -device in order, then the
+                          -drive if=virtio disks; they are virtio 1.x only (disable-legacy=on)
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
   -serial stdio|null|file:PATH
                           where COM1 goes (default stdio)
@@ -57,8 +70,8 @@ options:
   --timings               print where the time went (start-up, VM creation, guest run) on stderr
   -h, --help              this text
 
-While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info registers,
-quit), Ctrl-A h lists the keys. Exit status: the guest's isa-debug-exit status ((value << 1) | 1),
+While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info pci,
+info registers, quit), Ctrl-A h lists the keys. Exit status: the guest's isa-debug-exit status ((value << 1) | 1),
 0 after a reset or quit, 1 when the guest crashes or a run fails, 2 for a bad command line or
 input file (every input is checked before /dev/kvm is opened).`;
 
@@ -122,6 +135,10 @@ export interface CliOptions {
   reboot: boolean;
   /** `--timings`. */
   timings: boolean;
+  /** The PCI devices, in QEMU's creation order (every `-device`, then the `-drive if=virtio` disks). */
+  pciDevices: PcPciDeviceSpec[];
+  /** The disk images those devices use, open and locked: closed by whoever ends the run. */
+  images: DiskImage[];
 }
 
 /** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
@@ -141,6 +158,7 @@ const OPTIONS: Record<string, "value" | "flag"> = {
   "trace-memslots": "flag",
   timings: "flag",
   help: "flag",
+  drive: "value",
 };
 /** How messages and --help spell an option: QEMU's own with one dash, this front-end's with two. */
 const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help"]);
@@ -349,6 +367,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
         "trace-memslots": { type: "boolean" },
         timings: { type: "boolean" },
         help: { type: "boolean" },
+        drive: { type: "string", multiple: true },
       },
       allowPositionals: false,
       strict: true,
@@ -394,7 +413,11 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   if (values.append !== undefined && values.kernel === undefined) {
     throw new UsageError("-append needs -kernel");
   }
-  const loaders = (values.device ?? []).map(parseLoader);
+  const deviceArgs = values.device ?? [];
+  const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
+  const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
+  const drives = (values.drive ?? []).map(parseDrive);
+  const pciPlan = planPciDevices(drives, pciArgs);
   if (loaders.length > 0 && values.kernel !== undefined) {
     throw new UsageError("-device loader and -kernel exclude each other");
   }
@@ -420,6 +443,8 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   const bios = values.bios === undefined
     ? undefined
     : readInput("-bios", values.bios, (size) => void firmwareEntry(new Uint8Array(size)));
+  // The disk images last: opened and locked, every one closed again if any is refused.
+  const { pciDevices, images } = openPciDevices(pciPlan);
   return {
     ramSize,
     cpus,
@@ -433,7 +458,193 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     traceMemslots: values["trace-memslots"] ?? false,
     reboot: values.reboot ?? false,
     timings: values.timings ?? false,
+    pciDevices,
+    images,
   };
+}
+
+/** One `-drive`, its properties checked. */
+interface DriveArg {
+  /** The text as typed, for messages. */
+  text: string;
+  id?: string;
+  file: string;
+  interface: "virtio" | "none";
+  readOnly: boolean;
+}
+
+/** The `-drive` properties supported (QEMU's have many more). */
+const DRIVE_PROPERTIES = ["file", "format", "if", "id", "readonly"];
+
+/** Splits `a=b,c=d` into a map, refusing a property twice or without a value. */
+function properties(flag: string, parts: string[], known: string[], where: string): Map<string, string> {
+  const props = new Map<string, string>();
+  for (const prop of parts) {
+    const eq = prop.indexOf("=");
+    const key = eq < 0 ? prop : prop.slice(0, eq);
+    if (!known.includes(key)) {
+      throw new UsageError(
+        `${flag}: ${where}: property '${key}' is not supported (only ${known.join(", ")})`,
+      );
+    }
+    if (eq < 0) throw new UsageError(`${flag}: property '${key}' needs a value (${key}=…)`);
+    if (props.has(key)) throw new UsageError(`${flag}: property '${key}' is given twice`);
+    props.set(key, prop.slice(eq + 1));
+  }
+  return props;
+}
+
+/** QEMU's on/off booleans. */
+function onOff(flag: string, key: string, value: string | undefined): boolean {
+  if (value === undefined || value === "off" || value === "false") return false;
+  if (value === "on" || value === "true") return true;
+  throw new UsageError(`${flag}: ${key}=${value}: expected on or off`);
+}
+
+function parseDrive(text: string): DriveArg {
+  const flag = `-drive ${text}`;
+  const props = properties(flag, text.split(","), DRIVE_PROPERTIES, "-drive");
+  const file = props.get("file");
+  if (!file) throw new UsageError(`${flag}: needs file=FILE`);
+  const format = props.get("format") ?? "raw";
+  if (format !== "raw") throw new UsageError(`${flag}: format '${format}' is not supported (only raw)`);
+  const iface = props.get("if") ?? "virtio";
+  if (iface !== "virtio" && iface !== "none") {
+    throw new UsageError(
+      `${flag}: if=${iface} is not supported (only virtio, or none with -device virtio-blk-pci)`,
+    );
+  }
+  const id = props.get("id");
+  if (id !== undefined && !/^[A-Za-z][A-Za-z0-9_.-]*$/.test(id)) {
+    throw new UsageError(`${flag}: id '${id}' is not a letter followed by letters, digits, '-', '.', '_'`);
+  }
+  if (iface === "none" && id === undefined) throw new UsageError(`${flag}: if=none needs id=ID for -device`);
+  return { text, file, id, interface: iface, readOnly: onOff(flag, "readonly", props.get("readonly")) };
+}
+
+/** One `-device` of a PCI type, its properties checked. */
+type PciDeviceArg =
+  | { text: string; type: "virtio-blk-pci"; drive: string; serial?: string; id?: string }
+  | { text: string; type: "virtio-rng-pci"; id?: string };
+
+const PCI_DEVICE_PROPERTIES: Record<string, string[]> = {
+  "virtio-blk-pci": ["drive", "serial", "id", "disable-legacy"],
+  "virtio-rng-pci": ["id", "disable-legacy"],
+};
+
+function parsePciDevice(text: string): PciDeviceArg {
+  const [type, ...rest] = text.split(",");
+  const flag = `-device ${text}`;
+  const known = PCI_DEVICE_PROPERTIES[type];
+  if (known === undefined) {
+    throw new UsageError(
+      `-device ${type}: not supported (only virtio-blk-pci, virtio-rng-pci and loader)`,
+    );
+  }
+  const props = properties(flag, rest, known, type);
+  // Only the modern interface exists here; QEMU's own default for pc is transitional.
+  if (props.has("disable-legacy") && props.get("disable-legacy") !== "on") {
+    throw new UsageError(`${flag}: only disable-legacy=on is supported (the device is virtio 1.x only)`);
+  }
+  const id = props.get("id");
+  if (type === "virtio-rng-pci") return { text, type: "virtio-rng-pci", id };
+  const drive = props.get("drive");
+  if (drive === undefined) throw new UsageError(`${flag}: drive=ID is required`);
+  const serial = props.get("serial");
+  if (serial !== undefined && new TextEncoder().encode(serial).length > 20) {
+    throw new UsageError(`${flag}: serial '${serial}' is longer than 20 bytes`);
+  }
+  return { text, type: "virtio-blk-pci", drive, serial, id };
+}
+
+/** A PCI device to create, with the drive it needs opened, in slot order. */
+type PciPlan =
+  ({ kind: "rng"; id?: string } | { kind: "blk"; drive: DriveArg; serial?: string; id?: string })[];
+
+/**
+ * QEMU's creation order: every `-device` as typed, then the `-drive if=virtio` disks. Refuses a
+ * duplicate drive or device id, a `-device` naming a drive that does not exist, or a drive used twice.
+ */
+function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[]): PciPlan {
+  const byId = new Map<string, DriveArg>();
+  for (const d of drives) {
+    if (d.id === undefined) continue;
+    if (byId.has(d.id)) throw new UsageError(`-drive ${d.text}: Duplicate ID '${d.id}' for drive`);
+    byId.set(d.id, d);
+  }
+  const deviceIds = new Set<string>();
+  const used = new Set<DriveArg>();
+  const plan: PciPlan = [];
+  for (const d of devices) {
+    if (d.id !== undefined) {
+      if (deviceIds.has(d.id)) throw new UsageError(`-device ${d.text}: Duplicate ID '${d.id}' for device`);
+      deviceIds.add(d.id);
+    }
+    if (d.type === "virtio-rng-pci") {
+      plan.push({ kind: "rng", id: d.id });
+      continue;
+    }
+    const drive = byId.get(d.drive);
+    if (drive === undefined) {
+      throw new UsageError(
+        `-device ${d.text}: Property 'virtio-blk-pci.drive' can't find value '${d.drive}'`,
+      );
+    }
+    if (drive.interface !== "none" || used.has(drive)) {
+      throw new UsageError(`-device ${d.text}: Drive '${d.drive}' is already in use by another device`);
+    }
+    used.add(drive);
+    plan.push({ kind: "blk", drive, serial: d.serial, id: d.id });
+  }
+  for (const d of drives) if (d.interface === "virtio") plan.push({ kind: "blk", drive: d });
+  return plan;
+}
+
+/** Opens and locks every drive of `plan` (each once); on any refusal, closes what it opened. */
+function openPciDevices(plan: PciPlan): { pciDevices: PcPciDeviceSpec[]; images: DiskImage[] } {
+  const images: DiskImage[] = [];
+  try {
+    const pciDevices = plan.map((p): PcPciDeviceSpec => {
+      if (p.kind === "rng") return { type: "virtio-rng-pci", id: p.id, entropy: hostEntropy };
+      const image = openImage(p.drive);
+      images.push(image);
+      return { type: "virtio-blk-pci", id: p.id, serial: p.serial, backing: new DiskBlockBacking(image) };
+    });
+    return { pciDevices, images };
+  } catch (e) {
+    for (const image of images) image.close();
+    throw e;
+  }
+}
+
+/** One image, opened as QEMU opens it for `-drive`, its refusal in QEMU's words. */
+function openImage(drive: DriveArg): DiskImage {
+  const flag = `-drive ${drive.text}`;
+  try {
+    return DiskImage.open(drive.file, { readOnly: drive.readOnly });
+  } catch (e) {
+    if (e instanceof RangeError) {
+      throw new UsageError(`${flag}: '${drive.file}' is not a whole number of 512-byte sectors`);
+    }
+    if (!(e instanceof KvmError)) throw e;
+    if (e.op.startsWith("lock ") && (e.code === "EAGAIN" || e.code === "EACCES")) {
+      const permission = /"([a-z ]+)" not shared|has "([a-z ]+)"/.exec(e.message);
+      const name = permission?.[1] ?? permission?.[2] ?? "write";
+      throw new UsageError(
+        `${flag}: Failed to get "${name}" lock: is another process using the image [${drive.file}]?`,
+      );
+    }
+    const why = e.code === "ENOENT"
+      ? "No such file or directory"
+      : e.code === "EACCES" || e.code === "EPERM"
+      ? "Permission denied"
+      : e.code === "EISDIR"
+      ? "Is a directory"
+      : e.code === "EROFS"
+      ? "Read-only file system (use readonly=on)"
+      : e.message;
+    throw new UsageError(`${flag}: Could not open '${drive.file}': ${why}`);
+  }
 }
 
 /**
@@ -470,6 +681,7 @@ export function bootPlanOf(options: CliOptions): BootPlan {
       ramSize: options.ramSize,
       firmware: options.bios?.image,
       cpus: options.cpus,
+      pciDevices: options.pciDevices, // the MP table lists their interrupts
       kernel: {
         image: kernel.image,
         cmdline: detectFormat(kernel.image) === "multiboot"
@@ -517,13 +729,21 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       io.out(USAGE);
       return 0;
     }
-    const plan = bootPlanOf(options); // the last input check: nothing is opened or written before it
-    if (options.dumpMtree) return dump(options, io);
-    const nested = nestedReason(
-      options.kernel !== undefined && detectFormat(options.kernel.image) !== "multiboot",
-    );
-    if (nested !== undefined) return await runMainNested(args, nested, io.err);
-    return await boot(options, plan, io, entered);
+    try {
+      const plan = bootPlanOf(options); // the last input check: nothing is opened or written before it
+      if (options.dumpMtree) return dump(options, io);
+      const nested = nestedReason(
+        options.kernel !== undefined && detectFormat(options.kernel.image) !== "multiboot",
+      );
+      if (nested !== undefined) {
+        // The run inside opens and locks the images itself.
+        for (const image of options.images) image.close();
+        return await runMainNested(args, nested, io.err);
+      }
+      return await boot(options, plan, io, entered);
+    } finally {
+      for (const image of options.images) image.close();
+    }
   } catch (e) {
     if (e instanceof UsageError) {
       io.err(`error: ${e.message} (try --help)`);
@@ -554,6 +774,7 @@ function dump(options: CliOptions, io: CliIo): number {
       ramSize: options.ramSize,
       firmware: options.bios?.image,
       cpus: options.cpus,
+      pciDevices: options.pciDevices,
     });
     io.out(board.mtree(mtree).trimEnd());
     return 0;
@@ -564,6 +785,7 @@ function dump(options: CliOptions, io: CliIo): number {
     ramSize: options.ramSize,
     firmware: options.bios?.image,
     traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
+    pciDevices: options.pciDevices,
   });
   io.out(machine.mtree(mtree).trimEnd());
   return 0;
@@ -613,6 +835,8 @@ async function boot(options: CliOptions, plan: BootPlan, io: CliIo, entered: num
       boot: plan,
       serial,
       traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
+      pciDevices: options.pciDevices,
+      log: (line) => io.err(line),
     });
     const pc = machine;
     const created = performance.now();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { kvmAvailability } from "../kvm/mod.ts";
+import { DiskImage, imageLocks, kvmAvailability } from "../kvm/mod.ts";
 import { AddressSpace } from "../memory/mod.ts";
 import { EXIT_STATUS } from "../machine/guests/mod.ts";
 import { LoaderError } from "../machine/loader/mod.ts";
@@ -54,7 +54,10 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
     [["-initrd", "/etc/hostname"], /-initrd needs -kernel/],
     [["--dump-mtree=x"], /--dump-mtree: expected nothing or =-f/],
     [["-reboot", "-no-reboot"], /contradict/],
-    [["-device", "virtio-net"], /-device: only "loader,file=FILE,addr=ADDR\[,mode=…\]" is supported/],
+    [
+      ["-device", "virtio-net"],
+      /-device virtio-net: not supported \(only virtio-blk-pci, virtio-rng-pci and loader\)/,
+    ],
     [["-device", "loader,file=/etc/hostname,addr=x"], /-device loader: addr "x" is not a number/],
     [
       ["-device", "loader,file=/etc/hostname,addr=0,mode=v86"],
@@ -93,6 +96,105 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
     assert.match(io.stderr[0], message);
     assert.match(io.stderr[0], /^error: .*\(try --help\)$/);
   }
+});
+
+Deno.test("virtio: every bad -drive / -device line is one line naming it, status 2, no image left open or locked", async () => {
+  await withFiles([1 << 20, 1000, 1 << 20], async (disk, odd, locked) => {
+    using holder = DiskImage.open(locked); // another user writes this one
+    const cases: [string[], RegExp][] = [
+      [
+        ["-drive", "file=/nonexistent.img,format=raw,if=virtio"],
+        /Could not open '\/nonexistent.img': No such file or directory/,
+      ],
+      [["-drive", `file=${odd},format=raw,if=virtio`], /is not a whole number of 512-byte sectors/],
+      [
+        ["-drive", `file=${locked},format=raw,if=virtio`],
+        /Failed to get "write" lock: is another process using the image/,
+      ],
+      [["-drive", `file=${disk},format=qcow2,if=virtio`], /format 'qcow2' is not supported \(only raw\)/],
+      [["-drive", `file=${disk},format=raw,if=ide`], /if=ide is not supported/],
+      [["-drive", `file=${disk},cache=none`], /-drive: property 'cache' is not supported/],
+      [["-drive", `file=${disk},readonly=maybe`], /readonly=maybe: expected on or off/],
+      [
+        ["-drive", `id=d0,file=${disk},if=none`, "-drive", `id=d0,file=${disk},if=none,readonly=on`],
+        /Duplicate ID 'd0' for drive/,
+      ],
+      [
+        ["-drive", `id=d0,file=${disk},if=none`, "-device", "virtio-blk-pci,drive=d1"],
+        /Property 'virtio-blk-pci.drive' can't find value 'd1'/,
+      ],
+      [["-device", "virtio-blk-pci"], /drive=ID is required/],
+      [["-device", "virtio-rng-pci,bogus=1"], /virtio-rng-pci: property 'bogus' is not supported/],
+      [["-device", "virtio-blk-pci,drive=d0,disable-legacy=off"], /only disable-legacy=on/],
+      [["-drive", `file=${disk},if=none`], /if=none needs id=ID/],
+      // The first image opens, the second is refused: the first is closed again.
+      [
+        ["-drive", `file=${disk},if=virtio`, "-drive", `file=${locked},if=virtio`],
+        /Failed to get "write" lock/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const io = capture();
+      assert.equal(await main(args, io), 2, args.join(" "));
+      assert.equal(io.stderr.length, 1, args.join(" "));
+      assert.match(io.stderr[0], message);
+      assert.match(io.stderr[0], /^error: .*\(try --help\)$/);
+    }
+    holder.close();
+    // Nothing kept a lock: both images open for writing now.
+    assert.deepEqual(imageLocks(disk), { used: [], unshared: [] });
+    assert.deepEqual(imageLocks(locked), { used: [], unshared: [] });
+  });
+});
+
+Deno.test("virtio: --dump-mtree shows the BARs with QEMU's names; devices take slots in QEMU's order", async () => {
+  await withFiles([1 << 20, 1 << 20], async (a, b) => {
+    const io = capture();
+    const args = [
+      "--dump-mtree",
+      "-m",
+      "256M",
+      "-drive",
+      `file=${a},format=raw,if=virtio`,
+      "-drive",
+      `id=d0,file=${b},format=raw,if=none,readonly=on`,
+      "-device",
+      "virtio-rng-pci",
+      "-device",
+      "virtio-blk-pci,drive=d0,serial=S1",
+    ];
+    assert.equal(await main(args, io), 0, io.stderr.join("\n"));
+    const out = io.stdout.join("\n");
+    assert.match(
+      out,
+      /\(prio 1, i\/o\): virtio-pci\n\s+[0-9a-f-]+ \(prio 0, i\/o\): virtio-pci-common-virtio-rng/,
+    );
+    // Twice in the tree under "pci", twice again in the "memory-region: pci" listing of aliased regions.
+    assert.equal(out.match(/\): virtio-blk-pci-msix/g)?.length, 4);
+    assert.match(out, /\): virtio-rng-pci-msix/);
+    // The images are closed after the dump.
+    assert.deepEqual(imageLocks(a), { used: [], unshared: [] });
+    const options = parseCommandLine(args.slice(1));
+    assert.ok(options !== "help");
+    try {
+      // -device first, in order, then the -drive if=virtio disk.
+      assert.deepEqual(options.pciDevices.map((d) => d.type), [
+        "virtio-rng-pci",
+        "virtio-blk-pci",
+        "virtio-blk-pci",
+      ]);
+      assert.equal(
+        options.pciDevices[1].type === "virtio-blk-pci" && options.pciDevices[1].backing.readOnly,
+        true,
+      );
+      assert.equal(
+        options.pciDevices[2].type === "virtio-blk-pci" && options.pciDevices[2].backing.readOnly,
+        false,
+      );
+    } finally {
+      for (const image of options.images) image.close();
+    }
+  });
 });
 
 /** Runs `fn` with temporary files of the given contents (a number: a sparse file of that size). */
@@ -204,6 +306,72 @@ Deno.test("every input is checked before KVM: the kernel loader's refusals name 
     await refused(
       ["-kernel", kernel, "-initrd", ramdisk, "-m", "32M"],
       new RegExp(`^error: -kernel ${kernel} -initrd ${ramdisk}: bzImage: the initrd .* does not fit in RAM`),
+    );
+  });
+});
+
+/**
+ * A minimal x86-64 Linux vmlinux: one PT_LOAD of 4 KiB at 16 MiB and a PT_NOTE with the "Linux"
+ * note and Xen's PHYS32_ENTRY note pointing at `pvhEntry`.
+ */
+function vmlinuxWithPvhNote(pvhEntry: bigint): Uint8Array {
+  // Each note: namesz, descsz, type, the name padded to 4 bytes, an 8-byte descriptor.
+  const linux = [6, 8, 0x100, ...new TextEncoder().encode("Linux\0\0\0"), 0, 0, 0, 0, 0, 0, 0, 0];
+  const xen = [4, 8, 18, ...new TextEncoder().encode("Xen\0"), 0, 0, 0, 0, 0, 0, 0, 0];
+  const notes = new Uint8Array(4 * 3 + 8 + 8 + 4 * 3 + 4 + 8);
+  const nv = new DataView(notes.buffer);
+  let at = 0;
+  for (const note of [linux, xen]) {
+    nv.setUint32(at, note[0], true);
+    nv.setUint32(at + 4, note[1], true);
+    nv.setUint32(at + 8, note[2], true);
+    notes.set(note.slice(3), at + 12);
+    at += 12 + note.length - 3;
+  }
+  nv.setBigUint64(at - 8, pvhEntry, true); // the Xen note's descriptor
+  const image = new Uint8Array(0x1000 + 0x1000);
+  const view = new DataView(image.buffer);
+  image.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]); // ELF64, little-endian
+  view.setUint16(16, 2, true); // ET_EXEC
+  view.setUint16(18, 62, true); // EM_X86_64
+  view.setUint32(20, 1, true);
+  view.setBigUint64(24, 0x100_0000n, true); // e_entry
+  view.setBigUint64(32, 64n, true); // e_phoff
+  view.setUint16(52, 64, true);
+  view.setUint16(54, 56, true);
+  view.setUint16(56, 2, true);
+  const phdr = (i: number, type: number, offset: number, paddr: bigint, size: number) => {
+    const ph = 64 + i * 56;
+    view.setUint32(ph, type, true);
+    view.setUint32(ph + 4, 5, true);
+    view.setBigUint64(ph + 8, BigInt(offset), true);
+    view.setBigUint64(ph + 16, 0xffff_ffff_8000_0000n + paddr, true);
+    view.setBigUint64(ph + 24, paddr, true);
+    view.setBigUint64(ph + 32, BigInt(size), true);
+    view.setBigUint64(ph + 40, BigInt(size), true);
+  };
+  phdr(0, 1, 0x1000, 0x100_0000n, 0x1000); // PT_LOAD
+  phdr(1, 4, 0x200, 0n, notes.length); // PT_NOTE
+  image.set(notes, 0x200);
+  image.fill(0xf4, 0x1000);
+  return image;
+}
+
+Deno.test("Linux inputs the kernel cannot take are one line and status 2: a long -append, a bad PVH note", async () => {
+  await withFiles([bzImage()], async (kernel) => {
+    await refused(
+      ["-kernel", kernel, "-append", "x".repeat(2048)],
+      /^error: -kernel .*: bzImage: the command line is 2048 bytes; this kernel takes at most 2047 \(cmdline_size\)/,
+    );
+  });
+  await withFiles([vmlinuxWithPvhNote(0x200_0000n), vmlinuxWithPvhNote(0x100_0010n)], async (bad, good) => {
+    await refused(
+      ["-kernel", bad],
+      /^error: -kernel .*: pvh: the PVH entry 0x2000000 is outside every loaded segment of the image/,
+    );
+    await refused(
+      ["-kernel", good, "-append", "x".repeat(2048)],
+      /^error: -kernel .*: pvh: the command line is 2048 bytes; Linux takes at most 2047/,
     );
   });
 });

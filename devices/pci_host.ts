@@ -128,6 +128,14 @@ export class PciHost implements PortDevice {
     return this.#devices.get(keyOf(address));
   }
 
+  /** Every function plugged in, in bus, device, function order (for `info pci`). */
+  functions(): { address: Required<PciAddress>; device: PciDevice }[] {
+    return [...this.#devices.entries()].sort(([a], [b]) => a - b).map(([key, device]) => ({
+      address: { bus: key >> 8, device: (key >> 3) & 0x1f, function: key & 7 },
+      device,
+    }));
+  }
+
   /** The current CONFIG_ADDRESS. */
   get configAddress(): number {
     return this.#configAddress;

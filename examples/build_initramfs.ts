@@ -22,16 +22,51 @@ export const SHELL_PROMPT = "kvm-ts# ";
 /** What /init does after it printed {@link INIT_MARKER}. */
 export type InitThen = "shell" | "reboot";
 
+/** The kernel modules the power-button handler needs: the ACPI button driver and evdev. */
+export const POWER_BUTTON_MODULES: readonly string[] = [
+  "kernel/drivers/acpi/button.ko",
+  "kernel/drivers/input/evdev.ko",
+];
+
+/** Options of {@link initScript}. */
+export interface InitOptions {
+  /** After the marker: a shell on the console (default) or an immediate reboot. */
+  then?: InitThen;
+  /** Module files (names under /lib/modules in the archive) to load first, in this order. */
+  modules?: readonly string[];
+  /**
+   * Shut down on the ACPI power button (the monitor's `system_powerdown`): the first event of the
+   * "Power Button" input device runs `poweroff -f`, which Linux does through ACPI S5. Debian builds
+   * the button driver and evdev as modules: pass them in `modules` (see {@link POWER_BUTTON_MODULES}).
+   */
+  powerButton?: boolean;
+}
+
 /** The /init script. */
-export function initScript(then: InitThen = "shell"): string {
+export function initScript(options: InitThen | InitOptions = {}): string {
+  const { then = "shell", modules = [], powerButton = false } = typeof options === "string"
+    ? { then: options }
+    : options;
   const bb = "/bin/busybox";
   const lines = [
     `#!${bb} sh`,
     `${bb} mount -t proc proc /proc`,
     `${bb} mount -t sysfs sys /sys`,
     `${bb} mount -t devtmpfs dev /dev`,
-    `${bb} echo "${INIT_MARKER}"`,
+    ...modules.map((name) => `${bb} insmod /lib/modules/${name}`),
   ];
+  if (powerButton) {
+    // busybox acpid would do, but needs a configuration tree; one read of the button's event
+    // device is all that is needed (a read of whole events: evdev refuses reads shorter than one).
+    lines.push(
+      `for e in /sys/class/input/event*; do`,
+      `  if [ "$(${bb} cat $e/device/name 2>/dev/null)" = "Power Button" ]; then`,
+      `    (${bb} dd if=/dev/input/\${e##*/} of=/dev/null bs=4096 count=1 2>/dev/null && ${bb} echo "kvm-ts: power button" && ${bb} poweroff -f) &`,
+      `  fi`,
+      `done`,
+    );
+  }
+  lines.push(`${bb} echo "${INIT_MARKER}"`);
   if (then === "reboot") {
     lines.push(`${bb} reboot -f`);
   } else {
@@ -46,14 +81,33 @@ export function initScript(then: InitThen = "shell"): string {
   return [...lines, ""].join("\n");
 }
 
-/** The initramfs bytes around a static busybox binary; /init then starts a shell or reboots. */
-export function initramfs(busybox: Uint8Array, options: { then?: InitThen } = {}): Uint8Array {
+/**
+ * The initramfs bytes around a static busybox binary; /init then starts a shell or reboots.
+ * `modules` are kernel module files put under /lib/modules and loaded by /init in order.
+ */
+export function initramfs(
+  busybox: Uint8Array,
+  options: { then?: InitThen; modules?: { name: string; data: Uint8Array }[]; powerButton?: boolean } = {},
+): Uint8Array {
   const dirs = ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "root", "tmp"];
+  const modules = options.modules ?? [];
   const entries: CpioEntry[] = [
     ...dirs.map((name): CpioEntry => ({ name, type: "directory" })),
+    ...(modules.length === 0
+      ? []
+      : [{ name: "lib", type: "directory" }, { name: "lib/modules", type: "directory" }] as CpioEntry[]),
+    ...modules.map((m): CpioEntry => ({ name: `lib/modules/${m.name}`, type: "file", data: m.data })),
     { name: "bin/busybox", type: "file", data: busybox },
     { name: "bin/sh", type: "symlink", data: "busybox" },
-    { name: "init", type: "file", data: initScript(options.then) },
+    {
+      name: "init",
+      type: "file",
+      data: initScript({
+        then: options.then,
+        modules: modules.map((m) => m.name),
+        powerButton: options.powerButton,
+      }),
+    },
   ];
   return cpioNewc(entries);
 }

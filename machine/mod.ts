@@ -223,8 +223,10 @@ export {
   MP_IOAPIC_ENABLED_BIT,
   MP_IOAPIC_VERSION,
   MP_ISA_BUS_ID,
+  MP_ISA_BUS_ID_AFTER_PCI,
   MP_LAPIC_VERSION,
   MP_OEM_ID,
+  MP_PCI_BUS_ID,
   MP_PROCESSOR_ENTRY_SIZE,
   MP_PRODUCT_ID,
   MP_SCAN_START,
@@ -237,16 +239,35 @@ export {
   type MpTableOptions,
   type MpTrigger,
   PC_ISA_IRQ_ROUTES,
+  type PciIrqRoute,
 } from "./pc/mptable.ts";
 export {
+  ACPI_TABLES_NAME,
   type FirmwareTable,
   MAX_CPUS,
   PcBoard,
   type PcBoardOptions,
   pcE820,
   pcFirmwareTables,
+  type PcGuestTables,
   pcGuestTables,
 } from "./pc/pc_board.ts";
+export {
+  assignPciBars,
+  createPcPciDevices,
+  formatInfoPci,
+  PC_PCI_FIRST_FREE_SLOT,
+  PC_PCI_HOLE_END,
+  PC_PCI_IO_END,
+  PC_PCI_IO_START,
+  PC_PCI_SLOTS,
+  pciIntxIrq,
+  type PcPciDevice,
+  type PcPciDeviceSpec,
+  type PcPciWiring,
+  SharedIrqLines,
+} from "./pc/pc_pci.ts";
+export { DiskBlockBacking, hostEntropy } from "./virtio_backends.ts";
 export {
   allocatePcMemory,
   attachKvm,
@@ -259,6 +280,7 @@ export {
   PcMachine,
   type PcMachineOptions,
   planBoot,
+  sharedMemoryFence,
 } from "./pc/pc_machine.ts";
 // Types of the lower layers that the board's public types refer to (its regions and address
 // spaces, its devices, its VM and vCPUs), so that this module's documentation is complete on its
@@ -279,10 +301,26 @@ export type {
   RegionKind,
   ValidConstraints,
 } from "../memory/mod.ts";
-export type { IrqLine, PortDevice, Uart16550 } from "../devices/mod.ts";
+export type {
+  AcpiPm,
+  IrqLine,
+  PciAddress,
+  PciBusSpaces,
+  PciDevice,
+  PciHost,
+  PortDevice,
+  Uart16550,
+} from "../devices/mod.ts";
+export type { BlockBacking, VirtioPci } from "../devices/virtio/mod.ts";
 export type {
   CpuidEntry,
+  DiskImage,
+  FdLike,
+  GsiRoute,
   GuestMemory,
+  IoeventfdMatch,
+  IrqchipRoute,
+  IrqfdOptions,
   Kvm,
   KvmDtable,
   KvmError,
@@ -294,6 +332,8 @@ export type {
   MemoryRegionTrace,
   Memslot,
   MemslotCall,
+  MsiMessage,
+  MsiRoute,
   MsrEntry,
   UserMemoryRegion,
   Vcpu,

@@ -26,6 +26,8 @@ test)
   command -v xz >/dev/null 2>&1 || need+=(xz-utils)
   command -v cpio >/dev/null 2>&1 || need+=(cpio)
   command -v iasl >/dev/null 2>&1 || need+=(acpica-tools)
+  # tests/virtio_blk_test.ts makes ext4 images and reads them back.
+  command -v mke2fs >/dev/null 2>&1 && command -v debugfs >/dev/null 2>&1 || need+=(e2fsprogs)
   ;;
 *)
   echo "usage: tools/ensure_packages.sh start|test" >&2

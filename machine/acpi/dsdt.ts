@@ -7,7 +7,7 @@
  * Scope (\_SB) {
  *   Device (PCI0) {                     // the i440fx host bridge: PNP0A03, _UID 0
  *     _CRS: bus 0-255, config ports 0xcf8-0xcff, I/O windows around them, VGA window, PCI hole
- *     _PRT: slot s, pin p → LNKA..LNKD[(s + p) % 4]   (QEMU's swizzle)
+ *     _PRT: slot s, pin p (0 = INTA#) → LNKA..LNKD[(s + p - 1) & 3] (the PIIX3's PIRQ swizzle)
  *     Device (ISA) { _ADR 0x00010000    // the PIIX3 function's place
  *       Device (KBD) PNP0303, Device (MOU) PNP0F13, Device (RTC) PNP0B00, Device (COM1) PNP0501
  *     }
@@ -207,7 +207,11 @@ function rootBridgeCrs(pciHole: DsdtOptions["pciHole"]): Uint8Array {
   return resourceTemplate(...windows);
 }
 
-/** QEMU's `_PRT`: 32 slots × 4 pins, pin p of slot s on link (s + p) mod 4. */
+/**
+ * QEMU's `_PRT`: 32 slots × 4 pins, pin p (0 = INTA#) of slot s on link (s + p - 1) mod 4 — the
+ * PIIX3's `pci_slot_get_pirq` (QEMU's `build_prt` writes it as LNKD, LNKA, LNKB, LNKC for
+ * `(s + p) & 3`). The board routes INTx the same way (`pciIntxIrq` in machine/pc/pc_pci.ts).
+ */
 function prt(): Uint8Array {
   const entries: Uint8Array[] = [];
   for (let slot = 0; slot < PCI_SLOTS; slot++) {
@@ -215,7 +219,7 @@ function prt(): Uint8Array {
       entries.push(packageOf([
         integer((slot << 16) | PRT_ANY_FUNCTION),
         integer(pin),
-        nameString(LINK_NAMES[(slot + pin) % PCI_PINS]),
+        nameString(LINK_NAMES[(slot + pin + PCI_PINS - 1) % PCI_PINS]),
         integer(0),
       ]));
     }

@@ -26,12 +26,22 @@ export interface PlacedAcpiTables {
   readonly e820: E820Entry[];
 }
 
+/** Options of {@link placeAcpiTables}: those of the tables, and the size of the reserved block. */
+export interface AcpiPlacementOptions extends Omit<AcpiTablesOptions, "address"> {
+  /**
+   * Bytes to reserve at the top of RAM, a multiple of 4 KiB (default: the tables' pages); the
+   * tables go at the start of the block. SeaBIOS reserves a 128 KiB "high" zone for QEMU's tables
+   * and its own data; a board that reserves the same keeps the guest's RAM map equal to QEMU's.
+   */
+  readonly reserve?: bigint;
+}
+
 /**
  * Builds the ACPI tables at the top of the highest RAM entry below 4 GiB of `e820` and returns them
- * with the map that reserves their pages.
+ * with the map that reserves their pages (or the larger `reserve`, the tables at its start).
  *
- * @throws {RangeError} when no RAM entry between 1 MiB and 4 GiB has room for the tables, and for
- *   the options `buildAcpiTables` refuses.
+ * @throws {RangeError} when no RAM entry between 1 MiB and 4 GiB has room for the tables, for a
+ *   `reserve` that is not a multiple of 4 KiB, and for the options `buildAcpiTables` refuses.
  *
  * @example
  * ```ts
@@ -47,11 +57,16 @@ export interface PlacedAcpiTables {
  */
 export function placeAcpiTables(
   e820: readonly E820Entry[],
-  options: Omit<AcpiTablesOptions, "address">,
+  options: AcpiPlacementOptions,
 ): PlacedAcpiTables {
+  const { reserve = 0n, ...tableOptions } = options;
+  if (typeof reserve !== "bigint" || reserve < 0n || reserve % ACPI_PLACEMENT_ALIGN !== 0n) {
+    throw new RangeError(`placeAcpiTables: reserve ${String(reserve)} is not a multiple of 4 KiB`);
+  }
   // The layout does not depend on the address: measure it once at 0.
-  const size = BigInt(buildAcpiTables({ ...options, address: 0n }).bytes.length);
-  const pages = alignUp(size, ACPI_PLACEMENT_ALIGN);
+  const size = BigInt(buildAcpiTables({ ...tableOptions, address: 0n }).bytes.length);
+  const tablePages = alignUp(size, ACPI_PLACEMENT_ALIGN);
+  const pages = reserve > tablePages ? reserve : tablePages;
   let best: { index: number; at: bigint; end: bigint } | undefined;
   e820.forEach((e, index) => {
     if (e.type !== E820_RAM) return;
@@ -75,5 +90,5 @@ export function placeAcpiTables(
   out.push({ addr: at, size: at + pages - at, type: E820_RESERVED });
   if (end > at + pages) out.push({ addr: at + pages, size: end - at - pages, type: E820_RAM });
   out.sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
-  return { tables: buildAcpiTables({ ...options, address: at }), e820: out };
+  return { tables: buildAcpiTables({ ...tableOptions, address: at }), e820: out };
 }

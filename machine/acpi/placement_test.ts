@@ -49,3 +49,14 @@ Deno.test("placeAcpiTables: no room between 1 MiB and 4 GiB is one RangeError", 
   );
   assert.throws(() => placeAcpiTables(PC_3G, { cpus: 0 }), /cpus 0/);
 });
+
+Deno.test("placeAcpiTables: a reserve larger than the tables is the reserved block, the tables at its start", () => {
+  const { tables, e820 } = placeAcpiTables(PC_3G, { cpus: 4, reserve: 0x2_0000n });
+  assert.equal(tables.address, 0xc000_0000n - 0x2_0000n);
+  assert.deepEqual(e820[3], { addr: 0x10_0000n, size: 0xc000_0000n - 0x2_0000n - 0x10_0000n, type: 1 });
+  assert.deepEqual(e820[4], { addr: 0xc000_0000n - 0x2_0000n, size: 0x2_0000n, type: 2 });
+  // Smaller than the tables: the tables' pages, as without it.
+  const small = placeAcpiTables(PC_3G, { cpus: 4, reserve: 0x1000n });
+  assert.deepEqual(small, placeAcpiTables(PC_3G, { cpus: 4 }));
+  assert.throws(() => placeAcpiTables(PC_3G, { cpus: 4, reserve: 0x1234n }), RangeError);
+});

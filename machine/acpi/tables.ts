@@ -285,7 +285,8 @@ function fadt(f: FadtInputs): Uint8Array {
   view.setUint32(at(112), flags >>> 0, true);
   gas(view, at(116), GAS_SYSTEM_IO, 8, BigInt(ACPI_RESET_PORT)); // RESET_REG
   view.setUint8(at(128), ACPI_RESET_VALUE);
-  view.setBigUint64(at(132), f.facs, true); // X_FIRMWARE_CTRL
+  // X_FIRMWARE_CTRL stays 0, as in QEMU's FADT: the FACS is below 4 GiB and FIRMWARE_CTRL points at
+  // it; with both set, Linux's ACPICA installs and lists the FACS twice.
   view.setBigUint64(at(140), f.dsdt, true); // X_DSDT
   gas(view, at(148), GAS_SYSTEM_IO, ACPI_PM1_EVT_LENGTH * 8, BigInt(pm1Evt)); // X_PM1a_EVT_BLK
   gas(view, at(172), GAS_SYSTEM_IO, ACPI_PM1_CNT_LENGTH * 8, BigInt(pm1Cnt)); // X_PM1a_CNT_BLK

@@ -45,10 +45,20 @@ export interface LinuxOptions {
   e820: readonly E820Entry[];
   /** Bytes of guest RAM below 4 GiB: everything loaded ends below it. */
   ramSize: AddrInput;
+  /**
+   * Guest-physical address of the ACPI RSDP: the zero page's `acpi_rsdp_addr` for a kernel of boot
+   * protocol 2.14 or later, PVH's `rsdp_paddr`. Absent: the kernel scans the BIOS area for it.
+   */
+  rsdpAddress?: AddrInput;
 }
+
+/** The first boot protocol whose kernels read `acpi_rsdp_addr` from the zero page (boot.rst). */
+export const ACPI_RSDP_MIN_PROTOCOL = 0x020e;
 
 /** Offsets in the zero page (zero-page.rst, boot.rst "The Real-Mode Kernel Header"). */
 export const ZP = {
+  /** `acpi_rsdp_addr` (u64, protocol 2.14+): where the ACPI RSDP is. */
+  ACPI_RSDP_ADDR: 0x070,
   /** `ext_ramdisk_image`: high 32 bits of the initrd address. */
   EXT_RAMDISK_IMAGE: 0x0c0,
   /** `ext_ramdisk_size`: high 32 bits of the initrd size. */
@@ -245,10 +255,15 @@ function zeroPage(
   kernel: LinuxKernel,
   e820: readonly E820Entry[],
   initrd: { addr: bigint; size: bigint } | undefined,
+  rsdp: bigint | undefined,
 ): Uint8Array {
   const page = new Uint8Array(Number(LINUX_ZERO_PAGE_SIZE));
   const view = new DataView(page.buffer);
   page.set(kernel.setupHeader.subarray(0, ZP.SETUP_HEADER_LIMIT - ZP.SETUP_HEADER), ZP.SETUP_HEADER);
+  // An older kernel does not read the field; it scans 0xE0000-0xFFFFF for the RSDP instead.
+  if (rsdp !== undefined && view.getUint16(ZP.VERSION, true) >= ACPI_RSDP_MIN_PROTOCOL) {
+    view.setBigUint64(ZP.ACPI_RSDP_ADDR, rsdp, true);
+  }
   view.setUint16(ZP.VID_MODE, LINUX_VID_MODE_NORMAL, true);
   page[ZP.TYPE_OF_LOADER] = LINUX_TYPE_OF_LOADER;
   page[ZP.LOADFLAGS] |= LOADED_HIGH_BIT | CAN_USE_HEAP_BIT;
@@ -296,7 +311,7 @@ export function checkKernelFits(
 
 /**
  * The boot plan for a parsed Linux kernel: its bytes, the boot GDT, the 4 GiB identity map, the
- * zero page, the command line and the initrd; entered in long mode at `kernel.entry` with
+ * zero page (with the RSDP's address for a 2.14+ kernel), the command line and the initrd; entered in long mode at `kernel.entry` with
  * RSI = the zero page, RSP = the boot stack, interrupts off (boot.rst, "64-bit Boot Protocol").
  */
 export function linuxBootPlan(kernel: LinuxKernel, options: LinuxOptions): BootPlan {
@@ -305,6 +320,7 @@ export function linuxBootPlan(kernel: LinuxKernel, options: LinuxOptions): BootP
   const e820 = options.e820;
   checkE820(e820, format);
   const cmdline = cmdlineBytes(options.cmdline ?? "", kernel.cmdlineSize, format);
+  const rsdp = options.rsdpAddress === undefined ? undefined : toAddress(options.rsdpAddress, "RSDP address");
 
   checkKernelFits(kernel.reserved, format, options);
 
@@ -361,7 +377,7 @@ export function linuxBootPlan(kernel: LinuxKernel, options: LinuxOptions): BootP
 
   const zeroPageWrite: LabelledWrite = {
     addr: LINUX_ZERO_PAGE_START,
-    data: zeroPage(kernel, e820, initrd),
+    data: zeroPage(kernel, e820, initrd, rsdp),
     what: "the zero page",
   };
   const writes = [...loaderWrites, zeroPageWrite, ...kernel.writes, ...initrdWrites];

@@ -14,6 +14,7 @@ import {
   loadMultiboot,
   MULTIBOOT_SEARCH_SIZE,
 } from "./multiboot.ts";
+import { findPvhEntry, loadPvh } from "./pvh.ts";
 import { EM_X86_64, loadVmlinux } from "./vmlinux.ts";
 import { hex, viewOf } from "./_plan.ts";
 
@@ -139,7 +140,8 @@ export function probeKernel(head: Uint8Array): Exclude<KernelFormat, "unknown"> 
 /**
  * Loads a kernel image for `-kernel FILE`, by {@link detectFormat}: a Linux bzImage through
  * {@link loadBzImage}, a Multiboot image through {@link loadMultiboot}, a 64-bit ELF through
- * {@link loadVmlinux} when it is for x86-64. Anything else throws a {@link LoaderError} whose
+ * {@link loadPvh} when it is an x86-64 vmlinux with a PVH entry note, through {@link loadVmlinux}
+ * (the 64-bit entry) when it is one without. Anything else throws a {@link LoaderError} whose
  * message is one line saying what the file is and why it cannot be loaded (see
  * {@link probeKernel}; also a Multiboot kernel with an initrd, and each loader's own refusals).
  *
@@ -167,6 +169,7 @@ export function loadKernel(image: Uint8Array, options: KernelOptions): BootPlan 
     case "bzimage":
       return loadBzImage(image, options);
     case "elf64":
-      return loadVmlinux(image, options);
+      // A vmlinux with Xen's PHYS32_ENTRY note is entered through PVH, as QEMU and Firecracker do.
+      return findPvhEntry(image) === undefined ? loadVmlinux(image, options) : loadPvh(image, options);
   }
 }

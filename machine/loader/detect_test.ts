@@ -4,6 +4,7 @@ import { detectFormat, KERNEL_PROBE_SIZE, loadKernel, probeKernel } from "./dete
 import { loadBzImage } from "./linux.ts";
 import { LoaderError } from "./loader_error.ts";
 import { loadMultiboot } from "./multiboot.ts";
+import { loadPvh } from "./pvh.ts";
 import { loadVmlinux } from "./vmlinux.ts";
 import {
   bzImageOf,
@@ -84,6 +85,27 @@ Deno.test("loadKernel loads Linux bzImages and vmlinux files, with an initrd", (
   const plan = loadKernel(vmlinux, options);
   assert.deepEqual(plan, loadVmlinux(vmlinux, options));
   assert.ok(plan.writes.some((w) => w.data === initrd));
+});
+
+Deno.test("loadKernel enters a vmlinux with the PVH note through PVH, with the RSDP; without it, the 64-bit entry", () => {
+  const LINUX = { owner: "Linux", type: 0x100, desc: new Uint8Array(4) };
+  const segments = (notes: { owner: string; type: number; desc: Uint8Array }[]) => [
+    { vaddr: 0xffff_ffff_8100_0000n, paddr: 0x100_0000n, data: new Uint8Array(0x100).fill(0xf4) },
+    { type: 4, vaddr: 0n, paddr: 0n, data: elfNotes(notes) },
+  ];
+  const entry = new Uint8Array(8);
+  new DataView(entry.buffer).setBigUint64(0, 0x100_0010n, true);
+  const withNote = elf64Of({
+    entry: 0x100_0000n,
+    segments: segments([{ owner: "Xen", type: 18, desc: entry }, LINUX]),
+  });
+  const options = { ...PC, initrd: new Uint8Array(0x3000).fill(0xa5), rsdpAddress: 0x7ff_f000n };
+  const plan = loadKernel(withNote, options);
+  assert.deepEqual(plan, loadPvh(withNote, options));
+  assert.equal(plan.cpu.mode, "protected32");
+  assert.equal(plan.cpu.rip, 0x100_0010n);
+  const without = elf64Of({ entry: 0x100_0000n, segments: segments([LINUX]) });
+  assert.equal(loadKernel(without, options).cpu.mode, "long64");
 });
 
 Deno.test("loadKernel: one clear error line for each unsupported file", () => {

@@ -347,3 +347,15 @@ Deno.test("loadBzImage: one clear error line for each refusal", () => {
     assert.throws(() => loadBzImage(image, { ...PC, ...options }), loaderErrorLike(code, message), name);
   }
 });
+
+Deno.test("loadBzImage: acpi_rsdp_addr (zero page 0x070) for a 2.14+ kernel, nothing for an older one", () => {
+  const rsdp = (version: number, rsdpAddress?: bigint) => {
+    const page = zeroPageOf(loadBzImage(bzImageOf({ version }), { ...PC, rsdpAddress }));
+    return new DataView(page.buffer, page.byteOffset).getBigUint64(0x070, true);
+  };
+  assert.equal(rsdp(0x020f, 0x7ff_f000n), 0x7ff_f000n);
+  assert.equal(rsdp(0x020e, 0x7ff_f000n), 0x7ff_f000n);
+  assert.equal(rsdp(0x020d, 0x7ff_f000n), 0n, "a 2.13 kernel has no such field: it scans for the RSDP");
+  assert.equal(rsdp(0x020f), 0n);
+  assert.throws(() => loadBzImage(bzImageOf(), { ...PC, rsdpAddress: -1n }), RangeError);
+});

@@ -78,11 +78,11 @@ const PT_NOTE = 4;
 const NOTE_HEADER_SIZE = 12;
 const FOUR_GIB = 0x1_0000_0000n;
 
-/** Options of {@link loadPvh}: those of the Linux loaders, and the RSDP. */
-export interface PvhOptions extends LinuxOptions {
-  /** Guest-physical address of the ACPI RSDP (`rsdp_paddr`); 0 or absent: the OS scans for it. */
-  rsdpAddress?: bigint;
-}
+/**
+ * Options of {@link loadPvh}: those of the Linux loaders, whose `rsdpAddress` becomes `rsdp_paddr`
+ * (0 or absent: the OS scans for the RSDP).
+ */
+export type PvhOptions = LinuxOptions;
 
 const align4 = (n: number) => (n + 3) & ~3;
 

@@ -82,8 +82,16 @@ export const MP_LAPIC_VERSION = 0x14;
 export const MP_IOAPIC_VERSION = 0x11;
 /** Destination local APIC id meaning "every local APIC". */
 export const MP_ALL_LAPICS = 0xff;
-/** The only bus: ISA, bus id 0. */
+/** The ISA bus's id when it is the only bus. */
 export const MP_ISA_BUS_ID = 0;
+/**
+ * Bus id of PCI bus 0, present when there are {@link MpTableOptions.pciIrqs}: it must be 0, because
+ * Linux (6.1 `IO_APIC_get_PCI_irq_vector`) matches an entry's source bus id against the PCI bus
+ * number. The ISA bus then takes {@link MP_ISA_BUS_ID_AFTER_PCI}, as in SeaBIOS's table.
+ */
+export const MP_PCI_BUS_ID = 0;
+/** The ISA bus's id when PCI bus 0 is listed. */
+export const MP_ISA_BUS_ID_AFTER_PCI = 1;
 /** OEM id of the table header (8 bytes, space-padded). */
 export const MP_OEM_ID = "KVM-TS  ";
 /** Product id of the table header (12 bytes, space-padded). */
@@ -107,6 +115,16 @@ export const ISA_IRQ_COUNT = 16;
 export type MpPolarity = "conforming" | "high" | "low";
 /** Trigger mode of an interrupt assignment (flags bits 3:2): conforming to the bus = edge on ISA. */
 export type MpTrigger = "conforming" | "edge" | "level";
+
+/** One PCI INTx pin and the IOAPIC pin it is wired to. */
+export interface PciIrqRoute {
+  /** Slot (device) on bus 0, 0–31. */
+  readonly slot: number;
+  /** INTx pin, 1 (INTA#) – 4 (INTD#). */
+  readonly pin: number;
+  /** IOAPIC input pin, 0–23. */
+  readonly ioapicPin: number;
+}
 
 /** One ISA IRQ and the IOAPIC pin it is wired to. */
 export interface IsaIrqRoute {
@@ -152,6 +170,12 @@ export interface MpTableOptions {
   readonly lapicAddress?: number | bigint;
   /** ISA IRQ wiring (default {@link PC_ISA_IRQ_ROUTES}); distinct IRQs and pins. */
   readonly isaIrqs?: readonly IsaIrqRoute[];
+  /**
+   * INTx pins of PCI bus 0 and the IOAPIC pins they reach (default none: no PCI bus entry). Each
+   * gets an I/O interrupt entry on the PCI bus, level-triggered active-high as the ACPI tables
+   * declare the PCI IRQs, and the ISA entries of the same pins become level/high too.
+   */
+  readonly pciIrqs?: readonly PciIrqRoute[];
   /** CPU signature of every processor entry (default {@link MP_DEFAULT_CPU_SIGNATURE}). */
   readonly cpuSignature?: number;
   /** Feature flags of every processor entry (default {@link MP_DEFAULT_CPU_FEATURES}). */
@@ -251,7 +275,15 @@ export function buildMpTable(options: MpTableOptions): MpTable {
     "cpuSignature",
   );
   const cpuFeatures = intIn(options.cpuFeatures ?? MP_DEFAULT_CPU_FEATURES, 0, 0xffff_ffff, "cpuFeatures");
-  const routes = options.isaIrqs ?? PC_ISA_IRQ_ROUTES;
+  const pciIrqs = (options.pciIrqs ?? []).map((r) => ({
+    slot: intIn(r.slot, 0, 31, "PCI slot"),
+    pin: intIn(r.pin, 1, 4, "PCI INTx pin"),
+    ioapicPin: intIn(r.ioapicPin, 0, IOAPIC_PIN_COUNT - 1, "IOAPIC pin of a PCI INTx"),
+  }));
+  const pciPins = new Set(pciIrqs.map((r) => r.ioapicPin));
+  const routes = (options.isaIrqs ?? PC_ISA_IRQ_ROUTES).map((r): IsaIrqRoute =>
+    pciPins.has(r.pin) ? { ...r, trigger: "level", polarity: "high" } : r
+  );
   const irqsSeen = new Set<number>();
   const pinsSeen = new Set<number>();
   for (const route of routes) {
@@ -264,7 +296,7 @@ export function buildMpTable(options: MpTableOptions): MpTable {
   }
 
   const tableSize = FIXED_SIZE - MP_FLOATING_POINTER_SIZE + MP_PROCESSOR_ENTRY_SIZE * cpus +
-    MP_SHORT_ENTRY_SIZE * routes.length;
+    MP_SHORT_ENTRY_SIZE * (routes.length + (pciIrqs.length > 0 ? 1 + pciIrqs.length : 0));
   // The table right below the floating pointer, on a paragraph; the block runs to 640 KiB.
   const configTableAddress = (MP_FLOATING_POINTER_START - BigInt(tableSize)) & ~15n;
   const size = Number(MP_TABLE_END - configTableAddress);
@@ -286,8 +318,16 @@ export function buildMpTable(options: MpTableOptions): MpTable {
     at += MP_PROCESSOR_ENTRY_SIZE; // bytes 12–19 reserved
     entryCount++;
   }
+  const isaBus = pciIrqs.length > 0 ? MP_ISA_BUS_ID_AFTER_PCI : MP_ISA_BUS_ID;
+  if (pciIrqs.length > 0) {
+    view.setUint8(at, MP_ENTRY_BUS);
+    view.setUint8(at + 1, MP_PCI_BUS_ID);
+    ascii(view, at + 2, "PCI   ");
+    at += MP_SHORT_ENTRY_SIZE;
+    entryCount++;
+  }
   view.setUint8(at, MP_ENTRY_BUS);
-  view.setUint8(at + 1, MP_ISA_BUS_ID);
+  view.setUint8(at + 1, isaBus);
   ascii(view, at + 2, "ISA   ");
   at += MP_SHORT_ENTRY_SIZE;
   entryCount++;
@@ -304,10 +344,21 @@ export function buildMpTable(options: MpTableOptions): MpTable {
     view.setUint8(at, MP_ENTRY_IO_INTERRUPT);
     view.setUint8(at + 1, MP_INT_INT);
     view.setUint16(at + 2, flags, true);
-    view.setUint8(at + 4, MP_ISA_BUS_ID);
+    view.setUint8(at + 4, isaBus);
     view.setUint8(at + 5, route.irq);
     view.setUint8(at + 6, ioapicId);
     view.setUint8(at + 7, route.pin);
+    at += MP_SHORT_ENTRY_SIZE;
+    entryCount++;
+  }
+  for (const route of pciIrqs) {
+    view.setUint8(at, MP_ENTRY_IO_INTERRUPT);
+    view.setUint8(at + 1, MP_INT_INT);
+    view.setUint16(at + 2, POLARITY_BITS.high | (TRIGGER_BITS.level << TRIGGER_SHIFT), true);
+    view.setUint8(at + 4, MP_PCI_BUS_ID);
+    view.setUint8(at + 5, (route.slot << 2) | (route.pin - 1)); // source bus IRQ: device and INTx
+    view.setUint8(at + 6, ioapicId);
+    view.setUint8(at + 7, route.ioapicPin);
     at += MP_SHORT_ENTRY_SIZE;
     entryCount++;
   }
@@ -316,7 +367,7 @@ export function buildMpTable(options: MpTableOptions): MpTable {
     view.setUint8(at, MP_ENTRY_LOCAL_INTERRUPT);
     view.setUint8(at + 1, type);
     view.setUint16(at + 2, 0, true); // conforming polarity and trigger
-    view.setUint8(at + 4, MP_ISA_BUS_ID);
+    view.setUint8(at + 4, isaBus);
     view.setUint8(at + 5, 0);
     view.setUint8(at + 6, MP_ALL_LAPICS);
     view.setUint8(at + 7, lint);

@@ -9,8 +9,10 @@
  * @module
  */
 
-import type { IrqLine, PortDevice, Uart16550 } from "../../devices/mod.ts";
+import type { AcpiPm, IrqLine, PciHost, PortDevice, Uart16550 } from "../../devices/mod.ts";
+import { AddressSpaceGuestMemory } from "../../devices/virtio/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions, type RamBacking } from "../../memory/mod.ts";
+import { ACPI_PLACEMENT_LOWEST, placeAcpiTables } from "../acpi/mod.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
 import { E820_RAM, E820_RESERVED, type E820Entry } from "../loader/mod.ts";
 import type { RunOutcome } from "../runner.ts";
@@ -18,6 +20,17 @@ import { BIOS_END, HIGHMEM_START, KVM_IDENTITY_MAP_START, KVM_RESERVED_SIZE } fr
 import { buildMpTable, MP_TABLE_MAX_CPUS } from "./mptable.ts";
 import { buildPcDevices } from "./pc_devices.ts";
 import { buildPcMemory, type PcMemory, type RamSplit, splitRam } from "./pc_memory.ts";
+import {
+  assignPciBars,
+  createPcPciDevices,
+  formatInfoPci,
+  PC_PCI_FIRST_FREE_SLOT,
+  PC_PCI_HOLE_END,
+  pciIntxIrq,
+  type PcPciDevice,
+  type PcPciDeviceSpec,
+  SharedIrqLines,
+} from "./pc_pci.ts";
 
 /** End of conventional memory as the e820 map reports it (the EBDA follows). */
 const CONVENTIONAL_END = 0x9_fc00n;
@@ -55,6 +68,14 @@ export interface PcBoardOptions {
   irq?: (n: number) => IrqLine;
   /** Every byte the guest sends through COM1. */
   serial?: (byte: number) => void;
+  /** PCI devices, in QEMU's creation order: each takes the next free slot from 2. */
+  pciDevices?: readonly PcPciDeviceSpec[];
+  /** Sends an MSI message for the PCI devices (default: dropped; KVM_SIGNAL_MSI on a machine). */
+  deliverMsi?: (address: bigint, data: number) => void;
+  /** A full memory barrier between the devices' guest-memory accesses (vCPUs write the rings). */
+  fence?: () => void;
+  /** Where a device's error line goes (default: dropped). */
+  log?: (line: string) => void;
 }
 
 /** An interrupt line that goes nowhere, for a board without an interrupt controller. */
@@ -86,8 +107,16 @@ export class PcBoard implements Disposable {
   readonly devices: readonly PortDevice[];
   /** COM1. */
   readonly uart: Uart16550;
-  /** Tables placed in guest memory before the guest starts (the MP table). */
+  /** The ACPI PM registers: the SCI on ISA IRQ 9, S5 powers off. */
+  readonly acpiPm: AcpiPm;
+  /** PCI configuration mechanism #1 and bus 0. */
+  readonly pci: PciHost;
+  /** The PCI devices of {@link PcBoardOptions.pciDevices}, with their slots. */
+  readonly pciDevices: readonly PcPciDevice[];
+  /** Tables placed in guest memory before the guest starts (the MP table, the ACPI tables). */
   readonly firmwareTables: readonly FirmwareTable[];
+  /** Where the ACPI RSDP is (for the loaders), or undefined when RAM has no room for the tables. */
+  readonly rsdpAddress: bigint | undefined;
   /** The e820 map the board reports. */
   readonly e820: readonly E820Entry[];
   /** The "memory" address space. */
@@ -111,7 +140,11 @@ export class PcBoard implements Disposable {
     firmware: Uint8Array;
     devices: PortDevice[];
     uart: Uart16550;
+    acpiPm: AcpiPm;
+    pci: PciHost;
+    pciDevices: PcPciDevice[];
     firmwareTables: FirmwareTable[];
+    rsdpAddress: bigint | undefined;
     e820: E820Entry[];
   }) {
     this.map = parts.map;
@@ -120,7 +153,11 @@ export class PcBoard implements Disposable {
     this.firmware = parts.firmware;
     this.devices = parts.devices;
     this.uart = parts.uart;
+    this.acpiPm = parts.acpiPm;
+    this.pci = parts.pci;
+    this.pciDevices = parts.pciDevices;
     this.firmwareTables = parts.firmwareTables;
+    this.rsdpAddress = parts.rsdpAddress;
     this.e820 = parts.e820;
     // The whole board first, then the address spaces: each renders once (a KVM listener registered
     // later maps every memslot in one replay).
@@ -154,9 +191,10 @@ export class PcBoard implements Disposable {
 
     const self: { board?: PcBoard } = {}; // the devices reach the board once it exists
     const irq = options.irq ?? (() => UNCONNECTED_IRQ);
-    const { all: devices, uart } = buildPcDevices(map, {
+    const { all: devices, uart, acpiPm, pci } = buildPcDevices(map, {
       irq,
       onReset: () => self.board?.onStop({ kind: "reset" }),
+      onPowerOff: () => self.board?.onStop({ kind: "poweroff" }),
       onExit: (status) => self.board?.onStop({ kind: "exit", status }),
       serial: options.serial,
       onSerialReady: () => self.board?.pumpInput(),
@@ -165,14 +203,32 @@ export class PcBoard implements Disposable {
       split: map.split,
     });
 
-    const { firmwareTables, e820 } = pcGuestTables({
+    // The PCI devices reach guest RAM through the board's "memory" space once it exists.
+    const guestMemory = new AddressSpaceGuestMemory({
+      get view() {
+        return self.board!.memory.view;
+      },
+      rw: (addr, data, isWrite) => self.board!.memory.rw(addr, data, isWrite),
+    }, options.fence);
+    const pciDevices = createPcPciDevices(pci, options.pciDevices ?? [], {
+      bus: { memory: map.pci, io: map.io },
+      intx: new SharedIrqLines(irq),
+      memory: guestMemory,
+      deliverMsi: options.deliverMsi ?? (() => {}),
+      log: options.log,
+    });
+    // No firmware runs before a -kernel guest: the board assigns the BARs as SeaBIOS would.
+    assignPciBars(pci, map.split.below4g);
+
+    const { firmwareTables, e820, rsdpAddress } = pcGuestTables({
       ramSize: options.ramSize,
       firmwareSize: biosSize,
       cpus,
+      pciDevices: pciDevices.length,
     });
 
     const board = self.board = new PcBoard(
-      { map, cpus, firmware, devices, uart, firmwareTables, e820 },
+      { map, cpus, firmware, devices, uart, acpiPm, pci, pciDevices, firmwareTables, rsdpAddress, e820 },
     );
     board.memory.writeRom(BIOS_END - biosSize, firmware);
     return board;
@@ -190,9 +246,28 @@ export class PcBoard implements Disposable {
     if (n > 0) this.uart.receive(this.#pendingInput.splice(0, n));
   }
 
-  /** Every device back to its reset state (a system reset; RAM keeps its contents). */
+  /**
+   * The ACPI power button (the monitor's `system_powerdown`): true when the OS listens (it enabled
+   * PWRBTN_EN) and the SCI was raised; false when nobody listens, and nothing happens — as in QEMU.
+   */
+  powerButton(): boolean {
+    return this.acpiPm.powerButton();
+  }
+
+  /**
+   * Every device back to its reset state (a system reset; RAM keeps its contents), then the PCI
+   * BARs assigned again, as the firmware would on the way back up.
+   */
   resetDevices(): void {
     for (const device of this.devices) device.reset();
+    assignPciBars(this.pci, this.split.below4g);
+  }
+
+  /** QEMU's `info pci`. */
+  infoPci(): string {
+    const ids = new Map<number, string>();
+    for (const d of this.pciDevices) if (d.spec.id !== undefined) ids.set(d.slot, d.spec.id);
+    return formatInfoPci(this.pci, ids);
   }
 
   /** `info mtree` of the board's address spaces. */
@@ -215,30 +290,71 @@ export class PcBoard implements Disposable {
 
 /** The name of the MP table among {@link PcBoard.firmwareTables}. */
 const MP_TABLE_NAME = "MP table";
+/** The name of the ACPI tables' block among {@link PcBoard.firmwareTables}. */
+export const ACPI_TABLES_NAME = "ACPI tables";
 
 /**
- * The tables the board places in guest memory for the guest to find, in placement order: today the
- * Intel MP table, ending at 640 KiB where Linux's `smp_scan_config` finds it.
+ * The tables the board places in guest memory for the guest to find, in placement order: the
+ * Intel MP table, ending at 640 KiB where Linux's `smp_scan_config` finds it (what Linux uses with
+ * `acpi=off`). The ACPI tables depend on the memory map and come from {@link pcGuestTables}.
  */
-export function pcFirmwareTables(options: { cpus: number }): FirmwareTable[] {
-  const mpTable = buildMpTable({ cpus: options.cpus });
+export function pcFirmwareTables(options: { cpus: number; pciDevices?: number }): FirmwareTable[] {
+  // INTA# of each PCI device's slot, on the ISA IRQ the PIIX3 routes it to (the DSDT's _PRT says the same).
+  const pciIrqs = Array.from({ length: options.pciDevices ?? 0 }, (_, i) => {
+    const slot = PC_PCI_FIRST_FREE_SLOT + i;
+    return { slot, pin: 1, ioapicPin: pciIntxIrq(slot, 1) };
+  });
+  const mpTable = buildMpTable({ cpus: options.cpus, pciIrqs });
   return [{ name: MP_TABLE_NAME, address: mpTable.address, bytes: mpTable.bytes }];
+}
+
+/** What the board tells the guest about itself. */
+export interface PcGuestTables {
+  /** The MP table and, when RAM has room, the ACPI tables. */
+  firmwareTables: FirmwareTable[];
+  /** The e820 map: the MP table out of conventional memory, the ACPI tables' pages reserved. */
+  e820: E820Entry[];
+  /** The ACPI RSDP's address, for the zero page (`acpi_rsdp_addr`) or PVH's `rsdp_paddr`. */
+  rsdpAddress: bigint | undefined;
 }
 
 /**
  * What the board tells the guest about itself, from its sizes alone: the firmware tables and the
- * e820 map (which keeps the MP table's bytes out of conventional memory). Pure, so a kernel can be
- * planned against it before anything is acquired.
+ * e820 map. Pure, so a kernel can be planned against it before anything is acquired; the loaders
+ * see this e820 map, so nothing they place covers the tables.
+ *
+ * The ACPI tables go at the top of RAM below 4 GiB, in a reserved 128 KiB block (where SeaBIOS puts
+ * QEMU's);
+ * a board with 2 MiB of RAM or less below 4 GiB has none, and a guest falls back to the MP table.
  */
 export function pcGuestTables(
-  options: { ramSize: bigint; firmwareSize: bigint; cpus: number },
-): { firmwareTables: FirmwareTable[]; e820: E820Entry[] } {
+  options: { ramSize: bigint; firmwareSize: bigint; cpus: number; pciDevices?: number },
+): PcGuestTables {
   const split = splitRam(options.ramSize);
-  const firmwareTables = pcFirmwareTables({ cpus: options.cpus });
+  const firmwareTables = pcFirmwareTables({ cpus: options.cpus, pciDevices: options.pciDevices });
   const mpTable = firmwareTables.find((t) => t.name === MP_TABLE_NAME)!;
   const e820 = pcE820(split.below4g, split.above4g, options.firmwareSize, mpTable.address);
-  return { firmwareTables, e820 };
+  if (split.below4g <= ACPI_PLACEMENT_LOWEST + ACPI_TABLES_ROOM) {
+    return { firmwareTables, e820, rsdpAddress: undefined };
+  }
+  // The root bridge's 32-bit window is QEMU's PCI hole: from the end of RAM below 4 GiB to the IOAPIC.
+  const acpi = placeAcpiTables(e820, {
+    cpus: options.cpus,
+    reserve: ACPI_HIGH_RESERVE,
+    pciHole: { start: split.below4g, end: PC_PCI_HOLE_END },
+  });
+  firmwareTables.push({ name: ACPI_TABLES_NAME, address: acpi.tables.address, bytes: acpi.tables.bytes });
+  return { firmwareTables, e820: acpi.e820, rsdpAddress: acpi.tables.rsdp.address };
 }
+
+/**
+ * The block reserved at the top of RAM for the ACPI tables: SeaBIOS's 128 KiB "high" zone, which it
+ * reserves for QEMU's tables on the `pc` machine — so Linux finds the same RAM ranges as under QEMU.
+ */
+const ACPI_HIGH_RESERVE = 0x2_0000n;
+
+/** RAM above 1 MiB a board needs before it gets ACPI tables: their pages and room for a guest. */
+const ACPI_TABLES_ROOM = 0x10_0000n;
 
 /**
  * Closes every item in order even when some throw; then throws the first error (or an

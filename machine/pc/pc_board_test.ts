@@ -2,9 +2,16 @@
  * The PC board without KVM: built, wired and closed on any machine.
  */
 import assert from "node:assert/strict";
-import { DEBUG_EXIT_PORT, RESET_CONTROL_PORT } from "../../devices/mod.ts";
+import {
+  ACPI_PM_BASE,
+  ACPI_SLP_TYP_S5,
+  DEBUG_EXIT_PORT,
+  PM1_CNT_SLP_EN_BIT,
+  PM1_PWRBTN_BIT,
+  RESET_CONTROL_PORT,
+} from "../../devices/mod.ts";
 import type { RunOutcome } from "../runner.ts";
-import { E820_RAM } from "../loader/mod.ts";
+import { E820_RAM, E820_RESERVED } from "../loader/mod.ts";
 import { closeAll, MAX_CPUS, PcBoard } from "./pc_board.ts";
 import { MP_TABLE_MAX_CPUS } from "./mptable.ts";
 
@@ -81,4 +88,46 @@ Deno.test("close is idempotent and unregisters the listeners (their regions are 
   board.close();
   assert.ok(deleted.includes("pc.ram"), deleted.join());
   assert.equal(deleted.length, once, "the second close does nothing");
+});
+
+Deno.test("the ACPI tables are in guest RAM the e820 map reserves, and the RSDP points at them", () => {
+  using board = PcBoard.create({ ramSize: 256n << 20n, cpus: 2 });
+  const acpi = board.firmwareTables.find((t) => t.name === "ACPI tables");
+  assert.ok(acpi, board.firmwareTables.map((t) => t.name).join());
+  assert.equal(board.rsdpAddress, acpi.address);
+  const rsdp = new TextDecoder().decode(acpi.bytes.subarray(0, 8));
+  assert.equal(rsdp, "RSD PTR ");
+  const end = acpi.address + BigInt(acpi.bytes.length);
+  const reserved = board.e820.find((e) => e.addr <= acpi.address && end <= e.addr + e.size);
+  assert.ok(reserved && reserved.type === E820_RESERVED, JSON.stringify(board.e820, (_, v) => String(v)));
+  // At the start of a 128 KiB block at the top of RAM below 4 GiB, as SeaBIOS puts QEMU's: the RAM
+  // ranges are QEMU's (its e820 for -m 256M reserves 0xffe0000-0xfffffff).
+  assert.deepEqual(reserved, { addr: 0xffe_0000n, size: 0x2_0000n, type: E820_RESERVED });
+  assert.equal(acpi.address, 0xffe_0000n);
+});
+
+Deno.test("a board too small for the ACPI tables has none (and no RSDP)", () => {
+  using board = PcBoard.create({ ramSize: 1n << 20n });
+  assert.equal(board.rsdpAddress, undefined);
+  assert.ok(!board.firmwareTables.some((t) => t.name === "ACPI tables"));
+});
+
+Deno.test("the ACPI PM block: the SCI is ISA IRQ 9, S5 through PM1a_CNT ends the run as a power-off", () => {
+  const levels: [number, boolean][] = [];
+  using board = PcBoard.create({
+    ramSize: 64n << 20n,
+    irq: (n) => ({ set: (level) => void levels.push([n, level]) }),
+  });
+  const outcomes: RunOutcome[] = [];
+  board.onStop = (outcome) => outcomes.push(outcome);
+  assert.equal(board.powerButton(), false, "the OS has not enabled PWRBTN_EN");
+  board.io.write(ACPI_PM_BASE + 2, 2, PM1_PWRBTN_BIT); // PM1_EN
+  assert.equal(board.powerButton(), true);
+  assert.deepEqual(levels.filter(([n]) => n === 9).at(-1), [9, true]);
+  board.io.write(ACPI_PM_BASE, 2, PM1_PWRBTN_BIT); // acknowledged
+  assert.deepEqual(levels.filter(([n]) => n === 9).at(-1), [9, false]);
+  board.io.write(ACPI_PM_BASE + 4, 2, (1 << 10) | PM1_CNT_SLP_EN_BIT); // SLP_TYP 1: not S5
+  assert.deepEqual(outcomes, []);
+  board.io.write(ACPI_PM_BASE + 4, 2, (ACPI_SLP_TYP_S5 << 10) | PM1_CNT_SLP_EN_BIT);
+  assert.deepEqual(outcomes, [{ kind: "poweroff" }]);
 });

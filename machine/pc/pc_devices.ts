@@ -6,6 +6,8 @@
  */
 
 import {
+  ACPI_SLP_TYP_S5,
+  AcpiPm,
   CmosRtc,
   COM1_IRQ,
   I440fxHostBridge,
@@ -25,6 +27,8 @@ import type { PcMemory } from "./pc_memory.ts";
 export const KEYBOARD_IRQ = 1;
 /** ISA interrupt line of the PS/2 mouse. */
 export const MOUSE_IRQ = 12;
+/** ISA interrupt line of the ACPI SCI (QEMU's PIIX4 PM: `piix4_pm_init(..., sci_irq = 9)`; the FADT says so). */
+export const SCI_IRQ = 9;
 
 /** What the devices need from the board. */
 export interface PcDeviceWiring {
@@ -32,6 +36,8 @@ export interface PcDeviceWiring {
   irq(n: number): IrqLine;
   /** The guest asked for a reset (i8042 0xfe, port 0xcf9, port 0x92). */
   onReset(): void;
+  /** The guest entered ACPI S5 (soft off) through PM1a_CNT. */
+  onPowerOff(): void;
   /** The guest wrote to isa-debug-exit: end the run with `status`. */
   onExit(status: number): void;
   /** Bytes the guest sends through COM1. */
@@ -52,6 +58,10 @@ export interface PcDevices {
   all: PortDevice[];
   /** COM1. */
   uart: Uart16550;
+  /** The ACPI PM registers (PIIX4 PM function): the power button, S5. */
+  acpiPm: AcpiPm;
+  /** Configuration mechanism #1 and the functions on bus 0. */
+  pci: PciHost;
 }
 
 /** Creates the devices and maps them into `map.io`; PAM writes of the host bridge drive `map.pam`. */
@@ -69,6 +79,14 @@ export function buildPcDevices(map: PcMemory, wiring: PcDeviceWiring): PcDevices
     transmit: wiring.serial,
     onReadyToReceive: wiring.onSerialReady,
   });
+  // QEMU powers off on S5 (`acpi_pm1_cnt_write` → `qemu_system_shutdown_request`) and suspends on
+  // the other sleep types; the board's DSDT offers only \_S5, so another type is ignored.
+  const acpiPm = new AcpiPm({
+    sci: wiring.irq(SCI_IRQ),
+    onSleep: (slpTyp) => {
+      if (slpTyp === ACPI_SLP_TYP_S5) wiring.onPowerOff();
+    },
+  });
   const all: PortDevice[] = [
     pci,
     new ResetControl({ onReset: wiring.onReset }),
@@ -81,8 +99,9 @@ export function buildPcDevices(map: PcMemory, wiring: PcDeviceWiring): PcDevices
     uart,
     new I8042({ irq: wiring.irq(KEYBOARD_IRQ), auxIrq: wiring.irq(MOUSE_IRQ), onReset: wiring.onReset }),
     new Port92({ onReset: wiring.onReset }),
+    acpiPm,
     new IsaDebugExit({ onExit: wiring.onExit }),
   ];
   for (const device of all) device.map(map.io);
-  return { all, uart };
+  return { all, uart, acpiPm, pci };
 }

@@ -36,6 +36,7 @@ import { SmpRunner } from "../smp_runner.ts";
 import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts";
 import { closeAll, MAX_CPUS, PcBoard, pcE820, pcGuestTables } from "./pc_board.ts";
 import { type PcMemory, splitRam } from "./pc_memory.ts";
+import type { PcPciDeviceSpec } from "./pc_pci.ts";
 
 export { MAX_CPUS, pcE820 };
 
@@ -60,6 +61,20 @@ export interface PcMachineOptions {
   cpus?: number;
   /** An open /dev/kvm to use (default: opened here and closed with the machine). */
   kvm?: Kvm;
+  /** PCI devices (virtio), in QEMU's creation order; their backends stay the caller's to close. */
+  pciDevices?: readonly PcPciDeviceSpec[];
+  /** Where a device's error line goes (a guest that breaks the virtio protocol, say). */
+  log?: (line: string) => void;
+}
+
+/**
+ * A full memory barrier for the virtio rings, which vCPU threads write while the VM thread reads
+ * them: a sequentially consistent read-modify-write on shared memory (V8 emits a `lock`ed
+ * instruction on x86-64, a full fence). JavaScript has no bare fence; this is the cheapest one.
+ */
+export function sharedMemoryFence(): () => void {
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  return () => void Atomics.add(cell, 0, 0);
 }
 
 /**
@@ -79,13 +94,20 @@ export function planBoot(options: PcMachineOptions): BootPlan {
   }
   if (options.boot) return options.boot;
   if (!options.kernel) return firmwarePlan;
-  // The kernel is planned against the e820 map the board will report.
-  const { e820 } = pcGuestTables({ ramSize: options.ramSize, firmwareSize: BigInt(firmware.length), cpus });
+  // The kernel is planned against the e820 map the board will report (the ACPI tables' pages
+  // reserved, so nothing is loaded over them) and told where the board's RSDP is.
+  const { e820, rsdpAddress } = pcGuestTables({
+    ramSize: options.ramSize,
+    firmwareSize: BigInt(firmware.length),
+    cpus,
+    pciDevices: options.pciDevices?.length ?? 0,
+  });
   return loadKernel(options.kernel.image, {
     cmdline: options.kernel.cmdline ?? "",
     initrd: options.kernel.initrd,
     e820,
     ramSize: splitRam(options.ramSize).below4g,
+    ...(rsdpAddress === undefined ? {} : { rsdpAddress }),
   });
 }
 
@@ -233,8 +255,8 @@ export function resetPcVcpus(vcpus: readonly Vcpu[], states: readonly VcpuResetS
 }
 
 /**
- * Step 7 (and every `-reboot`): the boot plan's bytes and the firmware tables written through the
- * memory API, and the bootstrap processor set at the plan's entry. The other vCPUs wait for
+ * Step 7 (and every `-reboot`): the boot plan's bytes and the firmware tables (MP table, ACPI
+ * tables) written through the memory API, and the bootstrap processor set at the plan's entry. The other vCPUs wait for
  * INIT/SIPI in the kernel.
  */
 export function loadGuest(board: PcBoard, boot: BootPlan, bsp: Vcpu): void {
@@ -327,6 +349,17 @@ export class PcMachine implements Disposable {
         backings: memory,
         irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
         serial: options.serial,
+        pciDevices: options.pciDevices,
+        // MSI-X messages go to KVM_SIGNAL_MSI from the VM thread. The next speed step is irqfd
+        // (MsiRoutes + Msix.onVectorChange) and an ioeventfd on each queue's notify address.
+        deliverMsi: (address, data) =>
+          void vm.signalMsi({
+            addressLo: Number(address & 0xffff_ffffn),
+            addressHi: Number(address >> 32n),
+            data,
+          }),
+        fence: sharedMemoryFence(),
+        log: options.log,
       });
       cleanup.push(board);
       const kvmListener = attachKvm(board, vm, options.traceMemslots); // 5
@@ -426,6 +459,15 @@ export class PcMachine implements Disposable {
     return this.#runner.doorbell;
   }
 
+  /**
+   * The ACPI power button (the monitor's `system_powerdown`): whether the guest's OS listens. It
+   * shuts down through S5 if it does; nothing happens otherwise, as in QEMU.
+   */
+  powerButton(): boolean {
+    this.#checkOpen();
+    return this.board.powerButton();
+  }
+
   /** Ends the current run after the exit being handled (for example on a monitor `quit`). */
   stop(outcome: RunOutcome): void {
     this.#runner.stop(outcome);
@@ -448,6 +490,11 @@ export class PcMachine implements Disposable {
   /** Bytes typed on the console, for COM1: queued, and fed as fast as the guest reads them. */
   input(bytes: Uint8Array): void {
     this.board.input(bytes);
+  }
+
+  /** QEMU's `info pci`. */
+  infoPci(): string {
+    return this.board.infoPci();
   }
 
   /** `info mtree` of this machine's address spaces. */

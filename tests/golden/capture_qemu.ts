@@ -1,12 +1,14 @@
 /**
  * Regenerates the QEMU `info mtree` oracle files in `tests/golden/qemu/`.
  *
- * For each machine configuration this starts `qemu-system-x86_64` stopped (`-S`, so no guest code runs),
+ * For each machine configuration this starts `qemu-system-x86_64` stopped (`-S`, so no guest code runs;
+ * or running until the firmware has set up what a configuration waits for),
  * talks QMP over a unix socket in a temporary directory, runs `info mtree` (and variants) through
  * `human-monitor-command`, quits QEMU and writes one file per view. Every file starts with two comment
  * lines: the exact command line plus monitor command, and the QEMU version from `query-version`.
  *
- * Usage (no arguments): `node_modules/.bin/deno run -A tests/golden/capture_qemu.ts`
+ * Usage: `node_modules/.bin/deno run -A tests/golden/capture_qemu.ts [CONFIG…]` (no arguments:
+ * every configuration).
  *
  * @module
  */
@@ -22,6 +24,9 @@ const RUN_TIMEOUT_MS = 60_000;
 
 /** How long QEMU gets to exit by itself after `quit` before it is killed. */
 const QUIT_GRACE_MS = 5_000;
+
+/** Delay between looks at a running guest's memory tree ({@link CaptureConfig.runUntil}). */
+const RUN_POLL_MS = 100;
 
 /** Delay between attempts to connect to the QMP socket while QEMU starts. */
 const CONNECT_POLL_MS = 20;
@@ -48,6 +53,11 @@ export interface CaptureConfig {
   readonly views: readonly MtreeView[];
   /** Extra QEMU arguments (devices the board has that -nodefaults leaves out). */
   readonly extra?: readonly string[];
+  /**
+   * Let the firmware run instead of `-S`, and capture once `info mtree` matches this (SeaBIOS has
+   * programmed what it programs before a `-kernel` guest starts, such as the PIIX4 PM base).
+   */
+  readonly runUntil?: RegExp;
 }
 
 const VIEW_TREE: MtreeView = { name: "mtree", command: "info mtree" };
@@ -75,6 +85,17 @@ export const CONFIGS: readonly CaptureConfig[] = [
     accels: ["kvm", "tcg"],
     views: [VIEW_TREE, VIEW_FLAT],
     extra: ["-serial", "null", "-device", "isa-debug-exit,iobase=0x501,iosize=2"],
+  },
+  {
+    // The same after SeaBIOS has run: the PIIX4 PM function enabled at its PM base 0x600, as a
+    // `-kernel` guest finds it (with -S it is still disabled at 0).
+    name: "pc-256M-devices-booted",
+    machine: "pc",
+    memory: "256M",
+    accels: ["kvm", "tcg"],
+    views: [VIEW_TREE, VIEW_FLAT],
+    extra: ["-serial", "null", "-device", "isa-debug-exit,iobase=0x501,iosize=2"],
+    runUntil: /^ {4}0000000000000600-000000000000063f \(prio 0, i\/o\): piix4-pm$/m,
   },
 ];
 
@@ -195,7 +216,8 @@ export function qemuArgs(config: CaptureConfig, accel: string): string[] {
   return [
     ...["-machine", config.machine, "-accel", accel, "-nodefaults", "-m", config.memory],
     ...(config.extra ?? []),
-    ...["-S", "-display", "none", "-qmp", `unix:${QMP_SOCKET_NAME},server=on,wait=off`],
+    ...(config.runUntil === undefined ? ["-S"] : []),
+    ...["-display", "none", "-qmp", `unix:${QMP_SOCKET_NAME},server=on,wait=off`],
   ];
 }
 
@@ -268,6 +290,14 @@ async function captureWith(config: CaptureConfig, accel: string): Promise<Map<st
         throw new QemuStartError(`${commandLine}: ${why} (exit code ${code})`, (await stderr).trim());
       }
       const version = versionString(await qmp.execute("query-version"));
+      if (config.runUntil !== undefined) {
+        for (;;) {
+          const tree = await qmp.execute("human-monitor-command", { "command-line": "info mtree" });
+          if (typeof tree === "string" && config.runUntil.test(tree.replaceAll("\r", ""))) break;
+          await delay(RUN_POLL_MS);
+        }
+        await qmp.execute("stop"); // the views below all see the same state
+      }
       const files = new Map<string, string>();
       for (const view of config.views) {
         const reply = await qmp.execute("human-monitor-command", { "command-line": view.command });
@@ -311,10 +341,12 @@ export async function capture(config: CaptureConfig): Promise<CaptureResult> {
 }
 
 /** Regenerates every golden file; files are written only after all captures succeeded. */
-async function main(): Promise<void> {
+async function main(only: readonly string[]): Promise<void> {
   const outDir = new URL("./qemu/", import.meta.url);
   const files = new Map<string, string>();
-  for (const config of CONFIGS) {
+  const unknown = only.filter((name) => !CONFIGS.some((c) => c.name === name));
+  if (unknown.length > 0) throw new Error(`no configuration ${unknown.join(", ")}`);
+  for (const config of CONFIGS.filter((c) => only.length === 0 || only.includes(c.name))) {
     const result = await capture(config);
     for (const note of result.fallbacks) console.error(`note: ${config.name}: ${note}`);
     console.log(`${config.name}: -accel ${result.accel}`);
@@ -329,7 +361,7 @@ async function main(): Promise<void> {
 
 if (import.meta.main) {
   try {
-    await main();
+    await main(Deno.args);
   } catch (error) {
     console.error(`capture_qemu: ${error instanceof Error ? error.message : String(error)}`);
     Deno.exit(1);

@@ -1,0 +1,195 @@
+/**
+ * The front-end as a child process with its console on pipes, for the tests that boot Linux and
+ * talk to its shell: wait for a pattern, type, run a command and read its answer.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { kernelSymbols } from "./_linux_guest.ts";
+import { SHELL_PROMPT } from "../examples/build_initramfs.ts";
+
+const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
+/**
+ * How long one step may take before the test gives up and prints the console: a hang guard, not a
+ * measurement (`KVM_TS_STEP_DEADLINE_S` overrides it).
+ */
+const STEP_DEADLINE_MS = Number(Deno.env.get("KVM_TS_STEP_DEADLINE_S") ?? 15 * 60) * 1000;
+
+/** The front-end as a child process, its console on pipes. */
+export class GuestConsole implements AsyncDisposable {
+  readonly #child: Deno.ChildProcess;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #reading: Promise<void>;
+  #text = "";
+  #wake: () => void = () => {};
+  #closed = false;
+
+  readonly #args: string[];
+
+  constructor(args: string[]) {
+    this.#args = args;
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-ffi",
+        "--allow-read",
+        "--allow-write",
+        "--allow-sys=systemMemoryInfo",
+        "--allow-run",
+        "--allow-env",
+        MAIN,
+        ...args,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    const decoder = new TextDecoder();
+    const pump = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream) {
+        this.#text += decoder.decode(chunk, { stream: true });
+        this.#wake();
+      }
+    };
+    this.#reading = Promise.all([pump(this.#child.stdout), pump(this.#child.stderr)]).then(() => {
+      this.#closed = true;
+      this.#wake();
+    });
+  }
+
+  /** Everything printed so far (console and front-end messages). */
+  get text(): string {
+    return this.#text;
+  }
+
+  /** Waits until the output from `from` on matches `pattern`; returns the match and where it ends. */
+  async waitFor(
+    pattern: RegExp,
+    from: number,
+    what: string,
+  ): Promise<{ match: RegExpExecArray; end: number }> {
+    const deadline = Date.now() + STEP_DEADLINE_MS;
+    for (;;) {
+      const match = pattern.exec(this.#text.slice(from));
+      if (match) return { match, end: from + match.index + match[0].length };
+      if (this.#closed) assert.fail(`the run ended before ${what}:\n${this.#text}`);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        const text = this.#text;
+        throw new GuestStall(
+          `no ${what} after ${STEP_DEADLINE_MS / 1000} s:\n${text}\n${await this.#evidence()}`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(left, 1000));
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+
+  /**
+   * Where a stalled guest is: the monitor's `info registers -a`, and each RIP named from the kernel's
+   * symbols when the guest booted with `nokaslr` (see `kernelSymbols`). The console alone says only
+   * what came before a hang.
+   */
+  async #evidence(): Promise<string> {
+    if (this.#closed) return "";
+    const from = this.#text.length;
+    await this.type("\x01c");
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await this.type("info registers -a\r");
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    await this.type("\x01c");
+    const answer = this.#text.slice(from);
+    const rips = [...answer.matchAll(/RIP=([0-9a-f]{16})/g)].map((m) => BigInt(`0x${m[1]}`));
+    const kernel = this.#args[this.#args.indexOf("-kernel") + 1];
+    const append = this.#args[this.#args.indexOf("-append") + 1] ?? "";
+    const names = kernel && /\bnokaslr\b/.test(append) ? kernelSymbols(kernel, rips) : rips.map(() => "");
+    return `the monitor then said:\n${answer}\nRIPs: ${
+      rips.map((rip, i) => `${rip.toString(16)} ${names[i]}`.trim()).join(", ") || "none"
+    }`;
+  }
+
+  /** Types `text` on the console. */
+  async type(text: string): Promise<void> {
+    await this.#writer.write(new TextEncoder().encode(text));
+  }
+
+  /** Types a command line and returns the output that follows it, up to the next prompt. */
+  async command(line: string, from: number): Promise<{ output: string; end: number }> {
+    const start = this.#text.length > from ? this.#text.length : from;
+    await this.type(`${line}\r`);
+    const { match, end } = await this.waitFor(
+      new RegExp(`\\r?\\n([\\s\\S]*?)${escape(SHELL_PROMPT)}`),
+      start,
+      `the answer to ${line}`,
+    );
+    return { output: match[1], end };
+  }
+
+  /** Waits for the process to end; its exit status. */
+  async status(): Promise<number> {
+    const { code } = await this.#child.status;
+    await this.#reading;
+    return code;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      await this.#writer.close();
+    } catch { /* already closed */ }
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await this.#child.status;
+    await this.#reading;
+  }
+}
+
+/** A console step passed its deadline: the guest stalled (its message holds the console and registers). */
+export class GuestStall extends Error {
+  override name = "GuestStall";
+}
+
+/** How often a stalled Linux boot is tried inside the nested KVM VM (see {@link retryNestedStalls}). */
+const NESTED_ATTEMPTS = 3;
+
+/**
+ * `fn`, tried again (up to three times in all) when it fails with a {@link GuestStall} inside the
+ * nested KVM VM, and only there; each retry is printed with the stall's last console line.
+ *
+ * Why: inside the nested VM (QEMU's TCG with emulated SVM), Linux guests sometimes stop for good
+ * early in boot — measured: 3 of 8 boots through kvm-ts, and the same guest under
+ * `qemu-system-x86_64 -accel kvm` in the same VM stalled the same way (2 of 3). The stalled vCPU spins in
+ * `native_queued_spin_lock_slowpath` on its interrupt stack with IF=0: an interrupt was taken while
+ * the interrupted code held the lock with interrupts off, which a real CPU never does. It is the
+ * emulator's, not the VMM's (docs/nested-kvm.md). A hang of ours would stall every attempt and still
+ * fail; on a host with real KVM nothing is retried.
+ */
+export function retryNestedStalls(fn: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    const attempts = Deno.env.get("KVM_TS_NESTED") === "1" ? NESTED_ATTEMPTS : 1;
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await fn();
+      } catch (error) {
+        if (!(error instanceof GuestStall) || attempt >= attempts) throw error;
+        const last = error.message.split("\n").filter((line) => /^\[\s*\d+\.\d+\]/.test(line)).at(-1) ?? "";
+        const rips = /RIPs: (.*)$/m.exec(error.message)?.[1] ?? "?";
+        console.log(
+          `guest stalled inside the nested VM (attempt ${attempt} of ${attempts}; last line ${last.trim()}; ` +
+            `RIPs ${rips}): the emulator's known stall, trying again`,
+        );
+      }
+    }
+  };
+}
+
+export function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
