@@ -311,7 +311,12 @@ export type {
   PortDevice,
   Uart16550,
 } from "../devices/mod.ts";
-export type { BlockBacking, GuestMemory, VirtioDevice, VirtioPci } from "../devices/virtio/mod.ts";
+export type {
+  BlockBacking,
+  GuestMemory as VirtioGuestMemory,
+  VirtioDevice,
+  VirtioPci,
+} from "../devices/virtio/mod.ts";
 export type {
   CpuidEntry,
   DiskImage,
