@@ -33,7 +33,9 @@ Deno.test({
     assert.equal(result.cycles, CYCLES);
     assert.ok(after.fds <= before.fds, `open fds grew: ${summary}`);
     assert.equal(after.kvmFds, before.kvmFds, `KVM fds leaked: ${summary}`);
-    assert.ok(after.mappings <= before.mappings, `mappings grew: ${summary}`);
+    // A leak grows with the cycles (one or more mappings each); the runtime's own heap may add a
+    // mapping or two meanwhile (seen: +1 of 141 after 100 cycles inside the nested VM).
+    assert.ok(after.mappings - before.mappings < Math.max(3, CYCLES / 20), `mappings grew: ${summary}`);
     assert.equal(after.kvmMappings, before.kvmMappings, `kvm_run mappings leaked: ${summary}`);
     assert.ok(after.vmSizeKiB - before.vmSizeKiB < result.ramSizeKiB, `guest RAM leaked: ${summary}`);
   },
