@@ -262,12 +262,20 @@ export {
   PC_PCI_IO_START,
   PC_PCI_SLOTS,
   pciIntxIrq,
+  type PcNetBackend,
   type PcPciDevice,
   type PcPciDeviceSpec,
   type PcPciWiring,
   SharedIrqLines,
 } from "./pc/pc_pci.ts";
-export { DiskBlockBacking, hostEntropy } from "./virtio_backends.ts";
+export {
+  DiskBlockBacking,
+  hostEntropy,
+  type TapLike,
+  TapNetBackend,
+  type TapNetStats,
+} from "./virtio_backends.ts";
+export { NetRxPoller, type NetRxWorkerInit, POLL_SLICE_MS, RxCells, RxState } from "./net_rx.ts";
 export {
   allocatePcMemory,
   attachKvm,
@@ -311,7 +319,7 @@ export type {
   PortDevice,
   Uart16550,
 } from "../devices/mod.ts";
-export type { BlockBacking, VirtioPci } from "../devices/virtio/mod.ts";
+export type { BlockBacking, VirtioNet, VirtioPci } from "../devices/virtio/mod.ts";
 export type {
   CpuidEntry,
   DiskImage,
