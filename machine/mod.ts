@@ -319,7 +319,18 @@ export type {
   PortDevice,
   Uart16550,
 } from "../devices/mod.ts";
-export type { BlockBacking, VirtioNet, VirtioPci } from "../devices/virtio/mod.ts";
+export type {
+  BlockBacking,
+  DescriptorChain,
+  VirtioDevice,
+  VirtioDeviceModel,
+  VirtioNet,
+  VirtioNetStats,
+  VirtioPci,
+  VirtqBuffer,
+  Virtqueue,
+  VirtqueueFeatures,
+} from "../devices/virtio/mod.ts";
 export type {
   CpuidEntry,
   DiskImage,
@@ -343,8 +354,10 @@ export type {
   MsiMessage,
   MsiRoute,
   MsrEntry,
+  Tap,
   UserMemoryRegion,
   Vcpu,
   VcpuEvents,
+  VcpuKickTarget,
   Vm,
 } from "../kvm/mod.ts";

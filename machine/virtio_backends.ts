@@ -86,7 +86,7 @@ export function hostEntropy(buf: Uint8Array): void {
 }
 
 /** What {@link TapNetBackend} uses of a {@link Tap} (tests give a fake). */
-export type TapLike = Pick<Tap, "read" | "write" | "vnetHeaderSize">;
+export type TapLike = Pick<Tap, "read" | "write" | "vnetHeaderSize" | "fd">;
 
 /** What a {@link TapNetBackend} counted. */
 export interface TapNetStats {

@@ -99,6 +99,7 @@ export function fakeTap() {
     written,
     queued,
     vnetHeaderSize: 12,
+    fd: -1,
     write: (from: Uint8Array) => (written.push(from.slice()), from.length),
     read: (into: Uint8Array) => {
       const next = queued.shift();
