@@ -6,7 +6,15 @@
  */
 
 import { parseArgs } from "node:util";
-import { DiskImage, handleKickSignal, Kvm, KvmError, type MemslotCall, vcpuKickTarget } from "../kvm/mod.ts";
+import {
+  DiskImage,
+  handleKickSignal,
+  Kvm,
+  KvmError,
+  type MemslotCall,
+  Tap,
+  vcpuKickTarget,
+} from "../kvm/mod.ts";
 import { HELLO64 } from "../machine/guests/hello64.ts"; // only the image this command may run
 import {
   type BootPlan,
@@ -21,7 +29,8 @@ import {
 import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
 import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
 import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
-import { DiskBlockBacking, hostEntropy } from "../machine/virtio_backends.ts";
+import { DiskBlockBacking, hostEntropy, TapNetBackend } from "../machine/virtio_backends.ts";
+import { NetRxPoller } from "../machine/net_rx.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
@@ -54,6 +63,11 @@ options:
                           locks them (one writer; readers share)
   -device virtio-rng-pci[,id=NAME]
                           a virtio entropy source fed by the host's getrandom (/dev/hwrng)
+  -netdev tap,id=ID[,ifname=NAME][,script=no][,downscript=no]
+  -device virtio-net-pci,netdev=ID[,mac=52:54:00:12:34:56][,id=NAME]
+                          a virtio network card on a TAP interface: an existing tap of that name
+                          is attached, else one is created (needs CAP_NET_ADMIN); no scripts run.
+                          MACs default as QEMU's: 52:54:00:12:34:56 for the first card, then :57…
                           PCI devices take slots from 00:02.0, every -device in order, then the
                           -drive if=virtio disks; they are virtio 1.x only (disable-legacy=on)
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
@@ -139,6 +153,10 @@ export interface CliOptions {
   pciDevices: PcPciDeviceSpec[];
   /** The disk images those devices use, open and locked: closed by whoever ends the run. */
   images: DiskImage[];
+  /** The taps of `-netdev tap`, open: closed by whoever ends the run. */
+  taps: Tap[];
+  /** The virtio-net cards' backends on those taps, in device order. */
+  netBackends: TapNetBackend[];
 }
 
 /** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
@@ -159,6 +177,7 @@ const OPTIONS: Record<string, "value" | "flag"> = {
   timings: "flag",
   help: "flag",
   drive: "value",
+  netdev: "value",
 };
 /** How messages and --help spell an option: QEMU's own with one dash, this front-end's with two. */
 const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help"]);
@@ -368,6 +387,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
         timings: { type: "boolean" },
         help: { type: "boolean" },
         drive: { type: "string", multiple: true },
+        netdev: { type: "string", multiple: true },
       },
       allowPositionals: false,
       strict: true,
@@ -417,7 +437,8 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
   const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
   const drives = (values.drive ?? []).map(parseDrive);
-  const pciPlan = planPciDevices(drives, pciArgs);
+  const netdevs = (values.netdev ?? []).map(parseNetdev);
+  const pciPlan = planPciDevices(drives, pciArgs, netdevs);
   if (loaders.length > 0 && values.kernel !== undefined) {
     throw new UsageError("-device loader and -kernel exclude each other");
   }
@@ -443,8 +464,8 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   const bios = values.bios === undefined
     ? undefined
     : readInput("-bios", values.bios, (size) => void firmwareEntry(new Uint8Array(size)));
-  // The disk images last: opened and locked, every one closed again if any is refused.
-  const { pciDevices, images } = openPciDevices(pciPlan);
+  // The disk images and taps last: opened, every one closed again if any is refused.
+  const { pciDevices, images, taps, netBackends } = openPciDevices(pciPlan);
   return {
     ramSize,
     cpus,
@@ -460,6 +481,8 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     timings: values.timings ?? false,
     pciDevices,
     images,
+    taps,
+    netBackends,
   };
 }
 
@@ -525,12 +548,67 @@ function parseDrive(text: string): DriveArg {
 /** One `-device` of a PCI type, its properties checked. */
 type PciDeviceArg =
   | { text: string; type: "virtio-blk-pci"; drive: string; serial?: string; id?: string }
-  | { text: string; type: "virtio-rng-pci"; id?: string };
+  | { text: string; type: "virtio-rng-pci"; id?: string }
+  | { text: string; type: "virtio-net-pci"; netdev: string; mac?: number[]; id?: string };
 
 const PCI_DEVICE_PROPERTIES: Record<string, string[]> = {
   "virtio-blk-pci": ["drive", "serial", "id", "disable-legacy"],
   "virtio-rng-pci": ["id", "disable-legacy"],
+  "virtio-net-pci": ["netdev", "mac", "id", "disable-legacy"],
 };
+
+/** One `-netdev`, its properties checked. */
+interface NetdevArg {
+  /** The text as typed, for messages. */
+  text: string;
+  id: string;
+  /** `ifname=`: the kernel picks `tapN` without it. */
+  ifname?: string;
+}
+
+/** The `-netdev tap` properties supported (QEMU's have many more). */
+const NETDEV_TAP_PROPERTIES = ["id", "ifname", "script", "downscript"];
+
+/** An id as QEMU takes it: a letter, then letters, digits, '-', '.', '_'. */
+const ID_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]*$/;
+
+function parseNetdev(text: string): NetdevArg {
+  const flag = `-netdev ${text}`;
+  const [type, ...rest] = text.split(",");
+  if (type !== "tap") throw new UsageError(`${flag}: netdev type '${type}' is not supported (only tap)`);
+  const props = properties(flag, rest, NETDEV_TAP_PROPERTIES, "tap");
+  const id = props.get("id");
+  if (id === undefined) throw new UsageError(`${flag}: Parameter 'id' is missing`);
+  if (!ID_PATTERN.test(id)) {
+    throw new UsageError(`${flag}: id '${id}' is not a letter followed by letters, digits, '-', '.', '_'`);
+  }
+  for (const key of ["script", "downscript"]) {
+    const value = props.get(key);
+    if (value !== undefined && value !== "no") {
+      throw new UsageError(`${flag}: ${key}=${value}: only ${key}=no is supported (no script is ever run)`);
+    }
+  }
+  const ifname = props.get("ifname");
+  if (
+    ifname !== undefined &&
+    (ifname === "" || new TextEncoder().encode(ifname).length > 15 || /[\/\s:]/.test(ifname))
+  ) {
+    throw new UsageError(
+      `${flag}: ifname '${ifname}' is not an interface name (1 to 15 bytes, no '/', ':' or space)`,
+    );
+  }
+  return { text, id, ifname };
+}
+
+/** A MAC address as QEMU takes it (`52:54:00:12:34:56`), unicast. */
+function parseMac(flag: string, text: string): number[] {
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(text)) {
+    throw new UsageError(`${flag}: Property 'virtio-net-pci.mac' doesn't take value '${text}'`);
+  }
+  const mac = text.split(":").map((b) => parseInt(b, 16));
+  if (mac[0] & 1) throw new UsageError(`${flag}: mac=${text} is a multicast address (the first byte is odd)`);
+  return mac;
+}
 
 function parsePciDevice(text: string): PciDeviceArg {
   const [type, ...rest] = text.split(",");
@@ -538,7 +616,7 @@ function parsePciDevice(text: string): PciDeviceArg {
   const known = PCI_DEVICE_PROPERTIES[type];
   if (known === undefined) {
     throw new UsageError(
-      `-device ${type}: not supported (only virtio-blk-pci, virtio-rng-pci and loader)`,
+      `-device ${type}: not supported (only virtio-blk-pci, virtio-rng-pci, virtio-net-pci and loader)`,
     );
   }
   const props = properties(flag, rest, known, type);
@@ -548,6 +626,12 @@ function parsePciDevice(text: string): PciDeviceArg {
   }
   const id = props.get("id");
   if (type === "virtio-rng-pci") return { text, type: "virtio-rng-pci", id };
+  if (type === "virtio-net-pci") {
+    const netdev = props.get("netdev");
+    if (netdev === undefined) throw new UsageError(`${flag}: netdev=ID is required`);
+    const macText = props.get("mac");
+    return { text, type, netdev, mac: macText === undefined ? undefined : parseMac(flag, macText), id };
+  }
   const drive = props.get("drive");
   if (drive === undefined) throw new UsageError(`${flag}: drive=ID is required`);
   const serial = props.get("serial");
@@ -558,14 +642,41 @@ function parsePciDevice(text: string): PciDeviceArg {
 }
 
 /** A PCI device to create, with the drive it needs opened, in slot order. */
-type PciPlan =
-  ({ kind: "rng"; id?: string } | { kind: "blk"; drive: DriveArg; serial?: string; id?: string })[];
+type PciPlan = (
+  | { kind: "rng"; id?: string }
+  | { kind: "blk"; drive: DriveArg; serial?: string; id?: string }
+  | { kind: "net"; netdev: NetdevArg; mac: number[]; id?: string }
+)[];
+
+/** QEMU's default MACs: 52:54:00:12:34:56 for the first card without one, then :57, :58, … */
+const DEFAULT_MAC_PREFIX = [0x52, 0x54, 0x00, 0x12, 0x34];
+const DEFAULT_MAC_FIRST = 0x56;
 
 /**
  * QEMU's creation order: every `-device` as typed, then the `-drive if=virtio` disks. Refuses a
  * duplicate drive or device id, a `-device` naming a drive that does not exist, or a drive used twice.
  */
-function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[]): PciPlan {
+function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[], netdevs: NetdevArg[] = []): PciPlan {
+  const netdevById = new Map<string, NetdevArg>();
+  for (const n of netdevs) {
+    if (netdevById.has(n.id)) throw new UsageError(`-netdev ${n.text}: Duplicate ID '${n.id}' for netdev`);
+    netdevById.set(n.id, n);
+  }
+  // QEMU's qemu_macaddr_default_if_unset: the first index that no card uses yet, given MACs included.
+  const macsTaken = new Set<number>();
+  for (const d of devices) {
+    if (d.type === "virtio-net-pci" && d.mac && DEFAULT_MAC_PREFIX.every((b, i) => d.mac![i] === b)) {
+      macsTaken.add(d.mac[5]);
+    }
+  }
+  let nextMac = DEFAULT_MAC_FIRST;
+  const defaultMac = () => {
+    while (macsTaken.has(nextMac)) nextMac++;
+    if (nextMac > 0xff) throw new UsageError("-device virtio-net-pci: no default MAC address left");
+    macsTaken.add(nextMac);
+    return [...DEFAULT_MAC_PREFIX, nextMac];
+  };
+  const netdevsUsed = new Set<string>();
   const byId = new Map<string, DriveArg>();
   for (const d of drives) {
     if (d.id === undefined) continue;
@@ -584,6 +695,22 @@ function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[]): PciPlan {
       plan.push({ kind: "rng", id: d.id });
       continue;
     }
+    if (d.type === "virtio-net-pci") {
+      const netdev = netdevById.get(d.netdev);
+      if (netdev === undefined) {
+        throw new UsageError(
+          `-device ${d.text}: Property 'virtio-net-pci.netdev' can't find value '${d.netdev}'`,
+        );
+      }
+      if (netdevsUsed.has(d.netdev)) {
+        throw new UsageError(
+          `-device ${d.text}: Property 'virtio-net-pci.netdev' can't take value '${d.netdev}', it's in use`,
+        );
+      }
+      netdevsUsed.add(d.netdev);
+      plan.push({ kind: "net", netdev, mac: d.mac ?? defaultMac(), id: d.id });
+      continue;
+    }
     const drive = byId.get(d.drive);
     if (drive === undefined) {
       throw new UsageError(
@@ -600,20 +727,48 @@ function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[]): PciPlan {
   return plan;
 }
 
-/** Opens and locks every drive of `plan` (each once); on any refusal, closes what it opened. */
-function openPciDevices(plan: PciPlan): { pciDevices: PcPciDeviceSpec[]; images: DiskImage[] } {
+/**
+ * Opens and locks every drive of `plan` (each once) and opens every tap; on any refusal, closes
+ * what it opened.
+ */
+function openPciDevices(
+  plan: PciPlan,
+): { pciDevices: PcPciDeviceSpec[]; images: DiskImage[]; taps: Tap[]; netBackends: TapNetBackend[] } {
   const images: DiskImage[] = [];
+  const taps: Tap[] = [];
+  const netBackends: TapNetBackend[] = [];
   try {
     const pciDevices = plan.map((p): PcPciDeviceSpec => {
       if (p.kind === "rng") return { type: "virtio-rng-pci", id: p.id, entropy: hostEntropy };
+      if (p.kind === "net") {
+        const tap = openTap(p.netdev);
+        taps.push(tap);
+        const backend = new TapNetBackend(tap);
+        netBackends.push(backend);
+        return { type: "virtio-net-pci", id: p.id, mac: p.mac, backend };
+      }
       const image = openImage(p.drive);
       images.push(image);
       return { type: "virtio-blk-pci", id: p.id, serial: p.serial, backing: new DiskBlockBacking(image) };
     });
-    return { pciDevices, images };
+    return { pciDevices, images, taps, netBackends };
   } catch (e) {
     for (const image of images) image.close();
+    for (const tap of taps) tap.close();
     throw e;
+  }
+}
+
+/** One tap, opened as `-netdev tap` asks; its refusal names the tap and says why, in one line. */
+function openTap(netdev: NetdevArg): Tap {
+  try {
+    return Tap.open({ name: netdev.ifname });
+  } catch (e) {
+    if (!(e instanceof KvmError)) throw e;
+    const why = e.message.split("\n").map((l) => l.trim()).filter((l) => l).join("; ");
+    throw new UsageError(
+      `-netdev ${netdev.text}: could not open tap "${netdev.ifname ?? "tap%d"}": ${why}`,
+    );
   }
 }
 
@@ -736,13 +891,15 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
         options.kernel !== undefined && detectFormat(options.kernel.image) !== "multiboot",
       );
       if (nested !== undefined) {
-        // The run inside opens and locks the images itself.
+        // The run inside opens and locks the images (and its own taps) itself.
         for (const image of options.images) image.close();
+        for (const tap of options.taps) tap.close();
         return await runMainNested(args, nested, io.err);
       }
       return await boot(options, plan, io, entered);
     } finally {
       for (const image of options.images) image.close();
+      for (const tap of options.taps) tap.close();
     }
   } catch (e) {
     if (e instanceof UsageError) {
@@ -818,6 +975,7 @@ async function boot(options: CliOptions, plan: BootPlan, io: CliIo, entered: num
   const terminal = Deno.stdin.isTerminal();
   handleKickSignal(); // the console Worker kicks the vCPU
   let channel: ConsoleChannel | undefined;
+  let netRx: NetRxPoller | undefined;
   let machine: PcMachine | undefined;
   // The console Worker starts first: its isolate boots on the other core while the VM is created.
   const worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
@@ -848,9 +1006,22 @@ async function boot(options: CliOptions, plan: BootPlan, io: CliIo, entered: num
       ? { channel: shared.buffer, doorbell: pc.doorbell }
       : { channel: shared.buffer, kick: vcpuKickTarget(pc.vcpu) };
     worker.postMessage(init);
+    // The taps' receive Worker wakes this thread the same way; onKick below pumps them.
+    const backends = options.netBackends;
+    if (backends.length > 0) {
+      const poller = netRx = NetRxPoller.start({
+        fds: backends.map((b) => b.tap.fd),
+        ...(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) }),
+      });
+      const resumeWhenDrained = () => {
+        if (backends.every((b) => b.drained)) poller.resume();
+      };
+      for (const b of backends) b.onDrained = resumeWhenDrained;
+    }
     await ready; // its signal listeners are in place: the guest may start
     if (terminal) Deno.stdin.setRaw(true);
     const onKick = () => {
+      if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
       pc.input(shared.takeInput());
       const command = shared.takeCommand();
       if (command !== null) {
@@ -886,6 +1057,7 @@ async function boot(options: CliOptions, plan: BootPlan, io: CliIo, entered: num
     return report(outcome, io);
   } finally {
     channel?.close(); // no kick reaches the vCPU after this, so its mapping can go
+    netRx?.close(); // nor one from the taps' receive Worker
     worker.terminate();
     machine?.close();
     serialFile?.close();

@@ -56,7 +56,7 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
     [["-reboot", "-no-reboot"], /contradict/],
     [
       ["-device", "virtio-net"],
-      /-device virtio-net: not supported \(only virtio-blk-pci, virtio-rng-pci and loader\)/,
+      /-device virtio-net: not supported \(only virtio-blk-pci, virtio-rng-pci, virtio-net-pci and loader\)/,
     ],
     [["-device", "loader,file=/etc/hostname,addr=x"], /-device loader: addr "x" is not a number/],
     [
@@ -620,5 +620,143 @@ Deno.test({
     } finally {
       await Deno.remove(path);
     }
+  },
+});
+
+/** Why taps cannot be made here, or undefined. */
+function tapSkipReason(): string | undefined {
+  try {
+    Deno.statSync("/dev/net/tun");
+  } catch {
+    return "/dev/net/tun is missing";
+  }
+  return Deno.uid() === 0 ? undefined : "creating a tap needs root (CAP_NET_ADMIN)";
+}
+const TAP_SKIP = tapSkipReason();
+if (TAP_SKIP) console.log(`cli/main_test.ts: tap cases skipped: ${TAP_SKIP}`);
+
+/** This process's open fds on /dev/net/tun. */
+function tunFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].filter((e) => {
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${e.name}`) === "/dev/net/tun";
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
+/** A tap name unlikely to clash with another run's. */
+function tapName(tag: string): string {
+  return `kvc${tag}${Deno.pid % 10_000}${Math.floor(Math.random() * 100)}`;
+}
+
+Deno.test("virtio-net: every bad -netdev / -device virtio-net-pci line is one line naming it, status 2, before any tap", async () => {
+  const net = ["-netdev", "tap,id=n0,script=no,downscript=no"];
+  const cases: [string[], RegExp][] = [
+    [["-netdev", "user,id=n0"], /-netdev user,id=n0: netdev type 'user' is not supported \(only tap\)/],
+    [["-netdev", "tap,ifname=x"], /-netdev tap,ifname=x: Parameter 'id' is missing/],
+    [["-netdev", "tap,id=0n"], /id '0n' is not a letter/],
+    [["-netdev", "tap,id=n0,script=/etc/qemu-ifup"], /script=\/etc\/qemu-ifup: only script=no is supported/],
+    [["-netdev", "tap,id=n0,vhost=on"], /-netdev tap,id=n0,vhost=on: tap: property 'vhost' is not supported/],
+    [["-netdev", "tap,id=n0,ifname=a-name-of-16-byt"], /ifname 'a-name-of-16-byt' is not an interface name/],
+    [[...net, "-netdev", "tap,id=n0"], /-netdev tap,id=n0: Duplicate ID 'n0' for netdev/],
+    [
+      [...net, "-device", "virtio-net-pci,netdev=n1"],
+      /Property 'virtio-net-pci.netdev' can't find value 'n1'/,
+    ],
+    [["-device", "virtio-net-pci"], /-device virtio-net-pci: netdev=ID is required/],
+    [
+      [...net, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34"],
+      /Property 'virtio-net-pci.mac' doesn't take value '52:54:00:12:34'/,
+    ],
+    [[...net, "-device", "virtio-net-pci,netdev=n0,mac=01:00:5e:00:00:01"], /is a multicast address/],
+    [
+      [...net, "-device", "virtio-net-pci,netdev=n0,vectors=4"],
+      /virtio-net-pci: property 'vectors' is not supported/,
+    ],
+    [
+      [...net, "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-net-pci,netdev=n0"],
+      /Property 'virtio-net-pci.netdev' can't take value 'n0', it's in use/,
+    ],
+  ];
+  const before = TAP_SKIP ? 0 : tunFds();
+  for (const [args, message] of cases) {
+    const io = capture();
+    assert.equal(await main(args, io), 2, args.join(" "));
+    assert.equal(io.stderr.length, 1, args.join(" "));
+    assert.match(io.stderr[0], message);
+    assert.match(io.stderr[0], /^error: .*\(try --help\)$/);
+  }
+  if (!TAP_SKIP) assert.equal(tunFds(), before, "no tap was opened");
+});
+
+Deno.test({
+  name:
+    "virtio-net: a tap that cannot be opened is named with the reason; whatever was opened before is closed",
+  ignore: TAP_SKIP !== undefined,
+  async fn() {
+    await withFiles([1 << 20], async (disk) => {
+      const before = tunFds();
+      const io = capture();
+      const args = ["-netdev", "tap,id=n0,ifname=lo", "-device", "virtio-net-pci,netdev=n0"];
+      assert.equal(await main(args, io), 2);
+      assert.equal(io.stderr.length, 1);
+      assert.match(io.stderr[0], /-netdev tap,id=n0,ifname=lo: could not open tap "lo": .*TUNSETIFF.*EINVAL/);
+      assert.match(io.stderr[0], /not a single-queue tap/);
+      // A good tap, then a drive that is refused: the tap is closed (and, being ours, gone).
+      const name = tapName("a");
+      using holder = DiskImage.open(disk);
+      const io2 = capture();
+      const args2 = [
+        "-netdev",
+        `tap,id=n0,ifname=${name},script=no,downscript=no`,
+        "-device",
+        "virtio-net-pci,netdev=n0",
+        "-drive",
+        `file=${disk},if=virtio`,
+      ];
+      assert.equal(await main(args2, io2), 2);
+      assert.match(io2.stderr[0], /Failed to get "write" lock/);
+      holder.close();
+      assert.equal(tunFds(), before, "every tap fd closed");
+      assert.throws(() => Deno.statSync(`/sys/class/net/${name}`), Deno.errors.NotFound);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "virtio-net: MACs default as QEMU's (52:54:00:12:34:56 up, skipping given ones); --dump-mtree shows the card",
+  ignore: TAP_SKIP !== undefined,
+  async fn() {
+    const names = [tapName("x"), tapName("y"), tapName("z")];
+    const args = [
+      ...names.flatMap((n, i) => ["-netdev", `tap,id=n${i},ifname=${n},script=no,downscript=no`]),
+      "-device",
+      "virtio-net-pci,netdev=n0",
+      "-device",
+      "virtio-net-pci,netdev=n1,mac=52:54:00:12:34:56,id=nic1",
+      "-device",
+      "virtio-net-pci,netdev=n2",
+    ];
+    const options = parseCommandLine(args);
+    assert.ok(options !== "help");
+    try {
+      const macs = options.pciDevices.map((d) => d.type === "virtio-net-pci" ? d.mac : []);
+      assert.deepEqual(macs, [
+        [0x52, 0x54, 0, 0x12, 0x34, 0x57],
+        [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+        [0x52, 0x54, 0, 0x12, 0x34, 0x58],
+      ]);
+      assert.deepEqual(options.taps.map((t) => t.name), names);
+      assert.equal(options.netBackends.length, 3);
+    } finally {
+      for (const tap of options.taps) tap.close();
+    }
+    const io = capture();
+    assert.equal(await main(["--dump-mtree", ...args], io), 0, io.stderr.join("\n"));
+    assert.match(io.stdout.join("\n"), /\(prio 0, i\/o\): virtio-pci-common-virtio-net/);
+    for (const n of names) assert.throws(() => Deno.statSync(`/sys/class/net/${n}`), Deno.errors.NotFound);
   },
 });

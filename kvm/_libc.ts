@@ -49,6 +49,8 @@ const LIBC_SYMBOLS = {
   fcntl_lock: { name: "fcntl", parameters: ["i32", "i32", "buffer"], result: "i32" },
   /** `int eventfd(unsigned int initval, int flags);` */
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** `int poll(struct pollfd *fds, nfds_t nfds, int timeout);` — blocks the calling thread (a Worker). */
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   /** `ssize_t getrandom(void *buf, size_t buflen, unsigned int flags);` (glibc 2.25+) */
   getrandom: { parameters: ["buffer", "usize", "u32"], result: "isize" },
   /**

@@ -64,6 +64,7 @@ export {
   EVENTFD_MAX,
   type EventFdOptions,
 } from "./event_fd.ts";
+export { POLLERR, POLLHUP, POLLIN, POLLNVAL, pollReadable } from "./poll.ts";
 export {
   IFNAMSIZ,
   Tap,

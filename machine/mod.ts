@@ -262,12 +262,20 @@ export {
   PC_PCI_IO_START,
   PC_PCI_SLOTS,
   pciIntxIrq,
+  type PcNetBackend,
   type PcPciDevice,
   type PcPciDeviceSpec,
   type PcPciWiring,
   SharedIrqLines,
 } from "./pc/pc_pci.ts";
-export { DiskBlockBacking, hostEntropy } from "./virtio_backends.ts";
+export {
+  DiskBlockBacking,
+  hostEntropy,
+  type TapLike,
+  TapNetBackend,
+  type TapNetStats,
+} from "./virtio_backends.ts";
+export { NetRxPoller, type NetRxWorkerInit, POLL_SLICE_MS, RxCells, RxState } from "./net_rx.ts";
 export {
   allocatePcMemory,
   attachKvm,
@@ -314,8 +322,15 @@ export type {
 export type {
   BlockBacking,
   GuestMemory as VirtioGuestMemory,
+  DescriptorChain,
   VirtioDevice,
+  VirtioDeviceModel,
+  VirtioNet,
+  VirtioNetStats,
   VirtioPci,
+  VirtqBuffer,
+  Virtqueue,
+  VirtqueueFeatures,
 } from "../devices/virtio/mod.ts";
 export type {
   CpuidEntry,
@@ -340,8 +355,10 @@ export type {
   MsiMessage,
   MsiRoute,
   MsrEntry,
+  Tap,
   UserMemoryRegion,
   Vcpu,
   VcpuEvents,
+  VcpuKickTarget,
   Vm,
 } from "../kvm/mod.ts";

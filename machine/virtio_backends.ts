@@ -1,12 +1,14 @@
 /**
  * The host side of the virtio devices: a raw disk image behind virtio-blk (pread, pwrite and
- * fdatasync on a {@link DiskImage} holding QEMU's locks) and the kernel's CSPRNG behind virtio-rng.
+ * fdatasync on a {@link DiskImage} holding QEMU's locks), the kernel's CSPRNG behind virtio-rng,
+ * and a TAP interface behind virtio-net.
  *
  * @module
  */
 
-import type { BlockBacking } from "../devices/virtio/mod.ts";
-import { type DiskImage, getRandom } from "../kvm/mod.ts";
+import { type BlockBacking, VIRTIO_NET_MAX_FRAME, type VirtioNet } from "../devices/virtio/mod.ts";
+import { type DiskImage, getRandom, KvmError, type Tap } from "../kvm/mod.ts";
+import type { PcNetBackend } from "./pc/pc_pci.ts";
 
 /**
  * {@link BlockBacking} over an open {@link DiskImage}; the image stays the caller's to close. A
@@ -81,4 +83,123 @@ export class DiskBlockBacking implements BlockBacking {
  */
 export function hostEntropy(buf: Uint8Array): void {
   getRandom(buf);
+}
+
+/** What {@link TapNetBackend} uses of a {@link Tap} (tests give a fake). */
+export type TapLike = Pick<Tap, "read" | "write" | "vnetHeaderSize" | "fd">;
+
+/** What a {@link TapNetBackend} counted. */
+export interface TapNetStats {
+  /** Frames the tap refused (queue full, interface down, a frame it found malformed). */
+  txErrors: number;
+  /** Frames read from the tap. */
+  rxFrames: number;
+}
+
+/**
+ * virtio-net's backend on a {@link Tap} (QEMU's `-netdev tap`). The card deals in bare Ethernet
+ * frames; the tap puts a 12-byte virtio-net header in front of each. The header is not passed
+ * through: no offload is negotiated with the guest nor enabled on the tap, so the only header that
+ * is correct either way is all zeros (and `num_buffers` = 1, which the card writes) — the tap may
+ * still mark a frame DATA_VALID, which a guest without VIRTIO_NET_F_GUEST_CSUM must not see, and a
+ * hostile guest's header must not reach the kernel. So sending writes a zero header and the frame;
+ * receiving drops the tap's header.
+ *
+ * Receiving is pulled: {@link pump} reads until the tap is empty or the card has no buffer, then
+ * holds that frame until the driver adds buffers ({@link receiveReady} pumps again). The tap stays
+ * the caller's to close.
+ *
+ * @example
+ * ```ts ignore
+ * using tap = Tap.open({ name: "kvmts0" });
+ * const backend = new TapNetBackend(tap);
+ * const spec = { type: "virtio-net-pci", mac: VIRTIO_NET_DEFAULT_MAC, backend } as const;
+ * // … PcMachine.create({ pciDevices: [spec] }); when the tap is readable: backend.pump()
+ * ```
+ */
+export class TapNetBackend implements PcNetBackend {
+  /** The tap. */
+  readonly tap: TapLike;
+  /** Counters. */
+  readonly stats: TapNetStats = { txErrors: 0, rxFrames: 0 };
+  /** Called after a pump that left the tap empty (the RX poller may wait on the tap again). */
+  onDrained: () => void = () => {};
+  readonly #header: number;
+  readonly #out: Uint8Array;
+  readonly #in: Uint8Array;
+  #drained = false;
+  #failed = false;
+  #pending = 0; // bytes of a frame read and not yet taken by the card (header included), or 0
+  #net: VirtioNet | undefined;
+
+  /** A backend on `tap` (opened with its default 12-byte header). */
+  constructor(tap: TapLike) {
+    this.tap = tap;
+    this.#header = tap.vnetHeaderSize;
+    this.#out = new Uint8Array(this.#header + VIRTIO_NET_MAX_FRAME);
+    this.#in = new Uint8Array(this.#header + VIRTIO_NET_MAX_FRAME);
+  }
+
+  /** The card to deliver to. */
+  attach(net: VirtioNet): void {
+    this.#net = net;
+  }
+
+  /** Writes a zero header and `frame` to the tap; false (counted) when the tap refuses it. */
+  send(frame: Uint8Array): boolean {
+    const out = this.#out;
+    if (frame.length > out.length - this.#header) return false;
+    out.fill(0, 0, this.#header);
+    out.set(frame, this.#header);
+    try {
+      if (this.tap.write(out.subarray(0, this.#header + frame.length)) !== null) return true;
+    } catch (error) {
+      if (!(error instanceof KvmError)) throw error;
+    }
+    this.stats.txErrors++;
+    return false;
+  }
+
+  /** The driver added receive buffers: deliver what waits. */
+  receiveReady(): void {
+    this.pump();
+  }
+
+  /** Whether the last {@link pump} left the tap empty and nothing held back. */
+  get drained(): boolean {
+    return this.#drained;
+  }
+
+  /**
+   * Moves frames from the tap to the card until the tap is empty (then {@link onDrained} runs and
+   * this returns true) or the card takes no more (the frame is kept; false). A tap whose read fails
+   * (it was deleted under us) is not read again: receiving stops, sending goes on failing.
+   */
+  pump(): boolean {
+    const net = this.#net;
+    if (net === undefined || this.#failed) return false;
+    this.#drained = false;
+    for (;;) {
+      if (this.#pending === 0) {
+        let length: number | null;
+        try {
+          length = this.tap.read(this.#in);
+        } catch (error) {
+          if (!(error instanceof KvmError)) throw error;
+          this.#failed = true;
+          return false;
+        }
+        if (length === null) {
+          this.#drained = true;
+          this.onDrained();
+          return true;
+        }
+        if (length < this.#header) continue; // cannot happen with IFF_VNET_HDR; nothing to deliver
+        this.#pending = length;
+        this.stats.rxFrames++;
+      }
+      if (!net.receive(this.#in.subarray(this.#header, this.#pending))) return false;
+      this.#pending = 0;
+    }
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * virtio 1.x devices: split virtqueues that treat the guest as hostile, the device core (status,
- * features, needs-reset), the modern virtio-pci transport with MSI-X, and the virtio-rng and
- * virtio-blk device types. Pure: guest memory, interrupts, entropy and disks are injected.
+ * features, needs-reset), the modern virtio-pci transport with MSI-X, and the virtio-rng,
+ * virtio-blk and virtio-net device types. Pure: guest memory, interrupts, entropy, disks and the
+ * network backend are injected.
  *
  * @module
  */
@@ -67,6 +68,22 @@ export {
   VirtioBlkRequest,
   VirtioBlkStatus,
 } from "./virtio_blk.ts";
+export {
+  formatMac,
+  VIRTIO_ID_NET,
+  VIRTIO_NET_CONFIG_SIZE,
+  VIRTIO_NET_DEFAULT_MAC,
+  VIRTIO_NET_HDR_SIZE,
+  VIRTIO_NET_MAX_FRAME,
+  VIRTIO_NET_QUEUE_SIZE,
+  VIRTIO_NET_RX_QUEUE,
+  VIRTIO_NET_S_LINK_UP,
+  VIRTIO_NET_TX_QUEUE,
+  VirtioNet,
+  VirtioNetFeature,
+  type VirtioNetOptions,
+  type VirtioNetStats,
+} from "./virtio_net.ts";
 // Types of the parent folder and of memory/ that this module's public types name, so that its
 // documentation is complete on its own.
 export type {

@@ -77,6 +77,12 @@ export interface VirtioDeviceModel {
   handleQueue(queue: Virtqueue, device: VirtioDevice): void;
   /** Device reset: forget device-specific state. */
   reset?(): void;
+  /**
+   * Called once by the {@link VirtioDevice} constructor with the device this model belongs to, for
+   * a model that does work the driver did not ask for (virtio-net delivering a frame from its
+   * backend through {@link VirtioDevice.serviceQueue}).
+   */
+  attach?(device: VirtioDevice): void;
 }
 
 /** Options of {@link VirtioDevice}. */
@@ -129,6 +135,8 @@ export class VirtioDevice {
   #isr = 0;
   #generation = 0;
   #broken = false;
+  /** The queue whose notification is being handled, or -1 (see {@link serviceQueue}). */
+  #handling = -1;
 
   /**
    * A device of type `model` in its reset state.
@@ -140,6 +148,7 @@ export class VirtioDevice {
     this.hostFeatures = model.features | VIRTIO_TRANSPORT_FEATURES;
     this.queues = model.queueSizes.map((size, i) => new Virtqueue(i, size, options.memory));
     this.#log = options.log ?? (() => {});
+    model.attach?.(this);
   }
 
   /** The device status byte. */
@@ -222,8 +231,35 @@ export class VirtioDevice {
     const queue = this.queues[index];
     if (!queue || !queue.enabled || this.#broken || this.disabled) return;
     const before = queue.usedIdx;
-    const ok = this.#guard(() => this.model.handleQueue(queue, this));
+    const outer = this.#handling;
+    this.#handling = index;
+    let ok: boolean;
+    try {
+      ok = this.#guard(() => this.model.handleQueue(queue, this));
+    } finally {
+      this.#handling = outer;
+    }
     if (ok && queue.usedIdx !== before) this.signalQueue(index);
+  }
+
+  /**
+   * Runs device work on queue `index` that the backend, not the driver, started (a frame arrived
+   * for virtio-net's receive queue): the same protection as {@link notifyQueue} — a protocol error
+   * or any exception from `work` makes the device need a reset — and the queue's interrupt if
+   * `work` pushed anything and the driver wants one. Inside {@link notifyQueue} of the same queue
+   * the interrupt is left to it, so one notification raises at most one interrupt. Never throws.
+   *
+   * @returns what `work` returned, or `undefined` when the queue is not usable (not enabled, bus
+   *   mastering off, the device broken) or `work` broke the protocol.
+   */
+  serviceQueue<T>(index: number, work: (queue: Virtqueue) => T): T | undefined {
+    const queue = this.queues[index];
+    if (!queue || !queue.enabled || this.#broken || this.disabled) return undefined;
+    const before = queue.usedIdx;
+    let result: T | undefined;
+    const ok = this.#guard(() => void (result = work(queue)));
+    if (ok && queue.usedIdx !== before && this.#handling !== index) this.signalQueue(index);
+    return ok ? result : undefined;
   }
 
   /**

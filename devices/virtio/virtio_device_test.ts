@@ -139,3 +139,49 @@ Deno.test("VirtioDevice: used buffers raise the queue's vector; reset restores v
   assert.equal(dev.configVector, VIRTIO_NO_VECTOR);
   assert.equal(resets(), 1);
 });
+
+Deno.test("VirtioDevice: serviceQueue runs backend work under the same guard, interrupting when it used buffers", () => {
+  const { dev, interrupts, driver, log } = setup();
+  assert.equal(dev.serviceQueue(0, () => 1), undefined, "queue not enabled");
+  negotiate(dev);
+  dev.queues[0].msixVector = 3;
+  dev.enableQueue(0);
+  assert.equal(dev.serviceQueue(0, (q) => q.pop()), null, "nothing available");
+  assert.deepEqual(interrupts, []);
+  driver.setDesc(0x1000n, 0, { addr: 0x8000n, len: 4, flags: 0, next: 0 });
+  driver.offer(0);
+  assert.equal(
+    dev.serviceQueue(0, (q) => {
+      q.push(q.pop()!, 0);
+      return "done";
+    }),
+    "done",
+  );
+  assert.deepEqual(interrupts, [3]);
+  assert.equal(
+    dev.serviceQueue(0, () => {
+      throw new VirtioProtocolError("bad frame");
+    }),
+    undefined,
+  );
+  assert.ok(dev.status & S.DEVICE_NEEDS_RESET);
+  assert.match(log.at(-1)!, /virtio-test: bad frame; the device needs a reset/);
+  assert.equal(dev.serviceQueue(0, () => 1), undefined, "broken until reset");
+});
+
+Deno.test("VirtioDevice: the model's attach hook gets its device once", () => {
+  const seen: VirtioDevice[] = [];
+  const model: VirtioDeviceModel = {
+    name: "virtio-attach",
+    deviceId: 43,
+    pciClassCode: 0,
+    features: 0n,
+    queueSizes: [4],
+    configSize: 0,
+    readConfig: () => 0,
+    handleQueue: () => {},
+    attach: (d) => void seen.push(d),
+  };
+  const dev = new VirtioDevice(model, { memory: new ByteRam(16) });
+  assert.deepEqual(seen, [dev]);
+});

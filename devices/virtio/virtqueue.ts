@@ -208,6 +208,7 @@ export class Virtqueue {
   #inUse = 0;
   #signalledUsed = 0;
   #signalledValid = false;
+  #lastPopped: DescriptorChain | null = null;
 
   /**
    * A queue of at most `maxSize` entries (a power of two up to 32768), reading the rings through
@@ -292,6 +293,7 @@ export class Virtqueue {
       this.#signalledUsed =
         0;
     this.#signalledValid = false;
+    this.#lastPopped = null;
   }
 
   /**
@@ -330,6 +332,7 @@ export class Virtqueue {
     if (this.#features.eventIdx) this.#write16(this.#availEventAddr(), this.#lastAvail, "avail_event");
     const chain = this.#walk(head);
     this.#inUse++;
+    this.#lastPopped = chain;
     return chain;
   }
 
@@ -410,12 +413,29 @@ export class Virtqueue {
   }
 
   /**
+   * Gives back the chain {@link pop} returned last, unused: the next {@link pop} takes it again
+   * (QEMU's `virtqueue_unpop`; virtio-net keeps a receive buffer too small for a frame this way).
+   * Only the most recent chain, and only before anything else was popped or pushed.
+   *
+   * @throws {RangeError} if `chain` is not the last one taken (a device bug, not the guest's).
+   */
+  unpop(chain: DescriptorChain): void {
+    if (this.#lastPopped !== chain) {
+      throw new RangeError(`queue ${this.index}: unpop of a chain not just popped`);
+    }
+    this.#lastPopped = null;
+    this.#lastAvail = (this.#lastAvail - 1) & 0xffff;
+    this.#inUse--;
+  }
+
+  /**
    * Returns `chain` to the driver with `written` bytes written into its writable part (clamped to
    * that part's length): the used element, a fence, then the used index.
    *
    * @throws {VirtioProtocolError} if the used ring is no longer guest RAM.
    */
   push(chain: DescriptorChain, written: number): void {
+    this.#lastPopped = null;
     const len = Math.max(0, Math.min(Math.floor(written), chain.writableLength));
     const slot = this.#usedIdx % this.size;
     this.#view.setUint32(0, chain.head, true);

@@ -463,3 +463,20 @@ Deno.test("Virtqueue property: a random hostile edit of a valid chain is refused
     { numRuns: 300 },
   );
 });
+
+Deno.test("Virtqueue: unpop gives the last chain back; the next pop takes it again", () => {
+  const { q, driver } = setup();
+  driver.setDesc(DESC, 3, { addr: BigInt(DATA), len: 16, flags: W, next: 0 });
+  driver.offer(3);
+  const chain = q.pop()!;
+  assert.equal(q.inUse, 1);
+  q.unpop(chain);
+  assert.equal(q.inUse, 0);
+  assert.equal(q.lastAvailIdx, 0);
+  assert.throws(() => q.unpop(chain), RangeError, "only once");
+  const again = q.pop()!;
+  assert.equal(again.head, 3);
+  q.push(again, 0);
+  assert.throws(() => q.unpop(again), RangeError, "not after a push");
+  assert.equal(driver.usedIdx(), 1);
+});

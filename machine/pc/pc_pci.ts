@@ -38,6 +38,8 @@ import {
   type BlockBacking,
   type GuestMemory,
   VirtioBlk,
+  type VirtioDeviceModel,
+  VirtioNet,
   VirtioPci,
   VirtioRng,
 } from "../../devices/virtio/mod.ts";
@@ -296,7 +298,30 @@ export type PcPciDeviceSpec =
     readonly id?: string;
     /** Fills a buffer with random bytes. */
     readonly entropy: (buf: Uint8Array) => void;
+  }
+  | {
+    /** A virtio network card on `backend`. */
+    readonly type: "virtio-net-pci";
+    /** The `-device id=`, if any. */
+    readonly id?: string;
+    /** Its MAC address (6 bytes). */
+    readonly mac: readonly number[];
+    /** Where its frames go and come from. */
+    readonly backend: PcNetBackend;
   };
+
+/**
+ * The host side of a virtio-net card (`-netdev`): takes the frames the guest sends, and delivers
+ * frames to the card itself once it knows it ({@link attach}), with `VirtioNet.receive`.
+ */
+export interface PcNetBackend {
+  /** The card was created: deliver received frames to it. */
+  attach(net: VirtioNet): void;
+  /** One Ethernet frame the guest sent (valid during the call); false when it was dropped. */
+  send(frame: Uint8Array): boolean | void;
+  /** The driver made receive buffers available: frames held back can go now. */
+  receiveReady(): void;
+}
 
 /** A PCI device plugged into the board. */
 export interface PcPciDevice {
@@ -342,9 +367,7 @@ export function createPcPciDevices(
   }
   return specs.map((spec, i) => {
     const slot = PC_PCI_FIRST_FREE_SLOT + i;
-    const model = spec.type === "virtio-blk-pci"
-      ? new VirtioBlk({ backing: spec.backing, serial: spec.serial })
-      : new VirtioRng({ entropy: spec.entropy });
+    const model = pcPciModel(spec);
     const fn = new VirtioPci({
       model,
       memory: wiring.memory,
@@ -357,4 +380,24 @@ export function createPcPciDevices(
     host.attach({ device: slot }, fn);
     return { slot, spec, fn };
   });
+}
+
+/** The device model of `spec`. */
+function pcPciModel(spec: PcPciDeviceSpec): VirtioDeviceModel {
+  switch (spec.type) {
+    case "virtio-blk-pci":
+      return new VirtioBlk({ backing: spec.backing, serial: spec.serial });
+    case "virtio-rng-pci":
+      return new VirtioRng({ entropy: spec.entropy });
+    case "virtio-net-pci": {
+      const backend = spec.backend;
+      const net = new VirtioNet({
+        mac: spec.mac,
+        send: (frame) => backend.send(frame),
+        onReceiveReady: () => backend.receiveReady(),
+      });
+      backend.attach(net);
+      return net;
+    }
+  }
 }

@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import type { BlockBacking } from "../../devices/virtio/mod.ts";
 import { DiskImage } from "../../kvm/mod.ts";
 import { buildDsdtAml } from "../acpi/mod.ts";
-import { DiskBlockBacking } from "../virtio_backends.ts";
+import { DiskBlockBacking, TapNetBackend } from "../virtio_backends.ts";
 import { PcBoard } from "./pc_board.ts";
 import { pciIntxIrq, SharedIrqLines } from "./pc_pci.ts";
+import { cfg, fakeTap, netDriver } from "./_pci_test_util.ts";
 
 function memoryDisk(size: number, readOnly = false): BlockBacking & { bytes: Uint8Array } {
   const bytes = new Uint8Array(size);
@@ -26,21 +27,6 @@ function board() {
       { type: "virtio-blk-pci", backing: memoryDisk(1 << 20), id: "disk0" },
     ],
   });
-}
-
-/** Configuration access through ports 0xcf8/0xcfc, as a guest does it. */
-function cfg(b: PcBoard, slot: number) {
-  const select = (offset: number) => b.io.write(0xcf8, 4, 0x8000_0000 | (slot << 11) | (offset & 0xfc));
-  return {
-    read(offset: number, size: number): number {
-      select(offset);
-      return Number(b.io.read(0xcfc + (offset & 3), size).value);
-    },
-    write(offset: number, value: number, size: number): void {
-      select(offset);
-      b.io.write(0xcfc + (offset & 3), size, value);
-    },
-  };
 }
 
 Deno.test("PC PCI: virtio devices from slot 2 in order, BARs assigned as SeaBIOS packs them below the IOAPIC", () => {
@@ -200,4 +186,51 @@ Deno.test("PC PCI: a driver writes a sector through virtio-blk at the board's BA
   } finally {
     Deno.removeSync(path);
   }
+});
+
+Deno.test("PC PCI: virtio-net through the board's BARs — a sent frame reaches the tap, a tap frame the guest, with back-pressure", () => {
+  const tap = fakeTap();
+  const backend = new TapNetBackend(tap);
+  const sent: number[] = [];
+  using b = PcBoard.create({
+    ramSize: 64n << 20n,
+    pciDevices: [{ type: "virtio-net-pci", mac: [0x52, 0x54, 0, 0x12, 0x34, 0x57], backend, id: "nic0" }],
+    deliverMsi: (_a, data) => void sent.push(data),
+  });
+  assert.match(b.infoPci(), /Ethernet controller: PCI device 1af4:1041\n/);
+  const d = netDriver(b, 2);
+  assert.deepEqual(d.mac, [0x52, 0x54, 0, 0x12, 0x34, 0x57]);
+  assert.equal(d.linkStatus, 1);
+  const frame = Uint8Array.from({ length: 60 }, (_, i) => i);
+  d.send(frame);
+  assert.equal(d.usedIdx(1), 1);
+  assert.deepEqual(
+    tap.written,
+    [Uint8Array.from([...new Array(12).fill(0), ...frame])],
+    "a zero header in front",
+  );
+  assert.deepEqual(sent, [0x42]);
+  // Receive: the tap's header (here with DATA_VALID set) is replaced by a zero one.
+  const incoming = Uint8Array.from({ length: 100 }, (_, i) => 255 - i);
+  tap.queued.push(
+    Uint8Array.from([2, ...new Array(11).fill(0), ...incoming]),
+    Uint8Array.from([0, ...new Array(11).fill(0), ...frame]),
+  );
+  assert.equal(backend.pump(), false, "no receive buffer: the frame waits");
+  assert.equal(tap.queued.length, 1);
+  d.post(0x40_0000); // the driver's notify pumps again: one buffer, one frame
+  assert.equal(d.usedIdx(0), 1);
+  assert.equal(d.usedLen(0, 0), 112);
+  const got = new Uint8Array(112);
+  b.memory.rw(0x40_0000, got, false);
+  assert.deepEqual([...got.subarray(0, 12)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+  assert.deepEqual(got.subarray(12), incoming);
+  assert.equal(backend.drained, false);
+  let drained = 0;
+  backend.onDrained = () => void drained++;
+  d.post(0x40_1000);
+  assert.equal(d.usedIdx(0), 2);
+  assert.equal(backend.drained, true);
+  assert.equal(drained, 1);
+  assert.deepEqual(sent, [0x42, 0x41, 0x41]);
 });

@@ -1,0 +1,165 @@
+/**
+ * Receiving from taps while the guest runs. The VM thread serves everything but spends its time
+ * inside `KVM_RUN` (one vCPU) or asleep on the runner's doorbell (several), so a Worker
+ * (`net_rx_worker.ts`) waits in `poll(2)` on the taps and wakes it the way the console Worker
+ * does: it kicks the vCPU out of `KVM_RUN`, or rings the doorbell. The runner then calls its
+ * `onKick` hook, where the VM thread asks {@link NetRxPoller.signalled} and pumps the taps.
+ *
+ * The handshake keeps the Worker from spinning on a tap whose frames the guest cannot take yet
+ * (no receive buffers): after a wake-up the Worker waits (state SIGNALLED) until the VM thread
+ * calls {@link NetRxPoller.resume}, which it does once every tap was read empty — right away, or
+ * after the driver added buffers (virtio-net's `onReceiveReady`). poll is level-triggered, so a
+ * frame that arrives between the last empty read and the next poll is not lost.
+ *
+ * Closing follows the console channel: once {@link NetRxPoller.close} returned no kick can reach
+ * the vCPU, whose run page may then be unmapped.
+ *
+ * @module
+ */
+
+import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+import type { Doorbell } from "./runner.ts";
+
+/** How long the Worker sleeps in one poll or wait before looking at the stop cell. */
+export const POLL_SLICE_MS = 100;
+
+/** The Worker's state cell. */
+export const RxState = {
+  /** The Worker polls the taps. */
+  POLLING: 0,
+  /** The Worker woke the VM thread and waits for {@link NetRxPoller.resume}. */
+  SIGNALLED: 1,
+} as const;
+
+const STATE = 0;
+const KICK = 1; // OPEN, KICKING, CLOSED
+const STOP = 2;
+const CELLS = 4;
+const OPEN = 0;
+const KICKING = 1;
+const CLOSED = 2;
+
+/** The shared cells, as both threads see them. */
+export class RxCells {
+  readonly #cells: Int32Array;
+
+  /** Cells over `buffer`. */
+  constructor(readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(CELLS * 4)) {
+    this.#cells = new Int32Array(buffer);
+  }
+
+  /** {@link RxState}. */
+  get state(): number {
+    return Atomics.load(this.#cells, STATE);
+  }
+
+  set state(value: number) {
+    Atomics.store(this.#cells, STATE, value);
+    Atomics.notify(this.#cells, STATE);
+  }
+
+  /** Whether the Worker must leave. */
+  get stopped(): boolean {
+    return Atomics.load(this.#cells, STOP) === 1;
+  }
+
+  /** Worker: sleeps while the state is SIGNALLED, at most `ms`. */
+  waitWhileSignalled(ms: number): void {
+    Atomics.wait(this.#cells, STATE, RxState.SIGNALLED, ms);
+  }
+
+  /** Worker: runs `kick` unless the VM thread closed (see `ConsoleChannel.kickUnlessClosed`). */
+  kickUnlessClosed(kick: () => void): void {
+    if (Atomics.compareExchange(this.#cells, KICK, OPEN, KICKING) !== OPEN) return;
+    try {
+      kick();
+    } finally {
+      Atomics.store(this.#cells, KICK, OPEN);
+      Atomics.notify(this.#cells, KICK);
+    }
+  }
+
+  /** VM thread: stop, and return once no kick is in progress (none can start afterwards). */
+  close(): void {
+    Atomics.store(this.#cells, STOP, 1);
+    Atomics.notify(this.#cells, STATE);
+    for (;;) {
+      const state = Atomics.compareExchange(this.#cells, KICK, OPEN, CLOSED);
+      if (state !== KICKING) return;
+      Atomics.wait(this.#cells, KICK, KICKING, 10);
+    }
+  }
+}
+
+/** The first message the Worker gets. */
+export interface NetRxWorkerInit {
+  /** {@link RxCells.buffer}. */
+  buffer: SharedArrayBuffer;
+  /** The taps' fds. */
+  fds: number[];
+  /** The vCPU to kick (a one-vCPU machine, run on the VM thread). */
+  kick?: VcpuKickTarget;
+  /** Or the runner's doorbell (several vCPUs). */
+  doorbell?: Doorbell;
+}
+
+/**
+ * The VM thread's end of the receive Worker.
+ *
+ * @example
+ * ```ts ignore
+ * const poller = NetRxPoller.start({ fds: [tap.fd], kick: vcpuKickTarget(pc.vcpu) });
+ * backend.onDrained = () => poller.resume();
+ * await pc.runAsync({ onKick: () => { if (poller.signalled) backend.pump(); } });
+ * poller.close(); // before the machine is closed
+ * ```
+ */
+export class NetRxPoller {
+  readonly #cells: RxCells;
+  readonly #worker: Worker;
+  #closed = false;
+
+  private constructor(cells: RxCells, worker: Worker) {
+    this.#cells = cells;
+    this.#worker = worker;
+  }
+
+  /**
+   * Starts the Worker on `fds`, waking the VM thread by kicking `kick` or ringing `doorbell`. The
+   * process must handle the kick signal (`handleKickSignal`).
+   *
+   * @throws {TypeError} when neither or both of `kick` and `doorbell` are given.
+   */
+  static start(init: Omit<NetRxWorkerInit, "buffer">): NetRxPoller {
+    if ((init.kick === undefined) === (init.doorbell === undefined)) {
+      throw new TypeError("NetRxPoller.start: give exactly one of kick and doorbell");
+    }
+    const cells = new RxCells();
+    const worker = new Worker(new URL("./net_rx_worker.ts", import.meta.url), { type: "module" });
+    worker.postMessage({ ...init, buffer: cells.buffer } satisfies NetRxWorkerInit);
+    return new NetRxPoller(cells, worker);
+  }
+
+  /** Whether the Worker saw a readable tap and waits for {@link resume}. */
+  get signalled(): boolean {
+    return this.#cells.state === RxState.SIGNALLED;
+  }
+
+  /** Every tap was read empty: poll them again. */
+  resume(): void {
+    if (this.#cells.state !== RxState.POLLING) this.#cells.state = RxState.POLLING;
+  }
+
+  /** Stops the Worker; once this returns, it kicks no more. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#cells.close();
+    this.#worker.terminate();
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
