@@ -321,8 +321,8 @@ export type {
 } from "../devices/mod.ts";
 export type {
   BlockBacking,
-  GuestMemory as VirtioGuestMemory,
   DescriptorChain,
+  GuestMemory as VirtioGuestMemory,
   VirtioDevice,
   VirtioDeviceModel,
   VirtioNet,
