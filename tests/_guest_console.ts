@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { kernelSymbols } from "./_linux_guest.ts";
-import { SHELL_PROMPT } from "../examples/build_initramfs.ts";
+import { INIT_MARKER, SHELL_PROMPT } from "../examples/build_initramfs.ts";
 
 const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
 /**
@@ -64,13 +64,23 @@ export class GuestConsole implements AsyncDisposable {
     return this.#text;
   }
 
-  /** Waits until the output from `from` on matches `pattern`; returns the match and where it ends. */
+  /**
+   * Waits until the output from `from` on matches `pattern`; returns the match and where it ends.
+   * While a boot is awaited inside the nested KVM VM (`probe`, on by default for the /init marker,
+   * the first prompt and a kernel banner), a console quiet for 30 s has the monitor sample every vCPU
+   * each 10 s; a vCPU found three times in a row at the same RIP with interrupts off is wedged (the
+   * emulator's stall, see {@link retryNestedStalls}) and ends the wait at once with a GuestStall.
+   */
   async waitFor(
     pattern: RegExp,
     from: number,
     what: string,
+    probe = INSIDE_NESTED && BOOT_PATTERNS.includes(pattern.source),
   ): Promise<{ match: RegExpExecArray; end: number }> {
     const deadline = Date.now() + STEP_DEADLINE_MS;
+    let seen = this.#text.length;
+    let quietSince = Date.now();
+    const samples: { rip: string; interrupts: boolean }[][] = [];
     for (;;) {
       const match = pattern.exec(this.#text.slice(from));
       if (match) return { match, end: from + match.index + match[0].length };
@@ -82,6 +92,27 @@ export class GuestConsole implements AsyncDisposable {
           `no ${what} after ${STEP_DEADLINE_MS / 1000} s:\n${text}\n${await this.#evidence()}`,
         );
       }
+      if (this.#text.length !== seen) {
+        seen = this.#text.length;
+        quietSince = Date.now();
+        samples.length = 0;
+      } else if (probe && Date.now() - quietSince >= QUIET_BEFORE_PROBE_MS) {
+        samples.push(parseRegisters(await this.#monitor("info registers -a")));
+        seen = this.#text.length; // the monitor's own answer is not the guest's progress
+        const wedged = samples.length >= 3 &&
+          samples.at(-1)!.some((cpu, i) =>
+            samples.slice(-3).every((sample) =>
+              sample[i] && !sample[i].interrupts && sample[i].rip === cpu.rip
+            )
+          );
+        if (wedged) {
+          throw new GuestStall(
+            `no ${what}: a vCPU is wedged with interrupts off at the same RIP in three samples 10 s apart:\n` +
+              `${this.#text}\n${await this.#evidence()}`,
+          );
+        }
+        quietSince = Date.now() - QUIET_BEFORE_PROBE_MS + PROBE_INTERVAL_MS;
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.min(left, 1000));
         this.#wake = () => {
@@ -90,6 +121,18 @@ export class GuestConsole implements AsyncDisposable {
         };
       });
     }
+  }
+
+  /** Opens the monitor, runs `command`, closes it again; what the monitor printed. */
+  async #monitor(command: string): Promise<string> {
+    const from = this.#text.length;
+    await this.type("\x01c");
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await this.type(`${command}\r`);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    await this.type("\x01c");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    return this.#text.slice(from);
   }
 
   /**
@@ -152,15 +195,33 @@ export class GuestConsole implements AsyncDisposable {
 }
 
 /** A console step passed its deadline: the guest stalled (its message holds the console and registers). */
+/** Inside the nested KVM VM (its init sets this). */
+const INSIDE_NESTED = Deno.env.get("KVM_TS_NESTED") === "1";
+/** How long a boot's console may be quiet before the monitor looks at the vCPUs. */
+const QUIET_BEFORE_PROBE_MS = 30_000;
+/** Time between two looks. */
+const PROBE_INTERVAL_MS = 10_000;
+/** The waits that are a boot: the /init marker, a first shell prompt, a kernel banner, the facts' end. */
+const BOOT_PATTERNS = [escape(INIT_MARKER), escape(SHELL_PROMPT), "Linux version", "FACTS-END"]
+  .map((text) => new RegExp(text).source);
+
+/** Each vCPU's RIP and interrupt flag from `info registers -a` output, in vCPU order. */
+export function parseRegisters(text: string): { rip: string; interrupts: boolean }[] {
+  return [...text.matchAll(/RIP=([0-9a-f]{16}) RFL=([0-9a-f]{8})/g)].map((m) => ({
+    rip: m[1],
+    interrupts: (parseInt(m[2], 16) & 0x200) !== 0,
+  }));
+}
+
 export class GuestStall extends Error {
   override name = "GuestStall";
 }
 
 /** How often a stalled Linux boot is tried inside the nested KVM VM (see {@link retryNestedStalls}). */
-const NESTED_ATTEMPTS = 3;
+const NESTED_ATTEMPTS = 5;
 
 /**
- * `fn`, tried again (up to three times in all) when it fails with a {@link GuestStall} inside the
+ * `fn`, tried again (up to five times in all) when it fails with a {@link GuestStall} inside the
  * nested KVM VM, and only there; each retry is printed with the stall's last console line.
  *
  * Why: inside the nested VM (QEMU's TCG with emulated SVM), Linux guests sometimes stop for good
