@@ -9,6 +9,7 @@ import { kvmAvailability } from "./kvm.ts";
 import type { GuestMemory } from "./guest_memory.ts";
 import type { Vcpu } from "./vcpu.ts";
 import type { Vm } from "./vm.ts";
+import { TUN_DEVICE_PATH } from "./tap.ts";
 
 /** Whether /dev/kvm can be used here, probed once per test module. */
 export const KVM = kvmAvailability();
@@ -96,4 +97,31 @@ export function assertDirtyPages<T extends number | bigint>(
     [],
     `${message ?? "dirty pages"}: pages the guest neither wrote nor ran code from`,
   );
+}
+
+/**
+ * Why a test that makes a tap cannot run here (no /dev/net/tun, not root, no iproute2), or
+ * undefined. Shared by the tap tests of `kvm/` and the board's virtio-net test.
+ */
+export function tapSkipReason(): string | undefined {
+  try {
+    Deno.statSync(TUN_DEVICE_PATH);
+  } catch {
+    return `${TUN_DEVICE_PATH} is missing`;
+  }
+  if (Deno.uid() !== 0) return "creating a tap needs root (CAP_NET_ADMIN)";
+  try {
+    new Deno.Command("ip", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync();
+  } catch {
+    return "iproute2's `ip` is missing";
+  }
+  return undefined;
+}
+
+/** Runs `ip …` and returns its output, failing the test with its stderr. */
+export function ip(...args: string[]): string {
+  const out = new Deno.Command("ip", { args, stdout: "piped", stderr: "piped" }).outputSync();
+  const text = new TextDecoder();
+  if (!out.success) throw new Error(`ip ${args.join(" ")}: ${text.decode(out.stderr)}`);
+  return text.decode(out.stdout);
 }

@@ -5,34 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { KvmError } from "./kvm_error.ts";
-import { Tap, TUN_DEVICE_PATH, VIRTIO_NET_HDR_SIZE } from "./tap.ts";
-
-function tapSkipReason(): string | undefined {
-  try {
-    Deno.statSync(TUN_DEVICE_PATH);
-  } catch {
-    return `${TUN_DEVICE_PATH} is missing`;
-  }
-  if (Deno.uid() !== 0) return "creating a tap needs root (CAP_NET_ADMIN)";
-  try {
-    new Deno.Command("ip", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync();
-  } catch {
-    return "iproute2's `ip` is missing";
-  }
-  return undefined;
-}
+import { Tap, VIRTIO_NET_HDR_SIZE } from "./tap.ts";
+import { ip, tapSkipReason } from "./_testing.ts";
 
 const SKIP = tapSkipReason();
 if (SKIP) console.log(`kvm/tap_test.ts: tap tests skipped: ${SKIP}`);
 const ifTap = { ignore: SKIP !== undefined };
-
-/** Runs `ip …`, failing the test with its stderr. */
-function ip(...args: string[]): string {
-  const out = new Deno.Command("ip", { args, stdout: "piped", stderr: "piped" }).outputSync();
-  const text = new TextDecoder();
-  assert.ok(out.success, `ip ${args.join(" ")}: ${text.decode(out.stderr)}`);
-  return text.decode(out.stdout);
-}
 
 /** A name unlikely to clash with another run's. */
 function uniqueName(prefix: string): string {

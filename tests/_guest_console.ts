@@ -254,3 +254,15 @@ export function retryNestedStalls(fn: () => Promise<void>): () => Promise<void> 
 export function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+/** `printf` that prints `@name=value@` (the typed line itself holds `\100`, not `@`). */
+export function tagged(name: string, shell: string): string {
+  return `printf '\\100${name}=%s\\100\\n' "${shell}"`;
+}
+
+/** The value of `@name=…@` in `output` (see {@link tagged}); fails the test without one. */
+export function tag(output: string, name: string): string {
+  const match = new RegExp(`@${name}=([^@]*)@`).exec(output);
+  assert.ok(match, `no @${name}=…@ in:\n${output}`);
+  return match[1];
+}

@@ -38,7 +38,7 @@ import {
   pcGuestTables,
 } from "../mod.ts";
 import { ACCEL, probeQemu, QEMU } from "./_qemu.ts";
-import { escape, GuestConsole, retryNestedStalls } from "./_guest_console.ts";
+import { escape, GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
 import { missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
 
 const RAM_MIB = 256;
@@ -58,17 +58,6 @@ const skip = missingLinuxGuest(KERNEL, busybox) ??
     ? "this host's KVM emulates guest kernel code (no vmx or svm flag): Linux cannot boot on it"
     : undefined);
 if (skip) console.log(`tests/linux_shell_test.ts: Linux shell boots skipped: ${skip}`);
-
-/** `printf` that prints `@name=value@` (the typed line itself holds `\100`, not `@`). */
-function tagged(name: string, shell: string): string {
-  return `printf '\\100${name}=%s\\100\\n' "${shell}"`;
-}
-
-function tag(output: string, name: string): string {
-  const match = new RegExp(`@${name}=([^@]*)@`).exec(output);
-  assert.ok(match, `no @${name}=…@ in:\n${output}`);
-  return match[1];
-}
 
 /** The e820 map the board reports for the tests' RAM size. */
 function boardE820(smp: number): E820Entry[] {

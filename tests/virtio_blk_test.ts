@@ -27,7 +27,7 @@ import { gzip, INIT_MARKER, initramfs, SHELL_PROMPT } from "../examples/build_in
 import { hostKvm } from "../kvm/mod.ts";
 import { PcBoard } from "../machine/pc/pc_board.ts";
 import { loadOrder, parseModulesDep } from "../nested/modules.ts";
-import { escape, GuestConsole, retryNestedStalls } from "./_guest_console.ts";
+import { escape, GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
 import { missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
 
 const KERNEL = newestKernel();
@@ -77,17 +77,6 @@ function run(cmd: string, args: string[]): string {
 async function sha256(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** `printf` that prints `@name=value@` (the typed line itself holds `\100`, not `@`). */
-function tagged(name: string, shell: string): string {
-  return `printf '\\100${name}=%s\\100\\n' "${shell}"`;
-}
-
-function tag(output: string, name: string): string {
-  const match = new RegExp(`@${name}=([^@]*)@`).exec(output);
-  assert.ok(match, `no @${name}=…@ in:\n${output}`);
-  return match[1];
 }
 
 /** What the guest writes, and the test expects back from the image. */

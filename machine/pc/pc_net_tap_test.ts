@@ -4,34 +4,15 @@
  * the host's networking is touched. No KVM: the test is the driver, through the board's BARs.
  */
 import assert from "node:assert/strict";
-import { Tap, TUN_DEVICE_PATH } from "../../kvm/mod.ts";
+import { Tap } from "../../kvm/mod.ts";
+import { ip, tapSkipReason } from "../../kvm/_testing.ts";
 import { NetRxPoller } from "../net_rx.ts";
 import { TapNetBackend } from "../virtio_backends.ts";
 import { PcBoard } from "./pc_board.ts";
 import { netDriver } from "./_pci_test_util.ts";
 
-function skipReason(): string | undefined {
-  try {
-    Deno.statSync(TUN_DEVICE_PATH);
-  } catch {
-    return `${TUN_DEVICE_PATH} is missing`;
-  }
-  if (Deno.uid() !== 0) return "creating a tap needs root (CAP_NET_ADMIN)";
-  try {
-    new Deno.Command("ip", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync();
-  } catch {
-    return "iproute2's `ip` is missing";
-  }
-  return undefined;
-}
-
-const SKIP = skipReason();
+const SKIP = tapSkipReason();
 if (SKIP) console.log(`machine/pc/pc_net_tap_test.ts: skipped: ${SKIP}`);
-
-function ip(...args: string[]): void {
-  const out = new Deno.Command("ip", { args, stdout: "piped", stderr: "piped" }).outputSync();
-  assert.ok(out.success, `ip ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-}
 
 const MAC = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
