@@ -38,10 +38,21 @@ import {
   pcGuestTables,
 } from "../mod.ts";
 import { ACCEL, probeQemu, QEMU } from "./_qemu.ts";
-import { escape, GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
+import { escape, GuestConsole, GuestStall, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
 import { missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
 
 const RAM_MIB = 256;
+/**
+ * Inside the nested KVM VM (QEMU's TCG emulating SVM) SMP Linux guests do not boot: measured there,
+ * `qemu-system-x86_64 -accel kvm -smp 2` stalled 4 of 4 boots, and ours stalled every try as well
+ * (docs/nested-kvm.md). So there the tests that are not about SMP boot with one vCPU, and the SMP runs
+ * skip saying why; on a host with a hardware-style KVM they run as written.
+ */
+const INSIDE_NESTED = Deno.env.get("KVM_TS_NESTED") === "1";
+const NESTED_SMP_SKIP =
+  "inside the nested KVM VM SMP Linux guests stall (QEMU's own too: docs/nested-kvm.md)";
+/** vCPUs of the tests that are not about SMP. */
+const SOME_CPUS = INSIDE_NESTED ? 1 : 2;
 /**
  * How long one step may take before the test gives up and prints the console: a hang guard, not a
  * measurement (`KVM_TS_STEP_DEADLINE_S` overrides it).
@@ -58,6 +69,9 @@ const skip = missingLinuxGuest(KERNEL, busybox) ??
     ? "this host's KVM emulates guest kernel code (no vmx or svm flag): Linux cannot boot on it"
     : undefined);
 if (skip) console.log(`tests/linux_shell_test.ts: Linux shell boots skipped: ${skip}`);
+else if (INSIDE_NESTED) {
+  console.log(`tests/linux_shell_test.ts: the -smp 2 and 4 runs skipped: ${NESTED_SMP_SKIP}`);
+}
 
 /** The e820 map the board reports for the tests' RAM size. */
 function boardE820(smp: number): E820Entry[] {
@@ -177,7 +191,7 @@ for (const { smp, acpi, end } of SMP_RUNS) {
       `Linux -smp ${smp}${acpi ? "" : " acpi=off"}: a shell on the console answers typed commands and sees ` +
       `${smp} CPU(s) (from the ${acpi ? "MADT" : "MP table"}), the RAM and the command line, no firmware ` +
       `complaint; kvm-clock; the monitor works; ${end} -f ends the run with status 0`,
-    ignore: skip !== undefined,
+    ignore: skip !== undefined || (INSIDE_NESTED && smp > 1),
     sanitizeResources: false,
     fn: retryNestedStalls(async () => {
       const cmdline = `console=ttyS0 quiet panic=-1 kvmts.smp=${smp}${acpi ? "" : " acpi=off"}`;
@@ -330,7 +344,18 @@ for (const variant of ["pvh", "64-bit"] as const) {
         const cmdline = "console=ttyS0 quiet panic=-1";
         await withInitramfs(async (initrd) => {
           await using guest = new GuestConsole(
-            ["-m", `${RAM_MIB}M`, "-smp", "2", "-kernel", kernel, "-initrd", initrd, "-append", cmdline],
+            [
+              "-m",
+              `${RAM_MIB}M`,
+              "-smp",
+              String(SOME_CPUS),
+              "-kernel",
+              kernel,
+              "-initrd",
+              initrd,
+              "-append",
+              cmdline,
+            ],
           );
           // Linux's PVH entry builds its own boot_params with protocol 2.12; the 64-bit entry keeps
           // the zero page the loader synthesised (2.15).
@@ -404,7 +429,7 @@ Deno.test({
         "-m",
         `${RAM_MIB}M`,
         "-smp",
-        "2",
+        String(SOME_CPUS),
         "-kernel",
         KERNEL!,
         "-initrd",
@@ -413,6 +438,9 @@ Deno.test({
         cmdline,
       ];
       // QEMU with SeaBIOS, in this same (nested) machine: the reference.
+      // Inside the nested VM QEMU's own boot can stall as ours does (docs/nested-kvm.md): a boot past
+      // 150 s there is a GuestStall, tried again like ours.
+      const qemuDeadline = INSIDE_NESTED ? 150_000 : STEP_DEADLINE_MS;
       const qemu = await new Deno.Command(QEMU, {
         // -cpu host: our vCPUs get KVM's supported CPUID, which QEMU's default qemu64 model trims (LA57
         // among it: with 5-level paging Linux reserves more for itself, and MemTotal differs by 2 MiB).
@@ -423,8 +451,11 @@ Deno.test({
         stdin: "null",
         stdout: "piped",
         stderr: "piped",
-        signal: AbortSignal.timeout(STEP_DEADLINE_MS), // a hang guard, as for each step below
-      }).output();
+        signal: AbortSignal.timeout(qemuDeadline), // a hang guard, as for each step below
+      }).output().catch((error) => {
+        throw INSIDE_NESTED ? new GuestStall(`QEMU's boot passed ${qemuDeadline / 1000} s: ${error}`) : error;
+      });
+      if (INSIDE_NESTED && qemu.signal) throw new GuestStall(`QEMU's boot passed ${qemuDeadline / 1000} s`);
       const qemuText = new TextDecoder().decode(qemu.stdout) + new TextDecoder().decode(qemu.stderr);
       assert.equal(qemu.code, 0, qemuText);
       await using guest = new GuestConsole(common);
@@ -436,7 +467,7 @@ Deno.test({
       // QEMU also reserves its HyperTransport hole above 1 TiB, which this board does not model.
       assert.deepEqual(ours.usable, theirs.usable);
       assert.equal(ours.memory?.replace(/^Memory: \d+K/, ""), theirs.memory?.replace(/^Memory: \d+K/, ""));
-      assert.equal(ours.cpus, "cpus 2");
+      assert.equal(ours.cpus, `cpus ${SOME_CPUS}`);
       assert.equal(ours.cpus, theirs.cpus);
       // MemTotal is what the kernel keeps after its own reservations. Under QEMU it keeps one 4 KiB
       // page more for itself (QEMU enters through the real-mode setup code, we at the 64-bit entry;
