@@ -24,6 +24,8 @@ const PERMISSIONS = ["--allow-all"];
  * stalled boot is tried again): a hang guard.
  */
 const NESTED_FILE_TIMEOUT_SECONDS = 25 * 60;
+/** Test files that boot Linux: inside the nested VM they run one at a time, after the others. */
+const ALONE = /(^|\/)(linux_[a-z_]*|virtio_blk)_test\.ts$/;
 /** Test files run at once inside the nested VM (it has two vCPUs). */
 const NESTED_JOBS = 2;
 /** One step of a Linux-console test may take this long inside the nested VM (its own hang guard). */
@@ -175,6 +177,7 @@ async function runNestedSide(skipped: TestCase[], files: string[], dir: string):
     reportDir,
     fileTimeoutSeconds: NESTED_FILE_TIMEOUT_SECONDS,
     jobs: NESTED_JOBS,
+    alone: files.flatMap((file, n) => ALONE.test(file) ? [n] : []),
   };
   await Deno.writeTextFile(`${dir}/nested-spec.json`, JSON.stringify(spec));
   console.log(`test: the nested run's log, readable while it runs: ${reportDir}/driver.log (and watch.log)`);

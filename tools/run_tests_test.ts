@@ -92,6 +92,7 @@ Deno.test("the nested driver runs each file with a deadline: a hung file is kill
       reportDir: `${dir}/reports`,
       fileTimeoutSeconds: 3,
       jobs: 2,
+      alone: [1], // the quick file runs by itself, after the others
     };
     await Deno.writeTextFile(`${dir}/spec.json`, JSON.stringify(spec));
     const driver = new URL("./_nested_tests.ts", import.meta.url).pathname;
@@ -104,6 +105,11 @@ Deno.test("the nested driver runs each file with a deadline: a hung file is kill
     assert.ok(output.success, text);
     assert.match(text, /hung_test\.ts: KILLED after 3 s/);
     assert.match(text, /quick_test\.ts: exited 0/);
+    assert.ok(
+      text.indexOf("quick_test.ts: exited") > text.indexOf("hung_test.ts: KILLED") &&
+        text.indexOf("quick_test.ts: exited") > text.indexOf("leaky_test.ts: exited"),
+      `a file marked alone runs after the others:\n${text}`,
+    );
     const killed = await Deno.readTextFile(timeoutPath(spec.reportDir, 0));
     assert.match(killed, /^killed after 3 s/);
     assert.match(killed, /about to hang/);
