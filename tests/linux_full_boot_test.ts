@@ -11,6 +11,7 @@ import { PcMachine } from "../mod.ts";
 import { hostKvm } from "../kvm/mod.ts";
 import { missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
 import { INIT_MARKER, initramfs } from "../examples/build_initramfs.ts";
+import { escape, GuestConsole, retryNestedStalls } from "./_guest_console.ts";
 
 const CMDLINE = "console=ttyS0 quiet reboot=k panic=-1 pci=off nomodule acpi=off rdinit=/init " +
   "8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
@@ -27,23 +28,49 @@ const boardSkip = missing ??
     : undefined);
 if (boardSkip) console.log(`tests/linux_full_boot_test.ts: board boot skipped: ${boardSkip}`);
 
+/** The boot in this process, through the PcMachine API. */
+function bootInProcess(): void {
+  let text = "";
+  using pc = PcMachine.create({
+    ramSize: 256n << 20n,
+    kernel: {
+      image: Deno.readFileSync(KERNEL!),
+      initrd: initramfs(busybox!, { then: "reboot" }),
+      cmdline: CMDLINE,
+    },
+    serial: (byte) => void (text += String.fromCharCode(byte)),
+  });
+  const outcome = pc.run();
+  assert.ok(text.includes(INIT_MARKER), text);
+  assert.equal(outcome.kind, "reset", text);
+}
+
+/**
+ * The same boot through the front-end in a child process, inside the nested KVM VM: there the
+ * emulator stalls Linux boots now and then (docs/nested-kvm.md), and a boot in this process could not
+ * be watched or tried again; the console helper sees a wedged vCPU and retries.
+ */
+const bootInChild = retryNestedStalls(async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kvm-ts-full-boot-" });
+  try {
+    await Deno.writeFile(`${dir}/initramfs.cpio`, initramfs(busybox!, { then: "reboot" }));
+    await using guest = new GuestConsole(
+      ["-m", "256M", "-kernel", KERNEL!, "-initrd", `${dir}/initramfs.cpio`, "-append", CMDLINE],
+    );
+    await guest.waitFor(new RegExp(escape(INIT_MARKER)), 0, "the /init marker");
+    assert.equal(await guest.status(), 0, guest.text);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test({
   name: "Debian's kernel boots to the busybox /init on our board, prints the marker and reboots (status 0)",
   ignore: boardSkip !== undefined,
-  fn() {
-    let text = "";
-    using pc = PcMachine.create({
-      ramSize: 256n << 20n,
-      kernel: {
-        image: Deno.readFileSync(KERNEL!),
-        initrd: initramfs(busybox!, { then: "reboot" }),
-        cmdline: CMDLINE,
-      },
-      serial: (byte) => void (text += String.fromCharCode(byte)),
-    });
-    const outcome = pc.run();
-    assert.ok(text.includes(INIT_MARKER), text);
-    assert.equal(outcome.kind, "reset", text);
+  sanitizeResources: false,
+  async fn() {
+    if (Deno.env.get("KVM_TS_NESTED") === "1") await bootInChild();
+    else bootInProcess();
   },
 });
 
