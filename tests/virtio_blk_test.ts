@@ -4,7 +4,7 @@
  * three PCI devices given on the command line in QEMU's syntax —
  *
  * ```
- * main.ts -m 256M -kernel … -initrd … -append "console=ttyS0 panic=-1" \
+ * main.ts -m 256M -kernel … -initrd … -append "console=ttyS0 quiet panic=-1" \
  *   -device virtio-rng-pci \
  *   -drive id=ro,file=RO.img,format=raw,if=none,readonly=on -device virtio-blk-pci,drive=ro,serial=ro-disk \
  *   -drive file=RW.img,format=raw,if=virtio
@@ -136,7 +136,7 @@ Deno.test({
       });
       const bar4 = board.pciDevices.map((d) => `0x${d.fn.barAddress(4)!.toString(16).padStart(16, "0")}`);
 
-      const cmdline = "console=ttyS0 panic=-1";
+      const cmdline = "console=ttyS0 quiet panic=-1";
       const started = performance.now();
       await using guest = new GuestConsole(
         ["-m", "256M", "-kernel", KERNEL!, "-initrd", initrd, "-append", cmdline, ...devices],
@@ -248,7 +248,7 @@ for (const acpi of [true, false]) {
         run("mke2fs", ["-q", "-F", "-t", "ext4", "-d", `${dir}/content`, img]);
         const initrd = `${dir}/initramfs.cpio.gz`;
         await Deno.writeFile(initrd, await gzip(initramfs(busybox!, { modules: moduleFiles() })));
-        const cmdline = `console=ttyS0 panic=-1 pci=nomsi${acpi ? "" : " acpi=off"}`;
+        const cmdline = `console=ttyS0 quiet panic=-1 pci=nomsi${acpi ? "" : " acpi=off"}`;
         await using guest = new GuestConsole([
           "-m",
           "256M",
