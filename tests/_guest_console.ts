@@ -67,8 +67,8 @@ export class GuestConsole implements AsyncDisposable {
   /**
    * Waits until the output from `from` on matches `pattern`; returns the match and where it ends.
    * While a boot is awaited inside the nested KVM VM (`probe`, on by default for the /init marker,
-   * the first prompt and a kernel banner), a console quiet for 30 s has the monitor sample every vCPU
-   * each 10 s; a vCPU found three times in a row at the same RIP with interrupts off is wedged (the
+   * the first prompt and a kernel banner), a console quiet for 20 s has the monitor sample every vCPU
+   * each 5 s; a vCPU found three times in a row at the same RIP with interrupts off is wedged (the
    * emulator's stall, see {@link retryNestedStalls}) and ends the wait at once with a GuestStall.
    */
   async waitFor(
@@ -107,7 +107,7 @@ export class GuestConsole implements AsyncDisposable {
           );
         if (wedged) {
           throw new GuestStall(
-            `no ${what}: a vCPU is wedged with interrupts off at the same RIP in three samples 10 s apart:\n` +
+            `no ${what}: a vCPU is wedged with interrupts off at the same RIP in three samples 5 s apart:\n` +
               `${this.#text}\n${await this.#evidence()}`,
           );
         }
@@ -198,9 +198,9 @@ export class GuestConsole implements AsyncDisposable {
 /** Inside the nested KVM VM (its init sets this). */
 const INSIDE_NESTED = Deno.env.get("KVM_TS_NESTED") === "1";
 /** How long a boot's console may be quiet before the monitor looks at the vCPUs. */
-const QUIET_BEFORE_PROBE_MS = 30_000;
+const QUIET_BEFORE_PROBE_MS = 20_000;
 /** Time between two looks. */
-const PROBE_INTERVAL_MS = 10_000;
+const PROBE_INTERVAL_MS = 5_000;
 /** The waits that are a boot: the /init marker, a first shell prompt, a kernel banner, the facts' end. */
 const BOOT_PATTERNS = [escape(INIT_MARKER), escape(SHELL_PROMPT), "Linux version", "FACTS-END"]
   .map((text) => new RegExp(text).source);
