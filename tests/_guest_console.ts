@@ -67,7 +67,7 @@ export class GuestConsole implements AsyncDisposable {
   /**
    * Waits until the output from `from` on matches `pattern`; returns the match and where it ends.
    * While a boot is awaited inside the nested KVM VM (`probe`, on by default for the /init marker,
-   * the first prompt and a kernel banner), a console quiet for 20 s has the monitor sample every vCPU
+   * the first prompt and a kernel banner), a console quiet for 30 s has the monitor sample every vCPU
    * each 5 s; a vCPU found three times in a row at the same RIP with interrupts off is wedged (the
    * emulator's stall, see {@link retryNestedStalls}) and ends the wait at once with a GuestStall.
    */
@@ -198,7 +198,7 @@ export class GuestConsole implements AsyncDisposable {
 /** Inside the nested KVM VM (its init sets this). */
 const INSIDE_NESTED = Deno.env.get("KVM_TS_NESTED") === "1";
 /** How long a boot's console may be quiet before the monitor looks at the vCPUs. */
-const QUIET_BEFORE_PROBE_MS = 20_000;
+const QUIET_BEFORE_PROBE_MS = 30_000;
 /** Time between two looks. */
 const PROBE_INTERVAL_MS = 5_000;
 /** The waits that are a boot: the /init marker, a first shell prompt, a kernel banner, the facts' end. */
@@ -218,10 +218,10 @@ export class GuestStall extends Error {
 }
 
 /** How often a stalled Linux boot is tried inside the nested KVM VM (see {@link retryNestedStalls}). */
-const NESTED_ATTEMPTS = 5;
+const NESTED_ATTEMPTS = 8;
 
 /**
- * `fn`, tried again (up to five times in all) when it fails with a {@link GuestStall} inside the
+ * `fn`, tried again (up to eight times in all) when it fails with a {@link GuestStall} inside the
  * nested KVM VM, and only there; each retry is printed with the stall's last console line.
  *
  * Why: inside the nested VM (QEMU's TCG with emulated SVM), Linux guests sometimes stop for good
