@@ -18,7 +18,7 @@ QEMU's emulator with an AMD SVM CPU, Debian's kernel with kvm_amd, the host's fi
 options:
   --timeout SECONDS   kill the VM after this long (default 3600)
   --memory MIB        the VM's RAM (default 4096)
-  --cpus N            its vCPUs (default: this host's CPU count)
+  --cpus N            its vCPUs (default 1; with --tcg multi, this host's CPU count)
   --tcg single|multi  QEMU's TCG threads: one for all vCPUs (default), or one each (faster, can freeze)
   --writable DIR      share DIR writable at the same path (repeatable)
 

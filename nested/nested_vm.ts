@@ -190,7 +190,12 @@ export interface NestedOptions {
   timeoutSeconds?: number;
   /** Guest RAM of the nested VM in MiB (default 4096). */
   memoryMib?: number;
-  /** vCPUs of the nested VM (default: the host's CPU count). */
+  /**
+   * vCPUs of the nested VM (default: one with TCG's single thread, the host's CPU count with `multi`).
+   * One, because the single thread runs one vCPU at a time anyway, and with two or more it kicks the
+   * running vCPU every 100 ms; a kick that lands between an injected interrupt and the L2 guest's next
+   * exit makes the emulator deliver that interrupt twice, and Linux guests stall (docs/nested-kvm.md).
+   */
   cpus?: number;
   /**
    * QEMU's TCG threading: one host thread for all vCPUs (`single`, the default) or one each (`multi`).
@@ -306,9 +311,10 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
         terminal: stdio === "inherit" ? options.terminal : undefined,
       }),
     );
-    const cpus = options.cpus ?? navigator.hardwareConcurrency ?? 1;
+    const threads = options.tcgThreads ?? "single";
+    const cpus = options.cpus ?? (threads === "single" ? 1 : navigator.hardwareConcurrency ?? 1);
     const args = [
-      ...["-machine", "pc", "-accel", `tcg,thread=${options.tcgThreads ?? "single"}`, "-cpu", "max"],
+      ...["-machine", "pc", "-accel", `tcg,thread=${threads}`, "-cpu", "max"],
       ...["-smp", String(cpus), "-m", `${options.memoryMib ?? 4096}M`],
       ...["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"],
       ...["-kernel", kernel.vmlinuz, "-initrd", initramfs],

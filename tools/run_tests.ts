@@ -26,7 +26,7 @@ const PERMISSIONS = ["--allow-all"];
 const NESTED_FILE_TIMEOUT_SECONDS = 35 * 60;
 /** Test files that boot Linux: inside the nested VM they run one at a time, after the others. */
 const ALONE = /(^|\/)(linux_[a-z_]*|virtio_blk)_test\.ts$/;
-/** Test files run at once inside the nested VM (it has two vCPUs). */
+/** Test files run at once inside the nested VM (its one vCPU waits on a guest's I/O often enough). */
 const NESTED_JOBS = 2;
 /** One step of a Linux-console test may take this long inside the nested VM (its own hang guard). */
 const NESTED_STEP_DEADLINE_SECONDS = "240";
