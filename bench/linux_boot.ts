@@ -46,12 +46,13 @@ interface Sample {
   rssKib: number;
 }
 
-/** The process's peak RSS so far, in KiB (0 once it is gone). */
+/** The process's peak RSS so far, in KiB (0 once it is gone; reading another process's needs --allow-all). */
 function peakRss(pid: number): number {
   try {
     return Number(/VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1] ?? 0);
-  } catch {
-    return 0;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return 0;
+    throw error;
   }
 }
 
