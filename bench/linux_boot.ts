@@ -17,7 +17,7 @@
 
 import { parseArgs } from "node:util";
 import { gzip, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
-import { bzImagePayload, decompressCommand } from "../mod.ts";
+import { extractVmlinux, newestKernel } from "../tests/_linux_guest.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -29,9 +29,7 @@ const { values } = parseArgs({
     memory: { type: "string", default: "256M" },
   },
 });
-const kernel = values.kernel ??
-  [...Deno.readDirSync("/boot")].map((e) => `/boot/${e.name}`).filter((n) => n.includes("vmlinuz-")).sort()
-    .at(-1);
+const kernel = values.kernel ?? newestKernel();
 if (!kernel) {
   console.error("bench:linux: no kernel: pass --kernel or apt-get install linux-image-amd64");
   Deno.exit(1);
@@ -90,17 +88,6 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
   }
 }
 
-/** The vmlinux inside the bzImage, decompressed with the system's tool. */
-async function extractVmlinux(bzImage: string): Promise<Uint8Array> {
-  const payload = bzImagePayload(await Deno.readFile(bzImage));
-  const [tool, ...args] = decompressCommand(payload.format);
-  const child = new Deno.Command(tool, { args, stdin: "piped", stdout: "piped", stderr: "null" }).spawn();
-  const writer = child.stdin.getWriter();
-  const [out] = await Promise.all([child.output(), writer.write(payload.stream).then(() => writer.close())]);
-  if (!out.success) throw new Error(`${tool} failed on the kernel's payload`);
-  return out.stdout;
-}
-
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const dir = await Deno.makeTempDir({ prefix: "linux-bench-" });
@@ -108,7 +95,12 @@ try {
   const initrd = `${dir}/initramfs.cpio.gz`;
   await Deno.writeFile(initrd, await gzip(initramfs(await Deno.readFile("/bin/busybox"))));
   const vmlinux = `${dir}/vmlinux`;
-  await Deno.writeFile(vmlinux, await extractVmlinux(kernel));
+  const image = await extractVmlinux(kernel);
+  if (typeof image === "string") {
+    console.error(`bench:linux: ${image}`);
+    Deno.exit(1);
+  }
+  await Deno.writeFile(vmlinux, image);
   const tail = (image: string) => ["-kernel", image, "-initrd", initrd, "-append", values.append!];
   const qemu = ["-accel", "kvm", "-cpu", "host", "-m", values.memory!, "-nodefaults", "-no-reboot"];
   const qemuIo = ["-display", "none", "-serial", "stdio"];

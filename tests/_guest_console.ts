@@ -224,13 +224,11 @@ const NESTED_ATTEMPTS = 8;
  * `fn`, tried again (up to eight times in all) when it fails with a {@link GuestStall} inside the
  * nested KVM VM, and only there; each retry is printed with the stall's last console line.
  *
- * Why: inside the nested VM (QEMU's TCG with emulated SVM), Linux guests sometimes stop for good
- * early in boot — measured: 3 of 8 boots through kvm-ts, and the same guest under
- * `qemu-system-x86_64 -accel kvm` in the same VM stalled the same way (2 of 3). The stalled vCPU spins in
- * `native_queued_spin_lock_slowpath` on its interrupt stack with IF=0: an interrupt was taken while
- * the interrupted code held the lock with interrupts off, which a real CPU never does. It is the
- * emulator's, not the VMM's (docs/nested-kvm.md). A hang of ours would stall every attempt and still
- * fail; on a host with real KVM nothing is retried.
+ * Why: inside the nested VM (QEMU's TCG with emulated SVM), Linux guests can stop for good: the
+ * emulator can deliver an injected interrupt twice, and the nested handler spins with IF=0 on a lock
+ * its first copy holds (QEMU's own L2 guests too). One vCPU in the nested VM makes it rare; the retry
+ * covers what is left (docs/nested-kvm.md). A hang of ours would stall every attempt and still fail;
+ * on a host with real KVM nothing is retried.
  */
 export function retryNestedStalls(fn: () => Promise<void>): () => Promise<void> {
   return async () => {

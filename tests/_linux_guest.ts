@@ -5,6 +5,8 @@
  * @module
  */
 
+import { bzImagePayload, decompressCommand } from "../mod.ts";
+
 /** Numeric parts of a kernel version, so that 6.1.0-57 sorts after 6.1.0-9. */
 function versionKey(name: string): number[] {
   return (name.match(/\d+/g) ?? []).map(Number);
@@ -89,4 +91,22 @@ export function kernelSymbols(kernel: string, addresses: readonly bigint[]): str
     }
     return found < 0 ? "?" : `${symbols[found].name}+0x${(address - symbols[found].address).toString(16)}`;
   });
+}
+
+/** The vmlinux inside the bzImage, decompressed with the system's tool; a string says why not. */
+export async function extractVmlinux(bzImage: string): Promise<Uint8Array | string> {
+  const payload = bzImagePayload(Deno.readFileSync(bzImage));
+  const [tool, ...args] = decompressCommand(payload.format);
+  try {
+    const child = new Deno.Command(tool, { args, stdin: "piped", stdout: "piped", stderr: "null" }).spawn();
+    const writer = child.stdin.getWriter();
+    const [out] = await Promise.all([
+      child.output(),
+      writer.write(payload.stream).then(() => writer.close()),
+    ]);
+    return out.success ? out.stdout : `${tool} failed on the kernel's payload`;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return `no ${tool} to decompress the kernel's payload`;
+    throw error;
+  }
 }

@@ -24,17 +24,10 @@
 import assert from "node:assert/strict";
 import { INIT_MARKER, initramfs, POWER_BUTTON_MODULES, SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { hostKvm } from "../kvm/mod.ts";
-import {
-  bzImagePayload,
-  cpioNewc,
-  decompressCommand,
-  E820_RAM,
-  type E820Entry,
-  pcGuestTables,
-} from "../mod.ts";
+import { cpioNewc, E820_RAM, type E820Entry, pcGuestTables } from "../mod.ts";
 import { ACCEL, probeQemu, QEMU } from "./_qemu.ts";
 import { escape, GuestConsole, GuestStall, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
-import { missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
+import { extractVmlinux, missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
 
 const RAM_MIB = 256;
 /**
@@ -302,24 +295,6 @@ Deno.test({
   }),
 });
 
-/** The vmlinux inside the bzImage, decompressed with the system's tool; a string says why not. */
-async function extractVmlinux(): Promise<Uint8Array | string> {
-  const payload = bzImagePayload(Deno.readFileSync(KERNEL!));
-  const [tool, ...args] = decompressCommand(payload.format);
-  try {
-    const child = new Deno.Command(tool, { args, stdin: "piped", stdout: "piped", stderr: "null" }).spawn();
-    const writer = child.stdin.getWriter();
-    const [out] = await Promise.all([
-      child.output(),
-      writer.write(payload.stream).then(() => writer.close()),
-    ]);
-    return out.success ? out.stdout : `${tool} failed on the kernel's payload`;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return `no ${tool} to decompress the kernel's payload`;
-    throw error;
-  }
-}
-
 /** `image` with its Xen PHYS32_ENTRY note's type changed, so that no PVH entry is found. */
 function withoutPvhNote(image: Uint8Array): Uint8Array {
   const copy = image.slice();
@@ -346,7 +321,7 @@ for (const variant of ["pvh", "64-bit"] as const) {
     ignore: skip !== undefined,
     sanitizeResources: false,
     fn: retryNestedStalls(async () => {
-      const vmlinux = await extractVmlinux();
+      const vmlinux = await extractVmlinux(KERNEL!);
       if (typeof vmlinux === "string") return console.log(`  skipped: ${vmlinux}`);
       const dir = await Deno.makeTempDir({ prefix: "kvm-ts-vmlinux-" });
       try {
