@@ -223,6 +223,11 @@ export interface NestedOptions {
   qemu?: string;
   /** Aborts the run (QEMU is killed, everything removed). */
   signal?: AbortSignal;
+  /**
+   * A Unix socket path for QEMU's human monitor of the nested VM itself (default: none), so a caller
+   * that finds the VM frozen can read its registers first ({@link nestedMonitorCommand}).
+   */
+  monitorSocket?: string;
 }
 
 /** How a nested run ended. */
@@ -316,9 +321,10 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
     const args = [
       ...["-machine", "pc", "-accel", `tcg,thread=${threads}`, "-cpu", "max"],
       ...["-smp", String(cpus), "-m", `${options.memoryMib ?? 4096}M`],
-      ...["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"],
+      ...["-nodefaults", "-display", "none", "-no-reboot"],
+      ...["-monitor", options.monitorSocket ? `unix:${options.monitorSocket},server=on,wait=off` : "none"],
       ...["-kernel", kernel.vmlinuz, "-initrd", initramfs],
-      ...["-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off"],
+      ...["-append", "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init mitigations=off"],
       ...[
         "-virtfs",
         `local,path=/,mount_tag=${HOST_ROOT_TAG},security_model=none,readonly=on,multidevs=remap`,
@@ -429,4 +435,38 @@ async function pruneLogs(cacheDir: string, keep = 8): Promise<void> {
   }
   logs.sort((a, b) => b.mtime - a.mtime);
   for (const old of logs.slice(keep)) await Deno.remove(`${cacheDir}/${old.name}`).catch(() => {});
+}
+
+/**
+ * Sends one command to the nested VM's own monitor at `socket` (see `monitorSocket`) and returns what
+ * it printed within `waitMs`; an empty string when the socket does not answer. For a frozen VM's
+ * evidence: `info registers` says where its kernel is.
+ */
+export async function nestedMonitorCommand(socket: string, command: string, waitMs = 2000): Promise<string> {
+  let connection: Deno.UnixConn;
+  try {
+    connection = await Deno.connect({ transport: "unix", path: socket });
+  } catch {
+    return "";
+  }
+  const chunks: Uint8Array[] = [];
+  const reading = (async () => {
+    const buffer = new Uint8Array(65536);
+    for (;;) {
+      const n = await connection.read(buffer).catch(() => null);
+      if (n === null) return;
+      chunks.push(buffer.slice(0, n));
+    }
+  })();
+  try {
+    await connection.write(new TextEncoder().encode(`${command}\n`));
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+  } catch {
+    /* the monitor went away: what it said so far */
+  } finally {
+    connection.close();
+    await reading;
+  }
+  // deno-lint-ignore no-control-regex -- the monitor's terminal escapes
+  return new TextDecoder().decode(concat(chunks)).replace(/\x1b\[[0-9;]*[A-Za-z]/g, "");
 }

@@ -32,6 +32,13 @@ export interface NestedSpec {
    * more often when another guest runs beside them (docs/nested-kvm.md).
    */
   alone?: number[];
+  /** The files of this boot, by index (default: all); a reboot after a frozen VM runs the rest. */
+  run?: number[];
+  /**
+   * Seconds this driver may use in all (default: no limit): no file starts after them, and a file
+   * still running then is killed, its marker saying the run's time ran out.
+   */
+  budgetSeconds?: number;
 }
 
 /** The report path of file `n`. */
@@ -43,6 +50,22 @@ export function reportPath(dir: string, n: number): string {
 export function timeoutPath(dir: string, n: number): string {
   return `${dir}/${n}.timeout`;
 }
+
+/** The marker of file `n` once it has started (a frozen VM's host side learns which files it ran). */
+export function startedPath(dir: string, n: number): string {
+  return `${dir}/${n}.started`;
+}
+
+/**
+ * The driver's heartbeat, rewritten every {@link HEARTBEAT_MS}: the host side takes a heartbeat that
+ * stops for minutes as a frozen VM, whatever the VM's console does.
+ */
+export function heartbeatPath(dir: string): string {
+  return `${dir}/heartbeat`;
+}
+
+/** How often the driver rewrites its heartbeat. */
+export const HEARTBEAT_MS = 5_000;
 
 /** The marker of file `n` when processes its tests started outlived it (their command lines). */
 export function leftoverPath(dir: string, n: number): string {
@@ -59,9 +82,13 @@ async function leftovers(group: number): Promise<string[]> {
 /** How much of a killed file's output its timeout marker keeps. */
 const TAIL_CHARS = 4000;
 
-async function runFile(spec: NestedSpec, n: number): Promise<void> {
+async function runFile(spec: NestedSpec, n: number, endsAt: number): Promise<void> {
   const file = spec.files[n];
   const started = performance.now();
+  const limitMs = Math.min(spec.fileTimeoutSeconds * 1000, endsAt - started);
+  const limit = Math.round(limitMs / 1000);
+  const why = limitMs < spec.fileTimeoutSeconds * 1000 ? "the nested run's time ran out" : "deadline";
+  await Deno.writeTextFile(startedPath(spec.reportDir, n), "");
   // setsid: the file's `deno test` leads a process group of its own, so a deadline kills the
   // front-end processes its tests spawned too (they would keep the VM busy otherwise).
   const child = new Deno.Command("setsid", {
@@ -89,7 +116,7 @@ async function runFile(spec: NestedSpec, n: number): Promise<void> {
     } catch {
       // already gone
     }
-  }, spec.fileTimeoutSeconds * 1000);
+  }, limitMs);
   const status = await child.status;
   running.delete(child.pid);
   clearTimeout(timer);
@@ -110,9 +137,9 @@ async function runFile(spec: NestedSpec, n: number): Promise<void> {
   if (timedOut) {
     await Deno.writeTextFile(
       timeoutPath(spec.reportDir, n),
-      `killed after ${spec.fileTimeoutSeconds} s; its last output:\n${tail}`,
+      `killed after ${limit} s (${why}); its last output:\n${tail}`,
     );
-    say(`nested: ${file}: KILLED after ${spec.fileTimeoutSeconds} s (deadline)`);
+    say(`nested: ${file}: KILLED after ${limit} s (${why})`);
   } else {
     say(`nested: ${file}: exited ${status.code} after ${seconds} s`);
   }
@@ -174,16 +201,40 @@ async function main(specPath: string): Promise<void> {
     lastOutput = performance.now();
     say(`nested: no output for ${QUIET_MS / 1000} s; the VM now:\n${now}`);
   }, 15_000);
+  const beat = () =>
+    Deno.writeTextFile(
+      heartbeatPath(spec.reportDir),
+      `${new Date().toISOString()} ${[...running.values()]}\n`,
+    )
+      .catch(() => {});
+  await beat();
+  const heartbeat = setInterval(beat, HEARTBEAT_MS);
+  const endsAt = performance.now() + (spec.budgetSeconds ?? Infinity) * 1000;
+  const mine = spec.run ?? [...spec.files.keys()];
   const alone = new Set(spec.alone ?? []);
-  const shared = spec.files.map((_, n) => n).filter((n) => !alone.has(n));
+  const shared = mine.filter((n) => !alone.has(n));
+  const skipLate = (n: number) => {
+    if (performance.now() < endsAt) return false;
+    say(`nested: ${spec.files[n]}: not started, the nested run's time ran out`);
+    return true;
+  };
   let next = 0;
   const lane = async () => {
-    while (next < shared.length) await runFile(spec, shared[next++]);
+    while (next < shared.length) {
+      const n = shared[next++];
+      if (!skipLate(n)) await runFile(spec, n, endsAt);
+    }
   };
   await Promise.all(Array.from({ length: Math.max(1, spec.jobs) }, lane));
-  for (const n of spec.files.keys()) if (alone.has(n)) await runFile(spec, n);
+  for (const n of mine) if (alone.has(n) && !skipLate(n)) await runFile(spec, n, endsAt);
   clearInterval(watchdog);
-  await writing;
+  clearInterval(heartbeat);
+  // The terminal is the VM's serial port: if it stalled, what it did not take is in the log already,
+  // and the driver must still end (the VM powers off after it).
+  await Promise.race([writing, new Promise((resolve) => setTimeout(resolve, 10_000))]);
 }
 
-if (import.meta.main) await main(Deno.args[0]);
+if (import.meta.main) {
+  await main(Deno.args[0]);
+  Deno.exit(0); // a write still queued for a stalled serial port would keep the process alive
+}

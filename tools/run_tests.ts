@@ -9,8 +9,15 @@
  */
 
 import { hostKvm } from "../kvm/mod.ts";
-import { NestedError, runNested } from "../nested/nested_vm.ts";
-import { leftoverPath, type NestedSpec, reportPath, timeoutPath } from "./_nested_tests.ts";
+import { NestedError, nestedMonitorCommand, runNested } from "../nested/nested_vm.ts";
+import {
+  heartbeatPath,
+  leftoverPath,
+  type NestedSpec,
+  reportPath,
+  startedPath,
+  timeoutPath,
+} from "./_nested_tests.ts";
 
 /**
  * `deno test`'s permissions, the same on both sides: all of them, because Deno 2.9 lets a program read
@@ -20,10 +27,26 @@ import { leftoverPath, type NestedSpec, reportPath, timeoutPath } from "./_neste
 const PERMISSIONS = ["--allow-all"];
 /**
  * How long one test file may run inside the nested VM before it is killed and its tests count as
- * failed (the slowest, the Linux shell file, boots Linux seven times: 10–15 min under TCG, more when a
- * stalled boot is tried again): a hang guard.
+ * failed (the slowest, the Linux shell file, boots Linux eight times: 4–6 min, more when a stalled
+ * boot is tried again): a hang guard.
  */
-const NESTED_FILE_TIMEOUT_SECONDS = 35 * 60;
+const NESTED_FILE_TIMEOUT_SECONDS = 25 * 60;
+/**
+ * The whole nested side's time, boots included (it takes 10–15 min): CI's 90 minutes must also hold
+ * the installs, the checks and the host's own run, and a test run must end with its counts.
+ */
+const NESTED_BUDGET_SECONDS = 55 * 60;
+/**
+ * A driver heartbeat this old means the nested VM froze: it is killed and booted again for the rest
+ * (`KVM_TS_NESTED_FROZEN_S` sets it, to try that path quickly).
+ */
+const FROZEN_SECONDS = Number(Deno.env.get("KVM_TS_NESTED_FROZEN_S") ?? 240);
+/** How long the nested VM may take from QEMU's start to the driver's first heartbeat. */
+const BOOT_SECONDS = 300;
+/** Boots of the nested VM at most: the first, and one after each of up to two freezes. */
+const NESTED_BOOTS = 3;
+/** A boot is not worth starting with less time than this left. */
+const MIN_BOOT_SECONDS = 300;
 /** Test files that boot Linux: inside the nested VM they run one at a time, after the others. */
 const ALONE = /(^|\/)(linux_[a-z_]*|virtio_blk)_test\.ts$/;
 /** Test files run at once inside the nested VM (its one vCPU waits on a guest's I/O often enough). */
@@ -163,29 +186,91 @@ export function nestedOutcomes(
 /** The name of the failure a test file gets when processes its tests started outlive it. */
 export const LEFTOVER_TEST = "its tests leave no process running (nested run)";
 
-/**
- * Runs `files` (filtered to the `skipped` tests) inside one nested VM with `_nested_tests.ts`, one
- * `deno test` per file with a deadline, and returns the nested outcome of every skipped test.
- */
-async function runNestedSide(skipped: TestCase[], files: string[], dir: string): Promise<TestCase[]> {
-  const started = performance.now();
-  const reportDir = `${dir}/nested`;
-  await Deno.mkdir(reportDir);
-  const spec: NestedSpec = {
-    args: [...PERMISSIONS, "--no-check", `--filter=${exactNames(skipped.map((c) => c.name))}`],
-    files,
-    reportDir,
-    fileTimeoutSeconds: NESTED_FILE_TIMEOUT_SECONDS,
-    jobs: NESTED_JOBS,
-    alone: files.flatMap((file, n) => ALONE.test(file) ? [n] : []),
+/** Whether `path` exists. */
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+/** A file's own outcome is in: its report, or the marker of its kill at a deadline. */
+async function settled(reportDir: string, n: number): Promise<boolean> {
+  return await exists(reportPath(reportDir, n)) || await exists(timeoutPath(reportDir, n));
+}
+
+/** Prints what `path` gained since the last call (the driver's log, which it only appends to). */
+function tailer(path: string): () => Promise<void> {
+  let offset = 0;
+  return async () => {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(path);
+    } catch {
+      return;
+    }
+    try {
+      await file.seek(offset, Deno.SeekMode.Start);
+      const buffer = new Uint8Array(65536);
+      for (;;) {
+        const n = await file.read(buffer);
+        if (n === null || n === 0) break;
+        offset += n;
+        Deno.stdout.writeSync(buffer.subarray(0, n));
+      }
+    } finally {
+      file.close();
+    }
   };
-  await Deno.writeTextFile(`${dir}/nested-spec.json`, JSON.stringify(spec));
-  console.log(`test: the nested run's log, readable while it runs: ${reportDir}/driver.log (and watch.log)`);
+}
+
+/**
+ * One boot of the nested VM running the files `run` of `spec`, watched from here: the driver's log is
+ * printed as it grows (by `print`, which goes on where the last boot's left off) (read from the shared directory, so a stalled serial port hides nothing), and a
+ * heartbeat silent for {@link FROZEN_SECONDS} (or none {@link BOOT_SECONDS} after QEMU started) means
+ * the VM froze: its registers are printed and it is killed. How the boot ended, and whether it froze.
+ */
+async function bootNested(
+  spec: NestedSpec,
+  dir: string,
+  boot: number,
+  seconds: number,
+  print: () => Promise<void>,
+): Promise<{ ending: string; frozen: boolean }> {
+  const specPath = `${dir}/nested-spec-${boot}.json`;
+  await Deno.writeTextFile(specPath, JSON.stringify(spec));
   const driver = decodeURIComponent(new URL("./_nested_tests.ts", import.meta.url).pathname);
-  let ending = "";
+  const monitor = `${dir}/vm-monitor-${boot}.sock`;
+  const abort = new AbortController();
+  let qemuStarted: number | undefined;
+  let frozen = false;
+  let watching = false;
+  const watch = setInterval(async () => {
+    if (watching || qemuStarted === undefined || frozen) return;
+    watching = true;
+    try {
+      await print();
+      const beat = await Deno.stat(heartbeatPath(spec.reportDir)).then(
+        (s) => s.mtime?.getTime(),
+        () => undefined,
+      );
+      const quiet = (Date.now() - (beat ?? qemuStarted)) / 1000;
+      if (quiet < (beat === undefined ? BOOT_SECONDS : FROZEN_SECONDS)) return;
+      frozen = true;
+      // The general registers, control registers and EFER: where the VM's kernel is (not its FPU).
+      const registers = (await nestedMonitorCommand(monitor, "info registers")).split("\n")
+        .filter((line) => /^(CPU#|R[A-Z0-9 ]{2}=|[CEDFGS]S =|CR0|EFER)/.test(line)).join("\n");
+      console.log(
+        `\ntest: the nested VM ${beat === undefined ? "did not start the tests" : "froze"}: no heartbeat ` +
+          `for ${quiet.toFixed(0)} s; its CPU then:\n${registers.trim() || "(its monitor did not answer)"}\n`,
+      );
+      abort.abort();
+    } finally {
+      watching = false;
+    }
+  }, 5_000);
+  let console2 = "";
+  let ending: string;
   try {
     const result = await runNested({
-      argv: [Deno.execPath(), "run", "--allow-all", driver, `${dir}/nested-spec.json`],
+      argv: [Deno.execPath(), "run", "--allow-all", driver, specPath],
       env: {
         ...Deno.env.toObject(),
         NO_COLOR: "1",
@@ -194,21 +279,89 @@ async function runNestedSide(skipped: TestCase[], files: string[], dir: string):
       },
       writable: [dir],
       stdio: "piped",
-      // Every file at its deadline, in lanes, plus the boot: the run cannot outlive its files.
-      timeoutSeconds: Math.ceil(files.length / NESTED_JOBS) * NESTED_FILE_TIMEOUT_SECONDS + 5 * 60,
-      onOutput: (chunk) => Deno.stdout.writeSync(chunk),
+      timeoutSeconds: seconds,
+      monitorSocket: monitor,
+      signal: abort.signal,
+      onStart: () => qemuStarted = Date.now(),
+      // The driver's words come from its log (above); the serial port is read only for a job that
+      // never got as far as the driver.
+      onOutput: (chunk) => console2 = (console2 + new TextDecoder().decode(chunk)).slice(-4000),
     });
     ending = `the driver exited ${result.status}`;
   } catch (error) {
     if (!(error instanceof NestedError)) throw error;
-    console.log(`test: ${error.message}`);
-    ending = error.message;
+    ending = frozen ? "the nested VM froze and was killed" : error.message;
+    console.log(`test: ${ending}`);
+  } finally {
+    clearInterval(watch);
+    while (watching) await new Promise((resolve) => setTimeout(resolve, 100));
   }
+  await print();
+  if (!await exists(`${spec.reportDir}/driver.log`) && console2.trim() !== "") {
+    console.log(`test: the nested VM's terminal said:\n${console2}`);
+  }
+  return { ending, frozen };
+}
+
+/**
+ * Runs `files` (filtered to the `skipped` tests) inside the nested VM with `_nested_tests.ts`, one
+ * `deno test` per file with a deadline, and returns the nested outcome of every skipped test. All of
+ * it fits {@link NESTED_BUDGET_SECONDS}; a VM that freezes is booted again for the files without an
+ * outcome, except a file that was running in two freezes: its tests fail.
+ */
+async function runNestedSide(skipped: TestCase[], files: string[], dir: string): Promise<TestCase[]> {
+  const started = performance.now();
+  const reportDir = `${dir}/nested`;
+  await Deno.mkdir(reportDir);
+  const left = () => NESTED_BUDGET_SECONDS - (performance.now() - started) / 1000;
+  console.log(`test: the nested run's log, readable while it runs: ${reportDir}/driver.log (and watch.log)`);
+  const print = tailer(`${reportDir}/driver.log`);
+  const freezes = new Map<number, number>();
+  const endings: string[] = [];
+  let todo = [...files.keys()];
+  for (let boot = 1; todo.length > 0 && boot <= NESTED_BOOTS; boot++) {
+    if (left() < MIN_BOOT_SECONDS) {
+      endings.push(`no time left for boot ${boot}`);
+      break;
+    }
+    for (const n of todo) await Deno.remove(startedPath(reportDir, n)).catch(() => {});
+    await Deno.remove(heartbeatPath(reportDir)).catch(() => {});
+    if (boot > 1) {
+      console.log(`\ntest: booting the nested VM again (boot ${boot}) for ${todo.length} file(s)`);
+    }
+    const { ending, frozen } = await bootNested(
+      {
+        args: [...PERMISSIONS, "--no-check", `--filter=${exactNames(skipped.map((c) => c.name))}`],
+        files,
+        reportDir,
+        fileTimeoutSeconds: NESTED_FILE_TIMEOUT_SECONDS,
+        jobs: NESTED_JOBS,
+        alone: files.flatMap((file, n) => ALONE.test(file) ? [n] : []),
+        run: todo,
+        // What is left, less the boot and the power-off: the VM itself is killed at what is left.
+        budgetSeconds: Math.floor(left() - 180),
+      },
+      dir,
+      boot,
+      Math.floor(left()),
+      print,
+    );
+    endings.push(ending);
+    if (!frozen) break;
+    const next: number[] = [];
+    for (const n of todo) {
+      if (await settled(reportDir, n)) continue;
+      if (await exists(startedPath(reportDir, n))) freezes.set(n, (freezes.get(n) ?? 0) + 1);
+      if ((freezes.get(n) ?? 0) < 2) next.push(n);
+    }
+    todo = next;
+  }
+  const ending = endings.join("; ");
   const reports = await Promise.all(files.map(async (_, n) => ({
     cases: parseJunit(await Deno.readTextFile(reportPath(reportDir, n)).catch(() => "")),
     killed: await Deno.readTextFile(timeoutPath(reportDir, n)).catch(() => undefined),
     leftover: await Deno.readTextFile(leftoverPath(reportDir, n)).catch(() => undefined),
-    status: ending,
+    status: (freezes.get(n) ?? 0) >= 2 ? "the nested VM froze twice while it ran" : ending,
   })));
   const outcomes = nestedOutcomes(skipped, files, reports);
   const taken = count(outcomes);
@@ -242,8 +395,10 @@ async function main(args: string[]): Promise<number> {
       const why = kvm === "none" ? "no /dev/kvm here" : "this host's KVM cannot run a stock kernel";
       console.log(
         `\ntest: ${skipped.length} tests skipped on this host (${why}): running their ${files.length} files ` +
-          `inside a nested KVM VM under QEMU's emulator (one boot, ${NESTED_JOBS} files at a time, ` +
-          `${NESTED_FILE_TIMEOUT_SECONDS / 60} min a file at most; slower)`,
+          `inside a nested KVM VM under QEMU's emulator (${NESTED_JOBS} files at a time, ` +
+          `${NESTED_FILE_TIMEOUT_SECONDS / 60} min a file and ${
+            NESTED_BUDGET_SECONDS / 60
+          } min in all at most; slower)`,
       );
       const nested = await runNestedSide(skipped, files, dir);
       cases = [...merge(host, nested), ...nested.filter((c) => c.name === LEFTOVER_TEST)];

@@ -8,7 +8,14 @@ import {
   parseJunit,
   type TestCase,
 } from "./run_tests.ts";
-import { leftoverPath, type NestedSpec, reportPath, timeoutPath } from "./_nested_tests.ts";
+import {
+  heartbeatPath,
+  leftoverPath,
+  type NestedSpec,
+  reportPath,
+  startedPath,
+  timeoutPath,
+} from "./_nested_tests.ts";
 
 const JUNIT = `<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="deno test" tests="4" failures="1" errors="0" time="0.659">
@@ -68,6 +75,20 @@ Deno.test("a failure's reason is the first line of its message", () => {
   assert.equal(multi[0].reason, "AssertionError: no prompt");
 });
 
+/** Runs the nested driver on `spec` (written to `dir`) on this host; what it printed. */
+async function runDriver(dir: string, spec: NestedSpec): Promise<string> {
+  await Deno.writeTextFile(`${dir}/spec.json`, JSON.stringify(spec));
+  const driver = new URL("./_nested_tests.ts", import.meta.url).pathname;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", driver, `${dir}/spec.json`],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  assert.ok(output.success, text);
+  return text;
+}
+
 Deno.test("the nested driver runs each file with a deadline: a hung file is killed, the others report", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kvm-ts-driver-test-" });
   try {
@@ -94,15 +115,7 @@ Deno.test("the nested driver runs each file with a deadline: a hung file is kill
       jobs: 2,
       alone: [1], // the quick file runs by itself, after the others
     };
-    await Deno.writeTextFile(`${dir}/spec.json`, JSON.stringify(spec));
-    const driver = new URL("./_nested_tests.ts", import.meta.url).pathname;
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", driver, `${dir}/spec.json`],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(output.stdout);
-    assert.ok(output.success, text);
+    const text = await runDriver(dir, spec);
     assert.match(text, /hung_test\.ts: KILLED after 3 s/);
     assert.match(text, /quick_test\.ts: exited 0/);
     assert.ok(
@@ -124,6 +137,39 @@ Deno.test("the nested driver runs each file with a deadline: a hung file is kill
     await assert.rejects(Deno.stat(leftoverPath(spec.reportDir, 1)));
     const ps = await new Deno.Command("pgrep", { args: ["-f", "sleep 98[78]"], stdout: "piped" }).output();
     assert.equal(new TextDecoder().decode(ps.stdout).trim(), "", "a file's child outlived the driver");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the nested driver keeps to its budget and this boot's files, with a heartbeat and start markers", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kvm-ts-driver-test-" });
+  try {
+    for (const name of ["skipped", "first", "second"]) {
+      await Deno.writeTextFile(
+        `${dir}/${name}_test.ts`,
+        `Deno.test("${name}", async () => { await new Promise((r) => setTimeout(r, 6000)); });\n`,
+      );
+    }
+    await Deno.mkdir(`${dir}/reports`);
+    const spec: NestedSpec = {
+      args: ["--no-check"],
+      files: ["skipped", "first", "second"].map((name) => `${dir}/${name}_test.ts`),
+      reportDir: `${dir}/reports`,
+      fileTimeoutSeconds: 60,
+      jobs: 1,
+      run: [1, 2], // file 0 settled in an earlier boot
+      budgetSeconds: 3,
+    };
+    const text = await runDriver(dir, spec);
+    assert.match(text, /first_test\.ts: KILLED after 3 s \(the nested run's time ran out\)/);
+    assert.match(text, /second_test\.ts: not started, the nested run's time ran out/);
+    assert.doesNotMatch(text, /skipped_test/);
+    assert.match(await Deno.readTextFile(timeoutPath(spec.reportDir, 1)), /^killed after 3 s \(the nested/);
+    await Deno.stat(startedPath(spec.reportDir, 1));
+    await assert.rejects(Deno.stat(startedPath(spec.reportDir, 0)));
+    await assert.rejects(Deno.stat(startedPath(spec.reportDir, 2)));
+    assert.match(await Deno.readTextFile(heartbeatPath(spec.reportDir)), /^\d{4}-\d\d-\d\dT/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
