@@ -486,6 +486,30 @@ export const KVM_FPU_LAYOUT = defineStruct("kvm_fpu", 416, [
   ["mxcsr", 408, "u32"], // __u32 pad2 @412
 ]);
 
+/**
+ * `struct kvm_guest_debug` (api.rst KVM_SET_GUEST_DEBUG), with x86's `struct kvm_guest_debug_arch`
+ * (`__u64 debugreg[8]`) at 8: DR0–DR3 are the breakpoint addresses, DR7 the control word; DR4–DR6
+ * are not read.
+ */
+export const KVM_GUEST_DEBUG_LAYOUT = defineStruct("kvm_guest_debug", 72, [
+  ["control", 0, "u32"], // KVM_GUESTDBG_ENABLE 1, SINGLESTEP 2, USE_SW_BP 0x10000, USE_HW_BP 0x20000
+  // __u32 pad @4
+  ["debugreg", 8, { u64s: 8 }],
+]);
+
+/**
+ * `struct kvm_translation` (api.rst KVM_TRANSLATE): a guest-virtual address in, the guest-physical
+ * address and its page's attributes out, through the vCPU's current page tables.
+ */
+export const KVM_TRANSLATION_LAYOUT = defineStruct("kvm_translation", 24, [
+  ["linear_address", 0, "u64"], // in
+  ["physical_address", 8, "u64"], // out
+  ["valid", 16, "u8"],
+  ["writeable", 17, "u8"],
+  ["usermode", 18, "u8"],
+  // __u8 pad[5] @19
+]);
+
 /** Header of `struct kvm_msrs` (api.rst KVM_GET_MSRS); entries follow at {@link KVM_MSRS_LAYOUT}`.size`. */
 export const KVM_MSRS_LAYOUT = defineStruct("kvm_msrs", 8, [
   ["nmsrs", 0, "u32"],

@@ -15,6 +15,7 @@ import {
   KVM_DTABLE_LAYOUT,
   KVM_ENABLE_CAP_LAYOUT,
   KVM_FPU_LAYOUT,
+  KVM_GUEST_DEBUG_LAYOUT,
   KVM_IOEVENTFD_LAYOUT,
   KVM_IRQ_LEVEL_LAYOUT,
   KVM_IRQ_ROUTING_ENTRY_LAYOUT,
@@ -48,6 +49,7 @@ import {
   KVM_RUN_SYSTEM_EVENT_LAYOUT,
   KVM_SEGMENT_LAYOUT,
   KVM_SREGS_LAYOUT,
+  KVM_TRANSLATION_LAYOUT,
   KVM_USERSPACE_MEMORY_REGION_LAYOUT,
   KVM_VCPU_EVENTS_LAYOUT,
   offsetsOf,
@@ -79,6 +81,8 @@ Deno.test("struct sizes match sizeof in the x86-64 uapi headers", () => {
     [KVM_ENABLE_CAP_LAYOUT, 104],
     [KVM_LAPIC_STATE_LAYOUT, 1024],
     [KVM_VCPU_EVENTS_LAYOUT, 64],
+    [KVM_GUEST_DEBUG_LAYOUT, 72],
+    [KVM_TRANSLATION_LAYOUT, 24],
     [KVM_MP_STATE_LAYOUT, 4],
     [KVM_RUN_LAYOUT, 2352],
     [KVM_IRQFD_LAYOUT, 32],
@@ -190,6 +194,27 @@ Deno.test("kvm_segment, kvm_dtable and kvm_sregs offsets", () => {
     apic_base: 272,
     interrupt_bitmap: 280,
   });
+});
+
+Deno.test("kvm_guest_debug and kvm_translation offsets", () => {
+  // offsetof() printed from linux/kvm.h: control 0, pad 4, arch.debugreg 8; kvm_translation's
+  // valid/writeable/usermode bytes follow the two addresses, then __u8 pad[5].
+  assert.deepEqual(offsets(KVM_GUEST_DEBUG_LAYOUT), { control: 0, debugreg: 8 });
+  assert.deepEqual(offsets(KVM_TRANSLATION_LAYOUT), {
+    linear_address: 0,
+    physical_address: 8,
+    valid: 16,
+    writeable: 17,
+    usermode: 18,
+  });
+  const bytes = encodeToBytes(KVM_GUEST_DEBUG_LAYOUT, {
+    control: 0x2_0003,
+    debugreg: [0x1000n, 0n, 0n, 0n, 0n, 0n, 0n, 0x602n],
+  });
+  const view = new DataView(bytes.buffer);
+  assert.equal(view.getUint32(0, true), 0x2_0003);
+  assert.equal(view.getBigUint64(8, true), 0x1000n); // DR0
+  assert.equal(view.getBigUint64(64, true), 0x602n); // DR7 = debugreg[7]
 });
 
 Deno.test("kvm_fpu offsets", () => {

@@ -132,6 +132,17 @@ Deno.test("debug: struct kvm_debug_exit_arch", () => {
   });
 });
 
+Deno.test("debug: the pad word after exception is not part of the value", () => {
+  // kvm_debug_exit_arch: exception u32 @0, pad u32 @4, pc @8, dr6 @16, dr7 @24 (union at 32).
+  const { bytes, view } = page(4);
+  view.setUint32(32, 1, true); // #DB
+  view.setUint32(36, 0xdead_beef, true); // pad: garbage must not leak into the decoded exit
+  view.setBigUint64(40, 0x1000n, true);
+  view.setBigUint64(48, 0xffff_4ff0n, true); // DR6.BS (single step), with the active-low bits
+  const exit = decodeExit(bytes);
+  assert.deepEqual(exit, { kind: "debug", exception: 1, pc: 0x1000n, dr6: 0xffff_4ff0n, dr7: 0n });
+});
+
 Deno.test("exception", () => {
   const { bytes, view } = page(1);
   view.setUint32(32, 13, true);

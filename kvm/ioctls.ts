@@ -14,6 +14,7 @@ import {
   KVM_DIRTY_LOG_LAYOUT,
   KVM_ENABLE_CAP_LAYOUT,
   KVM_FPU_LAYOUT,
+  KVM_GUEST_DEBUG_LAYOUT,
   KVM_IOEVENTFD_LAYOUT,
   KVM_IRQ_LEVEL_LAYOUT,
   KVM_IRQ_ROUTING_LAYOUT,
@@ -27,6 +28,7 @@ import {
   KVM_PIT_CONFIG_LAYOUT,
   KVM_REGS_LAYOUT,
   KVM_SREGS_LAYOUT,
+  KVM_TRANSLATION_LAYOUT,
   KVM_USERSPACE_MEMORY_REGION_LAYOUT,
   KVM_VCPU_EVENTS_LAYOUT,
 } from "./_structs.ts";
@@ -148,6 +150,8 @@ export const KVM_SET_REGS: number = iow(KVMIO, 0x82, KVM_REGS_LAYOUT.size);
 export const KVM_GET_SREGS: number = ior(KVMIO, 0x83, KVM_SREGS_LAYOUT.size);
 /** `struct kvm_sregs` in. */
 export const KVM_SET_SREGS: number = iow(KVMIO, 0x84, KVM_SREGS_LAYOUT.size);
+/** `struct kvm_translation` in/out: a guest-virtual address through the vCPU's page tables. */
+export const KVM_TRANSLATE: number = iowr(KVMIO, 0x85, KVM_TRANSLATION_LAYOUT.size);
 /** `struct kvm_msrs`; returns the number of MSRs read. */
 export const KVM_GET_MSRS: number = iowr(KVMIO, 0x88, KVM_MSRS_LAYOUT.size);
 /** `struct kvm_msrs`; returns the number of MSRs written. */
@@ -174,6 +178,24 @@ export const KVM_NMI: number = io(KVMIO, 0x9a);
 export const KVM_GET_VCPU_EVENTS: number = ior(KVMIO, 0x9f, KVM_VCPU_EVENTS_LAYOUT.size);
 /** `struct kvm_vcpu_events` in. */
 export const KVM_SET_VCPU_EVENTS: number = iow(KVMIO, 0xa0, KVM_VCPU_EVENTS_LAYOUT.size);
+/** `struct kvm_guest_debug` in: single-step, breakpoints and debug registers of one vCPU. */
+export const KVM_SET_GUEST_DEBUG: number = iow(KVMIO, 0x9b, KVM_GUEST_DEBUG_LAYOUT.size);
+
+// struct kvm_guest_debug.control (include/uapi/linux/kvm.h; the USE_* bits are x86's, asm/kvm.h)
+/** Debugging on; without it the other bits are ignored and the guest owns its debug registers. */
+export const KVM_GUESTDBG_ENABLE = 0x0000_0001;
+/** Exit with KVM_EXIT_DEBUG (#DB, DR6.BS) after each guest instruction. */
+export const KVM_GUESTDBG_SINGLESTEP = 0x0000_0002;
+/** Intercept `int3` (#BP): it exits with KVM_EXIT_DEBUG instead of reaching the guest. */
+export const KVM_GUESTDBG_USE_SW_BP = 0x0001_0000;
+/** Load `debugreg[0..3]` and `debugreg[7]` into the guest's DR0–DR3 and DR7 while it runs. */
+export const KVM_GUESTDBG_USE_HW_BP = 0x0002_0000;
+/** Inject a #DB into the guest on the next entry. */
+export const KVM_GUESTDBG_INJECT_DB = 0x0004_0000;
+/** Inject a #BP into the guest on the next entry. */
+export const KVM_GUESTDBG_INJECT_BP = 0x0008_0000;
+/** Keep interrupts from being injected while single-stepping (KVM_CAP_SET_GUEST_DEBUG2). */
+export const KVM_GUESTDBG_BLOCKIRQ = 0x0010_0000;
 
 /** The only KVM API version there has ever been (api.rst, KVM_GET_API_VERSION). */
 export const KVM_API_VERSION = 12;
@@ -209,6 +231,8 @@ export const KVM_CAP_PIT_STATE2 = 35;
 export const KVM_CAP_IOEVENTFD = 36;
 /** KVM_SET_IDENTITY_MAP_ADDR. */
 export const KVM_CAP_SET_IDENTITY_MAP_ADDR = 37;
+/** KVM_SET_GUEST_DEBUG. */
+export const KVM_CAP_SET_GUEST_DEBUG = 23;
 /** Maximum vCPU count. */
 export const KVM_CAP_MAX_VCPUS = 66;
 /** TSC-deadline timer in the in-kernel LAPIC. */
@@ -223,6 +247,10 @@ export const KVM_CAP_IOEVENTFD_NO_LENGTH = 100;
 export const KVM_CAP_READONLY_MEM = 81;
 /** Returns the number of address spaces (2 on x86 with SMM). */
 export const KVM_CAP_MULTI_ADDRESS_SPACE = 118;
+/** Number of hardware breakpoints KVM_SET_GUEST_DEBUG can set (arm64; x86 always has DR0–DR3). */
+export const KVM_CAP_GUEST_DEBUG_HW_BPS = 119;
+/** Number of hardware watchpoints (arm64; on x86 they share DR0–DR3 with the breakpoints). */
+export const KVM_CAP_GUEST_DEBUG_HW_WPS = 120;
 /** KVM_ENABLE_CAP for a split (userspace IOAPIC) irqchip. */
 export const KVM_CAP_SPLIT_IRQCHIP = 121;
 /** KVM_IOEVENTFD with `len` 0, possibly on a faster path. */
@@ -239,6 +267,8 @@ export const KVM_CAP_COALESCED_PIO = 162;
 export const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168;
 /** Dirty ring instead of bitmaps. */
 export const KVM_CAP_DIRTY_LOG_RING = 192;
+/** Returns the `KVM_GUESTDBG_*` control bits this KVM accepts. */
+export const KVM_CAP_SET_GUEST_DEBUG2 = 195;
 
 // KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enable flags (args[0])
 /** GET_DIRTY_LOG no longer write-protects; userspace calls CLEAR_DIRTY_LOG. */

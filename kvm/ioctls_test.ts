@@ -46,6 +46,9 @@ const PINNED: Record<string, number> = {
   KVM_SIGNAL_MSI: 0x4020aea5,
   KVM_GET_IRQCHIP: 0xc208ae62,
   KVM_SET_IRQCHIP: 0x8208ae63,
+  // The guest-debug pair of issue 12, printed from linux/kvm.h (Debian 12's linux-libc-dev).
+  KVM_TRANSLATE: 0xc018ae85,
+  KVM_SET_GUEST_DEBUG: 0x4048ae9b,
   TUNSETIFF: 0x400454ca,
   TUNSETOFFLOAD: 0x400454d0,
   TUNGETIFF: 0x800454d2,
@@ -207,5 +210,29 @@ Deno.test("I/O flag values (linux/kvm.h, linux/if_tun.h)", () => {
   assert.deepEqual(
     [k.IFF_TUN, k.IFF_TAP, k.IFF_MULTI_QUEUE, k.IFF_NO_PI, k.IFF_VNET_HDR],
     [0x1, 0x2, 0x100, 0x1000, 0x4000],
+  );
+});
+
+Deno.test("guest-debug control bits and capabilities (linux/kvm.h, asm/kvm.h)", () => {
+  assert.deepEqual(
+    [
+      k.KVM_GUESTDBG_ENABLE,
+      k.KVM_GUESTDBG_SINGLESTEP,
+      k.KVM_GUESTDBG_USE_SW_BP,
+      k.KVM_GUESTDBG_USE_HW_BP,
+      k.KVM_GUESTDBG_INJECT_DB,
+      k.KVM_GUESTDBG_INJECT_BP,
+      k.KVM_GUESTDBG_BLOCKIRQ,
+    ],
+    [0x1, 0x2, 0x1_0000, 0x2_0000, 0x4_0000, 0x8_0000, 0x10_0000],
+  );
+  assert.deepEqual(
+    [
+      k.KVM_CAP_SET_GUEST_DEBUG,
+      k.KVM_CAP_GUEST_DEBUG_HW_BPS,
+      k.KVM_CAP_GUEST_DEBUG_HW_WPS,
+      k.KVM_CAP_SET_GUEST_DEBUG2,
+    ],
+    [23, 119, 120, 195],
   );
 });

@@ -16,6 +16,7 @@ import {
   KVM_CPUID_ENTRY2_LAYOUT,
   KVM_DTABLE_LAYOUT,
   KVM_FPU_LAYOUT,
+  KVM_GUEST_DEBUG_LAYOUT,
   KVM_LAPIC_STATE_LAYOUT,
   KVM_MP_STATE_LAYOUT,
   KVM_MSR_ENTRY_LAYOUT,
@@ -25,6 +26,7 @@ import {
   KVM_RUN_SIZE,
   KVM_SEGMENT_LAYOUT,
   KVM_SREGS_LAYOUT,
+  KVM_TRANSLATION_LAYOUT,
   KVM_VCPU_EVENTS_LAYOUT,
   offsetsOf,
   type SameType,
@@ -44,12 +46,14 @@ import {
   KVM_RUN,
   KVM_SET_CPUID2,
   KVM_SET_FPU,
+  KVM_SET_GUEST_DEBUG,
   KVM_SET_LAPIC,
   KVM_SET_MP_STATE,
   KVM_SET_MSRS,
   KVM_SET_REGS,
   KVM_SET_SREGS,
   KVM_SET_VCPU_EVENTS,
+  KVM_TRANSLATE,
 } from "./ioctls.ts";
 import { KVM_ERROR_PARTIAL, KvmError } from "./kvm_error.ts";
 
@@ -283,6 +287,31 @@ export interface CpuidEntry {
   edx: number;
 }
 
+/**
+ * What `KVM_SET_GUEST_DEBUG` sets (`struct kvm_guest_debug`, 72 bytes): the `KVM_GUESTDBG_*` control
+ * bits and, on x86, the debug registers the guest runs with while `KVM_GUESTDBG_USE_HW_BP` is set.
+ */
+export interface GuestDebug {
+  /** `KVM_GUESTDBG_*` bits; 0 hands the debug registers back to the guest. */
+  control: number;
+  /** DR0–DR7 (eight values; DR0–DR3 are addresses, DR7 the enable/type/length word; DR4–DR6 unused). */
+  debugreg: bigint[];
+}
+
+/** The result of `KVM_TRANSLATE` (`struct kvm_translation`, 24 bytes). */
+export interface Translation {
+  /** The guest-virtual (linear) address that was translated. */
+  linearAddress: bigint;
+  /** Its guest-physical address; meaningful only when {@link valid} is 1. */
+  physicalAddress: bigint;
+  /** 1 when the page is mapped (present at every level of the page tables). */
+  valid: number;
+  /** 1 when the page is writable. */
+  writeable: number;
+  /** 1 when the page is accessible from user mode. */
+  usermode: number;
+}
+
 // Compile-time checks: each interface above is exactly what its layout decodes to.
 type _KvmRegsMatches = AssertTrue<SameType<KvmRegs, ValueOf<typeof KVM_REGS_LAYOUT>>>;
 type _KvmSegmentMatches = AssertTrue<SameType<KvmSegment, ValueOf<typeof KVM_SEGMENT_LAYOUT>>>;
@@ -292,6 +321,8 @@ type _KvmFpuMatches = AssertTrue<SameType<KvmFpu, ValueOf<typeof KVM_FPU_LAYOUT>
 type _VcpuEventsMatches = AssertTrue<SameType<VcpuEvents, ValueOf<typeof KVM_VCPU_EVENTS_LAYOUT>>>;
 type _MsrEntryMatches = AssertTrue<SameType<MsrEntry, ValueOf<typeof KVM_MSR_ENTRY_LAYOUT>>>;
 type _CpuidEntryMatches = AssertTrue<SameType<CpuidEntry, ValueOf<typeof KVM_CPUID_ENTRY2_LAYOUT>>>;
+type _GuestDebugMatches = AssertTrue<SameType<GuestDebug, ValueOf<typeof KVM_GUEST_DEBUG_LAYOUT>>>;
+type _TranslationMatches = AssertTrue<SameType<Translation, ValueOf<typeof KVM_TRANSLATION_LAYOUT>>>;
 
 const RUN = offsetsOf(KVM_RUN_LAYOUT);
 /** `exit_reason` as an index into a Uint32Array over the run page. */
@@ -552,6 +583,33 @@ export class Vcpu implements Disposable {
   /** `KVM_SET_MP_STATE`. */
   setMpState(state: number): void {
     this.#set(KVM_SET_MP_STATE, encodeToBytes(KVM_MP_STATE_LAYOUT, { mpState: state }), "KVM_SET_MP_STATE");
+  }
+
+  /**
+   * `KVM_SET_GUEST_DEBUG`: single-step, `int3` interception and hardware breakpoints for this vCPU
+   * (a gdb stub calls it on every vCPU before resuming them). While `control` has
+   * `KVM_GUESTDBG_ENABLE`, the traps it asks for end `KVM_RUN` with `KVM_EXIT_DEBUG`.
+   *
+   * @throws {RangeError} when `debugreg` does not hold eight values.
+   */
+  setGuestDebug(debug: GuestDebug): void {
+    this.#set(KVM_SET_GUEST_DEBUG, encodeToBytes(KVM_GUEST_DEBUG_LAYOUT, debug), "KVM_SET_GUEST_DEBUG");
+  }
+
+  /**
+   * `KVM_TRANSLATE`: the guest-physical address of a guest-virtual one through this vCPU's current
+   * paging mode and page tables (identity when paging is off). Check `valid` before using it.
+   */
+  translate(linearAddress: bigint): Translation {
+    const bytes = encodeToBytes(KVM_TRANSLATION_LAYOUT, {
+      linearAddress,
+      physicalAddress: 0n,
+      valid: 0,
+      writeable: 0,
+      usermode: 0,
+    });
+    this.#ioctlBuf(KVM_TRANSLATE, bytes, "KVM_TRANSLATE");
+    return decodeFromBytes(KVM_TRANSLATION_LAYOUT, bytes);
   }
 
   /** Unmaps `kvm_run` and closes the vCPU fd. Idempotent. */

@@ -5,9 +5,14 @@ import { decodeExit, type IoExit } from "./exit.ts";
 import { GuestMemory } from "./guest_memory.ts";
 import {
   KVM_CAP_IMMEDIATE_EXIT,
+  KVM_EXIT_DEBUG,
   KVM_EXIT_HLT,
   KVM_EXIT_INTR,
   KVM_EXIT_IO,
+  KVM_GUESTDBG_ENABLE,
+  KVM_GUESTDBG_SINGLESTEP,
+  KVM_GUESTDBG_USE_HW_BP,
+  KVM_GUESTDBG_USE_SW_BP,
   KVM_MP_STATE_RUNNABLE,
 } from "./ioctls.ts";
 import { Kvm } from "./kvm.ts";
@@ -177,5 +182,59 @@ Deno.test({
     assert.throws(() => m.vm.createVcpu(0), (e: unknown) => e instanceof KvmError && e.code === "EEXIST");
     using again = m.vm.createVcpu(1);
     assert.equal(again.id, 1);
+  },
+});
+
+/** DR7 with only G0 and the always-one bit 10: an execution breakpoint at DR0 (R/W0 = LEN0 = 0). */
+const DR7_G0_EXEC = 0x402n;
+const DR6_BS_BIT = 1n << 14n;
+const NOP = 0x90;
+const INT3 = 0xcc;
+const HLT = 0xf4;
+
+Deno.test({
+  name: "KVM_TRANSLATE: with paging off a linear address is its physical address",
+  ...ifKvm,
+  fn() {
+    using m = realModeMachine(new Uint8Array([HLT]));
+    const t = m.vcpu.translate(0x1234n);
+    assert.equal(t.linearAddress, 0x1234n);
+    assert.equal(t.valid, 1);
+    assert.equal(t.physicalAddress, 0x1234n);
+  },
+});
+
+Deno.test({
+  name: "KVM_SET_GUEST_DEBUG: single-step, an int3 intercepted, a DR0 execution breakpoint",
+  ...ifKvm,
+  fn() {
+    using m = realModeMachine(new Uint8Array([NOP, NOP, INT3, NOP, NOP, HLT]));
+    const { vcpu } = m;
+    const none = [0n, 0n, 0n, 0n, 0n, 0n, 0n, 0n];
+
+    vcpu.setGuestDebug({ control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP, debugreg: none });
+    assert.equal(vcpu.run(), KVM_EXIT_DEBUG);
+    let exit = decodeExit(vcpu.runPage);
+    assert.ok(exit.kind === "debug" && exit.exception === 1 && (exit.dr6 & DR6_BS_BIT) !== 0n);
+    assert.equal(vcpu.getRegs().rip, BigInt(ENTRY + 1)); // a trap: after the first nop
+
+    vcpu.setGuestDebug({ control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP, debugreg: none });
+    assert.equal(vcpu.run(), KVM_EXIT_DEBUG);
+    exit = decodeExit(vcpu.runPage);
+    assert.ok(exit.kind === "debug" && exit.exception === 3, JSON.stringify(exit, (_, v) => String(v)));
+    assert.equal(exit.pc, BigInt(ENTRY + 2)); // the int3 itself, as a gdb stub expects
+    assert.equal(vcpu.getRegs().rip, BigInt(ENTRY + 2));
+
+    // Skip the int3 by hand, then stop on a DR0 execution breakpoint two bytes further on.
+    vcpu.setRegs({ ...vcpu.getRegs(), rip: BigInt(ENTRY + 3) });
+    const dr = [BigInt(ENTRY + 4), 0n, 0n, 0n, 0n, 0n, 0n, DR7_G0_EXEC];
+    vcpu.setGuestDebug({ control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP, debugreg: dr });
+    assert.equal(vcpu.run(), KVM_EXIT_DEBUG);
+    exit = decodeExit(vcpu.runPage);
+    assert.ok(exit.kind === "debug" && exit.exception === 1 && (exit.dr6 & 1n) !== 0n); // DR6.B0
+    assert.equal(exit.pc, BigInt(ENTRY + 4));
+
+    vcpu.setGuestDebug({ control: 0, debugreg: none }); // off: the guest runs to its hlt
+    assert.equal(vcpu.run(), KVM_EXIT_HLT);
   },
 });
