@@ -308,6 +308,8 @@ export class FlatView {
   #ranges: readonly FlatRange[] | undefined;
   #starts: bigint[] | undefined;
   #ends: bigint[] | undefined;
+  /** Each start as a double: the search runs on these, two exact comparisons settle it. */
+  #keys: Float64Array | undefined;
   #last: FlatRange | undefined;
 
   private constructor(root: MemoryRegion | null, table: RangeTable) {
@@ -360,21 +362,30 @@ export class FlatView {
     return this.#ranges;
   }
 
-  /** The range containing `addr`, by binary search (with a one-entry cache for repeated hits). */
+  /**
+   * The range containing `addr`, by binary search (with a one-entry cache for repeated hits). The
+   * search compares doubles, not bigints: rounding to a double never reorders two addresses, so the
+   * last start whose double is at most `addr`'s is at or after the right range, and exact comparisons
+   * step back over the few starts that only rounding put below `addr` (above 2^53, where doubles are
+   * coarser than bytes).
+   */
   lookup(addr: bigint): FlatRange | undefined {
     const last = this.#last;
     if (last && addr >= last.start && addr < last.start + last.size) return last;
-    // Plain arrays of bounds: comparisons only, no bigint allocated per step.
     const starts = this.#starts ??= this.ranges.map((r) => r.start);
     const ends = this.#ends ??= this.ranges.map((r) => r.start + r.size);
+    const keys = this.#keys ??= Float64Array.from(starts, Number);
+    const key = Number(addr);
     let lo = 0;
-    let hi = starts.length - 1;
+    let hi = keys.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      if (addr < starts[mid]) hi = mid - 1;
-      else if (addr >= ends[mid]) lo = mid + 1;
-      else return this.#last = this.ranges[mid];
+      if (keys[mid] <= key) lo = mid + 1;
+      else hi = mid - 1;
     }
-    return undefined;
+    let i = hi; // the last start whose double is at most addr's
+    while (i >= 0 && starts[i] > addr) i--;
+    if (i < 0 || addr >= ends[i]) return undefined;
+    return this.#last = this.ranges[i];
   }
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { FlatView } from "./flat_view.ts";
+import { MemoryRegion } from "./memory_region.ts";
 import { buildTree, type Hit, mergeable, nodeArb, probeAddresses, resolve } from "./_random_tree.ts";
 import type { FlatRange } from "./flat_view.ts";
 
@@ -63,5 +64,38 @@ Deno.test("flat view equals a brute-force per-address model on 1,000 random tree
       },
     ),
     { seed: SEED, numRuns: 1000 },
+  );
+});
+
+Deno.test("lookup equals a linear scan, dense ranges above 2^53 (where doubles are coarser than bytes) included", () => {
+  const TOP = 1n << 64n;
+  fc.assert(
+    fc.property(
+      // Start offsets and sizes of small RAM pieces near the top of the space and near zero.
+      fc.uniqueArray(fc.bigInt({ min: 0n, max: 1n << 16n }), { minLength: 1, maxLength: 40 }),
+      fc.array(fc.bigInt({ min: 0n, max: (1n << 16n) + 64n }), { minLength: 20, maxLength: 20 }),
+      fc.boolean(),
+      (offsets, probes, high) => {
+        const base = high ? TOP - (1n << 17n) : 0n;
+        const root = MemoryRegion.container("root", TOP);
+        const starts = [...offsets].sort((a, b) => (a < b ? -1 : 1));
+        const pieces: { start: bigint; end: bigint; region: MemoryRegion }[] = [];
+        starts.forEach((offset, i) => {
+          const start = base + offset;
+          const room = (i + 1 < starts.length ? base + starts[i + 1] : start + 16n) - start;
+          const size = room < 16n ? room : 1n + (offset % 15n); // tiny, never overlapping
+          const region = MemoryRegion.ram(`r${i}`, size);
+          root.addSubregion(start, region);
+          pieces.push({ start, end: start + size, region });
+        });
+        const view = FlatView.render(root);
+        for (const p of probes) {
+          const addr = base + p;
+          const model = pieces.find((piece) => addr >= piece.start && addr < piece.end);
+          assert.equal(view.lookup(addr)?.region, model?.region, `0x${addr.toString(16)}`);
+        }
+      },
+    ),
+    { seed: SEED, numRuns: 300 },
   );
 });
