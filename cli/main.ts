@@ -1085,6 +1085,7 @@ async function boot(
         if (kind === "reset") hostReset = true;
         pc.stop({ kind });
       },
+      reboot: options.reboot,
     });
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }

@@ -40,6 +40,11 @@ export interface MonitorHooks {
    * stopped if it was).
    */
   end(kind: "quit" | "reset"): void;
+  /**
+   * Whether a reset reboots (QEMU's default, and `-reboot` here) or ends the run (`-no-reboot`,
+   * this front-end's default): QEMU then turns even a `system_reset` into a SHUTDOWN. Default true.
+   */
+  reboot?: boolean;
 }
 
 /** QEMU's run states that this machine can be in while it can answer. */
@@ -142,9 +147,17 @@ export class MonitorCommands {
 
   /**
    * `system_reset`: RESET (guest false, as QEMU's QMP reset), then the run ends and the machine is
-   * reset and run again; a stopped machine stays stopped, in QEMU's `prelaunch`.
+   * reset and run again; a stopped machine stays stopped, in QEMU's `prelaunch`. Without reboot
+   * (`-no-reboot`) it is QEMU's SHUTDOWN with reason host-qmp-system-reset, and the run ends.
    */
   systemReset(): void {
+    if (this.#hooks.reboot === false) {
+      // QEMU's qemu_system_reset_request under -no-reboot: a shutdown, with the reset's reason.
+      this.#hooks.event("SHUTDOWN", { guest: false, reason: "host-qmp-system-reset" });
+      this.#ended = true;
+      this.#hooks.end("quit");
+      return;
+    }
     this.#hooks.event("RESET", { guest: false, reason: "host-qmp-system-reset" });
     if (this.#state === "paused") this.#state = "prelaunch";
     this.#ended = true;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { commandsOver, fakeMachine } from "./_monitor_fakes.ts";
 import { runMonitorCommand } from "./monitor.ts";
+import { MonitorCommands } from "./monitor_commands.ts";
 
 Deno.test("system_powerdown presses the power button once; silent when the guest listens, as QEMU", () => {
   const listening = fakeMachine(true);
@@ -69,4 +70,17 @@ Deno.test("monitor: memsave and pmemsave write what the machine reads; an unmapp
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test("monitor: under -no-reboot a system_reset is QEMU's SHUTDOWN with the reset's reason, and ends the run", () => {
+  const events: unknown[] = [];
+  const ends: string[] = [];
+  const commands = new MonitorCommands(fakeMachine(), {
+    event: (name, data) => void events.push({ name, data }),
+    end: (kind) => void ends.push(kind),
+    reboot: false,
+  });
+  runMonitorCommand(commands, "system_reset");
+  assert.deepEqual(events, [{ name: "SHUTDOWN", data: { guest: false, reason: "host-qmp-system-reset" } }]);
+  assert.deepEqual(ends, ["quit"]);
 });

@@ -17,14 +17,20 @@ const MAIN = new URL("../main.ts", import.meta.url).pathname;
 async function launch(command: string, args: string[], path: string) {
   const child = new Deno.Command(command, { args, stdin: "null", stdout: "piped", stderr: "piped" }).spawn();
   const output = child.output();
+  let exited = false;
+  child.status.then(() => exited = true);
   for (let i = 0;; i++) {
     try {
       return { child, output, client: await QmpClient.connect({ path }) };
     } catch (e) {
-      if (i > 600) {
-        child.kill();
+      if (exited || i > 600) {
+        if (!exited) child.kill();
         const out = await output;
-        throw new Error(`no QMP socket at ${path}: ${e}\n${new TextDecoder().decode(out.stderr)}`);
+        throw new Error(
+          `no QMP socket at ${path} (${command} exited ${out.code}): ${e}\n${
+            new TextDecoder().decode(out.stderr)
+          }`,
+        );
       }
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -104,7 +110,7 @@ async function runOurs(dir: string, kernel: string, extra: string[] = []) {
   const path = `${dir}/ours.sock`;
   const { client, output } = await launch(Deno.execPath(), [
     ...["run", "--allow-ffi", "--allow-read", "--allow-write", "--allow-sys", "--allow-run", "--allow-env"],
-    ...[MAIN, "-m", "32M", "-kernel", kernel, "-serial", "null", ...extra],
+    ...[MAIN, "-m", "32M", "-kernel", kernel, "-serial", "null", "-reboot", ...extra],
     ...["-qmp", `unix:${path},server=on,wait=off`],
   ], path);
   const log = await run(client, script(dir));
@@ -181,7 +187,7 @@ Deno.test({
       const path = `${dir}/qemu.sock`;
       const accel = KVM.available ? "kvm" : "tcg";
       const { client, output } = await launch(QEMU, [
-        ...["-accel", accel, "-machine", "pc", "-nodefaults", "-display", "none", "-m", "32M", "-no-reboot"],
+        ...["-accel", accel, "-machine", "pc", "-nodefaults", "-display", "none", "-m", "32M"],
         ...["-kernel", kernel, "-serial", "null", "-qmp", `unix:${path},server=on,wait=off`],
       ], path);
       const theirs = await run(client, script(dir));
