@@ -202,7 +202,10 @@ async function acceptLoop(listener: Deno.Listener): Promise<void> {
 function why(e: unknown): string {
   if (e instanceof Deno.errors.AddrInUse) return "Address already in use";
   if (e instanceof Deno.errors.NotFound) return "No such file or directory";
-  if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
+  if (e instanceof Deno.errors.NotCapable) {
+    return "Deno needs --allow-net for sockets (deno task start has it)";
+  }
+  if (e instanceof Deno.errors.PermissionDenied) {
     return "Permission denied";
   }
   if (e instanceof Deno.errors.AddrNotAvailable) return "Cannot assign requested address";

@@ -109,7 +109,16 @@ async function withEchoGuest<T>(fn: (dir: string, kernel: string) => Promise<T>)
 async function runOurs(dir: string, kernel: string, extra: string[] = []) {
   const path = `${dir}/ours.sock`;
   const { client, output } = await launch(Deno.execPath(), [
-    ...["run", "--allow-ffi", "--allow-read", "--allow-write", "--allow-sys", "--allow-run", "--allow-env"],
+    ...[
+      "run",
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-write",
+      "--allow-sys",
+      "--allow-run",
+      "--allow-env",
+      "--allow-net",
+    ],
     ...[MAIN, "-m", "32M", "-kernel", kernel, "-serial", "null", "-reboot", ...extra],
     ...["-qmp", `unix:${path},server=on,wait=off`],
   ], path);
