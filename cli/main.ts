@@ -35,6 +35,10 @@ import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
 import { runMonitorCommand } from "./monitor.ts";
+import { MonitorCommands, type MonitorMachine } from "./monitor_commands.ts";
+import { runQmpCommand } from "./qmp_commands.ts";
+import { parseQmpOption, type QmpListenSpec, QmpOptionError } from "./qmp_options.ts";
+import { QmpListenError, QmpServer } from "./qmp_server.ts";
 import { formatSize, parseSize } from "./size.ts";
 import type { StdinWorkerInit } from "./stdin_worker.ts";
 
@@ -70,6 +74,15 @@ options:
                           MACs default as QEMU's: 52:54:00:12:34:56 for the first card, then :57…
                           PCI devices take slots from 00:02.0, every -device in order, then the
                           -drive if=virtio disks; they are virtio 1.x only (disable-legacy=on)
+  -qmp unix:PATH,server=on[,wait=off]
+  -qmp tcp:[HOST]:PORT,server=on[,wait=off]
+                          QEMU's Machine Protocol on a socket (repeatable: every one listens,
+                          several clients each): query-status, stop, cont, system_reset,
+                          system_powerdown, quit, query-cpus-fast, human-monitor-command, memsave,
+                          pmemsave, query-version, query-commands, and the events STOP, RESUME,
+                          RESET, SHUTDOWN, POWERDOWN; wait=on (QEMU's default) starts the guest
+                          only once a client has connected. The version reported is 7.2.0, the
+                          dialect spoken; "package" names this product
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
   -serial stdio|null|file:PATH
                           where COM1 goes (default stdio)
@@ -85,7 +98,7 @@ options:
   -h, --help              this text
 
 While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info pci,
-info registers, quit), Ctrl-A h lists the keys. Exit status: the guest's isa-debug-exit status ((value << 1) | 1),
+info registers, stop, cont, system_reset, quit: the same commands as QMP's), Ctrl-A h lists the keys. Exit status: the guest's isa-debug-exit status ((value << 1) | 1),
 0 after a reset or quit, 1 when the guest crashes or a run fails, 2 for a bad command line or
 input file (every input is checked before /dev/kvm is opened).`;
 
@@ -157,6 +170,8 @@ export interface CliOptions {
   taps: Tap[];
   /** The virtio-net cards' backends on those taps, in device order. */
   netBackends: TapNetBackend[];
+  /** Every `-qmp` listener, in command-line order. */
+  qmp: QmpListenSpec[];
 }
 
 /** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
@@ -178,6 +193,7 @@ const OPTIONS: Record<string, "value" | "flag"> = {
   help: "flag",
   drive: "value",
   netdev: "value",
+  qmp: "value",
 };
 /** How messages and --help spell an option: QEMU's own with one dash, this front-end's with two. */
 const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help"]);
@@ -388,6 +404,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
         help: { type: "boolean" },
         drive: { type: "string", multiple: true },
         netdev: { type: "string", multiple: true },
+        qmp: { type: "string", multiple: true },
       },
       allowPositionals: false,
       strict: true,
@@ -433,6 +450,14 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   if (values.append !== undefined && values.kernel === undefined) {
     throw new UsageError("-append needs -kernel");
   }
+  const qmp = (values.qmp ?? []).map((text) => {
+    try {
+      return parseQmpOption(text);
+    } catch (e) {
+      if (e instanceof QmpOptionError) throw new UsageError(`-qmp ${text}: ${e.message}`);
+      throw e;
+    }
+  });
   const deviceArgs = values.device ?? [];
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
   const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
@@ -483,6 +508,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     images,
     taps,
     netBackends,
+    qmp,
   };
 }
 
@@ -891,12 +917,28 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
         options.kernel !== undefined && detectFormat(options.kernel.image) !== "multiboot",
       );
       if (nested !== undefined) {
+        if (options.qmp.length > 0) {
+          // Its sockets would be inside the nested VM, out of every client's reach.
+          throw new NestedError(
+            `-qmp needs KVM on this host (${nested}); the nested VM's sockets could not be reached`,
+          );
+        }
         // The run inside opens and locks the images (and its own taps) itself.
         for (const image of options.images) image.close();
         for (const tap of options.taps) tap.close();
         return await runMainNested(args, nested, io.err);
       }
-      return await boot(options, plan, io, entered);
+      let qmp: QmpServer | undefined;
+      try {
+        if (options.qmp.length > 0) {
+          qmp = await QmpServer.start(options.qmp);
+          // QEMU's default, wait=on: the guest starts once a client is there.
+          if (options.qmp.some((spec) => spec.wait)) await qmp.connected;
+        }
+        return await boot(options, plan, io, entered, qmp);
+      } finally {
+        await qmp?.close(); // every socket closed and its file removed, on every path
+      }
     } finally {
       for (const image of options.images) image.close();
       for (const tap of options.taps) tap.close();
@@ -905,6 +947,10 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
     if (e instanceof UsageError) {
       io.err(`error: ${e.message} (try --help)`);
       return 2;
+    }
+    if (e instanceof QmpListenError) {
+      io.err(`error: ${e.message}`);
+      return 1;
     }
     if (
       e instanceof LoaderError || e instanceof KvmError || e instanceof RangeError ||
@@ -948,7 +994,13 @@ function dump(options: CliOptions, io: CliIo): number {
   return 0;
 }
 
-async function boot(options: CliOptions, plan: BootPlan, io: CliIo, entered: number): Promise<number> {
+async function boot(
+  options: CliOptions,
+  plan: BootPlan,
+  io: CliIo,
+  entered: number,
+  qmp?: QmpServer,
+): Promise<number> {
   // Every input has been checked: from here on the run needs KVM. This is where /dev/kvm is opened,
   // before anything is created or written (a -serial file is truncated only after this).
   using kvm = Kvm.open();
@@ -1006,6 +1058,7 @@ async function boot(options: CliOptions, plan: BootPlan, io: CliIo, entered: num
       ? { channel: shared.buffer, doorbell: pc.doorbell }
       : { channel: shared.buffer, kick: vcpuKickTarget(pc.vcpu) };
     worker.postMessage(init);
+    qmp?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     // The taps' receive Worker wakes this thread the same way; onKick below pumps them.
     const backends = options.netBackends;
     if (backends.length > 0) {
@@ -1020,29 +1073,74 @@ async function boot(options: CliOptions, plan: BootPlan, io: CliIo, entered: num
     }
     await ready; // its signal listeners are in place: the guest may start
     if (terminal) Deno.stdin.setRaw(true);
-    const onKick = () => {
+    // The monitor's commands, shared by the terminal monitor and QMP; `end` stops the run.
+    let hostReset = false;
+    let shutdownSent = false;
+    const commands = new MonitorCommands(monitorView(pc), {
+      event: (name, data) => {
+        if (name === "SHUTDOWN") shutdownSent = true;
+        qmp?.event(name, data);
+      },
+      end: (kind) => {
+        if (kind === "reset") hostReset = true;
+        pc.stop({ kind });
+      },
+      reboot: options.reboot,
+    });
+    const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
       pc.input(shared.takeInput());
       const command = shared.takeCommand();
       if (command !== null) {
-        const result = runMonitorCommand(pc, command);
+        const result = runMonitorCommand(commands, command);
         if (result.output) {
           io.console(encoder.encode(result.output.replaceAll("\n", terminal ? "\r\n" : "\n")));
         }
-        if (result.quit) {
-          shared.requestQuit();
-          pc.stop({ kind: "quit" });
-        }
+        if (result.quit) shared.requestQuit();
         shared.completeCommand();
       }
-      if (shared.quitRequested) pc.stop({ kind: "quit" });
+      if (shared.quitRequested && !commands.ended) commands.quit(); // Ctrl-A x, SIGTERM: as QEMU's quit
+      qmp?.serve((name, args) => runQmpCommand(commands, name, args));
+    };
+    const idle = new Int32Array(new SharedArrayBuffer(4));
+    const onKick = () => {
+      serveMonitors();
+      if (!commands.paused || commands.ended) return;
+      // Stopped (QMP or monitor `stop`): every vCPU stays out of KVM_RUN while this thread keeps
+      // answering the monitors, until `cont`, a reset or a quit.
+      pc.whilePaused(() => {
+        while (commands.paused && !commands.ended) {
+          if (qmp) qmp.wait(STOPPED_POLL_MS);
+          else Atomics.wait(idle, 0, 0, STOPPED_POLL_MS);
+          serveMonitors();
+        }
+      });
     };
     let outcome: RunOutcome;
     const started = performance.now();
     for (;;) {
+      commands.startRun();
+      hostReset = false;
+      // A machine reset while stopped starts stopped: the first thing its run does is the hook.
+      if (commands.paused && pc.doorbell === null) pc.vcpu.setImmediateExit(true);
       outcome = await pc.runAsync({ onKick });
-      if (outcome.kind !== "reset" || !options.reboot) break;
-      pc.reset();
+      if (outcome.kind === "reset" && hostReset) {
+        pc.reset();
+        continue;
+      }
+      if (outcome.kind === "reset" && options.reboot) {
+        qmp?.event("RESET", { guest: true, reason: "guest-reset" });
+        pc.reset();
+        continue;
+      }
+      if (!shutdownSent && (outcome.kind === "reset" || outcome.kind === "poweroff")) {
+        // QEMU's SHUTDOWN for a guest that reset under -no-reboot, or powered off.
+        qmp?.event("SHUTDOWN", {
+          guest: true,
+          reason: outcome.kind === "reset" ? "guest-reset" : "guest-shutdown",
+        });
+      }
+      break;
     }
     const ended = performance.now();
     if (options.timings) {
@@ -1057,12 +1155,37 @@ async function boot(options: CliOptions, plan: BootPlan, io: CliIo, entered: num
     return report(outcome, io);
   } finally {
     channel?.close(); // no kick reaches the vCPU after this, so its mapping can go
+    qmp?.fenceKicks(); // nor one from the QMP Worker
     netRx?.close(); // nor one from the taps' receive Worker
     worker.terminate();
     machine?.close();
     serialFile?.close();
     if (terminal) Deno.stdin.setRaw(false);
   }
+}
+
+/** How often the stopped loop looks at the terminal monitor (QMP commands wake it at once). */
+const STOPPED_POLL_MS = 50;
+
+/** The machine as the monitor's commands see it. */
+function monitorView(pc: PcMachine): MonitorMachine {
+  return {
+    mtree: (options) => pc.mtree(options),
+    registers: (cpu) => pc.registers(cpu),
+    powerButton: () => pc.powerButton(),
+    infoPci: () => pc.infoPci(),
+    cpus: pc.cpus,
+    threadIds: () => pc.threadIds(),
+    readPhysical: (addr, length) => {
+      // Past 2^64 reads as nothing, as a hole does: zeros.
+      const room = (1n << 64n) - addr;
+      const inside = BigInt(length) > room ? Number(room) : length;
+      const out = new Uint8Array(length);
+      out.set(pc.memory.readBytes(addr, inside).data);
+      return out;
+    },
+    translate: (cpu, vaddr) => pc.translate(cpu, vaddr),
+  };
 }
 
 function report(outcome: RunOutcome, io: CliIo): number {

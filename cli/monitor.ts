@@ -1,22 +1,12 @@
 /**
- * The monitor behind Ctrl-A c: a few of QEMU's HMP commands.
+ * The monitor behind Ctrl-A c and QMP's `human-monitor-command`: a few of QEMU's HMP commands, a
+ * thin text view over {@link MonitorCommands} (the same implementations QMP runs).
  *
  * @module
  */
 
-import type { MtreeOptions } from "../memory/mod.ts";
-
-/** What the monitor can ask of a machine. */
-export interface MonitorTarget {
-  /** `info mtree` text. */
-  mtree(options: MtreeOptions): string;
-  /** `info registers` text: of CPU 0, or of all CPUs. */
-  registers(cpu?: number | "all"): string;
-  /** Presses the ACPI power button; whether the guest's OS listens. */
-  powerButton(): boolean;
-  /** `info pci` text. */
-  infoPci?(): string;
-}
+import { MonitorCommands } from "./monitor_commands.ts";
+import { QmpError } from "./qmp_session.ts";
 
 /** The result of one command: text to print, and whether the user asked to quit. */
 export interface MonitorResult {
@@ -28,10 +18,26 @@ const HELP = [
   "info mtree [-f] [-D]  show the memory tree (-f: flat views, -D: disabled regions too)",
   "info registers [-a]   show the registers of CPU 0 (-a: of every CPU)",
   "info pci              show the PCI functions, their BARs and interrupts",
+  "info status           show whether the guest runs",
+  "info cpus             show the vCPUs and their host threads",
+  "info version          show the version",
+  "stop | cont | c       stop the vCPUs, let them run again",
+  "system_reset          reset the machine (it stays stopped if it was)",
   "system_powerdown      press the ACPI power button (the guest's OS shuts down if it listens)",
+  "memsave ADDR SIZE FILE   save SIZE bytes at virtual ADDR (CPU 0's page tables) to FILE",
+  "pmemsave ADDR SIZE FILE  save SIZE bytes at physical ADDR to FILE",
   "quit | q              end the emulation",
   "help                  this text",
 ].join("\n");
+
+/** An HMP number: decimal, or hex with 0x (QEMU takes expressions; these are the common forms). */
+function hmpNumber(word: string | undefined, what: string): bigint {
+  if (word === undefined) throw new QmpError("GenericError", `missing ${what}`);
+  if (!/^-?(0x[0-9a-f]+|[0-9]+)$/i.test(word)) {
+    throw new QmpError("GenericError", `invalid ${what} '${word}'`);
+  }
+  return word.startsWith("-") ? -BigInt(word.slice(1)) : BigInt(word);
+}
 
 /**
  * Runs one monitor command line.
@@ -39,13 +45,19 @@ const HELP = [
  * @example
  * ```ts
  * import assert from "node:assert/strict";
+ * import { MonitorCommands } from "./monitor_commands.ts";
  * import { runMonitorCommand } from "./monitor.ts";
- * const target = { mtree: () => "tree\n", registers: () => "RAX=0", powerButton: () => true };
- * assert.equal(runMonitorCommand(target, "info registers").output, "RAX=0\n");
- * assert.ok(runMonitorCommand(target, "q").quit);
+ * const machine = {
+ *   mtree: () => "tree\n", registers: () => "RAX=0", powerButton: () => true, cpus: 1, threadIds: () => [7],
+ *   readPhysical: (_a: bigint, n: number) => new Uint8Array(n), translate: (_c: number, v: bigint) => v,
+ * };
+ * const commands = new MonitorCommands(machine, { event: () => {}, end: () => {} });
+ * assert.equal(runMonitorCommand(commands, "info registers").output, "RAX=0\n");
+ * assert.equal(runMonitorCommand(commands, "info cpus").output, "* CPU #0: thread_id=7\n");
+ * assert.ok(runMonitorCommand(commands, "q").quit);
  * ```
  */
-export function runMonitorCommand(target: MonitorTarget, line: string): MonitorResult {
+export function runMonitorCommand(commands: MonitorCommands, line: string): MonitorResult {
   const words = line.trim().split(/\s+/).filter((w) => w !== "");
   const done = (output: string, quit = false) => ({
     output: output.endsWith("\n") || output === "" ? output : `${output}\n`,
@@ -53,28 +65,88 @@ export function runMonitorCommand(target: MonitorTarget, line: string): MonitorR
   });
   if (words.length === 0) return done("");
   const [command, ...rest] = words;
-  if (command === "quit" || command === "q") return done("", true);
-  if (command === "help" || command === "?") return done(HELP);
-  if (command === "system_powerdown") {
-    // QEMU says nothing either way; a guest that ignores the button is worth one line here.
-    return done(
-      target.powerButton()
-        ? ""
-        : "system_powerdown: the guest has not enabled the ACPI power button; nothing happens",
-    );
+  try {
+    switch (command) {
+      case "quit":
+      case "q":
+        commands.quit();
+        return done("", true);
+      case "help":
+      case "?":
+        return done(HELP);
+      case "stop":
+        commands.stop();
+        return done("");
+      case "cont":
+      case "c":
+        commands.cont();
+        return done("");
+      case "system_reset":
+        commands.systemReset();
+        return done("");
+      case "system_powerdown":
+        // QEMU says nothing either way; a guest that ignores the button is worth one line here.
+        return done(
+          commands.systemPowerdown()
+            ? ""
+            : "system_powerdown: the guest has not enabled the ACPI power button; nothing happens",
+        );
+      case "memsave":
+      case "pmemsave": {
+        const addr = hmpNumber(rest[0], "address");
+        const size = hmpNumber(rest[1], "size");
+        const file = rest[2];
+        if (file === undefined) throw new QmpError("GenericError", "missing file name");
+        if (command === "memsave") commands.memsave(addr, size, file);
+        else commands.pmemsave(addr, size, file);
+        return done("");
+      }
+      case "info":
+        return done(info(commands, rest, line.trim()));
+    }
+  } catch (e) {
+    if (e instanceof QmpError) return done(`Error: ${e.message}`);
+    throw e;
   }
-  if (command === "info" && rest[0] === "mtree") {
-    const flags = rest.slice(1);
-    const unknown = flags.filter((f) => f !== "-f" && f !== "-D");
-    if (unknown.length) return done(`info mtree: unknown flag ${unknown[0]} (use -f, -D)`);
-    return done(target.mtree({ flat: flags.includes("-f"), disabled: flags.includes("-D") }));
+  return done(`unknown command: '${command}'`);
+}
+
+function info(commands: MonitorCommands, rest: string[], line: string): string {
+  const [item, ...flags] = rest;
+  switch (item) {
+    case "mtree": {
+      const unknown = flags.filter((f) => f !== "-f" && f !== "-D");
+      if (unknown.length) return `info mtree: unknown flag ${unknown[0]} (use -f, -D)`;
+      return commands.mtree({ flat: flags.includes("-f"), disabled: flags.includes("-D") });
+    }
+    case "registers":
+      return commands.registers(flags[0] === "-a" ? "all" : 0);
+    case "pci": {
+      const pci = commands.infoPci();
+      if (pci !== null) return pci;
+      break;
+    }
+    case "status": {
+      const state = commands.state;
+      return `VM status: ${
+        state === "running" ? "running" : state === "paused" ? "paused" : "paused (prelaunch)"
+      }`;
+    }
+    case "cpus": {
+      const cpus = commands.queryCpusFast() as { "cpu-index": number; "thread-id": number }[];
+      return cpus.map((c) =>
+        `${c["cpu-index"] === 0 ? "*" : " "} CPU #${c["cpu-index"]}: thread_id=${c["thread-id"]}`
+      )
+        .join("\n");
+    }
+    case "version": {
+      const { qemu: v, package: pkg } = commands.queryVersion() as {
+        qemu: { major: number; minor: number; micro: number };
+        package: string;
+      };
+      return `${v.major}.${v.minor}.${v.micro}${pkg}`; // QEMU's format: the package follows directly
+    }
   }
-  if (command === "info" && (rest[0] === "registers" || rest[0] === "cpus")) {
-    return done(target.registers(rest[1] === "-a" ? "all" : 0));
-  }
-  if (command === "info" && rest[0] === "pci" && target.infoPci) return done(target.infoPci());
-  if (command === "info") {
-    return done(`info: unknown item "${rest[0] ?? ""}" (try: info mtree, info pci, info registers)`);
-  }
-  return done(`unknown command: '${command}' (try help)`);
+  // QEMU's words for an unknown info item ("help" lists what there is).
+  return `unknown command: '${line.replace(/\s+/g, " ")}'`;
 }

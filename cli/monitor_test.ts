@@ -1,42 +1,86 @@
 import assert from "node:assert/strict";
+import { commandsOver, fakeMachine } from "./_monitor_fakes.ts";
 import { runMonitorCommand } from "./monitor.ts";
-
-function target(listening: boolean) {
-  const presses: number[] = [];
-  return {
-    presses,
-    mtree: () => "tree\n",
-    registers: () => "RAX=0",
-    powerButton: () => {
-      presses.push(1);
-      return listening;
-    },
-  };
-}
+import { MonitorCommands } from "./monitor_commands.ts";
 
 Deno.test("system_powerdown presses the power button once; silent when the guest listens, as QEMU", () => {
-  const listening = target(true);
-  assert.deepEqual(runMonitorCommand(listening, "system_powerdown"), { output: "", quit: false });
+  const listening = fakeMachine(true);
+  assert.deepEqual(runMonitorCommand(commandsOver(listening).commands, "system_powerdown"), {
+    output: "",
+    quit: false,
+  });
   assert.equal(listening.presses.length, 1);
-  const deaf = target(false);
-  const result = runMonitorCommand(deaf, "  system_powerdown ");
+  const deaf = fakeMachine(false);
+  const result = runMonitorCommand(commandsOver(deaf).commands, "  system_powerdown ");
   assert.equal(result.quit, false);
   assert.match(result.output, /^system_powerdown: the guest has not enabled the ACPI power button; .*\n$/);
   assert.equal(deaf.presses.length, 1);
 });
 
-Deno.test("help lists system_powerdown", () => {
-  assert.match(runMonitorCommand(target(true), "help").output, /^system_powerdown /m);
+Deno.test("help lists system_powerdown, stop and cont", () => {
+  const help = runMonitorCommand(commandsOver(fakeMachine()).commands, "help").output;
+  assert.match(help, /^system_powerdown /m);
+  assert.match(help, /^stop \| cont/m);
 });
 
-Deno.test("monitor: info pci prints the machine's functions; a machine without PCI devices says so through the list", () => {
-  const target = {
-    mtree: () => "",
-    registers: () => "",
-    powerButton: () => true,
-    infoPci: () => "  Bus  0, device   0, function 0:\n",
-  };
-  assert.equal(runMonitorCommand(target, "info pci").output, "  Bus  0, device   0, function 0:\n");
-  assert.match(runMonitorCommand(target, "info bogus").output, /info pci/);
-  assert.match(runMonitorCommand(target, "help").output, /info pci/);
+Deno.test("monitor: info pci prints the machine's functions; an unknown item in QEMU's words", () => {
+  const { commands } = commandsOver(
+    fakeMachine(true, { infoPci: () => "  Bus  0, device   0, function 0:\n" }),
+  );
+  assert.equal(runMonitorCommand(commands, "info pci").output, "  Bus  0, device   0, function 0:\n");
+  assert.equal(runMonitorCommand(commands, "info  bogus").output, "unknown command: 'info bogus'\n");
+  assert.match(runMonitorCommand(commands, "help").output, /info pci/);
+});
+
+Deno.test("monitor: stop, cont, system_reset and quit are the shared commands, with QMP's events", () => {
+  const { commands, events, ends } = commandsOver(fakeMachine());
+  assert.equal(runMonitorCommand(commands, "info status").output, "VM status: running\n");
+  runMonitorCommand(commands, "stop");
+  runMonitorCommand(commands, "stop"); // already stopped: no second event, as QEMU
+  assert.equal(runMonitorCommand(commands, "info status").output, "VM status: paused\n");
+  runMonitorCommand(commands, "system_reset");
+  assert.equal(runMonitorCommand(commands, "info status").output, "VM status: paused (prelaunch)\n");
+  runMonitorCommand(commands, "c");
+  assert.ok(runMonitorCommand(commands, "quit").quit);
+  assert.deepEqual(events, [
+    { name: "STOP" },
+    { name: "RESET", data: { guest: false, reason: "host-qmp-system-reset" } },
+    { name: "RESUME" },
+    { name: "SHUTDOWN", data: { guest: false, reason: "host-qmp-quit" } },
+  ]);
+  assert.deepEqual(ends, ["reset", "quit"]);
+});
+
+Deno.test("monitor: memsave and pmemsave write what the machine reads; an unmapped page names the range", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const { commands } = commandsOver(fakeMachine());
+    assert.equal(runMonitorCommand(commands, `pmemsave 0x10 4 ${dir}/p`).output, "");
+    assert.deepEqual(Deno.readFileSync(`${dir}/p`), Uint8Array.of(0x10, 0x11, 0x12, 0x13));
+    assert.equal(runMonitorCommand(commands, `memsave 0xfff 2 ${dir}/v`).output, "");
+    assert.deepEqual(Deno.readFileSync(`${dir}/v`), Uint8Array.of(0xff, 0x00)); // 0x100fff, 0x101000
+    assert.equal(
+      runMonitorCommand(commands, `memsave 0xffff 2 ${dir}/v`).output,
+      "Error: Invalid addr 0x000000000000ffff/size 2 specified\n",
+    );
+    assert.equal(
+      runMonitorCommand(commands, `pmemsave 0 1 ${dir}/no/such`).output,
+      `Error: Could not open '${dir}/no/such': No such file or directory\n`,
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("monitor: under -no-reboot a system_reset is QEMU's SHUTDOWN with the reset's reason, and ends the run", () => {
+  const events: unknown[] = [];
+  const ends: string[] = [];
+  const commands = new MonitorCommands(fakeMachine(), {
+    event: (name, data) => void events.push({ name, data }),
+    end: (kind) => void ends.push(kind),
+    reboot: false,
+  });
+  runMonitorCommand(commands, "system_reset");
+  assert.deepEqual(events, [{ name: "SHUTDOWN", data: { guest: false, reason: "host-qmp-system-reset" } }]);
+  assert.deepEqual(ends, ["quit"]);
 });

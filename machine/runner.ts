@@ -57,6 +57,8 @@ export interface Runner {
   stop(outcome: RunOutcome): void;
   /** Runs `fn` while no vCPU is inside `KVM_RUN` (to read registers during a run). */
   withVcpusPaused<T>(fn: () => T): T;
+  /** The host thread id of each vCPU (0 for one whose thread is not running). */
+  threadIds(): number[];
 }
 
 /** A register dump (see `formatRegisters`) that shows the architectural reset state: CS:IP f000:fff0. */

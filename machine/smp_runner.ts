@@ -164,6 +164,7 @@ export class SmpRunner implements Runner {
   #stop: RunOutcome | null = null;
   #exits = 0;
   #running = false;
+  #pauseDepth = 0;
 
   /** A runner of `vcpus` (vCPU i on Worker i) whose exits go to `spaces`. */
   constructor(vcpus: readonly Vcpu[], spaces: ExitSpaces) {
@@ -194,11 +195,20 @@ export class SmpRunner implements Runner {
   /**
    * Runs `fn` with every vCPU held out of `KVM_RUN` (KVM keeps a vCPU's registers locked while it
    * runs, so reading them from this thread would wait for as long as the guest sleeps). Call it
-   * from this thread during a run (a monitor command); outside a run it simply calls `fn`.
+   * from this thread during a run (a monitor command); outside a run it simply calls `fn`. Calls
+   * nest (a register dump while the machine is stopped): only the outermost lets the vCPUs go.
    */
   withVcpusPaused<T>(fn: () => T): T {
     const cells = this.#cells;
-    if (!this.#running) return fn();
+    if (!this.#running || this.#pauseDepth > 0) {
+      this.#pauseDepth++;
+      try {
+        return fn();
+      } finally {
+        this.#pauseDepth--;
+      }
+    }
+    this.#pauseDepth++;
     Atomics.store(cells, PAUSE, 1);
     try {
       this.#kickAll();
@@ -211,9 +221,15 @@ export class SmpRunner implements Runner {
       }
       return fn();
     } finally {
+      this.#pauseDepth--;
       Atomics.store(cells, PAUSE, 0);
       Atomics.notify(cells, PAUSE);
     }
+  }
+
+  /** The thread id of each vCPU's Worker (0 outside a run). */
+  threadIds(): number[] {
+    return this.#vcpus.map((_, i) => this.#running ? Atomics.load(this.#cells, tidCell(i)) : 0);
   }
 
   #kickAll(): void {

@@ -7,6 +7,7 @@
  */
 
 import { type ExitSpaces, KVM_EXIT_INTR, serveExit, type Vcpu } from "../kvm/mod.ts";
+import { currentThread } from "../kvm/vcpu_kicker.ts";
 import { formatRegisters } from "./cpu_state.ts";
 import { exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./runner.ts";
 
@@ -47,6 +48,11 @@ export class VcpuRunner implements Runner {
   /** Calls `fn`: between runs and during a hook, the one vCPU is outside `KVM_RUN` already. */
   withVcpusPaused<T>(fn: () => T): T {
     return fn();
+  }
+
+  /** The one vCPU runs on the thread that calls {@link run}: this one. */
+  threadIds(): number[] {
+    return [currentThread().tid];
   }
 
   /** Ends the run after the current exit (devices call it from their handlers). The first wins. */

@@ -26,6 +26,7 @@ import {
   type Vm,
 } from "../../kvm/mod.ts";
 import type { AddressSpace, MtreeOptions } from "../../memory/mod.ts";
+import { translateVirtual } from "../page_walk.ts";
 import { formatRegisters, regsFor, sregsFor } from "../cpu_state.ts";
 import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid, resetMsrs } from "../x86_cpu.ts";
 import { type BootPlan, type E820Entry, firmwareEntry, loadKernel } from "../loader/mod.ts";
@@ -515,6 +516,32 @@ export class PcMachine implements Disposable {
         )
         .join("\n")
     );
+  }
+
+  /**
+   * Runs `fn` with every vCPU out of `KVM_RUN` (QMP's `stop` holds the machine here while it serves
+   * commands). With one vCPU the caller is already outside it (a run hook); calls nest.
+   */
+  whilePaused<T>(fn: () => T): T {
+    return this.#runner.withVcpusPaused(fn);
+  }
+
+  /** The host thread id of each vCPU (QMP's `query-cpus-fast`); 0 for one whose thread is not running. */
+  threadIds(): number[] {
+    return this.#runner.threadIds();
+  }
+
+  /**
+   * The guest-physical address of virtual address `vaddr` as vCPU `cpu` sees it (its page tables,
+   * walked in software as QEMU's debug accesses do), or null when nothing is mapped there.
+   */
+  translate(cpu: number, vaddr: bigint): bigint | null {
+    const vcpu = this.#vcpus[cpu];
+    if (vcpu === undefined) throw new RangeError(`PcMachine.translate: no vCPU ${cpu}`);
+    const sregs = this.#runner.withVcpusPaused(() => vcpu.getSregs());
+    const memory = this.board.memory;
+    const read = (pa: bigint, size: number) => memory.read(pa, size).value;
+    return translateVirtual(sregs, vaddr, (pa) => read(pa, 8), (pa) => Number(read(pa, 4)));
   }
 
   /** The bootstrap vCPU, for kickers and tools. */

@@ -1,0 +1,109 @@
+/**
+ * What the QMP Worker and the VM thread share. The VM thread spends its time inside `KVM_RUN` (or
+ * asleep on the SMP doorbell, or in the stopped loop), where it cannot receive `postMessage`; so
+ * the Worker hands it one command at a time through a SharedArrayBuffer and kicks it, and it
+ * answers with `postMessage` (which a blocked sender can still send).
+ *
+ * @module
+ */
+
+// Int32 cells at the start of the buffer.
+const STATE = 0; // EMPTY or POSTED
+const LENGTH = 1;
+const NEWS = 2; // bumped with every post: the stopped loop sleeps on it
+const KICK_STATE = 3; // OPEN, KICKING or CLOSED
+const CELLS = 4;
+const DATA_START = CELLS * 4;
+/** The largest command text (ASCII JSON) the channel carries. */
+export const QMP_CHANNEL_DATA_SIZE = 2 << 20;
+
+const EMPTY = 0;
+const POSTED = 1;
+const OPEN = 0;
+const KICKING = 1;
+const CLOSED = 2;
+
+/**
+ * A one-slot mailbox from the Worker (poster) to the VM thread (taker).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { QmpChannel } from "./qmp_channel.ts";
+ * const vm = new QmpChannel();
+ * const worker = new QmpChannel(vm.buffer);
+ * assert.ok(worker.post('{"name": "stop"}'));
+ * assert.equal(vm.take(), '{"name": "stop"}');
+ * assert.equal(vm.take(), null);
+ * ```
+ */
+export class QmpChannel {
+  /** The shared memory; post it to the Worker. */
+  readonly buffer: SharedArrayBuffer;
+  readonly #cells: Int32Array;
+  readonly #bytes: Uint8Array;
+
+  constructor(buffer = new SharedArrayBuffer(DATA_START + QMP_CHANNEL_DATA_SIZE)) {
+    this.buffer = buffer;
+    this.#cells = new Int32Array(buffer, 0, CELLS);
+    this.#bytes = new Uint8Array(buffer, DATA_START);
+  }
+
+  /** Worker: posts a command's text; false when it does not fit. The slot must be empty. */
+  post(text: string): boolean {
+    const { written, read } = new TextEncoder().encodeInto(text, this.#bytes);
+    if (read !== text.length) return false;
+    Atomics.store(this.#cells, LENGTH, written);
+    Atomics.store(this.#cells, STATE, POSTED);
+    Atomics.add(this.#cells, NEWS, 1);
+    Atomics.notify(this.#cells, NEWS);
+    return true;
+  }
+
+  /** VM thread: the posted command, which empties the slot; null when there is none. */
+  take(): string | null {
+    if (Atomics.load(this.#cells, STATE) !== POSTED) return null;
+    const length = Atomics.load(this.#cells, LENGTH);
+    const text = new TextDecoder().decode(this.#bytes.slice(0, length));
+    Atomics.store(this.#cells, STATE, EMPTY);
+    return text;
+  }
+
+  /** VM thread: sleeps until a post (or `timeoutMs`); returns at once if one is waiting. */
+  wait(timeoutMs: number): void {
+    const seen = Atomics.load(this.#cells, NEWS);
+    if (Atomics.load(this.#cells, STATE) === POSTED) return;
+    Atomics.wait(this.#cells, NEWS, seen, timeoutMs);
+  }
+
+  /** The same without blocking the thread (for a VM side on an event loop: tests). */
+  async waitAsync(timeoutMs: number): Promise<void> {
+    const seen = Atomics.load(this.#cells, NEWS);
+    if (Atomics.load(this.#cells, STATE) === POSTED) return;
+    const result = Atomics.waitAsync(this.#cells, NEWS, seen, timeoutMs);
+    if (result.async) await result.value;
+  }
+
+  /**
+   * Worker: runs `kick` unless the VM thread closed the channel; {@link close} waits for a kick
+   * in progress, so none reaches a vCPU whose run page is about to be unmapped.
+   */
+  kickUnlessClosed(kick: () => void): void {
+    if (Atomics.compareExchange(this.#cells, KICK_STATE, OPEN, KICKING) !== OPEN) return;
+    try {
+      kick();
+    } finally {
+      Atomics.store(this.#cells, KICK_STATE, OPEN);
+      Atomics.notify(this.#cells, KICK_STATE);
+    }
+  }
+
+  /** VM thread: no more kicks after this returns. */
+  close(): void {
+    for (;;) {
+      const state = Atomics.compareExchange(this.#cells, KICK_STATE, OPEN, CLOSED);
+      if (state !== KICKING) return;
+      Atomics.wait(this.#cells, KICK_STATE, KICKING, 10);
+    }
+  }
+}
