@@ -39,6 +39,8 @@ import { MonitorCommands, type MonitorMachine } from "./monitor_commands.ts";
 import { runQmpCommand } from "./qmp_commands.ts";
 import { parseQmpOption, type QmpListenSpec, QmpOptionError } from "./qmp_options.ts";
 import { QmpListenError, QmpServer } from "./qmp_server.ts";
+import { GdbListenError, GdbServer } from "./gdb_server.ts";
+import { GdbSession } from "./gdb_session.ts";
 import { formatSize, parseSize } from "./size.ts";
 import type { StdinWorkerInit } from "./stdin_worker.ts";
 
@@ -83,6 +85,10 @@ options:
                           RESET, SHUTDOWN, POWERDOWN; wait=on (QEMU's default) starts the guest
                           only once a client has connected. The version reported is 7.2.0, the
                           dialect spoken; "package" names this product
+  -gdb tcp:[HOST]:PORT    a gdb stub (GDB's remote protocol, x86-64) on that port; an empty HOST
+                          listens on every address, as QEMU's; one client at a time
+  -s                      the same as -gdb tcp::1234
+  -S                      start with the vCPUs held until gdb continues (or the monitor's cont)
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
   -serial stdio|null|file:PATH
                           where COM1 goes (default stdio)
@@ -172,6 +178,10 @@ export interface CliOptions {
   netBackends: TapNetBackend[];
   /** Every `-qmp` listener, in command-line order. */
   qmp: QmpListenSpec[];
+  /** `-gdb tcp:[HOST]:PORT` (or `-s`): where the gdb stub listens. */
+  gdb?: { hostname: string; port: number };
+  /** `-S`: the guest starts held until `cont` or a debugger's continue. */
+  startPaused: boolean;
 }
 
 /** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
@@ -194,6 +204,9 @@ const OPTIONS: Record<string, "value" | "flag"> = {
   drive: "value",
   netdev: "value",
   qmp: "value",
+  gdb: "value",
+  s: "flag",
+  S: "flag",
 };
 /** How messages and --help spell an option: QEMU's own with one dash, this front-end's with two. */
 const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help"]);
@@ -405,6 +418,9 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
         drive: { type: "string", multiple: true },
         netdev: { type: "string", multiple: true },
         qmp: { type: "string", multiple: true },
+        gdb: { type: "string", multiple: true },
+        s: { type: "boolean" },
+        S: { type: "boolean" },
       },
       allowPositionals: false,
       strict: true,
@@ -458,6 +474,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
       throw e;
     }
   });
+  const gdb = parseGdb([...(values.s ? ["tcp::1234"] : []), ...(values.gdb ?? [])]);
   const deviceArgs = values.device ?? [];
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
   const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
@@ -509,7 +526,34 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     taps,
     netBackends,
     qmp,
+    ...(gdb ? { gdb } : {}),
+    startPaused: values.S ?? false,
   };
+}
+
+/** QEMU's default gdb port, which `-s` means. */
+const GDB_DEFAULT_PORT = 1234;
+
+/**
+ * The gdb stub's address from every `-gdb` (and `-s`, which is `-gdb tcp::1234`): QEMU's
+ * `tcp:[HOST]:PORT` (an empty host listens on every address, as QEMU's) or `none`; one stub at most.
+ */
+function parseGdb(specs: string[]): { hostname: string; port: number } | undefined {
+  if (specs.length > 1) {
+    throw new UsageError(
+      `-gdb: one gdb stub at a time, but ${specs.length} were asked for (${
+        specs.join(", ")
+      }; -s is tcp::${GDB_DEFAULT_PORT})`,
+    );
+  }
+  const spec = specs[0];
+  if (spec === undefined || spec === "none") return undefined;
+  const match = /^tcp:([^:,]*):(\d+)$/.exec(spec);
+  const port = Number(match?.[2]);
+  if (!match || port < 1 || port > 65535) {
+    throw new UsageError(`-gdb ${spec}: expected tcp:[HOST]:PORT with a port from 1 to 65535, or none`);
+  }
+  return { hostname: match[1] === "" ? "0.0.0.0" : match[1], port };
 }
 
 /** One `-drive`, its properties checked. */
@@ -917,10 +961,11 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
         options.kernel !== undefined && detectFormat(options.kernel.image) !== "multiboot",
       );
       if (nested !== undefined) {
-        if (options.qmp.length > 0) {
+        if (options.qmp.length > 0 || options.gdb) {
           // Its sockets would be inside the nested VM, out of every client's reach.
+          const flag = options.qmp.length > 0 ? "-qmp" : "-gdb";
           throw new NestedError(
-            `-qmp needs KVM on this host (${nested}); the nested VM's sockets could not be reached`,
+            `${flag} needs KVM on this host (${nested}); the nested VM's sockets could not be reached`,
           );
         }
         // The run inside opens and locks the images (and its own taps) itself.
@@ -929,14 +974,17 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
         return await runMainNested(args, nested, io.err);
       }
       let qmp: QmpServer | undefined;
+      let gdb: GdbServer | undefined;
       try {
         if (options.qmp.length > 0) {
           qmp = await QmpServer.start(options.qmp);
           // QEMU's default, wait=on: the guest starts once a client is there.
           if (options.qmp.some((spec) => spec.wait)) await qmp.connected;
         }
-        return await boot(options, plan, io, entered, qmp);
+        if (options.gdb) gdb = await GdbServer.start(options.gdb.hostname, options.gdb.port);
+        return await boot(options, plan, io, entered, { qmp, gdb });
       } finally {
+        await gdb?.close(); // after its last reply (the guest's exit) went out
         await qmp?.close(); // every socket closed and its file removed, on every path
       }
     } finally {
@@ -948,7 +996,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       io.err(`error: ${e.message} (try --help)`);
       return 2;
     }
-    if (e instanceof QmpListenError) {
+    if (e instanceof QmpListenError || e instanceof GdbListenError) {
       io.err(`error: ${e.message}`);
       return 1;
     }
@@ -999,7 +1047,7 @@ async function boot(
   plan: BootPlan,
   io: CliIo,
   entered: number,
-  qmp?: QmpServer,
+  { qmp, gdb: gdbServer }: { qmp?: QmpServer; gdb?: GdbServer } = {},
 ): Promise<number> {
   // Every input has been checked: from here on the run needs KVM. This is where /dev/kvm is opened,
   // before anything is created or written (a -serial file is truncated only after this).
@@ -1059,6 +1107,7 @@ async function boot(
       : { channel: shared.buffer, kick: vcpuKickTarget(pc.vcpu) };
     worker.postMessage(init);
     qmp?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
+    gdbServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     // The taps' receive Worker wakes this thread the same way; onKick below pumps them.
     const backends = options.netBackends;
     if (backends.length > 0) {
@@ -1087,6 +1136,14 @@ async function boot(
       },
       reboot: options.reboot,
     });
+    const gdb = gdbServer
+      ? new GdbSession(
+        gdbServer,
+        { cpus: pc.cpus, vcpuAt: (cpu) => pc.vcpuAt(cpu), memory: pc.memory },
+        commands,
+      )
+      : undefined;
+    if (options.startPaused) commands.startPaused();
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
       pc.input(shared.takeInput());
@@ -1101,21 +1158,32 @@ async function boot(
       }
       if (shared.quitRequested && !commands.ended) commands.quit(); // Ctrl-A x, SIGTERM: as QEMU's quit
       qmp?.serve((name, args) => runQmpCommand(commands, name, args));
+      gdb?.pump((fn) => pc.whilePaused(fn));
     };
     const idle = new Int32Array(new SharedArrayBuffer(4));
-    const onKick = () => {
-      serveMonitors();
+    const holdWhileStopped = () => {
       if (!commands.paused || commands.ended) return;
-      // Stopped (QMP or monitor `stop`): every vCPU stays out of KVM_RUN while this thread keeps
-      // answering the monitors, until `cont`, a reset or a quit.
+      // Stopped (QMP or monitor `stop`, -S, a debugger): every vCPU stays out of KVM_RUN while this
+      // thread keeps answering the monitors and gdb, until `cont`, a reset or a quit.
       pc.whilePaused(() => {
         while (commands.paused && !commands.ended) {
-          if (qmp) qmp.wait(STOPPED_POLL_MS);
+          if (gdb?.connected) gdb.wait(STOPPED_POLL_MS); // gdb talks packet by packet: wake at once
+          else if (qmp) qmp.wait(STOPPED_POLL_MS);
           else Atomics.wait(idle, 0, 0, STOPPED_POLL_MS);
           serveMonitors();
         }
       });
     };
+    const onKick = () => {
+      serveMonitors();
+      holdWhileStopped();
+    };
+    const onDebug = gdb
+      ? (cpu: number) => {
+        pc.whilePaused(() => gdb.onDebug(cpu)); // the other vCPUs too: the stub may set their debug state
+        holdWhileStopped();
+      }
+      : undefined;
     let outcome: RunOutcome;
     const started = performance.now();
     for (;;) {
@@ -1123,7 +1191,7 @@ async function boot(
       hostReset = false;
       // A machine reset while stopped starts stopped: the first thing its run does is the hook.
       if (commands.paused && pc.doorbell === null) pc.vcpu.setImmediateExit(true);
-      outcome = await pc.runAsync({ onKick });
+      outcome = await pc.runAsync(onDebug ? { onKick, onDebug } : { onKick });
       if (outcome.kind === "reset" && hostReset) {
         pc.reset();
         continue;
@@ -1143,6 +1211,7 @@ async function boot(
       break;
     }
     const ended = performance.now();
+    gdb?.exited(statusOf(outcome));
     if (options.timings) {
       io.err(
         `timings: isolate start to main() ${entered.toFixed(1)} ms (module loading), VM creation ${
@@ -1188,7 +1257,8 @@ function monitorView(pc: PcMachine): MonitorMachine {
   };
 }
 
-function report(outcome: RunOutcome, io: CliIo): number {
+/** The process's exit status for `outcome`. */
+function statusOf(outcome: RunOutcome): number {
   switch (outcome.kind) {
     case "exit":
       return outcome.status;
@@ -1197,7 +1267,11 @@ function report(outcome: RunOutcome, io: CliIo): number {
     case "quit":
       return 0;
     case "error":
-      io.err(`error: ${outcome.reason}\n${outcome.registers}`);
       return 1;
   }
+}
+
+function report(outcome: RunOutcome, io: CliIo): number {
+  if (outcome.kind === "error") io.err(`error: ${outcome.reason}\n${outcome.registers}`);
+  return statusOf(outcome);
 }

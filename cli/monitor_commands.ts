@@ -48,7 +48,7 @@ export interface MonitorHooks {
 }
 
 /** QEMU's run states that this machine can be in while it can answer. */
-export type RunState = "running" | "paused" | "prelaunch";
+export type RunState = "running" | "paused" | "prelaunch" | "debug";
 
 /** The commands QMP offers (`query-commands` lists them), in QEMU's order of registration. */
 export const QMP_COMMANDS = [
@@ -136,6 +136,19 @@ export class MonitorCommands {
     if (this.#state !== "running") return;
     this.#state = "paused";
     this.#hooks.event("STOP");
+  }
+
+  /** `-S`: the first run starts held, in QEMU's `prelaunch`, until `cont` (or a debugger's continue). */
+  startPaused(): void {
+    if (this.#state === "running") this.#state = "prelaunch";
+  }
+
+  /** A debugger stopped the machine (a breakpoint, a step, Ctrl-C): QEMU's `debug` state, STOP. */
+  debugStop(): void {
+    if (this.#state === "debug") return;
+    const wasRunning = this.#state === "running";
+    this.#state = "debug";
+    if (wasRunning) this.#hooks.event("STOP");
   }
 
   /** `cont`: RESUME, and the vCPUs run again. */

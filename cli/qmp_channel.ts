@@ -7,6 +7,28 @@
  * @module
  */
 
+import { VcpuKicker, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+
+/** How a Worker wakes the VM thread: kick the one vCPU it runs, or ring the SMP runner's doorbell. */
+export interface VmWakeTarget {
+  kick?: VcpuKickTarget;
+  doorbell?: { buffer: SharedArrayBuffer; index: number };
+}
+
+/** A function that wakes the VM thread through `target` (in a Worker). */
+export function vmWaker(target: VmWakeTarget): () => void {
+  const kicker = target.kick ? new VcpuKicker(target.kick) : undefined;
+  const doorbell = target.doorbell;
+  const bell = doorbell ? new Int32Array(doorbell.buffer) : undefined;
+  return () => {
+    if (kicker) kicker.kick();
+    else if (bell && doorbell) {
+      Atomics.add(bell, doorbell.index, 1);
+      Atomics.notify(bell, doorbell.index);
+    }
+  };
+}
+
 // Int32 cells at the start of the buffer.
 const STATE = 0; // EMPTY or POSTED
 const LENGTH = 1;
@@ -24,7 +46,8 @@ const KICKING = 1;
 const CLOSED = 2;
 
 /**
- * A one-slot mailbox from the Worker (poster) to the VM thread (taker).
+ * A one-slot mailbox from the Worker (poster) to the VM thread (taker). The gdb stub's Worker uses
+ * it too, for the client's bytes (as a string of char codes 0–255).
  *
  * @example
  * ```ts
@@ -66,7 +89,15 @@ export class QmpChannel {
     const length = Atomics.load(this.#cells, LENGTH);
     const text = new TextDecoder().decode(this.#bytes.slice(0, length));
     Atomics.store(this.#cells, STATE, EMPTY);
+    Atomics.notify(this.#cells, STATE);
     return text;
+  }
+
+  /** Worker: settles once the slot is empty (the VM thread took what was posted), or after `timeoutMs`. */
+  async waitEmptyAsync(timeoutMs: number): Promise<void> {
+    if (Atomics.load(this.#cells, STATE) !== POSTED) return;
+    const result = Atomics.waitAsync(this.#cells, STATE, POSTED, timeoutMs);
+    if (result.async) await result.value;
   }
 
   /** VM thread: sleeps until a post (or `timeoutMs`); returns at once if one is waiting. */

@@ -16,8 +16,8 @@
  * @module
  */
 
-import { VcpuKicker, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
-import { QmpChannel } from "./qmp_channel.ts";
+import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+import { QmpChannel, vmWaker } from "./qmp_channel.ts";
 import { JsonStreamer, toQmpJson } from "./qmp_json.ts";
 import type { QmpListenSpec } from "./qmp_options.ts";
 import {
@@ -282,16 +282,7 @@ self.onmessage = async (event: MessageEvent<QmpWorkerMessage>) => {
       return;
     }
     case "attach": {
-      const { kick, doorbell } = message;
-      const kicker = kick ? new VcpuKicker(kick) : undefined;
-      const bell = doorbell ? new Int32Array(doorbell.buffer) : undefined;
-      notify = () => {
-        if (kicker) kicker.kick();
-        else if (bell && doorbell) {
-          Atomics.add(bell, doorbell.index, 1);
-          Atomics.notify(bell, doorbell.index);
-        }
-      };
+      notify = vmWaker(message);
       pump();
       return;
     }

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_MMIO } from "../kvm/ioctls.ts";
+import { KVM_EXIT_DEBUG, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_MMIO } from "../kvm/ioctls.ts";
 
 /** Bumped by anyone with news for the VM thread (vCPU Workers, the console Worker). */
 export const DOORBELL = 0;
@@ -96,7 +96,8 @@ export function runVcpuThread(
         }
         continue;
       }
-      if (reason === KVM_EXIT_IO || reason === KVM_EXIT_MMIO) {
+      // A debug exit waits for the VM thread like I/O: a debugger looks at the stopped vCPU there.
+      if (reason === KVM_EXIT_IO || reason === KVM_EXIT_MMIO || reason === KVM_EXIT_DEBUG) {
         Atomics.store(cells, state, EXIT_PENDING);
         ringDoorbell(cells);
         while (Atomics.load(cells, state) === EXIT_PENDING) Atomics.wait(cells, state, EXIT_PENDING);

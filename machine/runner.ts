@@ -29,6 +29,12 @@ export type RunOutcome =
 export interface RunnerHooks {
   /** Called after another thread kicked the vCPU or rang the doorbell (input, a monitor command). */
   onKick?(): void;
+  /**
+   * Called on the thread that serves exits when vCPU `cpu` left `KVM_RUN` with `KVM_EXIT_DEBUG` (a
+   * debugger's breakpoint, watchpoint or single step; only after `KVM_SET_GUEST_DEBUG` enabled one).
+   * The vCPU stays out of `KVM_RUN` until it returns. Without it such an exit ends the run.
+   */
+  onDebug?(cpu: number): void;
 }
 
 /** Where another thread rings to wake the thread that serves exits (the console Worker uses it). */

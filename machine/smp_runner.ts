@@ -14,6 +14,7 @@
 import {
   type ExitSpaces,
   handleKickSignal,
+  KVM_EXIT_DEBUG,
   serveExit,
   type Vcpu,
   vcpuHandleInit,
@@ -38,6 +39,8 @@ import type { VcpuWorkerInit } from "./vcpu_worker.ts";
 
 export type { Doorbell } from "./runner.ts";
 
+/** Where `kvm_run.exit_reason` is in the run page. */
+const EXIT_REASON_OFFSET = 8;
 /** How long the VM thread sleeps on the doorbell before looking around anyway (a safety net). */
 const DOORBELL_TIMEOUT_MS = 200;
 /** How long to wait for the vCPU Workers to leave after the run. */
@@ -75,13 +78,19 @@ export function servePendingExits(
   views: readonly DataView[],
   spaces: ExitSpaces,
   onStopped: (index: number, state: number) => void,
+  onDebug?: (index: number) => void,
 ): number {
   let served = 0;
   for (let i = 0; i < pages.length; i++) {
     const cell = stateCell(i);
     const state = Atomics.load(cells, cell);
     if (state === EXIT_PENDING) {
-      serveExit(pages[i], views[i], spaces);
+      if (views[i].getUint32(EXIT_REASON_OFFSET, true) === KVM_EXIT_DEBUG) {
+        if (onDebug) onDebug(i);
+        else onStopped(i, STOPPED);
+      } else {
+        serveExit(pages[i], views[i], spaces);
+      }
       served++;
       Atomics.store(cells, cell, RUNNING);
       Atomics.notify(cells, cell);
@@ -284,7 +293,7 @@ export class SmpRunner implements Runner {
     const onStopped = this.#onStopped;
     for (;;) {
       const seen = Atomics.load(cells, DOORBELL);
-      this.#exits += servePendingExits(cells, pages, views, spaces, onStopped);
+      this.#exits += servePendingExits(cells, pages, views, spaces, onStopped, hooks.onDebug);
       hooks.onKick?.();
       if (this.#stop) return;
       Atomics.wait(cells, DOORBELL, seen, DOORBELL_TIMEOUT_MS);

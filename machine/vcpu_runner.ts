@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type ExitSpaces, KVM_EXIT_INTR, serveExit, type Vcpu } from "../kvm/mod.ts";
+import { type ExitSpaces, KVM_EXIT_DEBUG, KVM_EXIT_INTR, serveExit, type Vcpu } from "../kvm/mod.ts";
 import { currentThread } from "../kvm/vcpu_kicker.ts";
 import { formatRegisters } from "./cpu_state.ts";
 import { exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./runner.ts";
@@ -75,6 +75,8 @@ export class VcpuRunner implements Runner {
         // Clear the kick before looking for work, so a kick that comes now is not lost.
         vcpu.setImmediateExit(false);
         hooks.onKick?.();
+      } else if (reason === KVM_EXIT_DEBUG && hooks.onDebug) {
+        hooks.onDebug(vcpu.id);
       } else {
         this.stop(exitOutcome(page, vcpu.id, () => formatRegisters(vcpu.getRegs(), vcpu.getSregs())));
       }

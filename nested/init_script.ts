@@ -56,6 +56,8 @@ export function initScript(modules: readonly string[]): string {
     `${bb} mount -t devtmpfs dev /root/dev || fail "devtmpfs"`,
     `${bb} mkdir -p /root/dev/pts /root/dev/shm`,
     `${bb} mount -t devpts devpts /root/dev/pts && ${bb} mount -t tmpfs shm /root/dev/shm || fail "devpts"`,
+    // The loopback interface: tests talk TCP to 127.0.0.1 (a gdb stub, a QMP socket).
+    `${bb} ip link set lo up || fail "bring up lo"`,
     `${bb} mkdir -p /share && ${bb} mount -t 9p -o ${ninep},cache=none ${SHARE_TAG} /share || fail "mount the share"`,
     `while read tag path; do`,
     `  ${bb} mkdir -p "/root$path" && ${bb} mount -t 9p -o ${ninep},cache=none "$tag" "/root$path" || fail "mount $path"`,

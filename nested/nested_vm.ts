@@ -30,7 +30,7 @@ export const BUSYBOX_PATH = "/bin/busybox";
 /** The Debian packages the nested VM is built from. */
 export const NESTED_PACKAGES = "qemu-system-x86 linux-image-amd64 busybox-static";
 /** Bump when the init script or the initramfs layout changes, to invalidate cached initramfs files. */
-const INITRAMFS_FORMAT = 1;
+const INITRAMFS_FORMAT = 2;
 
 /** The nested VM cannot be started or did not run its command: one line that says why. */
 export class NestedError extends Error {

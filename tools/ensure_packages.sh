@@ -4,7 +4,7 @@
 # pretest scripts and by .ci/run, so the README's two commands work on a fresh Debian machine.
 #
 #   tools/ensure_packages.sh start   # the guest runner: the nested KVM VM's packages, only without /dev/kvm
-#   tools/ensure_packages.sh test    # the test suite: assembler, C compiler, QEMU, kernel, busybox, iasl…
+#   tools/ensure_packages.sh test    # the test suite: assembler, C compiler, QEMU, kernel, busybox, iasl, gdb…
 set -u
 need=()
 nested_packages() {
@@ -28,6 +28,8 @@ test)
   command -v iasl >/dev/null 2>&1 || need+=(acpica-tools)
   # tests/virtio_blk_test.ts makes ext4 images and reads them back.
   command -v mke2fs >/dev/null 2>&1 && command -v debugfs >/dev/null 2>&1 || need+=(e2fsprogs)
+  # The gdb stub's tests drive Debian's own gdb.
+  command -v gdb >/dev/null 2>&1 || need+=(gdb)
   ;;
 *)
   echo "usage: tools/ensure_packages.sh start|test" >&2

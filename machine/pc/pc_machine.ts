@@ -549,6 +549,18 @@ export class PcMachine implements Disposable {
     return this.#vcpus[0];
   }
 
+  /**
+   * vCPU `cpu`, for a debugger on the thread that serves exits: call its state ioctls only while it
+   * is out of `KVM_RUN` (in {@link whilePaused}, or in a run's `onDebug` for the vCPU that stopped).
+   *
+   * @throws {RangeError} when there is no such vCPU.
+   */
+  vcpuAt(cpu: number): Vcpu {
+    const vcpu = this.#vcpus[cpu];
+    if (vcpu === undefined) throw new RangeError(`PcMachine: no vCPU ${cpu}`);
+    return vcpu;
+  }
+
   #checkOpen(): void {
     if (this.#closed) throw new TypeError("PcMachine: the machine is closed");
   }
