@@ -9,9 +9,16 @@
  *   node_modules/deno/deno task start -m 256M -kernel /boot/vmlinuz-* -initrd /tmp/initramfs.cpio.gz \
  *     -append "console=ttyS0"
  *
+ * `--module FILE.ko` (repeatable) puts a kernel module in the archive, loaded by /init in the order
+ * given; with its dependencies, as kmod lists them for the kernel you boot (`V`: its version):
+ *
+ *   node_modules/deno/deno task example:initramfs /tmp/initramfs.cpio \
+ *     $(modprobe -S $V --show-depends -a virtio_pci virtio_net | awk '{print "--module", $2}')
+ *
  * In the shell, `reboot -f` resets the machine (status 0, or a new boot with `-reboot`).
  * (A full Linux boot needs hardware virtualization: see the README.)
  */
+import { parseArgs } from "node:util";
 import { type CpioEntry, cpioNewc } from "../mod.ts";
 
 /** The marker /init prints. */
@@ -121,11 +128,18 @@ export async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
 }
 
 if (import.meta.main) {
-  const args = Deno.args.filter((a) => a !== "--reboot");
-  const then: InitThen = Deno.args.includes("--reboot") ? "reboot" : "shell";
-  const output = args[0] ?? "initramfs.cpio";
-  const busyboxPath = args[1] ?? "/bin/busybox";
+  const { values, positionals } = parseArgs({
+    args: Deno.args,
+    options: { reboot: { type: "boolean" }, module: { type: "string", multiple: true } },
+    allowPositionals: true,
+  });
+  const then: InitThen = values.reboot ? "reboot" : "shell";
+  const output = positionals[0] ?? "initramfs.cpio";
+  const busyboxPath = positionals[1] ?? "/bin/busybox";
+  // Each once, in the order given (`modprobe --show-depends -a` repeats shared dependencies).
+  const modulePaths = [...new Set(values.module ?? [])];
   let busybox: Uint8Array;
+  const modules: { name: string; data: Uint8Array }[] = [];
   try {
     busybox = await Deno.readFile(busyboxPath);
   } catch (e) {
@@ -134,11 +148,23 @@ if (import.meta.main) {
     );
     Deno.exit(1);
   }
-  let archive = initramfs(busybox, { then });
+  for (const path of modulePaths) {
+    if (!path.endsWith(".ko")) {
+      console.error(`build_initramfs: --module ${path}: busybox's insmod needs an uncompressed .ko file`);
+      Deno.exit(1);
+    }
+    try {
+      modules.push({ name: path.slice(path.lastIndexOf("/") + 1), data: await Deno.readFile(path) });
+    } catch (e) {
+      console.error(`build_initramfs: cannot read module ${path}: ${(e as Error).message}`);
+      Deno.exit(1);
+    }
+  }
+  let archive = initramfs(busybox, { then, modules });
   if (output.endsWith(".gz")) archive = await gzip(archive);
   await Deno.writeFile(output, archive);
   console.log(
-    `build_initramfs: wrote ${output} (${archive.length} bytes; /init prints "${INIT_MARKER}", then ${
+    `build_initramfs: wrote ${output} (${archive.length} bytes; /init loads ${modules.length} modules, prints "${INIT_MARKER}", then ${
       then === "shell" ? "starts a shell" : "reboots"
     })`,
   );

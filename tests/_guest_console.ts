@@ -27,10 +27,16 @@ export class GuestConsole implements AsyncDisposable {
 
   readonly #args: string[];
 
-  constructor(args: string[]) {
+  /**
+   * Starts `main.ts args…`; with `prefix`, as `prefix… deno run … main.ts args…` (for example
+   * `["ip", "netns", "exec", NS]` to run it in a network namespace).
+   */
+  constructor(args: string[], options: { prefix?: readonly string[] } = {}) {
     this.#args = args;
-    this.#child = new Deno.Command(Deno.execPath(), {
+    const [command, ...before] = [...options.prefix ?? [], Deno.execPath()];
+    this.#child = new Deno.Command(command, {
       args: [
+        ...before,
         "run",
         "--allow-ffi",
         "--allow-read",

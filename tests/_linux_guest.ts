@@ -5,7 +5,12 @@
  * @module
  */
 
+import assert from "node:assert/strict";
+import { INIT_MARKER, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
+import type { HostKvm } from "../kvm/mod.ts";
 import { bzImagePayload, decompressCommand } from "../mod.ts";
+import { loadOrder, parseModulesDep } from "../nested/modules.ts";
+import { escape, type GuestConsole } from "./_guest_console.ts";
 
 /** Numeric parts of a kernel version, so that 6.1.0-57 sorts after 6.1.0-9. */
 function versionKey(name: string): number[] {
@@ -48,6 +53,74 @@ export function missingLinuxGuest(
   if (!kernel) return "no /boot/vmlinuz-* (apt-get install linux-image-amd64)";
   if (!busybox) return "no /bin/busybox (apt-get install busybox-static)";
   return undefined;
+}
+
+/** Why a Linux guest cannot boot on this host's KVM (see `hostKvm`), or undefined when it can. */
+export function linuxKvmSkip(kvm: HostKvm): string | undefined {
+  if (kvm === "none") return "no /dev/kvm";
+  if (kvm === "software") {
+    return "this host's KVM emulates guest kernel code (no vmx or svm flag): Linux cannot boot on it";
+  }
+  return undefined;
+}
+
+/**
+ * The files of the kernel modules `wanted` for `kernel` (a `/boot/vmlinuz-VERSION`), their
+ * dependencies first as its `modules.dep` lists them, each named by its file name: what an
+ * initramfs's /init inserts, in this order.
+ */
+export function moduleFiles(kernel: string, wanted: readonly string[]): { name: string; data: Uint8Array }[] {
+  const version = kernel.replace(/^.*\/vmlinuz-/, "");
+  const root = `/lib/modules/${version}`;
+  const modules = parseModulesDep(Deno.readTextFileSync(`${root}/modules.dep`));
+  return loadOrder(modules, wanted).map((path) => ({
+    name: path.slice(path.lastIndexOf("/") + 1),
+    data: Deno.readFileSync(`${root}/${path}`),
+  }));
+}
+
+/**
+ * Writes the busybox initramfs with the modules `wanted` (see {@link moduleFiles}) to `path`,
+ * uncompressed: gzip ones stalled more often inside the nested VM (docs/nested-kvm.md).
+ */
+export async function writeInitramfs(
+  path: string,
+  busybox: Uint8Array,
+  kernel: string,
+  wanted: readonly string[],
+): Promise<void> {
+  await Deno.writeFile(path, initramfs(busybox, { modules: moduleFiles(kernel, wanted) }));
+}
+
+/** The front-end's arguments for a 256 MiB Linux guest booted with `initrd` and `append`, then `more`. */
+export function linuxArgs(kernel: string, initrd: string, append: string, more: readonly string[]): string[] {
+  return ["-m", "256M", "-kernel", kernel, "-initrd", initrd, "-append", append, ...more];
+}
+
+/** Waits for the initramfs's /init marker, then its first shell prompt; where the prompt ends. */
+export async function reachShell(guest: GuestConsole): Promise<number> {
+  const at = (await guest.waitFor(new RegExp(escape(INIT_MARKER)), 0, "the /init marker")).end;
+  return (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), at, "the shell prompt")).end;
+}
+
+/** Types `poweroff -f` on the shell at `at`: Linux powers down through ACPI S5, the run ends with 0. */
+export async function powerOff(guest: GuestConsole, at: number): Promise<void> {
+  await guest.type("poweroff -f\r");
+  await guest.waitFor(/reboot: Power down/, at, "the power-off");
+  assert.equal(await guest.status(), 0, guest.text.slice(at));
+}
+
+/** `size` random bytes (getRandomValues fills at most 64 KiB a call). */
+export function randomBytes(size: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
+  return bytes;
+}
+
+/** The SHA-256 of `bytes` in lowercase hex, as `sha256sum` prints it. */
+export async function sha256(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Where Debian's x86-64 kernels link `_text` (the KASLR slide is measured from it). */

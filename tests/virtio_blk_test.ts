@@ -23,12 +23,22 @@
  */
 
 import assert from "node:assert/strict";
-import { INIT_MARKER, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
+import { SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { hostKvm } from "../kvm/mod.ts";
 import { PcBoard } from "../machine/pc/pc_board.ts";
-import { loadOrder, parseModulesDep } from "../nested/modules.ts";
 import { escape, GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
-import { missingLinuxGuest, newestKernel, readBusybox } from "./_linux_guest.ts";
+import {
+  linuxArgs,
+  linuxKvmSkip,
+  missingLinuxGuest,
+  newestKernel,
+  powerOff,
+  randomBytes,
+  reachShell,
+  readBusybox,
+  sha256,
+  writeInitramfs,
+} from "./_linux_guest.ts";
 
 const KERNEL = newestKernel();
 const busybox = readBusybox();
@@ -49,34 +59,14 @@ const skip = missingLinuxGuest(KERNEL, busybox) ??
   (!hasCommand("mke2fs") || !hasCommand("debugfs")
     ? "no mke2fs/debugfs (apt-get install e2fsprogs)"
     : undefined) ??
-  (KVM === "none"
-    ? "no /dev/kvm"
-    : KVM === "software"
-    ? "this host's KVM emulates guest kernel code (no vmx or svm flag): Linux cannot boot on it"
-    : undefined);
+  linuxKvmSkip(KVM);
 if (skip) console.log(`tests/virtio_blk_test.ts: virtio Linux boots skipped: ${skip}`);
-
-/** The module files for the initramfs, in load order, named by their file name. */
-function moduleFiles(): { name: string; data: Uint8Array }[] {
-  const version = KERNEL!.replace(/^.*\/vmlinuz-/, "");
-  const root = `/lib/modules/${version}`;
-  const modules = parseModulesDep(Deno.readTextFileSync(`${root}/modules.dep`));
-  return loadOrder(modules, WANTED).map((path) => ({
-    name: path.slice(path.lastIndexOf("/") + 1),
-    data: Deno.readFileSync(`${root}/${path}`),
-  }));
-}
 
 function run(cmd: string, args: string[]): string {
   const out = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).outputSync();
   const text = new TextDecoder().decode(out.stdout);
   assert.ok(out.success, `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
   return text;
-}
-
-async function sha256(bytes: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** What the guest writes, and the test expects back from the image. */
@@ -94,9 +84,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "kvm-ts-virtio-" });
     try {
       // The disks: a 1 MiB random file in an ext4 image, and a copy of it for the read-only drive.
-      const random = new Uint8Array(1 << 20);
-      // getRandomValues fills at most 64 KiB a call.
-      for (let i = 0; i < random.length; i += 65536) crypto.getRandomValues(random.subarray(i, i + 65536));
+      const random = randomBytes(1 << 20);
       await Deno.mkdir(`${dir}/content`);
       await Deno.writeFile(`${dir}/content/random.bin`, random);
       const rw = `${dir}/rw.img`;
@@ -109,7 +97,7 @@ Deno.test({
       const expected = await sha256(random);
       // Uncompressed, as in linux_shell_test.ts: gzip ones stalled more often inside the nested VM.
       const initrd = `${dir}/initramfs.cpio`;
-      await Deno.writeFile(initrd, initramfs(busybox!, { modules: moduleFiles() }));
+      await writeInitramfs(initrd, busybox!, KERNEL!, WANTED);
       const devices = [
         "-device",
         "virtio-rng-pci",
@@ -139,11 +127,8 @@ Deno.test({
 
       const cmdline = "console=ttyS0 quiet panic=-1";
       const started = performance.now();
-      await using guest = new GuestConsole(
-        ["-m", "256M", "-kernel", KERNEL!, "-initrd", initrd, "-append", cmdline, ...devices],
-      );
-      let at = (await guest.waitFor(new RegExp(escape(INIT_MARKER)), 0, "the /init marker")).end;
-      at = (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), at, "the shell prompt")).end;
+      await using guest = new GuestConsole(linuxArgs(KERNEL!, initrd, cmdline, devices));
+      let at = await reachShell(guest);
       const booted = performance.now();
 
       const facts = await guest.command(
@@ -212,9 +197,7 @@ Deno.test({
           tag(rwCheck.output, "speed")
         }`,
       );
-      await guest.type("poweroff -f\r");
-      await guest.waitFor(/reboot: Power down/, at, "the power-off");
-      assert.equal(await guest.status(), 0, guest.text.slice(at));
+      await powerOff(guest, at);
 
       // Back on the host: the guest's file is in the image; the read-only image did not change.
       assert.equal(run("debugfs", ["-R", "cat /newfile", rw]), guestFileText());
@@ -239,8 +222,7 @@ for (const acpi of [true, false]) {
     fn: retryNestedStalls(async () => {
       const dir = await Deno.makeTempDir({ prefix: "kvm-ts-virtio-intx-" });
       try {
-        const random = new Uint8Array(256 << 10);
-        for (let i = 0; i < random.length; i += 65536) crypto.getRandomValues(random.subarray(i, i + 65536));
+        const random = randomBytes(256 << 10);
         await Deno.mkdir(`${dir}/content`);
         await Deno.writeFile(`${dir}/content/random.bin`, random);
         const img = `${dir}/disk.img`;
@@ -248,22 +230,16 @@ for (const acpi of [true, false]) {
         Deno.truncateSync(img, 8 << 20);
         run("mke2fs", ["-q", "-F", "-t", "ext4", "-d", `${dir}/content`, img]);
         const initrd = `${dir}/initramfs.cpio`;
-        await Deno.writeFile(initrd, initramfs(busybox!, { modules: moduleFiles() }));
+        await writeInitramfs(initrd, busybox!, KERNEL!, WANTED);
         const cmdline = `console=ttyS0 quiet panic=-1 pci=nomsi${acpi ? "" : " acpi=off"}`;
-        await using guest = new GuestConsole([
-          "-m",
-          "256M",
-          "-kernel",
-          KERNEL!,
-          "-initrd",
-          initrd,
-          "-append",
-          cmdline,
-          "-device",
-          "virtio-rng-pci",
-          "-drive",
-          `file=${img},format=raw,if=virtio,readonly=on`,
-        ]);
+        await using guest = new GuestConsole(
+          linuxArgs(KERNEL!, initrd, cmdline, [
+            "-device",
+            "virtio-rng-pci",
+            "-drive",
+            `file=${img},format=raw,if=virtio,readonly=on`,
+          ]),
+        );
         let at = (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), 0, "the shell prompt")).end;
         const facts = await guest.command(
           [
