@@ -17,7 +17,10 @@
  * KVM) is the reference: it agrees on every scenario but the 4 GiB chain, which QEMU's virtio-rng
  * silently ignores (`virtqueue_get_avail_bytes` sums the lengths in 32 bits, the sum wraps to 0,
  * and a request of 0 bytes is never served), so the guest times out there and exits with 0x44.
- * kvm-ts refuses the chain instead, as virtio 1.2 section 2.7.5.2 lets a device do.
+ * kvm-ts refuses the chain instead. The other scenarios are shaped so that QEMU catches them too:
+ * QEMU maps a buffer outside RAM through its one bounce buffer, so only a buffer of more than a
+ * page fails there ("bogus descriptor"), and it maps the used ring at queue_enable but only objects
+ * when RAM ends inside it ("Cannot map used"); kvm-ts refuses any byte outside RAM in both places.
  *
  * The kvm-ts run needs a usable KVM: elsewhere it skips, saying why, and `deno task test` runs it
  * inside the nested KVM VM. The QEMU run skips where `qemu-system-x86_64` is missing.
