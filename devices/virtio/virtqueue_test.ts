@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ByteRam, DriverQueue } from "./_test_util.ts";
 import {
+  type DescriptorChain,
   VirtioProtocolError,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
@@ -479,4 +480,116 @@ Deno.test("Virtqueue: unpop gives the last chain back; the next pop takes it aga
   q.push(again, 0);
   assert.throws(() => q.unpop(again), RangeError, "not after a push");
   assert.equal(driver.usedIdx(), 1);
+});
+
+/** Guest memory that throws on any read or write not wholly inside it: a careless device fails loudly. */
+class StrictRam implements GuestMemory {
+  readonly bytes: Uint8Array;
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size);
+  }
+  check(addr: bigint, length: number): boolean {
+    return addr >= 0n && length >= 0 && addr + BigInt(length) <= BigInt(this.bytes.length);
+  }
+  #at(addr: bigint, length: number): number {
+    if (!this.check(addr, length)) {
+      throw new Error(`access of ${length} bytes at 0x${addr.toString(16)} outside guest memory`);
+    }
+    return Number(addr);
+  }
+  read(addr: bigint, into: Uint8Array): boolean {
+    const at = this.#at(addr, into.length);
+    into.set(this.bytes.subarray(at, at + into.length));
+    return true;
+  }
+  write(addr: bigint, from: Uint8Array): boolean {
+    this.bytes.set(from, this.#at(addr, from.length));
+    return true;
+  }
+}
+
+Deno.test("Virtqueue property: random rings and descriptor tables never make it touch memory outside RAM", () => {
+  const SIZE = 0x4000;
+  const near = (n: number) => fc.bigInt({ min: BigInt(n) - 64n, max: BigInt(n) + 64n });
+  // Addresses a hostile driver would pick: inside, at the edges, past the end, near 2^64.
+  const addrArb = fc.oneof(
+    fc.bigInt({ min: 0n, max: BigInt(SIZE) }),
+    near(SIZE),
+    fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+    near(0).map((a) => BigInt.asUintN(64, a)),
+  );
+  const lenArb = fc.oneof(
+    fc.integer({ min: 0, max: 64 }),
+    fc.integer({ min: 0, max: SIZE + 64 }),
+    fc.integer({ min: 0xffff_ff00, max: 0xffff_ffff }),
+    fc.nat({ max: 0xffff_ffff }),
+  );
+  const descArb = fc.record({
+    addr: addrArb,
+    len: lenArb,
+    flags: fc.nat(7),
+    next: fc.oneof(fc.nat(16), fc.nat(0xffff)),
+  });
+  fc.assert(
+    fc.property(
+      fc.record({
+        size: fc.constantFrom(1, 2, 4, 8, 16),
+        rings: fc.tuple(addrArb, addrArb, addrArb),
+        features: fc.record({ indirect: fc.boolean(), eventIdx: fc.boolean() }),
+        descs: fc.array(descArb, { minLength: 16, maxLength: 16 }),
+        indirect: fc.array(descArb, { minLength: 8, maxLength: 8 }),
+        ring: fc.array(fc.oneof(fc.nat(16), fc.nat(0xffff)), { minLength: 18, maxLength: 18 }),
+        used: fc.array(fc.nat(0xffff), { minLength: 4, maxLength: 4 }),
+        writes: fc.array(fc.tuple(fc.nat(0x1_0000), fc.nat(128)), { minLength: 1, maxLength: 4 }),
+      }),
+      fc.boolean(),
+      (t, fixedRings) => {
+        const ram = new StrictRam(SIZE);
+        const view = new DataView(ram.bytes.buffer);
+        const q = new Virtqueue(0, 16, ram);
+        q.size = t.size;
+        // Half the runs place the rings well, so the walk of the random tables is reached.
+        [q.descAddr, q.driverAddr, q.deviceAddr] = fixedRings ? [0x100n, 0x200n, 0x300n] : t.rings;
+        const put = (at: number, d: { addr: bigint; len: number; flags: number; next: number }) => {
+          view.setBigUint64(at, d.addr, true);
+          view.setUint32(at + 8, d.len, true);
+          view.setUint16(at + 12, d.flags, true);
+          view.setUint16(at + 14, d.next, true);
+        };
+        const outcome = (fn: () => void): "ok" | "refused" => {
+          try {
+            fn();
+            return "ok";
+          } catch (error) {
+            if (error instanceof VirtioProtocolError) return "refused";
+            throw error; // StrictRam's error: the queue reached outside RAM
+          }
+        };
+        // The driver's tables wherever they were put, clipped to RAM (the rest is not the driver's).
+        const inRam = (addr: bigint, n: number) => addr >= 0n && addr + BigInt(n) <= BigInt(SIZE);
+        t.descs.forEach((d, i) =>
+          inRam(q.descAddr + BigInt(16 * i), 16) && put(Number(q.descAddr) + 16 * i, d)
+        );
+        t.indirect.forEach((d, i) => put(0x1000 + 16 * i, d));
+        t.ring.forEach((v, i) =>
+          inRam(q.driverAddr + BigInt(2 * i), 2) && view.setUint16(Number(q.driverAddr) + 2 * i, v, true)
+        );
+        if (outcome(() => q.enable(t.features)) === "refused") return;
+        for (let round = 0; round < 20; round++) {
+          const taken: DescriptorChain[] = [];
+          if (outcome(() => void taken.push(...[q.pop()].filter((c) => c !== null))) === "refused") return;
+          const popped = taken[0];
+          if (popped === undefined) return;
+          for (const b of [...popped.readable, ...popped.writable]) assert.ok(inRam(b.addr, b.len));
+          for (const [offset, n] of t.writes) {
+            if (outcome(() => popped.write(offset, new Uint8Array(n).fill(0xa5))) === "refused") return;
+            if (outcome(() => popped.read(offset, new Uint8Array(n))) === "refused") return;
+          }
+          if (outcome(() => q.push(popped, t.used[round % 4])) === "refused") return;
+          if (outcome(() => q.shouldNotify()) === "refused") return;
+        }
+      },
+    ),
+    { numRuns: 2000 },
+  );
 });

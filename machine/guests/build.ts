@@ -72,6 +72,17 @@ export const GUESTS: readonly GuestBuild[] = [
       '"smp: only M of N-1 APs reported" and exits through isa-debug-exit with 1 (status 3).',
   },
   {
+    name: "virtio_hostile",
+    exportName: "VIRTIO_HOSTILE",
+    linkAddress: 0x10_0000,
+    summary: "A hostile virtio driver: a Multiboot v1 image (32-bit protected mode, loaded at 1 MiB) that " +
+      "finds virtio-rng-pci through PCI configuration mechanism #1 and its vendor capabilities, then, " +
+      "resetting the device in between, posts a valid request, a buffer outside guest RAM, a descriptor " +
+      "loop, a 4 GiB chain, a used ring past the end of RAM, an indirect table of 24 bytes and a valid " +
+      "request again, printing one line each over COM1; every broken one must leave DEVICE_NEEDS_RESET " +
+      "set. All as expected: isa-debug-exit 0x10 (status 33); otherwise 0x40 | failed-scenario bits (status 129-255), or 0x20 (status 65) without a working device.",
+  },
+  {
     name: "firmware",
     exportName: "FIRMWARE",
     linkAddress: 0xfffc_0000,

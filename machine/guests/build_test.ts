@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { buildGuests, guestModuleUrl, GUESTS } from "./build.ts";
 import { decodeImage, encodeImage, mostFrequentByte } from "./_image.ts";
-import { ECHO, EXIT_STATUS, FIRMWARE, HELLO64, SMP } from "./mod.ts";
+import { ECHO, EXIT_STATUS, FIRMWARE, HELLO64, SMP, VIRTIO_HOSTILE } from "./mod.ts";
 
 /** Why the rebuild test cannot run here, or undefined when binutils is installed. */
 function missingToolchain(): string | undefined {
@@ -19,7 +19,7 @@ function missingToolchain(): string | undefined {
 const missing = missingToolchain();
 if (missing !== undefined) console.log(`machine/guests/build_test.ts: rebuild test skipped: ${missing}`);
 
-const EXPORTS: Record<string, Uint8Array> = { HELLO64, EXIT_STATUS, ECHO, SMP, FIRMWARE };
+const EXPORTS: Record<string, Uint8Array> = { HELLO64, EXIT_STATUS, ECHO, SMP, VIRTIO_HOSTILE, FIRMWARE };
 
 Deno.test({
   name: "the committed guest modules are byte-identical to a fresh build of their sources",
@@ -48,7 +48,7 @@ Deno.test("the firmware is 256 KiB with a far jump to F000:0000 in its last 16 b
 });
 
 Deno.test("the Multiboot guests start with a header whose checksum is right", () => {
-  for (const image of [HELLO64, EXIT_STATUS, ECHO, SMP]) {
+  for (const image of [HELLO64, EXIT_STATUS, ECHO, SMP, VIRTIO_HOSTILE]) {
     const view = new DataView(image.buffer, image.byteOffset, image.byteLength);
     const [magic, flags, checksum] = [0, 4, 8].map((offset) => view.getUint32(offset, true));
     assert.equal(magic, 0x1bad_b002);

@@ -18,5 +18,6 @@ export { HELLO64 } from "./hello64.ts";
 export { EXIT_STATUS } from "./exit_status.ts";
 export { ECHO } from "./echo.ts";
 export { SMP } from "./smp.ts";
+export { VIRTIO_HOSTILE } from "./virtio_hostile.ts";
 export { FIRMWARE } from "./firmware.ts";
 export { assemble, type AssembleOptions, GUEST_LOAD_ADDRESS } from "./assemble.ts";
