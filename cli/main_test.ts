@@ -760,3 +760,13 @@ Deno.test({
     for (const n of names) assert.throws(() => Deno.statSync(`/sys/class/net/${n}`), Deno.errors.NotFound);
   },
 });
+
+Deno.test("-gdb: two stubs (-s counts as one), a spec that is not tcp:[HOST]:PORT, a port out of range: one line, status 2", async () => {
+  await refused(["-s", "-gdb", "tcp::1235"], /^error: -gdb: one gdb stub at a time, but 2 were asked for/);
+  await refused(["-gdb", "tcp::1", "-gdb", "tcp::2"], /one gdb stub at a time/);
+  await refused(["-gdb", "unix:/tmp/g.sock"], /^error: -gdb unix:\/tmp\/g\.sock: expected tcp:\[HOST\]:PORT/);
+  await refused(
+    ["-gdb", "tcp::70000"],
+    /^error: -gdb tcp::70000: expected tcp:\[HOST\]:PORT with a port from 1 to 65535/,
+  );
+});

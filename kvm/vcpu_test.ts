@@ -204,9 +204,22 @@ Deno.test({
   },
 });
 
+/**
+ * Inside the nested KVM VM the emulator's SVM does not deliver a guest's debug traps to kvm_amd (an
+ * intercepted int3 reached the guest, a DR0 breakpoint never fired, and this test hung there): it
+ * runs on a real KVM only, and says so (docs/gdb-stub.md).
+ */
+const GUEST_DEBUG_IN_EMULATOR = Deno.env.get("KVM_TS_NESTED") === "1";
+if (GUEST_DEBUG_IN_EMULATOR) {
+  console.log(
+    "kvm/vcpu_test.ts: KVM_SET_GUEST_DEBUG test skipped: the nested VM's emulated SVM drops debug traps",
+  );
+}
+
 Deno.test({
   name: "KVM_SET_GUEST_DEBUG: single-step, an int3 intercepted, a DR0 execution breakpoint",
   ...ifKvm,
+  ...(GUEST_DEBUG_IN_EMULATOR ? { ignore: true } : {}),
   fn() {
     using m = realModeMachine(new Uint8Array([NOP, NOP, INT3, NOP, NOP, HLT]));
     const { vcpu } = m;
