@@ -69,6 +69,18 @@ export function mappingCount(): number {
   return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((line) => line !== "").length;
 }
 
+/** This process's descriptors open on `path` (from /proc/self/fd). */
+export function fdsOn(path: string): number[] {
+  const real = Deno.realPathSync(path);
+  return [...Deno.readDirSync("/proc/self/fd")].flatMap((entry) => {
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${entry.name}`) === real ? [Number(entry.name)] : [];
+    } catch {
+      return []; // closed between the listing and the look
+    }
+  });
+}
+
 /** Entries of /proc/self/fd. */
 export function fdCount(): number {
   return [...Deno.readDirSync("/proc/self/fd")].length;
