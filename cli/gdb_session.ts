@@ -38,8 +38,8 @@ export class GdbSession {
   readonly #machine: GdbSessionMachine;
   readonly #commands: MonitorCommands;
   #stub: GdbStub | undefined;
-  /** vCPUs that may run after gdb's last resume (all of them, outside a debugger's stop). */
-  #target: GdbTarget;
+  /** The machine as the engine sees it (made once; each client gets a new engine over it). */
+  readonly #target: GdbTarget;
 
   constructor(server: GdbServer, machine: GdbSessionMachine, commands: MonitorCommands) {
     this.#server = server;
@@ -189,7 +189,6 @@ export class GdbSession {
         this.#stub?.stopped({ kind: "interrupted", vcpu: 0 });
       },
       kill: () => commands.quit(),
-      monitor: undefined,
       threadName: (cpu) => `CPU#${cpu} [${commands.state === "running" ? "running" : "halted"}]`,
     };
   }

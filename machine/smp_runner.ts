@@ -85,11 +85,10 @@ export function servePendingExits(
     const cell = stateCell(i);
     const state = Atomics.load(cells, cell);
     if (state === EXIT_PENDING) {
-      if (views[i].getUint32(EXIT_REASON_OFFSET, true) === KVM_EXIT_DEBUG) {
-        if (onDebug) onDebug(i);
+      // The one exit path first; only what it does not serve (a debug exit) costs a second look.
+      if (!serveExit(pages[i], views[i], spaces)) {
+        if (onDebug && views[i].getUint32(EXIT_REASON_OFFSET, true) === KVM_EXIT_DEBUG) onDebug(i);
         else onStopped(i, STOPPED);
-      } else {
-        serveExit(pages[i], views[i], spaces);
       }
       served++;
       Atomics.store(cells, cell, RUNNING);
