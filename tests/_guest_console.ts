@@ -29,14 +29,15 @@ export class GuestConsole implements AsyncDisposable {
 
   /**
    * Starts `main.ts args…`; with `prefix`, as `prefix… deno run … main.ts args…` (for example
-   * `["ip", "netns", "exec", NS]` to run it in a network namespace).
+   * `["ip", "netns", "exec", NS]` to run it in a network namespace). With `program`, runs
+   * `prefix… program args…` instead of the front-end: QEMU with `-serial mon:stdio` has the same
+   * console and the same Ctrl-A c monitor, so a benchmark drives both peers alike.
    */
-  constructor(args: string[], options: { prefix?: readonly string[] } = {}) {
+  constructor(args: string[], options: { prefix?: readonly string[]; program?: string } = {}) {
     this.#args = args;
-    const [command, ...before] = [...options.prefix ?? [], Deno.execPath()];
-    this.#child = new Deno.Command(command, {
-      args: [
-        ...before,
+    const front = options.program === undefined
+      ? [
+        Deno.execPath(),
         "run",
         "--allow-ffi",
         "--allow-read",
@@ -45,6 +46,12 @@ export class GuestConsole implements AsyncDisposable {
         "--allow-run",
         "--allow-env",
         MAIN,
+      ]
+      : [options.program];
+    const [command, ...before] = [...options.prefix ?? [], ...front];
+    this.#child = new Deno.Command(command, {
+      args: [
+        ...before,
         ...args,
       ],
       stdin: "piped",

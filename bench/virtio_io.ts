@@ -1,0 +1,345 @@
+/**
+ * Disk and network speed through virtio-pci (`deno task bench:io`), kvm-ts against QEMU 7.2
+ * (`-accel kvm -machine pc`) in one run, with the same Debian kernel, busybox initramfs, disk image
+ * and tap:
+ *
+ * - sequential write then read of DISK MiB on the raw `/dev/vda` with busybox `dd bs=1M` and
+ *   O_DIRECT (no guest page cache), as dd reports it;
+ * - 4 KiB random reads with O_DIRECT, one at a time, for SECONDS (bench/guest/randread.c, built
+ *   static here and appended to the initramfs as a second cpio archive: busybox has no fio);
+ * - NET MiB guest → host over TCP: `dd if=/dev/zero bs=64k | nc` in the guest to a busybox `nc -l`
+ *   on the tap's far side in a network namespace of this run's own, timed by busybox `time`.
+ *
+ * For each it also reports the VM's exits to userspace (KVM's `io_exits` + `mmio_exits`) and its
+ * injected interrupts, read from KVM's debugfs counters before and after: per MiB for the
+ * sequential runs and the transfer, per read for the random reads. Both peers run with the same
+ * device features where QEMU has switches: virtio-net's offloads and mergeable buffers off, legacy
+ * off, `vhost=off` (kvm-ts has no in-kernel data path).
+ *
+ * Needs root, /dev/net/tun, iproute2, gcc, QEMU and a hardware-style KVM; where the host has none,
+ * run it inside the nested KVM VM: `deno task nested -- deno task bench:io`.
+ *
+ * Usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10]
+ *        [--rounds 1] [--only kvm-ts|qemu]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { cpioNewc } from "../machine/loader/mod.ts";
+import { hostKvm } from "../kvm/mod.ts";
+import { GuestConsole, retryNestedStalls, tag, tagged } from "../tests/_guest_console.ts";
+import {
+  linuxKvmSkip,
+  missingLinuxGuest,
+  newestKernel,
+  reachShell,
+  readBusybox,
+  writeInitramfs,
+} from "../tests/_linux_guest.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    kernel: { type: "string" },
+    disk: { type: "string", default: "256" },
+    net: { type: "string", default: "64" },
+    seconds: { type: "string", default: "10" },
+    rounds: { type: "string", default: "1" },
+    only: { type: "string" },
+    counters: { type: "boolean" },
+  },
+});
+
+const KERNEL = values.kernel ?? newestKernel();
+const BUSYBOX = readBusybox();
+const DISK_MIB = Number(values.disk);
+const NET_MIB = Number(values.net);
+const SECONDS = Number(values.seconds);
+const ROUNDS = Number(values.rounds);
+const NAMESPACE = `kvmts-bench-${Deno.pid}`;
+const TAP = "kvmts-bench0";
+const HOST_ADDRESS = "10.0.2.2";
+const GUEST_ADDRESS = "10.0.2.15";
+const SINK_PORT = 5001;
+const MAC = "52:54:00:12:34:56";
+const KVM_DEBUGFS = "/sys/kernel/debug/kvm";
+/**
+ * KVM's counters summed over every vCPU of every VM (one VM runs at a time here); `--counters` adds
+ * every other counter of KVM's debugfs to a per-step report on stderr.
+ */
+const COUNTERS = ["io_exits", "mmio_exits", "irq_injections"] as const;
+let allCounters: string[] | undefined;
+type Counters = Record<(typeof COUNTERS)[number], number>;
+
+const skip = missingLinuxGuest(KERNEL, BUSYBOX) ?? linuxKvmSkip(hostKvm()) ??
+  (Deno.uid() === 0 ? undefined : "needs root (a tap in a network namespace, KVM's debugfs counters)");
+if (skip) {
+  console.error(`bench:io: ${skip}; where the host has no KVM: deno task nested -- deno task bench:io`);
+  Deno.exit(1);
+}
+
+/** Runs `command args…`; its stdout, or a thrown error with its stderr. */
+function run(command: string, ...args: string[]): string {
+  const out = new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).outputSync();
+  if (!out.success) {
+    throw new Error(`${command} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+function readCounters(): Counters {
+  const read = (name: string) => Number(Deno.readTextFileSync(`${KVM_DEBUGFS}/${name}`).trim());
+  allCounters ??= values.counters
+    ? [...Deno.readDirSync(KVM_DEBUGFS)].filter((e) => e.isFile).map((e) => e.name).sort()
+    : [];
+  return Object.fromEntries(
+    [...new Set([...COUNTERS, ...allCounters])].map((name) => [name, read(name)]),
+  ) as Counters;
+}
+
+function since(before: Counters, what: string): Counters {
+  const now = readCounters();
+  const diff = Object.fromEntries(
+    Object.keys(now).map((name) => [name, now[name as keyof Counters] - before[name as keyof Counters]]),
+  );
+  if (values.counters) {
+    const nonzero = Object.entries(diff).filter(([, n]) => n !== 0).map(([name, n]) => `${name}=${n}`);
+    console.error(`bench:io: ${what}: ${nonzero.join(" ")}`);
+  }
+  return diff as Counters;
+}
+
+/** One measured guest command: its figure and the counters it cost. */
+interface Measure {
+  value: number;
+  counters: Counters;
+}
+
+interface Peer {
+  name: "kvm-ts" | "qemu";
+  program?: string;
+  args: string[];
+}
+
+function peers(initrd: string, disk: string): Peer[] {
+  const append = "console=ttyS0 quiet panic=-1";
+  const common = ["-m", "512M", "-kernel", KERNEL!, "-initrd", initrd, "-append", append];
+  const all: Peer[] = [
+    {
+      name: "kvm-ts",
+      args: [
+        ...common,
+        ...["-drive", `file=${disk},format=raw,if=virtio`],
+        ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no`],
+        ...["-device", `virtio-net-pci,netdev=n0,mac=${MAC}`],
+      ],
+    },
+    {
+      name: "qemu",
+      program: "qemu-system-x86_64",
+      args: [
+        ...["-accel", "kvm", "-cpu", "host", "-machine", "pc", "-nodefaults", "-no-user-config"],
+        ...["-display", "none", "-serial", "mon:stdio", "-no-reboot"],
+        ...common,
+        ...["-drive", `id=d0,file=${disk},format=raw,if=none`],
+        ...["-device", "virtio-blk-pci,drive=d0,disable-legacy=on"],
+        ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no,vhost=off`],
+        ...[
+          "-device",
+          `virtio-net-pci,netdev=n0,mac=${MAC},disable-legacy=on,mrg_rxbuf=off,csum=off,guest_csum=off,` +
+          "gso=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off,guest_tso4=off,guest_tso6=off," +
+          "guest_ecn=off,guest_ufo=off",
+        ],
+      ],
+    },
+  ];
+  return all.filter((peer) => !values.only || peer.name === values.only);
+}
+
+/** Runs `line` on the guest's shell with KVM's counters around it; what `parse` makes of its answer. */
+async function measure(
+  guest: GuestConsole,
+  at: { end: number },
+  line: string,
+  parse: (output: string) => number,
+): Promise<Measure> {
+  const before = readCounters();
+  const answer = await guest.command(line, at.end);
+  const counters = since(before, line.slice(0, 60));
+  at.end = answer.end;
+  const value = parse(answer.output);
+  if (!Number.isFinite(value)) throw new Error(`could not read a figure from ${line}:\n${answer.output}`);
+  return { value, counters };
+}
+
+/** busybox time's "real 0m 2.34s" → seconds. */
+function realSeconds(output: string): number {
+  const match = /real\s+(\d+)m\s*([\d.]+)s/.exec(output);
+  return match ? Number(match[1]) * 60 + Number(match[2]) : NaN;
+}
+
+/** `command` run under busybox `time` (the shell's answer holds @t=real …@). */
+function timed(command: string): string {
+  return tagged("t", `$( { time sh -c '${command}'; } 2>&1 | grep real)`);
+}
+
+/** MB/s (10^6 bytes) for `mib` MiB from a {@link timed} answer. */
+function rate(mib: number): (output: string) => number {
+  return (output) => mib * 1.048576 / realSeconds(tag(output, "t"));
+}
+
+interface Result {
+  write: Measure;
+  read: Measure;
+  randread: Measure;
+  tcp: Measure;
+}
+
+async function benchPeer(peer: Peer): Promise<Result> {
+  let result: Result | undefined;
+  await retryNestedStalls(async () => {
+    const sink = new Deno.Command("ip", {
+      args: ["netns", "exec", NAMESPACE, "busybox", "nc", "-l", "-p", String(SINK_PORT)],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await using guest = new GuestConsole(peer.args, {
+        prefix: ["ip", "netns", "exec", NAMESPACE],
+        program: peer.program,
+      });
+      const at = { end: await reachShell(guest) };
+      await guest.command(`ip link set eth0 up; ip addr add ${GUEST_ADDRESS}/24 dev eth0`, at.end)
+        .then((answer) => at.end = answer.end);
+      const mib = DISK_MIB;
+      const write = await measure(
+        guest,
+        at,
+        timed(`dd if=/dev/zero of=/dev/vda bs=1M count=${mib} oflag=direct conv=fsync 2>/dev/null`),
+        rate(mib),
+      );
+      const read = await measure(
+        guest,
+        at,
+        timed(`dd if=/dev/vda of=/dev/null bs=1M count=${mib} iflag=direct 2>/dev/null`),
+        rate(mib),
+      );
+      const randread = await measure(
+        guest,
+        at,
+        `/bin/randread /dev/vda ${SECONDS}`,
+        (output) => Number(/= (\d+) IOPS/.exec(output)?.[1]),
+      );
+      const tcp = await measure(
+        guest,
+        at,
+        tagged(
+          "t",
+          `$( { time sh -c 'dd if=/dev/zero bs=65536 count=${NET_MIB * 16} 2>/dev/null | ` +
+            `nc ${HOST_ADDRESS} ${SINK_PORT}'; } 2>&1 | grep real)`,
+        ),
+        (output) => NET_MIB * 1.048576 / realSeconds(tag(output, "t")),
+      );
+      result = { write, read, randread, tcp };
+      await guest.type("poweroff -f\r");
+      await guest.status();
+    } finally {
+      try {
+        sink.kill("SIGKILL");
+      } catch { /* gone */ }
+      await sink.status;
+    }
+  })();
+  return result!;
+}
+
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+const work = await Deno.makeTempDir({ prefix: "kvmts-bench-io-" });
+try {
+  if (!Deno.statSync(KVM_DEBUGFS).isDirectory) throw new Error("no KVM debugfs");
+} catch {
+  run("mount", "-t", "debugfs", "none", "/sys/kernel/debug");
+}
+try {
+  // The guest: busybox with virtio_pci, virtio_blk and virtio_net, plus randread as a second archive.
+  const initrd = `${work}/initramfs.cpio`;
+  await writeInitramfs(initrd, BUSYBOX!, KERNEL!, ["virtio_pci", "virtio_blk", "virtio_net"]);
+  const source = new URL("./guest/randread.c", import.meta.url).pathname;
+  run("gcc", "-static", "-O2", "-o", `${work}/randread`, source);
+  const extra = cpioNewc([{
+    name: "bin/randread",
+    type: "file",
+    data: Deno.readFileSync(`${work}/randread`),
+  }]);
+  const base = Deno.readFileSync(initrd);
+  const both = new Uint8Array(base.length + extra.length);
+  both.set(base);
+  both.set(extra, base.length);
+  Deno.writeFileSync(initrd, both);
+  const disk = `${work}/disk.raw`;
+  Deno.writeFileSync(disk, new Uint8Array());
+  Deno.truncateSync(disk, (DISK_MIB + 64) * 1024 * 1024);
+
+  run("ip", "netns", "add", NAMESPACE);
+  try {
+    run("ip", "-n", NAMESPACE, "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr");
+    run("ip", "-n", NAMESPACE, "addr", "add", `${HOST_ADDRESS}/24`, "dev", TAP);
+    run("ip", "-n", NAMESPACE, "link", "set", TAP, "up");
+    run("ip", "-n", NAMESPACE, "link", "set", "lo", "up");
+
+    const results = new Map<string, Result[]>();
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = peers(initrd, disk);
+      if (round % 2 === 1) order.reverse();
+      for (const peer of order) {
+        console.error(`bench:io: round ${round + 1}, ${peer.name}`);
+        const result = await benchPeer(peer);
+        results.set(peer.name, [...results.get(peer.name) ?? [], result]);
+      }
+    }
+    report(results);
+  } finally {
+    run("ip", "netns", "del", NAMESPACE);
+  }
+} finally {
+  await Deno.remove(work, { recursive: true });
+}
+
+function report(results: Map<string, Result[]>): void {
+  const rows: [keyof Result, string, string, number][] = [
+    ["write", `sequential write ${DISK_MIB} MiB (dd, O_DIRECT)`, "MB/s", DISK_MIB],
+    ["read", `sequential read ${DISK_MIB} MiB (dd, O_DIRECT)`, "MB/s", DISK_MIB],
+    ["randread", `4 KiB random reads, ${SECONDS} s (O_DIRECT, queue depth 1)`, "IOPS", 0],
+    ["tcp", `TCP guest → host, ${NET_MIB} MiB (nc)`, "MB/s", NET_MIB],
+  ];
+  const pick = (name: string, key: keyof Result) => {
+    const samples = results.get(name)?.map((r) => r[key]);
+    if (!samples?.length) return undefined;
+    const value = median(samples.map((s) => s.value));
+    const exits = median(samples.map((s) => s.counters.io_exits + s.counters.mmio_exits));
+    const irqs = median(samples.map((s) => s.counters.irq_injections));
+    return { value, exits, irqs };
+  };
+  console.log(
+    "| benchmark | kvm-ts | QEMU | kvm-ts / QEMU | exits to userspace (kvm-ts / QEMU) | interrupts injected |",
+  );
+  console.log("| --- | --- | --- | --- | --- | --- |");
+  for (const [key, label, unit, mib] of rows) {
+    const ours = pick("kvm-ts", key);
+    const theirs = pick("qemu", key);
+    // Per MiB moved, or per read for the random reads (the read count is IOPS × seconds).
+    const per = (m: { value: number; exits: number; irqs: number }, count: "exits" | "irqs") =>
+      mib > 0 ? `${(m[count] / mib).toFixed(1)}/MiB` : `${(m[count] / (m.value * SECONDS)).toFixed(2)}/read`;
+    const cell = (m?: { value: number }) => (m ? `${m.value.toFixed(unit === "IOPS" ? 0 : 1)} ${unit}` : "–");
+    const ratio = ours && theirs ? `×${(ours.value / theirs.value).toFixed(2)}` : "–";
+    const exits = `${ours ? per(ours, "exits") : "–"} / ${theirs ? per(theirs, "exits") : "–"}`;
+    const irqs = `${ours ? per(ours, "irqs") : "–"} / ${theirs ? per(theirs, "irqs") : "–"}`;
+    console.log(`| ${label} | ${cell(ours)} | ${cell(theirs)} | ${ratio} | ${exits} | ${irqs} |`);
+  }
+}
