@@ -11,9 +11,9 @@
 import { ADDRESS_SPACE_SIZE, type AddrInput, toAddress } from "./address.ts";
 import { FlatView, flatViewRoot } from "./flat_view.ts";
 import type { FlatRange } from "./flat_view.ts";
-import type { MemoryListener } from "./memory_listener.ts";
+import type { IoeventfdSection, MemoryListener } from "./memory_listener.ts";
 import { checkBoolean, checkBytes, show } from "./_check.ts";
-import { MemoryRegion } from "./memory_region.ts";
+import { _compareIoeventfds, MemoryRegion } from "./memory_region.ts";
 import { type MemoryRegionOps, MemTxResult } from "./memory_region_ops.ts";
 import { _setRebuildHook } from "./transaction.ts";
 
@@ -69,6 +69,8 @@ class ErrorCollector {
 
 /** Installs a view in an address space and delivers the differences; set by the class's static block. */
 let setView: (as: AddressSpace, next: FlatView, errors: ErrorCollector) => void;
+/** Brings an address space's ioeventfds up to its view; set by the class's static block. */
+let updateIoeventfds: (as: AddressSpace, errors: ErrorCollector) => void;
 /** Whether an address space was closed; set by the class's static block. */
 let isClosed: (as: AddressSpace) => boolean;
 
@@ -79,7 +81,14 @@ let isClosed: (as: AddressSpace) => boolean;
  * every `commit`. The list of address spaces may change in any callback: one closed is skipped,
  * one created is visited too and gets the view of its own root.
  */
-function rebuildAll(): void {
+function rebuildAll(regions: boolean): void {
+  if (!regions) {
+    // Only an ioeventfd changed: no render, no begin/commit (QEMU's commit does the same).
+    const errors = new ErrorCollector();
+    for (const as of addressSpaces.slice()) if (!isClosed(as)) updateIoeventfds(as, errors);
+    errors.throwIfFailed();
+    return;
+  }
   const views = new Map<MemoryRegion | null, FlatView>();
   const viewOf = (as: AddressSpace): FlatView => {
     const root = flatViewRoot(as.root);
@@ -102,7 +111,10 @@ function rebuildAll(): void {
       continue;
     }
     visited.add(as);
-    if (!isClosed(as)) setView(as, viewOf(as), errors);
+    if (!isClosed(as)) {
+      setView(as, viewOf(as), errors);
+      updateIoeventfds(as, errors);
+    }
     // Callbacks may have edited the list before this entry: then rescan, skipping those done.
     i = addressSpaces[i] === as ? i + 1 : 0;
   }
@@ -254,6 +266,8 @@ export class AddressSpace {
   readonly root: MemoryRegion;
   #view: FlatView;
   readonly #listeners: Registration[] = [];
+  /** The ioeventfds of the current view, in `_compareIoeventfds` order (QEMU's `as->ioeventfds`). */
+  #ioeventfds: IoeventfdSection[] = [];
   #closed = false;
   readonly #scratch = new Uint8Array(8);
   readonly #scratchView = new DataView(this.#scratch.buffer);
@@ -278,6 +292,7 @@ export class AddressSpace {
     const fvRoot = flatViewRoot(root);
     const twin = addressSpaces.find((as) => as.#view.root === fvRoot && flatViewRoot(as.root) === fvRoot);
     this.#view = twin ? twin.#view : FlatView.render(root);
+    this.#ioeventfds = this.#collectIoeventfds();
     addressSpaces.push(this);
   }
 
@@ -289,6 +304,11 @@ export class AddressSpace {
   /** The current FlatView object (shared between address spaces with the same FlatView root). */
   get view(): FlatView {
     return this.#view;
+  }
+
+  /** The ioeventfds visible in this address space, by address (QEMU's `as->ioeventfds`). */
+  get ioeventfds(): readonly IoeventfdSection[] {
+    return this.#ioeventfds;
   }
 
   /** Listeners registered on this address space, ascending priority. */
@@ -335,6 +355,9 @@ export class AddressSpace {
         listener.regionAdd?.(r);
         if (r.dirtyLogMask) listener.logStart?.(r, 0, r.dirtyLogMask);
       }
+      // Unlike QEMU 7.2, the ioeventfds are replayed too: a listener registered after a device
+      // added its eventfds (the KVM layer attaches to a board that already exists) must hear of them.
+      for (const fd of this.#ioeventfds) listener.eventfdAdd?.(fd);
       listener.commit?.();
     } catch (e) {
       this.#removeRegistration(reg);
@@ -354,6 +377,7 @@ export class AddressSpace {
     if (!reg) return;
     try {
       listener.begin?.();
+      for (const fd of this.#ioeventfds) listener.eventfdDel?.(fd);
       for (const r of this.#view.ranges) {
         if (r.dirtyLogMask) listener.logStop?.(r, r.dirtyLogMask, 0);
         listener.regionDel?.(r);
@@ -390,7 +414,60 @@ export class AddressSpace {
 
   static {
     setView = (as, next, errors) => as.#setView(next, errors);
+    updateIoeventfds = (as, errors) => as.#updateIoeventfds(errors);
     isClosed = (as) => as.#closed;
+  }
+
+  /**
+   * Every ioeventfd of the regions in the view, at its absolute address (QEMU's
+   * `address_space_update_ioeventfds`): a region's ioeventfd counts for each flat range of the region
+   * it intersects, shifted by where that range puts the region.
+   */
+  #collectIoeventfds(): IoeventfdSection[] {
+    const out: IoeventfdSection[] = [];
+    for (const r of this.#view.ranges) {
+      const fds = r.region.ioeventfds;
+      if (fds.length === 0) continue;
+      const end = r.start + r.size;
+      for (const fd of fds) {
+        const start = fd.offset + r.start - r.offsetInRegion;
+        const fdEnd = start + BigInt(fd.size);
+        // QEMU's addrrange_intersects (a size-0 ioeventfd intersects where its start lies inside).
+        if ((r.start >= start && r.start < fdEnd) || (start >= r.start && start < end)) {
+          out.push({ start, size: fd.size, matchData: fd.matchData, data: fd.data, eventfd: fd.eventfd });
+        }
+      }
+    }
+    return out.sort(_compareIoeventfds);
+  }
+
+  /**
+   * QEMU's `address_space_add_del_ioeventfds`: walks the old and new lists in order; one only in the
+   * old goes to `eventfdDel` (lowest priority first), one only in the new to `eventfdAdd` (highest
+   * first).
+   */
+  #updateIoeventfds(errors: ErrorCollector): void {
+    const old = this.#ioeventfds;
+    const next = this.#collectIoeventfds();
+    this.#ioeventfds = next;
+    if (this.#listeners.length === 0) return;
+    const forward = this.#listeners.slice();
+    const reverse = forward.slice().reverse();
+    let i = 0;
+    let j = 0;
+    while (i < old.length || j < next.length) {
+      const order = i === old.length ? 1 : j === next.length ? -1 : _compareIoeventfds(old[i], next[j]);
+      if (order < 0) {
+        const fd = old[i++];
+        for (const r of forward) if (r.listener.eventfdDel) errors.run(() => r.listener.eventfdDel!(fd));
+      } else if (order > 0) {
+        const fd = next[j++];
+        for (const r of reverse) if (r.listener.eventfdAdd) errors.run(() => r.listener.eventfdAdd!(fd));
+      } else {
+        i++;
+        j++;
+      }
+    }
   }
 
   /** Installs a new view and delivers the differences (QEMU's `address_space_set_flatview`). */

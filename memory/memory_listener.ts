@@ -30,6 +30,20 @@ export interface MemoryRegionSection {
   readonly dirtyLogMask: number;
 }
 
+/** An ioeventfd where it sits in an address space (QEMU's section, match data, data and notifier). */
+export interface IoeventfdSection {
+  /** Absolute address of the write it matches. */
+  readonly start: bigint;
+  /** Access size it matches: 1, 2, 4 or 8, or 0 for any. */
+  readonly size: number;
+  /** Whether only writes of `data` match. */
+  readonly matchData: boolean;
+  /** The value to match (0 unless `matchData`). */
+  readonly data: bigint;
+  /** The object given to `MemoryRegion.addEventfd`. */
+  readonly eventfd: object;
+}
+
 /** Listener priorities of QEMU: accelerators and device backends register at 10. */
 export const ListenerPriority = { MIN: 0, ACCEL: 10, DEV_BACKEND: 10 } as const;
 
@@ -77,6 +91,13 @@ export interface MemoryListener {
   logStop?(section: MemoryRegionSection, oldMask: number, newMask: number): void;
   /** Asked to move dirty bits of a logged range into its region's dirty bitmap. */
   logSync?(section: MemoryRegionSection): void;
+  /**
+   * An ioeventfd became visible at `fd.start` (`MemoryRegion.addEventfd`, or its region appeared or
+   * moved there); called highest priority first, as QEMU calls `eventfd_add`.
+   */
+  eventfdAdd?(fd: IoeventfdSection): void;
+  /** An ioeventfd is gone from `fd.start`; called lowest priority first (QEMU's `eventfd_del`). */
+  eventfdDel?(fd: IoeventfdSection): void;
   /**
    * For `info mtree -f`: an accelerator's name (QEMU prints " KVM") appended to each range for
    * which {@link hasMemory} says it holds a mapping of exactly that start and size.

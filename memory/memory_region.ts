@@ -12,7 +12,12 @@ import { type AddrInput, checkedAdd, hex16, toAddress, toPriority, toSize } from
 import { checkBoolean, show } from "./_check.ts";
 import type { MemoryRegionOps } from "./memory_region_ops.ts";
 import { type RamBacking, SparseRam } from "./ram_backing.ts";
-import { _markUpdatePending, beginTransaction, commitTransaction } from "./transaction.ts";
+import {
+  _markIoeventfdsPending,
+  _markUpdatePending,
+  beginTransaction,
+  commitTransaction,
+} from "./transaction.ts";
 
 /** What a region is; fixed at construction. */
 export type RegionKind = "container" | "ram" | "rom" | "romDevice" | "io" | "alias" | "reservation";
@@ -28,6 +33,55 @@ const DIRTY_CHUNK_PAGES = 1 << 15;
 
 /** Most pages one `markDirty` may mark or one `takeDirtyPages` may return (64 GiB of 4 KiB pages). */
 const MAX_DIRTY_PAGES_PER_CALL = 1 << 24;
+
+/**
+ * An eventfd a guest write to a region signals instead of the region's ops, where the accelerator
+ * can (QEMU's `MemoryRegionIoeventfd`): a write of `size` bytes at `offset` (any size when 0), and,
+ * with `matchData`, only of the value `data`. `eventfd` is the caller's object, opaque here (the KVM
+ * layer's listener wants an `EventFd`).
+ */
+export interface MemoryRegionIoeventfd {
+  /** Offset in the region. */
+  readonly offset: bigint;
+  /** Access size it matches: 1, 2, 4 or 8, or 0 for any. */
+  readonly size: number;
+  /** Whether only writes of `data` match. */
+  readonly matchData: boolean;
+  /** The value to match (0 unless `matchData`), in the guest's byte order. */
+  readonly data: bigint;
+  /** What to signal. */
+  readonly eventfd: object;
+}
+
+/** An ioeventfd's place and match, keyed by `start` (in an address space) or `offset` (in a region). */
+type IoeventfdKey = Omit<MemoryRegionIoeventfd, "offset"> & {
+  readonly offset?: bigint;
+  readonly start?: bigint;
+};
+
+/**
+ * QEMU's `memory_region_ioeventfd_before` as a comparison: by start, size, `matchData` (without
+ * first), the data when both match data, then the eventfd object (in order of first sight, where
+ * QEMU compares pointers). Internal to `memory/`.
+ */
+export function _compareIoeventfds(a: IoeventfdKey, b: IoeventfdKey): number {
+  const at = (a.start ?? a.offset)!;
+  const bt = (b.start ?? b.offset)!;
+  if (at !== bt) return at < bt ? -1 : 1;
+  if (a.size !== b.size) return a.size < b.size ? -1 : 1;
+  if (a.matchData !== b.matchData) return a.matchData ? 1 : -1;
+  if (a.matchData && a.data !== b.data) return a.data < b.data ? -1 : 1;
+  return eventfdOrder(a.eventfd) - eventfdOrder(b.eventfd);
+}
+
+/** A stable order for eventfd objects. */
+const eventfdIds = new WeakMap<object, number>();
+let nextEventfdId = 0;
+function eventfdOrder(eventfd: object): number {
+  let id = eventfdIds.get(eventfd);
+  if (id === undefined) eventfdIds.set(eventfd, id = nextEventfdId++);
+  return id;
+}
 
 /** Options of the RAM-like constructors. */
 export interface RamOptions {
@@ -83,6 +137,7 @@ export class MemoryRegion {
   #backing: RamBacking | undefined;
   #logCounts: number[] | undefined;
   #dirtyLogMask = 0;
+  #ioeventfds: readonly MemoryRegionIoeventfd[] = [];
   /** Dirty bitmap in chunks of DIRTY_CHUNK_PAGES pages, only those with a page ever marked. */
   #dirty: Map<number, Uint8Array> | undefined;
 
@@ -627,6 +682,109 @@ export class MemoryRegion {
     this.#setFlag(() => {
       this.#dirtyLogMask = after ? this.#dirtyLogMask | (1 << client) : this.#dirtyLogMask & ~(1 << client);
     });
+  }
+
+  /** The region's ioeventfds, in {@link _compareIoeventfds} order. */
+  get ioeventfds(): readonly MemoryRegionIoeventfd[] {
+    return this.#ioeventfds;
+  }
+
+  /**
+   * Has a guest write of `size` bytes at `offset` (any size when 0; only of the value `data` with
+   * `matchData`) signal `eventfd` instead of running the region's write callback, where the
+   * accelerator can (QEMU's `memory_region_add_eventfd`). The address spaces' listeners hear of it
+   * through `eventfdAdd` at the outermost commit, at each address where the region is visible, and
+   * follow the region when it moves (`eventfdDel` at the old address, `eventfdAdd` at the new). For
+   * a big-endian region `data` is byte-swapped to the guest's order, as QEMU does.
+   *
+   * @throws {RangeError} if `size` is not 0, 1, 2, 4 or 8, `data` does not fit in `size` bytes, the
+   * access passes the region's end, or the same ioeventfd is already there.
+   * @throws {TypeError} if `eventfd` is not an object or `matchData` not a boolean.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { AddressSpace, MemoryRegion } from "./mod.ts";
+   * const root = MemoryRegion.container("system", 1n << 64n);
+   * const notify = MemoryRegion.io("notify", 0x1000, { write: () => {} });
+   * root.addSubregion(0xfe00_0000n, notify);
+   * using as = new AddressSpace(root, "memory");
+   * const seen: bigint[] = [];
+   * as.registerListener({ eventfdAdd: (fd) => seen.push(fd.start) });
+   * notify.addEventfd(8, 2, false, 0n, { fd: 42 });
+   * assert.deepEqual(seen, [0xfe00_0008n]);
+   * ```
+   */
+  addEventfd(offset: AddrInput, size: number, matchData: boolean, data: bigint, eventfd: object): void {
+    const fd = this.#ioeventfd(offset, size, matchData, data, eventfd, "addEventfd");
+    const list = this.#ioeventfds;
+    let i = 0;
+    while (i < list.length && _compareIoeventfds(list[i], fd) < 0) i++;
+    if (i < list.length && _compareIoeventfds(list[i], fd) === 0) {
+      throw new RangeError(
+        `addEventfd: ${describe(this)} already has this ioeventfd at +0x${fd.offset.toString(16)}`,
+      );
+    }
+    beginTransaction();
+    this.#ioeventfds = [...list.slice(0, i), fd, ...list.slice(i)];
+    if (this.#enabled) _markIoeventfdsPending();
+    commitTransaction();
+  }
+
+  /**
+   * Removes an ioeventfd added with the same arguments (QEMU's `memory_region_del_eventfd`).
+   *
+   * @throws {RangeError} if the region has no such ioeventfd (or the arguments are malformed).
+   * @throws {TypeError} if `eventfd` is not an object or `matchData` not a boolean.
+   */
+  delEventfd(offset: AddrInput, size: number, matchData: boolean, data: bigint, eventfd: object): void {
+    const fd = this.#ioeventfd(offset, size, matchData, data, eventfd, "delEventfd");
+    const i = this.#ioeventfds.findIndex((other) => _compareIoeventfds(other, fd) === 0);
+    if (i < 0) {
+      throw new RangeError(
+        `delEventfd: ${describe(this)} has no such ioeventfd at +0x${fd.offset.toString(16)}`,
+      );
+    }
+    beginTransaction();
+    this.#ioeventfds = this.#ioeventfds.filter((_, j) => j !== i);
+    if (this.#enabled) _markIoeventfdsPending();
+    commitTransaction();
+  }
+
+  #ioeventfd(
+    offset: AddrInput,
+    size: number,
+    matchData: boolean,
+    data: bigint,
+    eventfd: object,
+    op: string,
+  ): MemoryRegionIoeventfd {
+    const at = toAddress(offset, `${op} of ${describe(this)}`);
+    if (size !== 0 && size !== 1 && size !== 2 && size !== 4 && size !== 8) {
+      throw new RangeError(`${op}: access size ${show(size)} is not 0, 1, 2, 4 or 8 (${describe(this)})`);
+    }
+    checkBoolean(matchData, `${op} of ${describe(this)}`);
+    if (typeof eventfd !== "object" || eventfd === null) {
+      throw new TypeError(`${op}: the eventfd must be an object, got ${show(eventfd)} (${describe(this)})`);
+    }
+    const bits = BigInt(8 * (size || 8));
+    if (typeof data !== "bigint" || data < 0n || data >= 1n << bits) {
+      throw new RangeError(
+        `${op}: data ${show(data)} does not fit in ${size || 8} bytes (${describe(this)})`,
+      );
+    }
+    if (at + BigInt(size) > this.#size) {
+      throw new RangeError(
+        `${op}: +0x${at.toString(16)} (${size} bytes) passes the end of ${describe(this)}`,
+      );
+    }
+    let value = matchData ? data : 0n;
+    if (matchData && size > 1 && this.ops?.endianness === "big") {
+      let swapped = 0n;
+      for (let i = 0; i < size; i++) swapped = (swapped << 8n) | ((value >> BigInt(8 * i)) & 0xffn);
+      value = swapped;
+    }
+    return { offset: at, size, matchData, data: value, eventfd };
   }
 
   /** Attribute change: rebuild if the region itself is enabled, even when unmapped (as QEMU). */

@@ -29,11 +29,17 @@ export {
 } from "./address.ts";
 export { AddressSpace, type ReadResult } from "./address_space.ts";
 export { type FlatRange, FlatView } from "./flat_view.ts";
-export { ListenerPriority, type MemoryListener, type MemoryRegionSection } from "./memory_listener.ts";
+export {
+  type IoeventfdSection,
+  ListenerPriority,
+  type MemoryListener,
+  type MemoryRegionSection,
+} from "./memory_listener.ts";
 export {
   DIRTY_PAGE_SIZE,
   DirtyLogClient,
   MemoryRegion,
+  type MemoryRegionIoeventfd,
   type RamOptions,
   type RegionKind,
 } from "./memory_region.ts";

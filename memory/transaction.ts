@@ -11,11 +11,16 @@
 
 import { show } from "./_check.ts";
 
-/** What the outermost commit calls when an update is pending (installed by `address_space.ts`). */
-type RebuildHook = () => void;
+/**
+ * What the outermost commit calls when an update is pending (installed by `address_space.ts`):
+ * `regions` true re-renders the flat views (and brings the ioeventfds up to date with them); false
+ * updates only the address spaces' ioeventfds, as QEMU's commit does when just an eventfd changed.
+ */
+type RebuildHook = (regions: boolean) => void;
 
 let depth = 0;
 let updatePending = false;
+let ioeventfdPending = false;
 let rebuild: RebuildHook = () => {};
 
 /** Installs the function that re-renders every address space. Internal to `memory/`. */
@@ -26,6 +31,14 @@ export function _setRebuildHook(hook: RebuildHook): void {
 /** Records that the next outermost commit must re-render. Internal to `memory/`. */
 export function _markUpdatePending(): void {
   updatePending = true;
+}
+
+/**
+ * Records that the next outermost commit must bring the address spaces' ioeventfds up to date
+ * (QEMU's `ioeventfd_update_pending`). Internal to `memory/`.
+ */
+export function _markIoeventfdsPending(): void {
+  ioeventfdPending = true;
 }
 
 /** Current nesting depth (0 outside any transaction). */
@@ -64,11 +77,13 @@ export function commitTransaction(): void {
   // rebuild afterwards, never by a nested one — even if a listener threw in the first rebuild.
   let failed = false;
   let error: unknown;
-  while (depth === 0 && updatePending) {
+  while (depth === 0 && (updatePending || ioeventfdPending)) {
+    const regions = updatePending;
     updatePending = false;
+    ioeventfdPending = false;
     depth++;
     try {
-      rebuild();
+      rebuild(regions);
     } catch (e) {
       if (!failed) [failed, error] = [true, e];
     } finally {
