@@ -19,8 +19,12 @@
  * Needs root, /dev/net/tun, iproute2, gcc, QEMU and a hardware-style KVM; where the host has none,
  * run it inside the nested KVM VM: `deno task nested -- deno task bench:io`.
  *
+ * kvm-ts runs twice: with its default (`ioeventfd=on`, as QEMU's: notifies signal an eventfd in the
+ * kernel and the vCPU runs on a thread of its own while the VM thread serves the queue) and with
+ * `ioeventfd=off` on both devices (every notify an MMIO exit served on the vCPU's thread).
+ *
  * Usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10]
- *        [--rounds 1] [--only kvm-ts|qemu]
+ *        [--rounds 1] [--only kvm-ts|"kvm-ts ioeventfd=off"|qemu]…
  *
  * @module
  */
@@ -46,7 +50,7 @@ const { values } = parseArgs({
     net: { type: "string", default: "64" },
     seconds: { type: "string", default: "10" },
     rounds: { type: "string", default: "1" },
-    only: { type: "string" },
+    only: { type: "string", multiple: true },
     counters: { type: "boolean" },
   },
 });
@@ -117,7 +121,7 @@ interface Measure {
 }
 
 interface Peer {
-  name: "kvm-ts" | "qemu";
+  name: "kvm-ts" | "kvm-ts ioeventfd=off" | "qemu";
   program?: string;
   args: string[];
 }
@@ -133,6 +137,17 @@ function peers(initrd: string, disk: string): Peer[] {
         ...["-drive", `file=${disk},format=raw,if=virtio`],
         ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no`],
         ...["-device", `virtio-net-pci,netdev=n0,mac=${MAC}`],
+      ],
+    },
+    {
+      // Every notify an MMIO exit served on the vCPU's own thread (no eventfd, no thread hop).
+      name: "kvm-ts ioeventfd=off",
+      args: [
+        ...common,
+        ...["-drive", `id=d0,file=${disk},format=raw,if=none`],
+        ...["-device", "virtio-blk-pci,drive=d0,ioeventfd=off"],
+        ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no`],
+        ...["-device", `virtio-net-pci,netdev=n0,mac=${MAC},ioeventfd=off`],
       ],
     },
     {
@@ -154,7 +169,7 @@ function peers(initrd: string, disk: string): Peer[] {
       ],
     },
   ];
-  return all.filter((peer) => !values.only || peer.name === values.only);
+  return all.filter((peer) => !values.only?.length || values.only.includes(peer.name));
 }
 
 /** Runs `line` on the guest's shell with KVM's counters around it; what `parse` makes of its answer. */
@@ -327,19 +342,25 @@ function report(results: Map<string, Result[]>): void {
     return { value, exits, irqs };
   };
   console.log(
-    "| benchmark | kvm-ts | QEMU | kvm-ts / QEMU | exits to userspace (kvm-ts / QEMU) | interrupts injected |",
+    "| benchmark | kvm-ts | kvm-ts ioeventfd=off | QEMU | kvm-ts / QEMU | exits to userspace (kvm-ts / off / QEMU) " +
+      "| interrupts injected (kvm-ts / off / QEMU) |",
   );
-  console.log("| --- | --- | --- | --- | --- | --- |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- |");
   for (const [key, label, unit, mib] of rows) {
     const ours = pick("kvm-ts", key);
+    const off = pick("kvm-ts ioeventfd=off", key);
     const theirs = pick("qemu", key);
     // Per MiB moved, or per read for the random reads (the read count is IOPS × seconds).
     const per = (m: { value: number; exits: number; irqs: number }, count: "exits" | "irqs") =>
       mib > 0 ? `${(m[count] / mib).toFixed(1)}/MiB` : `${(m[count] / (m.value * SECONDS)).toFixed(2)}/read`;
     const cell = (m?: { value: number }) => (m ? `${m.value.toFixed(unit === "IOPS" ? 0 : 1)} ${unit}` : "–");
     const ratio = ours && theirs ? `×${(ours.value / theirs.value).toFixed(2)}` : "–";
-    const exits = `${ours ? per(ours, "exits") : "–"} / ${theirs ? per(theirs, "exits") : "–"}`;
-    const irqs = `${ours ? per(ours, "irqs") : "–"} / ${theirs ? per(theirs, "irqs") : "–"}`;
-    console.log(`| ${label} | ${cell(ours)} | ${cell(theirs)} | ${ratio} | ${exits} | ${irqs} |`);
+    const three = (count: "exits" | "irqs") =>
+      [ours, off, theirs].map((m) => (m ? per(m, count) : "–")).join(" / ");
+    console.log(
+      `| ${label} | ${cell(ours)} | ${cell(off)} | ${cell(theirs)} | ${ratio} | ${three("exits")} | ${
+        three("irqs")
+      } |`,
+    );
   }
 }

@@ -617,14 +617,14 @@ function parseDrive(text: string): DriveArg {
 
 /** One `-device` of a PCI type, its properties checked. */
 type PciDeviceArg =
-  | { text: string; type: "virtio-blk-pci"; drive: string; serial?: string; id?: string }
-  | { text: string; type: "virtio-rng-pci"; id?: string }
-  | { text: string; type: "virtio-net-pci"; netdev: string; mac?: number[]; id?: string };
+  | { text: string; type: "virtio-blk-pci"; drive: string; serial?: string; id?: string; ioeventfd: boolean }
+  | { text: string; type: "virtio-rng-pci"; id?: string; ioeventfd: boolean }
+  | { text: string; type: "virtio-net-pci"; netdev: string; mac?: number[]; id?: string; ioeventfd: boolean };
 
 const PCI_DEVICE_PROPERTIES: Record<string, string[]> = {
-  "virtio-blk-pci": ["drive", "serial", "id", "disable-legacy"],
-  "virtio-rng-pci": ["id", "disable-legacy"],
-  "virtio-net-pci": ["netdev", "mac", "id", "disable-legacy"],
+  "virtio-blk-pci": ["drive", "serial", "id", "disable-legacy", "ioeventfd"],
+  "virtio-rng-pci": ["id", "disable-legacy", "ioeventfd"],
+  "virtio-net-pci": ["netdev", "mac", "id", "disable-legacy", "ioeventfd"],
 };
 
 /** One `-netdev`, its properties checked. */
@@ -695,12 +695,21 @@ function parsePciDevice(text: string): PciDeviceArg {
     throw new UsageError(`${flag}: only disable-legacy=on is supported (the device is virtio 1.x only)`);
   }
   const id = props.get("id");
-  if (type === "virtio-rng-pci") return { text, type: "virtio-rng-pci", id };
+  // QEMU's default: queue notifies go to an ioeventfd (the vCPU does not exit for them).
+  const ioeventfd = props.has("ioeventfd") ? onOff(flag, "ioeventfd", props.get("ioeventfd")) : true;
+  if (type === "virtio-rng-pci") return { text, type: "virtio-rng-pci", id, ioeventfd };
   if (type === "virtio-net-pci") {
     const netdev = props.get("netdev");
     if (netdev === undefined) throw new UsageError(`${flag}: netdev=ID is required`);
     const macText = props.get("mac");
-    return { text, type, netdev, mac: macText === undefined ? undefined : parseMac(flag, macText), id };
+    return {
+      text,
+      type,
+      netdev,
+      mac: macText === undefined ? undefined : parseMac(flag, macText),
+      id,
+      ioeventfd,
+    };
   }
   const drive = props.get("drive");
   if (drive === undefined) throw new UsageError(`${flag}: drive=ID is required`);
@@ -708,14 +717,14 @@ function parsePciDevice(text: string): PciDeviceArg {
   if (serial !== undefined && new TextEncoder().encode(serial).length > 20) {
     throw new UsageError(`${flag}: serial '${serial}' is longer than 20 bytes`);
   }
-  return { text, type: "virtio-blk-pci", drive, serial, id };
+  return { text, type: "virtio-blk-pci", drive, serial, id, ioeventfd };
 }
 
 /** A PCI device to create, with the drive it needs opened, in slot order. */
 type PciPlan = (
-  | { kind: "rng"; id?: string }
-  | { kind: "blk"; drive: DriveArg; serial?: string; id?: string }
-  | { kind: "net"; netdev: NetdevArg; mac: number[]; id?: string }
+  | { kind: "rng"; id?: string; ioeventfd: boolean }
+  | { kind: "blk"; drive: DriveArg; serial?: string; id?: string; ioeventfd: boolean }
+  | { kind: "net"; netdev: NetdevArg; mac: number[]; id?: string; ioeventfd: boolean }
 )[];
 
 /** QEMU's default MACs: 52:54:00:12:34:56 for the first card without one, then :57, :58, … */
@@ -762,7 +771,7 @@ function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[], netdevs: Ne
       deviceIds.add(d.id);
     }
     if (d.type === "virtio-rng-pci") {
-      plan.push({ kind: "rng", id: d.id });
+      plan.push({ kind: "rng", id: d.id, ioeventfd: d.ioeventfd });
       continue;
     }
     if (d.type === "virtio-net-pci") {
@@ -778,7 +787,7 @@ function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[], netdevs: Ne
         );
       }
       netdevsUsed.add(d.netdev);
-      plan.push({ kind: "net", netdev, mac: d.mac ?? defaultMac(), id: d.id });
+      plan.push({ kind: "net", netdev, mac: d.mac ?? defaultMac(), id: d.id, ioeventfd: d.ioeventfd });
       continue;
     }
     const drive = byId.get(d.drive);
@@ -791,9 +800,9 @@ function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[], netdevs: Ne
       throw new UsageError(`-device ${d.text}: Drive '${d.drive}' is already in use by another device`);
     }
     used.add(drive);
-    plan.push({ kind: "blk", drive, serial: d.serial, id: d.id });
+    plan.push({ kind: "blk", drive, serial: d.serial, id: d.id, ioeventfd: d.ioeventfd });
   }
-  for (const d of drives) if (d.interface === "virtio") plan.push({ kind: "blk", drive: d });
+  for (const d of drives) if (d.interface === "virtio") plan.push({ kind: "blk", drive: d, ioeventfd: true });
   return plan;
 }
 
@@ -809,17 +818,25 @@ function openPciDevices(
   const netBackends: TapNetBackend[] = [];
   try {
     const pciDevices = plan.map((p): PcPciDeviceSpec => {
-      if (p.kind === "rng") return { type: "virtio-rng-pci", id: p.id, entropy: hostEntropy };
+      if (p.kind === "rng") {
+        return { type: "virtio-rng-pci", id: p.id, entropy: hostEntropy, ioeventfd: p.ioeventfd };
+      }
       if (p.kind === "net") {
         const tap = openTap(p.netdev);
         taps.push(tap);
         const backend = new TapNetBackend(tap);
         netBackends.push(backend);
-        return { type: "virtio-net-pci", id: p.id, mac: p.mac, backend };
+        return { type: "virtio-net-pci", id: p.id, mac: p.mac, backend, ioeventfd: p.ioeventfd };
       }
       const image = openImage(p.drive);
       images.push(image);
-      return { type: "virtio-blk-pci", id: p.id, serial: p.serial, backing: new DiskBlockBacking(image) };
+      return {
+        type: "virtio-blk-pci",
+        id: p.id,
+        serial: p.serial,
+        backing: new DiskBlockBacking(image),
+        ioeventfd: p.ioeventfd,
+      };
     });
     return { pciDevices, images, taps, netBackends };
   } catch (e) {
@@ -1076,6 +1093,7 @@ async function boot(
   handleKickSignal(); // the console Worker kicks the vCPU
   let channel: ConsoleChannel | undefined;
   let netRx: NetRxPoller | undefined;
+  let notifyPoller: NetRxPoller | undefined;
   let machine: PcMachine | undefined;
   // The console Worker starts first: its isolate boots on the other core while the VM is created.
   const worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
@@ -1120,6 +1138,11 @@ async function boot(
       };
       for (const b of backends) b.onDrained = resumeWhenDrained;
     }
+    // Queue notifies that KVM turned into eventfd signals (`ioeventfd=on`): a second poller over
+    // them rings the doorbell (their vCPUs run on threads of their own), and onKick serves them.
+    if (pc.notifyFds.length > 0 && pc.doorbell) {
+      notifyPoller = NetRxPoller.start({ fds: pc.notifyFds, doorbell: pc.doorbell });
+    }
     await ready; // its signal listeners are in place: the guest may start
     if (terminal) Deno.stdin.setRaw(true);
     // The monitor's commands, shared by the terminal monitor and QMP; `end` stops the run.
@@ -1146,6 +1169,10 @@ async function boot(
     if (options.startPaused) commands.startPaused();
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
+      if (notifyPoller?.signalled) {
+        pc.serveNotifies();
+        notifyPoller.resume();
+      }
       pc.input(shared.takeInput());
       const command = shared.takeCommand();
       if (command !== null) {
@@ -1226,6 +1253,7 @@ async function boot(
     channel?.close(); // no kick reaches the vCPU after this, so its mapping can go
     qmp?.fenceKicks(); // nor one from the QMP Worker
     netRx?.close(); // nor one from the taps' receive Worker
+    notifyPoller?.close(); // nor from the notify eventfds' Worker
     worker.terminate();
     machine?.close();
     serialFile?.close();

@@ -126,6 +126,7 @@ Deno.test("virtio: every bad -drive / -device line is one line naming it, status
       [["-device", "virtio-blk-pci"], /drive=ID is required/],
       [["-device", "virtio-rng-pci,bogus=1"], /virtio-rng-pci: property 'bogus' is not supported/],
       [["-device", "virtio-blk-pci,drive=d0,disable-legacy=off"], /only disable-legacy=on/],
+      [["-device", "virtio-rng-pci,ioeventfd=maybe"], /ioeventfd=maybe: expected on or off/],
       [["-drive", `file=${disk},if=none`], /if=none needs id=ID/],
       // The first image opens, the second is refused: the first is closed again.
       [

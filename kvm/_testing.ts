@@ -10,6 +10,7 @@ import type { GuestMemory } from "./guest_memory.ts";
 import type { Vcpu } from "./vcpu.ts";
 import type { Vm } from "./vm.ts";
 import { TUN_DEVICE_PATH } from "./tap.ts";
+import { libc } from "./_libc.ts";
 
 /** Whether /dev/kvm can be used here, probed once per test module. */
 export const KVM = kvmAvailability();
@@ -79,6 +80,22 @@ export function fdsOn(path: string): number[] {
       return []; // closed between the listing and the look
     }
   });
+}
+
+/** Adds 1 to the counter of the eventfd `fd`, as KVM does when a guest write matches an ioeventfd. */
+export function signalEventfd(fd: number): void {
+  const one = new Uint8Array(8);
+  one[0] = 1;
+  assert.equal(libc().write(fd, one, 8n), 8n, `write to eventfd ${fd}`);
+}
+
+/** What `/proc/self/fd/N` points at, or undefined when N is not open. */
+export function fdTarget(fd: number): string | undefined {
+  try {
+    return Deno.readLinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Entries of /proc/self/fd. */

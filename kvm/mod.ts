@@ -295,6 +295,7 @@ export {
   type MemslotBackend,
   type MemslotCall,
 } from "./kvm_memory_listener.ts";
+export { type IoeventfdBackend, KvmIoeventfdListener } from "./kvm_ioeventfd_listener.ts";
 export {
   currentThread,
   handleKickSignal,

@@ -139,6 +139,12 @@ export class VirtioPci extends PciFunction {
   readonly msix: Msix;
   /** BAR 4's region "virtio-pci". */
   readonly modernBar: MemoryRegion;
+  /**
+   * BAR 4's notify region ("virtio-pci-notify-<name>"): queue n's notify is the 2-byte write at
+   * {@link notifyOffset}(n), where the machine may add an ioeventfd (QEMU's
+   * `virtio_pci_set_host_notifier_mr` does the same, without data match).
+   */
+  readonly notifyRegion: MemoryRegion;
   /** Offset of the PCI-configuration-access capability. */
   readonly pciCfgCap: number;
   #deviceFeatureSelect = 0;
@@ -176,6 +182,11 @@ export class VirtioPci extends PciFunction {
       endianness: "little" as const,
       impl: { min: 1, max: 4 },
     });
+    const notify = this.notifyRegion = MemoryRegion.io(
+      `virtio-pci-notify-${name}`,
+      VIRTIO_PCI_REGION_SIZE,
+      ops(() => 0, (o) => this.#notifyWrite(o)),
+    );
     const regions: [string, number, number, MemoryRegion][] = [
       [
         "common",
@@ -211,11 +222,7 @@ export class VirtioPci extends PciFunction {
         "notify",
         VirtioPciCapType.NOTIFY,
         NOTIFY_OFFSET,
-        MemoryRegion.io(
-          `virtio-pci-notify-${name}`,
-          VIRTIO_PCI_REGION_SIZE,
-          ops(() => 0, (o) => this.#notifyWrite(o)),
-        ),
+        notify,
       ],
     ];
     const bytes = this.config.bytes;
@@ -267,6 +274,11 @@ export class VirtioPci extends PciFunction {
       return undefined;
     }
     return base + BigInt(NOTIFY_OFFSET + VIRTIO_PCI_NOTIFY_OFF_MULTIPLIER * index);
+  }
+
+  /** Where in {@link notifyRegion} the driver notifies queue `index` (4 × index). */
+  notifyOffset(index: number): number {
+    return VIRTIO_PCI_NOTIFY_OFF_MULTIPLIER * index;
   }
 
   /** A configuration read; the PCI-configuration-access window reads the BAR first. */

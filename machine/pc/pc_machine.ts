@@ -16,6 +16,7 @@ import {
   KVM_IRQCHIP_IOAPIC,
   KVM_IRQCHIP_PIC_MASTER,
   KVM_IRQCHIP_PIC_SLAVE,
+  KvmIoeventfdListener,
   KvmMemoryListener,
   type KvmRegs,
   type KvmSregs,
@@ -34,6 +35,7 @@ import { FIRMWARE } from "../guests/firmware.ts";
 import type { Doorbell, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
 import { VcpuRunner } from "../vcpu_runner.ts";
 import { SmpRunner } from "../smp_runner.ts";
+import { VirtioNotifiers } from "../virtio_notifiers.ts";
 import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts";
 import { closeAll, MAX_CPUS, PcBoard, pcE820, pcGuestTables } from "./pc_board.ts";
 import { type PcMemory, splitRam } from "./pc_memory.ts";
@@ -168,6 +170,9 @@ export function allocatePcMemory(ramSize: bigint, biosSize: bigint, cleanup: Dis
 export function attachKvm(board: PcBoard, vm: Vm, trace?: (call: MemslotCall) => void): KvmMemoryListener {
   const listener = KvmMemoryListener.forVm(vm, { trace });
   board.memory.registerListener(listener);
+  // Ioeventfds as QEMU's KVM listeners register them: MMIO ones from "memory", port ones from "I/O".
+  board.memory.registerListener(new KvmIoeventfdListener(vm, "mmio"));
+  board.io.registerListener(new KvmIoeventfdListener(vm, "pio"));
   return listener;
 }
 
@@ -271,9 +276,11 @@ export function loadGuest(board: PcBoard, boot: BootPlan, bsp: Vcpu): void {
  * Step 8: one vCPU runs on this thread (the fastest exit path); more get a thread each. The
  * board's reset and debug-exit requests end the runner's run.
  */
-export function makeRunner(board: PcBoard, vcpus: readonly Vcpu[]): Runner {
+export function makeRunner(board: PcBoard, vcpus: readonly Vcpu[], threaded = false): Runner {
   const spaces = { memory: board.memory, io: board.io };
-  const runner: Runner = vcpus.length === 1 ? new VcpuRunner(vcpus[0], spaces) : new SmpRunner(vcpus, spaces);
+  const runner: Runner = vcpus.length === 1 && !threaded
+    ? new VcpuRunner(vcpus[0], spaces)
+    : new SmpRunner(vcpus, spaces);
   board.onStop = (outcome) => runner.stop(outcome);
   return runner;
 }
@@ -300,6 +307,7 @@ export class PcMachine implements Disposable {
   readonly #runner: Runner;
   readonly #memory: PcGuestMemory;
   readonly #resetStates: readonly VcpuResetState[];
+  readonly #notifiers: VirtioNotifiers;
   #closed = false;
 
   private constructor(parts: {
@@ -312,6 +320,7 @@ export class PcMachine implements Disposable {
     runner: Runner;
     memory: PcGuestMemory;
     resetStates: VcpuResetState[];
+    notifiers: VirtioNotifiers;
   }) {
     this.board = parts.board;
     this.boot = parts.boot;
@@ -322,6 +331,20 @@ export class PcMachine implements Disposable {
     this.#runner = parts.runner;
     this.#memory = parts.memory;
     this.#resetStates = parts.resetStates;
+    this.#notifiers = parts.notifiers;
+  }
+
+  /**
+   * The eventfds KVM signals for queue notifies of the devices with `ioeventfd` (empty without):
+   * a Worker polls them and wakes this thread, which then calls {@link serveNotifies}.
+   */
+  get notifyFds(): number[] {
+    return this.#notifiers.fds;
+  }
+
+  /** Processes the queues whose notify eventfd was signalled; how many were. */
+  serveNotifies(): number {
+    return this.#notifiers.serve();
   }
 
   /**
@@ -364,9 +387,14 @@ export class PcMachine implements Disposable {
       });
       cleanup.push(board);
       const kvmListener = attachKvm(board, vm, options.traceMemslots); // 5
+      // Queue notifies of the devices that ask for it go to eventfds, polled off the vCPU's thread.
+      const notifiers = VirtioNotifiers.create(
+        board.pciDevices.filter((d) => d.spec.ioeventfd).map((d) => d.fn),
+      );
+      cleanup.push({ [Symbol.dispose]: () => notifiers.close(false) });
       const { vcpus, resetStates } = createPcVcpusWithResetState(kvm, vm, cpus); // 6
       loadGuest(board, boot, vcpus[0]); // 7
-      const runner = makeRunner(board, vcpus); // 8
+      const runner = makeRunner(board, vcpus, notifiers.count > 0); // 8
       return new PcMachine({
         board,
         boot,
@@ -377,6 +405,7 @@ export class PcMachine implements Disposable {
         runner,
         memory,
         resetStates,
+        notifiers,
       });
     } catch (error) {
       try {
@@ -577,7 +606,16 @@ export class PcMachine implements Disposable {
     if (this.#closed) return;
     this.#closed = true;
     const memory = this.#memory;
-    closeAll([this.board, this.#vm, memory.ram, memory.bios, memory.rom, ...(this.#kvm ? [this.#kvm] : [])]);
+    const notifiers = { close: () => this.#notifiers.close(false) }; // the VM dropped them already
+    closeAll([
+      this.board,
+      this.#vm,
+      notifiers,
+      memory.ram,
+      memory.bios,
+      memory.rom,
+      ...(this.#kvm ? [this.#kvm] : []),
+    ]);
   }
 
   /** Same as {@link close}. */

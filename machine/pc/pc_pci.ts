@@ -284,6 +284,11 @@ export type PcPciDeviceSpec =
   | {
     /** A virtio block device over `backing`. */
     readonly type: "virtio-blk-pci";
+    /**
+     * Queue notifies signal an eventfd through KVM_IOEVENTFD instead of exiting to the VMM (QEMU's
+     * `ioeventfd` property, on by default there; here off unless set).
+     */
+    readonly ioeventfd?: boolean;
     /** The `-device id=` (shown by `info pci`), if any. */
     readonly id?: string;
     /** The disk. */
@@ -294,6 +299,11 @@ export type PcPciDeviceSpec =
   | {
     /** A virtio entropy device drawing from `entropy`. */
     readonly type: "virtio-rng-pci";
+    /**
+     * Queue notifies signal an eventfd through KVM_IOEVENTFD instead of exiting to the VMM (QEMU's
+     * `ioeventfd` property, on by default there; here off unless set).
+     */
+    readonly ioeventfd?: boolean;
     /** The `-device id=`, if any. */
     readonly id?: string;
     /** Fills a buffer with random bytes. */
@@ -302,6 +312,11 @@ export type PcPciDeviceSpec =
   | {
     /** A virtio network card on `backend`. */
     readonly type: "virtio-net-pci";
+    /**
+     * Queue notifies signal an eventfd through KVM_IOEVENTFD instead of exiting to the VMM (QEMU's
+     * `ioeventfd` property, on by default there; here off unless set).
+     */
+    readonly ioeventfd?: boolean;
     /** The `-device id=`, if any. */
     readonly id?: string;
     /** Its MAC address (6 bytes). */
