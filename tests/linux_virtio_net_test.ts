@@ -174,7 +174,8 @@ for (const msi of [true, false]) {
             "-netdev",
             `tap,id=n0,ifname=${TAP},script=no,downscript=no`,
             "-device",
-            `virtio-net-pci,netdev=n0,mac=${MAC}`,
+            // MSI-X with the notify eventfd (ioeventfd=on), INTx with every notify an MMIO exit.
+            `virtio-net-pci,netdev=n0,mac=${MAC},ioeventfd=${msi ? "on" : "off"}`,
           ]),
           { prefix: ["ip", "netns", "exec", namespace] },
         );

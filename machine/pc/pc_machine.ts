@@ -374,8 +374,7 @@ export class PcMachine implements Disposable {
         irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
         serial: options.serial,
         pciDevices: options.pciDevices,
-        // MSI-X messages go to KVM_SIGNAL_MSI from the VM thread. The next speed step is irqfd
-        // (MsiRoutes + Msix.onVectorChange) and an ioeventfd on each queue's notify address.
+        // MSI-X messages go to KVM_SIGNAL_MSI from the VM thread (one ioctl, what an irqfd write costs).
         deliverMsi: (address, data) =>
           void vm.signalMsi({
             addressLo: Number(address & 0xffff_ffffn),
