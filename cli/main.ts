@@ -588,14 +588,14 @@ function properties(flag: string, parts: string[], known: string[], where: strin
 }
 
 /**
- * A virtio device's `ioeventfd` when not given: on, as QEMU's, where the process has two CPUs or more;
- * off on one. With it on, the queue is served on the VM thread while the vCPU runs on a thread of its
- * own — a gain only where both can run at once. On one CPU the thread hops cost more than the exits
- * they save (bench:io in the one-vCPU nested KVM VM: 64 MiB sequential reads at 44 MB/s with it, 99
- * without; the README's speed section).
+ * A virtio device's `ioeventfd` when not given: on, as QEMU's. Then the queue is served on the VM
+ * thread while the vCPU runs on a thread of its own. bench:io in the one-vCPU nested KVM VM measured
+ * both: on, TCP guest → host ran 3 times as fast (the vCPU queues packets while the VM thread sends
+ * them); off, queue-depth-1 disk reads were faster (no thread hop per request). `ioeventfd=off`
+ * chooses the latter per device.
  */
 function ioeventfdDefault(): boolean {
-  return navigator.hardwareConcurrency > 1;
+  return true;
 }
 
 /** QEMU's on/off booleans. */

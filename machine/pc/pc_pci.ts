@@ -286,7 +286,7 @@ export type PcPciDeviceSpec =
     readonly type: "virtio-blk-pci";
     /**
      * Queue notifies signal an eventfd through KVM_IOEVENTFD instead of exiting to the VMM (QEMU's
-     * `ioeventfd` property, on by default there; here off unless set).
+     * `ioeventfd` property; the front-end sets it unless told `ioeventfd=off`).
      */
     readonly ioeventfd?: boolean;
     /** The `-device id=` (shown by `info pci`), if any. */
@@ -301,7 +301,7 @@ export type PcPciDeviceSpec =
     readonly type: "virtio-rng-pci";
     /**
      * Queue notifies signal an eventfd through KVM_IOEVENTFD instead of exiting to the VMM (QEMU's
-     * `ioeventfd` property, on by default there; here off unless set).
+     * `ioeventfd` property; the front-end sets it unless told `ioeventfd=off`).
      */
     readonly ioeventfd?: boolean;
     /** The `-device id=`, if any. */
@@ -314,7 +314,7 @@ export type PcPciDeviceSpec =
     readonly type: "virtio-net-pci";
     /**
      * Queue notifies signal an eventfd through KVM_IOEVENTFD instead of exiting to the VMM (QEMU's
-     * `ioeventfd` property, on by default there; here off unless set).
+     * `ioeventfd` property; the front-end sets it unless told `ioeventfd=off`).
      */
     readonly ioeventfd?: boolean;
     /** The `-device id=`, if any. */
