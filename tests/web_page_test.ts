@@ -245,6 +245,35 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "web page: --dump-mtree --web serves the board's map until SIGTERM; a public host is warned of",
+  HOST_TEST,
+  async () => {
+    const main = await startMain(["-m", "64M", "--dump-mtree", "--web", "127.0.0.1:0"]);
+    try {
+      assert.match(main.url, /^http:\/\/127\.0\.0\.1:\d+\/\?token=[0-9a-f]{32}$/);
+      assert.doesNotMatch(main.stderr(), /warning/);
+      const { browser, page } = await openPage();
+      try {
+        await loadPage(page, main.url);
+        await page.waitForSelector('#status[data-status="map-only"]');
+        await page.waitForSelector('#tree .row[data-name="pc.bios"][data-start="00000000fffc0000"]');
+      } finally {
+        await browser.close();
+      }
+    } finally {
+      await main.stop();
+    }
+    assert.equal((await main.child.status).code, 0);
+    const open = await startMain(["--dump-mtree", "--web", "0.0.0.0:0"]);
+    try {
+      assert.match(open.stderr(), /^warning: --web 0\.0\.0\.0: the page is reachable from other machines/m);
+    } finally {
+      await open.stop();
+    }
+  },
+);
+
 /** Assembles `tests/guests/<name>` for `-device loader` at 0x1000, prefixed with `prefix`. */
 async function guestFile(name: string, prefix = new Uint8Array(0), base = 0x1000): Promise<string> {
   const code = await assemble(new URL(`./guests/${name}`, import.meta.url), {

@@ -269,7 +269,7 @@ function barBlocks() {
   for (const t of state.map.aliasTargets) {
     const windows = [];
     const walk = (r) => {
-      if (r.alias && r.alias.target === t.root.name) windows.push(r);
+      if (r.alias && r.enabled && r.alias.target === t.root.name) windows.push(r);
       r.children.forEach(walk);
     };
     [...state.map.trees, ...state.map.aliasTargets].forEach((x) => walk(x.root));
@@ -697,26 +697,27 @@ function timelineRow(e, next) {
       tags.push(`<span class="tag del">${flip ? "delete before read-only change" : "delete"}</span>`);
     }
     if (e.flags & KVM_MEM_READONLY) tags.push('<span class="tag ro">READONLY</span>');
-    if (e.flags & KVM_MEM_LOG_DIRTY_PAGES) tags.push('<span class="tag log">LOG_DIRTY</span>');
+    if (e.flags & KVM_MEM_LOG_DIRTY_PAGES) tags.push('<span class="tag log">LOG_DIRTY_PAGES</span>');
     if (e.error) tags.push(`<span class="tag err">${esc(e.error)}</span>`);
     return `<div class="tl memslot" data-kind="memslot" data-slot="${e.slot}" data-gpa="${e.gpa}" data-size="${e.size}" data-flags="${e.flags}">` +
-      `<span class="kind">KVM_SET_USER_MEMORY_REGION</span><span class="f">slot=${
+      `<div class="l1"><span class="kind">KVM</span><span class="f">SET_USER_MEMORY_REGION slot ${
         e.slot & 0xffff
-      } flags=${e.flags} ` +
-      `gpa=${hexShort(big(e.gpa))} size=${e.size}</span> ${tags.join(" ")}</div>`;
+      } ${tags.join(" ")}</span></div>` +
+      `<div class="sub">gpa ${
+        hexShort(big(e.gpa))
+      } size ${e.size} flags ${e.flags} host ${e.host}</div></div>`;
   }
   const tags = [];
-  if (e.readonly) tags.push('<span class="tag ro">ro</span>');
-  if (e.dirtyLog) tags.push(`<span class="tag log">log ${e.dirtyLog}</span>`);
+  if (e.readonly) tags.push('<span class="tag ro">read-only</span>');
+  if (e.dirtyLog) tags.push(`<span class="tag log">dirty log ${e.dirtyLog}</span>`);
+  const size = big(e.end) - big(e.start) + 1n;
   return `<div class="tl ${e.kind}" data-kind="${e.kind}" data-region="${
     esc(e.region)
   }" data-start="${e.start}" data-end="${e.end}">` +
-    `<span class="kind">${e.kind}</span><span class="f">${esc(e.as)} ${hexShort(big(e.start))}-${
+    `<div class="l1"><span class="kind">${e.kind}</span><span class="f">${hexShort(big(e.start))}-${
       hexShort(big(e.end))
-    } ` +
-    `${esc(e.region)}${e.offset !== "0000000000000000" ? ` @${hexShort(big(e.offset))}` : ""}</span> ${
-      tags.join(" ")
-    }</div>`;
+    } <b>${esc(e.region)}</b> ${tags.join(" ")}</span></div>` +
+    `<div class="sub">AS ${esc(e.as)} · ${sizeText(size)} · offset ${hexShort(big(e.offset))}</div></div>`;
 }
 
 // ---------------------------------------------------------------- vCPUs
@@ -890,6 +891,8 @@ $("dirty-toggle").onchange = async (e) => {
   $("heatmaps").textContent = on ? "waiting for the first interval…" : "dirty logging is off";
 };
 $("show-nop").onchange = drawTimeline;
+$("show-disabled").onchange = (e) => $("tree").classList.toggle("hide-disabled", !e.target.checked);
+$("tree").classList.add("hide-disabled");
 for (const b of document.querySelectorAll("#scale-mode button")) {
   b.onclick = () => {
     state.scale = b.dataset.scale;
