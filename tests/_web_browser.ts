@@ -19,6 +19,9 @@ export function browserSkipReason(): string | undefined {
   }
 }
 
+/** How long any one step on the page may take before the test fails. */
+const PAGE_TIMEOUT_MS = 240_000;
+
 let artifacts: string | undefined;
 
 /** Where screenshots go: $WEB_ARTIFACTS, else a temporary directory (printed once). */
@@ -32,8 +35,10 @@ export function artifactDir(): string {
 
 /** A headless chromium with one large page; close the browser at the end. */
 export async function openPage(): Promise<{ browser: Browser; page: Page }> {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, timeout: PAGE_TIMEOUT_MS });
   const page = await browser.newPage({ viewport: { width: 1600, height: 1200 } });
+  // A hang guard, not a speed check: inside the nested VM chromium runs under QEMU's emulation.
+  page.setDefaultTimeout(PAGE_TIMEOUT_MS);
   page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
   return { browser, page };
 }
@@ -50,7 +55,7 @@ export async function screenshot(page: Page, name: string, fullPage = true): Pro
 export async function loadPage(page: Page, url: string): Promise<void> {
   const response = await page.goto(url);
   if (response?.status() !== 200) throw new Error(`GET ${url}: ${response?.status()}`);
-  await page.waitForSelector("body[data-ready]", { state: "attached", timeout: 60_000 });
+  await page.waitForSelector("body[data-ready]", { state: "attached" });
 }
 
 /** A running `main.ts` with `--web`, its URL read from stderr. */

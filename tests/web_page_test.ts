@@ -362,7 +362,6 @@ Deno.test("web page: the heatmap marks the pages the dirty-pages guest writes", 
         return pages.every((p) => set.has(p));
       },
       DIRTY_PAGES,
-      { timeout: 60_000 },
     );
     const seen = (await page.getAttribute('.heat[data-region="pc.ram"]', "data-seen"))!.split(",").map(
       Number,

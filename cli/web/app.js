@@ -647,6 +647,9 @@ function drawFlat() {
 const TIMELINE_SHOW = 600;
 
 function addTimeline(entries, live) {
+  // A push may repeat what the first query already returned: keep each entry once.
+  const last = state.timeline.length ? state.timeline[state.timeline.length - 1].seq : -1;
+  entries = entries.filter((e) => e.seq > last);
   for (const e of entries) e.live = live;
   state.timeline.push(...entries);
   if (state.timeline.length > TIMELINE_SHOW * 2) {
