@@ -362,6 +362,7 @@ function drawBar(block) {
     })
   );
   const height = lanes.length * (LANE + GAP) + 26;
+  const placed = [];
   const svg = el("svg", { class: "bar", width, height, viewBox: `0 0 ${width} ${height}` });
   svg.append(defs());
   lanes.forEach((lane, i) => {
@@ -419,6 +420,7 @@ function drawBar(block) {
     } else {
       for (const { r } of lane.row.items) {
         const alias = r.alias;
+        placed.push({ r, y });
         rect(svg, {
           a: big(r.start),
           b: big(r.end),
@@ -447,6 +449,7 @@ function drawBar(block) {
       }
     }
   });
+  drawAliasArrows(svg, placed, X);
   // Axis: the boundaries, labelled where there is room.
   const axisY = lanes.length * (LANE + GAP) + 4;
   svg.append(el("line", { x1: GUTTER, x2: GUTTER + plot, y1: axisY, y2: axisY, stroke: "#30363d" }));
@@ -465,10 +468,38 @@ function drawBar(block) {
 
 const patternId = (kind) => kind.replace(/[^a-z]/g, "") || "x";
 
+/**
+ * An arrow from each alias to the window it maps, where its target is drawn in the same bar and the
+ * window lies elsewhere (an alias onto the same addresses needs none).
+ */
+function drawAliasArrows(svg, placed, X) {
+  const byName = new Map();
+  for (const p of placed) if (!byName.has(p.r.name)) byName.set(p.r.name, p);
+  for (const { r, y } of placed) {
+    const target = r.alias && byName.get(r.alias.target);
+    if (!target) continue;
+    const base = big(target.r.start);
+    const x1 = (X(big(r.start)) + X(big(r.end) + 1n)) / 2;
+    const x2 = (X(base + big(r.alias.start)) + X(base + big(r.alias.end) + 1n)) / 2;
+    if (Math.abs(x2 - x1) < 40) continue;
+    const y1 = y + LANE / 2, y2 = target.y + LANE / 2;
+    const lift = Math.min(60, Math.abs(x2 - x1) / 4);
+    svg.append(el("path", {
+      class: "arrow",
+      d: `M ${x1} ${y1} C ${x1} ${y1 - lift}, ${x2} ${y2 - lift}, ${x2} ${y2}`,
+      "marker-end": "url(#arrowhead)",
+      "data-alias": r.name,
+      "data-target": r.alias.target,
+    }));
+  }
+}
+
 function defs() {
   const d = el("defs");
   // An alias is drawn in its target's colour, striped, with a blue outline.
   d.innerHTML =
+    `<marker id="arrowhead" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" orient="auto-start-reverse">` +
+    `<path d="M0,0 L8,4 L0,8 z" fill="#58a6ff"/></marker>` +
     `<pattern id="hatch-ro" width="8" height="8" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">` +
     `<rect width="8" height="8" fill="#1f6feb"/><rect width="4" height="8" fill="#d29922"/></pattern>` +
     Object.entries(KIND_COLORS).map(([kind, color]) =>
