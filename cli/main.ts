@@ -37,6 +37,7 @@ import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
 import { runMonitorCommand } from "./monitor.ts";
 import { MonitorCommands, type MonitorMachine } from "./monitor_commands.ts";
 import { runQmpCommand } from "./qmp_commands.ts";
+import type { Json } from "./qmp_json.ts";
 import { parseQmpOption, type QmpListenSpec, QmpOptionError } from "./qmp_options.ts";
 import { QmpListenError, QmpServer } from "./qmp_server.ts";
 import { GdbListenError, GdbServer } from "./gdb_server.ts";
@@ -1237,7 +1238,12 @@ async function boot(
         shared.completeCommand();
       }
       if (shared.quitRequested && !commands.ended) commands.quit(); // Ctrl-A x, SIGTERM: as QEMU's quit
-      qmp?.serve((name, args) => runQmpCommand(commands, name, args));
+      // With --web, QMP clients may use the page's x-query-* commands too.
+      qmp?.serve((name, args) =>
+        webSession && name.startsWith("x-")
+          ? webSession.run(name, args) as Json
+          : runQmpCommand(commands, name, args)
+      );
       webSession?.pump();
       gdb?.pump((fn) => pc.whilePaused(fn));
     };
