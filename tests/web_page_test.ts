@@ -403,6 +403,12 @@ Deno.test("web page: pause pauses the guest, as query-status over QMP confirms",
       singlestep: false,
       running: true,
     });
+    // The page's commands are QMP's too while --web is on.
+    const slots = await qmp.execute("x-query-memslots") as { start: string; region: string }[];
+    assert.ok(
+      slots.some((s) => s.start === "0000000000000000" && s.region === "pc.ram"),
+      JSON.stringify(slots),
+    );
     await page.click("#btn-stop");
     await page.waitForSelector('#status[data-status="paused"]');
     assert.deepEqual(await qmp.execute("query-status"), {
