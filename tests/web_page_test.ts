@@ -395,7 +395,6 @@ Deno.test("web page: pause pauses the guest, as query-status over QMP confirms",
   const { browser, page } = await openPage();
   using qmp = await QmpClient.connect({ path });
   try {
-    await qmp.execute("qmp_capabilities");
     await loadPage(page, main.url);
     await page.waitForSelector('#status[data-status="running"]');
     assert.deepEqual(await qmp.execute("query-status"), {
