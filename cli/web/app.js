@@ -7,6 +7,8 @@ const SVG = "http://www.w3.org/2000/svg";
 const KVM_MEM_LOG_DIRTY_PAGES = 1;
 const KVM_MEM_READONLY = 2;
 const POLL_MS = 500;
+/** Pixels the heatmap of a region may take across. */
+const HEAT_WIDTH = 512;
 const LANE = 20;
 const GAP = 3;
 const GUTTER = 86;
@@ -824,10 +826,14 @@ function showDirty(data) {
   for (const r of data.regions) {
     let h = state.heat.get(r.name);
     if (!h || h.pages !== r.pages) {
+      // Each page a square cell (a 1-pixel gap once there is room), rows of a power of two pages.
       const cols = Math.min(256, Math.max(16, 2 ** Math.ceil(Math.log2(Math.sqrt(r.pages * 2)))));
+      const cell = Math.max(2, Math.floor(HEAT_WIDTH / cols));
       h = {
         pages: r.pages,
         cols,
+        cell,
+        gap: cell >= 4 ? 1 : 0,
         rows: Math.ceil(r.pages / cols),
         heat: new Float32Array(r.pages),
         seen: new Set(),
@@ -839,8 +845,13 @@ function showDirty(data) {
       div.innerHTML =
         `<div class="heat-head"><span><b>${
           esc(r.name)
-        }</b> · ${r.pages} pages of 4 KiB, ${h.cols} a row</span>` +
-        `<span class="count"></span></div><canvas width="${h.cols}" height="${h.rows}"></canvas>`;
+        }</b> · ${r.pages} pages of 4 KiB, ${h.cols} to a row</span>` +
+        `<span class="heat-legend"><i style="background:#ffd600"></i>written in the last interval ` +
+        `<i style="background:#db6d28"></i>fading <i style="background:#386ebe"></i>earlier ` +
+        `<i style="background:#1c2128"></i>never</span>` +
+        `<span class="count"></span></div><canvas width="${h.cols * cell}" height="${
+          h.rows * cell
+        }"></canvas>`;
       const canvas = div.querySelector("canvas");
       canvas.addEventListener("mousemove", (e) => {
         const box = canvas.getBoundingClientRect();
@@ -871,19 +882,20 @@ function showDirty(data) {
     h.div.querySelector(".count").textContent =
       `${r.count} written in the last ${POLL_MS} ms · ${h.seen.size} so far`;
     const ctx = h.div.querySelector("canvas").getContext("2d");
-    const img = ctx.createImageData(h.cols, h.rows);
-    for (let p = 0; p < h.cols * h.rows; p++) {
-      const [R, G, B] = p >= r.pages ? [1, 4, 9] : heatColor(h.heat[p], h.seen.has(p));
-      img.data.set([R, G, B, 255], p * 4);
+    ctx.fillStyle = "#010409";
+    ctx.fillRect(0, 0, h.cols * h.cell, h.rows * h.cell);
+    for (let p = 0; p < r.pages; p++) {
+      const [R, G, B] = heatColor(h.heat[p], h.seen.has(p));
+      ctx.fillStyle = `rgb(${R},${G},${B})`;
+      ctx.fillRect((p % h.cols) * h.cell, Math.floor(p / h.cols) * h.cell, h.cell - h.gap, h.cell - h.gap);
     }
-    ctx.putImageData(img, 0, 0);
   }
 }
 
 function heatColor(t, seen) {
-  if (t < 0.02) return seen ? [48, 54, 84] : [22, 27, 34];
-  // dark red → orange → yellow → white as the heat grows
-  const stops = [[110, 20, 20], [219, 109, 40], [255, 214, 0], [255, 255, 230]];
+  if (t < 0.02) return seen ? [56, 110, 190] : [28, 33, 40];
+  // dark red → orange → yellow as the heat grows
+  const stops = [[110, 20, 20], [219, 109, 40], [255, 214, 0]];
   const x = Math.min(0.999, t) * (stops.length - 1);
   const i = Math.floor(x), f = x - i;
   return stops[i].map((c, k) => Math.round(c + (stops[i + 1][k] - c) * f));
