@@ -300,7 +300,13 @@ export class WebSession {
   #pushChanges(): void {
     const timeline = this.web.timeline.take();
     if (timeline.length === 0) return;
-    this.#server.push("changes", { timeline, map: this.web.mtree(), memslots: this.web.memslots() });
+    const committed = Date.now();
+    this.#server.push("changes", {
+      timeline,
+      map: this.web.mtree(),
+      memslots: this.web.memslots(),
+      committed,
+    });
   }
 
   #flushSerial(): void {

@@ -90,6 +90,7 @@ async function start() {
     appendSerial((await call("x-query-serial")).text);
     poll();
   }
+  await new Promise((resolve) => requestAnimationFrame(resolve)); // the listings are drawn
   document.body.dataset.ready = "1";
 }
 
@@ -97,6 +98,10 @@ function onPush(kind, data) {
   if (kind === "changes") {
     setMap(data.map, data.memslots, true);
     addTimeline(data.timeline, true);
+    // From the commit on the VM thread to the map redrawn here (the same host's clock).
+    const lag = Date.now() - data.committed;
+    document.body.dataset.lagMs = String(lag);
+    $("lag").textContent = `last change drawn ${lag} ms after its commit`;
   } else if (kind === "serial") {
     appendSerial(data.text);
   } else if (kind === "event") {
@@ -198,6 +203,8 @@ function regionKey(r) {
   return `${r.name}|${r.start}|${r.end}|${r.kind}|${r.enabled}|${r.alias ? r.alias.start : ""}`;
 }
 
+let listingFrame = 0;
+
 function setMap(map, memslots, live) {
   const keys = new Set();
   const walk = (r) => {
@@ -214,10 +221,17 @@ function setMap(map, memslots, live) {
   state.keys = keys;
   state.map = map;
   state.memslots = memslots;
-  document.body.dataset.mapVersion = String(Number(document.body.dataset.mapVersion ?? 0) + 1);
+  const started = performance.now();
   drawBars();
-  drawTree();
-  drawFlat();
+  document.body.dataset.drawMs = (performance.now() - started).toFixed(1);
+  // The listings below the fold follow once the picture is on screen.
+  cancelAnimationFrame(listingFrame);
+  listingFrame = requestAnimationFrame(() => {
+    drawTree();
+    drawFlat();
+    document.body.dataset.listVersion = document.body.dataset.mapVersion;
+  });
+  document.body.dataset.mapVersion = String(Number(document.body.dataset.mapVersion ?? 0) + 1);
 }
 
 function flatten(root) {
