@@ -35,7 +35,11 @@ export function artifactDir(): string {
 
 /** A headless chromium with one large page; close the browser at the end. */
 export async function openPage(): Promise<{ browser: Browser; page: Page }> {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, timeout: PAGE_TIMEOUT_MS });
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: PAGE_TIMEOUT_MS,
+  });
   const page = await browser.newPage({ viewport: { width: 1600, height: 1200 } });
   // A hang guard, not a speed check: inside the nested VM chromium runs under QEMU's emulation.
   page.setDefaultTimeout(PAGE_TIMEOUT_MS);
