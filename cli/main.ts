@@ -37,12 +37,16 @@ import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
 import { runMonitorCommand } from "./monitor.ts";
 import { MonitorCommands, type MonitorMachine } from "./monitor_commands.ts";
 import { runQmpCommand } from "./qmp_commands.ts";
+import type { Json } from "./qmp_json.ts";
 import { parseQmpOption, type QmpListenSpec, QmpOptionError } from "./qmp_options.ts";
 import { QmpListenError, QmpServer } from "./qmp_server.ts";
 import { GdbListenError, GdbServer } from "./gdb_server.ts";
 import { GdbSession } from "./gdb_session.ts";
 import { formatSize, parseSize } from "./size.ts";
 import type { StdinWorkerInit } from "./stdin_worker.ts";
+import { isLoopback, parseWebOption, WebListenError, type WebListenSpec, WebServer } from "./web_server.ts";
+import { pcWebMachine, serveMapOnly } from "./web_machine.ts";
+import { WebSession } from "./web_session.ts";
 
 const USAGE = `usage: deno task start [options]
 
@@ -100,6 +104,11 @@ options:
   --dump-mtree[=-f]       print 'info mtree' (or 'info mtree -f') of the board and exit; the -f
                           may also follow as the next word
   --trace-memslots        print every KVM_SET_USER_MEMORY_REGION call on stderr
+  --web [HOST:]PORT       a live page of the machine (memory map, memslots, timeline, dirty pages,
+                          vCPUs, serial, pause/resume/reset) at the URL printed on stderr, with its
+                          access token; HOST defaults to 127.0.0.1 (port 0: any free port). With
+                          --dump-mtree it serves the board's map only, without running it (no KVM
+                          needed), until Ctrl-C
   --timings               print where the time went (start-up, VM creation, guest run) on stderr
   -h, --help              this text
 
@@ -182,6 +191,8 @@ export interface CliOptions {
   gdb?: { hostname: string; port: number };
   /** `-S`: the guest starts held until `cont` or a debugger's continue. */
   startPaused: boolean;
+  /** `--web [HOST:]PORT`: where the live page is served. */
+  web?: WebListenSpec;
 }
 
 /** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
@@ -207,9 +218,10 @@ const OPTIONS: Record<string, "value" | "flag"> = {
   gdb: "value",
   s: "flag",
   S: "flag",
+  web: "value",
 };
 /** How messages and --help spell an option: QEMU's own with one dash, this front-end's with two. */
-const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help"]);
+const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help", "web"]);
 /**
  * QEMU options accepted and ignored, because this board already behaves as they ask: KVM is the
  * only accelerator, there are no default devices to drop, no HPET and no display. A value, when
@@ -421,6 +433,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
         gdb: { type: "string", multiple: true },
         s: { type: "boolean" },
         S: { type: "boolean" },
+        web: { type: "string" },
       },
       allowPositionals: false,
       strict: true,
@@ -474,6 +487,14 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
       throw e;
     }
   });
+  let web: WebListenSpec | undefined;
+  if (values.web !== undefined) {
+    try {
+      web = parseWebOption(values.web);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
   const gdb = parseGdb([...(values.s ? ["tcp::1234"] : []), ...(values.gdb ?? [])]);
   const deviceArgs = values.device ?? [];
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
@@ -528,6 +549,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     qmp,
     ...(gdb ? { gdb } : {}),
     startPaused: values.S ?? false,
+    ...(web ? { web } : {}),
   };
 }
 
@@ -987,14 +1009,15 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
     }
     try {
       const plan = bootPlanOf(options); // the last input check: nothing is opened or written before it
+      if (options.dumpMtree && options.web) return await serveMap(options, options.web, io);
       if (options.dumpMtree) return dump(options, io);
       const nested = nestedReason(
         options.kernel !== undefined && detectFormat(options.kernel.image) !== "multiboot",
       );
       if (nested !== undefined) {
-        if (options.qmp.length > 0 || options.gdb) {
+        if (options.qmp.length > 0 || options.gdb || options.web) {
           // Its sockets would be inside the nested VM, out of every client's reach.
-          const flag = options.qmp.length > 0 ? "-qmp" : "-gdb";
+          const flag = options.qmp.length > 0 ? "-qmp" : options.gdb ? "-gdb" : "--web";
           throw new NestedError(
             `${flag} needs KVM on this host (${nested}); the nested VM's sockets could not be reached`,
           );
@@ -1006,15 +1029,18 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       }
       let qmp: QmpServer | undefined;
       let gdb: GdbServer | undefined;
+      let web: WebServer | undefined;
       try {
+        if (options.web) web = await startWeb(options.web, io);
         if (options.qmp.length > 0) {
           qmp = await QmpServer.start(options.qmp);
           // QEMU's default, wait=on: the guest starts once a client is there.
           if (options.qmp.some((spec) => spec.wait)) await qmp.connected;
         }
         if (options.gdb) gdb = await GdbServer.start(options.gdb.hostname, options.gdb.port);
-        return await boot(options, plan, io, entered, { qmp, gdb });
+        return await boot(options, plan, io, entered, { qmp, gdb, web });
       } finally {
+        await web?.close();
         await gdb?.close(); // after its last reply (the guest's exit) went out
         await qmp?.close(); // every socket closed and its file removed, on every path
       }
@@ -1027,7 +1053,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       io.err(`error: ${e.message} (try --help)`);
       return 2;
     }
-    if (e instanceof QmpListenError || e instanceof GdbListenError) {
+    if (e instanceof QmpListenError || e instanceof GdbListenError || e instanceof WebListenError) {
       io.err(`error: ${e.message}`);
       return 1;
     }
@@ -1041,6 +1067,44 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
     }
     throw e;
   }
+}
+
+/** Starts the `--web` server and prints its URL (and a warning when it is reachable from elsewhere). */
+async function startWeb(spec: WebListenSpec, io: CliIo): Promise<WebServer> {
+  const server = await WebServer.start(spec);
+  if (!isLoopback(spec.hostname)) {
+    io.err(
+      `warning: --web ${spec.hostname}: the page is reachable from other machines; anyone with the URL controls the guest`,
+    );
+  }
+  io.err(`web: ${server.url}`);
+  return server;
+}
+
+/**
+ * `--dump-mtree --web`: the board (without KVM: no memslots) served for its map only, until
+ * SIGINT or SIGTERM.
+ */
+async function serveMap(options: CliOptions, spec: WebListenSpec, io: CliIo): Promise<number> {
+  using board = PcBoard.create({
+    ramSize: options.ramSize,
+    firmware: options.bios?.image,
+    cpus: options.cpus,
+    pciDevices: options.pciDevices,
+  });
+  const web = await startWeb(spec, io);
+  let stop!: () => void;
+  const interrupted = new Promise<void>((resolve) => stop = resolve);
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
+  try {
+    io.err("web: serving the board's map only (no vCPU runs); Ctrl-C ends");
+    await serveMapOnly(web, [board.memory, board.cpuMemory, board.io], interrupted);
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
+    await web.close();
+  }
+  return 0;
 }
 
 function dump(options: CliOptions, io: CliIo): number {
@@ -1078,7 +1142,7 @@ async function boot(
   plan: BootPlan,
   io: CliIo,
   entered: number,
-  { qmp, gdb: gdbServer }: { qmp?: QmpServer; gdb?: GdbServer } = {},
+  { qmp, gdb: gdbServer, web: webServer }: { qmp?: QmpServer; gdb?: GdbServer; web?: WebServer } = {},
 ): Promise<number> {
   // Every input has been checked: from here on the run needs KVM. This is where /dev/kvm is opened,
   // before anything is created or written (a -serial file is truncated only after this).
@@ -1103,6 +1167,15 @@ async function boot(
       file.writeSync(one);
     };
   }
+  // The page mirrors the serial console and records the memslot calls (from its session on).
+  let webSession: WebSession | undefined;
+  if (webServer) {
+    const inner = serial;
+    serial = (byte) => {
+      inner?.(byte);
+      webSession?.serialByte(byte);
+    };
+  }
   const terminal = Deno.stdin.isTerminal();
   handleKickSignal(); // the console Worker kicks the vCPU
   let channel: ConsoleChannel | undefined;
@@ -1124,7 +1197,12 @@ async function boot(
       firmware: options.bios?.image,
       boot: plan,
       serial,
-      traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
+      traceMemslots: options.traceMemslots || webServer
+        ? (call) => {
+          if (options.traceMemslots) io.err(formatCall(call));
+          webSession?.memslot(call);
+        }
+        : undefined,
       pciDevices: options.pciDevices,
       log: (line) => io.err(line),
     });
@@ -1140,6 +1218,7 @@ async function boot(
     worker.postMessage(init);
     qmp?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     gdbServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
+    webServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     // The taps' receive Worker wakes this thread the same way; onKick below pumps them.
     const backends = options.netBackends;
     if (backends.length > 0) {
@@ -1166,6 +1245,7 @@ async function boot(
       event: (name, data) => {
         if (name === "SHUTDOWN") shutdownSent = true;
         qmp?.event(name, data);
+        webSession?.event(name, data);
       },
       end: (kind) => {
         if (kind === "reset") hostReset = true;
@@ -1180,6 +1260,7 @@ async function boot(
         commands,
       )
       : undefined;
+    if (webServer) webSession = new WebSession(webServer, pcWebMachine(pc), commands);
     if (options.startPaused) commands.startPaused();
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
@@ -1198,7 +1279,13 @@ async function boot(
         shared.completeCommand();
       }
       if (shared.quitRequested && !commands.ended) commands.quit(); // Ctrl-A x, SIGTERM: as QEMU's quit
-      qmp?.serve((name, args) => runQmpCommand(commands, name, args));
+      // With --web, QMP clients may use the page's x-query-* commands too.
+      qmp?.serve((name, args) =>
+        webSession && name.startsWith("x-")
+          ? webSession.run(name, args) as Json
+          : runQmpCommand(commands, name, args)
+      );
+      webSession?.pump();
       gdb?.pump((fn) => pc.whilePaused(fn));
     };
     const idle = new Int32Array(new SharedArrayBuffer(4));
@@ -1210,6 +1297,7 @@ async function boot(
         while (commands.paused && !commands.ended) {
           if (gdb?.connected) gdb.wait(STOPPED_POLL_MS); // gdb talks packet by packet: wake at once
           else if (qmp) qmp.wait(STOPPED_POLL_MS);
+          else if (webServer) webServer.wait(STOPPED_POLL_MS);
           else Atomics.wait(idle, 0, 0, STOPPED_POLL_MS);
           serveMonitors();
         }
@@ -1266,6 +1354,8 @@ async function boot(
   } finally {
     channel?.close(); // no kick reaches the vCPU after this, so its mapping can go
     qmp?.fenceKicks(); // nor one from the QMP Worker
+    webServer?.fenceKicks(); // nor one from the web Worker
+    webSession?.close();
     netRx?.close(); // nor one from the taps' receive Worker
     notifyPoller?.close(); // nor from the notify eventfds' Worker
     worker.terminate();

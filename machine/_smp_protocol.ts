@@ -21,8 +21,10 @@ export const STOP = 1;
 export const PAUSE = 2;
 /** First per-vCPU cell. */
 const FIRST_VCPU = 8;
-/** Cells per vCPU: state, thread id. */
-const PER_VCPU = 2;
+/** Exit-reason counters per vCPU: `KVM_EXIT_*` values are below this (the low bits index them). */
+export const EXIT_REASON_SLOTS = 64;
+/** Cells per vCPU: state, thread id, then a counter per exit reason (written by its thread only). */
+const PER_VCPU = 2 + EXIT_REASON_SLOTS;
 
 /** The vCPU is inside KVM_RUN or about to be. */
 export const RUNNING = 0;
@@ -45,6 +47,11 @@ export function stateCell(i: number): number {
 /** Index of vCPU `i`'s thread-id cell (for kicks). */
 export function tidCell(i: number): number {
   return FIRST_VCPU + PER_VCPU * i + 1;
+}
+
+/** Index of vCPU `i`'s first exit-reason counter (`KVM_EXIT_*` n is at this + n). */
+export function exitCountCell(i: number): number {
+  return FIRST_VCPU + PER_VCPU * i + 2;
 }
 
 /** A zeroed buffer for `cpus` vCPUs. */
@@ -79,11 +86,13 @@ export function runVcpuThread(
   open: () => VcpuThreadTarget,
 ): string | undefined {
   const state = stateCell(index);
+  const counts = exitCountCell(index);
   let failure: string | undefined;
   try {
     const vcpu = open();
     while (Atomics.load(cells, STOP) === 0) {
       const reason = vcpu.run();
+      cells[counts + (reason & (EXIT_REASON_SLOTS - 1))]++; // this thread is the only writer
       if (reason === KVM_EXIT_INTR) {
         vcpu.setImmediateExit(false); // a kick: look at STOP and PAUSE, then run on
         if (Atomics.load(cells, PAUSE) !== 0) {

@@ -49,6 +49,8 @@ export interface Doorbell {
 export interface Runner {
   /** I/O and MMIO exits served so far, all vCPUs together. */
   readonly exits: number;
+  /** Per vCPU, its `KVM_RUN` returns so far by `KVM_EXIT_*` reason (index = reason; live views). */
+  readonly exitCounts: readonly Uint32Array[];
   /**
    * Where another thread rings to have {@link RunnerHooks.onKick} run during a run; null when the
    * vCPU runs on this thread, which is woken by kicking the vCPU instead.

@@ -25,6 +25,8 @@ import {
   DONE,
   DOORBELL,
   EXIT_PENDING,
+  EXIT_REASON_SLOTS,
+  exitCountCell,
   FAILED,
   PAUSE,
   RUNNING,
@@ -198,6 +200,11 @@ export class SmpRunner implements Runner {
   /** I/O and MMIO exits served so far, all vCPUs together. */
   get exits(): number {
     return this.#exits;
+  }
+
+  /** Per vCPU, its exits by `KVM_EXIT_*` reason, counted by its thread (live views of the cells). */
+  get exitCounts(): readonly Uint32Array[] {
+    return this.#vcpus.map((_, i) => new Uint32Array(this.#buffer, 4 * exitCountCell(i), EXIT_REASON_SLOTS));
   }
 
   /**

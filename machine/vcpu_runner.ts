@@ -9,6 +9,7 @@
 import { type ExitSpaces, KVM_EXIT_DEBUG, KVM_EXIT_INTR, serveExit, type Vcpu } from "../kvm/mod.ts";
 import { currentThread } from "../kvm/vcpu_kicker.ts";
 import { formatRegisters } from "./cpu_state.ts";
+import { EXIT_REASON_SLOTS } from "./_smp_protocol.ts";
 import { exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./runner.ts";
 
 export type { RunnerHooks, RunOutcome } from "./runner.ts";
@@ -28,6 +29,7 @@ export class VcpuRunner implements Runner {
   readonly #spaces: ExitSpaces;
   #stop: RunOutcome | null = null;
   #exits = 0;
+  readonly #counts = new Uint32Array(EXIT_REASON_SLOTS);
 
   /** A runner of `vcpu` whose exits go to `spaces`. */
   constructor(vcpu: Vcpu, spaces: ExitSpaces) {
@@ -38,6 +40,11 @@ export class VcpuRunner implements Runner {
   /** Number of I/O and MMIO exits served so far. */
   get exits(): number {
     return this.#exits;
+  }
+
+  /** The vCPU's exits so far, by `KVM_EXIT_*` reason (index = reason). */
+  get exitCounts(): readonly Uint32Array[] {
+    return [this.#counts];
   }
 
   /** Null: the vCPU runs on this thread; another thread kicks it (`VcpuKicker`) to be heard. */
@@ -66,9 +73,11 @@ export class VcpuRunner implements Runner {
     const page = vcpu.runPage;
     const view = vcpu.runView;
     const spaces = this.#spaces;
+    const counts = this.#counts;
     this.#stop = null;
     for (;;) {
       const reason = vcpu.run();
+      counts[reason & (EXIT_REASON_SLOTS - 1)]++;
       if (serveExit(page, view, spaces)) {
         this.#exits++;
       } else if (reason === KVM_EXIT_INTR) {

@@ -30,6 +30,8 @@ test)
   command -v mke2fs >/dev/null 2>&1 && command -v debugfs >/dev/null 2>&1 || need+=(e2fsprogs)
   # The gdb stub's tests drive Debian's own gdb.
   command -v gdb >/dev/null 2>&1 || need+=(gdb)
+  # The --web page's tests drive Debian's chromium headless (playwright-core, no browser download).
+  [ -x /usr/bin/chromium ] || need+=(chromium)
   ;;
 *)
   echo "usage: tools/ensure_packages.sh start|test" >&2

@@ -451,6 +451,11 @@ export class PcMachine implements Disposable {
     return this.#runner.exits;
   }
 
+  /** Per vCPU, its exits so far by `KVM_EXIT_*` reason (index = reason; live views). */
+  get exitCounts(): readonly Uint32Array[] {
+    return this.#runner.exitCounts;
+  }
+
   /** Number of vCPUs. */
   get cpus(): number {
     return this.#vcpus.length;

@@ -1,0 +1,205 @@
+/**
+ * The VM thread's side of `--web`: starts the web Worker (which owns the HTTP server and the
+ * WebSockets, `web_worker.ts`), takes the commands the pages send, runs them, and sends back
+ * replies and pushes. The same shape as `QmpServer`: the VM thread is in `KVM_RUN` most of the time,
+ * so commands come through a {@link QmpChannel} with a kick, and everything else goes by message.
+ *
+ * @module
+ */
+
+import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+import type { Doorbell } from "../machine/runner.ts";
+import { QmpChannel } from "./qmp_channel.ts";
+import type { WebWorkerMessage, WebWorkerReport } from "./web_worker.ts";
+
+/** `--web` could not listen: the message is the one line to print. */
+export class WebListenError extends Error {}
+
+/** Where `--web` listens: `[HOST:]PORT`, 127.0.0.1 when no host is given. */
+export interface WebListenSpec {
+  hostname: string;
+  port: number;
+  /** Whether the host was typed (a non-loopback address needs it). */
+  explicitHost: boolean;
+}
+
+/** The default host of `--web PORT`. */
+export const WEB_DEFAULT_HOST = "127.0.0.1";
+const CLOSE_TIMEOUT_MS = 2000;
+/** Random bytes in the access token. */
+const TOKEN_BYTES = 16;
+
+/**
+ * Parses `--web [HOST:]PORT` (an IPv6 host in brackets); throws a one-line Error on bad input.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseWebOption } from "./web_server.ts";
+ * assert.deepEqual(parseWebOption("8080"), { hostname: "127.0.0.1", port: 8080, explicitHost: false });
+ * assert.deepEqual(parseWebOption("0.0.0.0:80"), { hostname: "0.0.0.0", port: 80, explicitHost: true });
+ * assert.throws(() => parseWebOption("localhost:http"), /PORT/);
+ * ```
+ */
+export function parseWebOption(text: string): WebListenSpec {
+  const match = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):)?(\d{1,5})$/.exec(text);
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) {
+    throw new Error(`--web ${text}: expected [HOST:]PORT with a port from 0 to 65535`);
+  }
+  const host = match[1];
+  if (host === undefined) return { hostname: WEB_DEFAULT_HOST, port, explicitHost: false };
+  return { hostname: host.startsWith("[") ? host.slice(1, -1) : host, port, explicitHost: true };
+}
+
+/** Whether `hostname` only reaches this machine. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/**
+ * The page server of one run.
+ *
+ * @example
+ * ```ts ignore
+ * const web = await WebServer.start(parseWebOption("8080"));
+ * console.log(web.url);
+ * web.attach({ kick: vcpuKickTarget(pc.vcpu) });
+ * web.serve((name, args) => run(name, args)); // in the run's hook, on the VM thread
+ * await web.close();
+ * ```
+ */
+export class WebServer {
+  readonly #worker: Worker;
+  readonly #channel = new QmpChannel();
+  readonly #closed: Promise<void>;
+  readonly #token: string;
+  #address: { hostname: string; port: number } = { hostname: "", port: 0 };
+  #closing = false;
+
+  private constructor(worker: Worker, closed: Promise<void>, token: string) {
+    this.#worker = worker;
+    this.#closed = closed;
+    this.#token = token;
+  }
+
+  /**
+   * Starts the Worker and listens; with `spec.port` 0 the system picks the port (see {@link url}).
+   *
+   * @throws {WebListenError} naming the address and why.
+   */
+  static async start(spec: WebListenSpec): Promise<WebServer> {
+    const worker = new Worker(new URL("./web_worker.ts", import.meta.url), { type: "module" });
+    let listening!: (report: WebWorkerReport) => void;
+    let closed!: () => void;
+    const bound = new Promise<WebWorkerReport>((resolve) => listening = resolve);
+    const closedP = new Promise<void>((resolve) => closed = resolve);
+    worker.onmessage = (e: MessageEvent<WebWorkerReport>) => {
+      const report = e.data;
+      if (report.kind === "closed") closed();
+      else listening(report);
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      listening({ kind: "failed", message: `--web: the web worker failed: ${e.message}` });
+      closed();
+    };
+    const bytes = crypto.getRandomValues(new Uint8Array(TOKEN_BYTES));
+    const token = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    const server = new WebServer(worker, closedP, token);
+    server.#send({
+      kind: "listen",
+      hostname: spec.hostname,
+      port: spec.port,
+      channel: server.#channel.buffer,
+      token,
+    });
+    const report = await bound;
+    if (report.kind !== "listening") {
+      worker.terminate();
+      throw new WebListenError(
+        report.kind === "failed" ? report.message : "--web: the worker did not listen",
+      );
+    }
+    server.#address = { hostname: report.hostname, port: report.port };
+    return server;
+  }
+
+  /** The page's address, with the access token. */
+  get url(): string {
+    const host = this.#address.hostname.includes(":")
+      ? `[${this.#address.hostname}]`
+      : this.#address.hostname;
+    return `http://${host}:${this.#address.port}/?token=${this.#token}`;
+  }
+
+  /** The port listened on. */
+  get port(): number {
+    return this.#address.port;
+  }
+
+  /** Tells the Worker how to wake the VM thread: kick the vCPU it runs, or ring the runner's doorbell. */
+  attach(target: { kick?: VcpuKickTarget; doorbell?: Doorbell }): void {
+    this.#send({ kind: "attach", ...target });
+  }
+
+  /**
+   * VM thread: runs the posted command, if any, with `run` (its value, or a thrown error as the
+   * reply's error) and replies. Returns whether there was one.
+   */
+  serve(run: (name: string, args: Record<string, unknown>) => unknown): boolean {
+    const text = this.#channel.take();
+    if (text === null) return false;
+    let reply: string;
+    try {
+      const { name, args } = JSON.parse(text) as { name: string; args: Record<string, unknown> };
+      reply = JSON.stringify({ return: run(name, args) ?? {} });
+    } catch (e) {
+      const error = e as { name?: string; message?: string; errorClass?: string };
+      reply = JSON.stringify({
+        error: { class: error.errorClass ?? "GenericError", desc: error.message ?? String(e) },
+      });
+    }
+    this.#send({ kind: "reply", text: reply });
+    return true;
+  }
+
+  /** Sends `data` to every page as a push of `kind`. */
+  push(kind: string, data: unknown): void {
+    this.#send({ kind: "push", text: JSON.stringify({ push: kind, data }) });
+  }
+
+  /** VM thread: sleeps until a command is posted, or `timeoutMs` passes (the stopped loop). */
+  wait(timeoutMs: number): void {
+    this.#channel.wait(timeoutMs);
+  }
+
+  /** The same, without blocking the thread (a board without vCPUs: map-only serving). */
+  waitAsync(timeoutMs: number): Promise<void> {
+    return this.#channel.waitAsync(timeoutMs);
+  }
+
+  /** VM thread: no kick from the Worker reaches a vCPU after this returns (call before unmapping). */
+  fenceKicks(): void {
+    this.#channel.close();
+  }
+
+  /** Closes every page's socket and the server, and ends the Worker. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closing) return await this.#closed;
+    this.#closing = true;
+    this.fenceKicks();
+    this.#send({ kind: "close" });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#closed,
+      new Promise((resolve) => timer = setTimeout(resolve, CLOSE_TIMEOUT_MS)),
+    ]);
+    clearTimeout(timer);
+    this.#worker.terminate();
+  }
+
+  #send(message: WebWorkerMessage): void {
+    this.#worker.postMessage(message);
+  }
+}
