@@ -36,7 +36,6 @@ Deno.test("debug registers, XCRs and XSAVE: set then get returns what was set", 
     view.setBigUint64(512, view.getBigUint64(512, true) | XSTATE_X87_SSE, true); // XSTATE_BV: not in init state
     vcpu.setXsave(area);
     assert.equal(new DataView(vcpu.getXsave(size).buffer).getUint32(24, true), 0x1f80 | 0x8000);
-    assert.equal(vcpu.getFpu().mxcsr, 0x1f80 | 0x8000);
   }
   if (vm.checkExtension(KVM_CAP_XCRS) > 0) {
     const xcrs = vcpu.getXcrs();
