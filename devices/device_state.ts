@@ -197,6 +197,16 @@ export class StateReader {
     return value;
   }
 
+  /** A finite number field in `[min, max]` (fractions allowed: times in milliseconds). */
+  number(field: string | number, min: number, max: number): number {
+    const value = this.#get(field);
+    if (typeof value !== "number" || !Number.isFinite(value)) {
+      this.fail(field, `is ${describe(value)}, not a finite number`);
+    }
+    if (value < min || value > max) this.fail(field, `is ${value}, not in ${min}..${max}`);
+    return value;
+  }
+
   /** An unsigned 8-bit field. */
   u8(field: string | number): number {
     return this.int(field, 0, 0xff);
@@ -210,6 +220,15 @@ export class StateReader {
   /** An unsigned 32-bit field. */
   u32(field: string | number): number {
     return this.int(field, 0, 0xffff_ffff);
+  }
+
+  /** An integer field with no bits set outside `mask` (a register whose other bits read as 0). */
+  bits(field: string | number, mask: number): number {
+    const value = this.int(field, 0, 0xffff_ffff);
+    if ((value & ~mask) >>> 0 !== 0) {
+      this.fail(field, `is 0x${value.toString(16)}, has bits outside 0x${mask.toString(16)}`);
+    }
+    return value;
   }
 
   /** A bigint field in `[min, max]` (defaults: 0 and 2^64 − 1). */
