@@ -43,6 +43,19 @@ import { GdbListenError, GdbServer } from "./gdb_server.ts";
 import { GdbSession } from "./gdb_session.ts";
 import { formatSize, parseSize } from "./size.ts";
 import type { StdinWorkerInit } from "./stdin_worker.ts";
+import {
+  countSerial,
+  createOrRestore,
+  isSnapshotError,
+  parseSnapshotFlags,
+  RESTORED_PLAN,
+  SNAPSHOT_FLAGS,
+  snapshotCommand,
+  type SnapshotFlags,
+  snapshotOnTimer,
+  type SnapshotTimer,
+  startSnapshotTimer,
+} from "./snapshot_cli.ts";
 
 const USAGE = `usage: deno task start [options]
 
@@ -100,6 +113,10 @@ options:
   --dump-mtree[=-f]       print 'info mtree' (or 'info mtree -f') of the board and exit; the -f
                           may also follow as the next word
   --trace-memslots        print every KVM_SET_USER_MEMORY_REGION call on stderr
+  --snapshot-to DIR --snapshot-after DURATION
+                          write a snapshot into DIR once the guest has run DURATION (500ms, 2s)
+  --restore DIR           run the snapshot in DIR from where it stopped (-m, -smp, -drive and -device
+                          may be given and must match it)
   --timings               print where the time went (start-up, VM creation, guest run) on stderr
   -h, --help              this text
 
@@ -182,6 +199,8 @@ export interface CliOptions {
   gdb?: { hostname: string; port: number };
   /** `-S`: the guest starts held until `cont` or a debugger's continue. */
   startPaused: boolean;
+  /** `--snapshot-to`, `--snapshot-after`, `--restore` (cli/snapshot_cli.ts). */
+  snapshot: SnapshotFlags;
 }
 
 /** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
@@ -207,9 +226,12 @@ const OPTIONS: Record<string, "value" | "flag"> = {
   gdb: "value",
   s: "flag",
   S: "flag",
+  "snapshot-to": "value",
+  "snapshot-after": "value",
+  restore: "value",
 };
 /** How messages and --help spell an option: QEMU's own with one dash, this front-end's with two. */
-const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help"]);
+const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help", ...SNAPSHOT_FLAGS]);
 /**
  * QEMU options accepted and ignored, because this board already behaves as they ask: KVM is the
  * only accelerator, there are no default devices to drop, no HPET and no display. A value, when
@@ -421,6 +443,9 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
         gdb: { type: "string", multiple: true },
         s: { type: "boolean" },
         S: { type: "boolean" },
+        "snapshot-to": { type: "string" },
+        "snapshot-after": { type: "string" },
+        restore: { type: "string" },
       },
       allowPositionals: false,
       strict: true,
@@ -475,6 +500,13 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     }
   });
   const gdb = parseGdb([...(values.s ? ["tcp::1234"] : []), ...(values.gdb ?? [])]);
+  let snapshot: SnapshotFlags;
+  try {
+    snapshot = parseSnapshotFlags(values, { ramSize, cpus });
+  } catch (e) {
+    if (e instanceof RangeError) throw new UsageError(e.message);
+    throw e;
+  }
   const deviceArgs = values.device ?? [];
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
   const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
@@ -528,6 +560,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     qmp,
     ...(gdb ? { gdb } : {}),
     startPaused: values.S ?? false,
+    snapshot,
   };
 }
 
@@ -955,7 +988,8 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       return 0;
     }
     try {
-      const plan = bootPlanOf(options); // the last input check: nothing is opened or written before it
+      // the last input check: nothing is opened or written before it (a restore's plan is in its snapshot)
+      const plan = options.snapshot.restore ? RESTORED_PLAN : bootPlanOf(options);
       if (options.dumpMtree) return dump(options, io);
       const nested = nestedReason(
         options.kernel !== undefined && detectFormat(options.kernel.image) !== "multiboot",
@@ -1003,7 +1037,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
     if (
       e instanceof LoaderError || e instanceof KvmError || e instanceof RangeError ||
       e instanceof TypeError ||
-      e instanceof NestedError
+      e instanceof NestedError || isSnapshotError(e)
     ) {
       io.err(`error: ${e.message}`);
       return 1;
@@ -1077,6 +1111,7 @@ async function boot(
   let channel: ConsoleChannel | undefined;
   let netRx: NetRxPoller | undefined;
   let machine: PcMachine | undefined;
+  let snapshotTimer: SnapshotTimer | undefined;
   // The console Worker starts first: its isolate boots on the other core while the VM is created.
   const worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
   const ready = new Promise<void>((resolve, reject) => {
@@ -1085,17 +1120,18 @@ async function boot(
   });
   ready.catch(() => {}); // awaited below; if the machine cannot be built it is never needed
   try {
-    machine = PcMachine.create({
+    const machineOptions = {
       kvm,
       ramSize: options.ramSize,
       cpus: options.cpus,
       firmware: options.bios?.image,
       boot: plan,
-      serial,
-      traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
+      serial: countSerial(serial),
+      traceMemslots: options.traceMemslots ? (call: MemslotCall) => io.err(formatCall(call)) : undefined,
       pciDevices: options.pciDevices,
-      log: (line) => io.err(line),
-    });
+      log: (line: string) => io.err(line),
+    };
+    machine = createOrRestore(options.snapshot, machineOptions);
     const pc = machine;
     const created = performance.now();
     channel = new ConsoleChannel();
@@ -1125,7 +1161,8 @@ async function boot(
     // The monitor's commands, shared by the terminal monitor and QMP; `end` stops the run.
     let hostReset = false;
     let shutdownSent = false;
-    const commands = new MonitorCommands(monitorView(pc), {
+    snapshotTimer = startSnapshotTimer(options.snapshot, pc);
+    const commands = new MonitorCommands({ ...monitorView(pc), snapshot: snapshotCommand(pc) }, {
       event: (name, data) => {
         if (name === "SHUTDOWN") shutdownSent = true;
         qmp?.event(name, data);
@@ -1146,6 +1183,7 @@ async function boot(
     if (options.startPaused) commands.startPaused();
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
+      if (snapshotTimer?.take()) io.err(snapshotOnTimer(options.snapshot, pc));
       pc.input(shared.takeInput());
       const command = shared.takeCommand();
       if (command !== null) {
@@ -1224,6 +1262,7 @@ async function boot(
     return report(outcome, io);
   } finally {
     channel?.close(); // no kick reaches the vCPU after this, so its mapping can go
+    snapshotTimer?.close(); // nor one from the snapshot timer
     qmp?.fenceKicks(); // nor one from the QMP Worker
     netRx?.close(); // nor one from the taps' receive Worker
     worker.terminate();
