@@ -1161,7 +1161,7 @@ async function boot(
     // The monitor's commands, shared by the terminal monitor and QMP; `end` stops the run.
     let hostReset = false;
     let shutdownSent = false;
-    snapshotTimer = startSnapshotTimer(options.snapshot, pc);
+    snapshotTimer = await startSnapshotTimer(options.snapshot, pc);
     const commands = new MonitorCommands({ ...monitorView(pc), snapshot: snapshotCommand(pc) }, {
       event: (name, data) => {
         if (name === "SHUTDOWN") shutdownSent = true;

@@ -51,19 +51,35 @@ export class SnapshotTimer {
   readonly #due = new Int32Array(new SharedArrayBuffer(4));
   readonly #worker: Worker;
 
-  /** Starts counting `delayMs` now; `target` is how the VM thread is woken. */
-  constructor(
+  private constructor(worker: Worker) {
+    this.#worker = worker;
+  }
+
+  /**
+   * Starts the Worker and, once it is up, counts `delayMs` from then; `target` is how the VM thread
+   * is woken. Resolves when the count has started (start the guest after that).
+   */
+  static async start(
     delayMs: number,
     target: { kick: VcpuKickTarget } | { doorbell: { buffer: SharedArrayBuffer; index: number } },
-  ) {
-    this.#worker = new Worker(new URL("./snapshot_timer_worker.ts", import.meta.url), { type: "module" });
+  ): Promise<SnapshotTimer> {
+    const worker = new Worker(new URL("./snapshot_timer_worker.ts", import.meta.url), { type: "module" });
+    await new Promise<void>((resolve, reject) => {
+      worker.onmessage = () => resolve();
+      worker.onerror = (e) => reject(new Error(`the snapshot timer worker failed: ${e.message}`));
+    }).catch((e) => {
+      worker.terminate();
+      throw e;
+    });
+    const timer = new SnapshotTimer(worker);
     const init: SnapshotTimerInit = {
-      channel: this.#channel.buffer,
-      due: this.#due.buffer as SharedArrayBuffer,
+      channel: timer.#channel.buffer,
+      due: timer.#due.buffer as SharedArrayBuffer,
       delayMs,
       ...target,
     };
-    this.#worker.postMessage(init);
+    worker.postMessage(init);
+    return timer;
   }
 
   /** VM thread: true once, when the time has come. */
@@ -178,9 +194,12 @@ export function createOrRestore(flags: SnapshotFlags, options: PcMachineOptions)
 }
 
 /** The timer of `--snapshot-after`, started when the guest starts (undefined without the flag). */
-export function startSnapshotTimer(flags: SnapshotFlags, pc: PcMachine): SnapshotTimer | undefined {
+export async function startSnapshotTimer(
+  flags: SnapshotFlags,
+  pc: PcMachine,
+): Promise<SnapshotTimer | undefined> {
   if (!flags.to) return undefined;
-  return new SnapshotTimer(
+  return await SnapshotTimer.start(
     flags.to.afterMs,
     pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) },
   );

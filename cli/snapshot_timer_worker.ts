@@ -25,6 +25,8 @@ export interface SnapshotTimerInit {
   doorbell?: { buffer: SharedArrayBuffer; index: number };
 }
 
+self.postMessage("ready"); // the VM thread starts the guest (and the clock) only after this
+
 self.onmessage = (event: MessageEvent<SnapshotTimerInit>) => {
   const { channel: buffer, due, delayMs, kick, doorbell } = event.data;
   const channel = new ConsoleChannel(buffer);

@@ -1,0 +1,119 @@
+/**
+ * Snapshots end to end through the command line (issue 11): the built-in guest snapshotted while it
+ * runs and restored in a new process, and every kind of bad snapshot refused with one line.
+ * Needs KVM (the nested VM where there is none).
+ */
+import assert from "node:assert/strict";
+import { ifKvm, reportKvmSkip } from "../kvm/_testing.ts";
+import { decodeSnapshot } from "../machine/snapshot/snapshot_state.ts";
+import { crc32 } from "../machine/snapshot/format.ts";
+
+reportKvmSkip("tests/snapshot_test.ts");
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+async function run(args: string[]): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", MAIN, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+const read = (path: string) => Deno.readTextFileSync(path);
+
+Deno.test(
+  "the built-in guest, snapshotted while it runs, continues in a new process as if uninterrupted",
+  ifKvm,
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-" });
+    try {
+      const full = await run(["-m", "64M", "-serial", `file:${dir}/full.txt`]);
+      assert.equal(full.code, 0, full.stderr);
+      const expected = read(`${dir}/full.txt`);
+      for (const after of ["150ms", "400ms"]) {
+        const snap = `${dir}/snap-${after}`;
+        const orig = await run([
+          "-m",
+          "64M",
+          "-serial",
+          `file:${dir}/orig.txt`,
+          "--snapshot-to",
+          snap,
+          "--snapshot-after",
+          after,
+        ]);
+        assert.equal(orig.code, 0, orig.stderr);
+        assert.match(orig.stderr, /snapshot: full snapshot in /);
+        assert.equal(read(`${dir}/orig.txt`), expected); // taking it changed nothing
+        const state = decodeSnapshot(Deno.readFileSync(`${snap}/state`));
+        const cut = Number((state.board.frontEnd as { serialBytes: number }).serialBytes);
+        const cpl = state.vcpus[0].sregs.cs.selector & 3;
+        console.log(
+          `snapshot after ${after}: ${cut} serial bytes out, rip 0x${
+            state.vcpus[0].regs.rip.toString(16)
+          }, CPL ${cpl}`,
+        );
+        const restored = await run(["-serial", `file:${dir}/restored.txt`, "--restore", snap]);
+        assert.equal(restored.code, full.code, restored.stderr);
+        assert.equal(read(`${dir}/restored.txt`), expected.slice(cut));
+      }
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test("bad snapshots are refused with one line, status 1, nothing written", ifKvm, async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-bad-" });
+  try {
+    const snap = `${dir}/good`;
+    const orig = await run([
+      "-m",
+      "32M",
+      "-serial",
+      "null",
+      "--snapshot-to",
+      snap,
+      "--snapshot-after",
+      "100ms",
+    ]);
+    assert.equal(orig.code, 0, orig.stderr);
+    const state = Deno.readFileSync(`${snap}/state`);
+    const variant = (name: string, bytes: Uint8Array) => {
+      Deno.mkdirSync(`${dir}/${name}`);
+      Deno.writeFileSync(`${dir}/${name}/state`, bytes);
+      Deno.copyFileSync(`${snap}/memory`, `${dir}/${name}/memory`);
+      return `${dir}/${name}`;
+    };
+    const flipped = state.slice();
+    flipped[200] ^= 0x10;
+    const versioned = state.slice();
+    new DataView(versioned.buffer).setUint32(8, 99, true);
+    new DataView(versioned.buffer).setUint32(
+      versioned.length - 4,
+      crc32(versioned.subarray(0, versioned.length - 4)),
+      true,
+    );
+    const cases: [string[], RegExp][] = [
+      [["--restore", variant("truncated", state.subarray(0, state.length - 10))], /truncated/],
+      [["--restore", variant("corrupted", flipped)], /corrupted: CRC-32/],
+      [["--restore", variant("version", versioned)], /version 99: this build reads version 1 only/],
+      [["--restore", snap, "-m", "64M"], /has 32 MiB of RAM, not the 64 MiB asked for/],
+      [["--restore", snap, "-smp", "2"], /has 1 vCPUs, not the 2 asked for/],
+      [["--restore", `${dir}/nowhere`], /cannot read state/],
+      [["--restore", snap, "-device", "virtio-rng-pci"], /has PCI devices \[\], not \[virtio-rng-pci\]/],
+    ];
+    for (const [args, message] of cases) {
+      const result = await run(["-serial", `file:${dir}/out.txt`, ...args]);
+      assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
+      const lines = result.stderr.trimEnd().split("\n");
+      assert.equal(lines.length, 1, result.stderr);
+      assert.match(lines[0], message);
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
