@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { ifKvm, reportKvmSkip } from "../kvm/_testing.ts";
 import { decodeSnapshot } from "../machine/snapshot/snapshot_state.ts";
 import { crc32 } from "../machine/snapshot/format.ts";
+import { RING3_LOOP, SMP } from "../machine/guests/mod.ts";
 
 reportKvmSkip("tests/snapshot_test.ts");
 
@@ -62,6 +63,81 @@ Deno.test(
         assert.equal(restored.code, full.code, restored.stderr);
         assert.equal(read(`${dir}/restored.txt`), expected.slice(cut));
       }
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
+
+/**
+ * Runs `args` uninterrupted, then with a snapshot after each of `delays`, restoring each in a new
+ * process: the restored run's serial output must be the uninterrupted one's from where the
+ * snapshot stood, and its exit status the same. Returns the CPL of each snapshot taken.
+ */
+async function snapshotAndRestore(dir: string, args: string[], delays: string[]): Promise<number[]> {
+  const full = await run([...args, "-serial", `file:${dir}/full.txt`]);
+  const expected = read(`${dir}/full.txt`);
+  const cpls: number[] = [];
+  for (const after of delays) {
+    const snap = `${dir}/snap-${after}`;
+    const orig = await run([
+      ...args,
+      "-serial",
+      `file:${dir}/orig.txt`,
+      "--snapshot-to",
+      snap,
+      "--snapshot-after",
+      after,
+    ]);
+    assert.equal(orig.code, full.code, orig.stderr);
+    assert.equal(read(`${dir}/orig.txt`), expected); // taking it changed nothing
+    if (!/snapshot: full snapshot in /.test(orig.stderr)) continue; // the guest had ended
+    const state = decodeSnapshot(Deno.readFileSync(`${snap}/state`));
+    const cut = Number((state.board.frontEnd as { serialBytes: number }).serialBytes);
+    const cpl = state.vcpus[0].sregs.cs.selector & 3;
+    console.log(
+      `snapshot after ${after}: ${cut} serial bytes out, rip 0x${
+        state.vcpus[0].regs.rip.toString(16)
+      }, CPL ${cpl}`,
+    );
+    const restored = await run(["-serial", `file:${dir}/restored.txt`, "--restore", snap]);
+    assert.equal(restored.code, full.code, restored.stderr);
+    assert.equal(read(`${dir}/restored.txt`), expected.slice(cut));
+    cpls.push(cpl);
+  }
+  return cpls;
+}
+
+Deno.test(
+  "a guest snapshotted in the middle of a ring-3 loop continues in a new process as if uninterrupted",
+  ifKvm,
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-ring3-" });
+    try {
+      Deno.writeFileSync(`${dir}/ring3_loop.bin`, RING3_LOOP);
+      const cpls = await snapshotAndRestore(dir, ["-m", "64M", "-kernel", `${dir}/ring3_loop.bin`], [
+        "800ms",
+        "1500ms",
+      ]);
+      assert.ok(cpls.includes(3), `no snapshot landed in ring 3 (CPLs ${cpls.join(", ")})`);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "the SMP guest with -smp 4, snapshotted and restored, reports every CPU as uninterrupted",
+  ifKvm,
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-smp-" });
+    try {
+      Deno.writeFileSync(`${dir}/smp.bin`, SMP);
+      const cpls = await snapshotAndRestore(dir, ["-m", "64M", "-smp", "4", "-kernel", `${dir}/smp.bin`], [
+        "0ms",
+        "60ms",
+      ]);
+      assert.ok(cpls.length > 0, "no snapshot was taken before the guest ended");
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }
