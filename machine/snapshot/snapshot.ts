@@ -12,7 +12,9 @@ import {
   KVM_CAP_XCRS,
   KVM_CAP_XSAVE,
   KVM_CAP_XSAVE2,
+  KVM_EXIT_INTR,
   saveVcpuState,
+  serveExit,
   type Vcpu,
   type Vm,
 } from "../../kvm/mod.ts";
@@ -109,6 +111,7 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
     xsaveSize: xsave ? Math.max(vm.checkExtension(KVM_CAP_XSAVE2), XSAVE_LEGACY_SIZE) : 0,
     xcrs: vm.checkExtension(KVM_CAP_XCRS) > 0,
   };
+  for (const vcpu of source.vcpus) completePendingIo(vcpu, board);
   const vcpus = source.vcpus.map((vcpu) => saveVcpuState(vcpu, options));
   const vmState = {
     irqchips: [0, 1, 2].map((chip) => vm.getIrqchip(chip)),
@@ -174,6 +177,28 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
     stateBytes: bytes.length,
     reference: { dir: absolute(dir), id: state.memory.id, crc: crc32(bytes) },
   };
+}
+
+/** Most exits {@link completePendingIo} serves for one vCPU (a `rep outs` goes out a chunk at a time). */
+const MAX_PENDING_EXITS = 1024;
+
+/**
+ * Re-enters `KVM_RUN` with `immediate_exit` set until it returns EINTR, serving any exit on the way:
+ * KVM finishes an I/O or MMIO instruction only on the next `KVM_RUN` (an `out` advances RIP then,
+ * an `in` writes its register then), and its state is consistent only after that (api.rst, "the
+ * kvm_run structure": userspace re-enters with immediate_exit before saving state, as QEMU does).
+ */
+function completePendingIo(vcpu: Vcpu, board: PcBoard): void {
+  const spaces = { memory: board.memory, io: board.io };
+  vcpu.setImmediateExit(true);
+  try {
+    for (let i = 0; i < MAX_PENDING_EXITS; i++) {
+      if (vcpu.run() === KVM_EXIT_INTR) return;
+      if (!serveExit(vcpu.runPage, vcpu.runView, spaces)) return;
+    }
+  } finally {
+    vcpu.setImmediateExit(false);
+  }
 }
 
 /** One snapshot of a chain: where it is, what it holds, and how a diff refers to it. */
