@@ -68,7 +68,7 @@ export function checkRoundTrip<Op>(
           assert.deepEqual(fresh.device.saveState(), state, "a loaded device saves what it loaded");
           assert.deepEqual(fresh.observe(), a.observe(), "outputs right after load");
           suffix.forEach((o, i) => {
-            assert.deepEqual(fresh.step(o), a.step(o), `step ${i} after load: ${String(JSON.stringify(o))}`);
+            assert.deepEqual(fresh.step(o), a.step(o), `step ${i} after load: ${fc.stringify(o)}`);
             assert.deepEqual(fresh.observe(), a.observe(), `outputs after step ${i}`);
           });
           assert.deepEqual(fresh.device.saveState(), a.device.saveState(), "states after the same steps");
