@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import type { AddressSpace } from "../memory/mod.ts";
 import {
   DeviceStateError,
   isPlainState,
@@ -24,6 +25,8 @@ export interface StateHarness<Op> {
   step(op: Op): unknown;
   /** What is observable besides step results (IRQ levels, side effects since the last call, which it forgets). */
   observe(): unknown;
+  /** Releases what the harness holds (address spaces stay registered until closed). */
+  close?(): void;
 }
 
 /** JSON text of a state, with bigints and bytes tagged; throws on anything that is not plain data. */
@@ -53,20 +56,26 @@ export function checkRoundTrip<Op>(
       fc.array(op, { maxLength: maxSuffix }),
       (prefix, suffix) => {
         const a = make();
-        for (const o of prefix) a.step(o);
-        a.observe();
-        const state = a.device.saveState();
-        stateToJson(state);
-        const b = make();
-        b.observe();
-        b.device.loadState(state);
-        assert.deepEqual(b.device.saveState(), state, "a loaded device saves what it loaded");
-        assert.deepEqual(b.observe(), a.observe(), "outputs right after load");
-        suffix.forEach((o, i) => {
-          assert.deepEqual(b.step(o), a.step(o), `step ${i} after load: ${String(JSON.stringify(o))}`);
-          assert.deepEqual(b.observe(), a.observe(), `outputs after step ${i}`);
-        });
-        assert.deepEqual(b.device.saveState(), a.device.saveState(), "states after the same steps");
+        let b: StateHarness<Op> | undefined;
+        try {
+          for (const o of prefix) a.step(o);
+          a.observe();
+          const state = a.device.saveState();
+          stateToJson(state);
+          const fresh = b = make();
+          fresh.observe();
+          fresh.device.loadState(state);
+          assert.deepEqual(fresh.device.saveState(), state, "a loaded device saves what it loaded");
+          assert.deepEqual(fresh.observe(), a.observe(), "outputs right after load");
+          suffix.forEach((o, i) => {
+            assert.deepEqual(fresh.step(o), a.step(o), `step ${i} after load: ${fc.stringify(o)}`);
+            assert.deepEqual(fresh.observe(), a.observe(), `outputs after step ${i}`);
+          });
+          assert.deepEqual(fresh.device.saveState(), a.device.saveState(), "states after the same steps");
+        } finally {
+          a.close?.();
+          b?.close?.();
+        }
       },
     ),
     { numRuns },
@@ -167,4 +176,21 @@ export function checkBadStates<Op>(
     }
   }
   return checked;
+}
+
+/** An address space's flat view as plain rows (start, size, region, offset, read-only), for comparisons. */
+export function flatRows(as: AddressSpace): [bigint, bigint, string, bigint, boolean][] {
+  return as.flatView().map((r) => [r.start, r.size, r.region.name, r.offsetInRegion, r.readonly]);
+}
+
+/** A listener that counts the memory API's begin/commit pairs (one per rebuild) on `as`. */
+export function countRebuilds(as: AddressSpace): { readonly count: number } {
+  const counter = { count: 0 };
+  as.registerListener({ begin: () => void counter.count++ });
+  return counter;
+}
+
+/** `harness` with `[Symbol.dispose]` calling its `close`, for `using`. */
+export function disposable<H extends { close?(): void }>(harness: H): H & Disposable {
+  return Object.assign(harness, { [Symbol.dispose]: () => harness.close?.() });
 }

@@ -271,6 +271,17 @@ export class StateReader {
     return value.slice();
   }
 
+  /**
+   * A byte-string field that must equal `expected` (configuration fixed by how the device was built:
+   * a saved state from a device built otherwise is refused, `hint` saying what probably differs).
+   */
+  sameBytes(field: string | number, expected: Uint8Array, hint: string): Uint8Array {
+    const value = this.bytes(field, { length: expected.length });
+    const at = value.findIndex((b, i) => b !== expected[i]);
+    if (at >= 0) this.fail(field, `differs from this device's at byte ${at} (${hint})`);
+    return value;
+  }
+
   /** An object field, as a sub-reader; with no `field`, this reader's own value (an array element). */
   object(field?: string | number): StateReader {
     const value = field === undefined ? this.#value : this.#get(field);

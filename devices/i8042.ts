@@ -103,10 +103,11 @@ const TRANSLATED_SET_NUMBER = [0, 0x43, 0x41, 0x3f];
 /** QEMU's PS/2 queue depth: injected scan codes beyond it are dropped. */
 const KBD_QUEUE_SIZE = 16;
 /**
- * The most output bytes a saved state may hold. The controller's replies are not bounded by the
- * device (a guest can queue 0xD2 bytes without reading), so this is only a sanity limit for loads.
+ * Most bytes the output queue holds (QEMU's PS/2 buffer, `PS2_BUFFER_SIZE`): controller replies and
+ * 0xD2/0xD3 bytes beyond it are dropped, so a guest that never reads cannot grow it without bound,
+ * and every saved state fits the limit a load checks.
  */
-const STATE_QUEUE_MAX = 0x1_0000;
+const OUTPUT_QUEUE_MAX = 256;
 /** Controller commands that wait for a parameter on port 0x60 (the only values of `#writeCmd` but 0). */
 const PARAMETER_COMMANDS = [
   0,
@@ -309,7 +310,7 @@ export class I8042 implements PortDevice, Snapshottable {
     if (!PARAMETER_COMMANDS.includes(writeCmd)) {
       r.fail("writeCmd", `is 0x${writeCmd.toString(16)}, not a command with a parameter`);
     }
-    const values = r.bytes("queue", { maxLength: STATE_QUEUE_MAX });
+    const values = r.bytes("queue", { maxLength: OUTPUT_QUEUE_MAX });
     const aux = r.bytes("queueAux", { length: values.length });
     if (aux.some((b) => b > 1)) r.fail("queueAux", "holds a byte other than 0 or 1");
     const lastData = r.u8("lastData");
@@ -461,7 +462,7 @@ export class I8042 implements PortDevice, Snapshottable {
   }
 
   #queueByte(value: number, aux: boolean): void {
-    this.#queue.push({ value: value & 0xff, aux });
+    if (this.#queue.length < OUTPUT_QUEUE_MAX) this.#queue.push({ value: value & 0xff, aux });
     this.#updateIrq();
   }
 
@@ -491,7 +492,9 @@ export class I8042 implements PortDevice, Snapshottable {
   }
 
   #reply(...bytes: number[]): void {
-    for (const b of bytes) this.#queue.push({ value: b, aux: false });
+    for (const b of bytes) {
+      if (this.#queue.length < OUTPUT_QUEUE_MAX) this.#queue.push({ value: b, aux: false });
+    }
     this.#updateIrq();
   }
 

@@ -323,3 +323,21 @@ Deno.test("i8042 state: bad states are refused by field and leave the controller
   }
   assert.deepEqual(h.device.saveState(), state);
 });
+
+Deno.test("i8042: the output queue is bounded (QEMU's 256-byte PS/2 buffer), so every state can be loaded", () => {
+  const h = kbcHarness();
+  const kbc = h.device as I8042;
+  for (let i = 0; i < 300; i++) {
+    kbc.writeCommand(0xd2);
+    kbc.writeData(i & 0xff);
+  }
+  const state = kbc.saveState();
+  assert.equal((state.queue as Uint8Array).length, 256);
+  const fresh = kbcHarness().device as I8042;
+  fresh.loadState(state);
+  assert.equal(fresh.readData(), 0);
+  assert.throws(
+    () => fresh.loadState({ ...state, queue: new Uint8Array(257), queueAux: new Uint8Array(257) }),
+    /"queue" has 257 bytes, more than 256/,
+  );
+});
