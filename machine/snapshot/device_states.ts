@@ -1,7 +1,7 @@
 /**
  * The board's stateful devices by name, for the devices section of a snapshot: every device of
- * the board's list (named by its class, in QEMU's creation order) and every PCI function (named by
- * slot and type) that implements the device-state contract (`devices/device_state.ts`).
+ * the board's list (named by its class, in QEMU's creation order) and every PCI function on the host
+ * (named by device, function and class) that implements the device-state contract (`devices/device_state.ts`).
  *
  * @module
  */
@@ -15,7 +15,7 @@ function isSnapshottable(device: unknown): device is Snapshottable {
   return typeof d.saveState === "function" && typeof d.loadState === "function";
 }
 
-/** The board's devices that save state, by name (`Uart16550`, `pci.02:virtio-blk-pci`, …), in board order. */
+/** The board's devices that save state, by name (`Uart16550`, `pci.02.0:VirtioPci`, …), in board order. */
 export function boardDevices(board: PcBoard): Map<string, Snapshottable> {
   const out = new Map<string, Snapshottable>();
   const add = (name: string, device: unknown) => {
@@ -25,8 +25,10 @@ export function boardDevices(board: PcBoard): Map<string, Snapshottable> {
     out.set(unique, device);
   };
   for (const device of board.devices) add(device.constructor.name, device);
-  for (const pci of board.pciDevices) {
-    add(`pci.${pci.slot.toString(16).padStart(2, "0")}:${pci.spec.type}`, pci.fn);
+  // Every PCI function on the host (the i440fx with PAM and SMRAM, then the virtio functions).
+  for (const { address, device } of board.pci.functions()) {
+    const at = `${address.device.toString(16).padStart(2, "0")}.${address.function}`;
+    add(`pci.${at}:${device.constructor.name}`, device);
   }
   return out;
 }
