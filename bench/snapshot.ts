@@ -137,8 +137,8 @@ async function qemuMigrate(
 
 const cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
 console.log(
-  `# snapshot benchmark: ${cpu}, Linux ${Deno.osRelease()}, /dev/kvm ${
-    Deno.env.get("KVMTS_NESTED") ? "(nested VM)" : ""
+  `# snapshot benchmark: ${cpu}, Linux ${Deno.osRelease()}, KVM ${
+    / hypervisor /.test(Deno.readTextFileSync("/proc/cpuinfo")) ? "inside a VM (nested)" : "on bare metal"
   }`,
 );
 console.log(
