@@ -149,15 +149,20 @@ for (const size of SIZES) {
   const ramSize = parseSize(size);
   const dir = Deno.makeTempDirSync({ prefix: "kvmts-bench-snap-" });
   try {
+    const progress = (what: string) =>
+      console.error(`${size}: ${what} (${(performance.now() / 1000).toFixed(1)} s)`);
     const image = await guestImage(ramSize, dir);
     let fullMs: number, diffMs: number, fullBytes: number, diffBytes: number;
     {
       using pc = PcMachine.create({ ramSize, kernel: { image } });
+      progress("filling RAM");
       pc.run(); // fill every page
+      progress("full snapshot");
       let t = performance.now();
       pc.snapshot(`${dir}/full`);
       fullMs = performance.now() - t;
       pc.run(); // dirty 1 %
+      progress("diff snapshot");
       t = performance.now();
       pc.snapshot(`${dir}/diff`, { diff: true });
       diffMs = performance.now() - t;
@@ -167,10 +172,12 @@ for (const size of SIZES) {
     const child = `${here}_snapshot_child.ts`;
     const bare: number[] = [];
     const restore: number[] = [];
+    progress("restores");
     for (let i = 0; i < RUNS; i++) {
       bare.push(await timeToLine(["run", "-A", child, "bare"]));
       restore.push(await timeToLine(["run", "-A", child, "restore", `${dir}/full`]));
     }
+    progress("QEMU");
     const qemu = await qemuMigrate(image, ramSize, dir);
     console.log(
       `| ${size} | ${fullMs.toFixed(0)} ms | ${mib(fullBytes)} MiB | ${diffMs.toFixed(0)} ms | ${
