@@ -11,6 +11,7 @@
 	.set MB_FLAGS, 0x00010000
 	.set LOAD_ADDR, 0x100000
 	.set FILL_START, 0x200000
+	.set STACK_TOP, 0x1ff000          # below FILL_START, above the image
 	.set PAGE, 0x1000
 	.set DIRTY_STRIDE, 100 * PAGE
 	.set COM1, 0x3f8
@@ -31,6 +32,7 @@ multiboot_header:
 	.long LOAD_ADDR + (entry - _start)
 entry:
 	cli
+	mov $STACK_TOP, %esp              # Multiboot leaves ESP undefined
 	mov $FILL_START, %edi
 1:	mov %edi, (%edi)
 	add $PAGE, %edi
