@@ -47,6 +47,7 @@ import {
   countSerial,
   createOrRestore,
   isSnapshotError,
+  nestedSnapshotRefusal,
   parseSnapshotFlags,
   RESTORED_PLAN,
   SNAPSHOT_FLAGS,
@@ -1002,6 +1003,8 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
             `${flag} needs KVM on this host (${nested}); the nested VM's sockets could not be reached`,
           );
         }
+        const refusal = nestedSnapshotRefusal(options.snapshot, nested);
+        if (refusal) throw new NestedError(refusal);
         // The run inside opens and locks the images (and its own taps) itself.
         for (const image of options.images) image.close();
         for (const tap of options.taps) tap.close();

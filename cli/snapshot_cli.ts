@@ -228,3 +228,12 @@ export function isSnapshotError(e: unknown): e is Error {
   return e instanceof SnapshotFormatError || e instanceof SnapshotMismatchError ||
     e instanceof DeviceStateError;
 }
+
+/**
+ * Why `--snapshot-to` cannot run in the nested KVM VM (its file system is a throw-away overlay:
+ * the snapshot would be written where nobody sees it), or undefined. `--restore` can: it only reads.
+ */
+export function nestedSnapshotRefusal(flags: SnapshotFlags, reason: string): string | undefined {
+  if (!flags.to) return undefined;
+  return `--snapshot-to needs KVM on this host (${reason}); the nested VM's files are not written back`;
+}
