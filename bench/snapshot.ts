@@ -142,9 +142,9 @@ console.log(
   }`,
 );
 console.log(
-  "| guest RAM | full snapshot | full size on disk | 1 % diff snapshot | diff size on disk | QEMU migrate to file | its size | bare `deno run` to running | `--restore` to running |",
+  "| guest RAM | full snapshot | full size on disk | 1 % diff snapshot | diff size on disk | QEMU migrate to file | its size | bare `deno run` to running | machine modules loaded | restored and running |",
 );
-console.log("|---|---|---|---|---|---|---|---|---|");
+console.log("|---|---|---|---|---|---|---|---|---|---|");
 for (const size of SIZES) {
   const ramSize = parseSize(size);
   const dir = Deno.makeTempDirSync({ prefix: "kvmts-bench-snap-" });
