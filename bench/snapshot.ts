@@ -118,9 +118,11 @@ async function qemuMigrate(
     const start = performance.now();
     await q.command("migrate", { uri: `exec:cat > ${file}` });
     for (;;) {
-      const reply = await q.command("query-migrate") as { return: { status: string } };
+      const reply = await q.command("query-migrate") as { return: { status: string; "error-desc"?: string } };
       if (reply.return.status === "completed") break;
-      if (reply.return.status === "failed") throw new Error("QEMU migration failed");
+      if (reply.return.status === "failed") {
+        throw new Error(`migration failed: ${reply.return["error-desc"]}`);
+      }
       await new Promise((r) => setTimeout(r, 5));
     }
     const ms = performance.now() - start;
