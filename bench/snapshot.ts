@@ -173,10 +173,12 @@ for (const size of SIZES) {
     }
     const child = `${here}_snapshot_child.ts`;
     const bare: number[] = [];
+    const loaded: number[] = [];
     const restore: number[] = [];
     progress("restores");
     for (let i = 0; i < RUNS; i++) {
       bare.push(await timeToLine(["run", "-A", child, "bare"]));
+      loaded.push(await timeToLine(["run", "-A", child, "import"]));
       restore.push(await timeToLine(["run", "-A", child, "restore", `${dir}/full`]));
     }
     // Room for QEMU's guest and its migration file (the nested VM's /tmp is RAM).
@@ -193,8 +195,8 @@ for (const size of SIZES) {
       `| ${size} | ${fullMs.toFixed(0)} ms | ${mib(fullBytes)} MiB | ${diffMs.toFixed(0)} ms | ${
         mib(diffBytes)
       } MiB | ${qemu.ms.toFixed(0)} ms | ${mib(qemu.bytes)} MiB | ${median(bare).toFixed(0)} ms | ${
-        median(restore).toFixed(0)
-      } ms |`,
+        median(loaded).toFixed(0)
+      } ms | ${median(restore).toFixed(0)} ms |`,
     );
   } finally {
     Deno.removeSync(dir, { recursive: true });
