@@ -175,3 +175,40 @@ Deno.test("bad snapshots are refused with one line, status 1, nothing written", 
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+/** The memslots (slot, flags, guest range) after every call up to the first deletion (the teardown). */
+function slotsBeforeTeardown(stderr: string): string[] {
+  const slots = new Map<string, string>();
+  for (const line of stderr.split("\n")) {
+    const m = /KVM_SET_USER_MEMORY_REGION slot=(\S+) flags=(\d+) gpa=(\S+) size=(\S+) host=\S+ -> 0/.exec(
+      line,
+    );
+    if (!m) continue;
+    if (m[4] === "0x0") break;
+    slots.set(m[1], `slot=${m[1]} flags=${m[2]} gpa=${m[3]} size=${m[4]}`);
+  }
+  return [...slots.values()].sort();
+}
+
+Deno.test(
+  "--trace-memslots of a restore shows the slots the original had when it was snapshotted",
+  ifKvm,
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-slots-" });
+    try {
+      const orig = await run([
+        ...["-m", "64M", "-serial", "null", "--trace-memslots"],
+        ...["--snapshot-to", `${dir}/s`, "--snapshot-after", "50ms"],
+      ]);
+      assert.equal(orig.code, 0, orig.stderr);
+      assert.match(orig.stderr, /snapshot: full snapshot in /);
+      const restored = await run(["-serial", "null", "--trace-memslots", "--restore", `${dir}/s`]);
+      assert.equal(restored.code, 0, restored.stderr);
+      const expected = slotsBeforeTeardown(orig.stderr);
+      assert.ok(expected.some((s) => s.includes("flags=1")), `no logging slot in:\n${orig.stderr}`);
+      assert.deepEqual(slotsBeforeTeardown(restored.stderr), expected);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
