@@ -212,3 +212,29 @@ Deno.test(
     }
   },
 );
+
+Deno.test("a snapshot with a disk is refused without it, and with a disk that is gone", ifKvm, async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-disk-" });
+  try {
+    const disk = `${dir}/disk.img`;
+    Deno.writeFileSync(disk, new Uint8Array(1 << 20));
+    Deno.writeFileSync(`${dir}/ring3_loop.bin`, RING3_LOOP);
+    const drive = ["-drive", `file=${disk},format=raw,if=virtio`];
+    const orig = await run([
+      ...["-m", "32M", "-kernel", `${dir}/ring3_loop.bin`, "-serial", "null", ...drive],
+      ...["--snapshot-to", `${dir}/s`, "--snapshot-after", "50ms"],
+    ]);
+    assert.equal(orig.code, 0, orig.stderr);
+    assert.match(orig.stderr, /snapshot: full snapshot in /);
+    const without = await run(["-serial", "null", "--restore", `${dir}/s`]);
+    assert.equal(without.code, 1, without.stderr);
+    assert.match(without.stderr.trim(), /^error: snapshot \S+ has PCI devices \[virtio-blk-pci\], not \[\]$/);
+    Deno.removeSync(disk);
+    const gone = await run(["-serial", "null", "--restore", `${dir}/s`, ...drive]);
+    assert.notEqual(gone.code, 0);
+    assert.equal(gone.stderr.trimEnd().split("\n").length, 1, gone.stderr);
+    assert.match(gone.stderr, /disk\.img/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
