@@ -47,6 +47,20 @@ import type { StdinWorkerInit } from "./stdin_worker.ts";
 import { isLoopback, parseWebOption, WebListenError, type WebListenSpec, WebServer } from "./web_server.ts";
 import { pcWebMachine, serveMapOnly } from "./web_machine.ts";
 import { WebSession } from "./web_session.ts";
+import {
+  countSerial,
+  createOrRestore,
+  isSnapshotError,
+  nestedSnapshotRefusal,
+  parseSnapshotFlags,
+  RESTORED_PLAN,
+  SNAPSHOT_FLAGS,
+  snapshotCommand,
+  type SnapshotFlags,
+  snapshotOnTimer,
+  type SnapshotTimer,
+  startSnapshotTimer,
+} from "./snapshot_cli.ts";
 
 const USAGE = `usage: deno task start [options]
 
@@ -109,6 +123,10 @@ options:
                           access token; HOST defaults to 127.0.0.1 (port 0: any free port). With
                           --dump-mtree it serves the board's map only, without running it (no KVM
                           needed), until Ctrl-C
+  --snapshot-to DIR --snapshot-after DURATION
+                          write a snapshot into DIR once the guest has run DURATION (500ms, 2s)
+  --restore DIR           run the snapshot in DIR from where it stopped (-m, -smp, -drive and -device
+                          may be given and must match it)
   --timings               print where the time went (start-up, VM creation, guest run) on stderr
   -h, --help              this text
 
@@ -193,6 +211,8 @@ export interface CliOptions {
   startPaused: boolean;
   /** `--web [HOST:]PORT`: where the live page is served. */
   web?: WebListenSpec;
+  /** `--snapshot-to`, `--snapshot-after`, `--restore` (cli/snapshot_cli.ts). */
+  snapshot: SnapshotFlags;
 }
 
 /** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
@@ -219,9 +239,12 @@ const OPTIONS: Record<string, "value" | "flag"> = {
   s: "flag",
   S: "flag",
   web: "value",
+  "snapshot-to": "value",
+  "snapshot-after": "value",
+  restore: "value",
 };
 /** How messages and --help spell an option: QEMU's own with one dash, this front-end's with two. */
-const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help", "web"]);
+const DOUBLE_DASH = new Set(["dump-mtree", "trace-memslots", "timings", "help", "web", ...SNAPSHOT_FLAGS]);
 /**
  * QEMU options accepted and ignored, because this board already behaves as they ask: KVM is the
  * only accelerator, there are no default devices to drop, no HPET and no display. A value, when
@@ -434,6 +457,9 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
         s: { type: "boolean" },
         S: { type: "boolean" },
         web: { type: "string" },
+        "snapshot-to": { type: "string" },
+        "snapshot-after": { type: "string" },
+        restore: { type: "string" },
       },
       allowPositionals: false,
       strict: true,
@@ -496,6 +522,13 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     }
   }
   const gdb = parseGdb([...(values.s ? ["tcp::1234"] : []), ...(values.gdb ?? [])]);
+  let snapshot: SnapshotFlags;
+  try {
+    snapshot = parseSnapshotFlags(values, { ramSize, cpus });
+  } catch (e) {
+    if (e instanceof RangeError) throw new UsageError(e.message);
+    throw e;
+  }
   const deviceArgs = values.device ?? [];
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
   const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
@@ -550,6 +583,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
     ...(gdb ? { gdb } : {}),
     startPaused: values.S ?? false,
     ...(web ? { web } : {}),
+    snapshot,
   };
 }
 
@@ -1008,7 +1042,8 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       return 0;
     }
     try {
-      const plan = bootPlanOf(options); // the last input check: nothing is opened or written before it
+      // the last input check: nothing is opened or written before it (a restore's plan is in its snapshot)
+      const plan = options.snapshot.restore ? RESTORED_PLAN : bootPlanOf(options);
       if (options.dumpMtree && options.web) return await serveMap(options, options.web, io);
       if (options.dumpMtree) return dump(options, io);
       const nested = nestedReason(
@@ -1022,6 +1057,8 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
             `${flag} needs KVM on this host (${nested}); the nested VM's sockets could not be reached`,
           );
         }
+        const refusal = nestedSnapshotRefusal(options.snapshot, nested);
+        if (refusal) throw new NestedError(refusal);
         // The run inside opens and locks the images (and its own taps) itself.
         for (const image of options.images) image.close();
         for (const tap of options.taps) tap.close();
@@ -1060,7 +1097,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
     if (
       e instanceof LoaderError || e instanceof KvmError || e instanceof RangeError ||
       e instanceof TypeError ||
-      e instanceof NestedError
+      e instanceof NestedError || isSnapshotError(e)
     ) {
       io.err(`error: ${e.message}`);
       return 1;
@@ -1182,6 +1219,7 @@ async function boot(
   let netRx: NetRxPoller | undefined;
   let notifyPoller: NetRxPoller | undefined;
   let machine: PcMachine | undefined;
+  let snapshotTimer: SnapshotTimer | undefined;
   // The console Worker starts first: its isolate boots on the other core while the VM is created.
   const worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
   const ready = new Promise<void>((resolve, reject) => {
@@ -1190,22 +1228,23 @@ async function boot(
   });
   ready.catch(() => {}); // awaited below; if the machine cannot be built it is never needed
   try {
-    machine = PcMachine.create({
+    const machineOptions = {
       kvm,
       ramSize: options.ramSize,
       cpus: options.cpus,
       firmware: options.bios?.image,
       boot: plan,
-      serial,
+      serial: countSerial(serial),
       traceMemslots: options.traceMemslots || webServer
-        ? (call) => {
+        ? (call: MemslotCall) => {
           if (options.traceMemslots) io.err(formatCall(call));
           webSession?.memslot(call);
         }
         : undefined,
       pciDevices: options.pciDevices,
-      log: (line) => io.err(line),
-    });
+      log: (line: string) => io.err(line),
+    };
+    machine = createOrRestore(options.snapshot, machineOptions);
     const pc = machine;
     const created = performance.now();
     channel = new ConsoleChannel();
@@ -1241,7 +1280,8 @@ async function boot(
     // The monitor's commands, shared by the terminal monitor and QMP; `end` stops the run.
     let hostReset = false;
     let shutdownSent = false;
-    const commands = new MonitorCommands(monitorView(pc), {
+    snapshotTimer = await startSnapshotTimer(options.snapshot, pc);
+    const commands = new MonitorCommands({ ...monitorView(pc), snapshot: snapshotCommand(pc) }, {
       event: (name, data) => {
         if (name === "SHUTDOWN") shutdownSent = true;
         qmp?.event(name, data);
@@ -1268,6 +1308,7 @@ async function boot(
         pc.serveNotifies();
         notifyPoller.resume();
       }
+      if (snapshotTimer?.take()) io.err(snapshotOnTimer(options.snapshot, pc));
       pc.input(shared.takeInput());
       const command = shared.takeCommand();
       if (command !== null) {
@@ -1353,6 +1394,7 @@ async function boot(
     return report(outcome, io);
   } finally {
     channel?.close(); // no kick reaches the vCPU after this, so its mapping can go
+    snapshotTimer?.close(); // nor one from the snapshot timer
     qmp?.fenceKicks(); // nor one from the QMP Worker
     webServer?.fenceKicks(); // nor one from the web Worker
     webSession?.close();

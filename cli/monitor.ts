@@ -26,6 +26,7 @@ const HELP = [
   "system_powerdown      press the ACPI power button (the guest's OS shuts down if it listens)",
   "memsave ADDR SIZE FILE   save SIZE bytes at virtual ADDR (CPU 0's page tables) to FILE",
   "pmemsave ADDR SIZE FILE  save SIZE bytes at physical ADDR to FILE",
+  "snapshot save DIR [--diff]  write a snapshot (--diff: only pages written since the last one)",
   "quit | q              end the emulation",
   "help                  this text",
 ].join("\n");
@@ -103,6 +104,13 @@ export function runMonitorCommand(commands: MonitorCommands, line: string): Moni
       }
       case "info":
         return done(info(commands, rest, line.trim()));
+      case "snapshot": {
+        const [verb, dir, ...flags] = rest;
+        if (verb !== "save" || dir === undefined || flags.some((f) => f !== "--diff")) {
+          throw new QmpError("GenericError", "usage: snapshot save DIR [--diff]");
+        }
+        return done(commands.snapshotSave(dir, flags.includes("--diff")));
+      }
     }
   } catch (e) {
     if (e instanceof QmpError) return done(`Error: ${e.message}`);

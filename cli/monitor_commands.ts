@@ -29,6 +29,8 @@ export interface MonitorMachine {
   readPhysical(addr: bigint, length: number): Uint8Array;
   /** The guest-physical address of `vaddr` for vCPU `cpu`, or null when it is not mapped. */
   translate(cpu: number, vaddr: bigint): bigint | null;
+  /** Writes a snapshot into `dir` (a diff with `diff`); returns the line to print (cli/snapshot_cli.ts). */
+  snapshot?(dir: string, diff: boolean): string;
 }
 
 /** How the commands reach the rest of the front-end. */
@@ -248,6 +250,22 @@ export class MonitorCommands {
       }
       return out;
     });
+  }
+
+  /**
+   * `snapshot save DIR [--diff]` (this front-end's; QMP `x-kvmts-snapshot-save`): a snapshot of the
+   * machine, every vCPU held out of KVM_RUN while it is written; the run then goes on as it was.
+   */
+  snapshotSave(dir: string, diff: boolean): string {
+    if (!this.#machine.snapshot) throw new QmpError("GenericError", "this machine cannot take snapshots");
+    try {
+      return this.#machine.snapshot(dir, diff);
+    } catch (e) {
+      if (e instanceof Error && !(e instanceof QmpError)) {
+        throw new QmpError("GenericError", e.message.split("\n")[0]);
+      }
+      throw e;
+    }
   }
 
   /** `pmemsave`: `size` bytes at guest-physical `val` into `filename` (holes read as zeros). */

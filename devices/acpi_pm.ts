@@ -32,6 +32,7 @@ import { MemoryRegion } from "../memory/mod.ts";
 import { checkCallback, checkPortRange } from "./_ports.ts";
 import { type IrqLine, IrqOutput } from "./irq_line.ts";
 import type { PortDevice } from "./port_device.ts";
+import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
 
 /** QEMU's PM base on the `pc` machine (the PIIX4 PMBA register as SeaBIOS programs it). */
 export const ACPI_PM_BASE = 0x600;
@@ -129,7 +130,7 @@ export interface AcpiPmOptions {
  * assert.deepEqual(sleeps, [0]);
  * ```
  */
-export class AcpiPm implements PortDevice {
+export class AcpiPm implements PortDevice, Snapshottable {
   /** Region "piix4-pm": the container at the PM base. */
   readonly region: MemoryRegion;
   /** Region "acpi-gpe0". */
@@ -141,7 +142,8 @@ export class AcpiPm implements PortDevice {
   readonly #sci: IrqOutput;
   readonly #onSleep: ((slpTyp: number) => void) | undefined;
   readonly #clock: () => number;
-  readonly #origin: number;
+  /** Clock reading at which the PM timer read 0 (moved by a load, so the timer continues). */
+  #origin: number;
   #sts = 0;
   #en = 0;
   #cnt = 0;
@@ -277,9 +279,55 @@ export class AcpiPm implements PortDevice {
     return this.#sci.level;
   }
 
+  /**
+   * PM1 status, enable and control, GPE0, and the PM timer as the guest sees it: the time it has
+   * counted (ms since it read 0, not a host clock reading) and when TMR_STS sets next. The PM base
+   * and the GPE0 block are fixed by the board (this PM function has no PCI configuration space).
+   */
+  saveState(): StateObject {
+    return {
+      pm1Sts: this.status, // with TMR_STS as due now (it is set lazily on reads)
+      pm1En: this.#en,
+      pm1Cnt: this.#cnt,
+      gpe0: this.#gpe.slice(),
+      timerElapsedMs: this.#elapsed(),
+      timerOverflowAt: this.#overflowAt,
+    };
+  }
+
+  /**
+   * Puts a {@link saveState} result back and re-drives the SCI; the PM timer continues from the
+   * saved count, rebased on this device's clock.
+   *
+   * @throws {DeviceStateError} naming the field if one is missing, of the wrong type or out of range
+   * (the device is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    const r = new StateReader(`acpi-pm@0x${this.base.toString(16)}`, state);
+    const sts = r.u16("pm1Sts");
+    const en = r.u16("pm1En");
+    const cnt = r.bits("pm1Cnt", 0xffff & ~PM1_CNT_SLP_EN_BIT);
+    const gpe = r.bytes("gpe0", { length: ACPI_GPE0_SIZE });
+    const elapsed = r.number("timerElapsedMs", 0, Number.MAX_SAFE_INTEGER);
+    const overflowAt = r.int("timerOverflowAt", 0, Number.MAX_SAFE_INTEGER);
+    if (overflowAt % TIMER_HALF !== 0) r.fail("timerOverflowAt", `is ${overflowAt}, not a multiple of 2^23`);
+    this.#sts = sts;
+    this.#en = en;
+    this.#cnt = cnt;
+    this.#gpe.set(gpe);
+    this.#origin = this.#clock() - elapsed;
+    this.#overflowAt = overflowAt;
+    this.#updateSci();
+  }
+
+  /** Milliseconds the PM timer has counted. */
+  #elapsed(): number {
+    return Math.max(0, this.#clock() - this.#origin);
+  }
+
   /** Unwrapped ticks; whole seconds and the rest apart, so the product stays exact for years. */
   #ticks(): number {
-    const elapsed = Math.max(0, this.#clock() - this.#origin);
+    const elapsed = this.#elapsed();
     const seconds = Math.floor(elapsed / MS_PER_S);
     const rest = elapsed - seconds * MS_PER_S;
     return seconds * ACPI_PM_TIMER_HZ + Math.floor((rest * ACPI_PM_TIMER_HZ) / MS_PER_S);

@@ -4,6 +4,7 @@ import { MemTxResult } from "../memory/mod.ts";
 import { AcpiPm, type AcpiPmOptions } from "./acpi_pm.ts";
 import { RecordingIrqLine } from "./irq_line.ts";
 import { ioSpace, portIo } from "./_test_util.ts";
+import { checkBadStates, checkRoundTrip, disposable, type StateHarness } from "./_state_test_util.ts";
 
 const PM1_STS = 0x600;
 const PM1_EN = 0x602;
@@ -214,4 +215,103 @@ Deno.test("bad options: one error naming the option", () => {
   using _ = as;
   moved.map(io);
   assert.equal(Number(as.read(0xb004, 2).value), SCI_EN);
+});
+
+// ---- Device state (issue 11) ----
+
+type PmOp =
+  | { read: number; size: 1 | 2 | 4 }
+  | { write: number; size: 1 | 2 | 4; value: number }
+  | { powerButton: true }
+  | { gpe: number }
+  | { tick: number };
+
+const PM_PORTS = [PM1_STS, PM1_EN, PM1_CNT, PM1_CNT + 1, PM_TMR, 0xafe0, 0xafe1, 0xafe2, 0xafe3];
+
+const pmOp: fc.Arbitrary<PmOp> = fc.oneof(
+  fc.record({
+    read: fc.constantFrom(...PM_PORTS),
+    size: fc.constantFrom(1 as const, 2 as const, 4 as const),
+  }),
+  fc.record({
+    write: fc.constantFrom(...PM_PORTS),
+    size: fc.constantFrom(1 as const, 2 as const),
+    // SLP_EN (0x2000) makes a sleep request: an observable side effect.
+    value: fc.oneof(
+      fc.constantFrom(0x0001, 0x0100, 0x0121, 0x2001, 0xffff, 0x01),
+      fc.integer({ min: 0, max: 0xffff }),
+    ),
+  }),
+  fc.constant({ powerButton: true as const }),
+  fc.record({ gpe: fc.integer({ min: 0, max: 15 }) }),
+  fc.record({ tick: fc.oneof(fc.integer({ min: 0, max: 5000 }), fc.constantFrom(0.5, 2344, 4687.5)) }),
+);
+
+let pmInstances = 0;
+
+function pmHarness(): StateHarness<PmOp> & { pm: AcpiPm; clock: { now: number } } {
+  // Each device has its own monotonic clock, far from the others: a load must rebase the timer.
+  const clock = { now: 1_000_000 * ++pmInstances };
+  const sci = new RecordingIrqLine();
+  const sleeps: number[] = [];
+  const { io, as } = ioSpace();
+  const pm = new AcpiPm({ sci, clock: () => clock.now, onSleep: (t) => sleeps.push(t) });
+  pm.map(io);
+  return {
+    pm,
+    clock,
+    device: pm,
+    step(op) {
+      if ("read" in op) return as.read(op.read, op.size).value;
+      if ("write" in op) as.write(op.write, op.size, op.value);
+      else if ("powerButton" in op) return pm.powerButton();
+      else if ("gpe" in op) pm.raiseGpe(op.gpe);
+      else clock.now += op.tick;
+      return pm.timer();
+    },
+    observe: () => [sci.level, sleeps.splice(0)],
+    close: () => as.close(),
+  };
+}
+
+Deno.test("ACPI PM state: a loaded PM block behaves as the saved one, on another clock", () => {
+  checkRoundTrip(pmHarness, pmOp, { numRuns: 300 });
+});
+
+Deno.test("ACPI PM state: the PM timer continues from the saved count; the SCI is re-driven", () => {
+  using a = disposable(pmHarness());
+  a.step({ write: PM1_EN, size: 2, value: 0x0100 });
+  a.pm.powerButton();
+  a.clock.now += 1234.5;
+  const timer = a.pm.timer();
+  using b = disposable(pmHarness());
+  b.clock.now += 9_999_999; // another host's clock, far ahead
+  b.pm.loadState(a.pm.saveState());
+  assert.equal(b.pm.timer(), timer);
+  assert.deepEqual(b.observe(), [true, []]);
+  a.clock.now += 40;
+  b.clock.now += 40;
+  assert.equal(b.pm.timer(), a.pm.timer());
+});
+
+Deno.test("ACPI PM state: bad states are refused by field and leave the device unchanged", () => {
+  using h = disposable(pmHarness());
+  h.step({ write: PM1_EN, size: 2, value: 0x0121 });
+  h.step({ gpe: 3 });
+  h.step({ tick: 5000 });
+  assert.ok(checkBadStates(h, "acpi-pm@0x600", { skipOutOfRange: ["timerElapsedMs"] }) >= 15);
+  const state = h.pm.saveState();
+  assert.throws(
+    () => h.pm.loadState({ ...state, pm1Cnt: 0x2001 }),
+    /"pm1Cnt" is 0x2001, has bits outside 0xdfff/,
+  );
+  assert.throws(
+    () => h.pm.loadState({ ...state, timerOverflowAt: 5 }),
+    /"timerOverflowAt" is 5, not a multiple/,
+  );
+  assert.throws(
+    () => h.pm.loadState({ ...state, timerElapsedMs: -1 }),
+    /"timerElapsedMs" is -1, not in 0\.\./,
+  );
+  assert.deepEqual(h.pm.saveState(), state);
 });

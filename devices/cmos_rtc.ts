@@ -17,6 +17,7 @@
 import { MemoryRegion, type MemoryRegionOps } from "../memory/mod.ts";
 import { checkPortRange } from "./_ports.ts";
 import type { PortDevice } from "./port_device.ts";
+import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
 
 /** The index port; the data port follows it. */
 export const CMOS_INDEX_PORT = 0x70;
@@ -70,6 +71,8 @@ const REG_D_AT_POWER_ON = REG_D_VRT_BIT;
 const UIP_HOLD_MS = (8 * 1000) / 32768;
 /** When the divider chain leaves reset, the first update comes half a second later. */
 const DIVIDER_RESTART_MS = 500;
+/** The range of a JavaScript Date, in ms: a saved guest time must lie within it. */
+const DATE_RANGE_MS = 8.64e15;
 
 // RAM-size bytes of QEMU's pc_cmos_init.
 const CMOS_BASE_MEMORY_KIB = 0x15; // and 0x16
@@ -132,7 +135,7 @@ function min(a: bigint, b: bigint): bigint {
  * assert.ok(cmos(0x34) + (cmos(0x35) << 8) === (256 - 16) * 16 && cmos(0x5f) === 1);
  * ```
  */
-export class CmosRtc implements PortDevice {
+export class CmosRtc implements PortDevice, Snapshottable {
   /** Index port. */
   readonly base: number;
   /** Region "rtc": the index and data ports. */
@@ -213,6 +216,48 @@ export class CmosRtc implements PortDevice {
   /** Sets CMOS byte `index` (QEMU's `rtc_set_memory`): how a board stores firmware configuration. */
   setCmos(index: number, value: number): void {
     this.#cmos[this.#checkIndex(index)] = value & 0xff;
+  }
+
+  /** The name device-state errors carry: `rtc@0x70`. */
+  get stateName(): string {
+    return `rtc@0x${this.base.toString(16)}`;
+  }
+
+  /**
+   * The 128 CMOS bytes (clock, alarm and control registers included), the index latch with its NMI
+   * bit, and the guest's time in ms since the epoch — not its offset from this host's clock, so a
+   * restore elsewhere or later continues from the saved time ({@link loadState} rebases it).
+   * The periodic, alarm and update interrupts are not modelled, so there are no timers to save.
+   */
+  saveState(): StateObject {
+    return {
+      cmos: this.#cmos.slice(),
+      index: this.#index,
+      nmiDisabled: this.#nmiDisabled,
+      guestTimeMs: this.guestTime,
+    };
+  }
+
+  /**
+   * Puts a {@link saveState} result back; the guest's clock continues from the saved time, rebased on
+   * this device's host clock.
+   *
+   * @throws {DeviceStateError} naming the field if one is missing, of the wrong type or out of range
+   * (the device is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    const r = new StateReader(this.stateName, state);
+    const cmos = r.bytes("cmos", { length: CMOS_SIZE });
+    const index = r.int("index", 0, CMOS_SIZE - 1);
+    const nmiDisabled = r.bool("nmiDisabled");
+    const guestTimeMs = r.number("guestTimeMs", -DATE_RANGE_MS, DATE_RANGE_MS);
+    if (cmos[RTC_REG_A] & REG_A_UIP_BIT) {
+      r.fail("cmos", "has UIP set in register A (it is computed on reads)");
+    }
+    this.#cmos.set(cmos);
+    this.#index = index;
+    this.#nmiDisabled = nmiDisabled;
+    this.#offsetMs = guestTimeMs - this.#clock();
   }
 
   /** Reads port `offset` (0 index, 1 data) from the base. */

@@ -9,6 +9,8 @@
 
 import { checkCallback } from "./_ports.ts";
 import { PciConfigSpace, type PciDevice } from "./pci_device.ts";
+import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
+import { transaction } from "../memory/mod.ts";
 
 /** Intel. */
 export const I440FX_VENDOR_ID = 0x8086;
@@ -58,7 +60,7 @@ export interface I440fxHostBridgeOptions {
  * assert.ok(writes.join() === "59=30,5a=33,5b=0" && bridge.readConfig(0x59, 1) === 0x30);
  * ```
  */
-export class I440fxHostBridge implements PciDevice {
+export class I440fxHostBridge implements PciDevice, Snapshottable {
   /** The configuration space. */
   readonly config: PciConfigSpace;
   readonly #onPamWrite: ((offset: number, value: number) => void) | undefined;
@@ -110,6 +112,31 @@ export class I440fxHostBridge implements PciDevice {
       this.#onPamWrite?.(at, this.config.bytes[at]);
     }
     if (offset <= I440FX_SMRAM_OFFSET && I440FX_SMRAM_OFFSET < end) this.#onSmramWrite?.(this.smram);
+  }
+
+  /** The configuration space, PAM and SMRAM included. */
+  saveState(): StateObject {
+    return { config: this.config.bytes.slice() };
+  }
+
+  /**
+   * Puts a {@link saveState} result back, then reports every PAM byte and the SMRAM register through
+   * `onPamWrite` / `onSmramWrite` inside one memory transaction, as a guest write covering them would:
+   * the board's PAM and SMRAM mapping follows in a single rebuild.
+   *
+   * @throws {DeviceStateError} if `config` is missing, not 256 bytes, or differs from this bridge in
+   * a read-only bit (the bridge is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    const r = new StateReader("i440fx", state);
+    const config = this.config.readSaved(r, "config");
+    transaction(() => {
+      this.config.bytes.set(config);
+      for (let i = 0; i < I440FX_PAM_COUNT; i++) {
+        this.#onPamWrite?.(I440FX_PAM_OFFSET + i, this.config.bytes[I440FX_PAM_OFFSET + i]);
+      }
+      this.#onSmramWrite?.(this.smram);
+    });
   }
 
   /** PCI reset: the header's writable bits clear; PAM and SMRAM keep their values, as in QEMU. */

@@ -17,6 +17,7 @@ import { MemoryRegion, type MemoryRegionOps } from "../memory/mod.ts";
 import { checkCallback, checkPortRange } from "./_ports.ts";
 import { type IrqLine, IrqOutput } from "./irq_line.ts";
 import type { PortDevice } from "./port_device.ts";
+import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
 
 /** Data port: output buffer (read), keyboard data or command parameter (write). */
 export const I8042_DATA_PORT = 0x60;
@@ -101,6 +102,29 @@ const TRANSLATED_SET_NUMBER = [0, 0x43, 0x41, 0x3f];
 
 /** QEMU's PS/2 queue depth: injected scan codes beyond it are dropped. */
 const KBD_QUEUE_SIZE = 16;
+/**
+ * Most bytes the output queue holds (QEMU's PS/2 buffer, `PS2_BUFFER_SIZE`): controller replies and
+ * 0xD2/0xD3 bytes beyond it are dropped, so a guest that never reads cannot grow it without bound,
+ * and every saved state fits the limit a load checks.
+ */
+const OUTPUT_QUEUE_MAX = 256;
+/** Controller commands that wait for a parameter on port 0x60 (the only values of `#writeCmd` but 0). */
+const PARAMETER_COMMANDS = [
+  0,
+  CCMD_WRITE_MODE,
+  CCMD_WRITE_OBUF,
+  CCMD_WRITE_AUX_OBUF,
+  CCMD_WRITE_MOUSE,
+  CCMD_WRITE_OUTPORT,
+];
+/** Keyboard commands that wait for a parameter (the values of `#kbdWriteCmd` but −1). */
+const KBD_PARAMETER_COMMANDS = [
+  -1,
+  KBD_CMD_SCANCODE,
+  KBD_CMD_SET_LEDS,
+  KBD_CMD_SET_RATE,
+  KBD_CMD_SET_MAKE_BREAK,
+];
 
 /** Options of {@link I8042}. */
 export interface I8042Options {
@@ -139,7 +163,7 @@ interface OutputByte {
  * assert.equal(resets, 1);
  * ```
  */
-export class I8042 implements PortDevice {
+export class I8042 implements PortDevice, Snapshottable {
   /** Region "i8042-data" (port 0x60). */
   readonly dataRegion: MemoryRegion;
   /** Region "i8042-cmd" (port 0x64). */
@@ -247,6 +271,69 @@ export class I8042 implements PortDevice {
     this.#resetKeyboard();
     this.#scanEnabled = true;
     this.#updateIrq();
+  }
+
+  /**
+   * The controller (status, command byte, output port with A20, the command waiting for its parameter,
+   * the output queue with each byte's source, the last byte read) and the keyboard (its pending
+   * command, scanning, scan-code set, LEDs).
+   */
+  saveState(): StateObject {
+    return {
+      status: this.#status,
+      mode: this.#mode,
+      outport: this.#outport,
+      writeCmd: this.#writeCmd,
+      queue: Uint8Array.from(this.#queue, (b) => b.value),
+      queueAux: Uint8Array.from(this.#queue, (b) => (b.aux ? 1 : 0)),
+      lastData: this.#lastData,
+      kbdWriteCmd: this.#kbdWriteCmd,
+      scanEnabled: this.#scanEnabled,
+      scancodeSet: this.#scancodeSet,
+      leds: this.#leds,
+    };
+  }
+
+  /**
+   * Puts a {@link saveState} result back and re-drives both interrupt outputs; `onA20` is called if the
+   * output port's A20 bit differs from the current one, as a guest write would (never `onReset`).
+   *
+   * @throws {DeviceStateError} naming the field if one is missing, of the wrong type or out of range
+   * (the device is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    const r = new StateReader("i8042", state);
+    const status = r.u8("status");
+    const mode = r.u8("mode");
+    const outport = r.u8("outport");
+    const writeCmd = r.u8("writeCmd");
+    if (!PARAMETER_COMMANDS.includes(writeCmd)) {
+      r.fail("writeCmd", `is 0x${writeCmd.toString(16)}, not a command with a parameter`);
+    }
+    const values = r.bytes("queue", { maxLength: OUTPUT_QUEUE_MAX });
+    const aux = r.bytes("queueAux", { length: values.length });
+    if (aux.some((b) => b > 1)) r.fail("queueAux", "holds a byte other than 0 or 1");
+    const lastData = r.u8("lastData");
+    const kbdWriteCmd = r.int("kbdWriteCmd", -1, 0xff);
+    if (!KBD_PARAMETER_COMMANDS.includes(kbdWriteCmd)) {
+      r.fail("kbdWriteCmd", `is 0x${kbdWriteCmd.toString(16)}, not a keyboard command with a parameter`);
+    }
+    const scanEnabled = r.bool("scanEnabled");
+    const scancodeSet = r.int("scancodeSet", 1, 3);
+    const leds = r.u8("leds");
+    const a20Changed = ((outport ^ this.#outport) & OUT_A20_BIT) !== 0;
+    this.#status = status;
+    this.#mode = mode;
+    this.#outport = outport;
+    this.#writeCmd = writeCmd;
+    this.#queue = Array.from(values, (value, i) => ({ value, aux: aux[i] === 1 }));
+    this.#lastData = lastData;
+    this.#kbdWriteCmd = kbdWriteCmd;
+    this.#scanEnabled = scanEnabled;
+    this.#scancodeSet = scancodeSet;
+    this.#leds = leds;
+    this.#updateIrq();
+    if (a20Changed) this.#onA20?.((outport & OUT_A20_BIT) !== 0);
   }
 
   /** Port 0x64 read: the status register. */
@@ -375,7 +462,7 @@ export class I8042 implements PortDevice {
   }
 
   #queueByte(value: number, aux: boolean): void {
-    this.#queue.push({ value: value & 0xff, aux });
+    if (this.#queue.length < OUTPUT_QUEUE_MAX) this.#queue.push({ value: value & 0xff, aux });
     this.#updateIrq();
   }
 
@@ -405,7 +492,9 @@ export class I8042 implements PortDevice {
   }
 
   #reply(...bytes: number[]): void {
-    for (const b of bytes) this.#queue.push({ value: b, aux: false });
+    for (const b of bytes) {
+      if (this.#queue.length < OUTPUT_QUEUE_MAX) this.#queue.push({ value: b, aux: false });
+    }
     this.#updateIrq();
   }
 

@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
+import type { StateValue } from "./device_state.ts";
+import { checkBadStates, checkRoundTrip, type StateHarness } from "./_state_test_util.ts";
 import { RecordingIrqLine } from "./irq_line.ts";
 import { I8042, type I8042Options } from "./i8042.ts";
 import { ioSpace, portIo } from "./_test_util.ts";
@@ -215,4 +218,126 @@ Deno.test("i8042: reset restores the power-on state and lowers the lines", () =>
     0x64n,
     1n,
   ]]);
+});
+
+// ---- Device state (issue 11) ----
+
+type KbcOp = { readData: true } | { readStatus: true } | { cmd: number } | { data: number } | {
+  keys: number[];
+};
+
+const kbcOp: fc.Arbitrary<KbcOp> = fc.oneof(
+  fc.constant({ readData: true as const }),
+  fc.constant({ readStatus: true as const }),
+  // Commands that do something, and now and then any byte (pulses, unsupported ones).
+  fc.record({
+    cmd: fc.oneof(
+      fc.constantFrom(
+        0x20,
+        0x60,
+        0xa7,
+        0xa8,
+        0xa9,
+        0xaa,
+        0xab,
+        0xad,
+        0xae,
+        0xc0,
+        0xd0,
+        0xd1,
+        0xd2,
+        0xd3,
+        0xd4,
+      ),
+      fc.constantFrom(0xdd, 0xdf),
+      fc.integer({ min: 0, max: 0xff }),
+    ),
+  }),
+  fc.record({
+    data: fc.oneof(
+      fc.constantFrom(0xed, 0xee, 0xf0, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xfa, 0xfb, 0xff, 0, 1, 2, 3, 0x47),
+      fc.integer({ min: 0, max: 0xff }),
+    ),
+  }),
+  fc.record({ keys: fc.array(fc.integer({ min: 0, max: 0xff }), { maxLength: 20 }) }),
+);
+
+function kbcHarness(): StateHarness<KbcOp> {
+  const irq = new RecordingIrqLine();
+  const auxIrq = new RecordingIrqLine();
+  const resets: string[] = [];
+  let a20 = true; // the board's gate, following the callbacks
+  const kbc = new I8042({ irq, auxIrq, onReset: () => resets.push("reset"), onA20: (on) => (a20 = on) });
+  return {
+    device: kbc,
+    step(op) {
+      if ("readData" in op) return kbc.readData();
+      if ("readStatus" in op) return kbc.readStatus();
+      if ("cmd" in op) kbc.writeCommand(op.cmd);
+      else if ("data" in op) kbc.writeData(op.data);
+      else return kbc.keyboardInput(op.keys);
+      return [kbc.commandByte, kbc.keyboardLeds, kbc.a20Enabled];
+    },
+    observe: () => [irq.level, auxIrq.level, a20, resets.splice(0)],
+  };
+}
+
+Deno.test("i8042 state: a loaded controller behaves as the saved one", () => {
+  checkRoundTrip(kbcHarness, kbcOp, { numRuns: 300 });
+});
+
+Deno.test("i8042 state: queued replies with their source, pending commands and A20 survive", () => {
+  const a = kbcHarness();
+  const kbc = a.device as I8042;
+  kbc.writeCommand(0xd1); // write output port …
+  kbc.writeData(0xcd); // … A20 off (no reset: bit 0 set)
+  kbc.writeCommand(0xd3); // aux byte
+  kbc.writeData(0x42);
+  kbc.writeData(0xf0); // keyboard: set scan code set, waiting for the parameter
+  const b = kbcHarness();
+  b.device.loadState(kbc.saveState());
+  assert.deepEqual(b.observe(), [false, true, false, []], "aux line high, A20 gate off after load");
+  const kbc2 = b.device as I8042;
+  assert.equal(kbc2.readStatus() & STR_AUXDATA, STR_AUXDATA);
+  assert.equal(kbc2.readData(), 0x42);
+  assert.equal(kbc2.readData(), 0xfa, "the keyboard's ACK of 0xf0");
+  kbc2.writeData(0); // the parameter: query the set
+  assert.deepEqual([kbc2.readData(), kbc2.readData()], [0xfa, 2]);
+});
+
+Deno.test("i8042 state: bad states are refused by field and leave the controller unchanged", () => {
+  const h = kbcHarness();
+  for (const op of [{ cmd: 0xaa }, { cmd: 0xd3 }, { data: 7 }, { data: 0xed }] as KbcOp[]) h.step(op);
+  assert.ok(checkBadStates(h, "i8042", { skipOutOfRange: ["kbdWriteCmd"] }) >= 20);
+  const state = h.device.saveState();
+  const bad: [string, StateValue, RegExp][] = [
+    ["writeCmd", 0x20, /"writeCmd" is 0x20, not a command with a parameter/],
+    ["kbdWriteCmd", 0xf4, /"kbdWriteCmd"/],
+    ["kbdWriteCmd", -2, /"kbdWriteCmd" is -2/],
+    ["scancodeSet", 4, /"scancodeSet" is 4, not in 1..3/],
+    ["queueAux", new Uint8Array([2, 0, 0]), /"queueAux" holds a byte other than 0 or 1/],
+    ["queueAux", new Uint8Array(5), /"queueAux" has 5 bytes, not 3/],
+  ];
+  for (const [field, value, message] of bad) {
+    assert.throws(() => h.device.loadState({ ...state, [field]: value }), message);
+  }
+  assert.deepEqual(h.device.saveState(), state);
+});
+
+Deno.test("i8042: the output queue is bounded (QEMU's 256-byte PS/2 buffer), so every state can be loaded", () => {
+  const h = kbcHarness();
+  const kbc = h.device as I8042;
+  for (let i = 0; i < 300; i++) {
+    kbc.writeCommand(0xd2);
+    kbc.writeData(i & 0xff);
+  }
+  const state = kbc.saveState();
+  assert.equal((state.queue as Uint8Array).length, 256);
+  const fresh = kbcHarness().device as I8042;
+  fresh.loadState(state);
+  assert.equal(fresh.readData(), 0);
+  assert.throws(
+    () => fresh.loadState({ ...state, queue: new Uint8Array(257), queueAux: new Uint8Array(257) }),
+    /"queue" has 257 bytes, more than 256/,
+  );
 });

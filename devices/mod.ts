@@ -6,6 +6,15 @@
  */
 
 export { type IrqLine, IrqOutput, RecordingIrqLine } from "./irq_line.ts";
+export {
+  DeviceStateError,
+  isPlainState,
+  type LengthLimit,
+  type Snapshottable,
+  type StateObject,
+  StateReader,
+  type StateValue,
+} from "./device_state.ts";
 export { type PortDevice } from "./port_device.ts";
 export {
   COM1_IRQ,

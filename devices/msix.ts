@@ -17,6 +17,7 @@
 
 import { MemoryRegion } from "../memory/mod.ts";
 import { PciBarType, type PciFunction } from "./pci_function.ts";
+import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
 
 /** Capability ID of MSI-X. */
 export const PCI_CAP_ID_MSIX = 0x11;
@@ -92,7 +93,7 @@ export interface MsixOptions {
  * assert.deepEqual(sent, ["fee00000:65"]);
  * ```
  */
-export class Msix {
+export class Msix implements Snapshottable {
   /** Offset of the capability in configuration space. */
   readonly capability: number;
   /** Number of vectors. */
@@ -245,6 +246,48 @@ export class Msix {
       return;
     }
     this.#send(vector);
+  }
+
+  /**
+   * The vector table and the pending bits. The enable and function-mask bits live in the function's
+   * configuration space and are saved with it ({@link PciFunction.saveState}).
+   */
+  saveState(): StateObject {
+    return { table: this.#table.slice(), pba: this.#pba.slice() };
+  }
+
+  /**
+   * Puts a {@link saveState} result back; load the function's state first (the enable and mask bits
+   * come from its configuration space). As QEMU's `msix_load`: the function mask is recomputed, a
+   * pending vector that is not masked fires, and `onVectorChange` is told about every vector whose
+   * address, data or mask differs from what it was last told, so GSI routing can be rebuilt.
+   *
+   * @throws {DeviceStateError} naming the field if one is missing, of the wrong size, or has pending
+   * bits past the last vector (MSI-X is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    this.prepareState(new StateReader(this.#fn.stateName, state))();
+  }
+
+  /** Checks a saved MSI-X state read through `r` and returns the function that applies it. */
+  prepareState(r: StateReader): () => void {
+    const table = r.bytes("table", { length: this.#table.length });
+    const pba = r.bytes("pba", { length: this.#pba.length });
+    for (let v = this.vectors; v < pba.length * 8; v++) {
+      if (pba[v >> 3] & (1 << (v & 7))) {
+        r.fail("pba", `has vector ${v} pending, past the last vector ${this.vectors - 1}`);
+      }
+    }
+    return () => {
+      this.#table.set(table);
+      this.#pba.set(pba);
+      const control = this.#control();
+      this.#functionMasked = !(control & MSIX_ENABLE_BIT) || (control & MSIX_MASKALL_BIT) !== 0;
+      for (let v = 0; v < this.vectors; v++) {
+        this.#maskUpdated(v, true);
+        this.#report(v);
+      }
+    };
   }
 
   /** QEMU's `msix_reset`: enable and function mask clear, table and PBA zeroed, every vector masked. */

@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
+import type { StateObject } from "./device_state.ts";
+import { checkBadStates, checkRoundTrip, disposable, type StateHarness } from "./_state_test_util.ts";
 import { AddressSpace, MemoryRegion, MemTxResult, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
 import { RecordingIrqLine } from "./irq_line.ts";
 import { Msix, type MsixVectorState } from "./msix.ts";
@@ -171,4 +174,107 @@ Deno.test("Msix: construction checks its arguments", () => {
     () => Msix.exclusiveBar(fn, { name: "x", vectors: 129, barIndex: 2, deliver }),
     RangeError,
   );
+});
+
+// ---- Device state (issue 11) ----
+
+type MsixOp =
+  | { control: number }
+  | { entry: number; field: 0 | 4 | 8 | 12; value: number }
+  | { notify: number }
+  | { command: number }
+  | { readTable: number }
+  | { readPba: true };
+
+const msixOp = (vectors: number): fc.Arbitrary<MsixOp> =>
+  fc.oneof(
+    fc.record({ control: fc.constantFrom(0, 0x8000, 0xc000, 0x4000) }),
+    fc.record({
+      entry: fc.integer({ min: 0, max: vectors - 1 }),
+      field: fc.constantFrom(0 as const, 4 as const, 8 as const, 12 as const),
+      value: fc.oneof(fc.constantFrom(0, 1, 0xfee0_0000, 0x41), fc.integer({ min: 0, max: 0xffff_ffff })),
+    }),
+    fc.record({ notify: fc.integer({ min: 0, max: vectors - 1 }) }),
+    fc.record({ command: fc.constantFrom(0x6, 0x2, 0x406) }),
+    fc.record({ readTable: fc.integer({ min: 0, max: vectors * 4 - 1 }) }),
+    fc.constant({ readPba: true as const }),
+  );
+
+function msixHarness(
+  vectors = 3,
+): StateHarness<MsixOp> & ReturnType<typeof setup> & { routes: Map<number, string> } {
+  const s = setup(vectors);
+  // What a board's GSI routing would hold, kept only from onVectorChange.
+  const routes = new Map<number, string>();
+  return {
+    ...s,
+    routes,
+    device: {
+      saveState: () => ({ fn: s.fn.saveState(), msix: s.msix.saveState() }),
+      loadState: (state) => {
+        s.fn.loadState(state.fn as StateObject);
+        s.msix.loadState(state.msix as StateObject);
+      },
+    },
+    step(op) {
+      if ("control" in op) s.control(op.control);
+      else if ("entry" in op) s.memory.write(BAR + 16 * op.entry + op.field, 4, op.value);
+      else if ("notify" in op) s.msix.notify(op.notify);
+      else if ("command" in op) s.fn.writeConfig(0x04, op.command, 2);
+      else if ("readTable" in op) return s.memory.read(BAR + 4 * op.readTable, 4).value;
+      else return s.memory.read(BAR + 0x800, 4).value;
+      return [s.msix.enabled, s.msix.functionMasked];
+    },
+    close: () => s.memory.close(),
+    observe() {
+      // A vector back at its power-on state (masked, 0, 0) needs no route: as if never told.
+      for (const [v, st] of s.changes.splice(0)) {
+        if (st.masked && st.address === 0n && st.data === 0) routes.delete(v);
+        else routes.set(v, `${st.address}:${st.data}:${st.masked}`);
+      }
+      return [s.sent.splice(0), [...routes].sort(), s.irq.level];
+    },
+  };
+}
+
+Deno.test("Msix state: a loaded function sends, holds pending and routes exactly as the saved one", () => {
+  checkRoundTrip(() => msixHarness(3), msixOp(3), { numRuns: 150 });
+});
+
+Deno.test("Msix state: onVectorChange tells a fresh board every programmed vector on load", () => {
+  using a = disposable(msixHarness());
+  a.program(0, 0xfee0_0000n, 0x41, false);
+  a.program(2, 0xfee0_1000n, 0x42, true);
+  a.control(0x8000);
+  a.msix.notify(2); // masked: pending
+  using b = disposable(msixHarness());
+  b.device.loadState(a.device.saveState());
+  assert.deepEqual(b.changes.map(([v, s]) => [v, s.address, s.data, s.masked]), [
+    [0, 0xfee0_0000n, 0x41, false],
+    [2, 0xfee0_1000n, 0x42, true],
+  ]);
+  assert.equal(b.sent.length, 0);
+  assert.ok(b.msix.enabled && b.msix.isPending(2) && !b.msix.functionMasked);
+  b.memory.write(BAR + 16 * 2 + 12, 4, 0); // unmask: the pending message goes out
+  assert.deepEqual(b.sent, [[0xfee0_1000n, 0x42]]);
+});
+
+Deno.test("Msix state: bad states are refused by field and leave MSI-X unchanged", () => {
+  using h = disposable(msixHarness());
+  h.program(1, 0xfee0_0000n, 7, true);
+  h.control(0x8000);
+  h.msix.notify(1);
+  const state = h.msix.saveState();
+  assert.ok(checkBadStates({ ...h, device: h.msix }, "pci-1af4:1044") >= 4);
+  const pba = (state.pba as Uint8Array).slice();
+  pba[0] |= 0x80;
+  assert.throws(
+    () => h.msix.loadState({ ...state, pba }),
+    /"pba" has vector 7 pending, past the last vector 2/,
+  );
+  assert.throws(
+    () => h.msix.loadState({ ...state, table: new Uint8Array(16) }),
+    /"table" has 16 bytes, not 48/,
+  );
+  assert.deepEqual(h.msix.saveState(), state);
 });

@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { StateReader } from "./device_state.ts";
+
 /** Size of a conventional PCI configuration space. */
 export const PCI_CONFIG_SPACE_SIZE = 256;
 /** Size of the standard header; bytes from here on are device-specific. */
@@ -144,6 +146,31 @@ export class PciConfigSpace {
       const wmask = this.wmask[at];
       this.bytes[at] = ((this.bytes[at] & ~wmask) | (byte & wmask)) & ~(byte & this.w1cmask[at]);
     }
+  }
+
+  /**
+   * Reads saved configuration bytes from `field` of `r` for a load: 256 bytes that agree with this
+   * space in every bit the guest cannot write (`wmask`, `w1cmask`), except the bits `deviceBits`
+   * allows per offset (bits the device itself changes, such as status.INTERRUPT). So a state saved
+   * from another kind of function, or with forged read-only fields, is refused. Returns a copy.
+   *
+   * @throws {DeviceStateError} naming `field` and the first differing offset.
+   */
+  readSaved(r: StateReader, field: string, deviceBits: ReadonlyMap<number, number> = new Map()): Uint8Array {
+    const saved = r.bytes(field, { length: PCI_CONFIG_SPACE_SIZE });
+    for (let at = 0; at < PCI_CONFIG_SPACE_SIZE; at++) {
+      const fixed = ~(this.wmask[at] | this.w1cmask[at] | (deviceBits.get(at) ?? 0)) & 0xff;
+      if (((saved[at] ^ this.bytes[at]) & fixed) !== 0) {
+        const hex = (v: number) => `0x${v.toString(16).padStart(2, "0")}`;
+        r.fail(
+          field,
+          `has ${hex(saved[at])} at offset ${hex(at)}, where this function's read-only bits (${
+            hex(fixed)
+          }) are ${hex(this.bytes[at] & fixed)}: saved from another device?`,
+        );
+      }
+    }
+    return saved;
   }
 
   /** Sets a 16-bit field directly (device code, not a guest write). */

@@ -22,10 +22,11 @@
  * @module
  */
 
-import type { MemoryRegion } from "../memory/mod.ts";
+import { type MemoryRegion, transaction } from "../memory/mod.ts";
 import { type IrqLine, IrqOutput } from "./irq_line.ts";
 import { PCI_CONFIG_HEADER_SIZE, PCI_CONFIG_SPACE_SIZE, PciConfig, PciConfigSpace } from "./pci_device.ts";
 import type { PciDevice, PciIdentity } from "./pci_device.ts";
+import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
 
 /** Offset of BAR 0; BAR n is at `0x10 + 4n`. */
 export const PCI_BAR0_OFFSET = 0x10;
@@ -86,6 +87,8 @@ export interface PciFunctionOptions extends PciIdentity {
   interruptPin?: number;
   /** The line INTx drives (default: none). */
   irq?: IrqLine;
+  /** The name device-state errors carry (default `pci-<vendor>:<device>`); the board may set a better one. */
+  stateName?: string;
 }
 
 interface Bar {
@@ -118,11 +121,13 @@ interface Bar {
  * assert.equal(fn.barAddress(0), 0xfebf_1000n);
  * ```
  */
-export class PciFunction implements PciDevice {
+export class PciFunction implements PciDevice, Snapshottable {
   /** The configuration space. */
   readonly config: PciConfigSpace;
   /** Where BARs are mapped. */
   readonly bus: PciBusSpaces;
+  /** The name device-state errors carry, such as `virtio-blk@00:03.0` (a board may rename it). */
+  stateName: string;
   readonly #bars: (Bar | undefined)[] = new Array(PCI_BAR_COUNT).fill(undefined);
   /** Bytes taken by capabilities (QEMU's `used`). */
   readonly #used = new Uint8Array(PCI_CONFIG_SPACE_SIZE);
@@ -149,6 +154,8 @@ export class PciFunction implements PciDevice {
     this.config.bytes[PciConfig.INTERRUPT_PIN] = pin;
     this.bus = options.bus;
     this.#intx = new IrqOutput(options.irq);
+    const hex = (v: number) => v.toString(16).padStart(4, "0");
+    this.stateName = options.stateName ?? `pci-${hex(options.vendorId)}:${hex(options.deviceId)}`;
   }
 
   // ------------------------------------------------------------------ BARs
@@ -342,6 +349,49 @@ export class PciFunction implements PciDevice {
 
   #driveIntx(): void {
     this.#intx.update(this.#irqState && !(this.command & PciCommand.INTX_DISABLE));
+  }
+
+  // ------------------------------------------------------------------ device state
+
+  /**
+   * The whole configuration space (BARs, command register, capabilities) and the INTx level the
+   * function asserts. Subclasses add their own fields next to these.
+   */
+  saveState(): StateObject {
+    return { config: this.config.bytes.slice(), intx: this.#irqState };
+  }
+
+  /**
+   * Puts a {@link saveState} result back: the configuration space, then the BARs mapped where it says
+   * (QEMU's `pci_update_mappings`, in one memory transaction) and INTx re-driven.
+   *
+   * @throws {DeviceStateError} naming the field if one is missing or of the wrong type, or if the saved
+   * configuration space differs from this function's in a read-only bit (another device's state); the
+   * function is then unchanged.
+   */
+  loadState(state: StateObject): void {
+    this.preparePciState(new StateReader(this.stateName, state))();
+  }
+
+  /**
+   * Checks the PCI part of a saved state (`config`, `intx`) and returns the function that applies it,
+   * so a subclass can check all of its own fields before anything changes.
+   */
+  protected preparePciState(r: StateReader): () => void {
+    // status.INTERRUPT follows the INTx level, which the device (not the guest) sets.
+    const config = this.config.readSaved(r, "config", new Map([[PciConfig.STATUS, PciStatus.INTERRUPT]]));
+    const intx = r.bool("intx");
+    if (intx && this.config.bytes[PciConfig.INTERRUPT_PIN] === 0) {
+      r.fail("intx", "is set on a function without a pin");
+    }
+    return () => {
+      transaction(() => {
+        this.config.bytes.set(config);
+        this.updateMappings();
+      });
+      this.#irqState = intx;
+      this.#driveIntx();
+    };
   }
 
   // ------------------------------------------------------------------ config access

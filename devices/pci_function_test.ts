@@ -3,6 +3,14 @@ import fc from "fast-check";
 import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
 import { RecordingIrqLine } from "./irq_line.ts";
 import { PciBarType, PciCommand, PciFunction, PciStatus } from "./pci_function.ts";
+import {
+  checkBadStates,
+  checkRoundTrip,
+  countRebuilds,
+  disposable,
+  flatRows,
+  type StateHarness,
+} from "./_state_test_util.ts";
 
 function bus() {
   return {
@@ -245,4 +253,111 @@ Deno.test("PciFunction property: BAR programming maps exactly what a plain model
     }),
     { numRuns: 300 },
   );
+});
+
+// ---- Device state (issue 11) ----
+
+type PciOp = { read: number; size: 1 | 2 | 4 } | { write: number; size: 1 | 2 | 4; value: number } | {
+  irq: boolean;
+};
+
+/** Config accesses aimed at the BARs, command, status and interrupt line, plus any aligned access. */
+const pciOp: fc.Arbitrary<PciOp> = fc.oneof(
+  fc.record({ read: fc.integer({ min: 0, max: 63 }).map((i) => i * 4), size: fc.constant(4 as const) }),
+  fc.record({
+    write: fc.constantFrom(0x10, 0x14, 0x20, 0x24),
+    size: fc.constant(4 as const),
+    value: fc.oneof(
+      fc.constantFrom(0xffff_ffff, 0, 0xc000, 0xfebf_1000, 0xfe00_000c, 0x1, 0xc001),
+      fc.integer({ min: 0, max: 0xffff_ffff }),
+    ),
+  }),
+  fc.record({
+    write: fc.constant(0x04),
+    size: fc.constant(2 as const),
+    value: fc.oneof(
+      fc.constantFrom(0x0, 0x1, 0x2, 0x3, 0x7, 0x403, 0x407),
+      fc.integer({ min: 0, max: 0xffff }),
+    ),
+  }),
+  fc.record({
+    write: fc.constantFrom(0x06, 0x3c, 0x0c, 0x40),
+    size: fc.constant(2 as const),
+    value: fc.integer({ min: 0, max: 0xffff }),
+  }),
+  fc.record({ irq: fc.boolean() }),
+);
+
+function pciHarness(): StateHarness<PciOp> & { fn: PciFunction } {
+  const irq = new RecordingIrqLine();
+  const { fn, spaces } = device(irq);
+  const memory = new AddressSpace(spaces.memory, "memory");
+  const io = new AddressSpace(spaces.io, "I/O");
+  return {
+    fn,
+    device: fn,
+    step(op) {
+      if ("irq" in op) fn.setIrq(op.irq);
+      else if ("read" in op) return fn.readConfig(op.read, op.size);
+      else fn.writeConfig(op.write, op.value, op.size);
+      return [fn.barAddress(0), fn.barAddress(1), fn.barAddress(4), fn.irqLevel];
+    },
+    observe: () => [irq.level, flatRows(memory), flatRows(io)],
+    close: () => (memory.close(), io.close()),
+  };
+}
+
+Deno.test("PciFunction state: a loaded function has the same config, BAR mappings and INTx level", () => {
+  checkRoundTrip(pciHarness, pciOp, { numRuns: 300 });
+});
+
+Deno.test("PciFunction state: BARs are mapped in one memory transaction and INTx re-driven", () => {
+  using a = disposable(pciHarness());
+  a.fn.writeConfig(0x10, 0xc000, 4);
+  a.fn.writeConfig(0x14, 0xfebf_1000, 4);
+  a.fn.writeConfig(0x20, 0xfe00_000c, 4);
+  a.fn.writeConfig(0x04, 0x3, 2);
+  a.fn.setIrq(true);
+  using b = disposable(pciHarness());
+  using memory = new AddressSpace(b.fn.bus.memory, "memory-2");
+  const rebuilds = countRebuilds(memory);
+  const before = rebuilds.count;
+  b.fn.loadState(a.fn.saveState());
+  assert.equal(rebuilds.count - before, 1, "one rebuild for all the BARs");
+  assert.deepEqual(b.observe(), a.observe());
+  assert.equal(b.fn.barAddress(4), 0xfe00_0000n);
+  assert.equal((b.observe() as unknown[])[0], true, "INTx high again");
+});
+
+Deno.test("PciFunction state: bad states are refused by field and leave the function unchanged", () => {
+  const h = pciHarness();
+  for (
+    const op of [{ write: 0x14, size: 4, value: 0xfebf_1000 }, { write: 0x04, size: 2, value: 2 }] as PciOp[]
+  ) {
+    h.step(op);
+  }
+  assert.ok(checkBadStates(h, "pci-1af4:1042") >= 4);
+  const state = h.fn.saveState();
+  const forge = (at: number, value: number) => {
+    const config = (state.config as Uint8Array).slice();
+    config[at] = value;
+    return { ...state, config };
+  };
+  for (const [at, value] of [[0x00, 0xf5], [0x02, 0x44], [0x10, 0x00], [0x3d, 2], [0x08, 1]]) {
+    assert.throws(() => h.fn.loadState(forge(at, value)), {
+      name: "DeviceStateError",
+      message: new RegExp(
+        `pci-1af4:1042: state field "config" has .* at offset 0x${at.toString(16).padStart(2, "0")}`,
+      ),
+    });
+  }
+  const noPin = new PciFunction({ vendorId: 0x1af4, deviceId: 0x1042, classCode: 0x010000, bus: bus() });
+  assert.throws(
+    () => noPin.loadState({ ...noPin.saveState(), intx: true }),
+    /"intx" is set on a function without a pin/,
+  );
+  assert.deepEqual(h.fn.saveState(), state);
+  // Writable bits and the INTx status bit are the guest's and the device's: accepted.
+  h.fn.loadState(forge(0x3c, 0x0b));
+  assert.equal(h.fn.readConfig(0x3c, 1), 0x0b);
 });

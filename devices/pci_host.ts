@@ -17,6 +17,7 @@ import { MemoryRegion } from "../memory/mod.ts";
 import type { PciDevice } from "./pci_device.ts";
 import { PCI_CONFIG_SPACE_SIZE } from "./pci_device.ts";
 import type { PortDevice } from "./port_device.ts";
+import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
 
 /** CONFIG_ADDRESS. */
 export const PCI_CONFIG_ADDRESS_PORT = 0xcf8;
@@ -70,7 +71,7 @@ function keyOf(address: PciAddress): number {
  * assert.equal(ports.read(0xcfc, 4).value, 0xffff_ffffn);
  * ```
  */
-export class PciHost implements PortDevice {
+export class PciHost implements PortDevice, Snapshottable {
   /** Region "pci-conf-idx" (0xcf8–0xcfb). */
   readonly addressRegion: MemoryRegion;
   /** Region "pci-conf-data" (0xcfc–0xcff). */
@@ -139,6 +140,20 @@ export class PciHost implements PortDevice {
   /** The current CONFIG_ADDRESS. */
   get configAddress(): number {
     return this.#configAddress;
+  }
+
+  /** CONFIG_ADDRESS (the functions behind the host save their own state). */
+  saveState(): StateObject {
+    return { configAddress: this.#configAddress };
+  }
+
+  /**
+   * Puts a {@link saveState} result back.
+   *
+   * @throws {DeviceStateError} if `configAddress` is missing or not a 32-bit value (the host is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    this.#configAddress = new StateReader("pci-host", state).u32("configAddress");
   }
 
   /** A write to "pci-conf-idx": only a 4-byte write at 0xcf8 counts (QEMU's `pci_host_config_write`). */

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
+import { checkBadStates, checkRoundTrip, type StateHarness } from "./_state_test_util.ts";
 import { I440fxHostBridge, type I440fxHostBridgeOptions } from "./i440fx_host_bridge.ts";
 import { PciConfigSpace, type PciDevice } from "./pci_device.ts";
 import { PciHost } from "./pci_host.ts";
@@ -210,4 +212,34 @@ Deno.test("PCI: coreboot RAM-size byte 0x57 in 8 MiB units, capped at 255", () =
   assert.equal(new I440fxHostBridge({ ramSize: 256 << 20 }).readConfig(0x57, 1), 32);
   assert.equal(new I440fxHostBridge({ ramSize: 8n << 30n }).readConfig(0x57, 1), 255);
   assert.equal(new I440fxHostBridge().readConfig(0x57, 1), 0);
+});
+
+Deno.test("PciHost state: CONFIG_ADDRESS round trip; bad states refused", () => {
+  const harness = (): StateHarness<[number, number, 1 | 2 | 4] | number> => {
+    const host = new PciHost();
+    host.attach({ device: 0 }, new I440fxHostBridge());
+    return {
+      device: host,
+      step: (op) =>
+        typeof op === "number" ? host.readData(op, 4 - op as 1 | 2 | 4) : host.writeAddress(...op),
+      observe: () => [],
+    };
+  };
+  const op = fc.oneof(
+    fc.integer({ min: 0, max: 3 }),
+    fc.tuple(
+      fc.constantFrom(0, 1),
+      fc.oneof(
+        fc.constantFrom(0x8000_0000, 0x8000_0008, 0x8000_0800, 0),
+        fc.integer({ min: 0, max: 0xffff_ffff }),
+      ),
+      fc.constantFrom(1 as const, 2 as const, 4 as const),
+    ),
+  );
+  checkRoundTrip(harness, op);
+  const h = harness();
+  h.step([0, 0x8000_0008, 4]);
+  assert.ok(checkBadStates(h, "pci-host") >= 4);
+  assert.throws(() => h.device.loadState({ configAddress: 2 ** 32 }), /"configAddress" is 4294967296/);
+  assert.deepEqual(h.device.saveState(), { configAddress: 0x8000_0008 });
 });

@@ -10,6 +10,7 @@
 import { MemoryRegion } from "../memory/mod.ts";
 import { checkCallback, checkPortRange } from "./_ports.ts";
 import type { PortDevice } from "./port_device.ts";
+import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
 
 /** The port. */
 export const PORT92_PORT = 0x92;
@@ -43,7 +44,7 @@ export interface Port92Options {
  * assert.equal(resets, 1);
  * ```
  */
-export class Port92 implements PortDevice {
+export class Port92 implements PortDevice, Snapshottable {
   /** Region "port92". */
   readonly region: MemoryRegion;
   readonly #onReset: (() => void) | undefined;
@@ -77,6 +78,24 @@ export class Port92 implements PortDevice {
   /** Whether bit 1 (A20) is set. */
   get a20Enabled(): boolean {
     return (this.#value & A20_BIT) !== 0;
+  }
+
+  /** The register (A20 and the fast-reset bit). */
+  saveState(): StateObject {
+    return { value: this.#value };
+  }
+
+  /**
+   * Puts a {@link saveState} result back; `onA20` is called if bit 1 differs from the current one, as
+   * a guest write would (never `onReset`: a saved set bit 0 is a reset already requested).
+   *
+   * @throws {DeviceStateError} if `value` is missing or not a byte (the device is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    const value = new StateReader("port92", state).u8("value");
+    const old = this.#value;
+    this.#value = value;
+    if ((value ^ old) & A20_BIT) this.#onA20?.((value & A20_BIT) !== 0);
   }
 
   /** Reads the register: the last value written (bit 0 cleared by a reset). */

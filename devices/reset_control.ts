@@ -12,6 +12,7 @@
 import { MemoryRegion } from "../memory/mod.ts";
 import { checkCallback, checkPortRange } from "./_ports.ts";
 import type { PortDevice } from "./port_device.ts";
+import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
 
 /** The port. */
 export const RESET_CONTROL_PORT = 0xcf9;
@@ -44,7 +45,7 @@ export interface ResetControlOptions {
  * assert.ok(resets === 1 && ports.read(0xcf9, 1).value === 0x02n);
  * ```
  */
-export class ResetControl implements PortDevice {
+export class ResetControl implements PortDevice, Snapshottable {
   /** Region "piix3-reset-control". */
   readonly region: MemoryRegion;
   readonly #onReset: (() => void) | undefined;
@@ -74,6 +75,21 @@ export class ResetControl implements PortDevice {
       this.region,
       RESET_CONTROL_PRIORITY,
     );
+  }
+
+  /** The register (SYS_RST). */
+  saveState(): StateObject {
+    return { value: this.#value };
+  }
+
+  /**
+   * Puts a {@link saveState} result back.
+   *
+   * @throws {DeviceStateError} if `value` is missing or has bits other than SYS_RST (the device is then
+   * unchanged).
+   */
+  loadState(state: StateObject): void {
+    this.#value = new StateReader("piix3-reset-control", state).bits("value", SYS_RST_BIT);
   }
 
   /** Reads the register: the SYS_RST bit last written. */

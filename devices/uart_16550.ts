@@ -14,6 +14,8 @@ import { MemoryRegion, type MemoryRegionOps } from "../memory/mod.ts";
 import { checkCallback, checkPortRange } from "./_ports.ts";
 import { type IrqLine, IrqOutput } from "./irq_line.ts";
 import type { PortDevice } from "./port_device.ts";
+import type { Snapshottable, StateObject } from "./device_state.ts";
+import { StateReader } from "./device_state.ts";
 
 /** COM1's base port. */
 export const COM1_PORT = 0x3f8;
@@ -145,7 +147,7 @@ export interface Uart16550Options {
  * assert.ok(irq.level && ports.read(0x3f8, 1).value === 0x62n && !irq.level);
  * ```
  */
-export class Uart16550 implements PortDevice {
+export class Uart16550 implements PortDevice, Snapshottable {
   /** The base port. */
   readonly base: number;
   /** Region "serial", {@link UART_REGION_SIZE} ports. */
@@ -268,6 +270,72 @@ export class Uart16550 implements PortDevice {
     this.#thrPending = false;
     this.#timeoutPending = false;
     this.#irq.update(false);
+  }
+
+  /** The name device-state errors carry: `uart@0x3f8`. */
+  get stateName(): string {
+    return `uart@0x${this.base.toString(16)}`;
+  }
+
+  /**
+   * Every register, the receive FIFO (the transmitter is instant, so its FIFO is always empty), the
+   * pending THRE and character-timeout indications and the divisor latch.
+   */
+  saveState(): StateObject {
+    return {
+      rbr: this.#rbr,
+      ier: this.#ier,
+      iir: this.#iir,
+      fcr: this.#fcr,
+      lcr: this.#lcr,
+      mcr: this.#mcr,
+      lsr: this.#lsr,
+      msr: this.#msr,
+      scr: this.#scr,
+      divisor: this.#divisor,
+      rxFifo: Uint8Array.from(this.#fifo),
+      thrPending: this.#thrPending,
+      timeoutPending: this.#timeoutPending,
+    };
+  }
+
+  /**
+   * Puts a {@link saveState} result back and re-drives the interrupt output.
+   *
+   * @throws {DeviceStateError} naming the field if one is missing, of the wrong type or out of range
+   * (the device is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    const r = new StateReader(this.stateName, state);
+    const rbr = r.u8("rbr");
+    const ier = r.bits("ier", IER_MASK);
+    const iir = r.u8("iir");
+    const fcr = r.bits("fcr", FCR_STICKY_MASK);
+    const lcr = r.u8("lcr");
+    const mcr = r.bits("mcr", MCR_MASK);
+    const lsr = r.u8("lsr");
+    const msr = r.u8("msr");
+    const scr = r.u8("scr");
+    const divisor = r.u16("divisor");
+    const fifo = r.bytes("rxFifo", { maxLength: UART_FIFO_SIZE });
+    const thrPending = r.bool("thrPending");
+    const timeoutPending = r.bool("timeoutPending");
+    this.#rbr = rbr;
+    this.#ier = ier;
+    this.#iir = iir;
+    this.#fcr = fcr;
+    this.#lcr = lcr;
+    this.#mcr = mcr;
+    this.#lsr = lsr;
+    this.#msr = msr;
+    this.#scr = scr;
+    this.#divisor = divisor;
+    this.#fifo = Array.from(fifo);
+    // FCR bits 7:6 stick, so the trigger level follows from them whenever the FIFOs are on.
+    this.#triggerLevel = FCR_TRIGGER_LEVELS[fcr >> 6];
+    this.#thrPending = thrPending;
+    this.#timeoutPending = timeoutPending;
+    this.#updateIrq();
   }
 
   /** Reads the register at `offset` (0–7) from the base, with its side effects. */

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
+import { checkBadStates, checkRoundTrip, type StateHarness } from "./_state_test_util.ts";
 import { MemTxResult } from "../memory/mod.ts";
 import { RecordingIrqLine } from "./irq_line.ts";
 import { ioSpace, portIo } from "./_test_util.ts";
@@ -382,4 +384,96 @@ Deno.test("UART: region 'serial' is 8 ports at the base; other bases work; sizes
   assert.deepEqual(as.read(COM2_PORT, 4), { value: 0x00_01_00_00n, result: MemTxResult.OK });
   assert.throws(() => new Uart16550({ base: 0xfffc }), RangeError);
   assert.throws(() => new Uart16550({ rxTimeout: "later" as "manual" }), RangeError);
+});
+
+// ---- Device state (issue 11) ----
+
+type UartOp =
+  | { read: number }
+  | { write: number; value: number }
+  | { receive: number[] }
+  | { break: true }
+  | { timeout: true };
+
+const uartOp: fc.Arbitrary<UartOp> = fc.oneof(
+  fc.record({ read: fc.integer({ min: 0, max: 7 }) }),
+  fc.record({
+    write: fc.integer({ min: 0, max: 7 }),
+    // Bias toward values that matter: DLAB, FIFO enable/clear with trigger levels, loopback, IER bits.
+    value: fc.oneof(
+      fc.integer({ min: 0, max: 0xff }),
+      fc.constantFrom(0x80, 0x03, 0xc7, 0x07, 0x01, 0x10, 0x0f),
+    ),
+  }),
+  fc.record({ receive: fc.array(fc.integer({ min: 0, max: 0xff }), { maxLength: 20 }) }),
+  fc.constant({ break: true as const }),
+  fc.constant({ timeout: true as const }),
+);
+
+function uartHarness(rxTimeout: "immediate" | "manual"): StateHarness<UartOp> {
+  const irq = new RecordingIrqLine();
+  const events: string[] = [];
+  const uart = new Uart16550({
+    irq,
+    rxTimeout,
+    transmit: (b) => events.push(`tx ${b}`),
+    onReadyToReceive: () => events.push("ready"),
+  });
+  return {
+    device: uart,
+    step(op) {
+      if ("read" in op) return uart.read(op.read);
+      if ("write" in op) uart.write(op.write, op.value);
+      else if ("receive" in op) uart.receive(op.receive);
+      else if ("break" in op) uart.receiveBreak();
+      else uart.characterTimeout();
+      return [uart.rxCount, uart.canReceive()];
+    },
+    observe: () => [irq.level, uart.irqLevel, events.splice(0)],
+  };
+}
+
+Deno.test("UART state: a loaded UART behaves as the saved one, in both timeout modes", () => {
+  checkRoundTrip(() => uartHarness("immediate"), uartOp);
+  checkRoundTrip(() => uartHarness("manual"), uartOp);
+});
+
+Deno.test("UART state: FIFO contents, pending interrupt and loopback survive; the line is re-driven", () => {
+  const a = uartHarness("immediate");
+  const uart = a.device as Uart16550;
+  uart.write(2, 0xc7); // FIFOs on, trigger 14
+  uart.write(1, 0x01); // RDI
+  uart.write(4, 0x1f); // loopback
+  uart.write(0, 0x55); // loops back into the FIFO
+  uart.receive([1, 2, 3]);
+  uart.write(7, 0x5a);
+  assert.equal(uart.irqLevel, true, "character timeout pending");
+  const b = uartHarness("immediate");
+  b.device.loadState(uart.saveState());
+  assert.deepEqual(b.observe(), [true, true, []]);
+  assert.deepEqual([0, 0, 0, 0].map(() => (b.device as Uart16550).read(0)), [0x55, 1, 2, 3]);
+  assert.equal((b.device as Uart16550).read(7), 0x5a);
+  assert.equal((b.device as Uart16550).read(6), 0xf0, "loopback: MSR follows MCR");
+});
+
+Deno.test("UART state: bad states are refused by field and leave the UART unchanged", () => {
+  const h = uartHarness("immediate");
+  for (
+    const op of [{ write: 2, value: 0xc1 }, { write: 1, value: 0x0f }, { receive: [9, 8, 7] }] as UartOp[]
+  ) {
+    h.step(op);
+  }
+  assert.ok(checkBadStates(h, "uart@0x3f8") > 30);
+  const state = h.device.saveState();
+  for (const [field, value] of [["ier", 0x10], ["fcr", 0x02], ["mcr", 0x20], ["lcr", 0x100]] as const) {
+    assert.throws(() => h.device.loadState({ ...state, [field]: value }), {
+      name: "DeviceStateError",
+      message: new RegExp(`^uart@0x3f8: state field "${field}"`),
+    });
+  }
+  assert.throws(
+    () => h.device.loadState({ ...state, rxFifo: new Uint8Array(17) }),
+    /uart@0x3f8: state field "rxFifo" has 17 bytes, more than 16/,
+  );
+  assert.deepEqual(h.device.saveState(), state);
 });

@@ -694,3 +694,77 @@ export const KVM_RUN_SYSTEM_EVENT_LAYOUT = defineStruct("kvm_run.system_event", 
   ["ndata", 4, "u32"],
   ["data", 8, { u64s: 16 }],
 ]);
+
+// ---------------------------------------------------------------------------------------------
+// State for snapshots (arch/x86/include/uapi/asm/kvm.h, include/uapi/linux/kvm.h)
+
+/** `sizeof(struct kvm_xsave)` without KVM_CAP_XSAVE2: `__u32 region[1024]`. */
+export const KVM_XSAVE_SIZE = 4096;
+
+/**
+ * `struct kvm_xsave` (api.rst KVM_GET_XSAVE): the guest's XSAVE area as the XSAVE instruction
+ * lays it out. With KVM_CAP_XSAVE2 the buffer of KVM_GET_XSAVE2 is the size that capability
+ * reports (`extra[]` follows the 4 KiB region), so the region is declared at its minimum.
+ */
+export const KVM_XSAVE_LAYOUT = defineStruct("kvm_xsave", KVM_XSAVE_SIZE, [
+  ["region", 0, { bytes: KVM_XSAVE_SIZE }],
+]);
+
+/** Most extended control registers `struct kvm_xcrs` carries (`KVM_MAX_XCRS`). */
+export const KVM_MAX_XCRS = 16;
+
+/** `struct kvm_xcr`: one extended control register (XCR0 is index 0). */
+export const KVM_XCR_LAYOUT = defineStruct("kvm_xcr", 16, [
+  ["xcr", 0, "u32"],
+  // __u32 reserved @4
+  ["value", 8, "u64"],
+]);
+
+/** Header of `struct kvm_xcrs` (api.rst KVM_GET_XCRS): 16 `kvm_xcr` follow at 8, then `__u64 padding[16]`. */
+export const KVM_XCRS_LAYOUT = defineStruct("kvm_xcrs", 392, [
+  ["nr_xcrs", 0, "u32"],
+  ["flags", 4, "u32"],
+]);
+
+/** Offset of the `xcrs[]` array in `struct kvm_xcrs`. */
+export const KVM_XCRS_ENTRIES_START = 8;
+
+/** `struct kvm_debugregs` (api.rst KVM_GET_DEBUGREGS): DR0–DR3, DR6, DR7; then `__u64 reserved[9]`. */
+export const KVM_DEBUGREGS_LAYOUT = defineStruct("kvm_debugregs", 128, [
+  ["db", 0, { u64s: 4 }],
+  ["dr6", 32, "u64"],
+  ["dr7", 40, "u64"],
+  ["flags", 48, "u64"],
+]);
+
+/** `struct kvm_pit_channel_state`: one 8254 counter as the in-kernel PIT keeps it. */
+export const KVM_PIT_CHANNEL_STATE_LAYOUT = defineStruct("kvm_pit_channel_state", 24, [
+  ["count", 0, "u32"], // can be 65536
+  ["latched_count", 4, "u16"],
+  ["count_latched", 6, "u8"],
+  ["status_latched", 7, "u8"],
+  ["status", 8, "u8"],
+  ["read_state", 9, "u8"],
+  ["write_state", 10, "u8"],
+  ["write_latch", 11, "u8"],
+  ["rw_mode", 12, "u8"],
+  ["mode", 13, "u8"],
+  ["bcd", 14, "u8"],
+  ["gate", 15, "u8"],
+  ["count_load_time", 16, "u64"], // __s64 in host ktime nanoseconds; KVM rebases it on SET_PIT2
+]);
+
+/** `struct kvm_pit_state2` (api.rst KVM_GET_PIT2): three channels, flags, then `__u32 reserved[9]`. */
+export const KVM_PIT_STATE2_LAYOUT = defineStruct("kvm_pit_state2", 112, [
+  ["channels", 0, { bytes: 72 }], // struct kvm_pit_channel_state channels[3]
+  ["flags", 72, "u32"], // KVM_PIT_FLAGS_HPET_LEGACY 1, KVM_PIT_FLAGS_SPEAKER_DATA_ON 2
+]);
+
+/** `struct kvm_clock_data` (api.rst KVM_GET_CLOCK): kvmclock's nanoseconds; then `__u32 pad[4]`. */
+export const KVM_CLOCK_DATA_LAYOUT = defineStruct("kvm_clock_data", 48, [
+  ["clock", 0, "u64"],
+  ["flags", 8, "u32"], // KVM_CLOCK_TSC_STABLE 2, KVM_CLOCK_REALTIME 4, KVM_CLOCK_HOST_TSC 8
+  // __u32 pad0 @12
+  ["realtime", 16, "u64"],
+  ["host_tsc", 24, "u64"],
+]);

@@ -113,9 +113,16 @@ export interface Mapping {
   readonly address: bigint;
 }
 
-/** `mmap(NULL, length, prot, flags, fd, 0)`; MAP_FAILED becomes a {@link KvmError} with op `"mmap"`. */
-export function mmap(length: bigint, prot: number, flags: number, fd: number, detail?: string): Mapping {
-  const pointer = libc().mmap(null, length, prot, flags, fd, 0n);
+/** `mmap(NULL, length, prot, flags, fd, offset)`; MAP_FAILED becomes a {@link KvmError} with op `"mmap"`. */
+export function mmap(
+  length: bigint,
+  prot: number,
+  flags: number,
+  fd: number,
+  detail?: string,
+  offset = 0n,
+): Mapping {
+  const pointer = libc().mmap(null, length, prot, flags, fd, offset);
   const errno = lastErrno(); // before anything else can touch errno
   const address = pointer === null ? 0n : Deno.UnsafePointer.value(pointer);
   if (pointer === null || address === MAP_FAILED) throw new KvmError("mmap", errno, { detail });

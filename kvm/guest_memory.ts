@@ -6,7 +6,9 @@
  */
 
 import type { RamBacking } from "../memory/ram_backing.ts";
-import { hostPageSize } from "./_libc.ts";
+import { hostPageSize, lastErrno, libc } from "./_libc.ts";
+import { KvmError } from "./kvm_error.ts";
+import { closeFd, O_RDONLY, openPath } from "./_syscalls.ts";
 import {
   detach,
   MADV_DONTNEED,
@@ -23,11 +25,31 @@ import {
 /** Largest size accepted: the x86-64 user address space (47 bits). */
 const GUEST_MEMORY_MAX_SIZE = 1n << 47n;
 
+/** A file's length, through `lseek(fd, 0, SEEK_END)`. */
+function fileLength(fd: number): bigint {
+  const end = libc().lseek64(fd, 0n, SEEK_END);
+  if (Number(end) < 0) throw new KvmError("lseek", lastErrno());
+  return BigInt(end);
+}
+
+/** `SEEK_END`. */
+const SEEK_END = 2;
+
 function toSize(value: number | bigint, what: string): bigint {
   if (typeof value === "number" && !Number.isSafeInteger(value)) {
     throw new RangeError(`${what} must be an integer, got ${value}`);
   }
   return BigInt(value);
+}
+
+/** The file behind a {@link GuestMemory.fromFile} mapping (the fd stays the caller's). */
+export interface GuestMemoryFile {
+  /** An open descriptor of the file. */
+  readonly fd: number;
+  /** Where in the file byte 0 of the memory is (page aligned). */
+  readonly offset: bigint;
+  /** The file's path, for messages. */
+  readonly path: string;
 }
 
 /**
@@ -60,12 +82,12 @@ export class GuestMemory implements RamBacking, Disposable {
   #bytes: Uint8Array | undefined;
 
   /**
-   * Reserves `size` bytes.
+   * Reserves `size` bytes (anonymous), or maps them privately from `file` (see {@link GuestMemory.fromFile}).
    *
    * @throws {RangeError} when `size` is not a positive integer below 2^47.
    * @throws {KvmError} with op `"mmap"` when the kernel refuses the mapping.
    */
-  constructor(size: number | bigint) {
+  constructor(size: number | bigint, file?: GuestMemoryFile) {
     const bytes = toSize(size, "GuestMemory size");
     if (bytes <= 0n || bytes > GUEST_MEMORY_MAX_SIZE) {
       throw new RangeError(`GuestMemory size must be in (0, 2^47], got ${bytes}`);
@@ -73,13 +95,22 @@ export class GuestMemory implements RamBacking, Disposable {
     const page = BigInt(hostPageSize());
     this.size = bytes;
     this.#mappedSize = (bytes + page - 1n) / page * page;
-    const mapping = mmap(
-      this.#mappedSize,
-      PROT_READ | PROT_WRITE,
-      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-      -1,
-      `guest memory of 0x${bytes.toString(16)} bytes`,
-    );
+    const mapping = file === undefined
+      ? mmap(
+        this.#mappedSize,
+        PROT_READ | PROT_WRITE,
+        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+        -1,
+        `guest memory of 0x${bytes.toString(16)} bytes`,
+      )
+      : mmap(
+        this.#mappedSize,
+        PROT_READ | PROT_WRITE,
+        MAP_PRIVATE | MAP_NORESERVE,
+        file.fd,
+        `guest memory of 0x${bytes.toString(16)} bytes from ${file.path} at 0x${file.offset.toString(16)}`,
+        file.offset,
+      );
     this.#pointer = mapping.pointer;
     this.hostAddress = mapping.address;
     try {
@@ -88,6 +119,38 @@ export class GuestMemory implements RamBacking, Disposable {
     } catch (error) {
       munmap(mapping.pointer, this.#mappedSize); // e.g. larger than V8's maximum ArrayBuffer
       throw error;
+    }
+  }
+
+  /**
+   * Guest memory whose initial bytes are `size` bytes of the file at `path` from `offset` (a
+   * multiple of the host page size): `mmap(MAP_PRIVATE)` of the file, so nothing is read or copied
+   * up front — a page is read from the file (or the page cache) when first touched, and a write
+   * makes a private copy the file never sees. A file shorter than `offset + size` is refused. The file's
+   * descriptor is closed before this returns (the mapping keeps the file).
+   *
+   * @throws {KvmError} op `open PATH` when the file cannot be opened, `"mmap"` when it cannot be mapped.
+   * @throws {RangeError} for a bad size or offset, or a file too short.
+   */
+  static fromFile(path: string, offset: bigint, size: number | bigint): GuestMemory {
+    const page = BigInt(hostPageSize());
+    if (offset < 0n || offset % page !== 0n) {
+      throw new RangeError(
+        `GuestMemory.fromFile: offset 0x${offset.toString(16)} of ${path} is not page aligned`,
+      );
+    }
+    const fd = openPath(path, O_RDONLY);
+    try {
+      const length = fileLength(fd);
+      const end = offset + toSize(size, "GuestMemory size");
+      if (length < end) {
+        throw new RangeError(
+          `${path} is ${length} bytes, shorter than the 0x${end.toString(16)} it should hold`,
+        );
+      }
+      return new GuestMemory(size, { fd, offset, path });
+    } finally {
+      closeFd(fd);
     }
   }
 

@@ -10,7 +10,9 @@
 
 import {
   KVM_CLEAR_DIRTY_LOG_LAYOUT,
+  KVM_CLOCK_DATA_LAYOUT,
   KVM_CPUID2_LAYOUT,
+  KVM_DEBUGREGS_LAYOUT,
   KVM_DIRTY_LOG_LAYOUT,
   KVM_ENABLE_CAP_LAYOUT,
   KVM_FPU_LAYOUT,
@@ -26,11 +28,14 @@ import {
   KVM_MSR_LIST_LAYOUT,
   KVM_MSRS_LAYOUT,
   KVM_PIT_CONFIG_LAYOUT,
+  KVM_PIT_STATE2_LAYOUT,
   KVM_REGS_LAYOUT,
   KVM_SREGS_LAYOUT,
   KVM_TRANSLATION_LAYOUT,
   KVM_USERSPACE_MEMORY_REGION_LAYOUT,
   KVM_VCPU_EVENTS_LAYOUT,
+  KVM_XCRS_LAYOUT,
+  KVM_XSAVE_LAYOUT,
 } from "./_structs.ts";
 
 // asm-generic/ioctl.h: | dir:2 | size:14 | type:8 | nr:8 |
@@ -197,6 +202,34 @@ export const KVM_GUESTDBG_INJECT_BP = 0x0008_0000;
 /** Keep interrupts from being injected while single-stepping (KVM_CAP_SET_GUEST_DEBUG2). */
 export const KVM_GUESTDBG_BLOCKIRQ = 0x0010_0000;
 
+// State ioctls for snapshots (api.rst; numbers pinned in ioctls_test.ts)
+/** VM: `struct kvm_pit_state2` out (the in-kernel PIT's three channels). */
+export const KVM_GET_PIT2: number = ior(KVMIO, 0x9f, KVM_PIT_STATE2_LAYOUT.size);
+/** VM: `struct kvm_pit_state2` in. */
+export const KVM_SET_PIT2: number = iow(KVMIO, 0xa0, KVM_PIT_STATE2_LAYOUT.size);
+/** VM: `struct kvm_clock_data` in: kvmclock's value as the guest will read it. */
+export const KVM_SET_CLOCK: number = iow(KVMIO, 0x7b, KVM_CLOCK_DATA_LAYOUT.size);
+/** VM: `struct kvm_clock_data` out. */
+export const KVM_GET_CLOCK: number = ior(KVMIO, 0x7c, KVM_CLOCK_DATA_LAYOUT.size);
+/** vCPU: `struct kvm_debugregs` out. */
+export const KVM_GET_DEBUGREGS: number = ior(KVMIO, 0xa1, KVM_DEBUGREGS_LAYOUT.size);
+/** vCPU: `struct kvm_debugregs` in. */
+export const KVM_SET_DEBUGREGS: number = iow(KVMIO, 0xa2, KVM_DEBUGREGS_LAYOUT.size);
+/** vCPU: the guest TSC frequency in kHz as the value argument (KVM_CAP_TSC_CONTROL). */
+export const KVM_SET_TSC_KHZ: number = io(KVMIO, 0xa2);
+/** vCPU: returns the guest TSC frequency in kHz (KVM_CAP_GET_TSC_KHZ). */
+export const KVM_GET_TSC_KHZ: number = io(KVMIO, 0xa3);
+/** vCPU: `struct kvm_xsave` out (4 KiB). */
+export const KVM_GET_XSAVE: number = ior(KVMIO, 0xa4, KVM_XSAVE_LAYOUT.size);
+/** vCPU: `struct kvm_xsave` in (the size KVM_CAP_XSAVE2 reports, when larger than 4 KiB). */
+export const KVM_SET_XSAVE: number = iow(KVMIO, 0xa5, KVM_XSAVE_LAYOUT.size);
+/** vCPU: `struct kvm_xsave` out, with room for the size KVM_CAP_XSAVE2 reports (AMX state). */
+export const KVM_GET_XSAVE2: number = ior(KVMIO, 0xcf, KVM_XSAVE_LAYOUT.size);
+/** vCPU: `struct kvm_xcrs` out. */
+export const KVM_GET_XCRS: number = ior(KVMIO, 0xa6, KVM_XCRS_LAYOUT.size);
+/** vCPU: `struct kvm_xcrs` in. */
+export const KVM_SET_XCRS: number = iow(KVMIO, 0xa7, KVM_XCRS_LAYOUT.size);
+
 /** The only KVM API version there has ever been (api.rst, KVM_GET_API_VERSION). */
 export const KVM_API_VERSION = 12;
 
@@ -263,6 +296,20 @@ export const KVM_CAP_X2APIC_API = 129;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 /** Coalesced PIO. */
 export const KVM_CAP_COALESCED_PIO = 162;
+/** KVM_SET_TSC_KHZ. */
+export const KVM_CAP_TSC_CONTROL = 60;
+/** KVM_GET_TSC_KHZ. */
+export const KVM_CAP_GET_TSC_KHZ = 61;
+/** KVM_GET/SET_XSAVE. */
+export const KVM_CAP_XSAVE = 55;
+/** KVM_GET/SET_XCRS. */
+export const KVM_CAP_XCRS = 56;
+/** KVM_GET/SET_DEBUGREGS. */
+export const KVM_CAP_DEBUGREGS = 50;
+/** KVM_GET_XSAVE2; KVM_CHECK_EXTENSION on the VM returns the buffer size it needs. */
+export const KVM_CAP_XSAVE2 = 208;
+/** KVM_GET/SET_CLOCK with `realtime` and `host_tsc` (KVM_CLOCK_REALTIME, KVM_CLOCK_HOST_TSC). */
+export const KVM_CAP_ADJUST_CLOCK = 39;
 /** KVM_CLEAR_DIRTY_LOG with manual re-protection; enable with KVM_ENABLE_CAP. */
 export const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168;
 /** Dirty ring instead of bitmaps. */

@@ -14,10 +14,12 @@ import {
   encodeToBytes,
   KVM_CPUID2_LAYOUT,
   KVM_CPUID_ENTRY2_LAYOUT,
+  KVM_DEBUGREGS_LAYOUT,
   KVM_DTABLE_LAYOUT,
   KVM_FPU_LAYOUT,
   KVM_GUEST_DEBUG_LAYOUT,
   KVM_LAPIC_STATE_LAYOUT,
+  KVM_MAX_XCRS,
   KVM_MP_STATE_LAYOUT,
   KVM_MSR_ENTRY_LAYOUT,
   KVM_MSRS_LAYOUT,
@@ -28,23 +30,44 @@ import {
   KVM_SREGS_LAYOUT,
   KVM_TRANSLATION_LAYOUT,
   KVM_VCPU_EVENTS_LAYOUT,
+  KVM_XCR_LAYOUT,
+  KVM_XCRS_ENTRIES_START,
+  KVM_XCRS_LAYOUT,
+  KVM_XSAVE_SIZE,
   offsetsOf,
   type SameType,
   structBuffer,
   type ValueOf,
 } from "./_structs.ts";
-import { closeFd, detach, ioctlBuf, MAP_SHARED, mmap, munmap, PROT_READ, PROT_WRITE } from "./_syscalls.ts";
+import {
+  closeFd,
+  detach,
+  ioctlBuf,
+  ioctlNone,
+  ioctlU64,
+  MAP_SHARED,
+  mmap,
+  munmap,
+  PROT_READ,
+  PROT_WRITE,
+} from "./_syscalls.ts";
 import {
   KVM_EXIT_INTR,
+  KVM_GET_DEBUGREGS,
   KVM_GET_FPU,
   KVM_GET_LAPIC,
   KVM_GET_MP_STATE,
   KVM_GET_MSRS,
   KVM_GET_REGS,
   KVM_GET_SREGS,
+  KVM_GET_TSC_KHZ,
   KVM_GET_VCPU_EVENTS,
+  KVM_GET_XCRS,
+  KVM_GET_XSAVE,
+  KVM_GET_XSAVE2,
   KVM_RUN,
   KVM_SET_CPUID2,
+  KVM_SET_DEBUGREGS,
   KVM_SET_FPU,
   KVM_SET_GUEST_DEBUG,
   KVM_SET_LAPIC,
@@ -52,7 +75,10 @@ import {
   KVM_SET_MSRS,
   KVM_SET_REGS,
   KVM_SET_SREGS,
+  KVM_SET_TSC_KHZ,
   KVM_SET_VCPU_EVENTS,
+  KVM_SET_XCRS,
+  KVM_SET_XSAVE,
   KVM_TRANSLATE,
 } from "./ioctls.ts";
 import { KVM_ERROR_PARTIAL, KvmError } from "./kvm_error.ts";
@@ -312,6 +338,26 @@ export interface Translation {
   usermode: number;
 }
 
+/** DR0–DR3, DR6 and DR7 as the guest set them (`struct kvm_debugregs`, 128 bytes). */
+export interface KvmDebugregs {
+  /** DR0–DR3: the four breakpoint addresses. */
+  db: bigint[];
+  /** DR6: the debug status. */
+  dr6: bigint;
+  /** DR7: the debug control. */
+  dr7: bigint;
+  /** No flags are defined; 0. */
+  flags: bigint;
+}
+
+/** One extended control register (`struct kvm_xcr`): XCR0 is the XSAVE feature mask. */
+export interface XcrEntry {
+  /** The XCR number (0 for XCR0). */
+  xcr: number;
+  /** Its value. */
+  value: bigint;
+}
+
 // Compile-time checks: each interface above is exactly what its layout decodes to.
 type _KvmRegsMatches = AssertTrue<SameType<KvmRegs, ValueOf<typeof KVM_REGS_LAYOUT>>>;
 type _KvmSegmentMatches = AssertTrue<SameType<KvmSegment, ValueOf<typeof KVM_SEGMENT_LAYOUT>>>;
@@ -322,6 +368,8 @@ type _VcpuEventsMatches = AssertTrue<SameType<VcpuEvents, ValueOf<typeof KVM_VCP
 type _MsrEntryMatches = AssertTrue<SameType<MsrEntry, ValueOf<typeof KVM_MSR_ENTRY_LAYOUT>>>;
 type _CpuidEntryMatches = AssertTrue<SameType<CpuidEntry, ValueOf<typeof KVM_CPUID_ENTRY2_LAYOUT>>>;
 type _GuestDebugMatches = AssertTrue<SameType<GuestDebug, ValueOf<typeof KVM_GUEST_DEBUG_LAYOUT>>>;
+type _DebugregsMatches = AssertTrue<SameType<KvmDebugregs, ValueOf<typeof KVM_DEBUGREGS_LAYOUT>>>;
+type _XcrMatches = AssertTrue<SameType<XcrEntry, ValueOf<typeof KVM_XCR_LAYOUT>>>;
 type _TranslationMatches = AssertTrue<SameType<Translation, ValueOf<typeof KVM_TRANSLATION_LAYOUT>>>;
 
 const RUN = offsetsOf(KVM_RUN_LAYOUT);
@@ -610,6 +658,82 @@ export class Vcpu implements Disposable {
     });
     this.#ioctlBuf(KVM_TRANSLATE, bytes, "KVM_TRANSLATE");
     return decodeFromBytes(KVM_TRANSLATION_LAYOUT, bytes);
+  }
+
+  /**
+   * `KVM_GET_XSAVE` (4 KiB), or `KVM_GET_XSAVE2` with a buffer of `size` bytes when `size` is
+   * larger: pass what `vm.checkExtension(KVM_CAP_XSAVE2)` returns, as QEMU does, so AMX state fits.
+   * The guest's whole XSAVE area (x87, SSE, AVX, …) in the XSAVE instruction's standard layout.
+   */
+  getXsave(size: number = KVM_XSAVE_SIZE): Uint8Array {
+    if (!Number.isInteger(size) || size < KVM_XSAVE_SIZE) {
+      throw new RangeError(`getXsave: size ${size} is below the ${KVM_XSAVE_SIZE} bytes of struct kvm_xsave`);
+    }
+    if (size === KVM_XSAVE_SIZE) return this.#get(KVM_GET_XSAVE, size, "KVM_GET_XSAVE");
+    // KVM_GET_XSAVE2's number encodes sizeof(struct kvm_xsave); the kernel writes `size` bytes.
+    return this.#get(KVM_GET_XSAVE2, size, "KVM_GET_XSAVE2");
+  }
+
+  /** `KVM_SET_XSAVE` with an area from {@link getXsave} (4 KiB or the XSAVE2 size). */
+  setXsave(area: Uint8Array): void {
+    if (area.length < KVM_XSAVE_SIZE) {
+      throw new RangeError(
+        `setXsave: ${area.length} bytes is below the ${KVM_XSAVE_SIZE} of struct kvm_xsave`,
+      );
+    }
+    this.#set(KVM_SET_XSAVE, area.slice(), "KVM_SET_XSAVE");
+  }
+
+  /** `KVM_GET_XCRS`: the extended control registers (XCR0). */
+  getXcrs(): XcrEntry[] {
+    const bytes = this.#get(KVM_GET_XCRS, KVM_XCRS_LAYOUT.size, "KVM_GET_XCRS");
+    const view = new DataView(bytes.buffer);
+    const count = Math.min(decodeStruct(KVM_XCRS_LAYOUT, view).nrXcrs, KVM_MAX_XCRS);
+    return Array.from(
+      { length: count },
+      (_, i) => decodeStruct(KVM_XCR_LAYOUT, view, KVM_XCRS_ENTRIES_START + i * KVM_XCR_LAYOUT.size),
+    );
+  }
+
+  /** `KVM_SET_XCRS` (at most 16 entries). */
+  setXcrs(xcrs: readonly XcrEntry[]): void {
+    if (xcrs.length > KVM_MAX_XCRS) {
+      throw new RangeError(`setXcrs: ${xcrs.length} XCRs, at most ${KVM_MAX_XCRS}`);
+    }
+    const { bytes, view } = structBuffer(KVM_XCRS_LAYOUT.size);
+    encodeStruct(KVM_XCRS_LAYOUT, { nrXcrs: xcrs.length, flags: 0 }, view);
+    xcrs.forEach((x, i) =>
+      encodeStruct(KVM_XCR_LAYOUT, x, view, KVM_XCRS_ENTRIES_START + i * KVM_XCR_LAYOUT.size)
+    );
+    this.#set(KVM_SET_XCRS, bytes, "KVM_SET_XCRS");
+  }
+
+  /** `KVM_GET_DEBUGREGS`: the guest's own debug registers. */
+  getDebugregs(): KvmDebugregs {
+    return decodeFromBytes(
+      KVM_DEBUGREGS_LAYOUT,
+      this.#get(KVM_GET_DEBUGREGS, KVM_DEBUGREGS_LAYOUT.size, "KVM_GET_DEBUGREGS"),
+    );
+  }
+
+  /** `KVM_SET_DEBUGREGS` (`flags` must be 0). */
+  setDebugregs(regs: KvmDebugregs): void {
+    this.#set(KVM_SET_DEBUGREGS, encodeToBytes(KVM_DEBUGREGS_LAYOUT, regs), "KVM_SET_DEBUGREGS");
+  }
+
+  /** `KVM_GET_TSC_KHZ`: the guest's TSC frequency in kHz (KVM_CAP_GET_TSC_KHZ). */
+  getTscKhz(): number {
+    this.#checkOpen();
+    return ioctlNone(this.#fd, KVM_GET_TSC_KHZ, "KVM_GET_TSC_KHZ", `vCPU ${this.id}`);
+  }
+
+  /** `KVM_SET_TSC_KHZ`: scales the guest's TSC to `khz` (KVM_CAP_TSC_CONTROL; needs TSC scaling). */
+  setTscKhz(khz: number): void {
+    this.#checkOpen();
+    if (!Number.isInteger(khz) || khz <= 0 || khz > 0xffff_ffff) {
+      throw new RangeError(`setTscKhz: ${khz} kHz is not a positive 32-bit integer`);
+    }
+    ioctlU64(this.#fd, KVM_SET_TSC_KHZ, BigInt(khz), "KVM_SET_TSC_KHZ", `vCPU ${this.id}, ${khz} kHz`);
   }
 
   /** Unmaps `kvm_run` and closes the vCPU fd. Idempotent. */

@@ -6,9 +6,11 @@
 
 import {
   type AssertTrue,
+  decodeFromBytes,
   encodeStruct,
   encodeToBytes,
   KVM_CLEAR_DIRTY_LOG_LAYOUT,
+  KVM_CLOCK_DATA_LAYOUT,
   KVM_DIRTY_LOG_LAYOUT,
   KVM_ENABLE_CAP_LAYOUT,
   KVM_IOEVENTFD_LAYOUT,
@@ -22,6 +24,7 @@ import {
   KVM_IRQFD_LAYOUT,
   KVM_MSI_LAYOUT,
   KVM_PIT_CONFIG_LAYOUT,
+  KVM_PIT_STATE2_LAYOUT,
   KVM_USERSPACE_MEMORY_REGION_LAYOUT,
   offsetsOf,
   type SameType,
@@ -35,8 +38,10 @@ import {
   KVM_CREATE_PIT2,
   KVM_CREATE_VCPU,
   KVM_ENABLE_CAP,
+  KVM_GET_CLOCK,
   KVM_GET_DIRTY_LOG,
   KVM_GET_IRQCHIP,
+  KVM_GET_PIT2,
   KVM_IOEVENTFD,
   KVM_IOEVENTFD_FLAG_DATAMATCH,
   KVM_IOEVENTFD_FLAG_DEASSIGN,
@@ -47,8 +52,11 @@ import {
   KVM_IRQFD,
   KVM_IRQFD_FLAG_DEASSIGN,
   KVM_IRQFD_FLAG_RESAMPLE,
+  KVM_SET_CLOCK,
   KVM_SET_GSI_ROUTING,
   KVM_SET_IDENTITY_MAP_ADDR,
+  KVM_SET_IRQCHIP,
+  KVM_SET_PIT2,
   KVM_SET_TSS_ADDR,
   KVM_SET_USER_MEMORY_REGION,
   KVM_SIGNAL_MSI,
@@ -148,6 +156,32 @@ export interface IoeventfdMatch {
   /** Only a write of this value signals (KVM_IOEVENTFD_FLAG_DATAMATCH); any value when omitted. */
   readonly datamatch?: number | bigint;
 }
+
+/** kvmclock as `KVM_GET_CLOCK` reports it (`struct kvm_clock_data`, 48 bytes). */
+export interface KvmClockData {
+  /** Nanoseconds of kvmclock, the value the guest's kvm-clock reads. */
+  clock: bigint;
+  /** KVM_CLOCK_TSC_STABLE 2, KVM_CLOCK_REALTIME 4, KVM_CLOCK_HOST_TSC 8: which fields are valid. */
+  flags: number;
+  /** CLOCK_REALTIME (ns) at the moment `clock` was read, with KVM_CLOCK_REALTIME. */
+  realtime: bigint;
+  /** The host TSC at that moment, with KVM_CLOCK_HOST_TSC. */
+  hostTsc: bigint;
+}
+
+/** The in-kernel PIT (`struct kvm_pit_state2`, 112 bytes). */
+export interface KvmPitState2 {
+  /** The three `struct kvm_pit_channel_state` (24 bytes each), raw. */
+  channels: Uint8Array;
+  /** KVM_PIT_FLAGS_HPET_LEGACY 1, KVM_PIT_FLAGS_SPEAKER_DATA_ON 2. */
+  flags: number;
+}
+
+/** Bytes of one chip's state in `struct kvm_irqchip`. */
+const IRQCHIP_STATE_SIZE = 512;
+
+type _ClockMatches = AssertTrue<SameType<KvmClockData, ValueOf<typeof KVM_CLOCK_DATA_LAYOUT>>>;
+type _PitMatches = AssertTrue<SameType<KvmPitState2, ValueOf<typeof KVM_PIT_STATE2_LAYOUT>>>;
 
 /** Options for the {@link Vm} constructor. */
 export interface VmOptions {
@@ -426,6 +460,55 @@ export class Vm implements Disposable {
     });
     ioctlBuf(this.#open(), KVM_GET_IRQCHIP, bytes, "KVM_GET_IRQCHIP", `chip ${chipId}`);
     return bytes.slice(offsetsOf(KVM_IRQCHIP_LAYOUT).chip);
+  }
+
+  /**
+   * `KVM_SET_IRQCHIP`: puts back the 512 raw bytes {@link getIrqchip} returned for `chipId`.
+   *
+   * @throws {RangeError} unless `state` is 512 bytes.
+   */
+  setIrqchip(chipId: number, state: Uint8Array): void {
+    if (state.length !== IRQCHIP_STATE_SIZE) {
+      throw new RangeError(
+        `setIrqchip: chip ${chipId} state must be ${IRQCHIP_STATE_SIZE} bytes, got ${state.length}`,
+      );
+    }
+    const bytes = encodeToBytes(KVM_IRQCHIP_LAYOUT, { chipId: toU32(chipId, "chip id"), chip: state });
+    ioctlBuf(this.#open(), KVM_SET_IRQCHIP, bytes, "KVM_SET_IRQCHIP", `chip ${chipId}`);
+  }
+
+  /** `KVM_GET_PIT2`: the in-kernel PIT (KVM_CAP_PIT_STATE2). */
+  getPit2(): KvmPitState2 {
+    const bytes = new Uint8Array(KVM_PIT_STATE2_LAYOUT.size);
+    ioctlBuf(this.#open(), KVM_GET_PIT2, bytes, "KVM_GET_PIT2");
+    return decodeFromBytes(KVM_PIT_STATE2_LAYOUT, bytes);
+  }
+
+  /** `KVM_SET_PIT2`. */
+  setPit2(state: KvmPitState2): void {
+    ioctlBuf(this.#open(), KVM_SET_PIT2, encodeToBytes(KVM_PIT_STATE2_LAYOUT, state), "KVM_SET_PIT2");
+  }
+
+  /** `KVM_GET_CLOCK`: kvmclock now. */
+  getClock(): KvmClockData {
+    const bytes = new Uint8Array(KVM_CLOCK_DATA_LAYOUT.size);
+    ioctlBuf(this.#open(), KVM_GET_CLOCK, bytes, "KVM_GET_CLOCK");
+    return decodeFromBytes(KVM_CLOCK_DATA_LAYOUT, bytes);
+  }
+
+  /**
+   * `KVM_SET_CLOCK`: kvmclock continues from `clock` nanoseconds. Only `clock` is used here (flags
+   * 0): a restored guest's clock continues where it stopped, as QEMU's does without
+   * KVM_CLOCK_REALTIME.
+   */
+  setClock(clock: bigint): void {
+    const bytes = encodeToBytes(KVM_CLOCK_DATA_LAYOUT, {
+      clock: toU64(clock, "clock"),
+      flags: 0,
+      realtime: 0n,
+      hostTsc: 0n,
+    });
+    ioctlBuf(this.#open(), KVM_SET_CLOCK, bytes, "KVM_SET_CLOCK");
   }
 
   /**

@@ -229,8 +229,16 @@ export class SmpRunner implements Runner {
       this.#kickAll();
       for (;;) {
         const seen = Atomics.load(cells, DOORBELL);
-        const inside = this.#vcpus.some((_, i) => Atomics.load(cells, stateCell(i)) === RUNNING);
-        if (!inside) break;
+        // An I/O or MMIO exit that was waiting when the pause came is served now: its vCPU then
+        // re-enters KVM_RUN with the kick's immediate_exit still set, which completes the
+        // instruction (KVM finishes it only on the next KVM_RUN) and parks it. So every vCPU's
+        // state is consistent inside `fn` (a snapshot reads it). A debug exit stays for its hook.
+        this.#servePendingIo();
+        const busy = this.#vcpus.some((_, i) => {
+          const state = Atomics.load(cells, stateCell(i));
+          return state === RUNNING || (state === EXIT_PENDING && !this.#debugExit(i));
+        });
+        if (!busy) break;
         Atomics.wait(cells, DOORBELL, seen, 50);
         this.#kickAll(); // a vCPU that was between runs when first kicked
       }
@@ -240,6 +248,21 @@ export class SmpRunner implements Runner {
       Atomics.store(cells, PAUSE, 0);
       Atomics.notify(cells, PAUSE);
     }
+  }
+
+  #debugExit(index: number): boolean {
+    return this.#vcpus[index].runView.getUint32(EXIT_REASON_OFFSET, true) === KVM_EXIT_DEBUG;
+  }
+
+  #servePendingIo(): void {
+    const cells = this.#cells;
+    this.#vcpus.forEach((vcpu, i) => {
+      const cell = stateCell(i);
+      if (Atomics.load(cells, cell) !== EXIT_PENDING || this.#debugExit(i)) return;
+      if (serveExit(vcpu.runPage, vcpu.runView, this.#spaces)) this.#exits++;
+      Atomics.store(cells, cell, RUNNING);
+      Atomics.notify(cells, cell);
+    });
   }
 
   /** The thread id of each vCPU's Worker (0 outside a run). */

@@ -7,6 +7,15 @@
  * @module
  */
 
+// The device-state API the models' saveState/prepareState use (devices/mod.ts exports it too), so that
+// this module's documentation is complete on its own.
+export {
+  DeviceStateError,
+  type Snapshottable,
+  type StateObject,
+  StateReader,
+  type StateValue,
+} from "../device_state.ts";
 export { AddressSpaceGuestMemory, type GuestAddressSpace, type GuestMemory } from "./guest_memory.ts";
 export {
   DescriptorChain,

@@ -19,6 +19,7 @@
  */
 
 import type { VirtioDevice, VirtioDeviceModel } from "./virtio_device.ts";
+import type { StateObject, StateReader } from "../device_state.ts";
 import { type DescriptorChain, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
 
 /** Virtio device ID of a block device. */
@@ -179,6 +180,17 @@ export class VirtioBlk implements VirtioDeviceModel {
     view.setUint32(12, queueSize - 2, true); // seg_max: QEMU's seg-max-adjust gives queue size − 2
     view.setUint32(20, VIRTIO_BLK_SECTOR_SIZE, true); // blk_size
     view.setUint16(34, 1, true); // num_queues
+  }
+
+  /** The configuration structure (capacity, limits): fixed by the disk, saved to check a restore. */
+  saveState(): StateObject {
+    return { config: this.#config.slice() };
+  }
+
+  /** Checks that the saved configuration is this one's (a disk of another size or queue size is refused); nothing to apply. */
+  prepareState(r: StateReader): () => void {
+    r.sameBytes("config", this.#config, "capacity, seg_max, blk_size: another disk?");
+    return () => {};
   }
 
   /** Reads the configuration structure (little-endian, read-only). */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { StateReader } from "../device_state.ts";
 import { ByteDisk, ByteRam, DriverQueue } from "./_test_util.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./virtqueue.ts";
 import { VirtioDevice, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
@@ -132,4 +133,22 @@ Deno.test("VirtioBlk: a request without header or status buffer makes the device
   short.dev.notifyQueue(0);
   assert.match(short.log[0], /header of 8 bytes/);
   assert.equal(ram.refused, 0);
+});
+
+Deno.test("VirtioBlk state: the configuration is checked; a disk of another size is refused", () => {
+  const blk = new VirtioBlk({ backing: new ByteDisk(1 << 20) });
+  const state = blk.saveState();
+  assert.equal(new DataView((state.config as Uint8Array).buffer).getBigUint64(0, true), 2048n, "capacity");
+  assert.doesNotThrow(() =>
+    new VirtioBlk({ backing: new ByteDisk(1 << 20) }).prepareState(new StateReader("d", state))()
+  );
+  const smaller = new VirtioBlk({ backing: new ByteDisk(1 << 19) });
+  assert.throws(
+    () => smaller.prepareState(new StateReader("virtio-blk-pci", state)),
+    /virtio-blk-pci: state field "config" differs from this device's at byte 1 \(capacity/,
+  );
+  assert.throws(
+    () => smaller.prepareState(new StateReader("d", { config: 1 })),
+    /"config" is the number 1, not bytes/,
+  );
 });

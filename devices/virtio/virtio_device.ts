@@ -11,6 +11,7 @@
  */
 
 import type { GuestMemory } from "./guest_memory.ts";
+import { type Snapshottable, type StateObject, StateReader } from "../device_state.ts";
 import { VIRTIO_NO_VECTOR, VirtioProtocolError, Virtqueue } from "./virtqueue.ts";
 
 /** Device status bits (virtio 1.2 section 2.1). */
@@ -83,6 +84,16 @@ export interface VirtioDeviceModel {
    * backend through {@link VirtioDevice.serviceQueue}).
    */
   attach?(device: VirtioDevice): void;
+  /**
+   * The model's own state for a snapshot (absent: it has none). Models whose configuration is fixed
+   * by their options save it anyway, so a restore onto a different disk or MAC is refused.
+   */
+  saveState?(): StateObject;
+  /**
+   * Checks a {@link saveState} result read through `r` (throwing a DeviceStateError naming the field)
+   * and returns the function that applies it; nothing changes before that function runs.
+   */
+  prepareState?(r: StateReader): () => void;
 }
 
 /** Options of {@link VirtioDevice}. */
@@ -113,7 +124,7 @@ export interface VirtioDeviceOptions {
  * assert.equal(dev.driverFeatures, 0n);
  * ```
  */
-export class VirtioDevice {
+export class VirtioDevice implements Snapshottable {
   /** The device type. */
   readonly model: VirtioDeviceModel;
   /** The queues. */
@@ -309,6 +320,70 @@ export class VirtioDevice {
     this.configVector = VIRTIO_NO_VECTOR;
     for (const queue of this.queues) queue.reset();
     this.model.reset?.();
+  }
+
+  /**
+   * Status (with DEVICE_NEEDS_RESET), the driver's features, the ISR bits, the configuration
+   * generation and vector, whether the device stopped after a protocol error or is disabled by its
+   * transport, every queue ({@link Virtqueue.saveState}) and the model's own state.
+   */
+  saveState(): StateObject {
+    return {
+      status: this.#status,
+      driverFeatures: this.#driverFeatures,
+      isr: this.#isr,
+      configGeneration: this.#generation,
+      configVector: this.configVector,
+      broken: this.#broken,
+      disabled: this.disabled,
+      queues: this.queues.map((q) => q.saveState()),
+      model: this.model.saveState?.() ?? {},
+    };
+  }
+
+  /**
+   * Puts a {@link saveState} result back. No interrupt is raised: the transport re-drives its lines
+   * from its own saved state.
+   *
+   * @throws {DeviceStateError} naming the field if one is missing, of the wrong type or out of range,
+   * if features were accepted that this device does not offer, or if the queue count differs (the
+   * device is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    this.prepareState(new StateReader(this.model.name, state))();
+  }
+
+  /** Checks a saved device state read through `r` and returns the function that applies it. */
+  prepareState(r: StateReader): () => void {
+    const status = r.u8("status");
+    const driverFeatures = r.bigint("driverFeatures");
+    if (driverFeatures & ~this.hostFeatures) {
+      r.fail(
+        "driverFeatures",
+        `has 0x${(driverFeatures & ~this.hostFeatures).toString(16)}, not offered by this device`,
+      );
+    }
+    const isr = r.bits("isr", VIRTIO_ISR_QUEUE | VIRTIO_ISR_CONFIG);
+    const generation = r.u8("configGeneration");
+    const configVector = r.u16("configVector");
+    const broken = r.bool("broken");
+    const disabled = r.bool("disabled");
+    const queues = r.array("queues", { length: this.queues.length });
+    const applyQueues = queues.map((q, i) => this.queues[i].prepareState(q.object()));
+    const model = r.object("model");
+    const applyModel = this.model.prepareState?.(model) ?? (() => {});
+    return () => {
+      this.#status = status;
+      this.#driverFeatures = driverFeatures;
+      this.#isr = isr;
+      this.#generation = generation;
+      this.configVector = configVector;
+      this.#broken = broken;
+      this.disabled = disabled;
+      this.#handling = -1;
+      for (const apply of applyQueues) apply();
+      applyModel();
+    };
   }
 
   /** Runs `fn`; a protocol error (or any other) becomes {@link needsReset}. Returns whether it completed. */

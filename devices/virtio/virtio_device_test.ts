@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
+import type { StateObject } from "../device_state.ts";
+import { checkBadStates, checkRoundTrip, type StateHarness } from "../_state_test_util.ts";
 import { ByteRam, DriverQueue } from "./_test_util.ts";
 import { VIRTIO_NO_VECTOR, VirtioProtocolError, VIRTQ_DESC_F_NEXT, type Virtqueue } from "./virtqueue.ts";
 import { VirtioDevice, type VirtioDeviceModel, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
@@ -184,4 +187,106 @@ Deno.test("VirtioDevice: the model's attach hook gets its device once", () => {
   };
   const dev = new VirtioDevice(model, { memory: new ByteRam(16) });
   assert.deepEqual(seen, [dev]);
+});
+
+// ---- Device state (issue 11) ----
+
+type DevOp =
+  | { features: bigint }
+  | { status: number }
+  | { enable: number }
+  | { offer: number }
+  | { notify: number }
+  | { takeIsr: true }
+  | { configChanged: true }
+  | { needsReset: true }
+  | { reset: true }
+  | { disabled: boolean };
+
+const devOp: fc.Arbitrary<DevOp> = fc.oneof(
+  fc.record({
+    features: fc.constantFrom(
+      VirtioFeature.VERSION_1,
+      VirtioFeature.VERSION_1 | VirtioFeature.EVENT_IDX,
+      0n,
+      (1n << 64n) - 1n,
+    ),
+  }),
+  fc.record({ status: fc.oneof(fc.constantFrom(0x03, 0x0b, 0x0f, 0x8f), fc.integer({ min: 0, max: 0xff })) }),
+  fc.record({ enable: fc.constantFrom(0, 1) }),
+  fc.record({ offer: fc.integer({ min: 0, max: 7 }) }),
+  fc.record({ notify: fc.constantFrom(0, 0, 1) }),
+  fc.constant({ takeIsr: true as const }),
+  fc.constant({ configChanged: true as const }),
+  fc.constant({ needsReset: true as const }),
+  fc.constant({ reset: true as const }),
+  fc.record({ disabled: fc.boolean() }),
+);
+
+function devHarness(): StateHarness<DevOp> {
+  // The model fills each chain's first byte and pushes it, as virtio-rng does.
+  const s = setup((q) => {
+    for (let chain = q.pop(); chain; chain = q.pop()) {
+      chain.write(0, new Uint8Array([0x5a]));
+      q.push(chain, 1);
+    }
+  });
+  for (let i = 0; i < 8; i++) {
+    s.driver.setDesc(0x1000n, i, { addr: 0x8000n + 0x100n * BigInt(i), len: 16, flags: 2, next: 0 });
+  }
+  const rings = () => s.ram.bytes.slice(0, 0x9000);
+  return {
+    device: {
+      saveState: () => ({ device: s.dev.saveState(), ram: rings() }),
+      loadState: (state) => {
+        s.dev.loadState(state.device as StateObject);
+        s.ram.bytes.set(state.ram as Uint8Array);
+        s.driver.availIdx = s.ram.view.getUint16(0x2002, true);
+      },
+    },
+    step(op) {
+      const dev = s.dev;
+      if ("features" in op) return dev.setDriverFeatures(op.features);
+      if ("status" in op) dev.setStatus(op.status);
+      else if ("enable" in op) dev.enableQueue(op.enable);
+      else if ("offer" in op) s.driver.offer(op.offer);
+      else if ("notify" in op) dev.notifyQueue(op.notify);
+      else if ("takeIsr" in op) return dev.takeIsr();
+      else if ("configChanged" in op) dev.configChanged();
+      else if ("needsReset" in op) dev.needsReset("test");
+      else if ("reset" in op) dev.reset();
+      else dev.disabled = op.disabled;
+      return [dev.status, dev.driverFeatures, dev.isr, dev.configGeneration, dev.broken];
+    },
+    observe: () => [s.interrupts.splice(0), s.log.splice(0), s.ram.bytes.slice(0x3000, 0x3050)],
+  };
+}
+
+Deno.test("VirtioDevice state: a loaded device negotiates, serves queues and interrupts as the saved one", () => {
+  checkRoundTrip(devHarness, devOp, { numRuns: 200 });
+});
+
+Deno.test("VirtioDevice state: bad states are refused by field; the device is unchanged", () => {
+  const h = devHarness();
+  for (const op of [{ features: VirtioFeature.VERSION_1 }, { status: 0x0b }, { enable: 0 }] as DevOp[]) {
+    h.step(op);
+  }
+  const dev: StateHarness<never> = {
+    device: { saveState: () => (h.device.saveState().device as StateObject), loadState: (st) => void st },
+    step: () => undefined,
+    observe: () => undefined,
+  };
+  const state = dev.device.saveState();
+  const real = setup().dev;
+  real.loadState(state); // a fresh device of the same model takes it
+  assert.deepEqual(real.saveState(), state);
+  assert.ok(checkBadStates({ ...dev, device: real }, "virtio-test") >= 40);
+  const bad: [StateObject, RegExp][] = [
+    [{ ...state, driverFeatures: 1n << 4n }, /"driverFeatures" has 0x10, not offered by this device/],
+    [{ ...state, isr: 4 }, /"isr" is 0x4, has bits outside 0x3/],
+    [{ ...state, queues: (state.queues as StateObject[]).slice(0, 1) }, /"queues" has 1 elements, not 2/],
+    [{ ...state, model: 3 }, /"model" is the number 3, not an object/],
+  ];
+  for (const [s, message] of bad) assert.throws(() => real.loadState(s), message);
+  assert.deepEqual(real.saveState(), state);
 });

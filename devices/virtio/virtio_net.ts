@@ -27,6 +27,7 @@
  */
 
 import type { VirtioDevice, VirtioDeviceModel } from "./virtio_device.ts";
+import type { StateObject, StateReader } from "../device_state.ts";
 import { VirtioStatus } from "./virtio_device.ts";
 import { type DescriptorChain, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
 
@@ -178,6 +179,17 @@ export class VirtioNet implements VirtioDeviceModel {
   /** Remembers the device (the {@link VirtioDevice} constructor calls this). */
   attach(device: VirtioDevice): void {
     this.#device = device;
+  }
+
+  /** The configuration structure (MAC, link status): fixed by the options, saved to check a restore. */
+  saveState(): StateObject {
+    return { config: this.#config.slice() };
+  }
+
+  /** Checks that the saved configuration is this one's (a card with another MAC is refused); nothing to apply. */
+  prepareState(r: StateReader): () => void {
+    r.sameBytes("config", this.#config, "MAC or link status: another card?");
+    return () => {};
   }
 
   /** Reads the configuration structure (little-endian; writes are ignored, as for a 1.x driver). */

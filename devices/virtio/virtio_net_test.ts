@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { StateReader } from "../device_state.ts";
 import { ByteRam, DriverQueue } from "./_test_util.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./virtqueue.ts";
 import { VirtioDevice, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
@@ -318,4 +319,43 @@ Deno.test("VirtioNet: random frames sent and received arrive byte-identical, in 
     ),
     { numRuns: 150 },
   );
+});
+
+// ---- Device state (issue 11) ----
+
+Deno.test("VirtioNet state: after a load the next frame lands in the next posted buffer, as without it", () => {
+  for (const eventIdx of [false, true]) {
+    const a = setup({ eventIdx });
+    a.postRx(1514);
+    a.postRx(1514);
+    assert.equal(a.net.receive(new Uint8Array(60).fill(1)), true);
+    const saved = a.dev.saveState();
+    const b = setup({ eventIdx });
+    b.dev.loadState(saved);
+    b.ram.bytes.set(a.ram.bytes);
+    a.interrupts.length = 0;
+    const frame = new Uint8Array(70).fill(2);
+    assert.equal(b.net.receive(frame), true);
+    assert.equal(a.net.receive(frame), true);
+    assert.deepEqual(b.takeRx(1), a.takeRx(1));
+    assert.equal(b.takeRx(1).id, 1);
+    assert.deepEqual(b.interrupts, a.interrupts);
+    assert.deepEqual(b.dev.saveState(), a.dev.saveState());
+  }
+});
+
+Deno.test("VirtioNet state: the MAC and link status are checked; another card's state is refused", () => {
+  const net = new VirtioNet({ send: () => {} });
+  const state = net.saveState();
+  assert.deepEqual(state, { config: new Uint8Array([0x52, 0x54, 0, 0x12, 0x34, 0x56, 1, 0]) });
+  const other = new VirtioNet({ send: () => {}, mac: [2, 0, 0, 0, 0, 1] });
+  assert.throws(
+    () => other.prepareState(new StateReader("virtio-net-pci", state)),
+    /virtio-net-pci: state field "config" differs from this device's at byte 0 \(MAC or link status/,
+  );
+  assert.doesNotThrow(() => net.prepareState(new StateReader("virtio-net-pci", state))());
+  const dev = new VirtioDevice(other, { memory: new ByteRam(16) });
+  const before = dev.saveState();
+  assert.throws(() => dev.loadState({ ...before, model: state }), /"model.config" differs/);
+  assert.deepEqual(dev.saveState(), before);
 });

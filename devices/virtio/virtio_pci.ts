@@ -26,6 +26,7 @@ import { PciBarType, type PciBusSpaces, PciCommand, PciFunction } from "../pci_f
 import type { GuestMemory } from "./guest_memory.ts";
 import { VirtioDevice, type VirtioDeviceModel, VirtioStatus } from "./virtio_device.ts";
 import { VIRTIO_NO_VECTOR } from "./virtqueue.ts";
+import { type StateObject, StateReader } from "../device_state.ts";
 
 /** Red Hat / Qumranet, the virtio vendor. */
 export const VIRTIO_PCI_VENDOR_ID = 0x1af4;
@@ -160,6 +161,7 @@ export class VirtioPci extends PciFunction {
   constructor(options: VirtioPciOptions) {
     const model = options.model;
     super({
+      stateName: options.typeName ?? `${model.name}-pci`,
       vendorId: VIRTIO_PCI_VENDOR_ID,
       deviceId: VIRTIO_PCI_MODERN_DEVICE_ID_BASE + model.deviceId,
       revision: VIRTIO_PCI_MODERN_REVISION,
@@ -279,6 +281,49 @@ export class VirtioPci extends PciFunction {
   /** Where in {@link notifyRegion} the driver notifies queue `index` (4 × index). */
   notifyOffset(index: number): number {
     return VIRTIO_PCI_NOTIFY_OFF_MULTIPLIER * index;
+  }
+
+  /**
+   * The function ({@link PciFunction.saveState}: config space with BARs and command, INTx), MSI-X
+   * (table, PBA), the common configuration's select registers, and the virtio device with its queues
+   * ({@link VirtioDevice.saveState}). Per-queue notify offsets are the queue index, so they need no
+   * saving.
+   */
+  override saveState(): StateObject {
+    return {
+      ...super.saveState(),
+      msix: this.msix.saveState(),
+      deviceFeatureSelect: this.#deviceFeatureSelect,
+      driverFeatureSelect: this.#driverFeatureSelect,
+      queueSelect: this.#queueSelect,
+      device: this.device.saveState(),
+    };
+  }
+
+  /**
+   * Puts a {@link saveState} result back: every field is checked first, then the function (BARs
+   * mapped where the config says, INTx re-driven), MSI-X (pending vectors that are not masked fire;
+   * `onMsixVectorChange` hears every vector that differs), the select registers and the device; queue
+   * processing follows the command register's bus-master bit, as after a guest write.
+   *
+   * @throws {DeviceStateError} naming the field (`device.queues[0].size`, …) if one is missing, of the
+   * wrong type or out of range, or saved from another kind of device (the device is then unchanged).
+   */
+  override loadState(state: StateObject): void {
+    const r = new StateReader(this.stateName, state);
+    const applyPci = this.preparePciState(r);
+    const applyMsix = this.msix.prepareState(r.object("msix"));
+    const deviceFeatureSelect = r.u32("deviceFeatureSelect");
+    const driverFeatureSelect = r.u32("driverFeatureSelect");
+    const queueSelect = r.int("queueSelect", 0, Math.max(0, this.device.queues.length - 1));
+    const applyDevice = this.device.prepareState(r.object("device"));
+    applyPci();
+    applyMsix();
+    this.#deviceFeatureSelect = deviceFeatureSelect;
+    this.#driverFeatureSelect = driverFeatureSelect;
+    this.#queueSelect = queueSelect;
+    applyDevice();
+    this.device.disabled = (this.command & PciCommand.MASTER) === 0;
   }
 
   /** A configuration read; the PCI-configuration-access window reads the BAR first. */

@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
+import type { StateObject } from "../device_state.ts";
+import { checkBadStates, checkRoundTrip, type StateHarness } from "../_state_test_util.ts";
 import {
   AddressSpace,
   formatMtree,
@@ -424,4 +427,255 @@ Deno.test("VirtioPci end to end: a driver negotiates, sets up a queue, reads two
   assert.equal(r(common, C.DEVICE_STATUS, 1), 0x4f);
   assert.equal(b.log.length, 1);
   assert.deepEqual(b.msis.at(-1), [0xfee0_0000n, 0x4022]);
+});
+
+// ---- Device state (issue 11) ----
+
+const Q_DESC = 0x1_0000;
+const Q_AVAIL = 0x1_1000;
+const Q_USED = 0x1_2000;
+const Q_HEADERS = 0x1_3000; // request slot s: header at + 0x100 s, status at + 0x100 s + 0x20
+const Q_DATA = 0x2_0000; // request slot s: 512 bytes at + 0x1000 s
+const Q_SIZE = 16;
+const SLOTS = 5; // three descriptors each
+
+type VpOp =
+  | { bringUp: { eventIdx: boolean; msix: boolean } }
+  | { common: number; size: 1 | 2 | 4; value: number }
+  | { readCommon: number }
+  | { request: { slot: number; type: number; sector: number; fill: number } }
+  | { notify: number }
+  | { usedEvent: number }
+  | { isr: true }
+  | { command: number }
+  | { msixControl: number }
+  | { readDeviceConfig: number };
+
+const vpOp: fc.Arbitrary<VpOp> = fc.oneof(
+  { weight: 1, arbitrary: fc.record({ bringUp: fc.record({ eventIdx: fc.boolean(), msix: fc.boolean() }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      common: fc.constantFrom(
+        C.DEVICE_FEATURE_SELECT,
+        C.DRIVER_FEATURE_SELECT,
+        C.DRIVER_FEATURE,
+        C.CONFIG_MSIX_VECTOR,
+        C.DEVICE_STATUS,
+        C.QUEUE_SELECT,
+        C.QUEUE_SIZE,
+        C.QUEUE_MSIX_VECTOR,
+        C.QUEUE_ENABLE,
+      ),
+      size: fc.constantFrom(1 as const, 2 as const, 4 as const),
+      value: fc.oneof(fc.constantFrom(0, 1, 2, 4, 0x0f, 0x4f, 16), fc.integer({ min: 0, max: 0xffff_ffff })),
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ readCommon: fc.integer({ min: 0, max: 0x1c }).map((o) => o * 2) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      request: fc.record({
+        slot: fc.integer({ min: 0, max: SLOTS - 1 }),
+        type: fc.constantFrom(0, 1, 1, 4, 8, 99),
+        sector: fc.integer({ min: 0, max: 140 }),
+        fill: fc.integer({ min: 0, max: 0xff }),
+      }),
+    }),
+  },
+  { weight: 4, arbitrary: fc.record({ notify: fc.constantFrom(0, 0, 0, 1) }) },
+  { weight: 1, arbitrary: fc.record({ usedEvent: fc.integer({ min: 0, max: 20 }) }) },
+  { weight: 2, arbitrary: fc.constant({ isr: true as const }) },
+  { weight: 1, arbitrary: fc.record({ command: fc.constantFrom(0x7, 0x3, 0x407, 0x6) }) },
+  { weight: 1, arbitrary: fc.record({ msixControl: fc.constantFrom(0, 0x8000, 0xc000) }) },
+  { weight: 1, arbitrary: fc.record({ readDeviceConfig: fc.integer({ min: 0, max: 8 }).map((o) => o * 4) }) },
+);
+
+/**
+ * A virtio-blk-pci on a miniature board, BARs programmed, driven as a driver would. Its saved state
+ * carries the device and, as the snapshot's memory file and the disk would, guest RAM and the disk.
+ */
+function vpHarness(): StateHarness<VpOp> & Disposable & { vp: VirtioPci } {
+  const b = board();
+  const disk = new ByteDisk(1 << 16); // 128 sectors: requests past the end are exercised too
+  const vp = new VirtioPci({ ...b.options, model: new VirtioBlk({ backing: disk }) });
+  b.host.attach({ device: 5 }, vp);
+  programLikeSeabios(b, 5, 0xfebf_2000, 0xfe00_000c, 10);
+  const { w, r, isr, notify } = regs(b);
+  const view = new DataView(b.ram.bytes.buffer);
+  let availIdx = 0;
+  const bringUp = (eventIdx: boolean, msix: boolean) => {
+    w(C.DEVICE_STATUS, 1, 0);
+    w(C.DEVICE_STATUS, 1, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER);
+    w(C.DRIVER_FEATURE_SELECT, 4, 0);
+    w(C.DRIVER_FEATURE, 4, eventIdx ? 0x3000_0000 : 0x1000_0000);
+    w(C.DRIVER_FEATURE_SELECT, 4, 1);
+    w(C.DRIVER_FEATURE, 4, 1);
+    w(C.DEVICE_STATUS, 1, 0x0b);
+    w(C.QUEUE_SELECT, 2, 0);
+    w(C.QUEUE_SIZE, 2, Q_SIZE);
+    w(C.QUEUE_DESC_LO, 4, Q_DESC);
+    w(C.QUEUE_DRIVER_LO, 4, Q_AVAIL);
+    w(C.QUEUE_DEVICE_LO, 4, Q_USED);
+    w(C.QUEUE_MSIX_VECTOR, 2, msix ? 0 : 0xffff);
+    w(C.CONFIG_MSIX_VECTOR, 2, msix ? 1 : 0xffff);
+    w(C.QUEUE_ENABLE, 2, 1);
+    w(C.DEVICE_STATUS, 1, 0x0f);
+    b.ram.bytes.fill(0, Q_AVAIL, Q_USED + 0x100);
+    availIdx = 0;
+    if (msix) {
+      for (const v of [0, 1]) {
+        b.memory.write(0xfebf_2000 + 16 * v, 4, 0xfee0_0000 + v * 0x1000);
+        b.memory.write(0xfebf_2000 + 16 * v + 8, 4, 0x40 + v);
+        b.memory.write(0xfebf_2000 + 16 * v + 12, 4, 0);
+      }
+      b.cfg(5).write(vp.msix.capability + 2, 0x8000, 2);
+    }
+  };
+  const setDesc = (i: number, addr: number, len: number, flags: number) => {
+    const at = Q_DESC + 16 * i;
+    view.setBigUint64(at, BigInt(addr), true);
+    view.setUint32(at + 8, len, true);
+    view.setUint16(at + 12, flags, true);
+    view.setUint16(at + 14, i + 1, true);
+  };
+  const request = (
+    { slot, type, sector, fill }: { slot: number; type: number; sector: number; fill: number },
+  ) => {
+    const header = Q_HEADERS + 0x100 * slot;
+    const data = Q_DATA + 0x1000 * slot;
+    view.setUint32(header, type, true);
+    view.setBigUint64(header + 8, BigInt(sector), true);
+    if (type === VirtioBlkRequest.OUT) b.ram.bytes.fill(fill, data, data + 512);
+    const d = 3 * slot;
+    setDesc(d, header, 16, VIRTQ_DESC_F_NEXT);
+    setDesc(
+      d + 1,
+      data,
+      type === VirtioBlkRequest.GET_ID ? 20 : 512,
+      VIRTQ_DESC_F_NEXT | (type === 1 ? 0 : W),
+    );
+    setDesc(d + 2, header + 0x20, 1, W);
+    view.setUint16(Q_AVAIL + 4 + 2 * (availIdx % Q_SIZE), d, true);
+    availIdx = (availIdx + 1) & 0xffff;
+    view.setUint16(Q_AVAIL + 2, availIdx, true);
+  };
+  const W = VIRTQ_DESC_F_WRITE;
+  const RAM_SAVED = Q_DATA + 0x1000 * SLOTS;
+  return {
+    vp,
+    device: {
+      saveState: () => ({
+        vp: vp.saveState(),
+        ram: b.ram.bytes.slice(0, RAM_SAVED),
+        disk: disk.bytes.slice(),
+      }),
+      loadState: (state) => {
+        vp.loadState(state.vp as StateObject);
+        b.ram.bytes.set(state.ram as Uint8Array);
+        disk.bytes.set(state.disk as Uint8Array);
+        availIdx = view.getUint16(Q_AVAIL + 2, true);
+      },
+    },
+    step(op) {
+      if ("bringUp" in op) bringUp(op.bringUp.eventIdx, op.bringUp.msix);
+      else if ("common" in op) w(op.common, op.size, op.value);
+      else if ("readCommon" in op) return r(op.readCommon, 2);
+      else if ("request" in op) request(op.request);
+      else if ("notify" in op) notify(op.notify);
+      else if ("usedEvent" in op) view.setUint16(Q_AVAIL + 4 + 2 * Q_SIZE, op.usedEvent, true);
+      else if ("isr" in op) return isr();
+      else if ("command" in op) b.cfg(5).write(0x04, op.command, 2);
+      else if ("msixControl" in op) b.cfg(5).write(vp.msix.capability + 2, op.msixControl, 2);
+      else return r(0x2000 + op.readDeviceConfig, 4);
+      return [vp.device.status, vp.device.broken];
+    },
+    observe: () => [
+      b.irq.level,
+      b.msis.splice(0),
+      b.log.splice(0),
+      b.ram.bytes.slice(Q_USED, Q_USED + 8 + 8 * Q_SIZE),
+      b.ram.bytes.slice(Q_HEADERS, Q_HEADERS + 0x100 * SLOTS),
+    ],
+    close: () => b[Symbol.dispose](),
+    [Symbol.dispose]: () => b[Symbol.dispose](),
+  };
+}
+
+Deno.test("VirtioPci state: a loaded virtio-blk-pci completes the same requests with the same interrupts", () => {
+  checkRoundTrip(vpHarness, vpOp, { numRuns: 80, maxPrefix: 50, maxSuffix: 30 });
+});
+
+Deno.test("VirtioPci state: mid-run, the next notify processes exactly the next request; MSI-X routes rebuilt", () => {
+  using a = vpHarness();
+  a.step({ bringUp: { eventIdx: true, msix: true } });
+  a.step({ request: { slot: 0, type: 1, sector: 3, fill: 0xab } });
+  a.step({ notify: 0 });
+  a.step({ request: { slot: 1, type: 0, sector: 3, fill: 0 } }); // offered, not yet notified
+  a.observe();
+  const state = a.device.saveState();
+  const vectors: number[] = [];
+  using b = vpHarness();
+  b.observe();
+  const onChange = b.vp.msix; // the harness's board does not route: look at the vectors directly
+  b.device.loadState(state);
+  for (let v = 0; v < 2; v++) if (!onChange.isMasked(v)) vectors.push(v);
+  assert.deepEqual(vectors, [0, 1], "both vectors unmasked after load");
+  assert.equal(b.vp.notifyAddress(0), 0xfe00_3000n, "BAR 4 mapped where the config says");
+  b.step({ notify: 0 });
+  a.step({ notify: 0 });
+  assert.deepEqual(b.observe(), a.observe());
+  const data = (h: typeof a) =>
+    (h.device.saveState().ram as Uint8Array).slice(Q_DATA + 0x1000, Q_DATA + 0x1000 + 512);
+  assert.ok(data(b).every((x) => x === 0xab), "the read after the load sees the write before it");
+});
+
+Deno.test("VirtioPci state: bad states name the field path and leave the device unchanged", () => {
+  using h = vpHarness();
+  h.step({ bringUp: { eventIdx: false, msix: false } });
+  h.step({ request: { slot: 0, type: 4, sector: 0, fill: 0 } });
+  h.step({ notify: 0 });
+  const vpHarnessOnly: StateHarness<never> = {
+    device: h.vp,
+    step: () => undefined,
+    observe: () => h.observe(),
+  };
+  assert.ok(checkBadStates(vpHarnessOnly, "virtio-blk-pci", { skipOutOfRange: [] }) >= 50);
+  const state = h.vp.saveState();
+  const device = state.device as StateObject;
+  const queues = device.queues as StateObject[];
+  const bad: [StateObject, RegExp][] = [
+    [{ ...state, queueSelect: 1 }, /"queueSelect" is 1, not in 0..0/],
+    [
+      { ...state, device: { ...device, queues: [{ ...queues[0], size: 512 }] } },
+      /"device.queues\[0\].size" is 512/,
+    ],
+    [{ ...state, device: { ...device, queues: [] } }, /"device.queues" has 0 elements, not 1/],
+    [
+      { ...state, device: { ...device, driverFeatures: 1n << 40n } },
+      /"device.driverFeatures" has 0x10000000000, not offered/,
+    ],
+    [
+      { ...state, device: { ...device, model: { config: new Uint8Array(0x24) } } },
+      /"device.model.config" differs .* another disk/,
+    ],
+    [
+      { ...state, msix: { ...(state.msix as StateObject), pba: new Uint8Array(1) } },
+      /"msix.pba" has 1 bytes, not 8/,
+    ],
+  ];
+  for (const [s, message] of bad) {
+    assert.throws(
+      () => h.vp.loadState(s),
+      (e: Error) => e.name === "DeviceStateError" && message.test(e.message),
+    );
+  }
+  // A state from virtio-rng-pci: another device ID in the read-only config bytes.
+  using other = board();
+  const rng = new VirtioPci({ ...other.options, model: new VirtioRng({ entropy: (x) => x.fill(1) }) });
+  assert.throws(
+    () => h.vp.loadState(rng.saveState()),
+    /virtio-blk-pci: state field "config" has 0x44 at offset 0x02/,
+  );
+  assert.deepEqual(h.vp.saveState(), state);
 });

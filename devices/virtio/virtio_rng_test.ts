@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ByteRam, DriverQueue } from "./_test_util.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./virtqueue.ts";
-import { VirtioDevice, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
+import { VirtioDevice, type VirtioDeviceModel, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
 import { VIRTIO_RNG_MAX_CHUNK, VirtioRng } from "./virtio_rng.ts";
 
 function setup() {
@@ -50,4 +50,11 @@ Deno.test("VirtioRng: a readable-only chain gets 0 bytes; a huge request gets on
   assert.deepEqual(driver.usedElem(0), { id: 0, len: 0 });
   assert.deepEqual(driver.usedElem(1), { id: 1, len: VIRTIO_RNG_MAX_CHUNK });
   assert.throws(() => new VirtioRng({ entropy: 5 as unknown as () => void }), TypeError);
+});
+
+Deno.test("VirtioRng state: no model state; the device's queue state carries it across a load", () => {
+  const rng: VirtioDeviceModel = new VirtioRng({ entropy: (b) => b.fill(7) });
+  assert.equal(rng.saveState, undefined, "nothing of its own: the entropy source is the host's");
+  const dev = new VirtioDevice(rng, { memory: new ByteRam(16) });
+  assert.deepEqual(dev.saveState().model, {});
 });

@@ -25,6 +25,7 @@
  */
 
 import type { GuestMemory } from "./guest_memory.ts";
+import { type Snapshottable, type StateObject, StateReader } from "../device_state.ts";
 
 /** Descriptor flag: the chain continues at `next`. */
 export const VIRTQ_DESC_F_NEXT = 1;
@@ -183,7 +184,7 @@ export interface VirtqueueFeatures {
  * assert.equal(ram[0x8000], 7);
  * ```
  */
-export class Virtqueue {
+export class Virtqueue implements Snapshottable {
   /** Queue index. */
   readonly index: number;
   /** Largest size the device supports (what the driver reads at first). */
@@ -294,6 +295,86 @@ export class Virtqueue {
         0;
     this.#signalledValid = false;
     this.#lastPopped = null;
+  }
+
+  /**
+   * The driver's settings (size, ring addresses, MSI-X vector, enable with the negotiated ring
+   * features) and the device's progress: the next available index to take, the used index, the
+   * chains in use, and the EVENT_IDX bookkeeping of the last interrupt decision. With these the next
+   * notify after a load takes exactly the next available chain, and interrupts are suppressed or
+   * raised exactly as they would have been. The rings themselves are guest RAM.
+   */
+  saveState(): StateObject {
+    return {
+      size: this.size,
+      descAddr: this.descAddr,
+      driverAddr: this.driverAddr,
+      deviceAddr: this.deviceAddr,
+      msixVector: this.msixVector,
+      enabled: this.#enabled,
+      indirect: this.#features.indirect,
+      eventIdx: this.#features.eventIdx,
+      lastAvailIdx: this.#lastAvail,
+      usedIdx: this.#usedIdx,
+      inUse: this.#inUse,
+      signalledUsed: this.#signalledUsed,
+      signalledValid: this.#signalledValid,
+    };
+  }
+
+  /**
+   * Puts a {@link saveState} result back. Ring placement is checked for alignment only: guest RAM
+   * may not be in place yet during a restore, and a ring outside it is refused on first use as always.
+   *
+   * @throws {DeviceStateError} naming the field if one is missing, of the wrong type or out of range
+   * (the queue is then unchanged).
+   */
+  loadState(state: StateObject): void {
+    this.prepareState(new StateReader(`virtqueue ${this.index}`, state))();
+  }
+
+  /** Checks a saved queue state read through `r` and returns the function that applies it. */
+  prepareState(r: StateReader): () => void {
+    const size = r.int("size", 1, this.maxSize);
+    if (size & (size - 1)) r.fail("size", `is ${size}, not a power of two`);
+    const descAddr = r.bigint("descAddr");
+    const driverAddr = r.bigint("driverAddr");
+    const deviceAddr = r.bigint("deviceAddr");
+    const msixVector = r.u16("msixVector");
+    const enabled = r.bool("enabled");
+    const indirect = r.bool("indirect");
+    const eventIdx = r.bool("eventIdx");
+    const lastAvail = r.u16("lastAvailIdx");
+    const usedIdx = r.u16("usedIdx");
+    const inUse = r.int("inUse", 0, size);
+    const signalledUsed = r.u16("signalledUsed");
+    const signalledValid = r.bool("signalledValid");
+    if (enabled) {
+      for (
+        const [field, addr, align] of [["descAddr", descAddr, 16n], ["driverAddr", driverAddr, 2n], [
+          "deviceAddr",
+          deviceAddr,
+          4n,
+        ]] as const
+      ) {
+        if (addr % align !== 0n) r.fail(field, `is 0x${addr.toString(16)}, not ${align}-byte aligned`);
+      }
+    }
+    return () => {
+      this.size = size;
+      this.descAddr = descAddr;
+      this.driverAddr = driverAddr;
+      this.deviceAddr = deviceAddr;
+      this.msixVector = msixVector;
+      this.#enabled = enabled;
+      this.#features = { indirect, eventIdx };
+      this.#lastAvail = lastAvail;
+      this.#usedIdx = usedIdx;
+      this.#inUse = inUse;
+      this.#signalledUsed = signalledUsed;
+      this.#signalledValid = signalledValid;
+      this.#lastPopped = null;
+    };
   }
 
   /**

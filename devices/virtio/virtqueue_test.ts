@@ -11,6 +11,8 @@ import {
   Virtqueue,
 } from "./virtqueue.ts";
 import type { GuestMemory } from "./guest_memory.ts";
+import type { StateObject, StateValue } from "../device_state.ts";
+import { checkBadStates, checkRoundTrip, type StateHarness } from "../_state_test_util.ts";
 
 const RAM_SIZE = 0x2_0000;
 const DESC = 0x1000n;
@@ -592,4 +594,124 @@ Deno.test("Virtqueue property: random rings and descriptor tables never make it 
     ),
     { numRuns: 2000 },
   );
+});
+
+// ---- Device state (issue 11) ----
+
+type QueueOp =
+  | { offer: number }
+  | { service: number; unpopLast: boolean }
+  | { notify: true }
+  | { usedEvent: number }
+  | { noInterrupt: boolean }
+  | { availIdx: number };
+
+const queueOp: fc.Arbitrary<QueueOp> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ offer: fc.integer({ min: 0, max: 7 }) }) },
+  { weight: 3, arbitrary: fc.record({ service: fc.integer({ min: 0, max: 4 }), unpopLast: fc.boolean() }) },
+  { weight: 3, arbitrary: fc.constant({ notify: true as const }) },
+  { weight: 2, arbitrary: fc.record({ usedEvent: fc.integer({ min: 0, max: 0xffff }) }) },
+  { weight: 1, arbitrary: fc.record({ noInterrupt: fc.boolean() }) },
+  // Now and then a hostile index: the queue must refuse it the same way before and after a load.
+  { weight: 1, arbitrary: fc.record({ availIdx: fc.integer({ min: 0, max: 0xffff }) }) },
+);
+
+/** A queue with its guest RAM; the RAM travels in the saved state, as the memory file would carry it. */
+function queueHarness(eventIdx: boolean): StateHarness<QueueOp> & { q: Virtqueue; ram: ByteRam } {
+  const { ram, q, driver } = setup(8, { indirect: true, eventIdx });
+  for (let i = 0; i < 8; i++) {
+    driver.setDesc(DESC, i, { addr: BigInt(DATA + 0x100 * i), len: 0x40, flags: W, next: 0 });
+  }
+  const guard = <T>(fn: () => T): T | string => {
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof VirtioProtocolError) return e.message;
+      throw e;
+    }
+  };
+  return {
+    q,
+    ram,
+    device: {
+      // Only the part of RAM the rings and buffers use (deepEqual on all of it is slow).
+      saveState: () => ({ queue: q.saveState(), ram: ram.bytes.slice(0, DATA + 0x800) }),
+      loadState: (state) => {
+        q.loadState(state.queue as StateObject);
+        ram.bytes.set(state.ram as Uint8Array);
+        driver.availIdx = ram.view.getUint16(Number(AVAIL) + 2, true);
+      },
+    },
+    step(op) {
+      if ("offer" in op) driver.offer(op.offer);
+      else if ("usedEvent" in op) driver.setUsedEvent(op.usedEvent);
+      else if ("noInterrupt" in op) driver.setAvailFlags(op.noInterrupt ? VIRTQ_AVAIL_F_NO_INTERRUPT : 0);
+      else if ("availIdx" in op) driver.setAvailIdx(driver.availIdx = op.availIdx);
+      else if ("notify" in op) return guard(() => q.shouldNotify());
+      else {
+        return guard(() => {
+          const heads: number[] = [];
+          for (let i = 0; i < op.service; i++) {
+            const chain = q.pop();
+            if (!chain) break;
+            if (op.unpopLast && i === op.service - 1) {
+              q.unpop(chain);
+              heads.push(-chain.head);
+              break;
+            }
+            chain.write(0, new Uint8Array([heads.length + 1]));
+            q.push(chain, 3 * chain.head);
+            heads.push(chain.head);
+          }
+          return heads;
+        });
+      }
+      return [q.lastAvailIdx, q.usedIdx, q.inUse];
+    },
+    observe:
+      () => [driver.usedIdx(), driver.availEvent(), ram.bytes.slice(Number(USED), Number(USED) + 0x48)],
+  };
+}
+
+Deno.test("Virtqueue state: after a load the next chains, used entries and interrupt decisions are the same", () => {
+  checkRoundTrip(() => queueHarness(false), queueOp, { numRuns: 200 });
+  checkRoundTrip(() => queueHarness(true), queueOp, { numRuns: 200 });
+});
+
+Deno.test("Virtqueue state: EVENT_IDX bookkeeping survives: no second interrupt for the same used index", () => {
+  const a = queueHarness(true);
+  a.step({ offer: 1 });
+  a.step({ usedEvent: 0 });
+  a.step({ service: 1, unpopLast: false });
+  assert.equal(a.step({ notify: true }), true, "used index passed used_event 0");
+  const b = queueHarness(true);
+  b.device.loadState(a.device.saveState());
+  a.step({ offer: 2 });
+  b.step({ offer: 2 });
+  assert.deepEqual(b.step({ service: 1, unpopLast: false }), [2], "the next chain is the next available one");
+  assert.equal(b.step({ notify: true }), false, "used_event still 0: suppressed, as without the snapshot");
+  assert.equal(a.step({ service: 1, unpopLast: false }) + "," + a.step({ notify: true }), "2,false");
+});
+
+Deno.test("Virtqueue state: bad states are refused by field and leave the queue unchanged", () => {
+  const { q, ram, driver } = setup(8, { indirect: false, eventIdx: true });
+  driver.setDesc(DESC, 0, { addr: BigInt(DATA), len: 16, flags: W, next: 0 });
+  driver.offer(0);
+  q.push(q.pop()!, 1);
+  q.shouldNotify();
+  const h: StateHarness<never> = { device: q, step: () => undefined, observe: () => ram.bytes.slice() };
+  assert.ok(checkBadStates(h, "virtqueue 0") >= 40);
+  const state = q.saveState();
+  const bad: [string, StateValue, RegExp][] = [
+    ["size", 16, /"size" is 16, not in 1..8/],
+    ["size", 6, /"size" is 6, not a power of two/],
+    ["inUse", 9, /"inUse" is 9, not in 0..8/],
+    ["descAddr", 0x1008n, /"descAddr" is 0x1008, not 16-byte aligned/],
+    ["deviceAddr", 0x3002n, /"deviceAddr" is 0x3002, not 4-byte aligned/],
+    ["lastAvailIdx", 0x10000, /"lastAvailIdx" is 65536/],
+  ];
+  for (const [field, value, message] of bad) {
+    assert.throws(() => q.loadState({ ...state, [field]: value }), message);
+  }
+  assert.deepEqual(q.saveState(), state);
 });

@@ -46,6 +46,14 @@ export const GUESTS: readonly GuestBuild[] = [
       "through port 0xcf9 (run status 0).",
   },
   {
+    name: "ring3_loop",
+    exportName: "RING3_LOOP",
+    linkAddress: 0x10_0000,
+    summary: "A guest for snapshot tests: hello64 with its ring-3 step replaced by 16 rounds of 20,000,000 " +
+      "steps of a 64-bit LCG, run and printed from ring 3 (IOPL 3), a line per round, then the goodbye " +
+      "line and a reset through port 0xcf9 (run status 0).",
+  },
+  {
     name: "exit_status",
     exportName: "EXIT_STATUS",
     linkAddress: 0x10_0000,

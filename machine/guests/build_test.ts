@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { buildGuests, guestModuleUrl, GUESTS } from "./build.ts";
 import { decodeImage, encodeImage, mostFrequentByte } from "./_image.ts";
-import { ECHO, EXIT_STATUS, FIRMWARE, HELLO64, SMP, VIRTIO_HOSTILE } from "./mod.ts";
+import { ECHO, EXIT_STATUS, FIRMWARE, HELLO64, RING3_LOOP, SMP, VIRTIO_HOSTILE } from "./mod.ts";
 
 /** Why the rebuild test cannot run here, or undefined when binutils is installed. */
 function missingToolchain(): string | undefined {
@@ -19,7 +19,15 @@ function missingToolchain(): string | undefined {
 const missing = missingToolchain();
 if (missing !== undefined) console.log(`machine/guests/build_test.ts: rebuild test skipped: ${missing}`);
 
-const EXPORTS: Record<string, Uint8Array> = { HELLO64, EXIT_STATUS, ECHO, SMP, VIRTIO_HOSTILE, FIRMWARE };
+const EXPORTS: Record<string, Uint8Array> = {
+  HELLO64,
+  RING3_LOOP,
+  EXIT_STATUS,
+  ECHO,
+  SMP,
+  VIRTIO_HOSTILE,
+  FIRMWARE,
+};
 
 Deno.test({
   name: "the committed guest modules are byte-identical to a fresh build of their sources",

@@ -16,6 +16,7 @@
 
 export { HELLO64 } from "./hello64.ts";
 export { EXIT_STATUS } from "./exit_status.ts";
+export { RING3_LOOP } from "./ring3_loop.ts";
 export { ECHO } from "./echo.ts";
 export { SMP } from "./smp.ts";
 export { VIRTIO_HOSTILE } from "./virtio_hostile.ts";

@@ -22,11 +22,24 @@ import {
   type KvmSregs,
   type MemslotCall,
   type MsrEntry,
+  readableMsrs,
+  restoreVcpuState,
   type Vcpu,
   type VcpuEvents,
   type Vm,
 } from "../../kvm/mod.ts";
-import type { AddressSpace, MtreeOptions } from "../../memory/mod.ts";
+import { type AddressSpace, DirtyLogClient, type MtreeOptions } from "../../memory/mod.ts";
+import {
+  type BaseReference,
+  readSnapshotChain,
+  type SnapshotOptions,
+  type SnapshotResult,
+  writeSnapshot,
+} from "../snapshot/snapshot.ts";
+import { mapMemoryChain } from "../snapshot/memory_file.ts";
+import { loadDevices } from "../snapshot/device_states.ts";
+import { SnapshotMismatchError } from "../snapshot/errors.ts";
+import type { SnapValue } from "../snapshot/format.ts";
 import { translateVirtual } from "../page_walk.ts";
 import { formatRegisters, regsFor, sregsFor } from "../cpu_state.ts";
 import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid, resetMsrs } from "../x86_cpu.ts";
@@ -67,6 +80,24 @@ export interface PcMachineOptions {
   /** PCI devices (virtio), in QEMU's creation order; their backends stay the caller's to close. */
   pciDevices?: readonly PcPciDeviceSpec[];
   /** Where a device's error line goes (a guest that breaks the virtio protocol, say). */
+  log?: (line: string) => void;
+}
+
+/** Options of {@link PcMachine.restore}: what a front-end supplies that a snapshot cannot hold. */
+export interface PcRestoreOptions {
+  /** When given, must be the snapshot's RAM size (`-m` given with `--restore`). */
+  ramSize?: bigint;
+  /** When given, must be the snapshot's vCPU count. */
+  cpus?: number;
+  /** Every byte the guest sends through COM1. */
+  serial?: (byte: number) => void;
+  /** Every `KVM_SET_USER_MEMORY_REGION` call. */
+  traceMemslots?: (call: MemslotCall) => void;
+  /** An open /dev/kvm to use. */
+  kvm?: Kvm;
+  /** The PCI devices with their backends, of the same types in the same order as the snapshot's. */
+  pciDevices?: readonly PcPciDeviceSpec[];
+  /** Where a device's error line goes. */
   log?: (line: string) => void;
 }
 
@@ -308,6 +339,14 @@ export class PcMachine implements Disposable {
   readonly #memory: PcGuestMemory;
   readonly #resetStates: readonly VcpuResetState[];
   readonly #notifiers: VirtioNotifiers;
+  readonly #firmware: Uint8Array;
+  readonly #kvmRef: Kvm;
+  /** The last snapshot written or restored: what a diff snapshot builds on. */
+  #lastSnapshot: BaseReference | null = null;
+  /** The front-end's description stored in the snapshot this machine was restored from. */
+  #restoredFrontEnd: SnapValue = null;
+  /** The saveable MSRs, probed at the first snapshot. */
+  #msrIndices: number[] | null = null;
   #closed = false;
 
   private constructor(parts: {
@@ -321,6 +360,8 @@ export class PcMachine implements Disposable {
     memory: PcGuestMemory;
     resetStates: VcpuResetState[];
     notifiers: VirtioNotifiers;
+    firmware: Uint8Array;
+    kvm: Kvm;
   }) {
     this.board = parts.board;
     this.boot = parts.boot;
@@ -332,6 +373,8 @@ export class PcMachine implements Disposable {
     this.#memory = parts.memory;
     this.#resetStates = parts.resetStates;
     this.#notifiers = parts.notifiers;
+    this.#firmware = parts.firmware;
+    this.#kvmRef = parts.kvm;
   }
 
   /**
@@ -405,6 +448,8 @@ export class PcMachine implements Disposable {
         memory,
         resetStates,
         notifiers,
+        firmware,
+        kvm,
       });
     } catch (error) {
       try {
@@ -414,6 +459,150 @@ export class PcMachine implements Disposable {
       }
       throw error;
     }
+  }
+
+  /**
+   * Builds the machine a snapshot describes (`dir`, through its chain of bases): the board from
+   * its description, guest memory mapped from the memory files (`MAP_PRIVATE`, nothing read up
+   * front; diffs copied over), the memory map replayed to the KVM listener (dirty logging on, as it
+   * was when the snapshot was taken), then the irqchip and PIT, every vCPU's state, every device's
+   * state, kvmclock. The machine is ready to run where the snapshot stopped. Everything is read and
+   * checked before anything is acquired; on any later failure everything is released.
+   *
+   * @throws {SnapshotFormatError} for a state file that cannot be read (truncated, corrupted…).
+   * @throws {SnapshotMismatchError} when `options` contradict the snapshot (RAM, vCPUs, devices).
+   * @throws {KvmError} when the kernel refuses a step.
+   */
+  static restore(dir: string, options: PcRestoreOptions = {}): PcMachine {
+    const chain = readSnapshotChain(dir);
+    const state = chain[chain.length - 1].state;
+    const board = state.board;
+    if (options.ramSize !== undefined && options.ramSize !== board.ramSize) {
+      throw new SnapshotMismatchError(
+        `snapshot ${dir} has ${board.ramSize >> 20n} MiB of RAM, not the ${
+          options.ramSize >> 20n
+        } MiB asked for`,
+      );
+    }
+    if (options.cpus !== undefined && options.cpus !== board.cpus) {
+      throw new SnapshotMismatchError(
+        `snapshot ${dir} has ${board.cpus} vCPUs, not the ${options.cpus} asked for`,
+      );
+    }
+    const given = (options.pciDevices ?? []).map((d) => d.type);
+    const saved = board.pciDevices.map((d) => d.type);
+    if (given.join(",") !== saved.join(",")) {
+      throw new SnapshotMismatchError(
+        `snapshot ${dir} has PCI devices [${saved.join(", ")}], not [${given.join(", ")}]`,
+      );
+    }
+    const cleanup: Disposable[] = [];
+    try {
+      const kvm = options.kvm ?? Kvm.open();
+      if (!options.kvm) cleanup.push(kvm);
+      const vm = createPcVm(kvm);
+      cleanup.push(vm);
+      const [ram, bios, rom] = mapMemoryChain(
+        chain.map((link) => ({ dir: link.dir, memory: link.state.memory })),
+      );
+      cleanup.push(ram, bios, rom);
+      const memory = { ram, bios, rom };
+      const pc = PcBoard.create({
+        ramSize: board.ramSize,
+        firmware: board.firmware,
+        cpus: board.cpus,
+        backings: memory,
+        irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
+        serial: options.serial,
+        pciDevices: options.pciDevices,
+        deliverMsi: (address, data) =>
+          void vm.signalMsi({
+            addressLo: Number(address & 0xffff_ffffn),
+            addressHi: Number(address >> 32n),
+            data,
+          }),
+        fence: sharedMemoryFence(),
+        log: options.log,
+      });
+      cleanup.push(pc);
+      // Logging was on when the snapshot was taken (every snapshot turns it on): the replay below
+      // makes the same memslots, flags included, and a diff can build on this restore.
+      pc.map.ram.setLog(true, DirtyLogClient.MIGRATION);
+      const kvmListener = attachKvm(pc, vm, options.traceMemslots);
+      const { vcpus, resetStates } = createPcVcpusWithResetState(kvm, vm, board.cpus);
+      state.vm.irqchips.forEach((chip, id) => vm.setIrqchip(id, chip));
+      vm.setPit2(state.vm.pit);
+      vcpus.forEach((vcpu, i) => restoreVcpuState(vcpu, state.vcpus[i]));
+      loadDevices(pc, state.devices);
+      vm.setClock(state.vm.clock);
+      // The same notify eventfds as the machine that was saved (its snapshot served every pending one).
+      const notifiers = VirtioNotifiers.create(
+        pc.pciDevices.filter((d) => d.spec.ioeventfd).map((d) => d.fn),
+      );
+      cleanup.push({ [Symbol.dispose]: () => notifiers.close(false) });
+      const runner = makeRunner(pc, vcpus, notifiers.count > 0);
+      const machine = new PcMachine({
+        board: pc,
+        boot: board.boot,
+        kvmListener,
+        ownedKvm: options.kvm ? null : kvm,
+        vm,
+        vcpus,
+        runner,
+        memory,
+        resetStates,
+        notifiers,
+        firmware: board.firmware,
+        kvm,
+      });
+      machine.#lastSnapshot = chain[chain.length - 1].reference;
+      machine.#restoredFrontEnd = board.frontEnd;
+      return machine;
+    } catch (error) {
+      try {
+        closeAll(cleanup.reverse().map((item) => ({ close: () => item[Symbol.dispose]() })));
+      } catch {
+        // the original error is the one to report
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Writes a snapshot of the machine into `dir` (created if needed): the state file and the memory
+   * file, full or — with `diff` — only the RAM pages written since the previous snapshot of this
+   * machine (or the one it was restored from), which it then references as its base. Every vCPU is
+   * held out of `KVM_RUN` meanwhile (with one vCPU, call it from a run hook). The first snapshot
+   * turns on dirty logging of RAM, which stays on.
+   *
+   * @throws {SnapshotMismatchError} for a diff with nothing to build on.
+   */
+  snapshot(dir: string, options: SnapshotOptions = {}): SnapshotResult {
+    this.#checkOpen();
+    return this.#runner.withVcpusPaused(() => {
+      // A notify KVM signalled but the VM thread has not served yet would be lost in the snapshot:
+      // serve them now, with every vCPU out of KVM_RUN none can come after.
+      this.#notifiers.serve();
+      this.#msrIndices ??= readableMsrs(this.#vcpus[0], this.#kvmRef.msrIndexList());
+      const result = writeSnapshot(dir, {
+        ...options,
+        base: this.#lastSnapshot,
+        vm: this.#vm,
+        vcpus: this.#vcpus,
+        msrIndices: this.#msrIndices,
+        board: this.board,
+        boot: this.boot,
+        firmware: this.#firmware,
+        memory: [this.#memory.ram, this.#memory.bios, this.#memory.rom],
+      });
+      this.#lastSnapshot = result.reference;
+      return result;
+    });
+  }
+
+  /** What the front-end stored in the snapshot this machine was restored from (null otherwise). */
+  get restoredFrontEnd(): SnapValue {
+    return this.#restoredFrontEnd;
   }
 
   /** The "memory" address space. */

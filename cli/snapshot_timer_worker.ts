@@ -1,0 +1,49 @@
+/// <reference no-default-lib="true" />
+/// <reference lib="deno.worker" />
+/**
+ * The `--snapshot-after` timer: a Worker that sleeps for the duration, marks the snapshot due and
+ * kicks the vCPU (one vCPU on the VM thread) or rings the doorbell (several), so the VM thread takes
+ * the snapshot at its next hook. Kicks are fenced by a {@link ConsoleChannel} as the console's are.
+ *
+ * @module
+ */
+
+import { VcpuKicker, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+import { ConsoleChannel } from "./console_channel.ts";
+
+/** What the VM thread posts to the timer Worker. */
+export interface SnapshotTimerInit {
+  /** The fence channel's buffer. */
+  channel: SharedArrayBuffer;
+  /** Cell 0: set to 1 when the snapshot is due. */
+  due: SharedArrayBuffer;
+  /** Milliseconds to wait. */
+  delayMs: number;
+  /** The vCPU to kick (one vCPU). */
+  kick?: VcpuKickTarget;
+  /** Or the doorbell (several vCPUs). */
+  doorbell?: { buffer: SharedArrayBuffer; index: number };
+}
+
+self.postMessage("ready"); // the VM thread starts the guest (and the clock) only after this
+
+self.onmessage = (event: MessageEvent<SnapshotTimerInit>) => {
+  const { channel: buffer, due, delayMs, kick, doorbell } = event.data;
+  const channel = new ConsoleChannel(buffer);
+  const cell = new Int32Array(due);
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, delayMs);
+  Atomics.store(cell, 0, 1);
+  const kicker = kick ? new VcpuKicker(kick) : undefined;
+  const bell = doorbell ? new Int32Array(doorbell.buffer) : undefined;
+  // Kick until the VM thread has taken it (a kick can land between two hooks), or closed.
+  for (let tries = 0; Atomics.load(cell, 0) === 1 && tries < 1000; tries++) {
+    channel.kickUnlessClosed(() => {
+      if (kicker) kicker.kick();
+      else if (bell && doorbell) {
+        Atomics.add(bell, doorbell.index, 1);
+        Atomics.notify(bell, doorbell.index);
+      }
+    });
+    Atomics.wait(cell, 0, 1, 100);
+  }
+};

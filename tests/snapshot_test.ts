@@ -1,0 +1,240 @@
+/**
+ * Snapshots end to end through the command line (issue 11): the built-in guest snapshotted while it
+ * runs and restored in a new process, and every kind of bad snapshot refused with one line.
+ * Needs KVM (the nested VM where there is none).
+ */
+import assert from "node:assert/strict";
+import { ifKvm, reportKvmSkip } from "../kvm/_testing.ts";
+import { decodeSnapshot } from "../machine/snapshot/snapshot_state.ts";
+import { crc32 } from "../machine/snapshot/format.ts";
+import { RING3_LOOP, SMP } from "../machine/guests/mod.ts";
+
+reportKvmSkip("tests/snapshot_test.ts");
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+async function run(args: string[]): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", MAIN, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+const read = (path: string) => Deno.readTextFileSync(path);
+
+Deno.test(
+  "the built-in guest, snapshotted while it runs, continues in a new process as if uninterrupted",
+  ifKvm,
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-" });
+    try {
+      // The guest runs about half a second in the nested VM: a later snapshot may find it ended.
+      const cpls = await snapshotAndRestore(dir, ["-m", "64M"], ["100ms", "150ms", "250ms"]);
+      assert.ok(cpls.length > 0, "no snapshot was taken before the guest ended");
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
+
+/**
+ * Runs `args` uninterrupted, then with a snapshot after each of `delays`, restoring each in a new
+ * process: the restored run's serial output must be the uninterrupted one's from where the
+ * snapshot stood, and its exit status the same. Returns the CPL of each snapshot taken.
+ */
+async function snapshotAndRestore(
+  dir: string,
+  args: string[],
+  delays: string[],
+  same: (actual: string, expected: string) => void = (a, e) => assert.equal(a, e),
+): Promise<number[]> {
+  const full = await run([...args, "-serial", `file:${dir}/full.txt`]);
+  const expected = read(`${dir}/full.txt`);
+  const cpls: number[] = [];
+  for (const after of delays) {
+    const snap = `${dir}/snap-${after}`;
+    const orig = await run([
+      ...args,
+      "-serial",
+      `file:${dir}/orig.txt`,
+      "--snapshot-to",
+      snap,
+      "--snapshot-after",
+      after,
+    ]);
+    assert.equal(orig.code, full.code, orig.stderr);
+    same(read(`${dir}/orig.txt`), expected); // taking it changed nothing
+    if (!/snapshot: full snapshot in /.test(orig.stderr)) continue; // the guest had ended
+    const state = decodeSnapshot(Deno.readFileSync(`${snap}/state`));
+    const cut = Number((state.board.frontEnd as { serialBytes: number }).serialBytes);
+    const cpl = state.vcpus[0].sregs.cs.selector & 3;
+    console.log(
+      `snapshot after ${after}: ${cut} serial bytes out, rip 0x${
+        state.vcpus[0].regs.rip.toString(16)
+      }, CPL ${cpl}`,
+    );
+    const restored = await run(["-serial", `file:${dir}/restored.txt`, "--restore", snap]);
+    assert.equal(restored.code, full.code, restored.stderr);
+    same(read(`${dir}/restored.txt`), read(`${dir}/orig.txt`).slice(cut));
+    cpls.push(cpl);
+  }
+  return cpls;
+}
+
+Deno.test(
+  "a guest snapshotted in the middle of a ring-3 loop continues in a new process as if uninterrupted",
+  ifKvm,
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-ring3-" });
+    try {
+      Deno.writeFileSync(`${dir}/ring3_loop.bin`, RING3_LOOP);
+      const cpls = await snapshotAndRestore(dir, ["-m", "64M", "-kernel", `${dir}/ring3_loop.bin`], [
+        "800ms",
+        "1500ms",
+      ]);
+      assert.ok(cpls.includes(3), `no snapshot landed in ring 3 (CPLs ${cpls.join(", ")})`);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "the SMP guest with -smp 4, snapshotted and restored, reports every CPU as uninterrupted",
+  ifKvm,
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-smp-" });
+    try {
+      Deno.writeFileSync(`${dir}/smp.bin`, SMP);
+      // The APs report in whatever order they take the guest's lock: the same lines, in any order.
+      const lines = (text: string) => text.split("\n").sort();
+      const cpls = await snapshotAndRestore(
+        dir,
+        ["-m", "64M", "-smp", "4", "-kernel", `${dir}/smp.bin`],
+        ["0ms", "60ms"],
+        (actual, expected) => assert.deepEqual(lines(actual), lines(expected)),
+      );
+      assert.ok(cpls.length > 0, "no snapshot was taken before the guest ended");
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test("bad snapshots are refused with one line, status 1, nothing written", ifKvm, async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-bad-" });
+  try {
+    const snap = `${dir}/good`;
+    const orig = await run([
+      "-m",
+      "32M",
+      "-serial",
+      "null",
+      "--snapshot-to",
+      snap,
+      "--snapshot-after",
+      "100ms",
+    ]);
+    assert.equal(orig.code, 0, orig.stderr);
+    const state = Deno.readFileSync(`${snap}/state`);
+    const variant = (name: string, bytes: Uint8Array) => {
+      Deno.mkdirSync(`${dir}/${name}`);
+      Deno.writeFileSync(`${dir}/${name}/state`, bytes);
+      Deno.copyFileSync(`${snap}/memory`, `${dir}/${name}/memory`);
+      return `${dir}/${name}`;
+    };
+    const flipped = state.slice();
+    flipped[200] ^= 0x10;
+    const versioned = state.slice();
+    new DataView(versioned.buffer).setUint32(8, 99, true);
+    new DataView(versioned.buffer).setUint32(
+      versioned.length - 4,
+      crc32(versioned.subarray(0, versioned.length - 4)),
+      true,
+    );
+    const cases: [string[], RegExp][] = [
+      [["--restore", variant("truncated", state.subarray(0, state.length - 10))], /truncated/],
+      [["--restore", variant("corrupted", flipped)], /corrupted: CRC-32/],
+      [["--restore", variant("version", versioned)], /version 99: this build reads version 1 only/],
+      [["--restore", snap, "-m", "64M"], /has 32 MiB of RAM, not the 64 MiB asked for/],
+      [["--restore", snap, "-smp", "2"], /has 1 vCPUs, not the 2 asked for/],
+      [["--restore", `${dir}/nowhere`], /cannot read state/],
+      [["--restore", snap, "-device", "virtio-rng-pci"], /has PCI devices \[\], not \[virtio-rng-pci\]/],
+    ];
+    for (const [args, message] of cases) {
+      const result = await run(["-serial", `file:${dir}/out.txt`, ...args]);
+      assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
+      const lines = result.stderr.trimEnd().split("\n");
+      assert.equal(lines.length, 1, result.stderr);
+      assert.match(lines[0], message);
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+/** The memslots (slot, flags, guest range) after every call up to the first deletion (the teardown). */
+function slotsBeforeTeardown(stderr: string): string[] {
+  const slots = new Map<string, string>();
+  for (const line of stderr.split("\n")) {
+    const m = /KVM_SET_USER_MEMORY_REGION slot=(\S+) flags=(\d+) gpa=(\S+) size=(\S+) host=\S+ -> 0/.exec(
+      line,
+    );
+    if (!m) continue;
+    if (m[4] === "0x0") break;
+    slots.set(m[1], `slot=${m[1]} flags=${m[2]} gpa=${m[3]} size=${m[4]}`);
+  }
+  return [...slots.values()].sort();
+}
+
+Deno.test(
+  "--trace-memslots of a restore shows the slots the original had when it was snapshotted",
+  ifKvm,
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-slots-" });
+    try {
+      const orig = await run([
+        ...["-m", "64M", "-serial", "null", "--trace-memslots"],
+        ...["--snapshot-to", `${dir}/s`, "--snapshot-after", "50ms"],
+      ]);
+      assert.equal(orig.code, 0, orig.stderr);
+      assert.match(orig.stderr, /snapshot: full snapshot in /);
+      const restored = await run(["-serial", "null", "--trace-memslots", "--restore", `${dir}/s`]);
+      assert.equal(restored.code, 0, restored.stderr);
+      const expected = slotsBeforeTeardown(orig.stderr);
+      assert.ok(expected.some((s) => s.includes("flags=1")), `no logging slot in:\n${orig.stderr}`);
+      assert.deepEqual(slotsBeforeTeardown(restored.stderr), expected);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test("a snapshot with a disk is refused without it, and with a disk that is gone", ifKvm, async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-disk-" });
+  try {
+    const disk = `${dir}/disk.img`;
+    Deno.writeFileSync(disk, new Uint8Array(1 << 20));
+    Deno.writeFileSync(`${dir}/ring3_loop.bin`, RING3_LOOP);
+    const drive = ["-drive", `file=${disk},format=raw,if=virtio`];
+    const orig = await run([
+      ...["-m", "32M", "-kernel", `${dir}/ring3_loop.bin`, "-serial", "null", ...drive],
+      ...["--snapshot-to", `${dir}/s`, "--snapshot-after", "50ms"],
+    ]);
+    assert.equal(orig.code, 0, orig.stderr);
+    assert.match(orig.stderr, /snapshot: full snapshot in /);
+    const without = await run(["-serial", "null", "--restore", `${dir}/s`]);
+    assert.equal(without.code, 1, without.stderr);
+    assert.match(without.stderr.trim(), /^error: snapshot \S+ has PCI devices \[virtio-blk-pci\], not \[\]$/);
+    Deno.removeSync(disk);
+    const gone = await run(["-serial", "null", "--restore", `${dir}/s`, ...drive]);
+    assert.notEqual(gone.code, 0);
+    assert.equal(gone.stderr.trimEnd().split("\n").length, 1, gone.stderr);
+    assert.match(gone.stderr, /disk\.img/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
