@@ -260,7 +260,11 @@ export class AcpiPm implements PortDevice, Snapshottable {
 
   /** PM1_STS as the guest reads it (TMR_STS set once the counter's bit 23 has changed). */
   get status(): number {
-    if (this.#ticks() >= this.#overflowAt) this.#sts |= PM1_TMR_BIT;
+    if (this.#ticks() >= this.#overflowAt && !(this.#sts & PM1_TMR_BIT)) {
+      this.#sts |= PM1_TMR_BIT;
+      // Seen late (there is no timer), but then as QEMU's overflow timer would: SCI if TMR_EN.
+      if (this.#en & PM1_TMR_BIT) this.#updateSci();
+    }
     return this.#sts;
   }
 
