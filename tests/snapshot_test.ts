@@ -32,28 +32,35 @@ Deno.test(
     const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-" });
     try {
       // The guest runs about half a second in the nested VM: a later snapshot may find it ended.
-      const cpls = await snapshotAndRestore(dir, ["-m", "64M"], ["100ms", "150ms", "250ms"]);
-      assert.ok(cpls.length > 0, "no snapshot was taken before the guest ended");
+      const taken = await snapshotAndRestore(dir, ["-m", "64M"], ["100ms", "150ms", "250ms"]);
+      assert.ok(taken.length > 0, "no snapshot was taken before the guest ended");
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }
   },
 );
 
+/** What a snapshot held: vCPU 0's CPL, the serial output before it, every vCPU's KVM MP state. */
+interface Taken {
+  cpl: number;
+  before: string;
+  mpStates: number[];
+}
+
 /**
  * Runs `args` uninterrupted, then with a snapshot after each of `delays`, restoring each in a new
  * process: the restored run's serial output must be the uninterrupted one's from where the
- * snapshot stood, and its exit status the same. Returns the CPL of each snapshot taken.
+ * snapshot stood, and its exit status the same. Returns what each snapshot taken held.
  */
 async function snapshotAndRestore(
   dir: string,
   args: string[],
   delays: string[],
   same: (actual: string, expected: string) => void = (a, e) => assert.equal(a, e),
-): Promise<number[]> {
+): Promise<Taken[]> {
   const full = await run([...args, "-serial", `file:${dir}/full.txt`]);
   const expected = read(`${dir}/full.txt`);
-  const cpls: number[] = [];
+  const taken: Taken[] = [];
   for (const after of delays) {
     const snap = `${dir}/snap-${after}`;
     const orig = await run([
@@ -79,9 +86,10 @@ async function snapshotAndRestore(
     const restored = await run(["-serial", `file:${dir}/restored.txt`, "--restore", snap]);
     assert.equal(restored.code, full.code, restored.stderr);
     same(read(`${dir}/restored.txt`), read(`${dir}/orig.txt`).slice(cut));
-    cpls.push(cpl);
+    const before = new TextDecoder().decode(Deno.readFileSync(`${dir}/orig.txt`).subarray(0, cut));
+    taken.push({ cpl, before, mpStates: state.vcpus.map((v) => v.mpState) });
   }
-  return cpls;
+  return taken;
 }
 
 Deno.test(
@@ -91,10 +99,11 @@ Deno.test(
     const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-ring3-" });
     try {
       Deno.writeFileSync(`${dir}/ring3_loop.bin`, RING3_LOOP);
-      const cpls = await snapshotAndRestore(dir, ["-m", "64M", "-kernel", `${dir}/ring3_loop.bin`], [
+      const taken = await snapshotAndRestore(dir, ["-m", "64M", "-kernel", `${dir}/ring3_loop.bin`], [
         "800ms",
         "1500ms",
       ]);
+      const cpls = taken.map((t) => t.cpl);
       assert.ok(cpls.includes(3), `no snapshot landed in ring 3 (CPLs ${cpls.join(", ")})`);
     } finally {
       Deno.removeSync(dir, { recursive: true });
@@ -103,21 +112,36 @@ Deno.test(
 );
 
 Deno.test(
-  "the SMP guest with -smp 4, snapshotted and restored, reports every CPU as uninterrupted",
+  "the SMP guest with -smp 4, snapshotted while all four CPUs compute, continues as if uninterrupted",
   ifKvm,
   async () => {
     const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-smp-" });
     try {
       Deno.writeFileSync(`${dir}/smp.bin`, SMP);
-      // The APs report in whatever order they take the guest's lock: the same lines, in any order.
+      // With `-append work` every CPU computes for seconds after the APs report (machine/guests/smp.S);
+      // the APs report in whatever order they take the guest's lock: the same lines, in any order.
       const lines = (text: string) => text.split("\n").sort();
-      const cpls = await snapshotAndRestore(
+      const taken = await snapshotAndRestore(
         dir,
-        ["-m", "64M", "-smp", "4", "-kernel", `${dir}/smp.bin`],
-        ["0ms", "60ms"],
+        ["-m", "64M", "-smp", "4", "-kernel", `${dir}/smp.bin`, "-append", "work"],
+        // In the nested VM the APs come up 4–5 s in, and the work then lasts about as long again.
+        ["5500ms", "7s", "8500ms"],
         (actual, expected) => assert.deepEqual(lines(actual), lines(expected)),
       );
-      assert.ok(cpls.length > 0, "no snapshot was taken before the guest ended");
+      const KVM_MP_STATE_RUNNABLE = 0;
+      const midWork = taken.filter((t) =>
+        t.before.includes("smp: all 4 CPUs reported") && !t.before.includes("result") &&
+        t.mpStates.length === 4 && t.mpStates.every((m) => m === KVM_MP_STATE_RUNNABLE)
+      );
+      console.log(
+        `snapshots with all four vCPUs runnable in the middle of the work: ${midWork.length} of ${taken.length}`,
+      );
+      assert.ok(
+        midWork.length > 0,
+        `no snapshot caught all four CPUs computing (MP states ${
+          taken.map((t) => t.mpStates.join("")).join(", ")
+        })`,
+      );
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }

@@ -77,7 +77,9 @@ export const GUESTS: readonly GuestBuild[] = [
       '(vector 0x10, a real-mode trampoline at 0x10000). Each AP prints "smp: AP with APIC id K is up" ' +
       'under a spinlock and counts itself in; the BSP then prints "smp: all N CPUs reported" and resets ' +
       "through port 0xcf9 (run status 0), or, if not every AP reported in time, prints " +
-      '"smp: only M of N-1 APs reported" and exits through isa-debug-exit with 1 (status 3).',
+      '"smp: only M of N-1 APs reported" and exits through isa-debug-exit with 1 (status 3). With ' +
+      '"work" in its command line every CPU first runs a billion steps of an LCG seeded by its APIC id ' +
+      '(seconds, all at once) and the BSP prints "smp: cpu K result R" for each before the reset.',
   },
   {
     name: "virtio_hostile",

@@ -12,6 +12,12 @@
 # it prints "smp: only M of N-1 APs reported" and writes 1 to isa-debug-exit (port 0x501): status 3.
 # With one CPU it prints the first line and "smp: all 1 CPUs reported" and resets at once.
 #
+# With "work" anywhere in its Multiboot command line (`-append work`), every CPU then computes: each
+# runs WORK_LOOPS steps of a 32-bit LCG seeded with its APIC id + 1, in registers only, and the BSP
+# waits for all of them and prints "smp: cpu K result R" for K = 0 ... N-1 before the reset. Seconds
+# of work on every CPU at once, with output that depends on none of the timing: a snapshot taken
+# then holds every vCPU in the middle of it (tests/snapshot_test.ts).
+#
 # How many CPUs: CMOS byte 0x5f holds the CPU count minus one (QEMU's pc_cmos_init sets it; so does
 # the kvm-ts board's CMOS), read through ports 0x70/0x71. The MP table is not consulted.
 #
@@ -60,6 +66,11 @@
 	.set SIPI_DELAY_LOOPS, 2000
 	.set ICR_POLL_LOOPS, 1000
 	.set WAIT_LOOPS, 5000000          # polls of the AP count before giving up
+	.set WORK_LOOPS, 1000000000       # LCG steps per CPU in work mode (seconds in the nested VM)
+	.set LCG_MUL, 1664525             # Numerical Recipes' 32-bit LCG
+	.set LCG_ADD, 1013904223
+	.set MB_INFO_CMDLINE, 0x4         # Multiboot information flags bit 2: cmdline at offset 16
+	.set WORK_WORD, 0x6b726f77        # "work", little-endian
 
 	.set CR0_PE, 0x1
 	.set CODE_SEL, 0x08
@@ -95,6 +106,19 @@ bsp_reload_cs:
 	mov $bsp_stack_top, %esp
 	movl $0, print_lock
 	movl $0, aps_reported
+	movl $0, cpus_done
+	movl $0, work_mode                # "work" anywhere in the command line (EBX: Multiboot info)
+	testl $MB_INFO_CMDLINE, (%ebx)
+	jz 2f
+	mov 16(%ebx), %esi
+1:	cmpb $0, (%esi)
+	je 2f
+	cmpl $WORK_WORD, (%esi)
+	je 3f
+	inc %esi
+	jmp 1b
+3:	movl $1, work_mode
+2:
 
 	mov $CMOS_CPUS_MINUS_ONE, %al
 	out %al, $CMOS_INDEX
@@ -165,6 +189,32 @@ all_reported:
 	call putdec
 	mov $msg_cpus_reported, %esi
 	call puts
+	cmpl $0, work_mode
+	je reset
+	mov $wait_for_work, %edi          # the BSP's own share, then every AP's
+	jmp work
+wait_for_work:
+	mov cpus_done, %eax
+	cmp aps_expected, %eax
+	ja print_results                  # N - 1 APs and the BSP
+	pause
+	jmp wait_for_work
+print_results:
+	xor %edi, %edi
+1:	mov $msg_cpu, %esi                # "smp: cpu K result R"
+	call puts
+	mov %edi, %eax
+	call putdec
+	mov $msg_result, %esi
+	call puts
+	mov results(,%edi,4), %eax
+	call putdec
+	mov $'\n', %al
+	call putc
+	inc %edi
+	cmp aps_expected, %edi
+	jbe 1b
+reset:
 	mov $RESET_PORT, %dx
 	mov $RESET_VALUE, %al
 	out %al, %dx
@@ -193,6 +243,22 @@ delay:
 	ret
 
 # apic_id: eax = this CPU's initial APIC id, CPUID.1:EBX[31:24]. Clobbers ebx, ecx, edx.
+# work: WORK_LOOPS LCG steps from APIC id + 1 into results[APIC id], in registers only (the APs
+# share one stack, so nothing is pushed), then back to %edi.
+work:
+	mov $1, %eax
+	cpuid
+	shr $24, %ebx
+	lea 1(%ebx), %eax
+	mov $WORK_LOOPS, %ecx
+1:	imul $LCG_MUL, %eax, %eax
+	add $LCG_ADD, %eax
+	dec %ecx
+	jnz 1b
+	mov %eax, results(,%ebx,4)
+	lock incl cpus_done
+	jmp *%edi
+
 apic_id:
 	mov $1, %eax
 	cpuid
@@ -267,6 +333,10 @@ ap_locked:
 	call puts
 	movl $0, print_lock               # release: a plain store is ordered after the prints
 	lock incl aps_reported
+	cmpl $0, work_mode
+	je ap_halt_forever
+	mov $ap_halt_forever, %edi
+	jmp work
 ap_halt_forever:
 	cli
 	hlt
@@ -321,6 +391,10 @@ msg_of:
 	.asciz " of "
 msg_aps_reported:
 	.asciz " APs reported\n"
+msg_cpu:
+	.asciz "smp: cpu "
+msg_result:
+	.asciz " result "
 	.balign 4
 image_end:
 
@@ -332,6 +406,12 @@ aps_reported:                         # APs that printed their line
 	.skip 4
 aps_expected:                         # N - 1, from CMOS
 	.skip 4
+cpus_done:                            # CPUs whose work is in results (work mode)
+	.skip 4
+work_mode:                            # 1 with "work" in the command line
+	.skip 4
+results:                              # each CPU's LCG result, by APIC id (at most 255 CPUs)
+	.skip 4 * 256
 	.balign 16
 bsp_stack:
 	.skip 1024

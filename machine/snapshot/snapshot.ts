@@ -42,8 +42,12 @@ const XSAVE_LEGACY_SIZE = 4096;
 export interface SnapshotOptions {
   /** Only the pages written since the previous snapshot (Firecracker's diff snapshot). */
   readonly diff?: boolean;
-  /** The front-end's own description (drives, serial position…), stored in the board section. */
-  readonly frontEnd?: SnapValue;
+  /**
+   * The front-end's own description (drives, serial position…), stored in the board section. As a
+   * function it is asked once every vCPU is held: serving the I/O exits that were pending when the
+   * pause came can still print (a serial position read before that would be short by those bytes).
+   */
+  readonly frontEnd?: SnapValue | (() => SnapValue);
 }
 
 /** What a snapshot wrote. */
@@ -149,7 +153,7 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
       firmware: source.firmware,
       boot: source.boot,
       pciDevices: board.pciDevices.map((d) => ({ type: d.spec.type, id: d.spec.id ?? null })),
-      frontEnd: source.frontEnd ?? null,
+      frontEnd: (typeof source.frontEnd === "function" ? source.frontEnd() : source.frontEnd) ?? null,
     },
     vcpus,
     vm: vmState,
