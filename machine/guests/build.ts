@@ -141,7 +141,7 @@ function hex(value: number): string {
  * ```ts
  * import assert from "node:assert/strict";
  * import { GUESTS, renderGuestModule } from "./build.ts";
- * const text = renderGuestModule(GUESTS[1], new Uint8Array(16));
+ * const text = renderGuestModule(GUESTS.find((g) => g.name === "exit_status")!, new Uint8Array(16));
  * assert.ok(text.includes("export const EXIT_STATUS: Uint8Array = decodeImage("));
  * ```
  */
