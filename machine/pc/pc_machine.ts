@@ -50,7 +50,7 @@ import { VcpuRunner } from "../vcpu_runner.ts";
 import { SmpRunner } from "../smp_runner.ts";
 import { VirtioNotifiers } from "../virtio_notifiers.ts";
 import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts";
-import { closeAll, MAX_CPUS, PcBoard, pcE820, pcGuestTables } from "./pc_board.ts";
+import { closeAll, MAX_CPUS, PcBoard, type PcBoardOptions, pcE820, pcGuestTables } from "./pc_board.ts";
 import { type PcMemory, splitRam } from "./pc_memory.ts";
 import type { PcPciDeviceSpec } from "./pc_pci.ts";
 
@@ -205,6 +205,34 @@ export function attachKvm(board: PcBoard, vm: Vm, trace?: (call: MemslotCall) =>
   board.memory.registerListener(new KvmIoeventfdListener(vm, "mmio"));
   board.io.registerListener(new KvmIoeventfdListener(vm, "pio"));
   return listener;
+}
+
+/**
+ * What a board needs of the VM (step 4): interrupt lines to the in-kernel irqchip, MSI-X messages
+ * to KVM_SIGNAL_MSI from the VM thread (one ioctl, what an irqfd write would cost there), and the
+ * ring barrier for RAM that vCPU threads write.
+ */
+function kvmBoardWiring(vm: Vm): Pick<PcBoardOptions, "irq" | "deliverMsi" | "fence"> {
+  return {
+    irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
+    deliverMsi: (address, data) =>
+      void vm.signalMsi({
+        addressLo: Number(address & 0xffff_ffffn),
+        addressHi: Number(address >> 32n),
+        data,
+      }),
+    fence: sharedMemoryFence(),
+  };
+}
+
+/**
+ * Step 5b: an eventfd on the notify address of every queue of the devices with `ioeventfd`, which
+ * the KVM ioeventfd listeners of step 5 register (machine/virtio_notifiers.ts); closed on failure.
+ */
+function createNotifiers(board: PcBoard, cleanup: Disposable[]): VirtioNotifiers {
+  const notifiers = VirtioNotifiers.create(board.pciDevices.filter((d) => d.spec.ioeventfd).map((d) => d.fn));
+  cleanup.push({ [Symbol.dispose]: () => notifiers.close(false) });
+  return notifiers;
 }
 
 /**
@@ -414,26 +442,14 @@ export class PcMachine implements Disposable {
         firmware,
         cpus,
         backings: memory,
-        irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
         serial: options.serial,
         pciDevices: options.pciDevices,
-        // MSI-X messages go to KVM_SIGNAL_MSI from the VM thread (one ioctl, what an irqfd write costs).
-        deliverMsi: (address, data) =>
-          void vm.signalMsi({
-            addressLo: Number(address & 0xffff_ffffn),
-            addressHi: Number(address >> 32n),
-            data,
-          }),
-        fence: sharedMemoryFence(),
         log: options.log,
+        ...kvmBoardWiring(vm),
       });
       cleanup.push(board);
       const kvmListener = attachKvm(board, vm, options.traceMemslots); // 5
-      // Queue notifies of the devices that ask for it go to eventfds, polled off the vCPU's thread.
-      const notifiers = VirtioNotifiers.create(
-        board.pciDevices.filter((d) => d.spec.ioeventfd).map((d) => d.fn),
-      );
-      cleanup.push({ [Symbol.dispose]: () => notifiers.close(false) });
+      const notifiers = createNotifiers(board, cleanup); // 5b
       const { vcpus, resetStates } = createPcVcpusWithResetState(kvm, vm, cpus); // 6
       loadGuest(board, boot, vcpus[0]); // 7
       const runner = makeRunner(board, vcpus, notifiers.count > 0); // 8
@@ -512,17 +528,10 @@ export class PcMachine implements Disposable {
         firmware: board.firmware,
         cpus: board.cpus,
         backings: memory,
-        irq: (line) => ({ set: (level) => vm.irqLine(line, level) }),
         serial: options.serial,
         pciDevices: options.pciDevices,
-        deliverMsi: (address, data) =>
-          void vm.signalMsi({
-            addressLo: Number(address & 0xffff_ffffn),
-            addressHi: Number(address >> 32n),
-            data,
-          }),
-        fence: sharedMemoryFence(),
         log: options.log,
+        ...kvmBoardWiring(vm),
       });
       cleanup.push(pc);
       // Logging was on when the snapshot was taken (every snapshot turns it on): the replay below
@@ -536,10 +545,7 @@ export class PcMachine implements Disposable {
       loadDevices(pc, state.devices);
       vm.setClock(state.vm.clock);
       // The same notify eventfds as the machine that was saved (its snapshot served every pending one).
-      const notifiers = VirtioNotifiers.create(
-        pc.pciDevices.filter((d) => d.spec.ioeventfd).map((d) => d.fn),
-      );
-      cleanup.push({ [Symbol.dispose]: () => notifiers.close(false) });
+      const notifiers = createNotifiers(pc, cleanup);
       const runner = makeRunner(pc, vcpus, notifiers.count > 0);
       const machine = new PcMachine({
         board: pc,
