@@ -253,8 +253,9 @@ export class MonitorCommands {
   }
 
   /**
-   * `snapshot save DIR [--diff]` (this front-end's; QMP `x-kvmts-snapshot-save`): a snapshot of the
-   * machine, every vCPU held out of KVM_RUN while it is written; the run then goes on as it was.
+   * `snapshot save DIR [--diff]` (this front-end's; over QMP through human-monitor-command): a
+   * snapshot of the machine, every vCPU held out of KVM_RUN while it is written; the run then goes
+   * on as it was.
    */
   snapshotSave(dir: string, diff: boolean): string {
     if (!this.#machine.snapshot) throw new QmpError("GenericError", "this machine cannot take snapshots");

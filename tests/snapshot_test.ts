@@ -8,6 +8,7 @@ import { ifKvm, reportKvmSkip } from "../kvm/_testing.ts";
 import { decodeSnapshot } from "../machine/snapshot/snapshot_state.ts";
 import { crc32 } from "../machine/snapshot/format.ts";
 import { RING3_LOOP, SMP } from "../machine/guests/mod.ts";
+import { QmpClient } from "../examples/qmp_client.ts";
 
 reportKvmSkip("tests/snapshot_test.ts");
 
@@ -40,27 +41,19 @@ Deno.test(
   },
 );
 
-/** What a snapshot held: vCPU 0's CPL, the serial output before it, every vCPU's KVM MP state. */
-interface Taken {
-  cpl: number;
-  before: string;
-  mpStates: number[];
-}
-
 /**
  * Runs `args` uninterrupted, then with a snapshot after each of `delays`, restoring each in a new
  * process: the restored run's serial output must be the uninterrupted one's from where the
- * snapshot stood, and its exit status the same. Returns what each snapshot taken held.
+ * snapshot stood, and its exit status the same. Returns vCPU 0's CPL in each snapshot taken.
  */
 async function snapshotAndRestore(
   dir: string,
   args: string[],
   delays: string[],
-  same: (actual: string, expected: string) => void = (a, e) => assert.equal(a, e),
-): Promise<Taken[]> {
+): Promise<number[]> {
   const full = await run([...args, "-serial", `file:${dir}/full.txt`]);
   const expected = read(`${dir}/full.txt`);
-  const taken: Taken[] = [];
+  const taken: number[] = [];
   for (const after of delays) {
     const snap = `${dir}/snap-${after}`;
     const orig = await run([
@@ -73,7 +66,7 @@ async function snapshotAndRestore(
       after,
     ]);
     assert.equal(orig.code, full.code, orig.stderr);
-    same(read(`${dir}/orig.txt`), expected); // taking it changed nothing
+    assert.equal(read(`${dir}/orig.txt`), expected); // taking it changed nothing
     if (!/snapshot: full snapshot in /.test(orig.stderr)) continue; // the guest had ended
     const state = decodeSnapshot(Deno.readFileSync(`${snap}/state`));
     const cut = Number((state.board.frontEnd as { serialBytes: number }).serialBytes);
@@ -85,9 +78,8 @@ async function snapshotAndRestore(
     );
     const restored = await run(["-serial", `file:${dir}/restored.txt`, "--restore", snap]);
     assert.equal(restored.code, full.code, restored.stderr);
-    same(read(`${dir}/restored.txt`), read(`${dir}/orig.txt`).slice(cut));
-    const before = new TextDecoder().decode(Deno.readFileSync(`${dir}/orig.txt`).subarray(0, cut));
-    taken.push({ cpl, before, mpStates: state.vcpus.map((v) => v.mpState) });
+    assert.equal(read(`${dir}/restored.txt`), read(`${dir}/orig.txt`).slice(cut));
+    taken.push(cpl);
   }
   return taken;
 }
@@ -103,8 +95,7 @@ Deno.test(
         "800ms",
         "1500ms",
       ]);
-      const cpls = taken.map((t) => t.cpl);
-      assert.ok(cpls.includes(3), `no snapshot landed in ring 3 (CPLs ${cpls.join(", ")})`);
+      assert.ok(taken.includes(3), `no snapshot landed in ring 3 (CPLs ${taken.join(", ")})`);
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }
@@ -118,35 +109,90 @@ Deno.test(
     const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-smp-" });
     try {
       Deno.writeFileSync(`${dir}/smp.bin`, SMP);
-      // With `-append work` every CPU computes for seconds after the APs report (machine/guests/smp.S);
-      // the APs report in whatever order they take the guest's lock: the same lines, in any order.
+      // With `-append work` every CPU computes for about a second (seconds in the nested VM) after
+      // the APs report (machine/guests/smp.S). The snapshot is asked for over QMP as soon as the
+      // report is on the serial port, however long the machine took to get there.
+      const args = ["-m", "64M", "-smp", "4", "-kernel", `${dir}/smp.bin`, "-append", "work"];
+      // The APs report in whatever order they take the guest's lock: the same lines, in any order.
       const lines = (text: string) => text.split("\n").sort();
-      const taken = await snapshotAndRestore(
-        dir,
-        ["-m", "64M", "-smp", "4", "-kernel", `${dir}/smp.bin`, "-append", "work"],
-        // In the nested VM the APs come up 4–5 s in, and the work then lasts about as long again.
-        ["5500ms", "7s", "8500ms"],
-        (actual, expected) => assert.deepEqual(lines(actual), lines(expected)),
+      const full = await run([...args, "-serial", `file:${dir}/full.txt`]);
+      const snap = `${dir}/snap`;
+      const orig = await snapshotOnSerial(
+        [...args, "-serial", `file:${dir}/orig.txt`],
+        `${dir}/orig.txt`,
+        "smp: all 4 CPUs reported",
+        snap,
+        `${dir}/qmp.sock`,
       );
+      assert.equal(orig.code, full.code, orig.stderr);
+      assert.deepEqual(lines(read(`${dir}/orig.txt`)), lines(read(`${dir}/full.txt`)));
+      const state = decodeSnapshot(Deno.readFileSync(`${snap}/state`));
+      const cut = Number((state.board.frontEnd as { serialBytes: number }).serialBytes);
+      const before = new TextDecoder().decode(Deno.readFileSync(`${dir}/orig.txt`).subarray(0, cut));
       const KVM_MP_STATE_RUNNABLE = 0;
-      const midWork = taken.filter((t) =>
-        t.before.includes("smp: all 4 CPUs reported") && !t.before.includes("result") &&
-        t.mpStates.length === 4 && t.mpStates.every((m) => m === KVM_MP_STATE_RUNNABLE)
-      );
-      console.log(
-        `snapshots with all four vCPUs runnable in the middle of the work: ${midWork.length} of ${taken.length}`,
-      );
-      assert.ok(
-        midWork.length > 0,
-        `no snapshot caught all four CPUs computing (MP states ${
-          taken.map((t) => t.mpStates.join("")).join(", ")
-        })`,
-      );
+      assert.ok(before.includes("smp: all 4 CPUs reported") && !before.includes("result"), before);
+      assert.deepEqual(state.vcpus.map((v) => v.mpState), [0, 1, 2, 3].map(() => KVM_MP_STATE_RUNNABLE));
+      const restored = await run(["-serial", `file:${dir}/restored.txt`, "--restore", snap]);
+      assert.equal(restored.code, full.code, restored.stderr);
+      assert.deepEqual(lines(read(`${dir}/restored.txt`)), lines(read(`${dir}/orig.txt`).slice(cut)));
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }
   },
 );
+
+/**
+ * Runs main.ts with `args` and a QMP socket at `socket`; once the serial output in `serialFile`
+ * holds `line`, takes a snapshot into `snap` through QMP's human-monitor-command, then lets the run
+ * end. Its exit status and standard error.
+ */
+async function snapshotOnSerial(
+  args: string[],
+  serialFile: string,
+  line: string,
+  snap: string,
+  socket: string,
+): Promise<{ code: number; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", MAIN, ...args, "-qmp", `unix:${socket},server=on,wait=off`],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output();
+  let exited = false;
+  child.status.then(() => exited = true);
+  try {
+    let client: QmpClient | undefined;
+    while (!client) {
+      if (exited) break;
+      client = await QmpClient.connect({ path: socket }).catch(() => undefined);
+      if (!client) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(client, "the run ended before its QMP socket came up");
+    using _client = client;
+    while (!readOrEmpty(serialFile).includes(line)) {
+      assert.ok(!exited, `the run ended before the serial port said ${JSON.stringify(line)}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const reply = await client.execute("human-monitor-command", { "command-line": `snapshot save ${snap}` });
+    assert.match(String(reply), /^snapshot: full snapshot in /);
+  } catch (e) {
+    if (!exited) child.kill();
+    await output;
+    throw e;
+  }
+  const out = await output;
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+function readOrEmpty(path: string): string {
+  try {
+    return read(path);
+  } catch {
+    return "";
+  }
+}
 
 Deno.test("bad snapshots are refused with one line, status 1, nothing written", ifKvm, async () => {
   const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-bad-" });
