@@ -5,7 +5,7 @@
  * @module
  */
 
-import { MonitorCommands } from "./monitor_commands.ts";
+import { formatSnapshotSummary, MonitorCommands } from "./monitor_commands.ts";
 import { QmpError } from "./qmp_session.ts";
 
 /** The result of one command: text to print, and whether the user asked to quit. */
@@ -109,7 +109,7 @@ export function runMonitorCommand(commands: MonitorCommands, line: string): Moni
         if (verb !== "save" || dir === undefined || flags.some((f) => f !== "--diff")) {
           throw new QmpError("GenericError", "usage: snapshot save DIR [--diff]");
         }
-        return done(commands.snapshotSave(dir, flags.includes("--diff")));
+        return done(formatSnapshotSummary(commands.snapshotSave(dir, flags.includes("--diff"))));
       }
     }
   } catch (e) {

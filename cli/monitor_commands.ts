@@ -29,8 +29,37 @@ export interface MonitorMachine {
   readPhysical(addr: bigint, length: number): Uint8Array;
   /** The guest-physical address of `vaddr` for vCPU `cpu`, or null when it is not mapped. */
   translate(cpu: number, vaddr: bigint): bigint | null;
-  /** Writes a snapshot into `dir` (a diff with `diff`); returns the line to print (cli/snapshot_cli.ts). */
-  snapshot?(dir: string, diff: boolean): string;
+  /** Writes a snapshot into `dir` (a diff with `diff`) and says what it wrote (cli/snapshot_cli.ts). */
+  snapshot?(dir: string, diff: boolean): SnapshotSummary;
+}
+
+/** What a snapshot wrote: QMP `x-kvmts-snapshot-save`'s return, and the monitor's line. */
+export interface SnapshotSummary {
+  /** Full, or only the pages written since the last snapshot. */
+  kind: "full" | "diff";
+  /** The directory. */
+  dir: string;
+  /** Pages in its memory file. */
+  pages: number;
+  /** Bytes of its state file. */
+  stateBytes: number;
+}
+
+/**
+ * The one line a snapshot prints (the monitor, `--snapshot-to`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatSnapshotSummary } from "./monitor_commands.ts";
+ * assert.equal(
+ *   formatSnapshotSummary({ kind: "diff", dir: "/tmp/s", pages: 3, stateBytes: 900 }),
+ *   "snapshot: diff snapshot in /tmp/s: 3 pages of memory, 900 bytes of state",
+ * );
+ * ```
+ */
+export function formatSnapshotSummary(s: SnapshotSummary): string {
+  return `snapshot: ${s.kind} snapshot in ${s.dir}: ${s.pages} pages of memory, ${s.stateBytes} bytes of state`;
 }
 
 /** How the commands reach the rest of the front-end. */
@@ -67,6 +96,7 @@ export const QMP_COMMANDS = [
   "query-version",
   "qmp_capabilities",
   "query-status",
+  "x-kvmts-snapshot-save",
 ] as const;
 
 /** The block size of `memsave` and `pmemsave` reads, QEMU's. */
@@ -253,11 +283,10 @@ export class MonitorCommands {
   }
 
   /**
-   * `snapshot save DIR [--diff]` (this front-end's; over QMP through human-monitor-command): a
-   * snapshot of the machine, every vCPU held out of KVM_RUN while it is written; the run then goes
-   * on as it was.
+   * `snapshot save DIR [--diff]` (this front-end's; QMP `x-kvmts-snapshot-save`): a snapshot of
+   * the machine, every vCPU held out of KVM_RUN while it is written; the run then goes on as it was.
    */
-  snapshotSave(dir: string, diff: boolean): string {
+  snapshotSave(dir: string, diff: boolean): SnapshotSummary {
     if (!this.#machine.snapshot) throw new QmpError("GenericError", "this machine cannot take snapshots");
     try {
       return this.#machine.snapshot(dir, diff);

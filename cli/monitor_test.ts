@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { commandsOver, fakeMachine } from "./_monitor_fakes.ts";
 import { runMonitorCommand } from "./monitor.ts";
 import { MonitorCommands } from "./monitor_commands.ts";
+import { runQmpCommand } from "./qmp_commands.ts";
 
 Deno.test("system_powerdown presses the power button once; silent when the guest listens, as QEMU", () => {
   const listening = fakeMachine(true);
@@ -83,4 +84,45 @@ Deno.test("monitor: under -no-reboot a system_reset is QEMU's SHUTDOWN with the 
   runMonitorCommand(commands, "system_reset");
   assert.deepEqual(events, [{ name: "SHUTDOWN", data: { guest: false, reason: "host-qmp-system-reset" } }]);
   assert.deepEqual(ends, ["quit"]);
+});
+
+Deno.test("snapshot save: the monitor's line and QMP's x-kvmts-snapshot-save return; bad arguments refused", () => {
+  const asked: [string, boolean][] = [];
+  const { commands } = commandsOver(fakeMachine(true, {
+    snapshot: (dir, diff) => {
+      asked.push([dir, diff]);
+      if (dir === "/full") throw new Error("/full: No space left on device\nsecond line");
+      return { kind: diff ? "diff" : "full", dir, pages: 7, stateBytes: 4096 };
+    },
+  }));
+  assert.equal(
+    runMonitorCommand(commands, "snapshot save /s --diff").output,
+    "snapshot: diff snapshot in /s: 7 pages of memory, 4096 bytes of state\n",
+  );
+  assert.deepEqual(runQmpCommand(commands, "x-kvmts-snapshot-save", { dir: "/q" }), {
+    kind: "full",
+    dir: "/q",
+    pages: 7,
+    "state-bytes": 4096,
+  });
+  assert.equal(
+    (runQmpCommand(commands, "x-kvmts-snapshot-save", { dir: "/q", diff: true }) as { kind: string }).kind,
+    "diff",
+  );
+  assert.deepEqual(asked, [["/s", true], ["/q", false], ["/q", true]]);
+  const refused = (args: Record<string, unknown>, message: RegExp) =>
+    assert.throws(() => runQmpCommand(commands, "x-kvmts-snapshot-save", args as never), { message });
+  refused({}, /^Parameter 'dir' is missing$/);
+  refused({ dir: "/q", diff: 1 }, /Invalid parameter type for 'diff', expected: boolean/);
+  refused({ dir: "/q", keep: true }, /Parameter 'keep' is unexpected/);
+  refused({ dir: "/full" }, /^\/full: No space left on device$/);
+  assert.equal(asked.length, 4); // only the last one reached the machine
+  assert.match(runMonitorCommand(commands, "snapshot save").output, /usage: snapshot save DIR \[--diff\]/);
+  const { commands: none } = commandsOver(fakeMachine());
+  assert.throws(() => runQmpCommand(none, "x-kvmts-snapshot-save", { dir: "/q" }), /cannot take snapshots/);
+  assert.ok(
+    (runQmpCommand(commands, "query-commands", {}) as { name: string }[]).some((c) =>
+      c.name === "x-kvmts-snapshot-save"
+    ),
+  );
 });

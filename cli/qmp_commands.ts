@@ -11,7 +11,7 @@ import { runMonitorCommand } from "./monitor.ts";
 import type { Json } from "./qmp_json.ts";
 import { QmpError } from "./qmp_session.ts";
 
-type ArgType = "int" | "str";
+type ArgType = "int" | "str" | "bool";
 type Schema = [name: string, type: ArgType, optional?: boolean][];
 type Args = { [key: string]: Json };
 
@@ -29,14 +29,15 @@ const SCHEMAS: Record<(typeof QMP_COMMANDS)[number], Schema> = {
   "query-version": [],
   qmp_capabilities: [],
   "query-status": [],
+  "x-kvmts-snapshot-save": [["dir", "str"], ["diff", "bool", true]],
 };
 
 const INT64_MIN = -(1n << 63n);
 const INT64_MAX = (1n << 63n) - 1n;
 
 /** Checks `args` against `schema` as QEMU's visitor does; the checked values, ints as bigint. */
-function checkArgs(schema: Schema, args: Args): Record<string, bigint | string | undefined> {
-  const out: Record<string, bigint | string | undefined> = {};
+function checkArgs(schema: Schema, args: Args): Record<string, bigint | string | boolean | undefined> {
+  const out: Record<string, bigint | string | boolean | undefined> = {};
   for (const [name, type, optional] of schema) {
     const value = Object.hasOwn(args, name) ? args[name] : undefined;
     if (value === undefined) {
@@ -46,6 +47,11 @@ function checkArgs(schema: Schema, args: Args): Record<string, bigint | string |
     if (type === "str") {
       if (typeof value !== "string") {
         throw new QmpError("GenericError", `Invalid parameter type for '${name}', expected: string`);
+      }
+      out[name] = value;
+    } else if (type === "bool") {
+      if (typeof value !== "boolean") {
+        throw new QmpError("GenericError", `Invalid parameter type for '${name}', expected: boolean`);
       }
       out[name] = value;
     } else {
@@ -135,6 +141,10 @@ export function runQmpCommand(commands: MonitorCommands, name: string, args: Arg
       }
       // QEMU's monitor ends its lines with CR LF, and QMP hands them over as they are.
       return runMonitorCommand(commands, a["command-line"] as string).output.replaceAll("\n", "\r\n");
+    }
+    case "x-kvmts-snapshot-save": {
+      const s = commands.snapshotSave(a.dir as string, a.diff === true);
+      return { kind: s.kind, dir: s.dir, pages: s.pages, "state-bytes": s.stateBytes };
     }
     case "qmp_capabilities":
       throw new QmpError("CommandNotFound", "Capabilities negotiation is already complete, command ignored");

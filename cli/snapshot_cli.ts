@@ -12,7 +12,7 @@ import type { BootPlan } from "../machine/loader/mod.ts";
 import { PcMachine, type PcMachineOptions } from "../machine/pc/pc_machine.ts";
 import { SnapshotMismatchError } from "../machine/snapshot/errors.ts";
 import { SnapshotFormatError } from "../machine/snapshot/format.ts";
-import type { SnapshotResult } from "../machine/snapshot/snapshot.ts";
+import { formatSnapshotSummary, type SnapshotSummary } from "./monitor_commands.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import type { SnapshotTimerInit } from "./snapshot_timer_worker.ts";
 
@@ -38,11 +38,6 @@ export function parseDuration(text: string): number {
   const ms = Number(match[1]) * DURATION_UNITS[match[2] ?? "s"];
   if (!Number.isFinite(ms) || ms > 2 ** 31) throw new RangeError(`"${text}" is too long a duration`);
   return Math.round(ms);
-}
-
-/** The one line a snapshot prints. */
-export function formatSnapshotResult(result: SnapshotResult): string {
-  return `snapshot: ${result.kind} snapshot in ${result.dir}: ${result.pages} pages of memory, ${result.stateBytes} bytes of state`;
 }
 
 /** The `--snapshot-after` timer: a Worker that wakes the VM thread when the snapshot is due. */
@@ -205,22 +200,23 @@ export async function startSnapshotTimer(
   );
 }
 
-function save(pc: PcMachine, dir: string, diff: boolean): string {
+function save(pc: PcMachine, dir: string, diff: boolean): SnapshotSummary {
   // Read once the vCPUs are held: a pending serial write served by the pause counts as before it.
-  return formatSnapshotResult(pc.snapshot(dir, { diff, frontEnd: () => ({ serialBytes }) }));
+  const { kind, pages, stateBytes } = pc.snapshot(dir, { diff, frontEnd: () => ({ serialBytes }) });
+  return { kind, dir, pages, stateBytes };
 }
 
 /** Takes the `--snapshot-to` snapshot (the timer said so); returns the line to print. */
 export function snapshotOnTimer(flags: SnapshotFlags, pc: PcMachine): string {
   try {
-    return save(pc, flags.to!.dir, false);
+    return formatSnapshotSummary(save(pc, flags.to!.dir, false));
   } catch (e) {
     return `snapshot: ${isSnapshotError(e) || e instanceof Error ? (e as Error).message : String(e)}`;
   }
 }
 
 /** The monitor's `snapshot save DIR [--diff]` over `pc`. */
-export function snapshotCommand(pc: PcMachine): (dir: string, diff: boolean) => string {
+export function snapshotCommand(pc: PcMachine): (dir: string, diff: boolean) => SnapshotSummary {
   return (dir, diff) => save(pc, dir, diff);
 }
 

@@ -143,7 +143,7 @@ Deno.test(
 
 /**
  * Runs main.ts with `args` and a QMP socket at `socket`; once the serial output in `serialFile`
- * holds `line`, takes a snapshot into `snap` through QMP's human-monitor-command, then lets the run
+ * holds `line`, takes a snapshot into `snap` through QMP's `x-kvmts-snapshot-save`, then lets the run
  * end. Its exit status and standard error.
  */
 async function snapshotOnSerial(
@@ -175,8 +175,11 @@ async function snapshotOnSerial(
       assert.ok(!exited, `the run ended before the serial port said ${JSON.stringify(line)}`);
       await new Promise((r) => setTimeout(r, 10));
     }
-    const reply = await client.execute("human-monitor-command", { "command-line": `snapshot save ${snap}` });
-    assert.match(String(reply), /^snapshot: full snapshot in /);
+    const reply = await client.execute("x-kvmts-snapshot-save", { dir: snap }) as {
+      kind: string;
+      dir: string;
+    };
+    assert.deepEqual([reply.kind, reply.dir], ["full", snap]);
   } catch (e) {
     if (!exited) child.kill();
     await output;
