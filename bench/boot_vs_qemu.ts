@@ -4,7 +4,12 @@
  * `-machine microvm` and `-machine pc`, in one run: wall time from the command to the guest's exit
  * and peak resident memory (GNU time's %M) of each, plus where our time goes (`--timings`).
  *
- * Usage: deno task bench:boot [--runs 10]
+ * Every row gets its ratio to QEMU microvm and to a bare `deno run` of an empty file.
+ *
+ * Usage: deno task bench:boot [--runs 10] [--also DIR]
+ *
+ * `--also DIR` times another checkout's `main.ts` in the same run (a before/after comparison:
+ * `git worktree add /tmp/before HEAD~3`).
  *
  * @module
  */
@@ -12,7 +17,10 @@
 import { parseArgs } from "node:util";
 import { EXIT_STATUS } from "../mod.ts";
 
-const { values } = parseArgs({ args: Deno.args, options: { runs: { type: "string", default: "10" } } });
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { runs: { type: "string", default: "10" }, also: { type: "string" } },
+});
 const RUNS = Number(values.runs);
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const EXPECTED = "exit_status: leaving through isa-debug-exit with 0x10 (status 33)\n";
@@ -43,6 +51,9 @@ async function measure(command: string, args: string[]): Promise<Sample> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
+/** Each series' median wall time and peak RSS, for the ratios printed at the end. */
+const rows: { name: string; ms: number; rssKiB: number }[] = [];
+
 async function series(name: string, command: string, args: string[], runs: number) {
   const samples: Sample[] = [];
   for (let i = 0; i < runs; i++) samples.push(await measure(command, args));
@@ -52,6 +63,7 @@ async function series(name: string, command: string, args: string[], runs: numbe
   }
   const ms = samples.map((s) => s.ms);
   const rss = samples.map((s) => s.rssKiB);
+  rows.push({ name, ms: median(ms), rssKiB: median(rss) });
   console.log(
     `${name.padEnd(34)} ${median(ms).toFixed(0).padStart(6)} ms  (min ${
       Math.min(...ms).toFixed(0).padStart(4)
@@ -75,19 +87,21 @@ try {
       median(base.map((s) => s.ms)).toFixed(0).padStart(6)
     } ms  ${" ".repeat(12)}${(median(base.map((s) => s.rssKiB)) / 1024).toFixed(1).padStart(6)} MiB peak RSS`,
   );
-  const ours = await series("kvm-ts (deno run main.ts -kernel)", deno, [
+  const ourArgs = (main: string) => [
     "run",
     "--allow-ffi",
     "--allow-read",
     "--allow-write",
     "--allow-sys",
-    MAIN,
+    main,
     "-m",
     "128M",
     "-kernel",
     kernel,
     "--timings",
-  ], RUNS);
+  ];
+  const ours = await series("kvm-ts (deno run main.ts -kernel)", deno, ourArgs(MAIN), RUNS);
+  if (values.also) await series(`kvm-ts at ${values.also}`, deno, ourArgs(`${values.also}/main.ts`), RUNS);
   await series("qemu-system-x86_64 -machine microvm", "qemu-system-x86_64", [
     "-machine",
     "microvm",
@@ -108,6 +122,15 @@ try {
     "-kernel",
     kernel,
   ], Math.min(RUNS, 3));
+  const microvm = rows.find((r) => r.name.includes("microvm"))!;
+  const bare = { ms: median(base.map((s) => s.ms)), rssKiB: median(base.map((s) => s.rssKiB)) };
+  console.log("\nratios (medians): wall time and peak RSS against QEMU microvm, and against a bare deno run");
+  for (const r of rows) {
+    console.log(
+      `  ${r.name.padEnd(40)} ×${(r.ms / microvm.ms).toFixed(2)} ×${(r.rssKiB / microvm.rssKiB).toFixed(2)}` +
+        `   ×${(r.ms / bare.ms).toFixed(2)} ×${(r.rssKiB / bare.rssKiB).toFixed(2)}`,
+    );
+  }
   console.log("\nwhere kvm-ts's time goes (median of its --timings lines):");
   const phases = ours.map((s) =>
     [...s.stderr.matchAll(/([a-zA-Z() -]+?) ([\d.]+) ms/g)].map((m) => [m[1].trim(), Number(m[2])] as const)

@@ -6,13 +6,14 @@
  * @module
  */
 
+import { ListenError } from "./listen_error.ts";
 import type { Doorbell } from "../machine/runner.ts";
 import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import { QmpChannel } from "./qmp_channel.ts";
 import type { GdbWorkerMessage, GdbWorkerReport } from "./gdb_worker.ts";
 
 /** The `-gdb` port could not be opened: the message is the one line to print. */
-export class GdbListenError extends Error {}
+export class GdbListenError extends ListenError {}
 
 /** What the client did since the last look. */
 export type GdbClientNews =

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   DiskImage,
   handleKickSignal,
@@ -39,14 +38,15 @@ import { MonitorCommands, type MonitorMachine } from "./monitor_commands.ts";
 import { runQmpCommand } from "./qmp_commands.ts";
 import type { Json } from "./qmp_json.ts";
 import { parseQmpOption, type QmpListenSpec, QmpOptionError } from "./qmp_options.ts";
-import { QmpListenError, QmpServer } from "./qmp_server.ts";
-import { GdbListenError, GdbServer } from "./gdb_server.ts";
-import { GdbSession } from "./gdb_session.ts";
+// The servers and sessions of -qmp, -gdb and --web are loaded when their option is given.
+import type { QmpServer } from "./qmp_server.ts";
+import type { GdbServer } from "./gdb_server.ts";
+import { ListenError } from "./listen_error.ts";
 import { formatSize, parseSize } from "./size.ts";
 import type { StdinWorkerInit } from "./stdin_worker.ts";
-import { isLoopback, parseWebOption, WebListenError, type WebListenSpec, WebServer } from "./web_server.ts";
-import { pcWebMachine, serveMapOnly } from "./web_machine.ts";
-import { WebSession } from "./web_session.ts";
+import { isLoopback, parseWebOption, type WebListenSpec } from "./web_options.ts";
+import type { WebServer } from "./web_server.ts";
+import type { WebSession } from "./web_session.ts";
 import {
   countSerial,
   createOrRestore,
@@ -263,31 +263,41 @@ function flagName(name: string): string {
   return `${DOUBLE_DASH.has(name) ? "--" : "-"}${name}`;
 }
 
+/** The parsed command line: each option's value (the last given), every value of `device`,
+ * `drive`, `netdev`, `qmp` and `gdb`, and true for each flag given. */
+type ParsedArgs = Record<string, string | string[] | boolean | undefined>;
+/** The options that may be given more than once, each value kept. */
+const REPEATED = new Set(["device", "drive", "netdev", "qmp", "gdb"]);
+
 /**
- * Rewrites QEMU's command line for node's `parseArgs`: every option as `--name` or `--name=value`.
- * QEMU spells long options with one dash (`-kernel`), takes the next word as a value even when it
- * starts with a dash (`-m -1` is refused for its value, not as a missing one), and `--dump-mtree`
- * takes `-f` as the next word too. Unknown options are refused here by the name typed, and the
- * QEMU options in {@link IGNORED} are dropped.
+ * Parses QEMU's command line. QEMU spells long options with one dash (`-kernel`, two work too),
+ * takes the next word as a value even when it starts with a dash (`-m -1` is refused for its
+ * value, not as a missing one), and `--dump-mtree` takes `-f` as the next word too. A positional
+ * word, an unknown option, a flag given a value and a value missing are refused by the name typed;
+ * the QEMU options in {@link IGNORED} are dropped. (No `node:util`: its `parseArgs` would load
+ * Deno's Node layer, 6 MB and 10 ms more on every run, for what these lines do.)
  */
-function normalizeArgs(args: string[]): string[] {
-  const out: string[] = [];
+function normalizeArgs(args: string[]): ParsedArgs {
+  const out: ParsedArgs = {};
+  const set = (name: string, value: string) => {
+    if (REPEATED.has(name)) out[name] = [...(out[name] as string[] | undefined ?? []), value];
+    else out[name] = value;
+  };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     const match = /^(--?)([^-=][^=]*)(?:=(.*))?$/s.exec(arg);
     if (match === null) {
-      out.push(arg); // a positional or a lone dash: parseArgs refuses it
-      continue;
+      throw new UsageError(`Unexpected argument '${arg}': options only (QEMU style, such as -kernel FILE)`);
     }
     const [, dashes, typed, inline] = match;
     const name = typed === "h" ? "help" : typed;
     if (name === "dump-mtree") {
       let value = inline ?? "";
       if (inline === undefined && args[i + 1] === "-f") value = args[++i];
-      out.push(`--dump-mtree=${value}`);
+      set(name, value);
       continue;
     }
-    const ignored = IGNORED[name];
+    const ignored = Object.hasOwn(IGNORED, name) ? IGNORED[name] : undefined;
     if (ignored !== undefined) {
       const value = ignored.value === undefined ? inline : inline ?? args[++i];
       if (value !== ignored.value) {
@@ -299,16 +309,16 @@ function normalizeArgs(args: string[]): string[] {
       }
       continue;
     }
-    const kind = OPTIONS[name];
+    const kind = Object.hasOwn(OPTIONS, name) ? OPTIONS[name] : undefined;
     if (kind === undefined) throw new UsageError(`Unknown option '${dashes}${typed}'`);
     if (kind === "flag") {
       if (inline !== undefined) throw new UsageError(`${flagName(name)} takes no value`);
-      out.push(`--${name}`);
+      out[name] = true;
       continue;
     }
     const value = inline ?? args[++i];
     if (value === undefined) throw new UsageError(`${flagName(name)} needs a value`);
-    out.push(`--${name}=${value}`);
+    set(name, value);
   }
   return out;
 }
@@ -430,44 +440,17 @@ function parseLoader(text: string): { path: string; addr: bigint; mode?: CpuMode
  * {@link UsageError} naming the bad flag, value or file.
  */
 export function parseCommandLine(args: string[]): CliOptions | "help" {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: normalizeArgs(args),
-      options: {
-        m: { type: "string" },
-        smp: { type: "string" },
-        device: { type: "string", multiple: true },
-        kernel: { type: "string" },
-        append: { type: "string" },
-        initrd: { type: "string" },
-        bios: { type: "string" },
-        serial: { type: "string" },
-        nographic: { type: "boolean" },
-        "no-reboot": { type: "boolean" },
-        reboot: { type: "boolean" },
-        "dump-mtree": { type: "string" },
-        "trace-memslots": { type: "boolean" },
-        timings: { type: "boolean" },
-        help: { type: "boolean" },
-        drive: { type: "string", multiple: true },
-        netdev: { type: "string", multiple: true },
-        qmp: { type: "string", multiple: true },
-        gdb: { type: "string", multiple: true },
-        s: { type: "boolean" },
-        S: { type: "boolean" },
-        web: { type: "string" },
-        "snapshot-to": { type: "string" },
-        "snapshot-after": { type: "string" },
-        restore: { type: "string" },
-      },
-      allowPositionals: false,
-      strict: true,
-    }));
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError((e as Error).message.split("\n")[0]);
-  }
+  const values = normalizeArgs(args) as
+    & {
+      [name in "m" | "smp" | "kernel" | "append" | "initrd" | "bios" | "serial" | "dump-mtree" | "web"]?:
+        string;
+    }
+    & { [name in "device" | "drive" | "netdev" | "qmp" | "gdb"]?: string[] }
+    & {
+      [name in "nographic" | "no-reboot" | "reboot" | "trace-memslots" | "timings" | "help" | "s" | "S"]?:
+        boolean;
+    }
+    & { [name in "snapshot-to" | "snapshot-after" | "restore"]?: string };
   if (values.help) return "help";
   let ramSize: bigint;
   try {
@@ -1070,11 +1053,15 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       try {
         if (options.web) web = await startWeb(options.web, io);
         if (options.qmp.length > 0) {
+          const { QmpServer } = await import("./qmp_server.ts");
           qmp = await QmpServer.start(options.qmp);
           // QEMU's default, wait=on: the guest starts once a client is there.
           if (options.qmp.some((spec) => spec.wait)) await qmp.connected;
         }
-        if (options.gdb) gdb = await GdbServer.start(options.gdb.hostname, options.gdb.port);
+        if (options.gdb) {
+          const { GdbServer } = await import("./gdb_server.ts");
+          gdb = await GdbServer.start(options.gdb.hostname, options.gdb.port);
+        }
         return await boot(options, plan, io, entered, { qmp, gdb, web });
       } finally {
         await web?.close();
@@ -1090,7 +1077,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       io.err(`error: ${e.message} (try --help)`);
       return 2;
     }
-    if (e instanceof QmpListenError || e instanceof GdbListenError || e instanceof WebListenError) {
+    if (e instanceof ListenError) {
       io.err(`error: ${e.message}`);
       return 1;
     }
@@ -1108,6 +1095,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
 
 /** Starts the `--web` server and prints its URL (and a warning when it is reachable from elsewhere). */
 async function startWeb(spec: WebListenSpec, io: CliIo): Promise<WebServer> {
+  const { WebServer } = await import("./web_server.ts");
   const server = await WebServer.start(spec);
   if (!isLoopback(spec.hostname)) {
     io.err(
@@ -1136,6 +1124,7 @@ async function serveMap(options: CliOptions, spec: WebListenSpec, io: CliIo): Pr
   for (const signal of signals) Deno.addSignalListener(signal, stop);
   try {
     io.err("web: serving the board's map only (no vCPU runs); Ctrl-C ends");
+    const { serveMapOnly } = await import("./web_machine.ts");
     await serveMapOnly(web, [board.memory, board.cpuMemory, board.io], interrupted);
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
@@ -1204,6 +1193,11 @@ async function boot(
       file.writeSync(one);
     };
   }
+  // Loaded before the machine exists: the run itself cannot wait for an import.
+  const gdbModule = gdbServer ? await import("./gdb_session.ts") : undefined;
+  const webModules = webServer
+    ? { session: await import("./web_session.ts"), machine: await import("./web_machine.ts") }
+    : undefined;
   // The page mirrors the serial console and records the memslot calls (from its session on).
   let webSession: WebSession | undefined;
   if (webServer) {
@@ -1294,13 +1288,19 @@ async function boot(
       reboot: options.reboot,
     });
     const gdb = gdbServer
-      ? new GdbSession(
+      ? new gdbModule!.GdbSession(
         gdbServer,
         { cpus: pc.cpus, vcpuAt: (cpu) => pc.vcpuAt(cpu), memory: pc.memory },
         commands,
       )
       : undefined;
-    if (webServer) webSession = new WebSession(webServer, pcWebMachine(pc), commands);
+    if (webServer && webModules) {
+      webSession = new webModules.session.WebSession(
+        webServer,
+        webModules.machine.pcWebMachine(pc),
+        commands,
+      );
+    }
     if (options.startPaused) commands.startPaused();
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }

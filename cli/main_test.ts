@@ -74,6 +74,9 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
     [["-nographic=1"], /-nographic takes no value/],
     [["-kernel"], /-kernel needs a value/],
     [["--dump-mtree", "-x"], /Unknown option '-x'/],
+    [["vmlinux"], /Unexpected argument 'vmlinux': options only/],
+    [["-m", "64M", "-"], /Unexpected argument '-'/],
+    [["-constructor"], /Unknown option '-constructor'/],
     [
       ["-device", "loader,file=/etc/hostname,addr=0x7c00,mdoe=long64"],
       /-device loader: property 'mdoe' is not supported \(only file, addr, mode\)/,

@@ -6,7 +6,7 @@
  */
 
 import { type HostKvm, hostKvm } from "../kvm/mod.ts";
-import { NestedError, runNested } from "../nested/nested_vm.ts";
+import { NestedError } from "../nested/nested_error.ts";
 
 /** Set inside the nested VM, so that a run there never nests again. */
 const NESTED_ENV = "KVM_TS_NESTED";
@@ -62,6 +62,8 @@ const START_PERMISSIONS = [
 export async function runMainNested(args: readonly string[], reason: string, say: (line: string) => void) {
   say(`${reason}: running inside a nested KVM VM under QEMU's emulator (slower)`);
   const mainModule = new URL("../main.ts", import.meta.url).pathname;
+  // Loaded only here: a run on this host's own KVM never needs the nested VM's code.
+  const { runNested } = await import("../nested/nested_vm.ts");
   const result = await runNested({
     argv: [Deno.execPath(), "run", ...START_PERMISSIONS, "--no-check", mainModule, ...args],
     env: Deno.env.toObject(),

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { ListenError } from "./listen_error.ts";
 import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import type { Doorbell } from "../machine/runner.ts";
 import { QmpChannel } from "./qmp_channel.ts";
@@ -15,7 +16,7 @@ import { QMP_VERSION, QmpError, qmpErrorReply, qmpEvent, qmpReturn, type QmpVers
 import type { QmpWorkerMessage, QmpWorkerReport } from "./qmp_worker.ts";
 
 /** A `-qmp` socket that could not be opened: the message is the one line to print. */
-export class QmpListenError extends Error {}
+export class QmpListenError extends ListenError {}
 
 /** How long {@link QmpServer.close} waits for the Worker to flush and close its sockets. */
 const CLOSE_TIMEOUT_MS = 2000;

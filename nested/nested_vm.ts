@@ -22,6 +22,9 @@ import {
   STATUS_FILE,
 } from "./init_script.ts";
 import { loadOrder, NESTED_MODULES, parseModulesDep } from "./modules.ts";
+import { NestedError } from "./nested_error.ts";
+
+export { NestedError };
 
 /** The QEMU binary (Debian: qemu-system-x86). */
 export const QEMU_BINARY = "qemu-system-x86_64";
@@ -31,20 +34,6 @@ export const BUSYBOX_PATH = "/bin/busybox";
 export const NESTED_PACKAGES = "qemu-system-x86 linux-image-amd64 busybox-static";
 /** Bump when the init script or the initramfs layout changes, to invalidate cached initramfs files. */
 const INITRAMFS_FORMAT = 2;
-
-/** The nested VM cannot be started or did not run its command: one line that says why. */
-export class NestedError extends Error {
-  /** Where the VM's console log is, when there is one. */
-  readonly log?: string;
-  /** The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), if one did. */
-  readonly signal?: Deno.Signal;
-  constructor(message: string, log?: string, signal?: Deno.Signal) {
-    super(log ? `${message} (console log: ${log})` : message);
-    this.name = "NestedError";
-    this.log = log;
-    this.signal = signal;
-  }
-}
 
 /** The kernel the nested VM boots: Debian's, with its modules. */
 export interface NestedKernel {

@@ -1,0 +1,20 @@
+/**
+ * The nested VM's one error class, apart from the VM's code so that the front-end can name it
+ * without loading that code on runs that never go to the nested VM.
+ *
+ * @module
+ */
+
+/** The nested VM cannot be started or did not run its command: one line that says why. */
+export class NestedError extends Error {
+  /** Where the VM's console log is, when there is one. */
+  readonly log?: string;
+  /** The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), if one did. */
+  readonly signal?: Deno.Signal;
+  constructor(message: string, log?: string, signal?: Deno.Signal) {
+    super(log ? `${message} (console log: ${log})` : message);
+    this.name = "NestedError";
+    this.log = log;
+    this.signal = signal;
+  }
+}
