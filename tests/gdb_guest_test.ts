@@ -1,10 +1,10 @@
 /**
  * The gdb stub against a running guest, driven by Debian's own `gdb` in batch mode: the guest
- * `tests/guests/gdb_demo.S` started held (`-S -gdb tcp::PORT`), a breakpoint on one of its ELF
- * symbols, registers read and written, a single step, a hardware watchpoint, and the exit status the
- * changed path produces; and `info threads` with `-smp 2`. Needs KVM (the runner takes it into the
- * nested VM where the host has none) and gdb; the same gdb script was checked against QEMU 7.2's
- * stub when this test was written (the values asserted are QEMU's).
+ * `tests/guests/gdb_demo.S` started held (`-S -gdb tcp::PORT`); single steps to one of its ELF
+ * symbols, registers and memory read, a register written, and the exit status the changed path
+ * produces; a breakpoint on that symbol and a hardware watchpoint (a real KVM only); and `info
+ * threads` with `-smp 2`. Needs KVM (the runner takes it into the nested VM where the host has none)
+ * and gdb; the same gdb scripts were checked against QEMU 7.2's stub (the values asserted are QEMU's).
  */
 import assert from "node:assert/strict";
 import { kvmAvailability, SMP } from "../mod.ts";
@@ -13,22 +13,33 @@ const KVM = kvmAvailability();
 const GDB = await new Deno.Command("gdb", { args: ["--version"], stdout: "null", stderr: "null" }).output()
   .then((o) => o.success, () => false);
 const INSIDE = Deno.env.get("KVM_TS_NESTED") === "1";
-// Inside the nested KVM VM the emulated SVM drops the guest's debug traps, and the -smp 2 attach
-// failed there under this harness though it passed by hand: real KVM only until that is understood.
-const skip = !KVM.available
-  ? KVM.reason
-  : INSIDE
-  ? "inside the nested VM, whose emulated SVM drops debug traps (docs/gdb-stub.md): runs on a real KVM"
-  : !GDB
-  ? "gdb is not installed (apt-get install gdb)"
-  : undefined;
-if (skip) console.log(`tests/gdb_guest_test.ts: skipped: ${skip}`);
+const skip = !KVM.available ? KVM.reason : !GDB ? "gdb is not installed (apt-get install gdb)" : undefined;
+// Inside the nested KVM VM, QEMU 7.2's emulated SVM delivers single-steps but no breakpoint: an
+// intercepted int3 reaches the guest and a DR0/DR7 breakpoint or watchpoint never fires (measured:
+// the guest ran to its end past `hbreak compute`). Those two need a real KVM (docs/gdb-stub.md).
+const skipTraps = skip ??
+  (INSIDE ? "inside the nested VM, whose emulated SVM fires no breakpoint or watchpoint" : undefined);
+if (skipTraps) console.log(`tests/gdb_guest_test.ts: breakpoint test skipped: ${skipTraps}`);
+// Inside the nested VM the -smp 2 attach passes when run by hand or alone but hangs in some runs
+// under this harness with gdb printing nothing at all (not even its remote debug log): not
+// understood yet, so it runs on a real KVM only.
+const skipSmp = skip ??
+  (INSIDE ? "inside the nested VM the -smp 2 attach hangs in some runs (not understood)" : undefined);
+if (skipSmp && !skip) console.log(`tests/gdb_guest_test.ts: -smp 2 test skipped: ${skipSmp}`);
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const DEMO = new URL("./guests/gdb_demo.S", import.meta.url).pathname;
 
 async function run(command: string, args: string[]): Promise<void> {
   const out = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
   if (!out.success) throw new Error(`${command} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+/** Assembles the demo guest in `dir`: its ELF (for gdb's symbols) and `demo.bin` (booted). */
+async function buildDemo(dir: string): Promise<string> {
+  await run("as", ["--64", "-o", `${dir}/demo.o`, DEMO]);
+  await run("ld", ["-m", "elf_x86_64", "-Ttext", "0x100000", "-o", `${dir}/demo.elf`, `${dir}/demo.o`]);
+  await run("objcopy", ["-O", "binary", `${dir}/demo.elf`, `${dir}/demo.bin`]);
+  return `${dir}/demo.elf`;
 }
 
 /** A free TCP port on the loopback address. */
@@ -70,7 +81,8 @@ async function debug(args: string[], elf: string | undefined, commands: string[]
         "-batch",
         "-nx",
         ...["-ex", "set pagination off", "-ex", "set confirm off"],
-        ...["-ex", `target remote 127.0.0.1:${port}`],
+        // Under the nested VM's emulator a reply can take seconds (gdb's default wait is 2 s).
+        ...["-ex", "set remotetimeout 60", "-ex", `target remote 127.0.0.1:${port}`],
         ...commands.flatMap((c) => ["-ex", c]),
         ...(elf ? [elf] : []),
       ],
@@ -105,14 +117,12 @@ async function debug(args: string[], elf: string | undefined, commands: string[]
 Deno.test({
   name:
     "gdb: a breakpoint on a symbol, registers read and written, a step, a hardware watchpoint, the changed exit",
-  ignore: skip !== undefined,
+  ignore: skipTraps !== undefined,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "kvm-ts-gdb-" });
     try {
-      await run("as", ["--64", "-o", `${dir}/demo.o`, DEMO]);
-      await run("ld", ["-m", "elf_x86_64", "-Ttext", "0x100000", "-o", `${dir}/demo.elf`, `${dir}/demo.o`]);
-      await run("objcopy", ["-O", "binary", `${dir}/demo.elf`, `${dir}/demo.bin`]);
-      const { gdb, status, stderr } = await debug(["-kernel", `${dir}/demo.bin`], `${dir}/demo.elf`, [
+      const elf = await buildDemo(dir);
+      const { gdb, status, stderr } = await debug(["-kernel", `${dir}/demo.bin`], elf, [
         "break compute",
         "continue",
         "print/x $rip",
@@ -145,8 +155,43 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gdb: with -smp 2 each vCPU is a thread; the guest runs to its end once gdb continues",
+  name: "gdb: single steps to a symbol, registers and memory read, a register written, the changed exit",
   ignore: skip !== undefined,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "kvm-ts-gdb-" });
+    try {
+      const elf = await buildDemo(dir);
+      const { gdb, status, stderr } = await debug(["-kernel", `${dir}/demo.bin`], elf, [
+        "print/x $rip",
+        ...["stepi", "stepi", "stepi", "stepi"], // cli; mov $0x90000,%esp; mov $0x10,%ebx; call compute
+        "print/x $rip",
+        "print/x $esp",
+        "x/wx $esp",
+        "print/x $ebx",
+        "stepi",
+        "print/x $eax",
+        "set $eax = 0x11",
+        "x/wx &counter",
+        "continue",
+      ]);
+      assert.match(gdb, /\$1 = 0x100020\n/, gdb); // held at the Multiboot entry (-S)
+      assert.match(gdb, /0x0+100031 in compute \(\)\n\$2 = 0x100031\n/, gdb);
+      assert.match(gdb, /\$3 = 0x8fffc\n/, gdb); // the call pushed its return address…
+      assert.match(gdb, /0x8fffc:\s+0x00100030\n/, gdb); // …the hlt after it
+      assert.match(gdb, /\$4 = 0x10\n/, gdb);
+      assert.match(gdb, /0x0+100033 in compute \(\)\n\$5 = 0x10\n/, gdb);
+      assert.match(gdb, /0x100050 <counter>:\s+0x00000000\n/, gdb);
+      assert.equal(status, 33, `${gdb}\n${stderr}`); // 0x11 + 0x32 is not 0x42: the other path
+      assert.match(gdb, /exited with code 041/, gdb);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "gdb: with -smp 2 each vCPU is a thread; the guest runs to its end once gdb continues",
+  ignore: skipSmp !== undefined,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "kvm-ts-gdb-" });
     try {
