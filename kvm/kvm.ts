@@ -5,14 +5,7 @@
  */
 
 import { E2BIG } from "./_errno.ts";
-import {
-  decodeStruct,
-  encodeStruct,
-  KVM_CPUID2_LAYOUT,
-  KVM_CPUID_ENTRY2_LAYOUT,
-  KVM_MSR_LIST_LAYOUT,
-  structBuffer,
-} from "./_structs.ts";
+import { decodeStruct, encodeStruct, KVM_MSR_LIST_LAYOUT, structBuffer } from "./_structs.ts";
 import { closeFd, ioctlBuf, ioctlNone, ioctlU64, openDevice } from "./_syscalls.ts";
 import {
   KVM_API_VERSION,
@@ -24,16 +17,12 @@ import {
   KVM_GET_VCPU_MMAP_SIZE,
 } from "./ioctls.ts";
 import { KVM_ERROR_BAD_API_VERSION, KvmError } from "./kvm_error.ts";
-import type { CpuidEntry } from "./vcpu.ts";
+import { type CpuidEntry, readCpuidEntries } from "./vcpu.ts";
 import { Vm } from "./vm.ts";
 
 /** Where the KVM device lives on Linux. */
 export const KVM_DEVICE_PATH = "/dev/kvm";
 
-/** First `nent` tried for KVM_GET_SUPPORTED_CPUID (75 entries on this platform; QEMU starts at 100). */
-const CPUID_ENTRIES_START = 128;
-/** Upper bound for the doubling on E2BIG (KVM's own KVM_MAX_CPUID_ENTRIES is 256). */
-const CPUID_ENTRIES_MAX = 4096;
 /** First capacity tried for KVM_GET_MSR_INDEX_LIST; the kernel reports the real count on E2BIG. */
 const MSR_LIST_START = 256;
 
@@ -146,23 +135,9 @@ export class Kvm implements Disposable {
 
   /** `KVM_GET_SUPPORTED_CPUID`: the CPUID leaves KVM can offer, a starting point for KVM_SET_CPUID2. */
   supportedCpuid(): CpuidEntry[] {
-    const header = KVM_CPUID2_LAYOUT.size;
-    const entrySize = KVM_CPUID_ENTRY2_LAYOUT.size;
-    for (let capacity = CPUID_ENTRIES_START;; capacity *= 2) {
-      const { bytes, view } = structBuffer(header + capacity * entrySize);
-      encodeStruct(KVM_CPUID2_LAYOUT, { nent: capacity }, view);
-      try {
-        ioctlBuf(this.#open(), KVM_GET_SUPPORTED_CPUID, bytes, "KVM_GET_SUPPORTED_CPUID");
-      } catch (error) {
-        if (error instanceof KvmError && error.errno === E2BIG && capacity < CPUID_ENTRIES_MAX) continue;
-        throw error;
-      }
-      const count = decodeStruct(KVM_CPUID2_LAYOUT, view).nent;
-      return Array.from(
-        { length: count },
-        (_, i) => decodeStruct(KVM_CPUID_ENTRY2_LAYOUT, view, header + i * entrySize),
-      );
-    }
+    return readCpuidEntries((bytes) =>
+      ioctlBuf(this.#open(), KVM_GET_SUPPORTED_CPUID, bytes, "KVM_GET_SUPPORTED_CPUID")
+    );
   }
 
   /** `KVM_GET_MSR_INDEX_LIST`: the MSR numbers KVM saves and restores. */

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { EAGAIN, EINTR } from "./_errno.ts";
+import { E2BIG, EAGAIN, EINTR } from "./_errno.ts";
 import { lastErrno, type Libc, libc } from "./_libc.ts";
 import {
   type AssertTrue,
@@ -53,6 +53,7 @@ import {
 } from "./_syscalls.ts";
 import {
   KVM_EXIT_INTR,
+  KVM_GET_CPUID2,
   KVM_GET_DEBUGREGS,
   KVM_GET_FPU,
   KVM_GET_LAPIC,
@@ -293,6 +294,35 @@ export interface MsrEntry {
   index: number;
   /** Its 64-bit value. */
   data: bigint;
+}
+
+/** First `nent` tried for a `struct kvm_cpuid2` read (75 entries on this platform; QEMU starts at 100). */
+const CPUID_ENTRIES_START = 128;
+/** Upper bound for the doubling on E2BIG (KVM's own KVM_MAX_CPUID_ENTRIES is 256). */
+const CPUID_ENTRIES_MAX = 4096;
+
+/**
+ * The entries of a `struct kvm_cpuid2` that `call` fills (KVM_GET_SUPPORTED_CPUID, KVM_GET_CPUID2):
+ * the buffer doubles while KVM answers E2BIG.
+ */
+export function readCpuidEntries(call: (bytes: Uint8Array) => void): CpuidEntry[] {
+  const header = KVM_CPUID2_LAYOUT.size;
+  const entrySize = KVM_CPUID_ENTRY2_LAYOUT.size;
+  for (let capacity = CPUID_ENTRIES_START;; capacity *= 2) {
+    const { bytes, view } = structBuffer(header + capacity * entrySize);
+    encodeStruct(KVM_CPUID2_LAYOUT, { nent: capacity }, view);
+    try {
+      call(bytes);
+    } catch (error) {
+      if (error instanceof KvmError && error.errno === E2BIG && capacity < CPUID_ENTRIES_MAX) continue;
+      throw error;
+    }
+    const count = decodeStruct(KVM_CPUID2_LAYOUT, view).nent;
+    return Array.from(
+      { length: count },
+      (_, i) => decodeStruct(KVM_CPUID_ENTRY2_LAYOUT, view, header + i * entrySize),
+    );
+  }
 }
 
 /** One CPUID leaf (`struct kvm_cpuid_entry2`, 40 bytes). */
@@ -583,6 +613,11 @@ export class Vcpu implements Disposable {
     const { bytes } = msrsBuffer(entries);
     const done = this.#ioctlBuf(KVM_SET_MSRS, bytes, "KVM_SET_MSRS");
     checkMsrCount("KVM_SET_MSRS", done, entries.map((e) => e.index));
+  }
+
+  /** `KVM_GET_CPUID2`: the CPUID leaves the guest sees, as last set. */
+  getCpuid2(): CpuidEntry[] {
+    return readCpuidEntries((bytes) => this.#ioctlBuf(KVM_GET_CPUID2, bytes, "KVM_GET_CPUID2"));
   }
 
   /** `KVM_SET_CPUID2`: the CPUID leaves the guest sees (start from {@link Kvm.supportedCpuid}). */

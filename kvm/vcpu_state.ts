@@ -7,6 +7,7 @@
 
 import { KvmError } from "./kvm_error.ts";
 import type {
+  CpuidEntry,
   KvmDebugregs,
   KvmFpu,
   KvmRegs,
@@ -27,6 +28,11 @@ export const KVM_VCPUEVENT_VALID_SIPI_VECTOR = 0x2;
 
 /** Everything {@link saveVcpuState} reads. */
 export interface VcpuState {
+  /**
+   * `KVM_GET_CPUID2`: the CPUID leaves the guest saw. A restore sets these, not the new host's, so
+   * that the guest's view of its CPU does not change under it.
+   */
+  readonly cpuid: readonly CpuidEntry[];
   /** `KVM_GET_REGS`. */
   readonly regs: KvmRegs;
   /** `KVM_GET_SREGS`. */
@@ -87,6 +93,7 @@ export function saveVcpuState(vcpu: Vcpu, options: VcpuStateOptions): VcpuState 
   // vCPU events first: QEMU reads them before anything that could be changed by the others' reads.
   const events = vcpu.getVcpuEvents();
   return {
+    cpuid: vcpu.getCpuid2(),
     regs: vcpu.getRegs(),
     sregs: vcpu.getSregs(),
     fpu: vcpu.getFpu(),
@@ -111,7 +118,8 @@ function tscKhzOf(vcpu: Vcpu): number {
 }
 
 /**
- * Writes `state` into `vcpu` in QEMU's `kvm_arch_put_registers` order: general registers, XSAVE
+ * Writes `state` into `vcpu`: its CPUID first (KVM sizes XSAVE and checks MSRs by it, and takes it
+ * only before the first `KVM_RUN`), then in QEMU's `kvm_arch_put_registers` order: general registers, XSAVE
  * (or the FPU), XCRs, special registers (the APIC base decides how the LAPIC page is read), MSRs
  * but the TSC deadline, vCPU events, MP state, the LAPIC, then the TSC deadline (KVM ignores it
  * until the LAPIC timer is in deadline mode), then the debug registers. A different TSC frequency
@@ -120,6 +128,7 @@ function tscKhzOf(vcpu: Vcpu): number {
  * @throws {KvmError} when KVM refuses a write (code `"PARTIAL"` names the MSR it refused).
  */
 export function restoreVcpuState(vcpu: Vcpu, state: VcpuState): void {
+  vcpu.setCpuid2(state.cpuid);
   if (state.tscKhz > 0) {
     let current = 0;
     try {

@@ -390,3 +390,50 @@ export function resetMsrs(cpuid: readonly CpuidEntry[]): MsrEntry[] {
     ...KVM_PV_MSRS.filter((m) => (features >>> m.feature) & 1).map(({ index, data }) => ({ index, data })),
   ];
 }
+
+/** The CPUID registers that hold feature bits: leaf, subleaf and register, as `cpuidFeaturesLacking` reads them. */
+const FEATURE_REGISTERS: readonly [leaf: number, subleaf: number, register: "eax" | "ebx" | "ecx" | "edx"][] =
+  [
+    [0x1, 0, "ecx"],
+    [0x1, 0, "edx"],
+    [0x7, 0, "ebx"],
+    [0x7, 0, "ecx"],
+    [0x7, 0, "edx"],
+    [0x7, 1, "eax"],
+    [0xd, 1, "eax"],
+    [0x8000_0001, 0, "ecx"],
+    [0x8000_0001, 0, "edx"],
+    [0x8000_0008, 0, "ebx"],
+  ];
+
+/**
+ * The feature bits a guest saw (`saved`, a snapshot's CPUID) that `offered` (what this host would
+ * give the same vCPU) lacks, as `leaf 0x7.0 ebx 0x00000020` items; empty when the guest may run
+ * here. Only the feature registers count (leaves 1, 7, 0xD.1, 0x80000001, 0x80000008): family,
+ * cache and topology values may differ without taking anything away from the guest.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cpuidFeaturesLacking } from "./x86_cpu.ts";
+ * const leaf7 = (ebx: number) => ({ function: 7, index: 0, flags: 1, eax: 0, ebx, ecx: 0, edx: 0 });
+ * assert.deepEqual(cpuidFeaturesLacking([leaf7(0b1011)], [leaf7(0b1111)]), []);
+ * assert.deepEqual(cpuidFeaturesLacking([leaf7(0b1011)], [leaf7(0b0001)]), ["leaf 0x7.0 ebx 0x0000000a"]);
+ * ```
+ */
+export function cpuidFeaturesLacking(saved: readonly CpuidEntry[], offered: readonly CpuidEntry[]): string[] {
+  const find = (entries: readonly CpuidEntry[], leaf: number, subleaf: number) =>
+    entries.find((e) => e.function === leaf && e.index === subleaf);
+  const lacking: string[] = [];
+  for (const [leaf, subleaf, register] of FEATURE_REGISTERS) {
+    const had = find(saved, leaf, subleaf)?.[register] ?? 0;
+    const can = find(offered, leaf, subleaf)?.[register] ?? 0;
+    const missing = (had & ~can) >>> 0;
+    if (missing !== 0) {
+      lacking.push(
+        `leaf 0x${leaf.toString(16)}.${subleaf} ${register} 0x${missing.toString(16).padStart(8, "0")}`,
+      );
+    }
+  }
+  return lacking;
+}

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { CpuidEntry } from "../kvm/mod.ts";
-import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid, resetMsrs } from "./x86_cpu.ts";
+import fc from "fast-check";
+import { bootFpu, bootMsrs, cpuidFeaturesLacking, lapicWithLints, linuxCpuid, resetMsrs } from "./x86_cpu.ts";
 
 /** A register value from 4 ASCII characters, little-endian (as CPUID returns vendor strings). */
 function ascii(text: string): number {
@@ -181,4 +182,53 @@ Deno.test("resetMsrs: the boot MSRs, and KVM's PV MSRs exactly as leaf 0x4000000
   ]);
   assert.deepEqual(pv(1 << 3), [{ index: 0x4b56_4d00, data: 0n }, { index: 0x4b56_4d01, data: 0n }]);
   assert.deepEqual(pv(1 << 12), [{ index: 0x4b56_4d05, data: 1n }], "poll control resets to 1");
+});
+
+Deno.test("cpuidFeaturesLacking: nothing for the same CPUID or a superset; each removed feature bit named", () => {
+  const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
+  const leaves = [[1, 0], [7, 0], [7, 1], [0xd, 1], [0x8000_0001, 0], [0x8000_0008, 0], [4, 0], [0xb, 0]];
+  const cpuid = fc.tuple(...leaves.map(() => fc.tuple(u32, u32, u32, u32))).map((regs) =>
+    regs.map(([eax, ebx, ecx, edx], i): CpuidEntry => ({
+      function: leaves[i][0],
+      index: leaves[i][1],
+      flags: 1,
+      eax,
+      ebx,
+      ecx,
+      edx,
+    }))
+  );
+  fc.assert(fc.property(cpuid, fc.array(u32, { minLength: 32, maxLength: 32 }), (saved, extra) => {
+    assert.deepEqual(cpuidFeaturesLacking(saved, saved), []);
+    // More bits on offer, in every register: still nothing lacking.
+    const more = saved.map((e, i) => ({
+      ...e,
+      eax: (e.eax | extra[(4 * i) % 32]) >>> 0,
+      ebx: (e.ebx | extra[(4 * i + 1) % 32]) >>> 0,
+      ecx: (e.ecx | extra[(4 * i + 2) % 32]) >>> 0,
+      edx: (e.edx | extra[(4 * i + 3) % 32]) >>> 0,
+    }));
+    assert.deepEqual(cpuidFeaturesLacking(saved, more), []);
+    // Every bit taken away from a feature register is named; from leaf 4 or 0xB it is not.
+    const fewer = saved.map((e) => ({ ...e, eax: 0, ebx: 0, ecx: 0, edx: 0 }));
+    const named = cpuidFeaturesLacking(saved, fewer);
+    const expected = [
+      [1, 0, "ecx"],
+      [1, 0, "edx"],
+      [7, 0, "ebx"],
+      [7, 0, "ecx"],
+      [7, 0, "edx"],
+      [7, 1, "eax"],
+      [0xd, 1, "eax"],
+      [0x8000_0001, 0, "ecx"],
+      [0x8000_0001, 0, "edx"],
+      [0x8000_0008, 0, "ebx"],
+    ].flatMap(([leaf, sub, reg]) => {
+      const value = saved.find((e) => e.function === leaf && e.index === sub)![reg as "eax"];
+      return value === 0
+        ? []
+        : [`leaf 0x${leaf.toString(16)}.${sub} ${reg} 0x${value.toString(16).padStart(8, "0")}`];
+    });
+    assert.deepEqual(named, expected);
+  }));
 });

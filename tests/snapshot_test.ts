@@ -5,8 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { ifKvm, reportKvmSkip } from "../kvm/_testing.ts";
-import { decodeSnapshot } from "../machine/snapshot/snapshot_state.ts";
+import { decodeSnapshot, encodeSnapshot } from "../machine/snapshot/snapshot_state.ts";
 import { crc32 } from "../machine/snapshot/format.ts";
+import type { CpuidEntry } from "../kvm/mod.ts";
 import { RING3_LOOP, SMP } from "../machine/guests/mod.ts";
 import { QmpClient } from "../examples/qmp_client.ts";
 
@@ -228,14 +229,25 @@ Deno.test("bad snapshots are refused with one line, status 1, nothing written", 
       crc32(versioned.subarray(0, versioned.length - 4)),
       true,
     );
+    // A guest that saw a CPU feature this host's KVM cannot give: leaf 7 EBX with every bit set
+    // (no x86 CPU has them all; bit 31 is AVX-512VL, bit 30 AVX-512BW, …).
+    const alien = decodeSnapshot(state);
+    const cpuid = alien.vcpus[0].cpuid as CpuidEntry[];
+    const leaf7 = cpuid.find((e) => e.function === 7 && e.index === 0);
+    if (leaf7) leaf7.ebx = 0xffff_ffff;
+    else cpuid.push({ function: 7, index: 0, flags: 1, eax: 0, ebx: 0xffff_ffff, ecx: 0, edx: 0 });
     const cases: [string[], RegExp][] = [
       [["--restore", variant("truncated", state.subarray(0, state.length - 10))], /truncated/],
       [["--restore", variant("corrupted", flipped)], /corrupted: CRC-32/],
-      [["--restore", variant("version", versioned)], /version 99: this build reads version 1 only/],
+      [["--restore", variant("version", versioned)], /version 99: this build reads version 2 only/],
       [["--restore", snap, "-m", "64M"], /has 32 MiB of RAM, not the 64 MiB asked for/],
       [["--restore", snap, "-smp", "2"], /has 1 vCPUs, not the 2 asked for/],
       [["--restore", `${dir}/nowhere`], /cannot read state/],
       [["--restore", snap, "-device", "virtio-rng-pci"], /has PCI devices \[\], not \[virtio-rng-pci\]/],
+      [
+        ["--restore", variant("alien", encodeSnapshot(alien))],
+        /vCPU 0 saw CPU features this host's KVM lacks \(leaf 0x7\.0 ebx 0x[0-9a-f]{8}\)/,
+      ],
     ];
     for (const [args, message] of cases) {
       const result = await run(["-serial", `file:${dir}/out.txt`, ...args]);

@@ -26,6 +26,7 @@ import {
   restoreVcpuState,
   type Vcpu,
   type VcpuEvents,
+  type VcpuState,
   type Vm,
 } from "../../kvm/mod.ts";
 import { type AddressSpace, DirtyLogClient, type MtreeOptions } from "../../memory/mod.ts";
@@ -42,7 +43,14 @@ import { SnapshotMismatchError } from "../snapshot/errors.ts";
 import type { SnapValue } from "../snapshot/format.ts";
 import { translateVirtual } from "../page_walk.ts";
 import { formatRegisters, regsFor, sregsFor } from "../cpu_state.ts";
-import { bootFpu, bootMsrs, lapicWithLints, linuxCpuid, resetMsrs } from "../x86_cpu.ts";
+import {
+  bootFpu,
+  bootMsrs,
+  cpuidFeaturesLacking,
+  lapicWithLints,
+  linuxCpuid,
+  resetMsrs,
+} from "../x86_cpu.ts";
 import { type BootPlan, type E820Entry, firmwareEntry, loadKernel } from "../loader/mod.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
 import type { Doorbell, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
@@ -263,6 +271,23 @@ export interface VcpuResetState {
   readonly mpState: number;
   /** The boot MSRs and KVM's paravirtual MSRs at their reset values. */
   readonly msrs: readonly MsrEntry[];
+}
+
+/**
+ * Refuses a snapshot whose guest saw CPU features that this host's KVM cannot offer (a snapshot
+ * from another machine): its vCPUs get their saved CPUID back on restore, and a feature the host
+ * lacks would fault the guest later, far from the cause.
+ */
+function checkCpuid(dir: string, vcpus: readonly VcpuState[], supported: readonly CpuidEntry[]): void {
+  vcpus.forEach((saved, i) => {
+    const offered = linuxCpuid(supported, { apicId: i, cpuCount: vcpus.length });
+    const lacking = cpuidFeaturesLacking(saved.cpuid, offered);
+    if (lacking.length > 0) {
+      throw new SnapshotMismatchError(
+        `snapshot ${dir}: vCPU ${i} saw CPU features this host's KVM lacks (${lacking.join(", ")})`,
+      );
+    }
+  });
 }
 
 /** Step 6, keeping each vCPU's {@link VcpuResetState} for {@link resetPcVcpus}. */
@@ -486,7 +511,8 @@ export class PcMachine implements Disposable {
    * checked before anything is acquired; on any later failure everything is released.
    *
    * @throws {SnapshotFormatError} for a state file that cannot be read (truncated, corrupted…).
-   * @throws {SnapshotMismatchError} when `options` contradict the snapshot (RAM, vCPUs, devices).
+   * @throws {SnapshotMismatchError} when `options` contradict the snapshot (RAM, vCPUs, devices),
+   *   or this host's KVM lacks a CPU feature the guest saw.
    * @throws {KvmError} when the kernel refuses a step.
    */
   static restore(dir: string, options: PcRestoreOptions = {}): PcMachine {
@@ -516,6 +542,7 @@ export class PcMachine implements Disposable {
     try {
       const kvm = options.kvm ?? Kvm.open();
       if (!options.kvm) cleanup.push(kvm);
+      checkCpuid(dir, state.vcpus, kvm.supportedCpuid());
       const vm = createPcVm(kvm);
       cleanup.push(vm);
       const [ram, bios, rom] = mapMemoryChain(

@@ -161,7 +161,18 @@ const isString = (v: SnapValue) => typeof v === "string";
 const isArray = (v: SnapValue) => Array.isArray(v);
 
 /** The vCPU state keys a vCPU section must have (their contents are checked by the KVM encoders). */
-const VCPU_KEYS = ["regs", "sregs", "fpu", "msrs", "lapic", "events", "mpState", "debugregs", "tscKhz"];
+const VCPU_KEYS = [
+  "cpuid",
+  "regs",
+  "sregs",
+  "fpu",
+  "msrs",
+  "lapic",
+  "events",
+  "mpState",
+  "debugregs",
+  "tscKhz",
+];
 
 /**
  * The state a state file holds: the container checked ({@link decodeStateFile}), then every
