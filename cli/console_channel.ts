@@ -13,7 +13,8 @@ const HEAD = 0; // next byte to read (VM thread)
 const TAIL = 1; // next byte to write (Worker)
 const COMMAND_STATE = 2; // 0 empty, 1 posted, 2 done
 const COMMAND_LENGTH = 3;
-const QUIT = 4;
+const QUIT = 4; // 0, QUIT_BY_USER, or minus a signal's number
+const QUIT_BY_USER = 1;
 const KICK_STATE = 5; // OPEN, KICKING or CLOSED
 const CELLS = 8;
 const RING_START = CELLS * 4;
@@ -135,13 +136,22 @@ export class ConsoleChannel {
     }
   }
 
-  /** Worker: asks the VM thread to end the run. */
-  requestQuit(): void {
-    Atomics.store(this.#cells, QUIT, 1);
+  /**
+   * Worker: asks the VM thread to end the run — from the user (Ctrl-A x, the monitor's `quit`), or
+   * because the process got `signal` (its number: SIGTERM 15, SIGHUP 1, SIGINT 2). The first wins.
+   */
+  requestQuit(signal?: number): void {
+    Atomics.compareExchange(this.#cells, QUIT, 0, signal === undefined ? QUIT_BY_USER : -signal);
   }
 
   /** VM thread: whether a quit was asked for. */
   get quitRequested(): boolean {
-    return Atomics.load(this.#cells, QUIT) === 1;
+    return Atomics.load(this.#cells, QUIT) !== 0;
+  }
+
+  /** VM thread: the number of the signal that asked for the quit, or null (none, or the user). */
+  get quitSignal(): number | null {
+    const quit = Atomics.load(this.#cells, QUIT);
+    return quit < 0 ? -quit : null;
   }
 }

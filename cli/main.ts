@@ -1319,7 +1319,12 @@ async function boot(
         if (result.quit) shared.requestQuit();
         shared.completeCommand();
       }
-      if (shared.quitRequested && !commands.ended) commands.quit(); // Ctrl-A x, SIGTERM: as QEMU's quit
+      if (shared.quitRequested && !commands.ended) {
+        // Ctrl-A x ends the run as QEMU's quit; a signal as QEMU's signal handler, with its line.
+        const signal = shared.quitSignal;
+        if (signal !== null) io.err(`kvm-ts: terminating on signal ${signal}`);
+        commands.quit(signal === null ? "host-qmp-quit" : "host-signal");
+      }
       // With --web, QMP clients may use the page's x-query-* commands too.
       qmp?.serve((name, args) =>
         webSession && name.startsWith("x-")

@@ -215,9 +215,12 @@ export class MonitorCommands {
     return this.#machine.powerButton();
   }
 
-  /** `quit`: SHUTDOWN (guest false, reason host-qmp-quit), then the run ends. */
-  quit(): void {
-    this.#hooks.event("SHUTDOWN", { guest: false, reason: "host-qmp-quit" });
+  /**
+   * `quit`: SHUTDOWN (guest false, reason host-qmp-quit), then the run ends. A quit because the
+   * process got SIGTERM, SIGHUP or SIGINT has QEMU's reason for it, host-signal.
+   */
+  quit(reason: "host-qmp-quit" | "host-signal" = "host-qmp-quit"): void {
+    this.#hooks.event("SHUTDOWN", { guest: false, reason });
     this.#ended = true;
     this.#hooks.end("quit");
   }

@@ -26,11 +26,14 @@ const encoder = new TextEncoder();
 const write = (text: string) => Deno.stdout.writeSync(encoder.encode(text));
 
 // Signals first, before the VM exists: the VM thread is blocked in KVM_RUN and cannot see them, so
-// SIGTERM and SIGHUP end the run through the channel (and the terminal is restored on the way out).
-let terminate = () => void (terminated = true);
-let terminated = false;
-Deno.addSignalListener("SIGTERM", () => terminate());
-Deno.addSignalListener("SIGHUP", () => terminate());
+// SIGTERM, SIGHUP and SIGINT end the run through the channel (and the terminal is restored on the
+// way out), as QEMU's do (SHUTDOWN reason host-signal). In raw mode Ctrl-C is a key for the guest.
+const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+let terminate = (signal: number) => void (terminated ??= signal);
+let terminated: number | undefined;
+for (const [name, number] of Object.entries(SIGNALS)) {
+  Deno.addSignalListener(name as Deno.Signal, () => terminate(number));
+}
 self.postMessage("ready"); // the VM thread starts the guest only after this: no signal is missed
 
 self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
@@ -64,11 +67,11 @@ self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
     }
   };
 
-  terminate = () => {
-    channel.requestQuit();
+  terminate = (signal) => {
+    channel.requestQuit(signal);
     kicker.kick();
   };
-  if (terminated) terminate();
+  if (terminated !== undefined) terminate(terminated);
 
   const buffer = new Uint8Array(256);
   for (;;) {

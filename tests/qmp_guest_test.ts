@@ -207,3 +207,38 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "qmp guest: SIGTERM and SIGHUP end the run with SHUTDOWN host-signal, status 0 and one line, as QEMU",
+  ignore: !KVM.available || !qemuAvailable(),
+  async fn() {
+    await withEchoGuest(async (dir, kernel) => {
+      const ending = async (command: string, args: string[], path: string, signal: Deno.Signal) => {
+        const { child, client, output } = await launch(command, [
+          ...args,
+          ...["-kernel", kernel, "-serial", "null", "-qmp", `unix:${path},server=on,wait=off`],
+        ], path);
+        await client.execute("query-status"); // the run is up and answering
+        child.kill(signal);
+        const event = await client.waitEvent("SHUTDOWN");
+        client.close();
+        const out = await output;
+        const lines = new TextDecoder().decode(out.stderr).trimEnd().split("\n");
+        return { data: event.data, code: out.code, lines };
+      };
+      const accel = KVM.available ? "kvm" : "tcg";
+      const qemuArgs = ["-accel", accel, "-machine", "pc", "-nodefaults", "-display", "none", "-m", "32M"];
+      const ourArgs = ["run", "--allow-all", MAIN, "-m", "32M"];
+      for (const [signal, number] of [["SIGTERM", 15], ["SIGHUP", 1]] as const) {
+        const theirs = await ending(QEMU, qemuArgs, `${dir}/qemu.sock`, signal);
+        const ours = await ending(Deno.execPath(), ourArgs, `${dir}/ours.sock`, signal);
+        assert.deepEqual(theirs.data, { guest: false, reason: "host-signal" });
+        assert.deepEqual(ours.data, theirs.data);
+        assert.equal(ours.code, theirs.code);
+        // QEMU: "qemu-system-x86_64: terminating on signal 15 from pid …"; ours cannot know the sender.
+        assert.match(theirs.lines.at(-1)!, new RegExp(`terminating on signal ${number} from pid`));
+        assert.deepEqual(ours.lines, [`kvm-ts: terminating on signal ${number}`]);
+      }
+    });
+  },
+});
