@@ -51,24 +51,36 @@ async function measure(command: string, args: string[]): Promise<Sample> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
-/** Each series' median wall time and peak RSS, for the ratios printed at the end. */
-const rows: { name: string; ms: number; rssKiB: number }[] = [];
+/** One configuration measured: its name, command and arguments, and how many runs it gets. */
+interface Config {
+  name: string;
+  command: string;
+  args: string[];
+  runs: number;
+  /** Whether each run must be the guest's exit (the empty-file reference is not). */
+  guest: boolean;
+}
 
-async function series(name: string, command: string, args: string[], runs: number) {
-  const samples: Sample[] = [];
-  for (let i = 0; i < runs; i++) samples.push(await measure(command, args));
-  const bad = samples.find((s) => s.status !== 33 || s.stdout !== EXPECTED);
-  if (bad) {
-    throw new Error(`${name}: status ${bad.status}, output ${JSON.stringify(bad.stdout)}\n${bad.stderr}`);
+/**
+ * Runs every configuration round by round (one run of each per round, in order), so that a change
+ * in the machine's load during the benchmark falls on all of them alike; prints each one's medians
+ * and returns its samples by name.
+ */
+async function interleaved(configs: Config[]): Promise<Map<string, Sample[]>> {
+  const samples = new Map(configs.map((c) => [c.name, [] as Sample[]]));
+  const rounds = Math.max(...configs.map((c) => c.runs));
+  for (let round = 0; round < rounds; round++) {
+    for (const c of configs) {
+      if (round >= c.runs) continue;
+      const sample = await measure(c.command, c.args);
+      if (c.guest && (sample.status !== 33 || sample.stdout !== EXPECTED)) {
+        throw new Error(
+          `${c.name}: status ${sample.status}, output ${JSON.stringify(sample.stdout)}\n${sample.stderr}`,
+        );
+      }
+      samples.get(c.name)!.push(sample);
+    }
   }
-  const ms = samples.map((s) => s.ms);
-  const rss = samples.map((s) => s.rssKiB);
-  rows.push({ name, ms: median(ms), rssKiB: median(rss) });
-  console.log(
-    `${name.padEnd(34)} ${median(ms).toFixed(0).padStart(6)} ms  (min ${
-      Math.min(...ms).toFixed(0).padStart(4)
-    })  ${(median(rss) / 1024).toFixed(1).padStart(6)} MiB peak RSS   (${runs} runs)`,
-  );
   return samples;
 }
 
@@ -77,16 +89,11 @@ try {
   const kernel = `${dir}/exit_status.bin`;
   await Deno.writeFile(kernel, EXIT_STATUS);
   const deno = Deno.execPath();
-  console.log(`boot to guest exit, same Multiboot guest (${EXIT_STATUS.length} bytes), -m 128M\n`);
+  console.log(
+    `boot to guest exit, same Multiboot guest (${EXIT_STATUS.length} bytes), -m 128M; runs interleaved\n`,
+  );
   const empty = `${dir}/empty.ts`;
   await Deno.writeTextFile(empty, "");
-  const base = [];
-  for (let i = 0; i < RUNS; i++) base.push(await measure(deno, ["run", empty]));
-  console.log(
-    `${"reference: deno run of an empty file".padEnd(34)} ${
-      median(base.map((s) => s.ms)).toFixed(0).padStart(6)
-    } ms  ${" ".repeat(12)}${(median(base.map((s) => s.rssKiB)) / 1024).toFixed(1).padStart(6)} MiB peak RSS`,
-  );
   const ourArgs = (main: string) => [
     "run",
     "--allow-ffi",
@@ -100,39 +107,58 @@ try {
     kernel,
     "--timings",
   ];
-  const ours = await series("kvm-ts (deno run main.ts -kernel)", deno, ourArgs(MAIN), RUNS);
-  if (values.also) await series(`kvm-ts at ${values.also}`, deno, ourArgs(`${values.also}/main.ts`), RUNS);
-  await series("qemu-system-x86_64 -machine microvm", "qemu-system-x86_64", [
-    "-machine",
-    "microvm",
-    ...QEMU_COMMON,
-    ...DEBUG_EXIT,
-    "-m",
-    "128M",
-    "-kernel",
-    kernel,
-  ], RUNS);
-  await series("qemu-system-x86_64 -machine pc", "qemu-system-x86_64", [
-    "-machine",
-    "pc",
-    ...QEMU_COMMON,
-    ...DEBUG_EXIT,
-    "-m",
-    "128M",
-    "-kernel",
-    kernel,
-  ], Math.min(RUNS, 3));
-  const microvm = rows.find((r) => r.name.includes("microvm"))!;
-  const bare = { ms: median(base.map((s) => s.ms)), rssKiB: median(base.map((s) => s.rssKiB)) };
-  console.log("\nratios (medians): wall time and peak RSS against QEMU microvm, and against a bare deno run");
-  for (const r of rows) {
+  const qemu = (
+    machine: string,
+  ) => ["-machine", machine, ...QEMU_COMMON, ...DEBUG_EXIT, "-m", "128M", "-kernel", kernel];
+  const OURS = "kvm-ts (deno run main.ts -kernel)";
+  const MICROVM = "qemu-system-x86_64 -machine microvm";
+  const BARE = "reference: deno run of an empty file";
+  const configs: Config[] = [
+    { name: BARE, command: deno, args: ["run", empty], runs: RUNS, guest: false },
+    { name: OURS, command: deno, args: ourArgs(MAIN), runs: RUNS, guest: true },
+    ...(values.also
+      ? [{
+        name: `kvm-ts at ${values.also}`,
+        command: deno,
+        args: ourArgs(`${values.also}/main.ts`),
+        runs: RUNS,
+        guest: true,
+      }]
+      : []),
+    { name: MICROVM, command: "qemu-system-x86_64", args: qemu("microvm"), runs: RUNS, guest: true },
+    {
+      name: "qemu-system-x86_64 -machine pc",
+      command: "qemu-system-x86_64",
+      args: qemu("pc"),
+      runs: Math.min(RUNS, 3),
+      guest: true,
+    },
+  ];
+  const samples = await interleaved(configs);
+  const stats = new Map([...samples].map(([name, s]) => [name, {
+    ms: median(s.map((x) => x.ms)),
+    min: Math.min(...s.map((x) => x.ms)),
+    rssKiB: median(s.map((x) => x.rssKiB)),
+    runs: s.length,
+  }]));
+  const microvm = stats.get(MICROVM)!;
+  const bare = stats.get(BARE)!;
+  console.log(
+    `${"".padEnd(38)} ${"median".padStart(8)} ${"min".padStart(8)} ${"peak RSS".padStart(10)}   ` +
+      `vs microvm (time, RSS)   vs bare deno (time, RSS)`,
+  );
+  for (const [name, r] of stats) {
     console.log(
-      `  ${r.name.padEnd(40)} ×${(r.ms / microvm.ms).toFixed(2)} ×${(r.rssKiB / microvm.rssKiB).toFixed(2)}` +
-        `   ×${(r.ms / bare.ms).toFixed(2)} ×${(r.rssKiB / bare.rssKiB).toFixed(2)}`,
+      `${name.padEnd(38)} ${r.ms.toFixed(0).padStart(5)} ms ${r.min.toFixed(0).padStart(5)} ms ${
+        (r.rssKiB / 1024).toFixed(1).padStart(6)
+      } MiB   ×${(r.ms / microvm.ms).toFixed(2)} ×${(r.rssKiB / microvm.rssKiB).toFixed(2)}` +
+        `              ×${(r.ms / bare.ms).toFixed(2)} ×${
+          (r.rssKiB / bare.rssKiB).toFixed(2)
+        }   (${r.runs} runs)`,
     );
   }
   console.log("\nwhere kvm-ts's time goes (median of its --timings lines):");
-  const phases = ours.map((s) =>
+  const phases = samples.get(OURS)!.map((s) =>
     [...s.stderr.matchAll(/([a-zA-Z() -]+?) ([\d.]+) ms/g)].map((m) => [m[1].trim(), Number(m[2])] as const)
   );
   for (let i = 0; i < phases[0].length; i++) {
