@@ -1364,9 +1364,10 @@ async function boot(
     for (;;) {
       commands.startRun();
       hostReset = false;
-      // A machine reset while stopped starts stopped: the first thing its run does is the hook.
-      if (commands.paused && pc.doorbell === null) pc.vcpu.setImmediateExit(true);
-      outcome = await pc.runAsync(onDebug ? { onKick, onDebug } : { onKick });
+      // Held at the start (-S, or a machine reset while stopped): the first thing its run does is
+      // the hook, before any vCPU executes a guest instruction.
+      const startHeld = commands.paused;
+      outcome = await pc.runAsync(onDebug ? { onKick, onDebug, startHeld } : { onKick, startHeld });
       if (outcome.kind === "reset" && hostReset) {
         pc.reset();
         continue;

@@ -73,6 +73,17 @@ export function ringDoorbell(cells: Int32Array): void {
   Atomics.notify(cells, DOORBELL);
 }
 
+/** While PAUSE is set (and not STOP): marks the thread PAUSED, rings, and sleeps; then RUNNING. */
+function holdWhilePaused(cells: Int32Array, state: number): void {
+  if (Atomics.load(cells, PAUSE) === 0) return;
+  Atomics.store(cells, state, PAUSED);
+  ringDoorbell(cells);
+  while (Atomics.load(cells, PAUSE) !== 0 && Atomics.load(cells, STOP) === 0) {
+    Atomics.wait(cells, PAUSE, 1, 100);
+  }
+  Atomics.store(cells, state, RUNNING);
+}
+
 /**
  * The loop of vCPU thread `index`: `open()` the vCPU, then `KVM_RUN` until STOP. A kick looks at
  * STOP and PAUSE; an I/O or MMIO exit is marked EXIT_PENDING, the doorbell rung, and the thread
@@ -90,19 +101,14 @@ export function runVcpuThread(
   let failure: string | undefined;
   try {
     const vcpu = open();
+    // A run that starts held (-S) has PAUSE set before this thread exists: no guest instruction.
+    holdWhilePaused(cells, state);
     while (Atomics.load(cells, STOP) === 0) {
       const reason = vcpu.run();
       cells[counts + (reason & (EXIT_REASON_SLOTS - 1))]++; // this thread is the only writer
       if (reason === KVM_EXIT_INTR) {
         vcpu.setImmediateExit(false); // a kick: look at STOP and PAUSE, then run on
-        if (Atomics.load(cells, PAUSE) !== 0) {
-          Atomics.store(cells, state, PAUSED);
-          ringDoorbell(cells);
-          while (Atomics.load(cells, PAUSE) !== 0 && Atomics.load(cells, STOP) === 0) {
-            Atomics.wait(cells, PAUSE, 1, 100);
-          }
-          Atomics.store(cells, state, RUNNING);
-        }
+        holdWhilePaused(cells, state);
         continue;
       }
       // A debug exit waits for the VM thread like I/O: a debugger looks at the stopped vCPU there.

@@ -35,6 +35,11 @@ export interface RunnerHooks {
    * The vCPU stays out of `KVM_RUN` until it returns. Without it such an exit ends the run.
    */
   onDebug?(cpu: number): void;
+  /**
+   * Whether no vCPU may execute a guest instruction before the first {@link onKick} (QEMU's `-S`,
+   * or a run reset while stopped): the run starts with that call, every vCPU held out of `KVM_RUN`.
+   */
+  startHeld?: boolean;
 }
 
 /** Where another thread rings to wake the thread that serves exits (the console Worker uses it). */

@@ -289,6 +289,9 @@ export class SmpRunner implements Runner {
   async run(hooks: RunnerHooks = {}): Promise<RunOutcome> {
     this.#stop = null;
     this.#cells.fill(0);
+    // Held before the Workers exist: each thread checks PAUSE before its first KVM_RUN, and the
+    // first pass of the serving loop calls onKick, whose pause (withVcpusPaused) releases them.
+    if (hooks.startHeld) Atomics.store(this.#cells, PAUSE, 1);
     handleKickSignal(); // the shutdown kicks every vCPU thread
     const inits = this.#vcpus.map((vcpu, index): VcpuWorkerInit => ({
       vcpu: vcpuHandleInit(vcpu),

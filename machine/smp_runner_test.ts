@@ -10,6 +10,8 @@ import {
   DOORBELL,
   EXIT_PENDING,
   FAILED,
+  PAUSE,
+  PAUSED,
   RUNNING,
   smpBuffer,
   stateCell,
@@ -100,6 +102,44 @@ Deno.test("doorbell protocol: vCPU threads' exits are served one at a time from 
     reason: "vCPU 1: triple fault (KVM_EXIT_SHUTDOWN)",
     registers: "regs",
   });
+});
+
+Deno.test("a run that starts held: no vCPU thread enters KVM_RUN before PAUSE is cleared (-S)", async () => {
+  using t = ports();
+  const cpus = 2;
+  const buffer = smpBuffer(cpus);
+  const cells = new Int32Array(buffer);
+  Atomics.store(cells, PAUSE, 1); // as SmpRunner.run does with startHeld, before the Workers exist
+  const runs = [fakeRunPage({ shared: true }), fakeRunPage({ shared: true })];
+  const inits: ScriptedVcpuInit[] = runs.map((run, index) => ({
+    cells: buffer,
+    index,
+    page: run.page.buffer as SharedArrayBuffer,
+    script: [{ out: 0x10 + index, port: 0x10 }, "shutdown"],
+  }));
+  const started = startVcpuWorkers(new URL("./testdata/scripted_vcpu_worker.ts", import.meta.url), inits);
+  await started.ready;
+  // Each thread reports in (PAUSED, doorbell) instead of running: a first KVM_RUN would have been
+  // an I/O exit, EXIT_PENDING.
+  const states = () => [0, 1].map((i) => Atomics.load(cells, stateCell(i)));
+  for (let tries = 0; !states().every((s) => s === PAUSED) && tries < 100; tries++) {
+    assert.ok(!states().includes(EXIT_PENDING), "a vCPU ran while held");
+    Atomics.wait(cells, DOORBELL, Atomics.load(cells, DOORBELL), 100);
+  }
+  assert.deepEqual(states(), [PAUSED, PAUSED]);
+  assert.deepEqual(t.writes, []);
+  Atomics.store(cells, PAUSE, 0);
+  Atomics.notify(cells, PAUSE);
+  const stopped = new Set<number>();
+  while (stopped.size < cpus) {
+    const seen = Atomics.load(cells, DOORBELL);
+    servePendingExits(cells, runs.map((r) => r.page), runs.map((r) => r.view), t.spaces, (i) => {
+      stopped.add(i);
+    });
+    if (stopped.size < cpus) Atomics.wait(cells, DOORBELL, seen, 1000);
+  }
+  await started.done;
+  assert.deepEqual(t.writes.sort(), [0x10, 0x11]);
 });
 
 Deno.test("servePendingExits serves only EXIT_PENDING vCPUs and reports the ended ones", () => {

@@ -75,6 +75,8 @@ export class VcpuRunner implements Runner {
     const spaces = this.#spaces;
     const counts = this.#counts;
     this.#stop = null;
+    // KVM_RUN with immediate_exit set returns before entering the guest: the hook runs first.
+    if (hooks.startHeld) vcpu.setImmediateExit(true);
     for (;;) {
       const reason = vcpu.run();
       counts[reason & (EXIT_REASON_SLOTS - 1)]++;

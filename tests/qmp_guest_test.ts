@@ -6,7 +6,7 @@
  * can and TCG otherwise.
  */
 import assert from "node:assert/strict";
-import { ECHO, kvmAvailability } from "../mod.ts";
+import { ECHO, kvmAvailability, SMP } from "../mod.ts";
 import { QmpClient } from "../examples/qmp_client.ts";
 
 const KVM = kvmAvailability();
@@ -240,5 +240,39 @@ Deno.test({
         assert.deepEqual(ours.lines, [`kvm-ts: terminating on signal ${number}`]);
       }
     });
+  },
+});
+
+Deno.test({
+  name: "qmp guest: -S holds every vCPU before its first instruction (-smp 1 and 2) until cont",
+  ignore: !KVM.available,
+  async fn() {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-qmp-S-" });
+    try {
+      Deno.writeFileSync(`${dir}/smp.bin`, SMP); // it prints on its first steps, then the APs report
+      for (const cpus of ["1", "2"]) {
+        const path = `${dir}/q${cpus}.sock`;
+        const serial = `${dir}/serial${cpus}.txt`;
+        const { client, output } = await launch(Deno.execPath(), [
+          ...["run", "--allow-all", MAIN, "-smp", cpus, "-kernel", `${dir}/smp.bin`, "-S"],
+          ...["-serial", `file:${serial}`, "-qmp", `unix:${path},server=on,wait=off`],
+        ], path);
+        assert.deepEqual(await client.execute("query-status"), {
+          status: "prelaunch",
+          singlestep: false,
+          running: false,
+        });
+        // Held: however long we look, the guest has not printed (every vCPU thread is up by now).
+        await new Promise((r) => setTimeout(r, 1500));
+        assert.equal(Deno.readTextFileSync(serial), "", `-smp ${cpus}`);
+        await client.execute("cont");
+        const out = await output;
+        client.close();
+        assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+        assert.match(Deno.readTextFileSync(serial), new RegExp(`smp: all ${cpus} CPUs reported`));
+      }
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
   },
 });
