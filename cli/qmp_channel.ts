@@ -56,6 +56,7 @@ const CLOSED = 2;
  * const vm = new QmpChannel();
  * const worker = new QmpChannel(vm.buffer);
  * assert.ok(worker.post('{"name": "stop"}'));
+ * assert.equal(worker.post('{"name": "cont"}'), false); // not taken yet: nothing is overwritten
  * assert.equal(vm.take(), '{"name": "stop"}');
  * assert.equal(vm.take(), null);
  * ```
@@ -72,8 +73,12 @@ export class QmpChannel {
     this.#bytes = new Uint8Array(buffer, DATA_START);
   }
 
-  /** Worker: posts a command's text; false when it does not fit. The slot must be empty. */
+  /**
+   * Worker: posts a command's text; false when the slot still holds the last one (the VM thread
+   * has not taken it: nothing is overwritten) or the text does not fit.
+   */
   post(text: string): boolean {
+    if (Atomics.load(this.#cells, STATE) === POSTED) return false;
     const { written, read } = new TextEncoder().encodeInto(text, this.#bytes);
     if (read !== text.length) return false;
     Atomics.store(this.#cells, LENGTH, written);

@@ -20,12 +20,6 @@ const skip = !KVM.available ? KVM.reason : !GDB ? "gdb is not installed (apt-get
 const skipTraps = skip ??
   (INSIDE ? "inside the nested VM, whose emulated SVM fires no breakpoint or watchpoint" : undefined);
 if (skipTraps) console.log(`tests/gdb_guest_test.ts: breakpoint test skipped: ${skipTraps}`);
-// Inside the nested VM the -smp 2 attach passes when run by hand or alone but hangs in some runs
-// under this harness with gdb printing nothing at all (not even its remote debug log): not
-// understood yet, so it runs on a real KVM only.
-const skipSmp = skip ??
-  (INSIDE ? "inside the nested VM the -smp 2 attach hangs in some runs (not understood)" : undefined);
-if (skipSmp && !skip) console.log(`tests/gdb_guest_test.ts: -smp 2 test skipped: ${skipSmp}`);
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const DEMO = new URL("./guests/gdb_demo.S", import.meta.url).pathname;
 
@@ -191,7 +185,7 @@ Deno.test({
 
 Deno.test({
   name: "gdb: with -smp 2 each vCPU is a thread; the guest runs to its end once gdb continues",
-  ignore: skipSmp !== undefined,
+  ignore: skip !== undefined,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "kvm-ts-gdb-" });
     try {
