@@ -30,7 +30,7 @@ import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
 import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
 import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
 import { DiskBlockBacking, hostEntropy, TapNetBackend } from "../machine/virtio_backends.ts";
-import { NetRxPoller } from "../machine/net_rx.ts";
+import { NetRxPoller, tapSources } from "../machine/net_rx.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
@@ -1217,7 +1217,6 @@ async function boot(
   handleKickSignal(); // the console Worker kicks the vCPU
   let channel: ConsoleChannel | undefined;
   let netRx: NetRxPoller | undefined;
-  let notifyPoller: NetRxPoller | undefined;
   let machine: PcMachine | undefined;
   let snapshotTimer: SnapshotTimer | undefined;
   // The console Worker starts first: its isolate boots on the other core while the VM is created.
@@ -1258,22 +1257,20 @@ async function boot(
     qmp?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     gdbServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     webServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
-    // The taps' receive Worker wakes this thread the same way; onKick below pumps them.
+    // The taps: with a doorbell this thread waits in poll(2) between exits, and they join that wait
+    // (as the queue notify eventfds do, PcMachine.runAsync); with one vCPU on this thread, inside
+    // KVM_RUN, a receive Worker kicks it, and onKick below pumps them.
     const backends = options.netBackends;
-    if (backends.length > 0) {
+    const sources = pc.doorbell ? tapSources(backends) : [];
+    if (backends.length > 0 && !pc.doorbell) {
       const poller = netRx = NetRxPoller.start({
         fds: backends.map((b) => b.tap.fd),
-        ...(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) }),
+        kick: vcpuKickTarget(pc.vcpu),
       });
       const resumeWhenDrained = () => {
         if (backends.every((b) => b.drained)) poller.resume();
       };
       for (const b of backends) b.onDrained = resumeWhenDrained;
-    }
-    // Queue notifies that KVM turned into eventfd signals (`ioeventfd=on`): a second poller over
-    // them rings the doorbell (their vCPUs run on threads of their own), and onKick serves them.
-    if (pc.notifyFds.length > 0 && pc.doorbell) {
-      notifyPoller = NetRxPoller.start({ fds: pc.notifyFds, doorbell: pc.doorbell });
     }
     await ready; // its signal listeners are in place: the guest may start
     if (terminal) Deno.stdin.setRaw(true);
@@ -1304,10 +1301,6 @@ async function boot(
     if (options.startPaused) commands.startPaused();
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
-      if (notifyPoller?.signalled) {
-        pc.serveNotifies();
-        notifyPoller.resume();
-      }
       if (snapshotTimer?.take()) io.err(snapshotOnTimer(options.snapshot, pc));
       pc.input(shared.takeInput());
       const command = shared.takeCommand();
@@ -1361,7 +1354,7 @@ async function boot(
       hostReset = false;
       // A machine reset while stopped starts stopped: the first thing its run does is the hook.
       if (commands.paused && pc.doorbell === null) pc.vcpu.setImmediateExit(true);
-      outcome = await pc.runAsync(onDebug ? { onKick, onDebug } : { onKick });
+      outcome = await pc.runAsync(onDebug ? { onKick, onDebug, sources } : { onKick, sources });
       if (outcome.kind === "reset" && hostReset) {
         pc.reset();
         continue;
@@ -1399,7 +1392,6 @@ async function boot(
     webServer?.fenceKicks(); // nor one from the web Worker
     webSession?.close();
     netRx?.close(); // nor one from the taps' receive Worker
-    notifyPoller?.close(); // nor from the notify eventfds' Worker
     worker.terminate();
     machine?.close();
     serialFile?.close();
