@@ -647,7 +647,7 @@ function properties(flag: string, parts: string[], known: string[], where: strin
  * A virtio device's `ioeventfd` when not given: on, as QEMU's. Then the queue is served on the VM
  * thread while the vCPU runs on a thread of its own. bench:io in the one-vCPU nested KVM VM measured
  * both: on, TCP guest → host ran 3 times as fast (the vCPU queues packets while the VM thread sends
- * them); off, queue-depth-1 disk reads were faster (no thread hop per request). `ioeventfd=off`
+ * them); off, queue-depth-1 disk reads were faster (no thread switch per request). `ioeventfd=off`
  * chooses the latter per device.
  */
 function ioeventfdDefault(): boolean {
