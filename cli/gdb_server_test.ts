@@ -5,7 +5,8 @@ Deno.test("gdb server: a VM thread slow to take loses nothing: the connection, t
   const server = await GdbServer.start("127.0.0.1", 0);
   try {
     const doorbell = new SharedArrayBuffer(8);
-    server.attach({ doorbell: { buffer: doorbell, index: 0 } });
+    // Nobody polls: the WAITING cell stays 0, so a ring never writes the (absent) eventfd.
+    server.attach({ doorbell: { buffer: doorbell, index: 0, waitingIndex: 1, eventfd: -1 } });
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
     try {
       const sent = ["+$qSupported:xmlRegisters=i386#6a", "$vMustReplyEmpty#3a", "$?#3f"];

@@ -29,7 +29,7 @@ import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
 import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
 import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
 import { DiskBlockBacking, hostEntropy, TapNetBackend } from "../machine/virtio_backends.ts";
-import { NetRxPoller } from "../machine/net_rx.ts";
+import { NetRxPoller, tapSources } from "../machine/net_rx.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
@@ -630,7 +630,7 @@ function properties(flag: string, parts: string[], known: string[], where: strin
  * A virtio device's `ioeventfd` when not given: on, as QEMU's. Then the queue is served on the VM
  * thread while the vCPU runs on a thread of its own. bench:io in the one-vCPU nested KVM VM measured
  * both: on, TCP guest → host ran 3 times as fast (the vCPU queues packets while the VM thread sends
- * them); off, queue-depth-1 disk reads were faster (no thread hop per request). `ioeventfd=off`
+ * them); off, queue-depth-1 disk reads were faster (no thread switch per request). `ioeventfd=off`
  * chooses the latter per device.
  */
 function ioeventfdDefault(): boolean {
@@ -1211,7 +1211,6 @@ async function boot(
   handleKickSignal(); // the console Worker kicks the vCPU
   let channel: ConsoleChannel | undefined;
   let netRx: NetRxPoller | undefined;
-  let notifyPoller: NetRxPoller | undefined;
   let machine: PcMachine | undefined;
   let snapshotTimer: SnapshotTimer | undefined;
   // The console Worker starts first: its isolate boots on the other core while the VM is created.
@@ -1252,22 +1251,20 @@ async function boot(
     qmp?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     gdbServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     webServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
-    // The taps' receive Worker wakes this thread the same way; onKick below pumps them.
+    // The taps: with a doorbell this thread waits in poll(2) between exits, and they join that wait
+    // (as the queue notify eventfds do, PcMachine.runAsync); with one vCPU on this thread, inside
+    // KVM_RUN, a receive Worker kicks it, and onKick below pumps them.
     const backends = options.netBackends;
-    if (backends.length > 0) {
+    const sources = pc.doorbell ? tapSources(backends) : [];
+    if (backends.length > 0 && !pc.doorbell) {
       const poller = netRx = NetRxPoller.start({
         fds: backends.map((b) => b.tap.fd),
-        ...(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) }),
+        kick: vcpuKickTarget(pc.vcpu),
       });
       const resumeWhenDrained = () => {
         if (backends.every((b) => b.drained)) poller.resume();
       };
       for (const b of backends) b.onDrained = resumeWhenDrained;
-    }
-    // Queue notifies that KVM turned into eventfd signals (`ioeventfd=on`): a second poller over
-    // them rings the doorbell (their vCPUs run on threads of their own), and onKick serves them.
-    if (pc.notifyFds.length > 0 && pc.doorbell) {
-      notifyPoller = NetRxPoller.start({ fds: pc.notifyFds, doorbell: pc.doorbell });
     }
     await ready; // its signal listeners are in place: the guest may start
     if (terminal) Deno.stdin.setRaw(true);
@@ -1304,10 +1301,6 @@ async function boot(
     if (options.startPaused) commands.startPaused();
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
-      if (notifyPoller?.signalled) {
-        pc.serveNotifies();
-        notifyPoller.resume();
-      }
       if (snapshotTimer?.take()) io.err(snapshotOnTimer(options.snapshot, pc));
       pc.input(shared.takeInput());
       const command = shared.takeCommand();
@@ -1367,7 +1360,9 @@ async function boot(
       // Held at the start (-S, or a machine reset while stopped): the first thing its run does is
       // the hook, before any vCPU executes a guest instruction.
       const startHeld = commands.paused;
-      outcome = await pc.runAsync(onDebug ? { onKick, onDebug, startHeld } : { onKick, startHeld });
+      outcome = await pc.runAsync(
+        onDebug ? { onKick, onDebug, startHeld, sources } : { onKick, startHeld, sources },
+      );
       if (outcome.kind === "reset" && hostReset) {
         pc.reset();
         continue;
@@ -1405,7 +1400,6 @@ async function boot(
     webServer?.fenceKicks(); // nor one from the web Worker
     webSession?.close();
     netRx?.close(); // nor one from the taps' receive Worker
-    notifyPoller?.close(); // nor from the notify eventfds' Worker
     worker.terminate();
     machine?.close();
     serialFile?.close();

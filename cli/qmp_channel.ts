@@ -7,27 +7,7 @@
  * @module
  */
 
-import { VcpuKicker, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
-
-/** How a Worker wakes the VM thread: kick the one vCPU it runs, or ring the SMP runner's doorbell. */
-export interface VmWakeTarget {
-  kick?: VcpuKickTarget;
-  doorbell?: { buffer: SharedArrayBuffer; index: number };
-}
-
-/** A function that wakes the VM thread through `target` (in a Worker). */
-export function vmWaker(target: VmWakeTarget): () => void {
-  const kicker = target.kick ? new VcpuKicker(target.kick) : undefined;
-  const doorbell = target.doorbell;
-  const bell = doorbell ? new Int32Array(doorbell.buffer) : undefined;
-  return () => {
-    if (kicker) kicker.kick();
-    else if (bell && doorbell) {
-      Atomics.add(bell, doorbell.index, 1);
-      Atomics.notify(bell, doorbell.index);
-    }
-  };
-}
+export { vmWaker, type VmWakeTarget } from "../kvm/doorbell.ts";
 
 // Int32 cells at the start of the buffer.
 const STATE = 0; // EMPTY or POSTED

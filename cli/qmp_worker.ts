@@ -32,7 +32,7 @@ import {
 /** Messages from the VM thread to this Worker. */
 export type QmpWorkerMessage =
   | { kind: "listen"; specs: QmpListenSpec[]; channel: SharedArrayBuffer; version: QmpVersion }
-  | { kind: "attach"; kick?: VcpuKickTarget; doorbell?: { buffer: SharedArrayBuffer; index: number } }
+  | { kind: "attach"; kick?: VcpuKickTarget; doorbell?: import("../kvm/doorbell.ts").Doorbell }
   | { kind: "reply"; text: string }
   | { kind: "event"; text: string }
   | { kind: "close" };

@@ -56,7 +56,7 @@ export class SnapshotTimer {
    */
   static async start(
     delayMs: number,
-    target: { kick: VcpuKickTarget } | { doorbell: { buffer: SharedArrayBuffer; index: number } },
+    target: { kick: VcpuKickTarget } | { doorbell: import("../kvm/doorbell.ts").Doorbell },
   ): Promise<SnapshotTimer> {
     const worker = new Worker(new URL("./snapshot_timer_worker.ts", import.meta.url), { type: "module" });
     await new Promise<void>((resolve, reject) => {

@@ -8,7 +8,8 @@
  * @module
  */
 
-import { VcpuKicker, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+import { type Doorbell, vmWaker } from "../kvm/doorbell.ts";
+import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 
 /** What the VM thread posts to the timer Worker. */
@@ -22,7 +23,7 @@ export interface SnapshotTimerInit {
   /** The vCPU to kick (one vCPU). */
   kick?: VcpuKickTarget;
   /** Or the doorbell (several vCPUs). */
-  doorbell?: { buffer: SharedArrayBuffer; index: number };
+  doorbell?: Doorbell;
 }
 
 self.postMessage("ready"); // the VM thread starts the guest (and the clock) only after this
@@ -33,17 +34,10 @@ self.onmessage = (event: MessageEvent<SnapshotTimerInit>) => {
   const cell = new Int32Array(due);
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, delayMs);
   Atomics.store(cell, 0, 1);
-  const kicker = kick ? new VcpuKicker(kick) : undefined;
-  const bell = doorbell ? new Int32Array(doorbell.buffer) : undefined;
+  const wake = vmWaker({ kick, doorbell });
   // Kick until the VM thread has taken it (a kick can land between two hooks), or closed.
   for (let tries = 0; Atomics.load(cell, 0) === 1 && tries < 1000; tries++) {
-    channel.kickUnlessClosed(() => {
-      if (kicker) kicker.kick();
-      else if (bell && doorbell) {
-        Atomics.add(bell, doorbell.index, 1);
-        Atomics.notify(bell, doorbell.index);
-      }
-    });
+    channel.kickUnlessClosed(wake);
     Atomics.wait(cell, 0, 1, 100);
   }
 };

@@ -8,8 +8,9 @@
  * @module
  */
 
-// Only the kicker: this Worker starts while the VM is being created, and every module counts.
-import { VcpuKicker, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+// Only the waker: this Worker starts while the VM is being created, and every module counts.
+import { type Doorbell, vmWaker } from "../kvm/doorbell.ts";
+import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import { ConsoleKeys } from "./console_keys.ts";
 
@@ -19,7 +20,7 @@ export interface StdinWorkerInit {
   /** The vCPU to kick out of KVM_RUN when there is news (a one-vCPU machine on the VM thread). */
   kick?: VcpuKickTarget;
   /** Or the doorbell the VM thread sleeps on (a multi-vCPU machine). */
-  doorbell?: { buffer: SharedArrayBuffer; index: number };
+  doorbell?: Doorbell;
 }
 
 const encoder = new TextEncoder();
@@ -38,16 +39,7 @@ self.postMessage("ready"); // the VM thread starts the guest only after this: no
 
 self.onmessage = async (event: MessageEvent<StdinWorkerInit>) => {
   const channel = new ConsoleChannel(event.data.channel);
-  const { kick, doorbell } = event.data;
-  const vcpuKicker = kick ? new VcpuKicker(kick) : undefined;
-  const bell = doorbell ? new Int32Array(doorbell.buffer) : undefined;
-  const notify = () => {
-    if (vcpuKicker) vcpuKicker.kick();
-    else if (bell && doorbell) {
-      Atomics.add(bell, doorbell.index, 1);
-      Atomics.notify(bell, doorbell.index);
-    }
-  };
+  const notify = vmWaker(event.data);
   const kicker = { kick: () => channel.kickUnlessClosed(notify) };
   const keys = new ConsoleKeys(write);
   const handle = (byte: number) => {

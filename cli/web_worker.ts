@@ -24,7 +24,7 @@ export type WebWorkerMessage =
   | {
     kind: "attach";
     kick?: import("../kvm/vcpu_kicker.ts").VcpuKickTarget;
-    doorbell?: { buffer: SharedArrayBuffer; index: number };
+    doorbell?: import("../kvm/doorbell.ts").Doorbell;
   }
   | { kind: "reply"; text: string }
   | { kind: "push"; text: string }

@@ -38,6 +38,10 @@ const LIBC_SYMBOLS = {
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** `ssize_t pwrite64(int fd, const void *buf, size_t count, off64_t offset);` */
   pwrite64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  /** `ssize_t preadv64(int fd, const struct iovec *iov, int iovcnt, off64_t offset);` */
+  preadv64: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize" },
+  /** `ssize_t pwritev64(int fd, const struct iovec *iov, int iovcnt, off64_t offset);` */
+  pwritev64: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize" },
   /** `off64_t lseek64(int fd, off64_t offset, int whence);` */
   lseek64: { parameters: ["i32", "i64", "i32"], result: "i64" },
   /** `int fdatasync(int fd);` */

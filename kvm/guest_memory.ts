@@ -181,6 +181,17 @@ export class GuestMemory implements RamBacking, Disposable {
   }
 
   /**
+   * `[offset, offset + length)` of the mapping itself (a `subarray` of {@link bytes}): a device's
+   * pread lands straight in guest RAM.
+   *
+   * @throws {RangeError} when the bytes are not all inside the memory.
+   */
+  view(offset: bigint, length: number): Uint8Array {
+    const start = this.#check(offset, length);
+    return this.#bytes!.subarray(start, start + length);
+  }
+
+  /**
    * Gives the host pages of `[offset, offset + length)` back to the kernel (`MADV_DONTNEED`); the
    * range then reads as zeros. Both must be multiples of the host page size.
    */

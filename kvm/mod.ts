@@ -66,7 +66,15 @@ export {
   EVENTFD_MAX,
   type EventFdOptions,
 } from "./event_fd.ts";
-export { POLLERR, POLLHUP, POLLIN, POLLNVAL, pollReadable } from "./poll.ts";
+export { POLLERR, POLLHUP, POLLIN, POLLNVAL, pollReadable, PollSet } from "./poll.ts";
+export {
+  type Doorbell,
+  doorbellRinger,
+  DoorbellWait,
+  ringDoorbell,
+  vmWaker,
+  type VmWakeTarget,
+} from "./doorbell.ts";
 export {
   IFNAMSIZ,
   Tap,

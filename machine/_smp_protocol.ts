@@ -11,6 +11,7 @@
  * @module
  */
 
+import { ringDoorbell as ring } from "../kvm/doorbell.ts";
 import { KVM_EXIT_DEBUG, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_MMIO } from "../kvm/ioctls.ts";
 
 /** Bumped by anyone with news for the VM thread (vCPU Workers, the console Worker). */
@@ -19,6 +20,10 @@ export const DOORBELL = 0;
 export const STOP = 1;
 /** Set by the VM thread to hold every vCPU out of KVM_RUN (to read registers); Workers wait on it. */
 export const PAUSE = 2;
+/** Set by the VM thread while it waits in poll(2): a ring then writes the doorbell's eventfd. */
+export const WAITING = 3;
+/** The doorbell's eventfd (its fd number), for the vCPU threads' rings. */
+export const WAKE_FD = 4;
 /** First per-vCPU cell. */
 const FIRST_VCPU = 8;
 /** Exit-reason counters per vCPU: `KVM_EXIT_*` values are below this (the low bits index them). */
@@ -67,10 +72,9 @@ export interface VcpuThreadTarget {
   setImmediateExit(on: boolean): void;
 }
 
-/** Bumps the doorbell and wakes the VM thread. */
+/** Bumps the doorbell and wakes the VM thread (kvm/doorbell.ts: the eventfd if it waits in poll). */
 export function ringDoorbell(cells: Int32Array): void {
-  Atomics.add(cells, DOORBELL, 1);
-  Atomics.notify(cells, DOORBELL);
+  ring(cells, DOORBELL, WAITING, Atomics.load(cells, WAKE_FD));
 }
 
 /** While PAUSE is set (and not STOP): marks the thread PAUSED, rings, and sleeps; then RUNNING. */

@@ -108,7 +108,14 @@ export {
   SMP,
 } from "./guests/mod.ts";
 export { type CpuPlan, formatRegisters, regsFor, sregsFor } from "./cpu_state.ts";
-export { type Doorbell, exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./runner.ts";
+export {
+  type Doorbell,
+  exitOutcome,
+  type HostFdSource,
+  type Runner,
+  type RunnerHooks,
+  type RunOutcome,
+} from "./runner.ts";
 export { VcpuRunner } from "./vcpu_runner.ts";
 export { SmpRunner } from "./smp_runner.ts";
 export {
@@ -275,7 +282,15 @@ export {
   TapNetBackend,
   type TapNetStats,
 } from "./virtio_backends.ts";
-export { NetRxPoller, type NetRxWorkerInit, POLL_SLICE_MS, RxCells, RxState } from "./net_rx.ts";
+export {
+  NetRxPoller,
+  type NetRxWorkerInit,
+  POLL_SLICE_MS,
+  type PumpedTap,
+  RxCells,
+  RxState,
+  tapSources,
+} from "./net_rx.ts";
 export {
   allocatePcMemory,
   attachKvm,

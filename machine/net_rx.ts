@@ -1,11 +1,12 @@
 /**
- * Receiving from taps while the guest runs. The VM thread serves everything but spends its time
- * inside `KVM_RUN` (one vCPU) or asleep on the runner's doorbell (several), so a Worker
- * (`net_rx_worker.ts`) waits in `poll(2)` on the taps and wakes it the way the console Worker
- * does: it kicks the vCPU out of `KVM_RUN`, or rings the doorbell. The runner then calls its
- * `onKick` hook, where the VM thread asks {@link NetRxPoller.signalled} and pumps the taps.
+ * Receiving from taps while the guest runs. When the vCPUs have threads of their own, the VM thread
+ * waits in `poll(2)` between exits and the taps join that wait ({@link tapSources}). When the one
+ * vCPU runs on the VM thread, that thread is inside `KVM_RUN`, so a Worker (`net_rx_worker.ts`)
+ * waits in `poll(2)` on the taps and kicks the vCPU out of `KVM_RUN` the way the console Worker
+ * does (or rings a doorbell). The runner then calls its `onKick` hook, where the VM thread asks
+ * {@link NetRxPoller.signalled} and pumps the taps.
  *
- * The handshake keeps the Worker from spinning on a tap whose frames the guest cannot take yet
+ * The handshake keeps the wait from spinning on a tap whose frames the guest cannot take yet
  * (no receive buffers): after a wake-up the Worker waits (state SIGNALLED) until the VM thread
  * calls {@link NetRxPoller.resume}, which it does once every tap was read empty — right away, or
  * after the driver added buffers (virtio-net's `onReceiveReady`). poll is level-triggered, so a
@@ -18,7 +19,7 @@
  */
 
 import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
-import type { Doorbell } from "./runner.ts";
+import type { Doorbell, HostFdSource } from "./runner.ts";
 
 /** How long the Worker sleeps in one poll or wait before looking at the stop cell. */
 export const POLL_SLICE_MS = 100;
@@ -162,4 +163,52 @@ export class NetRxPoller {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** What {@link tapSources} needs of a tap backend (`TapNetBackend`). */
+export interface PumpedTap {
+  /** The tap (its fd is waited on). */
+  readonly tap: { readonly fd: number };
+  /** Moves frames to the card; true once the tap was read empty. */
+  pump(): boolean;
+  /** Called whenever a pump left the tap empty (also one the driver's new buffers started). */
+  onDrained: () => void;
+}
+
+/**
+ * The taps as sources of the serving thread's wait (a runner with a doorbell). A readable tap is
+ * pumped; a tap whose frame the guest had no buffer for is left out of the wait until a pump
+ * empties it (the driver's new buffers pump it: `onReceiveReady`), so a guest without receive
+ * buffers cannot make the VM thread spin: the frames wait in the kernel's tap queue, as with QEMU.
+ * Takes over each backend's `onDrained`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tapSources } from "./net_rx.ts";
+ * let room = false;
+ * const backend = { tap: { fd: 7 }, pump: () => room, onDrained: () => {} };
+ * const [source] = tapSources([backend]);
+ * assert.equal(source.fd, 7);
+ * source.ready(); // the guest had no buffer: left out of the wait
+ * assert.equal(source.armed(), false);
+ * room = true;
+ * backend.onDrained(); // a later pump emptied the tap
+ * assert.equal(source.armed(), true);
+ * ```
+ */
+export function tapSources(backends: readonly PumpedTap[]): HostFdSource[] {
+  return backends.map((backend) => {
+    let held = false; // the last pump kept a frame back
+    backend.onDrained = () => {
+      held = false;
+    };
+    return {
+      fd: backend.tap.fd,
+      armed: () => !held,
+      ready: () => {
+        held = !backend.pump();
+      },
+    };
+  });
 }

@@ -7,7 +7,7 @@ Deno.test("NetRxPoller: a readable fd rings the doorbell once, and again only af
   const bell = new Int32Array(new SharedArrayBuffer(8));
   const poller = NetRxPoller.start({
     fds: [event.fd],
-    doorbell: { buffer: bell.buffer as SharedArrayBuffer, index: 1 },
+    doorbell: { buffer: bell.buffer as SharedArrayBuffer, index: 1, waitingIndex: 0, eventfd: -1 },
   });
   try {
     const rung = async (from: number) => {

@@ -10,21 +10,13 @@
  */
 
 import { pollReadable } from "../kvm/poll.ts";
-import { VcpuKicker } from "../kvm/vcpu_kicker.ts";
+import { vmWaker } from "../kvm/doorbell.ts";
 import { type NetRxWorkerInit, POLL_SLICE_MS, RxCells, RxState } from "./net_rx.ts";
 
 self.onmessage = (event: MessageEvent<NetRxWorkerInit>) => {
   const { buffer, fds, kick, doorbell } = event.data;
   const cells = new RxCells(buffer);
-  const kicker = kick ? new VcpuKicker(kick) : undefined;
-  const bell = doorbell ? new Int32Array(doorbell.buffer) : undefined;
-  const wake = () => {
-    if (kicker) kicker.kick();
-    else if (bell && doorbell) {
-      Atomics.add(bell, doorbell.index, 1);
-      Atomics.notify(bell, doorbell.index);
-    }
-  };
+  const wake = vmWaker({ kick, doorbell });
   self.postMessage("ready");
   while (!cells.stopped) {
     if (cells.state === RxState.SIGNALLED) {

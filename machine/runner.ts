@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { Doorbell } from "../kvm/doorbell.ts";
 import {
   decodeExit,
   KVM_SYSTEM_EVENT_CRASH,
@@ -40,14 +41,25 @@ export interface RunnerHooks {
    * or a run reset while stopped): the run starts with that call, every vCPU held out of `KVM_RUN`.
    */
   startHeld?: boolean;
+  /**
+   * Host fds the serving thread waits on with its doorbell; each readable one is served through its
+   * `ready`. Only a runner with a doorbell waits on them (one vCPU on the calling thread sleeps in
+   * `KVM_RUN`: its fds need a Worker that kicks it, `NetRxPoller`).
+   */
+  sources?: readonly HostFdSource[];
 }
 
-/** Where another thread rings to wake the thread that serves exits (the console Worker uses it). */
-export interface Doorbell {
-  /** The shared cells. */
-  readonly buffer: SharedArrayBuffer;
-  /** Index of the doorbell cell in an Int32Array over it. */
-  readonly index: number;
+/**
+ * A host fd the thread that serves exits waits on beside its doorbell (a runner with a doorbell:
+ * that thread sleeps in poll(2) between exits). A queue notify eventfd, a tap.
+ */
+export interface HostFdSource {
+  /** The fd. */
+  readonly fd: number;
+  /** Whether to wait on it now (a tap whose frames the guest cannot take yet is left out). */
+  armed(): boolean;
+  /** It was readable: serve it (called on the serving thread before {@link RunnerHooks.onKick}). */
+  ready(): void;
 }
 
 /** Runs a machine's vCPUs until an outcome; the board sees only this. */
@@ -72,7 +84,11 @@ export interface Runner {
   withVcpusPaused<T>(fn: () => T): T;
   /** The host thread id of each vCPU (0 for one whose thread is not running). */
   threadIds(): number[];
+  /** Releases what the runner owns (the doorbell's eventfd); after the last run. Idempotent. */
+  close(): void;
 }
+
+export type { Doorbell } from "../kvm/doorbell.ts";
 
 /** A register dump (see `formatRegisters`) that shows the architectural reset state: CS:IP f000:fff0. */
 const RESET_STATE = /\nRIP=000000000000fff0 [\s\S]*\nCS =f000 00000000ffff0000 /;

@@ -12,9 +12,11 @@
  */
 
 import {
+  DoorbellWait,
   type ExitSpaces,
   handleKickSignal,
   KVM_EXIT_DEBUG,
+  PollSet,
   serveExit,
   type Vcpu,
   vcpuHandleInit,
@@ -35,6 +37,8 @@ import {
   STOP,
   STOPPED,
   tidCell,
+  WAITING,
+  WAKE_FD,
 } from "./_smp_protocol.ts";
 import { type Doorbell, exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./runner.ts";
 import type { VcpuWorkerInit } from "./vcpu_worker.ts";
@@ -43,7 +47,7 @@ export type { Doorbell } from "./runner.ts";
 
 /** Where `kvm_run.exit_reason` is in the run page. */
 const EXIT_REASON_OFFSET = 8;
-/** How long the VM thread sleeps on the doorbell before looking around anyway (a safety net). */
+/** How long the VM thread sleeps in poll before looking around anyway (a safety net). */
 const DOORBELL_TIMEOUT_MS = 200;
 /** How long to wait for the vCPU Workers to leave after the run. */
 const SHUTDOWN_TIMEOUT_MS = 5000;
@@ -171,6 +175,7 @@ export class SmpRunner implements Runner {
   readonly #buffer: SharedArrayBuffer;
   readonly #cells: Int32Array;
   readonly #onStopped: (index: number, state: number) => void;
+  readonly #wake: DoorbellWait;
   #stop: RunOutcome | null = null;
   #exits = 0;
   #running = false;
@@ -182,6 +187,8 @@ export class SmpRunner implements Runner {
     this.#spaces = spaces;
     this.#buffer = smpBuffer(vcpus.length);
     this.#cells = new Int32Array(this.#buffer);
+    this.#wake = new DoorbellWait(this.#buffer, DOORBELL, WAITING);
+    this.#cells[WAKE_FD] = this.#wake.doorbell.eventfd;
     this.#onStopped = (index, state) => {
       const vcpu = this.#vcpus[index];
       this.stop(
@@ -194,7 +201,15 @@ export class SmpRunner implements Runner {
 
   /** Ring this to make the VM thread look at its hooks (input, monitor commands). */
   get doorbell(): Doorbell {
-    return { buffer: this.#buffer, index: DOORBELL };
+    return this.#wake.doorbell;
+  }
+
+  /**
+   * Closes the doorbell's eventfd. Every thread that may ring must be fenced first (the front-end
+   * closes its channels before the machine). Idempotent.
+   */
+  close(): void {
+    this.#wake.close();
   }
 
   /** I/O and MMIO exits served so far, all vCPUs together. */
@@ -289,6 +304,7 @@ export class SmpRunner implements Runner {
   async run(hooks: RunnerHooks = {}): Promise<RunOutcome> {
     this.#stop = null;
     this.#cells.fill(0);
+    this.#cells[WAKE_FD] = this.#wake.doorbell.eventfd;
     // Held before the Workers exist: each thread checks PAUSE before its first KVM_RUN, and the
     // first pass of the serving loop calls onKick, whose pause (withVcpusPaused) releases them.
     if (hooks.startHeld) Atomics.store(this.#cells, PAUSE, 1);
@@ -316,19 +332,29 @@ export class SmpRunner implements Runner {
     return outcome;
   }
 
-  /** The VM thread's loop: sleep on the doorbell, serve pending exits, poll the hooks. */
+  /**
+   * The VM thread's loop: serve pending exits, the readable host fds and the hooks, then sleep in
+   * poll(2) on the doorbell's eventfd and the hooks' fds (kvm/doorbell.ts: a ring after `seen` was
+   * read either moved the counter, which skips the sleep, or found WAITING set and wrote the
+   * eventfd). A queue notify KVM signalled wakes this thread directly: no thread in between.
+   */
   #serve(hooks: RunnerHooks): void {
     const cells = this.#cells;
     const pages = this.#vcpus.map((v) => v.runPage);
     const views = this.#vcpus.map((v) => v.runView);
     const spaces = this.#spaces;
     const onStopped = this.#onStopped;
+    const sources = hooks.sources ?? [];
+    const wake = this.#wake;
+    const poll = new PollSet(1 + sources.length);
     for (;;) {
-      const seen = Atomics.load(cells, DOORBELL);
+      const seen = wake.counter;
       this.#exits += servePendingExits(cells, pages, views, spaces, onStopped, hooks.onDebug);
       hooks.onKick?.();
       if (this.#stop) return;
-      Atomics.wait(cells, DOORBELL, seen, DOORBELL_TIMEOUT_MS);
+      for (let i = 0; i < sources.length; i++) poll.setFd(i + 1, sources[i].armed() ? sources[i].fd : -1);
+      if (wake.wait(seen, poll, DOORBELL_TIMEOUT_MS) === 0) continue;
+      for (let i = 0; i < sources.length; i++) if (poll.readable(i + 1)) sources[i].ready();
     }
   }
 

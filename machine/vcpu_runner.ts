@@ -62,6 +62,9 @@ export class VcpuRunner implements Runner {
     return [currentThread().tid];
   }
 
+  /** Nothing to release: the vCPU is the caller's. */
+  close(): void {}
+
   /** Ends the run after the current exit (devices call it from their handlers). The first wins. */
   stop(outcome: RunOutcome): void {
     this.#stop ??= outcome;

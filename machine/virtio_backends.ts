@@ -62,6 +62,16 @@ export class DiskBlockBacking implements BlockBacking {
     this.#image.write(from, offset);
   }
 
+  /** preadv: a request's pieces of guest RAM in one call. */
+  readv(offset: bigint, into: readonly Uint8Array[]): void {
+    this.#image.readv(into, offset);
+  }
+
+  /** pwritev. */
+  writev(offset: bigint, from: readonly Uint8Array[]): void {
+    this.#image.writev(from, offset);
+  }
+
   /** fdatasync. */
   flush(): void {
     this.#image.fdatasync();

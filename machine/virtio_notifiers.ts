@@ -3,9 +3,9 @@
  * eventfd per queue of each virtio device that asks for it (the `ioeventfd` property), added to the
  * device's notify region through the memory API. The KVM ioeventfd listener registers it at the
  * address where BAR 4 sits (and moves it with the BAR), so a driver's 2-byte notify write signals
- * the eventfd inside the kernel and the vCPU goes on running: no exit, no thread hop. A Worker
- * polls the eventfds (`NetRxPoller` over their fds) and wakes the VM thread, which calls
- * {@link VirtioNotifiers.serve}: each signalled queue is processed as if the write had exited.
+ * the eventfd inside the kernel and the vCPU goes on running: no exit. The VM thread waits in
+ * poll(2) on the eventfds between exits ({@link VirtioNotifiers.sources}, the SMP runner's wait),
+ * so a notify wakes it directly, and it processes the queue as if the write had exited.
  *
  * The vCPU must not run on the VM thread then (it would have to leave `KVM_RUN` to serve the
  * queue, which is what the ioeventfd avoids): a machine with notifiers runs every vCPU on a thread
@@ -16,6 +16,7 @@
 
 import type { VirtioPci } from "../devices/virtio/mod.ts";
 import { EventFd } from "../kvm/mod.ts";
+import type { HostFdSource } from "./runner.ts";
 
 /** Bytes a modern driver writes to notify a queue (`vp_notify`'s iowrite16 of the queue index). */
 const NOTIFY_WRITE_SIZE = 2;
@@ -32,9 +33,7 @@ interface Notifier {
  * @example
  * ```ts ignore
  * using notifiers = VirtioNotifiers.create(board.pciDevices.filter((d) => d.spec.ioeventfd).map((d) => d.fn));
- * const poller = NetRxPoller.start({ fds: notifiers.fds, doorbell });
- * // in the runner's onKick:
- * if (poller.signalled) { notifiers.serve(); poller.resume(); }
+ * await runner.run({ sources: notifiers.sources() }); // a signalled eventfd's queue is served
  * ```
  */
 export class VirtioNotifiers implements Disposable {
@@ -77,6 +76,20 @@ export class VirtioNotifiers implements Disposable {
   /** How many queues have an eventfd. */
   get count(): number {
     return this.#notifiers.length;
+  }
+
+  /**
+   * One source per eventfd for the runner's wait: readable means notified; serving takes the
+   * counter and processes the queue.
+   */
+  sources(): HostFdSource[] {
+    return this.#notifiers.map((n) => ({
+      fd: n.eventfd.fd,
+      armed: () => true,
+      ready: () => {
+        if (n.eventfd.read() !== 0n) n.fn.device.notifyQueue(n.queue);
+      },
+    }));
   }
 
   /**

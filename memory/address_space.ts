@@ -638,6 +638,61 @@ export class AddressSpace {
   }
 
   /**
+   * A live view of `[addr, addr + length)` for a device's DMA (QEMU's `address_space_map`), or
+   * `null`. There is a view when the range lies in one flat range whose region is accessed directly
+   * — the rule {@link rw} follows (`memory_access_is_direct`): writable RAM for a write; RAM, ROM or
+   * a ROM device in romd mode for a read — and whose backing can give one (`RamBacking.view`).
+   * Otherwise (MMIO, a hole, a range that crosses into another region, or a backing without views)
+   * it is `null`, and the caller copies through {@link rw}: QEMU's bounce buffer. For a write the
+   * range is marked dirty at once where logging is on (QEMU does it at unmap: the same here, as the
+   * caller writes before anything else runs on this thread). Use the view before the next change
+   * of the memory map.
+   *
+   * @throws {RangeError} if `length` is not a byte count, or `addr` is not in [0, 2^64) or the
+   * range would pass 2^64 ({TypeError} if it is not a number or bigint).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { AddressSpace, MemoryRegion, type RamBacking } from "./mod.ts";
+   * const bytes = new Uint8Array(0x2000);
+   * const backing: RamBacking = {
+   *   size: 0x2000n,
+   *   read: (o, out) => out.set(bytes.subarray(Number(o), Number(o) + out.length)),
+   *   write: (o, data) => bytes.set(data, Number(o)),
+   *   view: (o, n) => bytes.subarray(Number(o), Number(o) + n),
+   * };
+   * const system = MemoryRegion.container("system", 1n << 64n);
+   * system.addSubregion(0, MemoryRegion.ram("ram", 0x2000, { backing }));
+   * system.addSubregion(0x2000, MemoryRegion.io("mmio", 0x1000, { read: () => 0 }));
+   * using as = new AddressSpace(system, "memory");
+   * as.map(0x100n, 4, true)!.set([1, 2, 3, 4]);
+   * assert.deepEqual([...bytes.subarray(0x100, 0x104)], [1, 2, 3, 4]);
+   * assert.equal(as.map(0x1ff0n, 0x20, false), null); // crosses into MMIO: copy instead
+   * ```
+   */
+  map(addr: AddrInput, length: number, isWrite: boolean): Uint8Array | null {
+    if (typeof length !== "number" || !Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`map of AS "${this.name}": length ${show(length)} is not a byte count`);
+    }
+    checkBoolean(isWrite, `map of AS "${this.name}": isWrite`);
+    const a = toAddress(addr, `map of AS "${this.name}"`);
+    this.#checkEnd(a, length);
+    if (length === 0) return null;
+    const fr = this.#view.lookup(a);
+    if (!fr) return null;
+    const mr = fr.region;
+    const direct = isWrite ? mr.kind === "ram" && !mr.readonly : mr.isRam || mr.isRomd;
+    const inRange = a - fr.start;
+    if (!direct || BigInt(length) > fr.size - inRange) return null;
+    const offset = fr.offsetInRegion + inRange;
+    const view = mr.ramBacking.view?.(offset, length);
+    if (view === undefined) return null;
+    if (isWrite && mr.dirtyLogMask) mr.markDirty(offset, BigInt(length));
+    return view;
+  }
+
+  /**
    * Writes `data` into RAM, ROM and ROM devices in romd mode at `addr` whatever their read-only
    * state, skipping everything else: how loaders put firmware into ROM (QEMU's `address_space_write_rom`).
    *

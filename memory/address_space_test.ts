@@ -7,6 +7,7 @@ import {
   MemoryRegion,
   type MemoryRegionOps,
   MemTxResult,
+  type RamBacking,
   transaction,
   transactionDepth,
   UNASSIGNED_IO_OPS,
@@ -477,4 +478,58 @@ Deno.test("misuse of the address-space API gets the API's own error, naming the 
   assert.deepEqual(as.listeners, [listener]);
   assert.ok(AddressSpace.all().every((s) => s.name !== "duck"));
   as.unregisterListener(listener);
+});
+
+/** A RAM backing over `bytes` that gives views, as the KVM layer's mmap'd guest memory does. */
+function viewableBacking(bytes: Uint8Array): RamBacking {
+  return {
+    size: BigInt(bytes.length),
+    read: (o, out) => out.set(bytes.subarray(Number(o), Number(o) + out.length)),
+    write: (o, data) => bytes.set(data, Number(o)),
+    view: (o, n) => bytes.subarray(Number(o), Number(o) + n),
+  };
+}
+
+Deno.test("map: a view where the range is one directly accessed region with views, null elsewhere", () => {
+  const { system, as } = memory();
+  using _ = as;
+  const ramBytes = new Uint8Array(0x4000);
+  const romBytes = new Uint8Array(0x1000).fill(0x5a);
+  const ram = MemoryRegion.ram("ram", 0x4000, { backing: viewableBacking(ramBytes) });
+  system.addSubregion(0, ram);
+  system.addSubregion(
+    0x4000,
+    MemoryRegion.ram("ram2", 0x1000, { backing: viewableBacking(new Uint8Array(0x1000)) }),
+  );
+  system.addSubregion(0x8000, MemoryRegion.rom("rom", 0x1000, { backing: viewableBacking(romBytes) }));
+  system.addSubregion(0x9000, MemoryRegion.ram("sparse", 0x1000)); // SparseRam: no views
+  system.addSubregion(0xa000, MemoryRegion.io("mmio", 0x1000, { read: () => 0 }));
+  system.addSubregion(0x10_0000, MemoryRegion.alias("window", ram, 0x1000, 0x1000));
+  const view = as.map(0x10n, 0x100, true)!;
+  view[0] = 0x77;
+  assert.equal(ramBytes[0x10], 0x77, "the view is the memory");
+  assert.equal(as.map(0x10_0010n, 4, false)!.byteOffset, 0x1010, "through an alias: the target's bytes");
+  assert.equal(as.map(0x3ff0n, 0x20, false), null, "crosses into another region");
+  assert.deepEqual([...as.map(0x8000n, 2, false)!], [0x5a, 0x5a], "ROM reads in place");
+  assert.equal(as.map(0x8000n, 2, true), null, "ROM is not written in place");
+  assert.equal(as.map(0x9000n, 4, false), null, "a backing without views");
+  assert.equal(as.map(0xa000n, 4, false), null, "MMIO");
+  assert.equal(as.map(0x20_0000n, 4, false), null, "a hole");
+  assert.equal(as.map(0n, 0, false), null, "nothing to map");
+  assert.throws(() => as.map(0n, -1, false), RangeError);
+  assert.throws(() => as.map((1n << 64n) - 2n, 4, false), RangeError);
+});
+
+Deno.test("map: a view for writing marks its pages dirty while the region is logged", () => {
+  const { system, as } = memory();
+  using _ = as;
+  const ram = MemoryRegion.ram("ram", 0x10000, { backing: viewableBacking(new Uint8Array(0x10000)) });
+  system.addSubregion(0, ram);
+  as.map(0x1000n, 0x10, true);
+  assert.deepEqual(ram.takeDirtyPages(), []);
+  ram.setLog(true);
+  as.map(0x2000n, 0x10, false); // reads never mark
+  as.map(0x3ff0n, 0x20, true);
+  assert.deepEqual(ram.takeDirtyPages(), [0x3000n, 0x4000n]);
+  ram.setLog(false);
 });

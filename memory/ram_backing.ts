@@ -25,6 +25,13 @@ export interface RamBacking {
   read(offset: bigint, out: Uint8Array): void;
   /** Copies `data` into the memory starting at `offset`. */
   write(offset: bigint, data: Uint8Array): void;
+  /**
+   * A live view of `[offset, offset + length)` — reads and writes through it are the memory's —
+   * when the memory can give one (one host mapping); `undefined` otherwise, and callers copy
+   * through {@link read} and {@link write} instead. Lets a device do I/O in place (QEMU's
+   * `address_space_map`). Throws a RangeError when the bytes are not all inside the memory.
+   */
+  view?(offset: bigint, length: number): Uint8Array | undefined;
 }
 
 /** Page granule of {@link SparseRam}: 4 KiB, the x86 page. */

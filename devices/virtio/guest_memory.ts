@@ -34,6 +34,13 @@ export interface GuestMemory {
   /** Copies `from` to guest bytes at `addr`; false (and nothing written) when the range is not writable RAM. */
   write(addr: bigint, from: Uint8Array): boolean;
   /**
+   * A live view of the guest's bytes at `[addr, addr + length)` (writable RAM when `forWrite`), for
+   * I/O in place (QEMU's `address_space_map`); `null` when there is none — the range is not all
+   * RAM, crosses a region boundary, or the memory gives no views — and the device copies with
+   * {@link read} or {@link write} instead. Absent: never a view.
+   */
+  map?(addr: bigint, length: number, forWrite: boolean): Uint8Array | null;
+  /**
    * A full memory barrier between the device's guest-memory accesses before and after it, for RAM
    * that vCPU threads change concurrently (the KVM layer gives one; absent means none is needed).
    */
@@ -53,6 +60,8 @@ export interface GuestAddressSpace {
   };
   /** Reads into or writes from `data` at `addr`. */
   rw(addr: bigint, data: Uint8Array, isWrite: boolean): number;
+  /** A live view of one directly accessed range, or null (memory/'s `AddressSpace.map`). */
+  map?(addr: bigint, length: number, isWrite: boolean): Uint8Array | null;
 }
 
 /**
@@ -110,6 +119,15 @@ export class AddressSpaceGuestMemory implements GuestMemory {
     if (!this.check(addr, from.length, true)) return false;
     this.#as.rw(addr, from, true);
     return true;
+  }
+
+  /**
+   * A view where the range is RAM (writable RAM when `forWrite`) and the address space gives one:
+   * within one region whose backing is a host mapping (guest RAM under KVM). Null otherwise.
+   */
+  map(addr: bigint, length: number, forWrite: boolean): Uint8Array | null {
+    if (this.#as.map === undefined || !this.check(addr, length, forWrite)) return null;
+    return this.#as.map(addr, length, forWrite);
   }
 
   /** Runs the injected barrier. */

@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
+import { AddressSpace, MemoryRegion, type RamBacking } from "../../memory/mod.ts";
+import { AddressSpaceGuestMemory, type GuestMemory } from "./guest_memory.ts";
 import { StateReader } from "../device_state.ts";
 import { ByteDisk, ByteRam, DriverQueue } from "./_test_util.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./virtqueue.ts";
@@ -10,12 +13,10 @@ const HDR = 0x8000;
 const DATA = 0x9000;
 const STATUS = 0xf000;
 
-function setup(options: { readOnly?: boolean; serial?: string; diskSize?: number } = {}) {
-  const ram = new ByteRam(0x2_0000);
-  const disk = new ByteDisk(options.diskSize ?? 64 * 512, options.readOnly);
-  const blk = new VirtioBlk({ backing: disk, serial: options.serial, queueSize: 16 });
+/** `blk` on a device whose queue 0 (16 entries) the driver set up in `ram`; the device reaches it through `memory`. */
+function readyDevice(blk: VirtioBlk, memory: GuestMemory, ram: ByteRam) {
   const log: string[] = [];
-  const dev = new VirtioDevice(blk, { memory: ram, log: (l) => log.push(l) });
+  const dev = new VirtioDevice(blk, { memory, log: (l) => log.push(l) });
   dev.setDriverFeatures(VirtioFeature.VERSION_1);
   dev.setStatus(VirtioStatus.FEATURES_OK);
   const q = dev.queues[0];
@@ -25,17 +26,18 @@ function setup(options: { readOnly?: boolean; serial?: string; diskSize?: number
   q.deviceAddr = 0x3000n;
   dev.enableQueue(0);
   const driver = new DriverQueue(ram, 16, DESC, 0x2000n, 0x3000n);
-  /** Posts header + data (readable for OUT, writable otherwise) + status; returns the used element. */
-  const request = (type: number, sector: bigint, dataLen: number, data?: Uint8Array) => {
+  /** Posts a request: header, the data buffers (readable for OUT, writable otherwise), status. */
+  const post = (type: number, sector: bigint, data: { addr: number; len: number }[]) => {
     ram.view.setUint32(HDR, type, true);
     ram.view.setUint32(HDR + 4, 0, true);
     ram.view.setBigUint64(HDR + 8, sector, true);
     ram.bytes[STATUS] = 0xaa;
-    if (data) ram.bytes.set(data, DATA);
-    const out = type === VirtioBlkRequest.OUT;
-    const descs = [{ addr: BigInt(HDR), len: 16, flags: 0 }];
-    if (dataLen > 0) descs.push({ addr: BigInt(DATA), len: dataLen, flags: out ? 0 : VIRTQ_DESC_F_WRITE });
-    descs.push({ addr: BigInt(STATUS), len: 1, flags: VIRTQ_DESC_F_WRITE });
+    const flags = type === VirtioBlkRequest.OUT ? 0 : VIRTQ_DESC_F_WRITE;
+    const descs = [
+      { addr: BigInt(HDR), len: 16, flags: 0 },
+      ...data.map((s) => ({ addr: BigInt(s.addr), len: s.len, flags })),
+      { addr: BigInt(STATUS), len: 1, flags: VIRTQ_DESC_F_WRITE },
+    ];
     descs.forEach((d, i) =>
       driver.setDesc(DESC, i, {
         ...d,
@@ -44,8 +46,21 @@ function setup(options: { readOnly?: boolean; serial?: string; diskSize?: number
       })
     );
     driver.offer(0);
-    const before = driver.usedIdx();
     dev.notifyQueue(0);
+  };
+  return { log, dev, driver, post };
+}
+
+function setup(options: { readOnly?: boolean; serial?: string; diskSize?: number } = {}) {
+  const ram = new ByteRam(0x2_0000);
+  const disk = new ByteDisk(options.diskSize ?? 64 * 512, options.readOnly);
+  const blk = new VirtioBlk({ backing: disk, serial: options.serial, queueSize: 16 });
+  const { log, dev, driver, post } = readyDevice(blk, ram, ram);
+  /** Posts header + data (readable for OUT, writable otherwise) + status; returns the used element. */
+  const request = (type: number, sector: bigint, dataLen: number, data?: Uint8Array) => {
+    if (data) ram.bytes.set(data, DATA);
+    const before = driver.usedIdx();
+    post(type, sector, dataLen > 0 ? [{ addr: DATA, len: dataLen }] : []);
     assert.equal(driver.usedIdx(), (before + 1) & 0xffff, "one request completed");
     return { status: ram.bytes[STATUS], len: driver.usedElem(before).len };
   };
@@ -150,5 +165,123 @@ Deno.test("VirtioBlk state: the configuration is checked; a disk of another size
   assert.throws(
     () => smaller.prepareState(new StateReader("d", { config: 1 })),
     /"config" is the number 1, not bytes/,
+  );
+});
+
+/** Guest RAM in two regions of a real address space, whose backings give views (as KVM's does). */
+function twoRegionSetup() {
+  const half = 0x2_0000;
+  const ram = new ByteRam(2 * half);
+  const backing = (base: number): RamBacking => ({
+    size: BigInt(half),
+    read: (o, out) => out.set(ram.bytes.subarray(base + Number(o), base + Number(o) + out.length)),
+    write: (o, data) => ram.bytes.set(data, base + Number(o)),
+    view: (o, n) => ram.bytes.subarray(base + Number(o), base + Number(o) + n),
+  });
+  const system = MemoryRegion.container("system", 1n << 64n);
+  system.addSubregion(0, MemoryRegion.ram("ram-below", half, { backing: backing(0) }));
+  system.addSubregion(half, MemoryRegion.ram("ram-above", half, { backing: backing(half) }));
+  const as = new AddressSpace(system, "memory");
+  const disk = new ByteDisk(256 * 512);
+  // Which transfers went straight between the disk and guest RAM, and which through a copy.
+  const calls = { inPlace: 0, bounced: 0, vectored: 0 };
+  const count = (b: Uint8Array) => b.buffer === ram.bytes.buffer ? calls.inPlace++ : calls.bounced++;
+  const blk = new VirtioBlk({
+    backing: {
+      size: disk.size,
+      readOnly: false,
+      read: (o, into) => (count(into), disk.read(o, into)),
+      write: (o, from) => (count(from), disk.write(o, from)),
+      flush: () => disk.flush(),
+      readv: (o, into) => {
+        calls.vectored++;
+        for (const b of into) disk.read(o, b), count(b), o += BigInt(b.length);
+      },
+      writev: (o, from) => {
+        calls.vectored++;
+        for (const b of from) disk.write(o, b), count(b), o += BigInt(b.length);
+      },
+    },
+    queueSize: 16,
+  });
+  const { log, post } = readyDevice(blk, new AddressSpaceGuestMemory(as), ram);
+  /** Header, the data in `segments` (address, length), status; returns the status byte. */
+  const request = (type: number, sector: bigint, segments: { addr: number; len: number }[]) => {
+    post(type, sector, segments);
+    return ram.bytes[STATUS];
+  };
+  return { half, ram, disk, calls, log, request, [Symbol.dispose]: () => as.close() };
+}
+
+Deno.test("VirtioBlk: data moves in place where a buffer is one piece of RAM, through the bounce buffer where it crosses regions", () => {
+  fc.assert(
+    fc.property(
+      fc.boolean(),
+      fc.array(fc.record({ len: fc.integer({ min: 1, max: 5000 }), gap: fc.nat(64) }), {
+        minLength: 1,
+        maxLength: 6,
+      }),
+      fc.nat(12_000),
+      fc.nat(100),
+      fc.uint8Array({ minLength: 64, maxLength: 64 }),
+      (isWrite, shape, before, sector, seed) => {
+        using t = twoRegionSetup();
+        const { half, ram, disk, calls } = t;
+        // Lay the buffers out from just below the region boundary, with gaps; pad to whole sectors.
+        const total = shape.reduce((sum, s) => sum + s.len, 0);
+        const pad = (512 - total % 512) % 512;
+        const segments: { addr: number; len: number }[] = [];
+        let at = half - before;
+        shape.forEach((s, i) => {
+          at += s.gap;
+          const len = s.len + (i === shape.length - 1 ? pad : 0);
+          segments.push({ addr: at, len });
+          at += len;
+        });
+        for (let i = 0x1_0000; i < ram.bytes.length; i++) ram.bytes[i] = seed[i & 63] ^ (i >> 6);
+        const ramBefore = ram.bytes.slice();
+        const diskBefore = disk.bytes.slice();
+        const status = t.request(
+          isWrite ? VirtioBlkRequest.OUT : VirtioBlkRequest.IN,
+          BigInt(sector),
+          segments,
+        );
+        assert.equal(status, VirtioBlkStatus.OK);
+        assert.deepEqual(t.log, []);
+        // The guest's bytes, in order, are the disk's at the sector; nothing else changed.
+        const start = sector * 512;
+        let offset = start;
+        const inside = new Uint8Array(ram.bytes.length);
+        for (const s of segments) {
+          const guest = ram.bytes.subarray(s.addr, s.addr + s.len);
+          assert.deepEqual(guest, disk.bytes.subarray(offset, offset + s.len));
+          inside.fill(1, s.addr, s.addr + s.len);
+          offset += s.len;
+        }
+        for (let i = 0x1_0000; i < ram.bytes.length; i++) {
+          if (!inside[i] && ram.bytes[i] !== ramBefore[i]) {
+            assert.fail(`guest byte 0x${i.toString(16)} changed`);
+          }
+        }
+        assert.deepEqual(disk.bytes.subarray(0, start), diskBefore.subarray(0, start));
+        assert.deepEqual(disk.bytes.subarray(offset), diskBefore.subarray(offset));
+        // Exactly the buffers that cross the boundary were copied.
+        const crossing = segments.filter((s) => s.addr < half && s.addr + s.len > half).length;
+        assert.equal(calls.bounced, crossing);
+        assert.equal(calls.inPlace, segments.length - crossing);
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("VirtioBlk: consecutive in-place buffers go to the disk in one vectored call", () => {
+  using t = twoRegionSetup();
+  const segments = [0x1_0000, 0x1_2000, 0x1_1000, 0x2_4000].map((addr) => ({ addr, len: 0x1000 }));
+  assert.equal(t.request(VirtioBlkRequest.IN, 8n, segments), VirtioBlkStatus.OK);
+  assert.deepEqual(t.calls, { inPlace: 4, bounced: 0, vectored: 1 });
+  assert.deepEqual(
+    t.ram.bytes.subarray(0x1_2000, 0x1_3000),
+    t.disk.bytes.subarray(8 * 512 + 0x1000, 8 * 512 + 0x2000),
   );
 });

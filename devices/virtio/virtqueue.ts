@@ -61,6 +61,16 @@ export interface VirtqBuffer {
   readonly len: number;
 }
 
+/** A piece of a chain's part, from {@link DescriptorChain.pieces}. */
+export interface ChainPiece {
+  /** Its first byte's offset in the part. */
+  readonly offset: number;
+  /** Its bytes. */
+  readonly length: number;
+  /** A live view of guest RAM, or null: copy through the chain. */
+  readonly view: Uint8Array | null;
+}
+
 /**
  * A descriptor chain taken from the available ring: its device-readable buffers, then its
  * device-writable ones, all checked to lie in guest RAM.
@@ -121,6 +131,51 @@ export class DescriptorChain {
    */
   write(offset: number, from: Uint8Array): number {
     return this.#copy(this.writable, offset, from, true);
+  }
+
+  /**
+   * Bytes `[offset, offset + length)` of the readable part (or of the writable part, `writable`),
+   * split at buffer boundaries: each piece with a live view of guest RAM where the memory gives one
+   * (`GuestMemory.map`), or `view` null — then copy it with {@link read} or {@link write}. Pieces
+   * stop at the end of the part.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { DescriptorChain } from "./virtqueue.ts";
+   * const ram = new Uint8Array(0x100);
+   * const memory = {
+   *   check: () => true,
+   *   read: () => true,
+   *   write: () => true,
+   *   map: (addr: bigint, length: number) => addr < 0x80n ? ram.subarray(Number(addr), Number(addr) + length) : null,
+   * };
+   * const chain = new DescriptorChain(memory, 0, [], [{ addr: 0x70n, len: 0x10 }, { addr: 0x80n, len: 8 }]);
+   * const pieces = chain.pieces(true, 4, 0x10);
+   * assert.deepEqual(pieces.map((p) => [p.offset, p.length, p.view !== null]), [[4, 12, true], [16, 4, false]]);
+   * ```
+   */
+  pieces(writable: boolean, offset: number, length: number): ChainPiece[] {
+    const pieces: ChainPiece[] = [];
+    const map = this.#memory.map;
+    let skip = offset;
+    let at = 0;
+    let left = length;
+    for (const buffer of writable ? this.writable : this.readable) {
+      if (left === 0) break;
+      if (skip >= buffer.len) {
+        skip -= buffer.len;
+        at += buffer.len;
+        continue;
+      }
+      const n = Math.min(buffer.len - skip, left);
+      const view = map ? map.call(this.#memory, buffer.addr + BigInt(skip), n, writable) : null;
+      pieces.push({ offset: at + skip, length: n, view });
+      at += buffer.len;
+      left -= n;
+      skip = 0;
+    }
+    return pieces;
   }
 
   #copy(buffers: readonly VirtqBuffer[], offset: number, data: Uint8Array, isWrite: boolean): number {

@@ -209,6 +209,7 @@ export class PcBoard implements Disposable {
         return self.board!.memory.view;
       },
       rw: (addr, data, isWrite) => self.board!.memory.rw(addr, data, isWrite),
+      map: (addr, length, isWrite) => self.board!.memory.map(addr, length, isWrite),
     }, options.fence);
     const pciDevices = createPcPciDevices(pci, options.pciDevices ?? [], {
       bus: { memory: map.pci, io: map.io },

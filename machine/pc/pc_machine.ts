@@ -432,7 +432,7 @@ export class PcMachine implements Disposable {
 
   /**
    * The eventfds KVM signals for queue notifies of the devices with `ioeventfd` (empty without):
-   * a Worker polls them and wakes this thread, which then calls {@link serveNotifies}.
+   * {@link runAsync} waits on them between exits and serves their queues.
    */
   get notifyFds(): number[] {
     return this.#notifiers.fds;
@@ -707,7 +707,10 @@ export class PcMachine implements Disposable {
    */
   async runAsync(hooks: RunnerHooks = {}): Promise<RunOutcome> {
     this.#checkOpen();
-    return await this.#runner.run(hooks);
+    if (this.#notifiers.count === 0) return await this.#runner.run(hooks);
+    // The queue notify eventfds join the serving thread's wait (machine/virtio_notifiers.ts).
+    const sources = [...this.#notifiers.sources(), ...(hooks.sources ?? [])];
+    return await this.#runner.run({ ...hooks, sources });
   }
 
   /** Where another thread rings to wake this thread during a multi-vCPU run (null with one vCPU). */
@@ -837,6 +840,7 @@ export class PcMachine implements Disposable {
       this.board,
       this.#vm,
       notifiers,
+      this.#runner,
       memory.ram,
       memory.bios,
       memory.rom,

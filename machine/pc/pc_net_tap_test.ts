@@ -56,10 +56,10 @@ Deno.test({
       const d = netDriver(b, 2);
       for (let i = 0; i < 8; i++) d.post(0x40_0000 + i * 0x1000);
       // The receive Worker rings a doorbell when the tap is readable; the test is the VM thread.
-      const bell = new Int32Array(new SharedArrayBuffer(4));
+      const bell = new Int32Array(new SharedArrayBuffer(8));
       using poller = NetRxPoller.start({
         fds: [tap.fd],
-        doorbell: { buffer: bell.buffer as SharedArrayBuffer, index: 0 },
+        doorbell: { buffer: bell.buffer as SharedArrayBuffer, index: 0, waitingIndex: 1, eventfd: -1 },
       });
       backend.onDrained = () => poller.resume();
       d.send(arpRequest());
