@@ -7,9 +7,7 @@
  */
 
 import { ListenError } from "./listen_error.ts";
-import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
-import type { Doorbell } from "../machine/runner.ts";
-import { QmpChannel } from "./qmp_channel.ts";
+import { type ChannelWakeTarget, ChannelWorker } from "./channel_worker.ts";
 import { type Json, JsonStreamer, toQmpJson } from "./qmp_json.ts";
 import type { QmpListenSpec } from "./qmp_options.ts";
 import { QMP_VERSION, QmpError, qmpErrorReply, qmpEvent, qmpReturn, type QmpVersion } from "./qmp_session.ts";
@@ -17,9 +15,6 @@ import type { QmpWorkerMessage, QmpWorkerReport } from "./qmp_worker.ts";
 
 /** A `-qmp` socket that could not be opened: the message is the one line to print. */
 export class QmpListenError extends ListenError {}
-
-/** How long {@link QmpServer.close} waits for the Worker to flush and close its sockets. */
-const CLOSE_TIMEOUT_MS = 2000;
 
 /**
  * The QMP sockets of one run.
@@ -34,16 +29,12 @@ const CLOSE_TIMEOUT_MS = 2000;
  * ```
  */
 export class QmpServer {
-  readonly #worker: Worker;
-  readonly #channel = new QmpChannel();
+  readonly #worker: ChannelWorker<QmpWorkerMessage>;
   readonly #connected: Promise<void>;
-  readonly #closed: Promise<void>;
-  #closing = false;
 
-  private constructor(worker: Worker, connected: Promise<void>, closed: Promise<void>) {
+  private constructor(worker: ChannelWorker<QmpWorkerMessage>, connected: Promise<void>) {
     this.#worker = worker;
     this.#connected = connected;
-    this.#closed = closed;
   }
 
   /**
@@ -53,33 +44,20 @@ export class QmpServer {
    * @throws {QmpListenError} naming the option and why, in QEMU's words.
    */
   static async start(specs: QmpListenSpec[], version: QmpVersion = QMP_VERSION): Promise<QmpServer> {
-    const worker = new Worker(new URL("./qmp_worker.ts", import.meta.url), { type: "module" });
-    let listening!: (failure?: string) => void;
     let connected!: () => void;
-    let closed!: () => void;
-    const bound = new Promise<string | undefined>((resolve) => listening = resolve);
     const connectedP = new Promise<void>((resolve) => connected = resolve);
-    const closedP = new Promise<void>((resolve) => closed = resolve);
-    worker.onmessage = (e: MessageEvent<QmpWorkerReport>) => {
-      const report = e.data;
-      if (report.kind === "listening") listening();
-      else if (report.kind === "failed") listening(report.message);
-      else if (report.kind === "connected") connected();
-      else if (report.kind === "closed") closed();
-    };
-    worker.onerror = (e) => {
-      e.preventDefault();
-      listening(`-qmp: the QMP worker failed: ${e.message}`);
-      closed();
-    };
-    const server = new QmpServer(worker, connectedP, closedP);
-    server.#send({ kind: "listen", specs, channel: server.#channel.buffer, version });
-    const failure = await bound;
-    if (failure !== undefined) {
-      worker.terminate();
-      throw new QmpListenError(failure);
-    }
-    return server;
+    const { worker } = await ChannelWorker.start<QmpWorkerMessage, QmpWorkerReport>(
+      new URL("./qmp_worker.ts", import.meta.url),
+      (channel) => ({ kind: "listen", specs, channel, version }),
+      (failure) =>
+        new QmpListenError(
+          failure.kind === "failed" ? failure.message : `-qmp: the QMP worker failed: ${failure.message}`,
+        ),
+      (later) => {
+        if (later.kind === "connected") connected();
+      },
+    );
+    return new QmpServer(worker, connectedP);
   }
 
   /** Settles when the first client connects (for `wait=on`). */
@@ -88,8 +66,8 @@ export class QmpServer {
   }
 
   /** Tells the Worker how to wake the VM thread: kick the vCPU it runs, or ring the runner's doorbell. */
-  attach(target: { kick?: VcpuKickTarget; doorbell?: Doorbell }): void {
-    this.#send({ kind: "attach", ...target });
+  attach(target: ChannelWakeTarget): void {
+    this.#worker.attach(target);
   }
 
   /**
@@ -97,7 +75,7 @@ export class QmpServer {
    * throws a {@link QmpError}) and replies. Returns whether there was one.
    */
   serve(run: (name: string, args: { [key: string]: Json }) => Json): boolean {
-    const text = this.#channel.take();
+    const text = this.#worker.channel.take();
     if (text === null) return false;
     const parsed = new JsonStreamer().feed(new TextEncoder().encode(text))[0];
     const command = parsed?.kind === "value"
@@ -123,38 +101,28 @@ export class QmpServer {
 
   /** VM thread: sleeps until a command is posted, or `timeoutMs` passes (the stopped loop). */
   wait(timeoutMs: number): void {
-    this.#channel.wait(timeoutMs);
+    this.#worker.wait(timeoutMs);
   }
 
   /** The same, without blocking the thread. */
   waitAsync(timeoutMs: number): Promise<void> {
-    return this.#channel.waitAsync(timeoutMs);
+    return this.#worker.waitAsync(timeoutMs);
   }
 
   /** VM thread: no kick from the Worker reaches a vCPU after this returns (call before unmapping). */
   fenceKicks(): void {
-    this.#channel.close();
+    this.#worker.fenceKicks();
   }
 
   /**
    * Flushes what clients are owed, closes every client and listener, removes the socket files,
    * and ends the Worker. Idempotent.
    */
-  async close(): Promise<void> {
-    if (this.#closing) return await this.#closed;
-    this.#closing = true;
-    this.fenceKicks();
-    this.#send({ kind: "close" });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#closed,
-      new Promise((resolve) => timer = setTimeout(resolve, CLOSE_TIMEOUT_MS)),
-    ]);
-    clearTimeout(timer);
-    this.#worker.terminate();
+  close(): Promise<void> {
+    return this.#worker.close();
   }
 
   #send(message: QmpWorkerMessage): void {
-    this.#worker.postMessage(message);
+    this.#worker.send(message);
   }
 }
