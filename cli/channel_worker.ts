@@ -6,7 +6,8 @@
  * it (the `attach` message: kick the vCPU or ring the runner's doorbell); the VM thread sleeps on
  * the channel ({@link ChannelWorker.wait}), fences the kicks before its vCPUs' run pages go
  * ({@link ChannelWorker.fenceKicks}), and closes the Worker with a bounded wait for its `closed`
- * report ({@link ChannelWorker.close}).
+ * report ({@link ChannelWorker.close}). {@link ChannelServer} is the base class that gives each
+ * server those calls as its public API, with `post` and `takePosted` for its own protocol.
  *
  * Loaded only with `-qmp`, `-gdb` or `--web` (`cli/main.ts` imports those modules lazily), so it
  * imports nothing but the channel and types.
@@ -163,5 +164,70 @@ export class ChannelWorker<Message extends { kind: string }> {
     ]);
     clearTimeout(timer);
     this.#worker.terminate();
+  }
+}
+
+/**
+ * What every socket server shows the VM thread besides its own protocol: `attach`, `wait`,
+ * `waitAsync`, `fenceKicks` and `close`, over the {@link ChannelWorker} its `start` made.
+ *
+ * @example
+ * ```ts ignore
+ * class EchoServer extends ChannelServer<EchoMessage> {
+ *   static async start(): Promise<EchoServer> {
+ *     const { worker } = await ChannelWorker.start<EchoMessage, EchoReport>(url, listen, refuse);
+ *     return new EchoServer(worker);
+ *   }
+ *   echo(): void {
+ *     const text = this.takePosted();
+ *     if (text !== null) this.post({ kind: "reply", text });
+ *   }
+ * }
+ * ```
+ */
+export abstract class ChannelServer<Message extends { kind: string }> {
+  readonly #worker: ChannelWorker<Message>;
+
+  /** A server over `worker`, from {@link ChannelWorker.start}. */
+  protected constructor(worker: ChannelWorker<Message>) {
+    this.#worker = worker;
+  }
+
+  /** Tells the Worker how to wake the VM thread: kick the vCPU it runs, or ring the runner's doorbell. */
+  attach(target: ChannelWakeTarget): void {
+    this.#worker.attach(target);
+  }
+
+  /** VM thread: sleeps until the Worker posts (a command, a client's bytes), or `timeoutMs` passes. */
+  wait(timeoutMs: number): void {
+    this.#worker.wait(timeoutMs);
+  }
+
+  /** The same, without blocking the thread (a board without vCPUs, tests). */
+  waitAsync(timeoutMs: number): Promise<void> {
+    return this.#worker.waitAsync(timeoutMs);
+  }
+
+  /** VM thread: no kick from the Worker reaches a vCPU after this returns (call before unmapping). */
+  fenceKicks(): void {
+    this.#worker.fenceKicks();
+  }
+
+  /**
+   * Has the Worker flush what its clients are owed and close every client and listener, then ends
+   * it (see {@link ChannelWorker.close}). Idempotent.
+   */
+  close(): Promise<void> {
+    return this.#worker.close();
+  }
+
+  /** Posts `message` to the Worker. */
+  protected post(message: Message): void {
+    this.#worker.send(message);
+  }
+
+  /** VM thread: what the Worker posted, which empties the slot; null when nothing is waiting. */
+  protected takePosted(): string | null {
+    return this.#worker.channel.take();
   }
 }

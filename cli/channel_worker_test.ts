@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ChannelWorker, type ListenFailure } from "./channel_worker.ts";
+import { ChannelServer, ChannelWorker, type ListenFailure } from "./channel_worker.ts";
 import { QmpChannel } from "./qmp_channel.ts";
 
 type Message = { kind: "listen"; channel: SharedArrayBuffer } | { kind: "echo"; text: string };
@@ -99,4 +99,38 @@ Deno.test("close ends a Worker that never reports closed", async () => {
   );
   await worker.close(); // settles after the bounded wait, the Worker ended
   assert.equal(new QmpChannel(worker.channel.buffer).take(), null, "the channel is still empty");
+});
+
+/** A server of the echo Worker: what a subclass of ChannelServer sees. */
+class EchoServer extends ChannelServer<Message> {
+  static async start(): Promise<EchoServer> {
+    const { worker } = await ChannelWorker.start<Message, Report>(
+      ECHO_WORKER,
+      (channel) => ({ kind: "listen", channel }),
+      refuse,
+    );
+    return new EchoServer(worker);
+  }
+
+  echo(text: string): void {
+    this.post({ kind: "echo", text });
+  }
+
+  next(): string | null {
+    return this.takePosted();
+  }
+}
+
+Deno.test("a ChannelServer subclass posts to its Worker, takes what it posted back, and closes", async () => {
+  const server = await EchoServer.start();
+  try {
+    assert.equal(server.next(), null);
+    server.echo("ping");
+    await server.waitAsync(10_000);
+    assert.equal(server.next(), "ping");
+    assert.equal(server.next(), null, "taking empties the slot");
+  } finally {
+    await server.close();
+    await server.close();
+  }
 });

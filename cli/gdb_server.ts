@@ -7,7 +7,7 @@
  */
 
 import { ListenError } from "./listen_error.ts";
-import { type ChannelWakeTarget, ChannelWorker } from "./channel_worker.ts";
+import { ChannelServer, ChannelWorker } from "./channel_worker.ts";
 import type { GdbWorkerMessage, GdbWorkerReport } from "./gdb_worker.ts";
 
 /** The `-gdb` port could not be opened: the message is the one line to print. */
@@ -20,12 +20,11 @@ export type GdbClientNews =
   | { kind: "bytes"; bytes: Uint8Array };
 
 /** A listening `-gdb` socket and its Worker. */
-export class GdbServer {
-  readonly #worker: ChannelWorker<GdbWorkerMessage>;
+export class GdbServer extends ChannelServer<GdbWorkerMessage> {
   readonly #port: number;
 
   private constructor(worker: ChannelWorker<GdbWorkerMessage>, port: number) {
-    this.#worker = worker;
+    super(worker);
     this.#port = port;
   }
 
@@ -49,14 +48,9 @@ export class GdbServer {
     return new GdbServer(worker, listening.port);
   }
 
-  /** Tells the Worker how to wake the VM thread. */
-  attach(target: ChannelWakeTarget): void {
-    this.#worker.attach(target);
-  }
-
   /** VM thread: what the client did, one piece at a time; null when nothing is waiting. */
   take(): GdbClientNews | null {
-    const text = this.#worker.channel.take();
+    const text = this.takePosted();
     if (text === null) return null;
     if (text === "C") return { kind: "connected" };
     if (text === "D") return { kind: "disconnected" };
@@ -65,23 +59,8 @@ export class GdbServer {
     return { kind: "bytes", bytes };
   }
 
-  /** VM thread: sleeps until the client sends something (or `timeoutMs`). */
-  wait(timeoutMs: number): void {
-    this.#worker.wait(timeoutMs);
-  }
-
   /** Bytes for the client. */
   send(bytes: Uint8Array): void {
-    this.#worker.send({ kind: "send", bytes: bytes.slice() });
-  }
-
-  /** VM thread: no kick from the Worker reaches a vCPU after this returns (call before unmapping). */
-  fenceKicks(): void {
-    this.#worker.fenceKicks();
-  }
-
-  /** Closes the socket and the Worker. Idempotent. */
-  close(): Promise<void> {
-    return this.#worker.close();
+    this.post({ kind: "send", bytes: bytes.slice() });
   }
 }

@@ -7,7 +7,7 @@
  */
 
 import { ListenError } from "./listen_error.ts";
-import { type ChannelWakeTarget, ChannelWorker } from "./channel_worker.ts";
+import { ChannelServer, ChannelWorker } from "./channel_worker.ts";
 import { type Json, JsonStreamer, toQmpJson } from "./qmp_json.ts";
 import type { QmpListenSpec } from "./qmp_options.ts";
 import { QMP_VERSION, QmpError, qmpErrorReply, qmpEvent, qmpReturn, type QmpVersion } from "./qmp_session.ts";
@@ -17,7 +17,8 @@ import type { QmpWorkerMessage, QmpWorkerReport } from "./qmp_worker.ts";
 export class QmpListenError extends ListenError {}
 
 /**
- * The QMP sockets of one run.
+ * The QMP sockets of one run. `close` flushes what clients are owed, closes every client and
+ * listener and removes the socket files.
  *
  * @example
  * ```ts ignore
@@ -28,12 +29,11 @@ export class QmpListenError extends ListenError {}
  * await qmp.close();
  * ```
  */
-export class QmpServer {
-  readonly #worker: ChannelWorker<QmpWorkerMessage>;
+export class QmpServer extends ChannelServer<QmpWorkerMessage> {
   readonly #connected: Promise<void>;
 
   private constructor(worker: ChannelWorker<QmpWorkerMessage>, connected: Promise<void>) {
-    this.#worker = worker;
+    super(worker);
     this.#connected = connected;
   }
 
@@ -65,17 +65,12 @@ export class QmpServer {
     return this.#connected;
   }
 
-  /** Tells the Worker how to wake the VM thread: kick the vCPU it runs, or ring the runner's doorbell. */
-  attach(target: ChannelWakeTarget): void {
-    this.#worker.attach(target);
-  }
-
   /**
    * VM thread: runs the posted command, if any, with `run` (which returns the command's value or
    * throws a {@link QmpError}) and replies. Returns whether there was one.
    */
   serve(run: (name: string, args: { [key: string]: Json }) => Json): boolean {
-    const text = this.#worker.channel.take();
+    const text = this.takePosted();
     if (text === null) return false;
     const parsed = new JsonStreamer().feed(new TextEncoder().encode(text))[0];
     const command = parsed?.kind === "value"
@@ -89,40 +84,13 @@ export class QmpServer {
       // Whatever a command meets (a KVM error reading registers, say) is the client's answer, not a crash.
       reply = qmpErrorReply(e instanceof QmpError ? e : new QmpError("GenericError", (e as Error).message));
     }
-    this.#send({ kind: "reply", text: toQmpJson(reply) });
+    this.post({ kind: "reply", text: toQmpJson(reply) });
     return true;
   }
 
   /** Sends event `name` (with `data`, if any) to every negotiated client, timestamped now. */
   event(name: string, data?: Json): void {
     const now = performance.timeOrigin + performance.now();
-    this.#send({ kind: "event", text: toQmpJson(qmpEvent(name, data, now)) });
-  }
-
-  /** VM thread: sleeps until a command is posted, or `timeoutMs` passes (the stopped loop). */
-  wait(timeoutMs: number): void {
-    this.#worker.wait(timeoutMs);
-  }
-
-  /** The same, without blocking the thread. */
-  waitAsync(timeoutMs: number): Promise<void> {
-    return this.#worker.waitAsync(timeoutMs);
-  }
-
-  /** VM thread: no kick from the Worker reaches a vCPU after this returns (call before unmapping). */
-  fenceKicks(): void {
-    this.#worker.fenceKicks();
-  }
-
-  /**
-   * Flushes what clients are owed, closes every client and listener, removes the socket files,
-   * and ends the Worker. Idempotent.
-   */
-  close(): Promise<void> {
-    return this.#worker.close();
-  }
-
-  #send(message: QmpWorkerMessage): void {
-    this.#worker.send(message);
+    this.post({ kind: "event", text: toQmpJson(qmpEvent(name, data, now)) });
   }
 }

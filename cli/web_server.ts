@@ -10,7 +10,7 @@
 
 import { ListenError } from "./listen_error.ts";
 import type { WebListenSpec } from "./web_options.ts";
-import { type ChannelWakeTarget, ChannelWorker } from "./channel_worker.ts";
+import { ChannelServer, ChannelWorker } from "./channel_worker.ts";
 import type { WebWorkerMessage, WebWorkerReport } from "./web_worker.ts";
 
 /** `--web` could not listen: the message is the one line to print. */
@@ -20,7 +20,7 @@ export class WebListenError extends ListenError {}
 const TOKEN_BYTES = 16;
 
 /**
- * The page server of one run.
+ * The page server of one run. `close` closes every page's socket and the server.
  *
  * @example
  * ```ts ignore
@@ -31,8 +31,7 @@ const TOKEN_BYTES = 16;
  * await web.close();
  * ```
  */
-export class WebServer {
-  readonly #worker: ChannelWorker<WebWorkerMessage>;
+export class WebServer extends ChannelServer<WebWorkerMessage> {
   readonly #token: string;
   readonly #address: { hostname: string; port: number };
 
@@ -41,7 +40,7 @@ export class WebServer {
     token: string,
     address: { hostname: string; port: number },
   ) {
-    this.#worker = worker;
+    super(worker);
     this.#token = token;
     this.#address = address;
   }
@@ -78,17 +77,12 @@ export class WebServer {
     return this.#address.port;
   }
 
-  /** Tells the Worker how to wake the VM thread: kick the vCPU it runs, or ring the runner's doorbell. */
-  attach(target: ChannelWakeTarget): void {
-    this.#worker.attach(target);
-  }
-
   /**
    * VM thread: runs the posted command, if any, with `run` (its value, or a thrown error as the
    * reply's error) and replies. Returns whether there was one.
    */
   serve(run: (name: string, args: Record<string, unknown>) => unknown): boolean {
-    const text = this.#worker.channel.take();
+    const text = this.takePosted();
     if (text === null) return false;
     let reply: string;
     try {
@@ -100,32 +94,12 @@ export class WebServer {
         error: { class: error.errorClass ?? "GenericError", desc: error.message ?? String(e) },
       });
     }
-    this.#worker.send({ kind: "reply", text: reply });
+    this.post({ kind: "reply", text: reply });
     return true;
   }
 
   /** Sends `data` to every page as a push of `kind`. */
   push(kind: string, data: unknown): void {
-    this.#worker.send({ kind: "push", text: JSON.stringify({ push: kind, data }) });
-  }
-
-  /** VM thread: sleeps until a command is posted, or `timeoutMs` passes (the stopped loop). */
-  wait(timeoutMs: number): void {
-    this.#worker.wait(timeoutMs);
-  }
-
-  /** The same, without blocking the thread (a board without vCPUs: map-only serving). */
-  waitAsync(timeoutMs: number): Promise<void> {
-    return this.#worker.waitAsync(timeoutMs);
-  }
-
-  /** VM thread: no kick from the Worker reaches a vCPU after this returns (call before unmapping). */
-  fenceKicks(): void {
-    this.#worker.fenceKicks();
-  }
-
-  /** Closes every page's socket and the server, and ends the Worker. Idempotent. */
-  close(): Promise<void> {
-    return this.#worker.close();
+    this.post({ kind: "push", text: JSON.stringify({ push: kind, data }) });
   }
 }
