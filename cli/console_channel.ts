@@ -6,6 +6,8 @@
  * @module
  */
 
+import { KickFence } from "../machine/kick_fence.ts";
+
 const RING_SIZE = 4096;
 const COMMAND_SIZE = 1024;
 // Int32 cells at the start of the buffer.
@@ -15,7 +17,7 @@ const COMMAND_STATE = 2; // 0 empty, 1 posted, 2 done
 const COMMAND_LENGTH = 3;
 const QUIT = 4; // 0, QUIT_BY_USER, or minus a signal's number
 const QUIT_BY_USER = 1;
-const KICK_STATE = 5; // OPEN, KICKING or CLOSED
+const KICK_STATE = 5; // the KickFence
 const CELLS = 8;
 const RING_START = CELLS * 4;
 const COMMAND_START = RING_START + RING_SIZE;
@@ -23,10 +25,6 @@ const COMMAND_START = RING_START + RING_SIZE;
 const EMPTY = 0;
 const POSTED = 1;
 const DONE = 2;
-
-const OPEN = 0;
-const KICKING = 1;
-const CLOSED = 2;
 
 /**
  * A single-producer (Worker) single-consumer (VM thread) channel over one SharedArrayBuffer.
@@ -46,11 +44,13 @@ export class ConsoleChannel {
   readonly buffer: SharedArrayBuffer;
   readonly #cells: Int32Array;
   readonly #bytes: Uint8Array;
+  readonly #fence: KickFence;
 
   constructor(buffer = new SharedArrayBuffer(COMMAND_START + COMMAND_SIZE)) {
     this.buffer = buffer;
     this.#cells = new Int32Array(buffer, 0, CELLS);
     this.#bytes = new Uint8Array(buffer);
+    this.#fence = new KickFence(this.#cells, KICK_STATE);
   }
 
   /** Worker: queues input bytes; returns how many fit (the rest is dropped, as a UART would). */
@@ -112,28 +112,14 @@ export class ConsoleChannel {
     Atomics.notify(this.#cells, COMMAND_STATE);
   }
 
-  /**
-   * Worker: runs `kick` unless the VM thread closed the channel. The VM thread's {@link close} waits
-   * for a kick in progress, so once it returned no kick can touch the vCPU (whose run page is about
-   * to be unmapped) again.
-   */
+  /** Worker: runs `kick` unless the VM thread closed the channel (see {@link KickFence}). */
   kickUnlessClosed(kick: () => void): void {
-    if (Atomics.compareExchange(this.#cells, KICK_STATE, OPEN, KICKING) !== OPEN) return;
-    try {
-      kick();
-    } finally {
-      Atomics.store(this.#cells, KICK_STATE, OPEN);
-      Atomics.notify(this.#cells, KICK_STATE);
-    }
+    this.#fence.kickUnlessClosed(kick);
   }
 
   /** VM thread: no more kicks after this returns (waits for one in progress). */
   close(): void {
-    for (;;) {
-      const state = Atomics.compareExchange(this.#cells, KICK_STATE, OPEN, CLOSED);
-      if (state !== KICKING) return;
-      Atomics.wait(this.#cells, KICK_STATE, KICKING, 10);
-    }
+    this.#fence.close();
   }
 
   /**

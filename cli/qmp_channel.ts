@@ -7,13 +7,15 @@
  * @module
  */
 
+import { KickFence } from "../machine/kick_fence.ts";
+
 export { vmWaker, type VmWakeTarget } from "../kvm/doorbell.ts";
 
 // Int32 cells at the start of the buffer.
 const STATE = 0; // EMPTY or POSTED
 const LENGTH = 1;
 const NEWS = 2; // bumped with every post: the stopped loop sleeps on it
-const KICK_STATE = 3; // OPEN, KICKING or CLOSED
+const KICK_STATE = 3; // the KickFence
 const CELLS = 4;
 const DATA_START = CELLS * 4;
 /** The largest command text (ASCII JSON) the channel carries. */
@@ -21,9 +23,6 @@ export const QMP_CHANNEL_DATA_SIZE = 2 << 20;
 
 const EMPTY = 0;
 const POSTED = 1;
-const OPEN = 0;
-const KICKING = 1;
-const CLOSED = 2;
 
 /**
  * A one-slot mailbox from the Worker (poster) to the VM thread (taker). The gdb stub's Worker uses
@@ -46,11 +45,13 @@ export class QmpChannel {
   readonly buffer: SharedArrayBuffer;
   readonly #cells: Int32Array;
   readonly #bytes: Uint8Array;
+  readonly #fence: KickFence;
 
   constructor(buffer = new SharedArrayBuffer(DATA_START + QMP_CHANNEL_DATA_SIZE)) {
     this.buffer = buffer;
     this.#cells = new Int32Array(buffer, 0, CELLS);
     this.#bytes = new Uint8Array(buffer, DATA_START);
+    this.#fence = new KickFence(this.#cells, KICK_STATE);
   }
 
   /**
@@ -100,26 +101,13 @@ export class QmpChannel {
     if (result.async) await result.value;
   }
 
-  /**
-   * Worker: runs `kick` unless the VM thread closed the channel; {@link close} waits for a kick
-   * in progress, so none reaches a vCPU whose run page is about to be unmapped.
-   */
+  /** Worker: runs `kick` unless the VM thread closed the channel (see {@link KickFence}). */
   kickUnlessClosed(kick: () => void): void {
-    if (Atomics.compareExchange(this.#cells, KICK_STATE, OPEN, KICKING) !== OPEN) return;
-    try {
-      kick();
-    } finally {
-      Atomics.store(this.#cells, KICK_STATE, OPEN);
-      Atomics.notify(this.#cells, KICK_STATE);
-    }
+    this.#fence.kickUnlessClosed(kick);
   }
 
-  /** VM thread: no more kicks after this returns. */
+  /** VM thread: no more kicks after this returns (waits for one in progress). */
   close(): void {
-    for (;;) {
-      const state = Atomics.compareExchange(this.#cells, KICK_STATE, OPEN, CLOSED);
-      if (state !== KICKING) return;
-      Atomics.wait(this.#cells, KICK_STATE, KICKING, 10);
-    }
+    this.#fence.close();
   }
 }

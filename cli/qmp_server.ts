@@ -7,9 +7,7 @@
  */
 
 import { ListenError } from "./listen_error.ts";
-import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
-import type { Doorbell } from "../machine/runner.ts";
-import { QmpChannel } from "./qmp_channel.ts";
+import { ChannelServer, ChannelWorker } from "./channel_worker.ts";
 import { type Json, JsonStreamer, toQmpJson } from "./qmp_json.ts";
 import type { QmpListenSpec } from "./qmp_options.ts";
 import { QMP_VERSION, QmpError, qmpErrorReply, qmpEvent, qmpReturn, type QmpVersion } from "./qmp_session.ts";
@@ -18,11 +16,9 @@ import type { QmpWorkerMessage, QmpWorkerReport } from "./qmp_worker.ts";
 /** A `-qmp` socket that could not be opened: the message is the one line to print. */
 export class QmpListenError extends ListenError {}
 
-/** How long {@link QmpServer.close} waits for the Worker to flush and close its sockets. */
-const CLOSE_TIMEOUT_MS = 2000;
-
 /**
- * The QMP sockets of one run.
+ * The QMP sockets of one run. `close` flushes what clients are owed, closes every client and
+ * listener and removes the socket files.
  *
  * @example
  * ```ts ignore
@@ -33,17 +29,12 @@ const CLOSE_TIMEOUT_MS = 2000;
  * await qmp.close();
  * ```
  */
-export class QmpServer {
-  readonly #worker: Worker;
-  readonly #channel = new QmpChannel();
+export class QmpServer extends ChannelServer<QmpWorkerMessage> {
   readonly #connected: Promise<void>;
-  readonly #closed: Promise<void>;
-  #closing = false;
 
-  private constructor(worker: Worker, connected: Promise<void>, closed: Promise<void>) {
-    this.#worker = worker;
+  private constructor(worker: ChannelWorker<QmpWorkerMessage>, connected: Promise<void>) {
+    super(worker);
     this.#connected = connected;
-    this.#closed = closed;
   }
 
   /**
@@ -53,33 +44,20 @@ export class QmpServer {
    * @throws {QmpListenError} naming the option and why, in QEMU's words.
    */
   static async start(specs: QmpListenSpec[], version: QmpVersion = QMP_VERSION): Promise<QmpServer> {
-    const worker = new Worker(new URL("./qmp_worker.ts", import.meta.url), { type: "module" });
-    let listening!: (failure?: string) => void;
     let connected!: () => void;
-    let closed!: () => void;
-    const bound = new Promise<string | undefined>((resolve) => listening = resolve);
     const connectedP = new Promise<void>((resolve) => connected = resolve);
-    const closedP = new Promise<void>((resolve) => closed = resolve);
-    worker.onmessage = (e: MessageEvent<QmpWorkerReport>) => {
-      const report = e.data;
-      if (report.kind === "listening") listening();
-      else if (report.kind === "failed") listening(report.message);
-      else if (report.kind === "connected") connected();
-      else if (report.kind === "closed") closed();
-    };
-    worker.onerror = (e) => {
-      e.preventDefault();
-      listening(`-qmp: the QMP worker failed: ${e.message}`);
-      closed();
-    };
-    const server = new QmpServer(worker, connectedP, closedP);
-    server.#send({ kind: "listen", specs, channel: server.#channel.buffer, version });
-    const failure = await bound;
-    if (failure !== undefined) {
-      worker.terminate();
-      throw new QmpListenError(failure);
-    }
-    return server;
+    const { worker } = await ChannelWorker.start<QmpWorkerMessage, QmpWorkerReport>(
+      new URL("./qmp_worker.ts", import.meta.url),
+      (channel) => ({ kind: "listen", specs, channel, version }),
+      (failure) =>
+        new QmpListenError(
+          failure.kind === "failed" ? failure.message : `-qmp: the QMP worker failed: ${failure.message}`,
+        ),
+      (later) => {
+        if (later.kind === "connected") connected();
+      },
+    );
+    return new QmpServer(worker, connectedP);
   }
 
   /** Settles when the first client connects (for `wait=on`). */
@@ -87,17 +65,12 @@ export class QmpServer {
     return this.#connected;
   }
 
-  /** Tells the Worker how to wake the VM thread: kick the vCPU it runs, or ring the runner's doorbell. */
-  attach(target: { kick?: VcpuKickTarget; doorbell?: Doorbell }): void {
-    this.#send({ kind: "attach", ...target });
-  }
-
   /**
    * VM thread: runs the posted command, if any, with `run` (which returns the command's value or
    * throws a {@link QmpError}) and replies. Returns whether there was one.
    */
   serve(run: (name: string, args: { [key: string]: Json }) => Json): boolean {
-    const text = this.#channel.take();
+    const text = this.takePosted();
     if (text === null) return false;
     const parsed = new JsonStreamer().feed(new TextEncoder().encode(text))[0];
     const command = parsed?.kind === "value"
@@ -111,50 +84,13 @@ export class QmpServer {
       // Whatever a command meets (a KVM error reading registers, say) is the client's answer, not a crash.
       reply = qmpErrorReply(e instanceof QmpError ? e : new QmpError("GenericError", (e as Error).message));
     }
-    this.#send({ kind: "reply", text: toQmpJson(reply) });
+    this.post({ kind: "reply", text: toQmpJson(reply) });
     return true;
   }
 
   /** Sends event `name` (with `data`, if any) to every negotiated client, timestamped now. */
   event(name: string, data?: Json): void {
     const now = performance.timeOrigin + performance.now();
-    this.#send({ kind: "event", text: toQmpJson(qmpEvent(name, data, now)) });
-  }
-
-  /** VM thread: sleeps until a command is posted, or `timeoutMs` passes (the stopped loop). */
-  wait(timeoutMs: number): void {
-    this.#channel.wait(timeoutMs);
-  }
-
-  /** The same, without blocking the thread. */
-  waitAsync(timeoutMs: number): Promise<void> {
-    return this.#channel.waitAsync(timeoutMs);
-  }
-
-  /** VM thread: no kick from the Worker reaches a vCPU after this returns (call before unmapping). */
-  fenceKicks(): void {
-    this.#channel.close();
-  }
-
-  /**
-   * Flushes what clients are owed, closes every client and listener, removes the socket files,
-   * and ends the Worker. Idempotent.
-   */
-  async close(): Promise<void> {
-    if (this.#closing) return await this.#closed;
-    this.#closing = true;
-    this.fenceKicks();
-    this.#send({ kind: "close" });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#closed,
-      new Promise((resolve) => timer = setTimeout(resolve, CLOSE_TIMEOUT_MS)),
-    ]);
-    clearTimeout(timer);
-    this.#worker.terminate();
-  }
-
-  #send(message: QmpWorkerMessage): void {
-    this.#worker.postMessage(message);
+    this.post({ kind: "event", text: toQmpJson(qmpEvent(name, data, now)) });
   }
 }

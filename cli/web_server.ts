@@ -2,27 +2,25 @@
  * The VM thread's side of `--web`: starts the web Worker (which owns the HTTP server and the
  * WebSockets, `web_worker.ts`), takes the commands the pages send, runs them, and sends back
  * replies and pushes. The same shape as `QmpServer`: the VM thread is in `KVM_RUN` most of the time,
- * so commands come through a {@link QmpChannel} with a kick, and everything else goes by message.
+ * so commands come through a channel with a kick (`channel_worker.ts`), and everything else goes by
+ * message.
  *
  * @module
  */
 
 import { ListenError } from "./listen_error.ts";
 import type { WebListenSpec } from "./web_options.ts";
-import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
-import type { Doorbell } from "../machine/runner.ts";
-import { QmpChannel } from "./qmp_channel.ts";
+import { ChannelServer, ChannelWorker } from "./channel_worker.ts";
 import type { WebWorkerMessage, WebWorkerReport } from "./web_worker.ts";
 
 /** `--web` could not listen: the message is the one line to print. */
 export class WebListenError extends ListenError {}
 
-const CLOSE_TIMEOUT_MS = 2000;
 /** Random bytes in the access token. */
 const TOKEN_BYTES = 16;
 
 /**
- * The page server of one run.
+ * The page server of one run. `close` closes every page's socket and the server.
  *
  * @example
  * ```ts ignore
@@ -33,18 +31,18 @@ const TOKEN_BYTES = 16;
  * await web.close();
  * ```
  */
-export class WebServer {
-  readonly #worker: Worker;
-  readonly #channel = new QmpChannel();
-  readonly #closed: Promise<void>;
+export class WebServer extends ChannelServer<WebWorkerMessage> {
   readonly #token: string;
-  #address: { hostname: string; port: number } = { hostname: "", port: 0 };
-  #closing = false;
+  readonly #address: { hostname: string; port: number };
 
-  private constructor(worker: Worker, closed: Promise<void>, token: string) {
-    this.#worker = worker;
-    this.#closed = closed;
+  private constructor(
+    worker: ChannelWorker<WebWorkerMessage>,
+    token: string,
+    address: { hostname: string; port: number },
+  ) {
+    super(worker);
     this.#token = token;
+    this.#address = address;
   }
 
   /**
@@ -53,40 +51,17 @@ export class WebServer {
    * @throws {WebListenError} naming the address and why.
    */
   static async start(spec: WebListenSpec): Promise<WebServer> {
-    const worker = new Worker(new URL("./web_worker.ts", import.meta.url), { type: "module" });
-    let listening!: (report: WebWorkerReport) => void;
-    let closed!: () => void;
-    const bound = new Promise<WebWorkerReport>((resolve) => listening = resolve);
-    const closedP = new Promise<void>((resolve) => closed = resolve);
-    worker.onmessage = (e: MessageEvent<WebWorkerReport>) => {
-      const report = e.data;
-      if (report.kind === "closed") closed();
-      else listening(report);
-    };
-    worker.onerror = (e) => {
-      e.preventDefault();
-      listening({ kind: "failed", message: `--web: the web worker failed: ${e.message}` });
-      closed();
-    };
     const bytes = crypto.getRandomValues(new Uint8Array(TOKEN_BYTES));
     const token = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    const server = new WebServer(worker, closedP, token);
-    server.#send({
-      kind: "listen",
-      hostname: spec.hostname,
-      port: spec.port,
-      channel: server.#channel.buffer,
-      token,
-    });
-    const report = await bound;
-    if (report.kind !== "listening") {
-      worker.terminate();
-      throw new WebListenError(
-        report.kind === "failed" ? report.message : "--web: the worker did not listen",
-      );
-    }
-    server.#address = { hostname: report.hostname, port: report.port };
-    return server;
+    const { worker, listening } = await ChannelWorker.start<WebWorkerMessage, WebWorkerReport>(
+      new URL("./web_worker.ts", import.meta.url),
+      (channel) => ({ kind: "listen", hostname: spec.hostname, port: spec.port, channel, token }),
+      (failure) =>
+        new WebListenError(
+          failure.kind === "failed" ? failure.message : `--web: the web worker failed: ${failure.message}`,
+        ),
+    );
+    return new WebServer(worker, token, { hostname: listening.hostname, port: listening.port });
   }
 
   /** The page's address, with the access token. */
@@ -102,17 +77,12 @@ export class WebServer {
     return this.#address.port;
   }
 
-  /** Tells the Worker how to wake the VM thread: kick the vCPU it runs, or ring the runner's doorbell. */
-  attach(target: { kick?: VcpuKickTarget; doorbell?: Doorbell }): void {
-    this.#send({ kind: "attach", ...target });
-  }
-
   /**
    * VM thread: runs the posted command, if any, with `run` (its value, or a thrown error as the
    * reply's error) and replies. Returns whether there was one.
    */
   serve(run: (name: string, args: Record<string, unknown>) => unknown): boolean {
-    const text = this.#channel.take();
+    const text = this.takePosted();
     if (text === null) return false;
     let reply: string;
     try {
@@ -124,46 +94,12 @@ export class WebServer {
         error: { class: error.errorClass ?? "GenericError", desc: error.message ?? String(e) },
       });
     }
-    this.#send({ kind: "reply", text: reply });
+    this.post({ kind: "reply", text: reply });
     return true;
   }
 
   /** Sends `data` to every page as a push of `kind`. */
   push(kind: string, data: unknown): void {
-    this.#send({ kind: "push", text: JSON.stringify({ push: kind, data }) });
-  }
-
-  /** VM thread: sleeps until a command is posted, or `timeoutMs` passes (the stopped loop). */
-  wait(timeoutMs: number): void {
-    this.#channel.wait(timeoutMs);
-  }
-
-  /** The same, without blocking the thread (a board without vCPUs: map-only serving). */
-  waitAsync(timeoutMs: number): Promise<void> {
-    return this.#channel.waitAsync(timeoutMs);
-  }
-
-  /** VM thread: no kick from the Worker reaches a vCPU after this returns (call before unmapping). */
-  fenceKicks(): void {
-    this.#channel.close();
-  }
-
-  /** Closes every page's socket and the server, and ends the Worker. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closing) return await this.#closed;
-    this.#closing = true;
-    this.fenceKicks();
-    this.#send({ kind: "close" });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#closed,
-      new Promise((resolve) => timer = setTimeout(resolve, CLOSE_TIMEOUT_MS)),
-    ]);
-    clearTimeout(timer);
-    this.#worker.terminate();
-  }
-
-  #send(message: WebWorkerMessage): void {
-    this.#worker.postMessage(message);
+    this.post({ kind: "push", text: JSON.stringify({ push: kind, data }) });
   }
 }

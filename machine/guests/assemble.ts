@@ -5,6 +5,8 @@
  *
  * Sources are plain GNU assembler (AT&T syntax, `.code16`/`.code32`/`.code64` chosen inside the
  * file); they are not run through the C preprocessor. Each must define `_start` at its first byte.
+ * A source may `.include` files from its own folder (GNU as `-I`, the source's directory): the
+ * guests here share their Multiboot header, UART routines and long-mode setup through `_*.inc` files.
  *
  * @module
  */
@@ -56,7 +58,8 @@ export async function assemble(source: string | URL, options: AssembleOptions = 
   try {
     const object = `${dir}/guest.o`;
     const binary = `${dir}/guest.bin`;
-    await run("as", [elf64 ? "--64" : "--32", "-o", object, path]);
+    const sourceDir = path.slice(0, path.lastIndexOf("/") + 1) || ".";
+    await run("as", [elf64 ? "--64" : "--32", "-I", sourceDir, "-o", object, path]);
     await run("ld", [
       "-m",
       elf64 ? "elf_x86_64" : "elf_i386",

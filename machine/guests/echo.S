@@ -9,16 +9,9 @@
 # Build: node_modules/deno/deno run -A machine/guests/build.ts (as --64; ld --oformat binary -Ttext 0x100000).
 
 	.set LOAD_ADDR, 0x100000
-	.set MB_MAGIC, 0x1badb002
-	.set MB_FLAGS, 0x00010000         # bit 16: the a.out kludge address fields are valid
+	.include "_multiboot.inc"         # MB_MAGIC, MB_FLAGS, the multiboot_start macro
+	.include "_uart.inc"              # COM1 registers, the putc and puts routines
 
-	.set UART_RBR, 0x3f8              # receive buffer / transmit holding register
-	.set UART_IER, 0x3f9
-	.set UART_MCR, 0x3fc
-	.set UART_LSR, 0x3fd
-	.set LSR_DR, 0x01                 # a received byte is waiting
-	.set LSR_THRE, 0x20               # the transmitter can take a byte
-	.set IER_RDI, 0x01                # interrupt on received data
 	.set MCR_DTR_RTS_OUT2, 0x0b       # OUT2 gates the UART's interrupt onto the ISA bus on PCs
 	.set PIC1_CMD, 0x20
 	.set PIC1_DATA, 0x21
@@ -31,19 +24,7 @@
 	.set CODE_SEL, 0x08
 	.set DATA_SEL, 0x10
 
-	.text
-	.code32
-	.globl _start
-_start:
-multiboot_header:
-	.long MB_MAGIC
-	.long MB_FLAGS
-	.long -(MB_MAGIC + MB_FLAGS)
-	.long LOAD_ADDR + (multiboot_header - _start)   # header_addr
-	.long LOAD_ADDR                                 # load_addr
-	.long LOAD_ADDR + (image_end - _start)          # load_end_addr
-	.long LOAD_ADDR + (bss_end - _start)            # bss_end_addr
-	.long LOAD_ADDR + (entry32 - _start)            # entry_addr
+	multiboot_start bss_end           # .text, .code32, _start: the Multiboot header
 
 entry32:
 	cli
@@ -138,25 +119,10 @@ reset:
 	jmp sleep
 
 # putc: al to COM1 once the transmitter is free. Clobbers dx.
-putc:
-	push %eax
-	mov $UART_LSR, %dx
-1:	in %dx, %al
-	test $LSR_THRE, %al
-	jz 1b
-	pop %eax
-	mov $UART_RBR, %dx
-	out %al, %dx
-	ret
+	uart_putc_routine stack
 
 # puts: the NUL-terminated string at esi. Clobbers eax, edx, esi.
-puts:
-	lodsb
-	test %al, %al
-	jz 1f
-	call putc
-	jmp puts
-1:	ret
+	uart_puts_routine
 
 	.align 8
 gdt:

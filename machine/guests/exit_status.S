@@ -8,28 +8,13 @@
 # Build: node_modules/deno/deno run -A machine/guests/build.ts (as --64; ld --oformat binary -Ttext 0x100000).
 
 	.set LOAD_ADDR, 0x100000          # link and load address (Multiboot load_addr)
-	.set MB_MAGIC, 0x1badb002         # Multiboot v1 header magic
-	.set MB_FLAGS, 0x00010000         # bit 16: the a.out kludge address fields are valid
+	.include "_multiboot.inc"         # MB_MAGIC, MB_FLAGS, the multiboot_start macro
+	.include "_uart.inc"              # COM1 registers, uart_send_al
 
-	.set UART_THR, 0x3f8
-	.set UART_LSR, 0x3fd
-	.set LSR_THRE, 0x20
 	.set DEBUG_EXIT_PORT, 0x501
 	.set EXIT_VALUE, 0x10             # status (0x10 << 1) | 1 = 33
 
-	.text
-	.code32
-	.globl _start
-_start:
-multiboot_header:
-	.long MB_MAGIC
-	.long MB_FLAGS
-	.long -(MB_MAGIC + MB_FLAGS)
-	.long LOAD_ADDR + (multiboot_header - _start)   # header_addr
-	.long LOAD_ADDR                                 # load_addr
-	.long LOAD_ADDR + (image_end - _start)          # load_end_addr
-	.long 0                                         # bss_end_addr: no bss
-	.long LOAD_ADDR + (entry32 - _start)            # entry_addr
+	multiboot_start                   # .text, .code32, _start: the Multiboot header (no bss)
 
 entry32:
 	cli
@@ -39,14 +24,7 @@ next_char:
 	lodsb
 	test %al, %al
 	jz done
-	mov %al, %ah
-	mov $UART_LSR, %dx
-1:	in %dx, %al
-	test $LSR_THRE, %al
-	jz 1b
-	mov %ah, %al
-	mov $UART_THR, %dx
-	out %al, %dx
+	uart_send_al ah
 	jmp next_char
 done:
 	mov $DEBUG_EXIT_PORT, %dx

@@ -16,9 +16,7 @@
 	.set IMAGE_SIZE, 0x40000          # 256 KiB
 	.set F_SEGMENT_OFFSET, 0x30000    # image offset of linear 0xf0000 (last 64 KiB)
 	.set RESET_VECTOR_OFFSET, IMAGE_SIZE - 16
-	.set UART_THR, 0x3f8
-	.set UART_LSR, 0x3fd
-	.set LSR_THRE, 0x20
+	.include "_uart.inc"              # COM1 registers, uart_send_al
 	.set RESET_CONTROL_PORT, 0xcf9
 	.set RESET_HARD, 0x06             # bit 1 hard reset, bit 2 reset now
 
@@ -39,14 +37,7 @@ next_char:
 	lodsb
 	test %al, %al
 	jz reset
-	mov %al, %ah
-	mov $UART_LSR, %dx
-1:	in %dx, %al
-	test $LSR_THRE, %al
-	jz 1b
-	mov %ah, %al
-	mov $UART_THR, %dx
-	out %al, %dx
+	uart_send_al ah
 	jmp next_char
 reset:
 	mov $RESET_CONTROL_PORT, %dx

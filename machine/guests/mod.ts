@@ -1,7 +1,8 @@
 /**
  * The guest images committed with the repository, decoded at import: the default guest the main
  * command runs, the default firmware of the PC board, and small test guests. Their sources sit
- * beside them (`*.S`); `build.ts` regenerates the modules.
+ * beside them (`*.S`, sharing the Multiboot header, UART output and long-mode setup through the
+ * `_*.inc` files they `.include`); `build.ts` regenerates the modules.
  *
  * @example
  * ```ts

@@ -39,12 +39,9 @@
 # Build: node_modules/deno/deno run -A machine/guests/build.ts (as --64; ld --oformat binary -Ttext 0x100000).
 
 	.set LOAD_ADDR, 0x100000          # link and load address (Multiboot load_addr)
-	.set MB_MAGIC, 0x1badb002         # Multiboot v1 header magic
-	.set MB_FLAGS, 0x00010000         # bit 16: the a.out kludge address fields are valid
+	.include "_multiboot.inc"         # MB_MAGIC, MB_FLAGS, the multiboot_start macro
+	.include "_uart.inc"              # COM1 registers, the putc and puts routines
 
-	.set UART_THR, 0x3f8
-	.set UART_LSR, 0x3fd
-	.set LSR_THRE, 0x20
 	.set CMOS_INDEX, 0x70
 	.set CMOS_DATA, 0x71
 	.set CMOS_CPUS_MINUS_ONE, 0x5f
@@ -76,19 +73,7 @@
 	.set CODE_SEL, 0x08
 	.set DATA_SEL, 0x10
 
-	.text
-	.code32
-	.globl _start
-_start:
-multiboot_header:
-	.long MB_MAGIC
-	.long MB_FLAGS
-	.long -(MB_MAGIC + MB_FLAGS)
-	.long LOAD_ADDR + (multiboot_header - _start)   # header_addr
-	.long LOAD_ADDR                                 # load_addr
-	.long LOAD_ADDR + (image_end - _start)          # load_end_addr
-	.long LOAD_ADDR + (bss_end - _start)            # bss_end_addr
-	.long LOAD_ADDR + (entry32 - _start)            # entry_addr
+	multiboot_start bss_end           # .text, .code32, _start: the Multiboot header
 
 # The BSP.
 entry32:
@@ -267,25 +252,10 @@ apic_id:
 	ret
 
 # putc: al to COM1 once the transmitter is free. Clobbers dx.
-putc:
-	push %eax
-	mov $UART_LSR, %dx
-1:	in %dx, %al
-	test $LSR_THRE, %al
-	jz 1b
-	pop %eax
-	mov $UART_THR, %dx
-	out %al, %dx
-	ret
+	uart_putc_routine stack
 
 # puts: the NUL-terminated string at esi. Clobbers eax, edx, esi.
-puts:
-	lodsb
-	test %al, %al
-	jz 1f
-	call putc
-	jmp puts
-1:	ret
+	uart_puts_routine
 
 # putdec: eax in decimal. Clobbers eax, ecx, edx.
 putdec:

@@ -48,12 +48,9 @@
 
 	.set LOAD_ADDR, 0x100000          # link and load address (Multiboot load_addr)
 	.set BSS_SIZE, 0x6000             # page tables (0x5000, first) and the stack
-	.set MB_MAGIC, 0x1badb002         # Multiboot v1 header magic
-	.set MB_FLAGS, 0x00010000         # bit 16: the a.out kludge address fields are valid
+	.include "_multiboot.inc"         # MB_MAGIC, MB_FLAGS, the multiboot_start macro
+	.include "_uart.inc"              # COM1 registers, uart_send_al
 
-	.set UART_THR, 0x3f8
-	.set UART_LSR, 0x3fd
-	.set LSR_THRE, 0x20
 	.set CMOS_INDEX, 0x70
 	.set CMOS_DATA, 0x71
 	.set CMOS_ABOVE_16M_LO, 0x34      # RAM above 16 MiB, 64 KiB units (QEMU's pc_cmos_init)
@@ -138,19 +135,7 @@
 	.set RESULT_NEEDS_RESET, 1        #   device_status has NEEDS_RESET
 	.set RESULT_TIMEOUT, 2            #   neither within POLL_LIMIT polls
 
-	.text
-	.code32
-	.globl _start
-_start:
-multiboot_header:
-	.long MB_MAGIC
-	.long MB_FLAGS
-	.long -(MB_MAGIC + MB_FLAGS)
-	.long LOAD_ADDR + (multiboot_header - _start)   # header_addr
-	.long LOAD_ADDR                                 # load_addr
-	.long LOAD_ADDR + (image_end - _start)          # load_end_addr
-	.long LOAD_ADDR + (bss_end - _start)            # bss_end_addr
-	.long LOAD_ADDR + (entry32 - _start)            # entry_addr
+	multiboot_start bss_end           # .text, .code32, _start: the Multiboot header
 
 entry32:
 	cli
@@ -707,14 +692,7 @@ puts:
 # AL = byte.
 putc:
 	push %edx
-	push %eax
-	mov $UART_LSR, %dx
-1:	in %dx, %al
-	test $LSR_THRE, %al
-	jz 1b
-	pop %eax
-	mov $UART_THR, %dx
-	out %al, %dx
+	uart_send_al stack
 	pop %edx
 	ret
 
