@@ -18,6 +18,7 @@ export {
 } from "../device_state.ts";
 export { AddressSpaceGuestMemory, type GuestAddressSpace, type GuestMemory } from "./guest_memory.ts";
 export {
+  type ChainPiece,
   DescriptorChain,
   VIRTIO_NO_VECTOR,
   VirtioProtocolError,
