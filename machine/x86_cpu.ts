@@ -391,6 +391,17 @@ export function resetMsrs(cpuid: readonly CpuidEntry[]): MsrEntry[] {
   ];
 }
 
+/**
+ * Bits KVM sets in a vCPU's CPUID at run time from the guest's own state (`kvm_update_cpuid_runtime`):
+ * leaf 1 ECX OSXSAVE (CR4.OSXSAVE) and MONITOR (IA32_MISC_ENABLE), leaf 7.0 ECX OSPKE (CR4.PKE).
+ * KVM_GET_CPUID2 shows them once Linux turned them on; no host "supports" them, and KVM sets them
+ * again from the restored registers, so `cpuidFeaturesLacking` does not count them.
+ */
+const RUNTIME_BITS: ReadonlyMap<string, number> = new Map([
+  ["1.0.ecx", (1 << 27) | (1 << 3)],
+  ["7.0.ecx", 1 << 4],
+]);
+
 /** The CPUID registers that hold feature bits: leaf, subleaf and register, as `cpuidFeaturesLacking` reads them. */
 const FEATURE_REGISTERS: readonly [leaf: number, subleaf: number, register: "eax" | "ebx" | "ecx" | "edx"][] =
   [
@@ -410,7 +421,8 @@ const FEATURE_REGISTERS: readonly [leaf: number, subleaf: number, register: "eax
  * The feature bits a guest saw (`saved`, a snapshot's CPUID) that `offered` (what this host would
  * give the same vCPU) lacks, as `leaf 0x7.0 ebx 0x00000020` items; empty when the guest may run
  * here. Only the feature registers count (leaves 1, 7, 0xD.1, 0x80000001, 0x80000008): family,
- * cache and topology values may differ without taking anything away from the guest.
+ * cache and topology values may differ without taking anything away from the guest; nor do the
+ * bits KVM sets at run time from the guest's CR4 and MSRs (OSXSAVE, MONITOR, OSPKE).
  *
  * @example
  * ```ts
@@ -428,7 +440,8 @@ export function cpuidFeaturesLacking(saved: readonly CpuidEntry[], offered: read
   for (const [leaf, subleaf, register] of FEATURE_REGISTERS) {
     const had = find(saved, leaf, subleaf)?.[register] ?? 0;
     const can = find(offered, leaf, subleaf)?.[register] ?? 0;
-    const missing = (had & ~can) >>> 0;
+    const runtime = RUNTIME_BITS.get(`${leaf.toString(16)}.${subleaf}.${register}`) ?? 0;
+    const missing = (had & ~can & ~runtime) >>> 0;
     if (missing !== 0) {
       lacking.push(
         `leaf 0x${leaf.toString(16)}.${subleaf} ${register} 0x${missing.toString(16).padStart(8, "0")}`,

@@ -184,6 +184,23 @@ Deno.test("resetMsrs: the boot MSRs, and KVM's PV MSRs exactly as leaf 0x4000000
   assert.deepEqual(pv(1 << 12), [{ index: 0x4b56_4d05, data: 1n }], "poll control resets to 1");
 });
 
+Deno.test("cpuidFeaturesLacking: a guest's OSXSAVE, MONITOR and OSPKE (set by KVM at run time) never count", () => {
+  const leaf = (fn: number, ecx: number) => ({
+    function: fn,
+    index: 0,
+    flags: 0,
+    eax: 0,
+    ebx: 0,
+    ecx,
+    edx: 0,
+  });
+  // What Linux's CR4.PKE and CR4.OSXSAVE make KVM_GET_CPUID2 show, against a host's supported CPUID.
+  assert.deepEqual(cpuidFeaturesLacking([leaf(7, 1 << 4), leaf(1, 1 << 27)], [leaf(7, 0), leaf(1, 0)]), []);
+  assert.deepEqual(cpuidFeaturesLacking([leaf(7, (1 << 4) | (1 << 5))], [leaf(7, 0)]), [
+    "leaf 0x7.0 ecx 0x00000020",
+  ]);
+});
+
 Deno.test("cpuidFeaturesLacking: nothing for the same CPUID or a superset; each removed feature bit named", () => {
   const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
   const leaves = [[1, 0], [7, 0], [7, 1], [0xd, 1], [0x8000_0001, 0], [0x8000_0008, 0], [4, 0], [0xb, 0]];
@@ -224,7 +241,13 @@ Deno.test("cpuidFeaturesLacking: nothing for the same CPUID or a superset; each 
       [0x8000_0001, 0, "edx"],
       [0x8000_0008, 0, "ebx"],
     ].flatMap(([leaf, sub, reg]) => {
-      const value = saved.find((e) => e.function === leaf && e.index === sub)![reg as "eax"];
+      const runtime = leaf === 1 && reg === "ecx"
+        ? (1 << 27) | (1 << 3)
+        : leaf === 7 && sub === 0 && reg === "ecx"
+        ? 1 << 4
+        : 0;
+      const value = (saved.find((e) => e.function === leaf && e.index === sub)![reg as "eax"] & ~runtime) >>>
+        0;
       return value === 0
         ? []
         : [`leaf 0x${leaf.toString(16)}.${sub} ${reg} 0x${value.toString(16).padStart(8, "0")}`];
