@@ -340,6 +340,7 @@ export type {
 } from "../devices/mod.ts";
 export type {
   BlockBacking,
+  ChainPiece,
   DescriptorChain,
   GuestMemory as VirtioGuestMemory,
   VirtioDevice,
