@@ -19,6 +19,7 @@
  */
 
 import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+import { KickFence } from "./kick_fence.ts";
 import type { Doorbell, HostFdSource } from "./runner.ts";
 
 /** How long the Worker sleeps in one poll or wait before looking at the stop cell. */
@@ -33,20 +34,19 @@ export const RxState = {
 } as const;
 
 const STATE = 0;
-const KICK = 1; // OPEN, KICKING, CLOSED
+const KICK = 1; // the KickFence
 const STOP = 2;
 const CELLS = 4;
-const OPEN = 0;
-const KICKING = 1;
-const CLOSED = 2;
 
 /** The shared cells, as both threads see them. */
 export class RxCells {
   readonly #cells: Int32Array;
+  readonly #fence: KickFence;
 
   /** Cells over `buffer`. */
   constructor(readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(CELLS * 4)) {
     this.#cells = new Int32Array(buffer);
+    this.#fence = new KickFence(this.#cells, KICK);
   }
 
   /** {@link RxState}. */
@@ -69,26 +69,16 @@ export class RxCells {
     Atomics.wait(this.#cells, STATE, RxState.SIGNALLED, ms);
   }
 
-  /** Worker: runs `kick` unless the VM thread closed (see `ConsoleChannel.kickUnlessClosed`). */
+  /** Worker: runs `kick` unless the VM thread closed (the shared `KickFence`). */
   kickUnlessClosed(kick: () => void): void {
-    if (Atomics.compareExchange(this.#cells, KICK, OPEN, KICKING) !== OPEN) return;
-    try {
-      kick();
-    } finally {
-      Atomics.store(this.#cells, KICK, OPEN);
-      Atomics.notify(this.#cells, KICK);
-    }
+    this.#fence.kickUnlessClosed(kick);
   }
 
   /** VM thread: stop, and return once no kick is in progress (none can start afterwards). */
   close(): void {
     Atomics.store(this.#cells, STOP, 1);
     Atomics.notify(this.#cells, STATE);
-    for (;;) {
-      const state = Atomics.compareExchange(this.#cells, KICK, OPEN, CLOSED);
-      if (state !== KICKING) return;
-      Atomics.wait(this.#cells, KICK, KICKING, 10);
-    }
+    this.#fence.close();
   }
 }
 
