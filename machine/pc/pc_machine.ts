@@ -277,17 +277,33 @@ export interface VcpuResetState {
  * Refuses a snapshot whose guest saw CPU features that this host's KVM cannot offer (a snapshot
  * from another machine): its vCPUs get their saved CPUID back on restore, and a feature the host
  * lacks would fault the guest later, far from the cause.
+ *
+ * What a host offers is what a guest booted here would see. On a hardware KVM that is the leaves
+ * made from `KVM_GET_SUPPORTED_CPUID`. A KVM may present more than it reports as supported (kvm_pvm
+ * answers `KVM_GET_CPUID2` with the host's own feature bits, which its guests do see): when the
+ * supported leaves fall short, a throwaway vCPU given those leaves says what it really presents,
+ * and only bits missing from that too are refused.
  */
-function checkCpuid(dir: string, vcpus: readonly VcpuState[], supported: readonly CpuidEntry[]): void {
+function checkCpuid(dir: string, vcpus: readonly VcpuState[], kvm: Kvm): void {
+  const supported = kvm.supportedCpuid();
   vcpus.forEach((saved, i) => {
     const offered = linuxCpuid(supported, { apicId: i, cpuCount: vcpus.length });
-    const lacking = cpuidFeaturesLacking(saved.cpuid, offered);
+    let lacking = cpuidFeaturesLacking(saved.cpuid, offered);
+    if (lacking.length > 0) lacking = cpuidFeaturesLacking(saved.cpuid, presentedCpuid(kvm, offered));
     if (lacking.length > 0) {
       throw new SnapshotMismatchError(
         `snapshot ${dir}: vCPU ${i} saw CPU features this host's KVM lacks (${lacking.join(", ")})`,
       );
     }
   });
+}
+
+/** The CPUID a vCPU of this host's KVM presents after `KVM_SET_CPUID2` with `leaves` (a throwaway VM). */
+function presentedCpuid(kvm: Kvm, leaves: CpuidEntry[]): CpuidEntry[] {
+  using vm = kvm.createVm();
+  using vcpu = vm.createVcpu(0);
+  vcpu.setCpuid2(leaves);
+  return vcpu.getCpuid2();
 }
 
 /** Step 6, keeping each vCPU's {@link VcpuResetState} for {@link resetPcVcpus}. */
@@ -542,7 +558,7 @@ export class PcMachine implements Disposable {
     try {
       const kvm = options.kvm ?? Kvm.open();
       if (!options.kvm) cleanup.push(kvm);
-      checkCpuid(dir, state.vcpus, kvm.supportedCpuid());
+      checkCpuid(dir, state.vcpus, kvm);
       const vm = createPcVm(kvm);
       cleanup.push(vm);
       const [ram, bios, rom] = mapMemoryChain(
