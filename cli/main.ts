@@ -31,7 +31,6 @@ import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
 import { DiskBlockBacking, hostEntropy, TapNetBackend } from "../machine/virtio_backends.ts";
 import { NetRxPoller, tapSources } from "../machine/net_rx.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
-import { ConsoleChannel } from "./console_channel.ts";
 import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
 import { runMonitorCommand } from "./monitor.ts";
 import { MonitorCommands, type MonitorMachine } from "./monitor_commands.ts";
@@ -43,7 +42,7 @@ import type { QmpServer } from "./qmp_server.ts";
 import type { GdbServer } from "./gdb_server.ts";
 import { ListenError } from "./listen_error.ts";
 import { formatSize, parseSize } from "./size.ts";
-import type { StdinWorkerInit } from "./stdin_worker.ts";
+import { VmConsole } from "./vm_console.ts";
 import { isLoopback, parseWebOption, type WebListenSpec } from "./web_options.ts";
 import type { WebServer } from "./web_server.ts";
 import type { WebSession } from "./web_session.ts";
@@ -1208,18 +1207,11 @@ async function boot(
     };
   }
   const terminal = Deno.stdin.isTerminal();
-  handleKickSignal(); // the console Worker kicks the vCPU
-  let channel: ConsoleChannel | undefined;
+  handleKickSignal(); // kicks (the console's signals, the QMP and gdb Workers) interrupt KVM_RUN
+  let vmConsoleOwned: VmConsole | undefined;
   let netRx: NetRxPoller | undefined;
   let machine: PcMachine | undefined;
   let snapshotTimer: SnapshotTimer | undefined;
-  // The console Worker starts first: its isolate boots on the other core while the VM is created.
-  const worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
-  const ready = new Promise<void>((resolve, reject) => {
-    worker.onmessage = () => resolve();
-    worker.onerror = (e) => reject(new Error(`the console worker failed: ${e.message}`));
-  });
-  ready.catch(() => {}); // awaited below; if the machine cannot be built it is never needed
   try {
     const machineOptions = {
       kvm,
@@ -1240,14 +1232,12 @@ async function boot(
     machine = createOrRestore(options.snapshot, machineOptions);
     const pc = machine;
     const created = performance.now();
-    channel = new ConsoleChannel();
-    const shared = channel;
-    // One vCPU runs on this thread: the Worker kicks it out of KVM_RUN. Several run on threads of
-    // their own while this one sleeps on a doorbell: the Worker rings it.
-    const init: StdinWorkerInit = pc.doorbell
-      ? { channel: shared.buffer, doorbell: pc.doorbell }
-      : { channel: shared.buffer, kick: vcpuKickTarget(pc.vcpu) };
-    worker.postMessage(init);
+    // One vCPU runs on this thread: typed input and the ending signals kick it out of KVM_RUN.
+    // Several run on threads of their own while this one sleeps in poll(2): stdin is one of its fds.
+    const vmConsole = vmConsoleOwned = new VmConsole(
+      pc.doorbell ? { poll: true } : { kick: vcpuKickTarget(pc.vcpu) },
+      (text) => io.console(encoder.encode(text)),
+    );
     qmp?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     gdbServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
     webServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
@@ -1255,7 +1245,7 @@ async function boot(
     // (as the queue notify eventfds do, PcMachine.runAsync); with one vCPU on this thread, inside
     // KVM_RUN, a receive Worker kicks it, and onKick below pumps them.
     const backends = options.netBackends;
-    const sources = pc.doorbell ? tapSources(backends) : [];
+    const sources = pc.doorbell ? [...tapSources(backends), ...vmConsole.sources] : [];
     if (backends.length > 0 && !pc.doorbell) {
       const poller = netRx = NetRxPoller.start({
         fds: backends.map((b) => b.tap.fd),
@@ -1266,7 +1256,6 @@ async function boot(
       };
       for (const b of backends) b.onDrained = resumeWhenDrained;
     }
-    await ready; // its signal listeners are in place: the guest may start
     if (terminal) Deno.stdin.setRaw(true);
     // The monitor's commands, shared by the terminal monitor and QMP; `end` stops the run.
     let hostReset = false;
@@ -1302,19 +1291,20 @@ async function boot(
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
       if (snapshotTimer?.take()) io.err(snapshotOnTimer(options.snapshot, pc));
-      pc.input(shared.takeInput());
-      const command = shared.takeCommand();
-      if (command !== null) {
+      const news = vmConsole.take();
+      if (news.input.length > 0) pc.input(news.input);
+      let quit = news.quit;
+      for (const command of news.commands) {
         const result = runMonitorCommand(commands, command);
         if (result.output) {
           io.console(encoder.encode(result.output.replaceAll("\n", terminal ? "\r\n" : "\n")));
         }
-        if (result.quit) shared.requestQuit();
-        shared.completeCommand();
+        if (result.quit) quit = true;
+        else vmConsole.prompt();
       }
-      if (shared.quitRequested && !commands.ended) {
+      if ((quit || news.signal !== null) && !commands.ended) {
         // Ctrl-A x ends the run as QEMU's quit; a signal as QEMU's signal handler, with its line.
-        const signal = shared.quitSignal;
+        const signal = news.signal;
         if (signal !== null) io.err(`kvm-ts: terminating on signal ${signal}`);
         commands.quit(signal === null ? "host-qmp-quit" : "host-signal");
       }
@@ -1387,20 +1377,19 @@ async function boot(
       io.err(
         `timings: isolate start to main() ${entered.toFixed(1)} ms (module loading), VM creation ${
           (created - entered).toFixed(1)
-        } ms, console worker ready ${(started - created).toFixed(1)} ms, guest run ${
+        } ms, devices and monitors ready ${(started - created).toFixed(1)} ms, guest run ${
           (ended - started).toFixed(1)
         } ms (${pc.exits} exits)`,
       );
     }
     return report(outcome, io);
   } finally {
-    channel?.close(); // no kick reaches the vCPU after this, so its mapping can go
+    vmConsoleOwned?.close(); // no kick reaches the vCPU after this, so its mapping can go
     snapshotTimer?.close(); // nor one from the snapshot timer
     qmp?.fenceKicks(); // nor one from the QMP Worker
     webServer?.fenceKicks(); // nor one from the web Worker
     webSession?.close();
     netRx?.close(); // nor one from the taps' receive Worker
-    worker.terminate();
     machine?.close();
     serialFile?.close();
     if (terminal) Deno.stdin.setRaw(false);

@@ -47,10 +47,10 @@ const LIBC_SYMBOLS = {
   /** `int fdatasync(int fd);` */
   fdatasync: { parameters: ["i32"], result: "i32" },
   /**
-   * `int fcntl(int fd, int cmd, struct flock *lock);` — variadic like `ioctl`, bound with the
-   * pointer form only: the byte-range lock commands (F_OFD_SETLK, F_OFD_GETLK) are all we use.
+   * `int fcntl(int fd, int cmd, void *arg);` — variadic like `ioctl`, bound with the
+   * pointer form: the byte-range locks (F_OFD_SETLK, F_OFD_GETLK) and F_SETOWN_EX.
    */
-  fcntl_lock: { name: "fcntl", parameters: ["i32", "i32", "buffer"], result: "i32" },
+  fcntl_ptr: { name: "fcntl", parameters: ["i32", "i32", "buffer"], result: "i32" },
   /** `int eventfd(unsigned int initval, int flags);` */
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   /** `int poll(struct pollfd *fds, nfds_t nfds, int timeout);` — blocks the calling thread (a Worker). */
@@ -81,6 +81,15 @@ const LIBC_SYMBOLS = {
   gettid: { parameters: [], result: "i32" },
   /** `int tgkill(pid_t tgid, pid_t tid, int sig);` (glibc 2.30+) — a signal to one thread. */
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /**
+   * `int sigaction(int signum, const struct sigaction *act, struct sigaction *oldact);` — glibc's
+   * 152-byte struct (handler, 128-byte mask, flags, restorer; glibc supplies the restorer).
+   */
+  sigaction: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  /** `int mprotect(void *addr, size_t len, int prot);` */
+  mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  /** `int fcntl(int fd, int cmd, long arg);` — the integer commands (F_GETFL, F_SETFL, F_SETSIG). */
+  fcntl_int: { name: "fcntl", parameters: ["i32", "i32", "i64"], result: "i32" },
   /** `int *__errno_location(void);` — glibc's per-thread errno cell. */
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;

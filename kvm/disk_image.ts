@@ -93,7 +93,7 @@ function flock(fd: number, command: number, type: number, start: number): { type
     lLen: 1n,
     lPid: 0, // OFD locks require 0
   });
-  const result = retryOnEintr(() => libc().fcntl_lock(fd, command, bytes));
+  const result = retryOnEintr(() => libc().fcntl_ptr(fd, command, bytes));
   if (result < 0) return result;
   return { type: decodeFromBytes(FLOCK_LAYOUT, bytes).lType };
 }

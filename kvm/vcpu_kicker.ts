@@ -64,6 +64,11 @@ export function vcpuKickTarget(vcpu: Vcpu): VcpuKickTarget {
   return { ...currentThread(), runAddress: vcpu.runAddress };
 }
 
+/** The address of the target vCPU's `kvm_run.immediate_exit` byte (what a kick sets first). */
+export function immediateExitAddress(target: VcpuKickTarget): bigint {
+  return target.runAddress + BigInt(IMMEDIATE_EXIT_OFFSET);
+}
+
 /**
  * Kicks one vCPU from any thread.
  *

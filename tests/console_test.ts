@@ -1,7 +1,8 @@
 /**
  * The console path end to end, through the real front-end in a subprocess: bytes written to its
- * stdin reach COM1 and wake a guest sleeping in `hlt` (the stdin Worker kicks KVM_RUN); Ctrl-A c
- * opens the monitor; Ctrl-A x and SIGTERM end the run cleanly.
+ * stdin reach COM1 and wake a guest sleeping in `hlt` (the kernel's SIGIO for the input, relayed as a
+ * kick out of KVM_RUN: cli/vm_console.ts); Ctrl-A c opens the monitor; Ctrl-A x and SIGTERM end the
+ * run cleanly.
  */
 import assert from "node:assert/strict";
 import { ECHO, kvmAvailability } from "../mod.ts";
@@ -10,6 +11,8 @@ const KVM = kvmAvailability();
 if (!KVM.available) console.log(`tests/console_test.ts: skipped: ${KVM.reason}`);
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const encoder = new TextEncoder();
+/** How long one step may wait for the console before the session is called hung. */
+const HANG_MS = 30_000;
 
 /** One step of a session: bytes to type, or text to wait for on the console first. */
 type Step = string | { until: string };
@@ -41,8 +44,15 @@ async function session(input: Step[], options: { signal?: Deno.Signal; args?: st
       }
       waiting?.resolve(); // the process ended: let the test see what it printed
     })();
+    // A hang guard, not a speed check: a lost wake-up leaves the guest asleep for ever.
     const until = (text: string) =>
-      stdout.includes(text) ? Promise.resolve() : new Promise<void>((resolve) => waiting = { text, resolve });
+      stdout.includes(text) ? Promise.resolve() : new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          child.kill("SIGKILL");
+          reject(new Error(`no ${JSON.stringify(text.slice(-40))} on the console after ${HANG_MS} ms`));
+        }, HANG_MS);
+        waiting = { text, resolve: () => (clearTimeout(timer), resolve()) };
+      });
     await until("q resets\n"); // the guest is up and sleeping in hlt
     const writer = child.stdin.getWriter();
     for (const step of input) {
@@ -66,6 +76,26 @@ Deno.test({
     const run = await session(["hello\r", "q"]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /q resets\nhello\r\n\necho: q pressed, resetting\n$/);
+  },
+});
+
+Deno.test({
+  name: "1,000 bytes typed one at a time, each into a guest asleep in hlt, each echoed: no wake-up is lost",
+  ignore: !KVM.available,
+  async fn() {
+    // Each byte is typed only after the previous one came back, so the guest is halted (or on its
+    // way to hlt) every time: each byte must wake it through its own SIGIO and kick.
+    const letters = "abcdefghijklmnoprstuvwxyz0123456789"; // no q: q resets
+    const steps: Step[] = [];
+    let typed = "";
+    for (let i = 0; i < 1000; i++) {
+      const byte = letters[i % letters.length];
+      typed += byte;
+      steps.push(byte, { until: `q resets\n${typed}` });
+    }
+    const run = await session([...steps, "q"]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.ok(run.stdout.startsWith(`echo: type; Enter starts a new line, q resets\n${typed}`));
   },
 });
 
