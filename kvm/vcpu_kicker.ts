@@ -13,6 +13,7 @@
  */
 
 import { libc } from "./_libc.ts";
+import { installNoopHandler } from "./signal_relay.ts";
 import type { Vcpu } from "./vcpu.ts";
 
 /** `SIGUSR2` on Linux x86-64. */
@@ -33,7 +34,7 @@ export interface VcpuKickTarget {
 let kickSignalHandled = false;
 
 /**
- * Installs a no-op listener for the kick signal, once, for the life of the process: without one a
+ * Installs a no-op handler for the kick signal, once, for the life of the process: without one a
  * kick would end the process. It is never removed, because a kick sent to a thread that is about
  * to leave can be delivered after its sender is done with it, and by then the default action would
  * kill the process (QEMU keeps its SIG_IPI handler for good too). Call it before any kick.
@@ -47,7 +48,7 @@ let kickSignalHandled = false;
 export function handleKickSignal(): void {
   if (kickSignalHandled) return;
   kickSignalHandled = true;
-  Deno.addSignalListener("SIGUSR2", () => {});
+  installNoopHandler(KICK_SIGNAL);
 }
 
 /** The calling thread's process and thread ids (for a kicker aimed at this thread). */
