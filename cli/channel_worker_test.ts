@@ -53,6 +53,10 @@ Deno.test("start hands back the listening report; the channel, attach and later 
     worker.send({ kind: "echo", text: "hello" });
     await worker.waitAsync(10_000);
     assert.equal(worker.channel.take(), "hello");
+    // The Worker posts, then rings: the ring may land a moment after the post is seen.
+    for (let waited = 0; Atomics.load(bell, 1) === 0 && waited < 10_000; waited += 5) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
     assert.equal(bell[1], 1, "the Worker rang the doorbell it was attached to");
     worker.fenceKicks();
     worker.send({ kind: "echo", text: "again" });

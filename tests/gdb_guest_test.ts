@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { kvmAvailability, SMP } from "../mod.ts";
+import { hostKvm } from "../kvm/host_kvm.ts";
 
 const KVM = kvmAvailability();
 const GDB = await new Deno.Command("gdb", { args: ["--version"], stdout: "null", stderr: "null" }).output()
@@ -17,8 +18,13 @@ const skip = !KVM.available ? KVM.reason : !GDB ? "gdb is not installed (apt-get
 // Inside the nested KVM VM, QEMU 7.2's emulated SVM delivers single-steps but no breakpoint: an
 // intercepted int3 reaches the guest and a DR0/DR7 breakpoint or watchpoint never fires (measured:
 // the guest ran to its end past `hbreak compute`). Those two need a real KVM (docs/gdb-stub.md).
+// kvm_pvm fires none either (measured: gdb's breakpoint on compute was run past to the exit).
 const skipTraps = skip ??
-  (INSIDE ? "inside the nested VM, whose emulated SVM fires no breakpoint or watchpoint" : undefined);
+  (INSIDE
+    ? "inside the nested VM, whose emulated SVM fires no breakpoint or watchpoint"
+    : hostKvm() === "software"
+    ? "this host's KVM is kvm_pvm, which fires no guest breakpoint"
+    : undefined);
 if (skipTraps) console.log(`tests/gdb_guest_test.ts: breakpoint test skipped: ${skipTraps}`);
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const DEMO = new URL("./guests/gdb_demo.S", import.meta.url).pathname;

@@ -30,12 +30,21 @@
 
 import assert from "node:assert/strict";
 import { kvmAvailability } from "../mod.ts";
+import { hostKvm } from "../kvm/host_kvm.ts";
 import { VIRTIO_HOSTILE } from "../machine/guests/mod.ts";
 import { probeQemu, runQemuGuest } from "./_qemu.ts";
 
+// The guest runs in 32-bit protected mode with PAE paging, which kvm_pvm (a software KVM for 64-bit
+// guests) cannot run: measured, both kvm-ts and QEMU -accel kvm triple-fault at its CR0.PG write.
+// There both runs skip and go to the nested KVM VM.
+const PVM = hostKvm() === "software"
+  ? "this host's KVM is kvm_pvm, which cannot run 32-bit paging"
+  : undefined;
 const KVM = kvmAvailability();
-if (!KVM.available) console.log(`tests/virtio_hostile_test.ts: kvm-ts run skipped: ${KVM.reason}`);
-const qemu = probeQemu();
+const kvmSkip = KVM.available ? PVM : KVM.reason;
+if (kvmSkip) console.log(`tests/virtio_hostile_test.ts: kvm-ts run skipped: ${kvmSkip}`);
+const probe = probeQemu();
+const qemu = { ...probe, reason: probe.reason ?? PVM };
 if (qemu.reason !== undefined) console.log(`tests/virtio_hostile_test.ts: QEMU run skipped: ${qemu.reason}`);
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 /** Enough RAM for the 4 GiB chain: 8 buffers of 512 MiB at 16 MiB, all in RAM. */
@@ -71,7 +80,7 @@ const LOGGED = [
 
 Deno.test({
   name: "virtio_hostile on kvm-ts: every broken request means NEEDS_RESET and one log line; the VMM goes on",
-  ignore: !KVM.available,
+  ignore: kvmSkip !== undefined,
   async fn() {
     const kernel = await Deno.makeTempFile({ suffix: ".virtio_hostile" });
     try {
