@@ -126,7 +126,7 @@ options:
                           write a snapshot into DIR once the guest has run DURATION (500ms, 2s)
   --restore DIR           run the snapshot in DIR from where it stopped (-m, -smp, -drive and -device
                           may be given and must match it)
-  --timings               print where the time went (start-up, VM creation, guest run) on stderr
+  --timings               print where the time and memory went (start-up, VM creation, guest run) on stderr
   -h, --help              this text
 
 While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info pci,
@@ -1017,6 +1017,7 @@ function formatCall(call: MemslotCall): string {
  */
 export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<number> {
   const entered = performance.now(); // since the isolate started: Deno start-up and module loading
+  const enteredRss = Deno.memoryUsage().rss; // Deno's own and the modules'
   try {
     const options = parseCommandLine(args);
     if (options === "help") {
@@ -1061,7 +1062,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
           const { GdbServer } = await import("./gdb_server.ts");
           gdb = await GdbServer.start(options.gdb.hostname, options.gdb.port);
         }
-        return await boot(options, plan, io, entered, { qmp, gdb, web });
+        return await boot(options, plan, io, { ms: entered, rss: enteredRss }, { qmp, gdb, web });
       } finally {
         await web?.close();
         await gdb?.close(); // after its last reply (the guest's exit) went out
@@ -1166,7 +1167,7 @@ async function boot(
   options: CliOptions,
   plan: BootPlan,
   io: CliIo,
-  entered: number,
+  entered: { ms: number; rss: number },
   { qmp, gdb: gdbServer, web: webServer }: { qmp?: QmpServer; gdb?: GdbServer; web?: WebServer } = {},
 ): Promise<number> {
   // Every input has been checked: from here on the run needs KVM. This is where /dev/kvm is opened,
@@ -1232,6 +1233,7 @@ async function boot(
     machine = createOrRestore(options.snapshot, machineOptions);
     const pc = machine;
     const created = performance.now();
+    const createdRss = Deno.memoryUsage().rss;
     // One vCPU runs on this thread: typed input and the ending signals kick it out of KVM_RUN.
     // Several run on threads of their own while this one sleeps in poll(2): stdin is one of its fds.
     const vmConsole = vmConsoleOwned = new VmConsole(
@@ -1375,11 +1377,17 @@ async function boot(
     gdb?.exited(statusOf(outcome));
     if (options.timings) {
       io.err(
-        `timings: isolate start to main() ${entered.toFixed(1)} ms (module loading), VM creation ${
-          (created - entered).toFixed(1)
+        `timings: isolate start to main() ${entered.ms.toFixed(1)} ms (module loading), VM creation ${
+          (created - entered.ms).toFixed(1)
         } ms, devices and monitors ready ${(started - created).toFixed(1)} ms, guest run ${
           (ended - started).toFixed(1)
         } ms (${pc.exits} exits)`,
+      );
+      const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+      io.err(
+        `memory: resident ${mib(entered.rss)} after module loading, ${mib(createdRss)} after VM creation, ${
+          mib(Deno.memoryUsage().rss)
+        } at the guest's exit (guest RAM is counted as the guest touches it)`,
       );
     }
     return report(outcome, io);

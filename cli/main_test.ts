@@ -516,6 +516,24 @@ Deno.test({
 });
 
 Deno.test({
+  name: "--timings says where the time and the resident memory went (two lines on stderr)",
+  ignore: !KVM.available,
+  async fn() {
+    const io = capture();
+    assert.equal(await main(["--timings"], io), 0);
+    const [times, memory] = io.stderr;
+    assert.match(
+      times,
+      /^timings: isolate start to main\(\) [\d.]+ ms \(module loading\), VM creation [\d.]+ ms, devices and monitors ready [\d.]+ ms, guest run [\d.]+ ms \(\d+ exits\)$/,
+    );
+    const mib = [...memory.matchAll(/([\d.]+) MiB/g)].map((m) => Number(m[1]));
+    assert.equal(mib.length, 3, memory);
+    assert.ok(mib.every((x) => x > 0), memory);
+    assert.equal(io.stderr.length, 2);
+  },
+});
+
+Deno.test({
   name: "--trace-memslots prints each memslot call; --dump-mtree=-f marks KVM-mapped ranges",
   ignore: !KVM.available,
   async fn() {
