@@ -61,6 +61,7 @@ import {
   type SnapshotTimer,
   startSnapshotTimer,
 } from "./snapshot_cli.ts";
+import { bundledModule, RUNNING_FROM_BUNDLE } from "../machine/bundled_module.ts";
 
 const USAGE = `usage: deno task start [options]
 
@@ -1214,7 +1215,7 @@ async function boot(
   let machine: PcMachine | undefined;
   let snapshotTimer: SnapshotTimer | undefined;
   // The console Worker starts first: its isolate boots on the other core while the VM is created.
-  const worker = new Worker(new URL("./stdin_worker.ts", import.meta.url), { type: "module" });
+  const worker = new Worker(bundledModule(new URL("./stdin_worker.ts", import.meta.url)), { type: "module" });
   const ready = new Promise<void>((resolve, reject) => {
     worker.onmessage = () => resolve();
     worker.onerror = (e) => reject(new Error(`the console worker failed: ${e.message}`));
@@ -1385,11 +1386,11 @@ async function boot(
     gdb?.exited(statusOf(outcome));
     if (options.timings) {
       io.err(
-        `timings: isolate start to main() ${entered.toFixed(1)} ms (module loading), VM creation ${
-          (created - entered).toFixed(1)
-        } ms, console worker ready ${(started - created).toFixed(1)} ms, guest run ${
-          (ended - started).toFixed(1)
-        } ms (${pc.exits} exits)`,
+        `timings: isolate start to main() ${entered.toFixed(1)} ms (module loading from ${
+          RUNNING_FROM_BUNDLE ? "the bundle" : "source"
+        }), VM creation ${(created - entered).toFixed(1)} ms, console worker ready ${
+          (started - created).toFixed(1)
+        } ms, guest run ${(ended - started).toFixed(1)} ms (${pc.exits} exits)`,
       );
     }
     return report(outcome, io);
