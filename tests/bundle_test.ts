@@ -78,6 +78,11 @@ Deno.test("the bundle runs the same program as the source", async (t) => {
   }
 });
 
+Deno.test("the build replaces only a bundle folder", async () => {
+  await assert.rejects(buildBundle(ROOT), /holds the sources/);
+  await assert.rejects(buildBundle(new URL("docs/", ROOT)), /is not empty and holds no manifest.json/);
+});
+
 Deno.test("main.ts runs the bundle only while it is fresh", async () => {
   // A root of its own: this main.ts and its freshness check, a stand-in front-end and bundle.
   const root = new URL(`file://${await Deno.makeTempDir({ prefix: "bundle-main-" })}/`);

@@ -96,6 +96,18 @@ function manifestText(m: BundleManifest): string {
     ` "outputs": [\n${stamps(m.outputs)}\n ]\n}\n`;
 }
 
+/** Whether `dir` may be replaced by a bundle: missing, empty, or a bundle (it has a manifest). */
+function isBundleFolder(dir: URL): boolean {
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(dir)].map((e) => e.name);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return true;
+    throw e;
+  }
+  return names.length === 0 || names.includes(MANIFEST_NAME);
+}
+
 function stampAll(base: URL, paths: readonly string[]): FileStamp[] {
   return paths.map((p) => {
     const stamp = stampFile(base, p);
@@ -112,6 +124,10 @@ function stampAll(base: URL, paths: readonly string[]): FileStamp[] {
  */
 export async function buildBundle(out: URL): Promise<BundleResult> {
   const start = performance.now();
+  if (ROOT.href.startsWith(out.href)) throw new Error(`bundle: ${out.pathname} holds the sources`);
+  if (!isBundleFolder(out)) {
+    throw new Error(`bundle: ${out.pathname} is not empty and holds no ${MANIFEST_NAME}`);
+  }
   const stubs = await Deno.makeTempDir({ prefix: "kvm-ts-bundle-" });
   const fresh = new URL(`${out.href.replace(/\/$/, "")}.new-${Deno.pid}/`);
   try {
