@@ -4,7 +4,10 @@
  * `-machine microvm` and `-machine pc`, in one run: wall time from the command to the guest's exit
  * and peak resident memory (GNU time's %M) of each, plus where our time goes (`--timings`).
  *
- * Every row gets its ratio to QEMU microvm and to a bare `deno run` of an empty file.
+ * Every row gets its ratio to QEMU microvm and to a bare `deno run` of an empty file. `main.ts` runs
+ * the start-up bundle (`build/`, built first when missing or stale); a second kvm-ts row runs the
+ * source (`cli/main.ts`) through a one-line entry, as `main.ts` did before the bundle. Each row's
+ * `--timings` says which it loaded, and the benchmark refuses a row that loaded the other.
  *
  * Usage: deno task bench:boot [--runs 10] [--also DIR]
  *
@@ -16,13 +19,17 @@
 
 import { parseArgs } from "node:util";
 import { EXIT_STATUS } from "../mod.ts";
+import { bundleState } from "../cli/bundle_manifest.ts";
+import { buildBundle } from "../tools/bundle.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: { runs: { type: "string", default: "10" }, also: { type: "string" } },
 });
 const RUNS = Number(values.runs);
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const ROOT = new URL("../", import.meta.url);
+const MAIN = new URL("main.ts", ROOT).pathname;
+const BUILD = new URL("build/", ROOT);
 const EXPECTED = "exit_status: leaving through isa-debug-exit with 0x10 (status 33)\n";
 const QEMU_COMMON = ["-accel", "kvm", "-nodefaults", "-no-reboot", "-serial", "stdio", "-display", "none"];
 const DEBUG_EXIT = ["-device", "isa-debug-exit,iobase=0x501,iosize=2"];
@@ -59,6 +66,8 @@ interface Config {
   runs: number;
   /** Whether each run must be the guest's exit (the empty-file reference is not). */
   guest: boolean;
+  /** Where its `--timings` must say the front-end was loaded from. */
+  from?: "the bundle" | "source";
 }
 
 /**
@@ -78,6 +87,9 @@ async function interleaved(configs: Config[]): Promise<Map<string, Sample[]>> {
           `${c.name}: status ${sample.status}, output ${JSON.stringify(sample.stdout)}\n${sample.stderr}`,
         );
       }
+      if (c.from && !sample.stderr.includes(`module loading from ${c.from}`)) {
+        throw new Error(`${c.name}: did not load from ${c.from}:\n${sample.stderr}`);
+      }
       samples.get(c.name)!.push(sample);
     }
   }
@@ -94,6 +106,19 @@ try {
   );
   const empty = `${dir}/empty.ts`;
   await Deno.writeTextFile(empty, "");
+  const state = bundleState(ROOT, BUILD);
+  if (state.fresh) console.log(`bundle: ${BUILD.pathname} is fresh`);
+  else {
+    const built = await buildBundle(BUILD);
+    console.log(`bundle: ${state.reason}: built ${BUILD.pathname} in ${built.ms.toFixed(0)} ms`);
+  }
+  // main.ts as it was before the bundle: the source's module graph, loaded statically.
+  const sourceMain = `${dir}/source_main.ts`;
+  await Deno.writeTextFile(
+    sourceMain,
+    `import { main } from ${JSON.stringify(new URL("cli/main.ts", ROOT).href)};\n` +
+      `Deno.exit(await main(Deno.args));\n`,
+  );
   const ourArgs = (main: string) => [
     "run",
     "--allow-ffi",
@@ -110,12 +135,14 @@ try {
   const qemu = (
     machine: string,
   ) => ["-machine", machine, ...QEMU_COMMON, ...DEBUG_EXIT, "-m", "128M", "-kernel", kernel];
-  const OURS = "kvm-ts (deno run main.ts -kernel)";
+  const OURS = "kvm-ts main.ts (bundle)";
+  const SOURCE = "kvm-ts cli/main.ts (source)";
   const MICROVM = "qemu-system-x86_64 -machine microvm";
   const BARE = "reference: deno run of an empty file";
   const configs: Config[] = [
     { name: BARE, command: deno, args: ["run", empty], runs: RUNS, guest: false },
-    { name: OURS, command: deno, args: ourArgs(MAIN), runs: RUNS, guest: true },
+    { name: OURS, command: deno, args: ourArgs(MAIN), runs: RUNS, guest: true, from: "the bundle" },
+    { name: SOURCE, command: deno, args: ourArgs(sourceMain), runs: RUNS, guest: true, from: "source" },
     ...(values.also
       ? [{
         name: `kvm-ts at ${values.also}`,
@@ -157,14 +184,17 @@ try {
         }   (${r.runs} runs)`,
     );
   }
-  console.log("\nwhere kvm-ts's time goes (median of its --timings lines):");
-  const phases = samples.get(OURS)!.map((s) =>
-    [...s.stderr.matchAll(/([a-zA-Z() -]+?) ([\d.]+) ms/g)].map((m) => [m[1].trim(), Number(m[2])] as const)
-  );
-  for (let i = 0; i < phases[0].length; i++) {
-    console.log(
-      `  ${phases[0][i][0].padEnd(44)} ${median(phases.map((p) => p[i][1])).toFixed(1).padStart(6)} ms`,
+  console.log(`\nwhere kvm-ts's time goes (median of its --timings lines)       bundle   source`);
+  const phases = (name: string) =>
+    samples.get(name)!.map((s) =>
+      [...s.stderr.matchAll(/([a-zA-Z() -]+?) ([\d.]+) ms/g)].map((m) => [m[1].trim(), Number(m[2])] as const)
     );
+  const bundled = phases(OURS);
+  const source = phases(SOURCE);
+  const phase = (runs: (readonly (readonly [string, number])[])[], i: number) =>
+    median(runs.map((p) => p[i][1])).toFixed(1).padStart(6);
+  for (let i = 0; i < bundled[0].length; i++) {
+    console.log(`  ${bundled[0][i][0].padEnd(58)} ${phase(bundled, i)} ms ${phase(source, i)} ms`);
   }
 } finally {
   await Deno.remove(dir, { recursive: true });

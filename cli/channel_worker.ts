@@ -18,6 +18,7 @@
 import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import type { Doorbell } from "../machine/runner.ts";
 import { QmpChannel } from "./qmp_channel.ts";
+import { bundledModule } from "../machine/bundled_module.ts";
 
 /** How long {@link ChannelWorker.close} waits for the Worker to flush and close its sockets. */
 export const CHANNEL_WORKER_CLOSE_TIMEOUT_MS = 2000;
@@ -85,7 +86,7 @@ export class ChannelWorker<Message extends { kind: string }> {
     refuse: (failure: ListenFailure) => Error,
     onReport: (report: Report) => void = () => {},
   ): Promise<{ worker: ChannelWorker<Message>; listening: Extract<Report, { kind: "listening" }> }> {
-    const handle = new Worker(url, { type: "module" });
+    const handle = new Worker(bundledModule(url), { type: "module" });
     let first: ((report: Report | ListenFailure) => void) | undefined;
     let closed!: () => void;
     const reported = new Promise<Report | ListenFailure>((resolve) => first = resolve);

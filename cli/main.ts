@@ -60,6 +60,7 @@ import {
   type SnapshotTimer,
   startSnapshotTimer,
 } from "./snapshot_cli.ts";
+import { RUNNING_FROM_BUNDLE } from "../machine/bundled_module.ts";
 
 const USAGE = `usage: deno task start [options]
 
@@ -1377,11 +1378,11 @@ async function boot(
     gdb?.exited(statusOf(outcome));
     if (options.timings) {
       io.err(
-        `timings: isolate start to main() ${entered.ms.toFixed(1)} ms (module loading), VM creation ${
-          (created - entered.ms).toFixed(1)
-        } ms, devices and monitors ready ${(started - created).toFixed(1)} ms, guest run ${
-          (ended - started).toFixed(1)
-        } ms (${pc.exits} exits)`,
+        `timings: isolate start to main() ${entered.ms.toFixed(1)} ms (module loading from ${
+          RUNNING_FROM_BUNDLE ? "the bundle" : "source"
+        }), VM creation ${(created - entered.ms).toFixed(1)} ms, devices and monitors ready ${
+          (started - created).toFixed(1)
+        } ms, guest run ${(ended - started).toFixed(1)} ms (${pc.exits} exits)`,
       );
       const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
       io.err(

@@ -524,7 +524,7 @@ Deno.test({
     const [times, memory] = io.stderr;
     assert.match(
       times,
-      /^timings: isolate start to main\(\) [\d.]+ ms \(module loading\), VM creation [\d.]+ ms, devices and monitors ready [\d.]+ ms, guest run [\d.]+ ms \(\d+ exits\)$/,
+      /^timings: isolate start to main\(\) [\d.]+ ms \(module loading from (the bundle|source)\), VM creation [\d.]+ ms, devices and monitors ready [\d.]+ ms, guest run [\d.]+ ms \(\d+ exits\)$/,
     );
     const mib = [...memory.matchAll(/([\d.]+) MiB/g)].map((m) => Number(m[1]));
     assert.equal(mib.length, 3, memory);

@@ -7,6 +7,7 @@
 
 import { type HostKvm, hostKvm } from "../kvm/mod.ts";
 import { NestedError } from "../nested/nested_error.ts";
+import { bundledModule } from "../machine/bundled_module.ts";
 
 /** Set inside the nested VM, so that a run there never nests again. */
 const NESTED_ENV = "KVM_TS_NESTED";
@@ -61,7 +62,7 @@ const START_PERMISSIONS = [
  */
 export async function runMainNested(args: readonly string[], reason: string, say: (line: string) => void) {
   say(`${reason}: running inside a nested KVM VM under QEMU's emulator (slower)`);
-  const mainModule = new URL("../main.ts", import.meta.url).pathname;
+  const mainModule = bundledModule(new URL("../main.ts", import.meta.url)).pathname;
   // Loaded only here: a run on this host's own KVM never needs the nested VM's code.
   const { runNested } = await import("../nested/nested_vm.ts");
   const result = await runNested({

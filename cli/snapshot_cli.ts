@@ -15,6 +15,7 @@ import { SnapshotFormatError } from "../machine/snapshot/format.ts";
 import { formatSnapshotSummary, type SnapshotSummary } from "./monitor_commands.ts";
 import { ConsoleChannel } from "./console_channel.ts";
 import type { SnapshotTimerInit } from "./snapshot_timer_worker.ts";
+import { bundledModule } from "../machine/bundled_module.ts";
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 };
 
@@ -58,7 +59,10 @@ export class SnapshotTimer {
     delayMs: number,
     target: { kick: VcpuKickTarget } | { doorbell: import("../kvm/doorbell.ts").Doorbell },
   ): Promise<SnapshotTimer> {
-    const worker = new Worker(new URL("./snapshot_timer_worker.ts", import.meta.url), { type: "module" });
+    const worker = new Worker(
+      bundledModule(new URL("./snapshot_timer_worker.ts", import.meta.url)),
+      { type: "module" },
+    );
     await new Promise<void>((resolve, reject) => {
       worker.onmessage = () => resolve();
       worker.onerror = (e) => reject(new Error(`the snapshot timer worker failed: ${e.message}`));

@@ -21,6 +21,7 @@
 import type { VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import { KickFence } from "./kick_fence.ts";
 import type { Doorbell, HostFdSource } from "./runner.ts";
+import { bundledModule } from "./bundled_module.ts";
 
 /** How long the Worker sleeps in one poll or wait before looking at the stop cell. */
 export const POLL_SLICE_MS = 100;
@@ -126,7 +127,9 @@ export class NetRxPoller {
       throw new TypeError("NetRxPoller.start: give exactly one of kick and doorbell");
     }
     const cells = new RxCells();
-    const worker = new Worker(new URL("./net_rx_worker.ts", import.meta.url), { type: "module" });
+    const worker = new Worker(bundledModule(new URL("./net_rx_worker.ts", import.meta.url)), {
+      type: "module",
+    });
     worker.postMessage({ ...init, buffer: cells.buffer } satisfies NetRxWorkerInit);
     return new NetRxPoller(cells, worker);
   }

@@ -42,6 +42,7 @@ import {
 } from "./_smp_protocol.ts";
 import { type Doorbell, exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./runner.ts";
 import type { VcpuWorkerInit } from "./vcpu_worker.ts";
+import { bundledModule } from "./bundled_module.ts";
 
 export type { Doorbell } from "./runner.ts";
 
@@ -124,7 +125,7 @@ export interface VcpuWorkers {
  */
 export function startVcpuWorkers(url: URL, inits: readonly unknown[]): VcpuWorkers {
   const failures: string[] = [];
-  const workers = inits.map(() => new Worker(url, { type: "module" }));
+  const workers = inits.map(() => new Worker(bundledModule(url), { type: "module" }));
   const ready: Promise<void>[] = [];
   const done: Promise<void>[] = [];
   for (const worker of workers) {

@@ -1,0 +1,129 @@
+/**
+ * The start-up bundle end to end: `tools/bundle.ts` builds it (into a temporary folder), the
+ * bundle runs the same program as the source — the help text, and with KVM a boot whose vCPU and
+ * console Workers come from the bundle — and `main.ts` runs the bundle only while it is fresh.
+ */
+import assert from "node:assert/strict";
+import { EXIT_STATUS, kvmAvailability } from "../mod.ts";
+import { bundleState, MANIFEST_NAME, stampFile } from "../cli/bundle_manifest.ts";
+import { buildBundle } from "../tools/bundle.ts";
+
+const KVM = kvmAvailability();
+if (!KVM.available) console.log(`tests/bundle_test.ts: boot step skipped: ${KVM.reason}`);
+const ROOT = new URL("../", import.meta.url);
+
+async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+Deno.test("the bundle runs the same program as the source", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "bundle-test-" });
+  try {
+    const out = new URL(`file://${dir}/build/`);
+    const built = await buildBundle(out);
+    assert.ok(bundleState(ROOT, out).fresh, "fresh right after the build");
+    for (
+      const worker of ["main", "vcpu_worker", "net_rx_worker", "qmp_worker", "web_worker"]
+    ) {
+      assert.ok(stampFile(out, `${worker}.js`), `${worker}.js is in the bundle`);
+    }
+    assert.deepEqual(
+      [...Deno.readDirSync(new URL("web/", out))].map((e) => e.name).sort(),
+      [...Deno.readDirSync(new URL("cli/web/", ROOT))].map((e) => e.name).sort(),
+      "the web Worker's assets are beside it",
+    );
+    assert.ok(built.manifest.inputs.some(([path]) => path === "cli/web/index.html"), "assets are inputs");
+    const source = `${dir}/source_main.ts`;
+    await Deno.writeTextFile(
+      source,
+      `import { main } from ${JSON.stringify(new URL("cli/main.ts", ROOT).href)};\n` +
+        `Deno.exit(await main(Deno.args));\n`,
+    );
+    const bundled = new URL("main.js", out).pathname;
+
+    await t.step("--help", async () => {
+      const [a, b] = [
+        await run(["run", "-A", bundled, "--help"]),
+        await run(["run", "-A", source, "--help"]),
+      ];
+      assert.equal(a.code, 0, a.stderr);
+      assert.equal(a.stdout, b.stdout);
+    });
+
+    await t.step({
+      name: "a two-vCPU boot: the Workers come from the bundle",
+      ignore: !KVM.available,
+      fn: async () => {
+        const kernel = `${dir}/exit_status.bin`;
+        await Deno.writeFile(kernel, EXIT_STATUS);
+        const args = ["-m", "64M", "-smp", "2", "-kernel", kernel, "--timings"];
+        const a = await run(["run", "-A", bundled, ...args]);
+        const b = await run(["run", "-A", source, ...args]);
+        assert.equal(a.code, 33, a.stderr);
+        assert.equal(a.stdout, b.stdout);
+        assert.match(a.stderr, /module loading from the bundle/);
+        assert.match(b.stderr, /module loading from source/);
+      },
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the build replaces only a bundle folder", async () => {
+  await assert.rejects(buildBundle(ROOT), /holds the sources/);
+  await assert.rejects(buildBundle(new URL("docs/", ROOT)), /is not empty and holds no manifest.json/);
+});
+
+Deno.test("main.ts runs the bundle only while it is fresh", async () => {
+  // A root of its own: this main.ts and its freshness check, a stand-in front-end and bundle.
+  const root = new URL(`file://${await Deno.makeTempDir({ prefix: "bundle-main-" })}/`);
+  try {
+    Deno.mkdirSync(new URL("cli/", root));
+    Deno.mkdirSync(new URL("build/", root));
+    Deno.copyFileSync(new URL("main.ts", ROOT), new URL("main.ts", root));
+    Deno.copyFileSync(new URL("cli/bundle_manifest.ts", ROOT), new URL("cli/bundle_manifest.ts", root));
+    const front = (from: string) =>
+      `export function main(args) { console.log("${from}", args.join(" ")); return Promise.resolve(3); }\n`;
+    Deno.writeTextFileSync(
+      new URL("cli/main.ts", root),
+      front("source").replace("(args)", "(args: string[])"),
+    );
+    Deno.writeTextFileSync(new URL("build/main.js", root), front("bundle"));
+    const build = new URL("build/", root);
+    Deno.writeTextFileSync(
+      new URL(MANIFEST_NAME, build),
+      JSON.stringify({
+        deno: Deno.version.deno,
+        inputs: [stampFile(root, "cli/main.ts")],
+        outputs: [stampFile(build, "main.js")],
+      }),
+    );
+    const main = new URL("main.ts", root).pathname;
+    const started = async (...flags: string[]) => {
+      const r = await run(["run", "--no-prompt", ...flags, main, "a", "b"]);
+      assert.equal(r.code, 3, r.stderr);
+      return r.stdout;
+    };
+    assert.equal(await started("--allow-read"), "bundle a b\n");
+    // Without read permission it cannot tell, nor import a module its graph does not name: it asks.
+    const denied = await run(["run", "--no-prompt", main]);
+    assert.notEqual(denied.code, 0);
+    assert.match(denied.stderr, /--allow-read/);
+    assert.equal(denied.stdout, "");
+    const input = new URL("cli/main.ts", root);
+    const mtime = Deno.statSync(input).mtime!;
+    Deno.utimeSync(input, mtime, new Date(mtime.getTime() + 1000));
+    assert.equal(await started("--allow-read"), "source a b\n", "a touched source makes the bundle stale");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
