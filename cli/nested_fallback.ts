@@ -5,21 +5,27 @@
  * @module
  */
 
-import { type HostKvm, hostKvm } from "../kvm/mod.ts";
+import { type HostKvm, hostKvm, kvmDeviceOpens } from "../kvm/mod.ts";
 import { NestedError } from "../nested/nested_error.ts";
 import { bundledModule } from "../machine/bundled_module.ts";
 
 /** Set inside the nested VM, so that a run there never nests again. */
 const NESTED_ENV = "KVM_TS_NESTED";
+/** Why a run without /dev/kvm goes to the nested VM. */
+const NO_KVM = "no /dev/kvm here";
 
 /**
  * Why this run must go to the nested VM, or undefined when it can run here: there is no /dev/kvm, or
  * the host's KVM is a software one (kvm_pvm) and the guest is a stock Linux kernel it cannot run.
  */
-export function nestedReason(linuxGuest: boolean, kvm: HostKvm = hostKvm()): string | undefined {
+export function nestedReason(linuxGuest: boolean, kvm?: HostKvm): string | undefined {
   if (insideNestedVm()) return undefined;
-  if (kvm === "none") return "no /dev/kvm here";
-  if (kvm === "software" && linuxGuest) return "this host's KVM (kvm_pvm) cannot run a stock Linux kernel";
+  // Any KVM runs a guest that is not Linux: whether /dev/kvm opens is all that matters then, and
+  // the CPU flags (a /proc/cpuinfo read) are not needed.
+  if (kvm === undefined && !linuxGuest) return kvmDeviceOpens() ? undefined : NO_KVM;
+  const host = kvm ?? hostKvm();
+  if (host === "none") return NO_KVM;
+  if (host === "software" && linuxGuest) return "this host's KVM (kvm_pvm) cannot run a stock Linux kernel";
   return undefined;
 }
 

@@ -3,7 +3,9 @@
  *
  * The library is opened lazily, on the first call of {@link libc}, so that importing `kvm/` costs
  * nothing and works on machines without `/dev/kvm` or without `--allow-ffi` (the struct, ioctl
- * and exit-decoding code is pure and tested everywhere).
+ * and exit-decoding code is pure and tested everywhere). Each symbol is bound on its first use:
+ * `Deno.dlopen` compiles a call trampoline per symbol (about 0.3 ms each, measured), and a run
+ * uses about half of them — a disk-less one none of the disk calls.
  *
  * Binding notes (see `docs/kvm-abi.md` §6):
  * - `ioctl(int fd, unsigned long request, ...)` is variadic; Deno FFI has no variadic calls, so the
@@ -103,21 +105,57 @@ const LIBC_SONAME = "libc.so.6";
 /** `_SC_PAGESIZE` from glibc `<bits/confname.h>`. */
 const SC_PAGESIZE = 30;
 
-let library: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;
+let symbols: Libc | undefined;
 /** A 4-byte view over this thread's errno: module state is per isolate, i.e. per thread. */
 let errnoCell: Int32Array | undefined;
 let pageSize: number | undefined;
 
 /**
- * Opens libc on first use and returns its bound symbols.
+ * The symbols of `definitions` as one object whose properties bind their symbol on first read
+ * (through `bind`, once) and are plain read-only data properties from then on, so a call through
+ * it costs what a call through `Deno.dlopen`'s own symbols object costs. A failed `bind` binds
+ * nothing: the next read tries again.
  *
- * @throws {Error} when FFI is not permitted (run with `--allow-ffi`) or libc cannot be loaded.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { lazySymbols } from "./_libc.ts";
+ * const bound: string[] = [];
+ * const lazy = lazySymbols({ getpid: { parameters: [], result: "i32" } } as const, (name) => {
+ *   bound.push(name);
+ *   return () => 42;
+ * });
+ * assert.deepEqual(bound, []);
+ * assert.equal(lazy.getpid(), 42);
+ * assert.equal(lazy.getpid(), 42);
+ * assert.deepEqual(bound, ["getpid"]);
+ * ```
  */
-export function libc(): Libc {
-  if (library) return library.symbols;
-  let opened: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
+export function lazySymbols<S extends Deno.ForeignLibraryInterface>(
+  definitions: S,
+  bind: (name: keyof S & string) => unknown,
+): Deno.DynamicLibrary<S>["symbols"] {
+  const lazy = {} as Deno.DynamicLibrary<S>["symbols"];
+  for (const name of Object.keys(definitions)) {
+    Object.defineProperty(lazy, name, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        const value = bind(name);
+        // Redefined in place: the object keeps V8's fast properties (measured with
+        // %HasFastProperties), and callers that keep a symbol keep the bound function.
+        Object.defineProperty(lazy, name, { value, enumerable: true, writable: false, configurable: false });
+        return value;
+      },
+    });
+  }
+  return lazy;
+}
+
+/** libc opened with `definitions` (a subset of {@link LIBC_SYMBOLS}); a refused FFI is a KvmError. */
+function openLibc<S extends Deno.ForeignLibraryInterface>(definitions: S): Deno.DynamicLibrary<S> {
   try {
-    opened = Deno.dlopen(LIBC_SONAME, LIBC_SYMBOLS);
+    return Deno.dlopen(LIBC_SONAME, definitions);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
       // The same error type as every other KVM failure, so callers branch on `code` alone.
@@ -129,13 +167,31 @@ export function libc(): Libc {
     }
     throw error;
   }
+}
+
+/** One symbol of {@link LIBC_SYMBOLS}, bound on its own. */
+function bindLibc<K extends keyof typeof LIBC_SYMBOLS>(name: K): Libc[K] {
+  const one = { [name]: LIBC_SYMBOLS[name] } as Pick<typeof LIBC_SYMBOLS, K>;
+  return openLibc(one).symbols[name] as unknown as Libc[K];
+}
+
+/**
+ * Opens libc on first use and returns its symbols, each bound when first read.
+ *
+ * @throws {KvmError} op `"dlopen"`, code `EPERM`, when FFI is not permitted (run with
+ *   `--allow-ffi`); the error of `Deno.dlopen` when libc cannot be loaded.
+ */
+export function libc(): Libc {
+  if (symbols) return symbols;
+  const lazy = lazySymbols(LIBC_SYMBOLS, bindLibc);
   // __errno_location() is constant for the life of a thread: resolve it once and read the cell
-  // directly afterwards (no FFI call may happen between a failing call and the read).
-  const cell = opened.symbols.__errno_location();
+  // directly afterwards (no FFI call may happen between a failing call and the read). Binding it
+  // here opens libc, so a refused FFI is reported by this first call, whatever symbol it wanted.
+  const cell = lazy.__errno_location();
   if (cell === null) throw new Error("__errno_location() returned NULL");
   errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(cell, 4));
-  library = opened;
-  return opened.symbols;
+  symbols = lazy;
+  return lazy;
 }
 
 /**

@@ -50,13 +50,30 @@ function readSmallFile(path: string): string | undefined {
  * ```
  */
 export function hostKvm(): HostKvm {
+  if (!kvmDeviceOpens()) return "none";
+  const flags = readSmallFile("/proc/cpuinfo")?.match(/^flags\s*:(.*)$/m)?.[1] ?? "";
+  return /\b(vmx|svm)\b/.test(flags) ? "hardware" : "software";
+}
+
+/**
+ * Whether this process can open /dev/kvm read-write: {@link hostKvm} is `none` when not. Cheaper
+ * than it for a caller that does not need to know which KVM it is (no /proc/cpuinfo read). Never
+ * throws: without FFI permission it answers false.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { hostKvm, kvmDeviceOpens } from "./host_kvm.ts";
+ * assert.equal(kvmDeviceOpens(), hostKvm() !== "none");
+ * ```
+ */
+export function kvmDeviceOpens(): boolean {
   try {
     const fd = libc().open(new TextEncoder().encode("/dev/kvm\0"), O_RDWR | O_CLOEXEC);
-    if (fd < 0) return "none";
+    if (fd < 0) return false;
     closeFd(fd);
-    const flags = readSmallFile("/proc/cpuinfo")?.match(/^flags\s*:(.*)$/m)?.[1] ?? "";
-    return /\b(vmx|svm)\b/.test(flags) ? "hardware" : "software";
+    return true;
   } catch {
-    return "none"; // no FFI permission: KVM cannot be used from this process either
+    return false; // no FFI permission: KVM cannot be used from this process either
   }
 }

@@ -17,6 +17,8 @@ export interface IoeventfdBackend {
   registerIoeventfd(fd: FdLike, match: IoeventfdMatch): void;
   /** `KVM_IOEVENTFD` with DEASSIGN; throws on failure. */
   unregisterIoeventfd(fd: FdLike, match: IoeventfdMatch): void;
+  /** True once the VM is closed: KVM dropped its ioeventfds with it. Absent: never closed. */
+  readonly closed?: boolean;
 }
 
 /** An eventfd object the memory API carries: anything with an fd (`EventFd` is one). */
@@ -77,8 +79,9 @@ export class KvmIoeventfdListener implements MemoryListener {
     this.#backend.registerIoeventfd(fdOf(section), this.#match(section));
   }
 
-  /** `KVM_IOEVENTFD` with DEASSIGN for one that went. */
+  /** `KVM_IOEVENTFD` with DEASSIGN for one that went; nothing once the VM is closed (it went with it). */
   eventfdDel(section: IoeventfdSection): void {
+    if (this.#backend.closed) return;
     this.#backend.unregisterIoeventfd(fdOf(section), this.#match(section));
   }
 

@@ -31,6 +31,11 @@ export interface MemslotBackend {
   setUserMemoryRegion(region: Readonly<UserMemoryRegion>): void;
   /** `KVM_GET_DIRTY_LOG` of a slot (the full slot id): one bit per page, least significant first. */
   getDirtyLog(slot: number, pages: number): Uint8Array;
+  /**
+   * True once the VM is closed: KVM freed its memslots with it, so a range that goes only frees
+   * its slot here (no call). Absent: the backend is never closed.
+   */
+  readonly closed?: boolean;
 }
 
 /** One `KVM_SET_USER_MEMORY_REGION` as the trace hook sees it. */
@@ -250,6 +255,11 @@ export class KvmMemoryListener implements MemoryListener {
     if (!add) {
       const slot = this.#find(start, size);
       if (!slot) return;
+      if (this.#backend.closed) {
+        // The slot went with the VM (an address space closed after its VM, as PcMachine closes them).
+        this.#setSlot(slot.index, null);
+        return;
+      }
       if (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) this.#syncDirty(slot); // keep the bits of the last round
       this.#call({ ...slot, size: 0n });
       this.#setSlot(slot.index, null);

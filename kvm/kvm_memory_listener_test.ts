@@ -610,6 +610,32 @@ Deno.test("registering on an existing view replays adds; unregistering deletes e
   assert.deepEqual(kvm.ruleErrors, []);
 });
 
+Deno.test("on a closed VM a range that goes only frees its slot: no call, no dirty sync, no error", () => {
+  const system = MemoryRegion.container("system", 1n << 64n);
+  const pcRam = ram("pc.ram", 0x100000);
+  const bios = rom("pc.bios", 0x10000);
+  system.addSubregion(0, pcRam);
+  system.addSubregion(0xffff0000n, bios);
+  pcRam.setLog(true);
+  const as = new AddressSpace(system, "memory");
+  const kvm = Object.assign(new FakeKvm(), { closed: false });
+  const traced: MemslotCall[] = [];
+  const listener = new KvmMemoryListener(kvm, {
+    maxSlots: 32,
+    readonlyMem: true,
+    trace: (c) => void traced.push(c),
+  });
+  as.registerListener(listener);
+  assert.equal(listener.slots.length, 2);
+  kvm.log.splice(0);
+  traced.splice(0);
+  kvm.closed = true; // KVM freed the slots with the VM
+  as.close();
+  assert.deepEqual(kvm.log, []);
+  assert.deepEqual(traced, []);
+  assert.deepEqual(listener.slots, []);
+});
+
 Deno.test("forVm-style options are validated", () => {
   const kvm = new FakeKvm();
   assert.throws(() => new KvmMemoryListener(kvm, { maxSlots: 0, readonlyMem: true }), RangeError);

@@ -365,4 +365,4 @@ export type {
   RegionKind,
   ValidConstraints,
 } from "../memory/mod.ts";
-export { type HostKvm, hostKvm } from "./host_kvm.ts";
+export { type HostKvm, hostKvm, kvmDeviceOpens } from "./host_kvm.ts";

@@ -258,6 +258,7 @@ export {
   pcFirmwareTables,
   type PcGuestTables,
   pcGuestTables,
+  type PcGuestTablesOptions,
 } from "./pc/pc_board.ts";
 export {
   assignPciBars,

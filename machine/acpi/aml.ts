@@ -74,11 +74,18 @@ const IRQ_SHARED_BIT = 0x08;
 
 /** Concatenates byte arrays. */
 export function concat(...parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  return joined(parts);
+}
+
+/** `parts` in one new array, followed by `room` zero bytes. */
+function joined(parts: readonly Uint8Array[], room = 0): Uint8Array {
+  let length = room;
+  for (let i = 0; i < parts.length; i++) length += parts[i].length;
+  const out = new Uint8Array(length);
   let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
+  for (let i = 0; i < parts.length; i++) {
+    out.set(parts[i], at);
+    at += parts[i].length;
   }
   return out;
 }
@@ -90,10 +97,30 @@ function uintIn(value: number, max: number, what: string): number {
   return value;
 }
 
-function le(value: number, bytes: number): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < bytes; i++) out.push(Math.floor(value / 2 ** (8 * i)) & 0xff);
-  return out;
+/** Writes the low `bytes` bytes (at most 4) of `value` little-endian at `out[at]`. */
+function putLe(out: Uint8Array, at: number, value: number, bytes: number): void {
+  for (let i = 0; i < bytes; i++) out[at + i] = (value >>> (8 * i)) & 0xff;
+}
+
+/** Bytes of the PkgLength of a `bodyLength`-byte body (§20.2.4): 1 to 4. */
+function pkgLengthSize(bodyLength: number): number {
+  uintIn(bodyLength, PKG_LENGTH_MAX, "package body length");
+  if (bodyLength + 1 <= PKG_LENGTH_ONE_BYTE_MAX) return 1;
+  for (let extra = 1; extra <= 3; extra++) {
+    if (bodyLength + 1 + extra < 2 ** (4 + 8 * extra)) return 1 + extra;
+  }
+  throw new RangeError(`AML: a package of ${bodyLength} bytes passes the PkgLength limit`);
+}
+
+/** Writes the `size`-byte PkgLength (from {@link pkgLengthSize}) of a `bodyLength`-byte body at `out[at]`. */
+function putPkgLength(out: Uint8Array, at: number, bodyLength: number, size: number): void {
+  const total = bodyLength + size;
+  if (size === 1) {
+    out[at] = total;
+    return;
+  }
+  out[at] = ((size - 1) << 6) | (total & 0x0f);
+  for (let i = 1; i < size; i++) out[at + i] = (total >>> (4 + 8 * (i - 1))) & 0xff;
 }
 
 /**
@@ -110,32 +137,49 @@ function le(value: number, bytes: number): number[] {
  * ```
  */
 export function pkgLength(bodyLength: number): Uint8Array {
-  uintIn(bodyLength, PKG_LENGTH_MAX, "package body length");
-  if (bodyLength + 1 <= PKG_LENGTH_ONE_BYTE_MAX) return Uint8Array.of(bodyLength + 1);
-  for (let extra = 1; extra <= 3; extra++) {
-    const total = bodyLength + 1 + extra;
-    if (total < 2 ** (4 + 8 * extra)) {
-      const bytes = [(extra << 6) | (total & 0x0f)];
-      for (let i = 0; i < extra; i++) bytes.push(Math.floor(total / 2 ** (4 + 8 * i)) & 0xff);
-      return Uint8Array.from(bytes);
-    }
-  }
-  throw new RangeError(`AML: a package of ${bodyLength} bytes passes the PkgLength limit`);
+  const size = pkgLengthSize(bodyLength);
+  const out = new Uint8Array(size);
+  putPkgLength(out, 0, bodyLength, size);
+  return out;
 }
 
-/** `body` preceded by its PkgLength. */
-function withPkgLength(body: Uint8Array): Uint8Array {
-  return concat(pkgLength(body.length), body);
+/**
+ * A term with a PkgLength, in one array: `opcode` (one byte, or two when `extOpcode` is not
+ * negative: ExtOpPrefix then it), the PkgLength, `head`, then `parts`.
+ */
+function packaged(
+  opcode: number,
+  extOpcode: number,
+  head: Uint8Array,
+  parts: readonly Uint8Array[],
+): Uint8Array {
+  let body = head.length;
+  for (let i = 0; i < parts.length; i++) body += parts[i].length;
+  const ops = extOpcode < 0 ? 1 : 2;
+  const size = pkgLengthSize(body);
+  const out = new Uint8Array(ops + size + body);
+  out[0] = opcode;
+  if (extOpcode >= 0) out[1] = extOpcode;
+  putPkgLength(out, ops, body, size);
+  let at = ops + size;
+  out.set(head, at);
+  at += head.length;
+  for (let i = 0; i < parts.length; i++) {
+    out.set(parts[i], at);
+    at += parts[i].length;
+  }
+  return out;
 }
 
 const NAME_SEG = /^[A-Z_][A-Z0-9_]{0,3}$/;
+const UNDERSCORE = 0x5f;
 
-/** One NameSeg, padded with underscores to 4 characters. */
-function nameSeg(seg: string): number[] {
+/** Writes one NameSeg, padded with underscores to 4 characters, at `out[at]`. */
+function putNameSeg(out: Uint8Array, at: number, seg: string): void {
   if (!NAME_SEG.test(seg)) {
     throw new RangeError(`AML: "${seg}" is not a name segment (A-Z or _, then up to 3 of A-Z, 0-9, _)`);
   }
-  return [...seg.padEnd(4, "_")].map((c) => c.charCodeAt(0));
+  for (let i = 0; i < 4; i++) out[at + i] = i < seg.length ? seg.charCodeAt(i) : UNDERSCORE;
 }
 
 /**
@@ -152,24 +196,28 @@ function nameSeg(seg: string): number[] {
  * ```
  */
 export function nameString(path: string): Uint8Array {
-  let rest = path;
-  const prefix: number[] = [];
-  if (rest.startsWith("\\")) {
-    prefix.push(ROOT_CHAR);
-    rest = rest.slice(1);
-  } else {
-    while (rest.startsWith("^")) {
-      prefix.push(PARENT_PREFIX_CHAR);
-      rest = rest.slice(1);
-    }
+  // The prefix: one `\`, or any number of `^`; its characters are their own encoding.
+  let prefix = 0;
+  if (path.charCodeAt(0) === ROOT_CHAR) prefix = 1;
+  else while (path.charCodeAt(prefix) === PARENT_PREFIX_CHAR) prefix++;
+  if (prefix === path.length) { // NullName
+    const out = new Uint8Array(prefix + 1);
+    for (let i = 0; i < prefix; i++) out[i] = path.charCodeAt(i);
+    return out;
   }
-  if (rest === "") return Uint8Array.from([...prefix, 0x00]); // NullName
-  const segs = rest.split(".");
-  if (segs.length > 0xff) throw new RangeError(`AML: "${path}" has more than 255 name segments`);
-  const encoded = segs.flatMap(nameSeg);
-  if (segs.length === 1) return Uint8Array.from([...prefix, ...encoded]);
-  if (segs.length === 2) return Uint8Array.from([...prefix, DUAL_NAME_PREFIX, ...encoded]);
-  return Uint8Array.from([...prefix, MULTI_NAME_PREFIX, segs.length, ...encoded]);
+  const segs = path.slice(prefix).split(".");
+  const count = segs.length;
+  if (count > 0xff) throw new RangeError(`AML: "${path}" has more than 255 name segments`);
+  const lead = count === 1 ? 0 : count === 2 ? 1 : 2; // DualNamePrefix, or MultiNamePrefix SegCount
+  const out = new Uint8Array(prefix + lead + 4 * count);
+  for (let i = 0; i < prefix; i++) out[i] = path.charCodeAt(i);
+  if (count === 2) out[prefix] = DUAL_NAME_PREFIX;
+  else if (count > 2) {
+    out[prefix] = MULTI_NAME_PREFIX;
+    out[prefix + 1] = count;
+  }
+  for (let i = 0; i < count; i++) putNameSeg(out, prefix + lead + 4 * i, segs[i]);
+  return out;
 }
 
 /**
@@ -187,21 +235,31 @@ export function nameString(path: string): Uint8Array {
  * ```
  */
 export function integer(value: number | bigint): Uint8Array {
+  if (typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 0xffff_ffff) {
+    return integer32(value);
+  }
   const v = BigInt(value);
   if (v < 0n || v > 0xffff_ffff_ffff_ffffn) {
     throw new RangeError(`AML: integer ${value} is outside 0-2^64-1`);
   }
-  if (v === 0n) return Uint8Array.of(ZERO_OP);
-  if (v === 1n) return Uint8Array.of(ONE_OP);
   if (v === 0xffff_ffff_ffff_ffffn) return Uint8Array.of(ONES_OP);
-  const n = Number(v & 0xffff_ffffn);
-  if (v <= 0xffn) return Uint8Array.of(BYTE_PREFIX, n);
-  if (v <= 0xffffn) return Uint8Array.of(WORD_PREFIX, ...le(n, 2));
-  if (v <= 0xffff_ffffn) return Uint8Array.of(DWORD_PREFIX, ...le(n, 4));
+  if (v <= 0xffff_ffffn) return integer32(Number(v));
   const bytes = new Uint8Array(9);
   bytes[0] = QWORD_PREFIX;
   new DataView(bytes.buffer).setBigUint64(1, v, true);
   return bytes;
+}
+
+/** {@link integer} of a value in 0-0xffffffff. */
+function integer32(n: number): Uint8Array {
+  if (n === 0) return Uint8Array.of(ZERO_OP);
+  if (n === 1) return Uint8Array.of(ONE_OP);
+  if (n <= 0xff) return Uint8Array.of(BYTE_PREFIX, n);
+  if (n <= 0xffff) return Uint8Array.of(WORD_PREFIX, n & 0xff, n >>> 8);
+  const out = new Uint8Array(5);
+  out[0] = DWORD_PREFIX;
+  putLe(out, 1, n, 4);
+  return out;
 }
 
 /**
@@ -210,11 +268,23 @@ export function integer(value: number | bigint): Uint8Array {
  * @throws {RangeError} for a character outside 0x01-0x7f.
  */
 export function string(text: string): Uint8Array {
-  const codes = [...text].map((c) => c.charCodeAt(0));
-  if (codes.some((c) => c < 1 || c > 0x7f)) {
-    throw new RangeError(`AML: string "${text}" is not ASCII without NUL`);
+  const out = new Uint8Array(text.length + 2);
+  out[0] = STRING_PREFIX;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 1 || c > 0x7f) throw new RangeError(`AML: string "${text}" is not ASCII without NUL`);
+    out[i + 1] = c;
   }
-  return Uint8Array.from([STRING_PREFIX, ...codes, 0]);
+  return out; // the last byte stays 0: the terminator
+}
+
+/** `op`, then `a`, then `b`, in one array. */
+function opThen(op: number, a: Uint8Array, b?: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + a.length + (b?.length ?? 0));
+  out[0] = op;
+  out.set(a, 1);
+  if (b !== undefined) out.set(b, 1 + a.length);
+  return out;
 }
 
 /**
@@ -228,7 +298,7 @@ export function string(text: string): Uint8Array {
  * ```
  */
 export function name(path: string, object: Uint8Array): Uint8Array {
-  return concat(Uint8Array.of(NAME_OP), nameString(path), object);
+  return opThen(NAME_OP, nameString(path), object);
 }
 
 /**
@@ -240,25 +310,22 @@ export function packageOf(elements: readonly Uint8Array[]): Uint8Array {
   if (elements.length > PACKAGE_MAX_ELEMENTS) {
     throw new RangeError(`AML: a package of ${elements.length} elements needs VarPackageOp`);
   }
-  return concat(
-    Uint8Array.of(PACKAGE_OP),
-    withPkgLength(concat(Uint8Array.of(elements.length), ...elements)),
-  );
+  return packaged(PACKAGE_OP, -1, Uint8Array.of(elements.length), elements);
 }
 
 /** `Buffer(){bytes}` (DefBuffer). */
 export function buffer(bytes: Uint8Array): Uint8Array {
-  return concat(Uint8Array.of(BUFFER_OP), withPkgLength(concat(integer(bytes.length), bytes)));
+  return packaged(BUFFER_OP, -1, integer(bytes.length), [bytes]);
 }
 
 /** `Scope(path){…}` (DefScope). */
 export function scope(path: string, ...terms: Uint8Array[]): Uint8Array {
-  return concat(Uint8Array.of(SCOPE_OP), withPkgLength(concat(nameString(path), ...terms)));
+  return packaged(SCOPE_OP, -1, nameString(path), terms);
 }
 
 /** `Device(name){…}` (DefDevice). */
 export function device(path: string, ...terms: Uint8Array[]): Uint8Array {
-  return concat(Uint8Array.of(EXT_OP_PREFIX, DEVICE_OP), withPkgLength(concat(nameString(path), ...terms)));
+  return packaged(EXT_OP_PREFIX, DEVICE_OP, nameString(path), terms);
 }
 
 /**
@@ -274,15 +341,16 @@ export function method(
 ): Uint8Array {
   const flags = uintIn(args, METHOD_MAX_ARGS, "method argument count") |
     (serialized ? METHOD_SERIALIZED_BIT : 0);
-  return concat(
-    Uint8Array.of(METHOD_OP),
-    withPkgLength(concat(nameString(path), Uint8Array.of(flags), ...terms)),
-  );
+  const encoded = nameString(path);
+  const head = new Uint8Array(encoded.length + 1); // NameString MethodFlags
+  head.set(encoded);
+  head[encoded.length] = flags;
+  return packaged(METHOD_OP, -1, head, terms);
 }
 
 /** `Return(value)` (DefReturn). */
 export function returnOf(value: Uint8Array): Uint8Array {
-  return concat(Uint8Array.of(RETURN_OP), value);
+  return opThen(RETURN_OP, value);
 }
 
 /**
@@ -302,9 +370,8 @@ export function eisaId(id: string): number {
   if (!/^[A-Z]{3}[0-9A-F]{4}$/.test(id)) {
     throw new RangeError(`AML: "${id}" is not an EISA id (three capital letters, four hex digits)`);
   }
-  const letters = [0, 1, 2].map((i) => id.charCodeAt(i) - 0x40);
-  const big = ((letters[0] << 26) | (letters[1] << 21) | (letters[2] << 16) | parseInt(id.slice(3), 16)) >>>
-    0;
+  const letter = (i: number) => id.charCodeAt(i) - 0x40;
+  const big = ((letter(0) << 26) | (letter(1) << 21) | (letter(2) << 16) | parseInt(id.slice(3), 16)) >>> 0;
   // Byte-swap: the id is defined big-endian, AML integers are little-endian.
   return (((big & 0xff) << 24) | ((big & 0xff00) << 8) | ((big >>> 8) & 0xff00) | (big >>> 24)) >>> 0;
 }
@@ -324,7 +391,7 @@ export function ioPort(min: number, max: number, align: number, length: number):
   uintIn(max, 0xffff, "IO maximum");
   uintIn(align, 0xff, "IO alignment");
   uintIn(length, 0xff, "IO length");
-  return Uint8Array.of(IO_TAG, IO_DECODE16_BIT, ...le(min, 2), ...le(max, 2), align, length);
+  return Uint8Array.of(IO_TAG, IO_DECODE16_BIT, min & 0xff, min >>> 8, max & 0xff, max >>> 8, align, length);
 }
 
 /**
@@ -336,7 +403,7 @@ export function ioPort(min: number, max: number, align: number, length: number):
 export function irqNoFlags(irqs: readonly number[]): Uint8Array {
   let mask = 0;
   for (const irq of irqs) mask |= 1 << uintIn(irq, 15, "ISA IRQ");
-  return Uint8Array.of(IRQ_NO_FLAGS_TAG, ...le(mask, 2));
+  return Uint8Array.of(IRQ_NO_FLAGS_TAG, mask & 0xff, mask >>> 8);
 }
 
 /** Trigger, polarity and sharing of an {@link extendedInterrupt}. */
@@ -360,8 +427,14 @@ export function extendedInterrupt(flags: InterruptFlags, gsis: readonly number[]
   }
   const bits = IRQ_CONSUMER_BIT | (flags.trigger === "edge" ? IRQ_EDGE_BIT : 0) |
     (flags.polarity === "low" ? IRQ_ACTIVE_LOW_BIT : 0) | (flags.shared ? IRQ_SHARED_BIT : 0);
-  const body = [bits, gsis.length, ...gsis.flatMap((g) => le(uintIn(g, 0xffff_ffff, "interrupt"), 4))];
-  return Uint8Array.from([EXTENDED_IRQ_TAG, ...le(body.length, 2), ...body]);
+  const body = 2 + 4 * gsis.length; // flags, count, the interrupts
+  const out = new Uint8Array(3 + body);
+  out[0] = EXTENDED_IRQ_TAG;
+  putLe(out, 1, body, 2);
+  out[3] = bits;
+  out[4] = gsis.length;
+  for (let i = 0; i < gsis.length; i++) putLe(out, 5 + 4 * i, uintIn(gsis[i], 0xffff_ffff, "interrupt"), 4);
+  return out;
 }
 
 function addressSpace(
@@ -376,17 +449,19 @@ function addressSpace(
   uintIn(min, limit, "window minimum");
   uintIn(max, limit, "window maximum");
   if (max < min) throw new RangeError(`AML: window maximum 0x${max.toString(16)} is below its minimum`);
-  const body = [
-    type,
-    ADDRESS_WINDOW_FLAGS,
-    typeFlags,
-    ...le(0, width), // granularity
-    ...le(min, width),
-    ...le(max, width),
-    ...le(0, width), // translation offset
-    ...le(max - min + 1, width),
-  ];
-  return Uint8Array.from([tag, ...le(body.length, 2), ...body]);
+  // Type, general flags, type-specific flags, then granularity, minimum, maximum, translation
+  // offset and length, each `width` bytes; granularity and translation stay 0.
+  const body = 3 + 5 * width;
+  const out = new Uint8Array(3 + body);
+  out[0] = tag;
+  putLe(out, 1, body, 2);
+  out[3] = type;
+  out[4] = ADDRESS_WINDOW_FLAGS;
+  out[5] = typeFlags;
+  putLe(out, 6 + width, min, width);
+  putLe(out, 6 + 2 * width, max, width);
+  putLe(out, 6 + 4 * width, max - min + 1, width);
+  return out;
 }
 
 /**
@@ -431,5 +506,7 @@ export function dwordMemory(min: number, max: number, cacheable: boolean): Uint8
  * ```
  */
 export function resourceTemplate(...descriptors: Uint8Array[]): Uint8Array {
-  return buffer(concat(...descriptors, Uint8Array.of(END_TAG, 0)));
+  const bytes = joined(descriptors, 2);
+  bytes[bytes.length - 2] = END_TAG; // its checksum byte stays 0
+  return buffer(bytes);
 }

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
+  buffer,
+  concat,
   device,
+  dwordMemory,
   eisaId,
   extendedInterrupt,
   integer,
@@ -15,6 +18,8 @@ import {
   resourceTemplate,
   returnOf,
   scope,
+  wordBusNumber,
+  wordIo,
 } from "./aml.ts";
 
 /** Decodes a PkgLength as ACPI 6.5 §20.2.4 defines it: [value, bytes used]. */
@@ -111,4 +116,240 @@ Deno.test("resource descriptors: IO, IRQNoFlags, Interrupt and the end tag", () 
   // BufferOp, PkgLength 8 (itself, BufferSize 0x0a 0x05, 5 bytes), IRQNoFlags{8}, end tag.
   const template = resourceTemplate(irqNoFlags([8]));
   assert.deepEqual([...template], [0x11, 0x08, 0x0a, 0x05, 0x22, 0x00, 0x01, 0x79, 0x00]);
+});
+
+// A model of the encoder written straight from the grammar (ACPI 6.5 §20.2), plain arrays and
+// bigints, for the property below: the encoder must give the same bytes for any term tree.
+const modelPkgLength = (body: number): number[] => {
+  if (body + 1 <= 0x3f) return [body + 1];
+  for (let extra = 1; extra <= 3; extra++) {
+    const total = body + 1 + extra;
+    if (total < 2 ** (4 + 8 * extra)) {
+      const out = [(extra << 6) | (total % 16)];
+      for (let i = 0; i < extra; i++) out.push(Math.floor(total / 2 ** (4 + 8 * i)) % 256);
+      return out;
+    }
+  }
+  throw new RangeError("too long");
+};
+const modelPackaged = (ops: number[], body: number[]) => [...ops, ...modelPkgLength(body.length), ...body];
+const modelNameString = (path: string): number[] => {
+  const prefix = /^(\\|\^*)/.exec(path)![0];
+  const rest = path.slice(prefix.length);
+  const chars = [...prefix].map((c) => c.charCodeAt(0));
+  if (rest === "") return [...chars, 0];
+  const segs = rest.split(".").map((s) => [...s.padEnd(4, "_")].map((c) => c.charCodeAt(0)));
+  const lead = segs.length === 1 ? [] : segs.length === 2 ? [0x2e] : [0x2f, segs.length];
+  return [...chars, ...lead, ...segs.flat()];
+};
+const modelInteger = (value: bigint): number[] => {
+  if (value === 0n) return [0x00];
+  if (value === 1n) return [0x01];
+  if (value === 2n ** 64n - 1n) return [0xff];
+  const [prefix, bytes] = value < 2n ** 8n
+    ? [0x0a, 1]
+    : value < 2n ** 16n
+    ? [0x0b, 2]
+    : value < 2n ** 32n
+    ? [0x0c, 4]
+    : [0x0e, 8];
+  return [prefix, ...Array.from({ length: bytes }, (_, i) => Number((value >> BigInt(8 * i)) & 0xffn))];
+};
+
+type Term =
+  | { kind: "integer"; value: bigint; asNumber: boolean }
+  | { kind: "name-string"; path: string }
+  | { kind: "buffer"; bytes: Uint8Array }
+  | { kind: "name"; path: string; object: Term }
+  | { kind: "package" | "return"; children: Term[] }
+  | { kind: "scope" | "device"; path: string; children: Term[] }
+  | { kind: "method"; path: string; args: number; serialized: boolean; children: Term[] };
+
+function encode(t: Term): Uint8Array {
+  switch (t.kind) {
+    case "integer":
+      return integer(t.asNumber ? Number(t.value) : t.value);
+    case "name-string":
+      return nameString(t.path);
+    case "buffer":
+      return buffer(t.bytes);
+    case "name":
+      return name(t.path, encode(t.object));
+    case "package":
+      return packageOf(t.children.map(encode));
+    case "return":
+      return returnOf(concat(...t.children.map(encode)));
+    case "scope":
+      return scope(t.path, ...t.children.map(encode));
+    case "device":
+      return device(t.path, ...t.children.map(encode));
+    case "method":
+      return method(t.path, t.args, t.children.map(encode), t.serialized);
+  }
+}
+
+function model(t: Term): number[] {
+  const all = (children: Term[]) => children.flatMap(model);
+  switch (t.kind) {
+    case "integer":
+      return modelInteger(t.value);
+    case "name-string":
+      return modelNameString(t.path);
+    case "buffer":
+      return modelPackaged([0x11], [...modelInteger(BigInt(t.bytes.length)), ...t.bytes]);
+    case "name":
+      return [0x08, ...modelNameString(t.path), ...model(t.object)];
+    case "package":
+      return modelPackaged([0x12], [t.children.length, ...all(t.children)]);
+    case "return":
+      return [0xa4, ...all(t.children)];
+    case "scope":
+      return modelPackaged([0x10], [...modelNameString(t.path), ...all(t.children)]);
+    case "device":
+      return modelPackaged([0x5b, 0x82], [...modelNameString(t.path), ...all(t.children)]);
+    case "method":
+      return modelPackaged(
+        [0x14],
+        [...modelNameString(t.path), t.args | (t.serialized ? 8 : 0), ...all(t.children)],
+      );
+  }
+}
+
+const segment = fc.tuple(
+  fc.constantFrom(..."ABCDEFGHIJKLMNOPQRSTUVWXYZ_"),
+  fc.string({ unit: fc.constantFrom(..."ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), maxLength: 3 }),
+).map(([first, rest]) => first + rest);
+const path = fc.tuple(
+  fc.oneof(
+    fc.constant(""),
+    fc.constant("\\"),
+    fc.string({ unit: fc.constant("^"), minLength: 1, maxLength: 3 }),
+  ),
+  fc.array(segment, { maxLength: 6 }),
+).map(([prefix, segs]) => prefix + segs.join("."));
+const terms = fc.letrec<{ term: Term }>((tie) => ({
+  term: fc.oneof(
+    { depthSize: "small", withCrossShrink: true },
+    fc.oneof(
+      fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }).map((value) => ({
+        kind: "integer" as const,
+        value,
+        asNumber: false,
+      })),
+      fc.constantFrom(0n, 1n, 0xffn, 0x100n, 0xffffn, 0x1_0000n, 0xffff_ffffn, 0x1_0000_0000n, 2n ** 64n - 1n)
+        .map((value) => ({ kind: "integer" as const, value, asNumber: false })),
+      fc.maxSafeNat().map((n) => ({ kind: "integer" as const, value: BigInt(n), asNumber: true })),
+    ),
+    path.map((p) => ({ kind: "name-string" as const, path: p })),
+    fc.uint8Array({ maxLength: 5000 }).map((bytes) => ({ kind: "buffer" as const, bytes })),
+    fc.record({ kind: fc.constant("name" as const), path, object: tie("term") }),
+    fc.record({
+      kind: fc.constantFrom("package" as const, "return" as const),
+      children: fc.array(tie("term"), { maxLength: 5 }),
+    }),
+    fc.record({
+      kind: fc.constantFrom("scope" as const, "device" as const),
+      path,
+      children: fc.array(tie("term"), { maxLength: 5 }),
+    }),
+    fc.record({
+      kind: fc.constant("method" as const),
+      path,
+      args: fc.integer({ min: 0, max: 7 }),
+      serialized: fc.boolean(),
+      children: fc.array(tie("term"), { maxLength: 5 }),
+    }),
+  ),
+})).term;
+
+Deno.test("every term tree encodes as the grammar's plain model says", () => {
+  fc.assert(
+    fc.property(terms, (t) => {
+      assert.deepEqual([...encode(t)], model(t));
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("resource descriptors encode as their plain models say", () => {
+  const le = (value: number, bytes: number) =>
+    Array.from({ length: bytes }, (_, i) => Math.floor(value / 2 ** (8 * i)) % 256);
+  const window = (
+    tag: number,
+    width: number,
+    type: number,
+    general: number,
+    flags: number,
+    min: number,
+    max: number,
+  ) => {
+    const body = [
+      type,
+      general,
+      flags,
+      ...le(0, width),
+      ...le(min, width),
+      ...le(max, width),
+      ...le(0, width),
+      ...le(max - min + 1, width),
+    ];
+    return [tag, ...le(body.length, 2), ...body];
+  };
+  const u16 = fc.integer({ min: 0, max: 0xffff });
+  const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
+  fc.assert(
+    fc.property(
+      u16,
+      u16,
+      fc.integer({ min: 0, max: 0xff }),
+      fc.integer({ min: 0, max: 0xff }),
+      (min, max, align, length) => {
+        assert.deepEqual([...ioPort(min, max, align, length)], [
+          0x47,
+          1,
+          ...le(min, 2),
+          ...le(max, 2),
+          align,
+          length,
+        ]);
+      },
+    ),
+  );
+  fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 15 })), (irqs) => {
+    const mask = irqs.reduce((m, irq) => m | (1 << irq), 0);
+    assert.deepEqual([...irqNoFlags(irqs)], [0x22, ...le(mask, 2)]);
+  }));
+  fc.assert(fc.property(
+    fc.record({
+      trigger: fc.constantFrom("level" as const, "edge" as const),
+      polarity: fc.constantFrom("high" as const, "low" as const),
+      shared: fc.boolean(),
+    }),
+    fc.array(u32, { minLength: 1, maxLength: 255 }),
+    (flags, gsis) => {
+      const bits = 1 | (flags.trigger === "edge" ? 2 : 0) | (flags.polarity === "low" ? 4 : 0) |
+        (flags.shared ? 8 : 0);
+      const body = [bits, gsis.length, ...gsis.flatMap((g) => le(g, 4))];
+      assert.deepEqual([...extendedInterrupt(flags, gsis)], [0x89, ...le(body.length, 2), ...body]);
+    },
+  ));
+  fc.assert(fc.property(u16, u16, (a, b) => {
+    const [min, max] = a <= b ? [a, b] : [b, a];
+    assert.deepEqual([...wordBusNumber(min, max)], window(0x88, 2, 2, 0x0c, 0, min, max));
+    assert.deepEqual([...wordIo(min, max)], window(0x88, 2, 1, 0x0c, 3, min, max));
+  }));
+  fc.assert(fc.property(u32, u32, fc.boolean(), (a, b, cacheable) => {
+    const [min, max] = a <= b ? [a, b] : [b, a];
+    assert.deepEqual(
+      [...dwordMemory(min, max, cacheable)],
+      window(0x87, 4, 0, 0x0c, cacheable ? 3 : 1, min, max),
+    );
+  }));
+  fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 5 }), (descriptors) => {
+    const inner = [...descriptors.flatMap((d) => [...d]), 0x79, 0];
+    assert.deepEqual(
+      [...resourceTemplate(...descriptors)],
+      modelPackaged([0x11], [...modelInteger(BigInt(inner.length)), ...inner]),
+    );
+  }));
 });

@@ -213,15 +213,15 @@ function rootBridgeCrs(pciHole: DsdtOptions["pciHole"]): Uint8Array {
  * `(s + p) & 3`). The board routes INTx the same way (`pciIntxIrq` in machine/pc/pc_pci.ts).
  */
 function prt(): Uint8Array {
+  // 128 entries of the same few terms: each encoded once (packageOf copies them).
+  const links = LINK_NAMES.map((link) => nameString(link));
+  const pins = Array.from({ length: PCI_PINS }, (_, pin) => integer(pin));
+  const source = integer(0);
   const entries: Uint8Array[] = [];
   for (let slot = 0; slot < PCI_SLOTS; slot++) {
+    const address = integer((slot << 16) | PRT_ANY_FUNCTION);
     for (let pin = 0; pin < PCI_PINS; pin++) {
-      entries.push(packageOf([
-        integer((slot << 16) | PRT_ANY_FUNCTION),
-        integer(pin),
-        nameString(LINK_NAMES[(slot + pin + PCI_PINS - 1) % PCI_PINS]),
-        integer(0),
-      ]));
+      entries.push(packageOf([address, pins[pin], links[(slot + pin + PCI_PINS - 1) % PCI_PINS], source]));
     }
   }
   return name("_PRT", packageOf(entries));

@@ -10,7 +10,7 @@
 
 import { alignDown, alignUp } from "../../memory/mod.ts";
 import { E820_RAM, E820_RESERVED, type E820Entry } from "../loader/mod.ts";
-import { type AcpiTables, type AcpiTablesOptions, buildAcpiTables } from "./tables.ts";
+import { type AcpiTables, type AcpiTablesOptions, layoutAcpiTables } from "./tables.ts";
 
 /** The tables take whole pages. */
 export const ACPI_PLACEMENT_ALIGN = 0x1000n;
@@ -41,7 +41,7 @@ export interface AcpiPlacementOptions extends Omit<AcpiTablesOptions, "address">
  * with the map that reserves their pages (or the larger `reserve`, the tables at its start).
  *
  * @throws {RangeError} when no RAM entry between 1 MiB and 4 GiB has room for the tables, for a
- *   `reserve` that is not a multiple of 4 KiB, and for the options `buildAcpiTables` refuses.
+ *   `reserve` that is not a multiple of 4 KiB, and for the options `layoutAcpiTables` refuses.
  *
  * @example
  * ```ts
@@ -63,8 +63,9 @@ export function placeAcpiTables(
   if (typeof reserve !== "bigint" || reserve < 0n || reserve % ACPI_PLACEMENT_ALIGN !== 0n) {
     throw new RangeError(`placeAcpiTables: reserve ${String(reserve)} is not a multiple of 4 KiB`);
   }
-  // The layout does not depend on the address: measure it once at 0.
-  const size = BigInt(buildAcpiTables({ ...tableOptions, address: 0n }).bytes.length);
+  // The layout does not depend on the address: built once, measured, then placed.
+  const layout = layoutAcpiTables(tableOptions);
+  const size = BigInt(layout.size);
   const tablePages = alignUp(size, ACPI_PLACEMENT_ALIGN);
   const pages = reserve > tablePages ? reserve : tablePages;
   let best: { index: number; at: bigint; end: bigint } | undefined;
@@ -90,5 +91,5 @@ export function placeAcpiTables(
   out.push({ addr: at, size: at + pages - at, type: E820_RESERVED });
   if (end > at + pages) out.push({ addr: at + pages, size: end - at - pages, type: E820_RAM });
   out.sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
-  return { tables: buildAcpiTables({ ...tableOptions, address: at }), e820: out };
+  return { tables: layout.place(at), e820: out };
 }

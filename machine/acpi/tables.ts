@@ -208,7 +208,7 @@ function intIn(value: unknown, min: number, max: number, what: string): number {
 /** The byte that makes the sum of `bytes` 0 modulo 256. */
 export function acpiChecksum(bytes: Uint8Array): number {
   let sum = 0;
-  for (const byte of bytes) sum += byte;
+  for (let i = 0; i < bytes.length; i++) sum += bytes[i]; // indexed: cold code runs it once per table
   return (0x100 - (sum & 0xff)) & 0xff;
 }
 
@@ -393,32 +393,38 @@ function rsdp(rsdt: bigint, xsdt: bigint): Uint8Array {
 const align = (n: number, to: number) => Math.ceil(n / to) * to;
 
 /**
- * Builds the RSDP, FACS, DSDT, FADT, MADT (and HPET), RSDT and XSDT of a PC board, laid out from
- * `options.address`.
+ * The ACPI tables of {@link layoutAcpiTables}: their size, known before their address, and the
+ * tables placed at an address.
+ */
+export interface AcpiTablesLayout {
+  /** Bytes of the whole block, wherever it goes. */
+  readonly size: number;
+  /**
+   * The tables laid out from `address` (the same as {@link buildAcpiTables} with that address);
+   * each call returns a new block.
+   *
+   * @throws {RangeError} on an address that is not a 64-byte aligned bigint or a block passing 4 GiB.
+   */
+  place(address: bigint): AcpiTables;
+}
+
+/**
+ * Builds the tables whose bytes do not depend on where the block goes (the DSDT, the MADT) and
+ * lays the block out, for a caller that needs its size to choose the address: the DSDT is built
+ * once, however many times the block is placed.
  *
- * @throws {RangeError} on a base that is not 64-byte aligned or a block passing 4 GiB, a vCPU
- *   count outside 1-65536, an IOAPIC id past 255, ports past 0xffff, an SCI IRQ past 15 or equal
- *   to 0, an HPET address that is not a nonzero 64-bit bigint, or a
- *   malformed DSDT option (see {@link buildDsdtAml}).
+ * @throws {RangeError} for the options {@link buildAcpiTables} refuses, but the address.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { buildAcpiTables } from "./tables.ts";
- * const acpi = buildAcpiTables({ address: 0xe0000n, cpus: 2 });
- * assert.equal(new TextDecoder().decode(acpi.rsdp.bytes.subarray(0, 8)), "RSD PTR ");
- * assert.deepEqual(acpi.tables.map((t) => t.signature), ["FACS", "DSDT", "FACP", "APIC", "RSDT", "XSDT"]);
- * for (const t of acpi.tables.filter((t) => t.signature !== "FACS")) {
- *   const at = Number(t.address - acpi.address);
- *   assert.equal(acpi.bytes.subarray(at, at + t.length).reduce((s, b) => s + b, 0) % 256, 0);
- * }
+ * import { buildAcpiTables, layoutAcpiTables } from "./tables.ts";
+ * const layout = layoutAcpiTables({ cpus: 2 });
+ * const top = 0x800_0000n - BigInt(Math.ceil(layout.size / 64) * 64);
+ * assert.deepEqual(layout.place(top).bytes, buildAcpiTables({ address: top, cpus: 2 }).bytes);
  * ```
  */
-export function buildAcpiTables(options: AcpiTablesOptions): AcpiTables {
-  const base = options.address;
-  if (typeof base !== "bigint" || base < 0n || base % BigInt(ACPI_TABLES_ALIGN) !== 0n) {
-    throw new RangeError(`buildAcpiTables: address ${String(base)} is not a 64-byte aligned bigint`);
-  }
+export function layoutAcpiTables(options: Omit<AcpiTablesOptions, "address">): AcpiTablesLayout {
   const cpus = intIn(options.cpus, 1, ACPI_MAX_CPUS, "cpus");
   const ioapicId = intIn(options.ioapicId ?? ACPI_IOAPIC_ID_DEFAULT, 0, 0xff, "ioapicId");
   const ioapicAddress = intIn(
@@ -459,39 +465,85 @@ export function buildAcpiTables(options: AcpiTablesOptions): AcpiTables {
   const rsdtSize = ACPI_HEADER_SIZE + 4 * pointed;
   const xsdtAt = align(rsdtAt + rsdtSize, 8);
   const size = xsdtAt + ACPI_HEADER_SIZE + 8 * pointed;
-  if (base + BigInt(size) > FOUR_GIB) {
-    throw new RangeError(
-      `buildAcpiTables: ${size} bytes at 0x${
-        base.toString(16)
-      } pass 4 GiB (the RSDT and FADT hold 32-bit pointers)`,
-    );
-  }
-  const addr = (offset: number) => base + BigInt(offset);
   const has8042 = isaDevices.some((d) => d.hid === "PNP0303");
-  const fadtBytes = fadt({ facs: addr(facsAt), dsdt: addr(dsdtAt), pmBase, gpe0Base, sciIrq, cpus, has8042 });
-  const described = [addr(fadtAt), addr(madtAt), ...(hpetBytes === undefined ? [] : [addr(hpetAt)])];
-  const rsdtBytes = pointerTable("RSDT", 1, described, false);
-  const xsdtBytes = pointerTable("XSDT", 1, described, true);
-
-  const bytes = new Uint8Array(size);
   const facs = new Uint8Array(ACPI_FACS_SIZE);
   ascii(facs, 0, "FACS");
   new DataView(facs.buffer).setUint32(4, ACPI_FACS_SIZE, true);
-  const placed: [string, number, Uint8Array][] = [
-    ["FACS", facsAt, facs],
-    ["DSDT", dsdtAt, dsdt],
-    ["FACP", fadtAt, fadtBytes],
-    ["APIC", madtAt, madtBytes],
-    ...(hpetBytes === undefined ? [] : [["HPET", hpetAt, hpetBytes] as [string, number, Uint8Array]]),
-    ["RSDT", rsdtAt, rsdtBytes],
-    ["XSDT", xsdtAt, xsdtBytes],
-  ];
-  bytes.set(rsdp(addr(rsdtAt), addr(xsdtAt)), 0);
-  for (const [, at, data] of placed) bytes.set(data, at);
-  return {
-    address: base,
-    bytes,
-    rsdp: { address: base, bytes: bytes.subarray(0, ACPI_RSDP_SIZE) },
-    tables: placed.map(([signature, at, data]) => ({ signature, address: addr(at), length: data.length })),
+
+  const place = (base: bigint): AcpiTables => {
+    checkBase(base);
+    if (base + BigInt(size) > FOUR_GIB) {
+      throw new RangeError(
+        `buildAcpiTables: ${size} bytes at 0x${
+          base.toString(16)
+        } pass 4 GiB (the RSDT and FADT hold 32-bit pointers)`,
+      );
+    }
+    const addr = (offset: number) => base + BigInt(offset);
+    const fadtBytes = fadt({
+      facs: addr(facsAt),
+      dsdt: addr(dsdtAt),
+      pmBase,
+      gpe0Base,
+      sciIrq,
+      cpus,
+      has8042,
+    });
+    const described = [addr(fadtAt), addr(madtAt), ...(hpetBytes === undefined ? [] : [addr(hpetAt)])];
+    const rsdtBytes = pointerTable("RSDT", 1, described, false);
+    const xsdtBytes = pointerTable("XSDT", 1, described, true);
+
+    const bytes = new Uint8Array(size);
+    const placed: [string, number, Uint8Array][] = [
+      ["FACS", facsAt, facs],
+      ["DSDT", dsdtAt, dsdt],
+      ["FACP", fadtAt, fadtBytes],
+      ["APIC", madtAt, madtBytes],
+      ...(hpetBytes === undefined ? [] : [["HPET", hpetAt, hpetBytes] as [string, number, Uint8Array]]),
+      ["RSDT", rsdtAt, rsdtBytes],
+      ["XSDT", xsdtAt, xsdtBytes],
+    ];
+    bytes.set(rsdp(addr(rsdtAt), addr(xsdtAt)), 0);
+    for (const [, at, data] of placed) bytes.set(data, at);
+    return {
+      address: base,
+      bytes,
+      rsdp: { address: base, bytes: bytes.subarray(0, ACPI_RSDP_SIZE) },
+      tables: placed.map(([signature, at, data]) => ({ signature, address: addr(at), length: data.length })),
+    };
   };
+  return { size, place };
+}
+
+function checkBase(base: bigint): void {
+  if (typeof base !== "bigint" || base < 0n || base % BigInt(ACPI_TABLES_ALIGN) !== 0n) {
+    throw new RangeError(`buildAcpiTables: address ${String(base)} is not a 64-byte aligned bigint`);
+  }
+}
+
+/**
+ * Builds the RSDP, FACS, DSDT, FADT, MADT (and HPET), RSDT and XSDT of a PC board, laid out from
+ * `options.address`.
+ *
+ * @throws {RangeError} on a base that is not 64-byte aligned or a block passing 4 GiB, a vCPU
+ *   count outside 1-65536, an IOAPIC id past 255, ports past 0xffff, an SCI IRQ past 15 or equal
+ *   to 0, an HPET address that is not a nonzero 64-bit bigint, or a
+ *   malformed DSDT option (see {@link buildDsdtAml}).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { buildAcpiTables } from "./tables.ts";
+ * const acpi = buildAcpiTables({ address: 0xe0000n, cpus: 2 });
+ * assert.equal(new TextDecoder().decode(acpi.rsdp.bytes.subarray(0, 8)), "RSD PTR ");
+ * assert.deepEqual(acpi.tables.map((t) => t.signature), ["FACS", "DSDT", "FACP", "APIC", "RSDT", "XSDT"]);
+ * for (const t of acpi.tables.filter((t) => t.signature !== "FACS")) {
+ *   const at = Number(t.address - acpi.address);
+ *   assert.equal(acpi.bytes.subarray(at, at + t.length).reduce((s, b) => s + b, 0) % 256, 0);
+ * }
+ * ```
+ */
+export function buildAcpiTables(options: AcpiTablesOptions): AcpiTables {
+  checkBase(options.address); // first, as before the layout existed
+  return layoutAcpiTables(options).place(options.address);
 }

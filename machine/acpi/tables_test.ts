@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ACPI_COM1, ACPI_RTC } from "./dsdt.ts";
-import { type AcpiTables, buildAcpiTables } from "./tables.ts";
+import { type AcpiTables, buildAcpiTables, layoutAcpiTables } from "./tables.ts";
 
 const text = (bytes: Uint8Array) => String.fromCharCode(...bytes);
 const sum = (bytes: Uint8Array) => bytes.reduce((s, b) => s + b, 0) & 0xff;
@@ -228,4 +228,31 @@ Deno.test("bad input: one RangeError naming what was wrong", () => {
       return true;
     }, `no error for ${Object.keys(change)}`);
   }
+});
+
+Deno.test("layoutAcpiTables: the size before the address; each placement is buildAcpiTables' block there", () => {
+  const options = {
+    cpus: 300,
+    hpetAddress: 0xfed0_0000n,
+    pciHole: { start: 0x800_0000n, end: 0xfec0_0000n },
+  };
+  const layout = layoutAcpiTables(options);
+  for (
+    const address of [0n, 0xe_0000n, 0x7ff_0000n, 0x1_0000_0000n - BigInt(Math.ceil(layout.size / 64) * 64)]
+  ) {
+    const placed = layout.place(address);
+    const built = buildAcpiTables({ ...options, address });
+    assert.equal(placed.bytes.length, layout.size);
+    assert.deepEqual(placed, built);
+  }
+  const first = layout.place(0xe_0000n);
+  first.bytes.fill(0);
+  assert.deepEqual(
+    layout.place(0xe_0000n),
+    buildAcpiTables({ ...options, address: 0xe_0000n }),
+    "a new block each time",
+  );
+  assert.throws(() => layout.place(0x1_0000_0000n - 0x40n), /pass 4 GiB/);
+  assert.throws(() => layout.place(0x20n), /64-byte aligned/);
+  assert.throws(() => layoutAcpiTables({ cpus: 0 }), /cpus 0/);
 });

@@ -319,6 +319,18 @@ export interface PcGuestTables {
   rsdpAddress: bigint | undefined;
 }
 
+/** The sizes {@link pcGuestTables} depends on. */
+export interface PcGuestTablesOptions {
+  /** Guest RAM in bytes. */
+  readonly ramSize: bigint;
+  /** Size of the firmware in `pc.bios`. */
+  readonly firmwareSize: bigint;
+  /** Number of vCPUs. */
+  readonly cpus: number;
+  /** Number of PCI devices (their INTA# lines go into the MP table); default 0. */
+  readonly pciDevices?: number;
+}
+
 /**
  * What the board tells the guest about itself, from its sizes alone: the firmware tables and the
  * e820 map. Pure, so a kernel can be planned against it before anything is acquired; the loaders
@@ -327,10 +339,31 @@ export interface PcGuestTables {
  * The ACPI tables go at the top of RAM below 4 GiB, in a reserved 128 KiB block (where SeaBIOS puts
  * QEMU's);
  * a board with 2 MiB of RAM or less below 4 GiB has none, and a guest falls back to the MP table.
+ *
+ * A run asks twice with the same sizes (its boot plan, then its board): the last answer is kept
+ * and each call returns a copy of it, which the caller may change freely.
  */
-export function pcGuestTables(
-  options: { ramSize: bigint; firmwareSize: bigint; cpus: number; pciDevices?: number },
-): PcGuestTables {
+export function pcGuestTables(options: PcGuestTablesOptions): PcGuestTables {
+  const { ramSize, firmwareSize, cpus, pciDevices = 0 } = options;
+  const last = lastGuestTables;
+  const tables = last !== undefined && last.ramSize === ramSize && last.firmwareSize === firmwareSize &&
+      last.cpus === cpus && last.pciDevices === pciDevices
+    ? last.tables
+    : (lastGuestTables = { ramSize, firmwareSize, cpus, pciDevices, tables: buildGuestTables(options) })
+      .tables;
+  return {
+    firmwareTables: tables.firmwareTables.map((t) => ({ ...t, bytes: t.bytes.slice() })),
+    e820: tables.e820.map((e) => ({ ...e })),
+    rsdpAddress: tables.rsdpAddress,
+  };
+}
+
+/** The last {@link pcGuestTables} answer and its sizes (never handed out: callers get copies). */
+let lastGuestTables:
+  | { ramSize: bigint; firmwareSize: bigint; cpus: number; pciDevices: number; tables: PcGuestTables }
+  | undefined;
+
+function buildGuestTables(options: PcGuestTablesOptions): PcGuestTables {
   const split = splitRam(options.ramSize);
   const firmwareTables = pcFirmwareTables({ cpus: options.cpus, pciDevices: options.pciDevices });
   const mpTable = firmwareTables.find((t) => t.name === MP_TABLE_NAME)!;

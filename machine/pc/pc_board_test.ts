@@ -12,7 +12,7 @@ import {
 } from "../../devices/mod.ts";
 import type { RunOutcome } from "../runner.ts";
 import { E820_RAM, E820_RESERVED } from "../loader/mod.ts";
-import { closeAll, MAX_CPUS, PcBoard } from "./pc_board.ts";
+import { closeAll, MAX_CPUS, PcBoard, pcGuestTables } from "./pc_board.ts";
 import { MP_TABLE_MAX_CPUS } from "./mptable.ts";
 
 Deno.test("the board's devices end a run through onStop: a reset request, a debug-exit write", () => {
@@ -130,4 +130,24 @@ Deno.test("the ACPI PM block: the SCI is ISA IRQ 9, S5 through PM1a_CNT ends the
   assert.deepEqual(outcomes, []);
   board.io.write(ACPI_PM_BASE + 4, 2, (ACPI_SLP_TYP_S5 << 10) | PM1_CNT_SLP_EN_BIT);
   assert.deepEqual(outcomes, [{ kind: "poweroff" }]);
+});
+
+Deno.test("pcGuestTables: the same sizes give the same answer, which the caller may change without effect", () => {
+  const options = { ramSize: 256n << 20n, firmwareSize: 0x4_0000n, cpus: 2, pciDevices: 1 };
+  const first = pcGuestTables(options);
+  const expected = structuredClone(first);
+  for (const t of first.firmwareTables) t.bytes.fill(0xee);
+  first.firmwareTables.pop();
+  first.e820[0].size = 1n;
+  first.e820.push({ addr: 0n, size: 0n, type: E820_RAM });
+  assert.deepEqual(pcGuestTables(options), expected);
+  // Other sizes, and back: each answer is the one of its own sizes.
+  const small = pcGuestTables({ ...options, ramSize: 1n << 20n });
+  assert.equal(small.rsdpAddress, undefined);
+  assert.deepEqual(
+    pcGuestTables({ ...options, pciDevices: undefined }),
+    pcGuestTables({ ...options, pciDevices: 0 }),
+  );
+  assert.notDeepEqual(pcGuestTables({ ...options, cpus: 3 }).firmwareTables, expected.firmwareTables);
+  assert.deepEqual(pcGuestTables(options), expected);
 });

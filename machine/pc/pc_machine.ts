@@ -840,10 +840,13 @@ export class PcMachine implements Disposable {
   }
 
   /**
-   * Releases everything, in this order, and each even when an earlier one throws: the board's
-   * address spaces (listeners first: their memslots go while the VM exists), the VM and its vCPUs,
-   * guest memory (only once no slot points at it), then /dev/kvm if the machine opened it.
-   * Idempotent.
+   * Releases everything, in this order, and each even when an earlier one throws: the VM and its
+   * vCPUs (KVM frees the memslots and ioeventfds with it), the board's address spaces (their KVM
+   * listeners see a closed VM and only forget their slots), guest memory (no slot points at it any
+   * more), then /dev/kvm if the machine opened it. Idempotent.
+   *
+   * Deleting the memslots one by one before the VM costs the kernel an SRCU grace period each:
+   * measured 1 to 36 ms for the five slots of a PC, against nothing when they go with the VM.
    *
    * @throws {Error} the first failure once everything was tried (an AggregateError for several).
    */
@@ -853,8 +856,8 @@ export class PcMachine implements Disposable {
     const memory = this.#memory;
     const notifiers = { close: () => this.#notifiers.close(false) }; // the VM dropped them already
     closeAll([
-      this.board,
       this.#vm,
+      this.board,
       notifiers,
       this.#runner,
       memory.ram,

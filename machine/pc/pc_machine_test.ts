@@ -1,10 +1,12 @@
 /**
- * PcMachine's steps that need no KVM: planning the boot.
+ * PcMachine's steps that need no KVM (planning the boot), and its teardown on KVM.
  */
 import assert from "node:assert/strict";
 import { EXIT_STATUS, FIRMWARE } from "../guests/mod.ts";
 import { LoaderError } from "../loader/mod.ts";
-import { pcGsiRoutes, planBoot } from "./pc_machine.ts";
+import { ifKvm } from "../../kvm/_testing.ts";
+import type { MemslotCall } from "../../kvm/mod.ts";
+import { pcGsiRoutes, PcMachine, planBoot } from "./pc_machine.ts";
 
 Deno.test("planBoot hands -initrd to the kernel loader (a Multiboot kernel refuses one)", () => {
   const kernel = { image: EXIT_STATUS, initrd: new Uint8Array([1, 2, 3]) };
@@ -27,3 +29,18 @@ Deno.test("GSI routing: ISA IRQs to both PICs but the cascade, the PIT on IOAPIC
   assert.ok(!routes.some((r) => r.gsi === 2 && r.irqchip !== 2));
   assert.deepEqual(routes.find((r) => r.gsi === 0 && r.irqchip === 2), { gsi: 0, irqchip: 2, pin: 2 });
 });
+
+Deno.test(
+  "close: the VM goes first and its memslots with it; the board's listeners delete none",
+  ifKvm,
+  () => {
+    const calls: MemslotCall[] = [];
+    const machine = PcMachine.create({ ramSize: 64n << 20n, traceMemslots: (call) => void calls.push(call) });
+    const mapped = calls.length;
+    assert.ok(mapped >= 2 && calls.every((c) => c.memorySize > 0n && c.error === undefined));
+    machine.close();
+    assert.deepEqual(calls.slice(mapped), [], "no KVM_SET_USER_MEMORY_REGION after the VM");
+    assert.deepEqual(machine.kvmListener.slots, []);
+    machine.close(); // idempotent
+  },
+);
