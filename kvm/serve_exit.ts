@@ -41,6 +41,23 @@ export interface ExitSpaces {
 }
 
 /**
+ * The views of the data of one-item port exits, made once per run page and offset (KVM always puts
+ * the data at the same offset of a vCPU's page): no allocation per exit. Indexed by access size.
+ */
+let viewPage: Uint8Array | null = null;
+let viewAt = -1;
+const views: (Uint8Array | undefined)[] = [];
+
+function ioView(page: Uint8Array, at: number, size: number): Uint8Array {
+  if (page !== viewPage || at !== viewAt) {
+    viewPage = page;
+    viewAt = at;
+    views.length = 0;
+  }
+  return views[size] ??= page.subarray(at, at + size);
+}
+
+/**
  * Serves the exit in `page` if it is port I/O or MMIO and returns true; otherwise returns false
  * and leaves it to the caller (halt, shutdown, errors…). `view` is a DataView over the same bytes.
  * Access results are ignored, as under QEMU's KVM: an unassigned port reads all-ones, unassigned
@@ -72,7 +89,11 @@ export function serveExit(page: Uint8Array, view: DataView, spaces: ExitSpaces):
     const write = page[IO_DIRECTION] === EXIT_IO_OUT;
     // data_offset is a u64 but always an offset into the run mapping: its low half, no bigint.
     let at = view.getUint32(IO_DATA_OFFSET, true);
-    for (let i = 0; i < count; i++, at += size) spaces.io.rw(port, page.subarray(at, at + size), write);
+    if (count === 1) {
+      spaces.io.rw(port, ioView(page, at, size), write);
+    } else {
+      for (let i = 0; i < count; i++, at += size) spaces.io.rw(port, page.subarray(at, at + size), write);
+    }
     return true;
   }
   if (reason === KVM_EXIT_MMIO) {
