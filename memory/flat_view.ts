@@ -149,7 +149,10 @@ function collect(
     return;
   }
   for (const child of mr.subregions) collect(child, base, start, end, flags, out);
-  if (mr.terminates) out.push(mr, start, end, start - base, flags, 0);
+  // The leaf's romd mode and dirty-log mask are read here, while the region is in the cache.
+  if (mr.terminates) {
+    out.push(mr, start, end, start - base, flags | (mr.romdMode ? ROMD_BIT : 0), mr.dirtyLogMask);
+  }
 }
 
 /** A binary min-heap of fill indices; a lower index is an earlier fill and wins. */
@@ -191,13 +194,72 @@ class RankHeap {
   }
 }
 
-/** Appends fill `i`'s piece [start, end) to the view, taking romd and the dirty mask from the leaf. */
+/** Appends fill `i`'s piece [start, end) to the view. */
 function emit(out: RangeTable, fills: RangeTable, i: number, start: bigint, end: bigint): void {
-  const region = fills.regions[i];
   const fillStart = fills.starts[i];
   const offset = start === fillStart ? fills.offsets[i] : fills.offsets[i] + (start - fillStart);
-  const flags = fills.flags[i] | (region.romdMode ? ROMD_BIT : 0);
-  out.pushMerged(region, start, end, offset, flags, region.dirtyLogMask);
+  out.pushMerged(fills.regions[i], start, end, offset, fills.flags[i], fills.masks[i]);
+}
+
+/** Whether the platform stores the low 32-bit word of a 64-bit value first. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * The indices of the first `n` values, ordered by value (ties in index order): a least-significant-
+ * digit radix sort on the bytes of the 64-bit values, read as 32-bit words (no bigint). A byte that
+ * is the same in every value costs one counting pass and no move; in practice most high bytes are.
+ */
+function sortByValue(values: BigUint64Array, n: number): Uint32Array {
+  const words = new Uint32Array(values.buffer, values.byteOffset, 2 * n);
+  const [loWord, hiWord] = LITTLE_ENDIAN ? [0, 1] : [1, 0];
+  // Counts of every byte position at once: 8 × 256.
+  const counts = new Uint32Array(8 * 256);
+  for (let i = 0; i < n; i++) {
+    const lo = words[2 * i + loWord];
+    const hi = words[2 * i + hiWord];
+    counts[lo & 0xff]++;
+    counts[256 + ((lo >>> 8) & 0xff)]++;
+    counts[512 + ((lo >>> 16) & 0xff)]++;
+    counts[768 + (lo >>> 24)]++;
+    counts[1024 + (hi & 0xff)]++;
+    counts[1280 + ((hi >>> 8) & 0xff)]++;
+    counts[1536 + ((hi >>> 16) & 0xff)]++;
+    counts[1792 + (hi >>> 24)]++;
+  }
+  // The permutation travels with both words of its values, so every pass reads sequentially.
+  let order = new Uint32Array(n);
+  let los = new Uint32Array(n);
+  let his = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    order[i] = i;
+    los[i] = words[2 * i + loWord];
+    his[i] = words[2 * i + hiWord];
+  }
+  let order2 = new Uint32Array(n);
+  let los2 = new Uint32Array(n);
+  let his2 = new Uint32Array(n);
+  for (let digit = 0; digit < 8; digit++) {
+    const base = digit * 256;
+    const shift = (digit & 3) * 8;
+    const keys = digit < 4 ? los : his;
+    if (n === 0 || counts[base + ((keys[0] >>> shift) & 0xff)] === n) continue; // one value: no move
+    let sum = 0;
+    for (let b = base; b < base + 256; b++) {
+      const c = counts[b];
+      counts[b] = sum;
+      sum += c;
+    }
+    for (let k = 0; k < n; k++) {
+      const at = counts[base + (((digit < 4 ? los[k] : his[k]) >>> shift) & 0xff)]++;
+      order2[at] = order[k];
+      los2[at] = los[k];
+      his2[at] = his[k];
+    }
+    [order, order2] = [order2, order];
+    [los, los2] = [los2, los];
+    [his, his2] = [his2, his];
+  }
+  return order;
 }
 
 /**
@@ -210,13 +272,7 @@ function envelope(fills: RangeTable): RangeTable {
   const n = fills.count;
   if (n === 0) return out;
   const { starts, lasts } = fills;
-  const order = new Uint32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  // Sort on doubles (rounding keeps the order, weakly) and settle ties exactly: reading a
-  // BigUint64Array allocates, and a comparator runs n log n times.
-  const keys = new Float64Array(n);
-  for (let i = 0; i < n; i++) keys[i] = Number(starts[i]);
-  order.sort((a, b) => keys[a] - keys[b] || (starts[a] < starts[b] ? -1 : starts[a] > starts[b] ? 1 : 0));
+  const order = sortByValue(starts, n);
   const heap = new RankHeap();
   // Reading a BigUint64Array allocates a bigint, so the values the loop keeps comparing are cached.
   let next = 0;

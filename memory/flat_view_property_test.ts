@@ -144,3 +144,20 @@ Deno.test("the view index (doubles, buckets, one-entry cache) equals a linear sc
     { seed: SEED, numRuns: 500 },
   );
 });
+
+Deno.test("ranges at random 64-bit addresses come out sorted by start (every byte of the start counts)", () => {
+  fc.assert(
+    fc.property(
+      fc.uniqueArray(fc.bigInt({ min: 0n, max: (TOP >> 4n) - 1n }), { minLength: 1, maxLength: 60 }),
+      (slots) => {
+        // 16-byte slots: disjoint regions whose starts differ in any byte, the top one included.
+        const root = MemoryRegion.container("root", TOP);
+        slots.forEach((slot, i) => root.addSubregion(slot << 4n, MemoryRegion.ram(`r${i}`, 8 + (i % 8))));
+        const starts = FlatView.render(root).ranges.map((r) => r.start);
+        const sorted = slots.map((slot) => slot << 4n).sort((a, b) => (a < b ? -1 : 1));
+        assert.deepEqual(starts, sorted);
+      },
+    ),
+    { seed: SEED, numRuns: 300 },
+  );
+});
