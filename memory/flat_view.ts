@@ -46,15 +46,49 @@ export interface FlatRange {
  */
 class RangeTable {
   count = 0;
-  starts = new BigUint64Array(64);
-  lasts = new BigUint64Array(64);
+  starts: BigUint64Array;
+  lasts: BigUint64Array;
   /** Offset inside the region of the range's first byte. */
-  offsets = new BigUint64Array(64);
+  offsets: BigUint64Array;
   regions: MemoryRegion[] = [];
   /** READONLY_BIT | NONVOLATILE_BIT | UNMERGEABLE_BIT | ROMD_BIT. */
-  flags = new Uint8Array(64);
+  flags: Uint8Array;
   /** Dirty-log masks. */
-  masks = new Uint8Array(64);
+  masks: Uint8Array;
+
+  constructor(capacity = 64) {
+    this.starts = new BigUint64Array(capacity);
+    this.lasts = new BigUint64Array(capacity);
+    this.offsets = new BigUint64Array(capacity);
+    this.flags = new Uint8Array(capacity);
+    this.masks = new Uint8Array(capacity);
+  }
+
+  /**
+   * The first `order.length` ranges, range `order[k]` at `k`, all but their regions (storing
+   * 100,000 references into a new array costs more than looking them up through `order`): copied
+   * as 32-bit words, so no bigint is made.
+   */
+  permuted(order: Uint32Array): RangeTable {
+    const n = order.length;
+    const t = new RangeTable(n);
+    for (const key of ["starts", "lasts", "offsets"] as const) {
+      const from = new Uint32Array(this[key].buffer, 0, 2 * this.count);
+      const to = new Uint32Array(t[key].buffer, 0, 2 * n);
+      for (let k = 0; k < n; k++) {
+        const i = 2 * order[k];
+        to[2 * k] = from[i];
+        to[2 * k + 1] = from[i + 1];
+      }
+    }
+    for (let k = 0; k < n; k++) {
+      const i = order[k];
+      t.flags[k] = this.flags[i];
+      t.masks[k] = this.masks[i];
+    }
+    t.count = n;
+    return t;
+  }
 
   push(region: MemoryRegion, start: bigint, end: bigint, offset: bigint, flags: number, mask: number): void {
     if (this.count === this.starts.length) this.#grow();
@@ -155,38 +189,72 @@ function collect(
   }
 }
 
-/** A binary min-heap of fill indices; a lower index is an earlier fill and wins. */
+/** A binary min-heap of positions in start order, by their fill's rank: a lower rank is an earlier fill and wins. */
 class RankHeap {
   readonly #items: number[] = [];
+  readonly #ranks: Uint32Array;
+  constructor(ranks: Uint32Array) {
+    this.#ranks = ranks;
+  }
   get size(): number {
     return this.#items.length;
   }
   peek(): number {
     return this.#items[0];
   }
-  push(rank: number): void {
+  push(position: number): void {
     const items = this.#items;
+    const ranks = this.#ranks;
+    const rank = ranks[position];
     let i = items.length;
-    items.push(rank);
+    items.push(position);
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (items[parent] <= rank) break;
+      if (ranks[items[parent]] <= rank) break;
       items[i] = items[parent];
       i = parent;
     }
-    items[i] = rank;
+    items[i] = position;
+  }
+  /**
+   * Drops every position for which `dead` holds and restores the heap order (Floyd's build, linear).
+   * The sweep drops ended fills only when they reach the top, and ended fills of a low priority
+   * under a live one of a higher priority would pile up otherwise.
+   */
+  prune(dead: (position: number) => boolean): void {
+    const items = this.#items;
+    const ranks = this.#ranks;
+    let n = 0;
+    for (let i = 0; i < items.length; i++) if (!dead(items[i])) items[n++] = items[i];
+    items.length = n;
+    for (let start = (n >> 1) - 1; start >= 0; start--) {
+      const moving = items[start];
+      const rank = ranks[moving];
+      let i = start;
+      for (;;) {
+        let child = 2 * i + 1;
+        if (child >= n) break;
+        if (child + 1 < n && ranks[items[child + 1]] < ranks[items[child]]) child++;
+        if (ranks[items[child]] >= rank) break;
+        items[i] = items[child];
+        i = child;
+      }
+      items[i] = moving;
+    }
   }
   pop(): void {
     const items = this.#items;
+    const ranks = this.#ranks;
     const last = items.pop()!;
     if (items.length === 0) return;
+    const lastRank = ranks[last];
     let i = 0;
     const n = items.length;
     for (;;) {
       let child = 2 * i + 1;
       if (child >= n) break;
-      if (child + 1 < n && items[child + 1] < items[child]) child++;
-      if (items[child] >= last) break;
+      if (child + 1 < n && ranks[items[child + 1]] < ranks[items[child]]) child++;
+      if (ranks[items[child]] >= lastRank) break;
       items[i] = items[child];
       i = child;
     }
@@ -194,11 +262,19 @@ class RankHeap {
   }
 }
 
-/** Appends fill `i`'s piece [start, end) to the view. */
-function emit(out: RangeTable, fills: RangeTable, i: number, start: bigint, end: bigint): void {
-  const fillStart = fills.starts[i];
-  const offset = start === fillStart ? fills.offsets[i] : fills.offsets[i] + (start - fillStart);
-  out.pushMerged(fills.regions[i], start, end, offset, fills.flags[i], fills.masks[i]);
+/** Appends the piece [start, end) of the fill at position `k` of `sorted` (rank `order[k]`) to the view. */
+function emit(
+  out: RangeTable,
+  sorted: RangeTable,
+  regions: readonly MemoryRegion[],
+  order: Uint32Array,
+  k: number,
+  start: bigint,
+  end: bigint,
+): void {
+  const fillStart = sorted.starts[k];
+  const offset = start === fillStart ? sorted.offsets[k] : sorted.offsets[k] + (start - fillStart);
+  out.pushMerged(regions[order[k]], start, end, offset, sorted.flags[k], sorted.masks[k]);
 }
 
 /** Whether the platform stores the low 32-bit word of a 64-bit value first. */
@@ -271,25 +347,34 @@ function envelope(fills: RangeTable): RangeTable {
   const out = new RangeTable();
   const n = fills.count;
   if (n === 0) return out;
-  const { starts, lasts } = fills;
-  const order = sortByValue(starts, n);
-  const heap = new RankHeap();
+  // The fills in start order, so that the sweep reads them in sequence; the heap keeps their ranks.
+  const order = sortByValue(fills.starts, n);
+  const sorted = fills.permuted(order);
+  const { starts, lasts } = sorted;
+  const heap = new RankHeap(order);
   // Reading a BigUint64Array allocates a bigint, so the values the loop keeps comparing are cached.
   let next = 0;
-  let nextStart = starts[order[0]];
+  let nextStart = starts[0];
   let x = nextStart;
   // The piece being grown: fill `piece` over [pieceStart, x), ending at the latest at pieceEnd.
   let piece = -1;
   let pieceStart = 0n;
   let pieceEnd = 0n;
+  // Past this size the heap is pruned of ended fills, and the bound set to twice what is left.
+  let pruneAt = 64;
+  const ended = (position: number) => lasts[position] < x;
   for (;;) {
     while (next < n && nextStart <= x) {
-      heap.push(order[next++]);
-      if (next < n) nextStart = starts[order[next]];
+      heap.push(next++);
+      if (next < n) nextStart = starts[next];
+    }
+    if (heap.size > pruneAt) {
+      heap.prune(ended);
+      pruneAt = Math.max(64, 2 * heap.size);
     }
     while (heap.size > 0 && (heap.peek() === piece ? pieceEnd <= x : lasts[heap.peek()] < x)) heap.pop();
     if (heap.size === 0) {
-      if (piece >= 0) emit(out, fills, piece, pieceStart, x);
+      if (piece >= 0) emit(out, sorted, fills.regions, order, piece, pieceStart, x);
       piece = -1;
       if (next === n) return out;
       x = nextStart;
@@ -297,7 +382,7 @@ function envelope(fills: RangeTable): RangeTable {
     }
     const top = heap.peek();
     if (top !== piece) {
-      if (piece >= 0) emit(out, fills, piece, pieceStart, x);
+      if (piece >= 0) emit(out, sorted, fills.regions, order, piece, pieceStart, x);
       piece = top;
       pieceStart = x;
       pieceEnd = lasts[top] + 1n;
