@@ -161,3 +161,36 @@ Deno.test("ranges at random 64-bit addresses come out sorted by start (every byt
     { seed: SEED, numRuns: 300 },
   );
 });
+
+Deno.test("hundreds of overlapping children at mixed priorities: the first in list order wins everywhere", () => {
+  // Enough overlap that the sweep's heap passes its pruning size many times over.
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          at: fc.nat(0x3ff),
+          units: fc.integer({ min: 1, max: 0x60 }),
+          priority: fc.integer({ min: -2, max: 3 }),
+        }),
+        { minLength: 100, maxLength: 400 },
+      ),
+      (children) => {
+        const root = MemoryRegion.container("root", TOP);
+        children.forEach((c, i) =>
+          root.addSubregionOverlap(
+            BigInt(c.at) * 0x10n,
+            MemoryRegion.ram(`r${i}`, c.units * 0x10),
+            c.priority,
+          )
+        );
+        const view = FlatView.render(root);
+        for (let addr = 0n; addr < 0x4600n; addr += 0x10n) {
+          // QEMU's list order: priority descending, the most recently added first among equals.
+          const model = root.subregions.find((c) => addr >= c.addr && addr < c.addr + c.size);
+          assert.equal(view.lookup(addr)?.region, model, `0x${addr.toString(16)}`);
+        }
+      },
+    ),
+    { seed: SEED, numRuns: 100 },
+  );
+});
