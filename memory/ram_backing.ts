@@ -72,7 +72,14 @@ export const SPARSE_PAGE_SIZE = 4096;
  */
 export class SparseRam implements RamBacking {
   readonly size: bigint;
-  readonly #pages = new Map<number, Uint8Array>();
+  /**
+   * Pages by number, in chunks of 4096 (16 MiB), for a memory of at most 16 TiB: two array loads
+   * find a page, or find that it was never written (the chunk or the page is absent).
+   */
+  readonly #dir: (Uint8Array | undefined)[][] | undefined;
+  /** Pages by number, for a bigger memory. */
+  readonly #pages: Map<number, Uint8Array> | undefined;
+  #committed = 0;
   /** The size as a double when it is at most 2^53 (exact), else -1. */
   readonly #exactSize: number;
 
@@ -87,11 +94,31 @@ export class SparseRam implements RamBacking {
     if (size < 0n) throw new RangeError(`SparseRam: size ${size} is negative`);
     this.size = size;
     this.#exactSize = size <= 1n << 53n ? Number(size) : -1;
+    // Page numbers then stay below 2^32, and chunk numbers below 2^20.
+    if (size <= 1n << 44n) this.#dir = [];
+    else this.#pages = new Map();
   }
 
   /** Number of 4 KiB pages that hold memory (for tests and statistics). */
   get committedPages(): number {
-    return this.#pages.size;
+    return this.#committed;
+  }
+
+  /** Page `page`, or undefined if it was never written. */
+  #page(page: number): Uint8Array | undefined {
+    const dir = this.#dir;
+    if (dir === undefined) return this.#pages!.get(page);
+    return dir[page >>> 12]?.[page & 0xfff];
+  }
+
+  /** A new zero page `page`, recorded. */
+  #commit(page: number): Uint8Array {
+    const bytes = new Uint8Array(SPARSE_PAGE_SIZE);
+    this.#committed++;
+    const dir = this.#dir;
+    if (dir === undefined) this.#pages!.set(page, bytes);
+    else (dir[page >>> 12] ??= new Array(0x1000))[page & 0xfff] = bytes;
+    return bytes;
   }
 
   /**
@@ -120,7 +147,7 @@ export class SparseRam implements RamBacking {
     let done = 0;
     while (done < out.length) {
       const n = Math.min(SPARSE_PAGE_SIZE - inPage, out.length - done);
-      const bytes = this.#pages.get(page);
+      const bytes = this.#page(page);
       if (!bytes) out.fill(0, done, done + n);
       else if (n === 1) out[done] = bytes[inPage];
       else out.set(bytes.subarray(inPage, inPage + n), done);
@@ -145,11 +172,7 @@ export class SparseRam implements RamBacking {
     let done = 0;
     while (done < data.length) {
       const n = Math.min(SPARSE_PAGE_SIZE - inPage, data.length - done);
-      let bytes = this.#pages.get(page);
-      if (!bytes) {
-        bytes = new Uint8Array(SPARSE_PAGE_SIZE);
-        this.#pages.set(page, bytes);
-      }
+      const bytes = this.#page(page) ?? this.#commit(page);
       bytes.set(data.subarray(done, done + n), inPage);
       done += n;
       page++;
