@@ -8,14 +8,15 @@
  * @module
  */
 
-import { ADDRESS_SPACE_SIZE, type AddrInput, toAddress } from "./address.ts";
-import { FlatView, flatViewRoot } from "./flat_view.ts";
+import { ADDRESS_SPACE_SIZE, type AddrInput, toAddress, UINT64_MAX } from "./address.ts";
+import { _viewIndex, FlatView, flatViewRoot } from "./flat_view.ts";
 import type { FlatRange } from "./flat_view.ts";
 import type { IoeventfdSection, MemoryListener } from "./memory_listener.ts";
 import { checkBoolean, checkBytes, show } from "./_check.ts";
 import { _compareIoeventfds, MemoryRegion } from "./memory_region.ts";
 import { type MemoryRegionOps, MemTxResult } from "./memory_region_ops.ts";
 import { _setRebuildHook } from "./transaction.ts";
+import { _sparseRead, _sparseWrite, SparseRam } from "./ram_backing.ts";
 
 /** Result of {@link AddressSpace.read}. */
 export interface ReadResult {
@@ -39,8 +40,11 @@ const allListeners: Registration[] = [];
 /** QEMU's `unassigned_mem_ops`: every access invalid (its `accepts` refuses everything). */
 const UNASSIGNED_MEM_OPS: MemoryRegionOps = { valid: { accepts: () => false } };
 
-/** Devices (identified by their ops object) currently inside one of their own handlers. */
-const engagedDevices = new Set<MemoryRegionOps>();
+/**
+ * Devices (identified by their ops object) currently inside one of their own handlers, innermost
+ * last: a stack, as handlers return in the reverse order they were entered.
+ */
+const engagedDevices: MemoryRegionOps[] = [];
 
 function insertByPriority(list: Registration[], reg: Registration): void {
   let i = list.length;
@@ -130,11 +134,20 @@ function sameRange(a: FlatRange, b: FlatRange): boolean {
     a.nonvolatile === b.nonvolatile && a.unmergeable === b.unmergeable;
 }
 
-/** QEMU's `memory_access_size`: the largest piece the region takes at `offset`. */
-function accessSize(ops: MemoryRegionOps, remaining: number, offset: bigint): number {
+/** 2^53: every integer below it is exactly a double. */
+const EXACT = 2 ** 53;
+const EXACT_BIG = 1n << 53n;
+
+/** The low byte of an offset (a double below 2^53, or a bigint): all alignment needs. */
+function lowByte(offset: number | bigint): number {
+  return typeof offset === "number" ? offset % 256 : Number(offset & 0xffn);
+}
+
+/** QEMU's `memory_access_size`: the largest piece the region takes at an offset whose low byte is `low`. */
+function accessSize(ops: MemoryRegionOps, remaining: number, low: number): number {
   let max = ops.valid?.max || 4;
   if (!ops.impl?.unaligned) {
-    const align = Number(offset & -offset & 0xffn);
+    const align = low & -low;
     if (align !== 0 && align < max) max = align;
   }
   let l = remaining < max ? remaining : max;
@@ -149,6 +162,13 @@ function byteSwap(value: bigint, size: number): bigint {
   return out;
 }
 
+/** {@link byteSwap} of a value below 2^32 (`size` ≤ 4). */
+function byteSwapSmall(value: number, size: number): number {
+  let out = 0;
+  for (let i = 0; i < size; i++) out = out * 256 + ((value >>> (8 * i)) & 0xff);
+  return out;
+}
+
 function loadLE(buf: Uint8Array, at: number, size: number): bigint {
   let v = 0n;
   for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(buf[at + i]);
@@ -159,46 +179,101 @@ function storeLE(buf: Uint8Array, at: number, size: number, value: bigint): void
   for (let i = 0; i < size; i++) buf[at + i] = Number((value >> BigInt(8 * i)) & 0xffn);
 }
 
-/** QEMU's `memory_region_access_valid`. */
-function accessValid(ops: MemoryRegionOps, offset: bigint, size: number, isWrite: boolean): boolean {
+/** An integer double modulo 2^32 (exact: `%` on doubles is). */
+function low32(value: number): number {
+  const r = value % 4294967296;
+  return r < 0 ? r + 4294967296 : r;
+}
+
+/** QEMU's `memory_region_access_valid`, for an offset whose low byte is `low`. */
+function accessValid(
+  ops: MemoryRegionOps,
+  offset: number,
+  low: number,
+  size: number,
+  isWrite: boolean,
+): boolean {
   const valid = ops.valid;
-  if (valid?.accepts && !valid.accepts(Number(offset), size, isWrite)) return false;
+  if (valid?.accepts && !valid.accepts(offset, size, isWrite)) return false;
   // An absent `valid` is QEMU's all-zero one: any size, but `unaligned` false.
-  if (!valid?.unaligned && (offset & BigInt(size - 1)) !== 0n) return false;
+  if (!valid?.unaligned && (low & (size - 1)) !== 0) return false;
   if (!valid?.max) return true;
   return size <= valid.max && size >= (valid.min ?? 0);
 }
 
+/** A device's read result as a bigint; the error names the region when it is not an integer. */
+function readValue(region: MemoryRegion, offset: number | bigint, raw: unknown): bigint {
+  try {
+    return BigInt(raw as bigint);
+  } catch {
+    throw new TypeError(`region "${region.name}": read at 0x${offset.toString(16)} returned ${raw}`);
+  }
+}
+
 /**
  * One chunk to a region through its ops: validation, endianness, re-entrancy guard and
- * `access_with_adjusted_size` (split into `impl.max` pieces, widen to `impl.min`).
+ * `access_with_adjusted_size` (split into `impl.max` pieces, widen to `impl.min`). `offset` is a
+ * double when it is below 2^53, else a bigint. Pieces of up to 4 bytes are assembled on doubles;
+ * 8-byte ones on bigints.
  */
 function dispatch(
   region: MemoryRegion,
-  offset: bigint,
+  offset: number | bigint,
   size: number,
   isWrite: boolean,
   buf: Uint8Array,
   at: number,
 ): number {
   const ops = region.ops ?? UNASSIGNED_MEM_OPS;
-  if (!accessValid(ops, offset, size, isWrite)) {
+  const off = Number(offset);
+  if (!accessValid(ops, off, lowByte(offset), size, isWrite)) {
     if (!isWrite) buf.fill(0, at, at + size);
     return MemTxResult.DECODE_ERROR;
   }
   const bigEndian = ops.endianness === "big";
   const guarded = !ops.reentrant && region.kind === "io" && !region.readonly;
   if (guarded) {
-    if (engagedDevices.has(ops)) {
+    if (engagedDevices.includes(ops)) {
       if (!isWrite) buf.fill(0, at, at + size);
       return MemTxResult.ACCESS_ERROR;
     }
-    engagedDevices.add(ops);
+    engagedDevices.push(ops);
   }
   try {
     const implMin = ops.impl?.min || 1;
     const implMax = ops.impl?.max || 4;
     const k = Math.max(Math.min(size, implMax), implMin);
+    if (k <= 4 && size <= 4) {
+      // Every value here is below 2^32: doubles, exact. Pieces never overlap (k < size) or there
+      // is one (k ≥ size), so adding them is OR-ing them.
+      const unit = 2 ** (8 * k);
+      if (isWrite) {
+        let value = 0;
+        for (let i = size - 1; i >= 0; i--) value = value * 256 + buf[at + i];
+        if (bigEndian) value = byteSwapSmall(value, size);
+        if (!ops.write) return MemTxResult.OK;
+        for (let i = 0; i < size; i += k) {
+          const shift = bigEndian ? (size - k - i) * 8 : i * 8;
+          const piece = shift >= 0 ? Math.floor(value / 2 ** shift) % unit : value * 2 ** -shift;
+          ops.write(off + i, piece, k);
+        }
+      } else {
+        let value = 0;
+        if (ops.read) {
+          for (let i = 0; i < size; i += k) {
+            const shift = bigEndian ? (size - k - i) * 8 : i * 8;
+            const raw = ops.read(off + i, k);
+            const tmp = typeof raw === "number" && Number.isInteger(raw)
+              ? low32(raw) % unit
+              : Number(BigInt.asUintN(8 * k, readValue(region, offset, raw)));
+            value += shift >= 0 ? tmp * 2 ** shift : Math.floor(tmp / 2 ** -shift);
+          }
+        }
+        if (bigEndian) value = byteSwapSmall(value, size);
+        for (let i = 0; i < size; i++) buf[at + i] = (value >>> (8 * i)) & 0xff;
+      }
+      return MemTxResult.OK;
+    }
     const mask = (1n << BigInt(8 * k)) - 1n;
     if (isWrite) {
       let value = loadLE(buf, at, size);
@@ -207,20 +282,14 @@ function dispatch(
       for (let i = 0; i < size; i += k) {
         const shift = bigEndian ? (size - k - i) * 8 : i * 8;
         const piece = (shift >= 0 ? value >> BigInt(shift) : value << BigInt(-shift)) & mask;
-        ops.write(Number(offset) + i, k === 8 ? piece : Number(piece), k);
+        ops.write(off + i, k === 8 ? piece : Number(piece), k);
       }
     } else {
       let value = 0n;
       if (ops.read) {
         for (let i = 0; i < size; i += k) {
           const shift = bigEndian ? (size - k - i) * 8 : i * 8;
-          const raw = ops.read(Number(offset) + i, k);
-          let tmp: bigint;
-          try {
-            tmp = BigInt(raw) & mask;
-          } catch {
-            throw new TypeError(`region "${region.name}": read at 0x${offset.toString(16)} returned ${raw}`);
-          }
+          const tmp = readValue(region, offset, ops.read(off + i, k)) & mask;
           value |= shift >= 0 ? tmp << BigInt(shift) : tmp >> BigInt(-shift);
         }
       }
@@ -229,7 +298,7 @@ function dispatch(
     }
     return MemTxResult.OK;
   } finally {
-    if (guarded) engagedDevices.delete(ops);
+    if (guarded) engagedDevices.pop();
   }
 }
 
@@ -271,6 +340,8 @@ export class AddressSpace {
   #closed = false;
   readonly #scratch = new Uint8Array(8);
   readonly #scratchView = new DataView(this.#scratch.buffer);
+  /** The scratch buffer's first `size` bytes, by `size` (1, 2, 4, 8; the others unused). */
+  readonly #scratchOf = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((n) => this.#scratch.subarray(0, n));
   #scratchBusy = false;
 
   /**
@@ -538,22 +609,24 @@ export class AddressSpace {
    * ```
    */
   read(addr: AddrInput, size: number): ReadResult {
-    checkAccessSize(size, `read of AS "${this.name}"`);
-    const a = toAddress(addr, `read of AS "${this.name}"`);
+    if (size !== 4 && size !== 1 && size !== 2 && size !== 8) {
+      checkAccessSize(size, `read of AS "${this.name}"`);
+    }
+    const a = this.#address(addr, "read of");
     // A device handler may re-enter this address space while an outer access still holds the
     // scratch buffer: it then gets a fresh one (no closure on the common path: this is per access).
     const outer = !this.#scratchBusy;
-    const buf = outer ? this.#scratch : new Uint8Array(8);
+    const buf = outer ? this.#scratchOf[size] : new Uint8Array(8).subarray(0, size);
     const dv = outer ? this.#scratchView : new DataView(buf.buffer);
     this.#scratchBusy = true;
     try {
       const result = this.#rw(a, buf, size, false);
-      const value = size === 1
+      const value = size === 4
+        ? BigInt(dv.getUint32(0, true))
+        : size === 1
         ? BigInt(buf[0])
         : size === 2
         ? BigInt(dv.getUint16(0, true))
-        : size === 4
-        ? BigInt(dv.getUint32(0, true))
         : dv.getBigUint64(0, true);
       return { value, result };
     } finally {
@@ -570,8 +643,10 @@ export class AddressSpace {
    * not a number or bigint).
    */
   write(addr: AddrInput, size: number, value: number | bigint): number {
-    checkAccessSize(size, `write of AS "${this.name}"`);
-    const a = toAddress(addr, `write of AS "${this.name}"`);
+    if (size !== 4 && size !== 1 && size !== 2 && size !== 8) {
+      checkAccessSize(size, `write of AS "${this.name}"`);
+    }
+    const a = this.#address(addr, "write of");
     if (typeof value !== "bigint" && typeof value !== "number") {
       throw new TypeError(`write of AS "${this.name}": value ${show(value)} is not a number or bigint`);
     }
@@ -579,11 +654,13 @@ export class AddressSpace {
       throw new RangeError(`write of AS "${this.name}": value ${value} is not an integer`);
     }
     const outer = !this.#scratchBusy;
-    const buf = outer ? this.#scratch : new Uint8Array(8);
+    const buf = outer ? this.#scratchOf[size] : new Uint8Array(8).subarray(0, size);
     const dv = outer ? this.#scratchView : new DataView(buf.buffer);
     this.#scratchBusy = true;
     try {
-      dv.setBigUint64(0, BigInt.asUintN(64, BigInt(value)), true);
+      // The low bytes of the value modulo 2^64, little-endian; only the first `size` are used.
+      if (typeof value === "number" && size <= 4) dv.setUint32(0, low32(value), true);
+      else dv.setBigUint64(0, typeof value === "bigint" ? value : BigInt(value), true);
       return this.#rw(a, buf, size, true);
     } finally {
       if (outer) this.#scratchBusy = false;
@@ -631,10 +708,9 @@ export class AddressSpace {
    * not a number or bigint).
    */
   rw(addr: AddrInput, data: Uint8Array, isWrite: boolean): number {
-    checkBytes(data, `access to AS "${this.name}"`);
-    checkBoolean(isWrite, `access to AS "${this.name}": isWrite`);
-    const a = toAddress(addr, `access to AS "${this.name}"`);
-    return this.#rw(a, data, data.length, isWrite);
+    if (!(data instanceof Uint8Array)) checkBytes(data, `access to AS "${this.name}"`);
+    if (typeof isWrite !== "boolean") checkBoolean(isWrite, `access to AS "${this.name}": isWrite`);
+    return this.#rw(this.#address(addr, "access to"), data, data.length, isWrite);
   }
 
   /**
@@ -737,19 +813,91 @@ export class AddressSpace {
     }
   }
 
-  /** QEMU's `flatview_read_continue` / `flatview_write_continue`. */
-  #rw(addr: bigint, buf: Uint8Array, length: number, isWrite: boolean): number {
-    this.#checkEnd(addr, length);
-    const view = this.#view;
+  /**
+   * `addr` checked as {@link toAddress} does, without a bigint for a number: a safe integer stays a
+   * double, the access path's currency below 2^53.
+   */
+  #address(addr: AddrInput, op: string): number | bigint {
+    if (typeof addr === "number") {
+      if (addr >= 0 && Number.isSafeInteger(addr)) return addr;
+    } else if (typeof addr === "bigint" && addr >= 0n && addr <= UINT64_MAX) {
+      return addr;
+    }
+    return toAddress(addr, `${op} AS "${this.name}"`);
+  }
+
+  /**
+   * QEMU's `flatview_read_continue` / `flatview_write_continue`. An access below 2^53 (nearly all)
+   * runs on doubles, exact there; past it, or where a range's offset in its region is, on bigints.
+   */
+  #rw(addr: number | bigint, buf: Uint8Array, length: number, isWrite: boolean): number {
+    let n: number;
+    if (typeof addr === "number") n = addr;
+    else if (addr < EXACT_BIG) n = Number(addr);
+    else return this.#rwExact(addr, buf, 0, length, isWrite, MemTxResult.OK);
+    if (length > EXACT - n) return this.#rwExact(BigInt(n), buf, 0, length, isWrite, MemTxResult.OK);
+    const index = _viewIndex(this.#view);
+    const { starts, ends, offsets, regions } = index;
     let result: number = MemTxResult.OK;
     let done = 0;
+    while (done < length) {
+      const remaining = length - done;
+      const i = index.find(n);
+      let l: number;
+      if (i < 0) {
+        // io_mem_unassigned: region-relative offset == address.
+        l = accessSize(UNASSIGNED_MEM_OPS, remaining, n % 256);
+        if (!isWrite) buf.fill(0, done, done + l);
+        result |= MemTxResult.DECODE_ERROR;
+      } else {
+        const offset = offsets[i] + (n - starts[i]);
+        if (offset >= EXACT) return this.#rwExact(BigInt(n), buf, done, length, isWrite, result);
+        const mr = regions[i];
+        const direct = isWrite ? mr.kind === "ram" && !mr.readonly : mr.isRam || mr.isRomd;
+        if (direct) {
+          const left = ends[i] - n;
+          l = left < remaining ? left : remaining;
+          const piece = l === buf.length ? buf : buf.subarray(done, done + l);
+          // The memory API's own SparseRam takes the offset as a double; any other, as a bigint.
+          const backing = mr.ramBacking;
+          if (isWrite) {
+            if (backing instanceof SparseRam) _sparseWrite(backing, offset, piece);
+            else backing.write(BigInt(offset), piece);
+            if (mr.dirtyLogMask) mr.markDirty(offset, l);
+          } else if (backing instanceof SparseRam) {
+            _sparseRead(backing, offset, piece);
+          } else {
+            backing.read(BigInt(offset), piece);
+          }
+        } else {
+          l = accessSize(mr.ops ?? UNASSIGNED_MEM_OPS, remaining, offset % 256);
+          result |= dispatch(mr, offset, l, isWrite, buf, done);
+        }
+      }
+      done += l;
+      n += l;
+    }
+    return result;
+  }
+
+  /** {@link #rw} on bigints, from byte `done` of the access (at `addr`) on. */
+  #rwExact(
+    addr: bigint,
+    buf: Uint8Array,
+    done: number,
+    length: number,
+    isWrite: boolean,
+    result: number,
+  ): number {
+    if (done === 0) this.#checkEnd(addr, length);
+    const view = this.#view;
     while (done < length) {
       const remaining = length - done;
       const fr = view.lookup(addr);
       let l: number;
       if (!fr) {
         // io_mem_unassigned: region-relative offset == address.
-        l = accessSize(UNASSIGNED_MEM_OPS, remaining, addr);
+        l = accessSize(UNASSIGNED_MEM_OPS, remaining, lowByte(addr));
         if (!isWrite) buf.fill(0, done, done + l);
         result |= MemTxResult.DECODE_ERROR;
       } else {
@@ -768,8 +916,8 @@ export class AddressSpace {
             mr.ramBacking.read(offset, piece);
           }
         } else {
-          l = accessSize(mr.ops ?? UNASSIGNED_MEM_OPS, remaining, offset);
-          result |= dispatch(mr, offset, l, isWrite, buf, done);
+          l = accessSize(mr.ops ?? UNASSIGNED_MEM_OPS, remaining, lowByte(offset));
+          result |= dispatch(mr, offset < EXACT_BIG ? Number(offset) : offset, l, isWrite, buf, done);
         }
       }
       done += l;

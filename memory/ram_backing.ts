@@ -34,6 +34,23 @@ export interface RamBacking {
   view?(offset: bigint, length: number): Uint8Array | undefined;
 }
 
+/** SparseRam's read and write at an offset given as a double; set by its static block. */
+let sparseRead: (ram: SparseRam, start: number, out: Uint8Array) => void;
+let sparseWrite: (ram: SparseRam, start: number, data: Uint8Array) => void;
+
+/**
+ * `ram.read(BigInt(start), out)` without the bigint, for the memory API's access path, which works
+ * on doubles: `start` is an integer in [0, 2^53). Internal to `memory/`.
+ */
+export function _sparseRead(ram: SparseRam, start: number, out: Uint8Array): void {
+  sparseRead(ram, start, out);
+}
+
+/** `ram.write(BigInt(start), data)` without the bigint, as {@link _sparseRead}. Internal to `memory/`. */
+export function _sparseWrite(ram: SparseRam, start: number, data: Uint8Array): void {
+  sparseWrite(ram, start, data);
+}
+
 /** Page granule of {@link SparseRam}: 4 KiB, the x86 page. */
 export const SPARSE_PAGE_SIZE = 4096;
 
@@ -55,7 +72,16 @@ export const SPARSE_PAGE_SIZE = 4096;
  */
 export class SparseRam implements RamBacking {
   readonly size: bigint;
-  readonly #pages = new Map<number, Uint8Array>();
+  /**
+   * Pages by number, in chunks of 4096 (16 MiB), for a memory of at most 16 TiB: two array loads
+   * find a page, or find that it was never written (the chunk or the page is absent).
+   */
+  readonly #dir: (Uint8Array | undefined)[][] | undefined;
+  /** Pages by number, for a bigger memory. */
+  readonly #pages: Map<number, Uint8Array> | undefined;
+  #committed = 0;
+  /** The size as a double when it is at most 2^53 (exact), else -1. */
+  readonly #exactSize: number;
 
   /**
    * Sparse memory of `size` bytes, all zero.
@@ -67,11 +93,32 @@ export class SparseRam implements RamBacking {
     if (typeof size !== "bigint") throw new TypeError(`SparseRam: size ${show(size)} is not a bigint`);
     if (size < 0n) throw new RangeError(`SparseRam: size ${size} is negative`);
     this.size = size;
+    this.#exactSize = size <= 1n << 53n ? Number(size) : -1;
+    // Page numbers then stay below 2^32, and chunk numbers below 2^20.
+    if (size <= 1n << 44n) this.#dir = [];
+    else this.#pages = new Map();
   }
 
   /** Number of 4 KiB pages that hold memory (for tests and statistics). */
   get committedPages(): number {
-    return this.#pages.size;
+    return this.#committed;
+  }
+
+  /** Page `page`, or undefined if it was never written. */
+  #page(page: number): Uint8Array | undefined {
+    const dir = this.#dir;
+    if (dir === undefined) return this.#pages!.get(page);
+    return dir[page >>> 12]?.[page & 0xfff];
+  }
+
+  /** A new zero page `page`, recorded. */
+  #commit(page: number): Uint8Array {
+    const bytes = new Uint8Array(SPARSE_PAGE_SIZE);
+    this.#committed++;
+    const dir = this.#dir;
+    if (dir === undefined) this.#pages!.set(page, bytes);
+    else (dir[page >>> 12] ??= new Array(0x1000))[page & 0xfff] = bytes;
+    return bytes;
   }
 
   /**
@@ -80,13 +127,27 @@ export class SparseRam implements RamBacking {
    * @throws {RangeError} if the bytes are not all inside the memory.
    */
   read(offset: bigint, out: Uint8Array): void {
-    const start = this.#check(offset, out.length);
+    this.#readAt(this.#check(offset, out.length), out);
+  }
+
+  static {
+    sparseRead = (ram, start, out) => {
+      if (out.length <= ram.#exactSize - start) ram.#readAt(start, out);
+      else ram.read(BigInt(start), out);
+    };
+    sparseWrite = (ram, start, data) => {
+      if (data.length <= ram.#exactSize - start) ram.#writeAt(start, data);
+      else ram.write(BigInt(start), data);
+    };
+  }
+
+  #readAt(start: number, out: Uint8Array): void {
     let page = Math.floor(start / SPARSE_PAGE_SIZE);
     let inPage = start % SPARSE_PAGE_SIZE;
     let done = 0;
     while (done < out.length) {
       const n = Math.min(SPARSE_PAGE_SIZE - inPage, out.length - done);
-      const bytes = this.#pages.get(page);
+      const bytes = this.#page(page);
       if (!bytes) out.fill(0, done, done + n);
       else if (n === 1) out[done] = bytes[inPage];
       else out.set(bytes.subarray(inPage, inPage + n), done);
@@ -102,17 +163,16 @@ export class SparseRam implements RamBacking {
    * @throws {RangeError} if the bytes are not all inside the memory.
    */
   write(offset: bigint, data: Uint8Array): void {
-    const start = this.#check(offset, data.length);
+    this.#writeAt(this.#check(offset, data.length), data);
+  }
+
+  #writeAt(start: number, data: Uint8Array): void {
     let page = Math.floor(start / SPARSE_PAGE_SIZE);
     let inPage = start % SPARSE_PAGE_SIZE;
     let done = 0;
     while (done < data.length) {
       const n = Math.min(SPARSE_PAGE_SIZE - inPage, data.length - done);
-      let bytes = this.#pages.get(page);
-      if (!bytes) {
-        bytes = new Uint8Array(SPARSE_PAGE_SIZE);
-        this.#pages.set(page, bytes);
-      }
+      const bytes = this.#page(page) ?? this.#commit(page);
       bytes.set(data.subarray(done, done + n), inPage);
       done += n;
       page++;
@@ -122,6 +182,11 @@ export class SparseRam implements RamBacking {
 
   /** Checks the access lies inside the memory and returns its start as a number (sizes < 2^53). */
   #check(offset: bigint, length: number): number {
+    // No bigint arithmetic when the size is exact as a double: then so is every offset up to it.
+    if (offset >= 0n && offset <= this.size && this.#exactSize >= 0) {
+      const start = Number(offset);
+      if (length <= this.#exactSize - start) return start;
+    }
     if (offset < 0n || offset + BigInt(length) > this.size) {
       throw new RangeError(
         `SparseRam: access of ${length} bytes at 0x${offset.toString(16)} is outside its 0x${
