@@ -1397,6 +1397,7 @@ async function boot(
     snapshotTimer?.close(); // nor one from the snapshot timer
     qmp?.fenceKicks(); // nor one from the QMP Worker
     webServer?.fenceKicks(); // nor one from the web Worker
+    gdbServer?.fenceKicks(); // nor one from the gdb Worker (a client that detaches or kills after the exit)
     webSession?.close();
     netRx?.close(); // nor one from the taps' receive Worker
     machine?.close();
