@@ -2,7 +2,7 @@
  * What the console does with each typed byte, as QEMU's `-nographic` mux does: Ctrl-A x quits,
  * Ctrl-A c toggles the monitor, Ctrl-A h lists the keys, Ctrl-A Ctrl-A sends a Ctrl-A; in monitor
  * mode bytes edit a command line. Pure: it returns what should happen and echoes through `out`.
- * Used by the console Worker (several vCPUs) and by the VM thread itself (one vCPU).
+ * Used by the VM thread's console (`vm_console.ts`).
  *
  * @module
  */

@@ -13,7 +13,7 @@ import { PcMachine, type PcMachineOptions } from "../machine/pc/pc_machine.ts";
 import { SnapshotMismatchError } from "../machine/snapshot/errors.ts";
 import { SnapshotFormatError } from "../machine/snapshot/format.ts";
 import { formatSnapshotSummary, type SnapshotSummary } from "./monitor_commands.ts";
-import { ConsoleChannel } from "./console_channel.ts";
+import { KickFence } from "../machine/kick_fence.ts";
 import type { SnapshotTimerInit } from "./snapshot_timer_worker.ts";
 import { bundledModule } from "../machine/bundled_module.ts";
 
@@ -43,7 +43,9 @@ export function parseDuration(text: string): number {
 
 /** The `--snapshot-after` timer: a Worker that wakes the VM thread when the snapshot is due. */
 export class SnapshotTimer {
-  readonly #channel = new ConsoleChannel();
+  /** The kick fence's one cell, shared with the Worker. */
+  readonly #fenceCell = new Int32Array(new SharedArrayBuffer(4));
+  readonly #fence = new KickFence(this.#fenceCell, 0);
   readonly #due = new Int32Array(new SharedArrayBuffer(4));
   readonly #worker: Worker;
 
@@ -72,7 +74,7 @@ export class SnapshotTimer {
     });
     const timer = new SnapshotTimer(worker);
     const init: SnapshotTimerInit = {
-      channel: timer.#channel.buffer,
+      fence: timer.#fenceCell.buffer as SharedArrayBuffer,
       due: timer.#due.buffer as SharedArrayBuffer,
       delayMs,
       ...target,
@@ -90,7 +92,7 @@ export class SnapshotTimer {
 
   /** VM thread: no kick after this returns; the Worker is gone. */
   close(): void {
-    this.#channel.close();
+    this.#fence.close();
     this.#worker.terminate();
   }
 }

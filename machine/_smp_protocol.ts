@@ -14,7 +14,7 @@
 import { ringDoorbell as ring } from "../kvm/doorbell.ts";
 import { KVM_EXIT_DEBUG, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_MMIO } from "../kvm/ioctls.ts";
 
-/** Bumped by anyone with news for the VM thread (vCPU Workers, the console Worker). */
+/** Bumped by anyone with news for the VM thread (vCPU Workers, the QMP, gdb and web Workers). */
 export const DOORBELL = 0;
 /** Set by the VM thread when the run is over: Workers leave their loop. */
 export const STOP = 1;

@@ -1,8 +1,7 @@
 /**
  * The fence between a Worker that kicks the VM thread's vCPU and the VM thread tearing it down,
- * used by the front-end's console and socket channels (`cli/console_channel.ts`,
- * `cli/qmp_channel.ts`): one Int32 cell of their SharedArrayBuffer holding OPEN, KICKING or
- * CLOSED. Pure Atomics: machine/ holds it so that machine/ and cli/ can both use it.
+ * used by the front-end's socket channels (`cli/qmp_channel.ts`), the snapshot timer and the taps'
+ * receive Worker: one Int32 cell of a SharedArrayBuffer holding OPEN, KICKING or CLOSED. Pure Atomics: machine/ holds it so that machine/ and cli/ can both use it.
  *
  * @module
  */

@@ -2,7 +2,7 @@
  * Receiving from taps while the guest runs. When the vCPUs have threads of their own, the VM thread
  * waits in `poll(2)` between exits and the taps join that wait ({@link tapSources}). When the one
  * vCPU runs on the VM thread, that thread is inside `KVM_RUN`, so a Worker (`net_rx_worker.ts`)
- * waits in `poll(2)` on the taps and kicks the vCPU out of `KVM_RUN` the way the console Worker
+ * waits in `poll(2)` on the taps and kicks the vCPU out of `KVM_RUN` the way the QMP Worker
  * does (or rings a doorbell). The runner then calls its `onKick` hook, where the VM thread asks
  * {@link NetRxPoller.signalled} and pumps the taps.
  *

@@ -1,7 +1,7 @@
 /**
  * The start-up bundle end to end: `tools/bundle.ts` builds it (into a temporary folder), the
- * bundle runs the same program as the source — the help text, and with KVM a boot whose vCPU and
- * console Workers come from the bundle — and `main.ts` runs the bundle only while it is fresh.
+ * bundle runs the same program as the source — the help text, and with KVM a boot whose vCPU
+ * Workers come from the bundle — and `main.ts` runs the bundle only while it is fresh.
  */
 import assert from "node:assert/strict";
 import { EXIT_STATUS, kvmAvailability } from "../mod.ts";
