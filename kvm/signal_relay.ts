@@ -32,9 +32,8 @@
  * @module
  */
 
-import { EINTR } from "./_errno.ts";
 import { lastErrno, libc } from "./_libc.ts";
-import { mmap, PROT_READ, PROT_WRITE } from "./_syscalls.ts";
+import { MAP_ANONYMOUS, MAP_PRIVATE, mmap, PROT_READ, PROT_WRITE, retryOnEintr } from "./_syscalls.ts";
 import { KvmError } from "./kvm_error.ts";
 
 /** `SIGHUP`. */
@@ -51,7 +50,6 @@ export const SIGTERM = 15;
 export const SIGIO = 29;
 
 const PROT_EXEC = 0x4;
-const MAP_PRIVATE_ANONYMOUS = 0x02 | 0x20;
 const PAGE = 4096;
 
 /** glibc's `struct sigaction` on x86-64: handler, 128-byte mask, int flags (+4), restorer. */
@@ -65,6 +63,7 @@ const SA_RESTART = 0x1000_0000;
 const F_GETFL = 3;
 const F_SETFL = 4;
 const F_SETSIG = 10;
+const F_GETSIG = 11;
 const F_GETOWN_EX = 16;
 const F_SETOWN_EX = 15;
 const O_ASYNC = 0o20_000;
@@ -93,113 +92,32 @@ const P_DISABLED = 316; // i32: non-zero while the targets are being changed
 
 /**
  * The handler, `void handler(int signo)` (signo in edi), position-independent except for the one
- * 64-bit address of the parameter page patched in at {@link PARAMS_IMMEDIATE}:
- *
- * ```text
- * 48 b8 <imm64>            movabs rax, params
- * f0 ff 04 b8              lock inc dword [rax + rdi*4]        ; count the signal
- * f0 ff 80 38 01 00 00     lock inc dword [rax + 312]          ; in flight
- * 83 b8 3c 01 00 00 00     cmp dword [rax + 316], 0            ; disabled?
- * 75 2a                    jnz done
- * 48 8b 88 00 01 00 00     mov rcx, [rax + 256]
- * c6 01 01                 mov byte [rcx], 1                   ; immediate_exit = 1
- * 48 8b b8 10 01 00 00     mov rdi, [rax + 272]
- * 48 8b b0 18 01 00 00     mov rsi, [rax + 280]
- * 48 8b 90 20 01 00 00     mov rdx, [rax + 288]
- * 50                       push rax
- * 48 8b 80 08 01 00 00     mov rax, [rax + 264]
- * 0f 05                    syscall                             ; clobbers rax, rcx, r11
- * 58                       pop rax
- * done:
- * f0 ff 88 38 01 00 00     lock dec dword [rax + 312]
- * c3                       ret
- * ```
+ * 64-bit address of the parameter page patched in at {@link PARAMS_IMMEDIATE}; each line below is one
+ * instruction. It counts the signal; then, unless disabled, sets the flag byte and makes the system
+ * call of the parameter page, with the in-flight count held around that part.
  *
  * It touches only caller-saved registers and makes a raw system call (errno is untouched), so it
  * is async-signal-safe.
  */
+// deno-fmt-ignore
 const HANDLER_CODE = [
-  0x48,
-  0xb8,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0xf0,
-  0xff,
-  0x04,
-  0xb8,
-  0xf0,
-  0xff,
-  0x80,
-  0x38,
-  0x01,
-  0x00,
-  0x00,
-  0x83,
-  0xb8,
-  0x3c,
-  0x01,
-  0x00,
-  0x00,
-  0x00,
-  0x75,
-  0x2a,
-  0x48,
-  0x8b,
-  0x88,
-  0x00,
-  0x01,
-  0x00,
-  0x00,
-  0xc6,
-  0x01,
-  0x01,
-  0x48,
-  0x8b,
-  0xb8,
-  0x10,
-  0x01,
-  0x00,
-  0x00,
-  0x48,
-  0x8b,
-  0xb0,
-  0x18,
-  0x01,
-  0x00,
-  0x00,
-  0x48,
-  0x8b,
-  0x90,
-  0x20,
-  0x01,
-  0x00,
-  0x00,
-  0x50,
-  0x48,
-  0x8b,
-  0x80,
-  0x08,
-  0x01,
-  0x00,
-  0x00,
-  0x0f,
-  0x05,
-  0x58,
-  0xf0,
-  0xff,
-  0x88,
-  0x38,
-  0x01,
-  0x00,
-  0x00,
-  0xc3,
-] as const; // deno-fmt-ignore
+  0x48, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, // movabs rax, params
+  0xf0, 0xff, 0x04, 0xb8, //             lock inc dword [rax + rdi*4]
+  0xf0, 0xff, 0x80, 0x38, 0x01, 0x00, 0x00, // lock inc dword [rax + 312]
+  0x83, 0xb8, 0x3c, 0x01, 0x00, 0x00, 0x00, // cmp dword [rax + 316], 0
+  0x75, 0x2a, //                         jnz done
+  0x48, 0x8b, 0x88, 0x00, 0x01, 0x00, 0x00, // mov rcx, [rax + 256]
+  0xc6, 0x01, 0x01, //                   mov byte [rcx], 1
+  0x48, 0x8b, 0xb8, 0x10, 0x01, 0x00, 0x00, // mov rdi, [rax + 272]
+  0x48, 0x8b, 0xb0, 0x18, 0x01, 0x00, 0x00, // mov rsi, [rax + 280]
+  0x48, 0x8b, 0x90, 0x20, 0x01, 0x00, 0x00, // mov rdx, [rax + 288]
+  0x50, //                               push rax
+  0x48, 0x8b, 0x80, 0x08, 0x01, 0x00, 0x00, // mov rax, [rax + 264]
+  0x0f, 0x05, //                         syscall
+  0x58, //                               pop rax
+  0xf0, 0xff, 0x88, 0x38, 0x01, 0x00, 0x00, // done: lock dec dword [rax + 312]
+  0xc3, //                               ret
+] as const;
 const PARAMS_IMMEDIATE = 2;
 /** Where the code page holds a lone `ret` (c3): a handler that does nothing. */
 const NOOP_OFFSET = 128;
@@ -218,11 +136,17 @@ function makePages(): Pages {
   const data = mmap(
     BigInt(PAGE),
     PROT_READ | PROT_WRITE,
-    MAP_PRIVATE_ANONYMOUS,
+    MAP_PRIVATE | MAP_ANONYMOUS,
     -1,
     "signal relay parameters",
   );
-  const code = mmap(BigInt(PAGE), PROT_READ | PROT_WRITE, MAP_PRIVATE_ANONYMOUS, -1, "signal relay handler");
+  const code = mmap(
+    BigInt(PAGE),
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_ANONYMOUS,
+    -1,
+    "signal relay handler",
+  );
   const buffer = Deno.UnsafePointerView.getArrayBuffer(data.pointer, PAGE);
   const words = new BigUint64Array(buffer);
   const cells = new Int32Array(buffer);
@@ -249,13 +173,20 @@ function makePages(): Pages {
  */
 export function installNoopHandler(signal: number): void {
   const p = makePages();
-  const action = new Uint8Array(SIGACTION_SIZE);
-  const view = new DataView(action.buffer);
-  view.setBigUint64(0, Deno.UnsafePointer.value(p.handler) + BigInt(NOOP_OFFSET), true);
-  view.setInt32(SA_FLAGS_OFFSET, SA_RESTART, true);
+  const action = sigactionStruct(Deno.UnsafePointer.value(p.handler) + BigInt(NOOP_OFFSET), false);
   if (libc().sigaction(signal, action, null as unknown as Uint8Array) < 0) {
     throw new KvmError("sigaction", lastErrno(), { detail: `signal ${signal}` });
   }
+}
+
+/** A `struct sigaction` for `handler` with SA_RESTART; `blockAll` blocks every signal while it runs. */
+function sigactionStruct(handler: bigint, blockAll: boolean): Uint8Array {
+  const action = new Uint8Array(SIGACTION_SIZE);
+  const view = new DataView(action.buffer);
+  view.setBigUint64(0, handler, true);
+  if (blockAll) action.fill(0xff, SA_MASK_OFFSET, SA_MASK_OFFSET + 128);
+  view.setInt32(SA_FLAGS_OFFSET, SA_RESTART, true);
+  return action;
 }
 
 /** The targets of a harmless handler: `getpid()`, the spare byte. */
@@ -304,12 +235,8 @@ export class SignalRelay implements Disposable {
   static install(signals: readonly number[]): SignalRelay {
     const p = makePages();
     const previous = new Map<number, Uint8Array>();
-    const action = new Uint8Array(SIGACTION_SIZE);
-    const view = new DataView(action.buffer);
-    view.setBigUint64(0, Deno.UnsafePointer.value(p.handler), true);
     // Every signal is blocked while the handler runs: it never nests within itself.
-    action.fill(0xff, SA_MASK_OFFSET, SA_MASK_OFFSET + 128);
-    view.setInt32(SA_FLAGS_OFFSET, SA_RESTART, true);
+    const action = sigactionStruct(Deno.UnsafePointer.value(p.handler), true);
     const relay = new SignalRelay(p, previous);
     for (const signal of signals) {
       if (!Number.isInteger(signal) || signal < 1 || signal > 63) {
@@ -408,6 +335,7 @@ export function signalOnInput(fd: number, tid: number): () => void {
   if (flags < 0) throw new KvmError("fcntl", lastErrno(), { detail: `F_GETFL on fd ${fd}` });
   const oldOwner = new Uint8Array(8);
   fcntl_ptr(fd, F_GETOWN_EX, oldOwner);
+  const oldSignal = Math.max(0, fcntl_int(fd, F_GETSIG, 0n));
   const owner = new Uint8Array(8);
   new DataView(owner.buffer).setInt32(0, F_OWNER_TID, true);
   new DataView(owner.buffer).setInt32(4, tid, true);
@@ -416,17 +344,17 @@ export function signalOnInput(fd: number, tid: number): () => void {
     [F_SETSIG, () => fcntl_int(fd, F_SETSIG, 0n)], // the default: SIGIO
     [F_SETFL, () => fcntl_int(fd, F_SETFL, BigInt(flags | O_ASYNC))],
   ];
-  for (const [command, step] of steps) {
-    let result: number;
-    do result = step(); while (result < 0 && lastErrno() === EINTR);
-    if (result < 0) {
-      const errno = lastErrno();
-      fcntl_ptr(fd, F_SETOWN_EX, oldOwner);
-      throw new KvmError("fcntl", errno, { detail: `command ${command} on fd ${fd}` });
-    }
-  }
-  return () => {
+  const restore = () => {
     fcntl_int(fd, F_SETFL, BigInt(flags));
+    fcntl_int(fd, F_SETSIG, BigInt(oldSignal));
     fcntl_ptr(fd, F_SETOWN_EX, oldOwner);
   };
+  for (const [command, step] of steps) {
+    const result = retryOnEintr(step);
+    if (result < 0) {
+      restore();
+      throw new KvmError("fcntl", -result, { detail: `command ${command} on fd ${fd}` });
+    }
+  }
+  return restore;
 }
