@@ -17,7 +17,7 @@ import { type HostFdSource } from "../machine/mod.ts";
 import { EventFd } from "../kvm/event_fd.ts";
 import { PollSet } from "../kvm/poll.ts";
 import { SIGHUP, SIGINT, SIGIO, signalOnInput, SignalRelay, SIGTERM } from "../kvm/signal_relay.ts";
-import { currentThread, immediateExitAddress, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+import { immediateExitAddress, type VcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import { ConsoleKeys } from "./console_keys.ts";
 
 /** The signals that end a run as QEMU's do (SHUTDOWN, reason host-signal), in the order checked. */
@@ -55,6 +55,10 @@ export class VmConsole implements Disposable {
   readonly #buffer = new Uint8Array(READ_SIZE);
   #eof = false;
   #closed = false;
+  /** The SIGIO count stdin was last read at (-1: never read, so the first take reads). */
+  #seenInput = -1;
+  /** Poll said stdin is readable (a thread that sleeps in poll(2)). */
+  #inputReady = false;
 
   /**
    * Takes over the ending signals and stdin for this thread. Input typed before this call is not
@@ -72,7 +76,7 @@ export class VmConsole implements Disposable {
         this.#relay.target({ kind: "kick", pid, tid, flagAddress: immediateExitAddress(wake.kick) });
         // A regular file or /dev/null has no input to wait for; a terminal or a pipe signals.
         try {
-          this.#restoreInput = signalOnInput(STDIN, currentThread().tid);
+          this.#restoreInput = signalOnInput(STDIN, wake.kick.tid);
         } catch {
           this.#restoreInput = undefined; // stdin closed: nothing will ever be typed
         }
@@ -95,17 +99,26 @@ export class VmConsole implements Disposable {
     const eventfd = this.#eventfd;
     if (!eventfd) return [];
     return [
-      { fd: STDIN, armed: () => !this.#eof, ready: () => {} },
+      { fd: STDIN, armed: () => !this.#eof, ready: () => void (this.#inputReady = true) },
       { fd: eventfd.fd, armed: () => true, ready: () => void eventfd.read() },
     ];
   }
 
-  /** Reads what stdin holds now (never blocks), runs the Ctrl-A keys, and reports the news. */
+  /**
+   * Reads what stdin holds now (never blocks), runs the Ctrl-A keys, and reports the news. Stdin is
+   * read only when there can be something: SIGIO came since the last read, or poll(2) said so. The
+   * count is taken before the read, so input that arrives after it is read at the next call. With
+   * neither, the call costs no system call (a multi-vCPU VM thread calls it after every wake-up).
+   */
   take(): ConsoleNews {
     const guest: number[] = [];
     const commands: string[] = [];
     let quit = false;
-    while (!this.#eof && this.#readable()) {
+    const signalled = this.#relay.count(SIGIO);
+    const look = signalled !== this.#seenInput || this.#inputReady;
+    this.#seenInput = signalled;
+    this.#inputReady = false;
+    while (look && !this.#eof && this.#readable()) {
       let n: number | null;
       try {
         n = Deno.stdin.readSync(this.#buffer);
