@@ -1018,7 +1018,6 @@ function formatCall(call: MemslotCall): string {
  */
 export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<number> {
   const entered = performance.now(); // since the isolate started: Deno start-up and module loading
-  const enteredRss = Deno.memoryUsage().rss; // Deno's own and the modules'
   try {
     const options = parseCommandLine(args);
     if (options === "help") {
@@ -1063,7 +1062,9 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
           const { GdbServer } = await import("./gdb_server.ts");
           gdb = await GdbServer.start(options.gdb.hostname, options.gdb.port);
         }
-        return await boot(options, plan, io, { ms: entered, rss: enteredRss }, { qmp, gdb, web });
+        // Deno's own and the modules' memory, read only when it is printed.
+        const rss = options.timings ? Deno.memoryUsage().rss : 0;
+        return await boot(options, plan, io, { ms: entered, rss }, { qmp, gdb, web });
       } finally {
         await web?.close();
         await gdb?.close(); // after its last reply (the guest's exit) went out
@@ -1234,26 +1235,25 @@ async function boot(
     machine = createOrRestore(options.snapshot, machineOptions);
     const pc = machine;
     const created = performance.now();
-    const createdRss = Deno.memoryUsage().rss;
+    const createdRss = options.timings ? Deno.memoryUsage().rss : 0;
     // One vCPU runs on this thread: typed input and the ending signals kick it out of KVM_RUN.
     // Several run on threads of their own while this one sleeps in poll(2): stdin is one of its fds.
+    const kick = pc.doorbell ? undefined : vcpuKickTarget(pc.vcpu);
     const vmConsole = vmConsoleOwned = new VmConsole(
-      pc.doorbell ? { poll: true } : { kick: vcpuKickTarget(pc.vcpu) },
+      kick ? { kick } : { poll: true },
       (text) => io.console(encoder.encode(text)),
     );
-    qmp?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
-    gdbServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
-    webServer?.attach(pc.doorbell ? { doorbell: pc.doorbell } : { kick: vcpuKickTarget(pc.vcpu) });
+    const wake = kick ? { kick } : { doorbell: pc.doorbell! };
+    qmp?.attach(wake);
+    gdbServer?.attach(wake);
+    webServer?.attach(wake);
     // The taps: with a doorbell this thread waits in poll(2) between exits, and they join that wait
     // (as the queue notify eventfds do, PcMachine.runAsync); with one vCPU on this thread, inside
     // KVM_RUN, a receive Worker kicks it, and onKick below pumps them.
     const backends = options.netBackends;
     const sources = pc.doorbell ? [...tapSources(backends), ...vmConsole.sources] : [];
-    if (backends.length > 0 && !pc.doorbell) {
-      const poller = netRx = NetRxPoller.start({
-        fds: backends.map((b) => b.tap.fd),
-        kick: vcpuKickTarget(pc.vcpu),
-      });
+    if (backends.length > 0 && kick) {
+      const poller = netRx = NetRxPoller.start({ fds: backends.map((b) => b.tap.fd), kick });
       const resumeWhenDrained = () => {
         if (backends.every((b) => b.drained)) poller.resume();
       };
