@@ -286,10 +286,15 @@ export interface VcpuResetState {
  */
 function checkCpuid(dir: string, vcpus: readonly VcpuState[], kvm: Kvm): void {
   const supported = kvm.supportedCpuid();
+  // The feature bits do not depend on the vCPU (only the APIC id does): one probe serves them all.
+  let presented: CpuidEntry[] | undefined;
   vcpus.forEach((saved, i) => {
     const offered = linuxCpuid(supported, { apicId: i, cpuCount: vcpus.length });
     let lacking = cpuidFeaturesLacking(saved.cpuid, offered);
-    if (lacking.length > 0) lacking = cpuidFeaturesLacking(saved.cpuid, presentedCpuid(kvm, offered));
+    if (lacking.length > 0) {
+      presented ??= presentedCpuid(kvm, offered);
+      lacking = cpuidFeaturesLacking(saved.cpuid, presented);
+    }
     if (lacking.length > 0) {
       throw new SnapshotMismatchError(
         `snapshot ${dir}: vCPU ${i} saw CPU features this host's KVM lacks (${lacking.join(", ")})`,
