@@ -17,7 +17,7 @@ import { installNoopHandler, SIGUSR2 } from "./signal_relay.ts";
 import type { Vcpu } from "./vcpu.ts";
 
 /** `SIGUSR2` on Linux x86-64. */
-export const KICK_SIGNAL = SIGUSR2;
+export const KICK_SIGNAL: number = SIGUSR2;
 /** Offset of `immediate_exit` in `struct kvm_run`. */
 const IMMEDIATE_EXIT_OFFSET = 1;
 
