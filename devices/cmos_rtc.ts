@@ -181,6 +181,10 @@ export class CmosRtc implements PortDevice, Snapshottable {
     this.region = MemoryRegion.io("rtc", 2, ops);
     this.indexRegion = MemoryRegion.io("rtc-index", 1, ops);
     this.region.addSubregion(0, this.indexRegion);
+    // As QEMU: index writes may be queued by the accelerator (KVM's coalesced PIO); any access to
+    // the pair plays the queue back first.
+    this.region.setFlushCoalesced();
+    this.indexRegion.addCoalescing(0, 1);
   }
 
   /** "rtc" (its child "rtc-index" comes with it). */

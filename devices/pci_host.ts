@@ -91,6 +91,10 @@ export class PciHost implements PortDevice, Snapshottable {
       write: (offset, value, size) => this.writeData(offset, Number(value), size),
       endianness: "little",
     });
+    // As QEMU's i440fx: an accelerator may queue CONFIG_ADDRESS writes instead of exiting for each
+    // (KVM's coalesced PIO), and every access to the data port plays the queue back first.
+    this.dataRegion.setFlushCoalesced();
+    this.addressRegion.addCoalescing(0, 4);
   }
 
   /** Both regions: address, then data. */

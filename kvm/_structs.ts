@@ -341,6 +341,23 @@ export const KVM_IOEVENTFD_LAYOUT = defineStruct("kvm_ioeventfd", 64, [
   ["flags", 24, "u32"], // DATAMATCH 1, PIO 2, DEASSIGN 4
 ]);
 
+/** `struct kvm_coalesced_mmio_zone` (api.rst KVM_REGISTER_COALESCED_MMIO). */
+export const KVM_COALESCED_MMIO_ZONE_LAYOUT = defineStruct("kvm_coalesced_mmio_zone", 16, [
+  ["addr", 0, "u64"], // a port when pio is 1, else a guest-physical address
+  ["size", 8, "u32"],
+  ["pio", 12, "u32"],
+]);
+
+/**
+ * One entry of the coalesced-MMIO ring (`struct kvm_coalesced_mmio`): then `__u8 data[8]` at 16.
+ * The ring (`struct kvm_coalesced_mmio_ring`) is `__u32 first, last` and the entries from byte 8.
+ */
+export const KVM_COALESCED_MMIO_LAYOUT = defineStruct("kvm_coalesced_mmio", 24, [
+  ["phys_addr", 0, "u64"],
+  ["len", 8, "u32"],
+  ["pio", 12, "u32"],
+]);
+
 /** `struct kvm_msi` (api.rst KVM_SIGNAL_MSI): then `__u8 pad[12]`. */
 export const KVM_MSI_LAYOUT = defineStruct("kvm_msi", 32, [
   ["address_lo", 0, "u32"],

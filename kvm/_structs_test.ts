@@ -9,6 +9,8 @@ import {
   FLOCK_LAYOUT,
   IFREQ_LAYOUT,
   KVM_CLEAR_DIRTY_LOG_LAYOUT,
+  KVM_COALESCED_MMIO_LAYOUT,
+  KVM_COALESCED_MMIO_ZONE_LAYOUT,
   KVM_CPUID2_LAYOUT,
   KVM_CPUID_ENTRY2_LAYOUT,
   KVM_DIRTY_LOG_LAYOUT,
@@ -87,6 +89,8 @@ Deno.test("struct sizes match sizeof in the x86-64 uapi headers", () => {
     [KVM_RUN_LAYOUT, 2352],
     [KVM_IRQFD_LAYOUT, 32],
     [KVM_IOEVENTFD_LAYOUT, 64],
+    [KVM_COALESCED_MMIO_ZONE_LAYOUT, 16],
+    [KVM_COALESCED_MMIO_LAYOUT, 24],
     [KVM_MSI_LAYOUT, 32],
     [KVM_IRQ_ROUTING_LAYOUT, 8],
     [KVM_IRQ_ROUTING_ENTRY_LAYOUT, 48],
@@ -113,6 +117,8 @@ Deno.test("kvm_userspace_memory_region offsets", () => {
 Deno.test("I/O structs: kvm_irqfd, kvm_ioeventfd, kvm_msi, routing entries, kvm_irqchip, flock, ifreq", () => {
   assert.deepEqual(offsets(KVM_IRQFD_LAYOUT), { fd: 0, gsi: 4, flags: 8, resamplefd: 12 });
   assert.deepEqual(offsets(KVM_IOEVENTFD_LAYOUT), { datamatch: 0, addr: 8, len: 16, fd: 20, flags: 24 });
+  assert.deepEqual(offsets(KVM_COALESCED_MMIO_ZONE_LAYOUT), { addr: 0, size: 8, pio: 12 });
+  assert.deepEqual(offsets(KVM_COALESCED_MMIO_LAYOUT), { phys_addr: 0, len: 8, pio: 12 });
   assert.deepEqual(offsets(KVM_MSI_LAYOUT), { address_lo: 0, address_hi: 4, data: 8, flags: 12, devid: 16 });
   assert.deepEqual(offsets(KVM_IRQ_ROUTING_LAYOUT), { nr: 0, flags: 4 });
   // The entries array starts right after the 8-byte header; an entry's union `u` at 16.

@@ -11,6 +11,7 @@
 import {
   KVM_CLEAR_DIRTY_LOG_LAYOUT,
   KVM_CLOCK_DATA_LAYOUT,
+  KVM_COALESCED_MMIO_ZONE_LAYOUT,
   KVM_CPUID2_LAYOUT,
   KVM_DEBUGREGS_LAYOUT,
   KVM_DIRTY_LOG_LAYOUT,
@@ -127,6 +128,10 @@ export const KVM_IRQFD: number = iow(KVMIO, 0x76, KVM_IRQFD_LAYOUT.size);
 export const KVM_IRQFD_FLAG_DEASSIGN = 1 << 0;
 /** `kvm_irqfd.flags`: level-triggered, de-asserted on EOI and reported on `resamplefd`. */
 export const KVM_IRQFD_FLAG_RESAMPLE = 1 << 1;
+/** `struct kvm_coalesced_mmio_zone`: queue guest writes there in the ring instead of exiting. */
+export const KVM_REGISTER_COALESCED_MMIO: number = iow(KVMIO, 0x67, KVM_COALESCED_MMIO_ZONE_LAYOUT.size);
+/** `struct kvm_coalesced_mmio_zone`: stop queueing writes to the zones inside it. */
+export const KVM_UNREGISTER_COALESCED_MMIO: number = iow(KVMIO, 0x68, KVM_COALESCED_MMIO_ZONE_LAYOUT.size);
 /** `struct kvm_ioeventfd`: signal an eventfd on a guest write instead of exiting. */
 export const KVM_IOEVENTFD: number = iow(KVMIO, 0x79, KVM_IOEVENTFD_LAYOUT.size);
 /** `kvm_ioeventfd.flags`: only writes of the value `datamatch` signal. */

@@ -42,6 +42,8 @@ const PINNED: Record<string, number> = {
   // The I/O requests of issue 9, printed from linux/kvm.h and linux/if_tun.h.
   KVM_IRQFD: 0x4020ae76,
   KVM_IOEVENTFD: 0x4040ae79,
+  KVM_REGISTER_COALESCED_MMIO: 0x4010ae67,
+  KVM_UNREGISTER_COALESCED_MMIO: 0x4010ae68,
   KVM_SET_GSI_ROUTING: 0x4008ae6a,
   KVM_SIGNAL_MSI: 0x4020aea5,
   KVM_GET_IRQCHIP: 0xc208ae62,

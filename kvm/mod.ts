@@ -34,6 +34,7 @@
 
 export { Kvm, KVM_DEVICE_PATH, type KvmAvailability, kvmAvailability } from "./kvm.ts";
 export {
+  type CoalescedZone,
   dirtyBitmapSize,
   type FdLike,
   type IoeventfdMatch,
@@ -325,6 +326,7 @@ export {
   type MemslotCall,
 } from "./kvm_memory_listener.ts";
 export { type IoeventfdBackend, KvmIoeventfdListener } from "./kvm_ioeventfd_listener.ts";
+export { type CoalescedBackend, CoalescedRing, KvmCoalescedListener } from "./kvm_coalesced_mmio.ts";
 export {
   currentThread,
   handleKickSignal,

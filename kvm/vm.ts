@@ -11,6 +11,7 @@ import {
   encodeToBytes,
   KVM_CLEAR_DIRTY_LOG_LAYOUT,
   KVM_CLOCK_DATA_LAYOUT,
+  KVM_COALESCED_MMIO_ZONE_LAYOUT,
   KVM_DIRTY_LOG_LAYOUT,
   KVM_ENABLE_CAP_LAYOUT,
   KVM_IOEVENTFD_LAYOUT,
@@ -52,6 +53,7 @@ import {
   KVM_IRQFD,
   KVM_IRQFD_FLAG_DEASSIGN,
   KVM_IRQFD_FLAG_RESAMPLE,
+  KVM_REGISTER_COALESCED_MMIO,
   KVM_SET_CLOCK,
   KVM_SET_GSI_ROUTING,
   KVM_SET_IDENTITY_MAP_ADDR,
@@ -60,6 +62,7 @@ import {
   KVM_SET_TSS_ADDR,
   KVM_SET_USER_MEMORY_REGION,
   KVM_SIGNAL_MSI,
+  KVM_UNREGISTER_COALESCED_MMIO,
 } from "./ioctls.ts";
 import { KvmError } from "./kvm_error.ts";
 import { type GsiRoute, isIrqchipRoute, type MsiMessage } from "./msi_routes.ts";
@@ -155,6 +158,16 @@ export interface IoeventfdMatch {
   readonly length: 0 | 1 | 2 | 4 | 8;
   /** Only a write of this value signals (KVM_IOEVENTFD_FLAG_DATAMATCH); any value when omitted. */
   readonly datamatch?: number | bigint;
+}
+
+/** A zone whose guest writes KVM queues in the coalesced-MMIO ring ({@link Vm.registerCoalescedZone}). */
+export interface CoalescedZone {
+  /** `"pio"`: `address` is an I/O port (KVM_CAP_COALESCED_PIO); `"mmio"`: a guest-physical address. */
+  readonly space: "pio" | "mmio";
+  /** First port or guest-physical address of the zone. */
+  readonly address: number | bigint;
+  /** Bytes (1 to 2^32 − 1). */
+  readonly size: number;
 }
 
 /** kvmclock as `KVM_GET_CLOCK` reports it (`struct kvm_clock_data`, 48 bytes). */
@@ -425,6 +438,49 @@ export class Vm implements Disposable {
    */
   unregisterIoeventfd(fd: FdLike, match: IoeventfdMatch): void {
     this.#ioeventfd(fdOf(fd, "ioeventfd"), match, KVM_IOEVENTFD_FLAG_DEASSIGN);
+  }
+
+  /**
+   * `KVM_REGISTER_COALESCED_MMIO`: guest writes inside `zone` no longer exit; KVM queues them in the
+   * ring of the vCPU mapping's page `checkExtension(KVM_CAP_COALESCED_MMIO)`, where they wait for a
+   * flush (kvm/kvm_coalesced_mmio.ts). Reads still exit. Port zones need KVM_CAP_COALESCED_PIO.
+   *
+   * @throws {RangeError} for a space other than "pio"/"mmio", a size outside [1, 2^32), or a zone
+   * that wraps.
+   * @throws {KvmError} when KVM refuses the zone (ENOSPC when its I/O bus is full).
+   */
+  registerCoalescedZone(zone: CoalescedZone): void {
+    this.#coalescedZone(KVM_REGISTER_COALESCED_MMIO, "KVM_REGISTER_COALESCED_MMIO", zone);
+  }
+
+  /**
+   * `KVM_UNREGISTER_COALESCED_MMIO`: removes every registered zone of `zone.space` that contains
+   * all of `zone` (KVM's test; none is not an error) — so pass a zone exactly as registered.
+   *
+   * @throws {RangeError} as {@link registerCoalescedZone}.
+   */
+  unregisterCoalescedZone(zone: CoalescedZone): void {
+    this.#coalescedZone(KVM_UNREGISTER_COALESCED_MMIO, "KVM_UNREGISTER_COALESCED_MMIO", zone);
+  }
+
+  #coalescedZone(request: number, name: string, zone: CoalescedZone): void {
+    const what = `${zone.space} 0x${zone.address.toString(16)}+${zone.size}`;
+    ioctlBuf(this.#open(), request, this.#zone(zone), name, what);
+  }
+
+  #zone(zone: CoalescedZone): Uint8Array {
+    if (zone.space !== "pio" && zone.space !== "mmio") {
+      throw new RangeError(`coalesced zone space must be "pio" or "mmio", got ${String(zone.space)}`);
+    }
+    const addr = toU64(zone.address, "coalesced zone address");
+    const size = zone.size;
+    if (!Number.isInteger(size) || size < 1 || size > 0xffff_ffff) {
+      throw new RangeError(`coalesced zone size must be an integer in [1, 2^32), got ${size}`);
+    }
+    if (addr + BigInt(size) > (zone.space === "pio" ? 0x1_0000n : 1n << 64n)) {
+      throw new RangeError(`coalesced zone 0x${addr.toString(16)}+${size} passes the end of ${zone.space}`);
+    }
+    return encodeToBytes(KVM_COALESCED_MMIO_ZONE_LAYOUT, { addr, size, pio: zone.space === "pio" ? 1 : 0 });
   }
 
   /**

@@ -16,6 +16,7 @@ import { checkBoolean, checkBytes, show } from "./_check.ts";
 import { _compareIoeventfds, MemoryRegion } from "./memory_region.ts";
 import { type MemoryRegionOps, MemTxResult } from "./memory_region_ops.ts";
 import { _setRebuildHook } from "./transaction.ts";
+import { _setCoalescedHook, type CoalescedRange, flushCoalescedMmio } from "./coalesced_mmio.ts";
 import { _sparseRead, _sparseWrite, SparseRam } from "./ram_backing.ts";
 
 /** Result of {@link AddressSpace.read}. */
@@ -77,6 +78,8 @@ let setView: (as: AddressSpace, next: FlatView, errors: ErrorCollector) => void;
 let updateIoeventfds: (as: AddressSpace, errors: ErrorCollector) => void;
 /** Whether an address space was closed; set by the class's static block. */
 let isClosed: (as: AddressSpace) => boolean;
+/** An address space's listener registrations, ascending priority; set by the class's static block. */
+let listenersOf: (as: AddressSpace) => readonly Registration[];
 
 /**
  * QEMU's `memory_region_transaction_commit`: render each distinct FlatView root once, before any
@@ -126,6 +129,66 @@ function rebuildAll(regions: boolean): void {
   errors.throwIfFailed();
 }
 _setRebuildHook(rebuildAll);
+
+/**
+ * Where a coalesced range of `range.region` lands in one flat range, in address-space coordinates
+ * (QEMU's `flat_range_coalesced_io_notify`), or null if they do not meet.
+ */
+function coalescedZone(r: FlatRange, range: CoalescedRange): [bigint, bigint] | null {
+  const start = range.offset + r.start - r.offsetInRegion;
+  const lo = start > r.start ? start : r.start;
+  const end = start + range.size;
+  const rEnd = r.start + r.size;
+  const hi = end < rEnd ? end : rEnd;
+  return lo < hi ? [lo, hi - lo] : null;
+}
+
+/**
+ * A registration replay's coalesced ranges for one flat range, as QEMU's
+ * `flat_range_coalesced_io_notify_listener_add_del`: in the region's order, stopping at the first
+ * range that does not meet the flat range (the rebuild path skips it and goes on).
+ */
+function replayCoalesced(r: FlatRange, call: (start: bigint, size: bigint) => void): void {
+  for (const range of r.region.coalesced) {
+    const zone = coalescedZone(r, range);
+    if (!zone) return;
+    call(zone[0], zone[1]);
+  }
+}
+
+/** Tells `listeners` of one range of a flat range's region: adds lowest priority first, dels highest first. */
+function notifyCoalesced(
+  listeners: readonly Registration[],
+  r: FlatRange,
+  range: CoalescedRange,
+  add: boolean,
+  errors: ErrorCollector,
+): void {
+  const zone = coalescedZone(r, range);
+  if (!zone) return;
+  if (add) {
+    for (const reg of listeners) {
+      if (reg.listener.coalescedIoAdd) errors.run(() => reg.listener.coalescedIoAdd!(r, zone[0], zone[1]));
+    }
+  } else {
+    for (let i = listeners.length - 1; i >= 0; i--) {
+      const reg = listeners[i];
+      if (reg.listener.coalescedIoDel) errors.run(() => reg.listener.coalescedIoDel!(r, zone[0], zone[1]));
+    }
+  }
+}
+
+/** QEMU's `memory_region_update_coalesced_range`: one range of `region`, every address space, at once. */
+_setCoalescedHook((region, range, add) => {
+  const errors = new ErrorCollector();
+  for (const as of addressSpaces.slice()) {
+    if (isClosed(as)) continue;
+    const listeners = listenersOf(as);
+    if (listeners.length === 0) continue;
+    for (const r of as.flatView()) if (r.region === region) notifyCoalesced(listeners, r, range, add, errors);
+  }
+  errors.throwIfFailed();
+});
 
 /** QEMU's `flatrange_equal`: everything but the dirty-log mask. */
 function sameRange(a: FlatRange, b: FlatRange): boolean {
@@ -224,6 +287,7 @@ function dispatch(
   buf: Uint8Array,
   at: number,
 ): number {
+  if (region.flushCoalesced) flushCoalescedMmio();
   const ops = region.ops ?? UNASSIGNED_MEM_OPS;
   const off = Number(offset);
   if (!accessValid(ops, off, lowByte(offset), size, isWrite)) {
@@ -424,6 +488,9 @@ export class AddressSpace {
       listener.begin?.();
       for (const r of this.#view.ranges) {
         listener.regionAdd?.(r);
+        if (listener.coalescedIoAdd) {
+          replayCoalesced(r, (start, size) => listener.coalescedIoAdd!(r, start, size));
+        }
         if (r.dirtyLogMask) listener.logStart?.(r, 0, r.dirtyLogMask);
       }
       // Unlike QEMU 7.2, the ioeventfds are replayed too: a listener registered after a device
@@ -448,11 +515,14 @@ export class AddressSpace {
     if (!reg) return;
     try {
       listener.begin?.();
-      for (const fd of this.#ioeventfds) listener.eventfdDel?.(fd);
       for (const r of this.#view.ranges) {
         if (r.dirtyLogMask) listener.logStop?.(r, r.dirtyLogMask, 0);
+        if (listener.coalescedIoDel) {
+          replayCoalesced(r, (start, size) => listener.coalescedIoDel!(r, start, size));
+        }
         listener.regionDel?.(r);
       }
+      for (const fd of this.#ioeventfds) listener.eventfdDel?.(fd);
       listener.commit?.();
     } finally {
       this.#removeRegistration(reg);
@@ -487,6 +557,7 @@ export class AddressSpace {
     setView = (as, next, errors) => as.#setView(next, errors);
     updateIoeventfds = (as, errors) => as.#updateIoeventfds(errors);
     isClosed = (as) => as.#closed;
+    listenersOf = (as) => as.#listeners;
   }
 
   /**
@@ -558,6 +629,7 @@ export class AddressSpace {
         const n = b[j];
         if (o && (!n || o.start < n.start || (o.start === n.start && !sameRange(o, n)))) {
           if (!adding) {
+            for (const range of o.region.coalesced) notifyCoalesced(forward, o, range, false, errors);
             for (const r of reverse) if (r.listener.regionDel) errors.run(() => r.listener.regionDel!(o));
           }
           i++;
@@ -584,6 +656,7 @@ export class AddressSpace {
         } else {
           if (adding) {
             for (const r of forward) if (r.listener.regionAdd) errors.run(() => r.listener.regionAdd!(n));
+            for (const range of n.region.coalesced) notifyCoalesced(forward, n, range, true, errors);
           }
           j++;
         }

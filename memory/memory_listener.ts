@@ -53,8 +53,9 @@ export const ListenerPriority = { MIN: 0, ACCEL: 10, DEV_BACKEND: 10 } as const;
  * Order (as QEMU): `begin`/`commit` around every rebuild, for every registered listener, lowest
  * priority first; within a rebuild each address space delivers all `regionDel`s (highest priority
  * first, ascending addresses) before any `regionAdd`/`regionNop` (lowest priority first);
- * `logStart` lowest first, `logStop` highest first. Registering replays the current view as
- * adds, unregistering as dels.
+ * `logStart` lowest first, `logStop` highest first; `coalescedIoDel` comes just before the
+ * `regionDel` of its range and `coalescedIoAdd` just after the `regionAdd`. Registering replays the
+ * current view as adds, unregistering as dels.
  *
  * @example
  * ```ts
@@ -98,6 +99,14 @@ export interface MemoryListener {
   eventfdAdd?(fd: IoeventfdSection): void;
   /** An ioeventfd is gone from `fd.start`; called lowest priority first (QEMU's `eventfd_del`). */
   eventfdDel?(fd: IoeventfdSection): void;
+  /**
+   * Writes to `[start, start + size)` (address-space addresses, inside `section`) may now be
+   * coalesced: a range of `section.region` added with `MemoryRegion.addCoalescing`, or a flat range
+   * of such a region that appeared. Lowest priority first (QEMU's `coalesced_io_add`).
+   */
+  coalescedIoAdd?(section: MemoryRegionSection, start: bigint, size: bigint): void;
+  /** Writes there may no longer be coalesced; highest priority first (QEMU's `coalesced_io_del`). */
+  coalescedIoDel?(section: MemoryRegionSection, start: bigint, size: bigint): void;
   /**
    * For `info mtree -f`: an accelerator's name (QEMU prints " KVM") appended to each range for
    * which {@link hasMemory} says it holds a mapping of exactly that start and size.

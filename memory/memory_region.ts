@@ -11,6 +11,7 @@
 import { type AddrInput, checkedAdd, hex16, toAddress, toPriority, toSize } from "./address.ts";
 import { checkBoolean, show } from "./_check.ts";
 import type { MemoryRegionOps } from "./memory_region_ops.ts";
+import { _notifyCoalesced, type CoalescedRange, flushCoalescedMmio } from "./coalesced_mmio.ts";
 import { type RamBacking, SparseRam } from "./ram_backing.ts";
 import {
   _markIoeventfdsPending,
@@ -138,6 +139,8 @@ export class MemoryRegion {
   #logCounts: number[] | undefined;
   #dirtyLogMask = 0;
   #ioeventfds: readonly MemoryRegionIoeventfd[] = [];
+  #coalesced: readonly CoalescedRange[] = [];
+  #flushCoalesced = false;
   /** Dirty bitmap in chunks of DIRTY_CHUNK_PAGES pages, only those with a page ever marked. */
   #dirty: Map<number, Uint8Array> | undefined;
 
@@ -785,6 +788,101 @@ export class MemoryRegion {
       value = swapped;
     }
     return { offset: at, size, matchData, data: value, eventfd };
+  }
+
+  // ------------------------------------------------------------------ coalesced I/O
+
+  /** The ranges whose writes may be coalesced, in the order they were added. */
+  get coalesced(): readonly CoalescedRange[] {
+    return this.#coalesced;
+  }
+
+  /**
+   * Whether the accelerator's queue of coalesced writes is played back before any access to this
+   * region (QEMU's `flush_coalesced_mmio`): set by {@link addCoalescing} and
+   * {@link setFlushCoalesced}.
+   */
+  get flushCoalesced(): boolean {
+    return this.#flushCoalesced;
+  }
+
+  /** Coalesces writes to the whole region (QEMU's `memory_region_set_coalescing`). */
+  setCoalescing(): void {
+    this.clearCoalescing();
+    this.addCoalescing(0n, this.#size);
+  }
+
+  /**
+   * Lets the accelerator queue guest writes to `[offset, offset + size)` instead of exiting for
+   * each (QEMU's `memory_region_add_coalescing`): the listeners of every address space hear
+   * `coalescedIoAdd` for each flat range of this region the range meets, in that space's
+   * addresses, at once (not at a commit); later rebuilds follow the region. Also sets
+   * {@link flushCoalesced}. Only writes whose order against other accesses does not matter until
+   * the next flush may be coalesced: the handler runs later, when the queue is played back.
+   *
+   * @throws {RangeError} if the range is empty or passes the region's end.
+   * @throws {TypeError} if `offset` or `size` is not a number or bigint.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { AddressSpace, MemoryRegion } from "./mod.ts";
+   * const io = MemoryRegion.container("io", 0x10000);
+   * const index = MemoryRegion.io("pci-conf-idx", 4, { write: () => {} });
+   * io.addSubregion(0xcf8, index);
+   * using space = new AddressSpace(io, "I/O");
+   * const zones: string[] = [];
+   * space.registerListener({ coalescedIoAdd: (_s, start, size) => void zones.push(`${start}+${size}`) });
+   * index.addCoalescing(0, 4);
+   * assert.deepEqual(zones, ["3320+4"]);
+   * assert.equal(index.flushCoalesced, true);
+   * ```
+   */
+  addCoalescing(offset: AddrInput, size: AddrInput): void {
+    const what = `addCoalescing of ${describe(this)}`;
+    const at = toAddress(offset, what);
+    const length = toAddress(size, what);
+    if (length === 0n || at + length > this.#size) {
+      throw new RangeError(
+        `addCoalescing: [0x${at.toString(16)}, +0x${length.toString(16)}) is empty or passes the end of ${
+          describe(this)
+        }`,
+      );
+    }
+    const range: CoalescedRange = { offset: at, size: length };
+    this.#coalesced = [...this.#coalesced, range];
+    _notifyCoalesced(this, range, true);
+    this.#flushCoalesced = true;
+  }
+
+  /**
+   * Stops coalescing writes to this region (QEMU's `memory_region_clear_coalescing`): flushes the
+   * queue, clears {@link flushCoalesced}, and tells the listeners `coalescedIoDel` for each range.
+   * No-op when nothing is coalesced.
+   */
+  clearCoalescing(): void {
+    if (this.#coalesced.length === 0) return;
+    flushCoalescedMmio();
+    this.#flushCoalesced = false;
+    while (this.#coalesced.length > 0) {
+      const [range, ...rest] = this.#coalesced;
+      this.#coalesced = rest;
+      _notifyCoalesced(this, range, false);
+    }
+  }
+
+  /** Has every access to this region first flush the coalesced writes (QEMU's `memory_region_set_flush_coalesced`). */
+  setFlushCoalesced(): void {
+    this.#flushCoalesced = true;
+  }
+
+  /**
+   * Flushes the queue and clears {@link flushCoalesced}, unless the region has coalesced ranges of
+   * its own (QEMU's `memory_region_clear_flush_coalesced`).
+   */
+  clearFlushCoalesced(): void {
+    flushCoalescedMmio();
+    if (this.#coalesced.length === 0) this.#flushCoalesced = false;
   }
 
   /** Attribute change: rebuild if the region itself is enabled, even when unmapped (as QEMU). */

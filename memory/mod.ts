@@ -28,6 +28,7 @@ export {
   UINT64_MAX,
 } from "./address.ts";
 export { AddressSpace, type ReadResult } from "./address_space.ts";
+export { type CoalescedRange, flushCoalescedMmio, registerCoalescedFlusher } from "./coalesced_mmio.ts";
 export { type FlatRange, FlatView } from "./flat_view.ts";
 export {
   type IoeventfdSection,

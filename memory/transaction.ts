@@ -10,6 +10,7 @@
  */
 
 import { show } from "./_check.ts";
+import { flushCoalescedMmio } from "./coalesced_mmio.ts";
 
 /**
  * What the outermost commit calls when an update is pending (installed by `address_space.ts`):
@@ -48,6 +49,7 @@ export function transactionDepth(): number {
 
 /**
  * Opens a transaction; changes made until the matching {@link commitTransaction} are rendered once.
+ * Coalesced writes still queued are played back first.
  *
  * @example
  * ```ts
@@ -59,6 +61,8 @@ export function transactionDepth(): number {
  * ```
  */
 export function beginTransaction(): void {
+  // As QEMU: writes an accelerator queued are played back before the graph changes.
+  flushCoalescedMmio();
   depth++;
 }
 

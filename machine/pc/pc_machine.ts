@@ -10,12 +10,16 @@
 
 import type { Uart16550 } from "../../devices/mod.ts";
 import {
+  CoalescedRing,
   type CpuidEntry,
   GuestMemory,
   Kvm,
+  KVM_CAP_COALESCED_MMIO,
+  KVM_CAP_COALESCED_PIO,
   KVM_IRQCHIP_IOAPIC,
   KVM_IRQCHIP_PIC_MASTER,
   KVM_IRQCHIP_PIC_SLAVE,
+  KvmCoalescedListener,
   KvmIoeventfdListener,
   KvmMemoryListener,
   type KvmRegs,
@@ -29,7 +33,13 @@ import {
   type VcpuState,
   type Vm,
 } from "../../kvm/mod.ts";
-import { type AddressSpace, DirtyLogClient, type MtreeOptions } from "../../memory/mod.ts";
+import {
+  type AddressSpace,
+  DirtyLogClient,
+  flushCoalescedMmio,
+  type MtreeOptions,
+  registerCoalescedFlusher,
+} from "../../memory/mod.ts";
 import {
   type BaseReference,
   readSnapshotChain,
@@ -212,7 +222,28 @@ export function attachKvm(board: PcBoard, vm: Vm, trace?: (call: MemslotCall) =>
   // Ioeventfds as QEMU's KVM listeners register them: MMIO ones from "memory", port ones from "I/O".
   board.memory.registerListener(new KvmIoeventfdListener(vm, "mmio"));
   board.io.registerListener(new KvmIoeventfdListener(vm, "pio"));
+  // Coalesced writes as QEMU's KVM listeners register them (PCI CONFIG_ADDRESS and the RTC index are
+  // ports): MMIO zones where KVM has the ring, port zones where it also takes ports.
+  if (vm.checkExtension(KVM_CAP_COALESCED_MMIO) > 0) {
+    board.memory.registerListener(new KvmCoalescedListener(vm, "mmio"));
+    if (vm.checkExtension(KVM_CAP_COALESCED_PIO) > 0) {
+      board.io.registerListener(new KvmCoalescedListener(vm, "pio"));
+    }
+  }
   return listener;
+}
+
+/**
+ * Step 6b: the coalesced-MMIO ring, a page of vCPU 0's mapping, played back into the board's
+ * address spaces whenever the memory API flushes (before an access to the PCI host's data port or
+ * the RTC, at every transaction, at a snapshot). Dispose it before the vCPUs are unmapped. Null
+ * where KVM has no ring.
+ */
+function attachCoalescedRing(board: PcBoard, vm: Vm, bsp: Vcpu): Disposable | null {
+  const page = vm.checkExtension(KVM_CAP_COALESCED_MMIO);
+  if (page <= 0 || (page + 1) * 4096 > bsp.mmapSize) return null;
+  const ring = new CoalescedRing(bsp.runPage.subarray(page * 4096, (page + 1) * 4096), board);
+  return registerCoalescedFlusher(() => void ring.flush());
 }
 
 /**
@@ -415,6 +446,8 @@ export class PcMachine implements Disposable {
   readonly #notifiers: VirtioNotifiers;
   readonly #firmware: Uint8Array;
   readonly #kvmRef: Kvm;
+  /** The coalesced-MMIO ring's flusher (null without a ring). */
+  readonly #coalesced: Disposable | null;
   /** The last snapshot written or restored: what a diff snapshot builds on. */
   #lastSnapshot: BaseReference | null = null;
   /** The front-end's description stored in the snapshot this machine was restored from. */
@@ -436,6 +469,7 @@ export class PcMachine implements Disposable {
     notifiers: VirtioNotifiers;
     firmware: Uint8Array;
     kvm: Kvm;
+    coalesced: Disposable | null;
   }) {
     this.board = parts.board;
     this.boot = parts.boot;
@@ -449,6 +483,7 @@ export class PcMachine implements Disposable {
     this.#notifiers = parts.notifiers;
     this.#firmware = parts.firmware;
     this.#kvmRef = parts.kvm;
+    this.#coalesced = parts.coalesced;
   }
 
   /**
@@ -497,6 +532,8 @@ export class PcMachine implements Disposable {
       const kvmListener = attachKvm(board, vm, options.traceMemslots); // 5
       const notifiers = createNotifiers(board, cleanup); // 5b
       const { vcpus, resetStates } = createPcVcpusWithResetState(kvm, vm, cpus); // 6
+      const coalesced = attachCoalescedRing(board, vm, vcpus[0]); // 6b
+      if (coalesced) cleanup.push(coalesced);
       loadGuest(board, boot, vcpus[0]); // 7
       const runner = makeRunner(board, vcpus, notifiers.count > 0); // 8
       return new PcMachine({
@@ -512,6 +549,7 @@ export class PcMachine implements Disposable {
         notifiers,
         firmware,
         kvm,
+        coalesced,
       });
     } catch (error) {
       try {
@@ -587,6 +625,8 @@ export class PcMachine implements Disposable {
       pc.map.ram.setLog(true, DirtyLogClient.MIGRATION);
       const kvmListener = attachKvm(pc, vm, options.traceMemslots);
       const { vcpus, resetStates } = createPcVcpusWithResetState(kvm, vm, board.cpus);
+      const coalesced = attachCoalescedRing(pc, vm, vcpus[0]);
+      if (coalesced) cleanup.push(coalesced);
       state.vm.irqchips.forEach((chip, id) => vm.setIrqchip(id, chip));
       vm.setPit2(state.vm.pit);
       vcpus.forEach((vcpu, i) => restoreVcpuState(vcpu, state.vcpus[i]));
@@ -608,6 +648,7 @@ export class PcMachine implements Disposable {
         notifiers,
         firmware: board.firmware,
         kvm,
+        coalesced,
       });
       machine.#lastSnapshot = chain[chain.length - 1].reference;
       machine.#restoredFrontEnd = board.frontEnd;
@@ -637,6 +678,8 @@ export class PcMachine implements Disposable {
       // A notify KVM signalled but the VM thread has not served yet would be lost in the snapshot:
       // serve them now, with every vCPU out of KVM_RUN none can come after.
       this.#notifiers.serve();
+      // Writes KVM queued in the coalesced ring belong to the devices' state: play them back first.
+      flushCoalescedMmio();
       this.#msrIndices ??= readableMsrs(this.#vcpus[0], this.#kvmRef.msrIndexList());
       const result = writeSnapshot(dir, {
         ...options,
@@ -861,6 +904,7 @@ export class PcMachine implements Disposable {
     const memory = this.#memory;
     const notifiers = { close: () => this.#notifiers.close(false) }; // the VM dropped them already
     closeAll([
+      { close: () => this.#coalesced?.[Symbol.dispose]() }, // before the vCPUs' mappings go
       this.#vm,
       this.board,
       notifiers,

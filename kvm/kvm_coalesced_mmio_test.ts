@@ -1,0 +1,185 @@
+/**
+ * Coalesced I/O: the listener against a recording fake, the ring against pages filled as KVM fills
+ * them, and — where KVM is usable — a real guest whose port writes KVM queues instead of exiting.
+ */
+import assert from "node:assert/strict";
+import { AddressSpace, MemoryRegion, registerCoalescedFlusher } from "../memory/mod.ts";
+import { enterRealMode, ifKvm, mapRam, reportKvmSkip } from "./_testing.ts";
+import { type CoalescedBackend, CoalescedRing, KvmCoalescedListener } from "./kvm_coalesced_mmio.ts";
+import { GuestMemory } from "./guest_memory.ts";
+import { KVM_CAP_COALESCED_MMIO, KVM_CAP_COALESCED_PIO, KVM_EXIT_HLT, KVM_EXIT_IO } from "./ioctls.ts";
+import { Kvm } from "./kvm.ts";
+import { serveExit } from "./serve_exit.ts";
+import type { CoalescedZone } from "./vm.ts";
+
+reportKvmSkip("kvm/kvm_coalesced_mmio_test.ts");
+
+function recordingVm() {
+  const log: string[] = [];
+  const show = (z: CoalescedZone) => `${z.space} 0x${z.address.toString(16)}+${z.size}`;
+  const vm: CoalescedBackend & { closed: boolean } = {
+    closed: false,
+    registerCoalescedZone: (z) => void log.push(`+${show(z)}`),
+    unregisterCoalescedZone: (z) => void log.push(`-${show(z)}`),
+  };
+  return { vm, log };
+}
+
+Deno.test("the listener registers each coalesced piece of the view, and follows it", () => {
+  const io = MemoryRegion.container("io", 0x10000);
+  const idx = MemoryRegion.io("pci-conf-idx", 4, { write: () => {} });
+  io.addSubregion(0xcf8, idx);
+  idx.addCoalescing(0, 4);
+  using space = new AddressSpace(io, "I/O");
+  const { vm, log } = recordingVm();
+  space.registerListener(new KvmCoalescedListener(vm, "pio"));
+  // A byte mapped over the range (the PIIX reset control at 0xcf9) splits the zone, as in QEMU.
+  io.addSubregionOverlap(0xcf9, MemoryRegion.io("reset-control", 1, { write: () => {} }), 1);
+  assert.deepEqual(log, ["+pio 0xcf8+4", "-pio 0xcf8+4", "+pio 0xcf8+1", "+pio 0xcfa+2"]);
+  log.length = 0;
+  vm.closed = true;
+  space.close(); // KVM dropped the zones with the VM: no calls
+  assert.deepEqual(log, []);
+  assert.throws(() => new KvmCoalescedListener(vm, "dma" as "pio"), /space must be "pio" or "mmio"/);
+});
+
+/** A ring page holding `entries` as KVM writes them, `first` and `last` set. */
+function ringPage(
+  first: number,
+  entries: { at: number; addr: bigint; len: number; pio: boolean; data: number[] }[],
+) {
+  const page = new Uint8Array(4096);
+  const view = new DataView(page.buffer);
+  let last = first;
+  for (const e of entries) {
+    const at = 8 + e.at * 24;
+    view.setBigUint64(at, e.addr, true);
+    view.setUint32(at + 8, e.len, true);
+    view.setUint32(at + 12, e.pio ? 1 : 0, true);
+    page.set(e.data, at + 16);
+    last = (e.at + 1) % 170;
+  }
+  view.setUint32(0, first, true);
+  view.setUint32(4, last, true);
+  return { page, view };
+}
+
+function spaces() {
+  const seen: string[] = [];
+  const io = MemoryRegion.container("io", 0x10000);
+  io.addSubregion(
+    0,
+    MemoryRegion.io("ports", 0x10000, { write: (o, v, s) => void seen.push(`io ${o}=${v}/${s}`) }),
+  );
+  const sys = MemoryRegion.container("system", 1n << 64n);
+  sys.addSubregion(
+    0xfe00_0000n,
+    MemoryRegion.io("mmio", 0x1000, { write: (o, v, s) => void seen.push(`mmio ${o}=${v}/${s}`) }),
+  );
+  const all = { io: new AddressSpace(io, "I/O"), memory: new AddressSpace(sys, "memory") };
+  return { seen, ...all, [Symbol.dispose]: () => (all.io.close(), all.memory.close()) };
+}
+
+Deno.test("the ring plays entries back oldest first, across the wrap, into the right space", () => {
+  using s = spaces();
+  const { page, view } = ringPage(168, [
+    { at: 168, addr: 0x70n, len: 1, pio: true, data: [0x0f] },
+    { at: 169, addr: 0xfe00_0010n, len: 4, pio: false, data: [1, 2, 3, 4] },
+    { at: 0, addr: 0xcf8n, len: 4, pio: true, data: [0, 8, 0, 0x80] },
+  ]);
+  assert.equal(new CoalescedRing(page, s).flush(), 3);
+  assert.deepEqual(s.seen, ["io 112=15/1", `mmio 16=${0x0403_0201}/4`, `io 3320=${0x8000_0800}/4`]);
+  assert.equal(view.getUint32(0, true), 1); // first = last: every slot handed back
+  assert.equal(new CoalescedRing(page, s).flush(), 0);
+});
+
+Deno.test("a ring entry with a bad length is skipped; corrupt indices drop the ring, never read past it", () => {
+  using s = spaces();
+  const bad = ringPage(0, [
+    { at: 0, addr: 0x70n, len: 9, pio: true, data: [] },
+    { at: 1, addr: 0x71n, len: 1, pio: true, data: [5] },
+  ]);
+  assert.equal(new CoalescedRing(bad.page, s).flush(), 1);
+  assert.deepEqual(s.seen, ["io 113=5/1"]);
+  const corrupt = ringPage(0, []);
+  corrupt.view.setUint32(4, 5000, true);
+  assert.equal(new CoalescedRing(corrupt.page, s).flush(), 0);
+  assert.equal(corrupt.view.getUint32(0, true), 0);
+  assert.throws(() => new CoalescedRing(new Uint8Array(100), s), /4 KiB page/);
+});
+
+Deno.test({
+  name:
+    "a real guest's coalesced port writes do not exit, and reach the device in order before the read that needs them",
+  ...ifKvm,
+  fn() {
+    using kvm = Kvm.open();
+    using vm = kvm.createVm();
+    const ringPageIndex = vm.checkExtension(KVM_CAP_COALESCED_MMIO);
+    assert.ok(ringPageIndex > 0, "KVM has no coalesced-MMIO ring");
+    assert.ok(vm.checkExtension(KVM_CAP_COALESCED_PIO) > 0, "KVM cannot coalesce port writes");
+    using ram = new GuestMemory(2n << 20n);
+    mapRam(vm, ram);
+    // mov al,0x0f; out 0x70,al; mov al,0x0a; out 0x70,al; mov al,0x8e; out 0x70,al; in al,0x71;
+    // out 0x72,al; hlt
+    const code = [
+      0xb0,
+      0x0f,
+      0xe6,
+      0x70,
+      0xb0,
+      0x0a,
+      0xe6,
+      0x70,
+      0xb0,
+      0x8e,
+      0xe6,
+      0x70,
+      0xe4,
+      0x71,
+      0xe6,
+      0x72,
+      0xf4,
+    ];
+    ram.bytes.set(code, 0x1000);
+    const vcpu = vm.createVcpu(0);
+    enterRealMode(vcpu, 0x1000);
+
+    const writes: number[] = [];
+    let index = 0;
+    let result = -1;
+    const io = MemoryRegion.container("io", 0x10000);
+    const rtc = MemoryRegion.io("rtc", 2, {
+      read: () => (index & 0x7f) * 2, // "CMOS" byte i holds 2i
+      write: () => {},
+    });
+    const rtcIndex = MemoryRegion.io("rtc-index", 1, {
+      write: (_o, v) => void (writes.push(Number(v)), index = Number(v)),
+    });
+    rtc.addSubregion(0, rtcIndex);
+    rtc.setFlushCoalesced();
+    rtcIndex.addCoalescing(0, 1);
+    io.addSubregion(0x70, rtc);
+    io.addSubregion(0x72, MemoryRegion.io("result", 1, { write: (_o, v) => void (result = Number(v)) }));
+    using ports = new AddressSpace(io, "I/O");
+    using memory = new AddressSpace(MemoryRegion.container("system", 1n << 64n), "memory");
+    ports.registerListener(new KvmCoalescedListener(vm, "pio"));
+    const ring = new CoalescedRing(vcpu.runPage.subarray(ringPageIndex * 4096, ringPageIndex * 4096 + 4096), {
+      memory,
+      io: ports,
+    });
+    using _flusher = registerCoalescedFlusher(() => void ring.flush());
+
+    const exits: number[] = [];
+    for (;;) {
+      const reason = vcpu.run();
+      if (reason === KVM_EXIT_HLT) break;
+      assert.equal(reason, KVM_EXIT_IO);
+      exits.push(new DataView(vcpu.runPage.buffer, vcpu.runPage.byteOffset).getUint16(34, true));
+      serveExit(vcpu.runPage, vcpu.runView, { memory, io: ports });
+    }
+    assert.deepEqual(exits, [0x71, 0x72]); // the three index writes never left KVM_RUN
+    assert.deepEqual(writes, [0x0f, 0x0a, 0x8e]);
+    assert.equal(result, 0x0e * 2); // the read saw the last index, played back before it
+  },
+});
