@@ -1,11 +1,13 @@
 /**
  * Boots one Linux kernel and busybox initramfs (examples/build_initramfs.ts, to its shell) under
  * kvm-ts — the bzImage through the 64-bit boot protocol and its vmlinux through PVH — and under
- * `qemu-system-x86_64 -accel kvm` with `-machine microvm` and `-machine pc`, in one run, with the
- * same command line and RAM. For each it reports the time from the command to the shell's first
- * prompt, to the process's exit after `poweroff -f` is typed there, and the process's peak RSS
- * (VmHWM, read at the prompt and until the exit). Rounds alternate the order; the table shows
- * medians and the ratio of each to QEMU microvm.
+ * `qemu-system-x86_64 -accel kvm` with `-machine microvm` (the bzImage, and the same vmlinux through
+ * PVH) and `-machine pc`, in one run, with the same command line and RAM. For each it reports the
+ * time from the command to the shell's first prompt, to the process's exit after `poweroff -f` is
+ * typed there, the process's peak RSS (VmHWM) and its largest private anonymous memory (RssAnon,
+ * guest RAM included; RSS also counts the executable's pages, shared through the page cache), both
+ * sampled every 200 ms and at the prompt. Rounds alternate the order; the table shows medians and
+ * the ratio of each to QEMU microvm's bzImage boot.
  *
  * A boot that stops printing for `--stall` seconds before its prompt counts as stalled and is tried
  * again (inside the nested KVM VM the emulator's SVM stalls some boots, docs/nested-kvm.md).
@@ -42,14 +44,22 @@ interface Sample {
   prompt: number;
   exit: number;
   rssKib: number;
+  anonKib: number;
 }
 
-/** The process's peak RSS so far, in KiB (0 once it is gone; reading another process's needs --allow-all). */
-function peakRss(pid: number): number {
+/**
+ * The process's peak RSS so far (VmHWM) and its private anonymous memory now (RssAnon), in KiB:
+ * zeros once it is gone (reading another process's needs --allow-all). RSS also counts the pages of
+ * the executable and libraries the process has touched, which the page cache shares between every
+ * process that runs them; RssAnon is what one more VM costs (guest RAM included).
+ */
+function memory(pid: number): { peak: number; anon: number } {
   try {
-    return Number(/VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1] ?? 0);
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
+    return { peak: kib("VmHWM"), anon: kib("RssAnon") };
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return 0;
+    if (error instanceof Deno.errors.NotFound) return { peak: 0, anon: 0 };
     throw error;
   }
 }
@@ -62,9 +72,15 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
   let text = "";
   let prompt: number | undefined;
   let rssKib = 0;
+  let anonKib = 0;
+  const sample = () => {
+    const m = memory(child.pid);
+    rssKib = Math.max(rssKib, m.peak);
+    anonKib = Math.max(anonKib, m.anon);
+  };
   let lastOutput = start;
   const watch = setInterval(() => {
-    rssKib = Math.max(rssKib, peakRss(child.pid));
+    sample();
     if (prompt === undefined && performance.now() - lastOutput > STALL_MS) child.kill("SIGKILL");
   }, 200);
   try {
@@ -74,14 +90,14 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
       lastOutput = performance.now();
       if (prompt === undefined && text.includes(SHELL_PROMPT)) {
         prompt = performance.now() - start;
-        rssKib = Math.max(rssKib, peakRss(child.pid));
+        sample();
         await writer.write(new TextEncoder().encode("poweroff -f\r"));
       }
     }
     const status = await child.status;
     const exit = performance.now() - start;
     if (prompt === undefined || !status.success) return undefined;
-    return { prompt, exit, rssKib };
+    return { prompt, exit, rssKib, anonKib };
   } finally {
     clearInterval(watch);
     await writer.close().catch(() => {});
@@ -118,6 +134,14 @@ try {
       ...qemuIo,
       ...tail(kernel),
     ]],
+    // QEMU boots the same vmlinux through PVH too: the like-for-like row for kvm-ts's PVH boot.
+    ["qemu -machine microvm (vmlinux, PVH)", "qemu-system-x86_64", [
+      "-machine",
+      "microvm",
+      ...qemu,
+      ...qemuIo,
+      ...tail(vmlinux),
+    ]],
     ["qemu -machine pc", "qemu-system-x86_64", ["-machine", "pc", ...qemu, ...qemuIo, ...tail(kernel)]],
     ["kvm-ts (bzImage)", Deno.execPath(), [...ours, ...tail(kernel)]],
     ["kvm-ts (vmlinux, PVH)", Deno.execPath(), [...ours, ...tail(vmlinux)]],
@@ -140,29 +164,37 @@ try {
   }
   const base = samples.get(runs[0][0])!;
   const ref = base.length
-    ? { prompt: median(base.map((s) => s.prompt)), exit: median(base.map((s) => s.exit)), rss: 0 }
+    ? {
+      prompt: median(base.map((s) => s.prompt)),
+      exit: median(base.map((s) => s.exit)),
+      rss: median(base.map((s) => s.rssKib)),
+      anon: median(base.map((s) => s.anonKib)),
+    }
     : undefined;
-  if (ref) ref.rss = median(base.map((s) => s.rssKib));
   const cell = (v: number | undefined, unit: string, r?: number) =>
     v === undefined
       ? "—"
       : `${unit === "s" ? (v / 1000).toFixed(2) : (v / 1024).toFixed(1)} ${unit === "s" ? "s" : "MiB"}${
         r ? ` (×${(v / r).toFixed(2)})` : ""
       }`;
-  console.log("| | to the prompt | to the exit | peak RSS | boots stalled |");
-  console.log("| --- | --- | --- | --- | --- |");
+  console.log("| | to the prompt | to the exit | peak RSS | private memory (RssAnon) | boots stalled |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
   for (const [name] of runs) {
     const got = samples.get(name)!;
-    const [p, e, r] = got.length
-      ? [median(got.map((s) => s.prompt)), median(got.map((s) => s.exit)), median(got.map((s) => s.rssKib))]
-      : [undefined, undefined, undefined];
+    const of = (pick: (s: Sample) => number) => got.length ? median(got.map(pick)) : undefined;
     console.log(
-      `| ${name} | ${cell(p, "s", ref?.prompt)} | ${cell(e, "s", ref?.exit)} | ${cell(r, "k", ref?.rss)} | ${
+      `| ${name} | ${cell(of((s) => s.prompt), "s", ref?.prompt)} | ${
+        cell(of((s) => s.exit), "s", ref?.exit)
+      } | ${cell(of((s) => s.rssKib), "k", ref?.rss)} | ${cell(of((s) => s.anonKib), "k", ref?.anon)} | ${
         stalls.get(name)
       } |`,
     );
   }
   console.log("\n(×: ratio to QEMU microvm; medians of the rounds that reached the prompt and exited)");
+  console.log("\nEach round (to the prompt, s):");
+  for (const [name] of runs) {
+    console.log(`  ${name}: ${samples.get(name)!.map((s) => (s.prompt / 1000).toFixed(2)).join(", ")}`);
+  }
 } finally {
   await Deno.remove(dir, { recursive: true });
 }
