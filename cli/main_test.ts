@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { DiskImage, imageLocks, kvmAvailability } from "../kvm/mod.ts";
 import { AddressSpace } from "../memory/mod.ts";
 import { EXIT_STATUS } from "../machine/guests/mod.ts";
-import { LoaderError } from "../machine/loader/mod.ts";
+import { copyBootWrites, LoaderError } from "../machine/loader/mod.ts";
 import { PcMachine } from "../machine/pc/pc_machine.ts";
 import { buildPcMemory } from "../machine/pc/pc_memory.ts";
 import { RESET_STATE_NOTE } from "../machine/runner.ts";
@@ -279,7 +279,7 @@ Deno.test("-initrd reaches the Linux loader: the zero page points at its bytes i
     // Place the plan in the board's own memory map, without KVM, as PcMachine does.
     const map = buildPcMemory({ ramSize: options.ramSize });
     using memory = new AddressSpace(map.system, "memory");
-    for (const { addr, data } of plan.writes) memory.writeRom(addr, data);
+    copyBootWrites(plan.writes, (addr, data) => memory.writeRom(addr, data));
     const zeroPage = memory.readBytes(0x1_0000n, 0x1000).data;
     const view = new DataView(zeroPage.buffer, zeroPage.byteOffset);
     const ramdiskImage = view.getUint32(0x218, true);

@@ -24,6 +24,7 @@
 export {
   BOOT_RFLAGS,
   type BootPlan,
+  type BootWrite,
   type CpuMode,
   E820_RAM,
   E820_RESERVED,
@@ -32,6 +33,17 @@ export {
 /** Addresses and sizes in the loaders' options: a `number` or a `bigint`, as in the memory API. */
 export type { AddrInput } from "../../memory/mod.ts";
 export { LoaderError, type LoaderErrorCode } from "./loader_error.ts";
+export {
+  BOOT_COPY_CHUNK_SIZE,
+  type BootSourceWrite,
+  bootWriteLength,
+  BytesSource,
+  copyBootWrites,
+  type ImageSource,
+  imageSource,
+  materializeBootPlan,
+  readSource,
+} from "./image_source.ts";
 export {
   BOOT_CODE32_SELECTOR,
   BOOT_CODE64_SELECTOR,

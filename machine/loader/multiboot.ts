@@ -50,6 +50,7 @@ import {
   checkInRam,
   checkNoOverlap,
   hex,
+  type LabelledBytes,
   type LabelledWrite,
   planWrites,
   span,
@@ -552,7 +553,7 @@ export function loadMultiboot(image: Uint8Array, options: MultibootOptions): Boo
   view.setUint32(INFO_MMAP_ADDR, Number(MULTIBOOT_MMAP_START), true);
   view.setUint32(INFO_BOOT_LOADER_NAME, Number(MULTIBOOT_LOADER_NAME_START), true);
 
-  const loaderWrites: LabelledWrite[] = [
+  const loaderWrites: LabelledBytes[] = [
     bootGdtWrite(),
     { addr: MULTIBOOT_MMAP_START, data: mmap, what: "the Multiboot memory map" },
     { addr: MULTIBOOT_INFO_START, data: info, what: "the Multiboot information structure" },

@@ -2,7 +2,17 @@ import assert from "node:assert/strict";
 import { EXIT_STATUS, HELLO64 } from "../guests/mod.ts";
 import { LoaderError } from "./loader_error.ts";
 import { findMultibootHeader, loadMultiboot, type MultibootOptions, parseMultiboot } from "./multiboot.ts";
-import { elf32, elf64, imageOf, multibootHeader, PC_E820, PC_RAM_SIZE, u32s, writeAt } from "./_test_util.ts";
+import {
+  elf32,
+  elf64,
+  held,
+  imageOf,
+  multibootHeader,
+  PC_E820,
+  PC_RAM_SIZE,
+  u32s,
+  writeAt,
+} from "./_test_util.ts";
 
 const PC: MultibootOptions = { cmdline: "", e820: PC_E820, ramSize: PC_RAM_SIZE };
 
@@ -55,7 +65,7 @@ Deno.test("the committed guests parse as a.out-kludge images at 1 MiB", () => {
 Deno.test("loading hello64: kernel, bss, GDT, boot information; EAX/EBX and 32-bit protected mode", () => {
   const plan = loadMultiboot(HELLO64, { ...PC, cmdline: "hello64 quiet" });
   assert.deepEqual(
-    plan.writes.map((w) => [w.addr, w.data.length]),
+    held(plan.writes).map((w) => [w.addr, w.data.length]),
     [[0x500n, 32], [0x9000n, 120], [0x9500n, 88], [0x9580n, 7], [0x9600n, 14], [0x10_0000n, 0x5000], [
       0x10_5000n,
       0x3000,

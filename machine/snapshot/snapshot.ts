@@ -19,7 +19,7 @@ import {
   type Vm,
 } from "../../kvm/mod.ts";
 import { DirtyLogClient } from "../../memory/mod.ts";
-import type { BootPlan } from "../loader/mod.ts";
+import { type BootPlan, materializeBootPlan } from "../loader/mod.ts";
 import type { PcBoard } from "../pc/pc_board.ts";
 import { saveDevices } from "./device_states.ts";
 import { SnapshotMismatchError } from "./errors.ts";
@@ -151,7 +151,8 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
       ramSize: ram.size,
       cpus: source.vcpus.length,
       firmware: source.firmware,
-      boot: source.boot,
+      // Self-contained: a kernel or initrd the plan reads from its file is stored as bytes.
+      boot: materializeBootPlan(source.boot),
       pciDevices: board.pciDevices.map((d) => ({ type: d.spec.type, id: d.spec.id ?? null })),
       frontEnd: (typeof source.frontEnd === "function" ? source.frontEnd() : source.frontEnd) ?? null,
     },
