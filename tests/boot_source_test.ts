@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { kvmAvailability, LoaderError, loadFlat, PcMachine } from "../mod.ts";
 import { FileImage } from "../cli/file_image.ts";
+import { readSnapshotChain } from "../machine/snapshot/snapshot.ts";
 
 const KVM = kvmAvailability();
 if (!KVM.available) console.log(`tests/boot_source_test.ts: skipped: ${KVM.reason}`);
@@ -44,6 +45,35 @@ Deno.test({
       );
     } finally {
       Deno.removeSync(path);
+    }
+  },
+});
+
+Deno.test({
+  name: "a snapshot stores a file-backed plan's ranges as bytes: a restore and its reset need no file",
+  ignore: !KVM.available,
+  fn() {
+    const dir = Deno.makeTempDirSync({ prefix: "boot-source-snap-" });
+    try {
+      const path = `${dir}/image`;
+      const bytes = Uint8Array.from({ length: 0x1_2345 }, (_, i) => (i * 5 + 1) & 0xff);
+      Deno.writeFileSync(path, bytes);
+      {
+        using image = new FileImage(Deno.openSync(path), bytes.length, `-device loader,file=${path}`);
+        const boot = loadFlat(image, { addr: ADDR, mode: "protected32", ramSize: 64n << 20n });
+        using pc = PcMachine.create({ ramSize: 64n << 20n, boot });
+        pc.snapshot(`${dir}/snap`);
+      }
+      const [link] = readSnapshotChain(`${dir}/snap`);
+      const write = link.state.board.boot.writes.find((w) => w.addr === ADDR);
+      assert.ok(write !== undefined && "data" in write);
+      assert.deepEqual(write.data, bytes);
+      Deno.removeSync(path);
+      using restored = PcMachine.restore(`${dir}/snap`, {});
+      restored.reset();
+      assert.deepEqual(restored.memory.readBytes(ADDR, bytes.length).data, bytes);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
     }
   },
 });
