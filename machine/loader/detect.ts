@@ -17,7 +17,7 @@ import {
 import { findPvhEntry, loadPvh } from "./pvh.ts";
 import { EM_X86_64, loadVmlinux } from "./vmlinux.ts";
 import { hex, viewOf } from "./_plan.ts";
-import { type ImageSource, imageSource, readHead, readSource } from "./image_source.ts";
+import { type ImageSource, imageSource, readHead } from "./image_source.ts";
 
 /**
  * What {@link loadKernel} needs: the board's memory map and RAM size, the command line, and an
@@ -147,8 +147,7 @@ export function probeKernel(head: Uint8Array): Exclude<KernelFormat, "unknown"> 
  * {@link probeKernel}; also a Multiboot kernel with an initrd, and each loader's own refusals).
  *
  * `image` may be a source (an open file): then only the headers are read here, and the plan names
- * ranges of the Linux kernel and the initrd instead of holding them (a Multiboot kernel, small, is
- * read whole).
+ * ranges of the kernel and the initrd instead of holding them.
  *
  * @example
  * ```ts
@@ -170,8 +169,7 @@ export function loadKernel(image: Uint8Array | ImageSource, options: KernelOptio
         );
       }
       const { cmdline, e820, ramSize } = options;
-      const bytes = readSource(source, 0, source.size);
-      return loadMultiboot(bytes, { ...(cmdline === undefined ? {} : { cmdline }), e820, ramSize });
+      return loadMultiboot(source, { ...(cmdline === undefined ? {} : { cmdline }), e820, ramSize });
     }
     case "bzimage":
       return loadBzImage(source, options);

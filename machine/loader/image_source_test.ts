@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { EXIT_STATUS } from "../guests/mod.ts";
+import { HELLO64 } from "../guests/mod.ts";
 import type { BootPlan, BootWrite } from "./boot_plan.ts";
 import { loadKernel } from "./detect.ts";
 import {
@@ -107,10 +107,19 @@ for (
   });
 }
 
-Deno.test("a Multiboot kernel from a source is read whole: its plan holds bytes", () => {
-  const source = new CountingSource(EXIT_STATUS);
-  const plan = loadKernel(source, { e820: [], ramSize: 0x800_0000n });
-  assert.deepEqual(plan, loadKernel(EXIT_STATUS, { e820: [], ramSize: 0x800_0000n }));
+Deno.test("a Multiboot kernel from a source: its bytes and bss are ranges, the same guest memory", () => {
+  const options = { cmdline: "hello64", e820: PC_E820, ramSize: PC_RAM_SIZE };
+  const source = new CountingSource(HELLO64);
+  const plan = loadKernel(source, options);
+  assert.ok(source.reads.every(([o, n]) => o + n <= 0x2000), "only the 8 KiB search area is read to plan it");
+  const fromBytes = loadKernel(HELLO64, options);
+  const ranges = plan.writes.filter(isRange);
+  assert.deepEqual(ranges.map((w) => "source" in w && [w.source === source, w.offset, w.length]), [
+    [true, 0, HELLO64.length],
+    [false, 0, 0x3000], // the bss, zeros
+  ]);
+  assert.deepEqual(plan.cpu, fromBytes.cpu);
+  assert.deepEqual(placed(plan, 0x1000), placed(fromBytes));
 });
 
 Deno.test("copyBootWrites: bytes as they are, a range in chunks through one buffer", () => {
