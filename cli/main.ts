@@ -178,7 +178,10 @@ export interface OpenInputFile {
   image: FileImage;
 }
 
-/** The parsed command line, with every input file read and checked. */
+/**
+ * The parsed command line, with every input file checked: `-kernel`, `-initrd` and `-device loader`
+ * open ({@link closeInputs} closes them), `-bios` read.
+ */
 export interface CliOptions {
   /** `-m`, in bytes. */
   ramSize: bigint;
