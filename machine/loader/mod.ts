@@ -3,7 +3,9 @@
  * memory, and the initial CPU state). Flat binaries in any CPU mode, Multiboot v1 kernels as
  * QEMU's `-kernel` loads them, Linux bzImages and ELF vmlinux files through the 64-bit boot
  * protocol, a bzImage's compressed payload, format detection, and the firmware reset entry. Every
- * address they write to is in `layout.ts`.
+ * address they write to is in `layout.ts`. An image may also be an {@link ImageSource} (an open
+ * file, read by position): the loaders then read only its headers, and the plan names ranges of
+ * it, which {@link copyBootWrites} copies into guest memory a chunk at a time.
  *
  * @example
  * ```ts
