@@ -18,13 +18,14 @@ import { HELLO64 } from "../machine/guests/hello64.ts"; // only the image this c
 import {
   type BootPlan,
   type CpuMode,
-  detectFormat,
   firmwareEntry,
   KERNEL_PROBE_SIZE,
+  type KernelFormat,
   LoaderError,
   loadFlat,
   probeKernel,
 } from "../machine/loader/mod.ts";
+import { FileImage } from "./file_image.ts";
 import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
 import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
 import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
@@ -166,23 +167,37 @@ export interface InputFile {
   image: Uint8Array;
 }
 
-/** The parsed command line, with every input file read and checked. */
+/**
+ * An input file kept open for the run (`-kernel`, `-initrd`, `-device loader`): the loaders read
+ * its headers, the guest's memory its bytes, a chunk at a time. {@link closeInputs} closes it.
+ */
+export interface OpenInputFile {
+  /** The path as given. */
+  path: string;
+  /** The open file. */
+  image: FileImage;
+}
+
+/**
+ * The parsed command line, with every input file checked: `-kernel`, `-initrd` and `-device loader`
+ * open ({@link closeInputs} closes them), `-bios` read.
+ */
 export interface CliOptions {
   /** `-m`, in bytes. */
   ramSize: bigint;
   /** `-smp`. */
   cpus: number;
-  /** `-kernel`. */
-  kernel?: InputFile;
+  /** `-kernel`, open, with the format its first bytes say. */
+  kernel?: OpenInputFile & { format: Exclude<KernelFormat, "unknown"> };
   /** `-append` ("" without it). */
   append: string;
-  /** `-initrd`. */
-  initrd?: InputFile;
+  /** `-initrd`, open. */
+  initrd?: OpenInputFile;
   /**
-   * Every `-device loader`, in command-line order. The CPU enters the one with a `mode` (at most
-   * one has it), else the first, in real mode; the others are only placed.
+   * Every `-device loader`, in command-line order, open. The CPU enters the one with a `mode` (at
+   * most one has it), else the first, in real mode; the others are only placed.
    */
-  flat: (InputFile & { addr: bigint; mode?: CpuMode })[];
+  flat: (OpenInputFile & { addr: bigint; mode?: CpuMode })[];
   /** `-bios`. */
   bios?: InputFile;
   /** `-serial`. */
@@ -361,6 +376,36 @@ function readInto(file: Deno.FsFile, buffer: Uint8Array): Uint8Array {
 }
 
 /**
+ * Opens the input file `path` of `flag` for the run once `check` (given the file's size and its
+ * first `probe` bytes) has not refused it. It is never read whole: the loaders read its headers and
+ * the guest's memory gets the rest a chunk at a time. Closed again when refused.
+ */
+function openInputImage(
+  flag: string,
+  path: string,
+  check: (size: number, head: Uint8Array) => void = () => {},
+  probe = 0,
+): FileImage {
+  const file = openInput(flag, path);
+  try {
+    const size = file.statSync().size;
+    check(size, readInto(file, new Uint8Array(Math.min(probe, size))));
+    return new FileImage(file, size, inputLabel(flag, path));
+  } catch (e) {
+    file.close();
+    if (e instanceof LoaderError) throw new UsageError(`${inputLabel(flag, path)}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** Closes every input file {@link parseCommandLine} opened (idempotent). */
+export function closeInputs(options: Pick<CliOptions, "kernel" | "initrd" | "flat">): void {
+  options.kernel?.image.close();
+  options.initrd?.image.close();
+  for (const f of options.flat) f.image.close();
+}
+
+/**
  * Reads the input file `path` of `flag`, whole, once `check` (given the file's size and its first
  * `probe` bytes) has not refused it: a file that cannot be used is never read to its end.
  */
@@ -526,25 +571,43 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
       "-device loader: mode= is given on more than one loader; only the one entered has it",
     );
   }
-  // Every option is valid: now the files, each refused before it is read whole where it cannot be used.
-  const kernel = values.kernel === undefined ? undefined : readInput(
-    "-kernel",
-    values.kernel,
-    (_size, head) => void probeKernel(head),
-    KERNEL_PROBE_SIZE,
-  );
-  const initrd = values.initrd === undefined
-    ? undefined
-    : readInput("-initrd", values.initrd, fitsInRam("-initrd", values.initrd, ramSize));
-  const flat = loaders.map((l) => ({
-    ...l,
-    ...readInput("-device loader", l.path, fitsInRam("-device loader", l.path, ramSize)),
-  }));
-  const bios = values.bios === undefined
-    ? undefined
-    : readInput("-bios", values.bios, (size) => void firmwareEntry(new Uint8Array(size)));
-  // The disk images and taps last: opened, every one closed again if any is refused.
-  const { pciDevices, images, taps, netBackends } = openPciDevices(pciPlan);
+  // Every option is valid: now the files, each refused (by its size and first bytes) before it is
+  // used; -kernel, -initrd and -device loader stay open for the run, every one closed again if
+  // anything after it is refused.
+  const opened: Pick<CliOptions, "kernel" | "initrd" | "flat"> = { flat: [] };
+  let bios: InputFile | undefined;
+  let devices: ReturnType<typeof openPciDevices>;
+  try {
+    if (values.kernel !== undefined) {
+      const path = values.kernel;
+      let format: Exclude<KernelFormat, "unknown"> = "multiboot";
+      const image = openInputImage(
+        "-kernel",
+        path,
+        (_size, head) => void (format = probeKernel(head)),
+        KERNEL_PROBE_SIZE,
+      );
+      opened.kernel = { path, image, format };
+    }
+    if (values.initrd !== undefined) {
+      const path = values.initrd;
+      opened.initrd = { path, image: openInputImage("-initrd", path, fitsInRam("-initrd", path, ramSize)) };
+    }
+    for (const l of loaders) {
+      const image = openInputImage("-device loader", l.path, fitsInRam("-device loader", l.path, ramSize));
+      opened.flat.push({ ...l, image });
+    }
+    bios = values.bios === undefined
+      ? undefined
+      : readInput("-bios", values.bios, (size) => void firmwareEntry(new Uint8Array(size)));
+    // The disk images and taps last: opened, every one closed again if any is refused.
+    devices = openPciDevices(pciPlan);
+  } catch (e) {
+    closeInputs(opened);
+    throw e;
+  }
+  const { pciDevices, images, taps, netBackends } = devices;
+  const { kernel, initrd, flat } = opened;
   return {
     ramSize,
     cpus,
@@ -969,7 +1032,7 @@ export function bootPlanOf(options: CliOptions): BootPlan {
       throw e;
     }
   }
-  const kernel = options.kernel ?? { path: "built-in guest", image: HELLO64 };
+  const kernel = options.kernel ?? { path: "built-in guest", image: HELLO64, format: "multiboot" };
   try {
     // Planned against the e820 map the board will report, as PcMachine.create plans it.
     return planBoot({
@@ -979,14 +1042,15 @@ export function bootPlanOf(options: CliOptions): BootPlan {
       pciDevices: options.pciDevices, // the MP table lists their interrupts
       kernel: {
         image: kernel.image,
-        cmdline: detectFormat(kernel.image) === "multiboot"
+        cmdline: kernel.format === "multiboot"
           ? [kernel.path, options.append].filter((s) => s).join(" ")
           : options.append,
         initrd: options.initrd?.image,
       },
     });
   } catch (e) {
-    if (e instanceof LoaderError) {
+    // A file that changed since it was opened says which one itself.
+    if (e instanceof LoaderError && e.code !== "CHANGED") {
       const initrd = options.initrd === undefined ? "" : ` -initrd ${options.initrd.path}`;
       throw new UsageError(`-kernel ${kernel.path}${initrd}: ${e.message}`);
     }
@@ -1030,7 +1094,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
       if (options.dumpMtree && options.web) return await serveMap(options, options.web, io);
       if (options.dumpMtree) return dump(options, io);
       const nested = nestedReason(
-        options.kernel !== undefined && detectFormat(options.kernel.image) !== "multiboot",
+        options.kernel !== undefined && options.kernel.format !== "multiboot",
       );
       if (nested !== undefined) {
         if (options.qmp.length > 0 || options.gdb || options.web) {
@@ -1073,6 +1137,7 @@ export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<numb
     } finally {
       for (const image of options.images) image.close();
       for (const tap of options.taps) tap.close();
+      closeInputs(options);
     }
   } catch (e) {
     if (e instanceof UsageError) {

@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { DiskImage, imageLocks, kvmAvailability } from "../kvm/mod.ts";
 import { AddressSpace } from "../memory/mod.ts";
 import { EXIT_STATUS } from "../machine/guests/mod.ts";
-import { LoaderError } from "../machine/loader/mod.ts";
+import { copyBootWrites, LoaderError, materializeBootPlan } from "../machine/loader/mod.ts";
 import { PcMachine } from "../machine/pc/pc_machine.ts";
 import { buildPcMemory } from "../machine/pc/pc_memory.ts";
 import { RESET_STATE_NOTE } from "../machine/runner.ts";
-import { bootPlanOf, type CliIo, main, parseCommandLine } from "./main.ts";
+import { bootPlanOf, type CliIo, closeInputs, main, parseCommandLine } from "./main.ts";
 import { formatSize, parseSize } from "./size.ts";
 
 const KVM = kvmAvailability();
@@ -275,11 +275,17 @@ Deno.test("-initrd reaches the Linux loader: the zero page points at its bytes i
     ]);
     assert.notEqual(options, "help");
     if (options === "help") return;
+    using _inputs = { [Symbol.dispose]: () => closeInputs(options) };
     const plan = bootPlanOf(options);
+    // The kernel and the initrd stay in their files: the plan names ranges of them.
+    assert.deepEqual(
+      plan.writes.filter((w) => "source" in w).map((w) => "source" in w && w.source),
+      [options.kernel?.image, options.initrd?.image],
+    );
     // Place the plan in the board's own memory map, without KVM, as PcMachine does.
     const map = buildPcMemory({ ramSize: options.ramSize });
     using memory = new AddressSpace(map.system, "memory");
-    for (const { addr, data } of plan.writes) memory.writeRom(addr, data);
+    copyBootWrites(plan.writes, (addr, data) => memory.writeRom(addr, data));
     const zeroPage = memory.readBytes(0x1_0000n, 0x1000).data;
     const view = new DataView(zeroPage.buffer, zeroPage.byteOffset);
     const ramdiskImage = view.getUint32(0x218, true);
@@ -287,6 +293,22 @@ Deno.test("-initrd reaches the Linux loader: the zero page points at its bytes i
     assert.ok(ramdiskImage >= 0x10_0000 && ramdiskImage + initrd.length <= 64 << 20, "ramdisk_image in RAM");
     assert.deepEqual(memory.readBytes(BigInt(ramdiskImage), initrd.length).data, initrd);
     assert.deepEqual(memory.readBytes(0x2_0000n, 6).data, new TextEncoder().encode("quiet\0"));
+  });
+});
+
+Deno.test("input files opened before a refusal are closed again, and closeInputs closes the rest", async () => {
+  const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+  await withFiles([bzImage(), 16, "13 bytes long"], async (kernel, initrd, bios) => {
+    const before = fds();
+    await refused(["-kernel", kernel, "-initrd", "/nonexistent/initrd"], /-initrd: cannot read/);
+    await refused(["-kernel", kernel, "-initrd", initrd, "-bios", bios], /-bios /);
+    assert.equal(fds(), before, "every file opened for a refused command line is closed");
+    const options = parseCommandLine(["-kernel", kernel, "-initrd", initrd]);
+    assert.ok(options !== "help");
+    assert.equal(fds(), before + 2, "-kernel and -initrd stay open");
+    closeInputs(options);
+    closeInputs(options);
+    assert.equal(fds(), before);
   });
 });
 
@@ -420,9 +442,10 @@ Deno.test("every -device loader is kept: all placed, the first entered, a missin
     ]);
     assert.notEqual(options, "help");
     if (options === "help") return;
+    using _inputs = { [Symbol.dispose]: () => closeInputs(options) };
     assert.deepEqual(options.flat.map((f) => [f.path, f.addr]), [[code, 0x7c00n], [table, 0x9000n]]);
     const plan = bootPlanOf(options);
-    assert.deepEqual(plan.writes, [{ addr: 0x7c00n, data: new Uint8Array([0xf4]) }, {
+    assert.deepEqual(materializeBootPlan(plan).writes, [{ addr: 0x7c00n, data: new Uint8Array([0xf4]) }, {
       addr: 0x9000n,
       data: new Uint8Array([1, 2, 3]),
     }]);
@@ -436,6 +459,7 @@ Deno.test("every -device loader is kept: all placed, the first entered, a missin
     ]);
     if (second === "help") return;
     assert.equal(bootPlanOf(second).cpu.rip, 0x1_0000n);
+    closeInputs(second);
     await refused(
       ["-device", "loader,file=/nonexistent/first,addr=0", "-device", `loader,file=${code},addr=0x7c00`],
       /-device loader: cannot read '\/nonexistent\/first': no such file/,

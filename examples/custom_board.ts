@@ -15,6 +15,7 @@
 
 import {
   AddressSpace,
+  copyBootWrites,
   formatMtree,
   GuestMemory,
   KvmMemoryListener,
@@ -79,7 +80,7 @@ memory.registerListener(KvmMemoryListener.forVm(vm, { trace: (c) => console.log(
 
 // The guest in RAM, the message in the ROM (writeRom writes through read-only), the CPU at the entry.
 const plan = loadFlat(image, { addr: GUEST_START, mode: "real", cs: { selector: 0, base: 0 } });
-for (const { addr, data } of plan.writes) memory.writeRom(addr, data);
+copyBootWrites(plan.writes, (addr, data) => memory.writeRom(addr, data));
 memory.writeRom(ROM_START, new TextEncoder().encode(`${ROM_MESSAGE}\0`));
 using vcpu = vm.createVcpu(0);
 vcpu.setSregs(sregsFor(vcpu.getSregs(), plan.cpu));

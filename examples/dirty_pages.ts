@@ -17,6 +17,7 @@
 
 import {
   AddressSpace,
+  copyBootWrites,
   DIRTY_PAGE_SIZE,
   GuestMemory,
   KvmMemoryListener,
@@ -67,7 +68,7 @@ using io = new AddressSpace(ioRoot, "I/O");
 memory.registerListener(KvmMemoryListener.forVm(vm, { trace: (c) => console.log(formatMemslotCall(c)) }));
 
 const plan = loadFlat(image, { addr: GUEST_START, mode: "real", cs: { selector: 0, base: 0 } });
-for (const { addr, data } of plan.writes) memory.writeRom(addr, data);
+copyBootWrites(plan.writes, (addr, data) => memory.writeRom(addr, data));
 console.log("host: board.ram.setLog(true)");
 ram.setLog(true);
 

@@ -17,6 +17,7 @@
 
 import {
   AddressSpace,
+  copyBootWrites,
   decodeExit,
   GuestMemory,
   KVM_CAP_READONLY_MEM,
@@ -76,7 +77,7 @@ using io = new AddressSpace(ioRoot, "I/O");
 memory.registerListener(KvmMemoryListener.forVm(vm, { trace: (c) => console.log(formatMemslotCall(c)) }));
 
 const plan = loadFlat(image, { addr: GUEST_START, mode: "real", cs: { selector: 0, base: 0 } });
-for (const { addr, data } of plan.writes) memory.writeRom(addr, data);
+copyBootWrites(plan.writes, (addr, data) => memory.writeRom(addr, data));
 using vcpu = vm.createVcpu(0);
 vcpu.setSregs(sregsFor(vcpu.getSregs(), plan.cpu));
 vcpu.setRegs(regsFor(vcpu.getRegs(), { ...plan.cpu, gpr: { rcx: BigInt(ROUNDS) } }));

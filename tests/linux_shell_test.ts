@@ -251,6 +251,32 @@ Deno.test({
   }),
 });
 
+Deno.test({
+  name:
+    "Linux with -reboot: an initrd whose size changed since the start ends the reboot with one line, status 1",
+  ignore: skip !== undefined,
+  sanitizeResources: false,
+  fn: retryNestedStalls(async () => {
+    const cmdline = "console=ttyS0 quiet panic=-1";
+    await withInitramfs(async (initrd) => {
+      await using guest = new GuestConsole(
+        ["-m", `${RAM_MIB}M`, "-reboot", "-kernel", KERNEL!, "-initrd", initrd, "-append", cmdline],
+      );
+      const at = (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), 0, "the first shell prompt")).end;
+      // The file is read again at the reset (it is not held in memory): now it is 512 bytes longer.
+      const size = Deno.statSync(initrd).size;
+      Deno.writeFileSync(initrd, new Uint8Array(512), { append: true });
+      await guest.type("reboot -f\r");
+      assert.equal(await guest.status(), 1, guest.text.slice(at));
+      const lines = guest.text.slice(at).split(/\r?\n/).filter((l) => l.startsWith("error: "));
+      assert.deepEqual(lines, [
+        `error: -initrd ${initrd}: the file changed since it was opened (${size} bytes when it was opened, ` +
+        `${size + 512} now)`,
+      ]);
+    });
+  }),
+});
+
 /** The kernel's version directory under /lib/modules (from the kernel file's name). */
 function moduleFiles(names: readonly string[]): { name: string; data: Uint8Array }[] | string {
   const version = KERNEL!.replace(/^.*\/vmlinuz-/, "");

@@ -32,15 +32,20 @@ import {
   hex,
   type LabelledWrite,
   planWrites,
+  sourceWrite,
   span,
 } from "./_plan.ts";
+import { bootWriteLength, type ImageSource, imageSource } from "./image_source.ts";
 
 /** What the Linux loaders need from the board. */
 export interface LinuxOptions {
   /** The kernel command line. Default "". */
   cmdline?: string;
-  /** The initial ramdisk (initramfs) bytes, placed as high as the kernel allows below 4 GiB. */
-  initrd?: Uint8Array;
+  /**
+   * The initial ramdisk (initramfs), placed as high as the kernel allows below 4 GiB: bytes, or a
+   * source (an open file) that the plan names a range of.
+   */
+  initrd?: Uint8Array | ImageSource;
   /** The board's memory map: copied into the zero page; everything is placed inside its RAM entries. */
   e820: readonly E820Entry[];
   /** Bytes of guest RAM below 4 GiB: everything loaded ends below it. */
@@ -335,7 +340,7 @@ export function linuxBootPlan(kernel: LinuxKernel, options: LinuxOptions): BootP
     what: "the boot stack",
   };
   const lowAreas: Reservation[] = [
-    ...loaderWrites.map((w) => ({ start: w.addr, size: BigInt(w.data.length), what: w.what })),
+    ...loaderWrites.map((w) => ({ start: w.addr, size: BigInt(bootWriteLength(w)), what: w.what })),
     { start: LINUX_ZERO_PAGE_START, size: LINUX_ZERO_PAGE_SIZE, what: "the zero page" },
     stack,
   ];
@@ -352,8 +357,9 @@ export function linuxBootPlan(kernel: LinuxKernel, options: LinuxOptions): BootP
 
   let initrd: { addr: bigint; size: bigint } | undefined;
   const initrdWrites: LabelledWrite[] = [];
-  if (options.initrd !== undefined && options.initrd.length > 0) {
-    const size = BigInt(options.initrd.length);
+  const initrdSource = options.initrd === undefined ? undefined : imageSource(options.initrd);
+  if (initrdSource !== undefined && initrdSource.size > 0) {
+    const size = BigInt(initrdSource.size);
     const maxEnd = kernel.initrdAddrMax + 1n;
     const lowTop = topOfLowRam(e820);
     const limit = [maxEnd, lowTop, ramSize].reduce((a, b) => (a < b ? a : b));
@@ -372,7 +378,7 @@ export function linuxBootPlan(kernel: LinuxKernel, options: LinuxOptions): BootP
       );
     }
     initrd = { addr, size };
-    initrdWrites.push({ addr, data: options.initrd, what: "the initrd" });
+    initrdWrites.push(sourceWrite(addr, initrdSource, 0, initrdSource.size, "the initrd"));
   }
 
   const zeroPageWrite: LabelledWrite = {

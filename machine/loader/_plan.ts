@@ -6,18 +6,41 @@
  */
 
 import { rangesOverlap } from "../../memory/mod.ts";
-import { type BootPlan, E820_RAM, type E820Entry } from "./boot_plan.ts";
+import { type BootPlan, type BootWrite, E820_RAM, type E820Entry } from "./boot_plan.ts";
+import { bootWriteLength, BytesSource, type ImageSource, readSource } from "./image_source.ts";
 import { BOOT_GDT_DESCRIPTORS, BOOT_GDT_SIZE, BOOT_GDT_START } from "./layout.ts";
 import { LoaderError } from "./loader_error.ts";
 
-/** A write with a name for messages. */
-export interface LabelledWrite {
+/** A write with a name for messages: bytes, or a range of an image source. */
+export type LabelledWrite = BootWrite & {
+  /** What it is, e.g. "the boot GDT" or "ELF segment 1". */
+  readonly what: string;
+};
+
+/** A write of bytes the plan holds, with a name. */
+export interface LabelledBytes {
   /** Guest-physical address of the first byte. */
   readonly addr: bigint;
   /** The bytes. */
   readonly data: Uint8Array;
-  /** What it is, e.g. "the boot GDT" or "ELF segment 1". */
+  /** What it is. */
   readonly what: string;
+}
+
+/**
+ * A write of `[offset, offset + length)` of `source`: a view of the bytes when the source is in
+ * memory (so plans of in-memory images hold bytes, as they always did), else the range itself.
+ */
+export function sourceWrite(
+  addr: bigint,
+  source: ImageSource,
+  offset: number,
+  length: number,
+  what: string,
+): LabelledWrite {
+  return source instanceof BytesSource
+    ? { addr, data: readSource(source, offset, length), what }
+    : { addr, source, offset, length, what };
 }
 
 /** `0x` and lowercase hex digits. */
@@ -32,22 +55,23 @@ export function span(start: bigint, size: bigint): string {
 
 /** Throws OVERLAP when two writes share a byte, naming both. */
 export function checkNoOverlap(writes: readonly LabelledWrite[], format: string): void {
-  const sorted = writes.filter((w) => w.data.length > 0).toSorted((a, b) =>
+  const size = (w: LabelledWrite) => BigInt(bootWriteLength(w));
+  const sorted = writes.filter((w) => size(w) > 0n).toSorted((a, b) =>
     a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0
   );
   let last: LabelledWrite | undefined;
   for (const write of sorted) {
     if (last !== undefined) {
-      const lastSize = BigInt(last.data.length);
-      if (rangesOverlap(last.addr, lastSize, write.addr, BigInt(write.data.length))) {
+      const lastSize = size(last);
+      if (rangesOverlap(last.addr, lastSize, write.addr, size(write))) {
         throw new LoaderError(
           "OVERLAP",
           `${format}: ${last.what} ${span(last.addr, lastSize)} overlaps ${write.what} ` +
-            `${span(write.addr, BigInt(write.data.length))}`,
+            `${span(write.addr, size(write))}`,
         );
       }
     }
-    if (last === undefined || write.addr + BigInt(write.data.length) > last.addr + BigInt(last.data.length)) {
+    if (last === undefined || write.addr + size(write) > last.addr + size(last)) {
       last = write;
     }
   }
@@ -92,7 +116,7 @@ export function bootGdtBytes(): Uint8Array {
 }
 
 /** The boot GDT as a write. */
-export function bootGdtWrite(): LabelledWrite {
+export function bootGdtWrite(): LabelledBytes {
   return { addr: BOOT_GDT_START, data: bootGdtBytes(), what: "the boot GDT" };
 }
 
@@ -103,7 +127,11 @@ export function bootGdtRegister(): NonNullable<BootPlan["cpu"]["gdt"]> {
 
 /** Drops the labels. */
 export function planWrites(writes: readonly LabelledWrite[]): BootPlan["writes"] {
-  return writes.map(({ addr, data }) => ({ addr, data }));
+  return writes.map((w) =>
+    "data" in w
+      ? { addr: w.addr, data: w.data }
+      : { addr: w.addr, source: w.source, offset: w.offset, length: w.length }
+  );
 }
 
 /** A little-endian view of `image`. */

@@ -5,7 +5,8 @@
  * @module
  */
 
-import type { E820Entry } from "./boot_plan.ts";
+import type { BootWrite, E820Entry } from "./boot_plan.ts";
+import { readSource } from "./image_source.ts";
 
 /** A 128 MiB PC's e820 map, as SeaBIOS reports it under QEMU. */
 export const PC_E820: readonly E820Entry[] = [
@@ -111,11 +112,19 @@ export function elf64(machine: number, rest: Uint8Array = new Uint8Array(0)): Ui
   return image;
 }
 
-/** The bytes a plan writes at `addr` (the write must start exactly there). */
-export function writeAt(writes: { addr: bigint; data: Uint8Array }[], addr: bigint): Uint8Array {
+/** The bytes a plan writes at `addr` (the write must start exactly there), read if it is a range. */
+export function writeAt(writes: readonly BootWrite[], addr: bigint): Uint8Array {
   const write = writes.find((w) => w.addr === addr);
   if (write === undefined) throw new Error(`no write at 0x${addr.toString(16)}`);
-  return write.data;
+  return "data" in write ? write.data : readSource(write.source, write.offset, write.length);
+}
+
+/** `writes`, each of which must hold its bytes (the plan of an image given in memory). */
+export function held(writes: readonly BootWrite[]): { addr: bigint; data: Uint8Array }[] {
+  return writes.map((w) => {
+    if (!("data" in w)) throw new Error(`the write at 0x${w.addr.toString(16)} is a source range`);
+    return w;
+  });
 }
 
 /** Fields of a synthetic bzImage ({@link bzImageOf}); defaults describe a small relocatable 2.15 kernel. */

@@ -1,10 +1,20 @@
 /**
  * What a boot loader produces: the bytes to place in guest memory and the initial CPU state.
- * Loaders are pure functions from image bytes to a {@link BootPlan}; the board writes the bytes
- * (`AddressSpace.writeRom`) and the vCPU runner turns `cpu` into `KVM_SET_SREGS`/`KVM_SET_REGS`.
+ * Loaders are pure functions from an image (bytes, or an `ImageSource` read by position) to a
+ * {@link BootPlan}; the board writes the bytes (`copyBootWrites` into `AddressSpace.writeRom`) and
+ * the vCPU runner turns `cpu` into `KVM_SET_SREGS`/`KVM_SET_REGS`.
  *
  * @module
  */
+
+import type { BootSourceWrite } from "./image_source.ts";
+
+/**
+ * One write of a {@link BootPlan}: bytes the plan holds (the structures a loader builds, and views
+ * of an image given in memory), or a range of an image source (a kernel or initrd kept in its file),
+ * read when the guest is loaded.
+ */
+export type BootWrite = { addr: bigint; data: Uint8Array } | BootSourceWrite;
 
 /** The CPU mode a loader enters a guest in. */
 export type CpuMode = "real" | "protected32" | "long64";
@@ -32,8 +42,11 @@ export type CpuMode = "real" | "protected32" | "long64";
  * ```
  */
 export interface BootPlan {
-  /** Bytes to place in guest memory (through the memory API's AddressSpace.writeRom). Never overlapping. */
-  writes: { addr: bigint; data: Uint8Array }[];
+  /**
+   * What to place in guest memory (through the memory API's AddressSpace.writeRom, by
+   * `copyBootWrites`). Never overlapping. Plans of images given as bytes hold bytes only.
+   */
+  writes: BootWrite[];
   /** Initial CPU state: mode and registers. */
   cpu: {
     mode: CpuMode;

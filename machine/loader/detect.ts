@@ -17,6 +17,7 @@ import {
 import { findPvhEntry, loadPvh } from "./pvh.ts";
 import { EM_X86_64, loadVmlinux } from "./vmlinux.ts";
 import { hex, viewOf } from "./_plan.ts";
+import { type ImageSource, imageSource, readHead } from "./image_source.ts";
 
 /**
  * What {@link loadKernel} needs: the board's memory map and RAM size, the command line, and an
@@ -145,6 +146,9 @@ export function probeKernel(head: Uint8Array): Exclude<KernelFormat, "unknown"> 
  * message is one line saying what the file is and why it cannot be loaded (see
  * {@link probeKernel}; also a Multiboot kernel with an initrd, and each loader's own refusals).
  *
+ * `image` may be a source (an open file): then only the headers are read here, and the plan names
+ * ranges of the kernel and the initrd instead of holding them.
+ *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
@@ -154,8 +158,9 @@ export function probeKernel(head: Uint8Array): Exclude<KernelFormat, "unknown"> 
  * assert.equal(plan.cpu.rip, 0x100020n);
  * ```
  */
-export function loadKernel(image: Uint8Array, options: KernelOptions): BootPlan {
-  switch (probeKernel(image)) {
+export function loadKernel(image: Uint8Array | ImageSource, options: KernelOptions): BootPlan {
+  const source = imageSource(image);
+  switch (probeKernel(readHead(source, KERNEL_PROBE_SIZE))) {
     case "multiboot": {
       if (options.initrd !== undefined) {
         throw new LoaderError(
@@ -164,12 +169,12 @@ export function loadKernel(image: Uint8Array, options: KernelOptions): BootPlan 
         );
       }
       const { cmdline, e820, ramSize } = options;
-      return loadMultiboot(image, { ...(cmdline === undefined ? {} : { cmdline }), e820, ramSize });
+      return loadMultiboot(source, { ...(cmdline === undefined ? {} : { cmdline }), e820, ramSize });
     }
     case "bzimage":
-      return loadBzImage(image, options);
+      return loadBzImage(source, options);
     case "elf64":
       // A vmlinux with Xen's PHYS32_ENTRY note is entered through PVH, as QEMU and Firecracker do.
-      return findPvhEntry(image) === undefined ? loadVmlinux(image, options) : loadPvh(image, options);
+      return findPvhEntry(source) === undefined ? loadVmlinux(source, options) : loadPvh(source, options);
   }
 }

@@ -84,7 +84,7 @@ Deno.test("loadKernel loads Linux bzImages and vmlinux files, with an initrd", (
   assert.equal(detectFormat(vmlinux), "elf64");
   const plan = loadKernel(vmlinux, options);
   assert.deepEqual(plan, loadVmlinux(vmlinux, options));
-  assert.ok(plan.writes.some((w) => w.data === initrd));
+  assert.ok(plan.writes.some((w) => "data" in w && w.data === initrd));
 });
 
 Deno.test("loadKernel enters a vmlinux with the PVH note through PVH, with the RSDP; without it, the 64-bit entry", () => {

@@ -29,8 +29,10 @@ import {
   hex,
   type LabelledWrite,
   planWrites,
+  sourceWrite,
   span,
 } from "./_plan.ts";
+import { type ImageSource, imageSource } from "./image_source.ts";
 
 /** How to place and enter a flat binary. */
 export interface FlatOptions {
@@ -50,9 +52,10 @@ export interface FlatOptions {
   /**
    * More images that are only placed, not entered (QEMU's generic loader without `cpu-num`), each
    * named by `what` in messages (default "image 2", "image 3"…). They too must end below
-   * `ramSize`, and no two writes of the plan may overlap.
+   * `ramSize`, and no two writes of the plan may overlap. Each is bytes, or a source (an open
+   * file) that the plan names a range of.
    */
-  data?: readonly { addr: AddrInput; data: Uint8Array; what?: string }[];
+  data?: readonly { addr: AddrInput; data: Uint8Array | ImageSource; what?: string }[];
 }
 
 /** Real-mode code reaches 1 MiB (A20 aside). */
@@ -122,7 +125,8 @@ export function identityPageTables(): { addr: bigint; data: Uint8Array }[] {
 }
 
 /**
- * Places a flat binary at `options.addr` and enters it at `options.entry` in `options.mode`:
+ * Places a flat binary (bytes, or a source that the plan names a range of) at `options.addr`
+ * and enters it at `options.entry` in `options.mode`:
  * - `real`: CS = `addr >> 4` (or `options.cs`), IP = entry - CS base; no other writes.
  * - `protected32`: the boot GDT at 0x500, CS 0x08, data 0x10, RSP 0x8000, paging off.
  * - `long64`: the same GDT (CS 0x18), identity page tables for 4 GiB at 0xa000-0xffff, CR3 0xa000.
@@ -138,21 +142,23 @@ export function identityPageTables(): { addr: bigint; data: Uint8Array }[] {
  * assert.equal(plan.cpu.rip, 0n);
  * ```
  */
-export function loadFlat(image: Uint8Array, options: FlatOptions): BootPlan {
+export function loadFlat(image: Uint8Array | ImageSource, options: FlatOptions): BootPlan {
+  const source = imageSource(image);
   const format = `flat ${options.mode}`;
   const addr = toAddress(options.addr, "flat image address");
   const entry = options.entry === undefined ? addr : toAddress(options.entry, "flat image entry");
   const ramSize = options.ramSize === undefined ? undefined : toAddress(options.ramSize, "RAM size");
-  const size = BigInt(image.length);
+  const size = BigInt(source.size);
   const end = addr + size;
-  const imageWrite: LabelledWrite = { addr, data: image, what: "the image" };
+  const imageWrite = sourceWrite(addr, source, 0, source.size, "the image");
   const description = (mode: string) =>
-    `flat binary: ${image.length} bytes at ${hex(addr)}, entry ${hex(entry)} in ${mode}`;
+    `flat binary: ${source.size} bytes at ${hex(addr)}, entry ${hex(entry)} in ${mode}`;
   checkInRam(addr, size, "the image", format, ramSize);
   const extras: LabelledWrite[] = (options.data ?? []).map((d, i) => {
     const what = d.what ?? `image ${i + 2}`;
-    const write = { addr: toAddress(d.addr, `${what} address`), data: d.data, what };
-    checkInRam(write.addr, BigInt(d.data.length), what, format, ramSize);
+    const data = imageSource(d.data);
+    const write = sourceWrite(toAddress(d.addr, `${what} address`), data, 0, data.size, what);
+    checkInRam(write.addr, BigInt(data.size), what, format, ramSize);
     return write;
   });
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { identityPageTables, loadFlat } from "./flat.ts";
 import { LoaderError } from "./loader_error.ts";
-import { writeAt } from "./_test_util.ts";
+import { held, writeAt } from "./_test_util.ts";
 
 const CODE = new Uint8Array([0x90, 0x90, 0xf4]);
 
@@ -52,7 +52,7 @@ Deno.test("real mode refuses unaligned addresses, images past 1 MiB and far entr
 
 Deno.test("protected32: the boot GDT at 0x500, CS 0x08, RSP 0x8000, no page tables", () => {
   const plan = loadFlat(CODE, { addr: 0x10_0000, mode: "protected32" });
-  assert.deepEqual(plan.writes.map((w) => [w.addr, w.data.length]), [[0x500n, 32], [0x10_0000n, 3]]);
+  assert.deepEqual(held(plan.writes).map((w) => [w.addr, w.data.length]), [[0x500n, 32], [0x10_0000n, 3]]);
   const gdt = new DataView(writeAt(plan.writes, 0x500n).buffer);
   assert.deepEqual(
     [0, 8, 16, 24].map((o) => gdt.getBigUint64(o, true)),
@@ -71,7 +71,7 @@ Deno.test("protected32: the boot GDT at 0x500, CS 0x08, RSP 0x8000, no page tabl
 Deno.test("long64: the GDT, 4 GiB of identity page tables at 0xa000-0xffff, CR3 0xa000, CS 0x18", () => {
   const plan = loadFlat(CODE, { addr: 0x20_0000, mode: "long64", entry: 0x20_0001 });
   assert.deepEqual(
-    plan.writes.map((w) => [w.addr, w.data.length]),
+    held(plan.writes).map((w) => [w.addr, w.data.length]),
     [[0x500n, 32], [0xa000n, 4096], [0xb000n, 4096], [0xc000n, 4096], [0xd000n, 4096], [0xe000n, 4096], [
       0xf000n,
       4096,

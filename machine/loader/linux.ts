@@ -25,7 +25,8 @@ import type { BootPlan } from "./boot_plan.ts";
 import { LINUX_KERNEL_START } from "./layout.ts";
 import { LoaderError } from "./loader_error.ts";
 import { LINUX_BOOT_FLAG, LINUX_HEADER_MAGIC, linuxBootPlan, type LinuxOptions, ZP } from "./_linux_boot.ts";
-import { hex, span, viewOf } from "./_plan.ts";
+import { hex, sourceWrite, span, viewOf } from "./_plan.ts";
+import { type ImageSource, imageSource, readHead, readSource } from "./image_source.ts";
 
 export type { LinuxOptions } from "./_linux_boot.ts";
 
@@ -45,6 +46,10 @@ const SECTOR_SIZE = 512;
 const PARAGRAPH_SIZE = 16;
 /** The shortest file whose setup header has a signature and a version: through `version`. */
 const MIN_HEADER_END = ZP.VERSION + 2;
+/** Bytes read for the setup header: it ends by 0x202 + 255 (its length is a byte at 0x201). */
+const HEADER_READ_SIZE = 0x400;
+/** The longest kernel version string looked for, NUL excluded. */
+const MAX_VERSION_LENGTH = 512;
 
 /** The setup header of a bzImage, as far as a 64-bit loader needs it. */
 export interface BzImageHeader {
@@ -88,15 +93,17 @@ export function formatProtocol(protocol: number): string {
 }
 
 /** The NUL-terminated string at `offset`, or undefined if there is none within 512 bytes. */
-function cStringAt(image: Uint8Array, offset: number): string | undefined {
-  if (offset <= 0 || offset >= image.length) return undefined;
-  const end = image.indexOf(0, offset);
-  if (end < 0 || end - offset > 512) return undefined;
-  return new TextDecoder().decode(image.subarray(offset, end));
+function cStringAt(source: ImageSource, offset: number): string | undefined {
+  if (offset <= 0 || offset >= source.size) return undefined;
+  const bytes = readSource(source, offset, Math.min(MAX_VERSION_LENGTH + 1, source.size - offset));
+  const end = bytes.indexOf(0);
+  if (end < 0) return undefined;
+  return new TextDecoder().decode(bytes.subarray(0, end));
 }
 
 /**
- * Reads and checks the setup header of a bzImage for the 64-bit entry; throws a
+ * Reads and checks the setup header of a bzImage (bytes, or a source of which only the header and
+ * the version string are read) for the 64-bit entry; throws a
  * {@link LoaderError} whose message is one line for each refusal: TRUNCATED (the file ends before
  * the header or the protected-mode kernel it declares), BAD_MAGIC (no "HdrS" at 0x202, boot_flag
  * not 0xAA55), PROTOCOL_TOO_OLD (below 2.12), NO_64BIT_ENTRY (XLF_KERNEL_64 clear), BAD_HEADER
@@ -119,15 +126,18 @@ function cStringAt(image: Uint8Array, offset: number): string | undefined {
  * assert.equal(header.protectedModeOffset, 0xa00);
  * ```
  */
-export function parseBzImage(image: Uint8Array): BzImageHeader {
+export function parseBzImage(image: Uint8Array | ImageSource): BzImageHeader {
   const format = "bzImage";
-  if (image.length < MIN_HEADER_END) {
+  const source = imageSource(image);
+  const fileSize = source.size;
+  if (fileSize < MIN_HEADER_END) {
     throw new LoaderError(
       "TRUNCATED",
-      `${format}: the file is ${image.length} bytes, too short for a setup header (${hex(MIN_HEADER_END)})`,
+      `${format}: the file is ${fileSize} bytes, too short for a setup header (${hex(MIN_HEADER_END)})`,
     );
   }
-  const view = viewOf(image);
+  const head = readHead(source, HEADER_READ_SIZE);
+  const view = viewOf(head);
   const magic = view.getUint32(ZP.HEADER, true);
   if (magic !== LINUX_HEADER_MAGIC) {
     throw new LoaderError(
@@ -150,13 +160,13 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
         `${formatProtocol(LINUX_MIN_PROTOCOL)} or later`,
     );
   }
-  const headerEnd = ZP.JUMP + 2 + image[ZP.JUMP + 1];
+  const headerEnd = ZP.JUMP + 2 + head[ZP.JUMP + 1];
   const fieldsEnd = ZP.INIT_SIZE + 4; // the last field this loader reads
   const needed = headerEnd > fieldsEnd ? headerEnd : fieldsEnd;
-  if (image.length < needed) {
+  if (fileSize < needed) {
     throw new LoaderError(
       "TRUNCATED",
-      `${format}: the setup header ends at ${hex(needed)}; the file is ${hex(image.length)} bytes`,
+      `${format}: the setup header ends at ${hex(needed)}; the file is ${hex(fileSize)} bytes`,
     );
   }
   const xloadflags = view.getUint16(ZP.XLOADFLAGS, true);
@@ -166,19 +176,19 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
       `${format}: no 64-bit entry point (xloadflags ${hex(xloadflags)} lacks XLF_KERNEL_64): a 32-bit kernel`,
     );
   }
-  const setupSects = image[ZP.SETUP_HEADER] === 0 ? DEFAULT_SETUP_SECTS : image[ZP.SETUP_HEADER];
+  const setupSects = head[ZP.SETUP_HEADER] === 0 ? DEFAULT_SETUP_SECTS : head[ZP.SETUP_HEADER];
   const protectedModeOffset = (setupSects + 1) * SECTOR_SIZE;
   const protectedModeSize = view.getUint32(0x1f4, true) * PARAGRAPH_SIZE;
-  if (protectedModeOffset >= image.length || protectedModeOffset + protectedModeSize > image.length) {
+  if (protectedModeOffset >= fileSize || protectedModeOffset + protectedModeSize > fileSize) {
     throw new LoaderError(
       "TRUNCATED",
       `${format}: the protected-mode kernel ${
         span(BigInt(protectedModeOffset), BigInt(protectedModeSize))
       } ` +
-        `(setup_sects ${setupSects}, syssize) passes the end of the file (${hex(image.length)})`,
+        `(setup_sects ${setupSects}, syssize) passes the end of the file (${hex(fileSize)})`,
     );
   }
-  const relocatable = image[ZP.RELOCATABLE_KERNEL] !== 0;
+  const relocatable = head[ZP.RELOCATABLE_KERNEL] !== 0;
   const kernelAlignment = BigInt(view.getUint32(ZP.KERNEL_ALIGNMENT, true));
   if (relocatable && (kernelAlignment === 0n || (kernelAlignment & (kernelAlignment - 1n)) !== 0n)) {
     throw new LoaderError(
@@ -187,14 +197,14 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
     );
   }
   const versionOffset = view.getUint16(ZP.KERNEL_VERSION, true);
-  const kernelVersion = versionOffset === 0 ? undefined : cStringAt(image, versionOffset + ZP.JUMP);
+  const kernelVersion = versionOffset === 0 ? undefined : cStringAt(source, versionOffset + ZP.JUMP);
   return {
     protocol,
     setupSects,
     protectedModeOffset,
     protectedModeSize,
     headerEnd,
-    loadflags: image[ZP.LOADFLAGS],
+    loadflags: head[ZP.LOADFLAGS],
     xloadflags,
     relocatable,
     kernelAlignment,
@@ -209,7 +219,8 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
 }
 
 /**
- * Loads a Linux bzImage for the 64-bit entry: the protected-mode kernel at its runtime start
+ * Loads a Linux bzImage (bytes, or a source whose plan names the kernel's range of it rather than
+ * holding it) for the 64-bit entry: the protected-mode kernel at its runtime start
  * (relocatable kernels) or 0x100000, the zero page at 0x10000 with the image's setup header, the
  * board's e820 map and the loader fields, the command line at 0x20000, the initrd page-aligned as
  * high as possible below `initrd_addr_max`, the top of RAM below 4 GiB and `ramSize`, outside the
@@ -231,10 +242,11 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
  * assert.equal(plan.cpu.gpr?.rsi, 0x10000n);
  * ```
  */
-export function loadBzImage(image: Uint8Array, options: LinuxOptions): BootPlan {
-  const header = parseBzImage(image);
-  const kernel = image.subarray(header.protectedModeOffset);
-  const size = BigInt(kernel.length);
+export function loadBzImage(image: Uint8Array | ImageSource, options: LinuxOptions): BootPlan {
+  const source = imageSource(image);
+  const header = parseBzImage(source);
+  const kernelLength = source.size - header.protectedModeOffset;
+  const size = BigInt(kernelLength);
   const initSize = header.initSize > size ? header.initSize : size;
   let load: bigint;
   const reserved = [];
@@ -268,10 +280,10 @@ export function loadBzImage(image: Uint8Array, options: LinuxOptions): BootPlan 
   const version = header.kernelVersion === undefined ? "" : ` ${header.kernelVersion.split(" ")[0]}`;
   return linuxBootPlan({
     format: "bzImage",
-    setupHeader: image.subarray(ZP.SETUP_HEADER, header.headerEnd),
+    setupHeader: readSource(source, ZP.SETUP_HEADER, header.headerEnd - ZP.SETUP_HEADER),
     cmdlineSize: header.cmdlineSize,
     initrdAddrMax: header.initrdAddrMax,
-    writes: [{ addr: load, data: kernel, what: "the kernel" }],
+    writes: [sourceWrite(load, source, header.protectedModeOffset, kernelLength, "the kernel")],
     reserved,
     entry,
     description: `Linux bzImage${version} (boot protocol ${formatProtocol(header.protocol)}): ` +

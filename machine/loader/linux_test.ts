@@ -1,9 +1,17 @@
 import assert from "node:assert/strict";
-import type { E820Entry } from "./boot_plan.ts";
+import type { BootWrite, E820Entry } from "./boot_plan.ts";
 import { identityPageTables } from "./flat.ts";
 import { loadBzImage, parseBzImage } from "./linux.ts";
 import { bootGdtBytes } from "./_plan.ts";
-import { bzImageOf, loaderErrorLike, PC_E820, PC_RAM_SIZE, type TestBzImage, writeAt } from "./_test_util.ts";
+import {
+  bzImageOf,
+  held,
+  loaderErrorLike,
+  PC_E820,
+  PC_RAM_SIZE,
+  type TestBzImage,
+  writeAt,
+} from "./_test_util.ts";
 
 const PC = { cmdline: "console=ttyS0 quiet", e820: PC_E820, ramSize: PC_RAM_SIZE };
 
@@ -33,7 +41,7 @@ function expectedZeroPage(
   return page;
 }
 
-function zeroPageOf(plan: { writes: { addr: bigint; data: Uint8Array }[] }): Uint8Array {
+function zeroPageOf(plan: { writes: readonly BootWrite[] }): Uint8Array {
   return writeAt(plan.writes, 0x1_0000n);
 }
 
@@ -44,7 +52,7 @@ function u32(bytes: Uint8Array, offset: number): number {
 Deno.test("loadBzImage: a relocatable kernel at pref_address, every write byte by byte", () => {
   const image = bzImageOf({ kernelVersion: "6.1.0-test (builder@host) #1 SMP" });
   const plan = loadBzImage(image, PC);
-  assert.deepEqual(plan.writes.map((w) => [w.addr, w.data.length]), [
+  assert.deepEqual(held(plan.writes).map((w) => [w.addr, w.data.length]), [
     [0x500n, 32],
     [0xa000n, 4096],
     [0xb000n, 4096],

@@ -45,7 +45,9 @@ export type LoaderErrorCode =
   /** Not a format the loaders know. */
   | "UNKNOWN_FORMAT"
   /** A vmlinux without Xen's PHYS32_ENTRY ELF note: no PVH entry (boot its 64-bit entry instead). */
-  | "NO_PVH_NOTE";
+  | "NO_PVH_NOTE"
+  /** An image file that changed since it was opened (a reset reads the kernel and initrd again). */
+  | "CHANGED";
 
 /**
  * Thrown by the loaders for an image they cannot load.

@@ -3,7 +3,9 @@
  * memory, and the initial CPU state). Flat binaries in any CPU mode, Multiboot v1 kernels as
  * QEMU's `-kernel` loads them, Linux bzImages and ELF vmlinux files through the 64-bit boot
  * protocol, a bzImage's compressed payload, format detection, and the firmware reset entry. Every
- * address they write to is in `layout.ts`.
+ * address they write to is in `layout.ts`. An image may also be an {@link ImageSource} (an open
+ * file, read by position): the loaders then read only its headers, and the plan names ranges of
+ * it, which {@link copyBootWrites} copies into guest memory a chunk at a time.
  *
  * @example
  * ```ts
@@ -24,6 +26,7 @@
 export {
   BOOT_RFLAGS,
   type BootPlan,
+  type BootWrite,
   type CpuMode,
   E820_RAM,
   E820_RESERVED,
@@ -32,6 +35,17 @@ export {
 /** Addresses and sizes in the loaders' options: a `number` or a `bigint`, as in the memory API. */
 export type { AddrInput } from "../../memory/mod.ts";
 export { LoaderError, type LoaderErrorCode } from "./loader_error.ts";
+export {
+  BOOT_COPY_CHUNK_SIZE,
+  type BootSourceWrite,
+  bootWriteLength,
+  BytesSource,
+  copyBootWrites,
+  type ImageSource,
+  imageSource,
+  materializeBootPlan,
+  readSource,
+} from "./image_source.ts";
 export {
   BOOT_CODE32_SELECTOR,
   BOOT_CODE64_SELECTOR,

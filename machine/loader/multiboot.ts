@@ -50,11 +50,21 @@ import {
   checkInRam,
   checkNoOverlap,
   hex,
+  type LabelledBytes,
   type LabelledWrite,
   planWrites,
+  sourceWrite,
   span,
   viewOf,
 } from "./_plan.ts";
+import {
+  BytesSource,
+  type ImageSource,
+  imageSource,
+  readHead,
+  readSource,
+  ZERO_SOURCE,
+} from "./image_source.ts";
 
 /** Magic of the Multiboot header in the image. */
 export const MULTIBOOT_HEADER_MAGIC = 0x1bad_b002;
@@ -133,9 +143,11 @@ export interface MultibootHeader {
 export interface MultibootSegment {
   /** Guest-physical address of the first byte. */
   addr: bigint;
-  /** Bytes from the file (a view into the image). */
-  data: Uint8Array;
-  /** Zero bytes following `data`. */
+  /** File offset of the bytes loaded. */
+  offset: number;
+  /** Bytes from the file. */
+  filesz: number;
+  /** Zero bytes following the file's. */
   bss: bigint;
 }
 
@@ -205,7 +217,8 @@ export function findBadMultibootChecksum(image: Uint8Array): { offset: number; s
   return undefined;
 }
 
-function parseAoutKludge(image: Uint8Array, header: MultibootHeader): MultibootKernel {
+function parseAoutKludge(source: ImageSource, head: Uint8Array, header: MultibootHeader): MultibootKernel {
+  const size = source.size;
   const { offset } = header;
   if (offset + HEADER_AOUT_SIZE > MULTIBOOT_SEARCH_SIZE) {
     throw new LoaderError(
@@ -213,14 +226,14 @@ function parseAoutKludge(image: Uint8Array, header: MultibootHeader): MultibootK
       `multiboot: the header at offset ${hex(offset)} does not end within the first 8192 bytes`,
     );
   }
-  if (offset + HEADER_AOUT_SIZE > image.length) {
+  if (offset + HEADER_AOUT_SIZE > size) {
     throw new LoaderError(
       "TRUNCATED",
       `multiboot: the a.out-kludge header at offset ${hex(offset)} needs ${HEADER_AOUT_SIZE} bytes; ` +
-        `the file ends at ${hex(image.length)}`,
+        `the file ends at ${hex(size)}`,
     );
   }
-  const view = viewOf(image);
+  const view = viewOf(head); // the header ends within the first 8192 bytes, all in `head`
   const [headerAddr, loadAddr, loadEndAddr, bssEndAddr, entryAddr] = [12, 16, 20, 24, 28].map((field) =>
     u32(view, offset + field)
   );
@@ -249,7 +262,7 @@ function parseAoutKludge(image: Uint8Array, header: MultibootHeader): MultibootK
     }
     loadSize = loadEndAddr - loadAddr;
   } else {
-    loadSize = image.length - textOffset;
+    loadSize = size - textOffset;
   }
   if (loadAddr + loadSize > 0xffff_ffff) {
     throw new LoaderError(
@@ -267,11 +280,11 @@ function parseAoutKludge(image: Uint8Array, header: MultibootHeader): MultibootK
     }
     kernelSize = bssEndAddr - loadAddr;
   }
-  if (textOffset + loadSize > image.length) {
+  if (textOffset + loadSize > size) {
     throw new LoaderError(
       "TRUNCATED",
       `multiboot: load_end_addr ${hex(loadEndAddr)} asks for ${hex(loadSize)} bytes from file offset ` +
-        `${hex(textOffset)}; the file has ${hex(image.length)}`,
+        `${hex(textOffset)}; the file has ${hex(size)}`,
     );
   }
   return {
@@ -279,14 +292,17 @@ function parseAoutKludge(image: Uint8Array, header: MultibootHeader): MultibootK
     kind: "aout-kludge",
     segments: [{
       addr: BigInt(loadAddr),
-      data: image.subarray(textOffset, textOffset + loadSize),
+      offset: textOffset,
+      filesz: loadSize,
       bss: BigInt(kernelSize - loadSize),
     }],
     entry: BigInt(entryAddr),
   };
 }
 
-function parseElf32(image: Uint8Array, header: MultibootHeader): MultibootKernel {
+function parseElf32(source: ImageSource, header: MultibootHeader): MultibootKernel {
+  const size = source.size;
+  const image = readHead(source, ELF32_HEADER_SIZE); // the ELF header, or the whole of a shorter file
   const view = viewOf(image);
   const isElf = image.length >= 4 && u32(view, 0) === ELF_MAGIC;
   // QEMU looks at e_machine before anything else and names the problem.
@@ -303,10 +319,10 @@ function parseElf32(image: Uint8Array, header: MultibootHeader): MultibootKernel
       "multiboot: the header does not set the a.out kludge (flags bit 16) and the image is not an ELF file",
     );
   }
-  if (image.length < ELF32_HEADER_SIZE) {
+  if (size < ELF32_HEADER_SIZE) {
     throw new LoaderError(
       "TRUNCATED",
-      `multiboot: the ELF header needs ${ELF32_HEADER_SIZE} bytes; the file has ${image.length}`,
+      `multiboot: the ELF header needs ${ELF32_HEADER_SIZE} bytes; the file has ${size}`,
     );
   }
   const elfClass = image[4];
@@ -334,21 +350,24 @@ function parseElf32(image: Uint8Array, header: MultibootHeader): MultibootKernel
       `multiboot: ELF program header size ${phentsize} is below ${ELF32_PHDR_SIZE}`,
     );
   }
-  if (phoff + phnum * phentsize > image.length) {
+  if (phoff + phnum * phentsize > size) {
     throw new LoaderError(
       "TRUNCATED",
       `multiboot: the ELF program headers ${
         span(BigInt(phoff), BigInt(phnum * phentsize))
       } pass the end of ` +
-        `the file (${hex(image.length)})`,
+        `the file (${hex(size)})`,
     );
   }
+  const table = viewOf(readSource(source, phoff, phnum * phentsize));
   const segments: MultibootSegment[] = [];
   let physicalEntry = BigInt(entry);
   for (let i = 0; i < phnum; i++) {
-    const ph = phoff + i * phentsize;
-    if (u32(view, ph) !== PT_LOAD) continue;
-    const [offset, vaddr, paddr, filesz, memsz, flags] = [4, 8, 12, 16, 20, 24].map((f) => u32(view, ph + f));
+    const ph = i * phentsize;
+    if (u32(table, ph) !== PT_LOAD) continue;
+    const [offset, vaddr, paddr, filesz, memsz, flags] = [4, 8, 12, 16, 20, 24].map((f) =>
+      u32(table, ph + f)
+    );
     if (memsz === 0) continue; // QEMU skips empty segments
     if (filesz > memsz) {
       throw new LoaderError(
@@ -356,13 +375,13 @@ function parseElf32(image: Uint8Array, header: MultibootHeader): MultibootKernel
         `multiboot: ELF segment ${i} has p_filesz ${hex(filesz)} > p_memsz ${hex(memsz)}`,
       );
     }
-    if (offset + filesz > image.length) {
+    if (offset + filesz > size) {
       throw new LoaderError(
         "TRUNCATED",
         `multiboot: ELF segment ${i} needs file bytes ${
           span(BigInt(offset), BigInt(filesz))
         }; the file has ` +
-          `${hex(image.length)}`,
+          `${hex(size)}`,
       );
     }
     if (paddr + memsz > 0x1_0000_0000) {
@@ -374,11 +393,7 @@ function parseElf32(image: Uint8Array, header: MultibootHeader): MultibootKernel
     if ((flags & PF_X) !== 0 && vaddr !== paddr && entry >= vaddr && entry < vaddr + filesz) {
       physicalEntry = BigInt(entry - vaddr + paddr);
     }
-    segments.push({
-      addr: BigInt(paddr),
-      data: image.subarray(offset, offset + filesz),
-      bss: BigInt(memsz - filesz),
-    });
+    segments.push({ addr: BigInt(paddr), offset, filesz, bss: BigInt(memsz - filesz) });
   }
   if (segments.length === 0) {
     throw new LoaderError("BAD_ELF", "multiboot: the ELF file has no loadable segment");
@@ -387,8 +402,9 @@ function parseElf32(image: Uint8Array, header: MultibootHeader): MultibootKernel
 }
 
 /**
- * Finds the Multiboot header of `image` and works out what to load where, without placing
- * anything. Throws {@link LoaderError}.
+ * Finds the Multiboot header of `image` (bytes, or a source of which only the first 8192 bytes
+ * and the ELF headers are read) and works out what to load where, without placing anything.
+ * Throws {@link LoaderError}.
  *
  * @example
  * ```ts
@@ -400,10 +416,12 @@ function parseElf32(image: Uint8Array, header: MultibootHeader): MultibootKernel
  * assert.equal(kernel.segments[0].addr, 0x100000n);
  * ```
  */
-export function parseMultiboot(image: Uint8Array): MultibootKernel {
-  const header = findMultibootHeader(image);
+export function parseMultiboot(image: Uint8Array | ImageSource): MultibootKernel {
+  const source = imageSource(image);
+  const head = readHead(source, MULTIBOOT_SEARCH_SIZE);
+  const header = findMultibootHeader(head);
   if (header === undefined) {
-    const bad = findBadMultibootChecksum(image);
+    const bad = findBadMultibootChecksum(head);
     if (bad !== undefined) {
       throw new LoaderError(
         "BAD_CHECKSUM",
@@ -427,8 +445,8 @@ export function parseMultiboot(image: Uint8Array): MultibootKernel {
     );
   }
   return (header.flags & MULTIBOOT_AOUT_KLUDGE_BIT) !== 0
-    ? parseAoutKludge(image, header)
-    : parseElf32(image, header);
+    ? parseAoutKludge(source, head, header)
+    : parseElf32(source, header);
 }
 
 /** KiB of RAM at 0 (at most 640), from the e820 entry containing address 0. */
@@ -501,7 +519,8 @@ function cString(text: string, room: bigint, what: string): Uint8Array {
 }
 
 /**
- * Loads a Multiboot v1 kernel as QEMU's `-kernel` does: the kernel's bytes and bss, the boot GDT,
+ * Loads a Multiboot v1 kernel (bytes, or a source whose plan names ranges of it) as QEMU's
+ * `-kernel` does: the kernel's bytes and bss, the boot GDT,
  * the information structure, memory map, command line and boot loader name in low memory
  * (`layout.ts`), entered in 32-bit protected mode with EAX = 0x2BADB002 and EBX = 0x9500.
  * Throws {@link LoaderError} for an image it cannot load, `RangeError` for malformed options.
@@ -520,12 +539,13 @@ function cString(text: string, room: bigint, what: string): Uint8Array {
  * assert.equal(plan.cpu.gpr?.rax, 0x2badb002n);
  * ```
  */
-export function loadMultiboot(image: Uint8Array, options: MultibootOptions): BootPlan {
+export function loadMultiboot(image: Uint8Array | ImageSource, options: MultibootOptions): BootPlan {
   const format = "multiboot";
+  const source = imageSource(image);
   const ramSize = toAddress(options.ramSize, "RAM size");
   const e820 = options.e820;
   checkE820(e820);
-  const kernel = parseMultiboot(image);
+  const kernel = parseMultiboot(source);
 
   if (BigInt(e820.length * MMAP_ENTRY_SIZE) > MULTIBOOT_MMAP_SIZE) {
     throw new LoaderError(
@@ -552,7 +572,7 @@ export function loadMultiboot(image: Uint8Array, options: MultibootOptions): Boo
   view.setUint32(INFO_MMAP_ADDR, Number(MULTIBOOT_MMAP_START), true);
   view.setUint32(INFO_BOOT_LOADER_NAME, Number(MULTIBOOT_LOADER_NAME_START), true);
 
-  const loaderWrites: LabelledWrite[] = [
+  const loaderWrites: LabelledBytes[] = [
     bootGdtWrite(),
     { addr: MULTIBOOT_MMAP_START, data: mmap, what: "the Multiboot memory map" },
     { addr: MULTIBOOT_INFO_START, data: info, what: "the Multiboot information structure" },
@@ -565,14 +585,15 @@ export function loadMultiboot(image: Uint8Array, options: MultibootOptions): Boo
     // Only the RAM size bounds the kernel, not the e820 map's RAM entries: QEMU loads each piece
     // wherever guest memory exists, and a PC has memory (RAM, or the ROMs at 0xc0000-0xfffff) at
     // every address below its RAM size. A stock ld puts the headers' segment in the BIOS area.
-    checkInRam(segment.addr, BigInt(segment.data.length) + segment.bss, what, format, ramSize);
-    kernelWrites.push({ addr: segment.addr, data: segment.data, what });
+    checkInRam(segment.addr, BigInt(segment.filesz) + segment.bss, what, format, ramSize);
+    kernelWrites.push(sourceWrite(segment.addr, source, segment.offset, segment.filesz, what));
     if (segment.bss > 0n) {
-      kernelWrites.push({
-        addr: segment.addr + BigInt(segment.data.length),
-        data: new Uint8Array(Number(segment.bss)),
-        what: `the bss of ${what}`,
-      });
+      const addr = segment.addr + BigInt(segment.filesz);
+      kernelWrites.push(
+        source instanceof BytesSource
+          ? { addr, data: new Uint8Array(Number(segment.bss)), what: `the bss of ${what}` }
+          : sourceWrite(addr, ZERO_SOURCE, 0, Number(segment.bss), `the bss of ${what}`),
+      );
     }
   });
   for (const write of loaderWrites) {
@@ -583,7 +604,7 @@ export function loadMultiboot(image: Uint8Array, options: MultibootOptions): Boo
 
   const first = kernel.segments.reduce((a, s) => (s.addr < a ? s.addr : a), kernel.segments[0].addr);
   const end = kernel.segments.reduce((a, s) => {
-    const e = s.addr + BigInt(s.data.length) + s.bss;
+    const e = s.addr + BigInt(s.filesz) + s.bss;
     return e > a ? e : a;
   }, 0n);
   const notes = (kernel.header.flags & MULTIBOOT_VIDEO_MODE_BIT) !== 0

@@ -2,7 +2,17 @@ import assert from "node:assert/strict";
 import { EXIT_STATUS, HELLO64 } from "../guests/mod.ts";
 import { LoaderError } from "./loader_error.ts";
 import { findMultibootHeader, loadMultiboot, type MultibootOptions, parseMultiboot } from "./multiboot.ts";
-import { elf32, elf64, imageOf, multibootHeader, PC_E820, PC_RAM_SIZE, u32s, writeAt } from "./_test_util.ts";
+import {
+  elf32,
+  elf64,
+  held,
+  imageOf,
+  multibootHeader,
+  PC_E820,
+  PC_RAM_SIZE,
+  u32s,
+  writeAt,
+} from "./_test_util.ts";
 
 const PC: MultibootOptions = { cmdline: "", e820: PC_E820, ramSize: PC_RAM_SIZE };
 
@@ -42,12 +52,16 @@ Deno.test("the committed guests parse as a.out-kludge images at 1 MiB", () => {
   assert.equal(hello.kind, "aout-kludge");
   assert.equal(hello.segments.length, 1);
   assert.equal(hello.segments[0].addr, 0x10_0000n);
-  assert.deepEqual(hello.segments[0].data, HELLO64, "load_end_addr is the end of the file");
+  assert.deepEqual(
+    [hello.segments[0].offset, hello.segments[0].filesz],
+    [0, HELLO64.length],
+    "load_end_addr is the end of the file",
+  );
   assert.equal(hello.segments[0].bss, 0x3000n, "two stacks");
   assert.equal(hello.entry, 0x10_0020n, "entry right after the 32-byte header");
 
   const exit = parseMultiboot(EXIT_STATUS);
-  assert.deepEqual(exit.segments[0].data, EXIT_STATUS);
+  assert.deepEqual([exit.segments[0].offset, exit.segments[0].filesz], [0, EXIT_STATUS.length]);
   assert.equal(exit.segments[0].bss, 0n);
   assert.equal(exit.entry, 0x10_0020n);
 });
@@ -55,7 +69,7 @@ Deno.test("the committed guests parse as a.out-kludge images at 1 MiB", () => {
 Deno.test("loading hello64: kernel, bss, GDT, boot information; EAX/EBX and 32-bit protected mode", () => {
   const plan = loadMultiboot(HELLO64, { ...PC, cmdline: "hello64 quiet" });
   assert.deepEqual(
-    plan.writes.map((w) => [w.addr, w.data.length]),
+    held(plan.writes).map((w) => [w.addr, w.data.length]),
     [[0x500n, 32], [0x9000n, 120], [0x9500n, 88], [0x9580n, 7], [0x9600n, 14], [0x10_0000n, 0x5000], [
       0x10_5000n,
       0x3000,
@@ -166,7 +180,7 @@ Deno.test("an ELF32 kernel: PT_LOAD segments at p_paddr, bss zeroed, higher-half
   });
   const kernel = parseMultiboot(image);
   assert.equal(kernel.kind, "elf32");
-  assert.deepEqual(kernel.segments.map((s) => [s.addr, s.data.length, s.bss]), [[0x10_0000n, 0x80, 0n], [
+  assert.deepEqual(kernel.segments.map((s) => [s.addr, s.filesz, s.bss]), [[0x10_0000n, 0x80, 0n], [
     0x20_0000n,
     4,
     0xffcn,
@@ -241,8 +255,8 @@ Deno.test("a.out kludge: a header after a file prefix and load_end_addr 0 (load 
   ], [0x30, new Uint8Array([0xaa])]]);
   const kernel = parseMultiboot(image);
   assert.equal(kernel.segments[0].addr, 0x20_0000n);
-  assert.deepEqual(kernel.segments[0].data, image.subarray(0x30));
-  assert.equal(kernel.segments[0].data[0], 0xaa);
+  assert.deepEqual([kernel.segments[0].offset, kernel.segments[0].filesz], [0x30, image.length - 0x30]);
+  assert.equal(image[kernel.segments[0].offset], 0xaa);
   assert.equal(kernel.segments[0].bss, 0x1000n - 0xd0n);
   assert.equal(kernel.entry, 0x20_0030n);
 });
@@ -510,7 +524,7 @@ Deno.test("an ELF linked by a stock ld at 1 MiB loads its header segment in the 
   assert.equal(kernel.kind, "elf32");
   assert.equal(kernel.segments[0].addr, 0xf_f000n, "the headers' segment, below .text");
   const plan = loadMultiboot(image, PC);
-  assert.deepEqual(writeAt(plan.writes, 0xf_f000n), image.subarray(0, kernel.segments[0].data.length));
+  assert.deepEqual(writeAt(plan.writes, 0xf_f000n), image.subarray(0, kernel.segments[0].filesz));
   assert.deepEqual(writeAt(plan.writes, 0x10_0000n).subarray(0, 4), u32s(0x1bad_b002));
   assert.equal(plan.cpu.rip, 0x10_000cn, "_start, after the 12-byte header");
   // The same for an a.out-kludge kernel in the legacy video window, RAM on this board and QEMU's.

@@ -42,10 +42,18 @@ import {
   hex,
   type LabelledWrite,
   planWrites,
+  sourceWrite,
   span,
   viewOf,
 } from "./_plan.ts";
-import { parseVmlinux, VMLINUX_CMDLINE_SIZE, VMLINUX_INITRD_ADDR_MAX } from "./vmlinux.ts";
+import { type ImageSource, imageSource, readSource } from "./image_source.ts";
+import {
+  elf64Headers,
+  parseVmlinux,
+  segmentWrites,
+  VMLINUX_CMDLINE_SIZE,
+  VMLINUX_INITRD_ADDR_MAX,
+} from "./vmlinux.ts";
 
 /** `XEN_ELFNOTE_PHYS32_ENTRY` (xen/include/public/elfnote.h): the 32-bit physical entry. */
 export const XEN_ELFNOTE_PHYS32_ENTRY = 18;
@@ -97,25 +105,29 @@ const align4 = (n: number) => (n + 3) & ~3;
  * const entry = findPvhEntry(Deno.readFileSync("vmlinux")); // e.g. 0x1000e00n, or undefined
  * ```
  */
-export function findPvhEntry(image: Uint8Array): bigint | undefined {
-  parseVmlinux(image); // the header and program headers are sound past this point
-  const view = viewOf(image);
-  const phoff = Number(view.getBigUint64(32, true));
-  const phentsize = view.getUint16(54, true);
-  const phnum = view.getUint16(56, true);
+export function findPvhEntry(image: Uint8Array | ImageSource): bigint | undefined {
+  const source = imageSource(image);
+  parseVmlinux(source); // the header, program headers and notes are sound past this point
+  const { phentsize, phnum, table } = elf64Headers(source);
   for (let i = 0; i < phnum; i++) {
-    const ph = phoff + i * phentsize;
-    if (ph + ELF64_PHDR_SIZE > image.length || view.getUint32(ph, true) !== PT_NOTE) continue;
-    const offset = Number(view.getBigUint64(ph + 8, true));
-    const end = offset + Number(view.getBigUint64(ph + 32, true));
-    for (let at = offset; at + NOTE_HEADER_SIZE <= end;) {
+    const ph = i * phentsize;
+    if (ph + ELF64_PHDR_SIZE > table.byteLength || table.getUint32(ph, true) !== PT_NOTE) continue;
+    // The segment's notes, read alone (parseVmlinux checked they are inside the file).
+    const notes = readSource(
+      source,
+      Number(table.getBigUint64(ph + 8, true)),
+      Number(table.getBigUint64(ph + 32, true)),
+    );
+    const view = viewOf(notes);
+    const end = notes.length;
+    for (let at = 0; at + NOTE_HEADER_SIZE <= end;) {
       const namesz = view.getUint32(at, true);
       const descsz = view.getUint32(at + 4, true);
       const type = view.getUint32(at + 8, true);
       const name = at + NOTE_HEADER_SIZE;
       const desc = name + align4(namesz);
       if (desc + descsz > end) break; // a truncated note ends the segment's list
-      const owner = new TextDecoder().decode(image.subarray(name, name + namesz)).replace(/\0+$/, "");
+      const owner = new TextDecoder().decode(notes.subarray(name, name + namesz)).replace(/\0+$/, "");
       if (owner === XEN_NOTE_OWNER && type === XEN_ELFNOTE_PHYS32_ENTRY) {
         if (descsz !== 4 && descsz !== 8) {
           throw new LoaderError(
@@ -157,17 +169,18 @@ export function findPvhEntry(image: Uint8Array): bigint | undefined {
  * // plan.cpu: protected32 at the note's address, rbx = 0x10000
  * ```
  */
-export function loadPvh(image: Uint8Array, options: PvhOptions): BootPlan {
+export function loadPvh(image: Uint8Array | ImageSource, options: PvhOptions): BootPlan {
   const format = "pvh";
-  const kernel = parseVmlinux(image);
-  const entry = findPvhEntry(image);
+  const source = imageSource(image);
+  const kernel = parseVmlinux(source);
+  const entry = findPvhEntry(source);
   if (entry === undefined) {
     throw new LoaderError(
       "NO_PVH_NOTE",
       `${format}: no Xen PHYS32_ENTRY ELF note (type ${XEN_ELFNOTE_PHYS32_ENTRY}): the kernel has no PVH entry`,
     );
   }
-  const inLoaded = kernel.segments.some((s) => entry >= s.paddr && entry < s.paddr + BigInt(s.data.length));
+  const inLoaded = kernel.segments.some((s) => entry >= s.paddr && entry < s.paddr + BigInt(s.filesz));
   if (!inLoaded) {
     throw new LoaderError(
       "BAD_ELF",
@@ -203,19 +216,7 @@ export function loadPvh(image: Uint8Array, options: PvhOptions): BootPlan {
   const size = kernel.end - kernel.start;
   const reserved = [{ start: kernel.start, size, what: "the kernel" }];
   checkKernelFits(reserved, format, options); // before allocating its bss
-  const kernelWrites: LabelledWrite[] = [];
-  for (const s of kernel.segments) {
-    const what = `ELF segment ${s.index}`;
-    kernelWrites.push({ addr: s.paddr, data: s.data, what });
-    const bss = s.memsz - BigInt(s.data.length);
-    if (bss > 0n) {
-      kernelWrites.push({
-        addr: s.paddr + BigInt(s.data.length),
-        data: new Uint8Array(Number(bss)),
-        what: `the bss of ${what}`,
-      });
-    }
-  }
+  const kernelWrites = segmentWrites(source, kernel);
 
   // The low structures: one page of start info, module list and memory map, and the command line.
   const cmdlineBytes = new Uint8Array(cmdlineText.length + 1);
@@ -239,8 +240,9 @@ export function loadPvh(image: Uint8Array, options: PvhOptions): BootPlan {
 
   let module: { addr: bigint; size: bigint } | undefined;
   const initrdWrites: LabelledWrite[] = [];
-  if (options.initrd !== undefined && options.initrd.length > 0) {
-    const initrdSize = BigInt(options.initrd.length);
+  const initrdSource = options.initrd === undefined ? undefined : imageSource(options.initrd);
+  if (initrdSource !== undefined && initrdSource.size > 0) {
+    const initrdSize = BigInt(initrdSource.size);
     const limit = [BigInt(VMLINUX_INITRD_ADDR_MAX) + 1n, topOfLowRam(e820), ramSize].reduce((
       a,
       b,
@@ -259,7 +261,7 @@ export function loadPvh(image: Uint8Array, options: PvhOptions): BootPlan {
       );
     }
     module = { addr, size: initrdSize };
-    initrdWrites.push({ addr, data: options.initrd, what: "the initrd" });
+    initrdWrites.push(sourceWrite(addr, initrdSource, 0, initrdSource.size, "the initrd"));
   }
 
   // struct hvm_start_info, the module list and the memory map, in one write (start_info.h).

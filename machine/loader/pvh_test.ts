@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { bzImagePayload, decompressCommand } from "./bzimage_payload.ts";
 import { findPvhEntry, loadPvh } from "./pvh.ts";
 import { parseVmlinux } from "./vmlinux.ts";
+import type { BootWrite } from "./boot_plan.ts";
 import {
   elf64Of,
   elfNotes,
+  held,
   loaderErrorLike,
   PC_E820,
   PC_RAM_SIZE,
@@ -45,7 +47,7 @@ function vmlinux(
 const PC = { cmdline: "console=ttyS0 acpi=on", e820: PC_E820, ramSize: PC_RAM_SIZE };
 
 /** Fields of struct hvm_start_info and what it points to, read back from a plan's writes. */
-function startInfo(writes: { addr: bigint; data: Uint8Array }[], ebx: bigint) {
+function startInfo(writes: readonly BootWrite[], ebx: bigint) {
   const bytes = writeAt(writes, ebx);
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   const memmapAt = Number(v.getBigUint64(40, true) - ebx);
@@ -151,7 +153,7 @@ Deno.test("loadPvh: the initrd is module 0, page-aligned, as high as possible be
   assert.equal(module.paddr, (PC_RAM_SIZE - BigInt(initrd.length)) & ~0xfffn, "the top of RAM");
   assert.deepEqual(writeAt(plan.writes, module.paddr), initrd);
   // Writes never overlap (the plan's contract).
-  const sorted = plan.writes.toSorted((a, b) => Number(a.addr - b.addr));
+  const sorted = held(plan.writes).toSorted((a, b) => Number(a.addr - b.addr));
   for (let i = 1; i < sorted.length; i++) {
     assert.ok(sorted[i - 1].addr + BigInt(sorted[i - 1].data.length) <= sorted[i].addr);
   }
@@ -267,13 +269,11 @@ Deno.test({
     // `lgdt` of an absolute 32-bit address (FC 0F 01 15 disp32), and that address, the boot GDT,
     // lies inside the kernel. Debian's System.map is a stub, so the code itself is the witness.
     const segment = parseVmlinux(image).segments.find((s) =>
-      entry! >= s.paddr && entry! < s.paddr + BigInt(s.data.length)
+      entry! >= s.paddr && entry! < s.paddr + BigInt(s.filesz)
     )!;
-    const at = Number(entry! - segment.paddr);
-    assert.deepEqual([...segment.data.subarray(at, at + 4)], [0xfc, 0x0f, 0x01, 0x15], "cld; lgdt (abs32)");
-    const gdtAddr = BigInt(
-      new DataView(segment.data.buffer, segment.data.byteOffset + at + 4, 4).getUint32(0, true),
-    );
+    const at = segment.offset + Number(entry! - segment.paddr);
+    assert.deepEqual([...image.subarray(at, at + 4)], [0xfc, 0x0f, 0x01, 0x15], "cld; lgdt (abs32)");
+    const gdtAddr = BigInt(new DataView(image.buffer, image.byteOffset + at + 4, 4).getUint32(0, true));
     const kernel = parseVmlinux(image);
     assert.ok(
       gdtAddr >= kernel.start && gdtAddr < kernel.end,

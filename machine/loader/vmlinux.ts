@@ -29,7 +29,15 @@ import {
   type LinuxOptions,
   ZP,
 } from "./_linux_boot.ts";
-import { hex, type LabelledWrite, span, viewOf } from "./_plan.ts";
+import { hex, type LabelledWrite, sourceWrite, span, viewOf } from "./_plan.ts";
+import {
+  BytesSource,
+  type ImageSource,
+  imageSource,
+  readHead,
+  readSource,
+  ZERO_SOURCE,
+} from "./image_source.ts";
 
 /** ELF constants (System V gABI, x86-64 psABI). */
 const ELF_MAGIC = 0x464c_457f; // "\x7fELF" little-endian
@@ -64,9 +72,11 @@ export interface VmlinuxSegment {
   paddr: bigint;
   /** `p_vaddr`. */
   vaddr: bigint;
-  /** Bytes from the file (a view into the image). */
-  data: Uint8Array;
-  /** `p_memsz`: data plus zeroed bss. */
+  /** File offset of the segment's bytes (`p_offset`). */
+  offset: number;
+  /** Bytes from the file (`p_filesz`). */
+  filesz: number;
+  /** `p_memsz`: the file's bytes plus zeroed bss. */
   memsz: bigint;
 }
 
@@ -89,14 +99,42 @@ function bad(message: string): LoaderError {
 }
 
 /** A file offset or size from a 64-bit field, refused when it cannot be inside any file. */
-function fileNumber(value: bigint, image: Uint8Array, what: string): number {
-  if (value > BigInt(image.length)) {
+function fileNumber(value: bigint, size: number, what: string): number {
+  if (value > BigInt(size)) {
     throw new LoaderError(
       "TRUNCATED",
-      `vmlinux: ${what} ${hex(value)} passes the end of the file (${hex(image.length)})`,
+      `vmlinux: ${what} ${hex(value)} passes the end of the file (${hex(size)})`,
     );
   }
   return Number(value);
+}
+
+/**
+ * The ELF header and program header table of `source` (read from the file, nothing else), once
+ * they are known to be inside it; TRUNCATED otherwise.
+ */
+export function elf64Headers(
+  source: ImageSource,
+): { header: DataView; phoff: number; phentsize: number; phnum: number; table: DataView } {
+  const size = source.size;
+  if (size < ELF64_HEADER_SIZE) {
+    throw new LoaderError(
+      "TRUNCATED",
+      `vmlinux: the ELF header needs ${ELF64_HEADER_SIZE} bytes; the file has ${size}`,
+    );
+  }
+  const header = viewOf(readSource(source, 0, ELF64_HEADER_SIZE));
+  const phoff = fileNumber(header.getBigUint64(32, true), size, "e_phoff");
+  const phentsize = header.getUint16(54, true);
+  const phnum = header.getUint16(56, true);
+  if (phoff + phnum * phentsize > size) {
+    throw new LoaderError(
+      "TRUNCATED",
+      `vmlinux: the program headers ${span(BigInt(phoff), BigInt(phnum * phentsize))} pass the end of the ` +
+        `file (${hex(size)})`,
+    );
+  }
+  return { header, phoff, phentsize, phnum, table: viewOf(readSource(source, phoff, phnum * phentsize)) };
 }
 
 /** Whether the notes in `bytes` (a PT_NOTE's contents) include one owned by `owner`. */
@@ -116,7 +154,9 @@ function hasNoteOwner(bytes: Uint8Array, owner: string): boolean {
 }
 
 /**
- * Parses an x86-64 Linux vmlinux (ELF64): its loadable segments and physical entry point. Throws
+ * Parses an x86-64 Linux vmlinux (ELF64): its loadable segments and physical entry point, reading
+ * only the ELF header, the program headers and the notes from `image` (bytes, or a source such
+ * as an open file). Throws
  * {@link LoaderError}: TRUNCATED (header, program headers or a segment past the end of the file),
  * BAD_ELF (not a little-endian x86-64 ET_EXEC ELF64, malformed segments, an entry outside them),
  * NOT_LINUX (no "Linux" ELF note).
@@ -128,65 +168,60 @@ function hasNoteOwner(bytes: Uint8Array, owner: string): boolean {
  * assert.equal(kernel.entry, 0x1000000n);
  * ```
  */
-export function parseVmlinux(image: Uint8Array): Vmlinux {
-  if (image.length < ELF64_HEADER_SIZE) {
+export function parseVmlinux(image: Uint8Array | ImageSource): Vmlinux {
+  const source = imageSource(image);
+  const size = source.size;
+  if (size < ELF64_HEADER_SIZE) {
     throw new LoaderError(
       "TRUNCATED",
-      `vmlinux: the ELF header needs ${ELF64_HEADER_SIZE} bytes; the file has ${image.length}`,
+      `vmlinux: the ELF header needs ${ELF64_HEADER_SIZE} bytes; the file has ${size}`,
     );
   }
-  const view = viewOf(image);
+  const ident = readHead(source, ELF64_HEADER_SIZE);
+  const view = viewOf(ident);
   if (view.getUint32(0, true) !== ELF_MAGIC) throw bad("not an ELF file (no \\x7fELF magic)");
-  if (image[4] !== ELF_CLASS_64) throw bad(`ELF class ${image[4]} is not 64-bit (${ELF_CLASS_64})`);
-  if (image[5] !== ELF_DATA_LSB) {
-    throw bad(`ELF data encoding ${image[5]} is not little-endian (${ELF_DATA_LSB})`);
+  if (ident[4] !== ELF_CLASS_64) throw bad(`ELF class ${ident[4]} is not 64-bit (${ELF_CLASS_64})`);
+  if (ident[5] !== ELF_DATA_LSB) {
+    throw bad(`ELF data encoding ${ident[5]} is not little-endian (${ELF_DATA_LSB})`);
   }
   const machine = view.getUint16(18, true);
   if (machine !== EM_X86_64) throw bad(`ELF machine ${machine} is not x86-64 (${EM_X86_64})`);
   const type = view.getUint16(16, true);
   if (type !== ET_EXEC) throw bad(`ELF type ${type} is not an executable (ET_EXEC, ${ET_EXEC})`);
   const elfEntry = view.getBigUint64(24, true);
-  const phoff = fileNumber(view.getBigUint64(32, true), image, "e_phoff");
   const phentsize = view.getUint16(54, true);
   const phnum = view.getUint16(56, true);
+  fileNumber(view.getBigUint64(32, true), size, "e_phoff");
   if (phnum > 0 && phentsize < ELF64_PHDR_SIZE) {
     throw bad(`program header size ${phentsize} is below ${ELF64_PHDR_SIZE}`);
   }
-  if (phoff + phnum * phentsize > image.length) {
-    throw new LoaderError(
-      "TRUNCATED",
-      `vmlinux: the program headers ${span(BigInt(phoff), BigInt(phnum * phentsize))} pass the end of the ` +
-        `file (${hex(image.length)})`,
-    );
-  }
+  const { table } = elf64Headers(source);
   const segments: VmlinuxSegment[] = [];
   let linux = false;
   for (let i = 0; i < phnum; i++) {
-    const ph = phoff + i * phentsize;
-    const pType = view.getUint32(ph, true);
+    const ph = i * phentsize;
+    const pType = table.getUint32(ph, true);
     if (pType !== PT_LOAD && pType !== PT_NOTE) continue;
-    const offset = fileNumber(view.getBigUint64(ph + 8, true), image, `segment ${i} p_offset`);
-    const vaddr = view.getBigUint64(ph + 16, true);
-    const paddr = view.getBigUint64(ph + 24, true);
-    const filesz = view.getBigUint64(ph + 32, true);
-    const memsz = view.getBigUint64(ph + 40, true);
-    if (BigInt(offset) + filesz > BigInt(image.length)) {
+    const offset = fileNumber(table.getBigUint64(ph + 8, true), size, `segment ${i} p_offset`);
+    const vaddr = table.getBigUint64(ph + 16, true);
+    const paddr = table.getBigUint64(ph + 24, true);
+    const filesz = table.getBigUint64(ph + 32, true);
+    const memsz = table.getBigUint64(ph + 40, true);
+    if (BigInt(offset) + filesz > BigInt(size)) {
       throw new LoaderError(
         "TRUNCATED",
-        `vmlinux: segment ${i} needs file bytes ${span(BigInt(offset), filesz)}; the file has ${
-          hex(image.length)
-        }`,
+        `vmlinux: segment ${i} needs file bytes ${span(BigInt(offset), filesz)}; the file has ${hex(size)}`,
       );
     }
-    const data = image.subarray(offset, offset + Number(filesz));
     if (pType === PT_NOTE) {
-      linux ||= hasNoteOwner(data, LINUX_NOTE_OWNER);
+      // Notes are small: the only part of the file besides the headers read here.
+      linux ||= hasNoteOwner(readSource(source, offset, Number(filesz)), LINUX_NOTE_OWNER);
       continue;
     }
     if (memsz === 0n) continue;
     if (filesz > memsz) throw bad(`segment ${i} has p_filesz ${hex(filesz)} > p_memsz ${hex(memsz)}`);
     if (paddr + memsz > 1n << 64n) throw bad(`segment ${i} ${span(paddr, memsz)} passes 2^64`);
-    segments.push({ index: i, paddr, vaddr, data, memsz });
+    segments.push({ index: i, paddr, vaddr, offset, filesz: Number(filesz), memsz });
   }
   if (!linux) {
     throw new LoaderError(
@@ -196,7 +231,7 @@ export function parseVmlinux(image: Uint8Array): Vmlinux {
   }
   if (segments.length === 0) throw bad("no loadable segment (PT_LOAD)");
   const inside = (addr: bigint, start: bigint, s: VmlinuxSegment) =>
-    addr >= start && addr < start + BigInt(s.data.length);
+    addr >= start && addr < start + BigInt(s.filesz);
   let entry: bigint | undefined;
   if (segments.some((s) => inside(elfEntry, s.paddr, s))) {
     entry = elfEntry;
@@ -229,7 +264,8 @@ function synthesisedSetupHeader(kernel: Vmlinux): Uint8Array {
 }
 
 /**
- * Loads an x86-64 Linux vmlinux (ELF64): each PT_LOAD at `p_paddr` with its bss zeroed, the zero
+ * Loads an x86-64 Linux vmlinux (ELF64) from bytes or a source (the plan then names ranges of
+ * it rather than holding them): each PT_LOAD at `p_paddr` with its bss zeroed, the zero
  * page at 0x10000 with a synthesised setup header (boot_flag 0xAA55, "HdrS", version 2.15,
  * kernel_alignment 0x1000000, cmdline_size 2047, initrd_addr_max 0x7fffffff) plus the same loader
  * fields, e820 map, command line and initrd as {@link loadBzImage}, entered in long mode at the
@@ -248,34 +284,45 @@ function synthesisedSetupHeader(kernel: Vmlinux): Uint8Array {
  * assert.equal(plan.cpu.rip, 0x1000000n);
  * ```
  */
-export function loadVmlinux(image: Uint8Array, options: LinuxOptions): BootPlan {
-  const kernel = parseVmlinux(image);
+export function loadVmlinux(image: Uint8Array | ImageSource, options: LinuxOptions): BootPlan {
+  const source = imageSource(image);
+  const kernel = parseVmlinux(source);
   const size = kernel.end - kernel.start;
   const reserved = [{ start: kernel.start, size, what: "the kernel" }];
   checkKernelFits(reserved, "vmlinux", options); // before allocating its bss
-  const writes: LabelledWrite[] = [];
-  for (const s of kernel.segments) {
-    const what = `ELF segment ${s.index}`;
-    writes.push({ addr: s.paddr, data: s.data, what });
-    const bss = s.memsz - BigInt(s.data.length);
-    if (bss > 0n) {
-      writes.push({
-        addr: s.paddr + BigInt(s.data.length),
-        data: new Uint8Array(Number(bss)),
-        what: `the bss of ${what}`,
-      });
-    }
-  }
   return linuxBootPlan({
     format: "vmlinux",
     setupHeader: synthesisedSetupHeader(kernel),
     cmdlineSize: VMLINUX_CMDLINE_SIZE,
     initrdAddrMax: BigInt(VMLINUX_INITRD_ADDR_MAX),
-    writes,
+    writes: segmentWrites(source, kernel),
     reserved,
     entry: kernel.entry,
     description:
       `Linux vmlinux (ELF64, ${kernel.segments.length} segment(s)): ${span(kernel.start, size)}, ` +
       `entry ${hex(kernel.entry)}`,
   }, options);
+}
+
+/**
+ * The writes of a parsed vmlinux's PT_LOAD segments: each segment's file bytes (ranges of `source`)
+ * at `p_paddr`, then its bss as zeros: an array for an image in memory (as before), a range of
+ * {@link ZERO_SOURCE} for one read from a file, so that nothing of the kernel's size is allocated.
+ */
+export function segmentWrites(source: ImageSource, kernel: Vmlinux): LabelledWrite[] {
+  const writes: LabelledWrite[] = [];
+  for (const s of kernel.segments) {
+    const what = `ELF segment ${s.index}`;
+    writes.push(sourceWrite(s.paddr, source, s.offset, s.filesz, what));
+    const bss = s.memsz - BigInt(s.filesz);
+    if (bss > 0n) {
+      const addr = s.paddr + BigInt(s.filesz);
+      writes.push(
+        source instanceof BytesSource
+          ? { addr, data: new Uint8Array(Number(bss)), what: `the bss of ${what}` }
+          : sourceWrite(addr, ZERO_SOURCE, 0, Number(bss), `the bss of ${what}`),
+      );
+    }
+  }
+  return writes;
 }

@@ -5,6 +5,7 @@ import { bootGdtBytes } from "./_plan.ts";
 import {
   elf64Of,
   elfNotes,
+  held,
   loaderErrorLike,
   PC_E820,
   PC_RAM_SIZE,
@@ -44,7 +45,7 @@ function u32(bytes: Uint8Array, offset: number): number {
 
 Deno.test("loadVmlinux: segments at p_paddr, the synthesised zero page byte by byte, the 64-bit entry", () => {
   const plan = loadVmlinux(vmlinux(), PC);
-  assert.deepEqual(plan.writes.map((w) => [w.addr, w.data.length]), [
+  assert.deepEqual(held(plan.writes).map((w) => [w.addr, w.data.length]), [
     [0x500n, 32],
     [0xa000n, 4096],
     [0xb000n, 4096],
@@ -114,7 +115,7 @@ Deno.test("parseVmlinux: a physical e_entry is kept, a virtual one translated th
   const kernel = parseVmlinux(vmlinux({ entry: 0x140_0080n }));
   assert.equal(kernel.entry, 0x140_0080n);
   assert.deepEqual(
-    kernel.segments.map((s) => [s.index, s.paddr, s.vaddr, s.data.length, s.memsz]),
+    kernel.segments.map((s) => [s.index, s.paddr, s.vaddr, s.filesz, s.memsz]),
     [
       [0, 0x100_0000n, KERNEL_MAP + 0x100_0000n, 0x3000, 0x3000n],
       [1, 0x120_0000n, KERNEL_MAP + 0x120_0000n, 0x800, 0x2000n],

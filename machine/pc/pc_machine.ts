@@ -61,7 +61,14 @@ import {
   linuxCpuid,
   resetMsrs,
 } from "../x86_cpu.ts";
-import { type BootPlan, type E820Entry, firmwareEntry, loadKernel } from "../loader/mod.ts";
+import {
+  type BootPlan,
+  copyBootWrites,
+  type E820Entry,
+  firmwareEntry,
+  type ImageSource,
+  loadKernel,
+} from "../loader/mod.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
 import type { Doorbell, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
 import { VcpuRunner } from "../vcpu_runner.ts";
@@ -82,9 +89,11 @@ export interface PcMachineOptions {
   firmware?: Uint8Array;
   /**
    * A kernel to load as QEMU's `-kernel` does: Linux (bzImage or ELF vmlinux) or Multiboot, with its
-   * command line and, for Linux, an initial ramdisk.
+   * command line and, for Linux, an initial ramdisk. Either may be a source (an open file) instead
+   * of bytes: the plan then names ranges of it, read again at every reset, and it must stay open
+   * (the caller's to close) as long as the machine.
    */
-  kernel?: { image: Uint8Array; cmdline?: string; initrd?: Uint8Array };
+  kernel?: { image: Uint8Array | ImageSource; cmdline?: string; initrd?: Uint8Array | ImageSource };
   /** Or a boot plan made elsewhere (a flat binary from `loadFlat`, say); wins over `kernel`. */
   boot?: BootPlan;
   /** Every byte the guest sends through COM1. */
@@ -399,10 +408,13 @@ export function resetPcVcpus(vcpus: readonly Vcpu[], states: readonly VcpuResetS
 /**
  * Step 7 (and every `-reboot`): the boot plan's bytes and the firmware tables (MP table, ACPI
  * tables) written through the memory API, and the bootstrap processor set at the plan's entry. The other vCPUs wait for
- * INIT/SIPI in the kernel.
+ * INIT/SIPI in the kernel. A plan's source ranges (a kernel or initrd kept in its file) are read
+ * again each time, a chunk at a time, as Cloud Hypervisor reloads its kernel on reboot.
+ *
+ * @throws {LoaderError} (CHANGED) when such a file changed since it was opened.
  */
 export function loadGuest(board: PcBoard, boot: BootPlan, bsp: Vcpu): void {
-  for (const { addr, data } of boot.writes) board.memory.writeRom(addr, data);
+  copyBootWrites(boot.writes, (addr, data) => board.memory.writeRom(addr, data));
   for (const table of board.firmwareTables) board.memory.writeRom(table.address, table.bytes);
   bsp.setSregs(sregsFor(bsp.getSregs(), boot.cpu));
   bsp.setRegs(regsFor(bsp.getRegs(), boot.cpu));

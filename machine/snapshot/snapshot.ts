@@ -19,7 +19,7 @@ import {
   type Vm,
 } from "../../kvm/mod.ts";
 import { DirtyLogClient } from "../../memory/mod.ts";
-import type { BootPlan } from "../loader/mod.ts";
+import { type BootPlan, materializeBootPlan } from "../loader/mod.ts";
 import type { PcBoard } from "../pc/pc_board.ts";
 import { saveDevices } from "./device_states.ts";
 import { SnapshotMismatchError } from "./errors.ts";
@@ -107,6 +107,9 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
       "a diff snapshot needs an earlier snapshot of this VM (or the one it was restored from) to build on",
     );
   }
+  // Self-contained: a kernel or initrd the plan reads from its file is stored as bytes (read
+  // first, so that a file that changed is refused before anything is written).
+  const boot = materializeBootPlan(source.boot);
   Deno.mkdirSync(dir, { recursive: true });
   const { vm, board } = source;
   const xsave = vm.checkExtension(KVM_CAP_XSAVE) > 0;
@@ -151,7 +154,7 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
       ramSize: ram.size,
       cpus: source.vcpus.length,
       firmware: source.firmware,
-      boot: source.boot,
+      boot,
       pciDevices: board.pciDevices.map((d) => ({ type: d.spec.type, id: d.spec.id ?? null })),
       frontEnd: (typeof source.frontEnd === "function" ? source.frontEnd() : source.frontEnd) ?? null,
     },
