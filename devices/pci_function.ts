@@ -97,6 +97,8 @@ interface Bar {
   readonly size: bigint;
   /** Mapped address, or UNMAPPED. */
   addr: bigint;
+  /** When it was last mapped (a counter): of two overlapping BARs, the later one shows. */
+  mappedAt: number;
 }
 
 /**
@@ -135,6 +137,7 @@ export class PciFunction implements PciDevice, Snapshottable {
   readonly #resetListeners: (() => void)[] = [];
   readonly #intx: IrqOutput;
   #irqState = false;
+  #mapCount = 0;
 
   /**
    * A function with `identity`, no BARs and no capabilities.
@@ -191,7 +194,7 @@ export class PciFunction implements PciDevice, Snapshottable {
     if (this.#bars[index] || (is64 && this.#bars[index + 1]) || this.#isHighHalf(index)) {
       throw new RangeError(`PCI BAR ${index} is already registered`);
     }
-    this.#bars[index] = { region, type, size, addr: UNMAPPED };
+    this.#bars[index] = { region, type, size, addr: UNMAPPED, mappedAt: 0 };
     const at = PCI_BAR0_OFFSET + 4 * index;
     const wmask = BigInt.asUintN(64, ~(size - 1n));
     const bytes = is64 ? 8 : 4;
@@ -253,7 +256,34 @@ export class PciFunction implements PciDevice, Snapshottable {
       const space = bar.type & PciBarType.IO ? this.bus.io : this.bus.memory;
       if (bar.addr !== UNMAPPED) space.removeSubregion(bar.region);
       bar.addr = target;
-      if (target !== UNMAPPED) space.addSubregionOverlap(target, bar.region, 1);
+      if (target !== UNMAPPED) this.#map(bar, space, target);
+    }
+  }
+
+  #map(bar: Bar, space: MemoryRegion, target: bigint): void {
+    space.addSubregionOverlap(target, bar.region, 1);
+    bar.mappedAt = ++this.#mapCount;
+  }
+
+  /** The mapped BARs' indices, the one mapped longest ago first (the order overlapping BARs stack in). */
+  #mappedOrder(): number[] {
+    const mapped = [...this.#bars.keys()].filter((i) => this.#bars[i] && this.#bars[i].addr !== UNMAPPED);
+    return mapped.sort((i, j) => this.#bars[i]!.mappedAt - this.#bars[j]!.mappedAt);
+  }
+
+  /**
+   * Maps every BAR where the configuration space says, re-adding the mapped ones in `order` (then
+   * any other in index order), so that overlapping BARs stack as they did when the state was saved.
+   */
+  #remapInOrder(order: readonly number[]): void {
+    const rest = [...this.#bars.keys()].filter((i) => !order.includes(i));
+    for (const i of [...order, ...rest]) {
+      const bar = this.#bars[i];
+      if (!bar) continue;
+      const space = bar.type & PciBarType.IO ? this.bus.io : this.bus.memory;
+      if (bar.addr !== UNMAPPED) space.removeSubregion(bar.region);
+      bar.addr = this.#barTarget(i, bar);
+      if (bar.addr !== UNMAPPED) this.#map(bar, space, bar.addr);
     }
   }
 
@@ -354,16 +384,21 @@ export class PciFunction implements PciDevice, Snapshottable {
   // ------------------------------------------------------------------ device state
 
   /**
-   * The whole configuration space (BARs, command register, capabilities) and the INTx level the
-   * function asserts. Subclasses add their own fields next to these.
+   * The whole configuration space (BARs, command register, capabilities), the INTx level the
+   * function asserts, and the order its mapped BARs were mapped in (`barOrder`). Subclasses add their
+   * own fields next to these.
+   *
+   * `barOrder` is ours: QEMU's migration re-maps BARs in index order, so a guest that made two BARs
+   * overlap can find the other one on top after a restore; here the one it mapped last stays on top.
    */
   saveState(): StateObject {
-    return { config: this.config.bytes.slice(), intx: this.#irqState };
+    return { config: this.config.bytes.slice(), intx: this.#irqState, barOrder: this.#mappedOrder() };
   }
 
   /**
    * Puts a {@link saveState} result back: the configuration space, then the BARs mapped where it says
-   * (QEMU's `pci_update_mappings`, in one memory transaction) and INTx re-driven.
+   * (as QEMU's `pci_update_mappings`, in one memory transaction, stacked in the saved order) and INTx
+   * re-driven.
    *
    * @throws {DeviceStateError} naming the field if one is missing or of the wrong type, or if the saved
    * configuration space differs from this function's in a read-only bit (another device's state); the
@@ -384,10 +419,15 @@ export class PciFunction implements PciDevice, Snapshottable {
     if (intx && this.config.bytes[PciConfig.INTERRUPT_PIN] === 0) {
       r.fail("intx", "is set on a function without a pin");
     }
+    const barOrder = r.ints("barOrder", 0, PCI_BAR_COUNT - 1, { maxLength: PCI_BAR_COUNT });
+    barOrder.forEach((index, i) => {
+      if (!this.#bars[index]) r.fail("barOrder", `names BAR ${index}, which this function does not have`);
+      if (barOrder.indexOf(index) !== i) r.fail("barOrder", `names BAR ${index} twice`);
+    });
     return () => {
       transaction(() => {
         this.config.bytes.set(config);
-        this.updateMappings();
+        this.#remapInOrder(barOrder);
       });
       this.#irqState = intx;
       this.#driveIntx();

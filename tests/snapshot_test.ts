@@ -253,7 +253,7 @@ Deno.test("bad snapshots are refused with one line, status 1, nothing written", 
     const cases: [string[], RegExp][] = [
       [["--restore", variant("truncated", state.subarray(0, state.length - 10))], /truncated/],
       [["--restore", variant("corrupted", flipped)], /corrupted: CRC-32/],
-      [["--restore", variant("version", versioned)], /version 99: this build reads version 2 only/],
+      [["--restore", variant("version", versioned)], /version 99: this build reads version 3 only/],
       [["--restore", snap, "-m", "64M"], /has 32 MiB of RAM, not the 64 MiB asked for/],
       [["--restore", snap, "-smp", "2"], /has 1 vCPUs, not the 2 asked for/],
       [["--restore", `${dir}/nowhere`], /cannot read state/],
