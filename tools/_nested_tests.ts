@@ -1,73 +1,98 @@
 /**
- * The test runner's half inside the nested KVM VM: runs each test file as its own `deno test`
- * process (two at a time), each with a deadline, and writes one JUnit report per file.
+ * The test runner's half inside the nested KVM VM: runs each unit (a test file, with a filter naming
+ * the tests of it to run) as its own `deno test` process, each with a deadline, and writes one JUnit
+ * report per unit.
  *
- * Why per file: one `deno test` over every file would lose every result to a single hung guest —
- * the whole nested run then ends at its own timeout and nothing says which test hung. Here a file
- * that passes its deadline is killed with its process group (the front-end children its tests
- * started go with it), a report names it as timed out, and the other files' results stand.
+ * Why one process a unit: one `deno test` over every file would lose every result to a single hung
+ * guest — the whole nested run then ends at its own timeout and nothing says which test hung. Here a
+ * unit that passes its deadline is killed with its process group (the front-end children its tests
+ * started go with it), a report names it as timed out, and the other units' results stand.
+ *
+ * Several drivers, each in its own nested VM, can share one report folder: a driver claims a unit by
+ * creating its start marker (exclusively, so two never run the same unit) and takes the next unit
+ * nobody has claimed, so the VMs share the work however long each unit takes.
  *
  *   deno run --allow-all tools/_nested_tests.ts SPEC.json
  *
- * SPEC.json is a {@link NestedSpec}. Prints each file's output as it comes and one line per file
+ * SPEC.json is a {@link NestedSpec}. Prints each unit's output as it comes and one line per unit
  * when it ends.
  *
  * @module
  */
 
+/** One `deno test` run of the nested side: a file and the exact names of the tests in it to run. */
+export interface NestedUnit {
+  /** The test file. */
+  file: string;
+  /** The tests to run (`--filter` matching exactly these names). */
+  names: string[];
+}
+
 /** What the host side asks the nested side to run. */
 export interface NestedSpec {
-  /** `deno test` arguments before the file (permissions, `--filter`, …). */
+  /** `deno test` arguments before the filter and the file (permissions, `--no-check`, …). */
   args: string[];
-  /** The test files, in order. */
-  files: string[];
-  /** Where the reports go: `<dir>/<n>.xml` for file n, `<dir>/<n>.timeout` when it was killed. */
-  reportDir: string;
-  /** Seconds one file may take. */
-  fileTimeoutSeconds: number;
-  /** Files run at once. */
-  jobs: number;
+  /** The units, in the order they are taken. */
+  units: NestedUnit[];
   /**
-   * Indexes of files that run alone, after the others: the Linux boots, which the emulator stalls far
-   * more often when another guest runs beside them (docs/nested-kvm.md).
+   * Where the reports go: `<dir>/<n>.xml` for unit n, `<dir>/<n>.timeout` when it was killed; shared
+   * by the drivers of every VM.
    */
-  alone?: number[];
-  /** The files of this boot, by index (default: all); a reboot after a frozen VM runs the rest. */
-  run?: number[];
+  reportDir: string;
+  /** Seconds one unit may take. */
+  unitTimeoutSeconds: number;
+  /** Units this driver runs at once. */
+  jobs: number;
+  /** Which VM this driver runs in (1, 2, …): names its log and heartbeat, and marks what it claims. */
+  vm: number;
   /**
-   * Seconds this driver may use in all (default: no limit): no file starts after them, and a file
+   * Seconds this driver may use in all (default: no limit): no unit starts after them, and a unit
    * still running then is killed, its marker saying the run's time ran out.
    */
   budgetSeconds?: number;
 }
 
-/** The report path of file `n`. */
+/** A `deno test --filter` regular expression that matches exactly `names`. */
+export function exactNames(names: readonly string[]): string {
+  const escaped = [...new Set(names)].map((name) => name.replace(/[\\^$.*+?()[\]{}|\/]/g, "\\$&"));
+  return `/^(?:${escaped.join("|")})$/`;
+}
+
+/** The report path of unit `n`. */
 export function reportPath(dir: string, n: number): string {
   return `${dir}/${n}.xml`;
 }
 
-/** The marker of file `n` when it was killed at its deadline (its text: seconds and last output). */
+/** The marker of unit `n` when it was killed at its deadline (its text: seconds and last output). */
 export function timeoutPath(dir: string, n: number): string {
   return `${dir}/${n}.timeout`;
 }
 
-/** The marker of file `n` once it has started (a frozen VM's host side learns which files it ran). */
+/**
+ * The marker of unit `n` once a driver has claimed it (created exclusively; its text is the VM's
+ * number): a frozen VM's host side learns which units it ran, and no other driver takes it.
+ */
 export function startedPath(dir: string, n: number): string {
   return `${dir}/${n}.started`;
 }
 
 /**
- * The driver's heartbeat, rewritten every {@link HEARTBEAT_MS}: the host side takes a heartbeat that
- * stops for minutes as a frozen VM, whatever the VM's console does.
+ * The heartbeat of VM `vm`'s driver, rewritten every {@link HEARTBEAT_MS}: the host side takes a
+ * heartbeat that stops for minutes as a frozen VM, whatever the VM's console does.
  */
-export function heartbeatPath(dir: string): string {
-  return `${dir}/heartbeat`;
+export function heartbeatPath(dir: string, vm: number): string {
+  return `${dir}/heartbeat-${vm}`;
+}
+
+/** The log of VM `vm`'s driver: everything it prints, readable from the host while it runs. */
+export function driverLogPath(dir: string, vm: number): string {
+  return `${dir}/driver-${vm}.log`;
 }
 
 /** How often the driver rewrites its heartbeat. */
 export const HEARTBEAT_MS = 5_000;
 
-/** The marker of file `n` when processes its tests started outlived it (their command lines). */
+/** The marker of unit `n` when processes its tests started outlived it (their command lines). */
 export function leftoverPath(dir: string, n: number): string {
   return `${dir}/${n}.leftover`;
 }
@@ -79,20 +104,44 @@ async function leftovers(group: number): Promise<string[]> {
   return new TextDecoder().decode(output.stdout).split("\n").filter((line) => line.trim() !== "");
 }
 
-/** How much of a killed file's output its timeout marker keeps. */
+/** How much of a killed unit's output its timeout marker keeps. */
 const TAIL_CHARS = 4000;
 
-async function runFile(spec: NestedSpec, n: number, endsAt: number): Promise<void> {
-  const file = spec.files[n];
+/** Claims unit `n` for this driver: false when another driver (or an earlier boot) has it. */
+async function claim(spec: NestedSpec, n: number): Promise<boolean> {
+  try {
+    await Deno.writeTextFile(startedPath(spec.reportDir, n), String(spec.vm), { createNew: true });
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) return false;
+    throw error;
+  }
+}
+
+/** A unit's name in the log: its file, and its test when the file has others. */
+function unitName(spec: NestedSpec, n: number): string {
+  const { file, names } = spec.units[n];
+  return names.length === 1 ? `${file} "${names[0]}"` : file;
+}
+
+async function runUnit(spec: NestedSpec, n: number, endsAt: number): Promise<void> {
+  const { file, names } = spec.units[n];
+  const label = unitName(spec, n);
   const started = performance.now();
-  const limitMs = Math.min(spec.fileTimeoutSeconds * 1000, endsAt - started);
+  const limitMs = Math.min(spec.unitTimeoutSeconds * 1000, endsAt - started);
   const limit = Math.round(limitMs / 1000);
-  const why = limitMs < spec.fileTimeoutSeconds * 1000 ? "the nested run's time ran out" : "deadline";
-  await Deno.writeTextFile(startedPath(spec.reportDir, n), "");
-  // setsid: the file's `deno test` leads a process group of its own, so a deadline kills the
+  const why = limitMs < spec.unitTimeoutSeconds * 1000 ? "the nested run's time ran out" : "deadline";
+  // setsid: the unit's `deno test` leads a process group of its own, so a deadline kills the
   // front-end processes its tests spawned too (they would keep the VM busy otherwise).
   const child = new Deno.Command("setsid", {
-    args: [Deno.execPath(), "test", ...spec.args, `--junit-path=${reportPath(spec.reportDir, n)}`, file],
+    args: [
+      Deno.execPath(),
+      "test",
+      ...spec.args,
+      `--filter=${exactNames(names)}`,
+      `--junit-path=${reportPath(spec.reportDir, n)}`,
+      file,
+    ],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -107,7 +156,7 @@ async function runFile(spec: NestedSpec, n: number, endsAt: number): Promise<voi
     }
   };
   const pumps = Promise.all([pump(child.stdout, Deno.stdout), pump(child.stderr, Deno.stderr)]);
-  running.set(child.pid, file);
+  running.set(child.pid, label);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -122,8 +171,8 @@ async function runFile(spec: NestedSpec, n: number, endsAt: number): Promise<voi
   clearTimeout(timer);
   await pumps.catch(() => {});
   const seconds = ((performance.now() - started) / 1000).toFixed(0);
-  // Whatever is left in the file's process group was started by its tests and outlived them: a
-  // leak (a guest still running eats the VM's CPUs and slows every file after it). Name and end it.
+  // Whatever is left in the unit's process group was started by its tests and outlived them: a
+  // leak (a guest still running eats the VM's CPUs and slows every unit after it). Name and end it.
   const left = await leftovers(child.pid);
   if (left.length > 0) {
     try {
@@ -132,16 +181,16 @@ async function runFile(spec: NestedSpec, n: number, endsAt: number): Promise<voi
       // gone by now
     }
     await Deno.writeTextFile(leftoverPath(spec.reportDir, n), left.join("\n"));
-    say(`nested: ${file}: ${left.length} process(es) outlived the file, killed:\n  ${left.join("\n  ")}`);
+    say(`nested: ${label}: ${left.length} process(es) outlived it, killed:\n  ${left.join("\n  ")}`);
   }
   if (timedOut) {
     await Deno.writeTextFile(
       timeoutPath(spec.reportDir, n),
       `killed after ${limit} s (${why}); its last output:\n${tail}`,
     );
-    say(`nested: ${file}: KILLED after ${limit} s (${why})`);
+    say(`nested: ${label}: KILLED after ${limit} s (${why})`);
   } else {
-    say(`nested: ${file}: exited ${status.code} after ${seconds} s`);
+    say(`nested: ${label}: exited ${status.code} after ${seconds} s`);
   }
 }
 
@@ -166,15 +215,15 @@ function say(line: string): void {
   emit(new TextEncoder().encode(`${line}\n`));
 }
 
-/** The files running now, by the pid of their `deno test`. */
+/** The units running now, by the pid of their `deno test`. */
 const running = new Map<number, string>();
-/** When a running file last printed. */
+/** When a running unit last printed. */
 let lastOutput = performance.now();
 /** After this long without output the driver prints what the VM is doing (a hang's evidence). */
 const QUIET_MS = 90_000;
 
 /**
- * What the VM is doing: the busiest processes, and for each running file every thread of its
+ * What the VM is doing: the busiest processes, and for each running unit every thread of its
  * process group with its state and where in the kernel it waits.
  */
 async function snapshot(): Promise<string> {
@@ -192,41 +241,41 @@ async function snapshot(): Promise<string> {
 
 async function main(specPath: string): Promise<void> {
   const spec: NestedSpec = JSON.parse(await Deno.readTextFile(specPath));
-  logPath = `${spec.reportDir}/driver.log`;
+  logPath = driverLogPath(spec.reportDir, spec.vm);
   const watchdog = setInterval(async () => {
     if (running.size === 0) return;
     const now = await snapshot();
-    Deno.writeTextFileSync(`${spec.reportDir}/watch.log`, now);
+    Deno.writeTextFileSync(`${spec.reportDir}/watch-${spec.vm}.log`, now);
     if (performance.now() - lastOutput < QUIET_MS) return;
     lastOutput = performance.now();
     say(`nested: no output for ${QUIET_MS / 1000} s; the VM now:\n${now}`);
   }, 15_000);
   const beat = () =>
     Deno.writeTextFile(
-      heartbeatPath(spec.reportDir),
+      heartbeatPath(spec.reportDir, spec.vm),
       `${new Date().toISOString()} ${[...running.values()]}\n`,
     )
       .catch(() => {});
   await beat();
   const heartbeat = setInterval(beat, HEARTBEAT_MS);
   const endsAt = performance.now() + (spec.budgetSeconds ?? Infinity) * 1000;
-  const mine = spec.run ?? [...spec.files.keys()];
-  const alone = new Set(spec.alone ?? []);
-  const shared = mine.filter((n) => !alone.has(n));
-  const skipLate = (n: number) => {
-    if (performance.now() < endsAt) return false;
-    say(`nested: ${spec.files[n]}: not started, the nested run's time ran out`);
-    return true;
-  };
   let next = 0;
   const lane = async () => {
-    while (next < shared.length) {
-      const n = shared[next++];
-      if (!skipLate(n)) await runFile(spec, n, endsAt);
+    while (next < spec.units.length) {
+      const n = next++;
+      if (performance.now() >= endsAt) {
+        if (!await claim(spec, n)) continue;
+        await Deno.writeTextFile(
+          timeoutPath(spec.reportDir, n),
+          "not started (the nested run's time ran out)",
+        );
+        say(`nested: ${unitName(spec, n)}: not started, the nested run's time ran out`);
+      } else if (await claim(spec, n)) {
+        await runUnit(spec, n, endsAt);
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, spec.jobs) }, lane));
-  for (const n of mine) if (alone.has(n) && !skipLate(n)) await runFile(spec, n, endsAt);
   clearInterval(watchdog);
   clearInterval(heartbeat);
   // The terminal is the VM's serial port: if it stalled, what it did not take is in the log already,

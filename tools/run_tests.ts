@@ -1,7 +1,7 @@
 /**
  * The README's test command (`deno task test`, `npm test`): runs every test on this host, then —
- * where this host has no hardware-style KVM — runs the files of the tests that skipped here inside
- * the nested KVM VM (one boot for all of them), and counts both sides in one closing line.
+ * where this host has no hardware-style KVM — runs the tests that skipped here inside nested KVM VMs
+ * (one per host core, two at most, sharing the work), and counts both sides in one closing line.
  *
  *   deno task test [deno test arguments…]
  *
@@ -11,13 +11,17 @@
 import { hostKvm } from "../kvm/mod.ts";
 import { NestedError, nestedMonitorCommand, runNested } from "../nested/nested_vm.ts";
 import {
+  driverLogPath,
   heartbeatPath,
   leftoverPath,
   type NestedSpec,
+  type NestedUnit,
   reportPath,
   startedPath,
   timeoutPath,
 } from "./_nested_tests.ts";
+
+export { exactNames } from "./_nested_tests.ts";
 
 /**
  * `deno test`'s permissions, the same on both sides: all of them, because Deno 2.9 lets a program read
@@ -26,11 +30,11 @@ import {
  */
 const PERMISSIONS = ["--allow-all"];
 /**
- * How long one test file may run inside the nested VM before it is killed and its tests count as
- * failed (the slowest, the Linux shell file, boots Linux eight times: 4–6 min, more when a stalled
- * boot is tried again): a hang guard.
+ * How long one unit (one test, or one file's tests) may run inside a nested VM before it is killed
+ * and its tests count as failed (a Linux boot tried eight times when it stalls takes 10 min and
+ * more): a hang guard.
  */
-const NESTED_FILE_TIMEOUT_SECONDS = 25 * 60;
+const NESTED_UNIT_TIMEOUT_SECONDS = 25 * 60;
 /**
  * The whole nested side's time, boots included (it takes 10–15 min): CI's 90 minutes must also hold
  * the installs, the checks and the host's own run, and a test run must end with its counts.
@@ -43,14 +47,17 @@ const NESTED_BUDGET_SECONDS = 55 * 60;
 const FROZEN_SECONDS = Number(Deno.env.get("KVM_TS_NESTED_FROZEN_S") ?? 240);
 /** How long the nested VM may take from QEMU's start to the driver's first heartbeat. */
 const BOOT_SECONDS = 300;
-/** Boots of the nested VM at most: the first, and one after each of up to two freezes. */
+/** Boots of each nested VM at most: the first, and one after each of up to two freezes. */
 const NESTED_BOOTS = 3;
 /** A boot is not worth starting with less time than this left. */
 const MIN_BOOT_SECONDS = 300;
-/** Test files that boot Linux: inside the nested VM they run one at a time, after the others. */
-const ALONE = /(^|\/)(linux_[a-z_]*|virtio_blk)_test\.ts$/;
-/** Test files run at once inside the nested VM (its one vCPU waits on a guest's I/O often enough). */
-const NESTED_JOBS = 2;
+/** Test files that boot Linux: each of their tests is a unit of its own, taken first. */
+const LINUX_BOOTS = /(^|\/)(linux_[a-z_]*|virtio_blk|snapshot_linux)_test\.ts$/;
+/**
+ * Nested VMs at once: one vCPU each (docs/nested-kvm.md), and so one host core each — a second VM
+ * does in parallel what a second job inside one VM could only interleave.
+ */
+const NESTED_VMS = Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1));
 /** One step of a Linux-console test may take this long inside the nested VM (its own hang guard). */
 const NESTED_STEP_DEADLINE_SECONDS = "240";
 /** Fewer VM create/destroy cycles in the leak test under TCG, where each costs ≈0.1 s. */
@@ -116,12 +123,6 @@ export function merge(host: readonly TestCase[], nested: readonly TestCase[]): T
   return host.map((c) => c.outcome === "skipped" && inside.has(key(c)) ? inside.get(key(c))! : c);
 }
 
-/** A `deno test --filter` regular expression that matches exactly `names`. */
-export function exactNames(names: readonly string[]): string {
-  const escaped = [...new Set(names)].map((name) => name.replace(/[\\^$.*+?()[\]{}|\/]/g, "\\$&"));
-  return `/^(?:${escaped.join("|")})$/`;
-}
-
 async function runHost(args: string[], junit: string): Promise<number> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["test", ...PERMISSIONS, "--doc", "--parallel", `--junit-path=${junit}`, ...args],
@@ -131,8 +132,10 @@ async function runHost(args: string[], junit: string): Promise<number> {
 }
 
 /**
- * The nested outcome of each test in `skipped`, from the per-file reports of `_nested_tests.ts`: a
- * test with no result fails, with the reason its file gives (killed at its deadline, or no report).
+ * The nested outcome of each test in `skipped`, from the per-unit reports of `_nested_tests.ts` (a
+ * unit's report also lists its file's other tests, filtered out: only the unit's own count). A test
+ * with no result fails, with the reason its unit gives (killed at its deadline, never started, or no
+ * report).
  *
  * @example
  * ```ts
@@ -142,27 +145,32 @@ async function runHost(args: string[], junit: string): Promise<number> {
  *   { file: "a_test.ts", name: "boots", outcome: "skipped" as const },
  *   { file: "b_test.ts", name: "hangs", outcome: "skipped" as const },
  * ];
- * const out = nestedOutcomes(skipped, ["a_test.ts", "b_test.ts"], [
+ * const out = nestedOutcomes(skipped, [{ file: "a_test.ts", names: ["boots"] }, { file: "b_test.ts", names: ["hangs"] }], [
  *   { cases: [{ file: "a_test.ts", name: "boots", outcome: "passed" }] },
- *   { cases: [], killed: "killed after 600 s" },
+ *   { cases: [], killed: "killed after 600 s (deadline); its last output: …" },
  * ]);
  * assert.deepEqual(out.map((c) => [c.name, c.outcome, c.reason]), [
  *   ["boots", "passed", undefined],
- *   ["hangs", "failed", "its file was killed after 600 s"],
+ *   ["hangs", "failed", "in the nested VM: killed after 600 s (deadline)"],
  * ]);
  * ```
  */
 export function nestedOutcomes(
   skipped: readonly TestCase[],
-  files: readonly string[],
+  units: readonly NestedUnit[],
   reports: readonly { cases: readonly TestCase[]; killed?: string; leftover?: string; status?: string }[],
 ): TestCase[] {
-  const key = (c: TestCase) => `${c.file}\0${c.name}`;
-  const found = new Map(reports.flatMap((r) => r.cases).map((c) => [key(c), c] as const));
+  const key = (file: string, name: string) => `${file.replace(/\$\d+-\d+$/, "")}\0${name}`;
+  const found = new Map(
+    reports.flatMap((r, n) =>
+      r.cases.filter((c) => units[n] && units[n].file === c.file && units[n].names.includes(c.name))
+    ).map((c) => [key(c.file, c.name), c] as const),
+  );
+  const unitOf = new Map(units.flatMap((u, n) => u.names.map((name) => [key(u.file, name), n] as const)));
   const leaks = reports.flatMap((r, n): TestCase[] =>
     r.leftover
       ? [{
-        file: files[n],
+        file: units[n].file,
         name: LEFTOVER_TEST,
         outcome: "failed",
         reason: `left running: ${r.leftover.split("\n").join("; ").slice(0, 300)}`,
@@ -171,15 +179,36 @@ export function nestedOutcomes(
   );
   return [
     ...skipped.map((c): TestCase => {
-      const result = found.get(key(c));
+      const result = found.get(key(c.file, c.name));
       if (result) return result;
-      const report = reports[files.indexOf(c.file.replace(/\$\d+-\d+$/, ""))];
+      const report = reports[unitOf.get(key(c.file, c.name)) ?? -1];
       const reason = report?.killed
-        ? `its file was ${report.killed.split("\n")[0].replace(/;.*$/, "")}`
+        ? `in the nested VM: ${report.killed.split("\n")[0].replace(/;.*$/, "")}`
         : `no result from the nested run${report?.status ? ` (${report.status})` : ""}`;
       return { ...c, outcome: "failed", reason };
     }),
     ...leaks,
+  ];
+}
+
+/**
+ * The nested side's units for the tests in `skipped`: each test of a file that boots Linux is a
+ * unit of its own (a boot is minutes, and the VMs share them best one at a time), taken first, the
+ * SMP ones (the longest) before the others; every other file is one unit with all its skipped tests.
+ */
+export function nestedUnits(skipped: readonly TestCase[]): NestedUnit[] {
+  const byFile = new Map<string, string[]>();
+  for (const c of skipped) {
+    const file = c.file.replace(/\$\d+-\d+$/, "");
+    byFile.set(file, [...byFile.get(file) ?? [], c.name]);
+  }
+  const files = [...byFile.keys()].sort();
+  const linux = files.filter((file) => LINUX_BOOTS.test(file))
+    .flatMap((file) => byFile.get(file)!.map((name) => ({ file, names: [name] })));
+  const smp = (u: NestedUnit) => /-smp [2-9]/.test(u.names[0]) ? 0 : 1;
+  return [
+    ...linux.map((u, i) => ({ u, i })).sort((a, b) => smp(a.u) - smp(b.u) || a.i - b.i).map(({ u }) => u),
+    ...files.filter((file) => !LINUX_BOOTS.test(file)).map((file) => ({ file, names: byFile.get(file)! })),
   ];
 }
 
@@ -196,9 +225,14 @@ async function settled(reportDir: string, n: number): Promise<boolean> {
   return await exists(reportPath(reportDir, n)) || await exists(timeoutPath(reportDir, n));
 }
 
-/** Prints what `path` gained since the last call (the driver's log, which it only appends to). */
-function tailer(path: string): () => Promise<void> {
+/**
+ * Prints what `path` gained since the last call (a driver's log, which it only appends to), whole
+ * lines only, each after `prefix` (the VM's name when several print at once).
+ */
+function tailer(path: string, prefix: string): () => Promise<void> {
   let offset = 0;
+  let partial = "";
+  const decoder = new TextDecoder();
   return async () => {
     let file: Deno.FsFile;
     try {
@@ -213,7 +247,11 @@ function tailer(path: string): () => Promise<void> {
         const n = await file.read(buffer);
         if (n === null || n === 0) break;
         offset += n;
-        Deno.stdout.writeSync(buffer.subarray(0, n));
+        const lines = (partial + decoder.decode(buffer.subarray(0, n), { stream: true })).split("\n");
+        partial = lines.pop()!;
+        if (lines.length > 0) {
+          Deno.stdout.writeSync(new TextEncoder().encode(lines.map((line) => `${prefix}${line}\n`).join("")));
+        }
       }
     } finally {
       file.close();
@@ -222,10 +260,11 @@ function tailer(path: string): () => Promise<void> {
 }
 
 /**
- * One boot of the nested VM running the files `run` of `spec`, watched from here: the driver's log is
- * printed as it grows (by `print`, which goes on where the last boot's left off) (read from the shared directory, so a stalled serial port hides nothing), and a
- * heartbeat silent for {@link FROZEN_SECONDS} (or none {@link BOOT_SECONDS} after QEMU started) means
- * the VM froze: its registers are printed and it is killed. How the boot ended, and whether it froze.
+ * One boot of a nested VM running the driver on `spec`, watched from here: the driver's log is
+ * printed as it grows (by `print`, which goes on where the last boot's left off; read from the
+ * shared directory, so a stalled serial port hides nothing), and a heartbeat silent for
+ * {@link FROZEN_SECONDS} (or none {@link BOOT_SECONDS} after QEMU started) means the VM froze: its
+ * registers are printed and it is killed. How the boot ended, and whether it froze.
  */
 async function bootNested(
   spec: NestedSpec,
@@ -234,10 +273,11 @@ async function bootNested(
   seconds: number,
   print: () => Promise<void>,
 ): Promise<{ ending: string; frozen: boolean }> {
-  const specPath = `${dir}/nested-spec-${boot}.json`;
+  const vm = spec.vm;
+  const specPath = `${dir}/nested-spec-${vm}-${boot}.json`;
   await Deno.writeTextFile(specPath, JSON.stringify(spec));
   const driver = decodeURIComponent(new URL("./_nested_tests.ts", import.meta.url).pathname);
-  const monitor = `${dir}/vm-monitor-${boot}.sock`;
+  const monitor = `${dir}/vm-monitor-${vm}-${boot}.sock`;
   const abort = new AbortController();
   let qemuStarted: number | undefined;
   let frozen = false;
@@ -247,7 +287,7 @@ async function bootNested(
     watching = true;
     try {
       await print();
-      const beat = await Deno.stat(heartbeatPath(spec.reportDir)).then(
+      const beat = await Deno.stat(heartbeatPath(spec.reportDir, vm)).then(
         (s) => s.mtime?.getTime(),
         () => undefined,
       );
@@ -258,7 +298,7 @@ async function bootNested(
       const registers = (await nestedMonitorCommand(monitor, "info registers")).split("\n")
         .filter((line) => /^(CPU#|R[A-Z0-9 ]{2}=|[CEDFGS]S =|CR0|EFER)/.test(line)).join("\n");
       console.log(
-        `\ntest: the nested VM ${beat === undefined ? "did not start the tests" : "froze"}: no heartbeat ` +
+        `\ntest: nested VM ${vm} ${beat === undefined ? "did not start the tests" : "froze"}: no heartbeat ` +
           `for ${quiet.toFixed(0)} s; its CPU then:\n${registers.trim() || "(its monitor did not answer)"}\n`,
       );
       abort.abort();
@@ -291,86 +331,96 @@ async function bootNested(
   } catch (error) {
     if (!(error instanceof NestedError)) throw error;
     ending = frozen ? "the nested VM froze and was killed" : error.message;
-    console.log(`test: ${ending}`);
+    console.log(`test: nested VM ${vm}: ${ending}`);
   } finally {
     clearInterval(watch);
     while (watching) await new Promise((resolve) => setTimeout(resolve, 100));
   }
   await print();
-  if (!await exists(`${spec.reportDir}/driver.log`) && console2.trim() !== "") {
-    console.log(`test: the nested VM's terminal said:\n${console2}`);
+  if (!await exists(driverLogPath(spec.reportDir, vm)) && console2.trim() !== "") {
+    console.log(`test: nested VM ${vm}'s terminal said:\n${console2}`);
   }
   return { ending, frozen };
 }
 
 /**
- * Runs `files` (filtered to the `skipped` tests) inside the nested VM with `_nested_tests.ts`, one
- * `deno test` per file with a deadline, and returns the nested outcome of every skipped test. All of
- * it fits {@link NESTED_BUDGET_SECONDS}; a VM that freezes is booted again for the files without an
- * outcome, except a file that was running in two freezes: its tests fail.
+ * Runs `units` inside {@link NESTED_VMS} nested VMs at once with `_nested_tests.ts`, one `deno test`
+ * per unit with a deadline; each VM's driver takes the next unit no other has claimed. Returns the
+ * nested outcome of every skipped test. All of it fits {@link NESTED_BUDGET_SECONDS}; a VM that
+ * freezes is booted again while units are left, and the unit it was running goes back to the queue,
+ * except a unit that was running in two freezes: its tests fail.
  */
-async function runNestedSide(skipped: TestCase[], files: string[], dir: string): Promise<TestCase[]> {
+async function runNestedSide(skipped: TestCase[], units: NestedUnit[], dir: string): Promise<TestCase[]> {
   const started = performance.now();
   const reportDir = `${dir}/nested`;
   await Deno.mkdir(reportDir);
   const left = () => NESTED_BUDGET_SECONDS - (performance.now() - started) / 1000;
-  console.log(`test: the nested run's log, readable while it runs: ${reportDir}/driver.log (and watch.log)`);
-  const print = tailer(`${reportDir}/driver.log`);
+  const vms = Array.from({ length: Math.min(NESTED_VMS, units.length) }, (_, i) => i + 1);
+  console.log(
+    `test: the nested run's logs, readable while it runs: ${
+      vms.map((vm) => driverLogPath(reportDir, vm)).join(", ")
+    }`,
+  );
   const freezes = new Map<number, number>();
-  const endings: string[] = [];
-  let todo = [...files.keys()];
-  for (let boot = 1; todo.length > 0 && boot <= NESTED_BOOTS; boot++) {
-    if (left() < MIN_BOOT_SECONDS) {
-      endings.push(`no time left for boot ${boot}`);
-      break;
+  const endings = new Map<number, string[]>(vms.map((vm) => [vm, []]));
+  const claimedBy = async (n: number) =>
+    Number(await Deno.readTextFile(startedPath(reportDir, n)).catch(() => "0")) || undefined;
+  const unclaimed = async () =>
+    (await Promise.all(units.map((_, n) => claimedBy(n)))).some((vm) => vm === undefined);
+  const lane = async (vm: number) => {
+    const print = tailer(driverLogPath(reportDir, vm), vms.length > 1 ? `[vm ${vm}] ` : "");
+    for (let boot = 1; boot <= NESTED_BOOTS && await unclaimed(); boot++) {
+      if (left() < MIN_BOOT_SECONDS) {
+        endings.get(vm)!.push(`no time left for boot ${boot}`);
+        break;
+      }
+      await Deno.remove(heartbeatPath(reportDir, vm)).catch(() => {});
+      if (boot > 1) console.log(`\ntest: booting nested VM ${vm} again (boot ${boot})`);
+      const { ending, frozen } = await bootNested(
+        {
+          args: [...PERMISSIONS, "--no-check"],
+          units,
+          reportDir,
+          unitTimeoutSeconds: NESTED_UNIT_TIMEOUT_SECONDS,
+          jobs: 1,
+          vm,
+          // What is left, less the boot and the power-off: the VM itself is killed at what is left.
+          budgetSeconds: Math.floor(left() - 180),
+        },
+        dir,
+        boot,
+        Math.floor(left()),
+        print,
+      );
+      endings.get(vm)!.push(ending);
+      if (!frozen) break;
+      // The unit it was running goes back to the queue, unless this is its second freeze.
+      for (const n of units.keys()) {
+        if (await settled(reportDir, n) || await claimedBy(n) !== vm) continue;
+        freezes.set(n, (freezes.get(n) ?? 0) + 1);
+        if (freezes.get(n)! < 2) await Deno.remove(startedPath(reportDir, n));
+      }
     }
-    for (const n of todo) await Deno.remove(startedPath(reportDir, n)).catch(() => {});
-    await Deno.remove(heartbeatPath(reportDir)).catch(() => {});
-    if (boot > 1) {
-      console.log(`\ntest: booting the nested VM again (boot ${boot}) for ${todo.length} file(s)`);
-    }
-    const { ending, frozen } = await bootNested(
-      {
-        args: [...PERMISSIONS, "--no-check", `--filter=${exactNames(skipped.map((c) => c.name))}`],
-        files,
-        reportDir,
-        fileTimeoutSeconds: NESTED_FILE_TIMEOUT_SECONDS,
-        jobs: NESTED_JOBS,
-        alone: files.flatMap((file, n) => ALONE.test(file) ? [n] : []),
-        run: todo,
-        // What is left, less the boot and the power-off: the VM itself is killed at what is left.
-        budgetSeconds: Math.floor(left() - 180),
-      },
-      dir,
-      boot,
-      Math.floor(left()),
-      print,
-    );
-    endings.push(ending);
-    if (!frozen) break;
-    const next: number[] = [];
-    for (const n of todo) {
-      if (await settled(reportDir, n)) continue;
-      if (await exists(startedPath(reportDir, n))) freezes.set(n, (freezes.get(n) ?? 0) + 1);
-      if ((freezes.get(n) ?? 0) < 2) next.push(n);
-    }
-    todo = next;
-  }
-  const ending = endings.join("; ");
-  const reports = await Promise.all(files.map(async (_, n) => ({
+  };
+  await Promise.all(vms.map(lane));
+  const ending = (vm: number | undefined) =>
+    vm === undefined ? "never started" : `nested VM ${vm}: ${endings.get(vm)!.join("; ")}`;
+  const reports = await Promise.all(units.map(async (_, n) => ({
     cases: parseJunit(await Deno.readTextFile(reportPath(reportDir, n)).catch(() => "")),
     killed: await Deno.readTextFile(timeoutPath(reportDir, n)).catch(() => undefined),
     leftover: await Deno.readTextFile(leftoverPath(reportDir, n)).catch(() => undefined),
-    status: (freezes.get(n) ?? 0) >= 2 ? "the nested VM froze twice while it ran" : ending,
+    status: (freezes.get(n) ?? 0) >= 2
+      ? "the nested VM froze twice while it ran"
+      : ending(await claimedBy(n)),
   })));
-  const outcomes = nestedOutcomes(skipped, files, reports);
+  const outcomes = nestedOutcomes(skipped, units, reports);
   const taken = count(outcomes);
   console.log(
-    `test: nested VM: ${taken.passed} passed, ${taken.failed} failed, ${taken.skipped} still skipped ` +
-      `in ${((performance.now() - started) / 1000).toFixed(0)} s (${ending})`,
+    `test: nested VMs: ${taken.passed} passed, ${taken.failed} failed, ${taken.skipped} still skipped ` +
+      `in ${((performance.now() - started) / 1000).toFixed(0)} s (${vms.map(ending).join("; ")})`,
   );
   reports.forEach((r, n) => {
-    if (r.killed) console.log(`\ntest: ${files[n]} was ${r.killed}\n`);
+    if (r.killed) console.log(`\ntest: ${units[n].file} ${JSON.stringify(units[n].names)} was ${r.killed}\n`);
   });
   return outcomes;
 }
@@ -391,16 +441,15 @@ async function main(args: string[]): Promise<number> {
     const kvm = hostKvm();
     const skipped = host.filter((c) => c.outcome === "skipped");
     if (kvm !== "hardware" && skipped.length > 0) {
-      const files = [...new Set(skipped.map((c) => c.file.replace(/\$\d+-\d+$/, "")))].sort();
+      const units = nestedUnits(skipped);
       const why = kvm === "none" ? "no /dev/kvm here" : "this host's KVM cannot run a stock kernel";
       console.log(
-        `\ntest: ${skipped.length} tests skipped on this host (${why}): running their ${files.length} files ` +
-          `inside a nested KVM VM under QEMU's emulator (${NESTED_JOBS} files at a time, ` +
-          `${NESTED_FILE_TIMEOUT_SECONDS / 60} min a file and ${
-            NESTED_BUDGET_SECONDS / 60
-          } min in all at most; slower)`,
+        `\ntest: ${skipped.length} tests skipped on this host (${why}): running them in ${units.length} ` +
+          `units inside ${Math.min(NESTED_VMS, units.length)} nested KVM VM(s) under QEMU's emulator ` +
+          `(${NESTED_UNIT_TIMEOUT_SECONDS / 60} min a unit and ${NESTED_BUDGET_SECONDS / 60} min in all at ` +
+          `most; slower)`,
       );
-      const nested = await runNestedSide(skipped, files, dir);
+      const nested = await runNestedSide(skipped, units, dir);
       cases = [...merge(host, nested), ...nested.filter((c) => c.name === LEFTOVER_TEST)];
     } else if (skipped.length > 0) {
       console.log(

@@ -5,10 +5,12 @@ import {
   LEFTOVER_TEST,
   merge,
   nestedOutcomes,
+  nestedUnits,
   parseJunit,
   type TestCase,
 } from "./run_tests.ts";
 import {
+  driverLogPath,
   heartbeatPath,
   leftoverPath,
   type NestedSpec,
@@ -77,10 +79,10 @@ Deno.test("a failure's reason is the first line of its message", () => {
 
 /** Runs the nested driver on `spec` (written to `dir`) on this host; what it printed. */
 async function runDriver(dir: string, spec: NestedSpec): Promise<string> {
-  await Deno.writeTextFile(`${dir}/spec.json`, JSON.stringify(spec));
+  await Deno.writeTextFile(`${dir}/spec-${spec.vm}.json`, JSON.stringify(spec));
   const driver = new URL("./_nested_tests.ts", import.meta.url).pathname;
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", driver, `${dir}/spec.json`],
+    args: ["run", "--allow-all", driver, `${dir}/spec-${spec.vm}.json`],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -89,10 +91,13 @@ async function runDriver(dir: string, spec: NestedSpec): Promise<string> {
   return text;
 }
 
-Deno.test("the nested driver runs each file with a deadline: a hung file is killed, the others report", async () => {
+Deno.test("the nested driver runs each unit with a deadline: a hung one is killed, the others report", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kvm-ts-driver-test-" });
   try {
-    await Deno.writeTextFile(`${dir}/quick_test.ts`, `Deno.test("quick", () => {});\n`);
+    await Deno.writeTextFile(
+      `${dir}/quick_test.ts`,
+      `Deno.test("quick", () => {});\nDeno.test("not this one", () => { throw new Error("ran"); });\n`,
+    );
     // The hung file also leaves a child behind: the process group kill must take it too.
     await Deno.writeTextFile(
       `${dir}/hung_test.ts`,
@@ -109,29 +114,32 @@ Deno.test("the nested driver runs each file with a deadline: a hung file is kill
     await Deno.mkdir(`${dir}/reports`);
     const spec: NestedSpec = {
       args: ["--allow-run", "--no-check"],
-      files: [`${dir}/hung_test.ts`, `${dir}/quick_test.ts`, `${dir}/leaky_test.ts`],
+      units: [
+        { file: `${dir}/hung_test.ts`, names: ["hung"] },
+        { file: `${dir}/quick_test.ts`, names: ["quick"] },
+        { file: `${dir}/leaky_test.ts`, names: ["leaky"] },
+      ],
       reportDir: `${dir}/reports`,
       // Long enough for a `deno test` to start on a loaded machine (3 s was not, with nested VMs busy).
-      fileTimeoutSeconds: 10,
+      unitTimeoutSeconds: 10,
       jobs: 2,
-      alone: [1], // the quick file runs by itself, after the others
+      vm: 1,
     };
     const text = await runDriver(dir, spec);
-    assert.match(text, /hung_test\.ts: KILLED after 10 s/);
-    assert.match(text, /quick_test\.ts: exited 0/);
-    assert.ok(
-      text.indexOf("quick_test.ts: exited") > text.indexOf("hung_test.ts: KILLED") &&
-        text.indexOf("quick_test.ts: exited") > text.indexOf("leaky_test.ts: exited"),
-      `a file marked alone runs after the others:\n${text}`,
+    assert.match(text, /hung_test\.ts "hung": KILLED after 10 s/);
+    assert.match(text, /quick_test\.ts "quick": exited 0/);
+    assert.equal(
+      await Deno.readTextFile(driverLogPath(spec.reportDir, 1)),
+      text,
+      "the log has all it printed",
     );
     const killed = await Deno.readTextFile(timeoutPath(spec.reportDir, 0));
     assert.match(killed, /^killed after 10 s/);
     assert.match(killed, /about to hang/);
     assert.deepEqual(
-      parseJunit(await Deno.readTextFile(reportPath(spec.reportDir, 1))).map((c) => c.outcome),
-      [
-        "passed",
-      ],
+      parseJunit(await Deno.readTextFile(reportPath(spec.reportDir, 1))).map((c) => [c.name, c.outcome]),
+      [["quick", "passed"], ["not this one", "skipped"]],
+      "only the unit's test ran (Deno lists the filtered-out one as skipped)",
     );
     await assert.rejects(Deno.stat(reportPath(spec.reportDir, 0)));
     assert.match(await Deno.readTextFile(leftoverPath(spec.reportDir, 2)), /^\d+ \S*sleep 988$/);
@@ -143,7 +151,7 @@ Deno.test("the nested driver runs each file with a deadline: a hung file is kill
   }
 });
 
-Deno.test("the nested driver keeps to its budget and this boot's files, with a heartbeat and start markers", async () => {
+Deno.test("the nested driver keeps to its budget and skips claimed units, with a heartbeat and claims", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kvm-ts-driver-test-" });
   try {
     for (const name of ["skipped", "first", "second"]) {
@@ -155,22 +163,26 @@ Deno.test("the nested driver keeps to its budget and this boot's files, with a h
     await Deno.mkdir(`${dir}/reports`);
     const spec: NestedSpec = {
       args: ["--no-check"],
-      files: ["skipped", "first", "second"].map((name) => `${dir}/${name}_test.ts`),
+      units: ["skipped", "first", "second"].map((name) => ({
+        file: `${dir}/${name}_test.ts`,
+        names: [name],
+      })),
       reportDir: `${dir}/reports`,
-      fileTimeoutSeconds: 60,
+      unitTimeoutSeconds: 60,
       jobs: 1,
-      run: [1, 2], // file 0 settled in an earlier boot
+      vm: 2,
       budgetSeconds: 3,
     };
+    await Deno.writeTextFile(startedPath(spec.reportDir, 0), "1"); // VM 1 has it
     const text = await runDriver(dir, spec);
-    assert.match(text, /first_test\.ts: KILLED after 3 s \(the nested run's time ran out\)/);
-    assert.match(text, /second_test\.ts: not started, the nested run's time ran out/);
+    assert.match(text, /first_test\.ts "first": KILLED after 3 s \(the nested run's time ran out\)/);
+    assert.match(text, /second_test\.ts "second": not started, the nested run's time ran out/);
     assert.doesNotMatch(text, /skipped_test/);
     assert.match(await Deno.readTextFile(timeoutPath(spec.reportDir, 1)), /^killed after 3 s \(the nested/);
-    await Deno.stat(startedPath(spec.reportDir, 1));
-    await assert.rejects(Deno.stat(startedPath(spec.reportDir, 0)));
-    await assert.rejects(Deno.stat(startedPath(spec.reportDir, 2)));
-    assert.match(await Deno.readTextFile(heartbeatPath(spec.reportDir)), /^\d{4}-\d\d-\d\dT/);
+    assert.match(await Deno.readTextFile(timeoutPath(spec.reportDir, 2)), /^not started \(the nested run's/);
+    assert.equal(await Deno.readTextFile(startedPath(spec.reportDir, 0)), "1");
+    assert.equal(await Deno.readTextFile(startedPath(spec.reportDir, 1)), "2");
+    assert.match(await Deno.readTextFile(heartbeatPath(spec.reportDir, 2)), /^\d{4}-\d\d-\d\dT/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -178,7 +190,7 @@ Deno.test("the nested driver keeps to its budget and this boot's files, with a h
 
 Deno.test("a nested file whose tests leave processes running fails once, naming them", () => {
   const skipped: TestCase[] = [{ file: "a_test.ts", name: "boots", outcome: "skipped" }];
-  const out = nestedOutcomes(skipped, ["a_test.ts"], [{
+  const out = nestedOutcomes(skipped, [{ file: "a_test.ts", names: ["boots"] }], [{
     cases: [{ file: "a_test.ts", name: "boots", outcome: "passed" }],
     leftover: "123 deno run main.ts -smp 2\n124 qemu",
   }]);
@@ -187,4 +199,80 @@ Deno.test("a nested file whose tests leave processes running fails once, naming 
     ["a_test.ts", LEFTOVER_TEST, "failed"],
   ]);
   assert.match(out[1].reason!, /123 deno run main\.ts -smp 2; 124 qemu/);
+});
+
+Deno.test("two nested drivers sharing a report folder run every unit once between them", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kvm-ts-driver-test-" });
+  try {
+    const names = ["a", "b", "c", "d", "e", "f"];
+    await Deno.writeTextFile(
+      `${dir}/many_test.ts`,
+      names.map((name) =>
+        `Deno.test("${name}", async () => { await new Promise((r) => setTimeout(r, 300)); });\n`
+      )
+        .join(""),
+    );
+    await Deno.mkdir(`${dir}/reports`);
+    const spec = (vm: number): NestedSpec => ({
+      args: ["--no-check"],
+      units: names.map((name) => ({ file: `${dir}/many_test.ts`, names: [name] })),
+      reportDir: `${dir}/reports`,
+      unitTimeoutSeconds: 60,
+      jobs: 1,
+      vm,
+    });
+    const [one, two] = await Promise.all([runDriver(dir, spec(1)), runDriver(dir, spec(2))]);
+    const ran = (text: string) => [...text.matchAll(/"(\w)": exited 0/g)].map((m) => m[1]);
+    assert.deepEqual([...ran(one), ...ran(two)].sort(), names, `each unit once:\n${one}\n${two}`);
+    assert.ok(ran(one).length > 0 && ran(two).length > 0, `both drivers took units:\n${one}\n${two}`);
+    for (const [n, name] of names.entries()) {
+      const vm = await Deno.readTextFile(startedPath(`${dir}/reports`, n));
+      assert.ok((vm === "1" ? ran(one) : ran(two)).includes(name), `unit ${n} claimed by the VM that ran it`);
+      const cases = parseJunit(await Deno.readTextFile(reportPath(`${dir}/reports`, n)));
+      assert.deepEqual(cases.filter((c) => c.outcome === "passed").map((c) => c.name), [name]);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("nested units: each Linux-boot test alone, SMP ones first; other files whole; doc tests by file", () => {
+  const skipped: TestCase[] = [
+    { file: "kvm/vcpu_test.ts", name: "guest debug", outcome: "skipped" },
+    { file: "tests/linux_shell_test.ts", name: "Linux: a shell", outcome: "skipped" },
+    { file: "tests/linux_shell_test.ts", name: "Linux -smp 2: a shell", outcome: "skipped" },
+    { file: "tests/snapshot_test.ts", name: "ring 3", outcome: "skipped" },
+    { file: "tests/snapshot_test.ts", name: "smp", outcome: "skipped" },
+    { file: "tests/snapshot_linux_test.ts", name: "Linux snapshot", outcome: "skipped" },
+    { file: "mod.ts$10-20", name: "mod.ts (example)", outcome: "skipped" },
+  ];
+  assert.deepEqual(nestedUnits(skipped), [
+    { file: "tests/linux_shell_test.ts", names: ["Linux -smp 2: a shell"] },
+    { file: "tests/linux_shell_test.ts", names: ["Linux: a shell"] },
+    { file: "tests/snapshot_linux_test.ts", names: ["Linux snapshot"] },
+    { file: "kvm/vcpu_test.ts", names: ["guest debug"] },
+    { file: "mod.ts", names: ["mod.ts (example)"] },
+    { file: "tests/snapshot_test.ts", names: ["ring 3", "smp"] },
+  ]);
+});
+
+Deno.test("a nested unit's report counts only its own tests; a test with none takes its unit's reason", () => {
+  const skipped: TestCase[] = [
+    { file: "a_test.ts", name: "one", outcome: "skipped" },
+    { file: "a_test.ts", name: "two", outcome: "skipped" },
+  ];
+  const units = [{ file: "a_test.ts", names: ["one"] }, { file: "a_test.ts", names: ["two"] }];
+  const out = nestedOutcomes(skipped, units, [
+    {
+      cases: [
+        { file: "a_test.ts", name: "one", outcome: "passed" },
+        { file: "a_test.ts", name: "two", outcome: "skipped" }, // filtered out in this unit
+      ],
+    },
+    { cases: [], status: "nested VM 2: the nested VM froze and was killed" },
+  ]);
+  assert.deepEqual(out.map((c) => [c.name, c.outcome, c.reason]), [
+    ["one", "passed", undefined],
+    ["two", "failed", "no result from the nested run (nested VM 2: the nested VM froze and was killed)"],
+  ]);
 });
