@@ -51,7 +51,7 @@ const BOOT_SECONDS = 300;
 const NESTED_BOOTS = 3;
 /** A boot is not worth starting with less time than this left. */
 const MIN_BOOT_SECONDS = 300;
-/** Test files that boot Linux: each of their tests is a unit of its own, taken first. */
+/** Test files that boot Linux: their tests are taken first. */
 const LINUX_BOOTS = /(^|\/)(linux_[a-z_]*|virtio_blk|snapshot_linux)_test\.ts$/;
 /**
  * Nested VMs at once: one vCPU each (docs/nested-kvm.md), and so one host core each — a second VM
@@ -192,24 +192,17 @@ export function nestedOutcomes(
 }
 
 /**
- * The nested side's units for the tests in `skipped`: each test of a file that boots Linux is a
- * unit of its own (a boot is minutes, and the VMs share them best one at a time), taken first, the
- * SMP ones (the longest) before the others; every other file is one unit with all its skipped tests.
+ * The nested side's units for the tests in `skipped`: each test is a unit of its own (a Linux boot is
+ * minutes, some other tests two, and the VMs share them best one at a time; a `deno test` costs a
+ * few seconds to start in there), the Linux boots first, the SMP ones (the longest) before the
+ * others, then the rest in file order.
  */
 export function nestedUnits(skipped: readonly TestCase[]): NestedUnit[] {
-  const byFile = new Map<string, string[]>();
-  for (const c of skipped) {
-    const file = c.file.replace(/\$\d+-\d+$/, "");
-    byFile.set(file, [...byFile.get(file) ?? [], c.name]);
-  }
-  const files = [...byFile.keys()].sort();
-  const linux = files.filter((file) => LINUX_BOOTS.test(file))
-    .flatMap((file) => byFile.get(file)!.map((name) => ({ file, names: [name] })));
-  const smp = (u: NestedUnit) => /-smp [2-9]/.test(u.names[0]) ? 0 : 1;
-  return [
-    ...linux.map((u, i) => ({ u, i })).sort((a, b) => smp(a.u) - smp(b.u) || a.i - b.i).map(({ u }) => u),
-    ...files.filter((file) => !LINUX_BOOTS.test(file)).map((file) => ({ file, names: byFile.get(file)! })),
-  ];
+  const units = skipped.map((c) => ({ file: c.file.replace(/\$\d+-\d+$/, ""), names: [c.name] }));
+  const rank = (u: NestedUnit) => !LINUX_BOOTS.test(u.file) ? 2 : /-smp [2-9]/.test(u.names[0]) ? 0 : 1;
+  return units.map((u, i) => ({ u, i }))
+    .sort((a, b) => rank(a.u) - rank(b.u) || a.u.file.localeCompare(b.u.file) || a.i - b.i)
+    .map(({ u }) => u);
 }
 
 /** The name of the failure a test file gets when processes its tests started outlive it. */
