@@ -229,25 +229,34 @@ for (const { smp, acpi, end } of SMP_RUNS) {
   });
 }
 
-Deno.test({
-  name: "Linux with -reboot: reboot -f in the guest boots it again, and Ctrl-A x quits with status 0",
-  ignore: skip !== undefined,
-  sanitizeResources: false,
-  fn: retryNestedStalls(async () => {
+/** A test that runs the shell initramfs with `-reboot` and goes on, in `body`, from its first prompt. */
+function fromFirstPromptWithReboot(
+  body: (guest: GuestConsole, initrd: string, at: number) => Promise<void>,
+): () => Promise<void> {
+  return retryNestedStalls(async () => {
     const cmdline = "console=ttyS0 quiet panic=-1";
     await withInitramfs(async (initrd) => {
       await using guest = new GuestConsole(
         ["-m", `${RAM_MIB}M`, "-reboot", "-kernel", KERNEL!, "-initrd", initrd, "-append", cmdline],
       );
-      let at = (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), 0, "the first shell prompt")).end;
-      await guest.type("reboot -f\r");
-      at = (await guest.waitFor(new RegExp(escape(INIT_MARKER)), at, "a second boot to /init")).end;
-      at = (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), at, "the second shell prompt")).end;
-      const answer = await guest.command("echo $((6*7))", at);
-      assert.match(answer.output, /^42\r?$/m, answer.output);
-      await guest.type("\x01x");
-      assert.equal(await guest.status(), 0, guest.text.slice(answer.end));
+      const at = (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), 0, "the first shell prompt")).end;
+      await body(guest, initrd, at);
     });
+  });
+}
+
+Deno.test({
+  name: "Linux with -reboot: reboot -f in the guest boots it again, and Ctrl-A x quits with status 0",
+  ignore: skip !== undefined,
+  sanitizeResources: false,
+  fn: fromFirstPromptWithReboot(async (guest, _initrd, at) => {
+    await guest.type("reboot -f\r");
+    at = (await guest.waitFor(new RegExp(escape(INIT_MARKER)), at, "a second boot to /init")).end;
+    at = (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), at, "the second shell prompt")).end;
+    const answer = await guest.command("echo $((6*7))", at);
+    assert.match(answer.output, /^42\r?$/m, answer.output);
+    await guest.type("\x01x");
+    assert.equal(await guest.status(), 0, guest.text.slice(answer.end));
   }),
 });
 
@@ -256,24 +265,17 @@ Deno.test({
     "Linux with -reboot: an initrd whose size changed since the start ends the reboot with one line, status 1",
   ignore: skip !== undefined,
   sanitizeResources: false,
-  fn: retryNestedStalls(async () => {
-    const cmdline = "console=ttyS0 quiet panic=-1";
-    await withInitramfs(async (initrd) => {
-      await using guest = new GuestConsole(
-        ["-m", `${RAM_MIB}M`, "-reboot", "-kernel", KERNEL!, "-initrd", initrd, "-append", cmdline],
-      );
-      const at = (await guest.waitFor(new RegExp(escape(SHELL_PROMPT)), 0, "the first shell prompt")).end;
-      // The file is read again at the reset (it is not held in memory): now it is 512 bytes longer.
-      const size = Deno.statSync(initrd).size;
-      Deno.writeFileSync(initrd, new Uint8Array(512), { append: true });
-      await guest.type("reboot -f\r");
-      assert.equal(await guest.status(), 1, guest.text.slice(at));
-      const lines = guest.text.slice(at).split(/\r?\n/).filter((l) => l.startsWith("error: "));
-      assert.deepEqual(lines, [
-        `error: -initrd ${initrd}: the file changed since it was opened (${size} bytes when it was opened, ` +
-        `${size + 512} now)`,
-      ]);
-    });
+  fn: fromFirstPromptWithReboot(async (guest, initrd, at) => {
+    // The file is read again at the reset (it is not held in memory): now it is 512 bytes longer.
+    const size = Deno.statSync(initrd).size;
+    Deno.writeFileSync(initrd, new Uint8Array(512), { append: true });
+    await guest.type("reboot -f\r");
+    assert.equal(await guest.status(), 1, guest.text.slice(at));
+    const lines = guest.text.slice(at).split(/\r?\n/).filter((l) => l.startsWith("error: "));
+    assert.deepEqual(lines, [
+      `error: -initrd ${initrd}: the file changed since it was opened (${size} bytes when it was opened, ` +
+      `${size + 512} now)`,
+    ]);
   }),
 });
 
