@@ -81,8 +81,9 @@ export class GuestConsole implements AsyncDisposable {
    * Waits until the output from `from` on matches `pattern`; returns the match and where it ends.
    * While a boot is awaited inside the nested KVM VM (`probe`, on by default for the /init marker,
    * the first prompt and a kernel banner), a console quiet for 30 s has the monitor sample every vCPU
-   * each 5 s; a vCPU found three times in a row at the same RIP with interrupts off is wedged (the
-   * emulator's stall, see {@link retryNestedStalls}) and ends the wait at once with a GuestStall.
+   * each 5 s; a vCPU in protected mode found eight times in a row at the same RIP with interrupts off
+   * is wedged (the emulator's stall, see {@link retryNestedStalls}) and ends the wait at once with a
+   * GuestStall.
    */
   async waitFor(
     pattern: RegExp,
@@ -93,7 +94,7 @@ export class GuestConsole implements AsyncDisposable {
     const deadline = Date.now() + STEP_DEADLINE_MS;
     let seen = this.#text.length;
     let quietSince = Date.now();
-    const samples: { rip: string; interrupts: boolean }[][] = [];
+    const samples: ReturnType<typeof parseRegisters>[] = [];
     for (;;) {
       const match = pattern.exec(this.#text.slice(from));
       if (match) return { match, end: from + match.index + match[0].length };
@@ -112,15 +113,18 @@ export class GuestConsole implements AsyncDisposable {
       } else if (probe && Date.now() - quietSince >= QUIET_BEFORE_PROBE_MS) {
         samples.push(parseRegisters(await this.#monitor("info registers -a")));
         seen = this.#text.length; // the monitor's own answer is not the guest's progress
-        const wedged = samples.length >= 3 &&
+        // A vCPU still in real mode is an application processor waiting for its start-up IPI (at the
+        // reset vector, interrupts off), not a wedged one.
+        const wedged = samples.length >= WEDGED_SAMPLES &&
           samples.at(-1)!.some((cpu, i) =>
-            samples.slice(-3).every((sample) =>
-              sample[i] && !sample[i].interrupts && sample[i].rip === cpu.rip
+            samples.slice(-WEDGED_SAMPLES).every((sample) =>
+              sample[i] && sample[i].protectedMode && !sample[i].interrupts && sample[i].rip === cpu.rip
             )
           );
         if (wedged) {
           throw new GuestStall(
-            `no ${what}: a vCPU is wedged with interrupts off at the same RIP in three samples 5 s apart:\n` +
+            `no ${what}: a vCPU is wedged with interrupts off at the same RIP in ${WEDGED_SAMPLES} samples ` +
+              `${PROBE_INTERVAL_MS / 1000} s apart:\n` +
               `${this.#text}\n${await this.#evidence()}`,
           );
         }
@@ -214,16 +218,30 @@ const INSIDE_NESTED = Deno.env.get("KVM_TS_NESTED") === "1";
 const QUIET_BEFORE_PROBE_MS = 30_000;
 /** Time between two looks. */
 const PROBE_INTERVAL_MS = 5_000;
+/**
+ * Looks in a row that must find a vCPU at the same RIP with interrupts off before it counts as
+ * wedged: 35 s. A stall of the emulator is for good, so waiting longer costs a stalled boot little,
+ * while a slow machine can keep a healthy boot in one interrupts-off spot for ten seconds and more.
+ */
+const WEDGED_SAMPLES = 8;
 /** The waits that are a boot: the /init marker, a first shell prompt, a kernel banner, the facts' end. */
 const BOOT_PATTERNS = [escape(INIT_MARKER), escape(SHELL_PROMPT), "Linux version", "FACTS-END"]
   .map((text) => new RegExp(text).source);
 
-/** Each vCPU's RIP and interrupt flag from `info registers -a` output, in vCPU order. */
-export function parseRegisters(text: string): { rip: string; interrupts: boolean }[] {
-  return [...text.matchAll(/RIP=([0-9a-f]{16}) RFL=([0-9a-f]{8})/g)].map((m) => ({
-    rip: m[1],
-    interrupts: (parseInt(m[2], 16) & 0x200) !== 0,
-  }));
+/**
+ * Each vCPU's RIP, interrupt flag and CR0.PE (protected mode) from `info registers -a` output, in
+ * vCPU order.
+ */
+export function parseRegisters(text: string): { rip: string; interrupts: boolean; protectedMode: boolean }[] {
+  return [...text.matchAll(/RIP=([0-9a-f]{16}) RFL=([0-9a-f]{8})(?:(?!RIP=)[\s\S])*?CR0=([0-9a-f]{8})/g)].map(
+    (
+      m,
+    ) => ({
+      rip: m[1],
+      interrupts: (parseInt(m[2], 16) & 0x200) !== 0,
+      protectedMode: (parseInt(m[3], 16) & 1) !== 0,
+    }),
+  );
 }
 
 export class GuestStall extends Error {

@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import { GuestStall, parseRegisters, retryNestedStalls } from "./_guest_console.ts";
 
-Deno.test("the stall probe reads each vCPU's RIP and interrupt flag from info registers -a", () => {
+Deno.test("the stall probe reads each vCPU's RIP, interrupt flag and CR0.PE from info registers -a", () => {
   const text = "(qemu) info registers -a\nCPU#0\nRAX=0\nRIP=ffffffff81a5a1a9 RFL=00000002\nCS =0010\n" +
-    "CPU#1\nRIP=ffffffff81000000 RFL=00000246\n(qemu) ";
+    "CR0=80050033 CR2=0000000000000000\n" +
+    "CPU#1\nRIP=000000000000fff0 RFL=00000002\nCS =f000\nCR0=60000010 CR2=0\n" +
+    "CPU#2\nRIP=ffffffff81000000 RFL=00000246\nCR0=80050033\n(qemu) ";
   assert.deepEqual(parseRegisters(text), [
-    { rip: "ffffffff81a5a1a9", interrupts: false },
-    { rip: "ffffffff81000000", interrupts: true },
+    { rip: "ffffffff81a5a1a9", interrupts: false, protectedMode: true },
+    { rip: "000000000000fff0", interrupts: false, protectedMode: false },
+    { rip: "ffffffff81000000", interrupts: true, protectedMode: true },
   ]);
   assert.deepEqual(parseRegisters("info: unknown item"), []);
 });
