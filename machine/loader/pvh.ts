@@ -108,6 +108,11 @@ const align4 = (n: number) => (n + 3) & ~3;
 export function findPvhEntry(image: Uint8Array | ImageSource): bigint | undefined {
   const source = imageSource(image);
   parseVmlinux(source); // the header, program headers and notes are sound past this point
+  return pvhEntryOf(source);
+}
+
+/** {@link findPvhEntry} for an image `parseVmlinux` has already accepted. */
+function pvhEntryOf(source: ImageSource): bigint | undefined {
   const { phentsize, phnum, table } = elf64Headers(source);
   for (let i = 0; i < phnum; i++) {
     const ph = i * phentsize;
@@ -173,7 +178,7 @@ export function loadPvh(image: Uint8Array | ImageSource, options: PvhOptions): B
   const format = "pvh";
   const source = imageSource(image);
   const kernel = parseVmlinux(source);
-  const entry = findPvhEntry(source);
+  const entry = pvhEntryOf(source);
   if (entry === undefined) {
     throw new LoaderError(
       "NO_PVH_NOTE",
