@@ -248,28 +248,29 @@ function readState(dir: string): { state: SnapshotState; crc: number } {
 export function readSnapshotChain(dir: string): ChainLink[] {
   const chain: ChainLink[] = [];
   let current = dir;
+  // Each state file is read and decoded once: a base read to check a diff is the next link.
+  let link = readState(current);
   for (;;) {
-    const { state, crc } = readState(current);
+    const { state, crc } = link;
     chain.unshift({ dir: current, state, reference: { dir: absolute(current), id: state.memory.id, crc } });
     const base = state.memory.base;
     if (base === null) break;
     if (chain.length > MAX_CHAIN) {
       throw new SnapshotMismatchError(`snapshot ${dir}: more than ${MAX_CHAIN} diffs`);
     }
-    let next: { state: SnapshotState; crc: number };
     try {
-      next = readState(base.dir);
+      link = readState(base.dir);
     } catch (error) {
       throw new SnapshotMismatchError(
         `snapshot ${current} is a diff on ${base.dir}, which cannot be used: ${(error as Error).message}`,
       );
     }
-    if (next.state.memory.id !== base.id || next.crc !== base.crc) {
+    if (link.state.memory.id !== base.id || link.crc !== base.crc) {
       throw new SnapshotMismatchError(
         `snapshot ${current} is a diff on ${base.dir}, but that directory now holds another snapshot`,
       );
     }
-    if (next.state.board.ramSize !== state.board.ramSize) {
+    if (link.state.board.ramSize !== state.board.ramSize) {
       throw new SnapshotMismatchError(
         `snapshot ${current} and its base ${base.dir} have different RAM sizes`,
       );
