@@ -321,34 +321,27 @@ export interface VcpuResetState {
  * What a host offers is what a guest booted here would see. On a hardware KVM that is the leaves
  * made from `KVM_GET_SUPPORTED_CPUID`. A KVM may present more than it reports as supported (kvm_pvm
  * answers `KVM_GET_CPUID2` with the host's own feature bits, which its guests do see): when the
- * supported leaves fall short, a throwaway vCPU given those leaves says what it really presents,
- * and only bits missing from that too are refused.
+ * supported leaves fall short, the restore's own vCPU `i`, created with those leaves as for a boot
+ * and not yet given its saved state, says what it really presents (`presented(i)`), and only bits
+ * missing from that too are refused.
  */
-function checkCpuid(dir: string, vcpus: readonly VcpuState[], kvm: Kvm): void {
+function checkCpuid(
+  dir: string,
+  vcpus: readonly VcpuState[],
+  kvm: Kvm,
+  presented: (i: number) => CpuidEntry[],
+): void {
   const supported = kvm.supportedCpuid();
-  // The feature bits do not depend on the vCPU (only the APIC id does): one probe serves them all.
-  let presented: CpuidEntry[] | undefined;
   vcpus.forEach((saved, i) => {
     const offered = linuxCpuid(supported, { apicId: i, cpuCount: vcpus.length });
     let lacking = cpuidFeaturesLacking(saved.cpuid, offered);
-    if (lacking.length > 0) {
-      presented ??= presentedCpuid(kvm, offered);
-      lacking = cpuidFeaturesLacking(saved.cpuid, presented);
-    }
+    if (lacking.length > 0) lacking = cpuidFeaturesLacking(saved.cpuid, presented(i));
     if (lacking.length > 0) {
       throw new SnapshotMismatchError(
         `snapshot ${dir}: vCPU ${i} saw CPU features this host's KVM lacks (${lacking.join(", ")})`,
       );
     }
   });
-}
-
-/** The CPUID a vCPU of this host's KVM presents after `KVM_SET_CPUID2` with `leaves` (a throwaway VM). */
-function presentedCpuid(kvm: Kvm, leaves: CpuidEntry[]): CpuidEntry[] {
-  using vm = kvm.createVm();
-  using vcpu = vm.createVcpu(0);
-  vcpu.setCpuid2(leaves);
-  return vcpu.getCpuid2();
 }
 
 /** Step 6, keeping each vCPU's {@link VcpuResetState} for {@link resetPcVcpus}. */
@@ -613,7 +606,6 @@ export class PcMachine implements Disposable {
     try {
       const kvm = options.kvm ?? Kvm.open();
       if (!options.kvm) cleanup.push(kvm);
-      checkCpuid(dir, state.vcpus, kvm);
       const vm = createPcVm(kvm);
       cleanup.push(vm);
       const [ram, bios, rom] = mapMemoryChain(
@@ -637,6 +629,8 @@ export class PcMachine implements Disposable {
       pc.map.ram.setLog(true, DirtyLogClient.MIGRATION);
       const kvmListener = attachKvm(pc, vm, options.traceMemslots);
       const { vcpus, resetStates } = createPcVcpusWithResetState(kvm, vm, board.cpus);
+      // Each vCPU has the CPUID a boot here would give it: what it presents is what this host offers.
+      checkCpuid(dir, state.vcpus, kvm, (i) => vcpus[i].getCpuid2());
       const coalesced = attachCoalescedRing(pc, vm, vcpus[0]);
       if (coalesced) cleanup.push(coalesced);
       state.vm.irqchips.forEach((chip, id) => vm.setIrqchip(id, chip));
