@@ -114,11 +114,17 @@ export class PcBoard implements Disposable {
   /** The PCI devices of {@link PcBoardOptions.pciDevices}, with their slots. */
   readonly pciDevices: readonly PcPciDevice[];
   /** Tables placed in guest memory before the guest starts (the MP table, the ACPI tables). */
-  readonly firmwareTables: readonly FirmwareTable[];
+  get firmwareTables(): readonly FirmwareTable[] {
+    return this.#guestTables().firmwareTables;
+  }
   /** Where the ACPI RSDP is (for the loaders), or undefined when RAM has no room for the tables. */
-  readonly rsdpAddress: bigint | undefined;
+  get rsdpAddress(): bigint | undefined {
+    return this.#guestTables().rsdpAddress;
+  }
   /** The e820 map the board reports. */
-  readonly e820: readonly E820Entry[];
+  get e820(): readonly E820Entry[] {
+    return this.#guestTables().e820;
+  }
   /** The "memory" address space. */
   readonly memory: AddressSpace;
   /** The CPU's view of memory (shares the FlatView of "memory", as in QEMU). */
@@ -133,6 +139,9 @@ export class PcBoard implements Disposable {
    */
   readonly #pendingInput: number[] = [];
   #closed = false;
+  /** What {@link pcGuestTables} is asked for, and its answer once something needed it. */
+  readonly #tablesOptions: PcGuestTablesOptions;
+  #tables: PcGuestTables | undefined;
 
   private constructor(parts: {
     map: PcMemory;
@@ -143,9 +152,7 @@ export class PcBoard implements Disposable {
     acpiPm: AcpiPm;
     pci: PciHost;
     pciDevices: PcPciDevice[];
-    firmwareTables: FirmwareTable[];
-    rsdpAddress: bigint | undefined;
-    e820: E820Entry[];
+    tables: PcGuestTablesOptions;
   }) {
     this.map = parts.map;
     this.split = parts.map.split;
@@ -156,9 +163,7 @@ export class PcBoard implements Disposable {
     this.acpiPm = parts.acpiPm;
     this.pci = parts.pci;
     this.pciDevices = parts.pciDevices;
-    this.firmwareTables = parts.firmwareTables;
-    this.rsdpAddress = parts.rsdpAddress;
-    this.e820 = parts.e820;
+    this.#tablesOptions = parts.tables;
     // The whole board first, then the address spaces: each renders once (a KVM listener registered
     // later maps every memslot in one replay).
     this.memory = new AddressSpace(parts.map.system, "memory");
@@ -221,18 +226,18 @@ export class PcBoard implements Disposable {
     // No firmware runs before a -kernel guest: the board assigns the BARs as SeaBIOS would.
     assignPciBars(pci, map.split.below4g);
 
-    const { firmwareTables, e820, rsdpAddress } = pcGuestTables({
-      ramSize: options.ramSize,
-      firmwareSize: biosSize,
-      cpus,
-      pciDevices: pciDevices.length,
-    });
-
+    // The tables are built when first needed: by a boot, a reset, or the e820 map's reader (a
+    // restore needs none of them: they are in the guest's memory already).
+    const tables = { ramSize: options.ramSize, firmwareSize: biosSize, cpus, pciDevices: pciDevices.length };
     const board = self.board = new PcBoard(
-      { map, cpus, firmware, devices, uart, acpiPm, pci, pciDevices, firmwareTables, rsdpAddress, e820 },
+      { map, cpus, firmware, devices, uart, acpiPm, pci, pciDevices, tables },
     );
     board.memory.writeRom(BIOS_END - biosSize, firmware);
     return board;
+  }
+
+  #guestTables(): PcGuestTables {
+    return this.#tables ??= pcGuestTables(this.#tablesOptions);
   }
 
   /** Bytes typed on the console, for COM1: queued, and fed as fast as the guest reads them. */
