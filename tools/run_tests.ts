@@ -220,18 +220,23 @@ async function settled(reportDir: string, n: number): Promise<boolean> {
 
 /**
  * Prints what `path` gained since the last call (a driver's log, which it only appends to), whole
- * lines only, each after `prefix` (the VM's name when several print at once).
+ * lines only, each after `prefix` (the VM's name when several print at once); `end` prints a last
+ * line cut short too (a VM killed mid-line), so the next boot's log starts on a line of its own.
  */
-function tailer(path: string, prefix: string): () => Promise<void> {
+function tailer(path: string, prefix: string): (end?: boolean) => Promise<void> {
   let offset = 0;
   let partial = "";
   const decoder = new TextDecoder();
-  return async () => {
+  const flush = (end: boolean) => {
+    if (end && partial !== "") Deno.stdout.writeSync(new TextEncoder().encode(`${prefix}${partial}\n`));
+    if (end) partial = "";
+  };
+  return async (end = false) => {
     let file: Deno.FsFile;
     try {
       file = await Deno.open(path);
     } catch {
-      return;
+      return flush(end);
     }
     try {
       await file.seek(offset, Deno.SeekMode.Start);
@@ -249,6 +254,7 @@ function tailer(path: string, prefix: string): () => Promise<void> {
     } finally {
       file.close();
     }
+    flush(end);
   };
 }
 
@@ -385,6 +391,7 @@ async function runNestedSide(skipped: TestCase[], units: NestedUnit[], dir: stri
         Math.floor(left()),
         print,
       );
+      await print(true);
       endings.get(vm)!.push(ending);
       if (!frozen) break;
       // The unit it was running goes back to the queue, unless this is its second freeze.
