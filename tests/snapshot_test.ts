@@ -72,12 +72,15 @@ async function snapshotAndRestore(
   const taken: number[] = [];
   for (const [i, point] of points.entries()) {
     const snap = `${dir}/snap-${i}`;
-    const serial = ["-serial", `file:${dir}/orig.txt`];
+    // A serial file of its own for each run: the front-end opens (and truncates) it only once its
+    // inputs are checked, and a line the last run left there must not start this run's snapshot.
+    const origFile = `${dir}/orig-${i}.txt`;
+    const serial = ["-serial", `file:${origFile}`];
     const orig = typeof point === "string"
       ? await run([...args, ...serial, "--snapshot-to", snap, "--snapshot-after", point])
-      : await snapshotOnSerial([...args, ...serial], `${dir}/orig.txt`, point.line, snap, `${dir}/qmp.sock`);
+      : await snapshotOnSerial([...args, ...serial], origFile, point.line, snap, `${dir}/qmp-${i}.sock`);
     assert.equal(orig.code, full.code, orig.stderr);
-    assert.equal(read(`${dir}/orig.txt`), expected); // taking it changed nothing
+    assert.equal(read(origFile), expected); // taking it changed nothing
     const landed = (() => {
       try {
         return Deno.statSync(`${snap}/state`).isFile;
@@ -96,7 +99,7 @@ async function snapshotAndRestore(
     );
     const restored = await run(["-serial", `file:${dir}/restored.txt`, "--restore", snap]);
     assert.equal(restored.code, full.code, restored.stderr);
-    assert.equal(read(`${dir}/restored.txt`), read(`${dir}/orig.txt`).slice(cut));
+    assert.equal(read(`${dir}/restored.txt`), read(origFile).slice(cut));
     taken.push(cpl);
   }
   return taken;
