@@ -250,18 +250,17 @@ export class PciFunction implements PciDevice, Snapshottable {
   updateMappings(): void {
     for (let i = 0; i < PCI_BAR_COUNT; i++) {
       const bar = this.#bars[i];
-      if (!bar) continue;
-      const target = this.#barTarget(i, bar);
-      if (target === bar.addr) continue;
-      const space = bar.type & PciBarType.IO ? this.bus.io : this.bus.memory;
-      if (bar.addr !== UNMAPPED) space.removeSubregion(bar.region);
-      bar.addr = target;
-      if (target !== UNMAPPED) this.#map(bar, space, target);
+      if (bar && this.#barTarget(i, bar) !== bar.addr) this.#place(i, bar);
     }
   }
 
-  #map(bar: Bar, space: MemoryRegion, target: bigint): void {
-    space.addSubregionOverlap(target, bar.region, 1);
+  /** Removes BAR `i` from its container if mapped and adds it again where the config says, if anywhere. */
+  #place(i: number, bar: Bar): void {
+    const space = bar.type & PciBarType.IO ? this.bus.io : this.bus.memory;
+    if (bar.addr !== UNMAPPED) space.removeSubregion(bar.region);
+    bar.addr = this.#barTarget(i, bar);
+    if (bar.addr === UNMAPPED) return;
+    space.addSubregionOverlap(bar.addr, bar.region, 1);
     bar.mappedAt = ++this.#mapCount;
   }
 
@@ -279,11 +278,7 @@ export class PciFunction implements PciDevice, Snapshottable {
     const rest = [...this.#bars.keys()].filter((i) => !order.includes(i));
     for (const i of [...order, ...rest]) {
       const bar = this.#bars[i];
-      if (!bar) continue;
-      const space = bar.type & PciBarType.IO ? this.bus.io : this.bus.memory;
-      if (bar.addr !== UNMAPPED) space.removeSubregion(bar.region);
-      bar.addr = this.#barTarget(i, bar);
-      if (bar.addr !== UNMAPPED) this.#map(bar, space, bar.addr);
+      if (bar) this.#place(i, bar);
     }
   }
 
