@@ -21,6 +21,7 @@ import { parseArgs } from "node:util";
 import { EXIT_STATUS } from "../mod.ts";
 import { bundleState } from "../cli/bundle_manifest.ts";
 import { buildBundle } from "../tools/bundle.ts";
+import { START_FLAGS } from "../cli/start_flags.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -121,10 +122,7 @@ try {
   );
   const ourArgs = (main: string) => [
     "run",
-    "--allow-ffi",
-    "--allow-read",
-    "--allow-write",
-    "--allow-sys",
+    ...START_FLAGS,
     main,
     "-m",
     "128M",

@@ -20,6 +20,7 @@
 import { parseArgs } from "node:util";
 import { gzip, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { extractVmlinux, newestKernel } from "../tests/_linux_guest.ts";
+import { START_FLAGS } from "../cli/start_flags.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -122,10 +123,7 @@ try {
   const qemuIo = ["-display", "none", "-serial", "stdio"];
   const main = new URL("../main.ts", import.meta.url).pathname;
   // As `deno task start` runs it.
-  const ours = [
-    ...["run", "--allow-ffi", "--allow-read", "--allow-write", "--allow-sys=systemMemoryInfo", "--allow-run"],
-    ...["--allow-env", main, "-m", values.memory!],
-  ];
+  const ours = ["run", ...START_FLAGS, main, "-m", values.memory!];
   const runs: [string, string, string[]][] = [
     ["qemu -machine microvm", "qemu-system-x86_64", [
       "-machine",

@@ -8,6 +8,7 @@
 import { type HostKvm, hostKvm, kvmDeviceOpens } from "../kvm/mod.ts";
 import { NestedError } from "../nested/nested_error.ts";
 import { bundledModule } from "../machine/bundled_module.ts";
+import { START_FLAGS } from "./start_flags.ts";
 
 /** Set inside the nested VM, so that a run there never nests again. */
 const NESTED_ENV = "KVM_TS_NESTED";
@@ -50,16 +51,6 @@ function insideNestedVm(): boolean {
   }
 }
 
-/** The permissions `deno task start` grants main.ts, for the run inside. */
-const START_PERMISSIONS = [
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-sys=systemMemoryInfo",
-  "--allow-run",
-  "--allow-env",
-];
-
 /**
  * Runs `main.ts args` inside the nested VM and returns its exit status; `say` prints the one line
  * that tells the user where the run goes.
@@ -72,7 +63,7 @@ export async function runMainNested(args: readonly string[], reason: string, say
   // Loaded only here: a run on this host's own KVM never needs the nested VM's code.
   const { runNested } = await import("../nested/nested_vm.ts");
   const result = await runNested({
-    argv: [Deno.execPath(), "run", ...START_PERMISSIONS, "--no-check", mainModule, ...args],
+    argv: [Deno.execPath(), "run", ...START_FLAGS, "--no-check", mainModule, ...args],
     env: Deno.env.toObject(),
     stdio: "inherit",
     terminal: hostTerminalSize(),

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { kernelSymbols } from "./_linux_guest.ts";
 import { INIT_MARKER, SHELL_PROMPT } from "../examples/build_initramfs.ts";
+import { START_FLAGS } from "../cli/start_flags.ts";
 
 const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
 /**
@@ -39,12 +40,7 @@ export class GuestConsole implements AsyncDisposable {
       ? [
         Deno.execPath(),
         "run",
-        "--allow-ffi",
-        "--allow-read",
-        "--allow-write",
-        "--allow-sys=systemMemoryInfo",
-        "--allow-run",
-        "--allow-env",
+        ...START_FLAGS,
         MAIN,
       ]
       : [options.program];

@@ -3,7 +3,8 @@
 #   1. writes one word into every 4 KiB page from 2 MiB to RAM_END (every page then holds data),
 #      prints "filled" on COM1 and writes port 0x501 (kvm-ts: the run ends there; the bench takes a
 #      full snapshot; QEMU without isa-debug-exit ignores it);
-#   2. increments a word in every 100th of those pages (1 % of RAM dirty), prints "dirtied" and
+#   2. prints "resumed" (the bench times a restore of the full snapshot to this line), then
+#      increments a word in every 100th of those pages (1 % of RAM dirty), prints "dirtied" and
 #      writes port 0x501 again (the bench takes a diff snapshot);
 #   3. halts for good.
 # RAM_END is defined by the bench (`.set RAM_END, ...` prepended to this source).
@@ -43,6 +44,8 @@ entry:
 	mov $DEBUG_EXIT_PORT, %dx
 	xor %al, %al
 	out %al, %dx
+	mov $msg_resumed, %esi
+	call puts
 	mov $FILL_START, %edi
 2:	incl 4(%edi)
 	add $DIRTY_STRIDE, %edi
@@ -67,6 +70,8 @@ puts:
 
 msg_filled:
 	.asciz "filled\n"
+msg_resumed:
+	.asciz "resumed\n"
 msg_dirtied:
 	.asciz "dirtied\n"
 	.balign 4
