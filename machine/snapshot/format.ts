@@ -113,6 +113,24 @@ const MAX_DEPTH = 64;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/**
+ * The CRC-32 of a whole state file (what a diff records of its base) that {@link encodeStateFile}
+ * wrote or {@link decodeStateFile} accepted: the body's CRC stored in its trailer, continued over
+ * the trailer, so the file is not read a second time.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { crc32, encodeStateFile, stateFileCrc } from "./format.ts";
+ * const bytes = encodeStateFile([{ type: 1, value: { cpus: 2 } }]);
+ * assert.equal(stateFileCrc(bytes), crc32(bytes));
+ * ```
+ */
+export function stateFileCrc(bytes: Uint8Array): number {
+  const trailer = bytes.subarray(bytes.length - TRAILER_SIZE);
+  return crc32(trailer, new DataView(trailer.buffer, trailer.byteOffset, TRAILER_SIZE).getUint32(0, true));
+}
+
 /** A growable byte buffer. */
 class Writer {
   #bytes = new Uint8Array(4096);
@@ -265,6 +283,18 @@ class Reader {
     const at = this.#need(n, what);
     return this.#bytes.slice(at, at + n);
   }
+
+  /** A UTF-8 string of `n` bytes; ASCII (every key this project writes) without a copy or a decoder call. */
+  text(n: number, what: string): string {
+    const at = this.#need(n, what);
+    const b = this.#bytes;
+    let s = "";
+    for (let i = at; i < at + n; i++) {
+      if (b[i] >= 0x80) return text(b.subarray(at, at + n), at + n);
+      s += String.fromCharCode(b[i]);
+    }
+    return s;
+  }
 }
 
 function readValue(r: Reader, depth: number): SnapValue {
@@ -290,7 +320,7 @@ function readValue(r: Reader, depth: number): SnapValue {
       return sign ? -v : v;
     }
     case TAG_STRING:
-      return text(r.bytes(r.u32("a string length"), "a string"), r.at);
+      return r.text(r.u32("a string length"), "a string");
     case TAG_BYTES:
       return r.bytes(r.u32("a byte string length"), "a byte string");
     case TAG_ARRAY: {
@@ -309,8 +339,11 @@ function readValue(r: Reader, depth: number): SnapValue {
       }
       const out: Record<string, SnapValue> = {};
       for (let i = 0; i < count; i++) {
-        const key = text(r.bytes(r.u32("a key length"), "a key"), r.at);
-        Object.defineProperty(out, key, { value: readValue(r, depth + 1), enumerable: true, writable: true });
+        const key = r.text(r.u32("a key length"), "a key");
+        const value = readValue(r, depth + 1);
+        // "__proto__" is stored as a key like any other, never as the prototype.
+        if (key === "__proto__") Object.defineProperty(out, key, { value, enumerable: true, writable: true });
+        else out[key] = value;
       }
       return out;
     }

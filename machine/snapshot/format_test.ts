@@ -10,6 +10,7 @@ import {
   SNAPSHOT_HEADER_SIZE,
   SnapshotFormatError,
   type SnapValue,
+  stateFileCrc,
 } from "./format.ts";
 
 const snapValue: fc.Arbitrary<SnapValue> = fc.letrec<{ value: SnapValue }>((tie) => ({
@@ -61,6 +62,13 @@ Deno.test("values round-trip exactly (bigints, bytes, -0, NaN, nesting)", () => 
 Deno.test("state files round-trip", () => {
   fc.assert(fc.property(sections, (s) => {
     assert.deepEqual(decodeStateFile(encodeStateFile(s)), s);
+  }));
+});
+
+Deno.test("stateFileCrc is the CRC-32 of the whole file, taken from its trailer", () => {
+  fc.assert(fc.property(sections, (s) => {
+    const bytes = encodeStateFile(s);
+    assert.equal(stateFileCrc(bytes), crc32(bytes));
   }));
 });
 

@@ -23,7 +23,7 @@ import { type BootPlan, materializeBootPlan } from "../loader/mod.ts";
 import type { PcBoard } from "../pc/pc_board.ts";
 import { saveDevices } from "./device_states.ts";
 import { SnapshotMismatchError } from "./errors.ts";
-import { crc32, SnapshotFormatError, type SnapValue } from "./format.ts";
+import { SnapshotFormatError, type SnapValue, stateFileCrc } from "./format.ts";
 import { layoutBlocks, SNAPSHOT_PAGE_SIZE, writeDiffMemory, writeFullMemory } from "./memory_file.ts";
 import { type BaseReference, decodeSnapshot, encodeSnapshot, type SnapshotState } from "./snapshot_state.ts";
 
@@ -182,7 +182,7 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
     kind: diff ? "diff" : "full",
     pages: written,
     stateBytes: bytes.length,
-    reference: { dir: absolute(dir), id: state.memory.id, crc: crc32(bytes) },
+    reference: { dir: absolute(dir), id: state.memory.id, crc: stateFileCrc(bytes) },
   };
 }
 
@@ -231,7 +231,7 @@ function readState(dir: string): { state: SnapshotState; crc: number } {
     );
   }
   try {
-    return { state: decodeSnapshot(bytes), crc: crc32(bytes) };
+    return { state: decodeSnapshot(bytes), crc: stateFileCrc(bytes) };
   } catch (error) {
     if (error instanceof SnapshotFormatError) throw new SnapshotFormatError(`${dir}: ${error.message}`);
     throw error;
