@@ -72,7 +72,6 @@ export function writeBootFile(dir: string, plan: BootPlan): SnapshotBoot {
         size += bytes.length;
       };
       for (const w of plan.writes) writes.push(storeWrite(w, size, append));
-      file.syncSync();
     }
     Deno.renameSync(temporary, `${dir}/${BOOT_FILE}`);
     return { writes, cpu: plan.cpu, description: plan.description, file: { size, crc } };

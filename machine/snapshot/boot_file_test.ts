@@ -10,7 +10,7 @@ import {
 import { BOOT_FILE, BootFileSource, restoredBootPlan, writeBootFile } from "./boot_file.ts";
 import { SnapshotMismatchError } from "./errors.ts";
 import { crc32, decodeValue, encodeValue, SnapshotFormatError } from "./format.ts";
-import { decodeSnapshotBoot, type SnapshotBoot, toSnapValue } from "./snapshot_state.ts";
+import { BOOT_INLINE_LIMIT, decodeSnapshotBoot, type SnapshotBoot, toSnapValue } from "./snapshot_state.ts";
 
 /** A file-like source over `bytes` that counts what it is asked for, and can fail its `n`th read. */
 class TestSource implements ImageSource {
@@ -105,16 +105,22 @@ Deno.test("a plan with source ranges round-trips: big writes in the file, small 
   });
 });
 
-Deno.test("a plan without big writes has an empty boot file", () => {
+Deno.test("a plan without writes of 4 KiB or more has an empty boot file", () => {
   withDir((dir) => {
+    const under = new Uint8Array(BOOT_INLINE_LIMIT - 1).fill(7);
     const stored = writeBootFile(dir, {
-      writes: [{ addr: 0x7c00n, data: new Uint8Array([0xf4]) }],
+      writes: [{ addr: 0x7c00n, data: new Uint8Array([0xf4]) }, { addr: 0x1_0000n, data: under }],
       cpu: { mode: "real", rip: 0n, cs: { selector: 0x7c0, base: 0x7c00n } },
       description: "",
     });
     assert.deepEqual(stored.file, { size: 0, crc: 0 });
     assert.equal(Deno.statSync(`${dir}/${BOOT_FILE}`).size, 0);
-    assert.deepEqual(placed(restoredBootPlan(dir, stored)), new Map([[0x7c00n, [0xf4]]]));
+    assert.equal(BOOT_INLINE_LIMIT, 4096);
+    assert.deepEqual(stored.writes[1], { addr: 0x1_0000n, data: under });
+    assert.deepEqual(
+      placed(restoredBootPlan(dir, stored)),
+      new Map([[0x7c00n, [0xf4]], [0x1_0000n, [...under]]]),
+    );
   });
 });
 
