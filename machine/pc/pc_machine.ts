@@ -813,6 +813,8 @@ export class PcMachine implements Disposable {
    * the plan's entry. RAM keeps its contents, as on a real warm reset.
    *
    * @throws {TypeError} once closed.
+   * @throws {LoaderError} (CHANGED) when a file the plan reads changed: a kernel or initrd since it
+   *   was opened, a restored snapshot's boot file since it was written.
    */
   reset(): void {
     this.#checkOpen();
