@@ -68,7 +68,6 @@ export {
   loadKernel,
   loadMultiboot,
   loadVmlinux,
-  materializeBootPlan,
   MULTIBOOT_AREA_SIZE,
   MULTIBOOT_AREA_START,
   MULTIBOOT_BOOTLOADER_MAGIC,
@@ -319,7 +318,7 @@ export {
 // What PcMachine.snapshot takes and returns, and the front-end's own value it stores.
 export type { SnapshotOptions, SnapshotResult } from "./snapshot/snapshot.ts";
 export type { SnapValue } from "./snapshot/format.ts";
-export type { BaseReference } from "./snapshot/snapshot_state.ts";
+export type { BaseReference, SnapshotBoot, SnapshotBootWrite } from "./snapshot/snapshot_state.ts";
 // Types of the lower layers that the board's public types refer to (its regions and address
 // spaces, its devices, its VM and vCPUs), so that this module's documentation is complete on its
 // own. Type-only: the classes themselves come from their own layer's module.

@@ -50,28 +50,64 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a snapshot stores a file-backed plan's ranges as bytes: a restore and its reset need no file",
+  name:
+    "a snapshot keeps a file-backed plan's bytes in its boot file: a small state file, and restores (and diffs) that reset without the source",
   ignore: !KVM.available,
   fn() {
     const dir = Deno.makeTempDirSync({ prefix: "boot-source-snap-" });
     try {
       const path = `${dir}/image`;
-      const bytes = Uint8Array.from({ length: 0x1_2345 }, (_, i) => (i * 5 + 1) & 0xff);
+      // A kernel's worth: more than 1 MiB, so more than one chunk of the boot file's writer.
+      const bytes = Uint8Array.from({ length: 0x10_2345 }, (_, i) => (i * 5 + 1 + (i >> 12)) & 0xff);
       Deno.writeFileSync(path, bytes);
+      const placed = (pc: PcMachine) => pc.memory.readBytes(ADDR, bytes.length).data;
       {
         using image = new FileImage(Deno.openSync(path), bytes.length, `-device loader,file=${path}`);
         const boot = loadFlat(image, { addr: ADDR, mode: "protected32", ramSize: 64n << 20n });
         using pc = PcMachine.create({ ramSize: 64n << 20n, boot });
-        pc.snapshot(`${dir}/snap`);
+        const full = pc.snapshot(`${dir}/snap`);
+        // The state file no longer holds the image: it is in the boot file beside it.
+        assert.ok(full.stateBytes < bytes.length / 2, `a ${full.stateBytes}-byte state file`);
+        assert.ok(Deno.statSync(`${dir}/snap/boot`).size >= bytes.length);
+        // A diff of a machine created from the file writes no boot file: it uses its base's.
+        pc.snapshot(`${dir}/diff`, { diff: true });
+        assert.throws(() => Deno.statSync(`${dir}/diff/boot`), Deno.errors.NotFound);
       }
       const [link] = readSnapshotChain(`${dir}/snap`);
       const write = link.state.board.boot.writes.find((w) => w.addr === ADDR);
-      assert.ok(write !== undefined && "data" in write);
-      assert.deepEqual(write.data, bytes);
+      assert.ok(write !== undefined && "offset" in write, "the image is a range of the boot file");
+      const file = Deno.readFileSync(`${dir}/snap/boot`);
+      assert.deepEqual(file.subarray(write.offset, write.offset + write.length), bytes);
+      const diffChain = readSnapshotChain(`${dir}/diff`);
+      assert.deepEqual(diffChain[1].state.board.boot, link.state.board.boot);
       Deno.removeSync(path);
-      using restored = PcMachine.restore(`${dir}/snap`, {});
-      restored.reset();
-      assert.deepEqual(restored.memory.readBytes(ADDR, bytes.length).data, bytes);
+      {
+        using restored = PcMachine.restore(`${dir}/diff`, {});
+        restored.memory.writeBytes(ADDR, new Uint8Array(bytes.length)); // what a reset must undo
+        restored.reset();
+        assert.deepEqual(placed(restored), bytes);
+        // A diff of a restored machine builds on the same boot file, and so does a full snapshot
+        // of it (its own boot file, read from the first).
+        restored.snapshot(`${dir}/diff2`, { diff: true });
+        restored.snapshot(`${dir}/full2`);
+      }
+      for (const snap of ["diff2", "full2"]) {
+        using again = PcMachine.restore(`${dir}/${snap}`, {});
+        again.memory.writeBytes(ADDR, new Uint8Array(bytes.length));
+        again.reset();
+        assert.deepEqual(placed(again), bytes, snap);
+      }
+      assert.deepEqual(Deno.readFileSync(`${dir}/full2/boot`), file);
+      // A boot file whose bytes changed stops the reset with one CHANGED line (the restore itself
+      // does not read it).
+      file[file.length - 1] ^= 1;
+      Deno.writeFileSync(`${dir}/snap/boot`, file);
+      using changed = PcMachine.restore(`${dir}/diff2`, {});
+      assert.throws(
+        () => changed.reset(),
+        (e) =>
+          e instanceof LoaderError && e.code === "CHANGED" && /snapshot boot file .*CRC-32/.test(e.message),
+      );
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }

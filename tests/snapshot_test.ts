@@ -236,12 +236,18 @@ Deno.test("bad snapshots are refused with one line, status 1, nothing written", 
     ]);
     assert.equal(orig.code, 0, orig.stderr);
     const state = Deno.readFileSync(`${snap}/state`);
-    const variant = (name: string, bytes: Uint8Array) => {
+    const variant = (
+      name: string,
+      bytes: Uint8Array,
+      boot: Uint8Array | null = Deno.readFileSync(`${snap}/boot`),
+    ) => {
       Deno.mkdirSync(`${dir}/${name}`);
       Deno.writeFileSync(`${dir}/${name}/state`, bytes);
       Deno.copyFileSync(`${snap}/memory`, `${dir}/${name}/memory`);
+      if (boot) Deno.writeFileSync(`${dir}/${name}/boot`, boot);
       return `${dir}/${name}`;
     };
+    const bootSize = decodeSnapshot(state).board.boot.file.size;
     const flipped = state.slice();
     flipped[200] ^= 0x10;
     const versioned = state.slice();
@@ -261,10 +267,20 @@ Deno.test("bad snapshots are refused with one line, status 1, nothing written", 
     const cases: [string[], RegExp][] = [
       [["--restore", variant("truncated", state.subarray(0, state.length - 10))], /truncated/],
       [["--restore", variant("corrupted", flipped)], /corrupted: CRC-32/],
-      [["--restore", variant("version", versioned)], /version 99: this build reads version 3 only/],
+      [["--restore", variant("version", versioned)], /version 99: this build reads version 4 only/],
       [["--restore", snap, "-m", "64M"], /has 32 MiB of RAM, not the 64 MiB asked for/],
       [["--restore", snap, "-smp", "2"], /has 1 vCPUs, not the 2 asked for/],
       [["--restore", `${dir}/nowhere`], /cannot read state/],
+      [
+        ["--restore", variant("bootless", state, null)],
+        /^error: snapshot \S+\/bootless: its boot file \S+ cannot be used: /,
+      ],
+      [
+        ["--restore", variant("short-boot", state, new Uint8Array(bootSize + 1))],
+        new RegExp(
+          `its boot file \\S+ cannot be used: ${bootSize + 1} bytes, the snapshot recorded ${bootSize}$`,
+        ),
+      ],
       [["--restore", snap, "-device", "virtio-rng-pci"], /has PCI devices \[\], not \[virtio-rng-pci\]/],
       [
         ["--restore", variant("alien", encodeSnapshot(alien))],

@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { BootPlan, BootWrite } from "./boot_plan.ts";
+import type { BootWrite } from "./boot_plan.ts";
 
 /**
  * The bytes of an image, read by position: a file kept open (the front-end's), or memory
@@ -186,18 +186,4 @@ export function copyBootWrites(
       done += chunk.length;
     }
   }
-}
-
-/**
- * `plan` with every source range read into bytes: a plan that no longer needs its files (what a
- * snapshot stores). Allocates each range whole.
- */
-export function materializeBootPlan(plan: BootPlan): BootPlan {
-  if (plan.writes.every((w) => "data" in w)) return plan;
-  return {
-    ...plan,
-    writes: plan.writes.map((w) =>
-      "data" in w ? w : { addr: w.addr, data: readSource(w.source, w.offset, w.length) }
-    ),
-  };
 }

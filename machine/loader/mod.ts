@@ -43,8 +43,8 @@ export {
   copyBootWrites,
   type ImageSource,
   imageSource,
-  materializeBootPlan,
   readSource,
+  ZERO_SOURCE,
 } from "./image_source.ts";
 export {
   BOOT_CODE32_SELECTOR,

@@ -41,12 +41,13 @@ import {
   registerCoalescedFlusher,
 } from "../../memory/mod.ts";
 import {
-  type BaseReference,
   readSnapshotChain,
+  type SnapshotBase,
   type SnapshotOptions,
   type SnapshotResult,
   writeSnapshot,
 } from "../snapshot/snapshot.ts";
+import { restoredBootPlan } from "../snapshot/boot_file.ts";
 import { mapMemoryChain } from "../snapshot/memory_file.ts";
 import { loadDevices } from "../snapshot/device_states.ts";
 import { SnapshotMismatchError } from "../snapshot/errors.ts";
@@ -454,7 +455,7 @@ export class PcMachine implements Disposable {
   /** The coalesced-MMIO ring's flusher (null without a ring). */
   readonly #coalesced: Disposable | null;
   /** The last snapshot written or restored: what a diff snapshot builds on. */
-  #lastSnapshot: BaseReference | null = null;
+  #lastSnapshot: SnapshotBase | null = null;
   /** The front-end's description stored in the snapshot this machine was restored from. */
   #restoredFrontEnd: SnapValue = null;
   /** The saveable MSRs, probed at the first snapshot. */
@@ -576,7 +577,8 @@ export class PcMachine implements Disposable {
    *
    * @throws {SnapshotFormatError} for a state file that cannot be read (truncated, corrupted…).
    * @throws {SnapshotMismatchError} when `options` contradict the snapshot (RAM, vCPUs, devices),
-   *   or this host's KVM lacks a CPU feature the guest saw.
+   *   its boot file is missing or not its recorded size, or this host's KVM lacks a CPU feature
+   *   the guest saw.
    * @throws {KvmError} when the kernel refuses a step.
    */
   static restore(dir: string, options: PcRestoreOptions = {}): PcMachine {
@@ -602,6 +604,9 @@ export class PcMachine implements Disposable {
         `snapshot ${dir} has PCI devices [${saved.join(", ")}], not [${given.join(", ")}]`,
       );
     }
+    // What a reset loads: ranges of the full snapshot's boot file, read only then (its size is
+    // checked now, so a missing one is refused before anything is built).
+    const boot = restoredBootPlan(chain[0].dir, board.boot);
     const cleanup: Disposable[] = [];
     try {
       const kvm = options.kvm ?? Kvm.open();
@@ -643,7 +648,7 @@ export class PcMachine implements Disposable {
       const runner = makeRunner(pc, vcpus, notifiers.count > 0);
       const machine = new PcMachine({
         board: pc,
-        boot: board.boot,
+        boot,
         kvmListener,
         ownedKvm: options.kvm ? null : kvm,
         vm,
@@ -656,7 +661,7 @@ export class PcMachine implements Disposable {
         kvm,
         coalesced,
       });
-      machine.#lastSnapshot = chain[chain.length - 1].reference;
+      machine.#lastSnapshot = { reference: chain[chain.length - 1].reference, boot: board.boot };
       machine.#restoredFrontEnd = board.frontEnd;
       return machine;
     } catch (error) {
@@ -698,7 +703,7 @@ export class PcMachine implements Disposable {
         firmware: this.#firmware,
         memory: [this.#memory.ram, this.#memory.bios, this.#memory.rom],
       });
-      this.#lastSnapshot = result.reference;
+      this.#lastSnapshot = { reference: result.reference, boot: result.boot };
       return result;
     });
   }
@@ -808,6 +813,8 @@ export class PcMachine implements Disposable {
    * the plan's entry. RAM keeps its contents, as on a real warm reset.
    *
    * @throws {TypeError} once closed.
+   * @throws {LoaderError} (CHANGED) when a file the plan reads changed: a kernel or initrd since it
+   *   was opened, a restored snapshot's boot file since it was written.
    */
   reset(): void {
     this.#checkOpen();

@@ -1,8 +1,9 @@
 /**
  * Writing a snapshot directory and reading one back (with its chain of bases). A snapshot
- * directory holds `state` (the state file, docs/snapshot-format.md) and `memory` (full) or
- * `memory.diff` (diff). The state file is written last, through a temporary name and a rename, so
- * a directory with a `state` file is always complete.
+ * directory holds `state` (the state file, docs/snapshot-format.md), `memory` (full) or
+ * `memory.diff` (diff), and a full one `boot` (the boot plan's bulk, boot_file.ts). The state file
+ * is written last, through a temporary name and a rename, so a directory with a `state` file is
+ * always complete.
  *
  * @module
  */
@@ -19,15 +20,34 @@ import {
   type Vm,
 } from "../../kvm/mod.ts";
 import { DirtyLogClient } from "../../memory/mod.ts";
-import { type BootPlan, materializeBootPlan } from "../loader/mod.ts";
+import type { BootPlan } from "../loader/mod.ts";
 import type { PcBoard } from "../pc/pc_board.ts";
+import { writeBootFile } from "./boot_file.ts";
 import { saveDevices } from "./device_states.ts";
 import { SnapshotMismatchError } from "./errors.ts";
 import { SnapshotFormatError, type SnapValue, stateFileCrc } from "./format.ts";
 import { layoutBlocks, SNAPSHOT_PAGE_SIZE, writeDiffMemory, writeFullMemory } from "./memory_file.ts";
-import { type BaseReference, decodeSnapshot, encodeSnapshot, type SnapshotState } from "./snapshot_state.ts";
+import {
+  type BaseReference,
+  decodeSnapshot,
+  encodeSnapshot,
+  type SnapshotBoot,
+  type SnapshotState,
+} from "./snapshot_state.ts";
 
-export type { BaseReference };
+export type { BaseReference, SnapshotBoot };
+
+/**
+ * What a diff snapshot builds on: the base's reference, and its boot plan as stored (a diff stores
+ * it again, verbatim: the plan never changes between a machine's snapshots, and its ranges point
+ * into the boot file of the full snapshot at the head of the chain).
+ */
+export interface SnapshotBase {
+  /** The base snapshot. */
+  readonly reference: BaseReference;
+  /** Its `board.boot`. */
+  readonly boot: SnapshotBoot;
+}
 
 /** The state file's name in a snapshot directory. */
 export const STATE_FILE = "state";
@@ -62,12 +82,14 @@ export interface SnapshotResult {
   readonly stateBytes: number;
   /** What a later diff references. */
   readonly reference: BaseReference;
+  /** The boot plan as stored (what a later diff stores again). */
+  readonly boot: SnapshotBoot;
 }
 
 /** What {@link writeSnapshot} reads from a paused machine. */
 export interface SnapshotSource extends SnapshotOptions {
   /** The previous snapshot of this machine, if any. */
-  readonly base: BaseReference | null;
+  readonly base: SnapshotBase | null;
   /** The VM. */
   readonly vm: Vm;
   /** Every vCPU, out of `KVM_RUN`. */
@@ -95,22 +117,30 @@ function absolute(dir: string): string {
 }
 
 /**
- * Writes `dir`'s snapshot of a paused machine: memory file first, state file last. A diff needs a
- * base: the dirty log since then is what it writes.
+ * Writes `dir`'s snapshot of a paused machine: a full one's boot file first (streamed from the
+ * plan's sources: a source that changed is refused before anything else is written, and leaves
+ * nothing behind), then the memory file, the state file last. A diff needs a base: the dirty log
+ * since then is what it writes, and its boot plan is the base's.
  *
  * @throws {SnapshotMismatchError} for a diff without a base.
  */
 export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResult {
   const diff = source.diff ?? false;
-  if (diff && source.base === null) {
+  const base = diff ? source.base : null;
+  if (diff && base === null) {
     throw new SnapshotMismatchError(
       "a diff snapshot needs an earlier snapshot of this VM (or the one it was restored from) to build on",
     );
   }
-  // Self-contained: a kernel or initrd the plan reads from its file is stored as bytes (read
-  // first, so that a file that changed is refused before anything is written).
-  const boot = materializeBootPlan(source.boot);
-  Deno.mkdirSync(dir, { recursive: true });
+  // Self-contained: the bytes of a kernel or initrd the plan reads from its file go to the boot
+  // file (first, so that a file that changed is refused before anything else is written).
+  let boot: SnapshotBoot;
+  if (base !== null) {
+    boot = base.boot;
+    Deno.mkdirSync(dir, { recursive: true });
+  } else {
+    boot = writeBootFile(dir, source.boot);
+  }
   const { vm, board } = source;
   const xsave = vm.checkExtension(KVM_CAP_XSAVE) > 0;
   const options = {
@@ -167,7 +197,7 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
       file,
       pageSize: SNAPSHOT_PAGE_SIZE,
       blocks,
-      base: diff ? source.base : null,
+      base: base === null ? null : baseReference(base.reference),
       pages,
     },
   };
@@ -183,7 +213,13 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
     pages: written,
     stateBytes: bytes.length,
     reference: { dir: absolute(dir), id: state.memory.id, crc: stateFileCrc(bytes) },
+    boot,
   };
+}
+
+/** Only the fields a state file stores of a base. */
+function baseReference(r: BaseReference): BaseReference {
+  return { dir: r.dir, id: r.id, crc: r.crc };
 }
 
 /** Most exits {@link completePendingIo} serves for one vCPU (a `rep outs` goes out a chunk at a time). */
@@ -240,7 +276,8 @@ function readState(dir: string): { state: SnapshotState; crc: number } {
 
 /**
  * The snapshot in `dir` and every base it builds on, base first. Each diff's base must be there
- * and be the very snapshot it was taken on (id and state file CRC-32), with the same board.
+ * and be the very snapshot it was taken on (id and state file CRC-32), with the same board and
+ * boot file. No boot file is read (see `restoredBootPlan`).
  *
  * @throws {SnapshotFormatError} for a state file that cannot be read.
  * @throws {SnapshotMismatchError} for a missing or different base.
@@ -273,6 +310,13 @@ export function readSnapshotChain(dir: string): ChainLink[] {
     if (link.state.board.ramSize !== state.board.ramSize) {
       throw new SnapshotMismatchError(
         `snapshot ${current} and its base ${base.dir} have different RAM sizes`,
+      );
+    }
+    // A diff stores its base's boot plan: its ranges point into the full snapshot's boot file.
+    const [ours, theirs] = [state.board.boot.file, link.state.board.boot.file];
+    if (ours.size !== theirs.size || ours.crc !== theirs.crc) {
+      throw new SnapshotMismatchError(
+        `snapshot ${current} and its base ${base.dir} record different boot files`,
       );
     }
     current = base.dir;

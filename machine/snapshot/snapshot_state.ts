@@ -24,12 +24,41 @@ export interface SnapshotBoard {
   readonly cpus: number;
   /** The `pc.bios` image the board was built with. */
   readonly firmware: Uint8Array;
-  /** What was loaded at boot (a system reset after the restore loads it again). */
-  readonly boot: BootPlan;
+  /** What was loaded at boot (a system reset after the restore loads it again), as stored. */
+  readonly boot: SnapshotBoot;
   /** The PCI devices in slot order: type and `-device id=`. */
   readonly pciDevices: readonly { readonly type: string; readonly id: string | null }[];
   /** The front-end's own description (its drives, say), stored as given. */
   readonly frontEnd: SnapValue;
+}
+
+/**
+ * One write of a stored boot plan: bytes held inline (the small structures a loader builds), a
+ * range of the chain's boot file (a kernel, an initrd, any write of {@link BOOT_INLINE_LIMIT} bytes or
+ * more), or zeros (a file-backed kernel's bss).
+ */
+export type SnapshotBootWrite =
+  | { readonly addr: bigint; readonly data: Uint8Array }
+  | { readonly addr: bigint; readonly offset: number; readonly length: number }
+  | { readonly addr: bigint; readonly zeros: number };
+
+/** Smallest write of bytes that goes to the boot file rather than inline: 4 KiB. */
+export const BOOT_INLINE_LIMIT = 4096;
+
+/**
+ * A boot plan as a state file stores it: the writes, the CPU state and description as the plan has
+ * them, and the size and CRC-32 of the boot file its ranges point into (the one beside the state
+ * file of the full snapshot at the head of the chain: a diff stores its base's value verbatim).
+ */
+export interface SnapshotBoot {
+  /** The plan's writes, in its order. */
+  readonly writes: readonly SnapshotBootWrite[];
+  /** The plan's CPU state. */
+  readonly cpu: BootPlan["cpu"];
+  /** The plan's description. */
+  readonly description: string;
+  /** The boot file: its size in bytes and its CRC-32. */
+  readonly file: { readonly size: number; readonly crc: number };
 }
 
 /** The VM-wide in-kernel state. */
@@ -159,6 +188,8 @@ const isCount = (v: SnapValue) => typeof v === "number" && Number.isInteger(v) &
 const isBytes = (v: SnapValue) => v instanceof Uint8Array;
 const isString = (v: SnapValue) => typeof v === "string";
 const isArray = (v: SnapValue) => Array.isArray(v);
+const isSafeCount = (v: SnapValue) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+const isCrc = (v: SnapValue) => isSafeCount(v) && (v as number) <= 0xffff_ffff;
 
 /** The vCPU state keys a vCPU section must have (their contents are checked by the KVM encoders). */
 const VCPU_KEYS = [
@@ -194,7 +225,7 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotState {
     ramSize: field(b, "ramSize", "board", isBigint, "a size"),
     cpus: field(b, "cpus", "board", isCount, "a count"),
     firmware: field(b, "firmware", "board", isBytes, "bytes"),
-    boot: decodeBoot(obj(b.boot, "board.boot")),
+    boot: decodeSnapshotBoot(b.boot),
     pciDevices: field<SnapValue[]>(b, "pciDevices", "board", isArray, "a list").map((d, i) => {
       const o = obj(d, `board.pciDevices[${i}]`);
       return {
@@ -268,13 +299,29 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotState {
   return { board, vcpus, vm, devices, memory };
 }
 
-function decodeBoot(o: Obj): BootPlan {
+/**
+ * A board section's `boot` value as typed data: every write inline bytes, a range inside the
+ * recorded boot file, or zeros; the CPU's mode and entry typed.
+ *
+ * @throws {SnapshotFormatError} with one line naming the first problem.
+ */
+export function decodeSnapshotBoot(value: SnapValue | undefined): SnapshotBoot {
+  const o = obj(value, "board.boot");
+  const f = obj(o.file, "board.boot.file");
+  const file = {
+    size: field<number>(f, "size", "board.boot.file", isSafeCount, "a size"),
+    crc: field<number>(f, "crc", "board.boot.file", isCrc, "a CRC-32"),
+  };
   const writes = field<SnapValue[]>(o, "writes", "board.boot", isArray, "a list").map((w, i) => {
-    const x = obj(w, `board.boot.writes[${i}]`);
-    return {
-      addr: field<bigint>(x, "addr", `board.boot.writes[${i}]`, isBigint, "an address"),
-      data: field<Uint8Array>(x, "data", `board.boot.writes[${i}]`, isBytes, "bytes"),
-    };
+    const where = `board.boot.writes[${i}]`;
+    const x = obj(w, where);
+    const addr = field<bigint>(x, "addr", where, isBigint, "an address");
+    if ("data" in x) return { addr, data: field<Uint8Array>(x, "data", where, isBytes, "bytes") };
+    if ("zeros" in x) return { addr, zeros: field<number>(x, "zeros", where, isSafeCount, "a length") };
+    const offset = field<number>(x, "offset", where, isSafeCount, "an offset");
+    const length = field<number>(x, "length", where, isSafeCount, "a length");
+    if (offset + length > file.size) fail(where, `is not inside the ${file.size}-byte boot file`);
+    return { addr, offset, length };
   });
   const cpu = obj(o.cpu, "board.boot.cpu");
   field(cpu, "mode", "board.boot.cpu", isString, "a mode");
@@ -283,5 +330,6 @@ function decodeBoot(o: Obj): BootPlan {
     writes,
     cpu: cpu as unknown as BootPlan["cpu"],
     description: typeof o.description === "string" ? o.description : "",
+    file,
   };
 }
