@@ -92,6 +92,29 @@ Deno.test({
   },
 });
 
+Deno.test("the bundle keeps the device class names a snapshot names devices by", async () => {
+  const { PcBoard } = await import("../machine/pc/pc_board.ts");
+  const { boardDevices } = await import("../machine/snapshot/device_states.ts");
+  const board = PcBoard.create({
+    ramSize: 16n << 20n,
+    pciDevices: [{ type: "virtio-rng-pci", entropy: (b) => b.fill(4) }],
+  });
+  const classes = [...boardDevices(board).keys()].map((name) => name.replace(/^pci\.[0-9a-f]+\.\d:/, ""));
+  assert.ok(classes.includes("Uart16550") && classes.includes("VirtioPci"), classes.join(", "));
+  await withBundle(async ({ out }) => {
+    const text = (await Array.fromAsync(Deno.readDir(out)))
+      .filter((e) => e.name.endsWith(".js"))
+      .map((e) => Deno.readTextFileSync(new URL(e.name, out)))
+      .join("\n");
+    for (const name of new Set(classes)) {
+      assert.ok(
+        text.includes(`"${name}"`) || text.includes(`class ${name} `),
+        `${name} is kept in the bundle`,
+      );
+    }
+  });
+});
+
 Deno.test("the build replaces only a bundle folder", async () => {
   await assert.rejects(buildBundle(ROOT), /holds the sources/);
   await assert.rejects(buildBundle(new URL("docs/", ROOT)), /is not empty and holds no manifest.json/);
