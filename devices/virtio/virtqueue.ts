@@ -13,7 +13,12 @@
  * - the driver may not move its index by more than the queue size.
  *
  * A violation throws {@link VirtioProtocolError}; the device core turns it into NEEDS_RESET. No
- * access outside guest RAM is ever made: everything goes through {@link GuestMemory}, which refuses.
+ * access outside guest RAM is ever made: everything goes through {@link GuestMemory}, which refuses,
+ * or through its caches (`GuestMemory.cache`, views of whole RAM ranges valid until the memory map
+ * changes), against whose bounds every access is checked. The rings are read and written through
+ * caches where the memory gives them (QEMU's `VRingMemoryRegionCaches`), taken at the first use after
+ * enable and again whenever they are no longer valid; every write through one is reported, so dirty
+ * logging sees it.
  *
  * Memory ordering (the device runs on one thread while vCPUs write the rings): the available index
  * is read, then a fence, then the ring entry and descriptors; used elements are written, then a
@@ -99,6 +104,8 @@ function bufferAddress(b: ChainBuffer, skip: number): bigint {
   return typeof b.addr === "number" ? BigInt(b.addr + skip) : b.addr + BigInt(skip);
 }
 
+const NO_BUFFERS: VirtqBuffer[] = [];
+
 /** Makes a chain from buffers the queue walked; set by the class's static block. */
 let newChain: (
   memory: GuestMemory,
@@ -143,17 +150,22 @@ export class DescriptorChain {
   constructor(memory: GuestMemory, head: number, readable: VirtqBuffer[], writable: VirtqBuffer[]) {
     this.#memory = memory;
     this.head = head;
-    const of = (b: VirtqBuffer) =>
-      new ChainBuffer(b.addr + BigInt(b.len) <= EXACT_BIG ? Number(b.addr) : b.addr, b.len, null);
-    this.#buffers = [...readable.map(of), ...writable.map(of)];
+    this.#buffers = [];
     this.#readCount = readable.length;
-    this.#readableLength = readable.reduce((sum, b) => sum + b.len, 0);
-    this.#writableLength = writable.reduce((sum, b) => sum + b.len, 0);
+    this.#readableLength = this.#writableLength = 0;
+    for (const b of readable) this.#add(b), this.#readableLength += b.len;
+    for (const b of writable) this.#add(b), this.#writableLength += b.len;
+  }
+
+  #add(b: VirtqBuffer): void {
+    this.#buffers.push(
+      new ChainBuffer(b.addr + BigInt(b.len) <= EXACT_BIG ? Number(b.addr) : b.addr, b.len, null),
+    );
   }
 
   static {
     newChain = (memory, head, buffers, readCount, readableLength, writableLength) => {
-      const chain = new DescriptorChain(memory, head, [], []);
+      const chain = new DescriptorChain(memory, head, NO_BUFFERS, NO_BUFFERS);
       chain.#buffers = buffers;
       chain.#readCount = readCount;
       chain.#readableLength = readableLength;
