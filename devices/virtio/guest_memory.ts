@@ -155,6 +155,8 @@ export interface GuestAddressSpace {
 export class AddressSpaceGuestMemory implements GuestMemory {
   readonly #as: GuestAddressSpace;
   readonly #fence: (() => void) | undefined;
+  /** The last flat range that gave no view, and the flat view it is in. */
+  #bare: { flat: unknown; start: bigint; end: bigint } | null = null;
 
   /** Guest memory through `as`; `fence` is the barrier {@link GuestMemory.fence} runs, if any. */
   constructor(as: GuestAddressSpace, fence?: () => void) {
@@ -207,8 +209,12 @@ export class AddressSpaceGuestMemory implements GuestMemory {
    */
   cache(addr: bigint, length: number, forWrite: boolean): GuestMemoryCache | null {
     const as = this.#as;
-    if (as.map === undefined || length <= 0 || !this.check(addr, length, forWrite)) return null;
+    if (as.map === undefined || length <= 0) return null;
     const flat = as.view;
+    // RAM without views (SparseRam) has no cache: said at once the next time, not after look-ups.
+    const bare = this.#bare;
+    if (bare !== null && bare.flat === flat && addr >= bare.start && addr < bare.end) return null;
+    if (!this.check(addr, length, forWrite)) return null;
     const range = flat.lookup(addr)!;
     const end = range.start + range.size;
     if (end > EXACT_BIG || range.offsetInRegion + range.size > EXACT_BIG || addr + BigInt(length) > end) {
@@ -216,7 +222,10 @@ export class AddressSpaceGuestMemory implements GuestMemory {
     }
     const size = Number(range.size);
     const bytes = as.map(range.start, size, false);
-    if (bytes === null || bytes.length !== size) return null;
+    if (bytes === null || bytes.length !== size) {
+      this.#bare = { flat, start: range.start, end };
+      return null;
+    }
     const region = range.region;
     const offset = Number(range.offsetInRegion);
     return {

@@ -84,3 +84,36 @@ Deno.test("AddressSpaceGuestMemory.cache: a reported write marks its pages dirty
   logged.wrote(0x2ffe, 4);
   assert.deepEqual(t.lowRam.takeDirtyPages(), [0x2000n, 0x3000n], "region offsets of both pages");
 });
+
+Deno.test("AddressSpaceGuestMemory.cache: RAM without views is refused again without a look-up, until the map changes", () => {
+  const t = board();
+  using _ = t.as;
+  let lookups = 0;
+  // One counting wrapper per flat view, so a new map is a new view here too.
+  const wrappers = new WeakMap<object, { lookup: typeof t.as.view.lookup }>();
+  const counting = new AddressSpaceGuestMemory({
+    get view() {
+      const view = t.as.view;
+      let wrapper = wrappers.get(view);
+      if (!wrapper) {
+        wrappers.set(view, wrapper = { lookup: (addr: bigint) => (lookups++, view.lookup(addr)) });
+      }
+      return wrapper;
+    },
+    rw: (addr, data, isWrite) => t.as.rw(addr, data, isWrite),
+    map: (addr, length, isWrite) => t.as.map(addr, length, isWrite),
+  });
+  assert.equal(counting.cache(0x6_0000n, 4, false), null);
+  assert.ok(lookups > 0);
+  lookups = 0;
+  assert.equal(counting.cache(0x6_0800n, 4, true), null);
+  assert.equal(lookups, 0, "the range is known to give no view");
+  assert.notEqual(counting.cache(0x1_0000n, 4, false), null, "other ranges still do");
+  // The RAM without views goes; RAM with views takes its place.
+  t.system.addSubregionOverlap(
+    0x6_0000,
+    MemoryRegion.ram("viewed", 0x1000, { backing: viewBacking(new Uint8Array(0x1000)) }),
+    1,
+  );
+  assert.equal(counting.cache(0x6_0000n, 4, true)?.start, 0x6_0000);
+});
