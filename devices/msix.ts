@@ -322,8 +322,12 @@ export class Msix implements Snapshottable {
 
   #send(vector: number): void {
     if (!this.#fn.busMaster) return;
-    const { address, data } = this.vectorState(vector);
-    this.#deliver(address, data);
+    // Every completion interrupt comes here: the message straight from the table, no state object.
+    const view = this.#tableView;
+    const at = vector * MSIX_ENTRY_SIZE;
+    const high = view.getUint32(at + 4, true);
+    const low = BigInt(view.getUint32(at, true));
+    this.#deliver(high === 0 ? low : (BigInt(high) << 32n) | low, view.getUint32(at + 8, true));
   }
 
   #writeTable(offset: number, value: number): void {

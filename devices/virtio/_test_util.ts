@@ -5,7 +5,8 @@
  * @module
  */
 
-import type { GuestMemory } from "./guest_memory.ts";
+import { AddressSpace, MemoryRegion, type RamBacking } from "../../memory/mod.ts";
+import { AddressSpaceGuestMemory, type GuestMemory, type GuestMemoryCache } from "./guest_memory.ts";
 
 /** Guest RAM `[0, size)` in a Uint8Array; every refused read or write is counted. */
 export class ByteRam implements GuestMemory {
@@ -41,6 +42,96 @@ export class ByteRam implements GuestMemory {
   }
 }
 
+/** Bytes on each side of {@link ViewRam}'s RAM in the same buffer, which nothing may change. */
+const GUARD = 0x1000;
+
+/**
+ * Guest RAM `[0, size)` as a region of a real address space whose backing gives views (as the KVM
+ * layer's mmap'd memory does), so queues reach it through caches. Guard bytes lie on both sides of
+ * the RAM in the same buffer, and an MMIO region right after it fails any access: a device that
+ * strays from RAM through a view or through the memory API is caught. Refused reads and writes are
+ * counted as {@link ByteRam} counts them.
+ */
+export class ViewRam implements GuestMemory {
+  readonly buffer: Uint8Array;
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  readonly region: MemoryRegion;
+  readonly system: MemoryRegion;
+  readonly as: AddressSpace;
+  readonly inner: AddressSpaceGuestMemory;
+  refused = 0;
+  fences = 0;
+  /** Accesses that reached the MMIO region after RAM (a careful device makes none). */
+  mmio = 0;
+  /** Reads and writes through the checked path (not through a cache). */
+  checked = 0;
+
+  constructor(size: number) {
+    this.buffer = new Uint8Array(GUARD + size + GUARD).fill(0xcc);
+    this.bytes = this.buffer.subarray(GUARD, GUARD + size);
+    this.bytes.fill(0);
+    this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, size);
+    this.region = MemoryRegion.ram("ram", size, { backing: viewBacking(this.bytes) });
+    this.system = MemoryRegion.container("system", 1n << 64n);
+    this.system.addSubregion(0, this.region);
+    const fail = () => {
+      this.mmio++;
+      throw new Error("MMIO after RAM was accessed");
+    };
+    this.system.addSubregion(size, MemoryRegion.io("mmio", 0x1_0000, { read: fail, write: fail }));
+    this.as = new AddressSpace(this.system, "memory");
+    this.inner = new AddressSpaceGuestMemory(this.as, () => void this.fences++);
+  }
+
+  /** Whether the bytes around the RAM are as they were made. */
+  guardsIntact(): boolean {
+    const n = this.buffer.length;
+    return this.buffer.subarray(0, GUARD).every((b) => b === 0xcc) &&
+      this.buffer.subarray(n - GUARD).every((b) => b === 0xcc);
+  }
+
+  check(addr: bigint, length: number, forWrite?: boolean): boolean {
+    return this.inner.check(addr, length, forWrite);
+  }
+
+  read(addr: bigint, into: Uint8Array): boolean {
+    this.checked++;
+    return this.inner.read(addr, into) || (this.refused++, false);
+  }
+
+  write(addr: bigint, from: Uint8Array): boolean {
+    this.checked++;
+    return this.inner.write(addr, from) || (this.refused++, false);
+  }
+
+  map(addr: bigint, length: number, forWrite: boolean): Uint8Array | null {
+    return this.inner.map(addr, length, forWrite);
+  }
+
+  cache(addr: bigint, length: number, forWrite: boolean): GuestMemoryCache | null {
+    return this.inner.cache(addr, length, forWrite);
+  }
+
+  fence(): void {
+    this.inner.fence();
+  }
+
+  [Symbol.dispose](): void {
+    this.as.close();
+  }
+}
+
+/** A RAM backing over `bytes` that gives views, as the KVM layer's does. */
+export function viewBacking(bytes: Uint8Array): RamBacking {
+  return {
+    size: BigInt(bytes.length),
+    read: (o, out) => out.set(bytes.subarray(Number(o), Number(o) + out.length)),
+    write: (o, data) => bytes.set(data, Number(o)),
+    view: (o, n) => bytes.subarray(Number(o), Number(o) + n),
+  };
+}
+
 /** One descriptor as the driver writes it. */
 export interface Desc {
   addr: bigint;
@@ -49,12 +140,12 @@ export interface Desc {
   next: number;
 }
 
-/** The driver's side of a split virtqueue over a {@link ByteRam}. */
+/** The driver's side of a split virtqueue over a {@link ByteRam} (or any RAM with a DataView). */
 export class DriverQueue {
   availIdx = 0;
 
   constructor(
-    readonly ram: ByteRam,
+    readonly ram: { readonly view: DataView },
     readonly size: number,
     readonly desc: bigint,
     readonly avail: bigint,

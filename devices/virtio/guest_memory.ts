@@ -8,6 +8,9 @@
 
 import { UINT64_MAX } from "../../memory/mod.ts";
 
+/** 2^53: guest addresses below it are exact as numbers. */
+const EXACT_BIG = 1n << 53n;
+
 /**
  * Guest RAM as a device sees it (DMA). Every method checks the whole range first and does nothing
  * when any byte is not RAM the device may access.
@@ -41,10 +44,66 @@ export interface GuestMemory {
    */
   map?(addr: bigint, length: number, forWrite: boolean): Uint8Array | null;
   /**
+   * A view of the whole RAM range holding `[addr, addr + length)` (writable RAM when `forWrite`)
+   * that the device may keep across calls while {@link GuestMemoryCache.valid} says so (QEMU's
+   * `MemoryRegionCache`, which virtio keeps for its rings): `null` when the range is not all RAM, is
+   * not inside one range of the memory map, lies at or past 2^53, or the memory gives no views.
+   * Absent: never a cache.
+   */
+  cache?(addr: bigint, length: number, forWrite: boolean): GuestMemoryCache | null;
+  /**
    * A full memory barrier between the device's guest-memory accesses before and after it, for RAM
    * that vCPU threads change concurrently (the KVM layer gives one; absent means none is needed).
    */
   fence?(): void;
+}
+
+/**
+ * A live view of one range of guest RAM, from {@link GuestMemory.cache}: what a device reads and
+ * writes often (the virtqueue's rings, descriptor tables, buffers) without a look-up in the memory
+ * map per access. The device must ask {@link valid} before each use (a change of the memory map
+ * may have moved or removed the RAM), keep every access inside {@link bytes}, write only when
+ * {@link writable}, and report each write with {@link wrote} (dirty logging: a snapshot's diff
+ * relies on it).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AddressSpace, MemoryRegion, type RamBacking } from "../../memory/mod.ts";
+ * import { AddressSpaceGuestMemory } from "./guest_memory.ts";
+ * const bytes = new Uint8Array(0x2000);
+ * const backing: RamBacking = {
+ *   size: 0x2000n,
+ *   read: (o, out) => out.set(bytes.subarray(Number(o), Number(o) + out.length)),
+ *   write: (o, data) => bytes.set(data, Number(o)),
+ *   view: (o, n) => bytes.subarray(Number(o), Number(o) + n),
+ * };
+ * const system = MemoryRegion.container("system", 1n << 64n);
+ * const ram = MemoryRegion.ram("ram", 0x2000, { backing });
+ * system.addSubregion(0x1_0000, ram);
+ * using as = new AddressSpace(system, "memory");
+ * const cache = new AddressSpaceGuestMemory(as).cache(0x1_0100n, 4, true)!;
+ * assert.equal(cache.start, 0x1_0000); // the whole range of RAM
+ * cache.bytes[0x100] = 7;
+ * cache.wrote(0x100, 1);
+ * assert.equal(bytes[0x100], 7);
+ * ram.setEnabled(false); // the memory map changed: the cache must not be used any more
+ * assert.equal(cache.valid(), false);
+ * ```
+ */
+export interface GuestMemoryCache {
+  /** Guest-physical address of `bytes[0]` (below 2^53, as is its end). */
+  readonly start: number;
+  /** The RAM's bytes, live. */
+  readonly bytes: Uint8Array;
+  /** A DataView over {@link bytes}. */
+  readonly data: DataView;
+  /** Whether the device may write it (writable RAM). */
+  readonly writable: boolean;
+  /** Whether the view still shows guest RAM at {@link start}: false for good once the memory map changed. */
+  valid(): boolean;
+  /** Records that the device wrote `[offset, offset + length)` of {@link bytes} (marks dirty pages while logging). */
+  wrote(offset: number, length: number): void;
 }
 
 /**
@@ -55,7 +114,18 @@ export interface GuestAddressSpace {
   /** The current flat view. */
   readonly view: {
     lookup(addr: bigint):
-      | { start: bigint; size: bigint; readonly: boolean; region: { isRam: boolean; kind: string } }
+      | {
+        start: bigint;
+        size: bigint;
+        offsetInRegion: bigint;
+        readonly: boolean;
+        region: {
+          isRam: boolean;
+          kind: string;
+          readonly dirtyLogMask: number;
+          markDirty(offset: number | bigint, length: number | bigint): void;
+        };
+      }
       | undefined;
   };
   /** Reads into or writes from `data` at `addr`. */
@@ -85,6 +155,8 @@ export interface GuestAddressSpace {
 export class AddressSpaceGuestMemory implements GuestMemory {
   readonly #as: GuestAddressSpace;
   readonly #fence: (() => void) | undefined;
+  /** The last flat range that gave no view, and the flat view it is in. */
+  #bare: { flat: unknown; start: bigint; end: bigint } | null = null;
 
   /** Guest memory through `as`; `fence` is the barrier {@link GuestMemory.fence} runs, if any. */
   constructor(as: GuestAddressSpace, fence?: () => void) {
@@ -128,6 +200,44 @@ export class AddressSpaceGuestMemory implements GuestMemory {
   map(addr: bigint, length: number, forWrite: boolean): Uint8Array | null {
     if (this.#as.map === undefined || !this.check(addr, length, forWrite)) return null;
     return this.#as.map(addr, length, forWrite);
+  }
+
+  /**
+   * The whole flat range holding the range, when it is RAM (writable RAM when `forWrite`) below
+   * 2^53 and the address space gives a view of it; valid while the address space's flat view is
+   * the one it was made from (every change of the memory map renders a new one).
+   */
+  cache(addr: bigint, length: number, forWrite: boolean): GuestMemoryCache | null {
+    const as = this.#as;
+    if (as.map === undefined || length <= 0) return null;
+    const flat = as.view;
+    // RAM without views (SparseRam) has no cache: said at once the next time, not after look-ups.
+    const bare = this.#bare;
+    if (bare !== null && bare.flat === flat && addr >= bare.start && addr < bare.end) return null;
+    if (!this.check(addr, length, forWrite)) return null;
+    const range = flat.lookup(addr)!;
+    const end = range.start + range.size;
+    if (end > EXACT_BIG || range.offsetInRegion + range.size > EXACT_BIG || addr + BigInt(length) > end) {
+      return null;
+    }
+    const size = Number(range.size);
+    const bytes = as.map(range.start, size, false);
+    if (bytes === null || bytes.length !== size) {
+      this.#bare = { flat, start: range.start, end };
+      return null;
+    }
+    const region = range.region;
+    const offset = Number(range.offsetInRegion);
+    return {
+      start: Number(range.start),
+      bytes,
+      data: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+      writable: !range.readonly && region.kind === "ram",
+      valid: () => as.view === flat,
+      wrote: (at, n) => {
+        if (region.dirtyLogMask) region.markDirty(offset + at, n);
+      },
+    };
   }
 
   /** Runs the injected barrier. */

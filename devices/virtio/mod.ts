@@ -16,7 +16,12 @@ export {
   StateReader,
   type StateValue,
 } from "../device_state.ts";
-export { AddressSpaceGuestMemory, type GuestAddressSpace, type GuestMemory } from "./guest_memory.ts";
+export {
+  AddressSpaceGuestMemory,
+  type GuestAddressSpace,
+  type GuestMemory,
+  type GuestMemoryCache,
+} from "./guest_memory.ts";
 export {
   type ChainPiece,
   DescriptorChain,

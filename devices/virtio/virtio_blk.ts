@@ -155,6 +155,10 @@ export class VirtioBlk implements VirtioDeviceModel {
   readonly #chunk = new Uint8Array(CHUNK);
   /** Views of guest RAM gathered for one readv/writev, reused. */
   readonly #batch: Uint8Array[] = [];
+  /** A request's header and status byte, reused: nothing per request but what the guest asks for. */
+  readonly #header = new Uint8Array(16);
+  readonly #headerView = new DataView(this.#header.buffer);
+  readonly #status = new Uint8Array(1);
 
   /**
    * A block device over `backing`.
@@ -222,19 +226,21 @@ export class VirtioBlk implements VirtioDeviceModel {
 
   /** One request: completes it with a status byte, or throws a protocol error. */
   #request(chain: DescriptorChain): void {
-    if (chain.readable.length === 0 || chain.writable.length === 0) {
+    // No buffer is empty, so a part of length 0 has no buffer.
+    if (chain.readableLength === 0 || chain.writableLength === 0) {
       throw new VirtioProtocolError("virtio-blk request without a header or a status buffer");
     }
-    const header = new Uint8Array(16);
+    const header = this.#header;
     if (chain.read(0, header) !== header.length) {
       throw new VirtioProtocolError(`virtio-blk request header of ${chain.readableLength} bytes (16 needed)`);
     }
-    const view = new DataView(header.buffer);
+    const view = this.#headerView;
     const type = view.getUint32(0, true);
     const sector = view.getBigUint64(8, true);
     const statusAt = chain.writableLength - 1;
-    const status = this.#execute(chain, type & ~0x8000_0000, sector, statusAt);
-    chain.write(statusAt, new Uint8Array([status]));
+    const status = this.#status;
+    status[0] = this.#execute(chain, type & ~0x8000_0000, sector, statusAt);
+    chain.write(statusAt, status);
   }
 
   #execute(chain: DescriptorChain, type: number, sector: bigint, inLength: number): number {

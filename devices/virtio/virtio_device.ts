@@ -244,9 +244,13 @@ export class VirtioDevice implements Snapshottable {
     const before = queue.usedIdx;
     const outer = this.#handling;
     this.#handling = index;
-    let ok: boolean;
+    // #guard's work inline: no closure per notify.
+    let ok = true;
     try {
-      ok = this.#guard(() => this.model.handleQueue(queue, this));
+      this.model.handleQueue(queue, this);
+    } catch (error) {
+      ok = false;
+      this.#fail(error);
     } finally {
       this.#handling = outer;
     }
@@ -280,8 +284,14 @@ export class VirtioDevice implements Snapshottable {
   signalQueue(index: number): void {
     const queue = this.queues[index];
     if (!queue || !queue.enabled || this.#broken) return;
-    let wanted = false;
-    if (!this.#guard(() => wanted = queue.shouldNotify()) || !wanted) return;
+    let wanted: boolean;
+    try {
+      wanted = queue.shouldNotify();
+    } catch (error) {
+      this.#fail(error);
+      return;
+    }
+    if (!wanted) return;
     this.#isr |= VIRTIO_ISR_QUEUE;
     this.interrupt(queue.msixVector);
   }
@@ -392,11 +402,16 @@ export class VirtioDevice implements Snapshottable {
       fn();
       return true;
     } catch (error) {
-      const message = error instanceof VirtioProtocolError
-        ? error.message
-        : `internal error: ${error instanceof Error ? error.message : String(error)}`;
-      this.needsReset(message);
+      this.#fail(error);
       return false;
     }
+  }
+
+  /** A protocol error or any other exception from device work: the device needs a reset. */
+  #fail(error: unknown): void {
+    const message = error instanceof VirtioProtocolError
+      ? error.message
+      : `internal error: ${error instanceof Error ? error.message : String(error)}`;
+    this.needsReset(message);
   }
 }

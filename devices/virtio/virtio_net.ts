@@ -149,6 +149,8 @@ export class VirtioNet implements VirtioDeviceModel {
   readonly #onReceiveReady: () => void;
   readonly #config = new Uint8Array(VIRTIO_NET_CONFIG_SIZE);
   readonly #header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
+  /** Where a transmitted frame that is not one view of guest RAM is gathered, reused. */
+  readonly #frame = new Uint8Array(VIRTIO_NET_MAX_FRAME);
   #device: VirtioDevice | undefined;
 
   /**
@@ -240,7 +242,7 @@ export class VirtioNet implements VirtioDeviceModel {
     const taken = device.serviceQueue(VIRTIO_NET_RX_QUEUE, (queue) => {
       const chain = queue.pop();
       if (chain === null) return false;
-      if (chain.writable.length === 0) {
+      if (chain.writableLength === 0) { // no buffer is empty: no writable buffer
         throw new VirtioProtocolError("virtio-net receive queue contains no in buffers");
       }
       const length = VIRTIO_NET_HDR_SIZE + frame.length;
@@ -260,7 +262,7 @@ export class VirtioNet implements VirtioDeviceModel {
 
   /** One transmit chain: header checked and dropped, the frame to the backend. */
   #transmit(chain: DescriptorChain): void {
-    if (chain.readable.length === 0 || chain.readableLength < VIRTIO_NET_HDR_SIZE) {
+    if (chain.readableLength < VIRTIO_NET_HDR_SIZE) {
       throw new VirtioProtocolError(
         `virtio-net transmit chain of ${chain.readableLength} readable bytes has no ${VIRTIO_NET_HDR_SIZE}-byte header`,
       );
@@ -270,8 +272,15 @@ export class VirtioNet implements VirtioDeviceModel {
       this.stats.txDropped++;
       return;
     }
-    const frame = new Uint8Array(length);
-    chain.read(VIRTIO_NET_HDR_SIZE, frame);
+    // The frame in place when it is one piece of RAM the memory gives a view of (Linux puts the
+    // header and a linear frame in one buffer), else copied into the reused buffer: either way
+    // valid only during the call, as `send` is told.
+    const pieces = chain.pieces(false, VIRTIO_NET_HDR_SIZE, length);
+    let frame = pieces.length === 1 ? pieces[0].view : null;
+    if (frame === null) {
+      frame = this.#frame.subarray(0, length);
+      chain.read(VIRTIO_NET_HDR_SIZE, frame);
+    }
     let sent: boolean | void;
     try {
       sent = this.#send(frame);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { StateReader } from "../device_state.ts";
-import { ByteRam, DriverQueue } from "./_test_util.ts";
+import { ByteRam, DriverQueue, ViewRam } from "./_test_util.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./virtqueue.ts";
 import { VirtioDevice, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
 import {
@@ -20,14 +20,21 @@ const TX = { desc: 0x4000n, avail: 0x5000n, used: 0x6000n };
 const RX_BUF = 0x10_0000;
 const TX_BUF = 0x40_0000;
 
-function setup(options: { eventIdx?: boolean; rxDriverOk?: boolean } = {}) {
-  const ram = new ByteRam(0x80_0000);
+/**
+ * A card whose queues the driver set up; guest RAM is a plain array, or (`views`) an address
+ * space's RAM that gives views, so the queues use caches and frames can be sent in place.
+ */
+function setup(options: { eventIdx?: boolean; rxDriverOk?: boolean; views?: boolean } = {}) {
+  const ram = options.views ? new ViewRam(0x80_0000) : new ByteRam(0x80_0000);
   const sent: Uint8Array[] = [];
+  /** Whether each frame handed to `send` was guest RAM itself. */
+  const inPlace: boolean[] = [];
   let ready = 0;
   let accept = true;
   const net = new VirtioNet({
     send: (frame) => {
       sent.push(frame.slice());
+      inPlace.push(frame.buffer === ram.bytes.buffer);
       return accept;
     },
     onReceiveReady: () => void ready++,
@@ -113,6 +120,7 @@ function setup(options: { eventIdx?: boolean; rxDriverOk?: boolean } = {}) {
     dev,
     log,
     sent,
+    inPlace,
     interrupts,
     rx,
     tx,
@@ -121,6 +129,7 @@ function setup(options: { eventIdx?: boolean; rxDriverOk?: boolean } = {}) {
     queueTx,
     ready: () => ready,
     refuse: () => void (accept = false),
+    [Symbol.dispose]: () => ram instanceof ViewRam && ram[Symbol.dispose](),
   };
 }
 
@@ -154,6 +163,17 @@ Deno.test("VirtioNet: transmit drops the header and hands the frame, whatever it
   assert.deepEqual(tx.usedElem(0), { id: 0, len: 0 });
   assert.deepEqual(interrupts, [VIRTIO_NET_TX_QUEUE]);
   assert.equal(net.stats.txFrames, 2);
+});
+
+Deno.test("VirtioNet: a frame in one piece of RAM with a view is sent in place; one in pieces is gathered", () => {
+  using t = setup({ views: true });
+  t.queueTx(frameOf(1500));
+  t.queueTx(frameOf(1500, 5), 2);
+  t.dev.notifyQueue(VIRTIO_NET_TX_QUEUE);
+  assert.deepEqual(t.sent, [frameOf(1500), frameOf(1500, 5)]);
+  assert.deepEqual(t.inPlace, [true, false]);
+  assert.equal(t.tx.usedIdx(), 2);
+  assert.equal((t.ram as ViewRam).checked, 0, "rings and buffers through caches");
 });
 
 Deno.test("VirtioNet: a header-only, an over-long or a refused frame is dropped and counted; the chain still completes", () => {
@@ -288,8 +308,9 @@ Deno.test("VirtioNet: random frames sent and received arrive byte-identical, in 
         { minLength: 1, maxLength: 24 },
       ),
       fc.boolean(),
-      (ops, eventIdx) => {
-        const t = setup({ eventIdx });
+      fc.boolean(),
+      (ops, eventIdx, views) => {
+        using t = setup({ eventIdx, views });
         const received: Uint8Array[] = [];
         let rxSeen = 0;
         const expectedRx: Uint8Array[] = [];

@@ -13,7 +13,12 @@
  * - the driver may not move its index by more than the queue size.
  *
  * A violation throws {@link VirtioProtocolError}; the device core turns it into NEEDS_RESET. No
- * access outside guest RAM is ever made: everything goes through {@link GuestMemory}, which refuses.
+ * access outside guest RAM is ever made: everything goes through {@link GuestMemory}, which refuses,
+ * or through its caches (`GuestMemory.cache`, views of whole RAM ranges valid until the memory map
+ * changes), against whose bounds every access is checked. The rings are read and written through
+ * caches where the memory gives them (QEMU's `VRingMemoryRegionCaches`), taken at the first use after
+ * enable and again whenever they are no longer valid; every write through one is reported, so dirty
+ * logging sees it.
  *
  * Memory ordering (the device runs on one thread while vCPUs write the rings): the available index
  * is read, then a fence, then the ring entry and descriptors; used elements are written, then a
@@ -24,7 +29,7 @@
  * @module
  */
 
-import type { GuestMemory } from "./guest_memory.ts";
+import type { GuestMemory, GuestMemoryCache } from "./guest_memory.ts";
 import { type Snapshottable, type StateObject, StateReader } from "../device_state.ts";
 
 /** Descriptor flag: the chain continues at `next`. */
@@ -71,6 +76,46 @@ export interface ChainPiece {
   readonly view: Uint8Array | null;
 }
 
+/** 2^53: a buffer that ends at or below it has an exact number for an address. */
+const EXACT = 2 ** 53;
+const EXACT_BIG = 1n << 53n;
+/** Copies of at most this many bytes go byte by byte (cheaper than making views for `set`). */
+const SMALL_COPY = 16;
+
+/**
+ * One buffer of a chain as the queue keeps it: the address as a number when the buffer ends at or
+ * below 2^53 (a bigint otherwise, checked on every use), and the cache of guest RAM it lies in, if
+ * the memory gave one (then the address is a number).
+ */
+class ChainBuffer {
+  constructor(
+    readonly addr: number | bigint,
+    readonly len: number,
+    readonly cache: GuestMemoryCache | null,
+  ) {}
+}
+
+function toVirtqBuffer(b: ChainBuffer): VirtqBuffer {
+  return { addr: BigInt(b.addr), len: b.len };
+}
+
+/** The guest address `skip` bytes into `b`. */
+function bufferAddress(b: ChainBuffer, skip: number): bigint {
+  return typeof b.addr === "number" ? BigInt(b.addr + skip) : b.addr + BigInt(skip);
+}
+
+const NO_BUFFERS: VirtqBuffer[] = [];
+
+/** Makes a chain from buffers the queue walked; set by the class's static block. */
+let newChain: (
+  memory: GuestMemory,
+  head: number,
+  buffers: ChainBuffer[],
+  readCount: number,
+  readableLength: number,
+  writableLength: number,
+) => DescriptorChain;
+
 /**
  * A descriptor chain taken from the available ring: its device-readable buffers, then its
  * device-writable ones, all checked to lie in guest RAM.
@@ -93,24 +138,60 @@ export interface ChainPiece {
 export class DescriptorChain {
   /** Index of the head descriptor (the id the used ring reports). */
   readonly head: number;
-  /** Device-readable buffers, in order. */
-  readonly readable: readonly VirtqBuffer[];
-  /** Device-writable buffers, in order. */
-  readonly writable: readonly VirtqBuffer[];
-  /** Sum of the readable lengths. */
-  readonly readableLength: number;
-  /** Sum of the writable lengths. */
-  readonly writableLength: number;
   readonly #memory: GuestMemory;
+  /** The buffers, device-readable ones first. */
+  #buffers: ChainBuffer[];
+  /** How many of {@link #buffers} are device-readable. */
+  #readCount: number;
+  #readableLength: number;
+  #writableLength: number;
 
   /** A chain over `memory` (made by {@link Virtqueue.pop}; tests may make one directly). */
   constructor(memory: GuestMemory, head: number, readable: VirtqBuffer[], writable: VirtqBuffer[]) {
     this.#memory = memory;
     this.head = head;
-    this.readable = readable;
-    this.writable = writable;
-    this.readableLength = readable.reduce((sum, b) => sum + b.len, 0);
-    this.writableLength = writable.reduce((sum, b) => sum + b.len, 0);
+    this.#buffers = [];
+    this.#readCount = readable.length;
+    this.#readableLength = this.#writableLength = 0;
+    for (const b of readable) this.#add(b), this.#readableLength += b.len;
+    for (const b of writable) this.#add(b), this.#writableLength += b.len;
+  }
+
+  #add(b: VirtqBuffer): void {
+    this.#buffers.push(
+      new ChainBuffer(b.addr + BigInt(b.len) <= EXACT_BIG ? Number(b.addr) : b.addr, b.len, null),
+    );
+  }
+
+  static {
+    newChain = (memory, head, buffers, readCount, readableLength, writableLength) => {
+      const chain = new DescriptorChain(memory, head, NO_BUFFERS, NO_BUFFERS);
+      chain.#buffers = buffers;
+      chain.#readCount = readCount;
+      chain.#readableLength = readableLength;
+      chain.#writableLength = writableLength;
+      return chain;
+    };
+  }
+
+  /** Device-readable buffers, in order (made on each call). */
+  get readable(): readonly VirtqBuffer[] {
+    return this.#buffers.slice(0, this.#readCount).map(toVirtqBuffer);
+  }
+
+  /** Device-writable buffers, in order (made on each call). */
+  get writable(): readonly VirtqBuffer[] {
+    return this.#buffers.slice(this.#readCount).map(toVirtqBuffer);
+  }
+
+  /** Sum of the readable lengths (0 exactly when there is no readable buffer: none is empty). */
+  get readableLength(): number {
+    return this.#readableLength;
+  }
+
+  /** Sum of the writable lengths (0 exactly when there is no writable buffer: none is empty). */
+  get writableLength(): number {
+    return this.#writableLength;
   }
 
   /**
@@ -120,7 +201,7 @@ export class DescriptorChain {
    * @throws {VirtioProtocolError} if guest RAM under a buffer went away since the chain was taken.
    */
   read(offset: number, into: Uint8Array): number {
-    return this.#copy(this.readable, offset, into, false);
+    return this.#copy(0, this.#readCount, offset, into, false);
   }
 
   /**
@@ -130,14 +211,14 @@ export class DescriptorChain {
    * @throws {VirtioProtocolError} if guest RAM under a buffer went away since the chain was taken.
    */
   write(offset: number, from: Uint8Array): number {
-    return this.#copy(this.writable, offset, from, true);
+    return this.#copy(this.#readCount, this.#buffers.length, offset, from, true);
   }
 
   /**
    * Bytes `[offset, offset + length)` of the readable part (or of the writable part, `writable`),
    * split at buffer boundaries: each piece with a live view of guest RAM where the memory gives one
    * (`GuestMemory.map`), or `view` null — then copy it with {@link read} or {@link write}. Pieces
-   * stop at the end of the part.
+   * stop at the end of the part. A writable piece's pages count as written (dirty) at once.
    *
    * @example
    * ```ts
@@ -157,19 +238,29 @@ export class DescriptorChain {
    */
   pieces(writable: boolean, offset: number, length: number): ChainPiece[] {
     const pieces: ChainPiece[] = [];
-    const map = this.#memory.map;
+    const memory = this.#memory;
+    const buffers = this.#buffers;
+    const end = writable ? buffers.length : this.#readCount;
     let skip = offset;
     let at = 0;
     let left = length;
-    for (const buffer of writable ? this.writable : this.readable) {
-      if (left === 0) break;
+    for (let i = writable ? this.#readCount : 0; i < end && left > 0; i++) {
+      const buffer = buffers[i];
       if (skip >= buffer.len) {
         skip -= buffer.len;
         at += buffer.len;
         continue;
       }
       const n = Math.min(buffer.len - skip, left);
-      const view = map ? map.call(this.#memory, buffer.addr + BigInt(skip), n, writable) : null;
+      const cache = buffer.cache;
+      let view: Uint8Array | null = null;
+      if (cache !== null && cache.valid()) {
+        const from = (buffer.addr as number) - cache.start + skip;
+        view = cache.bytes.subarray(from, from + n);
+        if (writable) cache.wrote(from, n);
+      } else if (memory.map !== undefined) {
+        view = memory.map(bufferAddress(buffer, skip), n, writable);
+      }
       pieces.push({ offset: at + skip, length: n, view });
       at += buffer.len;
       left -= n;
@@ -178,20 +269,38 @@ export class DescriptorChain {
     return pieces;
   }
 
-  #copy(buffers: readonly VirtqBuffer[], offset: number, data: Uint8Array, isWrite: boolean): number {
+  /** Copies between `data` and buffers `[first, end)` from byte `offset` of them. */
+  #copy(first: number, end: number, offset: number, data: Uint8Array, isWrite: boolean): number {
+    const buffers = this.#buffers;
     let done = 0;
     let skip = offset;
-    for (const buffer of buffers) {
-      if (done === data.length) break;
+    for (let i = first; i < end && done < data.length; i++) {
+      const buffer = buffers[i];
       if (skip >= buffer.len) {
         skip -= buffer.len;
         continue;
       }
       const n = Math.min(buffer.len - skip, data.length - done);
-      const addr = buffer.addr + BigInt(skip);
-      const piece = data.subarray(done, done + n);
-      const ok = isWrite ? this.#memory.write(addr, piece) : this.#memory.read(addr, piece);
-      if (!ok) throw new VirtioProtocolError(`buffer at 0x${addr.toString(16)} is no longer guest RAM`);
+      const cache = buffer.cache;
+      if (cache !== null && cache.valid()) {
+        const at = (buffer.addr as number) - cache.start + skip;
+        const bytes = cache.bytes;
+        if (n <= SMALL_COPY) {
+          // A header or a status byte: a loop costs less than the views set() needs.
+          if (isWrite) { for (let k = 0; k < n; k++) bytes[at + k] = data[done + k]; }
+          else for (let k = 0; k < n; k++) data[done + k] = bytes[at + k];
+        } else if (isWrite) {
+          bytes.set(n === data.length ? data : data.subarray(done, done + n), at);
+        } else {
+          data.set(bytes.subarray(at, at + n), done);
+        }
+        if (isWrite) cache.wrote(at, n);
+      } else {
+        const addr = bufferAddress(buffer, skip);
+        const piece = data.subarray(done, done + n);
+        const ok = isWrite ? this.#memory.write(addr, piece) : this.#memory.read(addr, piece);
+        if (!ok) throw new VirtioProtocolError(`buffer at 0x${addr.toString(16)} is no longer guest RAM`);
+      }
       done += n;
       skip = 0;
     }
@@ -244,19 +353,35 @@ export class Virtqueue implements Snapshottable {
   readonly index: number;
   /** Largest size the device supports (what the driver reads at first). */
   readonly maxSize: number;
-  /** Queue size the driver chose (a power of two, at most {@link maxSize}). */
-  size: number;
-  /** Guest-physical address of the descriptor table. */
-  descAddr = 0n;
-  /** Guest-physical address of the driver area (available ring). */
-  driverAddr = 0n;
-  /** Guest-physical address of the device area (used ring). */
-  deviceAddr = 0n;
   /** MSI-X vector of the queue, or {@link VIRTIO_NO_VECTOR}. */
   msixVector: number = VIRTIO_NO_VECTOR;
   readonly #memory: GuestMemory;
   readonly #scratch = new Uint8Array(16);
   readonly #view = new DataView(this.#scratch.buffer);
+  #size: number;
+  #descAddr = 0n;
+  #driverAddr = 0n;
+  #deviceAddr = 0n;
+  // The rings through caches of guest RAM (QEMU's VRingMemoryRegionCaches): each ring's cache and
+  // the ring's offset in it, taken at the first use after enable and again after any change of the
+  // memory map; null while there are none (then every access goes through GuestMemory's checks).
+  #descCache: GuestMemoryCache | null = null;
+  #descAt = 0;
+  #availCache: GuestMemoryCache | null = null;
+  #availAt = 0;
+  #usedCache: GuestMemoryCache | null = null;
+  #usedAt = 0;
+  /** The cache the last buffer or indirect table lay in: the next one is likely in it too. */
+  #dataCache: GuestMemoryCache | null = null;
+  // The descriptor #loadDesc read last, and the table it reads from: a cache's DataView and the
+  // table's offset in it, or (#table null) the table's guest address, read through the checks.
+  #dAddr: number | bigint = 0;
+  #dLen = 0;
+  #dFlags = 0;
+  #dNext = 0;
+  #table: DataView | null = null;
+  #tableAt = 0;
+  #tableAddr = 0n;
   #enabled = false;
   #features: VirtqueueFeatures = { indirect: false, eventIdx: false };
   #lastAvail = 0;
@@ -282,8 +407,44 @@ export class Virtqueue implements Snapshottable {
     }
     this.index = index;
     this.maxSize = maxSize;
-    this.size = maxSize;
+    this.#size = maxSize;
     this.#memory = memory;
+  }
+
+  /** Queue size the driver chose (a power of two, at most {@link maxSize}). */
+  get size(): number {
+    return this.#size;
+  }
+  set size(size: number) {
+    this.#size = size;
+    this.#dropCaches();
+  }
+
+  /** Guest-physical address of the descriptor table. */
+  get descAddr(): bigint {
+    return this.#descAddr;
+  }
+  set descAddr(addr: bigint) {
+    this.#descAddr = addr;
+    this.#dropCaches();
+  }
+
+  /** Guest-physical address of the driver area (available ring). */
+  get driverAddr(): bigint {
+    return this.#driverAddr;
+  }
+  set driverAddr(addr: bigint) {
+    this.#driverAddr = addr;
+    this.#dropCaches();
+  }
+
+  /** Guest-physical address of the device area (used ring). */
+  get deviceAddr(): bigint {
+    return this.#deviceAddr;
+  }
+  set deviceAddr(addr: bigint) {
+    this.#deviceAddr = addr;
+    this.#dropCaches();
   }
 
   /** Whether the driver enabled the queue. */
@@ -335,6 +496,7 @@ export class Virtqueue implements Snapshottable {
     }
     this.#features = { ...features };
     this.#enabled = true;
+    this.#dropCaches();
   }
 
   /** Back to the reset state: disabled, size {@link maxSize}, addresses 0, no vector, indices 0. */
@@ -350,6 +512,7 @@ export class Virtqueue implements Snapshottable {
         0;
     this.#signalledValid = false;
     this.#lastPopped = null;
+    this.#dropCaches();
   }
 
   /**
@@ -429,6 +592,7 @@ export class Virtqueue implements Snapshottable {
       this.#signalledUsed = signalledUsed;
       this.#signalledValid = signalledValid;
       this.#lastPopped = null;
+      this.#dropCaches();
     };
   }
 
@@ -439,94 +603,123 @@ export class Virtqueue implements Snapshottable {
    */
   pop(): DescriptorChain | null {
     if (!this.#enabled) return null;
-    let availIdx = this.#read16(this.driverAddr + 2n, "available index");
+    const cached = this.#ringsCached();
+    let availIdx = this.#availRead(2, "available index", cached);
     if (availIdx === this.#lastAvail && this.#features.eventIdx) {
       // Tell the driver which index to notify at, then look again (its store and ours cross).
-      this.#write16(this.#availEventAddr(), this.#lastAvail, "avail_event");
+      this.#usedWrite16(this.#availEventOffset(), this.#lastAvail, "avail_event", cached);
       this.#memory.fence?.();
-      availIdx = this.#read16(this.driverAddr + 2n, "available index");
+      availIdx = this.#availRead(2, "available index", cached);
     }
     if (availIdx === this.#lastAvail) return null;
     const ahead = (availIdx - this.#lastAvail) & 0xffff;
-    if (ahead > this.size) {
+    if (ahead > this.#size) {
       throw new VirtioProtocolError(
         `queue ${this.index}: driver moved the available index from ${this.#lastAvail} to ${availIdx}`,
       );
     }
-    if (this.#inUse >= this.size) {
+    if (this.#inUse >= this.#size) {
       throw new VirtioProtocolError(`queue ${this.index}: more chains in use than entries`);
     }
     this.#memory.fence?.();
-    const slot = this.#lastAvail % this.size;
-    const head = this.#read16(this.driverAddr + 4n + BigInt(2 * slot), "available ring");
-    if (head >= this.size) {
+    const slot = this.#lastAvail % this.#size;
+    const head = this.#availRead(4 + 2 * slot, "available ring", cached);
+    if (head >= this.#size) {
       throw new VirtioProtocolError(
-        `queue ${this.index}: available head ${head} is not below the size ${this.size}`,
+        `queue ${this.index}: available head ${head} is not below the size ${this.#size}`,
       );
     }
     this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
-    if (this.#features.eventIdx) this.#write16(this.#availEventAddr(), this.#lastAvail, "avail_event");
-    const chain = this.#walk(head);
+    if (this.#features.eventIdx) {
+      this.#usedWrite16(this.#availEventOffset(), this.#lastAvail, "avail_event", cached);
+    }
+    const chain = this.#walk(head, cached);
     this.#inUse++;
     this.#lastPopped = chain;
     return chain;
   }
 
-  #walk(head: number): DescriptorChain {
-    const readable: VirtqBuffer[] = [];
-    const writable: VirtqBuffer[] = [];
-    let table = this.descAddr;
-    let max = this.size;
-    let desc = this.#readDesc(table, head, "descriptor table");
+  #walk(head: number, cached: boolean): DescriptorChain {
+    const buffers: ChainBuffer[] = [];
+    let readCount = 0;
+    let readable = 0;
+    let writable = 0;
+    let max = this.#size;
+    if (cached) {
+      this.#table = this.#descCache!.data;
+      this.#tableAt = this.#descAt;
+    } else {
+      this.#table = null;
+      this.#tableAddr = this.#descAddr;
+    }
+    this.#loadDesc(head, "descriptor table");
     let inIndirect = false;
-    if (desc.flags & VIRTQ_DESC_F_INDIRECT) {
+    if (this.#dFlags & VIRTQ_DESC_F_INDIRECT) {
       if (!this.#features.indirect) {
         throw new VirtioProtocolError(
           `queue ${this.index}: indirect descriptor without VIRTIO_F_INDIRECT_DESC`,
         );
       }
-      if (desc.len === 0 || desc.len % DESC_SIZE !== 0) {
+      const len = this.#dLen;
+      const addr = this.#dAddr;
+      if (len === 0 || len % DESC_SIZE !== 0) {
         throw new VirtioProtocolError(
-          `queue ${this.index}: indirect table of ${desc.len} bytes is not a non-empty multiple of 16`,
+          `queue ${this.index}: indirect table of ${len} bytes is not a non-empty multiple of 16`,
         );
       }
-      if (!this.#memory.check(desc.addr, desc.len)) {
+      const cache = this.#bufferCache(addr, len, false);
+      if (cache === undefined) {
         throw new VirtioProtocolError(
-          `queue ${this.index}: indirect table at 0x${desc.addr.toString(16)} is not in guest RAM`,
+          `queue ${this.index}: indirect table at 0x${addr.toString(16)} is not in guest RAM`,
         );
       }
-      table = desc.addr;
-      max = desc.len / DESC_SIZE;
+      if (cache !== null) {
+        this.#table = cache.data;
+        this.#tableAt = (addr as number) - cache.start;
+      } else {
+        this.#table = null;
+        this.#tableAddr = BigInt(addr);
+      }
+      max = len / DESC_SIZE;
       inIndirect = true;
-      desc = this.#readDesc(table, 0, "indirect table");
+      this.#loadDesc(0, "indirect table");
     }
     let count = 0;
-    let total = 0;
     for (;;) {
-      if (desc.flags & VIRTQ_DESC_F_INDIRECT) {
+      const flags = this.#dFlags;
+      const len = this.#dLen;
+      const addr = this.#dAddr;
+      if (flags & VIRTQ_DESC_F_INDIRECT) {
         throw new VirtioProtocolError(
           `queue ${this.index}: ${
             inIndirect ? "nested indirect table" : "indirect descriptor inside a chain"
           }`,
         );
       }
-      if (desc.len === 0) throw new VirtioProtocolError(`queue ${this.index}: zero-length buffer`);
-      const forWrite = (desc.flags & VIRTQ_DESC_F_WRITE) !== 0;
-      if (!this.#memory.check(desc.addr, desc.len, forWrite)) {
+      if (len === 0) throw new VirtioProtocolError(`queue ${this.index}: zero-length buffer`);
+      const forWrite = (flags & VIRTQ_DESC_F_WRITE) !== 0;
+      const cache = this.#bufferCache(addr, len, forWrite);
+      if (cache === undefined) {
         throw new VirtioProtocolError(
-          `queue ${this.index}: buffer at 0x${desc.addr.toString(16)} (0x${
-            desc.len.toString(16)
-          } bytes) is not ${forWrite ? "writable " : ""}guest RAM`,
+          `queue ${this.index}: buffer at 0x${addr.toString(16)} (0x${len.toString(16)} bytes) is not ${
+            forWrite ? "writable " : ""
+          }guest RAM`,
         );
       }
-      if (forWrite) writable.push({ addr: desc.addr, len: desc.len });
-      else if (writable.length > 0) {
+      if (forWrite) writable += len;
+      else if (writable > 0) {
         throw new VirtioProtocolError(
           `queue ${this.index}: device-readable buffer after a device-writable one`,
         );
-      } else readable.push({ addr: desc.addr, len: desc.len });
-      total += desc.len;
-      if (total > 0xffff_ffff) {
+      } else {
+        readable += len;
+        readCount++;
+      }
+      // A number only where every byte's address is exact as one.
+      buffers.push(
+        new ChainBuffer(typeof addr === "number" && addr > EXACT - len ? BigInt(addr) : addr, len, cache),
+      );
+      if (readable + writable > 0xffff_ffff) {
         throw new VirtioProtocolError(`queue ${this.index}: chain lengths add up to 4 GiB or more`);
       }
       if (++count > max) {
@@ -537,15 +730,37 @@ export class Virtqueue implements Snapshottable {
           `queue ${this.index}: more than ${VIRTQUEUE_MAX_ELEMENTS} buffers in one chain`,
         );
       }
-      if (!(desc.flags & VIRTQ_DESC_F_NEXT)) break;
-      if (desc.next >= max) {
+      if (!(flags & VIRTQ_DESC_F_NEXT)) break;
+      const next = this.#dNext;
+      if (next >= max) {
         throw new VirtioProtocolError(
-          `queue ${this.index}: next descriptor ${desc.next} is not below ${max}`,
+          `queue ${this.index}: next descriptor ${next} is not below ${max}`,
         );
       }
-      desc = this.#readDesc(table, desc.next, inIndirect ? "indirect table" : "descriptor table");
+      this.#loadDesc(next, inIndirect ? "indirect table" : "descriptor table");
     }
-    return new DescriptorChain(this.#memory, head, readable, writable);
+    return newChain(this.#memory, head, buffers, readCount, readable, writable);
+  }
+
+  /**
+   * Where a buffer (or indirect table) of `len` bytes at `addr` may be reached: the cache of guest
+   * RAM it lies in, null when it is guest RAM (writable RAM when `forWrite`) but not in a cache,
+   * and undefined when it is not.
+   */
+  #bufferCache(addr: number | bigint, len: number, forWrite: boolean): GuestMemoryCache | null | undefined {
+    const memory = this.#memory;
+    if (typeof addr === "number" && addr <= EXACT - len && memory.cache !== undefined) {
+      const last = this.#dataCache;
+      if (
+        last !== null && addr >= last.start && addr + len <= last.start + last.bytes.length &&
+        (last.writable || !forWrite) && last.valid()
+      ) {
+        return last;
+      }
+      const cache = memory.cache(BigInt(addr), len, forWrite);
+      if (cache !== null) return this.#dataCache = cache;
+    }
+    return memory.check(BigInt(addr), len, forWrite) ? null : undefined;
   }
 
   /**
@@ -573,16 +788,26 @@ export class Virtqueue implements Snapshottable {
   push(chain: DescriptorChain, written: number): void {
     this.#lastPopped = null;
     const len = Math.max(0, Math.min(Math.floor(written), chain.writableLength));
-    const slot = this.#usedIdx % this.size;
-    this.#view.setUint32(0, chain.head, true);
-    this.#view.setUint32(4, len, true);
-    const elem = this.deviceAddr + 4n + BigInt(8 * slot);
-    if (!this.#memory.write(elem, this.#scratch.subarray(0, 8))) {
-      throw new VirtioProtocolError(`queue ${this.index}: used ring is not in guest RAM`);
+    const slot = this.#usedIdx % this.#size;
+    const cached = this.#enabled && this.#ringsCached();
+    if (cached) {
+      const used = this.#usedCache!;
+      const at = this.#usedAt + 4 + 8 * slot;
+      used.data.setUint32(at, chain.head, true);
+      used.data.setUint32(at + 4, len, true);
+      used.wrote(at, 8);
+    } else {
+      this.#view.setUint32(0, chain.head, true);
+      this.#view.setUint32(4, len, true);
+      const elem = this.#deviceAddr + 4n + BigInt(8 * slot);
+      if (!this.#memory.write(elem, this.#scratch.subarray(0, 8))) {
+        throw new VirtioProtocolError(`queue ${this.index}: used ring is not in guest RAM`);
+      }
     }
     this.#memory.fence?.();
     this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
-    this.#write16(this.deviceAddr + 2n, this.#usedIdx, "used index");
+    // The fence ran no code of ours: the caches are as valid as they were a moment ago.
+    this.#usedWrite16(2, this.#usedIdx, "used index", cached);
     if (this.#inUse > 0) this.#inUse--;
   }
 
@@ -595,20 +820,83 @@ export class Virtqueue implements Snapshottable {
    */
   shouldNotify(): boolean {
     this.#memory.fence?.();
+    const cached = this.#enabled && this.#ringsCached();
     if (!this.#features.eventIdx) {
-      return !(this.#read16(this.driverAddr, "driver flags") & VIRTQ_AVAIL_F_NO_INTERRUPT);
+      return !(this.#availRead(0, "driver flags", cached) & VIRTQ_AVAIL_F_NO_INTERRUPT);
     }
     const valid = this.#signalledValid;
     const old = this.#signalledUsed;
     const now = this.#usedIdx;
     this.#signalledValid = true;
     this.#signalledUsed = now;
-    const usedEvent = this.#read16(this.driverAddr + 4n + BigInt(2 * this.size), "used_event");
+    const usedEvent = this.#availRead(4 + 2 * this.#size, "used_event", cached);
     return !valid || vringNeedEvent(usedEvent, now, old);
   }
 
-  #availEventAddr(): bigint {
-    return this.deviceAddr + 4n + BigInt(8 * this.size);
+  /** Offset of `avail_event` in the device area. */
+  #availEventOffset(): number {
+    return 4 + 8 * this.#size;
+  }
+
+  /** Forgets the ring caches (the rings moved, resized, or the queue was enabled or reset). */
+  #dropCaches(): void {
+    this.#descCache = this.#availCache = this.#usedCache = null;
+  }
+
+  /**
+   * Whether the rings can be reached through caches now: the ones held are still valid, or new ones
+   * could be taken. Only for an enabled queue (whose ring placement was checked).
+   */
+  #ringsCached(): boolean {
+    const used = this.#usedCache;
+    if (
+      used !== null && used.valid() && (this.#availCache === used || this.#availCache!.valid()) &&
+      (this.#descCache === used || this.#descCache!.valid())
+    ) {
+      return true;
+    }
+    this.#dropCaches();
+    const memory = this.#memory;
+    if (memory.cache === undefined) return false;
+    const n = this.#size;
+    const usedCache = memory.cache(this.#deviceAddr, 6 + 8 * n, true);
+    if (usedCache === null) return false;
+    const inUsed = (addr: bigint, length: number) =>
+      addr >= BigInt(usedCache.start) &&
+      addr + BigInt(length) <= BigInt(usedCache.start + usedCache.bytes.length);
+    const availCache = inUsed(this.#driverAddr, 6 + 2 * n)
+      ? usedCache
+      : memory.cache(this.#driverAddr, 6 + 2 * n, false);
+    const descCache = inUsed(this.#descAddr, DESC_SIZE * n)
+      ? usedCache
+      : memory.cache(this.#descAddr, DESC_SIZE * n, false);
+    if (availCache === null || descCache === null) return false;
+    this.#usedCache = usedCache;
+    this.#usedAt = Number(this.#deviceAddr) - usedCache.start;
+    this.#availCache = availCache;
+    this.#availAt = Number(this.#driverAddr) - availCache.start;
+    this.#descCache = descCache;
+    this.#descAt = Number(this.#descAddr) - descCache.start;
+    this.#dataCache = usedCache;
+    return true;
+  }
+
+  /** The 16-bit value at `offset` of the driver area. */
+  #availRead(offset: number, what: string, cached: boolean): number {
+    if (cached) return this.#availCache!.data.getUint16(this.#availAt + offset, true);
+    return this.#read16(this.#driverAddr + BigInt(offset), what);
+  }
+
+  /** Writes a 16-bit `value` at `offset` of the device area. */
+  #usedWrite16(offset: number, value: number, what: string, cached: boolean): void {
+    if (cached) {
+      const used = this.#usedCache!;
+      const at = this.#usedAt + offset;
+      used.data.setUint16(at, value, true);
+      used.wrote(at, 2);
+    } else {
+      this.#write16(this.#deviceAddr + BigInt(offset), value, what);
+    }
   }
 
   #read16(addr: bigint, what: string): number {
@@ -629,24 +917,29 @@ export class Virtqueue implements Snapshottable {
     }
   }
 
-  #readDesc(
-    table: bigint,
-    i: number,
-    what: string,
-  ): { addr: bigint; len: number; flags: number; next: number } {
-    const at = table + BigInt(DESC_SIZE * i);
-    if (!this.#memory.read(at, this.#scratch)) {
-      throw new VirtioProtocolError(
-        `queue ${this.index}: ${what} entry at 0x${at.toString(16)} is not in guest RAM`,
-      );
+  /**
+   * Reads descriptor `i` of the current table into #dAddr, #dLen, #dFlags and #dNext: from the
+   * cache's view, or through the checks. The address is a number when below 2^53.
+   */
+  #loadDesc(i: number, what: string): void {
+    let v = this.#table;
+    let at = this.#tableAt + DESC_SIZE * i;
+    if (v === null) {
+      const addr = this.#tableAddr + BigInt(DESC_SIZE * i);
+      if (!this.#memory.read(addr, this.#scratch)) {
+        throw new VirtioProtocolError(
+          `queue ${this.index}: ${what} entry at 0x${addr.toString(16)} is not in guest RAM`,
+        );
+      }
+      v = this.#view;
+      at = 0;
     }
-    const v = this.#view;
-    return {
-      addr: v.getBigUint64(0, true),
-      len: v.getUint32(8, true),
-      flags: v.getUint16(12, true),
-      next: v.getUint16(14, true),
-    };
+    const lo = v.getUint32(at, true);
+    const hi = v.getUint32(at + 4, true);
+    this.#dAddr = hi < 0x20_0000 ? hi * 0x1_0000_0000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
+    this.#dLen = v.getUint32(at + 8, true);
+    this.#dFlags = v.getUint16(at + 12, true);
+    this.#dNext = v.getUint16(at + 14, true);
   }
 }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ByteRam, DriverQueue } from "./_test_util.ts";
+import { ByteRam, DriverQueue, viewBacking, ViewRam } from "./_test_util.ts";
 import {
   type DescriptorChain,
   VirtioProtocolError,
@@ -11,6 +11,7 @@ import {
   Virtqueue,
 } from "./virtqueue.ts";
 import type { GuestMemory } from "./guest_memory.ts";
+import { DirtyLogClient, MemoryRegion } from "../../memory/mod.ts";
 import type { StateObject, StateValue } from "../device_state.ts";
 import { checkBadStates, checkRoundTrip, type StateHarness } from "../_state_test_util.ts";
 
@@ -21,14 +22,28 @@ const USED = 0x3000n;
 const DATA = 0x8000; // buffers go from here
 const INDIRECT_AREA = 0x6000; // indirect tables from here
 
-function setup(size = 8, features = { indirect: true, eventIdx: false }) {
-  const ram = new ByteRam(RAM_SIZE);
+/** Guest RAM of the tests: a plain array (every access checked), or views of an address space's RAM (caches). */
+type RamKind = "bytes" | "views";
+const RAM_KINDS: RamKind[] = ["bytes", "views"];
+
+function setup(
+  size = 8,
+  features = { indirect: true, eventIdx: false },
+  kind: RamKind = "bytes",
+  used = USED,
+) {
+  const ram = kind === "bytes" ? new ByteRam(RAM_SIZE) : new ViewRam(RAM_SIZE);
   const q = new Virtqueue(0, size, ram);
   q.descAddr = DESC;
   q.driverAddr = AVAIL;
-  q.deviceAddr = USED;
+  q.deviceAddr = used;
   q.enable(features);
-  return { ram, q, driver: new DriverQueue(ram, size, DESC, AVAIL, USED) };
+  return {
+    ram,
+    q,
+    driver: new DriverQueue(ram, size, DESC, AVAIL, used),
+    [Symbol.dispose]: () => ram instanceof ViewRam && ram[Symbol.dispose](),
+  };
 }
 
 const W = VIRTQ_DESC_F_WRITE;
@@ -270,202 +285,213 @@ const chainArb: fc.Arbitrary<ChainSpec> = fc.record({
   indirect: fc.boolean(),
 });
 
-Deno.test("Virtqueue property: random chains, direct and indirect, come out as the model says", () => {
-  fc.assert(
-    fc.property(
-      fc.array(chainArb, { minLength: 1, maxLength: 6 }),
-      fc.integer({ min: 0, max: 0xffff }),
-      fc.array(fc.nat(), { minLength: 16, maxLength: 16 }),
-      (chains, startIdx, shuffleKeys) => {
-        const size = 16;
-        const { ram, q, driver } = setup(size);
-        const slots = [...Array(size).keys()].sort((a, b) => shuffleKeys[a] - shuffleKeys[b] || a - b);
-        const need = chains.reduce((n, c) => n + (c.indirect ? 1 : c.bufs.length), 0);
-        fc.pre(need <= size);
-        let nextData = DATA;
-        let nextTable = INDIRECT_AREA;
-        const expected: {
-          head: number;
-          readable: [bigint, number][];
-          writable: [bigint, number][];
-          bytes: number[];
-        }[] = [];
-        // Move both sides' indices first, so slots other than 0.. are used.
-        driver.setDesc(DESC, 0, { addr: BigInt(DATA), len: 1, flags: 0, next: 0 });
-        for (let i = 0; i < (startIdx & 0x3f); i++) {
-          driver.offer(0);
-          q.push(q.pop()!, 0);
-        }
-        for (const spec of chains) {
-          const addrs = spec.bufs.map((b) => {
-            const addr = BigInt(nextData);
-            nextData += b.len + 3;
-            return addr;
-          });
-          let head: number;
-          if (spec.indirect) {
-            head = slots.shift()!;
-            const table = BigInt(nextTable);
-            spec.bufs.forEach((b, i) =>
-              driver.setDesc(table, i, {
-                addr: addrs[i],
-                len: b.len,
-                flags: (b.write ? W : 0) | (i + 1 < spec.bufs.length ? N : 0),
-                next: i + 1,
-              })
-            );
-            driver.setDesc(DESC, head, { addr: table, len: 16 * spec.bufs.length, flags: I, next: 0 });
-            nextTable += 16 * spec.bufs.length;
-          } else {
-            const mine = spec.bufs.map(() => slots.shift()!);
-            head = mine[0];
-            spec.bufs.forEach((b, i) =>
-              driver.setDesc(DESC, mine[i], {
-                addr: addrs[i],
-                len: b.len,
-                flags: (b.write ? W : 0) | (i + 1 < mine.length ? N : 0),
-                next: mine[i + 1] ?? 0,
-              })
-            );
-          }
-          const bytes: number[] = [];
-          spec.bufs.forEach((b, i) => {
-            if (b.write) return;
-            for (let k = 0; k < b.len; k++) {
-              const v = (Number(addrs[i]) + k * 7) & 0xff;
-              ram.bytes[Number(addrs[i]) + k] = v;
-              bytes.push(v);
-            }
-          });
-          expected.push({
-            head,
-            readable: spec.bufs.flatMap((b, i) => b.write ? [] : [[addrs[i], b.len] as [bigint, number]]),
-            writable: spec.bufs.flatMap((b, i) => b.write ? [[addrs[i], b.len] as [bigint, number]] : []),
-            bytes,
-          });
-          driver.offer(head);
-        }
-        const before = driver.usedIdx();
-        for (const want of expected) {
-          const chain = q.pop()!;
-          assert.ok(chain, "a chain per offer");
-          assert.equal(chain.head, want.head);
-          assert.deepEqual(chain.readable.map((b) => [b.addr, b.len]), want.readable);
-          assert.deepEqual(chain.writable.map((b) => [b.addr, b.len]), want.writable);
-          const data = new Uint8Array(chain.readableLength);
-          assert.equal(chain.read(0, data), data.length);
-          assert.deepEqual([...data], want.bytes);
-          const fill = new Uint8Array(chain.writableLength).fill(0xee);
-          assert.equal(chain.write(0, fill), fill.length);
-          for (const [addr, len] of want.writable) {
-            assert.ok(ram.bytes.subarray(Number(addr), Number(addr) + len).every((b) => b === 0xee));
-          }
-          q.push(chain, chain.writableLength);
-        }
-        assert.equal(q.pop(), null);
-        assert.equal((driver.usedIdx() - before) & 0xffff, expected.length);
-        expected.forEach((want, i) => {
-          const elem = driver.usedElem(before + i);
-          assert.equal(elem.id, want.head);
-          assert.equal(elem.len, want.writable.reduce((s, [, l]) => s + l, 0));
-        });
-        assert.equal(ram.refused, 0);
-      },
-    ),
-    { numRuns: 200 },
-  );
-});
-
-Deno.test("Virtqueue property: EVENT_IDX interrupts exactly when the used index crosses used_event", () => {
-  fc.assert(
-    fc.property(
-      fc.array(
-        fc.record({ event: fc.integer({ min: 0, max: 40 }), pushes: fc.integer({ min: 0, max: 5 }) }),
-        {
-          minLength: 1,
-          maxLength: 12,
-        },
-      ),
-      (steps) => {
-        const { q, driver } = setup(8, { indirect: false, eventIdx: true });
-        driver.setDesc(DESC, 0, { addr: 0x8000n, len: 4, flags: W, next: 0 });
-        let first = true;
-        let signalled = 0;
-        for (const step of steps) {
-          driver.setUsedEvent(step.event);
-          for (let i = 0; i < step.pushes; i++) {
+for (const kind of RAM_KINDS) {
+  Deno.test(`Virtqueue property: random chains, direct and indirect, come out as the model says (${kind})`, () => {
+    fc.assert(
+      fc.property(
+        fc.array(chainArb, { minLength: 1, maxLength: 6 }),
+        fc.integer({ min: 0, max: 0xffff }),
+        fc.array(fc.nat(), { minLength: 16, maxLength: 16 }),
+        (chains, startIdx, shuffleKeys) => {
+          const size = 16;
+          using t = setup(size, undefined, kind);
+          const { ram, q, driver } = t;
+          const slots = [...Array(size).keys()].sort((a, b) => shuffleKeys[a] - shuffleKeys[b] || a - b);
+          const need = chains.reduce((n, c) => n + (c.indirect ? 1 : c.bufs.length), 0);
+          fc.pre(need <= size);
+          let nextData = DATA;
+          let nextTable = INDIRECT_AREA;
+          const expected: {
+            head: number;
+            readable: [bigint, number][];
+            writable: [bigint, number][];
+            bytes: number[];
+          }[] = [];
+          // Move both sides' indices first, so slots other than 0.. are used.
+          driver.setDesc(DESC, 0, { addr: BigInt(DATA), len: 1, flags: 0, next: 0 });
+          for (let i = 0; i < (startIdx & 0x3f); i++) {
             driver.offer(0);
             q.push(q.pop()!, 0);
           }
-          const now = q.usedIdx;
-          // Model: notify on the first check, or when used_event is one of the indices the used
-          // index moved through since the last check (old ≤ event < now).
-          const crossed: number[] = [];
-          for (let i = signalled; i < now; i++) crossed.push(i);
-          const want: boolean = first || crossed.includes(step.event);
-          assert.equal(q.shouldNotify(), want, JSON.stringify({ step, signalled, now }));
-          first = false;
-          signalled = now;
-        }
-      },
-    ),
-    { numRuns: 300 },
-  );
-});
-
-Deno.test("Virtqueue property: a random hostile edit of a valid chain is refused, never read outside RAM", () => {
-  type Edit =
-    | { kind: "addr"; i: number; addr: bigint }
-    | { kind: "len0"; i: number }
-    | {
-      kind: "loop";
-    }
-    | { kind: "next"; next: number }
-    | { kind: "order" };
-  const editArb: fc.Arbitrary<Edit> = fc.oneof(
-    fc.record({
-      kind: fc.constant("addr" as const),
-      i: fc.nat(3),
-      addr: fc.oneof(
-        fc.bigInt({ min: BigInt(RAM_SIZE) - 3n, max: BigInt(RAM_SIZE) + 0x1000n }),
-        fc.bigInt({ min: 1n << 40n, max: (1n << 64n) - 1n }),
+          for (const spec of chains) {
+            const addrs = spec.bufs.map((b) => {
+              const addr = BigInt(nextData);
+              nextData += b.len + 3;
+              return addr;
+            });
+            let head: number;
+            if (spec.indirect) {
+              head = slots.shift()!;
+              const table = BigInt(nextTable);
+              spec.bufs.forEach((b, i) =>
+                driver.setDesc(table, i, {
+                  addr: addrs[i],
+                  len: b.len,
+                  flags: (b.write ? W : 0) | (i + 1 < spec.bufs.length ? N : 0),
+                  next: i + 1,
+                })
+              );
+              driver.setDesc(DESC, head, { addr: table, len: 16 * spec.bufs.length, flags: I, next: 0 });
+              nextTable += 16 * spec.bufs.length;
+            } else {
+              const mine = spec.bufs.map(() => slots.shift()!);
+              head = mine[0];
+              spec.bufs.forEach((b, i) =>
+                driver.setDesc(DESC, mine[i], {
+                  addr: addrs[i],
+                  len: b.len,
+                  flags: (b.write ? W : 0) | (i + 1 < mine.length ? N : 0),
+                  next: mine[i + 1] ?? 0,
+                })
+              );
+            }
+            const bytes: number[] = [];
+            spec.bufs.forEach((b, i) => {
+              if (b.write) return;
+              for (let k = 0; k < b.len; k++) {
+                const v = (Number(addrs[i]) + k * 7) & 0xff;
+                ram.bytes[Number(addrs[i]) + k] = v;
+                bytes.push(v);
+              }
+            });
+            expected.push({
+              head,
+              readable: spec.bufs.flatMap((b, i) => b.write ? [] : [[addrs[i], b.len] as [bigint, number]]),
+              writable: spec.bufs.flatMap((b, i) => b.write ? [[addrs[i], b.len] as [bigint, number]] : []),
+              bytes,
+            });
+            driver.offer(head);
+          }
+          const before = driver.usedIdx();
+          for (const want of expected) {
+            const chain = q.pop()!;
+            assert.ok(chain, "a chain per offer");
+            assert.equal(chain.head, want.head);
+            assert.deepEqual(chain.readable.map((b) => [b.addr, b.len]), want.readable);
+            assert.deepEqual(chain.writable.map((b) => [b.addr, b.len]), want.writable);
+            const data = new Uint8Array(chain.readableLength);
+            assert.equal(chain.read(0, data), data.length);
+            assert.deepEqual([...data], want.bytes);
+            const fill = new Uint8Array(chain.writableLength).fill(0xee);
+            assert.equal(chain.write(0, fill), fill.length);
+            for (const [addr, len] of want.writable) {
+              assert.ok(ram.bytes.subarray(Number(addr), Number(addr) + len).every((b) => b === 0xee));
+            }
+            q.push(chain, chain.writableLength);
+          }
+          assert.equal(q.pop(), null);
+          assert.equal((driver.usedIdx() - before) & 0xffff, expected.length);
+          expected.forEach((want, i) => {
+            const elem = driver.usedElem(before + i);
+            assert.equal(elem.id, want.head);
+            assert.equal(elem.len, want.writable.reduce((s, [, l]) => s + l, 0));
+          });
+          assert.equal(ram.refused, 0);
+          if (ram instanceof ViewRam) assert.ok(ram.mmio === 0 && ram.guardsIntact());
+        },
       ),
-    }),
-    fc.record({ kind: fc.constant("len0" as const), i: fc.nat(3) }),
-    fc.record({ kind: fc.constant("loop" as const) }),
-    fc.record({ kind: fc.constant("next" as const), next: fc.integer({ min: 16, max: 0xffff }) }),
-    fc.record({ kind: fc.constant("order" as const) }),
-  );
-  fc.assert(
-    fc.property(fc.integer({ min: 2, max: 4 }), fc.boolean(), editArb, (n, indirect, edit) => {
-      const { ram, q, driver } = setup(16);
-      const table = indirect ? BigInt(INDIRECT_AREA) : DESC;
-      const descs = Array.from({ length: n }, (_, i) => ({
-        addr: BigInt(DATA + 0x100 * i),
-        len: 8,
-        flags: (i === n - 1 ? W : 0) | (i + 1 < n ? N : 0),
-        next: i + 1,
-      }));
-      const i = "i" in edit ? edit.i % n : 0;
-      if (edit.kind === "addr") descs[i].addr = edit.addr;
-      if (edit.kind === "len0") descs[i].len = 0;
-      if (edit.kind === "loop") descs[n - 1] = { ...descs[n - 1], flags: descs[n - 1].flags | N, next: 0 };
-      if (edit.kind === "next") {
-        descs[n - 1] = { ...descs[n - 1], flags: descs[n - 1].flags | N, next: edit.next };
+      { numRuns: 200 },
+    );
+  });
+}
+
+for (const kind of RAM_KINDS) {
+  Deno.test(`Virtqueue property: EVENT_IDX interrupts exactly when the used index crosses used_event (${kind})`, () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({ event: fc.integer({ min: 0, max: 40 }), pushes: fc.integer({ min: 0, max: 5 }) }),
+          {
+            minLength: 1,
+            maxLength: 12,
+          },
+        ),
+        (steps) => {
+          using t = setup(8, { indirect: false, eventIdx: true }, kind);
+          const { q, driver } = t;
+          driver.setDesc(DESC, 0, { addr: 0x8000n, len: 4, flags: W, next: 0 });
+          let first = true;
+          let signalled = 0;
+          for (const step of steps) {
+            driver.setUsedEvent(step.event);
+            for (let i = 0; i < step.pushes; i++) {
+              driver.offer(0);
+              q.push(q.pop()!, 0);
+            }
+            const now = q.usedIdx;
+            // Model: notify on the first check, or when used_event is one of the indices the used
+            // index moved through since the last check (old ≤ event < now).
+            const crossed: number[] = [];
+            for (let i = signalled; i < now; i++) crossed.push(i);
+            const want: boolean = first || crossed.includes(step.event);
+            assert.equal(q.shouldNotify(), want, JSON.stringify({ step, signalled, now }));
+            first = false;
+            signalled = now;
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+}
+
+for (const kind of RAM_KINDS) {
+  Deno.test(`Virtqueue property: a random hostile edit of a valid chain is refused, never read outside RAM (${kind})`, () => {
+    type Edit =
+      | { kind: "addr"; i: number; addr: bigint }
+      | { kind: "len0"; i: number }
+      | {
+        kind: "loop";
       }
-      if (edit.kind === "order") {
-        descs[0].flags |= W;
-        descs[n - 1].flags &= ~W;
-      }
-      descs.forEach((d, k) => driver.setDesc(table, k, d));
-      if (indirect) driver.setDesc(DESC, 15, { addr: table, len: 16 * n, flags: I, next: 0 });
-      driver.offer(indirect ? 15 : 0);
-      assert.throws(() => q.pop(), VirtioProtocolError);
-      assert.equal(ram.refused, 0);
-    }),
-    { numRuns: 300 },
-  );
-});
+      | { kind: "next"; next: number }
+      | { kind: "order" };
+    const editArb: fc.Arbitrary<Edit> = fc.oneof(
+      fc.record({
+        kind: fc.constant("addr" as const),
+        i: fc.nat(3),
+        addr: fc.oneof(
+          fc.bigInt({ min: BigInt(RAM_SIZE) - 3n, max: BigInt(RAM_SIZE) + 0x1000n }),
+          fc.bigInt({ min: 1n << 40n, max: (1n << 64n) - 1n }),
+        ),
+      }),
+      fc.record({ kind: fc.constant("len0" as const), i: fc.nat(3) }),
+      fc.record({ kind: fc.constant("loop" as const) }),
+      fc.record({ kind: fc.constant("next" as const), next: fc.integer({ min: 16, max: 0xffff }) }),
+      fc.record({ kind: fc.constant("order" as const) }),
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 4 }), fc.boolean(), editArb, (n, indirect, edit) => {
+        using t = setup(16, undefined, kind);
+        const { ram, q, driver } = t;
+        const table = indirect ? BigInt(INDIRECT_AREA) : DESC;
+        const descs = Array.from({ length: n }, (_, i) => ({
+          addr: BigInt(DATA + 0x100 * i),
+          len: 8,
+          flags: (i === n - 1 ? W : 0) | (i + 1 < n ? N : 0),
+          next: i + 1,
+        }));
+        const i = "i" in edit ? edit.i % n : 0;
+        if (edit.kind === "addr") descs[i].addr = edit.addr;
+        if (edit.kind === "len0") descs[i].len = 0;
+        if (edit.kind === "loop") descs[n - 1] = { ...descs[n - 1], flags: descs[n - 1].flags | N, next: 0 };
+        if (edit.kind === "next") {
+          descs[n - 1] = { ...descs[n - 1], flags: descs[n - 1].flags | N, next: edit.next };
+        }
+        if (edit.kind === "order") {
+          descs[0].flags |= W;
+          descs[n - 1].flags &= ~W;
+        }
+        descs.forEach((d, k) => driver.setDesc(table, k, d));
+        if (indirect) driver.setDesc(DESC, 15, { addr: table, len: 16 * n, flags: I, next: 0 });
+        driver.offer(indirect ? 15 : 0);
+        assert.throws(() => q.pop(), VirtioProtocolError);
+        assert.equal(ram.refused, 0);
+        if (ram instanceof ViewRam) assert.ok(ram.mmio === 0 && ram.guardsIntact());
+      }),
+      { numRuns: 300 },
+    );
+  });
+}
 
 Deno.test("Virtqueue: unpop gives the last chain back; the next pop takes it again", () => {
   const { q, driver } = setup();
@@ -508,92 +534,230 @@ class StrictRam implements GuestMemory {
     this.bytes.set(from, this.#at(addr, from.length));
     return true;
   }
+  [Symbol.dispose](): void {}
 }
 
-Deno.test("Virtqueue property: random rings and descriptor tables never make it touch memory outside RAM", () => {
-  const SIZE = 0x4000;
-  const near = (n: number) => fc.bigInt({ min: BigInt(n) - 64n, max: BigInt(n) + 64n });
-  // Addresses a hostile driver would pick: inside, at the edges, past the end, near 2^64.
-  const addrArb = fc.oneof(
-    fc.bigInt({ min: 0n, max: BigInt(SIZE) }),
-    near(SIZE),
-    fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
-    near(0).map((a) => BigInt.asUintN(64, a)),
-  );
-  const lenArb = fc.oneof(
-    fc.integer({ min: 0, max: 64 }),
-    fc.integer({ min: 0, max: SIZE + 64 }),
-    fc.integer({ min: 0xffff_ff00, max: 0xffff_ffff }),
-    fc.nat({ max: 0xffff_ffff }),
-  );
-  const descArb = fc.record({
-    addr: addrArb,
-    len: lenArb,
-    flags: fc.nat(7),
-    next: fc.oneof(fc.nat(16), fc.nat(0xffff)),
+for (const kind of RAM_KINDS) {
+  Deno.test(`Virtqueue property: random rings and descriptor tables never make it touch memory outside RAM (${kind})`, () => {
+    const SIZE = 0x4000;
+    const near = (n: number) => fc.bigInt({ min: BigInt(n) - 64n, max: BigInt(n) + 64n });
+    // Addresses a hostile driver would pick: inside, at the edges, past the end, near 2^64.
+    const addrArb = fc.oneof(
+      fc.bigInt({ min: 0n, max: BigInt(SIZE) }),
+      near(SIZE),
+      fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+      near(0).map((a) => BigInt.asUintN(64, a)),
+    );
+    const lenArb = fc.oneof(
+      fc.integer({ min: 0, max: 64 }),
+      fc.integer({ min: 0, max: SIZE + 64 }),
+      fc.integer({ min: 0xffff_ff00, max: 0xffff_ffff }),
+      fc.nat({ max: 0xffff_ffff }),
+    );
+    const descArb = fc.record({
+      addr: addrArb,
+      len: lenArb,
+      flags: fc.nat(7),
+      next: fc.oneof(fc.nat(16), fc.nat(0xffff)),
+    });
+    fc.assert(
+      fc.property(
+        fc.record({
+          size: fc.constantFrom(1, 2, 4, 8, 16),
+          rings: fc.tuple(addrArb, addrArb, addrArb),
+          features: fc.record({ indirect: fc.boolean(), eventIdx: fc.boolean() }),
+          descs: fc.array(descArb, { minLength: 16, maxLength: 16 }),
+          indirect: fc.array(descArb, { minLength: 8, maxLength: 8 }),
+          ring: fc.array(fc.oneof(fc.nat(16), fc.nat(0xffff)), { minLength: 18, maxLength: 18 }),
+          used: fc.array(fc.nat(0xffff), { minLength: 4, maxLength: 4 }),
+          writes: fc.array(fc.tuple(fc.nat(0x1_0000), fc.nat(128)), { minLength: 1, maxLength: 4 }),
+        }),
+        fc.boolean(),
+        (t, fixedRings) => {
+          using ram = kind === "bytes" ? new StrictRam(SIZE) : new ViewRam(SIZE);
+          const view = new DataView(ram.bytes.buffer, ram.bytes.byteOffset, SIZE);
+          const q = new Virtqueue(0, 16, ram);
+          q.size = t.size;
+          // Half the runs place the rings well, so the walk of the random tables is reached.
+          [q.descAddr, q.driverAddr, q.deviceAddr] = fixedRings ? [0x100n, 0x200n, 0x300n] : t.rings;
+          const put = (at: number, d: { addr: bigint; len: number; flags: number; next: number }) => {
+            view.setBigUint64(at, d.addr, true);
+            view.setUint32(at + 8, d.len, true);
+            view.setUint16(at + 12, d.flags, true);
+            view.setUint16(at + 14, d.next, true);
+          };
+          const outcome = (fn: () => void): "ok" | "refused" => {
+            try {
+              fn();
+              return "ok";
+            } catch (error) {
+              if (error instanceof VirtioProtocolError) return "refused";
+              throw error; // StrictRam's error: the queue reached outside RAM
+            }
+          };
+          // The driver's tables wherever they were put, clipped to RAM (the rest is not the driver's).
+          const inRam = (addr: bigint, n: number) => addr >= 0n && addr + BigInt(n) <= BigInt(SIZE);
+          t.descs.forEach((d, i) =>
+            inRam(q.descAddr + BigInt(16 * i), 16) && put(Number(q.descAddr) + 16 * i, d)
+          );
+          t.indirect.forEach((d, i) => put(0x1000 + 16 * i, d));
+          t.ring.forEach((v, i) =>
+            inRam(q.driverAddr + BigInt(2 * i), 2) && view.setUint16(Number(q.driverAddr) + 2 * i, v, true)
+          );
+          if (outcome(() => q.enable(t.features)) === "refused") return;
+          for (let round = 0; round < 20; round++) {
+            const taken: DescriptorChain[] = [];
+            if (outcome(() => void taken.push(...[q.pop()].filter((c) => c !== null))) === "refused") return;
+            const popped = taken[0];
+            if (popped === undefined) return;
+            for (const b of [...popped.readable, ...popped.writable]) assert.ok(inRam(b.addr, b.len));
+            for (const [offset, n] of t.writes) {
+              if (outcome(() => popped.write(offset, new Uint8Array(n).fill(0xa5))) === "refused") return;
+              if (outcome(() => popped.read(offset, new Uint8Array(n))) === "refused") return;
+            }
+            if (outcome(() => q.push(popped, t.used[round % 4])) === "refused") return;
+            if (outcome(() => q.shouldNotify()) === "refused") return;
+          }
+          if (ram instanceof ViewRam) assert.ok(ram.mmio === 0 && ram.guardsIntact());
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
-  fc.assert(
-    fc.property(
-      fc.record({
-        size: fc.constantFrom(1, 2, 4, 8, 16),
-        rings: fc.tuple(addrArb, addrArb, addrArb),
-        features: fc.record({ indirect: fc.boolean(), eventIdx: fc.boolean() }),
-        descs: fc.array(descArb, { minLength: 16, maxLength: 16 }),
-        indirect: fc.array(descArb, { minLength: 8, maxLength: 8 }),
-        ring: fc.array(fc.oneof(fc.nat(16), fc.nat(0xffff)), { minLength: 18, maxLength: 18 }),
-        used: fc.array(fc.nat(0xffff), { minLength: 4, maxLength: 4 }),
-        writes: fc.array(fc.tuple(fc.nat(0x1_0000), fc.nat(128)), { minLength: 1, maxLength: 4 }),
-      }),
-      fc.boolean(),
-      (t, fixedRings) => {
-        const ram = new StrictRam(SIZE);
-        const view = new DataView(ram.bytes.buffer);
-        const q = new Virtqueue(0, 16, ram);
-        q.size = t.size;
-        // Half the runs place the rings well, so the walk of the random tables is reached.
-        [q.descAddr, q.driverAddr, q.deviceAddr] = fixedRings ? [0x100n, 0x200n, 0x300n] : t.rings;
-        const put = (at: number, d: { addr: bigint; len: number; flags: number; next: number }) => {
-          view.setBigUint64(at, d.addr, true);
-          view.setUint32(at + 8, d.len, true);
-          view.setUint16(at + 12, d.flags, true);
-          view.setUint16(at + 14, d.next, true);
-        };
-        const outcome = (fn: () => void): "ok" | "refused" => {
-          try {
-            fn();
-            return "ok";
-          } catch (error) {
-            if (error instanceof VirtioProtocolError) return "refused";
-            throw error; // StrictRam's error: the queue reached outside RAM
-          }
-        };
-        // The driver's tables wherever they were put, clipped to RAM (the rest is not the driver's).
-        const inRam = (addr: bigint, n: number) => addr >= 0n && addr + BigInt(n) <= BigInt(SIZE);
-        t.descs.forEach((d, i) =>
-          inRam(q.descAddr + BigInt(16 * i), 16) && put(Number(q.descAddr) + 16 * i, d)
-        );
-        t.indirect.forEach((d, i) => put(0x1000 + 16 * i, d));
-        t.ring.forEach((v, i) =>
-          inRam(q.driverAddr + BigInt(2 * i), 2) && view.setUint16(Number(q.driverAddr) + 2 * i, v, true)
-        );
-        if (outcome(() => q.enable(t.features)) === "refused") return;
-        for (let round = 0; round < 20; round++) {
-          const taken: DescriptorChain[] = [];
-          if (outcome(() => void taken.push(...[q.pop()].filter((c) => c !== null))) === "refused") return;
-          const popped = taken[0];
-          if (popped === undefined) return;
-          for (const b of [...popped.readable, ...popped.writable]) assert.ok(inRam(b.addr, b.len));
-          for (const [offset, n] of t.writes) {
-            if (outcome(() => popped.write(offset, new Uint8Array(n).fill(0xa5))) === "refused") return;
-            if (outcome(() => popped.read(offset, new Uint8Array(n))) === "refused") return;
-          }
-          if (outcome(() => q.push(popped, t.used[round % 4])) === "refused") return;
-          if (outcome(() => q.shouldNotify()) === "refused") return;
-        }
-      },
-    ),
-    { numRuns: 2000 },
-  );
+}
+
+// ---- Caches of guest RAM ----
+
+/** A queue over {@link ViewRam}: descriptor 0 reads 4 bytes at DATA, 1 writes 8 at 0x9000, 2 writes 8 at 0xa000. */
+function cachedSetup(eventIdx = true, used = USED) {
+  const t = setup(8, { indirect: true, eventIdx }, "views", used);
+  const ram = t.ram as ViewRam;
+  t.driver.setDesc(DESC, 0, { addr: BigInt(DATA), len: 4, flags: N, next: 1 });
+  t.driver.setDesc(DESC, 1, { addr: 0x9000n, len: 8, flags: W | N, next: 2 });
+  t.driver.setDesc(DESC, 2, { addr: 0xa000n, len: 8, flags: W, next: 0 });
+  ram.bytes.set([1, 2, 3, 4], DATA);
+  /** One request: pop, read, write 16 bytes (8 through a view), push, interrupt decision. */
+  const request = () => {
+    t.driver.offer(0);
+    const chain = t.q.pop()!;
+    const got = new Uint8Array(4);
+    chain.read(0, got);
+    chain.write(0, new Uint8Array(8).fill(0x11));
+    chain.pieces(true, 8, 8)[0].view?.fill(0x22);
+    t.q.push(chain, 16);
+    t.q.shouldNotify();
+    return [...got];
+  };
+  return { ...t, ram, request };
+}
+
+Deno.test("Virtqueue with caches: a request touches rings and buffers without one checked access", () => {
+  using t = cachedSetup();
+  assert.deepEqual(t.request(), [1, 2, 3, 4]);
+  assert.equal(t.ram.checked, 0, "everything through the caches");
+  assert.equal(t.driver.usedIdx(), 1);
+  assert.deepEqual(t.driver.usedElem(0), { id: 0, len: 16 });
+  assert.equal(t.driver.availEvent(), 1);
+  assert.deepEqual([...t.ram.bytes.subarray(0x9000, 0x9008)], Array(8).fill(0x11));
+  assert.deepEqual([...t.ram.bytes.subarray(0xa000, 0xa008)], Array(8).fill(0x22));
+  assert.ok(t.ram.fences >= 3, "the barriers are the same with caches");
+});
+
+Deno.test("Virtqueue with caches: a ring moved while enabled is read and written at its new place", () => {
+  using t = cachedSetup(false);
+  t.request();
+  // A test or a load may set the addresses of an enabled queue: each ring alone moves here.
+  t.driver.setDesc(0x4000n, 0, { addr: 0x9100n, len: 2, flags: W, next: 0 });
+  t.q.descAddr = 0x4000n;
+  t.driver.offer(0);
+  const first = t.q.pop()!;
+  assert.deepEqual(first.writable, [{ addr: 0x9100n, len: 2 }], "the new descriptor table");
+  t.q.push(first, 2);
+  const avail = new DriverQueue(t.ram, 8, 0x4000n, 0x5000n, USED);
+  avail.availIdx = 2;
+  avail.offer(0);
+  t.q.driverAddr = 0x5000n;
+  const second = t.q.pop()!;
+  assert.equal(second.head, 0, "the new driver area");
+  assert.equal(t.q.pop(), null);
+  t.q.deviceAddr = 0x6000n;
+  t.q.push(second, 2);
+  const used = new DriverQueue(t.ram, 8, 0x4000n, 0x5000n, 0x6000n);
+  assert.equal(used.usedIdx(), 3, "the new device area");
+  assert.deepEqual(used.usedElem(2), { id: 0, len: 2 });
+  assert.equal(t.driver.usedIdx(), 2, "the old one is left alone");
+});
+
+Deno.test("Virtqueue with caches: after the memory map changes the queue uses the RAM now at the rings' addresses", () => {
+  using t = cachedSetup();
+  t.request();
+  // The RAM moves up; other RAM, with a copy of the rings and a different descriptor 0, takes its place.
+  const other = new Uint8Array(RAM_SIZE);
+  other.set(t.ram.bytes);
+  const otherRam = MemoryRegion.ram("other", RAM_SIZE, { backing: viewBacking(other) });
+  t.ram.region.setAddress(0x10_0000);
+  t.ram.system.addSubregion(0, otherRam);
+  const before = t.ram.bytes.slice();
+  const otherDriver = new DriverQueue({ view: new DataView(other.buffer) }, 8, DESC, AVAIL, USED);
+  otherDriver.availIdx = 1;
+  otherDriver.setDesc(DESC, 0, { addr: 0xb000n, len: 4, flags: W, next: 0 });
+  otherDriver.offer(0);
+  const chain = t.q.pop()!;
+  assert.deepEqual(chain.writable, [{ addr: 0xb000n, len: 4 }]);
+  chain.write(0, new Uint8Array([5, 6, 7, 8]));
+  t.q.push(chain, 4);
+  assert.deepEqual([...other.subarray(0xb000, 0xb004)], [5, 6, 7, 8]);
+  assert.equal(otherDriver.usedIdx(), 2);
+  assert.deepEqual(t.ram.bytes, before, "the RAM that moved away was not touched");
+  assert.ok(t.ram.mmio === 0 && t.ram.guardsIntact());
+});
+
+Deno.test("Virtqueue with caches: RAM removed under the rings or under a taken chain is refused, not touched", () => {
+  {
+    using t = cachedSetup();
+    t.request();
+    t.driver.offer(0);
+    t.ram.region.setEnabled(false);
+    const before = t.ram.bytes.slice();
+    assert.throws(
+      () => t.q.pop(),
+      (e: unknown) => e instanceof VirtioProtocolError && /not in guest RAM/.test(e.message),
+    );
+    assert.throws(() => t.q.shouldNotify(), VirtioProtocolError);
+    assert.deepEqual(t.ram.bytes, before);
+  }
+  {
+    using t = cachedSetup();
+    t.driver.offer(0);
+    const chain = t.q.pop()!;
+    t.ram.region.setEnabled(false);
+    const before = t.ram.bytes.slice();
+    assert.throws(() => chain.write(0, new Uint8Array(8)), /no longer guest RAM/);
+    assert.throws(() => chain.read(0, new Uint8Array(4)), /no longer guest RAM/);
+    assert.deepEqual(chain.pieces(true, 0, 16).map((p) => p.view), [null, null]);
+    assert.throws(() => t.q.push(chain, 16), /used ring is not in guest RAM/);
+    assert.deepEqual(t.ram.bytes, before);
+    assert.equal(t.ram.mmio, 0);
+  }
+});
+
+Deno.test("Virtqueue with caches: every device write through a cache marks its page dirty while logging", () => {
+  // Device areas straddling a page boundary, so each kind of write is alone on a page at least once:
+  // at 0x3ffc the used index is on page 0x3000 and the elements on 0x4000; at 0x3fbc (EVENT_IDX)
+  // the index and elements are on page 0x3000 and avail_event alone on 0x4000.
+  for (const [eventIdx, used] of [[false, 0x3ffcn], [true, 0x3fbcn]] as const) {
+    using t = cachedSetup(eventIdx, used);
+    t.request(); // the caches are taken before logging starts
+    t.ram.region.setLog(true, DirtyLogClient.MIGRATION);
+    t.ram.region.takeDirtyPages();
+    t.request();
+    // The device area and the two written buffers; nothing the device only read.
+    assert.deepEqual(t.ram.region.takeDirtyPages(), [0x3000n, 0x4000n, 0x9000n, 0xa000n], `used at ${used}`);
+    assert.equal(t.ram.checked, 0);
+    t.ram.region.setLog(false, DirtyLogClient.MIGRATION);
+    t.request();
+    assert.deepEqual(t.ram.region.takeDirtyPages(), [], "not logging: nothing marked");
+  }
 });
 
 // ---- Device state (issue 11) ----
