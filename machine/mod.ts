@@ -353,6 +353,7 @@ export type {
   ChainPiece,
   DescriptorChain,
   GuestMemory as VirtioGuestMemory,
+  GuestMemoryCache as VirtioGuestMemoryCache,
   VirtioDevice,
   VirtioDeviceModel,
   VirtioNet,
