@@ -20,6 +20,7 @@
  * @module
  */
 
+import { cfg } from "../machine/pc/_pci_test_util.ts";
 import { PcBoard } from "../machine/pc/pc_board.ts";
 import { allocatePcMemory, sharedMemoryFence } from "../machine/pc/pc_machine.ts";
 import { FIRMWARE } from "../machine/guests/firmware.ts";
@@ -57,17 +58,14 @@ function board(spec: PcPciDeviceSpec, features: number) {
   const fn = b.pciDevices[0].fn;
   const bar4 = Number(fn.barAddress(4)!);
   const bar1 = Number(fn.barAddress(1)!);
-  const cfg = (offset: number, value: number, size: number) => {
-    b.io.write(0xcf8, 4, 0x8000_0000 | (2 << 11) | (offset & 0xfc));
-    b.io.write(0xcfc + (offset & 3), size, value);
-  };
-  cfg(0x04, 0x0006, 2); // memory decoding, bus mastering
+  const config = cfg(b, 2); // the first PCI device's slot
+  config.write(0x04, 0x0006, 2); // memory decoding, bus mastering
   const queues = fn.device.queues.length;
   for (let v = 1; v <= queues; v++) {
     b.memory.write(bar1 + 16 * v, 4, 0xfee0_0000);
     b.memory.write(bar1 + 16 * v + 12, 4, 0); // unmasked
   }
-  cfg(fn.msix.capability + 2, 0x8000, 2); // MSI-X on
+  config.write(fn.msix.capability + 2, 0x8000, 2); // MSI-X on
   const common = (off: number, size: number, v: number) => b.memory.write(bar4 + off, size, v);
   common(0x14, 1, 3); // ACKNOWLEDGE | DRIVER
   common(0x08, 4, 0);

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { cfg } from "./_pci_test_util.ts";
 import { PcBoard } from "./pc_board.ts";
 import { sharedMemoryFence } from "./pc_machine.ts";
 
@@ -31,14 +32,11 @@ function setup(requestBytes: number) {
   const fn = b.pciDevices[0].fn;
   const bar4 = Number(fn.barAddress(4)!);
   const bar1 = Number(fn.barAddress(1)!);
-  const cfg = (offset: number, value: number, size: number) => {
-    b.io.write(0xcf8, 4, 0x8000_0000 | (2 << 11) | (offset & 0xfc));
-    b.io.write(0xcfc + (offset & 3), size, value);
-  };
-  cfg(0x04, 0x0006, 2);
+  const config = cfg(b, 2); // the first PCI device's slot
+  config.write(0x04, 0x0006, 2);
   b.memory.write(bar1 + 16, 4, 0xfee0_0000);
   b.memory.write(bar1 + 28, 4, 0);
-  cfg(fn.msix.capability + 2, 0x8000, 2);
+  config.write(fn.msix.capability + 2, 0x8000, 2);
   const common = (off: number, size: number, v: number) => b.memory.write(bar4 + off, size, v);
   common(0x14, 1, 3);
   common(0x08, 4, 1);
