@@ -78,10 +78,20 @@ export function closeFd(fd: number): void {
   if (fd >= 0) libc().close(fd);
 }
 
+/**
+ * What a failed ioctl's error says besides the op: text, or a function that makes it, called only on
+ * failure (for calls on the exit and interrupt paths, which must not build a string per call).
+ */
+export type Detail = string | (() => string);
+
+function detailText(detail: Detail | undefined): string | undefined {
+  return typeof detail === "function" ? detail() : detail;
+}
+
 /** `ioctl(fd, request, 0)`, for requests without an argument. Returns the non-negative result. */
-export function ioctlNone(fd: number, request: number, op: string, detail?: string): number {
+export function ioctlNone(fd: number, request: number, op: string, detail?: Detail): number {
   const result = libc().ioctl(fd, request, null);
-  if (result < 0) throw new KvmError(op, lastErrno(), { detail });
+  if (result < 0) throw new KvmError(op, lastErrno(), { detail: detailText(detail) });
   return result;
 }
 
@@ -91,17 +101,17 @@ export function ioctlBuf(
   request: number,
   buffer: Uint8Array,
   op: string,
-  detail?: string,
+  detail?: Detail,
 ): number {
   const result = libc().ioctl_buf(fd, request, buffer);
-  if (result < 0) throw new KvmError(op, lastErrno(), { detail });
+  if (result < 0) throw new KvmError(op, lastErrno(), { detail: detailText(detail) });
   return result;
 }
 
 /** `ioctl(fd, request, value)` with an integer argument. */
-export function ioctlU64(fd: number, request: number, value: bigint, op: string, detail?: string): number {
+export function ioctlU64(fd: number, request: number, value: bigint, op: string, detail?: Detail): number {
   const result = libc().ioctl_u64(fd, request, value);
-  if (result < 0) throw new KvmError(op, lastErrno(), { detail });
+  if (result < 0) throw new KvmError(op, lastErrno(), { detail: detailText(detail) });
   return result;
 }
 

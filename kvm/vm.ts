@@ -65,7 +65,6 @@ import {
   KVM_UNREGISTER_COALESCED_MMIO,
 } from "./ioctls.ts";
 import { KvmError } from "./kvm_error.ts";
-import { lastErrno, libc } from "./_libc.ts";
 import { type GsiRoute, isIrqchipRoute, type MsiMessage } from "./msi_routes.ts";
 import { Vcpu } from "./vcpu.ts";
 
@@ -354,7 +353,7 @@ export class Vm implements Disposable {
     const view = this.#irqLevelView;
     view.setUint32(0, toU32(irq, "irq"), true);
     view.setUint32(4, level ? 1 : 0, true);
-    ioctlBuf(this.#open(), KVM_IRQ_LINE, this.#irqLevel, "KVM_IRQ_LINE", `irq ${irq}`);
+    ioctlBuf(this.#open(), KVM_IRQ_LINE, this.#irqLevel, "KVM_IRQ_LINE", () => `irq ${irq}`);
   }
 
   /**
@@ -506,13 +505,13 @@ export class Vm implements Disposable {
     view.setUint32(MSI_ADDRESS_LO, addressLo, true);
     view.setUint32(MSI_ADDRESS_HI, addressHi, true);
     view.setUint32(MSI_DATA, data, true);
-    const result = libc().ioctl_buf(this.#open(), KVM_SIGNAL_MSI, this.#msi);
-    if (result < 0) {
-      throw new KvmError("KVM_SIGNAL_MSI", lastErrno(), {
-        detail: `address 0x${addressHi.toString(16)}_${addressLo.toString(16)}, data 0x${data.toString(16)}`,
-      });
-    }
-    return result;
+    return ioctlBuf(
+      this.#open(),
+      KVM_SIGNAL_MSI,
+      this.#msi,
+      "KVM_SIGNAL_MSI",
+      () => `address 0x${addressHi.toString(16)}_${addressLo.toString(16)}, data 0x${data.toString(16)}`,
+    );
   }
 
   /**
