@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type ImageSource, LoaderError } from "../machine/loader/mod.ts";
+import { type ImageSource, LoaderError, readFileAt } from "../machine/loader/mod.ts";
 
 /**
  * An open file as an image source. Deno has no `pread`: a read is a seek and reads on the one
@@ -45,15 +45,7 @@ export class FileImage implements ImageSource, Disposable {
     }
     const now = file.statSync().size;
     if (now !== this.size) throw this.#changed(`${this.size} bytes when it was opened, ${now} now`);
-    file.seekSync(offset, Deno.SeekMode.Start);
-    let done = 0;
-    while (done < target.length) {
-      const n = file.readSync(target.subarray(done));
-      if (n === null || n === 0) {
-        throw this.#changed(`it ended at byte ${offset + done} of ${this.size}`);
-      }
-      done += n;
-    }
+    readFileAt(file, offset, target, (at) => this.#changed(`it ended at byte ${at} of ${this.size}`));
   }
 
   #changed(why: string): LoaderError {

@@ -92,6 +92,39 @@ export function checkRange(source: ImageSource, offset: number, length: number):
   }
 }
 
+/**
+ * Fills `target` with `file`'s bytes from `offset` (a seek, then reads until it is full): the read of
+ * every image source over a file. A file that ends first throws what `ended(at)` returns, `at` being
+ * the offset it ended at.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { readFileAt } from "./image_source.ts";
+ * const path = Deno.makeTempFileSync();
+ * Deno.writeFileSync(path, new Uint8Array([1, 2, 3]));
+ * using file = Deno.openSync(path);
+ * const target = new Uint8Array(2);
+ * readFileAt(file, 1, target, () => new Error("short"));
+ * assert.deepEqual(target, new Uint8Array([2, 3]));
+ * assert.throws(() => readFileAt(file, 2, target, (at) => new Error(`ended at ${at}`)), /ended at 3/);
+ * Deno.removeSync(path);
+ * ```
+ */
+export function readFileAt(
+  file: Deno.FsFile,
+  offset: number,
+  target: Uint8Array,
+  ended: (at: number) => Error,
+): void {
+  file.seekSync(offset, Deno.SeekMode.Start);
+  for (let done = 0; done < target.length;) {
+    const n = file.readSync(target.subarray(done));
+    if (n === null || n === 0) throw ended(offset + done);
+    done += n;
+  }
+}
+
 /** `image` as a source: itself, or a {@link BytesSource} over a `Uint8Array`. */
 export function imageSource(image: Uint8Array | ImageSource): ImageSource {
   return image instanceof Uint8Array ? new BytesSource(image) : image;

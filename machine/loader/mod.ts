@@ -43,6 +43,7 @@ export {
   copyBootWrites,
   type ImageSource,
   imageSource,
+  readFileAt,
   readSource,
   ZERO_SOURCE,
 } from "./image_source.ts";

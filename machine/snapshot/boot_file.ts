@@ -15,6 +15,7 @@ import {
   copyBootWrites,
   type ImageSource,
   LoaderError,
+  readFileAt,
   ZERO_SOURCE,
 } from "../loader/mod.ts";
 import { SnapshotMismatchError } from "./errors.ts";
@@ -217,13 +218,13 @@ export class BootFileSource implements ImageSource {
     const key = `${info.mtime?.getTime()}:${info.dev}:${info.ino}`;
     if (this.#checked !== key) {
       this.#checked = null;
-      const crc = fileCrc(file, this.size, () => this.#changed("it ended early"));
+      const crc = fileCrc(file, this.size, (at) => this.#changed(`it ended at byte ${at}`));
       if (crc !== this.crc) {
         throw this.#changed(`CRC-32 ${hex(crc)}, the snapshot recorded ${hex(this.crc)}`);
       }
       this.#checked = key;
     }
-    readFully(file, offset, target, () => this.#changed(`it ended before byte ${offset + target.length}`));
+    readFileAt(file, offset, target, (at) => this.#changed(`it ended at byte ${at}`));
   }
 
   #changed(why: string): LoaderError {
@@ -239,23 +240,14 @@ function hex(crc: number): string {
 }
 
 /** CRC-32 of the first `size` bytes of `file`, read a chunk at a time. */
-function fileCrc(file: Deno.FsFile, size: number, short: () => Error): number {
+function fileCrc(file: Deno.FsFile, size: number, short: (at: number) => Error): number {
   const buffer = new Uint8Array(Math.min(CHECK_CHUNK_SIZE, size));
   let crc = 0;
   for (let done = 0; done < size;) {
     const chunk = buffer.subarray(0, Math.min(buffer.length, size - done));
-    readFully(file, done, chunk, short);
+    readFileAt(file, done, chunk, short);
     crc = crc32(chunk, crc);
     done += chunk.length;
   }
   return crc;
-}
-
-function readFully(file: Deno.FsFile, offset: number, target: Uint8Array, short: () => Error): void {
-  file.seekSync(offset, Deno.SeekMode.Start);
-  for (let done = 0; done < target.length;) {
-    const n = file.readSync(target.subarray(done));
-    if (n === null || n === 0) throw short();
-    done += n;
-  }
 }
