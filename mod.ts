@@ -4,7 +4,7 @@
  * @example
  * ```ts ignore
  * import { HELLO64, PcMachine } from "./mod.ts";
- * using pc = PcMachine.create({ ramSize: 128n << 20n, kernel: { image: HELLO64 }, serial: (b) => out.push(b) });
+ * using pc = await PcMachine.create({ ramSize: 128n << 20n, kernel: { image: HELLO64 }, serial: (b) => out.push(b) });
  * console.log(pc.run()); // { kind: "reset" }
  * ```
  *

@@ -15,7 +15,7 @@ if (mode === "bare") {
   console.log("running");
 } else {
   const { PcMachine } = await import("../machine/pc/pc_machine.ts");
-  using pc = PcMachine.restore(dir);
+  using pc = await PcMachine.restore(dir);
   console.log("running");
   pc.run();
 }

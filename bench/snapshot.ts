@@ -174,7 +174,7 @@ for (const size of SIZES) {
     const image = await guestImage(ramSize, dir);
     let fullMs: number, diffMs: number, fullBytes: number, diffBytes: number;
     {
-      using pc = PcMachine.create({ ramSize, kernel: { image } });
+      using pc = await PcMachine.create({ ramSize, kernel: { image } });
       progress("filling RAM");
       pc.run(); // fill every page
       progress("full snapshot");

@@ -44,11 +44,11 @@ const FRAME = 1500;
 const queueBase = (q: number) => 0x10_0000 + q * 0x1_0000;
 
 /** A board with one PCI device set up by a driver with `features` (word 0), every queue enabled. */
-function board(spec: PcPciDeviceSpec, features: number) {
+async function board(spec: PcPciDeviceSpec, features: number) {
   const cleanup: Disposable[] = [];
   const memory = allocatePcMemory(RAM_SIZE, BigInt(FIRMWARE.length), cleanup);
   let messages = 0;
-  const b = PcBoard.create({
+  const b = await PcBoard.create({
     ramSize: RAM_SIZE,
     backings: memory,
     pciDevices: [spec],
@@ -141,8 +141,8 @@ const DATA = 0x30_0000;
 const INDIRECT = 0x20_2000;
 
 /** virtio-blk reading 4 KiB at a stride over `backing`; `indirect`: Linux's layout. */
-function blkCase(backing: BlockBacking, features: number, indirect: boolean) {
-  const t = board({ type: "virtio-blk-pci", backing }, features);
+async function blkCase(backing: BlockBacking, features: number, indirect: boolean) {
+  const t = await board({ type: "virtio-blk-pci", backing }, features);
   const d = new Driver(t.dv, 0);
   if (indirect) {
     d.setDesc(INDIRECT, 0, HEADER, 16, DESC_F_NEXT, 1);
@@ -192,11 +192,11 @@ const memBacking: BlockBacking = {
 };
 
 const linux = F_INDIRECT | F_EVENT_IDX;
-const fileBlk = blkCase(new DiskBlockBacking(image), linux, true);
+const fileBlk = await blkCase(new DiskBlockBacking(image), linux, true);
 Deno.bench({ name: "virtio-blk 4 KiB read, indirect, EVENT_IDX, raw file (pread)", group: "blk" }, () => {
   fileBlk.request();
 });
-const memBlk = blkCase(memBacking, linux, true);
+const memBlk = await blkCase(memBacking, linux, true);
 Deno.bench({
   name: "virtio-blk 4 KiB read, indirect, EVENT_IDX, in-memory disk",
   group: "blk",
@@ -204,14 +204,14 @@ Deno.bench({
 }, () => {
   memBlk.request();
 });
-const directBlk = blkCase(memBacking, F_EVENT_IDX, false);
+const directBlk = await blkCase(memBacking, F_EVENT_IDX, false);
 Deno.bench(
   { name: "virtio-blk 4 KiB read, 3-descriptor chain, EVENT_IDX, in-memory disk", group: "blk" },
   () => {
     directBlk.request();
   },
 );
-const plainBlk = blkCase(memBacking, 0, false);
+const plainBlk = await blkCase(memBacking, 0, false);
 Deno.bench(
   { name: "virtio-blk 4 KiB read, 3-descriptor chain, no EVENT_IDX, in-memory disk", group: "blk" },
   () => {
@@ -220,8 +220,8 @@ Deno.bench(
 );
 
 /** The ring alone: the blk device's queue walked without the device. */
-function ringCase(features: number) {
-  const t = board({ type: "virtio-blk-pci", backing: memBacking }, features);
+async function ringCase(features: number) {
+  const t = await board({ type: "virtio-blk-pci", backing: memBacking }, features);
   const d = new Driver(t.dv, 0);
   d.setDesc(d.desc, 0, HEADER, 16, DESC_F_NEXT, 1);
   d.setDesc(d.desc, 1, DATA, 4096, DESC_F_WRITE | DESC_F_NEXT, 2);
@@ -234,11 +234,11 @@ function ringCase(features: number) {
     if (!queue.shouldNotify() || d.reap() !== 1) throw new Error("no completion");
   };
 }
-const ringEvent = ringCase(F_EVENT_IDX);
+const ringEvent = await ringCase(F_EVENT_IDX);
 Deno.bench({ name: "ring only: pop + push + shouldNotify, 3 descriptors, EVENT_IDX", group: "ring" }, () => {
   ringEvent();
 });
-const ringPlain = ringCase(0);
+const ringPlain = await ringCase(0);
 Deno.bench(
   { name: "ring only: pop + push + shouldNotify, 3 descriptors, no EVENT_IDX", group: "ring" },
   () => {
@@ -247,7 +247,7 @@ Deno.bench(
 );
 
 /** virtio-net over a tap backend whose tap takes every frame and has none to give. */
-function netCase() {
+async function netCase() {
   let sent = 0;
   const tap = {
     fd: -1,
@@ -257,7 +257,7 @@ function netCase() {
   };
   const backend = new TapNetBackend(tap);
   let net: { receive(frame: Uint8Array): boolean } | undefined;
-  const t = board({
+  const t = await board({
     type: "virtio-net-pci",
     mac: VIRTIO_NET_DEFAULT_MAC,
     backend: {
@@ -289,7 +289,7 @@ function netCase() {
     },
   };
 }
-const net = netCase();
+const net = await netCase();
 Deno.bench(
   { name: "virtio-net transmit of a 1500-byte frame (tap backend, no syscall)", group: "net" },
   () => {

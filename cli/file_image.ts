@@ -8,7 +8,8 @@
  * @module
  */
 
-import { type ImageSource, LoaderError, readFileAt } from "../machine/loader/mod.ts";
+import { type ImageSource, readFileAt } from "../machine/loader/image_source.ts";
+import { LoaderError } from "../machine/loader/loader_error.ts";
 
 /**
  * An open file as an image source. Deno has no `pread`: a read is a seek and reads on the one

@@ -12,7 +12,8 @@
  * @module
  */
 
-import { decodeExit, type Vcpu } from "../kvm/mod.ts";
+import { decodeExit } from "../kvm/exit.ts";
+import type { Vcpu } from "../kvm/vcpu.ts";
 import type { AddressSpace } from "../memory/mod.ts";
 import { fromGdbRegisters, MSR_KERNEL_GS_BASE, toGdbRegisters } from "./gdb_registers.ts";
 import type { GdbClientNews, GdbServer } from "./gdb_server.ts";

@@ -5,32 +5,25 @@
  * @module
  */
 
-import {
-  DiskImage,
-  handleKickSignal,
-  Kvm,
-  KvmError,
-  type MemslotCall,
-  Tap,
-  vcpuKickTarget,
-} from "../kvm/mod.ts";
-import { HELLO64 } from "../machine/guests/hello64.ts"; // only the image this command may run
-import {
-  type BootPlan,
-  type CpuMode,
-  firmwareEntry,
-  KERNEL_PROBE_SIZE,
-  type KernelFormat,
-  LoaderError,
-  loadFlat,
-  probeKernel,
-} from "../machine/loader/mod.ts";
+import type { DiskImage } from "../kvm/disk_image.ts";
+import { Kvm } from "../kvm/kvm.ts";
+import { KvmError } from "../kvm/kvm_error.ts";
+import type { MemslotCall } from "../kvm/kvm_memory_listener.ts";
+import type { Tap } from "../kvm/tap.ts";
+import { handleKickSignal, vcpuKickTarget } from "../kvm/vcpu_kicker.ts";
+import type { BootPlan, CpuMode } from "../machine/loader/boot_plan.ts";
+import { KERNEL_PROBE_SIZE, type KernelFormat, probeKernel } from "../machine/loader/detect.ts";
+import { firmwareEntry } from "../machine/loader/firmware.ts";
+import { loadFlat } from "../machine/loader/flat.ts";
+import { LoaderError } from "../machine/loader/loader_error.ts";
 import { FileImage } from "./file_image.ts";
 import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
 import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
 import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
-import { DiskBlockBacking, hostEntropy, TapNetBackend } from "../machine/virtio_backends.ts";
-import { NetRxPoller, tapSources } from "../machine/net_rx.ts";
+// The host side of -drive and -netdev (disk images, taps, virtio backends) is loaded only for a run
+// that has PCI devices.
+import type { TapNetBackend } from "../machine/virtio_backends.ts";
+import type { NetRxPoller } from "../machine/net_rx.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
 import { runMonitorCommand } from "./monitor.ts";
@@ -484,7 +477,7 @@ function parseLoader(text: string): { path: string; addr: bigint; mode?: CpuMode
  * Parses `args` and reads every input file, checking each before it is read whole; throws a
  * {@link UsageError} naming the bad flag, value or file.
  */
-export function parseCommandLine(args: string[]): CliOptions | "help" {
+export async function parseCommandLine(args: string[]): Promise<CliOptions | "help"> {
   const values = normalizeArgs(args) as
     & {
       [name in "m" | "smp" | "kernel" | "append" | "initrd" | "bios" | "serial" | "dump-mtree" | "web"]?:
@@ -576,7 +569,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
   // anything after it is refused.
   const opened: Pick<CliOptions, "kernel" | "initrd" | "flat"> = { flat: [] };
   let bios: InputFile | undefined;
-  let devices: ReturnType<typeof openPciDevices>;
+  let devices: Awaited<ReturnType<typeof openPciDevices>>;
   try {
     if (values.kernel !== undefined) {
       const path = values.kernel;
@@ -601,7 +594,7 @@ export function parseCommandLine(args: string[]): CliOptions | "help" {
       ? undefined
       : readInput("-bios", values.bios, (size) => void firmwareEntry(new Uint8Array(size)));
     // The disk images and taps last: opened, every one closed again if any is refused.
-    devices = openPciDevices(pciPlan);
+    devices = await openPciDevices(pciPlan);
   } catch (e) {
     closeInputs(opened);
     throw e;
@@ -926,25 +919,31 @@ function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[], netdevs: Ne
  * Opens and locks every drive of `plan` (each once) and opens every tap; on any refusal, closes
  * what it opened.
  */
-function openPciDevices(
+async function openPciDevices(
   plan: PciPlan,
-): { pciDevices: PcPciDeviceSpec[]; images: DiskImage[]; taps: Tap[]; netBackends: TapNetBackend[] } {
+): Promise<
+  { pciDevices: PcPciDeviceSpec[]; images: DiskImage[]; taps: Tap[]; netBackends: TapNetBackend[] }
+> {
   const images: DiskImage[] = [];
   const taps: Tap[] = [];
   const netBackends: TapNetBackend[] = [];
+  if (plan.length === 0) return { pciDevices: [], images, taps, netBackends };
+  const { DiskBlockBacking, hostEntropy, TapNetBackend } = await import("../machine/virtio_backends.ts");
+  const { DiskImage } = await import("../kvm/disk_image.ts");
+  const { Tap } = await import("../kvm/tap.ts");
   try {
     const pciDevices = plan.map((p): PcPciDeviceSpec => {
       if (p.kind === "rng") {
         return { type: "virtio-rng-pci", id: p.id, entropy: hostEntropy, ioeventfd: p.ioeventfd };
       }
       if (p.kind === "net") {
-        const tap = openTap(p.netdev);
+        const tap = openTap(Tap, p.netdev);
         taps.push(tap);
         const backend = new TapNetBackend(tap);
         netBackends.push(backend);
         return { type: "virtio-net-pci", id: p.id, mac: p.mac, backend, ioeventfd: p.ioeventfd };
       }
-      const image = openImage(p.drive);
+      const image = openImage(DiskImage, p.drive);
       images.push(image);
       return {
         type: "virtio-blk-pci",
@@ -963,9 +962,9 @@ function openPciDevices(
 }
 
 /** One tap, opened as `-netdev tap` asks; its refusal names the tap and says why, in one line. */
-function openTap(netdev: NetdevArg): Tap {
+function openTap(tapClass: typeof Tap, netdev: NetdevArg): Tap {
   try {
-    return Tap.open({ name: netdev.ifname });
+    return tapClass.open({ name: netdev.ifname });
   } catch (e) {
     if (!(e instanceof KvmError)) throw e;
     const why = e.message.split("\n").map((l) => l.trim()).filter((l) => l).join("; ");
@@ -976,10 +975,10 @@ function openTap(netdev: NetdevArg): Tap {
 }
 
 /** One image, opened as QEMU opens it for `-drive`, its refusal in QEMU's words. */
-function openImage(drive: DriveArg): DiskImage {
+function openImage(diskImage: typeof DiskImage, drive: DriveArg): DiskImage {
   const flag = `-drive ${drive.text}`;
   try {
-    return DiskImage.open(drive.file, { readOnly: drive.readOnly });
+    return diskImage.open(drive.file, { readOnly: drive.readOnly });
   } catch (e) {
     if (e instanceof RangeError) {
       throw new UsageError(`${flag}: '${drive.file}' is not a whole number of 512-byte sectors`);
@@ -1012,7 +1011,7 @@ function openImage(drive: DriveArg): DiskImage {
  * and Linux exactly `-append`), or the built-in guest. The e820 map is the board's (`pcE820`),
  * as `PcMachine.create` computes it. Throws a {@link UsageError} naming the file.
  */
-export function bootPlanOf(options: CliOptions): BootPlan {
+export async function bootPlanOf(options: CliOptions): Promise<BootPlan> {
   if (options.flat.length > 0) {
     const entered = options.flat.find((f) => f.mode !== undefined) ?? options.flat[0];
     const flag = inputLabel("-device loader", entered.path);
@@ -1032,10 +1031,16 @@ export function bootPlanOf(options: CliOptions): BootPlan {
       throw e;
     }
   }
-  const kernel = options.kernel ?? { path: "built-in guest", image: HELLO64, format: "multiboot" };
+  // The built-in guest is loaded only when it runs (it is the only image this command may run).
+  const kernel = options.kernel ??
+    {
+      path: "built-in guest",
+      image: (await import("../machine/guests/hello64.ts")).HELLO64,
+      format: "multiboot",
+    };
   try {
     // Planned against the e820 map the board will report, as PcMachine.create plans it.
-    return planBoot({
+    return await planBoot({
       ramSize: options.ramSize,
       firmware: options.bios?.image,
       cpus: options.cpus,
@@ -1083,16 +1088,16 @@ function formatCall(call: MemslotCall): string {
 export async function main(args: string[], io: CliIo = PROCESS_IO): Promise<number> {
   const entered = performance.now(); // since the isolate started: Deno start-up and module loading
   try {
-    const options = parseCommandLine(args);
+    const options = await parseCommandLine(args);
     if (options === "help") {
       io.out(USAGE);
       return 0;
     }
     try {
       // the last input check: nothing is opened or written before it (a restore's plan is in its snapshot)
-      const plan = options.snapshot.restore ? RESTORED_PLAN : bootPlanOf(options);
+      const plan = options.snapshot.restore ? RESTORED_PLAN : await bootPlanOf(options);
       if (options.dumpMtree && options.web) return await serveMap(options, options.web, io);
-      if (options.dumpMtree) return dump(options, io);
+      if (options.dumpMtree) return await dump(options, io);
       const nested = nestedReason(
         options.kernel !== undefined && options.kernel.format !== "multiboot",
       );
@@ -1178,7 +1183,7 @@ async function startWeb(spec: WebListenSpec, io: CliIo): Promise<WebServer> {
  * SIGINT or SIGTERM.
  */
 async function serveMap(options: CliOptions, spec: WebListenSpec, io: CliIo): Promise<number> {
-  using board = PcBoard.create({
+  using board = await PcBoard.create({
     ramSize: options.ramSize,
     firmware: options.bios?.image,
     cpus: options.cpus,
@@ -1200,7 +1205,7 @@ async function serveMap(options: CliOptions, spec: WebListenSpec, io: CliIo): Pr
   return 0;
 }
 
-function dump(options: CliOptions, io: CliIo): number {
+async function dump(options: CliOptions, io: CliIo): Promise<number> {
   const mtree = { flat: options.dumpMtree === "flat" };
   let kvm: Kvm;
   try {
@@ -1209,7 +1214,7 @@ function dump(options: CliOptions, io: CliIo): number {
     if (!(e instanceof KvmError)) throw e;
     io.err(`note: ${e.message.split("\n")[0]}; printing the board without KVM (no memslots)`);
     // The same board PcMachine runs, without KVM (no memslots, so no KVM marks).
-    using board = PcBoard.create({
+    using board = await PcBoard.create({
       ramSize: options.ramSize,
       firmware: options.bios?.image,
       cpus: options.cpus,
@@ -1219,7 +1224,7 @@ function dump(options: CliOptions, io: CliIo): number {
     return 0;
   }
   using _kvm = kvm;
-  using machine = PcMachine.create({
+  using machine = await PcMachine.create({
     kvm,
     ramSize: options.ramSize,
     firmware: options.bios?.image,
@@ -1297,7 +1302,7 @@ async function boot(
       pciDevices: options.pciDevices,
       log: (line: string) => io.err(line),
     };
-    machine = createOrRestore(options.snapshot, machineOptions);
+    machine = await createOrRestore(options.snapshot, machineOptions);
     const pc = machine;
     const created = performance.now();
     const createdRss = options.timings ? Deno.memoryUsage().rss : 0;
@@ -1316,9 +1321,10 @@ async function boot(
     // (as the queue notify eventfds do, PcMachine.runAsync); with one vCPU on this thread, inside
     // KVM_RUN, a receive Worker kicks it, and onKick below pumps them.
     const backends = options.netBackends;
-    const sources = pc.doorbell ? [...tapSources(backends), ...vmConsole.sources] : [];
-    if (backends.length > 0 && kick) {
-      const poller = netRx = NetRxPoller.start({ fds: backends.map((b) => b.tap.fd), kick });
+    const netRxModule = backends.length > 0 ? await import("../machine/net_rx.ts") : undefined;
+    const sources = pc.doorbell ? [...(netRxModule?.tapSources(backends) ?? []), ...vmConsole.sources] : [];
+    if (netRxModule && kick) {
+      const poller = netRx = netRxModule.NetRxPoller.start({ fds: backends.map((b) => b.tap.fd), kick });
       const resumeWhenDrained = () => {
         if (backends.every((b) => b.drained)) poller.resume();
       };

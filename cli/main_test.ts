@@ -178,7 +178,7 @@ Deno.test("virtio: --dump-mtree shows the BARs with QEMU's names; devices take s
     assert.match(out, /\): virtio-rng-pci-msix/);
     // The images are closed after the dump.
     assert.deepEqual(imageLocks(a), { used: [], unshared: [] });
-    const options = parseCommandLine(args.slice(1));
+    const options = await parseCommandLine(args.slice(1));
     assert.ok(options !== "help");
     try {
       // -device first, in order, then the -drive if=virtio disk.
@@ -262,8 +262,8 @@ Deno.test("a file in no supported format is refused in one line naming it, with 
 
 Deno.test("-initrd reaches the Linux loader: the zero page points at its bytes in guest RAM", async () => {
   const initrd = new Uint8Array(0x3000).map((_, i) => (i * 7) & 0xff);
-  await withFiles([bzImage(), initrd], (kernel, ramdisk) => {
-    const options = parseCommandLine([
+  await withFiles([bzImage(), initrd], async (kernel, ramdisk) => {
+    const options = await parseCommandLine([
       "-kernel",
       kernel,
       "-initrd",
@@ -276,7 +276,7 @@ Deno.test("-initrd reaches the Linux loader: the zero page points at its bytes i
     assert.notEqual(options, "help");
     if (options === "help") return;
     using _inputs = { [Symbol.dispose]: () => closeInputs(options) };
-    const plan = bootPlanOf(options);
+    const plan = await bootPlanOf(options);
     // The kernel and the initrd stay in their files: the plan names ranges of them.
     assert.deepEqual(
       plan.writes.filter((w) => "source" in w).map((w) => "source" in w && w.source),
@@ -303,7 +303,7 @@ Deno.test("input files opened before a refusal are closed again, and closeInputs
     await refused(["-kernel", kernel, "-initrd", "/nonexistent/initrd"], /-initrd: cannot read/);
     await refused(["-kernel", kernel, "-initrd", initrd, "-bios", bios], /-bios /);
     assert.equal(fds(), before, "every file opened for a refused command line is closed");
-    const options = parseCommandLine(["-kernel", kernel, "-initrd", initrd]);
+    const options = await parseCommandLine(["-kernel", kernel, "-initrd", initrd]);
     assert.ok(options !== "help");
     assert.equal(fds(), before + 2, "-kernel and -initrd stay open");
     closeInputs(options);
@@ -312,11 +312,14 @@ Deno.test("input files opened before a refusal are closed again, and closeInputs
   });
 });
 
-Deno.test("PcMachine.create hands the initrd to the kernel loader, which refuses it for Multiboot", () => {
+Deno.test("PcMachine.create hands the initrd to the kernel loader, which refuses it for Multiboot", async () => {
   // The loader's refusal comes before /dev/kvm is opened, so this runs on any host.
-  assert.throws(
-    () =>
-      PcMachine.create({ ramSize: 128n << 20n, kernel: { image: EXIT_STATUS, initrd: new Uint8Array(16) } }),
+  await assert.rejects(
+    async () =>
+      await PcMachine.create({
+        ramSize: 128n << 20n,
+        kernel: { image: EXIT_STATUS, initrd: new Uint8Array(16) },
+      }),
     (e) => e instanceof LoaderError && e.code === "INITRD_UNSUPPORTED",
   );
 });
@@ -434,7 +437,7 @@ Deno.test("a bad -bios is one line naming -bios, in dump mode as in a run", asyn
 
 Deno.test("every -device loader is kept: all placed, the first entered, a missing file refused", async () => {
   await withFiles([new Uint8Array([0xf4]), new Uint8Array([1, 2, 3])], async (code, table) => {
-    const options = parseCommandLine([
+    const options = await parseCommandLine([
       "-device",
       `loader,file=${code},addr=0x7c00`,
       "-device",
@@ -444,7 +447,7 @@ Deno.test("every -device loader is kept: all placed, the first entered, a missin
     if (options === "help") return;
     using _inputs = { [Symbol.dispose]: () => closeInputs(options) };
     assert.deepEqual(options.flat.map((f) => [f.path, f.addr]), [[code, 0x7c00n], [table, 0x9000n]]);
-    const plan = bootPlanOf(options);
+    const plan = await bootPlanOf(options);
     const bytes = plan.writes.map((w) =>
       "data" in w ? w : { addr: w.addr, data: readSource(w.source, w.offset, w.length) }
     );
@@ -454,14 +457,14 @@ Deno.test("every -device loader is kept: all placed, the first entered, a missin
     }]);
     assert.deepEqual(plan.cpu.cs, { selector: 0x7c0, base: 0x7c00n });
     // The one with a mode is entered, wherever it is on the command line.
-    const second = parseCommandLine([
+    const second = await parseCommandLine([
       "-device",
       `loader,file=${table},addr=0x9000`,
       "-device",
       `loader,file=${code},addr=0x10000,mode=protected32`,
     ]);
     if (second === "help") return;
-    assert.equal(bootPlanOf(second).cpu.rip, 0x1_0000n);
+    assert.equal((await bootPlanOf(second)).cpu.rip, 0x1_0000n);
     closeInputs(second);
     await refused(
       ["-device", "loader,file=/nonexistent/first,addr=0", "-device", `loader,file=${code},addr=0x7c00`],
@@ -474,35 +477,43 @@ Deno.test("every -device loader is kept: all placed, the first entered, a missin
   });
 });
 
-Deno.test("QEMU's single-dash long options parse", () => {
-  const options = parseCommandLine(["-m", "256M", "-serial", "null", "-nographic", "-no-reboot"]);
+Deno.test("QEMU's single-dash long options parse", async () => {
+  const options = await parseCommandLine(["-m", "256M", "-serial", "null", "-nographic", "-no-reboot"]);
   assert.notEqual(options, "help");
   if (options === "help") return;
   assert.equal(options.ramSize, 256n << 20n);
   assert.deepEqual(options.serial, { kind: "null" });
-  assert.equal(parseCommandLine(["--help"]), "help");
-  assert.equal(parseCommandLine(["-h"]), "help");
-  assert.equal(parseCommandLine(["-help"]), "help");
+  assert.equal(await parseCommandLine(["--help"]), "help");
+  assert.equal(await parseCommandLine(["-h"]), "help");
+  assert.equal(await parseCommandLine(["-help"]), "help");
 });
 
-Deno.test("QEMU options this board already obeys are accepted and change nothing", () => {
-  const plain = parseCommandLine(["-m", "64M"]);
-  const qemu = parseCommandLine(["-enable-kvm", "-nodefaults", "-m", "64M", "-display", "none", "-no-hpet"]);
+Deno.test("QEMU options this board already obeys are accepted and change nothing", async () => {
+  const plain = await parseCommandLine(["-m", "64M"]);
+  const qemu = await parseCommandLine([
+    "-enable-kvm",
+    "-nodefaults",
+    "-m",
+    "64M",
+    "-display",
+    "none",
+    "-no-hpet",
+  ]);
   assert.deepEqual(qemu, plain);
 });
 
-Deno.test("--dump-mtree takes QEMU's habits: no value, =-f, or -f after it", () => {
-  const dump = (...args: string[]) => {
-    const options = parseCommandLine(args);
+Deno.test("--dump-mtree takes QEMU's habits: no value, =-f, or -f after it", async () => {
+  const dump = async (...args: string[]) => {
+    const options = await parseCommandLine(args);
     assert.notEqual(options, "help");
     return options === "help" ? undefined : [options.dumpMtree, options.ramSize];
   };
-  assert.deepEqual(dump("--dump-mtree"), ["tree", 128n << 20n]);
-  assert.deepEqual(dump("--dump-mtree", "-m", "64M"), ["tree", 64n << 20n]);
-  assert.deepEqual(dump("-m", "64M", "--dump-mtree"), ["tree", 64n << 20n]);
-  assert.deepEqual(dump("--dump-mtree=-f"), ["flat", 128n << 20n]);
-  assert.deepEqual(dump("--dump-mtree", "-f", "-m", "64M"), ["flat", 64n << 20n]);
-  assert.deepEqual(dump("--dump-mtree="), ["tree", 128n << 20n]);
+  assert.deepEqual(await dump("--dump-mtree"), ["tree", 128n << 20n]);
+  assert.deepEqual(await dump("--dump-mtree", "-m", "64M"), ["tree", 64n << 20n]);
+  assert.deepEqual(await dump("-m", "64M", "--dump-mtree"), ["tree", 64n << 20n]);
+  assert.deepEqual(await dump("--dump-mtree=-f"), ["flat", 128n << 20n]);
+  assert.deepEqual(await dump("--dump-mtree", "-f", "-m", "64M"), ["flat", 64n << 20n]);
+  assert.deepEqual(await dump("--dump-mtree="), ["tree", 128n << 20n]);
 });
 
 Deno.test("--help lists the flags", async () => {
@@ -789,7 +800,7 @@ Deno.test({
       "-device",
       "virtio-net-pci,netdev=n2",
     ];
-    const options = parseCommandLine(args);
+    const options = await parseCommandLine(args);
     assert.ok(options !== "help");
     try {
       const macs = options.pciDevices.map((d) => d.type === "virtio-net-pci" ? d.mac : []);

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type HostKvm, hostKvm, kvmDeviceOpens } from "../kvm/mod.ts";
+import { type HostKvm, hostKvm, kvmDeviceOpens } from "../kvm/host_kvm.ts";
 import { NestedError } from "../nested/nested_error.ts";
 import { bundledModule } from "../machine/bundled_module.ts";
 import { START_FLAGS } from "./start_flags.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { DeviceStateError } from "../devices/mod.ts";
+import { DeviceStateError } from "../devices/device_state.ts";
 import { type VcpuKickTarget, vcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import type { BootPlan } from "../machine/loader/mod.ts";
 import { PcMachine, type PcMachineOptions } from "../machine/pc/pc_machine.ts";
@@ -175,10 +175,10 @@ export function countSerial(serial?: (byte: number) => void): (byte: number) => 
 }
 
 /** A machine as the command line asks: created, or restored from `--restore`. */
-export function createOrRestore(flags: SnapshotFlags, options: PcMachineOptions): PcMachine {
-  if (!flags.restore) return PcMachine.create(options);
+export async function createOrRestore(flags: SnapshotFlags, options: PcMachineOptions): Promise<PcMachine> {
+  if (!flags.restore) return await PcMachine.create(options);
   const { dir, ramSize, cpus } = flags.restore;
-  const machine = PcMachine.restore(dir, {
+  const machine = await PcMachine.restore(dir, {
     kvm: options.kvm,
     serial: options.serial,
     traceMemslots: options.traceMemslots,

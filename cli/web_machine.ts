@@ -33,7 +33,7 @@ export function pcWebMachine(pc: PcMachine): WebMachine {
  *
  * @example
  * ```ts ignore
- * using board = PcBoard.create({ ramSize: 128n << 20n });
+ * using board = await PcBoard.create({ ramSize: 128n << 20n });
  * const web = await WebServer.start(parseWebOption("0"));
  * await serveMapOnly(web, [board.memory, board.cpuMemory, board.io], interrupted);
  * await web.close();

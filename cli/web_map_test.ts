@@ -30,8 +30,8 @@ function treeText(map: ReturnType<typeof mapSnapshot>): string {
   return out.join("\n");
 }
 
-Deno.test("mapSnapshot holds exactly what info mtree prints of a PC board", () => {
-  using board = PcBoard.create({ ramSize: 6n << 30n }); // RAM above 4 GiB too
+Deno.test("mapSnapshot holds exactly what info mtree prints of a PC board", async () => {
+  using board = await PcBoard.create({ ramSize: 6n << 30n }); // RAM above 4 GiB too
   const spaces = [board.memory, board.cpuMemory, board.io];
   const map = mapSnapshot(spaces);
   assert.equal(treeText(map), board.mtree().trimEnd() + "\n");
@@ -48,8 +48,8 @@ Deno.test("mapSnapshot holds exactly what info mtree prints of a PC board", () =
   assert.deepEqual(mine, flat);
 });
 
-Deno.test("mapSnapshot follows a PAM change", () => {
-  using board = PcBoard.create({ ramSize: 128n << 20n });
+Deno.test("mapSnapshot follows a PAM change", async () => {
+  using board = await PcBoard.create({ ramSize: 128n << 20n });
   const before = mapSnapshot([board.memory]).flat[0].ranges.find((r) => r.start === "00000000000f0000");
   assert.equal(before, undefined); // inside isa-bios's range
   board.map.pam.writeConfig(0x59, 0x30);

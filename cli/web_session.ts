@@ -204,7 +204,7 @@ function toBase64(bytes: Uint8Array): string {
  * @example
  * ```ts ignore
  * const session = new WebSession(server, webMachine, commands);
- * // PcMachine.create({ serial: (b) => session.serialByte(b), traceMemslots: (c) => session.memslot(c) })
+ * // await PcMachine.create({ serial: (b) => session.serialByte(b), traceMemslots: (c) => session.memslot(c) })
  * // in the run hook: session.pump();
  * ```
  */

@@ -6,12 +6,8 @@
  */
 
 import type { KvmRegs, KvmSegment, KvmSregs } from "../kvm/mod.ts";
-import {
-  BOOT_CODE32_SELECTOR,
-  BOOT_CODE64_SELECTOR,
-  BOOT_DATA_SELECTOR,
-  type BootPlan,
-} from "./loader/mod.ts";
+import type { BootPlan } from "./loader/boot_plan.ts";
+import { BOOT_CODE32_SELECTOR, BOOT_CODE64_SELECTOR, BOOT_DATA_SELECTOR } from "./loader/layout.ts";
 
 /** The CPU state of a boot plan (machine/loader). */
 export type CpuPlan = BootPlan["cpu"];

@@ -271,7 +271,6 @@ export {
 } from "./pc/pc_board.ts";
 export {
   assignPciBars,
-  createPcPciDevices,
   formatInfoPci,
   PC_PCI_FIRST_FREE_SLOT,
   PC_PCI_HOLE_END,
@@ -282,9 +281,9 @@ export {
   type PcNetBackend,
   type PcPciDevice,
   type PcPciDeviceSpec,
-  type PcPciWiring,
   SharedIrqLines,
 } from "./pc/pc_pci.ts";
+export { createPcPciDevices, type PcPciWiring } from "./pc/pc_pci_devices.ts";
 export {
   DiskBlockBacking,
   hostEntropy,

@@ -6,12 +6,8 @@
  */
 
 import type { Doorbell } from "../kvm/doorbell.ts";
-import {
-  decodeExit,
-  KVM_SYSTEM_EVENT_CRASH,
-  KVM_SYSTEM_EVENT_RESET,
-  KVM_SYSTEM_EVENT_SHUTDOWN,
-} from "../kvm/mod.ts";
+import { decodeExit } from "../kvm/exit.ts";
+import { KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN } from "../kvm/ioctls.ts";
 
 /** Why a run ended. */
 export type RunOutcome =

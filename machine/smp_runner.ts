@@ -11,17 +11,13 @@
  * @module
  */
 
-import {
-  DoorbellWait,
-  type ExitSpaces,
-  handleKickSignal,
-  KVM_EXIT_DEBUG,
-  PollSet,
-  serveExit,
-  type Vcpu,
-  vcpuHandleInit,
-  VcpuKicker,
-} from "../kvm/mod.ts";
+import { DoorbellWait } from "../kvm/doorbell.ts";
+import { KVM_EXIT_DEBUG } from "../kvm/ioctls.ts";
+import { PollSet } from "../kvm/poll.ts";
+import { type ExitSpaces, serveExit } from "../kvm/serve_exit.ts";
+import type { Vcpu } from "../kvm/vcpu.ts";
+import { vcpuHandleInit } from "../kvm/vcpu_handle.ts";
+import { handleKickSignal, VcpuKicker } from "../kvm/vcpu_kicker.ts";
 import { formatRegisters } from "./cpu_state.ts";
 import {
   DONE,

@@ -6,7 +6,9 @@
  * @module
  */
 
-import { type ExitSpaces, KVM_EXIT_DEBUG, KVM_EXIT_INTR, serveExit, type Vcpu } from "../kvm/mod.ts";
+import { KVM_EXIT_DEBUG, KVM_EXIT_INTR } from "../kvm/ioctls.ts";
+import { type ExitSpaces, serveExit } from "../kvm/serve_exit.ts";
+import type { Vcpu } from "../kvm/vcpu.ts";
 import { currentThread } from "../kvm/vcpu_kicker.ts";
 import { formatRegisters } from "./cpu_state.ts";
 import { EXIT_REASON_SLOTS } from "./_smp_protocol.ts";

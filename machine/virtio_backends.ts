@@ -6,8 +6,12 @@
  * @module
  */
 
-import { type BlockBacking, VIRTIO_NET_MAX_FRAME, type VirtioNet } from "../devices/virtio/mod.ts";
-import { type DiskImage, getRandom, KvmError, type Tap } from "../kvm/mod.ts";
+import type { BlockBacking, VirtioNet } from "../devices/virtio/mod.ts";
+import { VIRTIO_NET_MAX_FRAME } from "../devices/virtio/virtio_net_frame.ts";
+import type { DiskImage } from "../kvm/disk_image.ts";
+import { getRandom } from "../kvm/get_random.ts";
+import { KvmError } from "../kvm/kvm_error.ts";
+import type { Tap } from "../kvm/tap.ts";
 import type { PcNetBackend } from "./pc/pc_pci.ts";
 
 /**
@@ -124,7 +128,7 @@ export interface TapNetStats {
  * using tap = Tap.open({ name: "kvmts0" });
  * const backend = new TapNetBackend(tap);
  * const spec = { type: "virtio-net-pci", mac: VIRTIO_NET_DEFAULT_MAC, backend } as const;
- * // … PcMachine.create({ pciDevices: [spec] }); when the tap is readable: backend.pump()
+ * // … await PcMachine.create({ pciDevices: [spec] }); when the tap is readable: backend.pump()
  * ```
  */
 export class TapNetBackend implements PcNetBackend {

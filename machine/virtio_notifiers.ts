@@ -15,7 +15,7 @@
  */
 
 import type { VirtioPci } from "../devices/virtio/mod.ts";
-import { EventFd } from "../kvm/mod.ts";
+import { EventFd } from "../kvm/event_fd.ts";
 import type { HostFdSource } from "./runner.ts";
 
 /** Bytes a modern driver writes to notify a queue (`vp_notify`'s iowrite16 of the queue index). */

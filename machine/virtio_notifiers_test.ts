@@ -5,8 +5,8 @@ import { cfg } from "./pc/_pci_test_util.ts";
 import { VirtioNotifiers } from "./virtio_notifiers.ts";
 import { fdTarget, signalEventfd } from "../kvm/_testing.ts";
 
-function board() {
-  return PcBoard.create({
+async function board() {
+  return await PcBoard.create({
     ramSize: 256n << 20n,
     pciDevices: [
       { type: "virtio-rng-pci", entropy: (b) => b.fill(7), ioeventfd: true },
@@ -15,8 +15,8 @@ function board() {
   });
 }
 
-Deno.test("notify eventfds: one per queue at the queue's notify address, following BAR 4 when the guest moves it", () => {
-  using b = board();
+Deno.test("notify eventfds: one per queue at the queue's notify address, following BAR 4 when the guest moves it", async () => {
+  using b = await board();
   const seen: IoeventfdSection[] = [];
   b.memory.registerListener({
     eventfdAdd: (fd) => seen.push(fd),
@@ -38,8 +38,8 @@ Deno.test("notify eventfds: one per queue at the queue's notify address, followi
   assert.deepEqual(seen.map((s) => s.start), [0xfd00_3000n]);
 });
 
-Deno.test("notify eventfds: serve() notifies exactly the signalled queues; close() removes and closes them", () => {
-  using b = board();
+Deno.test("notify eventfds: serve() notifies exactly the signalled queues; close() removes and closes them", async () => {
+  using b = await board();
   const [rng] = b.pciDevices.map((d) => d.fn);
   const notified: number[] = [];
   const original = rng.device.notifyQueue.bind(rng.device);

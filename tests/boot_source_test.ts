@@ -18,7 +18,7 @@ const SIZE = 0x30_0100;
 Deno.test({
   name: "a file-backed plan is copied in at create and read again at reset; a resized file is refused",
   ignore: !KVM.available,
-  fn() {
+  async fn() {
     const path = Deno.makeTempFileSync({ prefix: "boot-source-test-" });
     try {
       const first = Uint8Array.from({ length: SIZE }, (_, i) => (i * 7 + 3) & 0xff);
@@ -26,7 +26,7 @@ Deno.test({
       using image = new FileImage(Deno.openSync(path), SIZE, `-device loader,file=${path}`);
       const boot = loadFlat(image, { addr: ADDR, mode: "protected32", ramSize: 64n << 20n });
       assert.ok(boot.writes.some((w) => "source" in w && w.source === image), "the plan names the file");
-      using pc = PcMachine.create({ ramSize: 64n << 20n, boot });
+      using pc = await PcMachine.create({ ramSize: 64n << 20n, boot });
       assert.deepEqual(pc.memory.readBytes(ADDR, SIZE).data, first);
       // The same size, new bytes: a reset loads what the file holds now.
       const second = first.map((b) => b ^ 0xff);
@@ -53,7 +53,7 @@ Deno.test({
   name:
     "a snapshot keeps a file-backed plan's bytes in its boot file: a small state file, and restores (and diffs) that reset without the source",
   ignore: !KVM.available,
-  fn() {
+  async fn() {
     const dir = Deno.makeTempDirSync({ prefix: "boot-source-snap-" });
     try {
       const path = `${dir}/image`;
@@ -64,7 +64,7 @@ Deno.test({
       {
         using image = new FileImage(Deno.openSync(path), bytes.length, `-device loader,file=${path}`);
         const boot = loadFlat(image, { addr: ADDR, mode: "protected32", ramSize: 64n << 20n });
-        using pc = PcMachine.create({ ramSize: 64n << 20n, boot });
+        using pc = await PcMachine.create({ ramSize: 64n << 20n, boot });
         const full = pc.snapshot(`${dir}/snap`);
         // The state file no longer holds the image: it is in the boot file beside it.
         assert.ok(full.stateBytes < bytes.length / 2, `a ${full.stateBytes}-byte state file`);
@@ -82,7 +82,7 @@ Deno.test({
       assert.deepEqual(diffChain[1].state.board.boot, link.state.board.boot);
       Deno.removeSync(path);
       {
-        using restored = PcMachine.restore(`${dir}/diff`, {});
+        using restored = await PcMachine.restore(`${dir}/diff`, {});
         restored.memory.writeBytes(ADDR, new Uint8Array(bytes.length)); // what a reset must undo
         restored.reset();
         assert.deepEqual(placed(restored), bytes);
@@ -92,7 +92,7 @@ Deno.test({
         restored.snapshot(`${dir}/full2`);
       }
       for (const snap of ["diff2", "full2"]) {
-        using again = PcMachine.restore(`${dir}/${snap}`, {});
+        using again = await PcMachine.restore(`${dir}/${snap}`, {});
         again.memory.writeBytes(ADDR, new Uint8Array(bytes.length));
         again.reset();
         assert.deepEqual(placed(again), bytes, snap);
@@ -102,7 +102,7 @@ Deno.test({
       // does not read it).
       file[file.length - 1] ^= 1;
       Deno.writeFileSync(`${dir}/snap/boot`, file);
-      using changed = PcMachine.restore(`${dir}/diff2`, {});
+      using changed = await PcMachine.restore(`${dir}/diff2`, {});
       assert.throws(
         () => changed.reset(),
         (e) =>

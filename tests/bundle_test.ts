@@ -95,7 +95,7 @@ Deno.test({
 Deno.test("the bundle keeps the device class names a snapshot names devices by", async () => {
   const { PcBoard } = await import("../machine/pc/pc_board.ts");
   const { boardDevices } = await import("../machine/snapshot/device_states.ts");
-  const board = PcBoard.create({
+  const board = await PcBoard.create({
     ramSize: 16n << 20n,
     pciDevices: [{ type: "virtio-rng-pci", entropy: (b) => b.fill(4) }],
   });
@@ -112,6 +112,52 @@ Deno.test("the bundle keeps the device class names a snapshot names devices by",
         `${name} is kept in the bundle`,
       );
     }
+  });
+});
+
+/** The files `file` imports statically in a bundle folder, `file` included (dynamic imports are not followed). */
+function staticClosure(out: URL, file: string): string[] {
+  const seen = new Set<string>();
+  const todo = [file];
+  while (todo.length > 0) {
+    const name = todo.pop()!;
+    if (seen.has(name)) continue;
+    seen.add(name);
+    const text = Deno.readTextFileSync(new URL(name, out));
+    for (const m of text.matchAll(/(?:from|import)\s*"\.\/([\w.-]+\.js)"/g)) todo.push(m[1]);
+  }
+  return [...seen];
+}
+
+Deno.test("a plain run loads no code of virtio, the Linux loaders or the SMP runner: they are imported when needed", async () => {
+  // Names kept by the bundle (--keep-names): each of these lives in code a plain run does not load.
+  const lazy = [
+    "VirtioBlk", // the virtio models, for a board with -device / -drive
+    "VirtioNet",
+    "VirtioRng",
+    "VirtioPci",
+    "Msix",
+    "DiskImage", // the host side of -drive and -netdev
+    "TapNetBackend",
+    "NetRxPoller",
+    "loadBzImage", // the Linux loaders, for a Linux -kernel
+    "loadPvh",
+    "loadVmlinux",
+    "SmpRunner", // the threaded runner, for -smp 2 or more (or ioeventfd devices)
+    "VirtioNotifiers",
+  ];
+  const eager = ["Uart16550", "VcpuRunner", "loadMultiboot", "PcMachine"];
+  await withBundle(async ({ out }) => {
+    const all = (await Array.fromAsync(Deno.readDir(out))).filter((e) => e.name.endsWith(".js")).map((e) =>
+      e.name
+    );
+    const text = (files: string[]) => files.map((f) => Deno.readTextFileSync(new URL(f, out))).join("\n");
+    const kept = (name: string, code: string) => code.includes(`"${name}"`);
+    const whole = text(all);
+    const plain = text(staticClosure(out, "main.js"));
+    for (const name of [...lazy, ...eager]) assert.ok(kept(name, whole), `${name} is in the bundle`);
+    for (const name of eager) assert.ok(kept(name, plain), `${name} is loaded by a plain run`);
+    for (const name of lazy) assert.ok(!kept(name, plain), `${name} is not loaded by a plain run`);
   });
 });
 

@@ -83,7 +83,7 @@ Deno.test({
     }
     let text = "";
     const decoder = new TextDecoder();
-    using pc = PcMachine.create({
+    using pc = await PcMachine.create({
       ramSize: 256n << 20n,
       kernel: { image, cmdline: CMDLINE },
       serial: (byte) => {
@@ -110,12 +110,12 @@ Deno.test({
 Deno.test({
   name: "Debian's bzImage: its decompressor speaks over our UART (64-bit entry, zero page, earlyprintk)",
   ignore: skip !== undefined,
-  fn() {
+  async fn() {
     // Debian builds without CONFIG_X86_VERBOSE_BOOTUP, so the decompressor's progress lines are
     // compiled out; its warnings are not, and with `nokaslr` choose_random_location() warns before
     // it decompresses (decompression itself takes minutes here: docs/kvm-abi.md §8).
     let text = "";
-    using pc = PcMachine.create({
+    using pc = await PcMachine.create({
       ramSize: 256n << 20n,
       kernel: {
         image: Deno.readFileSync(KERNEL!),

@@ -29,9 +29,9 @@ const boardSkip = missing ??
 if (boardSkip) console.log(`tests/linux_full_boot_test.ts: board boot skipped: ${boardSkip}`);
 
 /** The boot in this process, through the PcMachine API. */
-function bootInProcess(): void {
+async function bootInProcess(): Promise<void> {
   let text = "";
-  using pc = PcMachine.create({
+  using pc = await PcMachine.create({
     ramSize: 256n << 20n,
     kernel: {
       image: Deno.readFileSync(KERNEL!),
@@ -70,7 +70,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     if (Deno.env.get("KVM_TS_NESTED") === "1") await bootInChild();
-    else bootInProcess();
+    else await bootInProcess();
   },
 });
 

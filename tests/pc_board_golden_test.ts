@@ -19,8 +19,8 @@ interface Printed {
 }
 
 /** The board without KVM, with the KVM listener's marks from a backend that accepts every slot. */
-function boardWithoutKvm(ramSize: bigint): Printed & Disposable {
-  const board = PcBoard.create({
+async function boardWithoutKvm(ramSize: bigint): Promise<Printed & Disposable> {
+  const board = await PcBoard.create({
     ramSize,
     backings: { ram: fakeHostMemory(ramSize), bios: fakeHostMemory(0x40000n), rom: fakeHostMemory(0x20000n) },
   });
@@ -34,7 +34,7 @@ const VARIANTS = [
   {
     label: "PcMachine, real memslots",
     ignore: !KVM.available,
-    make: (ramSize: bigint) => PcMachine.create({ ramSize }),
+    make: async (ramSize: bigint) => await PcMachine.create({ ramSize }),
   },
 ] as const;
 
@@ -58,8 +58,8 @@ for (
       name:
         `-m ${label} (${variant.label}): the memory address space equals QEMU's, tree and flat, KVM marks included`,
       ignore: variant.ignore,
-      fn() {
-        using pc = variant.make(size);
+      async fn() {
+        using pc = await variant.make(size);
         const tree = pc.mtree();
         const flat = pc.mtree({ flat: true });
         const qemuTree = readGolden(`pc-${label}.mtree.txt`);
@@ -86,8 +86,8 @@ for (const variant of VARIANTS) {
     name:
       `the I/O address space (${variant.label}): every line of the board's devices is QEMU's, and QEMU has none of theirs that we lack`,
     ignore: variant.ignore,
-    fn() {
-      using pc = variant.make(256n << 20n);
+    async fn() {
+      using pc = await variant.make(256n << 20n);
       for (
         // QEMU after SeaBIOS ran: the PIIX4 PM function is then at its PM base, as the board has it for
         // a -kernel guest (under -S it is still disabled at 0).

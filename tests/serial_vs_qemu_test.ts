@@ -17,9 +17,9 @@ function golden(name: string): { serial: string; status: number } {
   return { serial: lines.slice(2).join("\n"), status };
 }
 
-function run(image: Uint8Array): { serial: string; status: number } {
+async function run(image: Uint8Array): Promise<{ serial: string; status: number }> {
   const bytes: number[] = [];
-  using pc = PcMachine.create({
+  using pc = await PcMachine.create({
     ramSize: 128n << 20n,
     kernel: { image, cmdline: "guest" },
     serial: (b) => bytes.push(b),
@@ -32,12 +32,12 @@ function run(image: Uint8Array): { serial: string; status: number } {
 Deno.test({
   name: "hello64: byte-identical serial output and the same exit status as QEMU",
   ignore: !KVM.available,
-  fn() {
+  async fn() {
     // hello64 notes a quirk of the host's KVM (kvm_pvm's syscall); the golden was captured here,
     // and on a hardware-KVM host neither QEMU nor we print it: compare without that line.
     const hostNote = (text: string) =>
       text.split("\n").filter((l) => !l.startsWith("hello64: note: ")).join("\n");
-    const ours = run(HELLO64);
+    const ours = await run(HELLO64);
     const qemu = golden("hello64.txt");
     assert.equal(hostNote(ours.serial), hostNote(qemu.serial));
     assert.equal(ours.status, qemu.status);
@@ -47,8 +47,8 @@ Deno.test({
 Deno.test({
   name: "exit_status: the isa-debug-exit status is QEMU's (value << 1) | 1",
   ignore: !KVM.available,
-  fn() {
-    const ours = run(EXIT_STATUS);
+  async fn() {
+    const ours = await run(EXIT_STATUS);
     assert.equal(ours.status, 33);
     assert.match(ours.serial, /^exit_status: leaving through isa-debug-exit with 0x10 \(status 33\)\n$/);
   },

@@ -16,7 +16,7 @@ for (const cpus of [1, 2, 4]) {
     ignore: !KVM.available,
     async fn() {
       const bytes: number[] = [];
-      using pc = PcMachine.create({
+      using pc = await PcMachine.create({
         ramSize: 64n << 20n,
         cpus,
         kernel: { image: SMP },
@@ -39,13 +39,13 @@ for (const cpus of [1, 2, 4]) {
 Deno.test({
   name: "the vCPU count is checked against what the MP table can list",
   ignore: !KVM.available,
-  fn() {
-    assert.throws(
-      () => PcMachine.create({ ramSize: 64n << 20n, cpus: 0 }),
+  async fn() {
+    await assert.rejects(
+      async () => await PcMachine.create({ ramSize: 64n << 20n, cpus: 0 }),
       /0 vCPUs is not between 1 and 254/,
     );
-    assert.throws(
-      () => PcMachine.create({ ramSize: 64n << 20n, cpus: 255 }),
+    await assert.rejects(
+      async () => await PcMachine.create({ ramSize: 64n << 20n, cpus: 255 }),
       /255 vCPUs is not between 1 and 254/,
     );
   },

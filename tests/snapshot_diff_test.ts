@@ -17,7 +17,7 @@ const WRITTEN_PAGES = Array.from({ length: 10 }, (_, i) => 0x30 + i);
 
 async function guest(): Promise<PcMachine> {
   const image = await assemble(guestSource("snapshot_diff.S"), { base: Number(ENTRY) });
-  return PcMachine.create({
+  return await PcMachine.create({
     ramSize: RAM,
     boot: loadFlat(image, { addr: ENTRY, mode: "real", ramSize: RAM }),
   });
@@ -61,8 +61,8 @@ Deno.test(
         `the diff file uses ${onDisk.blocks! * 512} bytes on disk`,
       );
 
-      using fromDiff = PcMachine.restore(`${dir}/diff`);
-      using fromFull = PcMachine.restore(`${dir}/full`);
+      using fromDiff = await PcMachine.restore(`${dir}/diff`);
+      using fromFull = await PcMachine.restore(`${dir}/full`);
       const a = ramOf(fromDiff);
       const b = ramOf(fromFull);
       for (const page of WRITTEN_PAGES) assert.equal(a[page * 4096] | (a[page * 4096 + 1] << 8), page << 8);
@@ -82,8 +82,8 @@ Deno.test("two machines restored from one snapshot at once are independent", ifK
       assert.equal(pc.run().kind, "exit");
       pc.snapshot(`${dir}/s`);
     }
-    using one = PcMachine.restore(`${dir}/s`);
-    using two = PcMachine.restore(`${dir}/s`);
+    using one = await PcMachine.restore(`${dir}/s`);
+    using two = await PcMachine.restore(`${dir}/s`);
     assert.equal(one.run().kind, "exit"); // only the first writes its ten pages
     const first = ramOf(one);
     const second = ramOf(two);

@@ -111,7 +111,7 @@ Deno.test({
         `file=${rw},format=raw,if=virtio`,
       ];
       // The BARs the board assigns (the same board, without KVM, from the same devices).
-      using board = PcBoard.create({
+      using board = await PcBoard.create({
         ramSize: 256n << 20n,
         pciDevices: [
           { type: "virtio-rng-pci", entropy: () => {} },

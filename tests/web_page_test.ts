@@ -60,7 +60,7 @@ Deno.test(
   "web page: a board without KVM shows every region of info mtree at its addresses",
   HOST_TEST,
   async () => {
-    using board = PcBoard.create({ ramSize: 128n << 20n });
+    using board = await PcBoard.create({ ramSize: 128n << 20n });
     await withMapServer([board.memory, board.cpuMemory, board.io], async (url) => {
       const { browser, page } = await openPage();
       try {
@@ -107,7 +107,7 @@ Deno.test(
 );
 
 Deno.test("web page: a PAM change redraws the map and is listed in the timeline", HOST_TEST, async () => {
-  using board = PcBoard.create({ ramSize: 128n << 20n });
+  using board = await PcBoard.create({ ramSize: 128n << 20n });
   await withMapServer([board.memory, board.cpuMemory, board.io], async (url) => {
     const { browser, page } = await openPage();
     try {
@@ -194,7 +194,7 @@ Deno.test(
   "web page: without the token the server answers 403 and refuses the WebSocket",
   HOST_TEST,
   async () => {
-    using board = PcBoard.create({ ramSize: 16n << 20n });
+    using board = await PcBoard.create({ ramSize: 16n << 20n });
     await withMapServer([board.memory], async (url) => {
       const base = new URL(url);
       const token = base.searchParams.get("token")!;

@@ -30,6 +30,9 @@ import type { VirtioDevice, VirtioDeviceModel } from "./virtio_device.ts";
 import type { StateObject, StateReader } from "../device_state.ts";
 import { VirtioStatus } from "./virtio_device.ts";
 import { type DescriptorChain, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
+import { VIRTIO_NET_MAX_FRAME } from "./virtio_net_frame.ts";
+
+export { VIRTIO_NET_MAX_FRAME };
 
 /** Virtio device ID of a network card. */
 export const VIRTIO_ID_NET = 1;
@@ -48,11 +51,6 @@ export const VIRTIO_NET_HDR_SIZE = 12;
 export const VIRTIO_NET_CONFIG_SIZE = 8;
 /** Configuration `status` bit: the link is up. */
 export const VIRTIO_NET_S_LINK_UP = 1;
-/**
- * Largest frame passed either way: 14 bytes of Ethernet header, a 64 KiB payload and a VLAN tag
- * (the most a TAP device takes or gives without GSO).
- */
-export const VIRTIO_NET_MAX_FRAME = 65_550;
 /** QEMU's default MAC address of the first NIC (`qemu_macaddr_default_if_unset`). */
 export const VIRTIO_NET_DEFAULT_MAC: readonly number[] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /** PCI class of QEMU's virtio-net-pci (`PCI_CLASS_NETWORK_ETHERNET`). */

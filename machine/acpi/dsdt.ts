@@ -28,7 +28,7 @@
  * @module
  */
 
-import { ACPI_SLP_TYP_S5 } from "../../devices/mod.ts";
+import { ACPI_SLP_TYP_S5 } from "../../devices/acpi_pm.ts";
 import {
   concat,
   device,

@@ -9,7 +9,7 @@
  */
 
 import { alignDown, alignUp } from "../../memory/mod.ts";
-import { E820_RAM, E820_RESERVED, type E820Entry } from "../loader/mod.ts";
+import { E820_RAM, E820_RESERVED, type E820Entry } from "../loader/boot_plan.ts";
 import { type AcpiTables, type AcpiTablesOptions, layoutAcpiTables } from "./tables.ts";
 
 /** The tables take whole pages. */

@@ -38,7 +38,7 @@
  * @module
  */
 
-import { ACPI_GPE0_BASE, ACPI_GPE0_SIZE, ACPI_PM_BASE } from "../../devices/mod.ts";
+import { ACPI_GPE0_BASE, ACPI_GPE0_SIZE, ACPI_PM_BASE } from "../../devices/acpi_pm.ts";
 import { buildDsdtAml, type DsdtOptions, PC_ACPI_ISA_DEVICES, PC_PCI_LINK_IRQS } from "./dsdt.ts";
 
 /** Size of the common table header (ACPI 6.5 §5.2.6). */

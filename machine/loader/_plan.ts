@@ -43,6 +43,9 @@ export function sourceWrite(
     : { addr, source, offset, length, what };
 }
 
+/** `e_machine` of x86-64 (the ELF header of a vmlinux). */
+export const EM_X86_64 = 62;
+
 /** `0x` and lowercase hex digits. */
 export function hex(value: bigint | number): string {
   return `0x${value.toString(16)}`;

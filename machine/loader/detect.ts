@@ -6,7 +6,7 @@
  */
 
 import type { BootPlan } from "./boot_plan.ts";
-import { type LinuxOptions, loadBzImage } from "./linux.ts";
+import type { LinuxOptions } from "./_linux_boot.ts";
 import { LoaderError } from "./loader_error.ts";
 import {
   findBadMultibootChecksum,
@@ -14,9 +14,7 @@ import {
   loadMultiboot,
   MULTIBOOT_SEARCH_SIZE,
 } from "./multiboot.ts";
-import { findPvhEntry, loadPvh } from "./pvh.ts";
-import { EM_X86_64, loadVmlinux } from "./vmlinux.ts";
-import { hex, viewOf } from "./_plan.ts";
+import { EM_X86_64, hex, viewOf } from "./_plan.ts";
 import { type ImageSource, imageSource, readHead } from "./image_source.ts";
 
 /**
@@ -154,11 +152,11 @@ export function probeKernel(head: Uint8Array): Exclude<KernelFormat, "unknown"> 
  * import assert from "node:assert/strict";
  * import { loadKernel } from "./detect.ts";
  * import { EXIT_STATUS } from "../guests/mod.ts";
- * const plan = loadKernel(EXIT_STATUS, { e820: [], ramSize: 0x800_0000n });
+ * const plan = await loadKernel(EXIT_STATUS, { e820: [], ramSize: 0x800_0000n });
  * assert.equal(plan.cpu.rip, 0x100020n);
  * ```
  */
-export function loadKernel(image: Uint8Array | ImageSource, options: KernelOptions): BootPlan {
+export async function loadKernel(image: Uint8Array | ImageSource, options: KernelOptions): Promise<BootPlan> {
   const source = imageSource(image);
   switch (probeKernel(readHead(source, KERNEL_PROBE_SIZE))) {
     case "multiboot": {
@@ -171,10 +169,14 @@ export function loadKernel(image: Uint8Array | ImageSource, options: KernelOptio
       const { cmdline, e820, ramSize } = options;
       return loadMultiboot(source, { ...(cmdline === undefined ? {} : { cmdline }), e820, ramSize });
     }
+    // The Linux loaders are loaded only for a Linux kernel (a Multiboot guest's start needs none).
     case "bzimage":
-      return loadBzImage(source, options);
-    case "elf64":
+      return (await import("./linux.ts")).loadBzImage(source, options);
+    case "elf64": {
       // A vmlinux with Xen's PHYS32_ENTRY note is entered through PVH, as QEMU and Firecracker do.
-      return findPvhEntry(source) === undefined ? loadVmlinux(source, options) : loadPvh(source, options);
+      const { findPvhEntry, loadPvh } = await import("./pvh.ts");
+      if (findPvhEntry(source) !== undefined) return loadPvh(source, options);
+      return (await import("./vmlinux.ts")).loadVmlinux(source, options);
+    }
   }
 }

@@ -58,17 +58,17 @@ Deno.test("detectFormat checks for a bzImage first, as QEMU does", () => {
   assert.equal(detectFormat(both), "bzimage");
 });
 
-Deno.test("loadKernel loads Multiboot images exactly as loadMultiboot", () => {
-  assert.deepEqual(loadKernel(HELLO64, PC), loadMultiboot(HELLO64, PC));
-  assert.deepEqual(loadKernel(EXIT_STATUS, PC), loadMultiboot(EXIT_STATUS, PC));
+Deno.test("loadKernel loads Multiboot images exactly as loadMultiboot", async () => {
+  assert.deepEqual(await loadKernel(HELLO64, PC), loadMultiboot(HELLO64, PC));
+  assert.deepEqual(await loadKernel(EXIT_STATUS, PC), loadMultiboot(EXIT_STATUS, PC));
 });
 
-Deno.test("loadKernel loads Linux bzImages and vmlinux files, with an initrd", () => {
+Deno.test("loadKernel loads Linux bzImages and vmlinux files, with an initrd", async () => {
   const initrd = new Uint8Array(0x3000).fill(0xa5);
   const options = { ...PC, initrd };
   const image = bzImageOf();
   assert.equal(detectFormat(image), "bzimage");
-  assert.deepEqual(loadKernel(image, options), loadBzImage(image, options));
+  assert.deepEqual(await loadKernel(image, options), loadBzImage(image, options));
   const vmlinux = elf64Of({
     entry: 0x100_0000n,
     segments: [
@@ -82,12 +82,12 @@ Deno.test("loadKernel loads Linux bzImages and vmlinux files, with an initrd", (
     ],
   });
   assert.equal(detectFormat(vmlinux), "elf64");
-  const plan = loadKernel(vmlinux, options);
+  const plan = await loadKernel(vmlinux, options);
   assert.deepEqual(plan, loadVmlinux(vmlinux, options));
   assert.ok(plan.writes.some((w) => "data" in w && w.data === initrd));
 });
 
-Deno.test("loadKernel enters a vmlinux with the PVH note through PVH, with the RSDP; without it, the 64-bit entry", () => {
+Deno.test("loadKernel enters a vmlinux with the PVH note through PVH, with the RSDP; without it, the 64-bit entry", async () => {
   const LINUX = { owner: "Linux", type: 0x100, desc: new Uint8Array(4) };
   const segments = (notes: { owner: string; type: number; desc: Uint8Array }[]) => [
     { vaddr: 0xffff_ffff_8100_0000n, paddr: 0x100_0000n, data: new Uint8Array(0x100).fill(0xf4) },
@@ -100,15 +100,15 @@ Deno.test("loadKernel enters a vmlinux with the PVH note through PVH, with the R
     segments: segments([{ owner: "Xen", type: 18, desc: entry }, LINUX]),
   });
   const options = { ...PC, initrd: new Uint8Array(0x3000).fill(0xa5), rsdpAddress: 0x7ff_f000n };
-  const plan = loadKernel(withNote, options);
+  const plan = await loadKernel(withNote, options);
   assert.deepEqual(plan, loadPvh(withNote, options));
   assert.equal(plan.cpu.mode, "protected32");
   assert.equal(plan.cpu.rip, 0x100_0010n);
   const without = elf64Of({ entry: 0x100_0000n, segments: segments([LINUX]) });
-  assert.equal(loadKernel(without, options).cpu.mode, "long64");
+  assert.equal((await loadKernel(without, options)).cpu.mode, "long64");
 });
 
-Deno.test("loadKernel: one clear error line for each unsupported file", () => {
+Deno.test("loadKernel: one clear error line for each unsupported file", async () => {
   const cases: [string, Uint8Array, string, RegExp][] = [
     [
       "bzImage without a 64-bit entry",
@@ -176,10 +176,10 @@ Deno.test("loadKernel: one clear error line for each unsupported file", () => {
     ],
   ];
   for (const [name, image, code, message] of cases) {
-    assert.throws(() => loadKernel(image, PC), loaderError(code, message), name);
+    await assert.rejects(async () => await loadKernel(image, PC), loaderError(code, message), name);
   }
-  assert.throws(
-    () => loadKernel(HELLO64, { ...PC, initrd: new Uint8Array(1) }),
+  await assert.rejects(
+    async () => await loadKernel(HELLO64, { ...PC, initrd: new Uint8Array(1) }),
     loaderError(
       "INITRD_UNSUPPORTED",
       /^kernel: Multiboot kernel with an initrd: Multiboot modules are not supported$/,
@@ -187,7 +187,7 @@ Deno.test("loadKernel: one clear error line for each unsupported file", () => {
   );
 });
 
-Deno.test("probeKernel: the first 8192 bytes decide the format, and a file no loader takes is refused on them", () => {
+Deno.test("probeKernel: the first 8192 bytes decide the format, and a file no loader takes is refused on them", async () => {
   const large = (head: Uint8Array) => imageOf(0x4_0000, [[0, head]]);
   const cases: [Uint8Array, string][] = [
     [HELLO64, "multiboot"],
@@ -201,7 +201,7 @@ Deno.test("probeKernel: the first 8192 bytes decide the format, and a file no lo
   }
   for (const image of [FIRMWARE, large(elf64(183)), large(elf32({ entry: 0, segments: [] }))]) {
     let whole: unknown, head: unknown;
-    assert.throws(() => loadKernel(image, PC), (e) => (whole = e) instanceof LoaderError);
+    await assert.rejects(async () => await loadKernel(image, PC), (e) => (whole = e) instanceof LoaderError);
     assert.throws(
       () => probeKernel(image.subarray(0, KERNEL_PROBE_SIZE)),
       (e) => (head = e) instanceof LoaderError,

@@ -77,18 +77,18 @@ for (
     ["PVH by loadKernel", vmlinux(), loadKernel],
   ] as const
 ) {
-  Deno.test(`${name} from a source: headers read, the kernel and initrd named as ranges, the same guest memory`, () => {
+  Deno.test(`${name} from a source: headers read, the kernel and initrd named as ranges, the same guest memory`, async () => {
     const initrdBytes = TEXT.subarray(0, 0x2_1000);
     const kernel = new CountingSource(image);
     const initrd = new CountingSource(initrdBytes);
-    const plan = load(kernel, { ...OPTIONS, initrd });
+    const plan = await load(kernel, { ...OPTIONS, initrd });
     assert.ok(kernel.bytesRead < 0x4000, `${kernel.bytesRead} bytes of the kernel read to plan it`);
     assert.equal(initrd.bytesRead, 0, "the initrd is not read to plan it");
     const ranges = plan.writes.filter(isRange);
     assert.ok(ranges.some((w) => "source" in w && w.source === kernel));
     assert.ok(ranges.some((w) => "source" in w && w.source === initrd && w.length === initrdBytes.length));
     // The same plan as from bytes, but for the writes' form, and the same bytes land in memory.
-    const fromBytes = load(image, { ...OPTIONS, initrd: initrdBytes });
+    const fromBytes = await load(image, { ...OPTIONS, initrd: initrdBytes });
     assert.ok(!fromBytes.writes.some(isRange), "a plan of bytes holds bytes");
     assert.deepEqual(plan.cpu, fromBytes.cpu);
     assert.equal(plan.description, fromBytes.description);
@@ -98,12 +98,12 @@ for (
   });
 }
 
-Deno.test("a Multiboot kernel from a source: its bytes and bss are ranges, the same guest memory", () => {
+Deno.test("a Multiboot kernel from a source: its bytes and bss are ranges, the same guest memory", async () => {
   const options = { cmdline: "hello64", e820: PC_E820, ramSize: PC_RAM_SIZE };
   const source = new CountingSource(HELLO64);
-  const plan = loadKernel(source, options);
+  const plan = await loadKernel(source, options);
   assert.ok(source.reads.every(([o, n]) => o + n <= 0x2000), "only the 8 KiB search area is read to plan it");
-  const fromBytes = loadKernel(HELLO64, options);
+  const fromBytes = await loadKernel(HELLO64, options);
   const ranges = plan.writes.filter(isRange);
   assert.deepEqual(ranges.map((w) => "source" in w && [w.source === source, w.offset, w.length]), [
     [true, 0, HELLO64.length],

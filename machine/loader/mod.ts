@@ -12,7 +12,7 @@
  * import assert from "node:assert/strict";
  * import { loadKernel } from "./mod.ts";
  * import { HELLO64 } from "../guests/mod.ts";
- * const plan = loadKernel(HELLO64, {
+ * const plan = await loadKernel(HELLO64, {
  *   cmdline: "hello64",
  *   e820: [{ addr: 0n, size: 0x9fc00n, type: 1 }, { addr: 0x100000n, size: 0x7f00000n, type: 1 }],
  *   ramSize: 0x800_0000n,

@@ -29,7 +29,9 @@ import {
   type LinuxOptions,
   ZP,
 } from "./_linux_boot.ts";
-import { hex, type LabelledWrite, sourceWrite, span, viewOf } from "./_plan.ts";
+import { EM_X86_64, hex, type LabelledWrite, sourceWrite, span, viewOf } from "./_plan.ts";
+
+export { EM_X86_64 };
 import {
   BytesSource,
   type ImageSource,
@@ -44,8 +46,6 @@ const ELF_MAGIC = 0x464c_457f; // "\x7fELF" little-endian
 const ELF_CLASS_64 = 2;
 const ELF_DATA_LSB = 1;
 const ET_EXEC = 2;
-/** `e_machine` of x86-64. */
-export const EM_X86_64 = 62;
 const ELF64_HEADER_SIZE = 64;
 const ELF64_PHDR_SIZE = 56;
 const PT_LOAD = 1;

@@ -10,11 +10,10 @@
  */
 
 import type { AcpiPm, IrqLine, PciHost, PortDevice, Uart16550 } from "../../devices/mod.ts";
-import { AddressSpaceGuestMemory } from "../../devices/virtio/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions, type RamBacking } from "../../memory/mod.ts";
 import { ACPI_PLACEMENT_LOWEST, placeAcpiTables } from "../acpi/mod.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
-import { E820_RAM, E820_RESERVED, type E820Entry } from "../loader/mod.ts";
+import { E820_RAM, E820_RESERVED, type E820Entry } from "../loader/boot_plan.ts";
 import type { RunOutcome } from "../runner.ts";
 import { BIOS_END, HIGHMEM_START, KVM_IDENTITY_MAP_START, KVM_RESERVED_SIZE } from "./layout.ts";
 import { buildMpTable, MP_TABLE_MAX_CPUS } from "./mptable.ts";
@@ -22,7 +21,6 @@ import { buildPcDevices } from "./pc_devices.ts";
 import { buildPcMemory, type PcMemory, type RamSplit, splitRam } from "./pc_memory.ts";
 import {
   assignPciBars,
-  createPcPciDevices,
   formatInfoPci,
   PC_PCI_FIRST_FREE_SLOT,
   PC_PCI_HOLE_END,
@@ -89,7 +87,7 @@ const UNCONNECTED_IRQ: IrqLine = { set: () => {} };
  * ```ts
  * import assert from "node:assert/strict";
  * import { PcBoard } from "./pc_board.ts";
- * using board = PcBoard.create({ ramSize: 256n << 20n });
+ * using board = await PcBoard.create({ ramSize: 256n << 20n });
  * assert.match(board.mtree({ flat: true }), /00000000fffc0000-00000000ffffffff \(prio 0, rom\): pc\.bios/);
  * assert.equal(board.memory.read(0xffff_fff0, 1).value, BigInt(board.firmware[0x3_fff0])); // the reset vector
  * ```
@@ -179,11 +177,14 @@ export class PcBoard implements Disposable {
    * @throws {RangeError} for a vCPU count outside 1 to {@link MAX_CPUS}, a RAM size that is not
    *   positive, or a firmware size that is not a nonzero multiple of 64 KiB (nothing is built).
    */
-  static create(options: PcBoardOptions): PcBoard {
+  static async create(options: PcBoardOptions): Promise<PcBoard> {
     const cpus = options.cpus ?? 1;
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
       throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
     }
+    // The virtio models are loaded only for a board with PCI devices to plug (before anything is built).
+    const specs = options.pciDevices ?? [];
+    const pciModule = specs.length > 0 ? await import("./pc_pci_devices.ts") : undefined;
     const firmware = options.firmware ?? FIRMWARE;
     const biosSize = BigInt(firmware.length);
     const map = buildPcMemory({
@@ -209,20 +210,19 @@ export class PcBoard implements Disposable {
     });
 
     // The PCI devices reach guest RAM through the board's "memory" space once it exists.
-    const guestMemory = new AddressSpaceGuestMemory({
-      get view() {
-        return self.board!.memory.view;
-      },
-      rw: (addr, data, isWrite) => self.board!.memory.rw(addr, data, isWrite),
-      map: (addr, length, isWrite) => self.board!.memory.map(addr, length, isWrite),
-    }, options.fence);
-    const pciDevices = createPcPciDevices(pci, options.pciDevices ?? [], {
+    const pciDevices = pciModule?.createPcPciDevices(pci, specs, {
       bus: { memory: map.pci, io: map.io },
       intx: new SharedIrqLines(irq),
-      memory: guestMemory,
+      memory: new pciModule.AddressSpaceGuestMemory({
+        get view() {
+          return self.board!.memory.view;
+        },
+        rw: (addr, data, isWrite) => self.board!.memory.rw(addr, data, isWrite),
+        map: (addr, length, isWrite) => self.board!.memory.map(addr, length, isWrite),
+      }, options.fence),
       deliverMsi: options.deliverMsi ?? (() => {}),
       log: options.log,
-    });
+    }) ?? [];
     // No firmware runs before a -kernel guest: the board assigns the BARs as SeaBIOS would.
     assignPciBars(pci, map.split.below4g);
 

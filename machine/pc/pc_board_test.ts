@@ -15,8 +15,8 @@ import { E820_RAM, E820_RESERVED } from "../loader/mod.ts";
 import { closeAll, MAX_CPUS, PcBoard, pcGuestTables } from "./pc_board.ts";
 import { MP_TABLE_MAX_CPUS } from "./mptable.ts";
 
-Deno.test("the board's devices end a run through onStop: a reset request, a debug-exit write", () => {
-  using board = PcBoard.create({ ramSize: 64n << 20n });
+Deno.test("the board's devices end a run through onStop: a reset request, a debug-exit write", async () => {
+  using board = await PcBoard.create({ ramSize: 64n << 20n });
   const outcomes: RunOutcome[] = [];
   board.onStop = (outcome) => outcomes.push(outcome);
   board.io.write(RESET_CONTROL_PORT, 1, 0x06); // PIIX3 RCR: hard reset
@@ -24,15 +24,15 @@ Deno.test("the board's devices end a run through onStop: a reset request, a debu
   assert.deepEqual(outcomes, [{ kind: "reset" }, { kind: "exit", status: 0x43 }]);
 });
 
-Deno.test("the firmware is in pc.bios and its top below 1 MiB (isa-bios)", () => {
+Deno.test("the firmware is in pc.bios and its top below 1 MiB (isa-bios)", async () => {
   const firmware = new Uint8Array(0x1_0000).map((_, i) => i & 0xff);
-  using board = PcBoard.create({ ramSize: 64n << 20n, firmware });
+  using board = await PcBoard.create({ ramSize: 64n << 20n, firmware });
   assert.equal(board.memory.read(0xffff_0000 + 0x1234, 2).value, 0x3534n);
   assert.equal(board.memory.read(0x000f_1234, 2).value, 0x3534n);
 });
 
-Deno.test("firmware tables land inside memory the e820 map does not offer as RAM", () => {
-  using board = PcBoard.create({ ramSize: 64n << 20n, cpus: MP_TABLE_MAX_CPUS });
+Deno.test("firmware tables land inside memory the e820 map does not offer as RAM", async () => {
+  using board = await PcBoard.create({ ramSize: 64n << 20n, cpus: MP_TABLE_MAX_CPUS });
   assert.ok(board.firmwareTables.length >= 1);
   for (const table of board.firmwareTables) {
     const end = table.address + BigInt(table.bytes.length);
@@ -42,8 +42,8 @@ Deno.test("firmware tables land inside memory the e820 map does not offer as RAM
   }
 });
 
-Deno.test("typed input waits until COM1 has room", () => {
-  using board = PcBoard.create({ ramSize: 64n << 20n });
+Deno.test("typed input waits until COM1 has room", async () => {
+  using board = await PcBoard.create({ ramSize: 64n << 20n });
   board.input(new TextEncoder().encode("ab"));
   const LSR = 0x3fd, RBR = 0x3f8, DATA_READY = 1n;
   assert.equal(board.io.read(LSR, 1).value & DATA_READY, DATA_READY);
@@ -52,10 +52,10 @@ Deno.test("typed input waits until COM1 has room", () => {
   assert.equal(board.io.read(LSR, 1).value & DATA_READY, 0n);
 });
 
-Deno.test("bad vCPU counts are refused before anything is built", () => {
+Deno.test("bad vCPU counts are refused before anything is built", async () => {
   for (const cpus of [0, MAX_CPUS + 1, 1.5]) {
-    assert.throws(
-      () => PcBoard.create({ ramSize: 64n << 20n, cpus }),
+    await assert.rejects(
+      async () => await PcBoard.create({ ramSize: 64n << 20n, cpus }),
       (e: Error) => e instanceof RangeError && e.message.includes(`${cpus} vCPUs`),
     );
   }
@@ -79,8 +79,8 @@ Deno.test("closeAll closes every item even when some throw, and reports all fail
   assert.deepEqual(closed, ["a", "b", "c", "d"]);
 });
 
-Deno.test("close is idempotent and unregisters the listeners (their regions are deleted)", () => {
-  const board = PcBoard.create({ ramSize: 64n << 20n });
+Deno.test("close is idempotent and unregisters the listeners (their regions are deleted)", async () => {
+  const board = await PcBoard.create({ ramSize: 64n << 20n });
   const deleted: string[] = [];
   board.memory.registerListener({ regionDel: (section) => void deleted.push(section.region.name) });
   board.close();
@@ -90,8 +90,8 @@ Deno.test("close is idempotent and unregisters the listeners (their regions are 
   assert.equal(deleted.length, once, "the second close does nothing");
 });
 
-Deno.test("the ACPI tables are in guest RAM the e820 map reserves, and the RSDP points at them", () => {
-  using board = PcBoard.create({ ramSize: 256n << 20n, cpus: 2 });
+Deno.test("the ACPI tables are in guest RAM the e820 map reserves, and the RSDP points at them", async () => {
+  using board = await PcBoard.create({ ramSize: 256n << 20n, cpus: 2 });
   const acpi = board.firmwareTables.find((t) => t.name === "ACPI tables");
   assert.ok(acpi, board.firmwareTables.map((t) => t.name).join());
   assert.equal(board.rsdpAddress, acpi.address);
@@ -106,15 +106,15 @@ Deno.test("the ACPI tables are in guest RAM the e820 map reserves, and the RSDP 
   assert.equal(acpi.address, 0xffe_0000n);
 });
 
-Deno.test("a board too small for the ACPI tables has none (and no RSDP)", () => {
-  using board = PcBoard.create({ ramSize: 1n << 20n });
+Deno.test("a board too small for the ACPI tables has none (and no RSDP)", async () => {
+  using board = await PcBoard.create({ ramSize: 1n << 20n });
   assert.equal(board.rsdpAddress, undefined);
   assert.ok(!board.firmwareTables.some((t) => t.name === "ACPI tables"));
 });
 
-Deno.test("the ACPI PM block: the SCI is ISA IRQ 9, S5 through PM1a_CNT ends the run as a power-off", () => {
+Deno.test("the ACPI PM block: the SCI is ISA IRQ 9, S5 through PM1a_CNT ends the run as a power-off", async () => {
   const levels: [number, boolean][] = [];
-  using board = PcBoard.create({
+  using board = await PcBoard.create({
     ramSize: 64n << 20n,
     irq: (n) => ({ set: (level) => void levels.push([n, level]) }),
   });

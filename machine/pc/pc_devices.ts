@@ -5,22 +5,18 @@
  * @module
  */
 
-import {
-  ACPI_SLP_TYP_S5,
-  AcpiPm,
-  CmosRtc,
-  COM1_IRQ,
-  I440fxHostBridge,
-  I8042,
-  type IrqLine,
-  IsaDebugExit,
-  PciHost,
-  Port80,
-  Port92,
-  type PortDevice,
-  ResetControl,
-  Uart16550,
-} from "../../devices/mod.ts";
+import { ACPI_SLP_TYP_S5, AcpiPm } from "../../devices/acpi_pm.ts";
+import { CmosRtc } from "../../devices/cmos_rtc.ts";
+import { I440fxHostBridge } from "../../devices/i440fx_host_bridge.ts";
+import { I8042 } from "../../devices/i8042.ts";
+import type { IrqLine } from "../../devices/irq_line.ts";
+import { IsaDebugExit } from "../../devices/isa_debug_exit.ts";
+import { PciHost } from "../../devices/pci_host.ts";
+import { Port80 } from "../../devices/port80.ts";
+import { Port92 } from "../../devices/port92.ts";
+import type { PortDevice } from "../../devices/port_device.ts";
+import { ResetControl } from "../../devices/reset_control.ts";
+import { COM1_IRQ, Uart16550 } from "../../devices/uart_16550.ts";
 import type { PcMemory } from "./pc_memory.ts";
 
 /** ISA interrupt line of the keyboard. */

@@ -9,30 +9,21 @@
  */
 
 import type { Uart16550 } from "../../devices/mod.ts";
+import { GuestMemory } from "../../kvm/guest_memory.ts";
 import {
-  CoalescedRing,
-  type CpuidEntry,
-  GuestMemory,
-  Kvm,
   KVM_CAP_COALESCED_MMIO,
   KVM_CAP_COALESCED_PIO,
   KVM_IRQCHIP_IOAPIC,
   KVM_IRQCHIP_PIC_MASTER,
   KVM_IRQCHIP_PIC_SLAVE,
-  KvmCoalescedListener,
-  KvmIoeventfdListener,
-  KvmMemoryListener,
-  type KvmRegs,
-  type KvmSregs,
-  type MemslotCall,
-  type MsrEntry,
-  readableMsrs,
-  restoreVcpuState,
-  type Vcpu,
-  type VcpuEvents,
-  type VcpuState,
-  type Vm,
-} from "../../kvm/mod.ts";
+} from "../../kvm/ioctls.ts";
+import { Kvm } from "../../kvm/kvm.ts";
+import { CoalescedRing, KvmCoalescedListener } from "../../kvm/kvm_coalesced_mmio.ts";
+import { KvmIoeventfdListener } from "../../kvm/kvm_ioeventfd_listener.ts";
+import { KvmMemoryListener, type MemslotCall } from "../../kvm/kvm_memory_listener.ts";
+import type { CpuidEntry, KvmRegs, KvmSregs, MsrEntry, Vcpu, VcpuEvents } from "../../kvm/vcpu.ts";
+import { readableMsrs, restoreVcpuState, type VcpuState } from "../../kvm/vcpu_state.ts";
+import type { Vm } from "../../kvm/vm.ts";
 import {
   type AddressSpace,
   DirtyLogClient,
@@ -62,19 +53,15 @@ import {
   linuxCpuid,
   resetMsrs,
 } from "../x86_cpu.ts";
-import {
-  type BootPlan,
-  copyBootWrites,
-  type E820Entry,
-  firmwareEntry,
-  type ImageSource,
-  loadKernel,
-} from "../loader/mod.ts";
+import type { BootPlan, E820Entry } from "../loader/boot_plan.ts";
+import { loadKernel } from "../loader/detect.ts";
+import { firmwareEntry } from "../loader/firmware.ts";
+import { copyBootWrites, type ImageSource } from "../loader/image_source.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
 import type { Doorbell, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
 import { VcpuRunner } from "../vcpu_runner.ts";
-import { SmpRunner } from "../smp_runner.ts";
-import { VirtioNotifiers } from "../virtio_notifiers.ts";
+import type { SmpRunner } from "../smp_runner.ts";
+import type { VirtioNotifiers } from "../virtio_notifiers.ts";
 import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts";
 import { closeAll, MAX_CPUS, PcBoard, type PcBoardOptions, pcE820, pcGuestTables } from "./pc_board.ts";
 import { type PcMemory, splitRam } from "./pc_memory.ts";
@@ -147,7 +134,7 @@ export function sharedMemoryFence(): () => void {
  * @throws {LoaderError} for a kernel or firmware image that cannot be loaded.
  * @throws {RangeError} for a vCPU count outside 1 to {@link MAX_CPUS}.
  */
-export function planBoot(options: PcMachineOptions): BootPlan {
+export async function planBoot(options: PcMachineOptions): Promise<BootPlan> {
   const firmware = options.firmware ?? FIRMWARE;
   const firmwarePlan = firmwareEntry(firmware);
   const cpus = options.cpus ?? 1;
@@ -164,7 +151,7 @@ export function planBoot(options: PcMachineOptions): BootPlan {
     cpus,
     pciDevices: options.pciDevices?.length ?? 0,
   });
-  return loadKernel(options.kernel.image, {
+  return await loadKernel(options.kernel.image, {
     cmdline: options.kernel.cmdline ?? "",
     initrd: options.kernel.initrd,
     e820,
@@ -278,8 +265,11 @@ function kvmBoardWiring(vm: Vm): Pick<PcBoardOptions, "irq" | "deliverMsi" | "fe
  * Step 5b: an eventfd on the notify address of every queue of the devices with `ioeventfd`, which
  * the KVM ioeventfd listeners of step 5 register (machine/virtio_notifiers.ts); closed on failure.
  */
-function createNotifiers(board: PcBoard, cleanup: Disposable[]): VirtioNotifiers {
-  const notifiers = VirtioNotifiers.create(board.pciDevices.filter((d) => d.spec.ioeventfd).map((d) => d.fn));
+async function createNotifiers(board: PcBoard, cleanup: Disposable[]): Promise<VirtioNotifiers | null> {
+  const functions = board.pciDevices.filter((d) => d.spec.ioeventfd).map((d) => d.fn);
+  if (functions.length === 0) return null; // nothing to load
+  const { VirtioNotifiers } = await import("../virtio_notifiers.ts");
+  const notifiers = VirtioNotifiers.create(functions);
   cleanup.push({ [Symbol.dispose]: () => notifiers.close(false) });
   return notifiers;
 }
@@ -414,15 +404,21 @@ export function loadGuest(board: PcBoard, boot: BootPlan, bsp: Vcpu): void {
   bsp.setRegs(regsFor(bsp.getRegs(), boot.cpu));
 }
 
+/** The threaded runner's class, loaded on first use. */
+async function smpRunner(): Promise<typeof SmpRunner> {
+  return (await import("../smp_runner.ts")).SmpRunner;
+}
+
 /**
  * Step 8: one vCPU runs on this thread (the fastest exit path); more get a thread each. The
  * board's reset and debug-exit requests end the runner's run.
  */
-export function makeRunner(board: PcBoard, vcpus: readonly Vcpu[], threaded = false): Runner {
+export async function makeRunner(board: PcBoard, vcpus: readonly Vcpu[], threaded = false): Promise<Runner> {
   const spaces = { memory: board.memory, io: board.io };
+  // The threaded runner (and its Worker protocol) is loaded only when a run needs it.
   const runner: Runner = vcpus.length === 1 && !threaded
     ? new VcpuRunner(vcpus[0], spaces)
-    : new SmpRunner(vcpus, spaces);
+    : new (await smpRunner())(vcpus, spaces);
   board.onStop = (outcome) => runner.stop(outcome);
   return runner;
 }
@@ -432,7 +428,7 @@ export function makeRunner(board: PcBoard, vcpus: readonly Vcpu[], threaded = fa
  *
  * @example
  * ```ts ignore
- * using pc = PcMachine.create({ ramSize: 128n << 20n, serial: (b) => out.push(b) });
+ * using pc = await PcMachine.create({ ramSize: 128n << 20n, serial: (b) => out.push(b) });
  * const outcome = pc.run();
  * ```
  */
@@ -449,7 +445,7 @@ export class PcMachine implements Disposable {
   readonly #runner: Runner;
   readonly #memory: PcGuestMemory;
   readonly #resetStates: readonly VcpuResetState[];
-  readonly #notifiers: VirtioNotifiers;
+  readonly #notifiers: VirtioNotifiers | null;
   readonly #firmware: Uint8Array;
   readonly #kvmRef: Kvm;
   /** The coalesced-MMIO ring's flusher (null without a ring). */
@@ -472,7 +468,7 @@ export class PcMachine implements Disposable {
     runner: Runner;
     memory: PcGuestMemory;
     resetStates: VcpuResetState[];
-    notifiers: VirtioNotifiers;
+    notifiers: VirtioNotifiers | null;
     firmware: Uint8Array;
     kvm: Kvm;
     coalesced: Disposable | null;
@@ -497,12 +493,12 @@ export class PcMachine implements Disposable {
    * {@link runAsync} waits on them between exits and serves their queues.
    */
   get notifyFds(): number[] {
-    return this.#notifiers.fds;
+    return this.#notifiers?.fds ?? [];
   }
 
   /** Processes the queues whose notify eventfd was signalled; how many were. */
   serveNotifies(): number {
-    return this.#notifiers.serve();
+    return this.#notifiers?.serve() ?? 0;
   }
 
   /**
@@ -513,8 +509,8 @@ export class PcMachine implements Disposable {
    * @throws {RangeError} for a bad vCPU count, RAM or firmware size (nothing acquired).
    * @throws {KvmError} when the kernel refuses a step.
    */
-  static create(options: PcMachineOptions): PcMachine {
-    const boot = planBoot(options); // 1
+  static async create(options: PcMachineOptions): Promise<PcMachine> {
+    const boot = await planBoot(options); // 1
     const firmware = options.firmware ?? FIRMWARE;
     const cpus = options.cpus ?? 1;
     const cleanup: Disposable[] = [];
@@ -524,7 +520,7 @@ export class PcMachine implements Disposable {
       const vm = createPcVm(kvm); // 2
       cleanup.push(vm);
       const memory = allocatePcMemory(options.ramSize, BigInt(firmware.length), cleanup); // 3
-      const board = PcBoard.create({ // 4
+      const board = await PcBoard.create({ // 4
         ramSize: options.ramSize,
         firmware,
         cpus,
@@ -536,12 +532,12 @@ export class PcMachine implements Disposable {
       });
       cleanup.push(board);
       const kvmListener = attachKvm(board, vm, options.traceMemslots); // 5
-      const notifiers = createNotifiers(board, cleanup); // 5b
+      const notifiers = await createNotifiers(board, cleanup); // 5b
       const { vcpus, resetStates } = createPcVcpusWithResetState(kvm, vm, cpus); // 6
       const coalesced = attachCoalescedRing(board, vm, vcpus[0]); // 6b
       if (coalesced) cleanup.push(coalesced);
       loadGuest(board, boot, vcpus[0]); // 7
-      const runner = makeRunner(board, vcpus, notifiers.count > 0); // 8
+      const runner = await makeRunner(board, vcpus, notifiers !== null); // 8
       return new PcMachine({
         board,
         boot,
@@ -581,7 +577,7 @@ export class PcMachine implements Disposable {
    *   the guest saw.
    * @throws {KvmError} when the kernel refuses a step.
    */
-  static restore(dir: string, options: PcRestoreOptions = {}): PcMachine {
+  static async restore(dir: string, options: PcRestoreOptions = {}): Promise<PcMachine> {
     const chain = readSnapshotChain(dir);
     const state = chain[chain.length - 1].state;
     const board = state.board;
@@ -618,7 +614,7 @@ export class PcMachine implements Disposable {
       );
       cleanup.push(ram, bios, rom);
       const memory = { ram, bios, rom };
-      const pc = PcBoard.create({
+      const pc = await PcBoard.create({
         ramSize: board.ramSize,
         firmware: board.firmware,
         cpus: board.cpus,
@@ -644,8 +640,8 @@ export class PcMachine implements Disposable {
       loadDevices(pc, state.devices);
       vm.setClock(state.vm.clock);
       // The same notify eventfds as the machine that was saved (its snapshot served every pending one).
-      const notifiers = createNotifiers(pc, cleanup);
-      const runner = makeRunner(pc, vcpus, notifiers.count > 0);
+      const notifiers = await createNotifiers(pc, cleanup);
+      const runner = await makeRunner(pc, vcpus, notifiers !== null);
       const machine = new PcMachine({
         board: pc,
         boot,
@@ -688,7 +684,7 @@ export class PcMachine implements Disposable {
     return this.#runner.withVcpusPaused(() => {
       // A notify KVM signalled but the VM thread has not served yet would be lost in the snapshot:
       // serve them now, with every vCPU out of KVM_RUN none can come after.
-      this.#notifiers.serve();
+      this.#notifiers?.serve();
       // Writes KVM queued in the coalesced ring belong to the devices' state: play them back first.
       flushCoalescedMmio();
       this.#msrIndices ??= readableMsrs(this.#vcpus[0], this.#kvmRef.msrIndexList());
@@ -782,7 +778,7 @@ export class PcMachine implements Disposable {
    */
   async runAsync(hooks: RunnerHooks = {}): Promise<RunOutcome> {
     this.#checkOpen();
-    if (this.#notifiers.count === 0) return await this.#runner.run(hooks);
+    if (this.#notifiers === null) return await this.#runner.run(hooks);
     // The queue notify eventfds join the serving thread's wait (machine/virtio_notifiers.ts).
     const sources = [...this.#notifiers.sources(), ...(hooks.sources ?? [])];
     return await this.#runner.run({ ...hooks, sources });
@@ -915,7 +911,7 @@ export class PcMachine implements Disposable {
     if (this.#closed) return;
     this.#closed = true;
     const memory = this.#memory;
-    const notifiers = { close: () => this.#notifiers.close(false) }; // the VM dropped them already
+    const notifiers = { close: () => this.#notifiers?.close(false) }; // the VM dropped them already
     closeAll([
       { close: () => this.#coalesced?.[Symbol.dispose]() }, // before the vCPUs' mappings go
       this.#vm,

@@ -8,20 +8,22 @@ import { ifKvm } from "../../kvm/_testing.ts";
 import type { MemslotCall } from "../../kvm/mod.ts";
 import { pcGsiRoutes, PcMachine, planBoot } from "./pc_machine.ts";
 
-Deno.test("planBoot hands -initrd to the kernel loader (a Multiboot kernel refuses one)", () => {
+Deno.test("planBoot hands -initrd to the kernel loader (a Multiboot kernel refuses one)", async () => {
   const kernel = { image: EXIT_STATUS, initrd: new Uint8Array([1, 2, 3]) };
-  assert.throws(() => planBoot({ ramSize: 64n << 20n, kernel }), LoaderError);
-  assert.doesNotThrow(() => planBoot({ ramSize: 64n << 20n, kernel: { image: EXIT_STATUS } }));
+  await assert.rejects(async () => await planBoot({ ramSize: 64n << 20n, kernel }), LoaderError);
+  await assert.doesNotReject(async () =>
+    await planBoot({ ramSize: 64n << 20n, kernel: { image: EXIT_STATUS } })
+  );
 });
 
-Deno.test("planBoot: a plan made elsewhere wins; no kernel boots the firmware's reset vector", () => {
+Deno.test("planBoot: a plan made elsewhere wins; no kernel boots the firmware's reset vector", async () => {
   const plan = { writes: [], cpu: { mode: "real" as const, rip: 0x7c00n }, description: "mine" };
-  assert.equal(planBoot({ ramSize: 64n << 20n, boot: plan, kernel: { image: EXIT_STATUS } }), plan);
-  assert.equal(planBoot({ ramSize: 64n << 20n, firmware: FIRMWARE }).cpu.rip, 0xfff0n);
+  assert.equal(await planBoot({ ramSize: 64n << 20n, boot: plan, kernel: { image: EXIT_STATUS } }), plan);
+  assert.equal((await planBoot({ ramSize: 64n << 20n, firmware: FIRMWARE })).cpu.rip, 0xfff0n);
 });
 
-Deno.test("planBoot refuses a bad vCPU count before anything is acquired", () => {
-  assert.throws(() => planBoot({ ramSize: 64n << 20n, cpus: 0 }), RangeError);
+Deno.test("planBoot refuses a bad vCPU count before anything is acquired", async () => {
+  await assert.rejects(async () => await planBoot({ ramSize: 64n << 20n, cpus: 0 }), RangeError);
 });
 
 Deno.test("GSI routing: ISA IRQs to both PICs but the cascade, the PIT on IOAPIC pin 2", () => {
@@ -33,9 +35,12 @@ Deno.test("GSI routing: ISA IRQs to both PICs but the cascade, the PIT on IOAPIC
 Deno.test(
   "close: the VM goes first and its memslots with it; the board's listeners delete none",
   ifKvm,
-  () => {
+  async () => {
     const calls: MemslotCall[] = [];
-    const machine = PcMachine.create({ ramSize: 64n << 20n, traceMemslots: (call) => void calls.push(call) });
+    const machine = await PcMachine.create({
+      ramSize: 64n << 20n,
+      traceMemslots: (call) => void calls.push(call),
+    });
     const mapped = calls.length;
     assert.ok(mapped >= 2 && calls.every((c) => c.memorySize > 0n && c.error === undefined));
     machine.close();

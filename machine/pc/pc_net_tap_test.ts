@@ -49,7 +49,7 @@ Deno.test({
       ip("-n", namespace, "addr", "add", "10.78.0.1/24", "dev", name);
       ip("-n", namespace, "link", "set", "dev", name, "up");
       const backend = new TapNetBackend(tap);
-      using b = PcBoard.create({
+      using b = await PcBoard.create({
         ramSize: 64n << 20n,
         pciDevices: [{ type: "virtio-net-pci", mac: MAC, backend }],
       });

@@ -23,27 +23,18 @@
  * @module
  */
 
+import type { IrqLine } from "../../devices/irq_line.ts";
+import { PciConfig } from "../../devices/pci_device.ts";
 import {
-  type IrqLine,
   PCI_BAR0_OFFSET,
   PCI_BAR_COUNT,
   PciBarType,
-  type PciBusSpaces,
   PciCommand,
-  PciConfig,
   PciFunction,
-  type PciHost,
-} from "../../devices/mod.ts";
-import {
-  type BlockBacking,
-  type GuestMemory,
-  VirtioBlk,
-  type VirtioDeviceModel,
-  VirtioNet,
-  VirtioPci,
-  VirtioRng,
-} from "../../devices/virtio/mod.ts";
-import { PC_PCI_LINK_IRQS } from "../acpi/mod.ts";
+} from "../../devices/pci_function.ts";
+import type { PciHost } from "../../devices/pci_host.ts";
+import type { BlockBacking, VirtioNet, VirtioPci } from "../../devices/virtio/mod.ts";
+import { PC_PCI_LINK_IRQS } from "../acpi/dsdt.ts";
 import { IOAPIC_START } from "./layout.ts";
 
 /** The first slot a `-device` gets on this board (0: host bridge, 1: PIIX3). */
@@ -346,73 +337,4 @@ export interface PcPciDevice {
   readonly spec: PcPciDeviceSpec;
   /** The function. */
   readonly fn: VirtioPci;
-}
-
-/** What {@link createPcPciDevices} needs from the board. */
-export interface PcPciWiring {
-  /** Where BARs are mapped: the board's `pci` container and `io` space. */
-  readonly bus: PciBusSpaces;
-  /** Level-triggered ISA lines for INTx. */
-  readonly intx: SharedIrqLines;
-  /** Guest RAM as the devices' DMA sees it. */
-  readonly memory: GuestMemory;
-  /** Sends an MSI message (KVM_SIGNAL_MSI on a running machine). */
-  readonly deliverMsi: (address: bigint, data: number) => void;
-  /** Where a device's error line goes. */
-  readonly log?: (line: string) => void;
-}
-
-/**
- * Creates the functions of `specs` and plugs them into `host` from slot
- * {@link PC_PCI_FIRST_FREE_SLOT} on, in order, INTA# wired by {@link pciIntxIrq}.
- *
- * @throws {RangeError} when there are more devices than free slots.
- */
-export function createPcPciDevices(
-  host: PciHost,
-  specs: readonly PcPciDeviceSpec[],
-  wiring: PcPciWiring,
-): PcPciDevice[] {
-  if (specs.length > PC_PCI_SLOTS - PC_PCI_FIRST_FREE_SLOT) {
-    throw new RangeError(
-      `PCI: ${specs.length} devices do not fit in the ${
-        PC_PCI_SLOTS - PC_PCI_FIRST_FREE_SLOT
-      } free slots of bus 0`,
-    );
-  }
-  return specs.map((spec, i) => {
-    const slot = PC_PCI_FIRST_FREE_SLOT + i;
-    const model = pcPciModel(spec);
-    const fn = new VirtioPci({
-      model,
-      memory: wiring.memory,
-      bus: wiring.bus,
-      deliverMsi: wiring.deliverMsi,
-      irq: wiring.intx.source(pciIntxIrq(slot, 1)),
-      log: wiring.log,
-      typeName: spec.type,
-    });
-    host.attach({ device: slot }, fn);
-    return { slot, spec, fn };
-  });
-}
-
-/** The device model of `spec`. */
-function pcPciModel(spec: PcPciDeviceSpec): VirtioDeviceModel {
-  switch (spec.type) {
-    case "virtio-blk-pci":
-      return new VirtioBlk({ backing: spec.backing, serial: spec.serial });
-    case "virtio-rng-pci":
-      return new VirtioRng({ entropy: spec.entropy });
-    case "virtio-net-pci": {
-      const backend = spec.backend;
-      const net = new VirtioNet({
-        mac: spec.mac,
-        send: (frame) => backend.send(frame),
-        onReceiveReady: () => backend.receiveReady(),
-      });
-      backend.attach(net);
-      return net;
-    }
-  }
 }

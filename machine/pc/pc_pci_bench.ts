@@ -11,10 +11,10 @@ import { cfg } from "./_pci_test_util.ts";
 import { PcBoard } from "./pc_board.ts";
 import { sharedMemoryFence } from "./pc_machine.ts";
 
-function setup(requestBytes: number) {
+async function setup(requestBytes: number) {
   const disk = new Uint8Array(1 << 20);
   let messages = 0;
-  const b = PcBoard.create({
+  const b = await PcBoard.create({
     ramSize: 64n << 20n,
     pciDevices: [{
       type: "virtio-blk-pci",
@@ -77,7 +77,7 @@ function setup(requestBytes: number) {
 }
 
 for (const size of [4096, 65536]) {
-  const driver = setup(size);
+  const driver = await setup(size);
   Deno.bench(
     `virtio-blk: one ${size / 1024} KiB read request through the board (notify → MSI-X), no KVM`,
     () => {

@@ -19,8 +19,8 @@ function memoryDisk(size: number, readOnly = false): BlockBacking & { bytes: Uin
   };
 }
 
-function board() {
-  return PcBoard.create({
+async function board() {
+  return await PcBoard.create({
     ramSize: 256n << 20n,
     pciDevices: [
       { type: "virtio-rng-pci", entropy: (b) => b.fill(7) },
@@ -29,8 +29,8 @@ function board() {
   });
 }
 
-Deno.test("PC PCI: virtio devices from slot 2 in order, BARs assigned as SeaBIOS packs them below the IOAPIC", () => {
-  using b = board();
+Deno.test("PC PCI: virtio devices from slot 2 in order, BARs assigned as SeaBIOS packs them below the IOAPIC", async () => {
+  using b = await board();
   assert.deepEqual(b.pciDevices.map((d) => [d.slot, d.spec.type]), [[2, "virtio-rng-pci"], [
     3,
     "virtio-blk-pci",
@@ -53,8 +53,8 @@ Deno.test("PC PCI: virtio devices from slot 2 in order, BARs assigned as SeaBIOS
   assert.match(info, /device {3}2, function 0:\n {4}Class 0255: PCI device 1af4:1044/);
 });
 
-Deno.test("PC PCI: a guest that moves a BAR through configuration writes reaches the device at the new address", () => {
-  using b = board();
+Deno.test("PC PCI: a guest that moves a BAR through configuration writes reaches the device at the new address", async () => {
+  using b = await board();
   const c = cfg(b, 3);
   c.write(0x04, 0x0000, 2); // decoding off while the BAR moves, as Linux does
   c.write(0x20, 0xffff_ffff, 4); // sizing
@@ -90,8 +90,8 @@ Deno.test("PC PCI: INTx of slot s pin p is the DSDT's _PRT link, on a shared lev
   assert.deepEqual(levels, [true, false]);
 });
 
-Deno.test("PC PCI: the MP table lists a PCI bus and each device's INTA# on the pin the _PRT gives (acpi=off)", () => {
-  using b = board();
+Deno.test("PC PCI: the MP table lists a PCI bus and each device's INTA# on the pin the _PRT gives (acpi=off)", async () => {
+  using b = await board();
   const mp = b.firmwareTables.find((t) => t.name === "MP table")!;
   const bytes = mp.bytes;
   const at = (sig: string) =>
@@ -118,14 +118,14 @@ Deno.test("PC PCI: the MP table lists a PCI bus and each device's INTA# on the p
   assert.deepEqual(isa, [0x0d, 0x0d]);
 });
 
-Deno.test("PC PCI: a driver writes a sector through virtio-blk at the board's BARs; the image has it, MSI-X fires", () => {
+Deno.test("PC PCI: a driver writes a sector through virtio-blk at the board's BARs; the image has it, MSI-X fires", async () => {
   const path = Deno.makeTempFileSync({ suffix: ".img" });
   try {
     Deno.truncateSync(path, 1 << 20);
     using image = DiskImage.open(path);
     const sent: [bigint, number][] = [];
     let fences = 0;
-    using b = PcBoard.create({
+    using b = await PcBoard.create({
       ramSize: 64n << 20n,
       pciDevices: [{ type: "virtio-blk-pci", backing: new DiskBlockBacking(image) }],
       deliverMsi: (address, data) => void sent.push([address, data]),
@@ -188,11 +188,11 @@ Deno.test("PC PCI: a driver writes a sector through virtio-blk at the board's BA
   }
 });
 
-Deno.test("PC PCI: virtio-net through the board's BARs — a sent frame reaches the tap, a tap frame the guest, with back-pressure", () => {
+Deno.test("PC PCI: virtio-net through the board's BARs — a sent frame reaches the tap, a tap frame the guest, with back-pressure", async () => {
   const tap = fakeTap();
   const backend = new TapNetBackend(tap);
   const sent: number[] = [];
-  using b = PcBoard.create({
+  using b = await PcBoard.create({
     ramSize: 64n << 20n,
     pciDevices: [{ type: "virtio-net-pci", mac: [0x52, 0x54, 0, 0x12, 0x34, 0x57], backend, id: "nic0" }],
     deliverMsi: (_a, data) => void sent.push(data),

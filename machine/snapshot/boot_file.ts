@@ -9,15 +9,9 @@
  * @module
  */
 
-import {
-  type BootPlan,
-  type BootWrite,
-  copyBootWrites,
-  type ImageSource,
-  LoaderError,
-  readFileAt,
-  ZERO_SOURCE,
-} from "../loader/mod.ts";
+import type { BootPlan, BootWrite } from "../loader/boot_plan.ts";
+import { copyBootWrites, type ImageSource, readFileAt, ZERO_SOURCE } from "../loader/image_source.ts";
+import { LoaderError } from "../loader/loader_error.ts";
 import { SnapshotMismatchError } from "./errors.ts";
 import { crc32 } from "./format.ts";
 import { BOOT_INLINE_LIMIT, type SnapshotBoot, type SnapshotBootWrite } from "./snapshot_state.ts";

@@ -15,17 +15,17 @@ function configWrite(board: PcBoard, register: number, value: number): void {
   board.io.write(PCI_CONFIG_DATA + (register & 3), 1, value);
 }
 
-Deno.test("the board's stateful devices have stable names, the PCI functions by address and class", () => {
-  using board = PcBoard.create({ ramSize: 64n << 20n });
+Deno.test("the board's stateful devices have stable names, the PCI functions by address and class", async () => {
+  using board = await PcBoard.create({ ramSize: 64n << 20n });
   const names = [...boardDevices(board).keys()];
   for (const name of ["Uart16550", "CmosRtc", "I8042", "AcpiPm", "pci.00.0:I440fxHostBridge"]) {
     assert.ok(names.includes(name), `${name} missing from ${names.join(", ")}`);
   }
 });
 
-Deno.test("device states through the codec into a second board: PAM and the UART come back", () => {
-  using a = PcBoard.create({ ramSize: 64n << 20n });
-  using b = PcBoard.create({ ramSize: 64n << 20n });
+Deno.test("device states through the codec into a second board: PAM and the UART come back", async () => {
+  using a = await PcBoard.create({ ramSize: 64n << 20n });
+  using b = await PcBoard.create({ ramSize: 64n << 20n });
   configWrite(a, PAM1, PAM_READ_WRITE);
   a.io.write(0x3fb, 1, 0x03); // UART LCR: 8N1
   a.io.write(0x3f9, 1, 0x05); // UART IER
@@ -40,9 +40,9 @@ Deno.test("device states through the codec into a second board: PAM and the UART
   assert.equal(b.io.read(0x3f9, 1).value, 5n);
 });
 
-Deno.test("a devices section that names other devices is refused before anything is loaded", () => {
-  using a = PcBoard.create({ ramSize: 64n << 20n });
-  using b = PcBoard.create({ ramSize: 64n << 20n });
+Deno.test("a devices section that names other devices is refused before anything is loaded", async () => {
+  using a = await PcBoard.create({ ramSize: 64n << 20n });
+  using b = await PcBoard.create({ ramSize: 64n << 20n });
   const states = saveDevices(a);
   const { Uart16550: _, ...withoutUart } = states;
   a.io.write(0x3fb, 1, 0x03);

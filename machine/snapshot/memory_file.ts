@@ -13,7 +13,7 @@
  * @module
  */
 
-import { GuestMemory } from "../../kvm/mod.ts";
+import { GuestMemory } from "../../kvm/guest_memory.ts";
 import type { MemoryBlock, SnapshotMemory } from "./snapshot_state.ts";
 
 /** The page size of memory files and dirty bitmaps. */

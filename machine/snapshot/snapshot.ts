@@ -8,17 +8,12 @@
  * @module
  */
 
-import {
-  type GuestMemory,
-  KVM_CAP_XCRS,
-  KVM_CAP_XSAVE,
-  KVM_CAP_XSAVE2,
-  KVM_EXIT_INTR,
-  saveVcpuState,
-  serveExit,
-  type Vcpu,
-  type Vm,
-} from "../../kvm/mod.ts";
+import type { GuestMemory } from "../../kvm/guest_memory.ts";
+import { KVM_CAP_XCRS, KVM_CAP_XSAVE, KVM_CAP_XSAVE2, KVM_EXIT_INTR } from "../../kvm/ioctls.ts";
+import { serveExit } from "../../kvm/serve_exit.ts";
+import type { Vcpu } from "../../kvm/vcpu.ts";
+import { saveVcpuState } from "../../kvm/vcpu_state.ts";
+import type { Vm } from "../../kvm/vm.ts";
 import { DirtyLogClient } from "../../memory/mod.ts";
 import type { BootPlan } from "../loader/mod.ts";
 import type { PcBoard } from "../pc/pc_board.ts";
