@@ -264,10 +264,20 @@ Deno.test("bad snapshots are refused with one line, status 1, nothing written", 
     const leaf7 = cpuid.find((e) => e.function === 7 && e.index === 0);
     if (leaf7) leaf7.ebx = 0xffff_ffff;
     else cpuid.push({ function: 7, index: 0, flags: 1, eax: 0, ebx: 0xffff_ffff, ecx: 0, edx: 0 });
+    // A firmware size the memory file's pc.bios block does not have.
+    const decoded = decodeSnapshot(state);
+    const resized = {
+      ...decoded,
+      board: { ...decoded.board, firmwareSize: decoded.board.firmwareSize + 0x1_0000 },
+    };
     const cases: [string[], RegExp][] = [
+      [
+        ["--restore", variant("firmware", encodeSnapshot(resized))],
+        /board\.firmwareSize.*not the size of the memory file's pc\.bios block/,
+      ],
       [["--restore", variant("truncated", state.subarray(0, state.length - 10))], /truncated/],
       [["--restore", variant("corrupted", flipped)], /corrupted: CRC-32/],
-      [["--restore", variant("version", versioned)], /version 99: this build reads version 4 only/],
+      [["--restore", variant("version", versioned)], /version 99: this build reads version 5 only/],
       [["--restore", snap, "-m", "64M"], /has 32 MiB of RAM, not the 64 MiB asked for/],
       [["--restore", snap, "-smp", "2"], /has 1 vCPUs, not the 2 asked for/],
       [["--restore", `${dir}/nowhere`], /cannot read state/],

@@ -62,6 +62,11 @@ export interface PcBoardOptions {
   cpus?: number;
   /** Memory behind `pc.ram`, `pc.bios` and `pc.rom` (default: sparse memory of the memory API). */
   backings?: { ram?: RamBacking; bios?: RamBacking; rom?: RamBacking };
+  /**
+   * The `bios` backing holds `firmware` already (a restore maps it from the snapshot's memory
+   * file), so it is not written again: no copy, and no page of the mapping made private.
+   */
+  firmwareLoaded?: boolean;
   /** The interrupt line for ISA IRQ `n` (default: lines that go nowhere). */
   irq?: (n: number) => IrqLine;
   /** Every byte the guest sends through COM1. */
@@ -232,7 +237,7 @@ export class PcBoard implements Disposable {
     const board = self.board = new PcBoard(
       { map, cpus, firmware, devices, uart, acpiPm, pci, pciDevices, tables },
     );
-    board.memory.writeRom(BIOS_END - biosSize, firmware);
+    if (!options.firmwareLoaded) board.memory.writeRom(BIOS_END - biosSize, firmware);
     return board;
   }
 

@@ -446,7 +446,6 @@ export class PcMachine implements Disposable {
   readonly #memory: PcGuestMemory;
   readonly #resetStates: readonly VcpuResetState[];
   readonly #notifiers: VirtioNotifiers | null;
-  readonly #firmware: Uint8Array;
   readonly #kvmRef: Kvm;
   /** The coalesced-MMIO ring's flusher (null without a ring). */
   readonly #coalesced: Disposable | null;
@@ -469,7 +468,6 @@ export class PcMachine implements Disposable {
     memory: PcGuestMemory;
     resetStates: VcpuResetState[];
     notifiers: VirtioNotifiers | null;
-    firmware: Uint8Array;
     kvm: Kvm;
     coalesced: Disposable | null;
   }) {
@@ -483,7 +481,6 @@ export class PcMachine implements Disposable {
     this.#memory = parts.memory;
     this.#resetStates = parts.resetStates;
     this.#notifiers = parts.notifiers;
-    this.#firmware = parts.firmware;
     this.#kvmRef = parts.kvm;
     this.#coalesced = parts.coalesced;
   }
@@ -549,7 +546,6 @@ export class PcMachine implements Disposable {
         memory,
         resetStates,
         notifiers,
-        firmware,
         kvm,
         coalesced,
       });
@@ -614,9 +610,12 @@ export class PcMachine implements Disposable {
       );
       cleanup.push(ram, bios, rom);
       const memory = { ram, bios, rom };
+      // The firmware is the memory file's pc.bios block, mapped (the state holds its size only).
+      const firmware = bios.bytes;
       const pc = await PcBoard.create({
         ramSize: board.ramSize,
-        firmware: board.firmware,
+        firmware,
+        firmwareLoaded: true,
         cpus: board.cpus,
         backings: memory,
         serial: options.serial,
@@ -653,7 +652,6 @@ export class PcMachine implements Disposable {
         memory,
         resetStates,
         notifiers,
-        firmware: board.firmware,
         kvm,
         coalesced,
       });
@@ -696,7 +694,6 @@ export class PcMachine implements Disposable {
         msrIndices: this.#msrIndices,
         board: this.board,
         boot: this.boot,
-        firmware: this.#firmware,
         memory: [this.#memory.ram, this.#memory.bios, this.#memory.rom],
       });
       this.#lastSnapshot = { reference: result.reference, boot: result.boot };

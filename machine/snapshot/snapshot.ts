@@ -95,8 +95,6 @@ export interface SnapshotSource extends SnapshotOptions {
   readonly board: PcBoard;
   /** What was loaded at boot. */
   readonly boot: BootPlan;
-  /** The firmware image. */
-  readonly firmware: Uint8Array;
   /** `pc.ram`, `pc.bios`, `pc.rom`. */
   readonly memory: readonly GuestMemory[];
 }
@@ -178,7 +176,7 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
     board: {
       ramSize: ram.size,
       cpus: source.vcpus.length,
-      firmware: source.firmware,
+      firmwareSize: Number(bios.size),
       boot,
       pciDevices: board.pciDevices.map((d) => ({ type: d.spec.type, id: d.spec.id ?? null })),
       frontEnd: (typeof source.frontEnd === "function" ? source.frontEnd() : source.frontEnd) ?? null,

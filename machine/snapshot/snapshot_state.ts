@@ -22,8 +22,11 @@ export interface SnapshotBoard {
   readonly ramSize: bigint;
   /** vCPUs (`-smp`). */
   readonly cpus: number;
-  /** The `pc.bios` image the board was built with. */
-  readonly firmware: Uint8Array;
+  /**
+   * Size of the `pc.bios` image the board was built with. Its bytes are the memory file's `pc.bios`
+   * block (the guest cannot write that ROM), so the state does not hold them again.
+   */
+  readonly firmwareSize: number;
   /** What was loaded at boot (a system reset after the restore loads it again), as stored. */
   readonly boot: SnapshotBoot;
   /** The PCI devices in slot order: type and `-device id=`. */
@@ -224,7 +227,7 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotState {
   const board: SnapshotBoard = {
     ramSize: field(b, "ramSize", "board", isBigint, "a size"),
     cpus: field(b, "cpus", "board", isCount, "a count"),
-    firmware: field(b, "firmware", "board", isBytes, "bytes"),
+    firmwareSize: field(b, "firmwareSize", "board", isCount, "a size"),
     boot: decodeSnapshotBoot(b.boot),
     pciDevices: field<SnapValue[]>(b, "pciDevices", "board", isArray, "a list").map((d, i) => {
       const o = obj(d, `board.pciDevices[${i}]`);
@@ -295,6 +298,10 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotState {
   };
   if ((memory.kind === "diff") !== (memory.base !== null && memory.pages !== null)) {
     fail("memory", "is a diff without a base and a page list, or a full snapshot with one");
+  }
+  const bios = memory.blocks.find((block) => block.name === "pc.bios");
+  if (bios?.size !== BigInt(board.firmwareSize)) {
+    fail("board.firmwareSize", `is ${board.firmwareSize}, not the size of the memory file's pc.bios block`);
   }
   return { board, vcpus, vm, devices, memory };
 }
