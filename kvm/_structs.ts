@@ -682,6 +682,11 @@ export const KVM_RUN_IO_LAYOUT = defineStruct("kvm_run.io", 16, [
   ["data_offset", 8, "u64"],
 ]);
 
+/** `kvm_run.eoi` (KVM_EXIT_IOAPIC_EOI, split irqchip): the vector the guest's LAPIC EOI'd. */
+export const KVM_RUN_EOI_LAYOUT = defineStruct("kvm_run.eoi", 1, [
+  ["vector", 0, "u8"],
+]);
+
 /** `debug` member (KVM_EXIT_DEBUG): `struct kvm_debug_exit_arch` on x86. */
 export const KVM_RUN_DEBUG_LAYOUT = defineStruct("kvm_run.debug", 32, [
   ["exception", 0, "u32"],

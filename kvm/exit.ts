@@ -14,6 +14,8 @@ import {
   KVM_EXIT_INTR,
   KVM_EXIT_IO,
   KVM_EXIT_IO_OUT,
+  KVM_EXIT_IOAPIC_EOI,
+  KVM_EXIT_IRQ_WINDOW_OPEN,
   KVM_EXIT_MMIO,
   KVM_EXIT_SHUTDOWN,
   KVM_EXIT_SYSTEM_EVENT,
@@ -21,6 +23,7 @@ import {
 } from "./ioctls.ts";
 import {
   KVM_RUN_DEBUG_LAYOUT,
+  KVM_RUN_EOI_LAYOUT,
   KVM_RUN_EX_LAYOUT,
   KVM_RUN_EXIT_UNION_START,
   KVM_RUN_FAIL_ENTRY_LAYOUT,
@@ -44,6 +47,7 @@ const EX = at(offsetsOf(KVM_RUN_EX_LAYOUT));
 const HW = at(offsetsOf(KVM_RUN_HW_LAYOUT));
 const FAIL_ENTRY = at(offsetsOf(KVM_RUN_FAIL_ENTRY_LAYOUT));
 const DEBUG = at(offsetsOf(KVM_RUN_DEBUG_LAYOUT));
+const EOI = at(offsetsOf(KVM_RUN_EOI_LAYOUT));
 const INTERNAL = at(offsetsOf(KVM_RUN_INTERNAL_LAYOUT));
 const SYSTEM_EVENT = at(offsetsOf(KVM_RUN_SYSTEM_EVENT_LAYOUT));
 /** `data` of `kvm_run.mmio` is `__u8 data[8]`. */
@@ -162,6 +166,26 @@ export interface ExceptionExit {
   readonly errorCode: number;
 }
 
+/**
+ * The guest can take an interrupt now (`KVM_EXIT_IRQ_WINDOW_OPEN`): it asked for one with
+ * `request_interrupt_window`, and `ready_for_interrupt_injection` is set.
+ */
+export interface IrqWindowOpenExit {
+  /** Discriminant: `KVM_EXIT_IRQ_WINDOW_OPEN`. */
+  readonly kind: "irqWindowOpen";
+}
+
+/**
+ * The guest EOI'd a level-triggered vector of the userspace IOAPIC (`KVM_EXIT_IOAPIC_EOI`, split
+ * irqchip): the IOAPIC clears the remote IRR of the pins with that vector.
+ */
+export interface IoapicEoiExit {
+  /** Discriminant: `KVM_EXIT_IOAPIC_EOI`. */
+  readonly kind: "ioapicEoi";
+  /** The vector. */
+  readonly vector: number;
+}
+
 /** Any other exit reason. For `KVM_EXIT_UNKNOWN` (0), `hardwareExitReason` is set. */
 export interface UnknownExit {
   /** Discriminant for exits this decoder does not model. */
@@ -184,6 +208,8 @@ export type VcpuExit =
   | IntrExit
   | DebugExit
   | ExceptionExit
+  | IrqWindowOpenExit
+  | IoapicEoiExit
   | UnknownExit;
 
 function words(view: DataView, start: number, ndata: number): bigint[] {
@@ -295,6 +321,10 @@ export function decodeExit(run: DataView | Uint8Array): VcpuExit {
         exception: view.getUint32(EX.exception, true),
         errorCode: view.getUint32(EX.errorCode, true),
       };
+    case KVM_EXIT_IRQ_WINDOW_OPEN:
+      return { kind: "irqWindowOpen" };
+    case KVM_EXIT_IOAPIC_EOI:
+      return { kind: "ioapicEoi", vector: view.getUint8(EOI.vector) };
     case KVM_EXIT_UNKNOWN:
       return { kind: "unknown", reason, hardwareExitReason: view.getBigUint64(HW.hardwareExitReason, true) };
     default:

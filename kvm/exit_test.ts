@@ -154,8 +154,16 @@ Deno.test("unknown: reason 0 carries the hardware exit reason; others just the r
   const { bytes, view } = page(0);
   view.setBigUint64(32, 0x30n, true);
   assert.deepEqual(decodeExit(bytes), { kind: "unknown", reason: 0, hardwareExitReason: 0x30n });
-  assert.deepEqual(decodeExit(page(7).bytes), { kind: "unknown", reason: 7 });
+  assert.deepEqual(decodeExit(page(3).bytes), { kind: "unknown", reason: 3 }); // KVM_EXIT_HYPERCALL
   assert.deepEqual(decodeExit(page(0xdead).bytes), { kind: "unknown", reason: 0xdead });
+});
+
+Deno.test("the split irqchip's exits: the interrupt window, and an IOAPIC EOI with its vector", () => {
+  assert.deepEqual(decodeExit(page(7).bytes), { kind: "irqWindowOpen" });
+  const { bytes, view } = page(26);
+  view.setUint8(32, 0x32);
+  view.setUint8(33, 0xff); // past the one-byte member: not read
+  assert.deepEqual(decodeExit(bytes), { kind: "ioapicEoi", vector: 0x32 });
 });
 
 Deno.test("a buffer shorter than struct kvm_run is refused", () => {

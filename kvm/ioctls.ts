@@ -184,6 +184,12 @@ export const KVM_GET_MP_STATE: number = ior(KVMIO, 0x98, KVM_MP_STATE_LAYOUT.siz
 export const KVM_SET_MP_STATE: number = iow(KVMIO, 0x99, KVM_MP_STATE_LAYOUT.size);
 /** No argument: queue an NMI (in-kernel LAPIC). */
 export const KVM_NMI: number = io(KVMIO, 0x9a);
+/**
+ * `struct kvm_interrupt` (a u32 vector) in: queue an external interrupt, as an 8259's INTA cycle
+ * would give it. With a split irqchip KVM holds it until the LAPIC accepts ExtINT (LVT0) and the
+ * guest can take it; without an irqchip, when `ready_for_interrupt_injection` said so.
+ */
+export const KVM_INTERRUPT: number = iow(KVMIO, 0x86, 4);
 /** `struct kvm_vcpu_events` out. */
 export const KVM_GET_VCPU_EVENTS: number = ior(KVMIO, 0x9f, KVM_VCPU_EVENTS_LAYOUT.size);
 /** `struct kvm_vcpu_events` in. */

@@ -37,6 +37,7 @@ const PINNED: Record<string, number> = {
   KVM_GET_MP_STATE: 0x8004ae98,
   KVM_SET_MP_STATE: 0x4004ae99,
   KVM_NMI: 0xae9a,
+  KVM_INTERRUPT: 0x4004ae86,
   KVM_GET_VCPU_EVENTS: 0x8040ae9f,
   KVM_SET_VCPU_EVENTS: 0x4040aea0,
   // The I/O requests of issue 9, printed from linux/kvm.h and linux/if_tun.h.

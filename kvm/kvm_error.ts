@@ -61,6 +61,9 @@ const HINTS: Readonly<Record<string, string>> = {
   "KVM_IOEVENTFD:EINVAL": "the fd must be an eventfd; length 0, 1, 2, 4 or 8 (0 only without datamatch)",
   "KVM_IOEVENTFD:ENOSPC": "the VM's I/O bus is full (KVM allows about 1000 devices per bus)",
   "KVM_SIGNAL_MSI:EINVAL": "the VM needs an in-kernel irqchip, and flags must be 0 on x86",
+  "KVM_INTERRUPT:ENXIO":
+    "the VM's PIC is in the kernel (KVM_CREATE_IRQCHIP): its interrupts come from KVM_IRQ_LINE",
+  "KVM_INTERRUPT:EEXIST": "an external interrupt is pending still: wait for KVM_EXIT_IRQ_WINDOW_OPEN",
   "mmap:ENOMEM": "the host cannot reserve that much address space (see `ulimit -v` and vm.overcommit_memory)",
 };
 

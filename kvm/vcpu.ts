@@ -66,6 +66,7 @@ import {
   KVM_GET_XCRS,
   KVM_GET_XSAVE,
   KVM_GET_XSAVE2,
+  KVM_INTERRUPT,
   KVM_RUN,
   KVM_SET_CPUID2,
   KVM_SET_DEBUGREGS,
@@ -453,6 +454,8 @@ export class Vcpu implements Disposable {
   readonly #runView: DataView;
   readonly #runWords: Uint32Array;
   #onClose: (() => void) | undefined;
+  /** `struct kvm_interrupt` for {@link interrupt}, made at its first call. */
+  #interruptBytes: Uint8Array | undefined;
 
   /**
    * Takes ownership of a vCPU fd and maps its `kvm_run`. Use {@link Vm.createVcpu} instead; this is
@@ -554,6 +557,43 @@ export class Vcpu implements Disposable {
   setImmediateExit(on: boolean): void {
     this.#checkOpen();
     this.#runPage[RUN.immediateExit] = on ? 1 : 0;
+  }
+
+  /**
+   * Sets `kvm_run.request_interrupt_window`: while set, `KVM_RUN` returns with
+   * `KVM_EXIT_IRQ_WINDOW_OPEN` as soon as the guest can take an external interrupt (a split or no
+   * irqchip: the VMM's own PIC has one to give).
+   */
+  setRequestInterruptWindow(on: boolean): void {
+    this.#checkOpen();
+    this.#runPage[RUN.requestInterruptWindow] = on ? 1 : 0;
+  }
+
+  /**
+   * `kvm_run.ready_for_interrupt_injection` of the last exit: the guest would take an external
+   * interrupt queued with {@link interrupt} now (interrupts on, none being delivered, and with a split
+   * irqchip the LAPIC accepting ExtINT).
+   */
+  get readyForInterruptInjection(): boolean {
+    this.#checkOpen();
+    return this.#runPage[RUN.readyForInterruptInjection] !== 0;
+  }
+
+  /**
+   * `KVM_INTERRUPT`: queues external interrupt `vector`, as the INTA cycle of the VMM's own 8259
+   * gives it (a split irqchip or none; with the in-kernel PIC KVM refuses it, ENXIO).
+   *
+   * @throws {RangeError} for a vector outside 0–255.
+   * @throws {KvmError} when KVM refuses it (EEXIST: one is still pending).
+   */
+  interrupt(vector: number): void {
+    if (!Number.isInteger(vector) || vector < 0 || vector > 0xff) {
+      throw new RangeError(`interrupt: vector ${vector} is not between 0 and 255`);
+    }
+    this.#checkOpen();
+    const bytes = this.#interruptBytes ??= new Uint8Array(4);
+    new DataView(bytes.buffer).setUint32(0, vector, true);
+    this.#ioctlBuf(KVM_INTERRUPT, bytes, "KVM_INTERRUPT");
   }
 
   /** `KVM_GET_REGS`. */

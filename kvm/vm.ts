@@ -33,6 +33,7 @@ import {
 } from "./_structs.ts";
 import { addressOf, closeFd, ioctlBuf, ioctlNone, ioctlU64, pointerBuffer } from "./_syscalls.ts";
 import {
+  KVM_CAP_SPLIT_IRQCHIP,
   KVM_CHECK_EXTENSION,
   KVM_CLEAR_DIRTY_LOG,
   KVM_CREATE_IRQCHIP,
@@ -622,6 +623,19 @@ export class Vm implements Disposable {
       dirtyBitmap: addressOf(stable),
     });
     ioctlBuf(this.#open(), KVM_CLEAR_DIRTY_LOG, args, "KVM_CLEAR_DIRTY_LOG", `slot ${slot}`);
+  }
+
+  /**
+   * A split irqchip (`KVM_CAP_SPLIT_IRQCHIP`): the LAPICs stay in the kernel, the PIC, IOAPIC and
+   * PIT are the VMM's (QEMU's `kernel-irqchip=split`). The first `ioapicPins` GSI routes are then
+   * reserved for the IOAPIC's pins, as MSI routes from which KVM learns which vectors are
+   * level-triggered and exits with `KVM_EXIT_IOAPIC_EOI` when the guest EOIs one. Call it before
+   * the first vCPU, instead of {@link createIrqchip}.
+   *
+   * @throws {KvmError} when KVM refuses it (EINVAL: a vCPU or an irqchip exists already).
+   */
+  enableSplitIrqchip(ioapicPins = 24): void {
+    this.enableCap(KVM_CAP_SPLIT_IRQCHIP, [BigInt(ioapicPins)]);
   }
 
   /** `KVM_ENABLE_CAP` on the VM fd with up to four arguments. */
