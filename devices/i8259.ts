@@ -446,7 +446,8 @@ export class I8259 implements PortDevice, Snapshottable {
   /**
    * Sets ISA line `irq` (0–15) to `level` (QEMU's `pic_set_irq` on the chip serving it). On an
    * edge-triggered input a low → high change requests an interrupt; on a level-triggered one (its
-   * ELCR bit set) the request follows the line. Repeating a level is harmless.
+   * ELCR bit set) the request follows the line. Repeating a level is harmless. IRQ 2 is the
+   * master's input the slave's INT drives as well (QEMU wires both to it); a PC routes nothing there.
    *
    * @throws {RangeError} if `irq` is not an integer in 0–15.
    */
