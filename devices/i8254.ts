@@ -213,6 +213,13 @@ export interface I8254Options {
   clock?: () => number;
   /** Base port (default 0x40): 4 ports. */
   base?: number;
+  /**
+   * Called with the new {@link I8254.nextDeadline} whenever it changes (QEMU's `timer_mod` /
+   * `timer_del` of the channel 0 timer): where a board re-arms or cancels its host timer. Called
+   * after the change is complete, at most once per port access or method call; first from the
+   * constructor, with the deadline of the reset state.
+   */
+  onDeadlineChange?: (deadline: number | undefined) => void;
 }
 
 /**
@@ -251,6 +258,9 @@ export class I8254 implements PortDevice, Snapshottable {
   readonly region: MemoryRegion;
   readonly #clock: () => number;
   readonly #irq: IrqOutput;
+  readonly #onDeadlineChange: ((deadline: number | undefined) => void) | undefined;
+  /** The deadline last reported to {@link I8254Options.onDeadlineChange}. */
+  #reported: number | undefined;
   readonly #channels: Channel[] = [newChannel(), newChannel(), newChannel()];
   /** Channel 0's IRQ suppressed (QEMU's `irq_disabled`: the HPET in legacy-replacement mode). */
   #irqDisabled = false;
@@ -264,6 +274,8 @@ export class I8254 implements PortDevice, Snapshottable {
    */
   constructor(options: I8254Options = {}) {
     checkCallback(options.clock, "I8254 clock");
+    checkCallback(options.onDeadlineChange, "I8254 onDeadlineChange");
+    this.#onDeadlineChange = options.onDeadlineChange;
     this.base = checkPortRange(options.base ?? PIT_BASE, PIT_IO_SIZE, "pit");
     this.#clock = options.clock ?? (() => Math.round(performance.now() * 1e6));
     this.#irq = new IrqOutput(options.irq);
@@ -310,6 +322,7 @@ export class I8254 implements PortDevice, Snapshottable {
       s.count = MAX_COUNT;
       if (i === 0 && !this.#irqDisabled) s.nextTransitionTime = nextTransition(s, now);
     });
+    this.#reportDeadline();
   }
 
   /** Reads port `offset` (0-2: a counter; 3: the write-only control word, reads 0). */
@@ -356,7 +369,7 @@ export class I8254 implements PortDevice, Snapshottable {
     offset &= 3;
     value &= 0xff;
     if (offset === CONTROL_OFFSET) {
-      this.#writeControl(value);
+      this.#writeControl(value); // never moves the deadline (QEMU: "XXX: update irq timer ?")
       return;
     }
     const s = this.#channels[offset];
@@ -376,6 +389,7 @@ export class I8254 implements PortDevice, Snapshottable {
       default: // also rw mode 0, before any control word
         this.#loadCount(offset, value);
     }
+    this.#reportDeadline();
   }
 
   /**
@@ -391,6 +405,7 @@ export class I8254 implements PortDevice, Snapshottable {
       if (channel === 0) this.#irqTimerUpdate(s.countLoadTime);
     }
     s.gate = level;
+    this.#reportDeadline();
   }
 
   /**
@@ -423,6 +438,7 @@ export class I8254 implements PortDevice, Snapshottable {
     while (!this.#irqDisabled && s.nextTransitionTime !== null && s.nextTransitionTime <= now) {
       this.#irqTimerUpdate(s.nextTransitionTime);
     }
+    this.#reportDeadline();
   }
 
   /**
@@ -433,6 +449,7 @@ export class I8254 implements PortDevice, Snapshottable {
   setIrqEnabled(enabled: boolean): void {
     this.#irqDisabled = !enabled;
     if (enabled) this.#irqTimerUpdate(this.#now());
+    this.#reportDeadline();
   }
 
   /**
@@ -513,6 +530,14 @@ export class I8254 implements PortDevice, Snapshottable {
     this.#channels.forEach((s, i) => Object.assign(s, channels[i]));
     this.#irqDisabled = irqDisabled;
     this.#irq.update(irqLevel);
+    this.#reportDeadline();
+  }
+
+  #reportDeadline(): void {
+    const deadline = this.nextDeadline();
+    if (deadline === this.#reported) return;
+    this.#reported = deadline;
+    this.#onDeadlineChange?.(deadline);
   }
 
   #now(): number {

@@ -169,15 +169,19 @@ Deno.test("PIT mode 2 (Linux periodic tick, 0x34): count reloads every period; o
   assert.deepEqual(b.irq.history, [], "OUT (as QEMU computes it) is low at the load");
   assert.equal(b.pit.nextDeadline(), load + pitTicksToNs(LATCH + 1));
   const rises: number[] = [];
+  const falls: number[] = [];
   const irq = b.irq;
   for (let d = b.pit.nextDeadline(); d !== undefined && d <= load + 1e9; d = b.pit.nextDeadline()) {
-    const before = irq.risingEdges;
+    const [before, level] = [irq.risingEdges, irq.level];
     b.clock.now = d;
     b.pit.update();
     if (irq.risingEdges > before) rises.push(pitTicks(d - load));
+    if (level && !irq.level) falls.push(pitTicks(d - load));
   }
   assert.equal(rises.length, 99); // the 100th period ends after 1 s (LATCH is 11932 > 1193182 / 100)
   rises.forEach((ticks, i) => assert.equal(ticks, (i + 1) * LATCH, `edge ${i} at a reload`));
+  assert.equal(falls.length, 98);
+  falls.forEach((ticks, i) => assert.equal(ticks, (i + 2) * LATCH - 1, `fall ${i} one tick before a reload`));
   // Between edges the line is high but for about one tick before each reload: QEMU's waveform.
   assert.ok(irq.level);
   assert.equal(irq.redundantCalls, 0);
@@ -378,6 +382,36 @@ Deno.test("PIT irq control (HPET legacy): disabled means no deadline and no edge
   b.pit.setIrqEnabled(true);
   assert.deepEqual(b.irq.history, [true, false]);
   assert.ok(b.pit.nextDeadline() !== undefined);
+});
+
+Deno.test("PIT onDeadlineChange: reported once per change, as QEMU's timer_mod/timer_del of channel 0", () => {
+  const clock = { now: 1000 };
+  const seen: (number | undefined)[] = [];
+  const { io, as } = ioSpace();
+  using _ = { [Symbol.dispose]: () => as.close() };
+  const pit = new I8254({ clock: () => clock.now, onDeadlineChange: (d) => seen.push(d) });
+  pit.map(io);
+  const { outb } = portIo(as);
+  assert.deepEqual(seen, [1000 + pitTicksToNs(32768)], "the reset state's, from the constructor");
+  outb(PIT_MODE, 0x30); // a control word does not move it
+  outb(PIT_CH0, 100);
+  assert.equal(seen.length, 1);
+  outb(PIT_CH0, 0); // mode 0, count 100
+  assert.deepEqual(seen.slice(1), [1000 + pitTicksToNs(100)]);
+  clock.now += 1_000_000;
+  pit.update();
+  assert.deepEqual(seen.slice(2), [undefined], "one-shot done: the timer is deleted");
+  pit.update();
+  outb(0x42, 5); // channel 2 has no timer
+  assert.equal(seen.length, 3);
+  pit.reset();
+  assert.deepEqual(seen.slice(3), [clock.now + pitTicksToNs(32768)]);
+  pit.setIrqEnabled(false);
+  assert.deepEqual(seen.slice(4), [undefined]);
+  assert.throws(
+    () => new I8254({ onDeadlineChange: 1 as never }),
+    /I8254 onDeadlineChange must be a function/,
+  );
 });
 
 Deno.test("PIT: bad arguments and clocks are refused with one line", () => {

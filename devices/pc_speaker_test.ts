@@ -67,3 +67,29 @@ Deno.test("port 0x61 state: data enable and refresh bit round-trip; bad fields r
   assert.throws(() => b.spk.loadState({ dataOn: false }), /"refreshClock" is missing/);
   assert.deepEqual(b.spk.saveState(), { dataOn: true, refreshClock: false });
 });
+
+Deno.test("port 0x61 and PIT status bytes match QEMU 7.2 (a -bios guest under TCG, bytes to port 0xe9)", () => {
+  // Captured with a 64 KiB real-mode -bios image running this sequence right after reset,
+  // `qemu-system-x86_64 -machine pc -accel tcg -nodefaults -debugcon file:out.bin` (QEMU 7.2.22, Debian).
+  // The 11th byte (a live count LSB) depends on QEMU's timing and is not compared.
+  const qemu = [0x30, 0x20, 0x30, 0x20, 0x30, 0x20, 0x86, 0x3c, 0x3b, 0x86, undefined, 0x31, 0x23, 0x00];
+  using s = speaker();
+  const seen: number[] = [];
+  for (let i = 0; i < 6; i++) seen.push(s.inb(0x61)); // refresh bit toggles, gate 0, OUT 1
+  s.outb(0x43, 0xe2); // read-back: status of channel 0
+  seen.push(s.inb(0x40));
+  s.outb(0x43, 0x3c); // channel 0, LSB/MSB, mode 6: stored as 6
+  s.outb(0x43, 0xe2);
+  seen.push(s.inb(0x40));
+  s.outb(0x43, 0x7b); // channel 1, LSB/MSB, mode 5, BCD
+  s.outb(0x43, 0xe4);
+  seen.push(s.inb(0x41));
+  s.outb(0x43, 0xce); // count and status of all; channel 2 in rw mode 0: status, then a live LSB
+  seen.push(s.inb(0x42), s.inb(0x42));
+  s.outb(0x61, 0x01);
+  seen.push(s.inb(0x61));
+  s.outb(0x61, 0xff); // only bits 0 and 1 are kept
+  seen.push(s.inb(0x61));
+  seen.push(s.inb(0x43)); // the control word reads 0
+  assert.deepEqual(seen.map((v, i) => (qemu[i] === undefined ? undefined : v)), qemu);
+});
