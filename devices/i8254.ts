@@ -9,8 +9,8 @@
  * IRQ 0: the device computes when its OUT next changes ({@link I8254.nextDeadline}, QEMU's
  * `pit_get_next_transition_time`) and the board, having armed a host timer for that time, calls
  * {@link I8254.update}, which sets the line to OUT at each transition due (QEMU's `pit_irq_timer`).
- * Channel 2's gate comes from port 0x61 ({@link PcSpeaker} in `pc_speaker.ts`); channels 0 and 1 have
- * their gate tied high.
+ * Channel 2's gate comes from port 0x61 (`PcSpeaker` in `pc_speaker.ts`); channels 0 and 1 have their
+ * gate tied high.
  *
  * QEMU's simplifications are kept, so a guest sees what it sees under QEMU:
  * - BCD (control word bit 0) is stored and reported in the status byte, but counting is binary.
@@ -21,8 +21,11 @@
  *   gate as in mode 0 (QEMU's `default:` cases) — not the 8254's aliases of modes 2 and 3.
  * - Mode 3 with an odd count counts `count - (2d mod count)` (QEMU's "may be incorrect for odd counts").
  * - A low gate does not stop counting; in modes 1, 2, 3 and 5 a rising gate restarts the count.
- * - Mode 2's OUT (status byte, port 0x61 bit 5) is high only on the tick at which the count reloads,
- *   while the IRQ line, sampled at QEMU's transition times, is low only about one tick per period.
+ * - OUT (status byte, port 0x61 bit 5) in modes 1, 2, 4 and 5 is the 8254's inverted: high while
+ *   counting in mode 1, high only on the reload tick in mode 2 and on the terminal tick in modes 4
+ *   and 5. IRQ 0 follows OUT as QEMU samples it at its transition times, so in mode 2 the line rises
+ *   at each reload and is low about one tick before the next (the 8254's waveform after all), and in
+ *   mode 4 it rises at the terminal count, a tick before the 8254's would.
  * - A reset leaves the access state (`rwMode`, read/write state, latches, BCD) as it was.
  *
  * The clock is injected: monotonic nanoseconds as a safe integer (QEMU's `QEMU_CLOCK_VIRTUAL`, which
