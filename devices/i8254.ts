@@ -49,6 +49,12 @@ export const PIT_IO_SIZE: number = 4;
 export const PIT_FREQ: number = 1_193_182;
 /** Number of channels. */
 export const PIT_CHANNELS: number = 3;
+/**
+ * The most timer expiries one {@link I8254.update} replays: about 40 ms of the fastest wave a guest
+ * can program (mode 3, count 2); a longer backlog means the host stalled, and the timer skips to the
+ * present.
+ */
+export const PIT_MAX_REPLAYED_TRANSITIONS: number = 100_000;
 
 const NS_PER_S = 1_000_000_000;
 const CONTROL_OFFSET = 3;
@@ -434,12 +440,15 @@ export class I8254 implements PortDevice, Snapshottable {
   /**
    * Runs channel 0's timer up to `now` (default: the clock): at each transition due, in order, IRQ 0
    * is set to OUT at that transition's time and the next one computed — QEMU's `pit_irq_timer` run
-   * by its timer list until the next expiry lies after `now`. A late call thus replays every edge.
+   * by its timer list until the next expiry lies after `now`. A late call thus replays every edge,
+   * up to {@link PIT_MAX_REPLAYED_TRANSITIONS}; past that (a host stall QEMU's virtual clock would
+   * not have seen) the timer jumps to `now`: the line is set to OUT now and the next transition
+   * computed from there.
    */
   update(now: number = this.#now()): void {
     const s = this.#channels[0];
-    while (!this.#irqDisabled && s.nextTransitionTime !== null && s.nextTransitionTime <= now) {
-      this.#irqTimerUpdate(s.nextTransitionTime);
+    for (let i = 0; this.#due(now); i++) {
+      this.#irqTimerUpdate(i < PIT_MAX_REPLAYED_TRANSITIONS ? s.nextTransitionTime! : now);
     }
     this.#reportDeadline();
   }
@@ -541,6 +550,12 @@ export class I8254 implements PortDevice, Snapshottable {
     if (deadline === this.#reported) return;
     this.#reported = deadline;
     this.#onDeadlineChange?.(deadline);
+  }
+
+  /** Whether channel 0's timer has expired at `now`. */
+  #due(now: number): boolean {
+    const next = this.#channels[0].nextTransitionTime;
+    return !this.#irqDisabled && next !== null && next <= now;
   }
 
   #now(): number {

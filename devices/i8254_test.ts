@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { I8254, PIT_FREQ, pitTicks, pitTicksToNs } from "./i8254.ts";
+import { I8254, PIT_FREQ, PIT_MAX_REPLAYED_TRANSITIONS, pitTicks, pitTicksToNs } from "./i8254.ts";
 import { PcSpeaker } from "./pc_speaker.ts";
 import { RecordingIrqLine } from "./irq_line.ts";
 import { ioSpace, portIo } from "./_test_util.ts";
@@ -366,6 +366,23 @@ Deno.test("PIT update: a late call replays every transition up to now, in order"
   assert.ok(b.pit.nextDeadline()! > b.clock.now);
   b.pit.update(); // nothing due
   assert.equal(b.irq.risingEdges, 10);
+});
+
+Deno.test("PIT update: after a host stall, at most PIT_MAX_REPLAYED_TRANSITIONS are replayed, then it jumps to now", () => {
+  using b = board();
+  b.program(0, 3, 2); // a transition every tick
+  b.irq.clear();
+  b.clock.now += 10e9; // 10 s stalled: 11.9 million ticks
+  b.pit.update();
+  // Each tick's transition (plus QEMU's +1 ns re-evaluations, which change nothing) up to the cap.
+  const edges = b.irq.history.length;
+  assert.ok(
+    edges > PIT_MAX_REPLAYED_TRANSITIONS / 4 && edges <= PIT_MAX_REPLAYED_TRANSITIONS + 1,
+    `${edges}`,
+  );
+  assert.equal(b.irq.level, b.pit.channelInfo(0).out, "the line shows OUT now");
+  const next = b.pit.nextDeadline()!;
+  assert.ok(next > b.clock.now && next <= b.clock.now + pitTicksToNs(2) + 1);
 });
 
 Deno.test("PIT irq control (HPET legacy): disabled means no deadline and no edges; enabling drives OUT now", () => {
