@@ -48,8 +48,8 @@ import { MemoryRegion } from "../memory/mod.ts";
 import type { IrqLine } from "./irq_line.ts";
 import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
 
-/** Pins (redirection entries) of the IOAPIC (QEMU's `IOAPIC_NUM_PINS`). */
-export const IOAPIC_NUM_PINS = 24;
+/** Pins (redirection entries) of the IOAPIC: QEMU's `IOAPIC_NUM_PINS` (a name `kvm/` exports already). */
+export const IOAPIC_PINS = 24;
 /** Where the PC maps it (QEMU's `IO_APIC_DEFAULT_ADDRESS`). */
 export const IOAPIC_DEFAULT_BASE = 0xfec0_0000n;
 /** Size of the "ioapic" region. */
@@ -111,7 +111,7 @@ const RO_BITS = IOAPIC_DELIVERY_STATUS_BIT | IOAPIC_REMOTE_IRR_BIT;
 const ID_SHIFT = 24;
 const ID_MASK = 0xf;
 const VER_ENTRIES_SHIFT = 16;
-const PIN_MASK = (1 << IOAPIC_NUM_PINS) - 1;
+const PIN_MASK = (1 << IOAPIC_PINS) - 1;
 const DELIVERY_MODE_NAMES = ["fixed", "lowest", "SMI", "...", "NMI", "INIT", "...", "extINT"];
 
 /** An MSI message: a 32-bit write of `data` at `address`. */
@@ -196,13 +196,13 @@ export class Ioapic implements Snapshottable {
   readonly #extIntVector: (() => number) | undefined;
   readonly #schedule: ((delayMs: number, service: () => void) => void) | undefined;
   /** Low and high halves of the redirection entries. */
-  readonly #lo = new Uint32Array(IOAPIC_NUM_PINS);
-  readonly #hi = new Uint32Array(IOAPIC_NUM_PINS);
+  readonly #lo = new Uint32Array(IOAPIC_PINS);
+  readonly #hi = new Uint32Array(IOAPIC_PINS);
   /** Successive EOIs that re-delivered each pin (QEMU's `irq_eoi`, not saved). */
-  readonly #irqEoi = new Uint32Array(IOAPIC_NUM_PINS);
+  readonly #irqEoi = new Uint32Array(IOAPIC_PINS);
   /** Input statistics (QEMU's `irq_count`/`irq_level`, for `info irq`; not saved). */
-  readonly #irqCount = new Array<number>(IOAPIC_NUM_PINS).fill(0);
-  readonly #irqLevel = new Uint8Array(IOAPIC_NUM_PINS);
+  readonly #irqCount = new Array<number>(IOAPIC_PINS).fill(0);
+  readonly #irqLevel = new Uint8Array(IOAPIC_PINS);
   #reported: IoapicRoute[] = [];
   #id = 0;
   #ioregsel = 0;
@@ -315,7 +315,7 @@ export class Ioapic implements Snapshottable {
    * {@link IOAPIC_STORM_DELAY_MS} (`schedule`).
    */
   eoi(vector: number): void {
-    for (let pin = 0; pin < IOAPIC_NUM_PINS; pin++) {
+    for (let pin = 0; pin < IOAPIC_PINS; pin++) {
       const lo = this.#lo[pin];
       if ((lo & IOAPIC_VECTOR_MASK) !== vector || !(lo & IOAPIC_TRIGGER_LEVEL_BIT)) continue;
       if (!(lo & IOAPIC_REMOTE_IRR_BIT)) continue;
@@ -348,7 +348,7 @@ export class Ioapic implements Snapshottable {
    */
   routes(): IoapicRoute[] {
     const routes: IoapicRoute[] = [];
-    for (let pin = 0; pin < IOAPIC_NUM_PINS; pin++) {
+    for (let pin = 0; pin < IOAPIC_PINS; pin++) {
       const lo = this.#lo[pin];
       routes.push({
         pin,
@@ -376,7 +376,7 @@ export class Ioapic implements Snapshottable {
     }`;
     out += this.#ioregsel ? ` (redir[${((this.#ioregsel - IOAPIC_REG_REDTBL_BASE) >> 1) >>> 0}])\n` : "\n";
     let remoteIrr = 0;
-    for (let pin = 0; pin < IOAPIC_NUM_PINS; pin++) {
+    for (let pin = 0; pin < IOAPIC_PINS; pin++) {
       const lo = this.#lo[pin];
       const hi = this.#hi[pin];
       const logical = (lo & IOAPIC_DEST_MODE_BIT) !== 0;
@@ -393,7 +393,7 @@ export class Ioapic implements Snapshottable {
     const dump = (name: string, bitmap: number) => {
       let line = `${name.padEnd(10)} `;
       if (bitmap === 0) return `${line}(none)\n`;
-      for (let pin = 0; pin < IOAPIC_NUM_PINS; pin++) {
+      for (let pin = 0; pin < IOAPIC_PINS; pin++) {
         if (bitmap & (1 << pin)) line += `${String(pin).padEnd(2)} `;
       }
       return `${line}\n`;
@@ -412,7 +412,7 @@ export class Ioapic implements Snapshottable {
       id: this.#id,
       ioregsel: this.#ioregsel,
       irr: this.#irr,
-      ioredtbl: Array.from({ length: IOAPIC_NUM_PINS }, (_, pin) => this.entry(pin)),
+      ioredtbl: Array.from({ length: IOAPIC_PINS }, (_, pin) => this.entry(pin)),
     };
   }
 
@@ -433,11 +433,11 @@ export class Ioapic implements Snapshottable {
     const id = r.int("id", 0, ID_MASK);
     const ioregsel = r.u8("ioregsel");
     const irr = r.bits("irr", PIN_MASK);
-    r.array("ioredtbl", { length: IOAPIC_NUM_PINS });
+    r.array("ioredtbl", { length: IOAPIC_PINS });
     const table = new StateReader("ioapic", state.ioredtbl, "ioredtbl");
-    const lo = new Uint32Array(IOAPIC_NUM_PINS);
-    const hi = new Uint32Array(IOAPIC_NUM_PINS);
-    for (let pin = 0; pin < IOAPIC_NUM_PINS; pin++) {
+    const lo = new Uint32Array(IOAPIC_PINS);
+    const hi = new Uint32Array(IOAPIC_PINS);
+    for (let pin = 0; pin < IOAPIC_PINS; pin++) {
       const entry = table.bigint(pin);
       lo[pin] = Number(entry & 0xffff_ffffn);
       hi[pin] = Number(entry >> 32n);
@@ -464,8 +464,8 @@ export class Ioapic implements Snapshottable {
   }
 
   #checkPin(pin: number, what: string): void {
-    if (!Number.isInteger(pin) || pin < 0 || pin >= IOAPIC_NUM_PINS) {
-      throw new RangeError(`ioapic ${what} ${pin} is not 0-${IOAPIC_NUM_PINS - 1}`);
+    if (!Number.isInteger(pin) || pin < 0 || pin >= IOAPIC_PINS) {
+      throw new RangeError(`ioapic ${what} ${pin} is not 0-${IOAPIC_PINS - 1}`);
     }
   }
 
@@ -482,7 +482,7 @@ export class Ioapic implements Snapshottable {
 
   /** Delivers every pending, unmasked pin, lowest first (QEMU's `ioapic_service`). */
   #service(): void {
-    for (let pin = 0; pin < IOAPIC_NUM_PINS; pin++) {
+    for (let pin = 0; pin < IOAPIC_PINS; pin++) {
       const mask = 1 << pin;
       if (!(this.#irr & mask)) continue;
       const lo = this.#lo[pin];
@@ -517,9 +517,9 @@ export class Ioapic implements Snapshottable {
     if (offset !== IOAPIC_IOWIN_OFFSET || size !== 4) return 0;
     const sel = this.#ioregsel;
     if (sel === IOAPIC_REG_ID || sel === IOAPIC_REG_ARB) return (this.#id << ID_SHIFT) >>> 0;
-    if (sel === IOAPIC_REG_VER) return this.version | ((IOAPIC_NUM_PINS - 1) << VER_ENTRIES_SHIFT);
+    if (sel === IOAPIC_REG_VER) return this.version | ((IOAPIC_PINS - 1) << VER_ENTRIES_SHIFT);
     const pin = (sel - IOAPIC_REG_REDTBL_BASE) >> 1;
-    if (pin < 0 || pin >= IOAPIC_NUM_PINS) return 0;
+    if (pin < 0 || pin >= IOAPIC_PINS) return 0;
     return sel & 1 ? this.#hi[pin] : this.#lo[pin];
   }
 
@@ -534,7 +534,7 @@ export class Ioapic implements Snapshottable {
         return;
       }
       const pin = (sel - IOAPIC_REG_REDTBL_BASE) >> 1;
-      if (pin < 0 || pin >= IOAPIC_NUM_PINS) return; // version, arbitration, nothing
+      if (pin < 0 || pin >= IOAPIC_PINS) return; // version, arbitration, nothing
       if (sel & 1) {
         this.#hi[pin] = value >>> 0;
       } else {
