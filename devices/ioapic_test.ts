@@ -691,3 +691,24 @@ Deno.test("ioapic: random setIrq / eoi / entry writes deliver what the model del
     { numRuns: 300 },
   );
 });
+
+Deno.test("ioapic: without schedule, a storming level pin is re-delivered on every EOI", () => {
+  using t = setup();
+  t.writeEntry(5, LEVEL | 0x35);
+  t.ioapic.setIrq(5, true);
+  for (let i = 0; i < IOAPIC_STORM_EOI_COUNT + 5; i++) t.ioapic.eoi(0x35);
+  assert.equal(t.sent.length, IOAPIC_STORM_EOI_COUNT + 6);
+});
+
+Deno.test("ioapic: line(n) drives input n; bad inputs refused", () => {
+  using t = setup();
+  t.writeEntry(4, LEVEL | 0x34);
+  const irq4 = t.ioapic.line(4);
+  irq4.set(true);
+  assert.equal(t.ioapic.irr, 1 << 4);
+  irq4.set(false);
+  assert.equal(t.ioapic.irr, 0);
+  assert.equal(t.sent.length, 1);
+  assert.throws(() => t.ioapic.line(-1), RangeError);
+  assert.throws(() => t.ioapic.entry(24), /entry 24 is not 0-23/);
+});
