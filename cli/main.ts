@@ -20,6 +20,7 @@ import { FileImage } from "./file_image.ts";
 import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
 import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
 import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
+import type { PcIrqchipMode } from "../machine/pc/pc_split_irqchip.ts";
 // The host side of -drive and -netdev (disk images, taps, virtio backends) is loaded only for a run
 // that has PCI devices.
 import type { TapNetBackend } from "../machine/virtio_backends.ts";
@@ -101,6 +102,11 @@ options:
                           listens on every address, as QEMU's; one client at a time
   -s                      the same as -gdb tcp::1234
   -S                      start with the vCPUs held until gdb continues (or the monitor's cont)
+  -machine [pc][,kernel-irqchip=on|split]   (or -M)
+                          the board is QEMU's pc (i440fx); kernel-irqchip=on (the default) keeps
+                          the PIC, IOAPIC and PIT in KVM, split only the LAPIC, with the PIC, IOAPIC
+                          and PIT here (QEMU's microvm default; faster to start and end). For now
+                          split runs -smp 1 without snapshots, and virtio devices need ioeventfd=off
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
   -serial stdio|null|file:PATH
                           where COM1 goes (default stdio)
@@ -221,11 +227,15 @@ export interface CliOptions {
   web?: WebListenSpec;
   /** `--snapshot-to`, `--snapshot-after`, `--restore` (cli/snapshot_cli.ts). */
   snapshot: SnapshotFlags;
+  /** `-machine kernel-irqchip=`: the irqchip in the kernel, or split. */
+  irqchip: PcIrqchipMode;
 }
 
 /** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
 const OPTIONS: Record<string, "value" | "flag"> = {
   m: "value",
+  machine: "value",
+  M: "value",
   smp: "value",
   device: "value",
   kernel: "value",
@@ -480,8 +490,20 @@ function parseLoader(text: string): { path: string; addr: bigint; mode?: CpuMode
 export async function parseCommandLine(args: string[]): Promise<CliOptions | "help"> {
   const values = normalizeArgs(args) as
     & {
-      [name in "m" | "smp" | "kernel" | "append" | "initrd" | "bios" | "serial" | "dump-mtree" | "web"]?:
-        string;
+      [
+        name in
+          | "m"
+          | "machine"
+          | "M"
+          | "smp"
+          | "kernel"
+          | "append"
+          | "initrd"
+          | "bios"
+          | "serial"
+          | "dump-mtree"
+          | "web"
+      ]?: string;
     }
     & { [name in "device" | "drive" | "netdev" | "qmp" | "gdb"]?: string[] }
     & {
@@ -553,9 +575,25 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
   const deviceArgs = values.device ?? [];
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
   const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
+  const irqchip = parseMachine(values.machine ?? values.M);
+  if (irqchip === "split") {
+    const flag = `-machine ${values.machine ?? values.M}`;
+    if (cpus > 1) throw new UsageError(`${flag}: a split irqchip runs one vCPU for now, not -smp ${cpus}`);
+    if (snapshot.to || snapshot.restore) {
+      throw new UsageError(`${flag}: a split irqchip's state is not saved in snapshots yet`);
+    }
+  }
   const drives = (values.drive ?? []).map(parseDrive);
   const netdevs = (values.netdev ?? []).map(parseNetdev);
   const pciPlan = planPciDevices(drives, pciArgs, netdevs);
+  if (irqchip === "split" && pciPlan.some((p) => p.ioeventfd)) {
+    throw new UsageError(
+      `-machine ${
+        values.machine ?? values.M
+      }: virtio devices need ioeventfd=off with a split irqchip for now ` +
+        "(-device …,ioeventfd=off; a -drive if=virtio disk as -drive if=none and -device virtio-blk-pci)",
+    );
+  }
   if (loaders.length > 0 && values.kernel !== undefined) {
     throw new UsageError("-device loader and -kernel exclude each other");
   }
@@ -623,7 +661,40 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
     startPaused: values.S ?? false,
     ...(web ? { web } : {}),
     snapshot,
+    irqchip,
   };
+}
+
+/**
+ * `-machine [type=]pc[,kernel-irqchip=on|split]` (QEMU's `-M`): the one board is the i440fx `pc`;
+ * the irqchip in the kernel (`on`, the default) or split.
+ */
+function parseMachine(text: string | undefined): PcIrqchipMode {
+  if (text === undefined) return "kernel";
+  let irqchip: PcIrqchipMode = "kernel";
+  for (const [i, part] of text.split(",").entries()) {
+    const eq = part.indexOf("=");
+    const key = eq < 0 ? (i === 0 ? "type" : part) : part.slice(0, eq);
+    const value = eq < 0 ? (i === 0 ? part : undefined) : part.slice(eq + 1);
+    if (key === "type") {
+      if (!["pc", "pc-i440fx-7.2"].includes(value ?? "")) {
+        throw new UsageError(`-machine ${text}: the board is QEMU's pc (i440fx), not "${value}"`);
+      }
+    } else if (key === "kernel-irqchip" || key === "kernel_irqchip") {
+      if (value === "on" || value === "true") irqchip = "kernel";
+      else if (value === "split") irqchip = "split";
+      else {
+        throw new UsageError(
+          `-machine ${text}: kernel-irqchip takes on or split (off, a LAPIC in userspace, is not supported)`,
+        );
+      }
+    } else if (key === "accel" && value === "kvm") {
+      // KVM is the only accelerator
+    } else {
+      throw new UsageError(`-machine ${text}: unknown property "${key}" (supported: pc, kernel-irqchip)`);
+    }
+  }
+  return irqchip;
 }
 
 /** QEMU's default gdb port, which `-s` means. */
@@ -1188,6 +1259,7 @@ async function serveMap(options: CliOptions, spec: WebListenSpec, io: CliIo): Pr
     firmware: options.bios?.image,
     cpus: options.cpus,
     pciDevices: options.pciDevices,
+    irqchip: options.irqchip,
   });
   const web = await startWeb(spec, io);
   let stop!: () => void;
@@ -1219,6 +1291,7 @@ async function dump(options: CliOptions, io: CliIo): Promise<number> {
       firmware: options.bios?.image,
       cpus: options.cpus,
       pciDevices: options.pciDevices,
+      irqchip: options.irqchip,
     });
     io.out(board.mtree(mtree).trimEnd());
     return 0;
@@ -1230,6 +1303,7 @@ async function dump(options: CliOptions, io: CliIo): Promise<number> {
     firmware: options.bios?.image,
     traceMemslots: options.traceMemslots ? (call) => io.err(formatCall(call)) : undefined,
     pciDevices: options.pciDevices,
+    irqchip: options.irqchip,
   });
   io.out(machine.mtree(mtree).trimEnd());
   return 0;
@@ -1300,6 +1374,7 @@ async function boot(
         }
         : undefined,
       pciDevices: options.pciDevices,
+      irqchip: options.irqchip,
       log: (line: string) => io.err(line),
     };
     machine = await createOrRestore(options.snapshot, machineOptions);

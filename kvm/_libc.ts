@@ -83,6 +83,12 @@ const LIBC_SYMBOLS = {
   gettid: { parameters: [], result: "i32" },
   /** `int tgkill(pid_t tgid, pid_t tid, int sig);` (glibc 2.30+) — a signal to one thread. */
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** `int timer_create(clockid_t, struct sigevent *, timer_t *);` (in libc since glibc 2.34). */
+  timer_create: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  /** `int timer_settime(timer_t, int flags, const struct itimerspec *, struct itimerspec *);` */
+  timer_settime: { parameters: ["pointer", "i32", "buffer", "pointer"], result: "i32" },
+  /** `int timer_delete(timer_t);` */
+  timer_delete: { parameters: ["pointer"], result: "i32" },
   /**
    * `int sigaction(int signum, const struct sigaction *act, struct sigaction *oldact);` — glibc's
    * 152-byte struct (handler, 128-byte mask, flags, restorer; glibc supplies the restorer).

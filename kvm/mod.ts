@@ -128,6 +128,7 @@ export {
   type VcpuStateOptions,
 } from "./vcpu_state.ts";
 export { GuestMemory } from "./guest_memory.ts";
+export { HostTimer, type HostTimerOptions } from "./host_timer.ts";
 export {
   type DebugExit,
   decodeExit,

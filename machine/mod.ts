@@ -125,7 +125,7 @@ export {
   type RunnerHooks,
   type RunOutcome,
 } from "./runner.ts";
-export { VcpuRunner } from "./vcpu_runner.ts";
+export { type UserspaceIrqchip, VcpuRunner } from "./vcpu_runner.ts";
 export { SmpRunner } from "./smp_runner.ts";
 export {
   APIC_LVT_DELIVERY_MODE_MASK,
@@ -284,6 +284,7 @@ export {
   SharedIrqLines,
 } from "./pc/pc_pci.ts";
 export { createPcPciDevices, type PcPciWiring } from "./pc/pc_pci_devices.ts";
+export { type PcIrqchipMode, PcSplitIrqchip, type PcSplitIrqchipWiring } from "./pc/pc_split_irqchip.ts";
 export {
   DiskBlockBacking,
   hostEntropy,

@@ -17,6 +17,18 @@ import { exitOutcome, type Runner, type RunnerHooks, type RunOutcome } from "./r
 export type { RunnerHooks, RunOutcome } from "./runner.ts";
 
 /**
+ * The VMM's own interrupt controllers around each `KVM_RUN` of a split irqchip (the LAPIC in the
+ * kernel; the PIC, IOAPIC and PIT here): what to do before entering the guest (play the PIT up to
+ * now, give the PIC's vector or ask for the interrupt window), and the exits that are theirs.
+ */
+export interface UserspaceIrqchip {
+  /** Before each `KVM_RUN` of the vCPU. */
+  beforeRun(vcpu: Vcpu): void;
+  /** An exit neither the address spaces nor the runner serve; true when it was the irqchip's. */
+  exit(reason: number, page: Uint8Array): boolean;
+}
+
+/**
  * Runs one vCPU until something ends the run.
  *
  * @example
@@ -32,11 +44,16 @@ export class VcpuRunner implements Runner {
   #stop: RunOutcome | null = null;
   #exits = 0;
   readonly #counts = new Uint32Array(EXIT_REASON_SLOTS);
+  readonly #irqchip: UserspaceIrqchip | null;
 
-  /** A runner of `vcpu` whose exits go to `spaces`. */
-  constructor(vcpu: Vcpu, spaces: ExitSpaces) {
+  /**
+   * A runner of `vcpu` whose exits go to `spaces`; with `irqchip`, a split irqchip's userspace part
+   * runs around each `KVM_RUN`.
+   */
+  constructor(vcpu: Vcpu, spaces: ExitSpaces, irqchip: UserspaceIrqchip | null = null) {
     this.#vcpu = vcpu;
     this.#spaces = spaces;
+    this.#irqchip = irqchip;
   }
 
   /** Number of I/O and MMIO exits served so far. */
@@ -79,10 +96,12 @@ export class VcpuRunner implements Runner {
     const view = vcpu.runView;
     const spaces = this.#spaces;
     const counts = this.#counts;
+    const irqchip = this.#irqchip;
     this.#stop = null;
     // KVM_RUN with immediate_exit set returns before entering the guest: the hook runs first.
     if (hooks.startHeld) vcpu.setImmediateExit(true);
     for (;;) {
+      irqchip?.beforeRun(vcpu);
       const reason = vcpu.run();
       counts[reason & (EXIT_REASON_SLOTS - 1)]++;
       if (serveExit(page, view, spaces)) {
@@ -93,6 +112,8 @@ export class VcpuRunner implements Runner {
         hooks.onKick?.();
       } else if (reason === KVM_EXIT_DEBUG && hooks.onDebug) {
         hooks.onDebug(vcpu.id);
+      } else if (irqchip?.exit(reason, page)) {
+        // the interrupt window opened, or the guest EOI'd a level-triggered IOAPIC vector
       } else {
         this.stop(exitOutcome(page, vcpu.id, () => formatRegisters(vcpu.getRegs(), vcpu.getSregs())));
       }

@@ -18,6 +18,7 @@ import type { RunOutcome } from "../runner.ts";
 import { BIOS_END, HIGHMEM_START, KVM_IDENTITY_MAP_START, KVM_RESERVED_SIZE } from "./layout.ts";
 import { buildMpTable, MP_TABLE_MAX_CPUS } from "./mptable.ts";
 import { buildPcDevices } from "./pc_devices.ts";
+import { type PcIrqchipMode, PcSplitIrqchip, type PcSplitIrqchipWiring } from "./pc_split_irqchip.ts";
 import { buildPcMemory, type PcMemory, type RamSplit, splitRam } from "./pc_memory.ts";
 import {
   assignPciBars,
@@ -75,6 +76,14 @@ export interface PcBoardOptions {
   pciDevices?: readonly PcPciDeviceSpec[];
   /** Sends an MSI message for the PCI devices (default: dropped; KVM_SIGNAL_MSI on a machine). */
   deliverMsi?: (address: bigint, data: number) => void;
+  /**
+   * Whose interrupt controllers: the kernel's (`"kernel"`, the default: `irq` reaches them) or, for
+   * `"split"`, the board's own PIC, PIT and IOAPIC ({@link PcSplitIrqchip}), which deliver through
+   * `deliverMsi` and `splitIrqchip`.
+   */
+  irqchip?: PcIrqchipMode;
+  /** A split irqchip's KVM side: its GSI routes and the PIT's host timer. */
+  splitIrqchip?: Omit<PcSplitIrqchipWiring, "deliverMsi">;
   /** A full memory barrier between the devices' guest-memory accesses (vCPUs write the rings). */
   fence?: () => void;
   /** Where a device's error line goes (default: dropped). */
@@ -116,6 +125,8 @@ export class PcBoard implements Disposable {
   readonly pci: PciHost;
   /** The PCI devices of {@link PcBoardOptions.pciDevices}, with their slots. */
   readonly pciDevices: readonly PcPciDevice[];
+  /** The userspace PIC, PIT and IOAPIC of a split irqchip (null: the kernel has them). */
+  readonly irqchip: PcSplitIrqchip | null;
   /** Tables placed in guest memory before the guest starts (the MP table, the ACPI tables). */
   get firmwareTables(): readonly FirmwareTable[] {
     return this.#guestTables().firmwareTables;
@@ -155,6 +166,7 @@ export class PcBoard implements Disposable {
     acpiPm: AcpiPm;
     pci: PciHost;
     pciDevices: PcPciDevice[];
+    irqchip: PcSplitIrqchip | null;
     tables: PcGuestTablesOptions;
   }) {
     this.map = parts.map;
@@ -166,6 +178,7 @@ export class PcBoard implements Disposable {
     this.acpiPm = parts.acpiPm;
     this.pci = parts.pci;
     this.pciDevices = parts.pciDevices;
+    this.irqchip = parts.irqchip;
     this.#tablesOptions = parts.tables;
     // The whole board first, then the address spaces: each renders once (a KVM listener registered
     // later maps every memslot in one replay).
@@ -192,17 +205,25 @@ export class PcBoard implements Disposable {
     const pciModule = specs.length > 0 ? await import("./pc_pci_devices.ts") : undefined;
     const firmware = options.firmware ?? FIRMWARE;
     const biosSize = BigInt(firmware.length);
+    // A split irqchip's own IOAPIC replaces the in-kernel one's reservation at 0xfec00000.
+    const irqchip = options.irqchip === "split"
+      ? new PcSplitIrqchip({ deliverMsi: options.deliverMsi ?? (() => {}), ...options.splitIrqchip })
+      : null;
     const map = buildPcMemory({
       ramSize: options.ramSize,
       ramBacking: options.backings?.ram,
       biosSize,
       biosBacking: options.backings?.bios,
       romBacking: options.backings?.rom,
+      ...(irqchip ? { ioapic: irqchip.ioapic.region } : {}),
     });
 
     const self: { board?: PcBoard } = {}; // the devices reach the board once it exists
-    const irq = options.irq ?? (() => UNCONNECTED_IRQ);
-    const { all: devices, uart, acpiPm, pci } = buildPcDevices(map, {
+    // A split irqchip's PIC and PIT come first, as QEMU's pc_init1 creates the i8259 before the
+    // other ISA devices.
+    const irq = irqchip ? (n: number) => irqchip.irq(n) : options.irq ?? (() => UNCONNECTED_IRQ);
+    for (const device of irqchip?.portDevices ?? []) device.map(map.io);
+    const { all: boardDevices, uart, acpiPm, pci } = buildPcDevices(map, {
       irq,
       onReset: () => self.board?.onStop({ kind: "reset" }),
       onPowerOff: () => self.board?.onStop({ kind: "poweroff" }),
@@ -213,6 +234,7 @@ export class PcBoard implements Disposable {
       cpus,
       split: map.split,
     });
+    const devices = irqchip ? [...irqchip.portDevices, ...boardDevices] : boardDevices;
 
     // The PCI devices reach guest RAM through the board's "memory" space once it exists.
     const pciDevices = pciModule?.createPcPciDevices(pci, specs, {
@@ -235,7 +257,7 @@ export class PcBoard implements Disposable {
     // restore needs none of them: they are in the guest's memory already).
     const tables = { ramSize: options.ramSize, firmwareSize: biosSize, cpus, pciDevices: pciDevices.length };
     const board = self.board = new PcBoard(
-      { map, cpus, firmware, devices, uart, acpiPm, pci, pciDevices, tables },
+      { map, cpus, firmware, devices, uart, acpiPm, pci, pciDevices, irqchip, tables },
     );
     if (!options.firmwareLoaded) board.memory.writeRom(BIOS_END - biosSize, firmware);
     return board;
@@ -271,6 +293,7 @@ export class PcBoard implements Disposable {
    */
   resetDevices(): void {
     for (const device of this.devices) device.reset();
+    this.irqchip?.ioapic.reset();
     assignPciBars(this.pci, this.split.below4g);
   }
 

@@ -66,6 +66,13 @@ import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts"
 import { closeAll, MAX_CPUS, PcBoard, type PcBoardOptions, pcE820, pcGuestTables } from "./pc_board.ts";
 import { type PcMemory, splitRam } from "./pc_memory.ts";
 import type { PcPciDeviceSpec } from "./pc_pci.ts";
+import type { PcIrqchipMode, PcSplitIrqchip } from "./pc_split_irqchip.ts";
+import type { IoapicRoute } from "../../devices/ioapic.ts";
+import { HostTimer } from "../../kvm/host_timer.ts";
+import { currentThread, handleKickSignal, KICK_SIGNAL } from "../../kvm/vcpu_kicker.ts";
+import { KVM_EXIT_IOAPIC_EOI, KVM_EXIT_IRQ_WINDOW_OPEN } from "../../kvm/ioctls.ts";
+import { KVM_RUN_EXIT_UNION_START } from "../../kvm/_structs.ts";
+import type { UserspaceIrqchip } from "../vcpu_runner.ts";
 
 export { MAX_CPUS, pcE820 };
 
@@ -96,6 +103,13 @@ export interface PcMachineOptions {
   pciDevices?: readonly PcPciDeviceSpec[];
   /** Where a device's error line goes (a guest that breaks the virtio protocol, say). */
   log?: (line: string) => void;
+  /**
+   * Whose interrupt controllers (QEMU's `kernel-irqchip`): `"kernel"` (the default, `on`: PIC,
+   * IOAPIC and PIT in KVM) or `"split"` (only the LAPIC in KVM; the board's own PIC, IOAPIC and
+   * PIT, as QEMU's microvm has by default). For now a split irqchip runs one vCPU, without
+   * ioeventfd devices, and takes no snapshots.
+   */
+  irqchip?: PcIrqchipMode;
 }
 
 /** Options of {@link PcMachine.restore}: what a front-end supplies that a snapshot cannot hold. */
@@ -141,6 +155,14 @@ export async function planBoot(options: PcMachineOptions): Promise<BootPlan> {
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
     throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
   }
+  if (options.irqchip === "split") {
+    // The PIC's ExtINT is injected from the thread that runs the vCPU, which is this one only for
+    // one vCPU and no ioeventfd devices (those run the vCPUs on threads of their own).
+    if (cpus > 1) throw new RangeError("PC: kernel-irqchip=split runs one vCPU for now, not " + cpus);
+    if (options.pciDevices?.some((d) => d.ioeventfd)) {
+      throw new RangeError("PC: kernel-irqchip=split needs ioeventfd=off on every device for now");
+    }
+  }
   if (options.boot) return options.boot;
   if (!options.kernel) return firmwarePlan;
   // The kernel is planned against the e820 map the board will report (the ACPI tables' pages
@@ -166,14 +188,19 @@ export async function planBoot(options: PcMachineOptions): Promise<BootPlan> {
  *
  * @throws {KvmError} when the kernel refuses one of them (the VM is closed again).
  */
-export function createPcVm(kvm: Kvm): Vm {
+export function createPcVm(kvm: Kvm, irqchip: PcIrqchipMode = "kernel"): Vm {
   const vm = kvm.createVm();
   try {
     vm.setIdentityMapAddr(KVM_IDENTITY_MAP_START);
     vm.setTssAddr(KVM_TSS_START);
-    vm.createIrqchip();
-    vm.setGsiRouting(pcGsiRoutes());
-    vm.createPit2();
+    if (irqchip === "split") {
+      // Only the LAPICs in the kernel: no bus device to unregister when the VM is destroyed.
+      vm.enableSplitIrqchip(IOAPIC_PINS);
+    } else {
+      vm.createIrqchip();
+      vm.setGsiRouting(pcGsiRoutes());
+      vm.createPit2();
+    }
     return vm;
   } catch (error) {
     vm.close();
@@ -258,6 +285,65 @@ function kvmBoardWiring(vm: Vm): Pick<PcBoardOptions, "irq" | "deliverMsi" | "fe
         data,
       }),
     fence: sharedMemoryFence(),
+  };
+}
+
+/** Monotonic nanoseconds: the split irqchip's PIT runs on it, and its host timer is armed on it. */
+function monotonicNs(): number {
+  return Math.round(performance.now() * 1e6);
+}
+
+/**
+ * Step 4 of a split irqchip: the KVM side of the board's own PIC, PIT and IOAPIC — a host timer
+ * that signals this thread (the vCPU's) at the PIT's next output change, and KVM's GSI routes 0–23
+ * kept equal to the IOAPIC pins' messages (committed only when a message changes: each commit
+ * costs KVM a grace period), from which KVM learns the level-triggered vectors whose EOI it
+ * reports.
+ */
+function splitIrqchipWiring(vm: Vm, timer: HostTimer): NonNullable<PcBoardOptions["splitIrqchip"]> {
+  let committed = "";
+  return {
+    clock: monotonicNs,
+    onPitDeadline: (deadline) => {
+      if (deadline === undefined) timer.disarm();
+      else timer.armAfter(deadline - monotonicNs());
+    },
+    onRoutes: (routes: readonly IoapicRoute[]) => {
+      const key = routes.map((r) => `${r.address}:${r.data}`).join(",");
+      if (key === committed) return;
+      vm.setGsiRouting(routes.map((r) => ({ gsi: r.pin, addressLo: r.address, addressHi: 0, data: r.data })));
+      committed = key;
+    },
+  };
+}
+
+/** A host timer that interrupts this thread's `KVM_RUN` (the kick signal, which does nothing else). */
+function pitTimer(): HostTimer {
+  handleKickSignal();
+  return HostTimer.create({ signal: KICK_SIGNAL, tid: currentThread().tid });
+}
+
+/**
+ * What the runner does around each `KVM_RUN` with a split irqchip (QEMU's `kvm_arch_pre_run` and
+ * its exits): play the PIT up to now when its timer may have fired; while the PIC's INT is high,
+ * give the BSP its vector (`KVM_INTERRUPT`) once KVM says the vCPU can take one, and ask for the
+ * interrupt window until then; hand the IOAPIC the vectors the guest EOIs.
+ */
+function splitIrqchipHooks(irqchip: PcSplitIrqchip): UserspaceIrqchip {
+  let window = false;
+  return {
+    beforeRun(vcpu) {
+      irqchip.tick();
+      if (irqchip.extIntPending && vcpu.readyForInterruptInjection) vcpu.interrupt(irqchip.extInt());
+      const want = irqchip.extIntPending;
+      if (want !== window) vcpu.setRequestInterruptWindow(window = want);
+    },
+    exit(reason, page) {
+      if (reason === KVM_EXIT_IRQ_WINDOW_OPEN) return true; // beforeRun gives the vector
+      if (reason !== KVM_EXIT_IOAPIC_EOI) return false;
+      irqchip.eoi(page[KVM_RUN_EXIT_UNION_START]);
+      return true;
+    },
   };
 }
 
@@ -417,7 +503,7 @@ export async function makeRunner(board: PcBoard, vcpus: readonly Vcpu[], threade
   const spaces = { memory: board.memory, io: board.io };
   // The threaded runner (and its Worker protocol) is loaded only when a run needs it.
   const runner: Runner = vcpus.length === 1 && !threaded
-    ? new VcpuRunner(vcpus[0], spaces)
+    ? new VcpuRunner(vcpus[0], spaces, board.irqchip ? splitIrqchipHooks(board.irqchip) : null)
     : new (await smpRunner())(vcpus, spaces);
   board.onStop = (outcome) => runner.stop(outcome);
   return runner;
@@ -449,6 +535,8 @@ export class PcMachine implements Disposable {
   readonly #kvmRef: Kvm;
   /** The coalesced-MMIO ring's flusher (null without a ring). */
   readonly #coalesced: Disposable | null;
+  /** The split irqchip's PIT timer (null with the in-kernel irqchip). */
+  readonly #timer: HostTimer | null;
   /** The last snapshot written or restored: what a diff snapshot builds on. */
   #lastSnapshot: SnapshotBase | null = null;
   /** The front-end's description stored in the snapshot this machine was restored from. */
@@ -470,6 +558,7 @@ export class PcMachine implements Disposable {
     notifiers: VirtioNotifiers | null;
     kvm: Kvm;
     coalesced: Disposable | null;
+    timer?: HostTimer | null;
   }) {
     this.board = parts.board;
     this.boot = parts.boot;
@@ -483,6 +572,7 @@ export class PcMachine implements Disposable {
     this.#notifiers = parts.notifiers;
     this.#kvmRef = parts.kvm;
     this.#coalesced = parts.coalesced;
+    this.#timer = parts.timer ?? null;
   }
 
   /**
@@ -514,8 +604,11 @@ export class PcMachine implements Disposable {
     try {
       const kvm = options.kvm ?? Kvm.open();
       if (!options.kvm) cleanup.push(kvm);
-      const vm = createPcVm(kvm); // 2
+      const irqchip = options.irqchip ?? "kernel";
+      const vm = createPcVm(kvm, irqchip); // 2
       cleanup.push(vm);
+      const timer = irqchip === "split" ? pitTimer() : null; // the split irqchip's PIT signals this thread
+      if (timer) cleanup.push(timer);
       const memory = allocatePcMemory(options.ramSize, BigInt(firmware.length), cleanup); // 3
       const board = await PcBoard.create({ // 4
         ramSize: options.ramSize,
@@ -526,6 +619,8 @@ export class PcMachine implements Disposable {
         pciDevices: options.pciDevices,
         log: options.log,
         ...kvmBoardWiring(vm),
+        irqchip,
+        ...(timer ? { splitIrqchip: splitIrqchipWiring(vm, timer) } : {}),
       });
       cleanup.push(board);
       const kvmListener = attachKvm(board, vm, options.traceMemslots); // 5
@@ -548,6 +643,7 @@ export class PcMachine implements Disposable {
         notifiers,
         kvm,
         coalesced,
+        timer,
       });
     } catch (error) {
       try {
@@ -675,10 +771,15 @@ export class PcMachine implements Disposable {
    * held out of `KVM_RUN` meanwhile (with one vCPU, call it from a run hook). The first snapshot
    * turns on dirty logging of RAM, which stays on.
    *
-   * @throws {SnapshotMismatchError} for a diff with nothing to build on.
+   * @throws {SnapshotMismatchError} for a diff with nothing to build on, or a machine with a split irqchip.
    */
   snapshot(dir: string, options: SnapshotOptions = {}): SnapshotResult {
     this.#checkOpen();
+    if (this.board.irqchip) {
+      throw new SnapshotMismatchError(
+        "snapshots need the in-kernel irqchip (kernel-irqchip=on): a split irqchip's state is not saved yet",
+      );
+    }
     return this.#runner.withVcpusPaused(() => {
       // A notify KVM signalled but the VM thread has not served yet would be lost in the snapshot:
       // serve them now, with every vCPU out of KVM_RUN none can come after.
@@ -910,6 +1011,7 @@ export class PcMachine implements Disposable {
     const memory = this.#memory;
     const notifiers = { close: () => this.#notifiers?.close(false) }; // the VM dropped them already
     closeAll([
+      { close: () => this.#timer?.close() }, // no signal to a thread that no longer runs a vCPU
       { close: () => this.#coalesced?.[Symbol.dispose]() }, // before the vCPUs' mappings go
       this.#vm,
       this.board,

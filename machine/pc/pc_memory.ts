@@ -71,6 +71,11 @@ export interface PcMemoryOptions {
   biosBacking?: RamBacking;
   /** Memory behind `pc.rom`. */
   romBacking?: RamBacking;
+  /**
+   * The IOAPIC's region, mapped at 0xfec00000: a userspace IOAPIC's ("ioapic", a split irqchip).
+   * Default: the in-kernel IOAPIC's reservation, "kvm-ioapic".
+   */
+  ioapic?: MemoryRegion;
   /** Ops of the MSI window (`kvm-apic-msi`); default: writes ignored, reads all-ones. */
   apicMsiOps?: import("../../memory/mod.ts").MemoryRegionOps;
 }
@@ -161,8 +166,8 @@ export function buildPcMemory(options: PcMemoryOptions): PcMemory {
     system.addSubregionOverlap(SMRAM_C_START, smramRegion, 1);
     const pam = new Pam(system, ram, pci);
 
-    // In-kernel IOAPIC (accesses never leave the kernel) and the MSI window of the APIC.
-    const ioapic = MemoryRegion.reservation("kvm-ioapic", IOAPIC_SIZE);
+    // The IOAPIC (the in-kernel one's accesses never leave the kernel) and the APIC's MSI window.
+    const ioapic = options.ioapic ?? MemoryRegion.reservation("kvm-ioapic", IOAPIC_SIZE);
     system.addSubregion(IOAPIC_START, ioapic);
     const apicMsi = MemoryRegion.io("kvm-apic-msi", APIC_MSI_SIZE, options.apicMsiOps ?? MSI_DEFAULT_OPS);
     system.addSubregionOverlap(APIC_MSI_START, apicMsi, APIC_MSI_PRIORITY);
