@@ -28,14 +28,10 @@ import { KvmError } from "./kvm_error.ts";
  * Kept `as const` so that `Deno.dlopen` infers exact parameter and result types.
  */
 const LIBC_SYMBOLS = {
-  /** `int open(const char *pathname, int flags);` — pathname as NUL-terminated bytes. */
-  open: { parameters: ["buffer", "i32"], result: "i32" },
   /** `ssize_t read(int fd, void *buf, size_t count);` */
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** `ssize_t write(int fd, const void *buf, size_t count);` */
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  /** `int close(int fd);` */
-  close: { parameters: ["i32"], result: "i32" },
   /** `ssize_t pread64(int fd, void *buf, size_t count, off64_t offset);` — the offset as a BigInt. */
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** `ssize_t pwrite64(int fd, const void *buf, size_t count, off64_t offset);` */
@@ -44,21 +40,8 @@ const LIBC_SYMBOLS = {
   preadv64: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize" },
   /** `ssize_t pwritev64(int fd, const struct iovec *iov, int iovcnt, off64_t offset);` */
   pwritev64: { parameters: ["i32", "buffer", "i32", "i64"], result: "isize" },
-  /** `off64_t lseek64(int fd, off64_t offset, int whence);` */
-  lseek64: { parameters: ["i32", "i64", "i32"], result: "i64" },
-  /** `int fdatasync(int fd);` */
-  fdatasync: { parameters: ["i32"], result: "i32" },
-  /**
-   * `int fcntl(int fd, int cmd, void *arg);` — variadic like `ioctl`, bound with the
-   * pointer form: the byte-range locks (F_OFD_SETLK, F_OFD_GETLK) and F_SETOWN_EX.
-   */
-  fcntl_ptr: { name: "fcntl", parameters: ["i32", "i32", "buffer"], result: "i32" },
-  /** `int eventfd(unsigned int initval, int flags);` */
-  eventfd: { parameters: ["u32", "i32"], result: "i32" },
   /** `int poll(struct pollfd *fds, nfds_t nfds, int timeout);` — blocks the calling thread (a Worker). */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-  /** `ssize_t getrandom(void *buf, size_t buflen, unsigned int flags);` (glibc 2.25+) */
-  getrandom: { parameters: ["buffer", "usize", "u32"], result: "isize" },
   /**
    * `int ioctl(int fd, unsigned long request, void *arg);` for requests without an argument.
    * Always pass `null`: `KVM_RUN`, `KVM_GET_API_VERSION` and `KVM_GET_VCPU_MMAP_SIZE` reject a
@@ -67,54 +50,164 @@ const LIBC_SYMBOLS = {
   ioctl: { parameters: ["i32", "u32", "pointer"], result: "i32" },
   /** `int ioctl(int fd, unsigned long request, struct ... *arg);` — a struct laid out in a buffer. */
   ioctl_buf: { name: "ioctl", parameters: ["i32", "u32", "buffer"], result: "i32" },
-  /** `int ioctl(int fd, unsigned long request, unsigned long arg);` — an integer argument (BigInt). */
-  ioctl_u64: { name: "ioctl", parameters: ["i32", "u32", "u64"], result: "i32" },
-  /** `void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);` */
-  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
-  /** `int munmap(void *addr, size_t length);` */
-  munmap: { parameters: ["pointer", "usize"], result: "i32" },
-  /** `int madvise(void *addr, size_t length, int advice);` */
-  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
-  /** `long sysconf(int name);` */
-  sysconf: { parameters: ["i32"], result: "i64" },
-  /** `pid_t getpid(void);` */
-  getpid: { parameters: [], result: "i32" },
-  /** `pid_t gettid(void);` (glibc 2.30+) — the calling thread's id, for {@link tgkill}. */
-  gettid: { parameters: [], result: "i32" },
-  /** `int tgkill(pid_t tgid, pid_t tid, int sig);` (glibc 2.30+) — a signal to one thread. */
-  tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  /** `int timer_create(clockid_t, struct sigevent *, timer_t *);` (in libc since glibc 2.34). */
-  timer_create: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  /** `int timer_settime(timer_t, int flags, const struct itimerspec *, struct itimerspec *);` */
-  timer_settime: { parameters: ["pointer", "i32", "buffer", "pointer"], result: "i32" },
-  /** `int timer_delete(timer_t);` */
-  timer_delete: { parameters: ["pointer"], result: "i32" },
   /**
    * `int sigaction(int signum, const struct sigaction *act, struct sigaction *oldact);` — glibc's
    * 152-byte struct (handler, 128-byte mask, flags, restorer; glibc supplies the restorer).
    */
   sigaction: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  /** `int mprotect(void *addr, size_t len, int prot);` */
-  mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
-  /** `int fcntl(int fd, int cmd, long arg);` — the integer commands (F_GETFL, F_SETFL, F_SETSIG). */
-  fcntl_int: { name: "fcntl", parameters: ["i32", "i32", "i64"], result: "i32" },
   /** `int *__errno_location(void);` — glibc's per-thread errno cell. */
   __errno_location: { parameters: [], result: "pointer" },
+  /**
+   * `long syscall(long number, ...);` — variadic; six integer arguments (the sixth on the stack,
+   * which glibc's x86-64 `syscall` reads as the kernel's sixth). It returns -1 and sets errno on
+   * failure, as the named wrappers do. The calls off the hot paths go through this one binding:
+   * `Deno.dlopen` costs about 0.33 ms per symbol (measured), and a run used 18 of them.
+   */
+  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64", "i64", "i64"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-/** The bound libc functions, typed from {@link LIBC_SYMBOLS}. */
-export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+/** x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
+const SYS = {
+  close: 3,
+  lseek: 8,
+  mmap: 9,
+  mprotect: 10,
+  munmap: 11,
+  ioctl: 16,
+  madvise: 28,
+  getpid: 39,
+  fcntl: 72,
+  fdatasync: 75,
+  gettid: 186,
+  timer_create: 222,
+  timer_settime: 223,
+  timer_delete: 226,
+  tgkill: 234,
+  openat: 257,
+  eventfd2: 290,
+  getrandom: 318,
+} as const;
+/** `AT_FDCWD`: `openat` relative to the working directory, as `open`. */
+const AT_FDCWD = -100;
+/** What `mmap` returns on failure. */
+const MAP_FAILED_ADDRESS = 0xffff_ffff_ffff_ffffn;
+
+/**
+ * The calls that no hot path makes, each through glibc's `syscall` (one FFI binding for all):
+ * the same arguments, results and errno as the glibc functions of the same names, with the
+ * kernel's own `timer_t` (an int).
+ */
+export interface ColdCalls {
+  /** `int open(const char *pathname, int flags);` — pathname as NUL-terminated bytes (`openat`). */
+  open(path: Uint8Array, flags: number): number;
+  /** `int close(int fd);` */
+  close(fd: number): number;
+  /** `off64_t lseek64(int fd, off64_t offset, int whence);` */
+  lseek64(fd: number, offset: number | bigint, whence: number): number | bigint;
+  /** `int fdatasync(int fd);` */
+  fdatasync(fd: number): number;
+  /** `int fcntl(int fd, int cmd, void *arg);` — the byte-range locks and F_SETOWN_EX. */
+  fcntl_ptr(fd: number, cmd: number, arg: Uint8Array): number;
+  /** `int fcntl(int fd, int cmd, long arg);` — the integer commands (F_GETFL, F_SETFL, F_SETSIG). */
+  fcntl_int(fd: number, cmd: number, arg: number | bigint): number;
+  /** `int eventfd(unsigned int initval, int flags);` (`eventfd2`) */
+  eventfd(initval: number, flags: number): number;
+  /** `ssize_t getrandom(void *buf, size_t buflen, unsigned int flags);` */
+  getrandom(buf: Uint8Array, length: number | bigint, flags: number): number | bigint;
+  /** `int ioctl(int fd, unsigned long request, unsigned long arg);` — an integer argument. */
+  ioctl_u64(fd: number, request: number, arg: bigint): number;
+  /** `void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);` */
+  mmap(
+    addr: Deno.PointerValue,
+    length: number | bigint,
+    prot: number,
+    flags: number,
+    fd: number,
+    offset: number | bigint,
+  ): Deno.PointerValue;
+  /** `int munmap(void *addr, size_t length);` */
+  munmap(addr: Deno.PointerValue, length: number | bigint): number;
+  /** `int madvise(void *addr, size_t length, int advice);` */
+  madvise(addr: Deno.PointerValue, length: number | bigint, advice: number): number;
+  /** `int mprotect(void *addr, size_t len, int prot);` */
+  mprotect(addr: Deno.PointerValue, length: number | bigint, prot: number): number;
+  /** `pid_t getpid(void);` */
+  getpid(): number;
+  /** `pid_t gettid(void);` — the calling thread's id, for {@link tgkill}. */
+  gettid(): number;
+  /** `int tgkill(pid_t tgid, pid_t tid, int sig);` — a signal to one thread. */
+  tgkill(tgid: number, tid: number, signal: number): number;
+  /** `timer_create(clockid, struct sigevent *, int *id)` — the kernel's call: the id is an int. */
+  timer_create(clock: number, event: Uint8Array, idOut: Uint8Array): number;
+  /** `timer_settime(int id, int flags, const struct itimerspec *new, struct itimerspec *old)` */
+  timer_settime(id: number, flags: number, value: Uint8Array, old: Uint8Array | null): number;
+  /** `timer_delete(int id)` */
+  timer_delete(id: number): number;
+}
+
+/** An address for a system call argument (0 for null or an empty buffer). */
+function addressOf(value: Deno.PointerValue | Uint8Array | null): bigint {
+  if (value === null) return 0n;
+  const pointer = value instanceof Uint8Array ? Deno.UnsafePointer.of(value) : value;
+  return BigInt(Deno.UnsafePointer.value(pointer));
+}
+
+/** A result as a number when it fits (every one but a 64-bit offset does). */
+function small(result: number | bigint): number {
+  return Number(result);
+}
+
+/** {@link ColdCalls} over the `syscall` binding of `symbols`. */
+function coldCalls(symbols: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"]): ColdCalls {
+  const n = BigInt;
+  const call = (nr: number, a: number | bigint = 0, b: number | bigint = 0, c: number | bigint = 0, d = 0n) =>
+    symbols.syscall(n(nr), n(a), n(b), n(c), d, 0n, 0n);
+  return {
+    open: (path, flags) => small(call(SYS.openat, AT_FDCWD, addressOf(path), flags)),
+    close: (fd) => small(call(SYS.close, fd)),
+    lseek64: (fd, offset, whence) => call(SYS.lseek, fd, offset, whence),
+    fdatasync: (fd) => small(call(SYS.fdatasync, fd)),
+    fcntl_ptr: (fd, cmd, arg) => small(call(SYS.fcntl, fd, cmd, addressOf(arg))),
+    fcntl_int: (fd, cmd, arg) => small(call(SYS.fcntl, fd, cmd, arg)),
+    eventfd: (initval, flags) => small(call(SYS.eventfd2, initval, flags)),
+    getrandom: (buf, length, flags) => call(SYS.getrandom, addressOf(buf), length, flags),
+    ioctl_u64: (fd, request, arg) => small(call(SYS.ioctl, fd, request >>> 0, arg)),
+    mmap: (addr, length, prot, flags, fd, offset) => {
+      const result = symbols.syscall(
+        n(SYS.mmap),
+        addressOf(addr),
+        n(length),
+        n(prot),
+        n(flags),
+        n(fd),
+        n(offset),
+      );
+      const address = BigInt(result) === -1n ? MAP_FAILED_ADDRESS : BigInt.asUintN(64, BigInt(result));
+      return Deno.UnsafePointer.create(address);
+    },
+    munmap: (addr, length) => small(call(SYS.munmap, addressOf(addr), length)),
+    madvise: (addr, length, advice) => small(call(SYS.madvise, addressOf(addr), length, advice)),
+    mprotect: (addr, length, prot) => small(call(SYS.mprotect, addressOf(addr), length, prot)),
+    getpid: () => small(call(SYS.getpid)),
+    gettid: () => small(call(SYS.gettid)),
+    tgkill: (tgid, tid, signal) => small(call(SYS.tgkill, tgid, tid, signal)),
+    timer_create: (clock, event, idOut) =>
+      small(call(SYS.timer_create, clock, addressOf(event), addressOf(idOut))),
+    timer_settime: (id, flags, value, old) =>
+      small(call(SYS.timer_settime, id, flags, addressOf(value), addressOf(old))),
+    timer_delete: (id) => small(call(SYS.timer_delete, id)),
+  };
+}
+
+/** The bound libc functions, typed from {@link LIBC_SYMBOLS}, and the {@link ColdCalls}. */
+export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"] & ColdCalls;
 
 /** glibc's soname on Linux (x86-64 and others). */
 const LIBC_SONAME = "libc.so.6";
 
-/** `_SC_PAGESIZE` from glibc `<bits/confname.h>`. */
-const SC_PAGESIZE = 30;
-
 let symbols: Libc | undefined;
 /** A 4-byte view over this thread's errno: module state is per isolate, i.e. per thread. */
 let errnoCell: Int32Array | undefined;
-let pageSize: number | undefined;
 
 /**
  * The symbols of `definitions` as one object whose properties bind their symbol on first read
@@ -196,8 +289,10 @@ export function libc(): Libc {
   const cell = lazy.__errno_location();
   if (cell === null) throw new Error("__errno_location() returned NULL");
   errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(cell, 4));
-  symbols = lazy;
-  return lazy;
+  // The cold calls sit beside the lazily bound symbols, as plain functions over `syscall`.
+  const all: Libc = Object.assign(lazy, coldCalls(lazy));
+  symbols = all;
+  return all;
 }
 
 /**
@@ -208,8 +303,10 @@ export function lastErrno(): number {
   return errnoCell ? errnoCell[0] : 0;
 }
 
-/** The host page size in bytes (`sysconf(_SC_PAGESIZE)`), cached. 4096 on x86-64. */
+/**
+ * The host page size in bytes: 4096, the base page of x86-64 Linux (the only host this layer runs
+ * on), without a `sysconf` binding.
+ */
 export function hostPageSize(): number {
-  pageSize ??= Number(libc().sysconf(SC_PAGESIZE));
-  return pageSize;
+  return 4096;
 }

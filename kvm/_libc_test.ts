@@ -1,24 +1,50 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { lazySymbols, libc } from "./_libc.ts";
+import { lastErrno, lazySymbols, libc } from "./_libc.ts";
+import { EBADF, EINVAL, ENOENT } from "./_errno.ts";
 
 // These need --allow-ffi only.
 
 Deno.test("libc symbols are bound on first use, once, and stay the same function", () => {
   const symbols = libc();
   assert.ok(Object.keys(symbols).includes("ioctl_buf") && Object.keys(symbols).includes("pwritev64"));
-  // This file never calls fdatasync: it is not bound yet.
-  assert.equal(typeof Object.getOwnPropertyDescriptor(symbols, "fdatasync")?.get, "function");
-  const getpid = symbols.getpid;
-  assert.equal(getpid(), Deno.pid);
-  assert.equal(symbols.getpid, getpid, "the second read finds the bound function");
-  assert.equal(libc().getpid, getpid);
-  const bound = Object.getOwnPropertyDescriptor(symbols, "getpid");
+  // This file never calls pwritev64: it is not bound yet.
+  assert.equal(typeof Object.getOwnPropertyDescriptor(symbols, "pwritev64")?.get, "function");
+  const read = symbols.read;
+  assert.equal(read(-1, new Uint8Array(1), 1n), -1n);
+  assert.equal(symbols.read, read, "the second read finds the bound function");
+  assert.equal(libc().read, read);
+  const bound = Object.getOwnPropertyDescriptor(symbols, "read");
   assert.deepEqual(
     [bound?.value, bound?.writable, bound?.get],
-    [getpid, false, undefined],
+    [read, false, undefined],
     "a plain data property once bound",
   );
+});
+
+Deno.test("the cold calls go through syscall(2) with glibc's results and errno", () => {
+  const c = libc();
+  assert.equal(c.getpid(), Deno.pid);
+  assert.ok(c.gettid() > 0);
+  assert.equal(c.close(-1), -1);
+  assert.equal(lastErrno(), EBADF);
+  const path = new TextEncoder().encode("/dev/null\0");
+  const fd = c.open(path, 0);
+  assert.ok(fd >= 0);
+  assert.equal(c.fcntl_int(fd, 3, /* F_GETFL */ 0), 0x8000 /* O_LARGEFILE */);
+  assert.equal(c.close(fd), 0);
+  assert.equal(c.open(new TextEncoder().encode("/nonexistent/x\0"), 0), -1);
+  assert.equal(lastErrno(), ENOENT);
+  // mmap: an address, then MAP_FAILED on a bad request; munmap and mprotect on the mapping.
+  const page = c.mmap(null, 4096n, 3, 0x22, /* MAP_PRIVATE | MAP_ANONYMOUS */ -1, 0n);
+  assert.notEqual(Deno.UnsafePointer.value(page), 0xffff_ffff_ffff_ffffn);
+  new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(page!, 4096))[0] = 7;
+  assert.equal(c.mprotect(page, 4096n, 1 /* PROT_READ */), 0);
+  assert.equal(c.munmap(page, 4096n), 0);
+  const failed = c.mmap(null, 0n, 3, 0x22, -1, 0n);
+  assert.equal(BigInt(Deno.UnsafePointer.value(failed)), 0xffff_ffff_ffff_ffffn);
+  assert.equal(lastErrno(), EINVAL);
+  assert.equal(BigInt(c.lseek64(-1, 0n, 0)), -1n);
 });
 
 Deno.test("lazySymbols binds each symbol once, on its first read; a failed bind is tried again", () => {

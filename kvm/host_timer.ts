@@ -48,13 +48,14 @@ export interface HostTimerOptions {
  * ```
  */
 export class HostTimer implements Disposable {
-  #id: Deno.PointerValue;
+  /** The kernel's timer id. */
+  readonly #id: number;
   readonly #repeatNs: number;
   readonly #spec = new Uint8Array(ITIMERSPEC_SIZE);
   readonly #view = new DataView(this.#spec.buffer);
   #closed = false;
 
-  private constructor(id: Deno.PointerValue, repeatNs: number) {
+  private constructor(id: number, repeatNs: number) {
     this.#id = id;
     this.#repeatNs = repeatNs;
   }
@@ -75,13 +76,13 @@ export class HostTimer implements Disposable {
     view.setInt32(SIGEV_SIGNO, options.signal, true);
     view.setInt32(SIGEV_NOTIFY, SIGEV_THREAD_ID, true);
     view.setInt32(SIGEV_THREAD_ID_OFFSET, options.tid, true);
-    const id = new BigUint64Array(1);
+    const id = new Int32Array(1);
     if (libc().timer_create(CLOCK_MONOTONIC, event, new Uint8Array(id.buffer)) !== 0) {
       throw new KvmError("timer_create", lastErrno(), {
         detail: `signal ${options.signal} to thread ${options.tid}`,
       });
     }
-    return new HostTimer(Deno.UnsafePointer.create(id[0]), repeatNs);
+    return new HostTimer(id[0], repeatNs);
   }
 
   /**
