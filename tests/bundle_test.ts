@@ -129,7 +129,7 @@ function staticClosure(out: URL, file: string): string[] {
   return [...seen];
 }
 
-Deno.test("a plain run loads no code of virtio, the Linux loaders or the SMP runner: they are imported when needed", async () => {
+Deno.test("a plain run loads no code of virtio, the Linux loaders, the SMP runner or the split irqchip: imported when needed", async () => {
   // Names kept by the bundle (--keep-names): each of these lives in code a plain run does not load.
   const lazy = [
     "VirtioBlk", // the virtio models, for a board with -device / -drive
@@ -145,6 +145,9 @@ Deno.test("a plain run loads no code of virtio, the Linux loaders or the SMP run
     "loadVmlinux",
     "SmpRunner", // the threaded runner, for -smp 2 or more (or ioeventfd devices)
     "VirtioNotifiers",
+    "I8259", // the split irqchip's own controllers, for -machine kernel-irqchip=split
+    "I8254",
+    "Ioapic",
   ];
   const eager = ["Uart16550", "VcpuRunner", "loadMultiboot", "PcMachine"];
   await withBundle(async ({ out }) => {

@@ -18,7 +18,7 @@ import type { RunOutcome } from "../runner.ts";
 import { BIOS_END, HIGHMEM_START, KVM_IDENTITY_MAP_START, KVM_RESERVED_SIZE } from "./layout.ts";
 import { buildMpTable, MP_TABLE_MAX_CPUS } from "./mptable.ts";
 import { buildPcDevices } from "./pc_devices.ts";
-import { type PcIrqchipMode, PcSplitIrqchip, type PcSplitIrqchipWiring } from "./pc_split_irqchip.ts";
+import type { PcIrqchipMode, PcSplitIrqchip, PcSplitIrqchipWiring } from "./pc_split_irqchip.ts";
 import { buildPcMemory, type PcMemory, type RamSplit, splitRam } from "./pc_memory.ts";
 import {
   assignPciBars,
@@ -206,8 +206,12 @@ export class PcBoard implements Disposable {
     const firmware = options.firmware ?? FIRMWARE;
     const biosSize = BigInt(firmware.length);
     // A split irqchip's own IOAPIC replaces the in-kernel one's reservation at 0xfec00000.
+    // (Its device models are loaded only for it: a board with the in-kernel irqchip needs none.)
     const irqchip = options.irqchip === "split"
-      ? new PcSplitIrqchip({ deliverMsi: options.deliverMsi ?? (() => {}), ...options.splitIrqchip })
+      ? new (await import("./pc_split_irqchip.ts")).PcSplitIrqchip({
+        deliverMsi: options.deliverMsi ?? (() => {}),
+        ...options.splitIrqchip,
+      })
       : null;
     const map = buildPcMemory({
       ramSize: options.ramSize,
