@@ -106,7 +106,7 @@ options:
                           the board is QEMU's pc (i440fx); kernel-irqchip=on (the default) keeps
                           the PIC, IOAPIC and PIT in KVM, split only the LAPIC, with the PIC, IOAPIC
                           and PIT here (QEMU's microvm default; faster to start and end). For now
-                          split runs -smp 1 without snapshots, and virtio devices need ioeventfd=off
+                          split runs -smp 1, and virtio devices need ioeventfd=off
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
   -serial stdio|null|file:PATH
                           where COM1 goes (default stdio)
@@ -227,8 +227,11 @@ export interface CliOptions {
   web?: WebListenSpec;
   /** `--snapshot-to`, `--snapshot-after`, `--restore` (cli/snapshot_cli.ts). */
   snapshot: SnapshotFlags;
-  /** `-machine kernel-irqchip=`: the irqchip in the kernel, or split. */
-  irqchip: PcIrqchipMode;
+  /**
+   * `-machine kernel-irqchip=`: the irqchip in the kernel, or split; undefined when not given (in the
+   * kernel for a boot; a restore takes its snapshot's).
+   */
+  irqchip: PcIrqchipMode | undefined;
 }
 
 /** The options this front-end takes: whether each takes a value. Spelt with one dash or two. */
@@ -579,9 +582,6 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
   if (irqchip === "split") {
     const flag = `-machine ${values.machine ?? values.M}`;
     if (cpus > 1) throw new UsageError(`${flag}: a split irqchip runs one vCPU for now, not -smp ${cpus}`);
-    if (snapshot.to || snapshot.restore) {
-      throw new UsageError(`${flag}: a split irqchip's state is not saved in snapshots yet`);
-    }
   }
   const drives = (values.drive ?? []).map(parseDrive);
   const netdevs = (values.netdev ?? []).map(parseNetdev);
@@ -667,10 +667,10 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
 
 /**
  * `-machine [type=]pc[,kernel-irqchip=on|split]` (QEMU's `-M`): the one board is the i440fx `pc`;
- * the irqchip in the kernel (`on`, the default) or split.
+ * the irqchip in the kernel (`on`, the default) or split; undefined without the option.
  */
-function parseMachine(text: string | undefined): PcIrqchipMode {
-  if (text === undefined) return "kernel";
+function parseMachine(text: string | undefined): PcIrqchipMode | undefined {
+  if (text === undefined) return undefined;
   let irqchip: PcIrqchipMode = "kernel";
   for (const [i, part] of text.split(",").entries()) {
     const eq = part.indexOf("=");

@@ -186,6 +186,7 @@ export async function createOrRestore(flags: SnapshotFlags, options: PcMachineOp
     log: options.log,
     ...(ramSize !== undefined ? { ramSize } : {}),
     ...(cpus !== undefined ? { cpus } : {}),
+    ...(options.irqchip !== undefined ? { irqchip: options.irqchip } : {}),
   });
   const frontEnd = machine.restoredFrontEnd;
   if (frontEnd && typeof frontEnd === "object" && "serialBytes" in frontEnd) {

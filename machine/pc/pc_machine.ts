@@ -107,7 +107,7 @@ export interface PcMachineOptions {
    * Whose interrupt controllers (QEMU's `kernel-irqchip`): `"kernel"` (the default, `on`: PIC,
    * IOAPIC and PIT in KVM) or `"split"` (only the LAPIC in KVM; the board's own PIC, IOAPIC and
    * PIT, as QEMU's microvm has by default). For now a split irqchip runs one vCPU, without
-   * ioeventfd devices, and takes no snapshots.
+   * ioeventfd devices.
    */
   irqchip?: PcIrqchipMode;
 }
@@ -128,6 +128,8 @@ export interface PcRestoreOptions {
   pciDevices?: readonly PcPciDeviceSpec[];
   /** Where a device's error line goes. */
   log?: (line: string) => void;
+  /** When given, must be the snapshot's irqchip (`-machine kernel-irqchip=` given with `--restore`). */
+  irqchip?: PcIrqchipMode;
 }
 
 /**
@@ -685,6 +687,14 @@ export class PcMachine implements Disposable {
         `snapshot ${dir} has ${board.cpus} vCPUs, not the ${options.cpus} asked for`,
       );
     }
+    if (options.irqchip !== undefined && options.irqchip !== board.irqchip) {
+      const name = (mode: PcIrqchipMode) => mode === "split" ? "split" : "on";
+      throw new SnapshotMismatchError(
+        `snapshot ${dir} has kernel-irqchip=${name(board.irqchip)}, not the ${
+          name(options.irqchip)
+        } asked for`,
+      );
+    }
     const given = (options.pciDevices ?? []).map((d) => d.type);
     const saved = board.pciDevices.map((d) => d.type);
     if (given.join(",") !== saved.join(",")) {
@@ -699,8 +709,10 @@ export class PcMachine implements Disposable {
     try {
       const kvm = options.kvm ?? Kvm.open();
       if (!options.kvm) cleanup.push(kvm);
-      const vm = createPcVm(kvm);
+      const vm = createPcVm(kvm, board.irqchip);
       cleanup.push(vm);
+      const timer = board.irqchip === "split" ? pitTimer() : null;
+      if (timer) cleanup.push(timer);
       const [ram, bios, rom] = mapMemoryChain(
         chain.map((link) => ({ dir: link.dir, memory: link.state.memory })),
       );
@@ -712,6 +724,8 @@ export class PcMachine implements Disposable {
         ramSize: board.ramSize,
         firmware,
         firmwareLoaded: true,
+        irqchip: board.irqchip,
+        ...(timer ? { splitIrqchip: splitIrqchipWiring(vm, timer) } : {}),
         cpus: board.cpus,
         backings: memory,
         serial: options.serial,
@@ -729,8 +743,9 @@ export class PcMachine implements Disposable {
       checkCpuid(dir, state.vcpus, kvm, (i) => vcpus[i].getCpuid2());
       const coalesced = attachCoalescedRing(pc, vm, vcpus[0]);
       if (coalesced) cleanup.push(coalesced);
-      state.vm.irqchips.forEach((chip, id) => vm.setIrqchip(id, chip));
-      vm.setPit2(state.vm.pit);
+      // In-kernel PICs, IOAPIC and PIT (a split irqchip's are devices, loaded with the others below).
+      state.vm.irqchips?.forEach((chip, id) => vm.setIrqchip(id, chip));
+      if (state.vm.pit) vm.setPit2(state.vm.pit);
       vcpus.forEach((vcpu, i) => restoreVcpuState(vcpu, state.vcpus[i]));
       loadDevices(pc, state.devices);
       vm.setClock(state.vm.clock);
@@ -750,6 +765,7 @@ export class PcMachine implements Disposable {
         notifiers,
         kvm,
         coalesced,
+        timer,
       });
       machine.#lastSnapshot = { reference: chain[chain.length - 1].reference, boot: board.boot };
       machine.#restoredFrontEnd = board.frontEnd;
@@ -771,15 +787,11 @@ export class PcMachine implements Disposable {
    * held out of `KVM_RUN` meanwhile (with one vCPU, call it from a run hook). The first snapshot
    * turns on dirty logging of RAM, which stays on.
    *
-   * @throws {SnapshotMismatchError} for a diff with nothing to build on, or a machine with a split irqchip.
+   * @throws {SnapshotMismatchError} for a diff with nothing to build on.
    */
   snapshot(dir: string, options: SnapshotOptions = {}): SnapshotResult {
     this.#checkOpen();
-    if (this.board.irqchip) {
-      throw new SnapshotMismatchError(
-        "snapshots need the in-kernel irqchip (kernel-irqchip=on): a split irqchip's state is not saved yet",
-      );
-    }
+
     return this.#runner.withVcpusPaused(() => {
       // A notify KVM signalled but the VM thread has not served yet would be lost in the snapshot:
       // serve them now, with every vCPU out of KVM_RUN none can come after.

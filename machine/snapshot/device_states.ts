@@ -25,6 +25,8 @@ export function boardDevices(board: PcBoard): Map<string, Snapshottable> {
     out.set(unique, device);
   };
   for (const device of board.devices) add(device.constructor.name, device);
+  // A split irqchip's IOAPIC is on the memory bus, not among the port devices.
+  if (board.irqchip) add(board.irqchip.ioapic.constructor.name, board.irqchip.ioapic);
   // Every PCI function on the host (the i440fx with PAM and SMRAM, then the virtio functions).
   for (const { address, device } of board.pci.functions()) {
     const at = `${address.device.toString(16).padStart(2, "0")}.${address.function}`;

@@ -143,9 +143,11 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
   };
   for (const vcpu of source.vcpus) completePendingIo(vcpu, board);
   const vcpus = source.vcpus.map((vcpu) => saveVcpuState(vcpu, options));
+  // A split irqchip's PIC, IOAPIC and PIT are devices of the board, saved with the others.
+  const split = board.irqchip !== null;
   const vmState = {
-    irqchips: [0, 1, 2].map((chip) => vm.getIrqchip(chip)),
-    pit: vm.getPit2(),
+    irqchips: split ? null : [0, 1, 2].map((chip) => vm.getIrqchip(chip)),
+    pit: split ? null : vm.getPit2(),
     clock: vm.getClock().clock,
   };
   const devices = saveDevices(board);
@@ -177,6 +179,7 @@ export function writeSnapshot(dir: string, source: SnapshotSource): SnapshotResu
       ramSize: ram.size,
       cpus: source.vcpus.length,
       firmwareSize: Number(bios.size),
+      irqchip: split ? "split" : "kernel",
       boot,
       pciDevices: board.pciDevices.map((d) => ({ type: d.spec.type, id: d.spec.id ?? null })),
       frontEnd: (typeof source.frontEnd === "function" ? source.frontEnd() : source.frontEnd) ?? null,

@@ -27,6 +27,8 @@ export interface SnapshotBoard {
    * block (the guest cannot write that ROM), so the state does not hold them again.
    */
   readonly firmwareSize: number;
+  /** Whose PIC, IOAPIC and PIT: KVM's (`"kernel"`; also when the field is absent) or the board's. */
+  readonly irqchip: "kernel" | "split";
   /** What was loaded at boot (a system reset after the restore loads it again), as stored. */
   readonly boot: SnapshotBoot;
   /** The PCI devices in slot order: type and `-device id=`. */
@@ -66,10 +68,13 @@ export interface SnapshotBoot {
 
 /** The VM-wide in-kernel state. */
 export interface SnapshotVm {
-  /** `KVM_GET_IRQCHIP` of the master PIC, the slave PIC and the IOAPIC (512 bytes each). */
-  readonly irqchips: readonly Uint8Array[];
-  /** `KVM_GET_PIT2`. */
-  readonly pit: KvmPitState2;
+  /**
+   * `KVM_GET_IRQCHIP` of the master PIC, the slave PIC and the IOAPIC (512 bytes each); null with a
+   * split irqchip, whose PIC and IOAPIC are devices (their state is in the devices section).
+   */
+  readonly irqchips: readonly Uint8Array[] | null;
+  /** `KVM_GET_PIT2`; null with a split irqchip (the board's PIT is a device). */
+  readonly pit: KvmPitState2 | null;
   /** kvmclock in nanoseconds when the snapshot was taken. */
   readonly clock: bigint;
 }
@@ -228,6 +233,9 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotState {
     ramSize: field(b, "ramSize", "board", isBigint, "a size"),
     cpus: field(b, "cpus", "board", isCount, "a count"),
     firmwareSize: field(b, "firmwareSize", "board", isCount, "a size"),
+    irqchip: b.irqchip === undefined
+      ? "kernel"
+      : field(b, "irqchip", "board", (v) => v === "kernel" || v === "split", '"kernel" or "split"'),
     boot: decodeSnapshotBoot(b.boot),
     pciDevices: field<SnapValue[]>(b, "pciDevices", "board", isArray, "a list").map((d, i) => {
       const o = obj(d, `board.pciDevices[${i}]`);
@@ -245,14 +253,21 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotState {
   });
   if (vcpus.length !== board.cpus) fail("the vcpu sections", `are ${vcpus.length} for ${board.cpus} vCPUs`);
   const v = one(SECTION_TYPES.vm, "vm");
-  const irqchips = field<SnapValue[]>(v, "irqchips", "vm", isArray, "a list");
-  if (irqchips.length !== 3 || !irqchips.every((c) => c instanceof Uint8Array && c.length === 512)) {
+  // With a split irqchip the VM holds no PIC, IOAPIC or PIT: both are null.
+  const split = board.irqchip === "split";
+  if (split && (v.irqchips !== null || v.pit !== null)) {
+    fail("vm", "has in-kernel irqchips with a split irqchip");
+  }
+  const irqchips = split ? [] : field<SnapValue[]>(v, "irqchips", "vm", isArray, "a list");
+  if (
+    !split && (irqchips.length !== 3 || !irqchips.every((c) => c instanceof Uint8Array && c.length === 512))
+  ) {
     fail("vm.irqchips", "is not three chips of 512 bytes");
   }
-  const pit = obj(v.pit, "vm.pit");
+  const pit = split ? {} : obj(v.pit, "vm.pit");
   const vm: SnapshotVm = {
-    irqchips: irqchips as Uint8Array[],
-    pit: {
+    irqchips: split ? null : irqchips as Uint8Array[],
+    pit: split ? null : {
       channels: field(
         pit,
         "channels",
