@@ -130,7 +130,7 @@ options:
   --timings               print where the time and memory went (start-up, VM creation, guest run) on stderr
   -h, --help              this text
 
-While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info pci,
+While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info pci, info pic,
 info registers, stop, cont, system_reset, quit: the same commands as QMP's), Ctrl-A h lists the keys. Exit status: the guest's isa-debug-exit status ((value << 1) | 1),
 0 after a reset or quit, 1 when the guest crashes or a run fails, 2 for a bad command line or
 input file (every input is checked before /dev/kvm is opened).`;
@@ -1562,6 +1562,7 @@ function monitorView(pc: PcMachine): MonitorMachine {
     registers: (cpu) => pc.registers(cpu),
     powerButton: () => pc.powerButton(),
     infoPci: () => pc.infoPci(),
+    infoPic: () => pc.infoPic(),
     cpus: pc.cpus,
     threadIds: () => pc.threadIds(),
     readPhysical: (addr, length) => {

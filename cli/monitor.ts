@@ -18,6 +18,7 @@ const HELP = [
   "info mtree [-f] [-D]  show the memory tree (-f: flat views, -D: disabled regions too)",
   "info registers [-a]   show the registers of CPU 0 (-a: of every CPU)",
   "info pci              show the PCI functions, their BARs and interrupts",
+  "info pic              show both 8259s and the IOAPIC (KVM's, or the board's own with a split irqchip)",
   "info status           show whether the guest runs",
   "info cpus             show the vCPUs and their host threads",
   "info version          show the version",
@@ -132,6 +133,11 @@ function info(commands: MonitorCommands, rest: string[], line: string): string {
     case "pci": {
       const pci = commands.infoPci();
       if (pci !== null) return pci;
+      break;
+    }
+    case "pic": {
+      const pic = commands.infoPic();
+      if (pic !== null) return pic;
       break;
     }
     case "status": {

@@ -21,6 +21,8 @@ export interface MonitorMachine {
   powerButton(): boolean;
   /** `info pci` text. */
   infoPci?(): string;
+  /** `info pic` text. */
+  infoPic?(): string;
   /** Number of vCPUs. */
   readonly cpus: number;
   /** The host thread id of each vCPU. */
@@ -260,6 +262,11 @@ export class MonitorCommands {
   /** `info pci` text, or null when the machine has no PCI listing. */
   infoPci(): string | null {
     return this.#machine.infoPci?.() ?? null;
+  }
+
+  /** `info pic` text (QEMU's format), or null when the machine has no such listing. */
+  infoPic(): string | null {
+    return this.#machine.infoPic?.() ?? null;
   }
 
   /**

@@ -33,6 +33,14 @@ Deno.test("monitor: info pci prints the machine's functions; an unknown item in 
   assert.match(runMonitorCommand(commands, "help").output, /info pci/);
 });
 
+Deno.test("monitor: info pic prints the machine's 8259s and IOAPIC; a machine without them has no such item", () => {
+  const { commands } = commandsOver(fakeMachine(true, { infoPic: () => "pic0: irr=00\nioapic0: ver=0x11" }));
+  assert.equal(runMonitorCommand(commands, "info pic").output, "pic0: irr=00\nioapic0: ver=0x11\n");
+  assert.match(runMonitorCommand(commands, "help").output, /info pic /);
+  const bare = commandsOver(fakeMachine(true)).commands;
+  assert.equal(runMonitorCommand(bare, "info pic").output, "unknown command: 'info pic'\n");
+});
+
 Deno.test("monitor: stop, cont, system_reset and quit are the shared commands, with QMP's events", () => {
   const { commands, events, ends } = commandsOver(fakeMachine());
   assert.equal(runMonitorCommand(commands, "info status").output, "VM status: running\n");

@@ -15,6 +15,7 @@
  * @module
  */
 
+import { formatPicInfo } from "./pic_info.ts";
 import { MemoryRegion, type MemoryRegionOps } from "../memory/mod.ts";
 import { checkPortRange } from "./_ports.ts";
 import type { PortDevice } from "./port_device.ts";
@@ -298,10 +299,7 @@ class Chip implements ChipRegisters {
 
   /** A line of QEMU's `info pic` (`pic_print_info`). */
   info(index: number): string {
-    const hex = (v: number) => v.toString(16).padStart(2, "0");
-    return `pic${index}: irr=${hex(this.irr)} imr=${hex(this.imr)} isr=${hex(this.isr)} ` +
-      `hprio=${this.priorityAdd} irq_base=${hex(this.irqBase)} rr_sel=${Number(this.readRegSelect)} ` +
-      `elcr=${hex(this.elcr)} fnm=${Number(this.specialFullyNestedMode)}`;
+    return formatPicInfo(index, this);
   }
 
   save(): StateObject {

@@ -44,6 +44,7 @@
  * @module
  */
 
+import { formatIoapicInfo } from "./ioapic_info.ts";
 import { MemoryRegion } from "../memory/mod.ts";
 import type { IrqLine } from "./irq_line.ts";
 import { type Snapshottable, type StateObject, StateReader } from "./device_state.ts";
@@ -112,7 +113,6 @@ const ID_SHIFT = 24;
 const ID_MASK = 0xf;
 const VER_ENTRIES_SHIFT = 16;
 const PIN_MASK = (1 << IOAPIC_PINS) - 1;
-const DELIVERY_MODE_NAMES = ["fixed", "lowest", "SMI", "...", "NMI", "INIT", "...", "extINT"];
 
 /** An MSI message: a 32-bit write of `data` at `address`. */
 export interface IoapicMsiMessage {
@@ -370,35 +370,13 @@ export class Ioapic implements Snapshottable {
    * IOREGSEL, one line per pin, then IRR and remote IRR.
    */
   info(): string {
-    const hex2 = (n: number) => n.toString(16).padStart(2, "0");
-    let out = `ioapic0: ver=0x${this.version.toString(16)} id=0x${hex2(this.#id)} sel=0x${
-      hex2(this.#ioregsel)
-    }`;
-    out += this.#ioregsel ? ` (redir[${((this.#ioregsel - IOAPIC_REG_REDTBL_BASE) >> 1) >>> 0}])\n` : "\n";
-    let remoteIrr = 0;
-    for (let pin = 0; pin < IOAPIC_PINS; pin++) {
-      const lo = this.#lo[pin];
-      const hi = this.#hi[pin];
-      const logical = (lo & IOAPIC_DEST_MODE_BIT) !== 0;
-      const dest = (hi >>> 24) & (logical ? 0xff : 0xf);
-      const level = (lo & IOAPIC_TRIGGER_LEVEL_BIT) !== 0;
-      out += `  pin ${String(pin).padEnd(2)} 0x${this.entry(pin).toString(16).padStart(16, "0")}` +
-        ` dest=${dest.toString(16)} vec=${String(lo & IOAPIC_VECTOR_MASK).padEnd(3)}` +
-        ` ${lo & IOAPIC_POLARITY_BIT ? "active-lo" : "active-hi"} ${(level ? "level" : "edge").padEnd(5)}` +
-        ` ${(lo & IOAPIC_MASKED_BIT ? "masked" : "").padEnd(6)}` +
-        ` ${DELIVERY_MODE_NAMES[(lo >> IOAPIC_DELIVERY_MODE_SHIFT) & 7].padEnd(6)}` +
-        ` ${logical ? "logical" : "physical"}\n`;
-      if (level && lo & IOAPIC_REMOTE_IRR_BIT) remoteIrr |= 1 << pin;
-    }
-    const dump = (name: string, bitmap: number) => {
-      let line = `${name.padEnd(10)} `;
-      if (bitmap === 0) return `${line}(none)\n`;
-      for (let pin = 0; pin < IOAPIC_PINS; pin++) {
-        if (bitmap & (1 << pin)) line += `${String(pin).padEnd(2)} `;
-      }
-      return `${line}\n`;
-    };
-    return out + dump("  IRR", this.#irr) + dump("  Remote IRR", remoteIrr);
+    return formatIoapicInfo({
+      version: this.version,
+      id: this.#id,
+      ioregsel: this.#ioregsel,
+      irr: this.#irr,
+      entries: Array.from({ length: IOAPIC_PINS }, (_, pin) => this.entry(pin)),
+    });
   }
 
   /**

@@ -90,6 +90,8 @@ export {
   type IoapicOptions,
   type IoapicRoute,
 } from "./ioapic.ts";
+export { formatIoapicInfo, type IoapicInfo } from "./ioapic_info.ts";
+export { formatPicInfo, type PicInfo } from "./pic_info.ts";
 export { Port92, PORT92_PORT, type Port92Options } from "./port92.ts";
 export {
   RESET_CONTROL_PORT,

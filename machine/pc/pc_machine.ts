@@ -67,6 +67,7 @@ import { closeAll, MAX_CPUS, PcBoard, type PcBoardOptions, pcE820, pcGuestTables
 import { type PcMemory, splitRam } from "./pc_memory.ts";
 import type { PcPciDeviceSpec } from "./pc_pci.ts";
 import type { PcIrqchipMode, PcSplitIrqchip } from "./pc_split_irqchip.ts";
+import { kernelIrqchipInfo } from "./kernel_irqchip_info.ts";
 import type { IoapicRoute } from "../../devices/ioapic.ts";
 import { HostTimer } from "../../kvm/host_timer.ts";
 import { currentThread, handleKickSignal, KICK_SIGNAL } from "../../kvm/vcpu_kicker.ts";
@@ -937,6 +938,17 @@ export class PcMachine implements Disposable {
   /** QEMU's `info pci`. */
   infoPci(): string {
     return this.board.infoPci();
+  }
+
+  /**
+   * QEMU's `info pic`: both 8259s and the IOAPIC, in QEMU's format — the board's own with a split
+   * irqchip, KVM's (`KVM_GET_IRQCHIP`, decoded into the same models) with the in-kernel one.
+   */
+  infoPic(): string {
+    this.#checkOpen();
+    const own = this.board.irqchip;
+    if (own) return `${own.pic.info()}\n${own.ioapic.info()}`.trimEnd();
+    return kernelIrqchipInfo([0, 1, 2].map((chip) => this.#vm.getIrqchip(chip)));
   }
 
   /** `info mtree` of this machine's address spaces. */
