@@ -291,9 +291,32 @@ function kvmBoardWiring(vm: Vm): Pick<PcBoardOptions, "irq" | "deliverMsi" | "fe
   };
 }
 
-/** Monotonic nanoseconds: the split irqchip's PIT runs on it, and its host timer is armed on it. */
+/** Monotonic nanoseconds. */
 function monotonicNs(): number {
   return Math.round(performance.now() * 1e6);
+}
+
+/**
+ * The split irqchip's PIT clock: monotonic nanoseconds that stand still while the machine is paused
+ * (QEMU's virtual clock), so that a long `stop` is not played back as a burst of timer interrupts.
+ */
+class GuestClock {
+  #pausedNs = 0;
+  #since = 0;
+  #depth = 0;
+
+  /** Now, on this clock. */
+  readonly now = (): number => (this.#depth > 0 ? this.#since : monotonicNs()) - this.#pausedNs;
+
+  /** Runs `fn` with the clock stopped (calls nest). */
+  paused<T>(fn: () => T): T {
+    if (this.#depth++ === 0) this.#since = monotonicNs();
+    try {
+      return fn();
+    } finally {
+      if (--this.#depth === 0) this.#pausedNs += monotonicNs() - this.#since;
+    }
+  }
 }
 
 /**
@@ -303,13 +326,17 @@ function monotonicNs(): number {
  * costs KVM a grace period), from which KVM learns the level-triggered vectors whose EOI it
  * reports.
  */
-function splitIrqchipWiring(vm: Vm, timer: HostTimer): NonNullable<PcBoardOptions["splitIrqchip"]> {
+function splitIrqchipWiring(
+  vm: Vm,
+  timer: HostTimer,
+  clock: GuestClock,
+): NonNullable<PcBoardOptions["splitIrqchip"]> {
   let committed = "";
   return {
-    clock: monotonicNs,
+    clock: clock.now,
     onPitDeadline: (deadline) => {
       if (deadline === undefined) timer.disarm();
-      else timer.armAfter(deadline - monotonicNs());
+      else timer.armAfter(deadline - clock.now());
     },
     onRoutes: (routes: readonly IoapicRoute[]) => {
       const key = routes.map((r) => `${r.address}:${r.data}`).join(",");
@@ -540,6 +567,8 @@ export class PcMachine implements Disposable {
   readonly #coalesced: Disposable | null;
   /** The split irqchip's PIT timer (null with the in-kernel irqchip). */
   readonly #timer: HostTimer | null;
+  /** The split irqchip's PIT clock, stopped while paused (null with the in-kernel irqchip). */
+  readonly #clock: GuestClock | null;
   /** The last snapshot written or restored: what a diff snapshot builds on. */
   #lastSnapshot: SnapshotBase | null = null;
   /** The front-end's description stored in the snapshot this machine was restored from. */
@@ -562,6 +591,7 @@ export class PcMachine implements Disposable {
     kvm: Kvm;
     coalesced: Disposable | null;
     timer?: HostTimer | null;
+    clock?: GuestClock | null;
   }) {
     this.board = parts.board;
     this.boot = parts.boot;
@@ -576,6 +606,7 @@ export class PcMachine implements Disposable {
     this.#kvmRef = parts.kvm;
     this.#coalesced = parts.coalesced;
     this.#timer = parts.timer ?? null;
+    this.#clock = parts.clock ?? null;
   }
 
   /**
@@ -612,6 +643,7 @@ export class PcMachine implements Disposable {
       cleanup.push(vm);
       const timer = irqchip === "split" ? pitTimer() : null; // the split irqchip's PIT signals this thread
       if (timer) cleanup.push(timer);
+      const clock = new GuestClock();
       const memory = allocatePcMemory(options.ramSize, BigInt(firmware.length), cleanup); // 3
       const board = await PcBoard.create({ // 4
         ramSize: options.ramSize,
@@ -623,7 +655,7 @@ export class PcMachine implements Disposable {
         log: options.log,
         ...kvmBoardWiring(vm),
         irqchip,
-        ...(timer ? { splitIrqchip: splitIrqchipWiring(vm, timer) } : {}),
+        ...(timer ? { splitIrqchip: splitIrqchipWiring(vm, timer, clock) } : {}),
       });
       cleanup.push(board);
       const kvmListener = attachKvm(board, vm, options.traceMemslots); // 5
@@ -647,6 +679,7 @@ export class PcMachine implements Disposable {
         kvm,
         coalesced,
         timer,
+        clock: timer ? clock : null,
       });
     } catch (error) {
       try {
@@ -714,6 +747,7 @@ export class PcMachine implements Disposable {
       cleanup.push(vm);
       const timer = board.irqchip === "split" ? pitTimer() : null;
       if (timer) cleanup.push(timer);
+      const clock = new GuestClock();
       const [ram, bios, rom] = mapMemoryChain(
         chain.map((link) => ({ dir: link.dir, memory: link.state.memory })),
       );
@@ -726,7 +760,7 @@ export class PcMachine implements Disposable {
         firmware,
         firmwareLoaded: true,
         irqchip: board.irqchip,
-        ...(timer ? { splitIrqchip: splitIrqchipWiring(vm, timer) } : {}),
+        ...(timer ? { splitIrqchip: splitIrqchipWiring(vm, timer, clock) } : {}),
         cpus: board.cpus,
         backings: memory,
         serial: options.serial,
@@ -767,6 +801,7 @@ export class PcMachine implements Disposable {
         kvm,
         coalesced,
         timer,
+        clock: timer ? clock : null,
       });
       machine.#lastSnapshot = { reference: chain[chain.length - 1].reference, boot: board.boot };
       machine.#restoredFrontEnd = board.frontEnd;
@@ -976,7 +1011,8 @@ export class PcMachine implements Disposable {
    * commands). With one vCPU the caller is already outside it (a run hook); calls nest.
    */
   whilePaused<T>(fn: () => T): T {
-    return this.#runner.withVcpusPaused(fn);
+    const clock = this.#clock;
+    return this.#runner.withVcpusPaused(clock ? () => clock.paused(fn) : fn);
   }
 
   /** The host thread id of each vCPU (QMP's `query-cpus-fast`); 0 for one whose thread is not running. */
