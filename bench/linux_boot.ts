@@ -2,7 +2,8 @@
  * Boots one Linux kernel and busybox initramfs (examples/build_initramfs.ts, to its shell) under
  * kvm-ts — the bzImage through the 64-bit boot protocol and its vmlinux through PVH — and under
  * `qemu-system-x86_64 -accel kvm` with `-machine microvm` (the bzImage, and the same vmlinux through
- * PVH) and `-machine pc`, in one run, with the same command line and RAM. For each it reports the
+ * PVH) and `-machine pc`, in one run, with the same command line and RAM (kvm-ts's PVH boot also
+ * with `-machine pc,kernel-irqchip=split`, microvm's kind of irqchip). For each it reports the
  * time from the command to the shell's first prompt, to the process's exit after `poweroff -f` is
  * typed there, the process's peak RSS (VmHWM) and its largest private anonymous memory (RssAnon,
  * guest RAM included; RSS also counts the executable's pages, shared through the page cache), both
@@ -143,6 +144,13 @@ try {
     ["qemu -machine pc", "qemu-system-x86_64", ["-machine", "pc", ...qemu, ...qemuIo, ...tail(kernel)]],
     ["kvm-ts (bzImage)", Deno.execPath(), [...ours, ...tail(kernel)]],
     ["kvm-ts (vmlinux, PVH)", Deno.execPath(), [...ours, ...tail(vmlinux)]],
+    // Like for like with microvm's default split irqchip (our PIC, IOAPIC and PIT).
+    ["kvm-ts (vmlinux, PVH) kernel-irqchip=split", Deno.execPath(), [
+      ...ours,
+      "-machine",
+      "pc,kernel-irqchip=split",
+      ...tail(vmlinux),
+    ]],
   ];
   console.log(`kernel ${kernel}, -m ${values.memory}, ${ROUNDS} rounds\ncommand line: ${values.append}\n`);
   const samples = new Map<string, Sample[]>(runs.map(([name]) => [name, []]));
