@@ -139,12 +139,11 @@ export class GuestConsole implements AsyncDisposable {
   /** Opens the monitor, runs `command`, closes it again; what the monitor printed. */
   async #monitor(command: string): Promise<string> {
     const from = this.#text.length;
-    await this.type("\x01c");
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    await this.type(`${command}\r`);
-    await new Promise((resolve) => setTimeout(resolve, 3000));
-    await this.type("\x01c");
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // A probe runs beside the boot it watches: the guest may finish (and the run end) meanwhile,
+    // which is the waiter's business, not the probe's.
+    (await this.#send("\x01c")) && await pause(1500) &&
+      (await this.#send(`${command}\r`)) && await pause(3000) &&
+      (await this.#send("\x01c")) && await pause(500);
     return this.#text.slice(from);
   }
 
@@ -156,11 +155,9 @@ export class GuestConsole implements AsyncDisposable {
   async #evidence(): Promise<string> {
     if (this.#closed) return "";
     const from = this.#text.length;
-    await this.type("\x01c");
-    await new Promise((resolve) => setTimeout(resolve, 2000));
-    await this.type("info registers -a\r");
-    await new Promise((resolve) => setTimeout(resolve, 5000));
-    await this.type("\x01c");
+    (await this.#send("\x01c")) && await pause(2000) &&
+      (await this.#send("info registers -a\r")) && await pause(5000) &&
+      await this.#send("\x01c");
     const answer = this.#text.slice(from);
     const rips = [...answer.matchAll(/RIP=([0-9a-f]{16})/g)].map((m) => BigInt(`0x${m[1]}`));
     const kernel = this.#args[this.#args.indexOf("-kernel") + 1];
@@ -173,7 +170,24 @@ export class GuestConsole implements AsyncDisposable {
 
   /** Types `text` on the console. */
   async type(text: string): Promise<void> {
-    await this.#writer.write(new TextEncoder().encode(text));
+    if (!(await this.#send(text))) {
+      const { code } = await this.#child.status;
+      await this.#reading;
+      assert.fail(
+        `the run ended (status ${code}) before ${JSON.stringify(text)} could be typed:\n${this.#text}`,
+      );
+    }
+  }
+
+  /** Writes `text` to the console; false when the run has ended and its stdin is gone. */
+  async #send(text: string): Promise<boolean> {
+    try {
+      await this.#writer.write(new TextEncoder().encode(text));
+      return true;
+    } catch (error) {
+      if (error instanceof Deno.errors.BrokenPipe) return false;
+      throw error;
+    }
   }
 
   /** Types a command line and returns the output that follows it, up to the next prompt. */
@@ -206,6 +220,9 @@ export class GuestConsole implements AsyncDisposable {
     await this.#reading;
   }
 }
+
+/** Resolves true after `ms` milliseconds (so that it chains with `&&`). */
+const pause = (ms: number) => new Promise<true>((resolve) => setTimeout(() => resolve(true), ms));
 
 /** A console step passed its deadline: the guest stalled (its message holds the console and registers). */
 /** Inside the nested KVM VM (its init sets this). */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { GuestStall, parseRegisters, retryNestedStalls } from "./_guest_console.ts";
+import { GuestConsole, GuestStall, parseRegisters, retryNestedStalls } from "./_guest_console.ts";
 
 Deno.test("the stall probe reads each vCPU's RIP, interrupt flag and CR0.PE from info registers -a", () => {
   const text = "(qemu) info registers -a\nCPU#0\nRAX=0\nRIP=ffffffff81a5a1a9 RFL=00000002\nCS =0010\n" +
@@ -26,4 +26,19 @@ Deno.test("outside the nested VM a stall is not tried again; other failures neve
   );
   assert.equal(calls, 1);
   await assert.rejects(retryNestedStalls(() => Promise.reject(new Error("wrong output"))), /wrong output/);
+});
+
+Deno.test("typing into a run that has ended names its status and output, not a broken pipe", async () => {
+  await using run = new GuestConsole(["-c", "echo the guest said goodbye; exit 3"], { program: "sh" });
+  assert.equal(await run.status(), 3);
+  await assert.rejects(
+    () => run.type("ls\r"),
+    (error: Error) => {
+      assert.match(
+        error.message,
+        /^the run ended \(status 3\) before "ls\\r" could be typed:\nthe guest said goodbye/,
+      );
+      return true;
+    },
+  );
 });
