@@ -105,8 +105,7 @@ options:
   -machine [pc][,kernel-irqchip=on|split]   (or -M)
                           the board is QEMU's pc (i440fx); kernel-irqchip=on (the default) keeps
                           the PIC, IOAPIC and PIT in KVM, split only the LAPIC, with the PIC, IOAPIC
-                          and PIT here (QEMU's microvm default; faster to start and end). For now
-                          split runs -smp 1, and virtio devices need ioeventfd=off
+                          and PIT here (QEMU's microvm default; faster to start and end)
   -bios FILE              firmware for pc.bios (default: the built-in 256 KiB image)
   -serial stdio|null|file:PATH
                           where COM1 goes (default stdio)
@@ -579,21 +578,9 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
   const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
   const irqchip = parseMachine(values.machine ?? values.M);
-  if (irqchip === "split") {
-    const flag = `-machine ${values.machine ?? values.M}`;
-    if (cpus > 1) throw new UsageError(`${flag}: a split irqchip runs one vCPU for now, not -smp ${cpus}`);
-  }
   const drives = (values.drive ?? []).map(parseDrive);
   const netdevs = (values.netdev ?? []).map(parseNetdev);
   const pciPlan = planPciDevices(drives, pciArgs, netdevs);
-  if (irqchip === "split" && pciPlan.some((p) => p.ioeventfd)) {
-    throw new UsageError(
-      `-machine ${
-        values.machine ?? values.M
-      }: virtio devices need ioeventfd=off with a split irqchip for now ` +
-        "(-device …,ioeventfd=off; a -drive if=virtio disk as -drive if=none and -device virtio-blk-pci)",
-    );
-  }
   if (loaders.length > 0 && values.kernel !== undefined) {
     throw new UsageError("-device loader and -kernel exclude each other");
   }

@@ -568,7 +568,7 @@ Deno.test({
   },
 });
 
-Deno.test("-machine: the pc board, kernel-irqchip on or split; what a split irqchip cannot do yet is refused", async () => {
+Deno.test("-machine: the pc board, kernel-irqchip on or split, with any -smp and devices", async () => {
   const parsed = async (...args: string[]) => {
     const options = await parseCommandLine(args);
     assert.ok(options !== "help");
@@ -582,12 +582,8 @@ Deno.test("-machine: the pc board, kernel-irqchip on or split; what a split irqc
   await refused(["-machine", "q35"], /-machine q35: the board is QEMU's pc \(i440fx\), not "q35"/);
   await refused(["-machine", "pc,kernel-irqchip=off"], /kernel-irqchip takes on or split/);
   await refused(["-machine", "pc,hpet=on"], /unknown property "hpet"/);
-  await refused(["-machine", "kernel-irqchip=split", "-smp", "2"], /runs one vCPU for now, not -smp 2/);
-  await refused(["-machine", "kernel-irqchip=split", "-device", "virtio-rng-pci"], /need ioeventfd=off/);
-  assert.equal(
-    await parsed("-machine", "kernel-irqchip=split", "-device", "virtio-rng-pci,ioeventfd=off"),
-    "split",
-  );
+  assert.equal(await parsed("-machine", "kernel-irqchip=split", "-smp", "4"), "split");
+  assert.equal(await parsed("-machine", "kernel-irqchip=split", "-device", "virtio-rng-pci"), "split");
 });
 
 Deno.test({

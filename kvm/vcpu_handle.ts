@@ -10,7 +10,8 @@
 import { EAGAIN, EINTR } from "./_errno.ts";
 import { lastErrno, libc } from "./_libc.ts";
 import { KVM_RUN_LAYOUT, offsetsOf } from "./_structs.ts";
-import { KVM_EXIT_INTR, KVM_RUN } from "./ioctls.ts";
+import { KVM_EXIT_INTR, KVM_INTERRUPT, KVM_RUN } from "./ioctls.ts";
+import { ioctlBuf } from "./_syscalls.ts";
 import { KvmError } from "./kvm_error.ts";
 import type { Vcpu } from "./vcpu.ts";
 
@@ -53,6 +54,7 @@ export class VcpuHandle {
   readonly #fd: number;
   readonly #words: Uint32Array;
   readonly #ioctl = libc().ioctl;
+  readonly #interruptBytes = new Uint8Array(4);
 
   /**
    * Maps nothing: views the run page the owning thread mapped, at `init.runAddress`.
@@ -81,5 +83,36 @@ export class VcpuHandle {
   /** Sets or clears `kvm_run.immediate_exit`. */
   setImmediateExit(on: boolean): void {
     this.runPage[RUN.immediateExit] = on ? 1 : 0;
+  }
+
+  /** Sets or clears `kvm_run.request_interrupt_window`, as {@link Vcpu.setRequestInterruptWindow}. */
+  setRequestInterruptWindow(on: boolean): void {
+    this.runPage[RUN.requestInterruptWindow] = on ? 1 : 0;
+  }
+
+  /** `kvm_run.ready_for_interrupt_injection` of the last exit, as {@link Vcpu.readyForInterruptInjection}. */
+  get readyForInterruptInjection(): boolean {
+    return this.runPage[RUN.readyForInterruptInjection] !== 0;
+  }
+
+  /**
+   * `KVM_INTERRUPT`, as {@link Vcpu.interrupt}: queues the external interrupt `vector` (the split
+   * irqchip's PIC gave it).
+   *
+   * @throws {RangeError} for a vector outside 0–255.
+   * @throws {KvmError} when KVM refuses it.
+   */
+  interrupt(vector: number): void {
+    if (!Number.isInteger(vector) || vector < 0 || vector > 0xff) {
+      throw new RangeError(`interrupt: vector ${vector} is not between 0 and 255`);
+    }
+    new DataView(this.#interruptBytes.buffer).setUint32(0, vector, true);
+    ioctlBuf(
+      this.#fd,
+      KVM_INTERRUPT,
+      this.#interruptBytes,
+      "KVM_INTERRUPT",
+      `vCPU ${this.id} (worker thread)`,
+    );
   }
 }

@@ -12,7 +12,14 @@
  */
 
 import { ringDoorbell as ring } from "../kvm/doorbell.ts";
-import { KVM_EXIT_DEBUG, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_MMIO } from "../kvm/ioctls.ts";
+import {
+  KVM_EXIT_DEBUG,
+  KVM_EXIT_INTR,
+  KVM_EXIT_IO,
+  KVM_EXIT_IOAPIC_EOI,
+  KVM_EXIT_IRQ_WINDOW_OPEN,
+  KVM_EXIT_MMIO,
+} from "../kvm/ioctls.ts";
 
 /** Bumped by anyone with news for the VM thread (vCPU Workers, the QMP, gdb and web Workers). */
 export const DOORBELL = 0;
@@ -24,6 +31,19 @@ export const PAUSE = 2;
 export const WAITING = 3;
 /** The doorbell's eventfd (its fd number), for the vCPU threads' rings. */
 export const WAKE_FD = 4;
+/**
+ * Set by the VM thread before the run when the PIC is its own (a split irqchip): vCPU 0 then takes
+ * the PIC's interrupts (ExtINT) from it, see {@link EXTINT}.
+ */
+export const SPLIT_IRQCHIP = 5;
+/**
+ * A split irqchip's PIC INT line as the VM thread last saw it (1 high): while it is high, vCPU 0
+ * asks for the vector (INTA_PENDING) whenever KVM says it can take one, and for the interrupt
+ * window otherwise. The VM thread kicks vCPU 0 when it rises.
+ */
+export const EXTINT = 6;
+/** The VM thread's answer to INTA_PENDING: the vector for `KVM_INTERRUPT`, or -1 (INT fell meanwhile). */
+export const EXTINT_VECTOR = 7;
 /** First per-vCPU cell. */
 const FIRST_VCPU = 8;
 /** Exit-reason counters per vCPU: `KVM_EXIT_*` values are below this (the low bits index them). */
@@ -43,6 +63,12 @@ export const FAILED = 3;
 export const DONE = 4;
 /** It is held out of KVM_RUN while PAUSE is set. */
 export const PAUSED = 5;
+/**
+ * vCPU 0 can take an external interrupt and the PIC's INT is high: it waits for the VM thread's
+ * INTA cycle (the vector in {@link EXTINT_VECTOR}), as QEMU's `kvm_arch_pre_run` acknowledges the
+ * PIC under its lock.
+ */
+export const INTA_PENDING = 6;
 
 /** Index of vCPU `i`'s state cell. */
 export function stateCell(i: number): number {
@@ -64,12 +90,21 @@ export function smpBuffer(cpus: number): SharedArrayBuffer {
   return new SharedArrayBuffer(4 * (FIRST_VCPU + PER_VCPU * cpus));
 }
 
-/** What a vCPU thread's loop needs of its vCPU: `KVM_RUN` and the `immediate_exit` flag. */
+/**
+ * What a vCPU thread's loop needs of its vCPU: `KVM_RUN` and the `immediate_exit` flag; with a
+ * split irqchip, vCPU 0 also injects the PIC's vectors.
+ */
 export interface VcpuThreadTarget {
   /** `KVM_RUN`: the exit reason, `KVM_EXIT_INTR` when kicked. */
   run(): number;
   /** Sets or clears `kvm_run.immediate_exit`. */
   setImmediateExit(on: boolean): void;
+  /** `kvm_run.ready_for_interrupt_injection` of the last exit (split irqchip). */
+  readonly readyForInterruptInjection?: boolean;
+  /** `KVM_INTERRUPT` (split irqchip). */
+  interrupt?(vector: number): void;
+  /** Sets or clears `kvm_run.request_interrupt_window` (split irqchip). */
+  setRequestInterruptWindow?(on: boolean): void;
 }
 
 /** Bumps the doorbell and wakes the VM thread (kvm/doorbell.ts: the eventfd if it waits in poll). */
@@ -86,6 +121,29 @@ function holdWhilePaused(cells: Int32Array, state: number): void {
     Atomics.wait(cells, PAUSE, 1, 100);
   }
   Atomics.store(cells, state, RUNNING);
+}
+
+/** Sleeps while this vCPU's state cell holds `waiting` (the VM thread answers and notifies). */
+function awaitAnswer(cells: Int32Array, state: number, waiting: number): void {
+  Atomics.store(cells, state, waiting);
+  ringDoorbell(cells);
+  while (Atomics.load(cells, state) === waiting) Atomics.wait(cells, state, waiting);
+}
+
+/**
+ * Before vCPU 0's `KVM_RUN` with a split irqchip (QEMU's `kvm_arch_pre_run`): while the PIC's INT
+ * is high, takes its vector from the VM thread and queues it when the vCPU can take it, and asks
+ * for the interrupt window until then. Returns whether the window is now requested.
+ */
+function offerExtInt(cells: Int32Array, state: number, vcpu: VcpuThreadTarget, window: boolean): boolean {
+  if (Atomics.load(cells, EXTINT) !== 0 && vcpu.readyForInterruptInjection) {
+    awaitAnswer(cells, state, INTA_PENDING);
+    const vector = Atomics.load(cells, EXTINT_VECTOR);
+    if (vector >= 0) vcpu.interrupt!(vector);
+  }
+  const want = Atomics.load(cells, EXTINT) !== 0;
+  if (want !== window) vcpu.setRequestInterruptWindow!(want);
+  return want;
 }
 
 /**
@@ -105,9 +163,15 @@ export function runVcpuThread(
   let failure: string | undefined;
   try {
     const vcpu = open();
+    const takesExtInt = index === 0 && Atomics.load(cells, SPLIT_IRQCHIP) !== 0;
+    if (takesExtInt && (!vcpu.interrupt || !vcpu.setRequestInterruptWindow)) {
+      throw new TypeError("vCPU 0 of a split irqchip needs KVM_INTERRUPT and the interrupt window");
+    }
+    let window = false;
     // A run that starts held (-S) has PAUSE set before this thread exists: no guest instruction.
     holdWhilePaused(cells, state);
     while (Atomics.load(cells, STOP) === 0) {
+      if (takesExtInt) window = offerExtInt(cells, state, vcpu, window);
       const reason = vcpu.run();
       cells[counts + (reason & (EXIT_REASON_SLOTS - 1))]++; // this thread is the only writer
       if (reason === KVM_EXIT_INTR) {
@@ -115,11 +179,14 @@ export function runVcpuThread(
         holdWhilePaused(cells, state);
         continue;
       }
-      // A debug exit waits for the VM thread like I/O: a debugger looks at the stopped vCPU there.
-      if (reason === KVM_EXIT_IO || reason === KVM_EXIT_MMIO || reason === KVM_EXIT_DEBUG) {
-        Atomics.store(cells, state, EXIT_PENDING);
-        ringDoorbell(cells);
-        while (Atomics.load(cells, state) === EXIT_PENDING) Atomics.wait(cells, state, EXIT_PENDING);
+      if (reason === KVM_EXIT_IRQ_WINDOW_OPEN && takesExtInt) continue; // offerExtInt gives the vector
+      // A debug exit waits for the VM thread like I/O: a debugger looks at the stopped vCPU there;
+      // so does a split irqchip's EOI, which the VM thread's IOAPIC takes.
+      if (
+        reason === KVM_EXIT_IO || reason === KVM_EXIT_MMIO || reason === KVM_EXIT_DEBUG ||
+        reason === KVM_EXIT_IOAPIC_EOI
+      ) {
+        awaitAnswer(cells, state, EXIT_PENDING);
         continue;
       }
       Atomics.store(cells, state, STOPPED);

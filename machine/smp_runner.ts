@@ -12,7 +12,8 @@
  */
 
 import { DoorbellWait } from "../kvm/doorbell.ts";
-import { KVM_EXIT_DEBUG } from "../kvm/ioctls.ts";
+import { KVM_RUN_EXIT_UNION_START } from "../kvm/_structs.ts";
+import { KVM_EXIT_DEBUG, KVM_EXIT_IOAPIC_EOI } from "../kvm/ioctls.ts";
 import { PollSet } from "../kvm/poll.ts";
 import { type ExitSpaces, serveExit } from "../kvm/serve_exit.ts";
 import type { Vcpu } from "../kvm/vcpu.ts";
@@ -25,10 +26,14 @@ import {
   EXIT_PENDING,
   EXIT_REASON_SLOTS,
   exitCountCell,
+  EXTINT,
+  EXTINT_VECTOR,
   FAILED,
+  INTA_PENDING,
   PAUSE,
   RUNNING,
   smpBuffer,
+  SPLIT_IRQCHIP,
   stateCell,
   STOP,
   STOPPED,
@@ -52,9 +57,32 @@ const SHUTDOWN_TIMEOUT_MS = 5000;
 const VCPU_WORKER_URL = new URL("./vcpu_worker.ts", import.meta.url);
 
 /**
+ * A split irqchip's PIC, PIT and IOAPIC as the VM thread drives them in a threaded run
+ * (`machine/pc/pc_split_irqchip.ts`): vCPU 0's INTA, the guest's EOIs, and the PIT's timer.
+ */
+export interface ThreadedIrqchip {
+  /** The PIC's INT line: vCPU 0 should take an ExtINT. */
+  readonly extIntPending: boolean;
+  /** The INTA cycle: the vector vCPU 0 queues with `KVM_INTERRUPT`. */
+  extInt(): number;
+  /** The guest EOI'd `vector` (`KVM_EXIT_IOAPIC_EOI` on any vCPU). */
+  eoi(vector: number): void;
+  /** Plays the PIT up to now (its host timer signals the VM thread, which ends its poll). */
+  tick(): void;
+}
+
+/** Serves a split irqchip's EOI exit (true), or says the exit is not one (false). */
+function serveEoi(page: Uint8Array, view: DataView, irqchip: ThreadedIrqchip | undefined): boolean {
+  if (!irqchip || view.getUint32(EXIT_REASON_OFFSET, true) !== KVM_EXIT_IOAPIC_EOI) return false;
+  irqchip.eoi(page[KVM_RUN_EXIT_UNION_START]);
+  return true;
+}
+
+/**
  * The VM thread's pass over every vCPU's state cell: each EXIT_PENDING exit is served from that
- * vCPU's run page through `spaces` (with the one exit path, `serveExit`), then marked RUNNING and
- * its thread woken; a vCPU STOPPED, FAILED or DONE is reported to `onStopped` with its state.
+ * vCPU's run page through `spaces` (with the one exit path, `serveExit`; a split irqchip's EOI
+ * through `irqchip`), then marked RUNNING and its thread woken; vCPU 0's INTA_PENDING gets the PIC's
+ * vector (or -1); a vCPU STOPPED, FAILED or DONE is reported to `onStopped` with its state.
  * Returns the number of exits served. Allocates nothing beyond what `serveExit` does.
  *
  * @example
@@ -82,6 +110,7 @@ export function servePendingExits(
   spaces: ExitSpaces,
   onStopped: (index: number, state: number) => void,
   onDebug?: (index: number) => void,
+  irqchip?: ThreadedIrqchip,
 ): number {
   let served = 0;
   for (let i = 0; i < pages.length; i++) {
@@ -89,11 +118,15 @@ export function servePendingExits(
     const state = Atomics.load(cells, cell);
     if (state === EXIT_PENDING) {
       // The one exit path first; only what it does not serve (a debug exit) costs a second look.
-      if (!serveExit(pages[i], views[i], spaces)) {
+      if (!serveExit(pages[i], views[i], spaces) && !serveEoi(pages[i], views[i], irqchip)) {
         if (onDebug && views[i].getUint32(EXIT_REASON_OFFSET, true) === KVM_EXIT_DEBUG) onDebug(i);
         else onStopped(i, STOPPED);
       }
       served++;
+      Atomics.store(cells, cell, RUNNING);
+      Atomics.notify(cells, cell);
+    } else if (state === INTA_PENDING) {
+      Atomics.store(cells, EXTINT_VECTOR, irqchip?.extIntPending ? irqchip.extInt() : -1);
       Atomics.store(cells, cell, RUNNING);
       Atomics.notify(cells, cell);
     } else if (state === STOPPED || state === FAILED || state === DONE) {
@@ -173,15 +206,20 @@ export class SmpRunner implements Runner {
   readonly #cells: Int32Array;
   readonly #onStopped: (index: number, state: number) => void;
   readonly #wake: DoorbellWait;
+  readonly #irqchip: ThreadedIrqchip | undefined;
   #stop: RunOutcome | null = null;
   #exits = 0;
   #running = false;
   #pauseDepth = 0;
 
-  /** A runner of `vcpus` (vCPU i on Worker i) whose exits go to `spaces`. */
-  constructor(vcpus: readonly Vcpu[], spaces: ExitSpaces) {
+  /**
+   * A runner of `vcpus` (vCPU i on Worker i) whose exits go to `spaces`; with `irqchip` (a split
+   * irqchip's PIC, PIT and IOAPIC, on this thread), vCPU 0 takes the PIC's interrupts.
+   */
+  constructor(vcpus: readonly Vcpu[], spaces: ExitSpaces, irqchip?: ThreadedIrqchip) {
     this.#vcpus = vcpus;
     this.#spaces = spaces;
+    this.#irqchip = irqchip;
     this.#buffer = smpBuffer(vcpus.length);
     this.#cells = new Int32Array(this.#buffer);
     this.#wake = new DoorbellWait(this.#buffer, DOORBELL, WAITING);
@@ -271,7 +309,10 @@ export class SmpRunner implements Runner {
     this.#vcpus.forEach((vcpu, i) => {
       const cell = stateCell(i);
       if (Atomics.load(cells, cell) !== EXIT_PENDING || this.#debugExit(i)) return;
-      if (serveExit(vcpu.runPage, vcpu.runView, this.#spaces)) this.#exits++;
+      if (
+        serveExit(vcpu.runPage, vcpu.runView, this.#spaces) ||
+        serveEoi(vcpu.runPage, vcpu.runView, this.#irqchip)
+      ) this.#exits++;
       Atomics.store(cells, cell, RUNNING);
       Atomics.notify(cells, cell);
     });
@@ -283,10 +324,23 @@ export class SmpRunner implements Runner {
   }
 
   #kickAll(): void {
-    this.#vcpus.forEach((vcpu, i) => {
-      const tid = Atomics.load(this.#cells, tidCell(i));
-      if (tid !== 0) new VcpuKicker({ pid: Deno.pid, tid, runAddress: vcpu.runAddress }).kick();
-    });
+    this.#vcpus.forEach((_, i) => this.#kick(i));
+  }
+
+  #kick(index: number): void {
+    const tid = Atomics.load(this.#cells, tidCell(index));
+    if (tid !== 0) new VcpuKicker({ pid: Deno.pid, tid, runAddress: this.#vcpus[index].runAddress }).kick();
+  }
+
+  /**
+   * A split irqchip's PIT played up to now, and its PIC's INT line published to vCPU 0, which is
+   * kicked out of `KVM_RUN` when the line rises (a halted guest wakes for it; a vCPU between runs
+   * sees `immediate_exit` and looks again).
+   */
+  #syncIrqchip(irqchip: ThreadedIrqchip): void {
+    irqchip.tick();
+    const high = irqchip.extIntPending ? 1 : 0;
+    if (Atomics.exchange(this.#cells, EXTINT, high) === 0 && high === 1) this.#kick(0);
   }
 
   /** Ends the run after the exit being served (devices call it). The first outcome wins. */
@@ -302,6 +356,8 @@ export class SmpRunner implements Runner {
     this.#stop = null;
     this.#cells.fill(0);
     this.#cells[WAKE_FD] = this.#wake.doorbell.eventfd;
+    this.#cells[SPLIT_IRQCHIP] = this.#irqchip ? 1 : 0;
+    this.#cells[EXTINT_VECTOR] = -1;
     // Held before the Workers exist: each thread checks PAUSE before its first KVM_RUN, and the
     // first pass of the serving loop calls onKick, whose pause (withVcpusPaused) releases them.
     if (hooks.startHeld) Atomics.store(this.#cells, PAUSE, 1);
@@ -343,12 +399,17 @@ export class SmpRunner implements Runner {
     const onStopped = this.#onStopped;
     const sources = hooks.sources ?? [];
     const wake = this.#wake;
+    const irqchip = this.#irqchip;
     const poll = new PollSet(1 + sources.length);
     for (;;) {
       const seen = wake.counter;
-      this.#exits += servePendingExits(cells, pages, views, spaces, onStopped, hooks.onDebug);
+      this.#exits += servePendingExits(cells, pages, views, spaces, onStopped, hooks.onDebug, irqchip);
       hooks.onKick?.();
       if (this.#stop) return;
+      // After the exits, input and fds that may have moved an interrupt line, and after the PIT's
+      // timer signal ended the last poll (it repeats until re-armed: a signal just before the poll
+      // cannot be lost).
+      if (irqchip) this.#syncIrqchip(irqchip);
       for (let i = 0; i < sources.length; i++) poll.setFd(i + 1, sources[i].armed() ? sources[i].fd : -1);
       if (wake.wait(seen, poll, DOORBELL_TIMEOUT_MS) === 0) continue;
       for (let i = 0; i < sources.length; i++) if (poll.readable(i + 1)) sources[i].ready();
@@ -360,9 +421,11 @@ export class SmpRunner implements Runner {
     const cells = this.#cells;
     Atomics.store(cells, STOP, 1);
     this.#kickAll();
+    Atomics.store(cells, EXTINT_VECTOR, -1);
     this.#vcpus.forEach((_, i) => {
       const cell = stateCell(i);
-      if (Atomics.load(cells, cell) === EXIT_PENDING) {
+      const state = Atomics.load(cells, cell);
+      if (state === EXIT_PENDING || state === INTA_PENDING) {
         Atomics.store(cells, cell, RUNNING); // unanswered: the Worker wakes, sees STOP and leaves
         Atomics.notify(cells, cell);
       }

@@ -9,7 +9,9 @@ import {
   DONE,
   DOORBELL,
   EXIT_PENDING,
+  EXTINT_VECTOR,
   FAILED,
+  INTA_PENDING,
   PAUSE,
   PAUSED,
   RUNNING,
@@ -18,7 +20,8 @@ import {
   STOPPED,
 } from "./_smp_protocol.ts";
 import { exitOutcome } from "./runner.ts";
-import { servePendingExits, startVcpuWorkers } from "./smp_runner.ts";
+import { servePendingExits, startVcpuWorkers, type ThreadedIrqchip } from "./smp_runner.ts";
+import { KVM_EXIT_IOAPIC_EOI } from "../kvm/ioctls.ts";
 import type { ScriptedVcpuInit, ScriptStep } from "./testdata/scripted_vcpu_worker.ts";
 
 Deno.test("a vCPU Worker that fails to load settles ready and done, and its failure is reported", async () => {
@@ -165,4 +168,56 @@ Deno.test("servePendingExits serves only EXIT_PENDING vCPUs and reports the ende
     "the served vCPU is RUNNING again",
   );
   assert.deepEqual(ended, [[2, FAILED], [3, DONE]]);
+});
+
+Deno.test("servePendingExits with a split irqchip: vCPU 0's INTA gets the PIC's vector, any vCPU's EOI reaches the IOAPIC", () => {
+  using t = ports();
+  const cells = new Int32Array(smpBuffer(2));
+  const runs = [fakeRunPage(), fakeRunPage()];
+  const log: string[] = [];
+  let intHigh = true;
+  const irqchip: ThreadedIrqchip = {
+    get extIntPending() {
+      return intHigh;
+    },
+    extInt: () => (log.push("inta"), intHigh = false, 0x20),
+    eoi: (vector) => void log.push(`eoi ${vector.toString(16)}`),
+    tick: () => void log.push("tick"),
+  };
+  runs[1].view.setUint32(8, KVM_EXIT_IOAPIC_EOI, true); // kvm_run.exit_reason
+  runs[1].page[32] = 0x41; // eoi.vector, the first byte of the exit union
+  cells[stateCell(0)] = INTA_PENDING;
+  cells[stateCell(1)] = EXIT_PENDING;
+  const pass = () =>
+    servePendingExits(
+      cells,
+      runs.map((r) => r.page),
+      runs.map((r) => r.view),
+      t.spaces,
+      (i) => {
+        throw new Error(`vCPU ${i} stopped`);
+      },
+      undefined,
+      irqchip,
+    );
+  assert.equal(pass(), 1, "the EOI is an exit served; the INTA is not an exit");
+  assert.deepEqual(log, ["inta", "eoi 41"]);
+  assert.equal(cells[EXTINT_VECTOR], 0x20);
+  assert.deepEqual([cells[stateCell(0)], cells[stateCell(1)]], [RUNNING, RUNNING]);
+  // INT fell between vCPU 0's look and the INTA (the guest masked the line): no vector, no INTA.
+  cells[stateCell(0)] = INTA_PENDING;
+  assert.equal(pass(), 0);
+  assert.equal(cells[EXTINT_VECTOR], -1);
+  assert.deepEqual(log, ["inta", "eoi 41"]);
+  // Without an irqchip an EOI exit is one the VM thread cannot serve: the run ends.
+  cells[stateCell(1)] = EXIT_PENDING;
+  const ended: number[] = [];
+  servePendingExits(
+    cells,
+    runs.map((r) => r.page),
+    runs.map((r) => r.view),
+    t.spaces,
+    (i) => void ended.push(i),
+  );
+  assert.deepEqual(ended, [1]);
 });

@@ -41,14 +41,12 @@ async function run(args: string[]): Promise<{ code: number; stderr: string }> {
 
 const read = (path: string) => Deno.readTextFileSync(path);
 
+/** Each test's name suffix and flags: the in-kernel irqchip (the default), and a split one. */
+const IRQCHIPS = [["", []], [" (split irqchip)", ["-machine", "pc,kernel-irqchip=split"]]] as const;
+
 // With the in-kernel irqchip, and with a split one, whose PIC, IOAPIC and PIT are saved as devices (the
 // restore takes the snapshot's irqchip: no -machine needed, a contradicting one is refused).
-for (
-  const [irqchip, machine] of [["", []], [" (split irqchip)", [
-    "-machine",
-    "pc,kernel-irqchip=split",
-  ]]] as const
-) {
+for (const [irqchip, machine] of IRQCHIPS) {
   Deno.test(
     `the built-in guest, snapshotted while it runs, continues in a new process as if uninterrupted${irqchip}`,
     ifKvm,
@@ -134,44 +132,49 @@ Deno.test(
   },
 );
 
-Deno.test(
-  "the SMP guest with -smp 4, snapshotted while all four CPUs compute, continues as if uninterrupted",
-  ifKvm,
-  async () => {
-    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-smp-" });
-    try {
-      Deno.writeFileSync(`${dir}/smp.bin`, SMP);
-      // With `-append work` every CPU computes for about a second (seconds in the nested VM) after
-      // the APs report (machine/guests/smp.S). The snapshot is asked for over QMP as soon as the
-      // report is on the serial port, however long the machine took to get there.
-      const args = ["-m", "64M", "-smp", "4", "-kernel", `${dir}/smp.bin`, "-append", "work"];
-      // The APs report in whatever order they take the guest's lock: the same lines, in any order.
-      const lines = (text: string) => text.split("\n").sort();
-      const full = await run([...args, "-serial", `file:${dir}/full.txt`]);
-      const snap = `${dir}/snap`;
-      const orig = await snapshotOnSerial(
-        [...args, "-serial", `file:${dir}/orig.txt`],
-        `${dir}/orig.txt`,
-        "smp: all 4 CPUs reported",
-        snap,
-        `${dir}/qmp.sock`,
-      );
-      assert.equal(orig.code, full.code, orig.stderr);
-      assert.deepEqual(lines(read(`${dir}/orig.txt`)), lines(read(`${dir}/full.txt`)));
-      const state = decodeSnapshot(Deno.readFileSync(`${snap}/state`));
-      const cut = Number((state.board.frontEnd as { serialBytes: number }).serialBytes);
-      const before = new TextDecoder().decode(Deno.readFileSync(`${dir}/orig.txt`).subarray(0, cut));
-      const KVM_MP_STATE_RUNNABLE = 0;
-      assert.ok(before.includes("smp: all 4 CPUs reported") && !before.includes("result"), before);
-      assert.deepEqual(state.vcpus.map((v) => v.mpState), [0, 1, 2, 3].map(() => KVM_MP_STATE_RUNNABLE));
-      const restored = await run(["-serial", `file:${dir}/restored.txt`, "--restore", snap]);
-      assert.equal(restored.code, full.code, restored.stderr);
-      assert.deepEqual(lines(read(`${dir}/restored.txt`)), lines(read(`${dir}/orig.txt`).slice(cut)));
-    } finally {
-      Deno.removeSync(dir, { recursive: true });
-    }
-  },
-);
+// A split irqchip's controllers stay on the VM thread while the four vCPUs run on threads of their own.
+for (const [irqchip, machine] of IRQCHIPS) {
+  Deno.test(
+    `the SMP guest with -smp 4, snapshotted while all four CPUs compute, continues as if uninterrupted${irqchip}`,
+    ifKvm,
+    async () => await smpSnapshot([...machine]),
+  );
+}
+
+async function smpSnapshot(machine: string[]): Promise<void> {
+  const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-smp-" });
+  try {
+    Deno.writeFileSync(`${dir}/smp.bin`, SMP);
+    // With `-append work` every CPU computes for about a second (seconds in the nested VM) after
+    // the APs report (machine/guests/smp.S). The snapshot is asked for over QMP as soon as the
+    // report is on the serial port, however long the machine took to get there.
+    const args = ["-m", "64M", "-smp", "4", "-kernel", `${dir}/smp.bin`, "-append", "work", ...machine];
+    // The APs report in whatever order they take the guest's lock: the same lines, in any order.
+    const lines = (text: string) => text.split("\n").sort();
+    const full = await run([...args, "-serial", `file:${dir}/full.txt`]);
+    const snap = `${dir}/snap`;
+    const orig = await snapshotOnSerial(
+      [...args, "-serial", `file:${dir}/orig.txt`],
+      `${dir}/orig.txt`,
+      "smp: all 4 CPUs reported",
+      snap,
+      `${dir}/qmp.sock`,
+    );
+    assert.equal(orig.code, full.code, orig.stderr);
+    assert.deepEqual(lines(read(`${dir}/orig.txt`)), lines(read(`${dir}/full.txt`)));
+    const state = decodeSnapshot(Deno.readFileSync(`${snap}/state`));
+    const cut = Number((state.board.frontEnd as { serialBytes: number }).serialBytes);
+    const before = new TextDecoder().decode(Deno.readFileSync(`${dir}/orig.txt`).subarray(0, cut));
+    const KVM_MP_STATE_RUNNABLE = 0;
+    assert.ok(before.includes("smp: all 4 CPUs reported") && !before.includes("result"), before);
+    assert.deepEqual(state.vcpus.map((v) => v.mpState), [0, 1, 2, 3].map(() => KVM_MP_STATE_RUNNABLE));
+    const restored = await run(["-serial", `file:${dir}/restored.txt`, "--restore", snap]);
+    assert.equal(restored.code, full.code, restored.stderr);
+    assert.deepEqual(lines(read(`${dir}/restored.txt`)), lines(read(`${dir}/orig.txt`).slice(cut)));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
 
 /**
  * Runs main.ts with `args` and a QMP socket at `socket`; once the serial output in `serialFile`

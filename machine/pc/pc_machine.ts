@@ -107,8 +107,8 @@ export interface PcMachineOptions {
   /**
    * Whose interrupt controllers (QEMU's `kernel-irqchip`): `"kernel"` (the default, `on`: PIC,
    * IOAPIC and PIT in KVM) or `"split"` (only the LAPIC in KVM; the board's own PIC, IOAPIC and
-   * PIT, as QEMU's microvm has by default). For now a split irqchip runs one vCPU, without
-   * ioeventfd devices.
+   * PIT, as QEMU's microvm has by default). They run on the VM thread; with several vCPUs (or
+   * ioeventfd devices) vCPU 0's thread takes the PIC's vectors from it.
    */
   irqchip?: PcIrqchipMode;
 }
@@ -157,14 +157,6 @@ export async function planBoot(options: PcMachineOptions): Promise<BootPlan> {
   const cpus = options.cpus ?? 1;
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
     throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
-  }
-  if (options.irqchip === "split") {
-    // The PIC's ExtINT is injected from the thread that runs the vCPU, which is this one only for
-    // one vCPU and no ioeventfd devices (those run the vCPUs on threads of their own).
-    if (cpus > 1) throw new RangeError("PC: kernel-irqchip=split runs one vCPU for now, not " + cpus);
-    if (options.pciDevices?.some((d) => d.ioeventfd)) {
-      throw new RangeError("PC: kernel-irqchip=split needs ioeventfd=off on every device for now");
-    }
   }
   if (options.boot) return options.boot;
   if (!options.kernel) return firmwarePlan;
@@ -534,7 +526,7 @@ export async function makeRunner(board: PcBoard, vcpus: readonly Vcpu[], threade
   // The threaded runner (and its Worker protocol) is loaded only when a run needs it.
   const runner: Runner = vcpus.length === 1 && !threaded
     ? new VcpuRunner(vcpus[0], spaces, board.irqchip ? splitIrqchipHooks(board.irqchip) : null)
-    : new (await smpRunner())(vcpus, spaces);
+    : new (await smpRunner())(vcpus, spaces, board.irqchip ?? undefined);
   board.onStop = (outcome) => runner.stop(outcome);
   return runner;
 }

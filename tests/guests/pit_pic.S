@@ -1,0 +1,66 @@
+# Real-mode guest for the split irqchip's PIC path (tests/split_irqchip_guest_test.ts), as a
+# pre-APIC operating system drives a PC: it initialises both 8259s (IRQ 0-7 on vectors 0x20-0x27,
+# only IRQ 0 unmasked), sets the PIT's channel 0 to a 1 kHz rate generator, and halts until the
+# timer's interrupt has come TICKS times. Each interrupt reaches the CPU as the PIC's ExtINT
+# through the LAPIC's LINT0. The handler counts and sends the PIC a non-specific EOI. Then the
+# guest writes TICKS to isa-debug-exit (port 0x501): the run ends with status 2*TICKS+1.
+	.code16
+	.set TICKS, 50
+	.globl _start
+_start:
+	cli
+	xor %ax, %ax
+	mov %ax, %ds
+	mov %ax, %ss
+	mov $0x8000, %sp
+	movw $timer, 0x20 * 4
+	movw $0, 0x20 * 4 + 2
+	movw $0, count
+
+	mov $0x11, %al		# ICW1: edge, cascade, ICW4 follows
+	out %al, $0x20
+	out %al, $0xa0
+	mov $0x20, %al		# ICW2: master's vectors from 0x20
+	out %al, $0x21
+	mov $0x28, %al		# slave's from 0x28
+	out %al, $0xa1
+	mov $0x04, %al		# ICW3: the slave on the master's IRQ 2
+	out %al, $0x21
+	mov $0x02, %al
+	out %al, $0xa1
+	mov $0x01, %al		# ICW4: 8086 mode
+	out %al, $0x21
+	out %al, $0xa1
+	mov $0xfe, %al		# OCW1: only IRQ 0
+	out %al, $0x21
+	mov $0xff, %al
+	out %al, $0xa1
+
+	mov $0x34, %al		# channel 0, low then high byte, mode 2
+	out %al, $0x43
+	mov $1193, %ax		# 1.193182 MHz / 1193: 1 kHz
+	out %al, $0x40
+	mov %ah, %al
+	out %al, $0x40
+
+1:	sti			# interrupts on only while halted (STI's shadow covers the HLT)
+	hlt
+	cli
+	cmpw $TICKS, count
+	jb 1b
+	mov $TICKS, %al		# at least TICKS came (one more may land between an IRET and the CLI)
+	mov $0x501, %dx
+	out %al, %dx
+2:	hlt
+	jmp 2b
+
+timer:
+	push %ax
+	incw count
+	mov $0x20, %al		# OCW2: non-specific EOI
+	out %al, $0x20
+	pop %ax
+	iret
+
+	.balign 2
+count:	.word 0
