@@ -7,8 +7,9 @@
  * time from the command to the shell's first prompt, to the process's exit after `poweroff -f` is
  * typed there, the process's peak RSS (VmHWM) and its largest private anonymous memory (RssAnon,
  * guest RAM included; RSS also counts the executable's pages, shared through the page cache), both
- * sampled every 200 ms and at the prompt. Rounds alternate the order; the table shows medians and
- * the ratio of each to QEMU microvm's bzImage boot.
+ * sampled every 200 ms and at the prompt; and, run as root, KVM's own exit counters over each boot
+ * (its debugfs), which count alike for every VMM. Rounds alternate the order; the tables show medians
+ * and the ratio of each to QEMU microvm's bzImage boot.
  *
  * A boot that stops printing for `--stall` seconds before its prompt counts as stalled and is tried
  * again (inside the nested KVM VM the emulator's SVM stalls some boots, docs/nested-kvm.md).
@@ -22,6 +23,7 @@ import { parseArgs } from "node:util";
 import { gzip, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { extractVmlinux, newestKernel } from "../tests/_linux_guest.ts";
 import { START_FLAGS } from "../cli/start_flags.ts";
+import { kvmCountersAvailable, readKvmCounters } from "./_kvm_counters.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -47,7 +49,17 @@ interface Sample {
   exit: number;
   rssKib: number;
   anonKib: number;
+  /** KVM's counters over the whole run (exits in all, to userspace for port I/O and MMIO, halts). */
+  kvm?: Record<Counter, number>;
 }
+
+/**
+ * KVM's counters (its debugfs, needs root; one VM runs at a time here): the same count for every
+ * VMM, and so the fair measure of what each one's guest cost in exits.
+ */
+const COUNTERS = ["exits", "io_exits", "mmio_exits", "halt_exits"] as const;
+type Counter = (typeof COUNTERS)[number];
+const COUNTING = kvmCountersAvailable();
 
 /**
  * The process's peak RSS so far (VmHWM) and its private anonymous memory now (RssAnon), in KiB:
@@ -68,6 +80,7 @@ function memory(pid: number): { peak: number; anon: number } {
 
 /** One boot to the prompt, `poweroff -f`, and the exit; undefined when it stalled. */
 async function boot(command: string, args: string[]): Promise<Sample | undefined> {
+  const before = COUNTING ? readKvmCounters(COUNTERS) : undefined;
   const start = performance.now();
   const child = new Deno.Command(command, { args, stdin: "piped", stdout: "piped", stderr: "null" }).spawn();
   const writer = child.stdin.getWriter();
@@ -99,7 +112,10 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
     const status = await child.status;
     const exit = performance.now() - start;
     if (prompt === undefined || !status.success) return undefined;
-    return { prompt, exit, rssKib, anonKib };
+    const after = before && readKvmCounters(COUNTERS);
+    const kvm = after &&
+      Object.fromEntries(COUNTERS.map((c) => [c, after[c] - before![c]])) as Record<Counter, number>;
+    return { prompt, exit, rssKib, anonKib, ...(kvm ? { kvm } : {}) };
   } finally {
     clearInterval(watch);
     await writer.close().catch(() => {});
@@ -197,6 +213,20 @@ try {
     );
   }
   console.log("\n(×: ratio to QEMU microvm; medians of the rounds that reached the prompt and exited)");
+  if (COUNTING) {
+    console.log("\nKVM's exits from start to exit (its debugfs counters; medians):\n");
+    console.log("| | exits | port I/O exits | MMIO exits | halts |");
+    console.log("| --- | --- | --- | --- | --- |");
+    for (const [name] of runs) {
+      const got = samples.get(name)!.filter((s) => s.kvm);
+      const of = (c: Counter) => got.length ? String(median(got.map((s) => s.kvm![c]))) : "—";
+      console.log(
+        `| ${name} | ${of("exits")} | ${of("io_exits")} | ${of("mmio_exits")} | ${of("halt_exits")} |`,
+      );
+    }
+  } else {
+    console.log("\n(KVM's exit counters need root and debugfs: not shown)");
+  }
   console.log("\nEach round (to the prompt, s):");
   for (const [name] of runs) {
     console.log(`  ${name}: ${samples.get(name)!.map((s) => (s.prompt / 1000).toFixed(2)).join(", ")}`);

@@ -42,6 +42,7 @@ import {
   readBusybox,
   writeInitramfs,
 } from "../tests/_linux_guest.ts";
+import { KVM_DEBUGFS, kvmCountersAvailable, readKvmCounters } from "./_kvm_counters.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -68,7 +69,6 @@ const HOST_ADDRESS = "10.0.2.2";
 const GUEST_ADDRESS = "10.0.2.15";
 const SINK_PORT = 5001;
 const MAC = "52:54:00:12:34:56";
-const KVM_DEBUGFS = "/sys/kernel/debug/kvm";
 /**
  * KVM's counters summed over every vCPU of every VM (one VM runs at a time here); `--counters` adds
  * every other counter of KVM's debugfs to a per-step report on stderr.
@@ -94,13 +94,10 @@ function run(command: string, ...args: string[]): string {
 }
 
 function readCounters(): Counters {
-  const read = (name: string) => Number(Deno.readTextFileSync(`${KVM_DEBUGFS}/${name}`).trim());
   allCounters ??= values.counters
     ? [...Deno.readDirSync(KVM_DEBUGFS)].filter((e) => e.isFile).map((e) => e.name).sort()
     : [];
-  return Object.fromEntries(
-    [...new Set([...COUNTERS, ...allCounters])].map((name) => [name, read(name)]),
-  ) as Counters;
+  return readKvmCounters([...new Set([...COUNTERS, ...allCounters])]) as Counters;
 }
 
 function since(before: Counters, what: string): Counters {
@@ -278,12 +275,11 @@ function median(xs: number[]): number {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
-const work = await Deno.makeTempDir({ prefix: "kvmts-bench-io-" });
-try {
-  if (!Deno.statSync(KVM_DEBUGFS).isDirectory) throw new Error("no KVM debugfs");
-} catch {
-  run("mount", "-t", "debugfs", "none", "/sys/kernel/debug");
+if (!kvmCountersAvailable()) {
+  console.error(`bench:io: no ${KVM_DEBUGFS} (KVM's counters), and debugfs would not mount`);
+  Deno.exit(1);
 }
+const work = await Deno.makeTempDir({ prefix: "kvmts-bench-io-" });
 try {
   // The guest: busybox with virtio_pci, virtio_blk and virtio_net, plus randread as a second archive.
   const initrd = `${work}/initramfs.cpio`;
