@@ -127,6 +127,9 @@ export function servePendingExits(
       Atomics.notify(cells, cell);
     } else if (state === INTA_PENDING) {
       Atomics.store(cells, EXTINT_VECTOR, irqchip?.extIntPending ? irqchip.extInt() : -1);
+      // INT after the INTA (another request may be waiting): vCPU 0 reads it next, asking for the
+      // window only while it is high; the VM thread's next look then has nothing to kick for.
+      Atomics.store(cells, EXTINT, irqchip?.extIntPending ? 1 : 0);
       Atomics.store(cells, cell, RUNNING);
       Atomics.notify(cells, cell);
     } else if (state === STOPPED || state === FAILED || state === DONE) {

@@ -9,6 +9,7 @@ import {
   DONE,
   DOORBELL,
   EXIT_PENDING,
+  EXTINT,
   EXTINT_VECTOR,
   FAILED,
   INTA_PENDING,
@@ -186,6 +187,7 @@ Deno.test("servePendingExits with a split irqchip: vCPU 0's INTA gets the PIC's 
   };
   runs[1].view.setUint32(8, KVM_EXIT_IOAPIC_EOI, true); // kvm_run.exit_reason
   runs[1].page[32] = 0x41; // eoi.vector, the first byte of the exit union
+  cells[EXTINT] = 1; // as the VM thread published it
   cells[stateCell(0)] = INTA_PENDING;
   cells[stateCell(1)] = EXIT_PENDING;
   const pass = () =>
@@ -203,6 +205,7 @@ Deno.test("servePendingExits with a split irqchip: vCPU 0's INTA gets the PIC's 
   assert.equal(pass(), 1, "the EOI is an exit served; the INTA is not an exit");
   assert.deepEqual(log, ["inta", "eoi 41"]);
   assert.equal(cells[EXTINT_VECTOR], 0x20);
+  assert.equal(cells[EXTINT], 0, "INT fell with the INTA: vCPU 0 asks for no window");
   assert.deepEqual([cells[stateCell(0)], cells[stateCell(1)]], [RUNNING, RUNNING]);
   // INT fell between vCPU 0's look and the INTA (the guest masked the line): no vector, no INTA.
   cells[stateCell(0)] = INTA_PENDING;
