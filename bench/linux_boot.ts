@@ -49,13 +49,14 @@ interface Sample {
   exit: number;
   rssKib: number;
   anonKib: number;
-  /** KVM's counters over the whole run (exits in all, to userspace for port I/O and MMIO, halts). */
+  /** KVM's counters from start to the prompt (exits in all, port I/O and MMIO exits, halts). */
   kvm?: Record<Counter, number>;
 }
 
 /**
  * KVM's counters (its debugfs, needs root; one VM runs at a time here): the same count for every
- * VMM, and so the fair measure of what each one's guest cost in exits.
+ * VMM, and so the fair measure of what each one's guest cost in exits. KVM sums them over the VMs
+ * that exist, so they are read at the prompt, while the VM does.
  */
 const COUNTERS = ["exits", "io_exits", "mmio_exits", "halt_exits"] as const;
 type Counter = (typeof COUNTERS)[number];
@@ -86,6 +87,7 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
   const writer = child.stdin.getWriter();
   let text = "";
   let prompt: number | undefined;
+  let kvm: Record<Counter, number> | undefined;
   let rssKib = 0;
   let anonKib = 0;
   const sample = () => {
@@ -106,15 +108,16 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
       if (prompt === undefined && text.includes(SHELL_PROMPT)) {
         prompt = performance.now() - start;
         sample();
+        if (before) {
+          const now = readKvmCounters(COUNTERS);
+          kvm = Object.fromEntries(COUNTERS.map((c) => [c, now[c] - before[c]])) as Record<Counter, number>;
+        }
         await writer.write(new TextEncoder().encode("poweroff -f\r"));
       }
     }
     const status = await child.status;
     const exit = performance.now() - start;
     if (prompt === undefined || !status.success) return undefined;
-    const after = before && readKvmCounters(COUNTERS);
-    const kvm = after &&
-      Object.fromEntries(COUNTERS.map((c) => [c, after[c] - before![c]])) as Record<Counter, number>;
     return { prompt, exit, rssKib, anonKib, ...(kvm ? { kvm } : {}) };
   } finally {
     clearInterval(watch);
@@ -214,7 +217,7 @@ try {
   }
   console.log("\n(×: ratio to QEMU microvm; medians of the rounds that reached the prompt and exited)");
   if (COUNTING) {
-    console.log("\nKVM's exits from start to exit (its debugfs counters; medians):\n");
+    console.log("\nKVM's exits from the start to the prompt (its debugfs counters; medians):\n");
     console.log("| | exits | port I/O exits | MMIO exits | halts |");
     console.log("| --- | --- | --- | --- | --- |");
     for (const [name] of runs) {
