@@ -177,7 +177,9 @@ export const BOOT_COPY_CHUNK_SIZE = 0x10_0000;
 /**
  * Places `writes` through `write` (the board's `AddressSpace.writeRom`): bytes as they are, a
  * source range in chunks of at most {@link BOOT_COPY_CHUNK_SIZE} bytes through one reused buffer,
- * so the image is never held whole.
+ * so the image is never held whole. With `map` (the board's `AddressSpace.map` for writing), a
+ * chunk whose target is plain RAM is read from its source straight into guest memory: one copy
+ * instead of two (a Linux kernel is tens of MiB).
  *
  * @throws what a source's `readInto` throws (a file that changed) and what `write` throws.
  *
@@ -199,6 +201,7 @@ export function copyBootWrites(
   writes: readonly BootWrite[],
   write: (addr: bigint, bytes: Uint8Array) => void,
   chunkSize: number = BOOT_COPY_CHUNK_SIZE,
+  map?: (addr: bigint, length: number) => Uint8Array | null,
 ): void {
   let buffer: Uint8Array | undefined;
   for (const w of writes) {
@@ -211,12 +214,19 @@ export function copyBootWrites(
       continue;
     }
     checkRange(w.source, w.offset, w.length);
-    buffer ??= new Uint8Array(chunkSize);
     for (let done = 0; done < w.length;) {
-      const chunk = buffer.subarray(0, Math.min(chunkSize, w.length - done));
-      w.source.readInto(w.offset + done, chunk);
-      write(w.addr + BigInt(done), chunk);
-      done += chunk.length;
+      const length = Math.min(chunkSize, w.length - done);
+      const addr = w.addr + BigInt(done);
+      const target = map?.(addr, length);
+      if (target) {
+        w.source.readInto(w.offset + done, target);
+      } else {
+        buffer ??= new Uint8Array(chunkSize);
+        const chunk = buffer.subarray(0, length);
+        w.source.readInto(w.offset + done, chunk);
+        write(addr, chunk);
+      }
+      done += length;
     }
   }
 }

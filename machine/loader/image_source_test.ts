@@ -148,3 +148,23 @@ Deno.test("a range outside its source is refused before anything is written", ()
   assert.throws(() => readSource(new BytesSource(new Uint8Array(2)), -1, 1), RangeError);
   assert.throws(() => readSource(new BytesSource(new Uint8Array(2)), 0, 3), RangeError);
 });
+
+Deno.test("copyBootWrites with map: chunks over plain RAM are read straight into it, the rest go through write", () => {
+  const source = new CountingSource(Uint8Array.from({ length: 10 }, (_, i) => i + 1));
+  const ram = new Uint8Array(0x10);
+  const written: [bigint, number[]][] = [];
+  // RAM at 0x200-0x20f; the chunk at 0x208 runs past it and takes the buffer path.
+  const map = (addr: bigint, length: number) =>
+    addr >= 0x200n && addr + BigInt(length) <= 0x210n
+      ? ram.subarray(Number(addr - 0x200n), Number(addr - 0x200n) + length)
+      : null;
+  copyBootWrites(
+    [{ addr: 0x200n, source, offset: 0, length: 10 }, { addr: 0x20cn, source, offset: 0, length: 8 }],
+    (addr, bytes) => written.push([addr, [...bytes]]),
+    4,
+    map,
+  );
+  assert.deepEqual([...ram.subarray(0, 0x10)], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0, 1, 2, 3, 4]);
+  assert.deepEqual(written, [[0x210n, [5, 6, 7, 8]]]);
+  assert.deepEqual(source.reads, [[0, 4], [4, 4], [8, 2], [0, 4], [4, 4]]);
+});
