@@ -31,6 +31,11 @@ export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 /** `MADV_DONTNEED`: drop the pages; private anonymous memory then reads as zeros. */
 export const MADV_DONTNEED = 4;
+/**
+ * `MADV_HUGEPAGE`: back the range with transparent huge pages (2 MiB) where the host's THP mode is
+ * `madvise` (Ubuntu's default; `always`, Debian's, needs no advice). EINVAL without THP.
+ */
+export const MADV_HUGEPAGE = 14;
 
 /** `(void *) -1` as returned by a failed mmap. */
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;

@@ -12,6 +12,7 @@ import { closeFd, O_RDONLY, openPath } from "./_syscalls.ts";
 import {
   detach,
   MADV_DONTNEED,
+  MADV_HUGEPAGE,
   madvise,
   MAP_ANONYMOUS,
   MAP_NORESERVE,
@@ -54,7 +55,8 @@ export interface GuestMemoryFile {
 
 /**
  * Anonymous, private, lazily committed host memory for a guest: `mmap(PROT_READ|PROT_WRITE,
- * MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE)`. Reserving costs address space only; host pages are
+ * MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE)`, advised `MADV_HUGEPAGE` as QEMU advises guest RAM.
+ * Reserving costs address space only; host pages are
  * committed when the guest or the host first writes them, so a size larger than the host's RAM is
  * fine. The bytes read as zero until written.
  *
@@ -113,6 +115,14 @@ export class GuestMemory implements RamBacking, Disposable {
       );
     this.#pointer = mapping.pointer;
     this.hostAddress = mapping.address;
+    if (file === undefined) {
+      // Huge pages for guest RAM, as QEMU advises for every RAM block: a fault fills 2 MiB instead
+      // of 4 KiB (a 59 MiB kernel loads in a quarter of the time) and KVM maps the guest with 2 MiB
+      // pages. A host without THP refuses (EINVAL): the memory works the same without.
+      try {
+        madvise(mapping.address, this.#mappedSize, MADV_HUGEPAGE, "guest memory");
+      } catch { /* no transparent huge pages on this host */ }
+    }
     try {
       // One zero-copy, non-owning view for the life of the mapping (creating one costs ~360 ns).
       this.#bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(mapping.pointer, Number(bytes)));
