@@ -98,3 +98,15 @@ Deno.test("discard gives pages back: they read as zeros again", () => {
   assert.equal(ram.bytes[0x2000], 0xff);
   assert.throws(() => ram.discard(0x10n, 0x1000n), RangeError);
 });
+
+Deno.test("adviseHugePages: whole 2 MiB blocks inside the range only; a range outside is refused", () => {
+  using memory = new GuestMemory(8n << 20n);
+  assert.equal(memory.adviseHugePages(0n, 4096n), false, "no whole 2 MiB block inside");
+  // Whether the host takes the advice depends on its THP support; the memory works the same.
+  const advised = memory.adviseHugePages(0n, 8n << 20n);
+  assert.equal(typeof advised, "boolean");
+  memory.bytes[(6 << 20) + 5] = 7;
+  assert.equal(memory.bytes[(6 << 20) + 5], 7);
+  assert.throws(() => memory.adviseHugePages(4n << 20n, 5n << 20n), /outside 0x800000 bytes/);
+  assert.throws(() => memory.adviseHugePages(-1n, 1n), RangeError);
+});
