@@ -36,6 +36,8 @@ export const MADV_DONTNEED = 4;
  * `madvise` (Ubuntu's default; `always`, Debian's, needs no advice). EINVAL without THP.
  */
 export const MADV_HUGEPAGE = 14;
+/** `MADV_NOHUGEPAGE`: 4 KiB pages only for the range, whatever the host's THP mode. */
+export const MADV_NOHUGEPAGE = 15;
 
 /** `(void *) -1` as returned by a failed mmap. */
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;

@@ -13,6 +13,7 @@ import {
   detach,
   MADV_DONTNEED,
   MADV_HUGEPAGE,
+  MADV_NOHUGEPAGE,
   madvise,
   MAP_ANONYMOUS,
   MAP_NORESERVE,
@@ -205,19 +206,41 @@ export class GuestMemory implements RamBacking, Disposable {
    * @throws {RangeError} when the range is not inside the memory.
    */
   adviseHugePages(offset: bigint, length: bigint): boolean {
+    this.#checkAdviceRange("adviseHugePages", offset, length);
+    const block = HUGE_PAGE_SIZE;
+    const start = (this.hostAddress + offset + block - 1n) / block * block;
+    const end = (this.hostAddress + offset + length) / block * block;
+    return end > start && this.#advise(start, end - start, MADV_HUGEPAGE, "adviseHugePages");
+  }
+
+  /**
+   * Keeps `[offset, offset + length)` (widened to host pages) on 4 KiB pages, whatever the host's THP
+   * mode (`MADV_NOHUGEPAGE`): for ranges the VMM writes a few bytes of, where a huge page would cost
+   * 2 MiB of RSS. Returns false when the host refuses (no THP: there are no huge pages anyway).
+   *
+   * @throws {RangeError} when the range is not inside the memory.
+   */
+  avoidHugePages(offset: bigint, length: bigint): boolean {
+    this.#checkAdviceRange("avoidHugePages", offset, length);
+    const page = BigInt(hostPageSize());
+    const start = (this.hostAddress + offset) / page * page;
+    const end = (this.hostAddress + offset + length + page - 1n) / page * page;
+    return end > start && this.#advise(start, end - start, MADV_NOHUGEPAGE, "avoidHugePages");
+  }
+
+  #checkAdviceRange(op: string, offset: bigint, length: bigint): void {
     if (offset < 0n || length < 0n || offset + length > this.size) {
       throw new RangeError(
-        `adviseHugePages: [0x${offset.toString(16)}, +0x${length.toString(16)}) is outside 0x${
+        `${op}: [0x${offset.toString(16)}, +0x${length.toString(16)}) is outside 0x${
           this.size.toString(16)
         } bytes`,
       );
     }
-    const block = HUGE_PAGE_SIZE;
-    const start = (this.hostAddress + offset + block - 1n) / block * block;
-    const end = (this.hostAddress + offset + length) / block * block;
-    if (end <= start) return false;
+  }
+
+  #advise(start: bigint, length: bigint, advice: number, op: string): boolean {
     try {
-      madvise(start, end - start, MADV_HUGEPAGE, "GuestMemory.adviseHugePages");
+      madvise(start, length, advice, `GuestMemory.${op}`);
       return true;
     } catch {
       return false; // no transparent huge pages on this host

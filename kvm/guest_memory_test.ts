@@ -99,7 +99,7 @@ Deno.test("discard gives pages back: they read as zeros again", () => {
   assert.throws(() => ram.discard(0x10n, 0x1000n), RangeError);
 });
 
-Deno.test("adviseHugePages: whole 2 MiB blocks inside the range only; a range outside is refused", () => {
+Deno.test("adviseHugePages and avoidHugePages: whole 2 MiB blocks for the one, whole pages for the other; ranges outside refused", () => {
   using memory = new GuestMemory(8n << 20n);
   assert.equal(memory.adviseHugePages(0n, 4096n), false, "no whole 2 MiB block inside");
   // Whether the host takes the advice depends on its THP support; the memory works the same.
@@ -109,4 +109,9 @@ Deno.test("adviseHugePages: whole 2 MiB blocks inside the range only; a range ou
   assert.equal(memory.bytes[(6 << 20) + 5], 7);
   assert.throws(() => memory.adviseHugePages(4n << 20n, 5n << 20n), /outside 0x800000 bytes/);
   assert.throws(() => memory.adviseHugePages(-1n, 1n), RangeError);
+  // The opposite advice over part of the range (a page and a bit: widened to whole pages).
+  assert.equal(memory.avoidHugePages(0n, 4097n), advised, "refused only where THP is missing");
+  memory.bytes[4096] = 9;
+  assert.equal(memory.bytes[4096], 9);
+  assert.throws(() => memory.avoidHugePages(8n << 20n, 1n), /avoidHugePages: .* is outside/);
 });

@@ -223,12 +223,18 @@ export function allocatePcMemory(ramSize: bigint, biosSize: bigint, cleanup: Dis
   const ram = new GuestMemory(ramSize);
   cleanup.push(ram);
   // Huge pages for RAM, as QEMU advises its RAM blocks (a 59 MiB kernel loads in half the time on a
-  // host whose THP mode is `madvise`), but not for the first and last 2 MiB below 4 GiB: the VMM
-  // writes a few pages there (real-mode area, boot information, the ACPI tables at the top), and a
-  // small guest would pay 2 MiB of RSS for each.
+  // host whose THP mode is `madvise`), but not for the first and last 2 MiB below 4 GiB, even where
+  // the host's mode is `always`: the VMM writes a few pages there (real-mode area, boot information,
+  // the ACPI tables at the top), and a small guest would pay 2 MiB of RSS for each.
   const below4g = splitRam(ramSize).below4g;
   const edge = 2n << 20n;
-  if (below4g > 2n * edge) ram.adviseHugePages(edge, below4g - 2n * edge);
+  if (below4g > 2n * edge) {
+    ram.adviseHugePages(edge, below4g - 2n * edge);
+    ram.avoidHugePages(0n, edge);
+    ram.avoidHugePages(below4g - edge, edge);
+  } else {
+    ram.avoidHugePages(0n, below4g);
+  }
   if (ramSize > below4g) ram.adviseHugePages(below4g, ramSize - below4g);
   const bios = new GuestMemory(biosSize);
   cleanup.push(bios);
