@@ -220,6 +220,14 @@ function words(view: DataView, start: number, ndata: number): bigint[] {
 }
 
 /**
+ * The vector of a `KVM_EXIT_IOAPIC_EOI` exit, read straight from the run page (the exit paths of a
+ * split irqchip, which must not allocate the decoded exit).
+ */
+export function ioapicEoiVector(page: Uint8Array): number {
+  return page[EOI.vector];
+}
+
+/**
  * Decodes the exit described by a `struct kvm_run` (a vCPU's run mapping, or a hand-made copy).
  * Pure: it only reads `run` and returns views into it for data that a handler reads or fills.
  *

@@ -66,7 +66,6 @@ import {
   KVM_GET_XCRS,
   KVM_GET_XSAVE,
   KVM_GET_XSAVE2,
-  KVM_INTERRUPT,
   KVM_RUN,
   KVM_SET_CPUID2,
   KVM_SET_DEBUGREGS,
@@ -84,6 +83,7 @@ import {
   KVM_TRANSLATE,
 } from "./ioctls.ts";
 import { KVM_ERROR_PARTIAL, KvmError } from "./kvm_error.ts";
+import { queueInterrupt } from "./vcpu_handle.ts";
 
 /**
  * General registers (`struct kvm_regs`, 144 bytes), all 64-bit and so `bigint`.
@@ -587,13 +587,8 @@ export class Vcpu implements Disposable {
    * @throws {KvmError} when KVM refuses it (EEXIST: one is still pending).
    */
   interrupt(vector: number): void {
-    if (!Number.isInteger(vector) || vector < 0 || vector > 0xff) {
-      throw new RangeError(`interrupt: vector ${vector} is not between 0 and 255`);
-    }
     this.#checkOpen();
-    const bytes = this.#interruptBytes ??= new Uint8Array(4);
-    new DataView(bytes.buffer).setUint32(0, vector, true);
-    this.#ioctlBuf(KVM_INTERRUPT, bytes, "KVM_INTERRUPT");
+    queueInterrupt(this.#fd, this.#interruptBytes ??= new Uint8Array(4), vector, `vCPU ${this.id}`);
   }
 
   /** `KVM_GET_REGS`. */

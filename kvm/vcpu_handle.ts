@@ -103,16 +103,21 @@ export class VcpuHandle {
    * @throws {KvmError} when KVM refuses it.
    */
   interrupt(vector: number): void {
-    if (!Number.isInteger(vector) || vector < 0 || vector > 0xff) {
-      throw new RangeError(`interrupt: vector ${vector} is not between 0 and 255`);
-    }
-    new DataView(this.#interruptBytes.buffer).setUint32(0, vector, true);
-    ioctlBuf(
-      this.#fd,
-      KVM_INTERRUPT,
-      this.#interruptBytes,
-      "KVM_INTERRUPT",
-      `vCPU ${this.id} (worker thread)`,
-    );
+    queueInterrupt(this.#fd, this.#interruptBytes, vector, `vCPU ${this.id} (worker thread)`);
   }
+}
+
+/**
+ * `KVM_INTERRUPT` of `vector` on the vCPU `fd`, through `scratch` (4 bytes, the caller's to reuse):
+ * {@link Vcpu.interrupt} and {@link VcpuHandle.interrupt} alike.
+ *
+ * @throws {RangeError} for a vector outside 0–255.
+ * @throws {KvmError} when KVM refuses it (EEXIST: one is still pending).
+ */
+export function queueInterrupt(fd: number, scratch: Uint8Array, vector: number, detail: string): void {
+  if (!Number.isInteger(vector) || vector < 0 || vector > 0xff) {
+    throw new RangeError(`interrupt: vector ${vector} is not between 0 and 255`);
+  }
+  new DataView(scratch.buffer, scratch.byteOffset, 4).setUint32(0, vector, true);
+  ioctlBuf(fd, KVM_INTERRUPT, scratch, "KVM_INTERRUPT", detail);
 }

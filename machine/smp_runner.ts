@@ -12,7 +12,7 @@
  */
 
 import { DoorbellWait } from "../kvm/doorbell.ts";
-import { KVM_RUN_EXIT_UNION_START } from "../kvm/_structs.ts";
+import { ioapicEoiVector } from "../kvm/exit.ts";
 import { KVM_EXIT_DEBUG, KVM_EXIT_IOAPIC_EOI } from "../kvm/ioctls.ts";
 import { PollSet } from "../kvm/poll.ts";
 import { type ExitSpaces, serveExit } from "../kvm/serve_exit.ts";
@@ -71,10 +71,20 @@ export interface ThreadedIrqchip {
   tick(): void;
 }
 
-/** Serves a split irqchip's EOI exit (true), or says the exit is not one (false). */
-function serveEoi(page: Uint8Array, view: DataView, irqchip: ThreadedIrqchip | undefined): boolean {
+/**
+ * Serves a vCPU's pending exit on the VM thread: port I/O and MMIO through the one exit path, a
+ * split irqchip's EOI through `irqchip`. False for any other exit (a debug exit, or one that ends
+ * the run).
+ */
+function serveVcpuExit(
+  page: Uint8Array,
+  view: DataView,
+  spaces: ExitSpaces,
+  irqchip: ThreadedIrqchip | undefined,
+): boolean {
+  if (serveExit(page, view, spaces)) return true;
   if (!irqchip || view.getUint32(EXIT_REASON_OFFSET, true) !== KVM_EXIT_IOAPIC_EOI) return false;
-  irqchip.eoi(page[KVM_RUN_EXIT_UNION_START]);
+  irqchip.eoi(ioapicEoiVector(page));
   return true;
 }
 
@@ -118,7 +128,7 @@ export function servePendingExits(
     const state = Atomics.load(cells, cell);
     if (state === EXIT_PENDING) {
       // The one exit path first; only what it does not serve (a debug exit) costs a second look.
-      if (!serveExit(pages[i], views[i], spaces) && !serveEoi(pages[i], views[i], irqchip)) {
+      if (!serveVcpuExit(pages[i], views[i], spaces, irqchip)) {
         if (onDebug && views[i].getUint32(EXIT_REASON_OFFSET, true) === KVM_EXIT_DEBUG) onDebug(i);
         else onStopped(i, STOPPED);
       }
@@ -312,10 +322,7 @@ export class SmpRunner implements Runner {
     this.#vcpus.forEach((vcpu, i) => {
       const cell = stateCell(i);
       if (Atomics.load(cells, cell) !== EXIT_PENDING || this.#debugExit(i)) return;
-      if (
-        serveExit(vcpu.runPage, vcpu.runView, this.#spaces) ||
-        serveEoi(vcpu.runPage, vcpu.runView, this.#irqchip)
-      ) this.#exits++;
+      if (serveVcpuExit(vcpu.runPage, vcpu.runView, this.#spaces, this.#irqchip)) this.#exits++;
       Atomics.store(cells, cell, RUNNING);
       Atomics.notify(cells, cell);
     });

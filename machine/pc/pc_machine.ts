@@ -19,6 +19,7 @@ import {
 } from "../../kvm/ioctls.ts";
 import { Kvm } from "../../kvm/kvm.ts";
 import { CoalescedRing, KvmCoalescedListener } from "../../kvm/kvm_coalesced_mmio.ts";
+import { ioapicEoiVector } from "../../kvm/exit.ts";
 import { KvmIoeventfdListener } from "../../kvm/kvm_ioeventfd_listener.ts";
 import { KvmMemoryListener, type MemslotCall } from "../../kvm/kvm_memory_listener.ts";
 import type { CpuidEntry, KvmRegs, KvmSregs, MsrEntry, Vcpu, VcpuEvents } from "../../kvm/vcpu.ts";
@@ -72,7 +73,6 @@ import type { IoapicRoute } from "../../devices/ioapic.ts";
 import { HostTimer } from "../../kvm/host_timer.ts";
 import { currentThread, handleKickSignal, KICK_SIGNAL } from "../../kvm/vcpu_kicker.ts";
 import { KVM_EXIT_IOAPIC_EOI, KVM_EXIT_IRQ_WINDOW_OPEN } from "../../kvm/ioctls.ts";
-import { KVM_RUN_EXIT_UNION_START } from "../../kvm/_structs.ts";
 import type { UserspaceIrqchip } from "../vcpu_runner.ts";
 
 export { MAX_CPUS, pcE820 };
@@ -377,7 +377,7 @@ function splitIrqchipHooks(irqchip: PcSplitIrqchip): UserspaceIrqchip {
     exit(reason, page) {
       if (reason === KVM_EXIT_IRQ_WINDOW_OPEN) return true; // beforeRun gives the vector
       if (reason !== KVM_EXIT_IOAPIC_EOI) return false;
-      irqchip.eoi(page[KVM_RUN_EXIT_UNION_START]);
+      irqchip.eoi(ioapicEoiVector(page));
       return true;
     },
   };
