@@ -11,6 +11,7 @@ import { ifKvm, reportKvmSkip } from "../kvm/_testing.ts";
 import { loadFlat } from "../machine/loader/mod.ts";
 import { PcMachine, type PcMachineOptions } from "../machine/pc/pc_machine.ts";
 import { assemble, guestSource } from "./guests/assemble.ts";
+import { currentThread } from "../kvm/vcpu_kicker.ts";
 
 reportKvmSkip("tests/split_irqchip_guest_test.ts");
 
@@ -20,7 +21,8 @@ const TICKS = 50;
 /** Long enough for any host to deliver 50 ticks of 1 ms; a lost interrupt would hang for good. */
 const GIVE_UP_MS = 60_000;
 
-async function runGuest(options: Partial<PcMachineOptions>): Promise<void> {
+/** Runs the guest to its exit; `threaded`: whether vCPU 0 must run on a thread of its own. */
+async function runGuest(options: Partial<PcMachineOptions>, threaded: boolean): Promise<void> {
   const image = await assemble(guestSource("pit_pic.S"), { base: Number(ENTRY) });
   using pc = await PcMachine.create({
     ramSize: RAM,
@@ -33,7 +35,10 @@ async function runGuest(options: Partial<PcMachineOptions>): Promise<void> {
   // clock starts at the first call: starting the vCPU threads (from source, type-checked, in the
   // nested VM) can take a minute of its own.
   let deadline = Infinity;
+  const vmThread = currentThread().tid;
+  const vcpu0Threads = new Set<number>();
   const onKick = () => {
+    vcpu0Threads.add(pc.threadIds()[0]);
     if (deadline === Infinity) deadline = Date.now() + GIVE_UP_MS;
     if (Date.now() <= deadline) return;
     // Where it stands: the exits each vCPU took (by KVM_EXIT_* number), both PICs and the IOAPIC,
@@ -48,13 +53,16 @@ async function runGuest(options: Partial<PcMachineOptions>): Promise<void> {
     });
   };
   assert.deepEqual(await pc.runAsync({ onKick }), { kind: "exit", status: 2 * TICKS + 1 });
+  // The path the test names was the one taken: vCPU 0 on this (the VM) thread, or on another.
+  assert.ok(vcpu0Threads.size > 0, "the runner never woke this thread");
+  assert.equal(vcpu0Threads.has(vmThread), !threaded, `vCPU 0 ran on threads ${[...vcpu0Threads]}`);
 }
 
 Deno.test(
   "split irqchip, one vCPU on the VM thread: the PIT's interrupts arrive through the PIC",
   ifKvm,
   async () => {
-    await runGuest({});
+    await runGuest({}, false);
   },
 );
 
@@ -62,7 +70,7 @@ Deno.test(
   "split irqchip, -smp 2: vCPU 0 on its own thread takes the PIC's vectors from the VM thread",
   ifKvm,
   async () => {
-    await runGuest({ cpus: 2 });
+    await runGuest({ cpus: 2 }, true);
   },
 );
 
@@ -70,6 +78,9 @@ Deno.test(
   "split irqchip, one vCPU and an ioeventfd device: vCPU 0 runs on its own thread all the same",
   ifKvm,
   async () => {
-    await runGuest({ pciDevices: [{ type: "virtio-rng-pci", entropy: (b) => b.fill(7), ioeventfd: true }] });
+    await runGuest(
+      { pciDevices: [{ type: "virtio-rng-pci", entropy: (b) => b.fill(7), ioeventfd: true }] },
+      true,
+    );
   },
 );
