@@ -6,7 +6,8 @@
 
 import { E2BIG } from "./_errno.ts";
 import { decodeStruct, encodeStruct, KVM_MSR_LIST_LAYOUT, structBuffer } from "./_structs.ts";
-import { closeFd, ioctlBuf, ioctlNone, ioctlU64, openDevice } from "./_syscalls.ts";
+import { closeFd, ioctlBuf, ioctlNone, ioctlU64, openDevice, retryOnEintr } from "./_syscalls.ts";
+import { libc } from "./_libc.ts";
 import {
   KVM_API_VERSION,
   KVM_CHECK_EXTENSION,
@@ -169,7 +170,11 @@ export class Kvm implements Disposable {
    */
   createVm(machineType = 0): Vm {
     const mmapSize = this.vcpuMmapSize();
-    const fd = ioctlU64(this.#open(), KVM_CREATE_VM, BigInt(machineType), "KVM_CREATE_VM");
+    const kvmFd = this.#open();
+    // A signal that arrives while the kernel sets the VM up fails the call with EINTR (a profiler's
+    // SIGPROF does, for one); QEMU asks again, and so does this.
+    const fd = retryOnEintr(() => libc().ioctl_u64(kvmFd, KVM_CREATE_VM, BigInt(machineType)));
+    if (fd < 0) throw new KvmError("KVM_CREATE_VM", -fd);
     const vm: Vm = new Vm(fd, { vcpuMmapSize: mmapSize, onClose: () => this.#vms.delete(vm) });
     this.#vms.add(vm);
     return vm;
