@@ -74,16 +74,101 @@ export class KvmCoalescedListener implements MemoryListener {
     this.name = `kvm-coalesced-${space}`;
   }
 
-  /** `KVM_REGISTER_COALESCED_MMIO` for a range that became coalesced. */
-  coalescedIoAdd(_section: MemoryRegionSection, start: bigint, size: bigint): void {
-    this.#backend.registerCoalescedZone({ space: this.#space, address: start, size: Number(size) });
+  /** Coalesced ranges that the view splits into pieces, by their whole zone (`start+size`). */
+  readonly #split = new Map<string, SplitRange>();
+  #merging = false;
+
+  /**
+   * `KVM_REGISTER_COALESCED_MMIO` for a range that became coalesced (once split ranges are merged,
+   * a piece of one registers its whole range instead, if not registered yet).
+   */
+  coalescedIoAdd(section: MemoryRegionSection, start: bigint, size: bigint): void {
+    const whole = wholeRange(section, start, size);
+    if (!whole) return this.#zone(true, start, size);
+    const key = `${whole.start}+${whole.size}`;
+    let range = this.#split.get(key);
+    if (!range) this.#split.set(key, range = { ...whole, pieces: new Set(), registered: false });
+    range.pieces.add(`${start}+${size}`);
+    if (!this.#merging) return this.#zone(true, start, size);
+    if (!range.registered) this.#zone(true, range.start, range.size);
+    range.registered = true;
   }
 
-  /** `KVM_UNREGISTER_COALESCED_MMIO` for one that went; nothing once the VM is closed. */
-  coalescedIoDel(_section: MemoryRegionSection, start: bigint, size: bigint): void {
+  /**
+   * `KVM_UNREGISTER_COALESCED_MMIO` for one that went (once merged, the whole range goes with its
+   * last piece); nothing once the VM is closed.
+   */
+  coalescedIoDel(section: MemoryRegionSection, start: bigint, size: bigint): void {
     if (this.#backend.closed) return;
-    this.#backend.unregisterCoalescedZone({ space: this.#space, address: start, size: Number(size) });
+    const whole = wholeRange(section, start, size);
+    const key = whole && `${whole.start}+${whole.size}`;
+    const range = key ? this.#split.get(key) : undefined;
+    if (!range) return this.#zone(false, start, size);
+    range.pieces.delete(`${start}+${size}`);
+    if (range.pieces.size === 0) this.#split.delete(key!);
+    if (!this.#merging) return this.#zone(false, start, size);
+    if (range.pieces.size === 0 && range.registered) this.#zone(false, range.start, range.size);
   }
+
+  /**
+   * Registers each coalesced range that the view splits (a region mapped over part of it, as the
+   * PIIX reset control at 0xcf9 splits the PCI host's CONFIG_ADDRESS at 0xcf8) as one whole zone in
+   * place of its pieces, now and from now on; returns how many it merged. QEMU registers only the
+   * pieces, so a guest's 4-byte write to 0xcf8 fits no zone and exits every time; with the whole
+   * zone KVM queues it. (Both at once would not do: KVM's bus keeps overlapping zones out of the
+   * order its lookup needs.) Writes to what covers the gap are then queued as well and reach it
+   * through the address space when the ring is played back, so the caller must play the ring back
+   * before serving each exit and every few milliseconds (a guest may write the reset control and
+   * halt).
+   */
+  mergeSplitZones(): number {
+    this.#merging = true;
+    let merged = 0;
+    for (const range of this.#split.values()) {
+      if (range.registered) continue;
+      for (const piece of range.pieces) {
+        const [start, size] = piece.split("+").map(BigInt);
+        this.#zone(false, start, size);
+      }
+      this.#zone(true, range.start, range.size);
+      range.registered = true;
+      merged++;
+    }
+    return merged;
+  }
+
+  #zone(add: boolean, start: bigint, size: bigint): void {
+    const zone = { space: this.#space, address: start, size: Number(size) };
+    if (add) this.#backend.registerCoalescedZone(zone);
+    else this.#backend.unregisterCoalescedZone(zone);
+  }
+}
+
+/** A coalesced range of a region that the view splits, and the pieces registered of it. */
+interface SplitRange {
+  readonly start: bigint;
+  readonly size: bigint;
+  readonly pieces: Set<string>;
+  registered: boolean;
+}
+
+/**
+ * The whole coalesced range of `section`'s region that the piece `start`/`size` belongs to, in
+ * address-space coordinates, when the piece is only part of it (undefined when it is all of it).
+ */
+function wholeRange(
+  section: MemoryRegionSection,
+  start: bigint,
+  size: bigint,
+): { start: bigint; size: bigint } | undefined {
+  const base = section.start - section.offsetInRegion;
+  for (const range of section.region.coalesced) {
+    const whole = base + range.offset;
+    if (whole <= start && start + size <= whole + range.size) {
+      return whole === start && range.size === size ? undefined : { start: whole, size: range.size };
+    }
+  }
+  return undefined;
 }
 
 /** Bytes of `struct kvm_coalesced_mmio_ring`'s header (`first`, `last`) and of one entry. */

@@ -78,6 +78,12 @@ export interface Runner {
   stop(outcome: RunOutcome): void;
   /** Runs `fn` while no vCPU is inside `KVM_RUN` (to read registers during a run). */
   withVcpusPaused<T>(fn: () => T): T;
+  /**
+   * Calls `flush` on the serving thread before each exit is served (and at least every 200 ms
+   * where that thread waits on a doorbell), from now on: the coalesced ring's playback once writes
+   * to any port may be queued in it (`KvmCoalescedListener.mergeSplitZones`).
+   */
+  flushBeforeEachExit(flush: () => void): void;
   /** The host thread id of each vCPU (0 for one whose thread is not running). */
   threadIds(): number[];
   /** Releases what the runner owns (the doorbell's eventfd); after the last run. Idempotent. */

@@ -221,6 +221,7 @@ export class SmpRunner implements Runner {
   readonly #wake: DoorbellWait;
   readonly #irqchip: ThreadedIrqchip | undefined;
   #stop: RunOutcome | null = null;
+  #flush: (() => void) | null = null;
   #exits = 0;
   #running = false;
   #pauseDepth = 0;
@@ -250,6 +251,11 @@ export class SmpRunner implements Runner {
   /** Ring this to make the VM thread look at its hooks (input, monitor commands). */
   get doorbell(): Doorbell {
     return this.#wake.doorbell;
+  }
+
+  /** Calls `flush` at the start of each pass of the VM thread, before the exits it serves. */
+  flushBeforeEachExit(flush: () => void): void {
+    this.#flush = flush;
   }
 
   /**
@@ -319,6 +325,7 @@ export class SmpRunner implements Runner {
 
   #servePendingIo(): void {
     const cells = this.#cells;
+    if (this.#flush !== null) this.#flush();
     this.#vcpus.forEach((vcpu, i) => {
       const cell = stateCell(i);
       if (Atomics.load(cells, cell) !== EXIT_PENDING || this.#debugExit(i)) return;
@@ -413,6 +420,9 @@ export class SmpRunner implements Runner {
     const poll = new PollSet(1 + sources.length);
     for (;;) {
       const seen = wake.counter;
+      // Writes the guest queued in the coalesced ring before these exits come first (and a queued
+      // write no exit follows is played back within DOORBELL_TIMEOUT_MS).
+      if (this.#flush !== null) this.#flush();
       this.#exits += servePendingExits(cells, pages, views, spaces, onStopped, hooks.onDebug, irqchip);
       hooks.onKick?.();
       if (this.#stop) return;

@@ -45,6 +45,7 @@ export class VcpuRunner implements Runner {
   #exits = 0;
   readonly #counts = new Uint32Array(EXIT_REASON_SLOTS);
   readonly #irqchip: UserspaceIrqchip | null;
+  #flush: (() => void) | null = null;
 
   /**
    * A runner of `vcpu` whose exits go to `spaces`; with `irqchip`, a split irqchip's userspace part
@@ -81,6 +82,11 @@ export class VcpuRunner implements Runner {
     return [currentThread().tid];
   }
 
+  /** Calls `flush` after each `KVM_RUN` returns, before its exit is served. */
+  flushBeforeEachExit(flush: () => void): void {
+    this.#flush = flush;
+  }
+
   /** Nothing to release: the vCPU is the caller's. */
   close(): void {}
 
@@ -103,6 +109,7 @@ export class VcpuRunner implements Runner {
     for (;;) {
       irqchip?.beforeRun(vcpu);
       const reason = vcpu.run();
+      if (this.#flush !== null) this.#flush(); // writes the guest queued before this exit come first
       counts[reason & (EXIT_REASON_SLOTS - 1)]++;
       if (serveExit(page, view, spaces)) {
         this.#exits++;

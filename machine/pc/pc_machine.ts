@@ -245,7 +245,8 @@ export function allocatePcMemory(ramSize: bigint, biosSize: bigint, cleanup: Dis
 
 /**
  * Step 5: the KVM memory listener on the board's "memory" space; its replay maps every memslot of
- * the finished board in one pass.
+ * the finished board in one pass. Ioeventfds are registered here too; coalesced zones come with
+ * the ring that plays them back (step 6b).
  *
  * @throws {KvmError} when the kernel refuses a memslot.
  */
@@ -255,28 +256,88 @@ export function attachKvm(board: PcBoard, vm: Vm, trace?: (call: MemslotCall) =>
   // Ioeventfds as QEMU's KVM listeners register them: MMIO ones from "memory", port ones from "I/O".
   board.memory.registerListener(new KvmIoeventfdListener(vm, "mmio"));
   board.io.registerListener(new KvmIoeventfdListener(vm, "pio"));
-  // Coalesced writes as QEMU's KVM listeners register them (PCI CONFIG_ADDRESS and the RTC index are
-  // ports): MMIO zones where KVM has the ring, port zones where it also takes ports.
-  if (vm.checkExtension(KVM_CAP_COALESCED_MMIO) > 0) {
-    board.memory.registerListener(new KvmCoalescedListener(vm, "mmio"));
-    if (vm.checkExtension(KVM_CAP_COALESCED_PIO) > 0) {
-      board.io.registerListener(new KvmCoalescedListener(vm, "pio"));
-    }
-  }
   return listener;
 }
 
+/** Playbacks the guest's accesses ask for (PCI configuration cycles, the RTC) before split zones merge. */
+const MERGE_AFTER_FLUSHES = 32;
+/** How often a lone vCPU is kicked to play the ring back once any port's writes may sit in it. */
+const MERGED_RING_PERIOD_NS = 20_000_000;
+
 /**
- * Step 6b: the coalesced-MMIO ring, a page of vCPU 0's mapping, played back into the board's
- * address spaces whenever the memory API flushes (before an access to the PCI host's data port or
- * the RTC, at every transaction, at a snapshot). Dispose it before the vCPUs are unmapped. Null
- * where KVM has no ring.
+ * Step 6b: coalesced writes as QEMU's KVM listeners register them (MMIO zones; port zones where KVM
+ * also takes ports: the PCI host's CONFIG_ADDRESS and the RTC index), and the ring, a page of vCPU
+ * 0's mapping, played back into the board's address spaces whenever the memory API flushes (before
+ * an access to the PCI host's data port or the RTC, at every transaction, at a snapshot).
+ *
+ * QEMU's zones do not spare the exit they are for: the PIIX3 reset control at 0xcf9 splits the
+ * CONFIG_ADDRESS zone, and a guest's 4-byte write to 0xcf8 fits neither piece (a Linux boot spends
+ * half its exits there). So once the guest has asked for {@link MERGE_AFTER_FLUSHES} playbacks (it
+ * probes PCI, or reads the clock), split ranges are registered whole
+ * (`KvmCoalescedListener.mergeSplitZones`); a write to the reset control may then be queued too, so
+ * from then on the runner plays the ring back before every exit it serves, and a lone vCPU is
+ * kicked every {@link MERGED_RING_PERIOD_NS} in case the guest halts after such a write. Call
+ * {@link CoalescedRingDriver.attachRunner} once the runner exists. Null where KVM has no ring.
  */
-function attachCoalescedRing(board: PcBoard, vm: Vm, bsp: Vcpu): Disposable | null {
+function attachCoalescedRing(board: PcBoard, vm: Vm, bsp: Vcpu): CoalescedRingDriver | null {
   const page = vm.checkExtension(KVM_CAP_COALESCED_MMIO);
   if (page <= 0 || (page + 1) * 4096 > bsp.mmapSize) return null;
+  board.memory.registerListener(new KvmCoalescedListener(vm, "mmio"));
+  const pio = vm.checkExtension(KVM_CAP_COALESCED_PIO) > 0 ? new KvmCoalescedListener(vm, "pio") : null;
+  if (pio) board.io.registerListener(pio);
   const ring = new CoalescedRing(bsp.runPage.subarray(page * 4096, (page + 1) * 4096), board);
-  return registerCoalescedFlusher(() => void ring.flush());
+  return new CoalescedRingDriver(ring, pio);
+}
+
+/** The ring's playback, and the merge of split port zones once the guest uses them (step 6b). */
+class CoalescedRingDriver implements Disposable {
+  readonly #ring: CoalescedRing;
+  readonly #pio: KvmCoalescedListener | null;
+  readonly #unregister: Disposable;
+  #runner: Runner | null = null;
+  #flushes = 0;
+  #timer: HostTimer | null = null;
+
+  constructor(ring: CoalescedRing, pio: KvmCoalescedListener | null) {
+    this.#ring = ring;
+    this.#pio = pio;
+    this.#unregister = registerCoalescedFlusher(() => this.#flush());
+  }
+
+  /** From now on the ring's writes may be merged: `runner` plays it back before its exits. */
+  attachRunner(runner: Runner): void {
+    this.#runner = runner;
+  }
+
+  #flush(): void {
+    this.#ring.flush();
+    // Counted during runs only (building the board flushes at each transaction).
+    if (this.#runner && this.#flushes < MERGE_AFTER_FLUSHES && ++this.#flushes === MERGE_AFTER_FLUSHES) {
+      this.#merge();
+    }
+  }
+
+  #merge(): void {
+    const runner = this.#runner;
+    if (!this.#pio || !runner || this.#pio.mergeSplitZones() === 0) return;
+    runner.flushBeforeEachExit(flushCoalescedMmio);
+    if (runner.doorbell !== null) return; // the VM thread's pass comes every 200 ms at the latest
+    // One vCPU on this thread: a kick makes KVM_RUN return, and the runner plays the ring back.
+    handleKickSignal();
+    this.#timer = HostTimer.create({
+      signal: KICK_SIGNAL,
+      tid: currentThread().tid,
+      repeatNs: MERGED_RING_PERIOD_NS,
+    });
+    this.#timer.armAfter(MERGED_RING_PERIOD_NS);
+  }
+
+  /** Stops the playback and the kicks; before the vCPUs' mappings go. Idempotent. */
+  [Symbol.dispose](): void {
+    this.#timer?.close();
+    this.#timer = null;
+    this.#unregister[Symbol.dispose]();
+  }
 }
 
 /**
@@ -677,6 +738,7 @@ export class PcMachine implements Disposable {
       if (coalesced) cleanup.push(coalesced);
       loadGuest(board, boot, vcpus[0]); // 7
       const runner = await makeRunner(board, vcpus, notifiers !== null); // 8
+      coalesced?.attachRunner(runner);
       return new PcMachine({
         board,
         boot,
@@ -799,6 +861,7 @@ export class PcMachine implements Disposable {
       // The same notify eventfds as the machine that was saved (its snapshot served every pending one).
       const notifiers = await createNotifiers(pc, cleanup);
       const runner = await makeRunner(pc, vcpus, notifiers !== null);
+      coalesced?.attachRunner(runner);
       const machine = new PcMachine({
         board: pc,
         boot,
