@@ -179,6 +179,12 @@ try {
     for (const [name, command, args] of order) {
       for (let tryNo = 0; tryNo < TRIES; tryNo++) {
         const sample = await boot(command, args);
+        // Progress on stderr: a round of six boots takes minutes inside the nested VM.
+        console.error(
+          `round ${round + 1}: ${name}: ${
+            sample ? `prompt ${(sample.prompt / 1000).toFixed(2)} s` : `stalled (try ${tryNo + 1})`
+          }`,
+        );
         if (sample) {
           samples.get(name)!.push(sample);
           break;
