@@ -319,7 +319,9 @@ class CoalescedRingDriver implements Disposable {
 
   #merge(): void {
     const runner = this.#runner;
-    if (!this.#pio || !runner || this.#pio.mergeSplitZones() === 0) return;
+    if (!this.#pio || !runner) return;
+    // Whether or not a range is split now: the listener merges any that splits later as well.
+    this.#pio.mergeSplitZones();
     runner.flushBeforeEachExit(flushCoalescedMmio);
     if (runner.doorbell !== null) return; // the VM thread's pass comes every 200 ms at the latest
     // One vCPU on this thread: a kick makes KVM_RUN return, and the runner plays the ring back.
