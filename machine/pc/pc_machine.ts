@@ -325,12 +325,7 @@ class CoalescedRingDriver implements Disposable {
     runner.flushBeforeEachExit(flushCoalescedMmio);
     if (runner.doorbell !== null) return; // the VM thread's pass comes every 200 ms at the latest
     // One vCPU on this thread: a kick makes KVM_RUN return, and the runner plays the ring back.
-    handleKickSignal();
-    this.#timer = HostTimer.create({
-      signal: KICK_SIGNAL,
-      tid: currentThread().tid,
-      repeatNs: MERGED_RING_PERIOD_NS,
-    });
+    this.#timer = kickTimer(MERGED_RING_PERIOD_NS);
     this.#timer.armAfter(MERGED_RING_PERIOD_NS);
   }
 
@@ -416,10 +411,17 @@ function splitIrqchipWiring(
   };
 }
 
-/** A host timer that interrupts this thread's `KVM_RUN` (the kick signal, which does nothing else). */
-function pitTimer(): HostTimer {
+/**
+ * A host timer that interrupts this thread's `KVM_RUN` (the kick signal, which does nothing else),
+ * repeating every `repeatNs` after its first expiry (HostTimer's default: 1 ms).
+ */
+function kickTimer(repeatNs?: number): HostTimer {
   handleKickSignal();
-  return HostTimer.create({ signal: KICK_SIGNAL, tid: currentThread().tid });
+  return HostTimer.create({
+    signal: KICK_SIGNAL,
+    tid: currentThread().tid,
+    ...(repeatNs ? { repeatNs } : {}),
+  });
 }
 
 /**
@@ -716,7 +718,7 @@ export class PcMachine implements Disposable {
       const irqchip = options.irqchip ?? "kernel";
       const vm = createPcVm(kvm, irqchip); // 2
       cleanup.push(vm);
-      const timer = irqchip === "split" ? pitTimer() : null; // the split irqchip's PIT signals this thread
+      const timer = irqchip === "split" ? kickTimer() : null; // the split irqchip's PIT signals this thread
       if (timer) cleanup.push(timer);
       const clock = new GuestClock();
       const memory = allocatePcMemory(options.ramSize, BigInt(firmware.length), cleanup); // 3
@@ -821,7 +823,7 @@ export class PcMachine implements Disposable {
       if (!options.kvm) cleanup.push(kvm);
       const vm = createPcVm(kvm, board.irqchip);
       cleanup.push(vm);
-      const timer = board.irqchip === "split" ? pitTimer() : null;
+      const timer = board.irqchip === "split" ? kickTimer() : null;
       if (timer) cleanup.push(timer);
       const clock = new GuestClock();
       const [ram, bios, rom] = mapMemoryChain(
