@@ -3,6 +3,7 @@
  * them, and — where KVM is usable — a real guest whose port writes KVM queues instead of exiting.
  */
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { AddressSpace, flushCoalescedMmio, MemoryRegion, registerCoalescedFlusher } from "../memory/mod.ts";
 import { enterRealMode, ifKvm, mapRam, reportKvmSkip } from "./_testing.ts";
 import { type CoalescedBackend, CoalescedRing, KvmCoalescedListener } from "./kvm_coalesced_mmio.ts";
@@ -38,6 +39,18 @@ function recordingVm() {
   return { vm, log };
 }
 
+/** An I/O space with the PC's two coalesced ports: CONFIG_ADDRESS (0xcf8, 4 bytes) and the RTC index (0x70). */
+function pciAndRtcPorts() {
+  const io = MemoryRegion.container("io", 0x10000);
+  const idx = MemoryRegion.io("pci-conf-idx", 4, { write: () => {} });
+  io.addSubregion(0xcf8, idx);
+  idx.addCoalescing(0, 4);
+  const rtc = MemoryRegion.io("rtc-index", 1, { write: () => {} });
+  io.addSubregion(0x70, rtc);
+  rtc.addCoalescing(0, 1);
+  return { io, rtc };
+}
+
 Deno.test("the listener registers each coalesced piece of the view, and follows it", () => {
   const io = MemoryRegion.container("io", 0x10000);
   const idx = MemoryRegion.io("pci-conf-idx", 4, { write: () => {} });
@@ -57,13 +70,7 @@ Deno.test("the listener registers each coalesced piece of the view, and follows 
 });
 
 Deno.test("mergeSplitZones registers a split range whole, and keeps it so as the view changes", () => {
-  const io = MemoryRegion.container("io", 0x10000);
-  const idx = MemoryRegion.io("pci-conf-idx", 4, { write: () => {} });
-  io.addSubregion(0xcf8, idx);
-  idx.addCoalescing(0, 4);
-  const rtc = MemoryRegion.io("rtc-index", 1, { write: () => {} });
-  io.addSubregion(0x70, rtc);
-  rtc.addCoalescing(0, 1);
+  const { io, rtc } = pciAndRtcPorts();
   const rcr = MemoryRegion.io("reset-control", 1, { write: () => {} });
   io.addSubregionOverlap(0xcf9, rcr, 1);
   using space = new AddressSpace(io, "I/O");
@@ -84,6 +91,96 @@ Deno.test("mergeSplitZones registers a split range whole, and keeps it so as the
   // Split again after the merge: the whole range at once, none of its pieces.
   io.addSubregionOverlap(0xcf9, rcr, 1);
   assert.deepEqual(log, ["-pio 0xcf8+4", "+pio 0xcf8+4"]);
+});
+
+Deno.test("a deferred listener keeps its zones until activate, then registers the view's as they are", () => {
+  const { io, rtc } = pciAndRtcPorts();
+  using space = new AddressSpace(io, "I/O");
+  const { vm, log } = recordingVm();
+  const listener = new KvmCoalescedListener(vm, "pio", { deferred: true });
+  space.registerListener(listener);
+  io.addSubregionOverlap(0xcf9, MemoryRegion.io("reset-control", 1, { write: () => {} }), 1);
+  rtc.setAddress(0x72);
+  assert.deepEqual(log, [], "no zone while deferred");
+  assert.equal(listener.active, false);
+  assert.equal(listener.activate(), 3);
+  assert.equal(listener.active, true);
+  assert.deepEqual(log, ["+pio 0xcf8+1", "+pio 0xcfa+2", "+pio 0x72+1"]); // the view now, not its history
+  assert.equal(listener.activate(), 0, "already active");
+  log.length = 0;
+  rtc.setAddress(0x70); // changes after activation reach KVM at once
+  assert.deepEqual(log, ["-pio 0x72+1", "+pio 0x70+1"]);
+});
+
+Deno.test("a deferred listener merges before activation as an active one does", () => {
+  const io = MemoryRegion.container("io", 0x10000);
+  const idx = MemoryRegion.io("pci-conf-idx", 4, { write: () => {} });
+  io.addSubregion(0xcf8, idx);
+  idx.addCoalescing(0, 4);
+  io.addSubregionOverlap(0xcf9, MemoryRegion.io("reset-control", 1, { write: () => {} }), 1);
+  using space = new AddressSpace(io, "I/O");
+  const { vm, log } = recordingVm();
+  const listener = new KvmCoalescedListener(vm, "pio", { deferred: true });
+  space.registerListener(listener);
+  assert.equal(listener.mergeSplitZones(), 1);
+  assert.deepEqual(log, []);
+  listener.activate();
+  assert.deepEqual(log, ["+pio 0xcf8+4"]);
+});
+
+/** KVM's zones as a set: unregistering a range drops every zone that contains it (KVM's rule). */
+function kvmZoneModel() {
+  const zones = new Set<string>();
+  const vm: CoalescedBackend = {
+    registerCoalescedZone: (z) => void zones.add(`${z.address}+${z.size}`),
+    unregisterCoalescedZone: (z) => {
+      const start = BigInt(z.address);
+      for (const key of [...zones]) {
+        const [zs, size] = key.split("+").map(BigInt);
+        if (zs <= start && start + BigInt(z.size) <= zs + size) zones.delete(key);
+      }
+    },
+  };
+  return { vm, zones };
+}
+
+Deno.test("property: a deferred listener, activated at any point, leaves KVM the zones an active one does", () => {
+  const op = fc.oneof(
+    fc.record({ kind: fc.constant("move" as const), at: fc.integer({ min: 0x60, max: 0x80 }) }),
+    fc.record({ kind: fc.constant("split" as const), at: fc.integer({ min: 0xcf6, max: 0xcfc }) }),
+    fc.record({ kind: fc.constant("unsplit" as const) }),
+    fc.record({ kind: fc.constant("merge" as const) }),
+    fc.record({ kind: fc.constant("activate" as const) }),
+  );
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
+      const { io, rtc } = pciAndRtcPorts();
+      const rcr = MemoryRegion.io("reset-control", 1, { write: () => {} });
+      using space = new AddressSpace(io, "I/O");
+      const now = kvmZoneModel();
+      const later = kvmZoneModel();
+      const active = new KvmCoalescedListener(now.vm, "pio");
+      const deferred = new KvmCoalescedListener(later.vm, "pio", { deferred: true });
+      space.registerListener(active);
+      space.registerListener(deferred);
+      let split = false;
+      for (const o of ops) {
+        if (o.kind === "move") rtc.setAddress(o.at);
+        else if (o.kind === "split" && !split) {
+          io.addSubregionOverlap(o.at, rcr, 1);
+          split = true;
+        } else if (o.kind === "unsplit" && split) {
+          io.removeSubregion(rcr);
+          split = false;
+        } else if (o.kind === "merge") {
+          active.mergeSplitZones();
+          deferred.mergeSplitZones();
+        } else if (o.kind === "activate") deferred.activate();
+      }
+      deferred.activate();
+      assert.deepEqual([...later.zones].sort(), [...now.zones].sort());
+    }),
+  );
 });
 
 /** A ring page holding `entries` as KVM writes them, `first` and `last` set. */

@@ -282,24 +282,29 @@ const MERGED_RING_PERIOD_NS = 20_000_000;
 function attachCoalescedRing(board: PcBoard, vm: Vm, bsp: Vcpu): CoalescedRingDriver | null {
   const page = vm.checkExtension(KVM_CAP_COALESCED_MMIO);
   if (page <= 0 || (page + 1) * 4096 > bsp.mmapSize) return null;
-  board.memory.registerListener(new KvmCoalescedListener(vm, "mmio"));
-  const pio = vm.checkExtension(KVM_CAP_COALESCED_PIO) > 0 ? new KvmCoalescedListener(vm, "pio") : null;
+  const mmio = new KvmCoalescedListener(vm, "mmio", { deferred: true });
+  board.memory.registerListener(mmio);
+  const pio = vm.checkExtension(KVM_CAP_COALESCED_PIO) > 0
+    ? new KvmCoalescedListener(vm, "pio", { deferred: true })
+    : null;
   if (pio) board.io.registerListener(pio);
   const ring = new CoalescedRing(bsp.runPage.subarray(page * 4096, (page + 1) * 4096), board);
-  return new CoalescedRingDriver(ring, pio);
+  return new CoalescedRingDriver(ring, mmio, pio);
 }
 
 /** The ring's playback, and the merge of split port zones once the guest uses them (step 6b). */
 class CoalescedRingDriver implements Disposable {
   readonly #ring: CoalescedRing;
+  readonly #mmio: KvmCoalescedListener;
   readonly #pio: KvmCoalescedListener | null;
   readonly #unregister: Disposable;
   #runner: Runner | null = null;
   #flushes = 0;
   #timer: HostTimer | null = null;
 
-  constructor(ring: CoalescedRing, pio: KvmCoalescedListener | null) {
+  constructor(ring: CoalescedRing, mmio: KvmCoalescedListener, pio: KvmCoalescedListener | null) {
     this.#ring = ring;
+    this.#mmio = mmio;
     this.#pio = pio;
     this.#unregister = registerCoalescedFlusher(() => this.#flush());
   }
@@ -312,9 +317,13 @@ class CoalescedRingDriver implements Disposable {
   #flush(): void {
     this.#ring.flush();
     // Counted during runs only (building the board flushes at each transaction).
-    if (this.#runner && this.#flushes < MERGE_AFTER_FLUSHES && ++this.#flushes === MERGE_AFTER_FLUSHES) {
-      this.#merge();
+    if (!this.#runner || this.#flushes >= MERGE_AFTER_FLUSHES) return;
+    // The guest's first use of a coalesced device: from now on KVM queues its writes.
+    if (this.#flushes === 0) {
+      this.#mmio.activate();
+      this.#pio?.activate();
     }
+    if (++this.#flushes === MERGE_AFTER_FLUSHES) this.#merge();
   }
 
   #merge(): void {
