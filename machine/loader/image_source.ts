@@ -174,6 +174,17 @@ export function bootWriteLength(write: BootWrite): number {
 /** Largest chunk {@link copyBootWrites} reads at once: 1 MiB. */
 export const BOOT_COPY_CHUNK_SIZE = 0x10_0000;
 
+/** How {@link copyBootWrites} copies. */
+export interface CopyBootWritesOptions {
+  /** Largest chunk read at once (default {@link BOOT_COPY_CHUNK_SIZE}). */
+  chunkSize?: number;
+  /**
+   * The target's bytes at `addr` as one writable view of plain RAM, or null where it is not (the
+   * board's `AddressSpace.map` for writing): such chunks are read from their source straight into it.
+   */
+  map?: (addr: bigint, length: number) => Uint8Array | null;
+}
+
 /**
  * Places `writes` through `write` (the board's `AddressSpace.writeRom`): bytes as they are, a
  * source range in chunks of at most {@link BOOT_COPY_CHUNK_SIZE} bytes through one reused buffer,
@@ -200,9 +211,9 @@ export const BOOT_COPY_CHUNK_SIZE = 0x10_0000;
 export function copyBootWrites(
   writes: readonly BootWrite[],
   write: (addr: bigint, bytes: Uint8Array) => void,
-  chunkSize: number = BOOT_COPY_CHUNK_SIZE,
-  map?: (addr: bigint, length: number) => Uint8Array | null,
+  options: CopyBootWritesOptions = {},
 ): void {
+  const { chunkSize = BOOT_COPY_CHUNK_SIZE, map } = options;
   let buffer: Uint8Array | undefined;
   for (const w of writes) {
     if ("data" in w) {

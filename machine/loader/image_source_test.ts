@@ -54,7 +54,7 @@ function placed(plan: BootPlan, chunkSize?: number): Map<bigint, Uint8Array> {
       if (!pages.has(page)) pages.set(page, new Uint8Array(0x1000));
       pages.get(page)![Number(at & 0xfffn)] = b;
     });
-  }, chunkSize);
+  }, { chunkSize });
   return pages;
 }
 
@@ -123,7 +123,7 @@ Deno.test("copyBootWrites: bytes as they are, a range in chunks through one buff
       { addr: 0x300n, source: ZERO_SOURCE, offset: 0, length: 5 },
     ],
     (addr, bytes) => calls.push([addr, [...bytes], bytes.buffer]),
-    4,
+    { chunkSize: 4 },
   );
   assert.deepEqual(calls.map(([a, b]) => [a, b]), [
     [0x100n, [0xaa]],
@@ -161,8 +161,7 @@ Deno.test("copyBootWrites with map: chunks over plain RAM are read straight into
   copyBootWrites(
     [{ addr: 0x200n, source, offset: 0, length: 10 }, { addr: 0x20cn, source, offset: 0, length: 8 }],
     (addr, bytes) => written.push([addr, [...bytes]]),
-    4,
-    map,
+    { chunkSize: 4, map },
   );
   assert.deepEqual([...ram.subarray(0, 0x10)], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0, 1, 2, 3, 4]);
   assert.deepEqual(written, [[0x210n, [5, 6, 7, 8]]]);

@@ -41,6 +41,7 @@ export {
   bootWriteLength,
   BytesSource,
   copyBootWrites,
+  type CopyBootWritesOptions,
   type ImageSource,
   imageSource,
   readFileAt,

@@ -57,7 +57,7 @@ import {
 import type { BootPlan, E820Entry } from "../loader/boot_plan.ts";
 import { loadKernel } from "../loader/detect.ts";
 import { firmwareEntry } from "../loader/firmware.ts";
-import { BOOT_COPY_CHUNK_SIZE, copyBootWrites, type ImageSource } from "../loader/image_source.ts";
+import { copyBootWrites, type ImageSource } from "../loader/image_source.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
 import type { Doorbell, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
 import { VcpuRunner } from "../vcpu_runner.ts";
@@ -598,8 +598,7 @@ export function loadGuest(board: PcBoard, boot: BootPlan, bsp: Vcpu): void {
   copyBootWrites(
     boot.writes,
     (addr, data) => board.memory.writeRom(addr, data),
-    BOOT_COPY_CHUNK_SIZE,
-    (addr, length) => board.memory.map(addr, length, true),
+    { map: (addr, length) => board.memory.map(addr, length, true) },
   );
   for (const table of board.firmwareTables) board.memory.writeRom(table.address, table.bytes);
   bsp.setSregs(sregsFor(bsp.getSregs(), boot.cpu));
