@@ -11,6 +11,7 @@
  * @module
  */
 
+import { type ExtIntSource, type ExtIntTarget, offerExtInt } from "./ext_int.ts";
 import { ringDoorbell as ring } from "../kvm/doorbell.ts";
 import {
   KVM_EXIT_DEBUG,
@@ -131,19 +132,19 @@ function awaitAnswer(cells: Int32Array, state: number, waiting: number): void {
 }
 
 /**
- * Before vCPU 0's `KVM_RUN` with a split irqchip (QEMU's `kvm_arch_pre_run`): while the PIC's INT
- * is high, takes its vector from the VM thread and queues it when the vCPU can take it, and asks
- * for the interrupt window until then. Returns whether the window is now requested.
+ * The PIC's INT line as vCPU thread `state`'s cell sees it: the VM thread raises EXTINT, and the
+ * INTA cycle is a question to the VM thread, whose PIC answers the vector.
  */
-function offerExtInt(cells: Int32Array, state: number, vcpu: VcpuThreadTarget, window: boolean): boolean {
-  if (Atomics.load(cells, EXTINT) !== 0 && vcpu.readyForInterruptInjection) {
-    awaitAnswer(cells, state, INTA_PENDING);
-    const vector = Atomics.load(cells, EXTINT_VECTOR);
-    if (vector >= 0) vcpu.interrupt!(vector);
-  }
-  const want = Atomics.load(cells, EXTINT) !== 0;
-  if (want !== window) vcpu.setRequestInterruptWindow!(want);
-  return want;
+function extIntCells(cells: Int32Array, state: number): ExtIntSource {
+  return {
+    get pending() {
+      return Atomics.load(cells, EXTINT) !== 0;
+    },
+    acknowledge() {
+      awaitAnswer(cells, state, INTA_PENDING);
+      return Atomics.load(cells, EXTINT_VECTOR);
+    },
+  };
 }
 
 /**
@@ -168,10 +169,11 @@ export function runVcpuThread(
       throw new TypeError("vCPU 0 of a split irqchip needs KVM_INTERRUPT and the interrupt window");
     }
     let window = false;
+    const pic = extIntCells(cells, state);
     // A run that starts held (-S) has PAUSE set before this thread exists: no guest instruction.
     holdWhilePaused(cells, state);
     while (Atomics.load(cells, STOP) === 0) {
-      if (takesExtInt) window = offerExtInt(cells, state, vcpu, window);
+      if (takesExtInt) window = offerExtInt(pic, vcpu as ExtIntTarget, window);
       const reason = vcpu.run();
       cells[counts + (reason & (EXIT_REASON_SLOTS - 1))]++; // this thread is the only writer
       if (reason === KVM_EXIT_INTR) {

@@ -58,6 +58,7 @@ import type { BootPlan, E820Entry } from "../loader/boot_plan.ts";
 import { loadKernel } from "../loader/detect.ts";
 import { firmwareEntry } from "../loader/firmware.ts";
 import { copyBootWrites, type ImageSource } from "../loader/image_source.ts";
+import { type ExtIntSource, offerExtInt } from "../ext_int.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
 import type { Doorbell, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
 import { VcpuRunner } from "../vcpu_runner.ts";
@@ -441,12 +442,16 @@ function kickTimer(repeatNs?: number): HostTimer {
  */
 function splitIrqchipHooks(irqchip: PcSplitIrqchip): UserspaceIrqchip {
   let window = false;
+  const pic: ExtIntSource = {
+    get pending() {
+      return irqchip.extIntPending;
+    },
+    acknowledge: () => irqchip.extInt(),
+  };
   return {
     beforeRun(vcpu) {
       irqchip.tick();
-      if (irqchip.extIntPending && vcpu.readyForInterruptInjection) vcpu.interrupt(irqchip.extInt());
-      const want = irqchip.extIntPending;
-      if (want !== window) vcpu.setRequestInterruptWindow(window = want);
+      window = offerExtInt(pic, vcpu, window);
     },
     exit(reason, page) {
       if (reason === KVM_EXIT_IRQ_WINDOW_OPEN) return true; // beforeRun gives the vector
