@@ -70,7 +70,7 @@ Deno.test("the listener registers each coalesced piece of the view, and follows 
 });
 
 Deno.test("mergeSplitZones registers a split range whole, and keeps it so as the view changes", () => {
-  const { io, rtc } = pciAndRtcPorts();
+  const { io } = pciAndRtcPorts();
   const rcr = MemoryRegion.io("reset-control", 1, { write: () => {} });
   io.addSubregionOverlap(0xcf9, rcr, 1);
   using space = new AddressSpace(io, "I/O");
