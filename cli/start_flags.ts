@@ -10,15 +10,16 @@
  * took 42–47 ms lazy and 21–24 ms eager, module loading 27–30 ms against 32–35, the whole run
  * 0.16–0.19 s against 0.14–0.16, and peak RSS was the same.
  *
- * `--no-maglev` leaves V8 one optimizing compiler, TurboFan (Ignition, Sparkplug, TurboFan: V8's
- * tiers before Maglev). A start-up calls a few functions often enough for Maglev (esbuild's
- * keep-names helper once per bundled function and class, the ACPI checksum's loop, the KVM struct
- * encoder), and its first compile alone costs a plain run ≈3–6 MiB of peak RSS: the compiler's code
- * pages in the `deno` executable, its zone and its thread. Measured on a kvm_pvm host (built-in
- * exit guest, split and in-kernel irqchip alike, 5 runs each): peak RSS 50.4–53.6 → 47.6–47.9 MiB,
- * resident after module loading 49.3–51.3 → 44.4–45.0 MiB. The exit path, where TurboFan is the
- * tier that counts, did not move (`deno task bench:exit`, two alternating runs of 5 rounds: the
- * device path ×1.105–1.109 of C with Maglev, ×1.093–1.100 without).
+ * `--invocation-count-for-maglev=2000` (V8's default is 400) keeps a short run out of Maglev, V8's
+ * middle optimizing tier. Start-up calls a few functions often enough for it (esbuild's keep-names
+ * helper, once per bundled function and class; the KVM struct encoder), and its first compile costs a
+ * plain run 3–6 MiB of peak RSS: the compiler's code pages in the `deno` executable, its zone and its
+ * thread. Measured on a kvm_pvm host (built-in exit guest, 5 runs each): peak RSS 50.4–53.6 →
+ * 47.5–48.0 MiB, resident after module loading 49.3–51.3 → 44.4–45.0 MiB, no function compiled at
+ * all (`--trace-opt`). Long loops still go to Maglev on-stack (its OSR threshold is untouched): the
+ * snapshot state file's CRC-32 (22 KB, once per restore) took 0.8–1.0 ms so and 1.7–2.1 ms with
+ * `--no-maglev`, which saves the same memory. A long run's hot functions reach Maglev after 2,000
+ * calls instead of 400, and TurboFan as before.
  *
  * @module
  */
@@ -32,5 +33,5 @@ export const START_FLAGS: readonly string[] = [
   "--allow-run",
   "--allow-env",
   "--allow-net",
-  "--v8-flags=--no-lazy,--no-maglev",
+  "--v8-flags=--no-lazy,--invocation-count-for-maglev=2000",
 ];
