@@ -164,6 +164,20 @@ Deno.test("a plain run loads no code of virtio, the Linux loaders, the SMP runne
   });
 });
 
+Deno.test("no bundle file imports a chunk by a literal specifier, which Deno would read at every start", async () => {
+  await withBundle(async ({ out }) => {
+    const files = (await Array.fromAsync(Deno.readDir(out))).filter((e) => e.name.endsWith(".js"));
+    let computed = 0;
+    for (const { name } of files) {
+      const text = Deno.readTextFileSync(new URL(name, out));
+      assert.doesNotMatch(text, /\bimport\(\s*["'`]\.\//, `${name} imports a chunk by a literal specifier`);
+      computed += text.match(/\bimport\(new URL\("\.\/[\w.-]+\.js",import\.meta\.url\)\.href\)/g)?.length ??
+        0;
+    }
+    assert.ok(computed >= 10, `the lazy chunks are imported through computed specifiers (${computed} found)`);
+  });
+});
+
 Deno.test("the build replaces only a bundle folder", async () => {
   await assert.rejects(buildBundle(ROOT), /holds the sources/);
   await assert.rejects(buildBundle(new URL("docs/", ROOT)), /is not empty and holds no manifest.json/);

@@ -176,6 +176,15 @@ export async function buildBundle(out: URL): Promise<BundleResult> {
       fresh.pathname,
       ...names.map((n) => `${stubs}/${n}.ts`),
     ]);
+    // A literal `import("./chunk.js")` is part of Deno's module graph: every start would read and
+    // analyse every lazy chunk (52 files instead of 27 for a plain run). Computed, a chunk is read
+    // only when the run imports it.
+    for (const file of filesUnder(fresh).filter((f) => f.endsWith(".js"))) {
+      const url = new URL(file, fresh);
+      const text = await Deno.readTextFile(url);
+      const computed = computeDynamicImports(text);
+      if (computed !== text) await Deno.writeTextFile(url, computed);
+    }
     for (const [source, bundled] of ASSETS) {
       for (const file of filesUnder(new URL(source, ROOT))) {
         const to = new URL(`${bundled}${file}`, fresh);
@@ -202,6 +211,24 @@ export async function buildBundle(out: URL): Promise<BundleResult> {
     await Deno.remove(stubs, { recursive: true });
     await Deno.remove(fresh, { recursive: true }).catch(() => {});
   }
+}
+
+/**
+ * `text` with each `import("./name.js")` of a bundle file rewritten to import the same file through
+ * a computed specifier, which Deno's module graph does not follow at start.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { computeDynamicImports } from "./bundle.ts";
+ * assert.equal(
+ *   computeDynamicImports('const m = await import("./pvh-AB12.js");'),
+ *   'const m = await import(new URL("./pvh-AB12.js",import.meta.url).href);',
+ * );
+ * ```
+ */
+export function computeDynamicImports(text: string): string {
+  return text.replace(/\bimport\("(\.\/[\w.-]+\.js)"\)/g, 'import(new URL("$1",import.meta.url).href)');
 }
 
 if (import.meta.main) {
