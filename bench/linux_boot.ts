@@ -79,7 +79,7 @@ function memory(pid: number): { peak: number; anon: number } {
   }
 }
 
-/** One boot to the prompt, `poweroff -f`, and the exit; undefined when it stalled. */
+/** One boot to the prompt, `poweroff -f`, and the exit; undefined when it stalled (no output for the stall time, before or after the prompt). */
 async function boot(command: string, args: string[]): Promise<Sample | undefined> {
   const before = COUNTING ? readKvmCounters(COUNTERS) : undefined;
   const start = performance.now();
@@ -98,7 +98,8 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
   let lastOutput = start;
   const watch = setInterval(() => {
     sample();
-    if (prompt === undefined && performance.now() - lastOutput > STALL_MS) child.kill("SIGKILL");
+    // A boot that stalls before its prompt, or after it on its way down, is killed and tried again.
+    if (performance.now() - lastOutput > STALL_MS) child.kill("SIGKILL");
   }, 200);
   try {
     const decoder = new TextDecoder();
@@ -113,6 +114,7 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
           kvm = Object.fromEntries(COUNTERS.map((c) => [c, now[c] - before[c]])) as Record<Counter, number>;
         }
         await writer.write(new TextEncoder().encode("poweroff -f\r"));
+        lastOutput = performance.now();
       }
     }
     const status = await child.status;
