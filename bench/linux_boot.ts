@@ -79,7 +79,10 @@ function memory(pid: number): { peak: number; anon: number } {
   }
 }
 
-/** One boot to the prompt, `poweroff -f`, and the exit; undefined when it stalled (no output for the stall time, before or after the prompt). */
+/**
+ * One boot to the prompt, `poweroff -f`, and the exit; undefined when it stalled (no output for the
+ * stall time, before or after the prompt).
+ */
 async function boot(command: string, args: string[]): Promise<Sample | undefined> {
   const before = COUNTING ? readKvmCounters(COUNTERS) : undefined;
   const start = performance.now();
