@@ -9,11 +9,12 @@
  * guest RAM included; RSS also counts the executable's pages, shared through the page cache), both
  * sampled every 200 ms and at the prompt; and, run as root, KVM's own exit counters over each boot
  * (its debugfs), which count alike for every VMM. One untimed kvm-ts boot first fills Deno's code
- * cache (after a bundle build, or in a fresh nested VM). Rounds alternate the order; the tables show medians
- * and the ratio of each to QEMU microvm's bzImage boot.
+ * cache (after a bundle build, or in a fresh nested VM). Rounds alternate the order; the tables show
+ * medians and the ratio of each to QEMU microvm's bzImage boot.
  *
- * A boot that stops printing for `--stall` seconds before its prompt counts as stalled and is tried
- * again (inside the nested KVM VM the emulator's SVM stalls some boots, docs/nested-kvm.md).
+ * A boot that stops printing for `--stall` seconds, before its prompt or after it, counts as stalled
+ * and is tried again (inside the nested KVM VM the emulator's SVM stalls some boots,
+ * docs/nested-kvm.md).
  *
  * Usage: deno task bench:linux [--kernel /boot/vmlinuz-…] [--append TEXT] [--rounds 3] [--stall 60]
  *
