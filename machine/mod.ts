@@ -32,6 +32,7 @@ export {
   type BzImagePayload,
   bzImagePayload,
   copyBootWrites,
+  type CopyBootWritesOptions,
   type CpioEntry,
   cpioNewc,
   type CpuMode,
