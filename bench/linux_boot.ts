@@ -151,6 +151,10 @@ try {
   const main = new URL("../main.ts", import.meta.url).pathname;
   // As `deno task start` runs it.
   const ours = ["run", ...START_FLAGS, main, "-m", values.memory!];
+  const pvh: [string, string, string[]] = ["kvm-ts (vmlinux, PVH)", Deno.execPath(), [
+    ...ours,
+    ...tail(vmlinux),
+  ]];
   const runs: [string, string, string[]][] = [
     ["qemu -machine microvm", "qemu-system-x86_64", [
       "-machine",
@@ -169,7 +173,7 @@ try {
     ]],
     ["qemu -machine pc", "qemu-system-x86_64", ["-machine", "pc", ...qemu, ...qemuIo, ...tail(kernel)]],
     ["kvm-ts (bzImage)", Deno.execPath(), [...ours, ...tail(kernel)]],
-    ["kvm-ts (vmlinux, PVH)", Deno.execPath(), [...ours, ...tail(vmlinux)]],
+    pvh,
     // Like for like with microvm's default split irqchip (our PIC, IOAPIC and PIT).
     ["kvm-ts (vmlinux, PVH) kernel-irqchip=split", Deno.execPath(), [
       ...ours,
@@ -182,8 +186,7 @@ try {
   // Untimed: a start after a bundle build (or in a fresh nested VM, whose code cache starts empty)
   // compiles and caches the front-end's code first, which costs seconds under the emulator and is
   // not what a user's boot waits for.
-  const warm = runs.find(([name]) => name === "kvm-ts (vmlinux, PVH)")!;
-  console.error(`warm-up: ${warm[0]}: ${(await boot(warm[1], warm[2])) ? "done" : "stalled"}`);
+  console.error(`warm-up: ${pvh[0]}: ${(await boot(pvh[1], pvh[2])) ? "done" : "stalled"}`);
   const samples = new Map<string, Sample[]>(runs.map(([name]) => [name, []]));
   const stalls = new Map<string, number>(runs.map(([name]) => [name, 0]));
   for (let round = 0; round < ROUNDS; round++) {
