@@ -18,15 +18,15 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { benchArgs } from "./_args.ts";
 import { EXIT_STATUS } from "../mod.ts";
 import { bundleState } from "../cli/bundle_manifest.ts";
 import { buildBundle } from "../tools/bundle.ts";
 import { START_FLAGS } from "../cli/start_flags.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: { runs: { type: "string", default: "10" }, also: { type: "string" } },
+const { values } = benchArgs("bench:boot", "usage: deno task bench:boot [--runs 10] [--also DIR]", {
+  runs: { type: "string", default: "10", number: true },
+  also: { type: "string" },
 });
 const RUNS = Number(values.runs);
 const ROOT = new URL("../", import.meta.url);

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { benchArgs } from "./_args.ts";
 import {
   decodeExit,
   GuestMemory,
@@ -28,15 +28,16 @@ import {
 import { AddressSpace, MemoryRegion, UNASSIGNED_IO_OPS } from "../memory/mod.ts";
 import { VcpuRunner } from "../machine/vcpu_runner.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    iterations: { type: "string", default: "100000" },
-    warmup: { type: "string", default: "10000" },
-    rounds: { type: "string", default: "5" },
+const { values } = benchArgs(
+  "bench:exit",
+  "usage: deno task bench:exit [--iterations 100000] [--warmup 10000] [--rounds 5] [--decode]",
+  {
+    iterations: { type: "string", default: "100000", number: true },
+    warmup: { type: "string", default: "10000", number: true },
+    rounds: { type: "string", default: "5", number: true },
     decode: { type: "boolean", default: false },
   },
-});
+);
 const ITERATIONS = Number(values.iterations);
 const WARMUP = Number(values.warmup);
 const ROUNDS = Number(values.rounds);

@@ -21,22 +21,24 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { benchArgs } from "./_args.ts";
 import { gzip, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { extractVmlinux, newestKernel } from "../tests/_linux_guest.ts";
 import { START_FLAGS } from "../cli/start_flags.ts";
 import { kvmCountersAvailable, readKvmCounters } from "./_kvm_counters.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
+const { values } = benchArgs(
+  "bench:linux",
+  "usage: deno task bench:linux [--kernel /boot/vmlinuz-…] [--append TEXT] [--rounds 3] [--stall 60] " +
+    "[--memory 256M]",
+  {
     kernel: { type: "string" },
     append: { type: "string", default: "console=ttyS0 quiet panic=-1" },
-    rounds: { type: "string", default: "3" },
-    stall: { type: "string", default: "60" },
+    rounds: { type: "string", default: "3", number: true },
+    stall: { type: "string", default: "60", number: true },
     memory: { type: "string", default: "256M" },
   },
-});
+);
 const kernel = values.kernel ?? newestKernel();
 if (!kernel) {
   console.error("bench:linux: no kernel: pass --kernel or apt-get install linux-image-amd64");

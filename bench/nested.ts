@@ -1,6 +1,6 @@
 /**
  * What the nested KVM VM costs (`deno task bench:nested`): QEMU's TCG with an emulated SVM CPU and
- * Debian's kernel, on this host. Each figure is the median of ROUNDS runs, in one run of this script:
+ * Debian's kernel, on this host. Each figure is the median of `--rounds` runs (3), in one run of this script:
  *
  * - the VM alone: `deno task nested -- true` (boot, the 9p root and overlay, the job, power-off);
  * - the README's main command: `deno task start` (the built-in guest) where there is no /dev/kvm,
@@ -12,8 +12,12 @@
  */
 
 import { runNested } from "../nested/nested_vm.ts";
+import { benchArgs } from "./_args.ts";
 
-const ROUNDS = Number(Deno.env.get("ROUNDS") ?? 3);
+const { values } = benchArgs("bench:nested", "usage: deno task bench:nested [--rounds 3]", {
+  rounds: { type: "string", default: "3", number: true },
+});
+const ROUNDS = Number(values.rounds);
 const deno = Deno.execPath();
 const root = new URL("../", import.meta.url).pathname;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

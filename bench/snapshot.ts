@@ -17,8 +17,21 @@ import { PcMachine } from "../machine/pc/pc_machine.ts";
 import { START_FLAGS } from "../cli/start_flags.ts";
 import { bundleState } from "../cli/bundle_manifest.ts";
 import { buildBundle } from "../tools/bundle.ts";
+import { benchArgs } from "./_args.ts";
 
-const SIZES = (Deno.args[0] ?? "256M,2G").split(",");
+const { positionals } = benchArgs(
+  "bench:snapshot",
+  "usage: deno task bench:snapshot [SIZES]   (guest RAM sizes, comma-separated: 256M,2G by default)",
+  {},
+  Deno.args,
+  1,
+);
+const SIZES = (positionals[0] ?? "256M,2G").split(",");
+const badSize = SIZES.find((size) => !/^[1-9]\d*[MG]$/.test(size));
+if (badSize !== undefined) {
+  console.error(`bench:snapshot: ${JSON.stringify(badSize)} is not a size such as 256M or 2G`);
+  Deno.exit(2);
+}
 const RUNS = 5;
 const here = new URL(".", import.meta.url).pathname;
 

@@ -30,7 +30,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { benchArgs } from "./_args.ts";
 import { cpioNewc } from "../machine/loader/mod.ts";
 import { hostKvm } from "../kvm/mod.ts";
 import { GuestConsole, retryNestedStalls, tag, tagged } from "../tests/_guest_console.ts";
@@ -44,19 +44,27 @@ import {
 } from "../tests/_linux_guest.ts";
 import { KVM_DEBUGFS, kvmCountersAvailable, readKvmCounters } from "./_kvm_counters.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
+const { values } = benchArgs(
+  "bench:io",
+  "usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10] " +
+    '[--rounds 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]… [--counters]',
+  {
     kernel: { type: "string" },
-    disk: { type: "string", default: "256" },
-    net: { type: "string", default: "64" },
-    seconds: { type: "string", default: "10" },
-    rounds: { type: "string", default: "1" },
+    disk: { type: "string", default: "256", number: true },
+    net: { type: "string", default: "64", number: true },
+    seconds: { type: "string", default: "10", number: true },
+    rounds: { type: "string", default: "1", number: true },
     only: { type: "string", multiple: true },
     counters: { type: "boolean" },
   },
-});
+);
 
+const PEER_NAMES = ["kvm-ts ioeventfd=on", "kvm-ts ioeventfd=off", "qemu"] as const;
+const unknownPeer = values.only?.find((name) => !(PEER_NAMES as readonly string[]).includes(name));
+if (unknownPeer !== undefined) {
+  console.error(`bench:io: --only ${JSON.stringify(unknownPeer)} is none of ${PEER_NAMES.join(", ")}`);
+  Deno.exit(2);
+}
 const KERNEL = values.kernel ?? newestKernel();
 const BUSYBOX = readBusybox();
 const DISK_MIB = Number(values.disk);
@@ -119,7 +127,7 @@ interface Measure {
 }
 
 interface Peer {
-  name: "kvm-ts ioeventfd=on" | "kvm-ts ioeventfd=off" | "qemu";
+  name: (typeof PEER_NAMES)[number];
   program?: string;
   args: string[];
 }

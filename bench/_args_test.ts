@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { benchArgsProblem } from "./_args.ts";
+
+const OPTIONS = {
+  runs: { type: "string", default: "10", number: true },
+  only: { type: "string", multiple: true },
+  decode: { type: "boolean", default: false },
+} as const;
+
+Deno.test("bench arguments: values, defaults and positionals within the limit", () => {
+  assert.deepEqual(benchArgsProblem(OPTIONS, ["--runs", "3", "--only", "a", "--only", "b"]), {
+    values: { runs: "3", only: ["a", "b"], decode: false },
+    positionals: [],
+  });
+  assert.deepEqual(benchArgsProblem(OPTIONS, ["256M"], 1), {
+    values: { runs: "10", decode: false },
+    positionals: ["256M"],
+  });
+});
+
+Deno.test("bench arguments: each mistake is one line that names it", () => {
+  const cases: [string[], string][] = [
+    [["--bogus"], "Unknown option '--bogus'"],
+    [["--runs"], "Option '--runs <value>' argument missing"],
+    [["--runs", "0"], '--runs wants a positive whole number, not "0"'],
+    [["--runs", "2.5"], '--runs wants a positive whole number, not "2.5"'],
+    [["--runs", "ten"], '--runs wants a positive whole number, not "ten"'],
+    [["--decode=yes"], "Option '--decode' does not take an argument"],
+    [["extra"], "unexpected argument extra"],
+  ];
+  for (const [args, line] of cases) assert.equal(benchArgsProblem(OPTIONS, args), line, args.join(" "));
+});
