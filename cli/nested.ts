@@ -17,6 +17,8 @@ QEMU's emulator with an AMD SVM CPU, Debian's kernel with kvm_amd, the host's fi
 
 options:
   --timeout SECONDS   kill the VM after this long (default 3600)
+  --freeze SECONDS    kill it when its kernel gives no sign of life for this long (default 300;
+                      0: never)
   --memory MIB        the VM's RAM (default 4096)
   --cpus N            its vCPUs (default 1; with --tcg multi, this host's CPU count)
   --tcg single|multi  QEMU's TCG threads: one for all vCPUs (default), or one each (faster, can freeze)
@@ -31,17 +33,19 @@ const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
 export async function nestedMain(args: string[]): Promise<number> {
   const options: {
     timeoutSeconds?: number;
+    freezeSeconds?: number;
     memoryMib?: number;
     cpus?: number;
     tcgThreads?: "multi" | "single";
     writable: string[];
   } = { writable: [] };
   let i = 0;
-  const value = (flag: string): number => {
+  const value = (flag: string, zero = false): number => {
     const text = args[++i];
     const n = Number(text);
-    if (text === undefined || !Number.isInteger(n) || n <= 0) {
-      throw new RangeError(`nested: ${flag} wants a positive whole number, not ${text ?? "nothing"}`);
+    if (text === undefined || !/^\d+$/.test(text) || !Number.isSafeInteger(n) || (n === 0 && !zero)) {
+      const wanted = zero ? "a whole number" : "a positive whole number";
+      throw new RangeError(`nested: ${flag} wants ${wanted}, not ${text ?? "nothing"}`);
     }
     return n;
   };
@@ -52,6 +56,7 @@ export async function nestedMain(args: string[]): Promise<number> {
         console.log(USAGE);
         return 0;
       } else if (a === "--timeout") options.timeoutSeconds = value(a);
+      else if (a === "--freeze") options.freezeSeconds = value(a, true);
       else if (a === "--memory") options.memoryMib = value(a);
       else if (a === "--cpus") options.cpus = value(a);
       else if (a === "--tcg") {

@@ -16,6 +16,14 @@ export const MOUNTS_FILE = "mounts";
 export const JOB_FILE = "job.sh";
 /** The file the job writes its exit status to, inside the share. */
 export const STATUS_FILE = "status";
+/**
+ * The file the VM's init touches every {@link ALIVE_INTERVAL_SECONDS} s in the share, from the moment
+ * the share is mounted until power-off: a sign of life that a frozen kernel stops giving, whatever the
+ * job does.
+ */
+export const ALIVE_FILE = "alive";
+/** Seconds between two touches of {@link ALIVE_FILE}. */
+export const ALIVE_INTERVAL_SECONDS = 5;
 /** Printed on the console (COM1) when the job is about to start: the VM came up. */
 export const READY_MARKER = "kvm-ts-nested: ready";
 /** Printed on the console before the VM powers off after a failure of the init itself. */
@@ -59,6 +67,7 @@ export function initScript(modules: readonly string[]): string {
     // The loopback interface: tests talk TCP to 127.0.0.1 (a gdb stub, a QMP socket).
     `${bb} ip link set lo up || fail "bring up lo"`,
     `${bb} mkdir -p /share && ${bb} mount -t 9p -o ${ninep},cache=none ${SHARE_TAG} /share || fail "mount the share"`,
+    `(while ${bb} touch /share/${ALIVE_FILE}; do ${bb} sleep ${ALIVE_INTERVAL_SECONDS}; done) &`,
     `while read tag path; do`,
     `  ${bb} mkdir -p "/root$path" && ${bb} mount -t 9p -o ${ninep},cache=none "$tag" "/root$path" || fail "mount $path"`,
     `done < /share/${MOUNTS_FILE}`,

@@ -11,10 +11,13 @@ export class NestedError extends Error {
   readonly log?: string;
   /** The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), if one did. */
   readonly signal?: Deno.Signal;
-  constructor(message: string, log?: string, signal?: Deno.Signal) {
+  /** The VM froze (its kernel gave no sign of life) and was killed. */
+  readonly frozen: boolean;
+  constructor(message: string, log?: string, signal?: Deno.Signal, frozen = false) {
     super(log ? `${message} (console log: ${log})` : message);
     this.name = "NestedError";
     this.log = log;
     this.signal = signal;
+    this.frozen = frozen;
   }
 }

@@ -10,6 +10,7 @@
 
 import { type CpioEntry, cpioNewc } from "../machine/loader/cpio.ts";
 import {
+  ALIVE_FILE,
   HOST_ROOT_TAG,
   INIT_FAILED_MARKER,
   initScript,
@@ -32,8 +33,12 @@ export const QEMU_BINARY = "qemu-system-x86_64";
 export const BUSYBOX_PATH = "/bin/busybox";
 /** The Debian packages the nested VM is built from. */
 export const NESTED_PACKAGES = "qemu-system-x86 linux-image-amd64 busybox-static";
+/** {@link NestedOptions.freezeSeconds}'s default. */
+const DEFAULT_FREEZE_SECONDS = 300;
+/** What the VM's boot may add to the freeze limit before its first sign of life. */
+const BOOT_ALLOWANCE_SECONDS = 300;
 /** Bump when the init script or the initramfs layout changes, to invalidate cached initramfs files. */
-const INITRAMFS_FORMAT = 2;
+const INITRAMFS_FORMAT = 3;
 
 /** The kernel the nested VM boots: Debian's, with its modules. */
 export interface NestedKernel {
@@ -177,6 +182,13 @@ export interface NestedOptions {
   env?: Readonly<Record<string, string>>;
   /** Seconds before the VM is killed (default 3600). */
   timeoutSeconds?: number;
+  /**
+   * Seconds without a sign of life from the VM's kernel (its init touches a file in the share every
+   * 5 s) after which the VM counts as frozen and is killed (default 300; 0: never). Before the first
+   * sign, the boot gets 300 s more. QEMU's emulated SVM has been seen to freeze under long Linux runs:
+   * without this, a frozen VM held its caller until the timeout.
+   */
+  freezeSeconds?: number;
   /** Guest RAM of the nested VM in MiB (default 4096). */
   memoryMib?: number;
   /**
@@ -346,6 +358,21 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       timedOut = true;
       kill();
     }, timeoutSeconds * 1000);
+    let frozenFor: number | undefined;
+    const freezeSeconds = options.freezeSeconds ?? DEFAULT_FREEZE_SECONDS;
+    const qemuStarted = Date.now();
+    const watchdog = freezeSeconds > 0
+      ? setInterval(() => {
+        let beat: number | undefined;
+        try {
+          beat = Deno.statSync(`${share}/${ALIVE_FILE}`).mtime?.getTime();
+        } catch { /* no sign yet */ }
+        const quiet = (Date.now() - (beat ?? qemuStarted)) / 1000;
+        if (quiet < freezeSeconds + (beat === undefined ? BOOT_ALLOWANCE_SECONDS : 0)) return;
+        frozenFor = Math.round(quiet);
+        kill();
+      }, Math.min(5000, freezeSeconds * 250))
+      : undefined;
     const chunks: Uint8Array[] = [];
     const reading = stdio === "piped"
       ? (async () => {
@@ -359,6 +386,7 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
     const exit = await child.status;
     exited = true;
     clearTimeout(timer);
+    clearInterval(watchdog);
     await reading;
     const qemuErrors = (await stderr).trim();
     const seconds = (performance.now() - started) / 1000;
@@ -374,6 +402,14 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
     }
     if (interrupted) throw new NestedError(`nested VM: interrupted by ${interrupted}`, log, interrupted);
     if (options.signal?.aborted) throw new NestedError("nested VM: the run was aborted", log);
+    if (frozenFor !== undefined) {
+      throw new NestedError(
+        `nested VM: froze: no sign of life from its kernel for ${frozenFor} s, killed`,
+        log,
+        undefined,
+        true,
+      );
+    }
     if (timedOut) {
       throw new NestedError(
         `nested VM: ${ready ? "the command" : "the VM"} did not finish within ${timeoutSeconds} s`,

@@ -5,7 +5,7 @@
  * and need no KVM on the host.
  */
 import assert from "node:assert/strict";
-import { findNestedKernel, NestedError, QEMU_BINARY, runNested } from "./nested_vm.ts";
+import { findNestedKernel, NestedError, nestedMonitorCommand, QEMU_BINARY, runNested } from "./nested_vm.ts";
 import { initScript, jobScript, shellQuote } from "./init_script.ts";
 
 function missingPrerequisite(): string | undefined {
@@ -158,6 +158,40 @@ Deno.test({
     const error = await run;
     assert.ok(error instanceof NestedError && /aborted/.test(error.message), String(error));
     assert.deepEqual(leftovers(started), []);
+  },
+});
+
+Deno.test({
+  name: "a VM that freezes (QEMU's `stop`) is killed once its kernel is quiet: one line, nothing left",
+  ...ifNested,
+  async fn() {
+    let started: Started | undefined;
+    const monitor = `${await Deno.makeTempDir()}/monitor.sock`;
+    const run = runNested({
+      argv: ["sleep", "600"],
+      stdio: "piped",
+      freezeSeconds: 12,
+      monitorSocket: monitor,
+      onStart: (run) => started = run,
+    }).catch((e) => e);
+    // Until the job runs: the kernel's sign of life is there, and it goes on while the job sleeps.
+    while (!(started && Deno.readTextFileSync(started.log).includes("kvm-ts-nested: ready"))) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 15_000));
+    assert.deepEqual(leftovers(started), [`QEMU process ${started.pid}`, `share ${started.share}`], "alive");
+    const stoppedAt = Date.now();
+    await nestedMonitorCommand(monitor, "stop", 200);
+    const error = await run;
+    const seconds = (Date.now() - stoppedAt) / 1000;
+    assert.ok(error instanceof NestedError && error.frozen, String(error));
+    assert.match(
+      error.message,
+      /^nested VM: froze: no sign of life from its kernel for 1\d s, killed \(console log: .*\.log\)$/,
+    );
+    assert.ok(seconds >= 7, `killed ${seconds} s after the stop, before the kernel was quiet for 12 s`);
+    assert.deepEqual(leftovers(started), []);
+    Deno.removeSync(monitor.replace(/\/monitor.sock$/, ""), { recursive: true });
   },
 });
 

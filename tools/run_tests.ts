@@ -329,6 +329,7 @@ async function bootNested(
     ending = `the driver exited ${result.status}`;
   } catch (error) {
     if (!(error instanceof NestedError)) throw error;
+    frozen ||= error.frozen; // its kernel's own sign of life stopped before the driver's heartbeat
     ending = frozen ? "the nested VM froze and was killed" : error.message;
     console.log(`test: nested VM ${vm}: ${ending}`);
   } finally {
