@@ -10,12 +10,11 @@
  */
 import assert from "node:assert/strict";
 import { ifKvm, reportKvmSkip } from "../kvm/_testing.ts";
-import { HostTimer } from "../kvm/host_timer.ts";
 import { KVM_EXIT_IO } from "../kvm/ioctls.ts";
-import { currentThread, handleKickSignal, KICK_SIGNAL } from "../kvm/vcpu_kicker.ts";
 import { loadFlat } from "../machine/loader/mod.ts";
 import { PcMachine, type PcMachineOptions } from "../machine/pc/pc_machine.ts";
 import { assemble, guestSource } from "./guests/assemble.ts";
+import { runOrGiveUp } from "./_give_up.ts";
 
 reportKvmSkip("tests/coalesced_pci_guest_test.ts");
 
@@ -32,20 +31,9 @@ async function probe(options: Partial<PcMachineOptions>) {
     boot: loadFlat(image, { addr: ENTRY, mode: "real", ramSize: RAM }),
     ...options,
   });
-  // The test's own kick after GIVE_UP_MS, so that a guest halted for good is seen rather than
-  // hanging the test: the runner plays the ring back on any wake, so a reset that comes only then
-  // came through this kick, not the runner's own.
-  handleKickSignal();
-  using giveUp = HostTimer.create({ signal: KICK_SIGNAL, tid: currentThread().tid, repeatNs: 1e9 });
-  giveUp.armAfter(GIVE_UP_MS * 1e6);
-  const started = Date.now();
-  let gaveUp = false;
-  const onKick = () => {
-    if (Date.now() - started < GIVE_UP_MS) return;
-    gaveUp = true;
-    pc.stop({ kind: "error", reason: "the guest's reset never arrived", registers: pc.registers(0) });
-  };
-  const outcome = await pc.runAsync({ onKick });
+  // A guest halted for good is seen rather than hanging the test: a reset that comes only with
+  // the test's own kick came through it, not through the runner's playback.
+  const { outcome, gaveUp } = await runOrGiveUp(pc, GIVE_UP_MS);
   const io = pc.exitCounts.reduce((sum, counts) => sum + counts[KVM_EXIT_IO], 0);
   assert.equal(gaveUp, false, "the reset came only with the test's own kick");
   return { outcome, io };

@@ -17,6 +17,8 @@ export interface AssembleOptions {
   readonly base?: number;
   /** 64 for a long-mode guest (`as --64`, `ld -m elf_x86_64`); otherwise 32-bit ELF, which also carries `.code16`. */
   readonly elf?: 32 | 64;
+  /** Symbols defined before the source is read (`as --defsym NAME=VALUE`), for `.if` variants. */
+  readonly defines?: Readonly<Record<string, number>>;
 }
 
 /** Default link address. */
@@ -59,7 +61,11 @@ export async function assemble(source: string | URL, options: AssembleOptions = 
     const object = `${dir}/guest.o`;
     const binary = `${dir}/guest.bin`;
     const sourceDir = path.slice(0, path.lastIndexOf("/") + 1) || ".";
-    await run("as", [elf64 ? "--64" : "--32", "-I", sourceDir, "-o", object, path]);
+    const defines = Object.entries(options.defines ?? {}).flatMap(([name, value]) => [
+      "--defsym",
+      `${name}=${value}`,
+    ]);
+    await run("as", [elf64 ? "--64" : "--32", ...defines, "-I", sourceDir, "-o", object, path]);
     await run("ld", [
       "-m",
       elf64 ? "elf_x86_64" : "elf_i386",

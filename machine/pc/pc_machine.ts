@@ -313,6 +313,11 @@ class CoalescedRingDriver implements Disposable {
     this.#unregister = registerCoalescedFlusher(() => this.#flush());
   }
 
+  /** Whether KVM holds the zones yet (from the guest's first use of a coalesced device on). */
+  get active(): boolean {
+    return this.#mmio.active;
+  }
+
   /** From now on the ring's writes may be merged: `runner` plays it back before its exits. */
   attachRunner(runner: Runner): void {
     this.#runner = runner;
@@ -657,7 +662,7 @@ export class PcMachine implements Disposable {
   readonly #notifiers: VirtioNotifiers | null;
   readonly #kvmRef: Kvm;
   /** The coalesced-MMIO ring's flusher (null without a ring). */
-  readonly #coalesced: Disposable | null;
+  readonly #coalesced: CoalescedRingDriver | null;
   /** The split irqchip's PIT timer (null with the in-kernel irqchip). */
   readonly #timer: HostTimer | null;
   /** The split irqchip's PIT clock, stopped while paused (null with the in-kernel irqchip). */
@@ -682,7 +687,7 @@ export class PcMachine implements Disposable {
     resetStates: VcpuResetState[];
     notifiers: VirtioNotifiers | null;
     kvm: Kvm;
-    coalesced: Disposable | null;
+    coalesced: CoalescedRingDriver | null;
     timer?: HostTimer | null;
     clock?: GuestClock | null;
   }) {
@@ -983,6 +988,15 @@ export class PcMachine implements Disposable {
   /** I/O and MMIO exits served so far. */
   get exits(): number {
     return this.#runner.exits;
+  }
+
+  /**
+   * Whether KVM holds the board's coalesced zones (the RTC's index port, the PCI host's ports, …) yet:
+   * they are registered at the guest's first access to a coalesced device during a run, so a VM whose
+   * guest never touches one has none (it is cheaper to destroy). False where KVM has no ring.
+   */
+  get coalescedZonesRegistered(): boolean {
+    return this.#coalesced?.active ?? false;
   }
 
   /** Per vCPU, its exits so far by `KVM_EXIT_*` reason (index = reason; live views). */
