@@ -90,7 +90,8 @@ function memory(pid: number): { peak: number; anon: number } {
 async function boot(command: string, args: string[]): Promise<Sample | undefined> {
   const before = COUNTING ? readKvmCounters(COUNTERS) : undefined;
   const start = performance.now();
-  const child = new Deno.Command(command, { args, stdin: "piped", stdout: "piped", stderr: "null" }).spawn();
+  const child = new Deno.Command(command, { args, stdin: "piped", stdout: "piped", stderr: "piped" }).spawn();
+  const stderr = new Response(child.stderr).text();
   const writer = child.stdin.getWriter();
   let text = "";
   let prompt: number | undefined;
@@ -103,10 +104,16 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
     anonKib = Math.max(anonKib, m.anon);
   };
   let lastOutput = start;
+  let stalled = false;
   const watch = setInterval(() => {
+    if (stalled) return;
     sample();
     // A boot that stalls before its prompt, or after it on its way down, is killed and tried again.
-    if (performance.now() - lastOutput > STALL_MS) child.kill("SIGKILL");
+    if (performance.now() - lastOutput <= STALL_MS) return;
+    stalled = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* it ended meanwhile */ }
   }, 200);
   try {
     const decoder = new TextDecoder();
@@ -126,7 +133,19 @@ async function boot(command: string, args: string[]): Promise<Sample | undefined
     }
     const status = await child.status;
     const exit = performance.now() - start;
-    if (prompt === undefined || !status.success) return undefined;
+    if (prompt === undefined || !status.success) {
+      // What it was doing: the console's last line and the program's own last words.
+      const lastLine = text.trimEnd().split(/\r?\n/).at(-1) ?? "";
+      const said = (await stderr).trim().split("\n").at(-1) ?? "";
+      console.error(
+        `  ${stalled ? `no output for ${STALL_MS / 1000} s` : `exit status ${status.code}`} ${
+          prompt === undefined ? "before the prompt" : "after poweroff -f"
+        }; last console line ${JSON.stringify(lastLine.slice(-120))}${
+          said ? `; stderr: ${said.slice(-200)}` : ""
+        }`,
+      );
+      return undefined;
+    }
     return { prompt, exit, rssKib, anonKib, ...(kvm ? { kvm } : {}) };
   } finally {
     clearInterval(watch);
