@@ -1,7 +1,7 @@
 /**
  * The text encoding of the generated guest modules (`hello64.ts`, `firmware.ts`, …): an image is
  * its size, a fill byte, and base64 lines for the spans that differ from the fill, so that a
- * 256 KiB firmware of mostly 0xff stays a few lines long. Pure: no `Deno.*`.
+ * 256 KiB firmware of mostly zeros stays a few lines long. Pure: no `Deno.*`.
  *
  * Each line of the encoded text is `<hex offset> <base64 of at most 48 bytes>`; blank lines are
  * ignored. Bytes not covered by a line hold the fill byte.
@@ -108,6 +108,7 @@ export function encodeImage(image: Uint8Array, fill: number): string {
  */
 export function decodeImage(size: number, fill: number, text: string): Uint8Array {
   const image = new Uint8Array(size).fill(fill);
+  const spans: { offset: number; length: number }[] = [];
   const pattern = /^([0-9a-f]+) ([A-Za-z0-9+/=]+)$/;
   for (const line of text.split("\n")) {
     if (line.trim() === "") continue;
@@ -119,6 +120,28 @@ export function decodeImage(size: number, fill: number, text: string): Uint8Arra
       throw new RangeError(`image line at offset 0x${match[1]} reaches past the image size ${size}`);
     }
     image.set(bytes, offset);
+    spans.push({ offset, length: bytes.length });
   }
+  if (fill === 0) ZERO_FILLED.set(image, spans);
   return image;
+}
+
+/** The images {@link decodeImage} made with a zero fill, with the spans that hold their other bytes. */
+const ZERO_FILLED = new WeakMap<Uint8Array, readonly { offset: number; length: number }[]>();
+
+/**
+ * Where `image`'s non-zero bytes can be, when it was decoded here with a zero fill: every byte outside
+ * these spans is 0. Undefined for any other array (a file read from disk, a copy).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeImage, nonZeroSpans } from "./_image.ts";
+ * const image = decodeImage(4096, 0, "000100 AQI=\n");
+ * assert.deepEqual(nonZeroSpans(image), [{ offset: 0x100, length: 2 }]);
+ * assert.equal(nonZeroSpans(image.slice()), undefined);
+ * ```
+ */
+export function nonZeroSpans(image: Uint8Array): readonly { offset: number; length: number }[] | undefined {
+  return ZERO_FILLED.get(image);
 }

@@ -24,7 +24,7 @@
 	.code16
 	.globl _start
 _start:
-	.org F_SEGMENT_OFFSET, 0xff       # unused, erased-flash style
+	.org F_SEGMENT_OFFSET, 0          # unused: zero, as a fresh ROM is, so the board writes only the code
 
 f_segment:
 real_mode_start:
@@ -50,8 +50,8 @@ halt_forever:
 message:
 	.asciz "kvm-ts firmware: no kernel given (use -kernel FILE)\n"
 
-	.org RESET_VECTOR_OFFSET, 0xff
+	.org RESET_VECTOR_OFFSET, 0
 reset_vector:                         # 0xfffffff0 (and 0xffff0 through isa-bios)
 	ljmp $0xf000, $(real_mode_start - f_segment)
-	.org IMAGE_SIZE, 0xff
+	.org IMAGE_SIZE, 0
 image_end:

@@ -24,10 +24,10 @@ import { decodeImage } from "./_image.ts";
  */
 export const FIRMWARE: Uint8Array = decodeImage(
   262144,
-  0xff,
+  0x0,
   `
 030000 +vyMyI7YvikArITAdBKIxLr9A+yoIHT7iOC6+APu6+m6+QywBu706/1rdm0tdHMg
-030030 ZmlybXdhcmU6IG5vIGtlcm5lbCBnaXZlbiAodXNlIC1rZXJuZWwgRklMRSkKAA==
+030030 ZmlybXdhcmU6IG5vIGtlcm5lbCBnaXZlbiAodXNlIC1rZXJuZWwgRklMRSkK
 03fff0 6gAAAPA=
 `,
 );
