@@ -14,6 +14,8 @@ import type { RunOutcome } from "../runner.ts";
 import { E820_RAM, E820_RESERVED } from "../loader/mod.ts";
 import { closeAll, MAX_CPUS, PcBoard, pcGuestTables } from "./pc_board.ts";
 import { MP_TABLE_MAX_CPUS } from "./mptable.ts";
+import { FIRMWARE } from "../guests/firmware.ts";
+import { nonZeroSpans } from "../guests/_image.ts";
 
 Deno.test("the board's devices end a run through onStop: a reset request, a debug-exit write", async () => {
   using board = await PcBoard.create({ ramSize: 64n << 20n });
@@ -29,6 +31,16 @@ Deno.test("the firmware is in pc.bios and its top below 1 MiB (isa-bios)", async
   using board = await PcBoard.create({ ramSize: 64n << 20n, firmware });
   assert.equal(board.memory.read(0xffff_0000 + 0x1234, 2).value, 0x3534n);
   assert.equal(board.memory.read(0x000f_1234, 2).value, 0x3534n);
+});
+
+Deno.test("the built-in firmware reads back whole, though only its code is written into the ROM", async () => {
+  using board = await PcBoard.create({ ramSize: 64n << 20n });
+  const rom = new Uint8Array(FIRMWARE.length);
+  board.memory.rw(0x1_0000_0000 - FIRMWARE.length, rom, false);
+  assert.deepEqual(rom, FIRMWARE);
+  const spans = nonZeroSpans(FIRMWARE);
+  assert.ok(spans, "decoded with a zero fill");
+  assert.ok(spans.reduce((n, s) => n + s.length, 0) < 4096, "a few hundred bytes of code, not 256 KiB");
 });
 
 Deno.test("firmware tables land inside memory the e820 map does not offer as RAM", async () => {
