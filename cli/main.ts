@@ -18,7 +18,7 @@ import { loadFlat } from "../machine/loader/flat.ts";
 import { LoaderError } from "../machine/loader/loader_error.ts";
 import { FileImage } from "./file_image.ts";
 import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
-import { PcMachine, planBoot } from "../machine/pc/pc_machine.ts";
+import { PcMachine, planBoot, XAPIC_MAX_CPUS } from "../machine/pc/pc_machine.ts";
 import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
 import type { PcIrqchipMode } from "../machine/pc/pc_split_irqchip.ts";
 // The host side of -drive and -netdev (disk images, taps, virtio backends) is loaded only for a run
@@ -64,7 +64,8 @@ prints from 64-bit long mode, reads the IOAPIC, takes a UART interrupt, loops in
 
 options:
   -m SIZE                 guest RAM (default 128M; a bare number is MiB, as in QEMU)
-  -smp N                  number of vCPUs (default 1; cpus=N is accepted too), each on its own thread
+  -smp N                  number of vCPUs (default 1; cpus=N is accepted too), each on its own thread;
+                          more than 255 (x2APIC ids) need -machine kernel-irqchip=split
   -kernel FILE            boot FILE as QEMU's -kernel does: Linux bzImage or ELF vmlinux (64-bit
                           entry), or Multiboot v1 (a.out kludge or ELF32)
   -append TEXT            kernel command line
@@ -578,6 +579,12 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
   const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
   const irqchip = parseMachine(values.machine ?? values.M);
+  if (cpus > XAPIC_MAX_CPUS && irqchip !== "split") {
+    throw new UsageError(
+      `-smp ${cpus}: APIC ids above 254 need x2APIC, which the in-kernel IOAPIC cannot address: ` +
+        "add -machine kernel-irqchip=split",
+    );
+  }
   const drives = (values.drive ?? []).map(parseDrive);
   const netdevs = (values.netdev ?? []).map(parseNetdev);
   const pciPlan = planPciDevices(drives, pciArgs, netdevs);
@@ -1102,6 +1109,7 @@ export async function bootPlanOf(options: CliOptions): Promise<BootPlan> {
       ramSize: options.ramSize,
       firmware: options.bios?.image,
       cpus: options.cpus,
+      irqchip: options.irqchip, // APIC ids above 254 need the split one
       pciDevices: options.pciDevices, // the MP table lists their interrupts
       kernel: {
         image: kernel.image,

@@ -303,6 +303,10 @@ export const KVM_CAP_IOEVENTFD_ANY_LENGTH = 122;
 export const KVM_CAP_MAX_VCPU_ID = 128;
 /** x2APIC API extensions. */
 export const KVM_CAP_X2APIC_API = 129;
+/** KVM_CAP_X2APIC_API flag: 32-bit APIC ids in KVM_GET/SET_LAPIC and MSI destinations (`address_hi`). */
+export const KVM_X2APIC_API_USE_32BIT_IDS = 1;
+/** KVM_CAP_X2APIC_API flag: an x2APIC destination of 0xff is APIC id 255, not a broadcast. */
+export const KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK = 2;
 /** `kvm_run.immediate_exit`. */
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 /** Coalesced PIO. */

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE } from "./ioctls.ts";
 import { KvmError } from "./kvm_error.ts";
+import { swizzleMsiExtDestId } from "./vm.ts";
 import {
   defaultGsiRoutes,
   type GsiRoute,
@@ -131,4 +132,25 @@ Deno.test("MsiRoutes property: any add/remove sequence keeps GSIs unique, >= 24,
       assert.equal(routes.table.length, 40 + live.size);
     }),
   );
+});
+
+Deno.test("swizzleMsiExtDestId: KVM's 32-bit destination is the 15-bit one the guest wrote; the rest kept", () => {
+  fc.assert(fc.property(
+    fc.integer({ min: 0, max: 0x7fff }),
+    fc.boolean(),
+    fc.boolean(),
+    (dest, logical, hint) => {
+      const lo =
+        (0xfee0_0000 | (dest & 0xff) << 12 | (dest >> 8) << 5 | (hint ? 8 : 0) | (logical ? 4 : 0)) >>> 0;
+      const [newLo, newHi] = swizzleMsiExtDestId(lo, 0);
+      // KVM with USE_32BIT_IDS: destination = address_lo bits 19:12 | address_hi bits 31:8.
+      assert.equal(((newLo >>> 12) & 0xff) | (newHi & 0xffff_ff00), dest);
+      assert.equal(newHi & 0xff, 0, "address_hi bits 7:0 stay zero");
+      assert.equal(newLo & 0xfff0_001f, lo & 0xfff0_001f, "base, mode and hint bits kept");
+      assert.equal(newLo & 0xfe0, 0);
+    },
+  ));
+  // The remappable format (bit 4) and a message that already uses address_hi pass unchanged.
+  assert.deepEqual(swizzleMsiExtDestId(0xfee0_0030, 0), [0xfee0_0030, 0]);
+  assert.deepEqual(swizzleMsiExtDestId(0xfee0_0020, 0x100), [0xfee0_0020, 0x100]);
 });

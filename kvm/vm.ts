@@ -34,6 +34,7 @@ import {
 import { addressOf, closeFd, ioctlBuf, ioctlNone, ioctlU64, pointerBuffer } from "./_syscalls.ts";
 import {
   KVM_CAP_SPLIT_IRQCHIP,
+  KVM_CAP_X2APIC_API,
   KVM_CHECK_EXTENSION,
   KVM_CLEAR_DIRTY_LOG,
   KVM_CREATE_IRQCHIP,
@@ -64,6 +65,8 @@ import {
   KVM_SET_USER_MEMORY_REGION,
   KVM_SIGNAL_MSI,
   KVM_UNREGISTER_COALESCED_MMIO,
+  KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+  KVM_X2APIC_API_USE_32BIT_IDS,
 } from "./ioctls.ts";
 import { KvmError } from "./kvm_error.ts";
 import { type GsiRoute, isIrqchipRoute, type MsiMessage } from "./msi_routes.ts";
@@ -242,6 +245,8 @@ export class Vm implements Disposable {
   // KVM_IRQ_LINE is called on every device interrupt edge: reuse one argument buffer.
   readonly #irqLevel = new Uint8Array(KVM_IRQ_LEVEL_LAYOUT.size);
   readonly #irqLevelView = new DataView(this.#irqLevel.buffer);
+  /** {@link enableX2apicApi} was called: MSI messages are swizzled into KVM's 32-bit format. */
+  #x2apicApi = false;
   readonly #msi = new Uint8Array(KVM_MSI_LAYOUT.size);
   readonly #msiView = new DataView(this.#msi.buffer);
 
@@ -397,7 +402,7 @@ export class Vm implements Disposable {
           union,
         );
       } else {
-        encodeStruct(KVM_IRQ_ROUTING_MSI_LAYOUT, { ...msiFields(r), devid: 0 }, view, union);
+        encodeStruct(KVM_IRQ_ROUTING_MSI_LAYOUT, { ...this.#msiFields(r), devid: 0 }, view, union);
       }
     });
     ioctlBuf(this.#open(), KVM_SET_GSI_ROUTING, bytes, "KVM_SET_GSI_ROUTING", `${routes.length} routes`);
@@ -501,7 +506,7 @@ export class Vm implements Disposable {
   signalMsi(message: MsiMessage): number {
     // Every virtio completion comes here: one reused buffer (flags, devid and the padding stay 0)
     // and no string unless the call fails. Encoding a fresh struct and the message cost ~2 µs.
-    const { addressLo, addressHi, data } = msiFields(message);
+    const { addressLo, addressHi, data } = this.#msiFields(message);
     const view = this.#msiView;
     view.setUint32(MSI_ADDRESS_LO, addressLo, true);
     view.setUint32(MSI_ADDRESS_HI, addressHi, true);
@@ -638,6 +643,37 @@ export class Vm implements Disposable {
     this.enableCap(KVM_CAP_SPLIT_IRQCHIP, [BigInt(ioapicPins)]);
   }
 
+  /**
+   * `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)` with 32-bit APIC ids and without the broadcast quirk, as QEMU
+   * enables it for APIC ids above 254: KVM_GET/SET_LAPIC then carry an x2APIC-mode vCPU's whole id,
+   * and an MSI's destination bits 31:8 travel in `address_hi`. From then on this VM hands every MSI
+   * ({@link signalMsi}, the MSI routes of {@link setGsiRouting}) to KVM with the destination bits a
+   * guest put in the extended destination ID (address bits 11:5, destination bits 14:8: Linux's
+   * format when CPUID offers `KVM_FEATURE_MSI_EXT_DEST_ID`) moved into `address_hi`
+   * ({@link swizzleMsiExtDestId}, QEMU's `kvm_swizzle_msi_ext_dest_id`). Call it before the first
+   * vCPU.
+   *
+   * @throws {KvmError} when KVM has no such capability or a vCPU exists already.
+   */
+  enableX2apicApi(): void {
+    this.enableCap(KVM_CAP_X2APIC_API, [
+      BigInt(KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK),
+    ]);
+    this.#x2apicApi = true;
+  }
+
+  /** Whether {@link enableX2apicApi} was called. */
+  get x2apicApi(): boolean {
+    return this.#x2apicApi;
+  }
+
+  #msiFields(message: MsiMessage): { addressLo: number; addressHi: number; data: number } {
+    const fields = msiFields(message);
+    if (!this.#x2apicApi) return fields;
+    const [addressLo, addressHi] = swizzleMsiExtDestId(fields.addressLo, fields.addressHi);
+    return { addressLo, addressHi, data: fields.data };
+  }
+
   /** `KVM_ENABLE_CAP` on the VM fd with up to four arguments. */
   enableCap(cap: number, args: readonly bigint[] = [], flags = 0): void {
     if (args.length > 4) throw new RangeError(`enableCap: at most 4 arguments, got ${args.length}`);
@@ -730,6 +766,38 @@ export class Vm implements Disposable {
       }, length ${length}, ${value}`,
     );
   }
+}
+
+/** MSI address bits 11:5: the extended destination ID (destination bits 14:8) of an untranslated MSI. */
+const MSI_EXT_DEST_ID_MASK = 0xfe0;
+/** MSI address bit 4: the interrupt-remapping format (its bits 11:5 are a handle, not a destination). */
+const MSI_REMAPPABLE_FORMAT = 0x10;
+/** Where those bits start in the address. */
+const MSI_EXT_DEST_ID_SHIFT = 5;
+/** Where destination bit 8 goes in KVM's 32-bit format (`address_hi` bits 31:8 = destination 31:8). */
+const MSI_ADDRESS_HI_DEST_SHIFT = 8;
+
+/**
+ * An MSI address in the extended destination ID format (destination bits 14:8 in address bits
+ * 11:5, the rest of the address as usual) rewritten for KVM's x2APIC API: those bits moved to
+ * `address_hi` bits 14:8 and cleared below. An address that already uses `address_hi`, one in the
+ * remappable format (bit 4), or one without extended bits is returned as it is.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { swizzleMsiExtDestId } from "./vm.ts";
+ * // APIC id 300 = 0x12c: bits 7:0 (0x2c) at address bits 19:12, bits 14:8 (0x01) at bits 11:5.
+ * assert.deepEqual(swizzleMsiExtDestId(0xfee2_c020, 0), [0xfee2_c000, 0x100]);
+ * assert.deepEqual(swizzleMsiExtDestId(0xfee0_1000, 0), [0xfee0_1000, 0]);
+ * ```
+ */
+export function swizzleMsiExtDestId(addressLo: number, addressHi: number): [number, number] {
+  const ext = (addressLo & MSI_EXT_DEST_ID_MASK) >>> MSI_EXT_DEST_ID_SHIFT;
+  if (ext === 0 || addressHi !== 0 || (addressLo & MSI_REMAPPABLE_FORMAT) !== 0) {
+    return [addressLo, addressHi];
+  }
+  return [(addressLo & ~MSI_EXT_DEST_ID_MASK) >>> 0, (ext << MSI_ADDRESS_HI_DEST_SHIFT) >>> 0];
 }
 
 function msiFields(message: MsiMessage): { addressLo: number; addressHi: number; data: number } {

@@ -150,7 +150,9 @@ export {
   FPU_FCW_DEFAULT,
   FPU_MXCSR_DEFAULT,
   KVM_CPUID_FLAG_SIGNIFICANT_INDEX,
+  KVM_FEATURE_MSI_EXT_DEST_ID_BIT,
   lapicWithLints,
+  LINUX_CPUID_MAX_CPUS,
   linuxCpuid,
   type LinuxCpuidOptions,
   MISC_ENABLE_FAST_STRING_BIT,
@@ -315,6 +317,7 @@ export {
   type PcMachineOptions,
   planBoot,
   sharedMemoryFence,
+  XAPIC_MAX_CPUS,
 } from "./pc/pc_machine.ts";
 // What PcMachine.snapshot takes and returns, and the front-end's own value it stores.
 export type { SnapshotOptions, SnapshotResult } from "./snapshot/snapshot.ts";

@@ -32,6 +32,11 @@ export const CPUID_LEAF_AMD_SIZES = 0x8000_0008;
 /** Leaf 0x8000001E: AMD extended APIC id, core and node ids. */
 export const CPUID_LEAF_AMD_TOPOLOGY = 0x8000_001e;
 
+/** The most vCPUs {@link linuxCpuid} describes: leaf 0xB's count at the core level is 16 bits. */
+export const LINUX_CPUID_MAX_CPUS = 0xffff;
+/** Leaf 0x40000001 EAX bit 15: KVM_FEATURE_MSI_EXT_DEST_ID. */
+export const KVM_FEATURE_MSI_EXT_DEST_ID_BIT = 1 << 15;
+
 /** Leaf 1 EBX bits 31-24: initial APIC id. */
 const LEAF1_EBX_APIC_ID_SHIFT = 24;
 /** Leaf 1 EBX bits 23-16: logical processors per package. */
@@ -76,8 +81,19 @@ const AMD_SIZES_ECX_APIC_ID_SIZE_MASK = 0xf000;
 export interface LinuxCpuidOptions {
   /** This vCPU's (initial, x2)APIC id: its index, 0 ≤ apicId < cpuCount. */
   apicId: number;
-  /** vCPUs in the guest (1-255): one core each, one thread per core, one package. */
+  /**
+   * vCPUs in the guest (1–{@link LINUX_CPUID_MAX_CPUS}): one core each, one thread per core, one
+   * package. Above 255 the 8-bit fields (leaf 1's APIC id and count, AMD's core count) hold what
+   * fits — the low byte of the id, 255 — and leaf 0xB/0x1F and 0x8000001E the whole id.
+   */
   cpuCount: number;
+  /**
+   * Offer `KVM_FEATURE_MSI_EXT_DEST_ID` (leaf 0x40000001 EAX bit 15): the guest may put APIC ids up
+   * to 32767 in MSIs and IOAPIC entries (destination bits 14:8 in address bits 11:5), which the VMM
+   * must translate for KVM (`Vm.enableX2apicApi`). Linux then brings up vCPUs with APIC ids above 255
+   * without interrupt remapping. QEMU offers it with its own IOAPIC (`kernel-irqchip=split`).
+   */
+  msiExtDestId?: boolean;
   /**
    * Keep XSAVE (leaf 1 ECX bit 26). Default true. Pass false on an emulating host (docs/kvm-abi.md §8:
    * KVM's emulator cannot run `xrstor64`); it has the effect of the `noxsave` command-line option,
@@ -132,7 +148,7 @@ function topologyLeaf(fn: number, apicId: number, cpuCount: number): CpuidEntry[
  * The CPUID table for one vCPU of a Linux guest, from KVM_GET_SUPPORTED_CPUID's entries (not
  * modified; copies are returned, in the same order):
  *
- * - leaf 1: EBX[31:24] = `apicId`, EBX[23:16] = `cpuCount`; EDX.HTT set iff `cpuCount` > 1 (as
+ * - leaf 1: EBX[31:24] = `apicId`'s low byte, EBX[23:16] = `cpuCount` (255 at most); EDX.HTT set iff `cpuCount` > 1 (as
  *   QEMU and Firecracker); ECX.HYPERVISOR set; ECX.CX16 cleared; ECX.XSAVE cleared when
  *   `xsave` is false;
  * - leaf 4 (Intel caches): EAX[31:26] = `cpuCount` - 1 cores per package; EAX[25:14] = 0 threads
@@ -140,8 +156,9 @@ function topologyLeaf(fn: number, apicId: number, cpuCount: number): CpuidEntry[
  * - leaves 0xB and 0x1F (when KVM lists them): replaced by subleaf 0 = SMT level (1 thread),
  *   subleaf 1 = core level (`cpuCount` processors, package shift ceil(log2(cpuCount))), subleaf 2 =
  *   invalid, each with EDX = `apicId`;
- * - on AMD (and Hygon): leaf 0x80000008 ECX NC = `cpuCount` - 1 and ApicIdSize; leaf 0x8000001E
- *   EAX = `apicId`, EBX = core id `apicId` with one thread per core, ECX = node 0 of 1;
+ * - on AMD (and Hygon): leaf 0x80000008 ECX NC = `cpuCount` - 1 (255 at most) and ApicIdSize; leaf
+ *   0x8000001E EAX = `apicId`, EBX = core id `apicId` with one thread per core, ECX = node 0 of 1;
+ * - leaf 0x40000001 EAX: `KVM_FEATURE_MSI_EXT_DEST_ID` added with `msiExtDestId`;
  * - everything else, including KVM's leaves at 0x40000000 ("KVMKVMKVM", kvm-clock features), kept.
  *
  * Why CX16 goes: on this platform (docs/kvm-abi.md §8, kvm_pvm) guest code at CPL0 is emulated one
@@ -162,7 +179,7 @@ function topologyLeaf(fn: number, apicId: number, cpuCount: number): CpuidEntry[
  */
 export function linuxCpuid(supported: readonly CpuidEntry[], options: LinuxCpuidOptions): CpuidEntry[] {
   const { apicId, cpuCount } = options;
-  checkCount(cpuCount, 1, 255, "cpuCount");
+  checkCount(cpuCount, 1, LINUX_CPUID_MAX_CPUS, "cpuCount");
   checkCount(apicId, 0, cpuCount - 1, "apicId");
   const amd = isAmd(supported);
   const out: CpuidEntry[] = [];
@@ -171,8 +188,8 @@ export function linuxCpuid(supported: readonly CpuidEntry[], options: LinuxCpuid
     const e = { ...original };
     switch (e.function) {
       case CPUID_LEAF_FEATURES: {
-        e.ebx = ((apicId << LEAF1_EBX_APIC_ID_SHIFT) | (cpuCount << LEAF1_EBX_LOGICAL_COUNT_SHIFT) |
-          (e.ebx & LEAF1_EBX_KEEP_MASK)) >>> 0;
+        e.ebx = (((apicId & 0xff) << LEAF1_EBX_APIC_ID_SHIFT) |
+          (Math.min(cpuCount, 0xff) << LEAF1_EBX_LOGICAL_COUNT_SHIFT) | (e.ebx & LEAF1_EBX_KEEP_MASK)) >>> 0;
         let clear = CPUID_1_ECX_CX16_BIT;
         if (options.xsave === false) clear |= CPUID_1_ECX_XSAVE_BIT;
         e.ecx = ((e.ecx | CPUID_1_ECX_HYPERVISOR_BIT) & ~clear) >>> 0;
@@ -197,7 +214,8 @@ export function linuxCpuid(supported: readonly CpuidEntry[], options: LinuxCpuid
       }
       case CPUID_LEAF_AMD_SIZES:
         if (amd) {
-          e.ecx = ((e.ecx & ~(AMD_SIZES_ECX_NC_MASK | AMD_SIZES_ECX_APIC_ID_SIZE_MASK)) | (cpuCount - 1) |
+          e.ecx = ((e.ecx & ~(AMD_SIZES_ECX_NC_MASK | AMD_SIZES_ECX_APIC_ID_SIZE_MASK)) |
+            Math.min(cpuCount - 1, AMD_SIZES_ECX_NC_MASK) |
             (bitsFor(cpuCount) << AMD_SIZES_ECX_APIC_ID_SIZE_SHIFT)) >>> 0;
         }
         break;
@@ -208,6 +226,9 @@ export function linuxCpuid(supported: readonly CpuidEntry[], options: LinuxCpuid
           e.ecx = 0; // node 0; bits 10-8: nodes per processor less one = 0
           e.edx = 0;
         }
+        break;
+      case CPUID_LEAF_KVM_FEATURES:
+        if (options.msiExtDestId) e.eax = (e.eax | KVM_FEATURE_MSI_EXT_DEST_ID_BIT) >>> 0;
         break;
     }
     out.push(e);

@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import type { CpuidEntry } from "../kvm/mod.ts";
 import fc from "fast-check";
-import { bootFpu, bootMsrs, cpuidFeaturesLacking, lapicWithLints, linuxCpuid, resetMsrs } from "./x86_cpu.ts";
+import {
+  bootFpu,
+  bootMsrs,
+  cpuidFeaturesLacking,
+  lapicWithLints,
+  LINUX_CPUID_MAX_CPUS,
+  linuxCpuid,
+  resetMsrs,
+} from "./x86_cpu.ts";
 
 /** A register value from 4 ASCII characters, little-endian (as CPUID returns vendor strings). */
 function ascii(text: string): number {
@@ -107,9 +115,24 @@ Deno.test("linuxCpuid on an Intel list: leaf 4 cores and sharing, leaf 0x1F, AMD
   assert.deepEqual(out.at(-1), intel.at(-1), "0x80000008 ECX is AMD's only");
 });
 
+Deno.test("linuxCpuid above 255 vCPUs: 8-bit fields hold what fits, the topology leaves the whole id", () => {
+  const out = linuxCpuid(AMD, { apicId: 300, cpuCount: 400 });
+  const find = (fn: number, index = 0) => out.find((e) => e.function === fn && e.index === index)!;
+  assert.equal(find(1).ebx >>> 24, 300 & 0xff, "leaf 1: the initial APIC id's low byte");
+  assert.equal((find(1).ebx >>> 16) & 0xff, 0xff, "leaf 1: the count saturates");
+  assert.equal(find(1).ebx & 0xffff, 0x0800, "leaf 1: CLFLUSH size kept");
+  assert.deepEqual([find(0xb, 1).eax, find(0xb, 1).ebx, find(0xb, 1).edx], [9, 400, 300]);
+  assert.equal(find(0x8000_0008).ecx & 0xff, 0xff, "AMD NC saturates");
+  assert.equal((find(0x8000_0008).ecx >>> 12) & 0xf, 9, "ApicIdSize: 9 bits for 400 ids");
+  assert.equal(find(0x8000_001e).eax, 300, "AMD's extended APIC id");
+  assert.equal(find(0x4000_0001).eax, 0x0100_7afb, "KVM's features untouched without msiExtDestId");
+  const ext = linuxCpuid(AMD, { apicId: 300, cpuCount: 400, msiExtDestId: true });
+  assert.equal(ext.find((e) => e.function === 0x4000_0001)!.eax, 0x0100_7afb | 1 << 15);
+});
+
 Deno.test("linuxCpuid refuses impossible topologies", () => {
   assert.throws(() => linuxCpuid(AMD, { apicId: 0, cpuCount: 0 }), RangeError);
-  assert.throws(() => linuxCpuid(AMD, { apicId: 0, cpuCount: 256 }), RangeError);
+  assert.throws(() => linuxCpuid(AMD, { apicId: 0, cpuCount: LINUX_CPUID_MAX_CPUS + 1 }), RangeError);
   assert.throws(() => linuxCpuid(AMD, { apicId: 3, cpuCount: 3 }), RangeError);
   assert.throws(() => linuxCpuid(AMD, { apicId: 0.5, cpuCount: 3 }), RangeError);
 });

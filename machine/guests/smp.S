@@ -18,6 +18,12 @@
 # of work on every CPU at once, with output that depends on none of the timing: a snapshot taken
 # then holds every vCPU in the middle of it (tests/snapshot_test.ts).
 #
+# With "count" in its command line (`-append count`), the APs print nothing: each marks its x2APIC id
+# in a table and counts itself in, without the lock, and halts; the BSP then checks that every id
+# from 1 to N-1 was marked and prints "smp: APIC ids 1 to N-1 each reported once" (else "smp: APIC
+# id K never reported" for each one missing, and status 3). Hundreds of CPUs, with no lock for them
+# to queue on: the way to wake more than 255 CPUs, whose ids need x2APIC (at most MAX_COUNTED).
+#
 # How many CPUs: CMOS byte 0x5f holds the CPU count minus one (QEMU's pc_cmos_init sets it; so does
 # the kvm-ts board's CMOS), read through ports 0x70/0x71. The MP table is not consulted.
 #
@@ -68,6 +74,8 @@
 	.set LCG_ADD, 1013904223
 	.set MB_INFO_CMDLINE, 0x4         # Multiboot information flags bit 2: cmdline at offset 16
 	.set WORK_WORD, 0x6b726f77        # "work", little-endian
+	.set COUNT_WORD, 0x6e756f63       # "coun", little-endian
+	.set MAX_COUNTED, 4096            # x2APIC ids the count mode's table holds
 
 	.set CR0_PE, 0x1
 	.set CODE_SEL, 0x08
@@ -93,6 +101,11 @@ bsp_reload_cs:
 	movl $0, aps_reported
 	movl $0, cpus_done
 	movl $0, work_mode                # "work" anywhere in the command line (EBX: Multiboot info)
+	movl $0, count_mode               # "count" likewise
+	mov $counted, %edi                # (a reboot runs this again: no marks left from before)
+	mov $MAX_COUNTED, %ecx
+	xor %eax, %eax
+	rep stosb
 	testl $MB_INFO_CMDLINE, (%ebx)
 	jz 2f
 	mov 16(%ebx), %esi
@@ -100,9 +113,13 @@ bsp_reload_cs:
 	je 2f
 	cmpl $WORK_WORD, (%esi)
 	je 3f
+	cmpl $COUNT_WORD, (%esi)
+	je 5f
 	inc %esi
 	jmp 1b
 3:	movl $1, work_mode
+	jmp 2f
+5:	movl $1, count_mode
 2:
 
 	mov $CMOS_CPUS_MINUS_ONE, %al
@@ -110,6 +127,23 @@ bsp_reload_cs:
 	in $CMOS_DATA, %al
 	movzbl %al, %eax
 	mov %eax, aps_expected
+	# Past 256 CPUs the CMOS byte cannot say: CPUID leaf 0xB's core level counts the package's
+	# logical processors (16 bits). The larger of the two (QEMU's -smp N makes N packages of one).
+	xor %eax, %eax
+	cpuid
+	cmp $0xb, %eax
+	jb 4f
+	mov $0xb, %eax
+	mov $1, %ecx
+	cpuid
+	movzwl %bx, %ebx
+	test %ebx, %ebx
+	jz 4f
+	dec %ebx
+	cmp aps_expected, %ebx
+	jbe 4f
+	mov %ebx, aps_expected
+4:
 
 	mov $msg_bsp_id, %esi             # "smp: BSP (APIC id X) waking N-1 APs"
 	call puts
@@ -161,6 +195,7 @@ wait_for_aps:
 	call putdec
 	mov $msg_aps_reported, %esi
 	call puts
+timed_out:
 	mov $DEBUG_EXIT_PORT, %dx
 	mov $DEBUG_EXIT_TIMEOUT, %al
 	out %al, %dx
@@ -174,7 +209,33 @@ all_reported:
 	call putdec
 	mov $msg_cpus_reported, %esi
 	call puts
-	cmpl $0, work_mode
+	cmpl $0, count_mode
+	je 6f
+	mov $1, %edi                      # count mode: every id from 1 to N-1 marked?
+	xor %ebp, %ebp                    # ids missing
+7:	cmp aps_expected, %edi
+	ja 8f
+	cmpb $0, counted(%edi)
+	jne 9f
+	inc %ebp
+	mov $msg_id, %esi                 # "smp: APIC id K never reported"
+	call puts
+	mov %edi, %eax
+	call putdec
+	mov $msg_never, %esi
+	call puts
+9:	inc %edi
+	jmp 7b
+8:	test %ebp, %ebp
+	jnz timed_out
+	mov $msg_ids, %esi                # "smp: APIC ids 1 to N-1 each reported once"
+	call puts
+	mov aps_expected, %eax
+	call putdec
+	mov $msg_once, %esi
+	call puts
+	jmp reset
+6:	cmpl $0, work_mode
 	je reset
 	mov $wait_for_work, %edi          # the BSP's own share, then every AP's
 	jmp work
@@ -227,9 +288,11 @@ delay:
 	jnz delay
 	ret
 
-# apic_id: eax = this CPU's initial APIC id, CPUID.1:EBX[31:24]. Clobbers ebx, ecx, edx.
+# apic_id: eax = this CPU's APIC id: its x2APIC id, CPUID.0xB:EDX, where the CPU has that leaf,
+# else the initial APIC id, CPUID.1:EBX[31:24]. Clobbers ebx, ecx, edx.
 # work: WORK_LOOPS LCG steps from APIC id + 1 into results[APIC id], in registers only (the APs
-# share one stack, so nothing is pushed), then back to %edi.
+# share one stack, so nothing is pushed), then back to %edi. The initial APIC id (8 bits): work mode
+# is for at most 256 CPUs.
 work:
 	mov $1, %eax
 	cpuid
@@ -245,7 +308,16 @@ work:
 	jmp *%edi
 
 apic_id:
-	mov $1, %eax
+	xor %eax, %eax
+	cpuid
+	cmp $0xb, %eax
+	jb 1f
+	mov $0xb, %eax
+	xor %ecx, %ecx
+	cpuid
+	mov %edx, %eax
+	ret
+1:	mov $1, %eax
 	cpuid
 	mov %ebx, %eax
 	shr $24, %eax
@@ -284,6 +356,25 @@ ap_entry32:
 	mov %ax, %fs
 	mov %ax, %gs
 	mov %ax, %ss
+	cmpl $0, count_mode
+	je ap_lock
+	xor %eax, %eax                    # count mode: this CPU's x2APIC id, no stack, no lock
+	cpuid
+	cmp $0xb, %eax
+	jb 2f
+	mov $0xb, %eax
+	xor %ecx, %ecx
+	cpuid
+	mov %edx, %ebx
+	jmp 3f
+2:	mov $1, %eax
+	cpuid
+	shr $24, %ebx
+3:	cmp $MAX_COUNTED, %ebx
+	jae ap_halt_forever               # beyond the table: never counted, the BSP times out
+	movb $1, counted(%ebx)
+	lock incl aps_reported            # after its mark: the BSP reads the table once all are in
+	jmp ap_halt_forever
 ap_lock:
 	mov $1, %eax
 	xchg %eax, print_lock             # xchg with memory is locked
@@ -361,6 +452,14 @@ msg_of:
 	.asciz " of "
 msg_aps_reported:
 	.asciz " APs reported\n"
+msg_id:
+	.asciz "smp: APIC id "
+msg_never:
+	.asciz " never reported\n"
+msg_ids:
+	.asciz "smp: APIC ids 1 to "
+msg_once:
+	.asciz " each reported once\n"
 msg_cpu:
 	.asciz "smp: cpu "
 msg_result:
@@ -380,8 +479,12 @@ cpus_done:                            # CPUs whose work is in results (work mode
 	.skip 4
 work_mode:                            # 1 with "work" in the command line
 	.skip 4
+count_mode:                           # 1 with "count" in the command line
+	.skip 4
 results:                              # each CPU's LCG result, by APIC id (at most 255 CPUs)
 	.skip 4 * 256
+counted:                              # count mode: 1 at each x2APIC id that reported
+	.skip MAX_COUNTED
 	.balign 16
 bsp_stack:
 	.skip 1024

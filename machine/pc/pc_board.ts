@@ -39,10 +39,12 @@ const BIOS_AREA_START = 0xf_0000n;
 const BIOS_AREA_END = 0x10_0000n;
 
 /**
- * The most vCPUs the board offers: as many as an MP table can describe with 8-bit xAPIC ids (254).
- * KVM itself may refuse fewer (KVM_CAP_MAX_VCPUS); that is reported when the vCPU is created.
+ * The most vCPUs the board describes: the ACPI MADT lists each (x2APIC entries from APIC id 255 on),
+ * and 4096 is the most any x86 KVM has allowed (`KVM_MAX_VCPUS`); the MP table lists the first
+ * {@link MP_TABLE_MAX_CPUS}. A host's KVM says its own limit (`KVM_CAP_MAX_VCPUS`, 1024 on Linux
+ * 6.1), which the machine checks before it creates the VM.
  */
-export const MAX_CPUS: number = MP_TABLE_MAX_CPUS;
+export const MAX_CPUS = 4096;
 
 /** A table the firmware would build, placed in guest memory before the guest starts. */
 export interface FirmwareTable {
@@ -354,7 +356,9 @@ export function pcFirmwareTables(options: { cpus: number; pciDevices?: number })
     const slot = PC_PCI_FIRST_FREE_SLOT + i;
     return { slot, pin: 1, ioapicPin: pciIntxIrq(slot, 1) };
   });
-  const mpTable = buildMpTable({ cpus: options.cpus, pciIrqs });
+  // An MP table names processors by 8-bit APIC ids: with more vCPUs it lists the first 254, the
+  // MADT all of them (so `acpi=off` brings up those 254).
+  const mpTable = buildMpTable({ cpus: Math.min(options.cpus, MP_TABLE_MAX_CPUS), pciIrqs });
   return [{ name: MP_TABLE_NAME, address: mpTable.address, bytes: mpTable.bytes }];
 }
 

@@ -12,7 +12,7 @@ import {
 } from "../../devices/mod.ts";
 import type { RunOutcome } from "../runner.ts";
 import { E820_RAM, E820_RESERVED } from "../loader/mod.ts";
-import { closeAll, MAX_CPUS, PcBoard, pcGuestTables } from "./pc_board.ts";
+import { closeAll, MAX_CPUS, PcBoard, pcFirmwareTables, pcGuestTables } from "./pc_board.ts";
 import { MP_TABLE_MAX_CPUS } from "./mptable.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
 import { nonZeroSpans } from "../guests/_image.ts";
@@ -41,6 +41,14 @@ Deno.test("the built-in firmware reads back whole, though only its code is writt
   const spans = nonZeroSpans(FIRMWARE);
   assert.ok(spans, "decoded with a zero fill");
   assert.ok(spans.reduce((n, s) => n + s.length, 0) < 4096, "a few hundred bytes of code, not 256 KiB");
+});
+
+Deno.test("more vCPUs than an MP table can name: it lists the first 254", async () => {
+  using board = await PcBoard.create({ ramSize: 64n << 20n, cpus: 300, irqchip: "split" });
+  const mp = board.firmwareTables.find((t) => t.name === "MP table")!;
+  assert.deepEqual(mp.bytes, pcFirmwareTables({ cpus: MP_TABLE_MAX_CPUS })[0].bytes);
+  // The MADT's 255 local APIC and 45 local x2APIC entries: machine/acpi/acpica_test.ts, through iasl.
+  assert.ok(board.firmwareTables.some((t) => t.name !== "MP table"), "the ACPI tables are there");
 });
 
 Deno.test("firmware tables land inside memory the e820 map does not offer as RAM", async () => {

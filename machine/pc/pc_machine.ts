@@ -13,6 +13,8 @@ import { GuestMemory } from "../../kvm/guest_memory.ts";
 import {
   KVM_CAP_COALESCED_MMIO,
   KVM_CAP_COALESCED_PIO,
+  KVM_CAP_MAX_VCPUS,
+  KVM_CAP_NR_VCPUS,
   KVM_IRQCHIP_IOAPIC,
   KVM_IRQCHIP_PIC_MASTER,
   KVM_IRQCHIP_PIC_SLAVE,
@@ -52,6 +54,7 @@ import {
   cpuidFeaturesLacking,
   lapicWithLints,
   linuxCpuid,
+  type LinuxCpuidOptions,
   resetMsrs,
 } from "../x86_cpu.ts";
 import type { BootPlan, E820Entry } from "../loader/boot_plan.ts";
@@ -159,6 +162,12 @@ export async function planBoot(options: PcMachineOptions): Promise<BootPlan> {
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
     throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
   }
+  if (cpus > XAPIC_MAX_CPUS && (options.irqchip ?? "kernel") !== "split") {
+    throw new RangeError(
+      `PC: ${cpus} vCPUs need APIC ids above 254, which the in-kernel IOAPIC cannot address: ` +
+        "use -machine kernel-irqchip=split",
+    );
+  }
   if (options.boot) return options.boot;
   if (!options.kernel) return firmwarePlan;
   // The kernel is planned against the e820 map the board will report (the ACPI tables' pages
@@ -184,7 +193,11 @@ export async function planBoot(options: PcMachineOptions): Promise<BootPlan> {
  *
  * @throws {KvmError} when the kernel refuses one of them (the VM is closed again).
  */
-export function createPcVm(kvm: Kvm, irqchip: PcIrqchipMode = "kernel"): Vm {
+export function createPcVm(kvm: Kvm, irqchip: PcIrqchipMode = "kernel", cpus = 1): Vm {
+  const most = kvm.checkExtension(KVM_CAP_MAX_VCPUS) || kvm.checkExtension(KVM_CAP_NR_VCPUS);
+  if (most > 0 && cpus > most) {
+    throw new RangeError(`PC: ${cpus} vCPUs: this host's KVM runs at most ${most} (KVM_CAP_MAX_VCPUS)`);
+  }
   const vm = kvm.createVm();
   try {
     vm.setIdentityMapAddr(KVM_IDENTITY_MAP_START);
@@ -192,6 +205,8 @@ export function createPcVm(kvm: Kvm, irqchip: PcIrqchipMode = "kernel"): Vm {
     if (irqchip === "split") {
       // Only the LAPICs in the kernel: no bus device to unregister when the VM is destroyed.
       vm.enableSplitIrqchip(IOAPIC_PINS);
+      // APIC ids from 255 on: 32-bit ids in KVM's LAPIC state and MSIs (QEMU's kvm_enable_x2apic).
+      if (cpus > XAPIC_MAX_CPUS) vm.enableX2apicApi();
     } else {
       vm.createIrqchip();
       vm.setGsiRouting(pcGsiRoutes());
@@ -533,7 +548,7 @@ function checkCpuid(
 ): void {
   const supported = kvm.supportedCpuid();
   vcpus.forEach((saved, i) => {
-    const offered = linuxCpuid(supported, { apicId: i, cpuCount: vcpus.length });
+    const offered = linuxCpuid(supported, pcCpuidOptions(i, vcpus.length));
     let lacking = cpuidFeaturesLacking(saved.cpuid, offered);
     if (lacking.length > 0) lacking = cpuidFeaturesLacking(saved.cpuid, presented(i));
     if (lacking.length > 0) {
@@ -542,6 +557,18 @@ function checkCpuid(
       );
     }
   });
+}
+
+/**
+ * The most vCPUs whose APIC ids (0 … n-1) all fit the xAPIC's 8 bits below the broadcast id 255;
+ * more need x2APIC: the split irqchip (an IOAPIC of ours that carries Linux's extended destination
+ * ID), KVM's x2APIC API and `KVM_FEATURE_MSI_EXT_DEST_ID`, as QEMU arranges them.
+ */
+export const XAPIC_MAX_CPUS = 255;
+
+/** CPUID options of vCPU `id` of `cpus`: extended MSI destinations where APIC ids pass 254. */
+function pcCpuidOptions(id: number, cpus: number): LinuxCpuidOptions {
+  return { apicId: id, cpuCount: cpus, msiExtDestId: cpus > XAPIC_MAX_CPUS };
 }
 
 /** Step 6, keeping each vCPU's {@link VcpuResetState} for {@link resetPcVcpus}. */
@@ -555,7 +582,7 @@ export function createPcVcpusWithResetState(
   const resetStates: VcpuResetState[] = [];
   for (let id = 0; id < cpus; id++) {
     const vcpu = vm.createVcpu(id);
-    const cpuid: CpuidEntry[] = linuxCpuid(supported, { apicId: id, cpuCount: cpus });
+    const cpuid: CpuidEntry[] = linuxCpuid(supported, pcCpuidOptions(id, cpus));
     vcpu.setCpuid2(cpuid);
     vcpu.setMsrs(bootMsrs());
     vcpu.setFpu(bootFpu());
@@ -737,7 +764,7 @@ export class PcMachine implements Disposable {
       const kvm = options.kvm ?? Kvm.open();
       if (!options.kvm) cleanup.push(kvm);
       const irqchip = options.irqchip ?? "kernel";
-      const vm = createPcVm(kvm, irqchip); // 2
+      const vm = createPcVm(kvm, irqchip, cpus); // 2
       cleanup.push(vm);
       const timer = irqchip === "split" ? kickTimer() : null; // the split irqchip's PIT signals this thread
       if (timer) cleanup.push(timer);
@@ -842,7 +869,7 @@ export class PcMachine implements Disposable {
     try {
       const kvm = options.kvm ?? Kvm.open();
       if (!options.kvm) cleanup.push(kvm);
-      const vm = createPcVm(kvm, board.irqchip);
+      const vm = createPcVm(kvm, board.irqchip, board.cpus);
       cleanup.push(vm);
       const timer = board.irqchip === "split" ? kickTimer() : null;
       if (timer) cleanup.push(timer);

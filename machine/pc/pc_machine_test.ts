@@ -24,6 +24,19 @@ Deno.test("planBoot: a plan made elsewhere wins; no kernel boots the firmware's 
 
 Deno.test("planBoot refuses a bad vCPU count before anything is acquired", async () => {
   await assert.rejects(async () => await planBoot({ ramSize: 64n << 20n, cpus: 0 }), RangeError);
+  await assert.rejects(async () => await planBoot({ ramSize: 64n << 20n, cpus: 4097 }), RangeError);
+  // APIC ids from 255 on are x2APIC's: the in-kernel IOAPIC cannot address them.
+  await assert.rejects(
+    async () => await planBoot({ ramSize: 64n << 20n, cpus: 256, kernel: { image: EXIT_STATUS } }),
+    /PC: 256 vCPUs need APIC ids above 254, .*kernel-irqchip=split/,
+  );
+  const plan = await planBoot({
+    ramSize: 64n << 20n,
+    cpus: 256,
+    irqchip: "split",
+    kernel: { image: EXIT_STATUS },
+  });
+  assert.equal(plan.cpu.mode, "protected32");
 });
 
 Deno.test("GSI routing: ISA IRQs to both PICs but the cascade, the PIT on IOAPIC pin 2", () => {
