@@ -18,7 +18,7 @@ import { loadFlat } from "../machine/loader/flat.ts";
 import { LoaderError } from "../machine/loader/loader_error.ts";
 import { FileImage } from "./file_image.ts";
 import { MAX_CPUS, PcBoard } from "../machine/pc/pc_board.ts";
-import { PcMachine, planBoot, XAPIC_MAX_CPUS } from "../machine/pc/pc_machine.ts";
+import { PcMachine, planBoot, x2apicIrqchipProblem } from "../machine/pc/pc_machine.ts";
 import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
 import type { PcIrqchipMode } from "../machine/pc/pc_split_irqchip.ts";
 // The host side of -drive and -netdev (disk images, taps, virtio backends) is loaded only for a run
@@ -579,12 +579,8 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
   const loaders = deviceArgs.filter((d) => d.split(",")[0] === "loader").map(parseLoader);
   const pciArgs = deviceArgs.filter((d) => d.split(",")[0] !== "loader").map(parsePciDevice);
   const irqchip = parseMachine(values.machine ?? values.M);
-  if (cpus > XAPIC_MAX_CPUS && irqchip !== "split") {
-    throw new UsageError(
-      `-smp ${cpus}: APIC ids above 254 need x2APIC, which the in-kernel IOAPIC cannot address: ` +
-        "add -machine kernel-irqchip=split",
-    );
-  }
+  const irqchipProblem = x2apicIrqchipProblem(cpus, irqchip ?? "kernel");
+  if (irqchipProblem) throw new UsageError(`-smp ${cpus}: ${irqchipProblem}`);
   const drives = (values.drive ?? []).map(parseDrive);
   const netdevs = (values.netdev ?? []).map(parseNetdev);
   const pciPlan = planPciDevices(drives, pciArgs, netdevs);

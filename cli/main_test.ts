@@ -67,7 +67,7 @@ Deno.test("every bad command line gets one line naming the problem and status 2"
     [["-m", "-1"], /-m: "-1" is not a size/],
     [["-smp", "-1"], /-smp: "-1" is not a number of vCPUs/],
     [["-smp", "4097"], /-smp: "4097" is not a number of vCPUs from 1 to 4096/],
-    [["-smp", "256"], /-smp 256: APIC ids above 254 need x2APIC, .*: add -machine kernel-irqchip=split/],
+    [["-smp", "256"], /-smp 256: APIC ids above 254 need x2APIC, .*: use -machine kernel-irqchip=split/],
     [["-enable-kvm", "-cpu", "host"], /Unknown option '-cpu'/],
     [["-machine", "q35"], /-machine q35: the board is QEMU's pc \(i440fx\), not "q35"/],
     [["--cpu=host"], /Unknown option '--cpu'/],

@@ -317,6 +317,7 @@ export {
   type PcMachineOptions,
   planBoot,
   sharedMemoryFence,
+  x2apicIrqchipProblem,
   XAPIC_MAX_CPUS,
 } from "./pc/pc_machine.ts";
 // What PcMachine.snapshot takes and returns, and the front-end's own value it stores.

@@ -50,7 +50,7 @@ Deno.test({
     );
     await assert.rejects(
       async () => await PcMachine.create({ ramSize: 64n << 20n, cpus: 256 }),
-      /256 vCPUs need APIC ids above 254, which the in-kernel IOAPIC cannot address/,
+      /256 vCPUs: APIC ids above 254 need x2APIC, which the in-kernel IOAPIC cannot address/,
     );
     // Beyond this KVM's own KVM_CAP_MAX_VCPUS (1024 on Linux 6.1): refused before the VM exists.
     await assert.rejects(

@@ -162,12 +162,8 @@ export async function planBoot(options: PcMachineOptions): Promise<BootPlan> {
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
     throw new RangeError(`PC: ${cpus} vCPUs is not between 1 and ${MAX_CPUS}`);
   }
-  if (cpus > XAPIC_MAX_CPUS && (options.irqchip ?? "kernel") !== "split") {
-    throw new RangeError(
-      `PC: ${cpus} vCPUs need APIC ids above 254, which the in-kernel IOAPIC cannot address: ` +
-        "use -machine kernel-irqchip=split",
-    );
-  }
+  const irqchipProblem = x2apicIrqchipProblem(cpus, options.irqchip ?? "kernel");
+  if (irqchipProblem) throw new RangeError(`PC: ${cpus} vCPUs: ${irqchipProblem}`);
   if (options.boot) return options.boot;
   if (!options.kernel) return firmwarePlan;
   // The kernel is planned against the e820 map the board will report (the ACPI tables' pages
@@ -194,7 +190,8 @@ export async function planBoot(options: PcMachineOptions): Promise<BootPlan> {
  * @throws {KvmError} when the kernel refuses one of them (the VM is closed again).
  */
 export function createPcVm(kvm: Kvm, irqchip: PcIrqchipMode = "kernel", cpus = 1): Vm {
-  const most = kvm.checkExtension(KVM_CAP_MAX_VCPUS) || kvm.checkExtension(KVM_CAP_NR_VCPUS);
+  // Every KVM runs one vCPU: the usual start asks nothing more.
+  const most = cpus > 1 ? kvm.checkExtension(KVM_CAP_MAX_VCPUS) || kvm.checkExtension(KVM_CAP_NR_VCPUS) : 1;
   if (most > 0 && cpus > most) {
     throw new RangeError(`PC: ${cpus} vCPUs: this host's KVM runs at most ${most} (KVM_CAP_MAX_VCPUS)`);
   }
@@ -565,6 +562,25 @@ function checkCpuid(
  * ID), KVM's x2APIC API and `KVM_FEATURE_MSI_EXT_DEST_ID`, as QEMU arranges them.
  */
 export const XAPIC_MAX_CPUS = 255;
+
+/**
+ * Why `cpus` vCPUs cannot run on `irqchip`, or undefined when they can: APIC ids above 254 need
+ * x2APIC, which the in-kernel IOAPIC (8-bit destinations) cannot address.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { x2apicIrqchipProblem } from "./pc_machine.ts";
+ * assert.equal(x2apicIrqchipProblem(255, "kernel"), undefined);
+ * assert.equal(x2apicIrqchipProblem(300, "split"), undefined);
+ * assert.match(x2apicIrqchipProblem(256, "kernel")!, /kernel-irqchip=split/);
+ * ```
+ */
+export function x2apicIrqchipProblem(cpus: number, irqchip: PcIrqchipMode): string | undefined {
+  if (cpus <= XAPIC_MAX_CPUS || irqchip === "split") return undefined;
+  return "APIC ids above 254 need x2APIC, which the in-kernel IOAPIC cannot address: " +
+    "use -machine kernel-irqchip=split";
+}
 
 /** CPUID options of vCPU `id` of `cpus`: extended MSI destinations where APIC ids pass 254. */
 function pcCpuidOptions(id: number, cpus: number): LinuxCpuidOptions {

@@ -28,7 +28,7 @@ Deno.test("planBoot refuses a bad vCPU count before anything is acquired", async
   // APIC ids from 255 on are x2APIC's: the in-kernel IOAPIC cannot address them.
   await assert.rejects(
     async () => await planBoot({ ramSize: 64n << 20n, cpus: 256, kernel: { image: EXIT_STATUS } }),
-    /PC: 256 vCPUs need APIC ids above 254, .*kernel-irqchip=split/,
+    /PC: 256 vCPUs: APIC ids above 254 need x2APIC, .*kernel-irqchip=split/,
   );
   const plan = await planBoot({
     ramSize: 64n << 20n,
