@@ -81,6 +81,24 @@
 	.set CODE_SEL, 0x08
 	.set DATA_SEL, 0x10
 
+# apic_id_to_ebx: ebx = this CPU's x2APIC id, CPUID.0xB:EDX, where the CPU has that leaf, else its
+# initial APIC id, CPUID.1:EBX[31:24]. Clobbers eax, ecx, edx; uses no stack (the APs share one).
+	.macro apic_id_to_ebx
+	xor %eax, %eax
+	cpuid
+	cmp $0xb, %eax
+	jb 1f
+	mov $0xb, %eax
+	xor %ecx, %ecx
+	cpuid
+	mov %edx, %ebx
+	jmp 2f
+1:	mov $1, %eax
+	cpuid
+	shr $24, %ebx
+2:
+	.endm
+
 	multiboot_start bss_end           # .text, .code32, _start: the Multiboot header
 
 # The BSP.
@@ -288,8 +306,6 @@ delay:
 	jnz delay
 	ret
 
-# apic_id: eax = this CPU's APIC id: its x2APIC id, CPUID.0xB:EDX, where the CPU has that leaf,
-# else the initial APIC id, CPUID.1:EBX[31:24]. Clobbers ebx, ecx, edx.
 # work: WORK_LOOPS LCG steps from APIC id + 1 into results[APIC id], in registers only (the APs
 # share one stack, so nothing is pushed), then back to %edi. The initial APIC id (8 bits): work mode
 # is for at most 256 CPUs.
@@ -307,20 +323,10 @@ work:
 	lock incl cpus_done
 	jmp *%edi
 
+# apic_id: eax = this CPU's APIC id (apic_id_to_ebx's). Clobbers ebx, ecx, edx.
 apic_id:
-	xor %eax, %eax
-	cpuid
-	cmp $0xb, %eax
-	jb 1f
-	mov $0xb, %eax
-	xor %ecx, %ecx
-	cpuid
-	mov %edx, %eax
-	ret
-1:	mov $1, %eax
-	cpuid
+	apic_id_to_ebx
 	mov %ebx, %eax
-	shr $24, %eax
 	ret
 
 # putc: al to COM1 once the transmitter is free. Clobbers dx.
@@ -358,19 +364,8 @@ ap_entry32:
 	mov %ax, %ss
 	cmpl $0, count_mode
 	je ap_lock
-	xor %eax, %eax                    # count mode: this CPU's x2APIC id, no stack, no lock
-	cpuid
-	cmp $0xb, %eax
-	jb 2f
-	mov $0xb, %eax
-	xor %ecx, %ecx
-	cpuid
-	mov %edx, %ebx
-	jmp 3f
-2:	mov $1, %eax
-	cpuid
-	shr $24, %ebx
-3:	cmp $MAX_COUNTED, %ebx
+	apic_id_to_ebx                    # count mode: this CPU's id, no stack, no lock
+	cmp $MAX_COUNTED, %ebx
 	jae ap_halt_forever               # beyond the table: never counted, the BSP times out
 	movb $1, counted(%ebx)
 	lock incl aps_reported            # after its mark: the BSP reads the table once all are in
