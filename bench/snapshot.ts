@@ -27,7 +27,7 @@ const { positionals } = benchArgs(
   1,
 );
 const SIZES = (positionals[0] ?? "256M,2G").split(",");
-const badSize = SIZES.find((size) => !/^[1-9]\d*[MG]$/.test(size));
+const badSize = SIZES.find((size) => parseSize(size) === undefined);
 if (badSize !== undefined) {
   console.error(`bench:snapshot: ${JSON.stringify(badSize)} is not a size such as 256M or 2G`);
   Deno.exit(2);
@@ -35,10 +35,10 @@ if (badSize !== undefined) {
 const RUNS = 5;
 const here = new URL(".", import.meta.url).pathname;
 
-function parseSize(text: string): bigint {
-  const m = /^(\d+)([MG])$/.exec(text);
-  if (!m) throw new Error(`bad size ${text}`);
-  return BigInt(m[1]) << (m[2] === "G" ? 30n : 20n);
+/** `256M`, `2G` → bytes; undefined for anything else (checked for every size before the runs). */
+function parseSize(text: string): bigint | undefined {
+  const m = /^([1-9]\d*)([MG])$/.exec(text);
+  return m ? BigInt(m[1]) << (m[2] === "G" ? 30n : 20n) : undefined;
 }
 
 async function guestImage(ramSize: bigint, dir: string): Promise<Uint8Array> {
@@ -179,7 +179,7 @@ console.log("|---|---|---|---|---|---|---|---|---|---|---|");
   }
 }
 for (const size of SIZES) {
-  const ramSize = parseSize(size);
+  const ramSize = parseSize(size)!; // every size was checked above
   const dir = Deno.makeTempDirSync({ prefix: "kvmts-bench-snap-" });
   try {
     const progress = (what: string) =>
