@@ -40,6 +40,29 @@ const IOVEC_SIZE = 16;
 /** Most buffers one preadv/pwritev takes (Linux's `IOV_MAX`, `UIO_MAXIOV`). */
 const IOV_MAX = 1024;
 
+/**
+ * The iovec array of every preadv/pwritev (the calls are synchronous, so one per isolate does),
+ * as 32-bit words: made at the first vectored transfer.
+ */
+let iovScratch: Uint32Array | undefined;
+
+/** Host addresses of ArrayBuffers' data, looked up once a buffer: the data of a buffer never moves. */
+const bufferAddresses = new WeakMap<ArrayBufferLike, number>();
+
+/**
+ * The host address of a view's first byte, without an FFI call per view: guest RAM's views all
+ * share one mapping's buffer, and a request may carry hundreds of them.
+ */
+function hostAddress(view: Uint8Array): number {
+  const buffer = view.buffer;
+  let base = bufferAddresses.get(buffer);
+  if (base === undefined) {
+    base = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(buffer))));
+    bufferAddresses.set(buffer, base);
+  }
+  return base + view.byteOffset;
+}
+
 /** QEMU's byte of "uses permission i": 100 + i (`RAW_LOCK_PERM_BASE`). */
 export const QEMU_LOCK_PERM_BASE = 100;
 /** QEMU's byte of "does not share permission i": 200 + i (`RAW_LOCK_SHARED_BASE`). */
@@ -348,38 +371,45 @@ export class DiskImage implements Disposable {
     const fd = this.#open();
     const start = toOffset(offset, `${op} offset`);
     let total = 0;
-    for (const b of buffers) total += b.length;
+    for (let i = 0; i < buffers.length; i++) total += buffers[i].length;
     if (start + BigInt(total) > this.size) {
       throw new RangeError(
         `${op} of ${total} bytes at ${start} is outside disk image ${this.path} (${this.size} bytes)`,
       );
     }
     const single = op === "preadv" ? "pread" : "pwrite";
+    iovScratch ??= new Uint32Array(IOV_MAX * IOVEC_SIZE / 4);
+    const words = iovScratch;
+    const iov = new Uint8Array(words.buffer);
     let at = start;
     for (let first = 0; first < buffers.length; first += IOV_MAX) {
-      const group = buffers.slice(first, first + IOV_MAX);
-      const iov = new Uint8Array(IOVEC_SIZE * group.length);
-      const view = new DataView(iov.buffer);
+      const count = Math.min(IOV_MAX, buffers.length - first);
       let length = 0;
-      group.forEach((b, i) => {
-        view.setBigUint64(IOVEC_SIZE * i, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b))), true);
-        view.setBigUint64(IOVEC_SIZE * i + 8, BigInt(b.length), true);
+      for (let i = 0; i < count; i++) {
+        const b = buffers[first + i];
+        const address = hostAddress(b);
+        words[4 * i] = address >>> 0; // iov_base, little-endian halves
+        words[4 * i + 1] = address / 0x1_0000_0000 >>> 0;
+        words[4 * i + 2] = b.length; // iov_len
         length += b.length;
-      });
-      const result = retryOnEintr(() =>
-        op === "preadv"
-          ? libc().preadv64(fd, iov, group.length, at)
-          : libc().pwritev64(fd, iov, group.length, at)
-      );
+      }
+      const result = op === "preadv"
+        ? retryOnEintr(() => libc().preadv64(fd, iov, count, at))
+        : retryOnEintr(() => libc().pwritev64(fd, iov, count, at));
       if (result < 0) {
         throw new KvmError(op, -result, {
           detail: `${this.path}, ${length} bytes at ${at}`,
           hint: -result === EBADF && op === "pwritev" ? "the image was opened read-only" : undefined,
         });
       }
+      if (result === length) {
+        at += BigInt(length);
+        continue;
+      }
       // A short transfer (rare on a regular file): the rest buffer by buffer, which loops and reports.
       let skip = result;
-      for (const b of group) {
+      for (let i = 0; i < count; i++) {
+        const b = buffers[first + i];
         const rest = skip >= b.length ? 0 : b.length - skip;
         if (rest > 0) this.#transfer(single, b.subarray(b.length - rest), at + BigInt(b.length - rest));
         skip = Math.max(0, skip - b.length);

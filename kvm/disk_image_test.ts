@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { DiskImage, type ImageLocks, imageLocks, type QemuPermission } from "./disk_image.ts";
 import { GuestMemory } from "./guest_memory.ts";
 import { KvmError } from "./kvm_error.ts";
@@ -74,6 +75,68 @@ Deno.test("DiskImage: reads into and writes from guest memory without a bounce b
       0x5a,
       0,
     ]);
+  } finally {
+    Deno.removeSync(path);
+  }
+});
+
+Deno.test("DiskImage: readv and writev move each view's own bytes, whatever buffer or offset it has", () => {
+  // Views at odd offsets of guest RAM (an mmap), of a SharedArrayBuffer, and of small and large heap
+  // arrays (V8 keeps arrays of up to 64 bytes inside its heap until their buffer is asked for), in
+  // groups past IOV_MAX (1024): the host address of each must be its own, though addresses are
+  // looked up once per buffer. The model is a plain byte array.
+  const size = 64 * 1024;
+  const path = tempImage(size);
+  try {
+    using ram = new GuestMemory(0x10000);
+    using disk = DiskImage.open(path, { lock: false });
+    const model = new Uint8Array(size);
+    const piece = fc.record({ buffer: fc.nat(3), gap: fc.nat(6), length: fc.integer({ min: 0, max: 40 }) });
+    fc.assert(
+      fc.property(
+        fc.array(piece, { minLength: 1, maxLength: 1200, size: "max" }),
+        fc.nat(size),
+        fc.nat(),
+        (pieces, at, seed) => {
+          const buffers = [
+            ram.bytes,
+            new Uint8Array(new SharedArrayBuffer(16 * 1024)),
+            new Uint8Array(48),
+            new Uint8Array(48 * 1024),
+          ];
+          const used = [0, 0, 0, 0];
+          const views: Uint8Array[] = []; // apart from each other, so that each byte has one owner
+          for (const p of pieces) {
+            const b = buffers[p.buffer];
+            const start = Math.min(used[p.buffer] + p.gap, b.length);
+            const end = Math.min(b.length, start + p.length);
+            used[p.buffer] = end;
+            views.push(b.subarray(start, end));
+          }
+          const total = views.reduce((n, v) => n + v.length, 0);
+          const offset = Math.min(at, size - total);
+          let k = seed;
+          for (const v of views) for (let i = 0; i < v.length; i++) v[i] = k++ & 0xff;
+          assert.equal(disk.writev(views, BigInt(offset)), total);
+          let o = offset;
+          for (const v of views) {
+            model.set(v, o);
+            o += v.length;
+          }
+          const all = new Uint8Array(size);
+          disk.read(all, 0n);
+          assert.deepEqual(all, model);
+          for (const v of views) v.fill(0);
+          assert.equal(disk.readv(views, BigInt(offset)), total);
+          o = offset;
+          for (const v of views) {
+            assert.deepEqual(v, model.subarray(o, o + v.length));
+            o += v.length;
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
   } finally {
     Deno.removeSync(path);
   }
