@@ -24,6 +24,11 @@
  * `ioeventfd=off` (every notify an MMIO exit served on the vCPU's thread; kvm-ts's default where the
  * process has one CPU).
  *
+ * With `--rounds N` the peers take turns, in reverse order every other round; each figure is the
+ * median of its rounds, and each ratio to QEMU the median of the rounds' own ratios (a peer against
+ * the QEMU run of the same round: the nested VM's speed drifts more between rounds than the peers
+ * differ), with their range and how many rounds were at least QEMU's speed.
+ *
  * Usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10]
  *        [--rounds 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]…
  *
@@ -361,11 +366,25 @@ function report(results: Map<string, Result[]>): void {
     const per = (m: { value: number; exits: number; irqs: number }, count: "exits" | "irqs") =>
       mib > 0 ? `${(m[count] / mib).toFixed(1)}/MiB` : `${(m[count] / (m.value * SECONDS)).toFixed(2)}/read`;
     const cell = (m?: { value: number }) => (m ? `${m.value.toFixed(unit === "IOPS" ? 0 : 1)} ${unit}` : "–");
-    const ratio = (m?: { value: number }) => (m && theirs ? `×${(m.value / theirs.value).toFixed(2)}` : "–");
+    // The ratio of each round's pair (the rounds alternate, and the nested VM's speed drifts between
+    // them): its median and range, and in how many rounds the peer was at least QEMU's speed.
+    const ratio = (name: string) => {
+      const mine = results.get(name)?.map((r) => r[key].value) ?? [];
+      const qemu = results.get("qemu")?.map((r) => r[key].value) ?? [];
+      const pairs = mine.slice(0, qemu.length).map((v, i) => v / qemu[i]);
+      if (pairs.length === 0) return "–";
+      const text = `×${median(pairs).toFixed(2)}`;
+      if (pairs.length === 1) return text;
+      const ahead = pairs.filter((r) => r >= 1).length;
+      return `${text} (${Math.min(...pairs).toFixed(2)}–${
+        Math.max(...pairs).toFixed(2)
+      }; ≥ 1 in ${ahead}/${pairs.length})`;
+    };
     const three = (count: "exits" | "irqs") =>
       [ours, off, theirs].map((m) => (m ? per(m, count) : "–")).join(" / ");
     console.log(
-      `| ${label} | ${cell(ours)} | ${cell(off)} | ${cell(theirs)} | ${ratio(ours)} | ${ratio(off)} | ` +
+      `| ${label} | ${cell(ours)} | ${cell(off)} | ${cell(theirs)} | ${ratio("kvm-ts ioeventfd=on")} | ` +
+        `${ratio("kvm-ts ioeventfd=off")} | ` +
         `${three("exits")} | ${three("irqs")} |`,
     );
   }
