@@ -328,6 +328,12 @@ try {
         console.error(`bench:io: round ${round + 1}, ${peer.name}`);
         const result = await benchPeer(peer);
         results.set(peer.name, [...results.get(peer.name) ?? [], result]);
+        // Each run's figures as they come: a stalled or frozen later round loses only itself.
+        console.error(
+          `bench:io: round ${round + 1}, ${peer.name}: write ${result.write.value.toFixed(1)} MB/s, ` +
+            `read ${result.read.value.toFixed(1)} MB/s, ${result.randread.value.toFixed(0)} IOPS, ` +
+            `TCP ${result.tcp.value.toFixed(2)} MB/s`,
+        );
       }
     }
     report(results);
