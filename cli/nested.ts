@@ -7,6 +7,7 @@
  */
 
 import { NestedError, runNested } from "../nested/nested_vm.ts";
+import { wokeLine } from "../nested/nested_error.ts";
 import { hostTerminalSize } from "./nested_fallback.ts";
 
 const USAGE = `usage: deno task nested [options] -- COMMAND [ARG…]
@@ -94,6 +95,7 @@ export async function nestedMain(args: string[]): Promise<number> {
       env: Deno.env.toObject(),
       stdio: "inherit",
       terminal: hostTerminalSize(),
+      onWake: (quiet) => console.error(wokeLine(quiet)),
     });
     return result.status;
   } catch (error) {

@@ -6,7 +6,7 @@
  */
 
 import { type HostKvm, hostKvm, kvmDeviceOpens } from "../kvm/host_kvm.ts";
-import { NestedError } from "../nested/nested_error.ts";
+import { NestedError, wokeLine } from "../nested/nested_error.ts";
 import { bundledModule } from "../machine/bundled_module.ts";
 import { START_FLAGS } from "./start_flags.ts";
 
@@ -67,6 +67,7 @@ export async function runMainNested(args: readonly string[], reason: string, say
     env: Deno.env.toObject(),
     stdio: "inherit",
     terminal: hostTerminalSize(),
+    onWake: (quiet) => say(wokeLine(quiet)),
   });
   return result.status;
 }

@@ -21,3 +21,20 @@ export class NestedError extends Error {
     this.frozen = frozen;
   }
 }
+
+/**
+ * The line a front-end prints when the freeze guard woke the VM (`NestedOptions.onWake`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { wokeLine } from "./nested_error.ts";
+ * assert.equal(
+ *   wokeLine(301),
+ *   "nested VM: no sign of life from its kernel for 301 s; a keyboard interrupt and an NMI woke it",
+ * );
+ * ```
+ */
+export function wokeLine(quietSeconds: number): string {
+  return `nested VM: no sign of life from its kernel for ${quietSeconds} s; a keyboard interrupt and an NMI woke it`;
+}

@@ -37,6 +37,13 @@ export const NESTED_PACKAGES = "qemu-system-x86 linux-image-amd64 busybox-static
 const DEFAULT_FREEZE_SECONDS = 300;
 /** What the VM's boot may add to the freeze limit before its first sign of life. */
 const BOOT_ALLOWANCE_SECONDS = 300;
+/**
+ * How long a quiet VM gets after {@link wakeNestedVm} to give a sign of life again, at most (the
+ * freeze limit when that is shorter): its init touches the file every 5 s.
+ */
+export const WAKE_GRACE_SECONDS = 30;
+/** The VM's own monitor socket in the run's temporary folder, when the caller names none. */
+const MONITOR_SOCKET = "monitor.sock";
 /** Bump when the init script or the initramfs layout changes, to invalidate cached initramfs files. */
 const INITRAMFS_FORMAT = 3;
 
@@ -225,10 +232,16 @@ export interface NestedOptions {
   /** Aborts the run (QEMU is killed, everything removed). */
   signal?: AbortSignal;
   /**
-   * A Unix socket path for QEMU's human monitor of the nested VM itself (default: none), so a caller
-   * that finds the VM frozen can read its registers first ({@link nestedMonitorCommand}).
+   * A Unix socket path for QEMU's human monitor of the nested VM itself (default: one in the run's
+   * temporary folder, for the freeze guard's {@link wakeNestedVm}), so a caller that finds the VM
+   * frozen can read its registers first ({@link nestedMonitorCommand}).
    */
   monitorSocket?: string;
+  /**
+   * Called when the VM's kernel, quiet for the freeze limit, gave a sign of life again after
+   * {@link wakeNestedVm}: with the seconds it had been quiet.
+   */
+  onWake?: (quietSeconds: number) => void;
 }
 
 /** How a nested run ended. */
@@ -239,6 +252,8 @@ export interface NestedResult {
   seconds: number;
   /** The command's output (terminal bytes, stdout and stderr together), with `stdio: "piped"`. */
   output?: Uint8Array;
+  /** How many times the freeze guard woke the quiet VM ({@link NestedOptions.onWake}). */
+  wakes: number;
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -317,13 +332,14 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
         terminal: stdio === "inherit" ? options.terminal : undefined,
       }),
     );
+    const monitor = options.monitorSocket ?? `${share}/${MONITOR_SOCKET}`;
     const threads = options.tcgThreads ?? "single";
     const cpus = options.cpus ?? (threads === "single" ? 1 : navigator.hardwareConcurrency ?? 1);
     const args = [
       ...["-machine", "pc", "-accel", `tcg,thread=${threads}`, "-cpu", "max"],
       ...["-smp", String(cpus), "-m", `${options.memoryMib ?? 4096}M`],
       ...["-nodefaults", "-display", "none", "-no-reboot"],
-      ...["-monitor", options.monitorSocket ? `unix:${options.monitorSocket},server=on,wait=off` : "none"],
+      ...["-monitor", `unix:${monitor},server=on,wait=off`],
       ...["-kernel", kernel.vmlinuz, "-initrd", initramfs],
       ...["-append", "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init mitigations=off"],
       ...[
@@ -360,15 +376,31 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
     }, timeoutSeconds * 1000);
     let frozenFor: number | undefined;
     const freezeSeconds = options.freezeSeconds ?? DEFAULT_FREEZE_SECONDS;
+    const grace = Math.min(WAKE_GRACE_SECONDS, freezeSeconds);
     const qemuStarted = Date.now();
+    let beat: number | undefined; // the last sign of life seen
+    let woken: { at: number; quiet: number } | undefined; // when wakeNestedVm was tried
+    let wakes = 0;
     const watchdog = freezeSeconds > 0
       ? setInterval(() => {
-        let beat: number | undefined;
         try {
-          beat = Deno.statSync(`${share}/${ALIVE_FILE}`).mtime?.getTime();
+          beat = Deno.statSync(`${share}/${ALIVE_FILE}`).mtime?.getTime() ?? beat;
         } catch { /* no sign yet */ }
+        if (woken && beat !== undefined && beat > woken.at) {
+          wakes++;
+          options.onWake?.(woken.quiet);
+          woken = undefined;
+        }
         const quiet = (Date.now() - (beat ?? qemuStarted)) / 1000;
         if (quiet < freezeSeconds + (beat === undefined ? BOOT_ALLOWANCE_SECONDS : 0)) return;
+        // An emulator that lost the idle kernel's timer interrupt leaves it halted for good; any
+        // interrupt may set it going again, so it gets one before it is killed.
+        if (woken === undefined) {
+          woken = { at: Date.now(), quiet: Math.round(quiet) };
+          void wakeNestedVm(monitor);
+          return;
+        }
+        if ((Date.now() - woken.at) / 1000 < grace) return;
         frozenFor = Math.round(quiet);
         kill();
       }, Math.min(5000, freezeSeconds * 250))
@@ -398,13 +430,14 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
     } catch { /* the job did not finish */ }
     if (statusText !== undefined && /^\d+$/.test(statusText)) {
       const output = stdio === "piped" ? concat(chunks) : undefined;
-      return { status: Number(statusText), seconds, output };
+      return { status: Number(statusText), seconds, output, wakes };
     }
     if (interrupted) throw new NestedError(`nested VM: interrupted by ${interrupted}`, log, interrupted);
     if (options.signal?.aborted) throw new NestedError("nested VM: the run was aborted", log);
     if (frozenFor !== undefined) {
       throw new NestedError(
-        `nested VM: froze: no sign of life from its kernel for ${frozenFor} s, killed`,
+        `nested VM: froze: no sign of life from its kernel for ${frozenFor} s, nor after a keyboard ` +
+          "interrupt and an NMI, killed",
         log,
         undefined,
         true,
@@ -460,6 +493,18 @@ async function pruneLogs(cacheDir: string, keep = 8): Promise<void> {
   }
   logs.sort((a, b) => b.mtime - a.mtime);
   for (const old of logs.slice(keep)) await Deno.remove(`${cacheDir}/${old.name}`).catch(() => {});
+}
+
+/**
+ * Sends the nested VM a keyboard interrupt (a Shift key through its i8042: IRQ 1) and an NMI through
+ * its monitor at `socket`. The emulated SVM has been seen to lose the timer interrupt of a kernel
+ * idling in HLT with interrupts on, which then never wakes; any interrupt takes it out of HLT and
+ * through the interrupt exit that programs its timer again. Returns whether the monitor answered.
+ */
+export async function wakeNestedVm(socket: string): Promise<boolean> {
+  const key = await nestedMonitorCommand(socket, "sendkey shift", 300);
+  const nmi = await nestedMonitorCommand(socket, "nmi", 300);
+  return key !== "" && nmi !== "";
 }
 
 /**

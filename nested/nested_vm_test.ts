@@ -184,12 +184,44 @@ Deno.test({
     const error = await run;
     assert.ok(error instanceof NestedError && error.frozen, String(error));
     const quiet =
-      /^nested VM: froze: no sign of life from its kernel for (\d+) s, killed \(console log: .*\.log\)$/
+      /^nested VM: froze: no sign of life from its kernel for (\d+) s, nor after a keyboard interrupt and an NMI, killed \(console log: .*\.log\)$/
         .exec(error.message);
     assert.ok(quiet, error.message);
     assert.ok(Number(quiet[1]) >= 12, `killed after ${quiet[1]} s of quiet, under the 12 s asked for`);
     assert.deepEqual(leftovers(started), []);
     Deno.removeSync(monitor.replace(/\/monitor.sock$/, ""), { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "a quiet VM gets a keyboard interrupt before it counts as frozen; a sign of life after it goes on",
+  ...ifNested,
+  async fn() {
+    // The job stops the init's sign of life (its `sleep 5`), waits for IRQ 1 (the i8042) to count
+    // one more interrupt, which only the guard's wake-up sends, then lets the sign of life go on.
+    const job = [
+      "irq() { awk '$1 == \"1:\" { print $2 }' /proc/interrupts; }",
+      "p=''; for d in /proc/[0-9]*; do",
+      "  case \"$(tr '\\0' ' ' < $d/cmdline 2>/dev/null)\" in *'sleep 5 ') p=${d#/proc/};; esac",
+      "done",
+      '[ -n "$p" ] || { echo "no sign-of-life loop"; exit 3; }',
+      "before=$(irq); kill -STOP $p",
+      'i=0; while [ "$(irq)" = "$before" ]; do sleep 1; i=$((i + 1)); [ $i -lt 200 ] || exit 4; done',
+      "kill -CONT $p; echo woken; sleep 15",
+    ].join("\n");
+    const quiets: number[] = [];
+    const result = await runNested({
+      argv: ["sh", "-c", job],
+      stdio: "piped",
+      freezeSeconds: 12,
+      onWake: (quiet) => quiets.push(quiet),
+    });
+    const output = new TextDecoder().decode(result.output);
+    assert.equal(result.status, 0, output);
+    assert.match(output, /woken/);
+    assert.equal(result.wakes, 1);
+    assert.equal(quiets.length, 1);
+    assert.ok(quiets[0] >= 12, `woken after ${quiets[0]} s of quiet, under the 12 s asked for`);
   },
 });
 

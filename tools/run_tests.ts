@@ -9,7 +9,13 @@
  */
 
 import { hostKvm } from "../kvm/mod.ts";
-import { NestedError, nestedMonitorCommand, runNested } from "../nested/nested_vm.ts";
+import {
+  NestedError,
+  nestedMonitorCommand,
+  runNested,
+  WAKE_GRACE_SECONDS,
+  wakeNestedVm,
+} from "../nested/nested_vm.ts";
 import {
   driverLogPath,
   heartbeatPath,
@@ -262,8 +268,9 @@ function tailer(path: string, prefix: string): (end?: boolean) => Promise<void> 
  * One boot of a nested VM running the driver on `spec`, watched from here: the driver's log is
  * printed as it grows (by `print`, which goes on where the last boot's left off; read from the
  * shared directory, so a stalled serial port hides nothing), and a heartbeat silent for
- * {@link FROZEN_SECONDS} (or none {@link BOOT_SECONDS} after QEMU started) means the VM froze: its
- * registers are printed and it is killed. How the boot ended, and whether it froze.
+ * {@link FROZEN_SECONDS} (or none {@link BOOT_SECONDS} after QEMU started) means the VM froze: once the
+ * driver ran, the VM first gets a keyboard interrupt and an NMI (`wakeNestedVm`) and
+ * `WAKE_GRACE_SECONDS` to beat again; then its registers are printed and it is killed. How the boot ended, and whether it froze.
  */
 async function bootNested(
   spec: NestedSpec,
@@ -281,6 +288,7 @@ async function bootNested(
   let qemuStarted: number | undefined;
   let frozen = false;
   let watching = false;
+  let woken: number | undefined; // when wakeNestedVm was tried
   const watch = setInterval(async () => {
     if (watching || qemuStarted === undefined || frozen) return;
     watching = true;
@@ -290,8 +298,27 @@ async function bootNested(
         (s) => s.mtime?.getTime(),
         () => undefined,
       );
+      if (woken !== undefined && beat !== undefined && beat > woken) {
+        console.log(
+          `\ntest: nested VM ${vm}: its heartbeat came back after the keyboard interrupt and NMI\n`,
+        );
+        woken = undefined;
+      }
       const quiet = (Date.now() - (beat ?? qemuStarted)) / 1000;
       if (quiet < (beat === undefined ? BOOT_SECONDS : FROZEN_SECONDS)) return;
+      // A VM whose idle kernel lost its timer interrupt may run again after any interrupt: one try.
+      if (beat !== undefined && woken === undefined) {
+        woken = Date.now();
+        const answered = await wakeNestedVm(monitor);
+        console.log(
+          `\ntest: nested VM ${vm}: no heartbeat for ${
+            quiet.toFixed(0)
+          } s: sent it a keyboard interrupt and ` +
+            `an NMI${answered ? "" : " (its monitor did not answer)"}\n`,
+        );
+        return;
+      }
+      if (woken !== undefined && (Date.now() - woken) / 1000 < WAKE_GRACE_SECONDS) return;
       frozen = true;
       // The general registers, control registers and EFER: where the VM's kernel is (not its FPU).
       const registers = (await nestedMonitorCommand(monitor, "info registers")).split("\n")
