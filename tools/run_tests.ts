@@ -270,7 +270,8 @@ function tailer(path: string, prefix: string): (end?: boolean) => Promise<void> 
  * shared directory, so a stalled serial port hides nothing), and a heartbeat silent for
  * {@link FROZEN_SECONDS} (or none {@link BOOT_SECONDS} after QEMU started) means the VM froze: once the
  * driver ran, the VM first gets a keyboard interrupt and an NMI (`wakeNestedVm`) and
- * `WAKE_GRACE_SECONDS` to beat again; then its registers are printed and it is killed. How the boot ended, and whether it froze.
+ * `WAKE_GRACE_SECONDS` to beat again; then its registers are printed and it is killed. How the boot
+ * ended, and whether it froze.
  */
 async function bootNested(
   spec: NestedSpec,
