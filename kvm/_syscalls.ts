@@ -29,6 +29,10 @@ export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
 /** `MAP_NORESERVE` (x86): do not reserve swap; pages are committed on first touch. */
 export const MAP_NORESERVE = 0x4000;
+/** `PROT_NONE`: address space only, any access faults. */
+export const PROT_NONE = 0x0;
+/** `MAP_FIXED`: at exactly the address given, replacing what was mapped there. */
+export const MAP_FIXED = 0x10;
 /** `MADV_DONTNEED`: drop the pages; private anonymous memory then reads as zeros. */
 export const MADV_DONTNEED = 4;
 /**
@@ -144,6 +148,38 @@ export function mmap(
   const address = pointer === null ? 0n : Deno.UnsafePointer.value(pointer);
   if (pointer === null || address === MAP_FAILED) throw new KvmError("mmap", errno, { detail });
   return { pointer, address };
+}
+
+/**
+ * {@link mmap} at an address that is a multiple of `align` (a power of two, larger than a page), as
+ * QEMU places guest RAM: it reserves `length + align` bytes of address space (`PROT_NONE`, no
+ * memory), maps the aligned part over the reservation with `MAP_FIXED`, and gives back the rest.
+ * The result is one mapping of exactly `length` bytes, to be unmapped as any other.
+ */
+export function mmapAligned(
+  length: bigint,
+  align: bigint,
+  prot: number,
+  flags: number,
+  fd: number,
+  detail?: string,
+  offset = 0n,
+): Mapping {
+  const span = length + align;
+  const reserved = mmap(span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, detail);
+  const start = (reserved.address + align - 1n) / align * align;
+  const pointer = libc().mmap(Deno.UnsafePointer.create(start), length, prot, flags | MAP_FIXED, fd, offset);
+  const errno = lastErrno();
+  if (pointer === null || Deno.UnsafePointer.value(pointer) !== start) {
+    munmap(reserved.pointer, span);
+    throw new KvmError("mmap", errno, { detail });
+  }
+  // The reservation before and after the mapping.
+  if (start > reserved.address) munmap(reserved.pointer, start - reserved.address);
+  const end = start + length;
+  const reservedEnd = reserved.address + span;
+  if (reservedEnd > end) munmap(Deno.UnsafePointer.create(end)!, reservedEnd - end);
+  return { pointer, address: start };
 }
 
 /** `munmap`; a failure here means a bookkeeping bug, so it throws. */

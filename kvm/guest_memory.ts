@@ -19,6 +19,7 @@ import {
   MAP_NORESERVE,
   MAP_PRIVATE,
   mmap,
+  mmapAligned,
   munmap,
   PROT_READ,
   PROT_WRITE,
@@ -80,7 +81,10 @@ export interface GuestMemoryFile {
 export class GuestMemory implements RamBacking, Disposable {
   /** Size in bytes, as requested (the mapping itself is rounded up to whole host pages). */
   readonly size: bigint;
-  /** Host virtual address of byte 0: page aligned, for `KVM_SET_USER_MEMORY_REGION`. */
+  /**
+   * Host virtual address of byte 0, for `KVM_SET_USER_MEMORY_REGION`: page aligned, and 2 MiB
+   * aligned from 2 MiB of memory on (so that KVM can map the guest with 2 MiB pages).
+   */
   readonly hostAddress: bigint;
   readonly #pointer: Deno.PointerObject;
   readonly #mappedSize: bigint;
@@ -100,15 +104,22 @@ export class GuestMemory implements RamBacking, Disposable {
     const page = BigInt(hostPageSize());
     this.size = bytes;
     this.#mappedSize = (bytes + page - 1n) / page * page;
+    // From 2 MiB on, at a 2 MiB boundary, as QEMU aligns its RAM blocks: KVM maps a guest's 2 MiB
+    // with one large page only where the guest address and the host address agree modulo 2 MiB (a
+    // memslot whose start disagrees gets 4 KiB pages throughout), and RAM starts at guest address 0.
+    const map = this.#mappedSize >= HUGE_PAGE_SIZE
+      ? (length: bigint, prot: number, flags: number, fd: number, detail: string, offset?: bigint) =>
+        mmapAligned(length, HUGE_PAGE_SIZE, prot, flags, fd, detail, offset)
+      : mmap;
     const mapping = file === undefined
-      ? mmap(
+      ? map(
         this.#mappedSize,
         PROT_READ | PROT_WRITE,
         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
         -1,
         `guest memory of 0x${bytes.toString(16)} bytes`,
       )
-      : mmap(
+      : map(
         this.#mappedSize,
         PROT_READ | PROT_WRITE,
         MAP_PRIVATE | MAP_NORESERVE,

@@ -133,3 +133,40 @@ Deno.test("adviseHugePages and avoidHugePages: whole 2 MiB blocks for the one, w
   assert.throws(() => memory.adviseHugePages(-1n, 1n), RangeError);
   assert.throws(() => memory.avoidHugePages(8n << 20n, 1n), /avoidHugePages: .* is outside/);
 });
+
+Deno.test("from 2 MiB on the memory starts at a 2 MiB boundary (KVM's large pages need it); the reservation is given back", () => {
+  const HUGE = 2n << 20n;
+  const sizes = [HUGE, 64n << 20n, (64n << 20n) + 4096n, 3n << 30n];
+  for (const size of sizes) {
+    using ram = new GuestMemory(size);
+    assert.equal(
+      ram.hostAddress % HUGE,
+      0n,
+      `0x${size.toString(16)} bytes at 0x${ram.hostAddress.toString(16)}`,
+    );
+    ram.bytes[Number(size) - 1] = 1; // the last byte is mapped read-write
+  }
+  const path = Deno.makeTempFileSync({ prefix: "kvmts-guestmem-" });
+  try {
+    Deno.writeFileSync(path, new Uint8Array(8 << 20).fill(0x5a));
+    using file = GuestMemory.fromFile(path, 4096n, 4n << 20n);
+    assert.equal(file.hostAddress % HUGE, 0n, "a file's mapping too");
+    assert.equal(file.bytes[0], 0x5a);
+    assert.equal(file.bytes[(4 << 20) - 1], 0x5a);
+  } finally {
+    Deno.removeSync(path);
+  }
+  // What is left of the reservation before and after the aligned part is unmapped again: no
+  // inaccessible mapping borders the memory (the kernel would have merged the two pieces of a kept
+  // reservation into such neighbours).
+  for (let i = 0; i < 20; i++) {
+    using ram = new GuestMemory(64n << 20n);
+    const end = ram.hostAddress + (64n << 20n);
+    for (const line of Deno.readTextFileSync("/proc/self/maps").split("\n")) {
+      const match = /^([0-9a-f]+)-([0-9a-f]+) ---p /.exec(line);
+      if (!match) continue;
+      const [from, to] = [BigInt(`0x${match[1]}`), BigInt(`0x${match[2]}`)];
+      assert.ok(from !== end && to !== ram.hostAddress, `a reservation left beside the memory: ${line}`);
+    }
+  }
+});
