@@ -134,7 +134,10 @@ export interface Mapping {
   readonly address: bigint;
 }
 
-/** `mmap(NULL, length, prot, flags, fd, offset)`; MAP_FAILED becomes a {@link KvmError} with op `"mmap"`. */
+/**
+ * `mmap(at, length, prot, flags, fd, offset)` (`at` null unless given: the kernel chooses);
+ * MAP_FAILED becomes a {@link KvmError} with op `"mmap"`.
+ */
 export function mmap(
   length: bigint,
   prot: number,
@@ -142,8 +145,10 @@ export function mmap(
   fd: number,
   detail?: string,
   offset = 0n,
+  at?: bigint,
 ): Mapping {
-  const pointer = libc().mmap(null, length, prot, flags, fd, offset);
+  const hint = at === undefined ? null : Deno.UnsafePointer.create(at);
+  const pointer = libc().mmap(hint, length, prot, flags, fd, offset);
   const errno = lastErrno(); // before anything else can touch errno
   const address = pointer === null ? 0n : Deno.UnsafePointer.value(pointer);
   if (pointer === null || address === MAP_FAILED) throw new KvmError("mmap", errno, { detail });
@@ -168,18 +173,19 @@ export function mmapAligned(
   const span = length + align;
   const reserved = mmap(span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, detail);
   const start = (reserved.address + align - 1n) / align * align;
-  const pointer = libc().mmap(Deno.UnsafePointer.create(start), length, prot, flags | MAP_FIXED, fd, offset);
-  const errno = lastErrno();
-  if (pointer === null || Deno.UnsafePointer.value(pointer) !== start) {
+  let mapping: Mapping;
+  try {
+    mapping = mmap(length, prot, flags | MAP_FIXED, fd, detail, offset, start);
+  } catch (error) {
     munmap(reserved.pointer, span);
-    throw new KvmError("mmap", errno, { detail });
+    throw error;
   }
   // The reservation before and after the mapping.
   if (start > reserved.address) munmap(reserved.pointer, start - reserved.address);
   const end = start + length;
   const reservedEnd = reserved.address + span;
   if (reservedEnd > end) munmap(Deno.UnsafePointer.create(end)!, reservedEnd - end);
-  return { pointer, address: start };
+  return mapping;
 }
 
 /** `munmap`; a failure here means a bookkeeping bug, so it throws. */
