@@ -18,8 +18,9 @@ QEMU's emulator with an AMD SVM CPU, Debian's kernel with kvm_amd, the host's fi
 
 options:
   --timeout SECONDS   kill the VM after this long (default 3600)
-  --freeze SECONDS    kill it when its kernel gives no sign of life for this long (default 300;
-                      0: never)
+  --freeze SECONDS    when its kernel gives no sign of life for this long, send it a keyboard
+                      interrupt and an NMI, and kill it if that does not wake it within 30 s
+                      (default 300; 0: never)
   --memory MIB        the VM's RAM (default 4096)
   --cpus N            its vCPUs (default 1; with --tcg multi, this host's CPU count)
   --tcg single|multi  QEMU's TCG threads: one for all vCPUs (default), or one each (faster, can freeze)
