@@ -285,7 +285,8 @@ async function benchPeer(peer: Peer): Promise<Result> {
 
 function median(xs: number[]): number {
   const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
 if (!kvmCountersAvailable()) {
@@ -328,7 +329,7 @@ try {
         console.error(`bench:io: round ${round + 1}, ${peer.name}`);
         const result = await benchPeer(peer);
         results.set(peer.name, [...results.get(peer.name) ?? [], result]);
-        // Each run's figures as they come: a stalled or frozen later round loses only itself.
+        // Each run's figures as they come: when a later run fails, the lines of the finished ones stay.
         console.error(
           `bench:io: round ${round + 1}, ${peer.name}: write ${result.write.value.toFixed(1)} MB/s, ` +
             `read ${result.read.value.toFixed(1)} MB/s, ${result.randread.value.toFixed(0)} IOPS, ` +

@@ -20,7 +20,7 @@ options:
   --timeout SECONDS   kill the VM after this long (default 3600)
   --freeze SECONDS    when its kernel gives no sign of life for this long, send it a keyboard
                       interrupt and an NMI, and kill it if that does not wake it within 30 s
-                      (default 300; 0: never)
+                      (SECONDS if shorter; default 300; 0: never)
   --memory MIB        the VM's RAM (default 4096)
   --cpus N            its vCPUs (default 1; with --tcg multi, this host's CPU count)
   --tcg single|multi  QEMU's TCG threads: one for all vCPUs (default), or one each (faster, can freeze)

@@ -159,7 +159,7 @@ export function mmap(
  * {@link mmap} at an address that is a multiple of `align` (a power of two, larger than a page), as
  * QEMU places guest RAM: it reserves `length + align` bytes of address space (`PROT_NONE`, no
  * memory), maps the aligned part over the reservation with `MAP_FIXED`, and gives back the rest.
- * The result is one mapping of exactly `length` bytes, to be unmapped as any other.
+ * The result is one mapping of exactly `length` bytes (whole host pages), to be unmapped as any other.
  */
 export function mmapAligned(
   length: bigint,

@@ -390,7 +390,8 @@ export class DiskImage implements Disposable {
         const address = hostAddress(b);
         words[4 * i] = address >>> 0; // iov_base, little-endian halves
         words[4 * i + 1] = address / 0x1_0000_0000 >>> 0;
-        words[4 * i + 2] = b.length; // iov_len
+        words[4 * i + 2] = b.length >>> 0; // iov_len, the same (a view may pass 4 GiB)
+        words[4 * i + 3] = b.length / 0x1_0000_0000 >>> 0;
         length += b.length;
       }
       const result = op === "preadv"

@@ -44,6 +44,8 @@ const BOOT_ALLOWANCE_SECONDS = 300;
 export const WAKE_GRACE_SECONDS = 30;
 /** The VM's own monitor socket in the run's temporary folder, when the caller names none. */
 const MONITOR_SOCKET = "monitor.sock";
+/** The longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL). */
+const MAX_SOCKET_PATH = 107;
 /** Bump when the init script or the initramfs layout changes, to invalidate cached initramfs files. */
 const INITRAMFS_FORMAT = 3;
 
@@ -332,14 +334,17 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
         terminal: stdio === "inherit" ? options.terminal : undefined,
       }),
     );
-    const monitor = options.monitorSocket ?? `${share}/${MONITOR_SOCKET}`;
+    // A Unix socket path holds at most 107 bytes: a longer temporary folder goes without one (and so
+    // without the wake-up).
+    const ownMonitor = `${share}/${MONITOR_SOCKET}`;
+    const monitor = options.monitorSocket ?? (ownMonitor.length <= MAX_SOCKET_PATH ? ownMonitor : undefined);
     const threads = options.tcgThreads ?? "single";
     const cpus = options.cpus ?? (threads === "single" ? 1 : navigator.hardwareConcurrency ?? 1);
     const args = [
       ...["-machine", "pc", "-accel", `tcg,thread=${threads}`, "-cpu", "max"],
       ...["-smp", String(cpus), "-m", `${options.memoryMib ?? 4096}M`],
       ...["-nodefaults", "-display", "none", "-no-reboot"],
-      ...["-monitor", `unix:${monitor},server=on,wait=off`],
+      ...["-monitor", monitor ? `unix:${monitor},server=on,wait=off` : "none"],
       ...["-kernel", kernel.vmlinuz, "-initrd", initramfs],
       ...["-append", "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init mitigations=off"],
       ...[
@@ -375,33 +380,42 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
       kill();
     }, timeoutSeconds * 1000);
     let frozenFor: number | undefined;
+    let triedWake = false;
     const freezeSeconds = options.freezeSeconds ?? DEFAULT_FREEZE_SECONDS;
     const grace = Math.min(WAKE_GRACE_SECONDS, freezeSeconds);
     const qemuStarted = Date.now();
     let beat: number | undefined; // the last sign of life seen
-    let woken: { at: number; quiet: number } | undefined; // when wakeNestedVm was tried
+    // When wakeNestedVm was tried, and whether the monitor took the key and the NMI.
+    let woken: { at: number; quiet: number; answered?: boolean } | undefined;
     let wakes = 0;
     const watchdog = freezeSeconds > 0
       ? setInterval(() => {
         try {
           beat = Deno.statSync(`${share}/${ALIVE_FILE}`).mtime?.getTime() ?? beat;
         } catch { /* no sign yet */ }
-        if (woken && beat !== undefined && beat > woken.at) {
-          wakes++;
-          options.onWake?.(woken.quiet);
+        if (woken !== undefined && beat !== undefined && beat > woken.at) {
+          if (woken.answered) { // a VM that was only slow, with a monitor that did not answer, is no wake
+            wakes++;
+            options.onWake?.(woken.quiet);
+          }
           woken = undefined;
         }
         const quiet = (Date.now() - (beat ?? qemuStarted)) / 1000;
         if (quiet < freezeSeconds + (beat === undefined ? BOOT_ALLOWANCE_SECONDS : 0)) return;
         // An emulator that lost the idle kernel's timer interrupt leaves it halted for good; any
-        // interrupt may set it going again, so it gets one before it is killed.
-        if (woken === undefined) {
-          woken = { at: Date.now(), quiet: Math.round(quiet) };
-          void wakeNestedVm(monitor);
+        // interrupt may set it going again, so a kernel that ran gets one before it is killed.
+        if (woken === undefined && beat !== undefined && monitor !== undefined) {
+          const attempt: { at: number; quiet: number; answered?: boolean } = {
+            at: Date.now(),
+            quiet: Math.round(quiet),
+          };
+          woken = attempt;
+          void wakeNestedVm(monitor).then((answered) => attempt.answered = answered);
           return;
         }
-        if ((Date.now() - woken.at) / 1000 < grace) return;
+        if (woken !== undefined && (Date.now() - woken.at) / 1000 < grace) return;
         frozenFor = Math.round(quiet);
+        triedWake = woken?.answered === true;
         kill();
       }, Math.min(5000, freezeSeconds * 250))
       : undefined;
@@ -436,8 +450,8 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
     if (options.signal?.aborted) throw new NestedError("nested VM: the run was aborted", log);
     if (frozenFor !== undefined) {
       throw new NestedError(
-        `nested VM: froze: no sign of life from its kernel for ${frozenFor} s, nor after a keyboard ` +
-          "interrupt and an NMI, killed",
+        `nested VM: froze: no sign of life from its kernel for ${frozenFor} s, ` +
+          `${triedWake ? "nor after a keyboard interrupt and an NMI, " : ""}killed`,
         log,
         undefined,
         true,
