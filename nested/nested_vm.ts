@@ -23,6 +23,7 @@ import {
   STATUS_FILE,
 } from "./init_script.ts";
 import { loadOrder, NESTED_MODULES, parseModulesDep } from "./modules.ts";
+import { FreezeWatch } from "./freeze_watch.ts";
 import { NestedError } from "./nested_error.ts";
 
 export { NestedError };
@@ -382,41 +383,30 @@ export async function runNested(options: NestedOptions): Promise<NestedResult> {
     let frozenFor: number | undefined;
     let triedWake = false;
     const freezeSeconds = options.freezeSeconds ?? DEFAULT_FREEZE_SECONDS;
-    const grace = Math.min(WAKE_GRACE_SECONDS, freezeSeconds);
-    const qemuStarted = Date.now();
-    let beat: number | undefined; // the last sign of life seen
-    // When wakeNestedVm was tried, and whether the monitor took the key and the NMI.
-    let woken: { at: number; quiet: number; answered?: boolean } | undefined;
+    const freeze = new FreezeWatch({
+      quiet: freezeSeconds,
+      boot: freezeSeconds + BOOT_ALLOWANCE_SECONDS,
+      grace: Math.min(WAKE_GRACE_SECONDS, freezeSeconds),
+      canWake: monitor !== undefined,
+    }, Date.now());
     let wakes = 0;
     const watchdog = freezeSeconds > 0
       ? setInterval(() => {
+        let beat: number | undefined;
         try {
-          beat = Deno.statSync(`${share}/${ALIVE_FILE}`).mtime?.getTime() ?? beat;
+          beat = Deno.statSync(`${share}/${ALIVE_FILE}`).mtime?.getTime();
         } catch { /* no sign yet */ }
-        if (woken !== undefined && beat !== undefined && beat > woken.at) {
-          if (woken.answered) { // a VM that was only slow, with a monitor that did not answer, is no wake
-            wakes++;
-            options.onWake?.(woken.quiet);
-          }
-          woken = undefined;
+        const step = freeze.step(beat, Date.now());
+        if (step.kind === "woke") {
+          wakes++;
+          options.onWake?.(step.quietSeconds);
+        } else if (step.kind === "wake") {
+          void wakeNestedVm(monitor!).then((answered) => freeze.answered(answered));
+        } else if (step.kind === "kill") {
+          frozenFor = step.quietSeconds;
+          triedWake = step.triedWake;
+          kill();
         }
-        const quiet = (Date.now() - (beat ?? qemuStarted)) / 1000;
-        if (quiet < freezeSeconds + (beat === undefined ? BOOT_ALLOWANCE_SECONDS : 0)) return;
-        // An emulator that lost the idle kernel's timer interrupt leaves it halted for good; any
-        // interrupt may set it going again, so a kernel that ran gets one before it is killed.
-        if (woken === undefined && beat !== undefined && monitor !== undefined) {
-          const attempt: { at: number; quiet: number; answered?: boolean } = {
-            at: Date.now(),
-            quiet: Math.round(quiet),
-          };
-          woken = attempt;
-          void wakeNestedVm(monitor).then((answered) => attempt.answered = answered);
-          return;
-        }
-        if (woken !== undefined && (Date.now() - woken.at) / 1000 < grace) return;
-        frozenFor = Math.round(quiet);
-        triedWake = woken?.answered === true;
-        kill();
       }, Math.min(5000, freezeSeconds * 250))
       : undefined;
     const chunks: Uint8Array[] = [];

@@ -16,6 +16,7 @@ import {
   WAKE_GRACE_SECONDS,
   wakeNestedVm,
 } from "../nested/nested_vm.ts";
+import { FreezeWatch } from "../nested/freeze_watch.ts";
 import {
   driverLogPath,
   heartbeatPath,
@@ -286,12 +287,11 @@ async function bootNested(
   const driver = decodeURIComponent(new URL("./_nested_tests.ts", import.meta.url).pathname);
   const monitor = `${dir}/vm-monitor-${vm}-${boot}.sock`;
   const abort = new AbortController();
-  let qemuStarted: number | undefined;
   let frozen = false;
   let watching = false;
-  let woken: number | undefined; // when wakeNestedVm was tried
+  let freeze: FreezeWatch | undefined; // made when QEMU starts
   const watch = setInterval(async () => {
-    if (watching || qemuStarted === undefined || frozen) return;
+    if (watching || freeze === undefined || frozen) return;
     watching = true;
     try {
       await print();
@@ -299,36 +299,31 @@ async function bootNested(
         (s) => s.mtime?.getTime(),
         () => undefined,
       );
-      if (woken !== undefined && beat !== undefined && beat > woken) {
+      const step = freeze.step(beat, Date.now());
+      if (step.kind === "woke") {
         console.log(
           `\ntest: nested VM ${vm}: its heartbeat came back after the keyboard interrupt and NMI\n`,
         );
-        woken = undefined;
-      }
-      const quiet = (Date.now() - (beat ?? qemuStarted)) / 1000;
-      if (quiet < (beat === undefined ? BOOT_SECONDS : FROZEN_SECONDS)) return;
-      // A VM whose idle kernel lost its timer interrupt may run again after any interrupt: one try.
-      if (beat !== undefined && woken === undefined) {
-        woken = Date.now();
+      } else if (step.kind === "wake") {
         const answered = await wakeNestedVm(monitor);
+        freeze.answered(answered);
         console.log(
-          `\ntest: nested VM ${vm}: no heartbeat for ${
-            quiet.toFixed(0)
-          } s: sent it a keyboard interrupt and ` +
+          `\ntest: nested VM ${vm}: no heartbeat for ${step.quietSeconds} s: sent it a keyboard interrupt and ` +
             `an NMI${answered ? "" : " (its monitor did not answer)"}\n`,
         );
-        return;
+      } else if (step.kind === "kill") {
+        frozen = true;
+        // The general registers, control registers and EFER: where the VM's kernel is (not its FPU).
+        const registers = (await nestedMonitorCommand(monitor, "info registers")).split("\n")
+          .filter((line) => /^(CPU#|R[A-Z0-9 ]{2}=|[CEDFGS]S =|CR0|EFER)/.test(line)).join("\n");
+        console.log(
+          `\ntest: nested VM ${vm} ${step.started ? "froze" : "did not start the tests"}: no heartbeat ` +
+            `for ${step.quietSeconds} s; its CPU then:\n${
+              registers.trim() || "(its monitor did not answer)"
+            }\n`,
+        );
+        abort.abort();
       }
-      if (woken !== undefined && (Date.now() - woken) / 1000 < WAKE_GRACE_SECONDS) return;
-      frozen = true;
-      // The general registers, control registers and EFER: where the VM's kernel is (not its FPU).
-      const registers = (await nestedMonitorCommand(monitor, "info registers")).split("\n")
-        .filter((line) => /^(CPU#|R[A-Z0-9 ]{2}=|[CEDFGS]S =|CR0|EFER)/.test(line)).join("\n");
-      console.log(
-        `\ntest: nested VM ${vm} ${beat === undefined ? "did not start the tests" : "froze"}: no heartbeat ` +
-          `for ${quiet.toFixed(0)} s; its CPU then:\n${registers.trim() || "(its monitor did not answer)"}\n`,
-      );
-      abort.abort();
     } finally {
       watching = false;
     }
@@ -349,7 +344,11 @@ async function bootNested(
       timeoutSeconds: seconds,
       monitorSocket: monitor,
       signal: abort.signal,
-      onStart: () => qemuStarted = Date.now(),
+      onStart: () =>
+        freeze = new FreezeWatch(
+          { quiet: FROZEN_SECONDS, boot: BOOT_SECONDS, grace: WAKE_GRACE_SECONDS, canWake: true },
+          Date.now(),
+        ),
       // The driver's words come from its log (above); the serial port is read only for a job that
       // never got as far as the driver.
       onOutput: (chunk) => console2 = (console2 + new TextDecoder().decode(chunk)).slice(-4000),
