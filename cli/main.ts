@@ -1428,6 +1428,13 @@ async function boot(
       );
     }
     if (options.startPaused) commands.startPaused();
+    // Made once: serveMonitors runs after every wake-up of the VM thread.
+    // With --web, QMP clients may use the page's x-query-* commands too.
+    const runQmp = (name: string, args: { [key: string]: Json }) =>
+      webSession && name.startsWith("x-")
+        ? webSession.run(name, args) as Json
+        : runQmpCommand(commands, name, args);
+    const whilePaused = <T>(fn: () => T): T => pc.whilePaused(fn);
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
       if (snapshotTimer?.take()) io.err(snapshotOnTimer(options.snapshot, pc));
@@ -1448,14 +1455,9 @@ async function boot(
         if (signal !== null) io.err(`kvm-ts: terminating on signal ${signal}`);
         commands.quit(signal === null ? "host-qmp-quit" : "host-signal");
       }
-      // With --web, QMP clients may use the page's x-query-* commands too.
-      qmp?.serve((name, args) =>
-        webSession && name.startsWith("x-")
-          ? webSession.run(name, args) as Json
-          : runQmpCommand(commands, name, args)
-      );
+      qmp?.serve(runQmp);
       webSession?.pump();
-      gdb?.pump((fn) => pc.whilePaused(fn));
+      gdb?.pump(whilePaused);
     };
     const idle = new Int32Array(new SharedArrayBuffer(4));
     const holdWhileStopped = () => {

@@ -37,6 +37,14 @@ export interface ConsoleNews {
   signal: number | null;
 }
 
+/** The answer of a {@link VmConsole.take} that found nothing: shared, and frozen so no caller changes it. */
+const NO_NEWS: ConsoleNews = Object.freeze({
+  input: new Uint8Array(0),
+  commands: Object.freeze([]) as unknown as string[],
+  quit: false,
+  signal: null,
+});
+
 /** Where the console wakes the VM thread. */
 export type ConsoleWake =
   /** The one vCPU runs on this thread. */
@@ -111,11 +119,15 @@ export class VmConsole implements Disposable {
    * neither, the call costs no system call (a multi-vCPU VM thread calls it after every wake-up).
    */
   take(): ConsoleNews {
+    const signalled = this.#relay.count(SIGIO);
+    const look = signalled !== this.#seenInput || this.#inputReady;
+    const signal = this.#endingSignal();
+    // The VM thread of a multi-vCPU run calls this after every wake-up (a queue notify, an exit):
+    // with nothing new, no allocation at all.
+    if (!look && signal === null) return NO_NEWS;
     const guest: number[] = [];
     const commands: string[] = [];
     let quit = false;
-    const signalled = this.#relay.count(SIGIO);
-    const look = signalled !== this.#seenInput || this.#inputReady;
     this.#seenInput = signalled;
     this.#inputReady = false;
     while (look && !this.#eof && this.#readable()) {
@@ -137,13 +149,15 @@ export class VmConsole implements Disposable {
       }
       if (quit) break;
     }
-    const index = ENDING_SIGNALS.findIndex((s, i) => this.#relay.count(s) !== this.#baseline[i]);
-    return {
-      input: Uint8Array.from(guest),
-      commands,
-      quit,
-      signal: index < 0 ? null : ENDING_SIGNALS[index],
-    };
+    return { input: Uint8Array.from(guest), commands, quit, signal };
+  }
+
+  /** The first ending signal (in {@link ENDING_SIGNALS}' order) that came since the start, or null. */
+  #endingSignal(): number | null {
+    for (let i = 0; i < ENDING_SIGNALS.length; i++) {
+      if (this.#relay.count(ENDING_SIGNALS[i]) !== this.#baseline[i]) return ENDING_SIGNALS[i];
+    }
+    return null;
   }
 
   /** The monitor's prompt, after a command's output. */
