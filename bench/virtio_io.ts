@@ -29,8 +29,13 @@
  * the QEMU run of the same round: the nested VM's speed drifts more between rounds than the peers
  * differ), with their range and how many rounds were at least QEMU's speed.
  *
+ * `--counters` prints every KVM counter that moved over each command; `--threads` prints each
+ * thread's CPU time of the VMM process per MiB or per read (user, of it in the guest, and system,
+ * from each thread's `stat` under `/proc/PID/task`): where a peer spends what an I/O costs.
+ *
  * Usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10]
- *        [--rounds 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]…
+ *        [--rounds 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]… [--counters]
+ *        [--threads]
  *
  * @module
  */
@@ -48,11 +53,12 @@ import {
   writeInitramfs,
 } from "../tests/_linux_guest.ts";
 import { KVM_DEBUGFS, kvmCountersAvailable, readKvmCounters } from "./_kvm_counters.ts";
+import { threadTimes, threadTimesSince } from "./_thread_times.ts";
 
 const { values } = benchArgs(
   "bench:io",
   "usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10] " +
-    '[--rounds 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]… [--counters]',
+    '[--rounds 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]… [--counters] [--threads]',
   {
     kernel: { type: "string" },
     disk: { type: "string", default: "256", number: true },
@@ -61,6 +67,7 @@ const { values } = benchArgs(
     rounds: { type: "string", default: "1", number: true },
     only: { type: "string", multiple: true },
     counters: { type: "boolean" },
+    threads: { type: "boolean" },
   },
 );
 
@@ -191,13 +198,21 @@ async function measure(
   at: { end: number },
   line: string,
   parse: (output: string) => number,
+  units: (value: number) => [count: number, unit: string],
 ): Promise<Measure> {
   const before = readCounters();
+  const threadsBefore = values.threads ? threadTimes(guest.pid) : undefined;
   const answer = await guest.command(line, at.end);
+  const threadsAfter = threadsBefore ? threadTimes(guest.pid) : undefined;
   const counters = since(before, line.slice(0, 60));
   at.end = answer.end;
   const value = parse(answer.output);
   if (!Number.isFinite(value)) throw new Error(`could not read a figure from ${line}:\n${answer.output}`);
+  if (threadsBefore && threadsAfter) {
+    const [count, unit] = units(value);
+    const lines = threadTimesSince(threadsBefore, threadsAfter, count);
+    console.error(`bench:io: ${line.slice(0, 60)}: CPU per ${unit} by thread:\n  ${lines.join("\n  ")}`);
+  }
   return { value, counters };
 }
 
@@ -247,18 +262,21 @@ async function benchPeer(peer: Peer): Promise<Result> {
         at,
         timed(`dd if=/dev/zero of=/dev/vda bs=1M count=${mib} oflag=direct conv=fsync 2>/dev/null`),
         rate(mib),
+        () => [mib, "MiB"],
       );
       const read = await measure(
         guest,
         at,
         timed(`dd if=/dev/vda of=/dev/null bs=1M count=${mib} iflag=direct 2>/dev/null`),
         rate(mib),
+        () => [mib, "MiB"],
       );
       const randread = await measure(
         guest,
         at,
         `/bin/randread /dev/vda ${SECONDS}`,
         (output) => Number(/= (\d+) IOPS/.exec(output)?.[1]),
+        (iops) => [iops * SECONDS, "read"],
       );
       const tcp = await measure(
         guest,
@@ -269,6 +287,7 @@ async function benchPeer(peer: Peer): Promise<Result> {
             `nc ${HOST_ADDRESS} ${SINK_PORT}'; } 2>&1 | grep real)`,
         ),
         (output) => NET_MIB * 1.048576 / realSeconds(tag(output, "t")),
+        () => [NET_MIB, "MiB"],
       );
       result = { write, read, randread, tcp };
       await guest.type("poweroff -f\r");
