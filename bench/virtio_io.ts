@@ -196,6 +196,7 @@ function peers(initrd: string, disk: string): Peer[] {
 async function measure(
   guest: GuestConsole,
   at: { end: number },
+  what: string,
   line: string,
   parse: (output: string) => number,
   units: (value: number) => [count: number, unit: string],
@@ -204,14 +205,14 @@ async function measure(
   const threadsBefore = values.threads ? threadTimes(guest.pid) : undefined;
   const answer = await guest.command(line, at.end);
   const threadsAfter = threadsBefore ? threadTimes(guest.pid) : undefined;
-  const counters = since(before, line.slice(0, 60));
+  const counters = since(before, what);
   at.end = answer.end;
   const value = parse(answer.output);
   if (!Number.isFinite(value)) throw new Error(`could not read a figure from ${line}:\n${answer.output}`);
   if (threadsBefore && threadsAfter) {
     const [count, unit] = units(value);
     const lines = threadTimesSince(threadsBefore, threadsAfter, count);
-    console.error(`bench:io: ${line.slice(0, 60)}: CPU per ${unit} by thread:\n  ${lines.join("\n  ")}`);
+    console.error(`bench:io: ${what}: CPU per ${unit} by thread:\n  ${lines.join("\n  ")}`);
   }
   return { value, counters };
 }
@@ -260,6 +261,7 @@ async function benchPeer(peer: Peer): Promise<Result> {
       const write = await measure(
         guest,
         at,
+        "write",
         timed(`dd if=/dev/zero of=/dev/vda bs=1M count=${mib} oflag=direct conv=fsync 2>/dev/null`),
         rate(mib),
         () => [mib, "MiB"],
@@ -267,6 +269,7 @@ async function benchPeer(peer: Peer): Promise<Result> {
       const read = await measure(
         guest,
         at,
+        "read",
         timed(`dd if=/dev/vda of=/dev/null bs=1M count=${mib} iflag=direct 2>/dev/null`),
         rate(mib),
         () => [mib, "MiB"],
@@ -274,6 +277,7 @@ async function benchPeer(peer: Peer): Promise<Result> {
       const randread = await measure(
         guest,
         at,
+        "random reads",
         `/bin/randread /dev/vda ${SECONDS}`,
         (output) => Number(/= (\d+) IOPS/.exec(output)?.[1]),
         (iops) => [iops * SECONDS, "read"],
@@ -281,6 +285,7 @@ async function benchPeer(peer: Peer): Promise<Result> {
       const tcp = await measure(
         guest,
         at,
+        "TCP",
         tagged(
           "t",
           `$( { time sh -c 'dd if=/dev/zero bs=65536 count=${NET_MIB * 16} 2>/dev/null | ` +
