@@ -28,17 +28,17 @@ export class GuestConsole implements AsyncDisposable {
 
   readonly #args: string[];
 
+  /** The process id of the program (`ip netns exec` and the like run it in the same process). */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
   /**
    * Starts `main.ts args…`; with `prefix`, as `prefix… deno run … main.ts args…` (for example
    * `["ip", "netns", "exec", NS]` to run it in a network namespace). With `program`, runs
    * `prefix… program args…` instead of the front-end: QEMU with `-serial mon:stdio` has the same
    * console and the same Ctrl-A c monitor, so a benchmark drives both peers alike.
    */
-  /** The process id of the program (`ip netns exec` and the like run it in the same process). */
-  get pid(): number {
-    return this.#child.pid;
-  }
-
   constructor(args: string[], options: { prefix?: readonly string[]; program?: string } = {}) {
     this.#args = args;
     const front = options.program === undefined
