@@ -12,8 +12,10 @@ export interface BenchOption {
   type: "string" | "boolean";
   default?: string | boolean;
   multiple?: boolean;
-  /** The value must be a positive whole number. */
+  /** The value must be a whole number of at least {@link min}. */
   number?: boolean;
+  /** The least value a `number` option takes (default 1). */
+  min?: number;
 }
 
 /** What {@link benchArgs} parsed for options `O`: each option's value, and the positional arguments. */
@@ -23,8 +25,8 @@ export type BenchArgs<O extends Record<string, BenchOption>> = ReturnType<
 
 /**
  * Parses `args` for the benchmark `name` (as `deno task NAME` spells it). With `-h`/`--help` it prints
- * `usage` and exits 0; an unknown option, a missing value or a number that is not a positive whole number
- * prints one line and exits 2.
+ * `usage` and exits 0; an unknown option, a missing value or a number that is not a whole number of at
+ * least its `min` (default 1) prints one line and exits 2.
  */
 export function benchArgs<const O extends Record<string, BenchOption>>(
   name: string,
@@ -62,7 +64,7 @@ export function benchArgsProblem<const O extends Record<string, BenchOption>>(
     parsed = parseArgs({ args, options: config, allowPositionals: true, strict: true });
   } catch (error) {
     // node:util's messages end with advice for programs ("To specify a positional argument…").
-    return (error as Error).message.split(/\. (?=[A-Z])/)[0].replace(/\.$/, "");
+    return (error as Error).message.split(/\.\s+(?=[A-Z])/)[0].replace(/\.$/, "");
   }
   if (parsed.positionals.length > maxPositionals) {
     return `unexpected argument ${parsed.positionals[maxPositionals]}`;
@@ -72,8 +74,10 @@ export function benchArgsProblem<const O extends Record<string, BenchOption>>(
     if (!option.number || value === undefined) continue;
     for (const text of [value].flat()) {
       const n = Number(text);
-      if (typeof text !== "string" || !/^\d+$/.test(text) || !Number.isSafeInteger(n) || n <= 0) {
-        return `--${key} wants a positive whole number, not ${JSON.stringify(text)}`;
+      const min = option.min ?? 1;
+      if (typeof text !== "string" || !/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < min) {
+        const wanted = min === 1 ? "a positive whole number" : `a whole number of at least ${min}`;
+        return `--${key} wants ${wanted}, not ${JSON.stringify(text)}`;
       }
     }
   }

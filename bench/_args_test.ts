@@ -30,3 +30,21 @@ Deno.test("bench arguments: each mistake is one line that names it", () => {
   ];
   for (const [args, line] of cases) assert.equal(benchArgsProblem(OPTIONS, args), line, args.join(" "));
 });
+
+Deno.test("bench arguments: a number option with min 0 takes 0 and still refuses what is not a whole number", () => {
+  const options = { warmup: { type: "string", default: "1", number: true, min: 0 } } as const;
+  assert.deepEqual(benchArgsProblem(options, ["--warmup", "0"]), {
+    values: { warmup: "0" },
+    positionals: [],
+  });
+  assert.equal(
+    benchArgsProblem(options, ["--warmup=-1"]),
+    '--warmup wants a whole number of at least 0, not "-1"',
+  );
+  // node:util's own message is three lines; the first says it.
+  assert.equal(benchArgsProblem(options, ["--warmup", "-1"]), "Option '--warmup' argument is ambiguous");
+  assert.equal(
+    benchArgsProblem(options, ["--warmup", "1.5"]),
+    '--warmup wants a whole number of at least 0, not "1.5"',
+  );
+});

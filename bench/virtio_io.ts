@@ -29,13 +29,20 @@
  * the QEMU run of the same round: the nested VM's speed drifts more between rounds than the peers
  * differ), with their range and how many rounds were at least QEMU's speed.
  *
+ * `--warmup N` (default 1) runs the four commands N times more before the measured pass, in the same
+ * guest boot and the same way for every peer, as fio's `ramp_time` does: V8 compiles kvm-ts's request
+ * path in tiers as it counts calls (Ignition, Sparkplug, Maglev, then TurboFan after thousands), which
+ * on hardware takes a fraction of a second of I/O but under the nested VM's emulator tens of seconds,
+ * so a cold pass there measures V8's start more than the device. The first pass's figures are
+ * printed too, as "cold"; with `--warmup 0` the one pass is both.
+ *
  * `--counters` prints every KVM counter that moved over each command; `--threads` prints each
  * thread's CPU time of the VMM process per MiB or per read (user, of it in the guest, and system,
  * from each thread's `stat` under `/proc/PID/task`): where a peer spends what an I/O costs.
  *
  * Usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10]
- *        [--rounds 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]… [--counters]
- *        [--threads]
+ *        [--rounds 1] [--warmup 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]…
+ *        [--counters] [--threads]
  *
  * @module
  */
@@ -58,13 +65,15 @@ import { threadTimes, threadTimesSince } from "./_thread_times.ts";
 const { values } = benchArgs(
   "bench:io",
   "usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10] " +
-    '[--rounds 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]… [--counters] [--threads]',
+    '[--rounds 1] [--warmup 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]… [--counters] ' +
+    "[--threads]",
   {
     kernel: { type: "string" },
     disk: { type: "string", default: "256", number: true },
     net: { type: "string", default: "64", number: true },
     seconds: { type: "string", default: "10", number: true },
     rounds: { type: "string", default: "1", number: true },
+    warmup: { type: "string", default: "1", number: true, min: 0 },
     only: { type: "string", multiple: true },
     counters: { type: "boolean" },
     threads: { type: "boolean" },
@@ -83,6 +92,7 @@ const DISK_MIB = Number(values.disk);
 const NET_MIB = Number(values.net);
 const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
+const WARMUP = Number(values.warmup);
 const NAMESPACE = `kvmts-bench-${Deno.pid}`;
 const TAP = "kvmts-bench0";
 const HOST_ADDRESS = "10.0.2.2";
@@ -240,71 +250,104 @@ interface Result {
   tcp: Measure;
 }
 
-async function benchPeer(peer: Peer): Promise<Result> {
-  let result: Result | undefined;
+/** One boot of `peer`: each pass's figures, the {@link WARMUP} unmeasured passes first. */
+async function benchPeer(peer: Peer): Promise<Result[]> {
+  let passes: Result[] = [];
   await retryNestedStalls(async () => {
-    const sink = new Deno.Command("ip", {
-      args: ["netns", "exec", NAMESPACE, "busybox", "nc", "-l", "-p", String(SINK_PORT)],
-      stdin: "piped",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    try {
-      await using guest = new GuestConsole(peer.args, {
-        prefix: ["ip", "netns", "exec", NAMESPACE],
-        program: peer.program,
-      });
-      const at = { end: await reachShell(guest) };
-      await guest.command(`ip link set eth0 up; ip addr add ${GUEST_ADDRESS}/24 dev eth0`, at.end)
-        .then((answer) => at.end = answer.end);
-      const mib = DISK_MIB;
-      const write = await measure(
-        guest,
-        at,
-        "write",
-        timed(`dd if=/dev/zero of=/dev/vda bs=1M count=${mib} oflag=direct conv=fsync 2>/dev/null`),
-        rate(mib),
-        () => [mib, "MiB"],
-      );
-      const read = await measure(
-        guest,
-        at,
-        "read",
-        timed(`dd if=/dev/vda of=/dev/null bs=1M count=${mib} iflag=direct 2>/dev/null`),
-        rate(mib),
-        () => [mib, "MiB"],
-      );
-      const randread = await measure(
-        guest,
-        at,
-        "random reads",
-        `/bin/randread /dev/vda ${SECONDS}`,
-        (output) => Number(/= (\d+) IOPS/.exec(output)?.[1]),
-        (iops) => [iops * SECONDS, "read"],
-      );
-      const tcp = await measure(
-        guest,
-        at,
-        "TCP",
-        tagged(
-          "t",
-          `$( { time sh -c 'dd if=/dev/zero bs=65536 count=${NET_MIB * 16} 2>/dev/null | ` +
-            `nc ${HOST_ADDRESS} ${SINK_PORT}'; } 2>&1 | grep real)`,
-        ),
-        (output) => NET_MIB * 1.048576 / realSeconds(tag(output, "t")),
-        () => [NET_MIB, "MiB"],
-      );
-      result = { write, read, randread, tcp };
-      await guest.type("poweroff -f\r");
-      await guest.status();
-    } finally {
-      try {
-        sink.kill("SIGKILL");
-      } catch { /* gone */ }
-      await sink.status;
+    await using guest = new GuestConsole(peer.args, {
+      prefix: ["ip", "netns", "exec", NAMESPACE],
+      program: peer.program,
+    });
+    const at = { end: await reachShell(guest) };
+    await guest.command(`ip link set eth0 up; ip addr add ${GUEST_ADDRESS}/24 dev eth0`, at.end)
+      .then((answer) => at.end = answer.end);
+    passes = [];
+    for (let pass = 0; pass <= WARMUP; pass++) {
+      const label = pass < WARMUP ? `warm-up ${pass + 1}: ` : "";
+      passes.push(await onePass(guest, at, label));
     }
+    await guest.type("poweroff -f\r");
+    await guest.status();
   })();
-  return result!;
+  return passes;
+}
+
+/**
+ * A busybox `nc -l` on the tap's far side that takes one connection and drops its data, listening
+ * when this returns; disposing of it kills it.
+ */
+async function tcpSink(): Promise<AsyncDisposable> {
+  const sink = new Deno.Command("ip", {
+    args: ["netns", "exec", NAMESPACE, "busybox", "nc", "-l", "-p", String(SINK_PORT)],
+    stdin: "piped",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const stop = async () => {
+    try {
+      sink.kill("SIGKILL");
+    } catch { /* gone */ }
+    await sink.status;
+  };
+  // A listening socket on the port (busybox listens on IPv6 for both): state 0A in the namespace's
+  // /proc/net/tcp or tcp6.
+  const listening = new RegExp(
+    `^\\s*\\d+: [0-9A-F]+:${SINK_PORT.toString(16).toUpperCase().padStart(4, "0")} \\S+ 0A `,
+    "m",
+  );
+  const tables = () => run("ip", "netns", "exec", NAMESPACE, "cat", "/proc/net/tcp", "/proc/net/tcp6");
+  const deadline = Date.now() + 30_000;
+  while (!listening.test(tables())) {
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`bench:io: the TCP sink did not listen on port ${SINK_PORT} within 30 s`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return { [Symbol.asyncDispose]: stop };
+}
+
+/** The four commands once, on the guest's shell at `at`; `label` starts each report's name. */
+async function onePass(guest: GuestConsole, at: { end: number }, label: string): Promise<Result> {
+  const mib = DISK_MIB;
+  const write = await measure(
+    guest,
+    at,
+    `${label}write`,
+    timed(`dd if=/dev/zero of=/dev/vda bs=1M count=${mib} oflag=direct conv=fsync 2>/dev/null`),
+    rate(mib),
+    () => [mib, "MiB"],
+  );
+  const read = await measure(
+    guest,
+    at,
+    `${label}read`,
+    timed(`dd if=/dev/vda of=/dev/null bs=1M count=${mib} iflag=direct 2>/dev/null`),
+    rate(mib),
+    () => [mib, "MiB"],
+  );
+  const randread = await measure(
+    guest,
+    at,
+    `${label}random reads`,
+    `/bin/randread /dev/vda ${SECONDS}`,
+    (output) => Number(/= (\d+) IOPS/.exec(output)?.[1]),
+    (iops) => [iops * SECONDS, "read"],
+  );
+  await using _sink = await tcpSink();
+  const tcp = await measure(
+    guest,
+    at,
+    `${label}TCP`,
+    tagged(
+      "t",
+      `$( { time sh -c 'dd if=/dev/zero bs=65536 count=${NET_MIB * 16} 2>/dev/null | ` +
+        `nc ${HOST_ADDRESS} ${SINK_PORT}'; } 2>&1 | grep real)`,
+    ),
+    (output) => NET_MIB * 1.048576 / realSeconds(tag(output, "t")),
+    () => [NET_MIB, "MiB"],
+  );
+  return { write, read, randread, tcp };
 }
 
 function median(xs: number[]): number {
@@ -345,21 +388,34 @@ try {
     run("ip", "-n", NAMESPACE, "link", "set", TAP, "up");
     run("ip", "-n", NAMESPACE, "link", "set", "lo", "up");
 
+    // Each peer's first pass (cold) and last (measured) of every round.
+    const cold = new Map<string, Result[]>();
     const results = new Map<string, Result[]>();
     for (let round = 0; round < ROUNDS; round++) {
       const order = peers(initrd, disk);
       if (round % 2 === 1) order.reverse();
       for (const peer of order) {
         console.error(`bench:io: round ${round + 1}, ${peer.name}`);
-        const result = await benchPeer(peer);
-        results.set(peer.name, [...results.get(peer.name) ?? [], result]);
+        const passes = await benchPeer(peer);
+        cold.set(peer.name, [...cold.get(peer.name) ?? [], passes[0]]);
+        results.set(peer.name, [...results.get(peer.name) ?? [], passes[passes.length - 1]]);
         // Each run's figures as they come: when a later run fails, the lines of the finished ones stay.
-        console.error(
-          `bench:io: round ${round + 1}, ${peer.name}: write ${result.write.value.toFixed(1)} MB/s, ` +
-            `read ${result.read.value.toFixed(1)} MB/s, ${result.randread.value.toFixed(0)} IOPS, ` +
-            `TCP ${result.tcp.value.toFixed(2)} MB/s`,
+        passes.forEach((result, pass) =>
+          console.error(
+            `bench:io: round ${round + 1}, ${peer.name}${pass < WARMUP ? `, warm-up ${pass + 1}` : ""}: ` +
+              `write ${result.write.value.toFixed(1)} MB/s, read ${result.read.value.toFixed(1)} MB/s, ` +
+              `${result.randread.value.toFixed(0)} IOPS, TCP ${result.tcp.value.toFixed(2)} MB/s`,
+          )
         );
       }
+    }
+    if (WARMUP > 0) {
+      console.log("Cold: each peer's first pass, just after boot");
+      console.log();
+      report(cold);
+      console.log();
+      console.log(`Measured: each peer's pass after ${WARMUP} warm-up pass${WARMUP === 1 ? "" : "es"}`);
+      console.log();
     }
     report(results);
   } finally {
