@@ -19,10 +19,9 @@
  * Needs root, /dev/net/tun, iproute2, gcc, QEMU and a hardware-style KVM; where the host has none,
  * run it inside the nested KVM VM: `deno task nested -- deno task bench:io`.
  *
- * kvm-ts runs twice: with `ioeventfd=on` (QEMU's default: notifies signal an eventfd in the kernel
- * and the vCPU runs on a thread of its own while the VM thread serves the queue) and with
- * `ioeventfd=off` (every notify an MMIO exit served on the vCPU's thread; kvm-ts's default where the
- * process has one CPU).
+ * kvm-ts runs twice: with `ioeventfd=on` (its default and QEMU's: notifies signal an eventfd in the
+ * kernel and the vCPU runs on a thread of its own while the VM thread serves the queue) and with
+ * `ioeventfd=off` (every notify an MMIO exit served on the vCPU's thread).
  *
  * With `--rounds N` the peers take turns, in reverse order every other round; each figure is the
  * median of its rounds, and each ratio to QEMU the median of the rounds' own ratios (a peer against
