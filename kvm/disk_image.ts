@@ -48,19 +48,50 @@ let iovScratch: Uint32Array | undefined;
 
 /** Host addresses of ArrayBuffers' data, looked up once a buffer: the data of a buffer never moves. */
 const bufferAddresses = new WeakMap<ArrayBufferLike, number>();
+/** The buffer looked up last, and its address: a request's pieces nearly always share one. */
+let lastBuffer: ArrayBufferLike | undefined;
+let lastAddress = 0;
 
 /**
- * The host address of a view's first byte, without an FFI call per view: guest RAM's views all
- * share one mapping's buffer, and a request may carry hundreds of them.
+ * The host address of a buffer's first byte, without an FFI call per piece: guest RAM's pieces
+ * all share one mapping's buffer, and a request may carry hundreds of them.
  */
-function hostAddress(view: Uint8Array): number {
-  const buffer = view.buffer;
+function bufferAddress(buffer: ArrayBufferLike): number {
+  if (buffer === lastBuffer) return lastAddress;
   let base = bufferAddresses.get(buffer);
   if (base === undefined) {
     base = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(buffer))));
     bufferAddresses.set(buffer, base);
   }
-  return base + view.byteOffset;
+  lastBuffer = buffer;
+  lastAddress = base;
+  return base;
+}
+
+/**
+ * Pieces of memory for {@link DiskImage.readSpans} and {@link DiskImage.writeSpans}: span `i` is
+ * `lengths[i]` bytes at byte `offsets[i]` of `buffers[i]`, for `i` below `count` (devices/'
+ * `RamSpans` is one).
+ */
+export interface BufferSpans {
+  /** How many spans (the arrays may be longer). */
+  readonly count: number;
+  /** Each span's buffer. */
+  readonly buffers: readonly ArrayBufferLike[];
+  /** Each span's first byte in its buffer. */
+  readonly offsets: readonly number[];
+  /** Each span's length. */
+  readonly lengths: readonly number[];
+}
+
+/** Views as spans, for the view-taking calls. */
+function viewSpans(views: readonly Uint8Array[]): BufferSpans {
+  return {
+    count: views.length,
+    buffers: views.map((v) => v.buffer),
+    offsets: views.map((v) => v.byteOffset),
+    lengths: views.map((v) => v.length),
+  };
 }
 
 /** QEMU's byte of "uses permission i": 100 + i (`RAW_LOCK_PERM_BASE`). */
@@ -328,7 +359,7 @@ export class DiskImage implements Disposable {
    * ```
    */
   readv(into: readonly Uint8Array[], offset: number | bigint): number {
-    return this.#transferv("preadv", into, offset);
+    return this.#transferv("preadv", viewSpans(into), offset);
   }
 
   /**
@@ -339,6 +370,43 @@ export class DiskImage implements Disposable {
    * @throws {KvmError} with op `"pwritev"` or `"pwrite"` (EBADF: opened read-only; ENOSPC, EIO).
    */
   writev(from: readonly Uint8Array[], offset: number | bigint): number {
+    return this.#transferv("pwritev", viewSpans(from), offset);
+  }
+
+  /**
+   * {@link readv} of spans of memory instead of views: the iovecs come straight from `into`, with
+   * no object per piece (virtio-blk's data in guest RAM).
+   *
+   * @throws {RangeError} when the range is not inside the image.
+   * @throws {KvmError} with op `"preadv"` or `"pread"` (EIO).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { DiskImage } from "./mod.ts";
+   * const path = Deno.makeTempFileSync({ suffix: ".img" });
+   * Deno.writeFileSync(path, new Uint8Array(4096).map((_, i) => i & 0xff));
+   * {
+   *   using disk = DiskImage.open(path, { lock: false });
+   *   const ram = new ArrayBuffer(16);
+   *   const spans = { count: 2, buffers: [ram, ram], offsets: [8, 0], lengths: [3, 2] };
+   *   assert.equal(disk.readSpans(spans, 10n), 5);
+   *   assert.deepEqual([...new Uint8Array(ram, 8, 3), ...new Uint8Array(ram, 0, 2)], [10, 11, 12, 13, 14]);
+   * }
+   * Deno.removeSync(path);
+   * ```
+   */
+  readSpans(into: BufferSpans, offset: number | bigint): number {
+    return this.#transferv("preadv", into, offset);
+  }
+
+  /**
+   * {@link writev} of spans of memory instead of views.
+   *
+   * @throws {RangeError} when the range is not inside the image.
+   * @throws {KvmError} with op `"pwritev"` or `"pwrite"` (EBADF: opened read-only; ENOSPC, EIO).
+   */
+  writeSpans(from: BufferSpans, offset: number | bigint): number {
     return this.#transferv("pwritev", from, offset);
   }
 
@@ -366,12 +434,13 @@ export class DiskImage implements Disposable {
     this.close();
   }
 
-  /** preadv/pwritev of up to IOV_MAX buffers a call; a short transfer is finished buffer by buffer. */
-  #transferv(op: "preadv" | "pwritev", buffers: readonly Uint8Array[], offset: number | bigint): number {
+  /** preadv/pwritev of up to IOV_MAX spans a call; a short transfer is finished span by span. */
+  #transferv(op: "preadv" | "pwritev", spans: BufferSpans, offset: number | bigint): number {
     const fd = this.#open();
     const start = toOffset(offset, `${op} offset`);
+    const { count: spanCount, buffers, offsets, lengths } = spans;
     let total = 0;
-    for (let i = 0; i < buffers.length; i++) total += buffers[i].length;
+    for (let i = 0; i < spanCount; i++) total += lengths[i];
     if (start + BigInt(total) > this.size) {
       throw new RangeError(
         `${op} of ${total} bytes at ${start} is outside disk image ${this.path} (${this.size} bytes)`,
@@ -382,17 +451,18 @@ export class DiskImage implements Disposable {
     const words = iovScratch;
     const iov = new Uint8Array(words.buffer);
     let at = start;
-    for (let first = 0; first < buffers.length; first += IOV_MAX) {
-      const count = Math.min(IOV_MAX, buffers.length - first);
+    for (let first = 0; first < spanCount; first += IOV_MAX) {
+      const count = Math.min(IOV_MAX, spanCount - first);
       let length = 0;
       for (let i = 0; i < count; i++) {
-        const b = buffers[first + i];
-        const address = hostAddress(b);
+        const k = first + i;
+        const address = bufferAddress(buffers[k]) + offsets[k];
+        const n = lengths[k];
         words[4 * i] = address >>> 0; // iov_base, little-endian halves
         words[4 * i + 1] = address / 0x1_0000_0000 >>> 0;
-        words[4 * i + 2] = b.length >>> 0; // iov_len, the same (a view may pass 4 GiB)
-        words[4 * i + 3] = b.length / 0x1_0000_0000 >>> 0;
-        length += b.length;
+        words[4 * i + 2] = n >>> 0; // iov_len, the same (a span may pass 4 GiB)
+        words[4 * i + 3] = n / 0x1_0000_0000 >>> 0;
+        length += n;
       }
       const result = op === "preadv"
         ? retryOnEintr(() => libc().preadv64(fd, iov, count, at))
@@ -407,14 +477,21 @@ export class DiskImage implements Disposable {
         at += BigInt(length);
         continue;
       }
-      // A short transfer (rare on a regular file): the rest buffer by buffer, which loops and reports.
+      // A short transfer (rare on a regular file): the rest span by span, which loops and reports.
       let skip = result;
       for (let i = 0; i < count; i++) {
-        const b = buffers[first + i];
-        const rest = skip >= b.length ? 0 : b.length - skip;
-        if (rest > 0) this.#transfer(single, b.subarray(b.length - rest), at + BigInt(b.length - rest));
-        skip = Math.max(0, skip - b.length);
-        at += BigInt(b.length);
+        const k = first + i;
+        const n = lengths[k];
+        const rest = skip >= n ? 0 : n - skip;
+        if (rest > 0) {
+          this.#transfer(
+            single,
+            new Uint8Array(buffers[k], offsets[k] + n - rest, rest),
+            at + BigInt(n - rest),
+          );
+        }
+        skip = Math.max(0, skip - n);
+        at += BigInt(n);
       }
     }
     return total;

@@ -80,7 +80,7 @@ Deno.test("DiskImage: reads into and writes from guest memory without a bounce b
   }
 });
 
-Deno.test("DiskImage: readv and writev move each view's own bytes, whatever buffer or offset it has", () => {
+Deno.test("DiskImage: readv and writev (and readSpans, writeSpans) move each piece's own bytes, whatever buffer or offset", () => {
   // Views at odd offsets of guest RAM (an mmap), of a SharedArrayBuffer, and of small and large heap
   // arrays (V8 keeps arrays of up to 64 bytes inside its heap until their buffer is asked for), in
   // groups past IOV_MAX (1024): the host address of each must be its own, though addresses are
@@ -117,7 +117,15 @@ Deno.test("DiskImage: readv and writev move each view's own bytes, whatever buff
           const offset = Math.min(at, size - total);
           let k = seed;
           for (const v of views) for (let i = 0; i < v.length; i++) v[i] = k++ & 0xff;
-          assert.equal(disk.writev(views, BigInt(offset)), total);
+          // The same pieces as spans of their buffers, for every other run.
+          const spans = {
+            count: views.length,
+            buffers: views.map((v) => v.buffer),
+            offsets: views.map((v) => v.byteOffset),
+            lengths: views.map((v) => v.length),
+          };
+          const asSpans = seed % 2 === 1;
+          assert.equal(asSpans ? disk.writeSpans(spans, offset) : disk.writev(views, BigInt(offset)), total);
           let o = offset;
           for (const v of views) {
             model.set(v, o);
@@ -127,7 +135,10 @@ Deno.test("DiskImage: readv and writev move each view's own bytes, whatever buff
           disk.read(all, 0n);
           assert.deepEqual(all, model);
           for (const v of views) v.fill(0);
-          assert.equal(disk.readv(views, BigInt(offset)), total);
+          assert.equal(
+            asSpans ? disk.readSpans(spans, BigInt(offset)) : disk.readv(views, BigInt(offset)),
+            total,
+          );
           o = offset;
           for (const v of views) {
             assert.deepEqual(v, model.subarray(o, o + v.length));

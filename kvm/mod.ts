@@ -86,6 +86,7 @@ export {
   VIRTIO_NET_HDR_SIZE,
 } from "./tap.ts";
 export {
+  type BufferSpans,
   DiskImage,
   type DiskImageOptions,
   F_OFD_GETLK,

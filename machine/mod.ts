@@ -359,6 +359,7 @@ export type {
   DescriptorChain,
   GuestMemory as VirtioGuestMemory,
   GuestMemoryCache as VirtioGuestMemoryCache,
+  RamSpans,
   VirtioDevice,
   VirtioDeviceModel,
   VirtioNet,

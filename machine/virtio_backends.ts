@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { BlockBacking, VirtioNet } from "../devices/virtio/mod.ts";
+import type { BlockBacking, RamSpans, VirtioNet } from "../devices/virtio/mod.ts";
 import { VIRTIO_NET_MAX_FRAME } from "../devices/virtio/virtio_net_frame.ts";
 import type { DiskImage } from "../kvm/disk_image.ts";
 import { getRandom } from "../kvm/get_random.ts";
@@ -74,6 +74,16 @@ export class DiskBlockBacking implements BlockBacking {
   /** pwritev. */
   writev(offset: bigint, from: readonly Uint8Array[]): void {
     this.#image.writev(from, offset);
+  }
+
+  /** preadv straight into spans of guest RAM (no view per page). */
+  readSpans(offset: bigint, into: RamSpans): void {
+    this.#image.readSpans(into, offset);
+  }
+
+  /** pwritev straight from spans of guest RAM. */
+  writeSpans(offset: bigint, from: RamSpans): void {
+    this.#image.writeSpans(from, offset);
   }
 
   /** fdatasync. */

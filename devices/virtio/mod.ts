@@ -25,6 +25,7 @@ export {
 export {
   type ChainPiece,
   DescriptorChain,
+  RamSpans,
   VIRTIO_NO_VECTOR,
   VirtioProtocolError,
   VIRTQ_AVAIL_F_NO_INTERRUPT,

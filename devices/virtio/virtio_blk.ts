@@ -20,7 +20,7 @@
 
 import type { VirtioDevice, VirtioDeviceModel } from "./virtio_device.ts";
 import type { StateObject, StateReader } from "../device_state.ts";
-import { type DescriptorChain, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
+import { type DescriptorChain, RamSpans, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
 
 /** Virtio device ID of a block device. */
 export const VIRTIO_ID_BLOCK = 2;
@@ -97,6 +97,14 @@ export interface BlockBacking {
   readv?(offset: bigint, into: readonly Uint8Array[]): void;
   /** Writes `from`, one buffer after the other, at byte `offset` (pwritev). Absent: one {@link write} per buffer. */
   writev?(offset: bigint, from: readonly Uint8Array[]): void;
+  /**
+   * Fills the spans of guest RAM `into`, one after the other, from byte `offset` (preadv with the
+   * spans as iovecs): a request whose data lies wholly in guest RAM, without a view per page.
+   * Absent: {@link readv} over views.
+   */
+  readSpans?(offset: bigint, into: RamSpans): void;
+  /** Writes the spans of guest RAM `from`, one after the other, at byte `offset` (pwritev). Absent: {@link writev}. */
+  writeSpans?(offset: bigint, from: RamSpans): void;
 }
 
 /** Options of {@link VirtioBlk}. */
@@ -153,6 +161,8 @@ export class VirtioBlk implements VirtioDeviceModel {
    * 3.7 ms per MiB against 0.1 ms for the pread into a reused buffer.
    */
   readonly #chunk = new Uint8Array(CHUNK);
+  /** A request's data as spans of guest RAM, reused (for a backing with readSpans/writeSpans). */
+  readonly #spans = new RamSpans();
   /** Views of guest RAM gathered for one readv/writev, reused. */
   readonly #batch: Uint8Array[] = [];
   /** A request's header and status byte, reused: nothing per request but what the guest asks for. */
@@ -272,7 +282,8 @@ export class VirtioBlk implements VirtioDeviceModel {
   /**
    * QEMU's `virtio_blk_sect_range_ok`, then the data: in place where a buffer is one piece of guest
    * RAM the memory gives a view of (consecutive ones gathered into one readv/writev, as QEMU's
-   * `address_space_map` and preadv do), through the bounce buffer otherwise.
+   * `address_space_map` and preadv do; as spans when the backing takes them and every buffer lies
+   * in a cache of RAM), through the bounce buffer otherwise.
    */
   #transfer(chain: DescriptorChain, sector: bigint, length: number, isWrite: boolean): number {
     if (length % VIRTIO_BLK_SECTOR_SIZE !== 0 || length > MAX_REQUEST_BYTES) return VirtioBlkStatus.IOERR;
@@ -283,6 +294,16 @@ export class VirtioBlk implements VirtioDeviceModel {
     // A write's data follows the 16-byte header in the readable part; a read's fills the writable
     // part from its start (the status byte after it is not data).
     const skip = isWrite ? 16 : 0;
+    const b = this.#backing;
+    // All of it in guest RAM the queue holds caches of (the usual case): one call, no view per page.
+    if (
+      length > 0 && (isWrite ? b.writeSpans : b.readSpans) !== undefined &&
+      chain.gather(!isWrite, skip, length, this.#spans)
+    ) {
+      if (isWrite) b.writeSpans!(base, this.#spans);
+      else b.readSpans!(base, this.#spans);
+      return VirtioBlkStatus.OK;
+    }
     const batch = this.#batch;
     let batchAt = 0; // where the batch starts, in bytes of the transfer
     try {

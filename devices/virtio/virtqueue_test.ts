@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ByteRam, DriverQueue, viewBacking, ViewRam } from "./_test_util.ts";
 import {
-  type DescriptorChain,
+  DescriptorChain,
+  RamSpans,
   VirtioProtocolError,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
@@ -739,6 +740,87 @@ Deno.test("Virtqueue with caches: RAM removed under the rings or under a taken c
     assert.deepEqual(t.ram.bytes, before);
     assert.equal(t.ram.mmio, 0);
   }
+});
+
+/** The bytes `spans` cover, in order. */
+function spanBytes(spans: RamSpans): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < spans.count; i++) {
+    out.push(...new Uint8Array(spans.buffers[i], spans.offsets[i], spans.lengths[i]));
+  }
+  return out;
+}
+
+/** The bytes of `chain`'s part that `pieces` gives views of, in order (null: a piece had none). */
+function pieceBytes(
+  chain: DescriptorChain,
+  writable: boolean,
+  offset: number,
+  length: number,
+): number[] | null {
+  const pieces = chain.pieces(writable, offset, length);
+  return pieces.some((p) => p.view === null) ? null : pieces.flatMap((p) => [...p.view!]);
+}
+
+Deno.test("DescriptorChain.gather: the same bytes as pieces, as spans of RAM, adjacent buffers merged", () => {
+  using t = cachedSetup();
+  // A fourth buffer right after the third: one span for both.
+  t.driver.setDesc(DESC, 2, { addr: 0xa000n, len: 8, flags: W | N, next: 3 });
+  t.driver.setDesc(DESC, 3, { addr: 0xa008n, len: 8, flags: W, next: 0 });
+  for (const at of [DATA, 0x9000, 0xa000]) for (let i = at; i < at + 0x10; i++) t.ram.bytes[i] = i * 7;
+  t.driver.offer(0);
+  const chain = t.q.pop()!;
+  const spans = new RamSpans();
+  for (
+    const [writable, offset, length] of [[true, 0, 24], [true, 3, 10], [true, 8, 16], [false, 1, 3]] as const
+  ) {
+    assert.equal(chain.gather(writable, offset, length, spans), true, `${writable} ${offset} ${length}`);
+    assert.equal(spans.total, length);
+    assert.deepEqual(spanBytes(spans), pieceBytes(chain, writable, offset, length));
+  }
+  assert.equal(chain.gather(true, 0, 24, spans), true);
+  assert.deepEqual(
+    spans.lengths.slice(0, spans.count),
+    [8, 16],
+    "0x9000 alone, then 0xa000 and 0xa008 as one",
+  );
+  // Writes through the spans land in guest RAM.
+  new Uint8Array(spans.buffers[1], spans.offsets[1], 16).fill(0x5a);
+  assert.deepEqual([...t.ram.bytes.subarray(0xa000, 0xa010)], Array(16).fill(0x5a));
+  assert.equal(t.ram.checked, 0);
+});
+
+Deno.test("DescriptorChain.gather: false and no spans when a buffer has no cache or its RAM went away", () => {
+  {
+    using t = cachedSetup();
+    t.driver.offer(0);
+    const chain = t.q.pop()!;
+    t.ram.region.setEnabled(false);
+    const spans = new RamSpans();
+    spans.add(new ArrayBuffer(8), 0, 8);
+    assert.equal(chain.gather(true, 0, 16, spans), false);
+    assert.equal(spans.count, 0);
+    assert.equal(spans.total, 0);
+  }
+  {
+    // A chain made by hand over memory without caches.
+    const ram = new ByteRam(0x1000);
+    const chain = new DescriptorChain(ram, 0, [], [{ addr: 0x10n, len: 8 }]);
+    assert.equal(chain.gather(true, 0, 8, new RamSpans()), false);
+  }
+});
+
+Deno.test("DescriptorChain.gather: a writable span marks its pages dirty while logging; a readable one does not", () => {
+  using t = cachedSetup();
+  t.ram.region.setLog(true, DirtyLogClient.MIGRATION); // a new flat view: the chain's caches come after
+  t.driver.offer(0);
+  const chain = t.q.pop()!;
+  t.ram.region.takeDirtyPages();
+  const spans = new RamSpans();
+  assert.equal(chain.gather(false, 0, 4, spans), true);
+  assert.deepEqual(t.ram.region.takeDirtyPages(), []);
+  assert.equal(chain.gather(true, 0, 16, spans), true);
+  assert.deepEqual(t.ram.region.takeDirtyPages(), [0x9000n, 0xa000n]);
 });
 
 Deno.test("Virtqueue with caches: every device write through a cache marks its page dirty while logging", () => {
