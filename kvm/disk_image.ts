@@ -440,7 +440,18 @@ export class DiskImage implements Disposable {
     const start = toOffset(offset, `${op} offset`);
     const { count: spanCount, buffers, offsets, lengths } = spans;
     let total = 0;
-    for (let i = 0; i < spanCount; i++) total += lengths[i];
+    for (let i = 0; i < spanCount; i++) {
+      // The kernel would take any address: a span must lie inside its buffer.
+      const o = offsets[i];
+      const n = lengths[i];
+      if (
+        !Number.isSafeInteger(o) || !Number.isSafeInteger(n) || o < 0 || n < 0 ||
+        o + n > buffers[i].byteLength
+      ) {
+        throw new RangeError(`${op}: span ${i} (${n} bytes at ${o}) is not inside its buffer`);
+      }
+      total += n;
+    }
     if (start + BigInt(total) > this.size) {
       throw new RangeError(
         `${op} of ${total} bytes at ${start} is outside disk image ${this.path} (${this.size} bytes)`,

@@ -393,3 +393,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test("DiskImage: a span that is not inside its buffer is refused by number, and nothing moves", () => {
+  const path = tempImage(4096);
+  try {
+    using disk = DiskImage.open(path, { lock: false });
+    disk.write(new Uint8Array(4096).fill(0x33), 0n);
+    const ram = new ArrayBuffer(64);
+    const bad: [number, number, string][] = [
+      [60, 8, "8 bytes at 60"],
+      [-1, 4, "4 bytes at -1"],
+      [0, 1.5, "1.5 bytes at 0"],
+      [Number.MAX_SAFE_INTEGER + 1, 1, `1 bytes at ${Number.MAX_SAFE_INTEGER + 1}`],
+    ];
+    for (const [offset, length, text] of bad) {
+      // A good span first: the bad one is found before any system call.
+      const spans = { count: 2, buffers: [ram, ram], offsets: [0, offset], lengths: [4, length] };
+      assert.throws(
+        () => disk.readSpans(spans, 0n),
+        new RangeError(`preadv: span 1 (${text}) is not inside its buffer`),
+      );
+      assert.throws(() => disk.writeSpans(spans, 0n), RangeError);
+    }
+    assert.deepEqual(new Uint8Array(ram), new Uint8Array(64), "nothing read");
+    const back = new Uint8Array(4096);
+    disk.read(back, 0n);
+    assert.deepEqual(back, new Uint8Array(4096).fill(0x33), "nothing written");
+  } finally {
+    Deno.removeSync(path);
+  }
+});
