@@ -48,23 +48,17 @@ let iovScratch: Uint32Array | undefined;
 
 /** Host addresses of ArrayBuffers' data, looked up once a buffer: the data of a buffer never moves. */
 const bufferAddresses = new WeakMap<ArrayBufferLike, number>();
-/** The buffer looked up last, and its address: a request's pieces nearly always share one. */
-let lastBuffer: ArrayBufferLike | undefined;
-let lastAddress = 0;
 
 /**
  * The host address of a buffer's first byte, without an FFI call per piece: guest RAM's pieces
  * all share one mapping's buffer, and a request may carry hundreds of them.
  */
 function bufferAddress(buffer: ArrayBufferLike): number {
-  if (buffer === lastBuffer) return lastAddress;
   let base = bufferAddresses.get(buffer);
   if (base === undefined) {
     base = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(buffer))));
     bufferAddresses.set(buffer, base);
   }
-  lastBuffer = buffer;
-  lastAddress = base;
   return base;
 }
 
@@ -462,12 +456,19 @@ export class DiskImage implements Disposable {
     const words = iovScratch;
     const iov = new Uint8Array(words.buffer);
     let at = start;
+    // A request's spans nearly always share one buffer: its address is looked up when the buffer changes.
+    let lastBuffer: ArrayBufferLike | undefined;
+    let lastAddress = 0;
     for (let first = 0; first < spanCount; first += IOV_MAX) {
       const count = Math.min(IOV_MAX, spanCount - first);
       let length = 0;
       for (let i = 0; i < count; i++) {
         const k = first + i;
-        const address = bufferAddress(buffers[k]) + offsets[k];
+        if (buffers[k] !== lastBuffer) {
+          lastBuffer = buffers[k];
+          lastAddress = bufferAddress(lastBuffer);
+        }
+        const address = lastAddress + offsets[k];
         const n = lengths[k];
         words[4 * i] = address >>> 0; // iov_base, little-endian halves
         words[4 * i + 1] = address / 0x1_0000_0000 >>> 0;
