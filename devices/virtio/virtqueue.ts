@@ -131,31 +131,65 @@ export class RamSpans {
 
 /** 2^53: a buffer that ends at or below it has an exact number for an address. */
 const EXACT = 2 ** 53;
-const EXACT_BIG = 1n << 53n;
 /** Copies of at most this many bytes go byte by byte (cheaper than making views for `set`). */
 const SMALL_COPY = 16;
 
 /**
- * One buffer of a chain as the queue keeps it: the address as a number when the buffer ends at or
- * below 2^53 (a bigint otherwise, checked on every use), and the cache of guest RAM it lies in, if
- * the memory gave one (then the address is a number).
+ * A chain's buffers as the queue keeps them, in parallel arrays (no object per buffer: a 1 MiB
+ * request has 256): buffer `i` is `lens[i]` bytes at guest address `addrs[i]` when every byte's
+ * address is exact as a number (it ends at or below 2^53), NaN there and the bigint in `big`
+ * otherwise; `caches[i]` is the cache of guest RAM it lies in, or null (then the address is checked
+ * at every use). The queue reuses one store from chain to chain: {@link Virtqueue.push} and
+ * {@link Virtqueue.unpop} give the chain's back.
  */
-class ChainBuffer {
-  constructor(
-    readonly addr: number | bigint,
-    readonly len: number,
-    readonly cache: GuestMemoryCache | null,
-  ) {}
+class ChainStore {
+  addrs: Float64Array;
+  lens: Uint32Array;
+  caches: (GuestMemoryCache | null)[];
+  big: Map<number, bigint> | null = null;
+
+  constructor(capacity: number) {
+    this.addrs = new Float64Array(capacity);
+    this.lens = new Uint32Array(capacity);
+    this.caches = new Array<GuestMemoryCache | null>(capacity).fill(null);
+  }
+
+  /** Doubles the capacity, keeping the first `count` buffers. */
+  grow(count: number): void {
+    const capacity = Math.max(16, 2 * this.lens.length);
+    const addrs = new Float64Array(capacity);
+    addrs.set(this.addrs.subarray(0, count));
+    const lens = new Uint32Array(capacity);
+    lens.set(this.lens.subarray(0, count));
+    const caches = new Array<GuestMemoryCache | null>(capacity).fill(null);
+    for (let i = 0; i < count; i++) caches[i] = this.caches[i];
+    this.addrs = addrs;
+    this.lens = lens;
+    this.caches = caches;
+  }
+
+  /** Stores buffer `i`: `len` bytes at `addr`, in `cache` (or null). */
+  set(i: number, addr: number | bigint, len: number, cache: GuestMemoryCache | null): void {
+    if (i === this.lens.length) this.grow(i);
+    if (typeof addr === "number" && addr <= EXACT - len) {
+      this.addrs[i] = addr;
+    } else {
+      this.addrs[i] = NaN;
+      (this.big ??= new Map()).set(i, BigInt(addr));
+    }
+    this.lens[i] = len;
+    this.caches[i] = cache;
+  }
+
+  /** The guest address `skip` bytes into buffer `i`. */
+  address(i: number, skip: number): bigint {
+    const a = this.addrs[i];
+    return a === a ? BigInt(a + skip) : this.big!.get(i)! + BigInt(skip);
+  }
 }
 
-function toVirtqBuffer(b: ChainBuffer): VirtqBuffer {
-  return { addr: BigInt(b.addr), len: b.len };
-}
-
-/** The guest address `skip` bytes into `b`. */
-function bufferAddress(b: ChainBuffer, skip: number): bigint {
-  return typeof b.addr === "number" ? BigInt(b.addr + skip) : b.addr + BigInt(skip);
-}
+/** The store of a released chain: it holds nothing. */
+const RELEASED = new ChainStore(0);
 
 const NO_BUFFERS: VirtqBuffer[] = [];
 
@@ -163,11 +197,15 @@ const NO_BUFFERS: VirtqBuffer[] = [];
 let newChain: (
   memory: GuestMemory,
   head: number,
-  buffers: ChainBuffer[],
+  store: ChainStore,
+  count: number,
   readCount: number,
   readableLength: number,
   writableLength: number,
 ) => DescriptorChain;
+
+/** Takes a chain's store away (the chain then holds nothing); set by the class's static block. */
+let releaseChain: (chain: DescriptorChain) => ChainStore;
 
 /**
  * A descriptor chain taken from the available ring: its device-readable buffers, then its
@@ -192,9 +230,10 @@ export class DescriptorChain {
   /** Index of the head descriptor (the id the used ring reports). */
   readonly head: number;
   readonly #memory: GuestMemory;
-  /** The buffers, device-readable ones first. */
-  #buffers: ChainBuffer[];
-  /** How many of {@link #buffers} are device-readable. */
+  /** The buffers, device-readable ones first: `#count` of them in `#store`. */
+  #store: ChainStore;
+  #count: number;
+  /** How many of the buffers are device-readable. */
   #readCount: number;
   #readableLength: number;
   #writableLength: number;
@@ -203,38 +242,54 @@ export class DescriptorChain {
   constructor(memory: GuestMemory, head: number, readable: VirtqBuffer[], writable: VirtqBuffer[]) {
     this.#memory = memory;
     this.head = head;
-    this.#buffers = [];
+    const count = readable.length + writable.length;
+    this.#store = count === 0 ? RELEASED : new ChainStore(count);
+    this.#count = count;
     this.#readCount = readable.length;
     this.#readableLength = this.#writableLength = 0;
-    for (const b of readable) this.#add(b), this.#readableLength += b.len;
-    for (const b of writable) this.#add(b), this.#writableLength += b.len;
-  }
-
-  #add(b: VirtqBuffer): void {
-    this.#buffers.push(
-      new ChainBuffer(b.addr + BigInt(b.len) <= EXACT_BIG ? Number(b.addr) : b.addr, b.len, null),
-    );
+    let i = 0;
+    for (const b of readable) this.#store.set(i++, b.addr, b.len, null), this.#readableLength += b.len;
+    for (const b of writable) this.#store.set(i++, b.addr, b.len, null), this.#writableLength += b.len;
   }
 
   static {
-    newChain = (memory, head, buffers, readCount, readableLength, writableLength) => {
+    newChain = (memory, head, store, count, readCount, readableLength, writableLength) => {
       const chain = new DescriptorChain(memory, head, NO_BUFFERS, NO_BUFFERS);
-      chain.#buffers = buffers;
+      chain.#store = store;
+      chain.#count = count;
       chain.#readCount = readCount;
       chain.#readableLength = readableLength;
       chain.#writableLength = writableLength;
       return chain;
     };
+    releaseChain = (chain) => {
+      const store = chain.#store;
+      chain.#store = RELEASED;
+      chain.#count =
+        chain.#readCount =
+        chain.#readableLength =
+        chain.#writableLength =
+          0;
+      return store;
+    };
+  }
+
+  #buffersOf(first: number, end: number): VirtqBuffer[] {
+    const list: VirtqBuffer[] = [];
+    for (let i = first; i < end; i++) {
+      list.push({ addr: this.#store.address(i, 0), len: this.#store.lens[i] });
+    }
+    return list;
   }
 
   /** Device-readable buffers, in order (made on each call). */
   get readable(): readonly VirtqBuffer[] {
-    return this.#buffers.slice(0, this.#readCount).map(toVirtqBuffer);
+    return this.#buffersOf(0, this.#readCount);
   }
 
   /** Device-writable buffers, in order (made on each call). */
   get writable(): readonly VirtqBuffer[] {
-    return this.#buffers.slice(this.#readCount).map(toVirtqBuffer);
+    return this.#buffersOf(this.#readCount, this.#count);
   }
 
   /** Sum of the readable lengths (0 exactly when there is no readable buffer: none is empty). */
@@ -254,7 +309,7 @@ export class DescriptorChain {
    * @throws {VirtioProtocolError} if guest RAM under a buffer went away since the chain was taken.
    */
   read(offset: number, into: Uint8Array): number {
-    return this.#copy(0, this.#readCount, offset, into, false);
+    return this.#copy(false, offset, into);
   }
 
   /**
@@ -264,7 +319,7 @@ export class DescriptorChain {
    * @throws {VirtioProtocolError} if guest RAM under a buffer went away since the chain was taken.
    */
   write(offset: number, from: Uint8Array): number {
-    return this.#copy(this.#readCount, this.#buffers.length, offset, from, true);
+    return this.#copy(true, offset, from);
   }
 
   /**
@@ -292,30 +347,31 @@ export class DescriptorChain {
   pieces(writable: boolean, offset: number, length: number): ChainPiece[] {
     const pieces: ChainPiece[] = [];
     const memory = this.#memory;
-    const buffers = this.#buffers;
-    const end = writable ? buffers.length : this.#readCount;
+    const store = this.#store;
+    const { lens, caches, addrs } = store;
+    const end = writable ? this.#count : this.#readCount;
     let skip = offset;
     let at = 0;
     let left = length;
     for (let i = writable ? this.#readCount : 0; i < end && left > 0; i++) {
-      const buffer = buffers[i];
-      if (skip >= buffer.len) {
-        skip -= buffer.len;
-        at += buffer.len;
+      const len = lens[i];
+      if (skip >= len) {
+        skip -= len;
+        at += len;
         continue;
       }
-      const n = Math.min(buffer.len - skip, left);
-      const cache = buffer.cache;
+      const n = Math.min(len - skip, left);
+      const cache = caches[i];
       let view: Uint8Array | null = null;
       if (cache !== null && cache.valid()) {
-        const from = (buffer.addr as number) - cache.start + skip;
+        const from = addrs[i] - cache.start + skip;
         view = cache.bytes.subarray(from, from + n);
         if (writable) cache.wrote(from, n);
       } else if (memory.map !== undefined) {
-        view = memory.map(bufferAddress(buffer, skip), n, writable);
+        view = memory.map(store.address(i, skip), n, writable);
       }
       pieces.push({ offset: at + skip, length: n, view });
-      at += buffer.len;
+      at += len;
       left -= n;
       skip = 0;
     }
@@ -341,28 +397,31 @@ export class DescriptorChain {
    */
   gather(writable: boolean, offset: number, length: number, spans: RamSpans): boolean {
     spans.clear();
-    const buffers = this.#buffers;
-    const end = writable ? buffers.length : this.#readCount;
+    const { lens, caches, addrs } = this.#store;
+    const end = writable ? this.#count : this.#readCount;
     let checked: GuestMemoryCache | null = null;
+    let buffer: ArrayBufferLike | null = null;
+    let base = 0; // a guest address's byte offset in `buffer`, less the address
     let skip = offset;
     let left = length;
     for (let i = writable ? this.#readCount : 0; i < end && left > 0; i++) {
-      const buffer = buffers[i];
-      if (skip >= buffer.len) {
-        skip -= buffer.len;
+      const len = lens[i];
+      if (skip >= len) {
+        skip -= len;
         continue;
       }
-      const cache = buffer.cache;
+      const cache = caches[i];
       if (cache === null) break;
       if (cache !== checked) {
         if (!cache.valid()) break;
         checked = cache;
+        buffer = cache.bytes.buffer;
+        base = cache.bytes.byteOffset - cache.start;
       }
-      const n = Math.min(buffer.len - skip, left);
-      const from = (buffer.addr as number) - cache.start + skip;
-      const bytes = cache.bytes;
-      spans.add(bytes.buffer, bytes.byteOffset + from, n);
-      if (writable) cache.wrote(from, n);
+      const n = Math.min(len - skip, left);
+      const addr = addrs[i] + skip;
+      spans.add(buffer!, base + addr, n);
+      if (writable) cache.wrote(addr - cache.start, n);
       left -= n;
       skip = 0;
     }
@@ -371,21 +430,32 @@ export class DescriptorChain {
     return false;
   }
 
-  /** Copies between `data` and buffers `[first, end)` from byte `offset` of them. */
-  #copy(first: number, end: number, offset: number, data: Uint8Array, isWrite: boolean): number {
-    const buffers = this.#buffers;
-    let done = 0;
+  /**
+   * Copies between `data` and the writable part (`isWrite`) or the readable one, from byte `offset`
+   * of it. The buffer holding `offset` is found from the part's nearer end: a status byte is last.
+   */
+  #copy(isWrite: boolean, offset: number, data: Uint8Array): number {
+    const store = this.#store;
+    const { lens, caches, addrs } = store;
+    const first = isWrite ? this.#readCount : 0;
+    const end = isWrite ? this.#count : this.#readCount;
+    const partLength = isWrite ? this.#writableLength : this.#readableLength;
+    if (offset >= partLength || data.length === 0) return 0;
+    let i = first;
     let skip = offset;
-    for (let i = first; i < end && done < data.length; i++) {
-      const buffer = buffers[i];
-      if (skip >= buffer.len) {
-        skip -= buffer.len;
-        continue;
-      }
-      const n = Math.min(buffer.len - skip, data.length - done);
-      const cache = buffer.cache;
+    if (offset > partLength / 2) {
+      let start = partLength; // where buffer i starts, from the end
+      for (i = end; start > offset;) start -= lens[--i];
+      skip = offset - start;
+    } else {
+      while (skip >= lens[i]) skip -= lens[i++];
+    }
+    let done = 0;
+    for (; i < end && done < data.length; i++) {
+      const n = Math.min(lens[i] - skip, data.length - done);
+      const cache = caches[i];
       if (cache !== null && cache.valid()) {
-        const at = (buffer.addr as number) - cache.start + skip;
+        const at = addrs[i] - cache.start + skip;
         const bytes = cache.bytes;
         if (n <= SMALL_COPY) {
           // A header or a status byte: a loop costs less than the views set() needs.
@@ -398,7 +468,7 @@ export class DescriptorChain {
         }
         if (isWrite) cache.wrote(at, n);
       } else {
-        const addr = bufferAddress(buffer, skip);
+        const addr = store.address(i, skip);
         const piece = data.subarray(done, done + n);
         const ok = isWrite ? this.#memory.write(addr, piece) : this.#memory.read(addr, piece);
         if (!ok) throw new VirtioProtocolError(`buffer at 0x${addr.toString(16)} is no longer guest RAM`);
@@ -477,7 +547,9 @@ export class Virtqueue implements Snapshottable {
   #dataCache: GuestMemoryCache | null = null;
   // The descriptor #loadDesc read last, and the table it reads from: a cache's DataView and the
   // table's offset in it, or (#table null) the table's guest address, read through the checks.
-  #dAddr: number | bigint = 0;
+  // #dAddr is NaN when the address is 2^53 or more; #dBig holds it then.
+  #dAddr = 0;
+  #dBig = 0n;
   #dLen = 0;
   #dFlags = 0;
   #dNext = 0;
@@ -492,6 +564,8 @@ export class Virtqueue implements Snapshottable {
   #signalledUsed = 0;
   #signalledValid = false;
   #lastPopped: DescriptorChain | null = null;
+  /** A chain store given back by push or unpop, for the next walk. */
+  #spare: ChainStore | null = null;
 
   /**
    * A queue of at most `maxSize` entries (a power of two up to 32768), reading the rings through
@@ -742,7 +816,9 @@ export class Virtqueue implements Snapshottable {
   }
 
   #walk(head: number, cached: boolean): DescriptorChain {
-    const buffers: ChainBuffer[] = [];
+    const store = this.#spare ?? new ChainStore(16);
+    this.#spare = null;
+    store.big = null;
     let readCount = 0;
     let readable = 0;
     let writable = 0;
@@ -763,7 +839,7 @@ export class Virtqueue implements Snapshottable {
         );
       }
       const len = this.#dLen;
-      const addr = this.#dAddr;
+      const addr = this.#descAddress();
       if (len === 0 || len % DESC_SIZE !== 0) {
         throw new VirtioProtocolError(
           `queue ${this.index}: indirect table of ${len} bytes is not a non-empty multiple of 16`,
@@ -786,6 +862,9 @@ export class Virtqueue implements Snapshottable {
       inIndirect = true;
       this.#loadDesc(0, "indirect table");
     }
+    // The cache the last buffer lay in, once checked valid in this walk (the map cannot change
+    // during it): most buffers of a request lie in it, and then cost a few comparisons.
+    let known: GuestMemoryCache | null = null;
     let count = 0;
     for (;;) {
       const flags = this.#dFlags;
@@ -800,13 +879,21 @@ export class Virtqueue implements Snapshottable {
       }
       if (len === 0) throw new VirtioProtocolError(`queue ${this.index}: zero-length buffer`);
       const forWrite = (flags & VIRTQ_DESC_F_WRITE) !== 0;
-      const cache = this.#bufferCache(addr, len, forWrite);
-      if (cache === undefined) {
-        throw new VirtioProtocolError(
-          `queue ${this.index}: buffer at 0x${addr.toString(16)} (0x${len.toString(16)} bytes) is not ${
-            forWrite ? "writable " : ""
-          }guest RAM`,
-        );
+      let cache: GuestMemoryCache | null | undefined = known;
+      if (
+        cache === null || !(addr >= cache.start && addr + len <= cache.start + cache.bytes.length) ||
+        (forWrite && !cache.writable)
+      ) {
+        const where = this.#descAddress();
+        cache = this.#bufferCache(where, len, forWrite);
+        if (cache === undefined) {
+          throw new VirtioProtocolError(
+            `queue ${this.index}: buffer at 0x${where.toString(16)} (0x${len.toString(16)} bytes) is not ${
+              forWrite ? "writable " : ""
+            }guest RAM`,
+          );
+        }
+        if (cache !== null) known = cache;
       }
       if (forWrite) writable += len;
       else if (writable > 0) {
@@ -817,10 +904,8 @@ export class Virtqueue implements Snapshottable {
         readable += len;
         readCount++;
       }
-      // A number only where every byte's address is exact as one.
-      buffers.push(
-        new ChainBuffer(typeof addr === "number" && addr > EXACT - len ? BigInt(addr) : addr, len, cache),
-      );
+      // NaN (2^53 and up) fails every comparison above, so such a buffer never has a cache.
+      store.set(count, addr === addr ? addr : this.#dBig, len, cache);
       if (readable + writable > 0xffff_ffff) {
         throw new VirtioProtocolError(`queue ${this.index}: chain lengths add up to 4 GiB or more`);
       }
@@ -841,7 +926,13 @@ export class Virtqueue implements Snapshottable {
       }
       this.#loadDesc(next, inIndirect ? "indirect table" : "descriptor table");
     }
-    return newChain(this.#memory, head, buffers, readCount, readable, writable);
+    return newChain(this.#memory, head, store, count, readCount, readable, writable);
+  }
+
+  /** The address of the descriptor {@link #loadDesc} read last. */
+  #descAddress(): number | bigint {
+    const addr = this.#dAddr;
+    return addr === addr ? addr : this.#dBig;
   }
 
   /**
@@ -869,6 +960,7 @@ export class Virtqueue implements Snapshottable {
    * Gives back the chain {@link pop} returned last, unused: the next {@link pop} takes it again
    * (QEMU's `virtqueue_unpop`; virtio-net keeps a receive buffer too small for a frame this way).
    * Only the most recent chain, and only before anything else was popped or pushed.
+   * The chain holds no buffers afterwards.
    *
    * @throws {RangeError} if `chain` is not the last one taken (a device bug, not the guest's).
    */
@@ -879,11 +971,14 @@ export class Virtqueue implements Snapshottable {
     this.#lastPopped = null;
     this.#lastAvail = (this.#lastAvail - 1) & 0xffff;
     this.#inUse--;
+    const store = releaseChain(chain);
+    if (store !== RELEASED) this.#spare = store;
   }
 
   /**
    * Returns `chain` to the driver with `written` bytes written into its writable part (clamped to
    * that part's length): the used element, a fence, then the used index.
+   * The chain gives its buffers back to the queue and holds none afterwards (its lengths read 0).
    *
    * @throws {VirtioProtocolError} if the used ring is no longer guest RAM.
    */
@@ -911,6 +1006,8 @@ export class Virtqueue implements Snapshottable {
     // The fence ran no code of ours: the caches are as valid as they were a moment ago.
     this.#usedWrite16(2, this.#usedIdx, "used index", cached);
     if (this.#inUse > 0) this.#inUse--;
+    const store = releaseChain(chain);
+    if (store !== RELEASED) this.#spare = store;
   }
 
   /**
@@ -1038,7 +1135,12 @@ export class Virtqueue implements Snapshottable {
     }
     const lo = v.getUint32(at, true);
     const hi = v.getUint32(at + 4, true);
-    this.#dAddr = hi < 0x20_0000 ? hi * 0x1_0000_0000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
+    if (hi < 0x20_0000) {
+      this.#dAddr = hi * 0x1_0000_0000 + lo;
+    } else {
+      this.#dAddr = NaN;
+      this.#dBig = (BigInt(hi) << 32n) | BigInt(lo);
+    }
     this.#dLen = v.getUint32(at + 8, true);
     this.#dFlags = v.getUint16(at + 12, true);
     this.#dNext = v.getUint16(at + 14, true);

@@ -75,6 +75,9 @@ Deno.test("Virtqueue: a chain of readable then writable buffers, pushed back to 
   assert.deepEqual(driver.usedElem(0), { id: 5, len: 16 }, "written clamps to the writable length");
   assert.equal(q.inUse, 0);
   assert.ok(ram.fences >= 2, "fences around the available read and the used publish");
+  // The queue took the chain's buffers back for the next one: the chain reaches no memory now.
+  assert.deepEqual([chain.readableLength, chain.writableLength, chain.writable.length], [0, 0, 0]);
+  assert.equal(chain.write(0, new Uint8Array([1])), 0);
 });
 
 Deno.test("Virtqueue: a chain may use every descriptor of the table, not one more", () => {
@@ -373,6 +376,20 @@ for (const kind of RAM_KINDS) {
             const data = new Uint8Array(chain.readableLength);
             assert.equal(chain.read(0, data), data.length);
             assert.deepEqual([...data], want.bytes);
+            // From every offset (the buffer holding it is found from the nearer end of the part).
+            for (let k = 0; k < want.bytes.length; k++) {
+              const two = new Uint8Array(2);
+              assert.equal(chain.read(k, two), Math.min(2, want.bytes.length - k));
+              assert.deepEqual([...two], [want.bytes[k], want.bytes[k + 1] ?? 0]);
+            }
+            const places = want.writable.flatMap(([addr, len]) =>
+              Array.from({ length: len }, (_, k) => Number(addr) + k)
+            );
+            places.forEach((place, k) => {
+              assert.equal(chain.write(k, new Uint8Array([k & 0xff])), 1);
+              assert.equal(ram.bytes[place], k & 0xff, `writable byte ${k}`);
+            });
+            assert.equal(chain.write(places.length, new Uint8Array(1)), 0);
             const fill = new Uint8Array(chain.writableLength).fill(0xee);
             assert.equal(chain.write(0, fill), fill.length);
             for (const [addr, len] of want.writable) {
