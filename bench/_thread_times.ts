@@ -16,6 +16,10 @@ export interface ThreadTimes {
   readonly system: number;
   /** Time running a guest's vCPU (field 43, `guest_time`), a part of {@link user}. */
   readonly guest: number;
+  /** Times the thread gave up the CPU to wait (`voluntary_ctxt_switches` of its `status`), if read. */
+  readonly voluntary?: number;
+  /** Times the scheduler took the CPU from it (`nonvoluntary_ctxt_switches`), if read. */
+  readonly involuntary?: number;
 }
 
 /**
@@ -42,15 +46,36 @@ export function parseThreadStat(line: string): ThreadTimes {
   return { name: line.slice(open + 1, close), user: field(14), system: field(15), guest: field(43) };
 }
 
+/**
+ * The context switch counts of a `status` file (proc(5)): `voluntary_ctxt_switches` and
+ * `nonvoluntary_ctxt_switches`.
+ *
+ * @throws {RangeError} when either line is missing.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseThreadSwitches } from "./_thread_times.ts";
+ * const status = "Name:\tdeno\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+ * assert.deepEqual(parseThreadSwitches(status), { voluntary: 12, involuntary: 3 });
+ * ```
+ */
+export function parseThreadSwitches(status: string): { voluntary: number; involuntary: number } {
+  const voluntary = /^voluntary_ctxt_switches:\s*(\d+)$/m.exec(status);
+  const involuntary = /^nonvoluntary_ctxt_switches:\s*(\d+)$/m.exec(status);
+  if (!voluntary || !involuntary) throw new RangeError("no context switch counts in this status file");
+  return { voluntary: Number(voluntary[1]), involuntary: Number(involuntary[1]) };
+}
+
 /** Every thread of process `pid` now, by thread id; a thread that ends while being read is left out. */
 export function threadTimes(pid: number): Map<number, ThreadTimes> {
   const threads = new Map<number, ThreadTimes>();
   for (const entry of Deno.readDirSync(`/proc/${pid}/task`)) {
     try {
-      threads.set(
-        Number(entry.name),
-        parseThreadStat(Deno.readTextFileSync(`/proc/${pid}/task/${entry.name}/stat`)),
-      );
+      const task = `/proc/${pid}/task/${entry.name}`;
+      threads.set(Number(entry.name), {
+        ...parseThreadStat(Deno.readTextFileSync(`${task}/stat`)),
+        ...parseThreadSwitches(Deno.readTextFileSync(`${task}/status`)),
+      });
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
     }
@@ -60,7 +85,8 @@ export function threadTimes(pid: number): Map<number, ThreadTimes> {
 
 /**
  * What each thread spent between two readings, in ms per `count` (an I/O, a MiB): one line per
- * thread that ran, `name: user U (guest G) + system S ms`, threads born in between counted whole.
+ * thread that ran, `name: user U (guest G) + system S ms`, threads born in between counted whole;
+ * where both readings have context switch counts, `, switches V waited + I preempted` per `count`.
  *
  * @example
  * ```ts
@@ -90,9 +116,17 @@ export function threadTimesSince(
     const user = now.user - then.user;
     const system = now.system - then.system;
     if (user === 0 && system === 0) continue;
-    lines.push(
-      `${now.name}: user ${ms(user)} (guest ${ms(now.guest - then.guest)}) + system ${ms(system)} ms`,
-    );
+    let line = `${now.name}: user ${ms(user)} (guest ${ms(now.guest - then.guest)}) + system ${
+      ms(system)
+    } ms`;
+    const old = before.get(tid);
+    if (now.voluntary !== undefined && now.involuntary !== undefined) {
+      const per = (n: number) => (n / count).toFixed(2);
+      line += `, switches ${per(now.voluntary - (old?.voluntary ?? 0))} waited + ${
+        per(now.involuntary - (old?.involuntary ?? 0))
+      } preempted`;
+    }
+    lines.push(line);
   }
   return lines;
 }

@@ -49,3 +49,11 @@ Deno.test("threadTimesSince leaves out idle threads and counts new ones whole", 
   );
   assert.deepEqual(lines, ["t: user 20.00 (guest 10.00) + system 0.00 ms"]);
 });
+
+Deno.test("threadTimes reads each thread's context switches, and threadTimesSince reports them per unit", () => {
+  const before = threadTimes(Deno.pid);
+  const own = before.get(Deno.pid)!;
+  assert.ok(own.voluntary !== undefined && own.involuntary !== undefined);
+  const after = new Map([[Deno.pid, { ...own, user: own.user + 1, voluntary: own.voluntary + 8 }]]);
+  assert.match(threadTimesSince(before, after, 4)[0], /, switches 2\.00 waited \+ 0\.00 preempted$/);
+});

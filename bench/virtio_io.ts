@@ -37,7 +37,8 @@
  *
  * `--counters` prints every KVM counter that moved over each command; `--threads` prints each
  * thread's CPU time of the VMM process per MiB or per read (user, of it in the guest, and system,
- * from each thread's `stat` under `/proc/PID/task`): where a peer spends what an I/O costs.
+ * from each thread's `stat` under `/proc/PID/task`) and its context switches (waits and
+ * preemptions, from its `status`): where a peer spends what an I/O costs.
  *
  * Usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10]
  *        [--rounds 1] [--warmup 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]…
