@@ -93,14 +93,12 @@ export interface ChainPiece {
  * spans.add(ram, 0x1800, 0x800); // continues the first
  * spans.add(ram, 0x0, 0x10);
  * assert.equal(spans.count, 2);
- * assert.deepEqual([spans.offsets[0], spans.lengths[0], spans.total], [0x1000, 0x1000, 0x1010]);
+ * assert.deepEqual([spans.offsets[0], spans.lengths[0], spans.lengths[1]], [0x1000, 0x1000, 0x10]);
  * ```
  */
 export class RamSpans {
   /** How many spans (the arrays may be longer: entries past it are stale). */
   count = 0;
-  /** Bytes in all spans. */
-  total = 0;
   /** Each span's buffer. */
   readonly buffers: ArrayBufferLike[] = [];
   /** Each span's first byte in its buffer. */
@@ -111,7 +109,6 @@ export class RamSpans {
   /** Empties the list. */
   clear(): void {
     this.count = 0;
-    this.total = 0;
   }
 
   /** Appends `length` bytes at `offset` of `buffer`, to the last span when it ends there. */
@@ -125,7 +122,6 @@ export class RamSpans {
       this.lengths[this.count] = length;
       this.count++;
     }
-    this.total += length;
   }
 }
 
@@ -186,6 +182,12 @@ class ChainStore {
     const a = this.addrs[i];
     return a === a ? BigInt(a + skip) : this.big!.get(i)! + BigInt(skip);
   }
+}
+
+/** Whether `cache` holds the `len` bytes at `addr` (NaN: never), writable ones when `forWrite`. */
+function cacheHolds(cache: GuestMemoryCache, addr: number, len: number, forWrite: boolean): boolean {
+  return addr >= cache.start && addr + len <= cache.start + cache.bytes.length &&
+    (cache.writable || !forWrite);
 }
 
 /** The store of a released chain: it holds nothing. */
@@ -880,10 +882,7 @@ export class Virtqueue implements Snapshottable {
       if (len === 0) throw new VirtioProtocolError(`queue ${this.index}: zero-length buffer`);
       const forWrite = (flags & VIRTQ_DESC_F_WRITE) !== 0;
       let cache: GuestMemoryCache | null | undefined = known;
-      if (
-        cache === null || !(addr >= cache.start && addr + len <= cache.start + cache.bytes.length) ||
-        (forWrite && !cache.writable)
-      ) {
+      if (cache === null || !cacheHolds(cache, addr, len, forWrite)) {
         const where = this.#descAddress();
         cache = this.#bufferCache(where, len, forWrite);
         if (cache === undefined) {
@@ -944,12 +943,7 @@ export class Virtqueue implements Snapshottable {
     const memory = this.#memory;
     if (typeof addr === "number" && addr <= EXACT - len && memory.cache !== undefined) {
       const last = this.#dataCache;
-      if (
-        last !== null && addr >= last.start && addr + len <= last.start + last.bytes.length &&
-        (last.writable || !forWrite) && last.valid()
-      ) {
-        return last;
-      }
+      if (last !== null && cacheHolds(last, addr, len, forWrite) && last.valid()) return last;
       const cache = memory.cache(BigInt(addr), len, forWrite);
       if (cache !== null) return this.#dataCache = cache;
     }
@@ -971,6 +965,11 @@ export class Virtqueue implements Snapshottable {
     this.#lastPopped = null;
     this.#lastAvail = (this.#lastAvail - 1) & 0xffff;
     this.#inUse--;
+    this.#takeBack(chain);
+  }
+
+  /** Takes `chain`'s store for the next walk; the chain holds nothing afterwards. */
+  #takeBack(chain: DescriptorChain): void {
     const store = releaseChain(chain);
     if (store !== RELEASED) this.#spare = store;
   }
@@ -1006,8 +1005,7 @@ export class Virtqueue implements Snapshottable {
     // The fence ran no code of ours: the caches are as valid as they were a moment ago.
     this.#usedWrite16(2, this.#usedIdx, "used index", cached);
     if (this.#inUse > 0) this.#inUse--;
-    const store = releaseChain(chain);
-    if (store !== RELEASED) this.#spare = store;
+    this.#takeBack(chain);
   }
 
   /**
