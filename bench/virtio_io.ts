@@ -19,9 +19,13 @@
  * Needs root, /dev/net/tun, iproute2, gcc, QEMU and a hardware-style KVM; where the host has none,
  * run it inside the nested KVM VM: `deno task nested -- deno task bench:io`.
  *
- * kvm-ts runs twice: with `ioeventfd=on` (its default and QEMU's: notifies signal an eventfd in the
- * kernel and the vCPU runs on a thread of its own while the VM thread serves the queue) and with
- * `ioeventfd=off` (every notify an MMIO exit served on the vCPU's thread).
+ * kvm-ts runs five ways: with `ioeventfd=on` (its default and QEMU's: notifies signal an eventfd
+ * in the kernel and the vCPU runs on a thread of its own while the VM thread serves the queue and
+ * copies the disk's data, `aio=inline`); the same with `aio=io_uring` (the data through an io_uring,
+ * which copies what the page cache has at once) and with `aio=threads` (every copy by one of
+ * io_uring's kernel workers, as QEMU's default thread pool); with the disk's `ioeventfd=off` only
+ * (its notifies exits that the vCPU waits on while the VM thread serves them); and with
+ * `ioeventfd=off` on both devices (every notify an MMIO exit served on the vCPU's own thread).
  *
  * With `--rounds N` the peers take turns, in reverse order every other round; each figure is the
  * median of its rounds, and each ratio to QEMU the median of the rounds' own ratios (a peer against
@@ -41,8 +45,11 @@
  * preemptions, from its `status`): where a peer spends what an I/O costs.
  *
  * Usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10]
- *        [--rounds 1] [--warmup 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]…
+ *        [--rounds 1] [--warmup 1] [--only PEER]…
  *        [--counters] [--threads]
+ *
+ * PEER is a name as the tables print it: "kvm-ts ioeventfd=on", "kvm-ts aio=io_uring", "kvm-ts
+ * aio=threads", "kvm-ts disk ioeventfd=off", "kvm-ts ioeventfd=off" or "qemu" (default: all).
  *
  * @module
  */
@@ -65,7 +72,7 @@ import { threadTimes, threadTimesSince } from "./_thread_times.ts";
 const { values } = benchArgs(
   "bench:io",
   "usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10] " +
-    '[--rounds 1] [--warmup 1] [--only "kvm-ts ioeventfd=on"|"kvm-ts ioeventfd=off"|qemu]… [--counters] ' +
+    "[--rounds 1] [--warmup 1] [--only PEER]… [--counters] " +
     "[--threads]",
   {
     kernel: { type: "string" },
@@ -80,7 +87,14 @@ const { values } = benchArgs(
   },
 );
 
-const PEER_NAMES = ["kvm-ts ioeventfd=on", "kvm-ts ioeventfd=off", "qemu"] as const;
+const PEER_NAMES = [
+  "kvm-ts ioeventfd=on",
+  "kvm-ts aio=io_uring",
+  "kvm-ts aio=threads",
+  "kvm-ts disk ioeventfd=off",
+  "kvm-ts ioeventfd=off",
+  "qemu",
+] as const;
 const unknownPeer = values.only?.find((name) => !(PEER_NAMES as readonly string[]).includes(name));
 if (unknownPeer !== undefined) {
   console.error(`bench:io: --only ${JSON.stringify(unknownPeer)} is none of ${PEER_NAMES.join(", ")}`);
@@ -157,29 +171,28 @@ interface Peer {
 function peers(initrd: string, disk: string): Peer[] {
   const append = "console=ttyS0 quiet panic=-1";
   const common = ["-m", "512M", "-kernel", KERNEL!, "-initrd", initrd, "-append", append];
+  /** A kvm-ts peer: the disk's `-drive` extras, and each device's ioeventfd. */
+  const ours = (name: Peer["name"], drive: string, blk: "on" | "off", net: "on" | "off"): Peer => ({
+    name,
+    args: [
+      ...common,
+      ...["-drive", `id=d0,file=${disk},format=raw,if=none${drive}`],
+      ...["-device", `virtio-blk-pci,drive=d0,ioeventfd=${blk}`],
+      ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no`],
+      ...["-device", `virtio-net-pci,netdev=n0,mac=${MAC},ioeventfd=${net}`],
+    ],
+  });
   const all: Peer[] = [
-    {
-      // Notifies signal eventfds in the kernel; the vCPU runs on a thread of its own.
-      name: "kvm-ts ioeventfd=on",
-      args: [
-        ...common,
-        ...["-drive", `id=d0,file=${disk},format=raw,if=none`],
-        ...["-device", "virtio-blk-pci,drive=d0,ioeventfd=on"],
-        ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no`],
-        ...["-device", `virtio-net-pci,netdev=n0,mac=${MAC},ioeventfd=on`],
-      ],
-    },
-    {
-      // Every notify an MMIO exit served on the vCPU's own thread (no eventfd, no thread hop).
-      name: "kvm-ts ioeventfd=off",
-      args: [
-        ...common,
-        ...["-drive", `id=d0,file=${disk},format=raw,if=none`],
-        ...["-device", "virtio-blk-pci,drive=d0,ioeventfd=off"],
-        ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no`],
-        ...["-device", `virtio-net-pci,netdev=n0,mac=${MAC},ioeventfd=off`],
-      ],
-    },
+    // Notifies signal eventfds in the kernel; the vCPU runs on a thread of its own.
+    ours("kvm-ts ioeventfd=on", "", "on", "on"),
+    // The same, with the disk's data through an io_uring: copied at once where the page cache has it…
+    ours("kvm-ts aio=io_uring", ",aio=io_uring", "on", "on"),
+    // …or every transfer by one of io_uring's kernel workers, as QEMU's thread pool.
+    ours("kvm-ts aio=threads", ",aio=threads", "on", "on"),
+    // The disk's notifies exits served by the VM thread while the vCPU waits; the card's eventfds.
+    ours("kvm-ts disk ioeventfd=off", "", "off", "on"),
+    // Every notify an MMIO exit served on the vCPU's own thread (no eventfd, no thread hop).
+    ours("kvm-ts ioeventfd=off", "", "off", "off"),
     {
       name: "qemu",
       program: "qemu-system-x86_64",
@@ -433,15 +446,19 @@ function report(results: Map<string, Result[]>): void {
     const irqs = median(samples.map((s) => s.counters.irq_injections));
     return { value, exits, irqs };
   };
+  // One column per peer that ran, QEMU last, and each kvm-ts peer's ratio to QEMU.
+  const ran = PEER_NAMES.filter((name) => results.has(name));
+  const ours = ran.filter((name) => name !== "qemu");
+  const short = (name: string) => name === "qemu" ? "QEMU" : name.replace("kvm-ts ", "");
   console.log(
-    "| benchmark | kvm-ts ioeventfd=on | kvm-ts ioeventfd=off | QEMU | on / QEMU | off / QEMU " +
-      "| exits to userspace (on / off / QEMU) | interrupts injected (on / off / QEMU) |",
+    `| benchmark | ${ran.join(" | ")} | ${ours.map((n) => `${short(n)} / QEMU`).join(" | ")} ` +
+      `| exits to userspace (${ran.map(short).join(" / ")}) | interrupts injected (${
+        ran.map(short).join(" / ")
+      }) |`,
   );
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  console.log(`|${" --- |".repeat(1 + ran.length + ours.length + 2)}`);
   for (const [key, label, unit, mib] of rows) {
-    const ours = pick("kvm-ts ioeventfd=on", key);
-    const off = pick("kvm-ts ioeventfd=off", key);
-    const theirs = pick("qemu", key);
+    const measured = ran.map((name) => pick(name, key));
     // Per MiB moved, or per read for the random reads (the read count is IOPS × seconds).
     const per = (m: { value: number; exits: number; irqs: number }, count: "exits" | "irqs") =>
       mib > 0 ? `${(m[count] / mib).toFixed(1)}/MiB` : `${(m[count] / (m.value * SECONDS)).toFixed(2)}/read`;
@@ -460,12 +477,10 @@ function report(results: Map<string, Result[]>): void {
         Math.max(...pairs).toFixed(2)
       }; ≥ 1 in ${ahead}/${pairs.length})`;
     };
-    const three = (count: "exits" | "irqs") =>
-      [ours, off, theirs].map((m) => (m ? per(m, count) : "–")).join(" / ");
+    const all = (count: "exits" | "irqs") => measured.map((m) => (m ? per(m, count) : "–")).join(" / ");
     console.log(
-      `| ${label} | ${cell(ours)} | ${cell(off)} | ${cell(theirs)} | ${ratio("kvm-ts ioeventfd=on")} | ` +
-        `${ratio("kvm-ts ioeventfd=off")} | ` +
-        `${three("exits")} | ${three("irqs")} |`,
+      `| ${label} | ${measured.map(cell).join(" | ")} | ${ours.map(ratio).join(" | ")} | ` +
+        `${all("exits")} | ${all("irqs")} |`,
     );
   }
 }

@@ -23,7 +23,7 @@ import type { PcPciDeviceSpec } from "../machine/pc/pc_pci.ts";
 import type { PcIrqchipMode } from "../machine/pc/pc_split_irqchip.ts";
 // The host side of -drive and -netdev (disk images, taps, virtio backends) is loaded only for a run
 // that has PCI devices.
-import type { TapNetBackend } from "../machine/virtio_backends.ts";
+import type { DiskBlockBacking, TapNetBackend } from "../machine/virtio_backends.ts";
 import type { NetRxPoller } from "../machine/net_rx.ts";
 import type { RunOutcome } from "../machine/vcpu_runner.ts";
 import { NestedError, nestedReason, runMainNested } from "./nested_fallback.ts";
@@ -74,10 +74,13 @@ options:
                           a flat binary at ADDR, as QEMU's generic loader; repeatable: each is
                           placed, and the CPU enters the one with a mode (else the first, in real
                           mode); long64 gets identity page tables and a GDT
-  -drive file=FILE,format=raw,if=virtio[,readonly=on]
+  -drive file=FILE,format=raw,if=virtio[,readonly=on][,aio=inline|io_uring|threads]
                           a raw disk image as a virtio-blk-pci disk (/dev/vda, vdb, … in order;
-                          if= defaults to virtio, there is no IDE; format= to raw)
-  -drive id=ID,file=FILE,format=raw,if=none[,readonly=on]
+                          if= defaults to virtio, there is no IDE; format= to raw). aio=inline
+                          (the default): the VM thread copies the data; io_uring: through an
+                          io_uring, which copies page-cache data at once and waits for storage
+                          in a kernel worker; threads: io_uring's kernel workers copy it all
+  -drive id=ID,file=FILE,format=raw,if=none[,readonly=on][,aio=…]
   -device virtio-blk-pci,drive=ID[,serial=S][,id=NAME]
                           the same, in two halves, as QEMU spells it; images are locked as QEMU
                           locks them (one writer; readers share)
@@ -720,10 +723,23 @@ interface DriveArg {
   file: string;
   interface: "virtio" | "none";
   readOnly: boolean;
+  /** `aio=`, or undefined for the default (threads). */
+  aio?: DriveAio;
 }
 
+/**
+ * How a disk's reads and writes are done (`-drive aio=`): `inline`, the default, has the thread that
+ * serves the queue copy the data itself; `io_uring` (QEMU's) submits each transfer to an io_uring and
+ * lets the kernel copy page-cache data at once and hand the rest to a kernel worker; `threads`
+ * (QEMU's default, its thread pool) has io_uring's kernel workers copy every transfer
+ * (kvm/io_ring.ts). Both need a VM thread that waits in poll(2) between exits (`ioeventfd=on`, or
+ * several vCPUs); with one vCPU and no ioeventfd every transfer is inline.
+ */
+type DriveAio = "inline" | "io_uring" | "threads";
+const DRIVE_AIO: readonly DriveAio[] = ["inline", "io_uring", "threads"];
+
 /** The `-drive` properties supported (QEMU's have many more). */
-const DRIVE_PROPERTIES = ["file", "format", "if", "id", "readonly"];
+const DRIVE_PROPERTIES = ["file", "format", "if", "id", "readonly", "aio"];
 
 /** Splits `a=b,c=d` into a map, refusing a property twice or without a value. */
 function properties(flag: string, parts: string[], known: string[], where: string): Map<string, string> {
@@ -779,7 +795,18 @@ function parseDrive(text: string): DriveArg {
     throw new UsageError(`${flag}: id '${id}' is not a letter followed by letters, digits, '-', '.', '_'`);
   }
   if (iface === "none" && id === undefined) throw new UsageError(`${flag}: if=none needs id=ID for -device`);
-  return { text, file, id, interface: iface, readOnly: onOff(flag, "readonly", props.get("readonly")) };
+  const aio = props.get("aio");
+  if (aio !== undefined && !DRIVE_AIO.includes(aio as DriveAio)) {
+    throw new UsageError(`${flag}: aio=${aio} is not supported (only ${DRIVE_AIO.join(", ")})`);
+  }
+  return {
+    text,
+    file,
+    id,
+    interface: iface,
+    readOnly: onOff(flag, "readonly", props.get("readonly")),
+    ...(aio ? { aio: aio as DriveAio } : {}),
+  };
 }
 
 /** One `-device` of a PCI type, its properties checked. */
@@ -1006,12 +1033,15 @@ async function openPciDevices(
       }
       const image = openImage(DiskImage, p.drive);
       images.push(image);
+      const backing = new DiskBlockBacking(image);
+      const aio = p.drive.aio ?? "inline";
       return {
         type: "virtio-blk-pci",
         id: p.id,
         serial: p.serial,
-        backing: new DiskBlockBacking(image),
+        backing,
         ioeventfd: p.ioeventfd,
+        ...(aio === "inline" ? {} : { offload: () => offloadDisk(backing, p.drive, aio) }),
       };
     });
     return { pciDevices, images, taps, netBackends };
@@ -1019,6 +1049,20 @@ async function openPciDevices(
     for (const image of images) image.close();
     for (const tap of taps) tap.close();
     throw e;
+  }
+}
+
+/** Puts a disk's transfers on an io_uring (`aio=io_uring` or `threads`); a kernel's refusal is one line. */
+function offloadDisk(
+  backing: DiskBlockBacking,
+  drive: DriveArg,
+  aio: "io_uring" | "threads",
+): ReturnType<DiskBlockBacking["offload"]> {
+  try {
+    return backing.offload({ workers: aio === "threads" });
+  } catch (e) {
+    if (!(e instanceof KvmError)) throw e;
+    throw new UsageError(`-drive ${drive.text}: aio=${aio} needs io_uring: ${e.message.split("\n")[0]}`);
   }
 }
 

@@ -121,6 +121,10 @@ Deno.test("virtio: every bad -drive / -device line is one line naming it, status
       [["-drive", `file=${disk},cache=none`], /-drive: property 'cache' is not supported/],
       [["-drive", `file=${disk},readonly=maybe`], /readonly=maybe: expected on or off/],
       [
+        ["-drive", `file=${disk},aio=native`],
+        /aio=native is not supported \(only inline, io_uring, threads\)/,
+      ],
+      [
         ["-drive", `id=d0,file=${disk},if=none`, "-drive", `id=d0,file=${disk},if=none,readonly=on`],
         /Duplicate ID 'd0' for drive/,
       ],

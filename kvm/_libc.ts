@@ -55,6 +55,17 @@ const LIBC_SYMBOLS = {
    * 152-byte struct (handler, 128-byte mask, flags, restorer; glibc supplies the restorer).
    */
   sigaction: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  /**
+   * `io_uring_enter(unsigned fd, u32 to_submit, u32 min_complete, u32 flags, const void *argp,
+   * size_t argsz)` through glibc's `syscall` (glibc has no wrapper), on the disk's hot path: a
+   * binding of its own with 32-bit arguments, so no BigInt is made per call. The number is passed
+   * as the BigInt {@link SYS_IO_URING_ENTER}.
+   */
+  io_uring_enter: {
+    name: "syscall",
+    parameters: ["i64", "i32", "u32", "u32", "u32", "pointer", "usize"],
+    result: "i64",
+  },
   /** `int *__errno_location(void);` — glibc's per-thread errno cell. */
   __errno_location: { parameters: [], result: "pointer" },
   /**
@@ -86,7 +97,10 @@ const SYS = {
   openat: 257,
   eventfd2: 290,
   getrandom: 318,
+  io_uring_setup: 425,
 } as const;
+/** x86-64's `io_uring_enter` (426), for the {@link LIBC_SYMBOLS} binding of that name. */
+export const SYS_IO_URING_ENTER = 426n;
 /** `AT_FDCWD`: `openat` relative to the working directory, as `open`. */
 const AT_FDCWD = -100;
 /** What `mmap` returns on failure. */
@@ -114,6 +128,8 @@ export interface ColdCalls {
   eventfd(initval: number, flags: number): number;
   /** `ssize_t getrandom(void *buf, size_t buflen, unsigned int flags);` */
   getrandom(buf: Uint8Array, length: number | bigint, flags: number): number | bigint;
+  /** `int io_uring_setup(u32 entries, struct io_uring_params *p);` */
+  io_uring_setup(entries: number, params: Uint8Array): number;
   /** `int ioctl(int fd, unsigned long request, unsigned long arg);` — an integer argument. */
   ioctl_u64(fd: number, request: number, arg: bigint): number;
   /** `void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset);` */
@@ -171,6 +187,7 @@ function coldCalls(symbols: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"])
     fcntl_int: (fd, cmd, arg) => small(call(SYS.fcntl, fd, cmd, arg)),
     eventfd: (initval, flags) => small(call(SYS.eventfd2, initval, flags)),
     getrandom: (buf, length, flags) => call(SYS.getrandom, addressOf(buf), length, flags),
+    io_uring_setup: (entries, params) => small(call(SYS.io_uring_setup, entries, addressOf(params))),
     ioctl_u64: (fd, request, arg) => small(call(SYS.ioctl, fd, request >>> 0, arg)),
     mmap: (addr, length, prot, flags, fd, offset) => {
       const result = symbols.syscall(

@@ -21,6 +21,7 @@ import { EACCES, EAGAIN, EBADF } from "./_errno.ts";
 import { lastErrno, libc } from "./_libc.ts";
 import { decodeFromBytes, encodeToBytes, FLOCK_LAYOUT } from "./_structs.ts";
 import { closeFd, O_RDONLY, O_RDWR, openPath, retryOnEintr } from "./_syscalls.ts";
+import { bufferAddress, IO_RING_MAX_IOVECS, type IoRing, type IoRingDone, putIovec } from "./io_ring.ts";
 import { errnoName, KVM_ERROR_PARTIAL, KvmError } from "./kvm_error.ts";
 
 /** `F_OFD_GETLK` (asm-generic/fcntl.h): who would block this lock? */
@@ -45,22 +46,6 @@ const IOV_MAX = 1024;
  * as 32-bit words: made at the first vectored transfer.
  */
 let iovScratch: Uint32Array | undefined;
-
-/** Host addresses of ArrayBuffers' data, looked up once a buffer: the data of a buffer never moves. */
-const bufferAddresses = new WeakMap<ArrayBufferLike, number>();
-
-/**
- * The host address of a buffer's first byte, without an FFI call per piece: guest RAM's pieces
- * all share one mapping's buffer, and a request may carry hundreds of them.
- */
-function bufferAddress(buffer: ArrayBufferLike): number {
-  let base = bufferAddresses.get(buffer);
-  if (base === undefined) {
-    base = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(buffer))));
-    bufferAddresses.set(buffer, base);
-  }
-  return base;
-}
 
 /**
  * Pieces of memory for {@link DiskImage.readSpans} and {@link DiskImage.writeSpans}: span `i` is
@@ -428,10 +413,36 @@ export class DiskImage implements Disposable {
     this.close();
   }
 
-  /** preadv/pwritev of up to IOV_MAX spans a call; a short transfer is finished span by span. */
-  #transferv(op: "preadv" | "pwritev", spans: BufferSpans, offset: number | bigint): number {
+  /**
+   * Starts a preadv (`op` "preadv") or pwritev of `spans` at byte `offset` on `ring`, whose kernel
+   * worker moves the data; `done` runs when the ring reaps its completion. Returns false, having
+   * started nothing, when the ring cannot take it now (every slot busy, more than 1024 spans): move
+   * the data with {@link readSpans} or {@link writeSpans} instead. The spans must stay mapped until
+   * `done` runs.
+   *
+   * @throws {RangeError} as {@link readSpans} does, before anything starts.
+   * @throws {TypeError} once the ring is closed.
+   */
+  startSpans(
+    ring: IoRing,
+    op: "preadv" | "pwritev",
+    spans: BufferSpans,
+    offset: number | bigint,
+    done: IoRingDone,
+  ): boolean {
     const fd = this.#open();
     const start = toOffset(offset, `${op} offset`);
+    const total = this.#checkSpans(op, spans, start);
+    if (spans.count > IO_RING_MAX_IOVECS) return false;
+    if (total === 0) {
+      done(null);
+      return true;
+    }
+    return ring.start(op, fd, start, spans.buffers, spans.offsets, spans.lengths, spans.count, total, done);
+  }
+
+  /** Checks each span lies inside its buffer and the whole inside the image; the total bytes. */
+  #checkSpans(op: "preadv" | "pwritev", spans: BufferSpans, start: bigint): number {
     const { count: spanCount, buffers, offsets, lengths } = spans;
     let total = 0;
     for (let i = 0; i < spanCount; i++) {
@@ -451,6 +462,15 @@ export class DiskImage implements Disposable {
         `${op} of ${total} bytes at ${start} is outside disk image ${this.path} (${this.size} bytes)`,
       );
     }
+    return total;
+  }
+
+  /** preadv/pwritev of up to IOV_MAX spans a call; a short transfer is finished span by span. */
+  #transferv(op: "preadv" | "pwritev", spans: BufferSpans, offset: number | bigint): number {
+    const fd = this.#open();
+    const start = toOffset(offset, `${op} offset`);
+    const total = this.#checkSpans(op, spans, start);
+    const { count: spanCount, buffers, offsets, lengths } = spans;
     const single = op === "preadv" ? "pread" : "pwrite";
     iovScratch ??= new Uint32Array(IOV_MAX * IOVEC_SIZE / 4);
     const words = iovScratch;
@@ -468,12 +488,8 @@ export class DiskImage implements Disposable {
           lastBuffer = buffers[k];
           lastAddress = bufferAddress(lastBuffer);
         }
-        const address = lastAddress + offsets[k];
         const n = lengths[k];
-        words[4 * i] = address >>> 0; // iov_base, little-endian halves
-        words[4 * i + 1] = address / 0x1_0000_0000 >>> 0;
-        words[4 * i + 2] = n >>> 0; // iov_len, the same (a span may pass 4 GiB)
-        words[4 * i + 3] = n / 0x1_0000_0000 >>> 0;
+        putIovec(words, i, lastAddress + offsets[k], n);
         length += n;
       }
       const result = op === "preadv"

@@ -103,6 +103,7 @@ export {
   SECTOR_SIZE,
 } from "./disk_image.ts";
 export { getRandom, GRND_NONBLOCK } from "./get_random.ts";
+export { IO_RING_MAX_IOVECS, IoRing, type IoRingDone, type IoRingOp, type IoRingOptions } from "./io_ring.ts";
 export {
   type CpuidEntry,
   type GuestDebug,

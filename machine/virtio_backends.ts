@@ -10,9 +10,11 @@ import type { BlockBacking, RamSpans, VirtioNet } from "../devices/virtio/mod.ts
 import { VIRTIO_NET_MAX_FRAME } from "../devices/virtio/virtio_net_frame.ts";
 import type { DiskImage } from "../kvm/disk_image.ts";
 import { getRandom } from "../kvm/get_random.ts";
+import { IoRing } from "../kvm/io_ring.ts";
 import { KvmError } from "../kvm/kvm_error.ts";
 import type { Tap } from "../kvm/tap.ts";
 import type { PcNetBackend } from "./pc/pc_pci.ts";
+import type { HostFdSource } from "./runner.ts";
 
 /**
  * {@link BlockBacking} over an open {@link DiskImage}; the image stays the caller's to close. A
@@ -38,12 +40,70 @@ import type { PcNetBackend } from "./pc/pc_pci.ts";
  * Deno.removeSync(path);
  * ```
  */
-export class DiskBlockBacking implements BlockBacking {
+export class DiskBlockBacking implements BlockBacking, Disposable {
   readonly #image: DiskImage;
+  #ring: IoRing | null = null;
 
   /** The disk behind `image`. */
   constructor(image: DiskImage) {
     this.#image = image;
+  }
+
+  /**
+   * Starts span transfers on an io_uring from now on (see `kvm/io_ring.ts`): with `workers`, each
+   * one's copy runs in one of io_uring's kernel workers (QEMU's `aio=threads`); without, the kernel
+   * copies what the page cache holds at once and hands the rest to a worker (QEMU's `aio=io_uring`).
+   * Returns the ring's fd as a source for the thread that serves the queues to wait on (its `ready`
+   * runs the completions); call it only where that thread waits in poll(2) between exits. Disposing
+   * of the source drains and closes the ring: transfers are synchronous again.
+   *
+   * @throws {KvmError} with op `"io_uring_setup"` when the kernel refuses a ring.
+   * @throws {TypeError} when a ring is open already.
+   */
+  offload(options: { workers?: boolean } = {}): HostFdSource & Disposable {
+    if (this.#ring !== null) throw new TypeError("DiskBlockBacking: transfers are offloaded already");
+    const ring = this.#ring = IoRing.open(256, { workers: options.workers ?? false });
+    return {
+      fd: ring.fd,
+      armed: () => true,
+      ready: () => void ring.reap(),
+      [Symbol.dispose]: () => this.close(),
+    };
+  }
+
+  /** Whether transfers go through an io_uring ({@link offload} was called). */
+  get offloaded(): boolean {
+    return this.#ring !== null;
+  }
+
+  /**
+   * Starts a transfer on the ring, when there is one and it has room. One the kernel finished inside
+   * the submission (page-cache data, without `workers`) completes before this returns.
+   */
+  startSpans(isWrite: boolean, offset: bigint, spans: RamSpans, done: (ok: boolean) => void): boolean {
+    const ring = this.#ring;
+    if (ring === null) return false;
+    const op = isWrite ? "pwritev" : "preadv";
+    if (!this.#image.startSpans(ring, op, spans, offset, (error) => done(error === null))) return false;
+    ring.reap();
+    return true;
+  }
+
+  /** Waits for the ring's transfers in flight and runs their completions. */
+  drain(): void {
+    this.#ring?.drain();
+  }
+
+  /** Drains and closes the ring (the image stays the caller's to close). Idempotent. */
+  close(): void {
+    const ring = this.#ring;
+    this.#ring = null;
+    ring?.close();
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   /** The image's size in bytes. */

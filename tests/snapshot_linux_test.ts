@@ -63,7 +63,8 @@ Deno.test({
       assert.ok(run("mke2fs", ["-q", "-F", "-t", "ext4", disk]).ok);
       const initrd = `${dir}/initramfs.cpio`;
       await writeInitramfs(initrd, busybox!, KERNEL!, WANTED);
-      const drive = ["-drive", `file=${disk},format=raw,if=virtio`];
+      // Its transfers through io_uring's workers: the snapshot must wait for the ones in flight.
+      const drive = ["-drive", `file=${disk},format=raw,if=virtio,aio=threads`];
       const snap = `${dir}/snap`;
       {
         await using guest = new GuestConsole(

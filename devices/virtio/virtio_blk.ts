@@ -105,7 +105,20 @@ export interface BlockBacking {
   readSpans?(offset: bigint, into: RamSpans): void;
   /** Writes the spans of guest RAM `from`, one after the other, at byte `offset` (pwritev). Absent: {@link writev}. */
   writeSpans?(offset: bigint, from: RamSpans): void;
+  /**
+   * Starts what {@link writeSpans} (`isWrite`) or {@link readSpans} does, without waiting for it:
+   * `done` runs later, on the thread that serves the queue, with whether all of it moved. Returns
+   * false, having started nothing, when it cannot start now (the device then moves the data with
+   * readSpans/writeSpans). The spans are read at once; the memory they name must stay until `done`.
+   * Absent: every transfer completes before the device answers.
+   */
+  startSpans?(isWrite: boolean, offset: bigint, spans: RamSpans, done: (ok: boolean) => void): boolean;
+  /** Waits until every started transfer ran its `done` (a device reset, a snapshot, teardown). */
+  drain?(): void;
 }
+
+/** What {@link VirtioBlk}'s transfer answers when the backing finishes the request later. */
+const STARTED = -1;
 
 /** Options of {@link VirtioBlk}. */
 export interface VirtioBlkOptions {
@@ -169,6 +182,12 @@ export class VirtioBlk implements VirtioDeviceModel {
   readonly #header = new Uint8Array(16);
   readonly #headerView = new DataView(this.#header.buffer);
   readonly #status = new Uint8Array(1);
+  /** The device this model serves (to complete a request the backing finished later). */
+  #device: VirtioDevice | undefined;
+  /** Bumped at each reset: a request started before it is forgotten when its transfer ends. */
+  #generation = 0;
+  /** Requests started on the backing and not completed yet. */
+  #started = 0;
 
   /**
    * A block device over `backing`.
@@ -226,16 +245,44 @@ export class VirtioBlk implements VirtioDeviceModel {
     return value;
   }
 
-  /** Handles every available request. */
+  /** The device to complete later requests on. */
+  attach(device: VirtioDevice): void {
+    this.#device = device;
+  }
+
+  /** Requests whose data the backing is still moving. */
+  get inFlight(): number {
+    return this.#started;
+  }
+
+  /**
+   * Handles every available request: each completes at once, or — a read or write the backing
+   * started ({@link BlockBacking.startSpans}) — when the backing's `done` runs, in any order, as
+   * virtio allows (QEMU's thread pool completes them so too).
+   */
   handleQueue(queue: Virtqueue, _device: VirtioDevice): void {
     for (let chain = queue.pop(); chain; chain = queue.pop()) {
-      this.#request(chain);
-      queue.push(chain, chain.writableLength);
+      if (this.#request(chain)) queue.push(chain, chain.writableLength);
     }
   }
 
-  /** One request: completes it with a status byte, or throws a protocol error. */
-  #request(chain: DescriptorChain): void {
+  /**
+   * Device reset: waits for the transfers in flight (the backing must not write guest memory the
+   * driver takes back), and forgets their requests, as QEMU's reset drains the block device.
+   */
+  reset(): void {
+    this.#generation++;
+    this.#backing.drain?.();
+    this.#started = 0;
+  }
+
+  /** Waits for the transfers in flight and completes their requests (before a snapshot). */
+  drain(): void {
+    this.#backing.drain?.();
+  }
+
+  /** One request: completes it with a status byte (true), leaves it to the backing (false), or throws a protocol error. */
+  #request(chain: DescriptorChain): boolean {
     // No buffer is empty, so a part of length 0 has no buffer.
     if (chain.readableLength === 0 || chain.writableLength === 0) {
       throw new VirtioProtocolError("virtio-blk request without a header or a status buffer");
@@ -249,8 +296,23 @@ export class VirtioBlk implements VirtioDeviceModel {
     const sector = view.getBigUint64(8, true);
     const statusAt = chain.writableLength - 1;
     const status = this.#status;
-    status[0] = this.#execute(chain, type & ~0x8000_0000, sector, statusAt);
+    const result = this.#execute(chain, type & ~0x8000_0000, sector, statusAt);
+    if (result === STARTED) return false;
+    status[0] = result;
     chain.write(statusAt, status);
+    return true;
+  }
+
+  /** The backing finished a started request: its status byte, then the used ring and interrupt. */
+  #finish(chain: DescriptorChain, statusAt: number, ok: boolean, generation: number): void {
+    if (generation !== this.#generation) return; // the driver reset the device meanwhile
+    this.#started--;
+    this.#device?.serviceQueue(0, (queue) => {
+      const status = this.#status;
+      status[0] = ok ? VirtioBlkStatus.OK : VirtioBlkStatus.IOERR;
+      chain.write(statusAt, status);
+      queue.push(chain, chain.writableLength);
+    });
   }
 
   #execute(chain: DescriptorChain, type: number, sector: bigint, inLength: number): number {
@@ -300,6 +362,14 @@ export class VirtioBlk implements VirtioDeviceModel {
       length > 0 && (isWrite ? b.writeSpans : b.readSpans) !== undefined &&
       chain.gather(!isWrite, skip, length, this.#spans)
     ) {
+      if (b.startSpans !== undefined && this.#device !== undefined) {
+        const generation = this.#generation;
+        const statusAt = chain.writableLength - 1;
+        const done = (ok: boolean) => this.#finish(chain, statusAt, ok, generation);
+        this.#started++;
+        if (b.startSpans(isWrite, base, this.#spans, done)) return STARTED;
+        this.#started--;
+      }
       if (isWrite) b.writeSpans!(base, this.#spans);
       else b.readSpans!(base, this.#spans);
       return VirtioBlkStatus.OK;

@@ -285,3 +285,172 @@ Deno.test("VirtioBlk: consecutive in-place buffers go to the disk in one vectore
     t.disk.bytes.subarray(8 * 512 + 0x1000, 8 * 512 + 0x2000),
   );
 });
+
+/**
+ * A device over one region of RAM that gives views (so requests gather into spans), whose backing
+ * starts transfers and finishes them when the test says (`pending`), as the io_uring backing does.
+ */
+function asyncSetup() {
+  const ram = new ByteRam(0x4_0000);
+  const system = MemoryRegion.container("system", 1n << 64n);
+  system.addSubregion(
+    0,
+    MemoryRegion.ram("ram", ram.bytes.length, {
+      backing: {
+        size: BigInt(ram.bytes.length),
+        read: (o, out) => out.set(ram.bytes.subarray(Number(o), Number(o) + out.length)),
+        write: (o, data) => ram.bytes.set(data, Number(o)),
+        view: (o, n) => ram.bytes.subarray(Number(o), Number(o) + n),
+      },
+    }),
+  );
+  const as = new AddressSpace(system, "memory");
+  const disk = new ByteDisk(256 * 512);
+  const pending: { isWrite: boolean; offset: number; bytes: number; done: (ok: boolean) => void }[] = [];
+  const spansCopy = (
+    isWrite: boolean,
+    offset: bigint,
+    spans: {
+      count: number;
+      buffers: readonly ArrayBufferLike[];
+      offsets: readonly number[];
+      lengths: readonly number[];
+    },
+  ) => {
+    let at = Number(offset);
+    for (let i = 0; i < spans.count; i++) {
+      const view = new Uint8Array(spans.buffers[i], spans.offsets[i], spans.lengths[i]);
+      if (isWrite) disk.bytes.set(view, at);
+      else view.set(disk.bytes.subarray(at, at + view.length));
+      at += view.length;
+    }
+    return at - Number(offset);
+  };
+  let room = true;
+  let drains = 0;
+  const blk = new VirtioBlk({
+    backing: {
+      size: disk.size,
+      readOnly: false,
+      read: (o, into) => disk.read(o, into),
+      write: (o, from) => disk.write(o, from),
+      flush: () => disk.flush(),
+      readSpans: (o, spans) => void spansCopy(false, o, spans),
+      writeSpans: (o, spans) => void spansCopy(true, o, spans),
+      // The data moves at once (the spans are read now); the completion waits for the test.
+      startSpans: (isWrite, o, spans, done) => {
+        if (!room) return false;
+        const bytes = spansCopy(isWrite, o, spans);
+        pending.push({ isWrite, offset: Number(o), bytes, done });
+        return true;
+      },
+      drain: () => {
+        drains++;
+        while (pending.length > 0) pending.shift()!.done(true);
+      },
+    },
+    queueSize: 16,
+  });
+  const { log, dev, driver } = readyDevice(blk, new AddressSpaceGuestMemory(as), ram);
+  const irqs: number[] = [];
+  dev.interrupt = (vector) => irqs.push(vector);
+  dev.setStatus(VirtioStatus.FEATURES_OK | VirtioStatus.DRIVER_OK);
+  /** Request `k` (descriptors 3k…3k+2, its own header, 4 KiB of data and status byte), offered. */
+  const offer = (k: number, type: number, sector: bigint) => {
+    const hdr = HDR + 16 * k;
+    ram.view.setUint32(hdr, type, true);
+    ram.view.setBigUint64(hdr + 8, sector, true);
+    ram.bytes[STATUS + k] = 0xaa;
+    const flags = type === VirtioBlkRequest.OUT ? 0 : VIRTQ_DESC_F_WRITE;
+    driver.setDesc(DESC, 3 * k, { addr: BigInt(hdr), len: 16, flags: VIRTQ_DESC_F_NEXT, next: 3 * k + 1 });
+    driver.setDesc(DESC, 3 * k + 1, {
+      addr: BigInt(0x1_0000 + 0x1000 * k),
+      len: 0x1000,
+      flags: flags | VIRTQ_DESC_F_NEXT,
+      next: 3 * k + 2,
+    });
+    driver.setDesc(DESC, 3 * k + 2, { addr: BigInt(STATUS + k), len: 1, flags: VIRTQ_DESC_F_WRITE, next: 0 });
+    driver.offer(3 * k);
+  };
+  return {
+    ram,
+    disk,
+    blk,
+    dev,
+    log,
+    irqs,
+    driver,
+    pending,
+    offer,
+    drains: () => drains,
+    setRoom: (r: boolean) => room = r,
+    [Symbol.dispose]: () => as.close(),
+  };
+}
+
+Deno.test("VirtioBlk: a started read or write completes when the backing says, in any order, with one interrupt each", () => {
+  using t = asyncSetup();
+  t.offer(0, VirtioBlkRequest.IN, 8n);
+  t.offer(1, VirtioBlkRequest.OUT, 16n);
+  t.ram.bytes.fill(0x5a, 0x1_1000, 0x1_2000);
+  t.dev.notifyQueue(0);
+  assert.equal(t.pending.length, 2, "both started");
+  assert.equal(t.driver.usedIdx(), 0, "nothing completes before the backing does");
+  assert.equal(t.blk.inFlight, 2);
+  assert.deepEqual(t.irqs, []);
+  t.pending[1].done(true); // the write ends first
+  assert.equal(t.driver.usedIdx(), 1);
+  assert.deepEqual(t.driver.usedElem(0), { id: 3, len: 1 });
+  assert.equal(t.ram.bytes[STATUS + 1], VirtioBlkStatus.OK);
+  assert.equal(t.ram.bytes[STATUS], 0xaa, "the read's status is not written yet");
+  assert.equal(t.irqs.length, 1);
+  t.pending[0].done(false); // the read fails
+  assert.equal(t.driver.usedIdx(), 2);
+  assert.deepEqual(t.driver.usedElem(1), { id: 0, len: 0x1001 });
+  assert.equal(t.ram.bytes[STATUS], VirtioBlkStatus.IOERR);
+  assert.equal(t.irqs.length, 2);
+  assert.equal(t.blk.inFlight, 0);
+  assert.deepEqual(t.disk.bytes.subarray(16 * 512, 16 * 512 + 0x1000), new Uint8Array(0x1000).fill(0x5a));
+  assert.deepEqual(t.log, []);
+});
+
+Deno.test("VirtioBlk: a backing with no room now moves the data itself; checks still come first", () => {
+  using t = asyncSetup();
+  t.setRoom(false);
+  t.offer(0, VirtioBlkRequest.IN, 2n);
+  t.offer(1, VirtioBlkRequest.IN, 255n); // 8 sectors from the last one: past the capacity
+  t.dev.notifyQueue(0);
+  assert.equal(t.pending.length, 0);
+  assert.equal(t.driver.usedIdx(), 2, "both completed at once");
+  assert.equal(t.ram.bytes[STATUS], VirtioBlkStatus.OK);
+  assert.equal(t.ram.bytes[STATUS + 1], VirtioBlkStatus.IOERR);
+  assert.deepEqual(t.ram.bytes.subarray(0x1_0000, 0x1_1000), t.disk.bytes.subarray(1024, 1024 + 0x1000));
+  t.setRoom(true);
+  t.offer(2, VirtioBlkRequest.IN, 255n);
+  t.dev.notifyQueue(0);
+  assert.equal(t.pending.length, 0, "a request past the capacity never starts");
+  assert.equal(t.ram.bytes[STATUS + 2], VirtioBlkStatus.IOERR);
+});
+
+Deno.test("VirtioBlk: a reset waits for the transfers in flight and forgets their requests; drain completes them", () => {
+  using t = asyncSetup();
+  t.offer(0, VirtioBlkRequest.IN, 0n);
+  t.dev.notifyQueue(0);
+  assert.equal(t.pending.length, 1);
+  t.blk.drain(); // a snapshot's: the request completes, with its interrupt
+  assert.equal(t.driver.usedIdx(), 1);
+  assert.equal(t.irqs.length, 1);
+  t.offer(1, VirtioBlkRequest.IN, 0n);
+  t.dev.notifyQueue(0);
+  const drainsBefore = t.drains();
+  const late = t.pending[0].done;
+  t.pending.length = 0;
+  t.dev.reset();
+  assert.equal(t.drains(), drainsBefore + 1, "reset drained the backing");
+  assert.equal(t.blk.inFlight, 0);
+  late(true); // a completion from before the reset
+  assert.equal(t.ram.bytes[STATUS + 1], 0xaa, "a request from before the reset is not completed");
+  assert.equal(t.blk.inFlight, 0, "nor counted");
+  assert.equal(t.driver.usedIdx(), 1);
+  assert.deepEqual(t.log, []);
+});

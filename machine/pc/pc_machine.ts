@@ -63,7 +63,7 @@ import { firmwareEntry } from "../loader/firmware.ts";
 import { copyBootWrites, type ImageSource } from "../loader/image_source.ts";
 import { type ExtIntSource, offerExtInt } from "../ext_int.ts";
 import { FIRMWARE } from "../guests/firmware.ts";
-import type { Doorbell, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
+import type { Doorbell, HostFdSource, Runner, RunnerHooks, RunOutcome } from "../runner.ts";
 import { VcpuRunner } from "../vcpu_runner.ts";
 import type { SmpRunner } from "../smp_runner.ts";
 import type { VirtioNotifiers } from "../virtio_notifiers.ts";
@@ -496,6 +496,25 @@ async function createNotifiers(board: PcBoard, cleanup: Disposable[]): Promise<V
 }
 
 /**
+ * Step 8b: when the runner's serving thread waits in poll(2) between exits (a doorbell), each disk
+ * whose spec can move its transfers off that thread does (`offload`); their completion fds join the
+ * wait. With one vCPU on the calling thread, inside `KVM_RUN`, nothing would reap them: transfers
+ * stay synchronous.
+ */
+function offloadDisks(board: PcBoard, runner: Runner, cleanup: Disposable[]): (HostFdSource & Disposable)[] {
+  if (runner.doorbell === null) return [];
+  const sources: (HostFdSource & Disposable)[] = [];
+  for (const device of board.pciDevices) {
+    if (device.spec.type !== "virtio-blk-pci") continue;
+    const source = device.spec.offload?.();
+    if (!source) continue;
+    cleanup.push(source);
+    sources.push(source);
+  }
+  return sources;
+}
+
+/**
  * Step 6: the vCPUs, each set up as a VMM sets one up before Linux runs (Firecracker's list):
  * CPUID with its APIC id and the topology, the boot MSRs, the FPU, LINT0 = ExtINT and LINT1 = NMI
  * on the LAPIC. They are closed with the VM.
@@ -703,6 +722,8 @@ export class PcMachine implements Disposable {
   readonly #memory: PcGuestMemory;
   readonly #resetStates: readonly VcpuResetState[];
   readonly #notifiers: VirtioNotifiers | null;
+  /** The completion fds of the disks whose transfers left the serving thread (see {@link offloadDisks}). */
+  readonly #diskSources: readonly (HostFdSource & Disposable)[];
   readonly #kvmRef: Kvm;
   /** The coalesced-MMIO ring's flusher (null without a ring). */
   readonly #coalesced: CoalescedRingDriver | null;
@@ -729,6 +750,7 @@ export class PcMachine implements Disposable {
     memory: PcGuestMemory;
     resetStates: VcpuResetState[];
     notifiers: VirtioNotifiers | null;
+    diskSources: readonly (HostFdSource & Disposable)[];
     kvm: Kvm;
     coalesced: CoalescedRingDriver | null;
     timer?: HostTimer | null;
@@ -744,6 +766,7 @@ export class PcMachine implements Disposable {
     this.#memory = parts.memory;
     this.#resetStates = parts.resetStates;
     this.#notifiers = parts.notifiers;
+    this.#diskSources = parts.diskSources;
     this.#kvmRef = parts.kvm;
     this.#coalesced = parts.coalesced;
     this.#timer = parts.timer ?? null;
@@ -818,6 +841,7 @@ export class PcMachine implements Disposable {
         memory,
         resetStates,
         notifiers,
+        diskSources: offloadDisks(board, runner, cleanup),
         kvm,
         coalesced,
         timer,
@@ -941,6 +965,7 @@ export class PcMachine implements Disposable {
         memory,
         resetStates,
         notifiers,
+        diskSources: offloadDisks(pc, runner, cleanup),
         kvm,
         coalesced,
         timer,
@@ -975,6 +1000,9 @@ export class PcMachine implements Disposable {
       // A notify KVM signalled but the VM thread has not served yet would be lost in the snapshot:
       // serve them now, with every vCPU out of KVM_RUN none can come after.
       this.#notifiers?.serve();
+      // Requests whose data a disk's kernel worker still moves: complete them, so that the used
+      // ring, the interrupt and guest memory are all in the snapshot.
+      this.#drainDisks();
       // Writes KVM queued in the coalesced ring belong to the devices' state: play them back first.
       flushCoalescedMmio();
       this.#msrIndices ??= readableMsrs(this.#vcpus[0], this.#kvmRef.msrIndexList());
@@ -1076,9 +1104,10 @@ export class PcMachine implements Disposable {
    */
   async runAsync(hooks: RunnerHooks = {}): Promise<RunOutcome> {
     this.#checkOpen();
-    if (this.#notifiers === null) return await this.#runner.run(hooks);
-    // The queue notify eventfds join the serving thread's wait (machine/virtio_notifiers.ts).
-    const sources = [...this.#notifiers.sources(), ...(hooks.sources ?? [])];
+    if (this.#notifiers === null && this.#diskSources.length === 0) return await this.#runner.run(hooks);
+    // The queue notify eventfds join the serving thread's wait (machine/virtio_notifiers.ts), and
+    // so do the completions of the disks' transfers.
+    const sources = [...(this.#notifiers?.sources() ?? []), ...this.#diskSources, ...(hooks.sources ?? [])];
     return await this.#runner.run({ ...hooks, sources });
   }
 
@@ -1202,6 +1231,13 @@ export class PcMachine implements Disposable {
     return vcpu;
   }
 
+  /** Waits for every disk transfer in flight and completes its request. */
+  #drainDisks(): void {
+    for (const device of this.board.pciDevices) {
+      if (device.spec.type === "virtio-blk-pci") device.spec.backing.drain?.();
+    }
+  }
+
   #checkOpen(): void {
     if (this.#closed) throw new TypeError("PcMachine: the machine is closed");
   }
@@ -1223,6 +1259,10 @@ export class PcMachine implements Disposable {
     const memory = this.#memory;
     const notifiers = { close: () => this.#notifiers?.close(false) }; // the VM dropped them already
     closeAll([
+      // Nothing may write guest memory once it is unmapped: the disks' transfers end first, while
+      // the VM can still take their completion interrupts.
+      { close: () => this.#drainDisks() },
+      ...this.#diskSources.map((source) => ({ close: () => source[Symbol.dispose]() })), // transfers synchronous again
       { close: () => this.#timer?.close() }, // no signal to a thread that no longer runs a vCPU
       { close: () => this.#coalesced?.[Symbol.dispose]() }, // before the vCPUs' mappings go
       this.#vm,

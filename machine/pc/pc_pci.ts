@@ -36,6 +36,7 @@ import type { PciHost } from "../../devices/pci_host.ts";
 import type { BlockBacking, VirtioNet, VirtioPci } from "../../devices/virtio/mod.ts";
 import { PC_PCI_LINK_IRQS } from "../acpi/dsdt.ts";
 import { IOAPIC_START } from "./layout.ts";
+import type { HostFdSource } from "../runner.ts";
 
 /** The first slot a `-device` gets on this board (0: host bridge, 1: PIIX3). */
 export const PC_PCI_FIRST_FREE_SLOT = 2;
@@ -286,6 +287,13 @@ export type PcPciDeviceSpec =
     readonly backing: BlockBacking;
     /** GET_ID's answer (`serial=`). */
     readonly serial?: string;
+    /**
+     * Moves the backing's transfers off the thread that serves the queues, where that thread waits
+     * in poll(2) between exits: the source whose readiness completes them, or null to keep them
+     * synchronous (the front-end's `aio=`; `DiskBlockBacking.offload`). The machine disposes of it
+     * when it closes, which makes the transfers synchronous again.
+     */
+    readonly offload?: () => (HostFdSource & Disposable) | null;
   }
   | {
     /** A virtio entropy device drawing from `entropy`. */
