@@ -279,8 +279,9 @@ export class IoRing implements Disposable {
     return true;
   }
 
-  /** Runs the callbacks of the transfers that completed; how many did. Never waits. */
+  /** Runs the callbacks of the transfers that completed; how many did. Never waits; 0 once closed. */
   reap(): number {
+    if (this.#closed) return 0; // the rings are unmapped
     let finished = 0;
     const cqes = this.#cqes;
     for (;;) {
