@@ -441,6 +441,16 @@ export class DiskImage implements Disposable {
     return ring.start(op, fd, start, spans.buffers, spans.offsets, spans.lengths, spans.count, total, done);
   }
 
+  /**
+   * Starts `fdatasync` on `ring` ({@link fdatasync} without waiting): `done` runs when the ring reaps
+   * it. Returns false, having started nothing, when the ring has no room: call {@link fdatasync}.
+   *
+   * @throws {TypeError} once the ring is closed.
+   */
+  startFdatasync(ring: IoRing, done: IoRingDone): boolean {
+    return ring.fdatasync(this.#open(), done);
+  }
+
   /** Checks each span lies inside its buffer and the whole inside the image; the total bytes. */
   #checkSpans(op: "preadv" | "pwritev", spans: BufferSpans, start: bigint): number {
     const { count: spanCount, buffers, offsets, lengths } = spans;

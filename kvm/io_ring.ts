@@ -1,6 +1,7 @@
 /**
  * Disk transfers that need not finish before the caller goes on, through the kernel's `io_uring`:
- * the VM thread prepares a request's iovecs and submits a readv/writev; the completion comes back as
+ * the VM thread prepares a request's iovecs and submits a readv/writev (or an fdatasync, a FLUSH
+ * that must not stop the VM thread while the storage writes back); the completion comes back as
  * the ring's fd turning readable, which joins the VM thread's wait. Two ways, as QEMU's `aio=`:
  *
  * - `io_uring` (QEMU's `aio=io_uring`): the kernel decides. Data in the page cache is copied at
@@ -40,6 +41,16 @@ const IOSQE_ASYNC = 1 << 4;
 const IORING_OP_READV = 1;
 /** `IORING_OP_WRITEV`. */
 const IORING_OP_WRITEV = 2;
+/** `IORING_OP_FSYNC`. */
+const IORING_OP_FSYNC = 3;
+/** `IORING_FSYNC_DATASYNC` in the SQE's `fsync_flags`: `fdatasync` rather than `fsync`. */
+const IORING_FSYNC_DATASYNC = 1;
+/** The op names of errors, by opcode. */
+const OP_NAMES: Record<number, string> = {
+  [IORING_OP_READV]: "preadv",
+  [IORING_OP_WRITEV]: "pwritev",
+  [IORING_OP_FSYNC]: "fdatasync",
+};
 /** Most iovecs one request carries (Linux's `UIO_MAXIOV`). */
 export const IO_RING_MAX_IOVECS = 1024;
 /** The fewest iovecs a slot's array holds: 1 KiB, which V8 keeps outside its heap (it never moves). */
@@ -264,10 +275,38 @@ export class IoRing implements Disposable {
       }
       putIovec(iov, i, lastAddress + offsets[i], lengths[i]);
     }
-    this.#op[slot] = op === "preadv" ? IORING_OP_READV : IORING_OP_WRITEV;
+    const opcode = op === "preadv" ? IORING_OP_READV : IORING_OP_WRITEV;
+    return this.#launch(slot, opcode, fd, Number(offset), total, count, done);
+  }
+
+  /**
+   * Starts `fdatasync(fd)` (`IORING_OP_FSYNC` with `IORING_FSYNC_DATASYNC`): `done` runs once every
+   * write that completed before it is on stable storage, or with the error. Transfers still in flight
+   * are not waited for (as the system call). Returns false, having started nothing, when every slot
+   * is busy or the kernel did not take it.
+   *
+   * @throws {TypeError} once closed.
+   */
+  fdatasync(fd: number, done: IoRingDone): boolean {
+    if (this.#closed) throw new TypeError("IoRing: the ring is closed");
+    if (this.#free.length === 0) return false;
+    return this.#launch(this.#free.pop()!, IORING_OP_FSYNC, fd, 0, 0, 0, done);
+  }
+
+  /** Fills busy `slot` with its operation and submits it; gives the slot back when that fails. */
+  #launch(
+    slot: number,
+    opcode: number,
+    fd: number,
+    offset: number,
+    left: number,
+    count: number,
+    done: IoRingDone,
+  ): boolean {
+    this.#op[slot] = opcode;
     this.#fds[slot] = fd;
-    this.#offset[slot] = Number(offset);
-    this.#left[slot] = total;
+    this.#offset[slot] = offset;
+    this.#left[slot] = left;
     this.#first[slot] = 0;
     this.#count[slot] = count;
     if (!this.#submit(slot)) {
@@ -342,12 +381,15 @@ export class IoRing implements Disposable {
     if (result >= 0 && result < this.#left[slot]) {
       if (result > 0 && this.#advance(slot, result) && this.#submit(slot)) return false;
       // Nothing moved (a read past the end of a file that shrank) or the rest could not be started.
-      error = new KvmError(this.#op[slot] === IORING_OP_READV ? "preadv" : "pwritev", 5, {
+      error = new KvmError(OP_NAMES[this.#op[slot]], 5, {
         detail: `short transfer: ${this.#left[slot]} bytes at ${this.#offset[slot]} not done`,
       });
     } else if (result < 0) {
-      error = new KvmError(this.#op[slot] === IORING_OP_READV ? "preadv" : "pwritev", -result, {
-        detail: `${this.#left[slot]} bytes at ${this.#offset[slot]}`,
+      const op = this.#op[slot];
+      error = new KvmError(OP_NAMES[op], -result, {
+        detail: op === IORING_OP_FSYNC
+          ? `fd ${this.#fds[slot]}`
+          : `${this.#left[slot]} bytes at ${this.#offset[slot]}`,
       });
     }
     this.#done[slot] = undefined;
@@ -393,10 +435,14 @@ export class IoRing implements Disposable {
     const offset = this.#offset[slot];
     sqe.setUint32(at + 8, offset >>> 0, true);
     sqe.setUint32(at + 12, offset / 0x1_0000_0000 >>> 0, true);
-    const address = this.#iovAddress[slot] + IOVEC_SIZE * this.#first[slot];
-    sqe.setUint32(at + 16, address >>> 0, true);
-    sqe.setUint32(at + 20, address / 0x1_0000_0000 >>> 0, true);
-    sqe.setUint32(at + 24, this.#count[slot], true);
+    if (this.#op[slot] === IORING_OP_FSYNC) {
+      sqe.setUint32(at + 28, IORING_FSYNC_DATASYNC, true); // fsync_flags
+    } else {
+      const address = this.#iovAddress[slot] + IOVEC_SIZE * this.#first[slot];
+      sqe.setUint32(at + 16, address >>> 0, true);
+      sqe.setUint32(at + 20, address / 0x1_0000_0000 >>> 0, true);
+      sqe.setUint32(at + 24, this.#count[slot], true);
+    }
     sqe.setUint32(at + 32, slot, true); // user_data
     Atomics.store(this.#sqTail, 0, (tail + 1) >>> 0);
     for (;;) {

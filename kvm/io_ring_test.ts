@@ -212,3 +212,28 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "IoRing: fdatasync completes without the caller waiting; a file without it fails naming fdatasync",
+  ifRing,
+  () => {
+    const path = tempImage(new Uint8Array(4096));
+    try {
+      using image = DiskImage.open(path);
+      using ring = IoRing.open(2, { workers: true });
+      const results: (KvmError | null)[] = [];
+      assert.ok(image.startFdatasync(ring, (e) => results.push(e)));
+      ring.drain();
+      assert.deepEqual(results, [null]);
+      using nothing = DiskImage.open("/dev/null", { lock: false, readOnly: true });
+      let failure: unknown = "pending";
+      assert.ok(nothing.startFdatasync(ring, (e) => failure = e));
+      ring.drain();
+      assert.ok(failure instanceof KvmError, String(failure));
+      assert.equal(failure.op, "fdatasync");
+      assert.equal(failure.code, "EINVAL");
+    } finally {
+      Deno.removeSync(path);
+    }
+  },
+);

@@ -89,6 +89,15 @@ export class DiskBlockBacking implements BlockBacking, Disposable {
     return true;
   }
 
+  /** Starts fdatasync on the ring, when there is one and it has room (a FLUSH that does not stop the VM thread). */
+  startFlush(done: (ok: boolean) => void): boolean {
+    const ring = this.#ring;
+    if (ring === null) return false;
+    if (!this.#image.startFdatasync(ring, (error) => done(error === null))) return false;
+    ring.reap();
+    return true;
+  }
+
   /** Waits for the ring's transfers in flight and runs their completions. */
   drain(): void {
     this.#ring?.drain();

@@ -113,6 +113,12 @@ export interface BlockBacking {
    * Absent: every transfer completes before the device answers.
    */
   startSpans?(isWrite: boolean, offset: bigint, spans: RamSpans, done: (ok: boolean) => void): boolean;
+  /**
+   * Starts what {@link flush} does without waiting: `done` runs later, as for {@link startSpans}.
+   * Returns false, having started nothing, when it cannot (the device then calls flush). Absent:
+   * flush.
+   */
+  startFlush?(done: (ok: boolean) => void): boolean;
   /** Waits until every started transfer ran its `done` (a device reset, a snapshot, teardown). */
   drain?(): void;
 }
@@ -303,6 +309,20 @@ export class VirtioBlk implements VirtioDeviceModel {
     return true;
   }
 
+  /**
+   * Has `begin` start the request `chain` on the backing, to complete when its `done` runs; false
+   * when the backing did not start it (or the model serves no device yet).
+   */
+  #start(chain: DescriptorChain, begin: (done: (ok: boolean) => void) => boolean): boolean {
+    if (this.#device === undefined) return false;
+    const generation = this.#generation;
+    const statusAt = chain.writableLength - 1;
+    this.#started++;
+    if (begin((ok) => this.#finish(chain, statusAt, ok, generation))) return true;
+    this.#started--;
+    return false;
+  }
+
   /** The backing finished a started request: its status byte, then the used ring and interrupt. */
   #finish(chain: DescriptorChain, statusAt: number, ok: boolean, generation: number): void {
     if (generation !== this.#generation) return; // the driver reset the device meanwhile
@@ -323,6 +343,12 @@ export class VirtioBlk implements VirtioDeviceModel {
         case VirtioBlkRequest.OUT:
           return this.#transfer(chain, sector, chain.readableLength - 16, true);
         case VirtioBlkRequest.FLUSH:
+          if (
+            this.#backing.startFlush !== undefined &&
+            this.#start(chain, (done) => this.#backing.startFlush!(done))
+          ) {
+            return STARTED;
+          }
           this.#backing.flush();
           return VirtioBlkStatus.OK;
         case VirtioBlkRequest.GET_ID: {
@@ -362,13 +388,11 @@ export class VirtioBlk implements VirtioDeviceModel {
       length > 0 && (isWrite ? b.writeSpans : b.readSpans) !== undefined &&
       chain.gather(!isWrite, skip, length, this.#spans)
     ) {
-      if (b.startSpans !== undefined && this.#device !== undefined) {
-        const generation = this.#generation;
-        const statusAt = chain.writableLength - 1;
-        const done = (ok: boolean) => this.#finish(chain, statusAt, ok, generation);
-        this.#started++;
-        if (b.startSpans(isWrite, base, this.#spans, done)) return STARTED;
-        this.#started--;
+      const spans = this.#spans;
+      if (
+        b.startSpans !== undefined && this.#start(chain, (done) => b.startSpans!(isWrite, base, spans, done))
+      ) {
+        return STARTED;
       }
       if (isWrite) b.writeSpans!(base, this.#spans);
       else b.readSpans!(base, this.#spans);

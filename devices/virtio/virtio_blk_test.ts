@@ -344,6 +344,11 @@ function asyncSetup() {
         pending.push({ isWrite, offset: Number(o), bytes, done });
         return true;
       },
+      startFlush: (done) => {
+        if (!room) return false;
+        pending.push({ isWrite: false, offset: -1, bytes: 0, done });
+        return true;
+      },
       drain: () => {
         drains++;
         while (pending.length > 0) pending.shift()!.done(true);
@@ -453,4 +458,23 @@ Deno.test("VirtioBlk: a reset waits for the transfers in flight and forgets thei
   assert.equal(t.blk.inFlight, 0, "nor counted");
   assert.equal(t.driver.usedIdx(), 1);
   assert.deepEqual(t.log, []);
+});
+
+Deno.test("VirtioBlk: a FLUSH the backing started completes when it says; without room it flushes at once", () => {
+  using t = asyncSetup();
+  t.offer(0, VirtioBlkRequest.FLUSH, 0n);
+  t.dev.notifyQueue(0);
+  assert.equal(t.pending.length, 1);
+  assert.equal(t.pending[0].offset, -1, "the flush, not a transfer");
+  assert.equal(t.driver.usedIdx(), 0);
+  assert.equal(t.disk.flushes, 0);
+  t.pending[0].done(true);
+  assert.equal(t.driver.usedIdx(), 1);
+  assert.equal(t.ram.bytes[STATUS], VirtioBlkStatus.OK);
+  t.setRoom(false);
+  t.offer(1, VirtioBlkRequest.FLUSH, 0n);
+  t.dev.notifyQueue(0);
+  assert.equal(t.driver.usedIdx(), 2);
+  assert.equal(t.disk.flushes, 1);
+  assert.equal(t.ram.bytes[STATUS + 1], VirtioBlkStatus.OK);
 });
