@@ -1062,7 +1062,8 @@ function offloadDisk(
     return backing.offload({ workers: aio === "threads" });
   } catch (e) {
     if (!(e instanceof KvmError)) throw e;
-    throw new UsageError(`-drive ${drive.text}: aio=${aio} needs io_uring: ${e.message.split("\n")[0]}`);
+    const why = e.message.split("\n").map((l) => l.trim()).filter((l) => l).join("; ");
+    throw new UsageError(`-drive ${drive.text}: aio=${aio} needs io_uring: ${why}`);
   }
 }
 

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { EINTR } from "./_errno.ts";
+import { EINTR, ENOSYS, EPERM } from "./_errno.ts";
 import { lastErrno, libc, SYS_IO_URING_ENTER } from "./_libc.ts";
 import { closeFd, MAP_SHARED, mmap, munmap, PROT_READ, PROT_WRITE } from "./_syscalls.ts";
 import { KvmError } from "./kvm_error.ts";
@@ -216,7 +216,17 @@ export class IoRing implements Disposable {
     }
     const params = new Uint8Array(PARAMS_SIZE);
     const fd = libc().io_uring_setup(entries, params);
-    if (fd < 0) throw new KvmError("io_uring_setup", lastErrno(), { detail: `${entries} entries` });
+    if (fd < 0) {
+      const errno = lastErrno();
+      throw new KvmError("io_uring_setup", errno, {
+        detail: `${entries} entries`,
+        hint: errno === EPERM
+          ? "io_uring is turned off (sysctl kernel.io_uring_disabled) or forbidden by a seccomp filter (a container's)"
+          : errno === ENOSYS
+          ? "this kernel has no io_uring (CONFIG_IO_URING)"
+          : undefined,
+      });
+    }
     const view = new DataView(params.buffer);
     try {
       if ((view.getUint32(20, true) & IORING_FEAT_SINGLE_MMAP) === 0) {
