@@ -559,6 +559,12 @@ export class Vcpu implements Disposable {
     this.#runPage[RUN.immediateExit] = on ? 1 : 0;
   }
 
+  /** Whether `kvm_run.immediate_exit` is set: a kick is pending, and the next `KVM_RUN` returns at once. */
+  get immediateExit(): boolean {
+    this.#checkOpen();
+    return this.#runPage[RUN.immediateExit] !== 0;
+  }
+
   /**
    * Sets `kvm_run.request_interrupt_window`: while set, `KVM_RUN` returns with
    * `KVM_EXIT_IRQ_WINDOW_OPEN` as soon as the guest can take an external interrupt (a split or no

@@ -85,6 +85,11 @@ export class VcpuHandle {
     this.runPage[RUN.immediateExit] = on ? 1 : 0;
   }
 
+  /** Whether `kvm_run.immediate_exit` is set, as {@link Vcpu.immediateExit}. */
+  get immediateExit(): boolean {
+    return this.runPage[RUN.immediateExit] !== 0;
+  }
+
   /** Sets or clears `kvm_run.request_interrupt_window`, as {@link Vcpu.setRequestInterruptWindow}. */
   setRequestInterruptWindow(on: boolean): void {
     this.runPage[RUN.requestInterruptWindow] = on ? 1 : 0;

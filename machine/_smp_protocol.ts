@@ -102,6 +102,8 @@ export interface VcpuThreadTarget {
   setImmediateExit(on: boolean): void;
   /** `kvm_run.ready_for_interrupt_injection` of the last exit (split irqchip). */
   readonly readyForInterruptInjection?: boolean;
+  /** Whether `kvm_run.immediate_exit` is set (split irqchip: no vector is given then). */
+  readonly immediateExit?: boolean;
   /** `KVM_INTERRUPT` (split irqchip). */
   interrupt?(vector: number): void;
   /** Sets or clears `kvm_run.request_interrupt_window` (split irqchip). */
