@@ -950,6 +950,12 @@ export class PcMachine implements Disposable {
       vcpus.forEach((vcpu, i) => restoreVcpuState(vcpu, state.vcpus[i]));
       loadDevices(pc, state.devices);
       vm.setClock(state.vm.clock);
+      // A split irqchip's PIC gives vCPU 0 its vector only once KVM said the vCPU can take one
+      // (kvm_run.ready_for_interrupt_injection, written at each exit). This run page has seen no
+      // exit: a vCPU restored halted with the PIC's INT high would ask for the interrupt window,
+      // which does not wake a halted vCPU, and sleep for ever. Its first KVM_RUN returns at once
+      // instead (immediate_exit, the kick's way), with the flag as KVM sees this vCPU.
+      if (board.irqchip === "split") vcpus[0].setImmediateExit(true);
       // The same notify eventfds as the machine that was saved (its snapshot served every pending one).
       const notifiers = await createNotifiers(pc, cleanup);
       const runner = await makeRunner(pc, vcpus, notifiers !== null);
