@@ -4,6 +4,7 @@
 # timer's interrupt has come TICKS times. Each interrupt reaches the CPU as the PIC's ExtINT
 # through the LAPIC's LINT0. The handler counts and sends the PIC a non-specific EOI. Then the
 # guest writes TICKS to isa-debug-exit (port 0x501): the run ends with status 2*TICKS+1.
+	.include "_pic.inc"
 	.code16
 	.set TICKS, 50
 	.globl _start
@@ -17,24 +18,7 @@ _start:
 	movw $0, 0x20 * 4 + 2
 	movw $0, count
 
-	mov $0x11, %al		# ICW1: edge, cascade, ICW4 follows
-	out %al, $0x20
-	out %al, $0xa0
-	mov $0x20, %al		# ICW2: master's vectors from 0x20
-	out %al, $0x21
-	mov $0x28, %al		# slave's from 0x28
-	out %al, $0xa1
-	mov $0x04, %al		# ICW3: the slave on the master's IRQ 2
-	out %al, $0x21
-	mov $0x02, %al
-	out %al, $0xa1
-	mov $0x01, %al		# ICW4: 8086 mode
-	out %al, $0x21
-	out %al, $0xa1
-	mov $0xfe, %al		# OCW1: only IRQ 0
-	out %al, $0x21
-	mov $0xff, %al
-	out %al, $0xa1
+	pic_init 0xfe		# only IRQ 0
 
 	mov $0x34, %al		# channel 0, low then high byte, mode 2
 	out %al, $0x43
