@@ -6,19 +6,28 @@
  * (no PIT here, no input) such a restore slept for ever. The test builds that state by hand: the
  * guest (tests/guests/halted_extint.S) sets up the PIC and COM1's receive interrupt and ends the run;
  * the test puts the vCPU to sleep with IF set, makes COM1 receive a byte (the PIC's INT goes high),
- * snapshots, and restores in a new process, which must end through the guest's handler. Needs KVM
- * (the nested VM where there is none). The guest stops the PIT's periodic output: its host timer would
+ * snapshots, and restores in a new process, which must end through the guest's handler. Needs a
+ * hardware-style KVM (the nested VM where the host has none or a software one). The guest stops the PIT's periodic output: its host timer would
  * kick the vCPU and so wake it all the same.
  */
 import assert from "node:assert/strict";
-import { ifKvm, reportKvmSkip } from "../kvm/_testing.ts";
+import { hostKvm } from "../kvm/mod.ts";
 import { KVM_MP_STATE_HALTED } from "../kvm/ioctls.ts";
 import { loadFlat } from "../machine/loader/mod.ts";
 import { PcMachine } from "../machine/pc/pc_machine.ts";
 import { START_FLAGS } from "../cli/start_flags.ts";
 import { assemble, guestSource } from "./guests/assemble.ts";
 
-reportKvmSkip("tests/snapshot_extint_test.ts");
+// A software KVM (kvm_pvm) wakes a halted vCPU for the interrupt window on its own, so the test
+// passes there with or without the fix: it runs where the wake-up can be lost, a hardware-style KVM
+// (the nested VM on such a host; measured: it fails there without 03a7fe3, after its 30 s guard).
+const KVM = hostKvm();
+const skip = KVM === "none"
+  ? "no /dev/kvm"
+  : KVM === "software"
+  ? "this host's KVM is a software one, which wakes a halted vCPU on its own: the lost wake-up cannot show"
+  : undefined;
+if (skip) console.log(`tests/snapshot_extint_test.ts: skipped here: ${skip}`);
 
 const RAM = 32n << 20n;
 const ENTRY = 0x1000n;
@@ -27,10 +36,11 @@ const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname)
 const GIVE_UP_MS = 120_000;
 const BYTE = 0x2a;
 
-Deno.test(
-  "split irqchip: a guest snapshotted asleep while the PIC holds its interrupt takes it after a restore",
-  ifKvm,
-  async () => {
+Deno.test({
+  name:
+    "split irqchip: a guest snapshotted asleep while the PIC holds its interrupt takes it after a restore",
+  ignore: skip !== undefined,
+  fn: async () => {
     const dir = Deno.makeTempDirSync({ prefix: "kvmts-extint-" });
     try {
       const image = await assemble(guestSource("halted_extint.S"), { base: Number(ENTRY) });
@@ -70,4 +80,4 @@ Deno.test(
       Deno.removeSync(dir, { recursive: true });
     }
   },
-);
+});
