@@ -723,8 +723,8 @@ interface DriveArg {
   file: string;
   interface: "virtio" | "none";
   readOnly: boolean;
-  /** `aio=`, or undefined for the default (threads). */
-  aio?: DriveAio;
+  /** `aio=` (default inline). */
+  aio: DriveAio;
 }
 
 /**
@@ -805,7 +805,7 @@ function parseDrive(text: string): DriveArg {
     id,
     interface: iface,
     readOnly: onOff(flag, "readonly", props.get("readonly")),
-    ...(aio ? { aio: aio as DriveAio } : {}),
+    aio: (aio ?? "inline") as DriveAio,
   };
 }
 
@@ -1034,7 +1034,7 @@ async function openPciDevices(
       const image = openImage(DiskImage, p.drive);
       images.push(image);
       const backing = new DiskBlockBacking(image);
-      const aio = p.drive.aio ?? "inline";
+      const aio = p.drive.aio;
       return {
         type: "virtio-blk-pci",
         id: p.id,

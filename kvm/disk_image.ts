@@ -21,7 +21,7 @@ import { EACCES, EAGAIN, EBADF } from "./_errno.ts";
 import { lastErrno, libc } from "./_libc.ts";
 import { decodeFromBytes, encodeToBytes, FLOCK_LAYOUT } from "./_structs.ts";
 import { closeFd, O_RDONLY, O_RDWR, openPath, retryOnEintr } from "./_syscalls.ts";
-import { bufferAddress, IO_RING_MAX_IOVECS, type IoRing, type IoRingDone, putIovec } from "./io_ring.ts";
+import { bufferAddress, type IoRing, type IoRingDone, putIovec } from "./io_ring.ts";
 import { errnoName, KVM_ERROR_PARTIAL, KvmError } from "./kvm_error.ts";
 
 /** `F_OFD_GETLK` (asm-generic/fcntl.h): who would block this lock? */
@@ -414,11 +414,10 @@ export class DiskImage implements Disposable {
   }
 
   /**
-   * Starts a preadv (`op` "preadv") or pwritev of `spans` at byte `offset` on `ring`, whose kernel
-   * worker moves the data; `done` runs when the ring reaps its completion. Returns false, having
-   * started nothing, when the ring cannot take it now (every slot busy, more than 1024 spans): move
-   * the data with {@link readSpans} or {@link writeSpans} instead. The spans must stay mapped until
-   * `done` runs.
+   * Starts a preadv (`op` "preadv") or pwritev of `spans` at byte `offset` on `ring`; `done` runs
+   * when the ring reaps its completion. Returns false, having started nothing, when the ring cannot
+   * take it now (every slot busy, more than 1024 spans): move the data with {@link readSpans} or
+   * {@link writeSpans} instead. The spans must stay mapped until `done` runs.
    *
    * @throws {RangeError} as {@link readSpans} does, before anything starts.
    * @throws {TypeError} once the ring is closed.
@@ -433,7 +432,6 @@ export class DiskImage implements Disposable {
     const fd = this.#open();
     const start = toOffset(offset, `${op} offset`);
     const total = this.#checkSpans(op, spans, start);
-    if (spans.count > IO_RING_MAX_IOVECS) return false;
     if (total === 0) {
       done(null);
       return true;

@@ -89,9 +89,9 @@ function addressOf(buffer: ArrayBufferLike): number {
 }
 
 /**
- * An `io_uring` instance for vectored file transfers. At most {@link IoRing.entries} transfers are in flight; each keeps its iovecs in a slot of its own
- * until it completes, and a short transfer (rare on a regular file) is resubmitted for the rest, as
- * QEMU's io_uring backend does. Completions are taken by {@link IoRing.reap} when {@link IoRing.fd}
+ * An `io_uring` instance for vectored file transfers. At most {@link IoRing.entries} transfers are
+ * in flight; each keeps its iovecs in a slot of its own until it completes, and a short transfer
+ * (rare on a regular file) is resubmitted for the rest, as QEMU's io_uring backend does. Completions are taken by {@link IoRing.reap} when {@link IoRing.fd}
  * is readable (poll it), or waited for by {@link IoRing.drain}. One thread uses an instance.
  *
  * @example
@@ -248,7 +248,7 @@ export class IoRing implements Disposable {
 
   /**
    * Starts `op` on `fd` at byte `offset` over `count` spans (span i: `lengths[i]` bytes at byte
-   * `offsets[i]` of `buffers[i]`, for i from `from`), `total` bytes in all. `done` runs in
+   * `offsets[i]` of `buffers[i]`), `total` bytes in all. `done` runs in
    * {@link reap} or {@link drain} once all of it moved, or with the error that stopped it. Returns
    * false, having started nothing, when every slot is busy, the spans are too many, or the kernel
    * did not take the request: the caller then moves the data itself. The caller has checked the

@@ -71,29 +71,26 @@ export class DiskBlockBacking implements BlockBacking, Disposable {
     };
   }
 
-  /** Whether transfers go through an io_uring ({@link offload} was called). */
-  get offloaded(): boolean {
-    return this.#ring !== null;
-  }
-
-  /**
-   * Starts a transfer on the ring, when there is one and it has room. One the kernel finished inside
-   * the submission (page-cache data, without `workers`) completes before this returns.
-   */
+  /** Starts a transfer on the ring, when there is one and it has room. */
   startSpans(isWrite: boolean, offset: bigint, spans: RamSpans, done: (ok: boolean) => void): boolean {
-    const ring = this.#ring;
-    if (ring === null) return false;
     const op = isWrite ? "pwritev" : "preadv";
-    if (!this.#image.startSpans(ring, op, spans, offset, (error) => done(error === null))) return false;
-    ring.reap();
-    return true;
+    return this.#begin((ring) =>
+      this.#image.startSpans(ring, op, spans, offset, (error) => done(error === null))
+    );
   }
 
   /** Starts fdatasync on the ring, when there is one and it has room (a FLUSH that does not stop the VM thread). */
   startFlush(done: (ok: boolean) => void): boolean {
+    return this.#begin((ring) => this.#image.startFdatasync(ring, (error) => done(error === null)));
+  }
+
+  /**
+   * Has `start` put an operation on the ring, if there is one; what the kernel finished inside the
+   * submission (page-cache data, without `workers`) completes before this returns.
+   */
+  #begin(start: (ring: IoRing) => boolean): boolean {
     const ring = this.#ring;
-    if (ring === null) return false;
-    if (!this.#image.startFdatasync(ring, (error) => done(error === null))) return false;
+    if (ring === null || !start(ring)) return false;
     ring.reap();
     return true;
   }

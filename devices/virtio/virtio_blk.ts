@@ -190,10 +190,6 @@ export class VirtioBlk implements VirtioDeviceModel {
   readonly #status = new Uint8Array(1);
   /** The device this model serves (to complete a request the backing finished later). */
   #device: VirtioDevice | undefined;
-  /** Bumped at each reset: a request started before it is forgotten when its transfer ends. */
-  #generation = 0;
-  /** Requests started on the backing and not completed yet. */
-  #started = 0;
 
   /**
    * A block device over `backing`.
@@ -256,11 +252,6 @@ export class VirtioBlk implements VirtioDeviceModel {
     this.#device = device;
   }
 
-  /** Requests whose data the backing is still moving. */
-  get inFlight(): number {
-    return this.#started;
-  }
-
   /**
    * Handles every available request: each completes at once, or — a read or write the backing
    * started ({@link BlockBacking.startSpans}) — when the backing's `done` runs, in any order, as
@@ -274,16 +265,10 @@ export class VirtioBlk implements VirtioDeviceModel {
 
   /**
    * Device reset: waits for the transfers in flight (the backing must not write guest memory the
-   * driver takes back), and forgets their requests, as QEMU's reset drains the block device.
+   * driver takes back), as QEMU's reset drains the block device. Their requests are forgotten: the
+   * device resets its queues before its model, so the completions the drain runs push nothing.
    */
   reset(): void {
-    this.#generation++;
-    this.#backing.drain?.();
-    this.#started = 0;
-  }
-
-  /** Waits for the transfers in flight and completes their requests (before a snapshot). */
-  drain(): void {
     this.#backing.drain?.();
   }
 
@@ -314,20 +299,18 @@ export class VirtioBlk implements VirtioDeviceModel {
    * when the backing did not start it (or the model serves no device yet).
    */
   #start(chain: DescriptorChain, begin: (done: (ok: boolean) => void) => boolean): boolean {
-    if (this.#device === undefined) return false;
-    const generation = this.#generation;
+    const device = this.#device;
+    if (device === undefined) return false;
     const statusAt = chain.writableLength - 1;
-    this.#started++;
-    if (begin((ok) => this.#finish(chain, statusAt, ok, generation))) return true;
-    this.#started--;
-    return false;
+    return begin((ok) => this.#finish(device, chain, statusAt, ok));
   }
 
-  /** The backing finished a started request: its status byte, then the used ring and interrupt. */
-  #finish(chain: DescriptorChain, statusAt: number, ok: boolean, generation: number): void {
-    if (generation !== this.#generation) return; // the driver reset the device meanwhile
-    this.#started--;
-    this.#device?.serviceQueue(0, (queue) => {
+  /**
+   * The backing finished a started request: its status byte, then the used ring and interrupt —
+   * nothing when the queue was reset or the device broke meanwhile (`serviceQueue` runs no work then).
+   */
+  #finish(device: VirtioDevice, chain: DescriptorChain, statusAt: number, ok: boolean): void {
+    device.serviceQueue(0, (queue) => {
       const status = this.#status;
       status[0] = ok ? VirtioBlkStatus.OK : VirtioBlkStatus.IOERR;
       chain.write(statusAt, status);

@@ -329,6 +329,7 @@ export class VirtioDevice implements Snapshottable {
     this.#broken = false;
     this.configVector = VIRTIO_NO_VECTOR;
     for (const queue of this.queues) queue.reset();
+    // After the queues: work a model finishes while it resets (virtio-blk's drain) pushes nothing.
     this.model.reset?.();
   }
 
