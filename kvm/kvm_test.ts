@@ -50,6 +50,14 @@ Deno.test({
     const leaf0 = cpuid.find((leaf) => leaf.function === 0)!;
     const vendor = new TextDecoder().decode(new Uint32Array([leaf0.ebx, leaf0.edx, leaf0.ecx]));
     assert.match(vendor, /^(GenuineIntel|AuthenticAMD|HygonGenuine|CentaurHauls)$/);
+    // Asked once: a second call gives the same leaves, as copies that an edit of the first leaves alone.
+    leaf0.eax = 0xdead;
+    const again = kvm.supportedCpuid();
+    assert.notEqual(again.find((leaf) => leaf.function === 0)!.eax, 0xdead);
+    assert.deepEqual(
+      again.filter((leaf) => leaf.function !== 0),
+      cpuid.filter((leaf) => leaf.function !== 0),
+    );
     const msrs = kvm.msrIndexList();
     assert.ok(msrs.includes(0x174), "IA32_SYSENTER_CS is saved by KVM");
   },
