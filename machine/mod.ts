@@ -307,6 +307,7 @@ export {
 export {
   allocatePcMemory,
   attachKvm,
+  createPcIrqchip,
   createPcVcpus,
   createPcVm,
   loadGuest,
