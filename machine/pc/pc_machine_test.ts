@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { EXIT_STATUS, FIRMWARE } from "../guests/mod.ts";
 import { LoaderError } from "../loader/mod.ts";
 import { ifKvm } from "../../kvm/_testing.ts";
-import type { MemslotCall } from "../../kvm/mod.ts";
+import { type MemslotCall, Vm } from "../../kvm/mod.ts";
 import { pcGsiRoutes, PcMachine, planBoot } from "./pc_machine.ts";
 
 Deno.test("planBoot hands -initrd to the kernel loader (a Multiboot kernel refuses one)", async () => {
@@ -92,5 +92,41 @@ Deno.test(
     const before = count();
     spin(5);
     assert.notEqual(count(), before, "running: it counts (1.19 MHz)");
+  },
+);
+
+Deno.test(
+  "the in-kernel irqchip and PIT come after every memslot, before the first vCPU",
+  ifKvm,
+  async () => {
+    // KVM_CREATE_IRQCHIP registers bus devices; a memslot change after it waits out the kernel's
+    // grace period (docs/kvm-abi.md §7.4), so PcMachine registers the memory map first.
+    const events: string[] = [];
+    const proto = Vm.prototype;
+    const { createIrqchip, createPit2, createVcpu } = proto;
+    proto.createIrqchip = function () {
+      events.push("irqchip");
+      return createIrqchip.call(this);
+    };
+    proto.createPit2 = function (flags?: number) {
+      events.push("pit");
+      return createPit2.call(this, flags);
+    };
+    proto.createVcpu = function (id: number) {
+      events.push("vcpu");
+      return createVcpu.call(this, id);
+    };
+    try {
+      using _machine = await PcMachine.create({
+        ramSize: 64n << 20n,
+        traceMemslots: () => void events.push("memslot"),
+      });
+    } finally {
+      Object.assign(proto, { createIrqchip, createPit2, createVcpu });
+    }
+    const first = (what: string) => events.indexOf(what);
+    assert.ok(first("memslot") >= 0 && first("irqchip") >= 0, events.join(" "));
+    assert.ok(events.lastIndexOf("memslot") < first("irqchip"), events.join(" "));
+    assert.ok(first("irqchip") < first("pit") && first("pit") < first("vcpu"), events.join(" "));
   },
 );
