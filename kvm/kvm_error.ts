@@ -147,3 +147,21 @@ export function kvmOpenError(path: string, errno: number): KvmError {
   }
   return new KvmError(`open ${path}`, errno, { hint });
 }
+
+/**
+ * What a failed `KVM_RUN` returned, for its error's detail: nothing to add for -1 (errno says why);
+ * any other value means errno was not set by this call, which the message must say rather than
+ * blame a stale errno on KVM. (Seen in the nested KVM VM: a rare `KVM_RUN failed: ENOENT` at a
+ * Linux guest's start, not yet explained.)
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { kvmRunResult } from "./kvm_error.ts";
+ * assert.equal(kvmRunResult(-1), "");
+ * assert.equal(kvmRunResult(1), ", returned 1, so errno is not its own");
+ * ```
+ */
+export function kvmRunResult(result: number): string {
+  return result === -1 ? "" : `, returned ${result}, so errno is not its own`;
+}

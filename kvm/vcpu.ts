@@ -82,7 +82,7 @@ import {
   KVM_SET_XSAVE,
   KVM_TRANSLATE,
 } from "./ioctls.ts";
-import { KVM_ERROR_PARTIAL, KvmError } from "./kvm_error.ts";
+import { KVM_ERROR_PARTIAL, KvmError, kvmRunResult } from "./kvm_error.ts";
 import { queueInterrupt } from "./vcpu_handle.ts";
 
 /**
@@ -536,17 +536,18 @@ export class Vcpu implements Disposable {
    * Before calling again after an `in` or an MMIO read, fill the data the exit points to.
    */
   run(): number {
-    if (this.#ioctl(this.#fd, KVM_RUN, null) === 0) return this.#runWords[EXIT_REASON_WORD];
-    return this.#runFailed(lastErrno());
+    const result = this.#ioctl(this.#fd, KVM_RUN, null);
+    if (result === 0) return this.#runWords[EXIT_REASON_WORD];
+    return this.#runFailed(result, lastErrno());
   }
 
-  #runFailed(errno: number): number {
+  #runFailed(result: number, errno: number): number {
     this.#checkOpen();
-    if (errno === EINTR || errno === EAGAIN) {
+    if (result === -1 && (errno === EINTR || errno === EAGAIN)) {
       this.#runWords[EXIT_REASON_WORD] = KVM_EXIT_INTR;
       return KVM_EXIT_INTR;
     }
-    throw new KvmError("KVM_RUN", errno, { detail: `vCPU ${this.id}` });
+    throw new KvmError("KVM_RUN", errno, { detail: `vCPU ${this.id}${kvmRunResult(result)}` });
   }
 
   /**

@@ -12,7 +12,7 @@ import { lastErrno, libc } from "./_libc.ts";
 import { KVM_RUN_LAYOUT, offsetsOf } from "./_structs.ts";
 import { KVM_EXIT_INTR, KVM_INTERRUPT, KVM_RUN } from "./ioctls.ts";
 import { ioctlBuf } from "./_syscalls.ts";
-import { KvmError } from "./kvm_error.ts";
+import { KvmError, kvmRunResult } from "./kvm_error.ts";
 import type { Vcpu } from "./vcpu.ts";
 
 const RUN = offsetsOf(KVM_RUN_LAYOUT);
@@ -74,10 +74,13 @@ export class VcpuHandle {
 
   /** `KVM_RUN`, as {@link Vcpu.run}: the exit reason, `KVM_EXIT_INTR` when interrupted. */
   run(): number {
-    if (this.#ioctl(this.#fd, KVM_RUN, null) === 0) return this.#words[RUN.exitReason / 4];
+    const result = this.#ioctl(this.#fd, KVM_RUN, null);
+    if (result === 0) return this.#words[RUN.exitReason / 4];
     const errno = lastErrno();
-    if (errno === EINTR || errno === EAGAIN) return KVM_EXIT_INTR;
-    throw new KvmError("KVM_RUN", errno, { detail: `vCPU ${this.id} (worker thread)` });
+    if (result === -1 && (errno === EINTR || errno === EAGAIN)) return KVM_EXIT_INTR;
+    throw new KvmError("KVM_RUN", errno, {
+      detail: `vCPU ${this.id} (worker thread)${kvmRunResult(result)}`,
+    });
   }
 
   /** Sets or clears `kvm_run.immediate_exit`. */
