@@ -91,8 +91,9 @@ function addressOf(buffer: ArrayBufferLike): number {
 /**
  * An `io_uring` instance for vectored file transfers. At most {@link IoRing.entries} transfers are
  * in flight; each keeps its iovecs in a slot of its own until it completes, and a short transfer
- * (rare on a regular file) is resubmitted for the rest, as QEMU's io_uring backend does. Completions are taken by {@link IoRing.reap} when {@link IoRing.fd}
- * is readable (poll it), or waited for by {@link IoRing.drain}. One thread uses an instance.
+ * (rare on a regular file) is resubmitted for the rest, as QEMU's io_uring backend does.
+ * Completions are taken by {@link IoRing.reap} when {@link IoRing.fd} is readable (poll it), or
+ * waited for by {@link IoRing.drain}. One thread uses an instance.
  *
  * @example
  * ```ts

@@ -79,7 +79,10 @@ export class DiskBlockBacking implements BlockBacking, Disposable {
     );
   }
 
-  /** Starts fdatasync on the ring, when there is one and it has room (a FLUSH that does not stop the VM thread). */
+  /**
+   * Starts fdatasync on the ring, when there is one and it has room: a FLUSH that does not stop the
+   * VM thread while the storage writes back.
+   */
   startFlush(done: (ok: boolean) => void): boolean {
     return this.#begin((ring) => this.#image.startFdatasync(ring, (error) => done(error === null)));
   }

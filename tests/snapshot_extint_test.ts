@@ -7,8 +7,8 @@
  * guest (tests/guests/halted_extint.S) sets up the PIC and COM1's receive interrupt and ends the run;
  * the test puts the vCPU to sleep with IF set, makes COM1 receive a byte (the PIC's INT goes high),
  * snapshots, and restores in a new process, which must end through the guest's handler. Needs a
- * hardware-style KVM (the nested VM where the host has none or a software one). The guest stops the PIT's periodic output: its host timer would
- * kick the vCPU and so wake it all the same.
+ * hardware-style KVM (the nested VM where the host has none or a software one). The guest stops
+ * the PIT's periodic output: its host timer would kick the vCPU and so wake it all the same.
  */
 import assert from "node:assert/strict";
 import { hostKvm } from "../kvm/mod.ts";
@@ -20,7 +20,7 @@ import { assemble, guestSource } from "./guests/assemble.ts";
 
 // A software KVM (kvm_pvm) wakes a halted vCPU for the interrupt window on its own, so the test
 // passes there with or without the fix: it runs where the wake-up can be lost, a hardware-style KVM
-// (the nested VM on such a host; measured: it fails there without 03a7fe3, after its 30 s guard).
+// (the nested VM on such a host; measured: without 03a7fe3 it fails there, killed by its guard).
 const KVM = hostKvm();
 const skip = KVM === "none"
   ? "no /dev/kvm"

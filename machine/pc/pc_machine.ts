@@ -220,8 +220,7 @@ export function createPcVm(kvm: Kvm, irqchip: PcIrqchipMode = "kernel", cpus = 1
  * (all KVM asks). The order is for speed: creating them registers devices on the VM's buses, and
  * the next change to the memslots or the buses then waits for the kernel's grace period on some
  * hosts (7.7 ms on a kvm_pvm host: the first memslot 0.6–8 ms after the irqchip, 0.03–0.1 ms before
- * it; none seen with Linux 6.1's kvm_amd).
- * Nothing to do with a split irqchip.
+ * it; none seen with Linux 6.1's kvm_amd). Nothing to do with a split irqchip.
  *
  * @throws {KvmError} when the kernel refuses one of them.
  */

@@ -1,19 +1,13 @@
 # Real-mode guest for tests/snapshot_extint_test.ts: it points IVT entry 0x24 (IRQ 4 once the PIC's
 # vectors start at 0x20) at a handler, initialises both 8259s with only IRQ 4 unmasked, turns on
-# COM1's receive interrupt (IER = 0x01, MCR.OUT2), stops the PIT's periodic output, and ends the run through isa-debug-exit with 0x11
-# so that the test can put the vCPU to sleep by hand. `wait` is where it then sleeps (IF = 1). The
+# COM1's receive interrupt (IER = 0x01, MCR.OUT2), stops the PIT's periodic output, and ends the
+# run through isa-debug-exit with 0x11 so that the test can put the vCPU to sleep by hand. `wait` is where it then sleeps (IF = 1). The
 # handler reads the byte COM1 received and writes it to isa-debug-exit.
 	.include "_pic.inc"
 	.code16
 	.globl _start
 _start:
-	cli
-	xor %ax, %ax
-	mov %ax, %ds
-	mov %ax, %ss
-	mov $0x8000, %sp
-	movw $handler, 0x24 * 4
-	movw $0, 0x24 * 4 + 2
+	real_mode_start 0x24, handler
 
 	pic_init 0xef		# only IRQ 4 (COM1)
 

@@ -9,13 +9,7 @@
 	.set TICKS, 50
 	.globl _start
 _start:
-	cli
-	xor %ax, %ax
-	mov %ax, %ds
-	mov %ax, %ss
-	mov $0x8000, %sp
-	movw $timer, 0x20 * 4
-	movw $0, 0x20 * 4 + 2
+	real_mode_start 0x20, timer
 	movw $0, count
 
 	pic_init 0xfe		# only IRQ 0
