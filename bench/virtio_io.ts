@@ -13,7 +13,8 @@
  * For each it also reports the VM's exits to userspace (KVM's `io_exits` + `mmio_exits`) and its
  * injected interrupts, read from KVM's debugfs counters before and after: per MiB for the
  * sequential runs and the transfer, per read for the random reads. Both peers run with the same
- * device features where QEMU has switches: virtio-net's offloads and mergeable buffers off, legacy
+ * device features where QEMU has switches: virtio-net's default offloads (checksums, TSO both ways,
+ * mergeable receive buffers) — or, with `--offloads off`, every one of them off on both — legacy
  * off, `vhost=off` (kvm-ts has no in-kernel data path).
  *
  * Needs root, /dev/net/tun, iproute2, gcc, QEMU and a hardware-style KVM; where the host has none,
@@ -45,7 +46,7 @@
  * preemptions, from its `status`): where a peer spends what an I/O costs.
  *
  * Usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10]
- *        [--rounds 1] [--warmup 1] [--only PEER]…
+ *        [--rounds 1] [--warmup 1] [--offloads on|off] [--only PEER]…
  *        [--counters] [--threads]
  *
  * PEER is a name as the tables print it: "kvm-ts ioeventfd=on", "kvm-ts aio=io_uring", "kvm-ts
@@ -56,6 +57,7 @@
 
 import { benchArgs } from "./_args.ts";
 import { cpioNewc } from "../machine/loader/mod.ts";
+import { VIRTIO_NET_FEATURE_PROPERTIES } from "../devices/virtio/mod.ts";
 import { hostKvm } from "../kvm/mod.ts";
 import { GuestConsole, retryNestedStalls, tag, tagged } from "../tests/_guest_console.ts";
 import {
@@ -72,7 +74,7 @@ import { threadTimes, threadTimesSince } from "./_thread_times.ts";
 const { values } = benchArgs(
   "bench:io",
   "usage: deno task bench:io [--kernel /boot/vmlinuz-…] [--disk 256] [--net 64] [--seconds 10] " +
-    "[--rounds 1] [--warmup 1] [--only PEER]… [--counters] " +
+    "[--rounds 1] [--warmup 1] [--offloads on|off] [--only PEER]… [--counters] " +
     "[--threads]",
   {
     kernel: { type: "string" },
@@ -81,6 +83,7 @@ const { values } = benchArgs(
     seconds: { type: "string", default: "10", number: true },
     rounds: { type: "string", default: "1", number: true },
     warmup: { type: "string", default: "1", number: true, min: 0 },
+    offloads: { type: "string", default: "on" },
     only: { type: "string", multiple: true },
     counters: { type: "boolean" },
     threads: { type: "boolean" },
@@ -100,6 +103,14 @@ if (unknownPeer !== undefined) {
   console.error(`bench:io: --only ${JSON.stringify(unknownPeer)} is none of ${PEER_NAMES.join(", ")}`);
   Deno.exit(2);
 }
+if (values.offloads !== "on" && values.offloads !== "off") {
+  console.error(`bench:io: --offloads ${JSON.stringify(values.offloads)} is neither on nor off`);
+  Deno.exit(2);
+}
+/** The virtio-net-pci properties both peers get: none (QEMU's defaults), or every offload off. */
+const NET_PROPERTIES = values.offloads === "on"
+  ? ""
+  : Object.keys(VIRTIO_NET_FEATURE_PROPERTIES).map((name) => `,${name}=off`).join("");
 const KERNEL = values.kernel ?? newestKernel();
 const BUSYBOX = readBusybox();
 const DISK_MIB = Number(values.disk);
@@ -179,7 +190,7 @@ function peers(initrd: string, disk: string): Peer[] {
       ...["-drive", `id=d0,file=${disk},format=raw,if=none${drive}`],
       ...["-device", `virtio-blk-pci,drive=d0,ioeventfd=${blk}`],
       ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no`],
-      ...["-device", `virtio-net-pci,netdev=n0,mac=${MAC},ioeventfd=${net}`],
+      ...["-device", `virtio-net-pci,netdev=n0,mac=${MAC},ioeventfd=${net}${NET_PROPERTIES}`],
     ],
   });
   const all: Peer[] = [
@@ -203,12 +214,7 @@ function peers(initrd: string, disk: string): Peer[] {
         ...["-drive", `id=d0,file=${disk},format=raw,if=none`],
         ...["-device", "virtio-blk-pci,drive=d0,disable-legacy=on"],
         ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no,vhost=off`],
-        ...[
-          "-device",
-          `virtio-net-pci,netdev=n0,mac=${MAC},disable-legacy=on,mrg_rxbuf=off,csum=off,guest_csum=off,` +
-          "gso=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off,guest_tso4=off,guest_tso6=off," +
-          "guest_ecn=off,guest_ufo=off",
-        ],
+        ...["-device", `virtio-net-pci,netdev=n0,mac=${MAC},disable-legacy=on${NET_PROPERTIES}`],
       ],
     },
   ];
@@ -436,7 +442,7 @@ function report(results: Map<string, Result[]>): void {
     ["write", `sequential write ${DISK_MIB} MiB (dd, O_DIRECT)`, "MB/s", DISK_MIB],
     ["read", `sequential read ${DISK_MIB} MiB (dd, O_DIRECT)`, "MB/s", DISK_MIB],
     ["randread", `4 KiB random reads, ${SECONDS} s (O_DIRECT, queue depth 1)`, "IOPS", 0],
-    ["tcp", `TCP guest → host, ${NET_MIB} MiB (nc)`, "MB/s", NET_MIB],
+    ["tcp", `TCP guest → host, ${NET_MIB} MiB (nc; offloads ${values.offloads})`, "MB/s", NET_MIB],
   ];
   const pick = (name: string, key: keyof Result) => {
     const samples = results.get(name)?.map((r) => r[key]);

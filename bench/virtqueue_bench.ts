@@ -270,7 +270,8 @@ async function netCase() {
   const tap = {
     fd: -1,
     vnetHeaderSize: NET_HDR,
-    write: (frame: Uint8Array) => (sent++, frame.length),
+    writeSpans: (header: Uint8Array) => (sent++, header.length),
+    setOffloads: () => {},
     read: () => null,
   };
   const backend = new TapNetBackend(tap);
@@ -280,7 +281,7 @@ async function netCase() {
     mac: VIRTIO_NET_DEFAULT_MAC,
     backend: {
       attach: (n) => (net = n, backend.attach(n)),
-      send: (f) => backend.send(f),
+      send: (header, frame) => backend.send(header, frame),
       receiveReady: () => backend.receiveReady(),
     },
   }, linux);

@@ -56,6 +56,7 @@ import {
   startSnapshotTimer,
 } from "./snapshot_cli.ts";
 import { RUNNING_FROM_BUNDLE } from "../machine/bundled_module.ts";
+import { VIRTIO_NET_FEATURE_PROPERTIES, virtioNetFeatures } from "../devices/virtio/virtio_net_frame.ts";
 
 const USAGE = `usage: deno task start [options]
 
@@ -87,9 +88,13 @@ options:
   -device virtio-rng-pci[,id=NAME]
                           a virtio entropy source fed by the host's getrandom (/dev/hwrng)
   -netdev tap,id=ID[,ifname=NAME][,script=no][,downscript=no]
-  -device virtio-net-pci,netdev=ID[,mac=52:54:00:12:34:56][,id=NAME]
+  -device virtio-net-pci,netdev=ID[,mac=52:54:00:12:34:56][,id=NAME][,csum=off]…
                           a virtio network card on a TAP interface: an existing tap of that name
                           is attached, else one is created (needs CAP_NET_ADMIN); no scripts run.
+                          QEMU's offloads are on (checksums, TSO, mergeable receive buffers);
+                          csum, guest_csum, gso, host_tso4, host_tso6, host_ecn, host_ufo,
+                          guest_tso4, guest_tso6, guest_ecn, guest_ufo and mrg_rxbuf=off take
+                          each away, as in QEMU
                           MACs default as QEMU's: 52:54:00:12:34:56 for the first card, then :57…
                           PCI devices take slots from 00:02.0, every -device in order, then the
                           -drive if=virtio disks; they are virtio 1.x only (disable-legacy=on)
@@ -813,12 +818,28 @@ function parseDrive(text: string): DriveArg {
 type PciDeviceArg =
   | { text: string; type: "virtio-blk-pci"; drive: string; serial?: string; id?: string; ioeventfd: boolean }
   | { text: string; type: "virtio-rng-pci"; id?: string; ioeventfd: boolean }
-  | { text: string; type: "virtio-net-pci"; netdev: string; mac?: number[]; id?: string; ioeventfd: boolean };
+  | {
+    text: string;
+    type: "virtio-net-pci";
+    netdev: string;
+    mac?: number[];
+    id?: string;
+    ioeventfd: boolean;
+    /** The offered features, QEMU's defaults less the properties set to off. */
+    features: bigint;
+  };
 
 const PCI_DEVICE_PROPERTIES: Record<string, string[]> = {
   "virtio-blk-pci": ["drive", "serial", "id", "disable-legacy", "ioeventfd"],
   "virtio-rng-pci": ["id", "disable-legacy", "ioeventfd"],
-  "virtio-net-pci": ["netdev", "mac", "id", "disable-legacy", "ioeventfd"],
+  "virtio-net-pci": [
+    "netdev",
+    "mac",
+    "id",
+    "disable-legacy",
+    "ioeventfd",
+    ...Object.keys(VIRTIO_NET_FEATURE_PROPERTIES),
+  ],
 };
 
 /** One `-netdev`, its properties checked. */
@@ -897,6 +918,9 @@ function parsePciDevice(text: string): PciDeviceArg {
     const netdev = props.get("netdev");
     if (netdev === undefined) throw new UsageError(`${flag}: netdev=ID is required`);
     const macText = props.get("mac");
+    const off = Object.keys(VIRTIO_NET_FEATURE_PROPERTIES).filter((name) =>
+      props.has(name) && !onOff(flag, name, props.get(name))
+    );
     return {
       text,
       type,
@@ -904,6 +928,7 @@ function parsePciDevice(text: string): PciDeviceArg {
       mac: macText === undefined ? undefined : parseMac(flag, macText),
       id,
       ioeventfd,
+      features: virtioNetFeatures(off),
     };
   }
   const drive = props.get("drive");
@@ -919,7 +944,7 @@ function parsePciDevice(text: string): PciDeviceArg {
 type PciPlan = (
   | { kind: "rng"; id?: string; ioeventfd: boolean }
   | { kind: "blk"; drive: DriveArg; serial?: string; id?: string; ioeventfd: boolean }
-  | { kind: "net"; netdev: NetdevArg; mac: number[]; id?: string; ioeventfd: boolean }
+  | { kind: "net"; netdev: NetdevArg; mac: number[]; id?: string; ioeventfd: boolean; features: bigint }
 )[];
 
 /** QEMU's default MACs: 52:54:00:12:34:56 for the first card without one, then :57, :58, … */
@@ -982,7 +1007,14 @@ function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[], netdevs: Ne
         );
       }
       netdevsUsed.add(d.netdev);
-      plan.push({ kind: "net", netdev, mac: d.mac ?? defaultMac(), id: d.id, ioeventfd: d.ioeventfd });
+      plan.push({
+        kind: "net",
+        netdev,
+        mac: d.mac ?? defaultMac(),
+        id: d.id,
+        ioeventfd: d.ioeventfd,
+        features: d.features,
+      });
       continue;
     }
     const drive = byId.get(d.drive);
@@ -1029,7 +1061,14 @@ async function openPciDevices(
         taps.push(tap);
         const backend = new TapNetBackend(tap);
         netBackends.push(backend);
-        return { type: "virtio-net-pci", id: p.id, mac: p.mac, backend, ioeventfd: p.ioeventfd };
+        return {
+          type: "virtio-net-pci",
+          id: p.id,
+          mac: p.mac,
+          backend,
+          ioeventfd: p.ioeventfd,
+          features: p.features,
+        };
       }
       const image = openImage(DiskImage, p.drive);
       images.push(image);

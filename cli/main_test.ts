@@ -8,6 +8,7 @@ import { buildPcMemory } from "../machine/pc/pc_memory.ts";
 import { RESET_STATE_NOTE } from "../machine/runner.ts";
 import { bootPlanOf, type CliIo, closeInputs, main, parseCommandLine } from "./main.ts";
 import { formatSize, parseSize } from "./size.ts";
+import { VIRTIO_NET_DEFAULT_FEATURES, VirtioNetFeature, virtioNetFeatures } from "../devices/virtio/mod.ts";
 
 const KVM = kvmAvailability();
 if (!KVM.available) console.log(`cli/main_test.ts: guest runs skipped: ${KVM.reason}`);
@@ -780,6 +781,14 @@ Deno.test("virtio-net: every bad -netdev / -device virtio-net-pci line is one li
       [...net, "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-net-pci,netdev=n0"],
       /Property 'virtio-net-pci.netdev' can't take value 'n0', it's in use/,
     ],
+    [
+      [...net, "-device", "virtio-net-pci,netdev=n0,csum=maybe"],
+      /virtio-net-pci,netdev=n0,csum=maybe: csum=maybe: expected on or off/,
+    ],
+    [
+      [...net, "-device", "virtio-net-pci,netdev=n0,guest_uso4=off"],
+      /property 'guest_uso4' is not supported/,
+    ],
   ];
   const before = TAP_SKIP ? 0 : tunFds();
   for (const [args, message] of cases) {
@@ -790,6 +799,30 @@ Deno.test("virtio-net: every bad -netdev / -device virtio-net-pci line is one li
     assert.match(io.stderr[0], /^error: .*\(try --help\)$/);
   }
   if (!TAP_SKIP) assert.equal(tunFds(), before, "no tap was opened");
+});
+
+Deno.test({
+  name: "virtio-net: QEMU's offload properties switch features off; the defaults are QEMU's",
+  ignore: TAP_SKIP !== undefined,
+  async fn() {
+    const name = tapName("f");
+    const options = await parseCommandLine([
+      ...["-netdev", `tap,id=n0,ifname=${name},script=no,downscript=no`],
+      ...["-device", "virtio-net-pci,netdev=n0"],
+      ...["-netdev", `tap,id=n1,ifname=${name}b,script=no,downscript=no`],
+      ...["-device", "virtio-net-pci,netdev=n1,mrg_rxbuf=off,csum=off,guest_tso6=on"],
+    ]);
+    assert.notEqual(options, "help");
+    if (options === "help") return;
+    try {
+      const features = options.pciDevices.map((d) => d.type === "virtio-net-pci" ? d.features : undefined);
+      assert.deepEqual(features, [VIRTIO_NET_DEFAULT_FEATURES, virtioNetFeatures(["mrg_rxbuf", "csum"])]);
+      assert.equal(features[1]! & VirtioNetFeature.HOST_TSO4, 0n, "no TSO without checksums");
+      assert.equal(features[1]! & VirtioNetFeature.GUEST_TSO6, VirtioNetFeature.GUEST_TSO6);
+    } finally {
+      for (const tap of options.taps) tap.close();
+    }
+  },
 });
 
 Deno.test({

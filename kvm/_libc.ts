@@ -32,6 +32,8 @@ const LIBC_SYMBOLS = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** `ssize_t write(int fd, const void *buf, size_t count);` */
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** `ssize_t writev(int fd, const struct iovec *iov, int iovcnt);` — virtio-net's frames to a tap. */
+  writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   /** `ssize_t pread64(int fd, void *buf, size_t count, off64_t offset);` — the offset as a BigInt. */
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** `ssize_t pwrite64(int fd, const void *buf, size_t count, off64_t offset);` */

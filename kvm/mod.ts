@@ -82,6 +82,11 @@ export {
   Tap,
   type TapOptions,
   TUN_DEVICE_PATH,
+  TUN_F_CSUM,
+  TUN_F_TSO4,
+  TUN_F_TSO6,
+  TUN_F_TSO_ECN,
+  TUN_F_UFO,
   VIRTIO_NET_HDR_LEGACY_SIZE,
   VIRTIO_NET_HDR_SIZE,
 } from "./tap.ts";

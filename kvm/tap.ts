@@ -9,6 +9,8 @@ import { EAGAIN, EINVAL } from "./_errno.ts";
 import { libc } from "./_libc.ts";
 import { decodeFromBytes, encodeToBytes, IFREQ_LAYOUT } from "./_structs.ts";
 import { closeFd, ioctlBuf, ioctlU64, O_NONBLOCK, O_RDWR, openPath, retryOnEintr } from "./_syscalls.ts";
+import type { BufferSpans } from "./disk_image.ts";
+import { bufferAddress, putIovec } from "./io_ring.ts";
 import { IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ } from "./ioctls.ts";
 import { errnoName, KvmError } from "./kvm_error.ts";
 
@@ -24,6 +26,24 @@ export const VIRTIO_NET_HDR_LEGACY_SIZE = 10;
 /** `IFNAMSIZ`: an interface name is at most 15 bytes and a NUL. */
 export const IFNAMSIZ = 16;
 
+/** TUNSETOFFLOAD: the reader takes frames with a partial checksum (`include/uapi/linux/if_tun.h`). */
+export const TUN_F_CSUM = 0x01;
+/** TUNSETOFFLOAD: … and TCPv4 segments larger than the MTU (only with {@link TUN_F_CSUM}). */
+export const TUN_F_TSO4 = 0x02;
+/** TUNSETOFFLOAD: … and TCPv6 segments larger than the MTU (only with {@link TUN_F_CSUM}). */
+export const TUN_F_TSO6 = 0x04;
+/** TUNSETOFFLOAD: … and those with ECN. */
+export const TUN_F_TSO_ECN = 0x08;
+/** TUNSETOFFLOAD: … and UDP frames larger than the MTU (Linux 4.14 and later accept and ignore it). */
+export const TUN_F_UFO = 0x10;
+
+/** Bytes of one `struct iovec`. */
+const IOVEC_SIZE = 16;
+/** Most buffers one writev takes (`UIO_MAXIOV`). */
+const IOV_MAX = 1024;
+/** The iovecs of {@link Tap.writeSpans} (calls are synchronous: one per isolate does), made at first use. */
+let iovScratch: Uint32Array | undefined;
+
 /** What to do about the failures of opening a tap, keyed by `op:code`. */
 const TAP_HINTS: Readonly<Record<string, string>> = {
   "open:ENOENT": "the kernel has no TUN/TAP device: `modprobe tun`; in a container, pass /dev/net/tun in",
@@ -38,6 +58,7 @@ const TAP_HINTS: Readonly<Record<string, string>> = {
     "a single-queue tap",
   "TUNSETVNETHDRSZ:EINVAL": `the virtio-net header is at least ${VIRTIO_NET_HDR_LEGACY_SIZE} bytes`,
   "write:EIO": "the interface is down: `ip link set dev NAME up`",
+  "writev:EIO": "the interface is down: `ip link set dev NAME up`",
 };
 
 function tapError(op: string, errno: number, detail: string): KvmError {
@@ -200,6 +221,56 @@ export class Tap implements Disposable {
     if (result === -EAGAIN) return null;
     if (result < 0) throw tapError("write", -result, `tap "${this.#name}", ${from.length} bytes`);
     return result;
+  }
+
+  /**
+   * Sends one frame to the host from pieces of memory, without copying them: `header` (the
+   * virtio-net header, {@link vnetHeaderSize} bytes), then the frame's spans, in one `writev`.
+   * Returns the bytes taken, or `null` when the kernel's queue is full. Spans beyond the kernel's
+   * 1024 iovecs are gathered into one copy first.
+   *
+   * @throws {KvmError} with op `"writev"` on failure (EIO: the interface is down; EINVAL: a
+   * malformed header, or a frame the header's offloads do not fit).
+   */
+  writeSpans(header: Uint8Array, frame: BufferSpans): number | null {
+    const fd = this.#open();
+    let { count } = frame;
+    let total = header.length;
+    for (let i = 0; i < count; i++) total += frame.lengths[i];
+    if (count + 1 > IOV_MAX) {
+      const flat = new Uint8Array(total);
+      flat.set(header);
+      let at = header.length;
+      for (let i = 0; i < count; i++) {
+        flat.set(new Uint8Array(frame.buffers[i], frame.offsets[i], frame.lengths[i]), at);
+        at += frame.lengths[i];
+      }
+      return this.write(flat);
+    }
+    iovScratch ??= new Uint32Array(IOV_MAX * IOVEC_SIZE / 4);
+    const words = iovScratch;
+    putIovec(words, 0, bufferAddress(header.buffer) + header.byteOffset, header.length);
+    for (let i = 0; i < count; i++) {
+      putIovec(words, i + 1, bufferAddress(frame.buffers[i]) + frame.offsets[i], frame.lengths[i]);
+    }
+    count++;
+    const iov = new Uint8Array(words.buffer, 0, count * IOVEC_SIZE);
+    const result = retryOnEintr(() => libc().writev(fd, iov, count));
+    if (result === -EAGAIN) return null;
+    if (result < 0) throw tapError("writev", -result, `tap "${this.#name}", ${total} bytes`);
+    return result;
+  }
+
+  /**
+   * Tells the kernel which offloads the reader takes (TUNSETOFFLOAD, `TUN_F_*` bits): with 0,
+   * {@link read} gets only whole frames with valid checksums; with {@link TUN_F_CSUM} and TSO bits,
+   * frames with partial checksums and segments up to 64 KiB, as the header says.
+   *
+   * @throws {KvmError} with op `TUNSETOFFLOAD` (EINVAL: a bit this kernel does not know).
+   */
+  setOffloads(offloads: number): void {
+    const fd = this.#open();
+    call(() => ioctlU64(fd, TUNSETOFFLOAD, BigInt(offloads), "TUNSETOFFLOAD"), `tap "${this.#name}"`);
   }
 
   /** Closes the fd (a non-persistent tap then disappears). Idempotent. */

@@ -6,13 +6,21 @@
  * @module
  */
 
-import type { BlockBacking, RamSpans, VirtioNet } from "../devices/virtio/mod.ts";
+import type { BlockBacking, RamSpans, VirtioNet, VirtioNetOffloads } from "../devices/virtio/mod.ts";
 import { VIRTIO_NET_MAX_FRAME } from "../devices/virtio/virtio_net_frame.ts";
 import type { DiskImage } from "../kvm/disk_image.ts";
 import { getRandom } from "../kvm/get_random.ts";
 import { IoRing } from "../kvm/io_ring.ts";
 import { KvmError } from "../kvm/kvm_error.ts";
-import type { Tap } from "../kvm/tap.ts";
+import {
+  type Tap,
+  TUN_F_CSUM,
+  TUN_F_TSO4,
+  TUN_F_TSO6,
+  TUN_F_TSO_ECN,
+  TUN_F_UFO,
+  VIRTIO_NET_HDR_SIZE,
+} from "../kvm/tap.ts";
 import type { PcNetBackend } from "./pc/pc_pci.ts";
 import type { HostFdSource } from "./runner.ts";
 
@@ -179,7 +187,7 @@ export function hostEntropy(buf: Uint8Array): void {
 }
 
 /** What {@link TapNetBackend} uses of a {@link Tap} (tests give a fake). */
-export type TapLike = Pick<Tap, "read" | "write" | "vnetHeaderSize" | "fd">;
+export type TapLike = Pick<Tap, "read" | "writeSpans" | "setOffloads" | "vnetHeaderSize" | "fd">;
 
 /** What a {@link TapNetBackend} counted. */
 export interface TapNetStats {
@@ -190,13 +198,12 @@ export interface TapNetStats {
 }
 
 /**
- * virtio-net's backend on a {@link Tap} (QEMU's `-netdev tap`). The card deals in bare Ethernet
- * frames; the tap puts a 12-byte virtio-net header in front of each. The header is not passed
- * through: no offload is negotiated with the guest nor enabled on the tap, so the only header that
- * is correct either way is all zeros (and `num_buffers` = 1, which the card writes) — the tap may
- * still mark a frame DATA_VALID, which a guest without VIRTIO_NET_F_GUEST_CSUM must not see, and a
- * hostile guest's header must not reach the kernel. So sending writes a zero header and the frame;
- * receiving drops the tap's header.
+ * virtio-net's backend on a {@link Tap} (QEMU's `-netdev tap` with its virtio-net header, vhost
+ * off). Both speak the same 12-byte header: sending writes the card's header and the frame's spans
+ * of guest RAM in one `writev` (the kernel checks the header, finishes checksums, and keeps a large
+ * segment whole until something needs it cut); receiving hands the card the tap's header beside
+ * the frame. The offloads the driver accepts become the tap's (TUNSETOFFLOAD, as QEMU's
+ * `tap_fd_set_offload`), so the kernel gives the guest only what it can take.
  *
  * Receiving is pulled: {@link pump} reads until the tap is empty or the card has no buffer, then
  * holds that frame until the driver adds buffers ({@link receiveReady} pumps again). The tap stays
@@ -217,20 +224,26 @@ export class TapNetBackend implements PcNetBackend {
   readonly stats: TapNetStats = { txErrors: 0, rxFrames: 0 };
   /** Called after a pump that left the tap empty (the RX poller may wait on the tap again). */
   onDrained: () => void = () => {};
-  readonly #header: number;
-  readonly #out: Uint8Array;
   readonly #in: Uint8Array;
   #drained = false;
   #failed = false;
   #pending = 0; // bytes of a frame read and not yet taken by the card (header included), or 0
+  #offloads = 0;
   #net: VirtioNet | undefined;
 
-  /** A backend on `tap` (opened with its default 12-byte header). */
+  /**
+   * A backend on `tap`, opened with the card's 12-byte header.
+   *
+   * @throws {RangeError} if the tap's header is another size.
+   */
   constructor(tap: TapLike) {
+    if (tap.vnetHeaderSize !== VIRTIO_NET_HDR_SIZE) {
+      throw new RangeError(
+        `TapNetBackend: the tap's virtio-net header is ${tap.vnetHeaderSize} bytes, not ${VIRTIO_NET_HDR_SIZE}`,
+      );
+    }
     this.tap = tap;
-    this.#header = tap.vnetHeaderSize;
-    this.#out = new Uint8Array(this.#header + VIRTIO_NET_MAX_FRAME);
-    this.#in = new Uint8Array(this.#header + VIRTIO_NET_MAX_FRAME);
+    this.#in = new Uint8Array(VIRTIO_NET_HDR_SIZE + VIRTIO_NET_MAX_FRAME);
   }
 
   /** The card to deliver to. */
@@ -238,19 +251,41 @@ export class TapNetBackend implements PcNetBackend {
     this.#net = net;
   }
 
-  /** Writes a zero header and `frame` to the tap; false (counted) when the tap refuses it. */
-  send(frame: Uint8Array): boolean {
-    const out = this.#out;
-    if (frame.length > out.length - this.#header) return false;
-    out.fill(0, 0, this.#header);
-    out.set(frame, this.#header);
+  /** Writes `header` and the frame to the tap; false (counted) when the tap refuses it. */
+  send(header: Uint8Array, frame: RamSpans): boolean {
     try {
-      if (this.tap.write(out.subarray(0, this.#header + frame.length)) !== null) return true;
+      if (this.tap.writeSpans(header, frame) !== null) return true;
     } catch (error) {
       if (!(error instanceof KvmError)) throw error;
     }
     this.stats.txErrors++;
     return false;
+  }
+
+  /**
+   * The driver accepts these offloads: the tap's TUNSETOFFLOAD bits follow (QEMU's
+   * `tap_fd_set_offload`: nothing without checksums). A tap that refuses keeps what it had, and
+   * the card drops any frame that needs more than its driver accepted.
+   */
+  setOffloads(offloads: VirtioNetOffloads): void {
+    let bits = 0;
+    if (offloads.csum) {
+      bits = TUN_F_CSUM | (offloads.tso4 ? TUN_F_TSO4 : 0) | (offloads.tso6 ? TUN_F_TSO6 : 0) |
+        ((offloads.tso4 || offloads.tso6) && offloads.ecn ? TUN_F_TSO_ECN : 0) |
+        (offloads.ufo ? TUN_F_UFO : 0);
+    }
+    if (bits === this.#offloads || this.#failed) return;
+    try {
+      this.tap.setOffloads(bits);
+      this.#offloads = bits;
+    } catch (error) {
+      if (!(error instanceof KvmError)) throw error;
+    }
+  }
+
+  /** The tap's TUNSETOFFLOAD bits now. */
+  get offloads(): number {
+    return this.#offloads;
   }
 
   /** The driver added receive buffers: deliver what waits. */
@@ -287,11 +322,19 @@ export class TapNetBackend implements PcNetBackend {
           this.onDrained();
           return true;
         }
-        if (length < this.#header) continue; // cannot happen with IFF_VNET_HDR; nothing to deliver
+        if (length < VIRTIO_NET_HDR_SIZE) continue; // cannot happen with IFF_VNET_HDR; nothing to deliver
         this.#pending = length;
         this.stats.rxFrames++;
       }
-      if (!net.receive(this.#in.subarray(this.#header, this.#pending))) return false;
+      const packet = this.#in;
+      if (
+        !net.receive(
+          packet.subarray(VIRTIO_NET_HDR_SIZE, this.#pending),
+          packet.subarray(0, VIRTIO_NET_HDR_SIZE),
+        )
+      ) {
+        return false;
+      }
       this.#pending = 0;
     }
   }

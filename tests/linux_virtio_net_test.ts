@@ -27,6 +27,7 @@
  */
 
 import assert from "node:assert/strict";
+import { VIRTIO_NET_FEATURE_PROPERTIES } from "../devices/virtio/mod.ts";
 import { hostKvm } from "../kvm/mod.ts";
 import { ip, tapSkipReason } from "../kvm/_testing.ts";
 import { GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
@@ -120,15 +121,20 @@ async function download(guest: GuestConsole, at: number, expected: string): Prom
   return get.end;
 }
 
+/** QEMU's properties that turn every offload and the mergeable receive buffers off. */
+const NO_OFFLOADS = Object.keys(VIRTIO_NET_FEATURE_PROPERTIES).map((name) => `${name}=off`).join(",");
+
 /**
- * With MSI-X (each queue its vector, Linux's default) and over INTx (`pci=nomsi`: the card's
- * INTA# on the board's shared level line, its ISR read to lower it), where the receive interrupt
- * raised by frames from the tap, outside any notify, must reach the guest too.
+ * With MSI-X (each queue its vector, Linux's default) and QEMU's default offloads (checksums and
+ * TSO both ways, mergeable receive buffers: large segments cross the tap whole), and over INTx
+ * (`pci=nomsi`: the card's INTA# on the board's shared level line, its ISR read to lower it, where
+ * the receive interrupt raised by frames from the tap, outside any notify, must reach the guest
+ * too) with every offload off (each frame one MTU, checksums by the guest).
  */
 for (const msi of [true, false]) {
   Deno.test({
     name: `Linux: virtio-net over a tap in a namespace${
-      msi ? "" : " over INTx (pci=nomsi)"
+      msi ? " with QEMU's offloads" : " over INTx (pci=nomsi), offloads off"
     } — eth0 by busybox ip, ping, 1 MiB each way by wget and nc (sha256 both ways), the driver reloaded`,
     ignore: skip !== undefined,
     sanitizeResources: false,
@@ -175,7 +181,7 @@ for (const msi of [true, false]) {
             `tap,id=n0,ifname=${TAP},script=no,downscript=no`,
             "-device",
             // MSI-X with the notify eventfd (ioeventfd=on), INTx with every notify an MMIO exit.
-            `virtio-net-pci,netdev=n0,mac=${MAC},ioeventfd=${msi ? "on" : "off"}`,
+            `virtio-net-pci,netdev=n0,mac=${MAC},ioeventfd=${msi ? "on" : `off,${NO_OFFLOADS}`}`,
           ]),
           { prefix: ["ip", "netns", "exec", namespace] },
         );
@@ -209,6 +215,7 @@ for (const msi of [true, false]) {
         const facts = await guest.command(
           [
             tagged("irqs", "$(grep virtio /proc/interrupts)"),
+            tagged("features", "$(cat /sys/bus/virtio/devices/virtio0/features)"),
             tagged(
               "complaints",
               "$(dmesg | grep -i -e 'virtio.*error' -e 'NETDEV WATCHDOG' -e 'eth0.*timed out')",
@@ -221,6 +228,11 @@ for (const msi of [true, false]) {
         if (msi) assert.match(irqs, /PCI-MSI.*virtio0-input\.0/, facts.output);
         else assert.match(irqs, /^\s*10:.*IO-APIC\s+10-fasteoi\s+virtio0/m, facts.output);
         assert.equal(tag(facts.output, "complaints"), "", `dmesg complains:\n${guest.text}`);
+        // What the driver accepted, bit 0 first: CSUM, GUEST_CSUM, HOST_TSO4 (11), MRG_RXBUF (15).
+        const accepted = tag(facts.output, "features");
+        assert.match(accepted, /^[01]{64}$/, facts.output);
+        const offloads = [0, 1, 7, 11, 15].map((bit) => accepted[bit]).join("");
+        assert.equal(offloads, msi ? "11111" : "00000", `features ${accepted}`);
 
         // The driver again: removing it resets the device, loading it negotiates anew.
         at = (await guest.command("rmmod virtio_net && insmod /lib/modules/virtio_net.ko", at)).end;

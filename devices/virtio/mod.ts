@@ -88,7 +88,9 @@ export {
   formatMac,
   VIRTIO_ID_NET,
   VIRTIO_NET_CONFIG_SIZE,
+  VIRTIO_NET_DEFAULT_FEATURES,
   VIRTIO_NET_DEFAULT_MAC,
+  VIRTIO_NET_FEATURE_PROPERTIES,
   VIRTIO_NET_HDR_SIZE,
   VIRTIO_NET_MAX_FRAME,
   VIRTIO_NET_QUEUE_SIZE,
@@ -97,6 +99,8 @@ export {
   VIRTIO_NET_TX_QUEUE,
   VirtioNet,
   VirtioNetFeature,
+  virtioNetFeatures,
+  type VirtioNetOffloads,
   type VirtioNetOptions,
   type VirtioNetStats,
 } from "./virtio_net.ts";

@@ -79,6 +79,12 @@ export interface VirtioDeviceModel {
   /** Device reset: forget device-specific state. */
   reset?(): void;
   /**
+   * The features in force changed: the driver set FEATURES_OK with these (QEMU's `set_features`),
+   * a reset dropped them (0n, after {@link reset}), or a snapshot's were loaded. virtio-net turns
+   * its backend's offloads on or off here.
+   */
+  featuresChanged?(features: bigint): void;
+  /**
    * Called once by the {@link VirtioDevice} constructor with the device this model belongs to, for
    * a model that does work the driver did not ask for (virtio-net delivering a frame from its
    * backend through {@link VirtioDevice.serviceQueue}).
@@ -211,7 +217,9 @@ export class VirtioDevice implements Snapshottable {
         value &= ~VirtioStatus.FEATURES_OK;
       }
     }
+    const accepted = (value & VirtioStatus.FEATURES_OK) && !(this.#status & VirtioStatus.FEATURES_OK);
     this.#status = value | (this.#status & VirtioStatus.DEVICE_NEEDS_RESET);
+    if (accepted) this.model.featuresChanged?.(this.#driverFeatures);
   }
 
   /** Reads and clears the ISR bits (the transport lowers INTx). */
@@ -331,6 +339,7 @@ export class VirtioDevice implements Snapshottable {
     for (const queue of this.queues) queue.reset();
     // After the queues: work a model finishes while it resets (virtio-blk's drain) pushes nothing.
     this.model.reset?.();
+    this.model.featuresChanged?.(0n);
   }
 
   /**
@@ -394,6 +403,7 @@ export class VirtioDevice implements Snapshottable {
       this.#handling = -1;
       for (const apply of applyQueues) apply();
       applyModel();
+      this.model.featuresChanged?.(status & VirtioStatus.FEATURES_OK ? driverFeatures : 0n);
     };
   }
 

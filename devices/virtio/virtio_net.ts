@@ -1,27 +1,37 @@
 /**
- * virtio-net (virtio 1.2 section 5.1), the smallest device a Linux guest drives, behaving as QEMU
- * 7.2's `hw/net/virtio-net.c` does with those features:
+ * virtio-net (virtio 1.2 section 5.1), behaving as QEMU 7.2's `hw/net/virtio-net.c` does with a
+ * tap backend that speaks the virtio-net header (QEMU's `-netdev tap`, vhost off):
  *
  * - two queues, receive (0) and transmit (1), 256 entries each (QEMU's defaults); no control queue,
  *   no multiqueue;
- * - features: MAC and STATUS (plus the transport's VERSION_1, INDIRECT_DESC and EVENT_IDX). No
- *   checksum or segmentation offloads and no MRG_RXBUF, so every header this device writes is zero
- *   but for `num_buffers` = 1, and every receive buffer chain must hold a whole frame plus the
- *   12-byte header;
+ * - features: MAC and STATUS, and QEMU's default offloads — checksum (CSUM, GUEST_CSUM), TCP
+ *   segmentation both ways (HOST_/GUEST_TSO4, TSO6, ECN), UDP fragmentation (HOST_/GUEST_UFO), the
+ *   legacy GSO bit — and mergeable receive buffers (MRG_RXBUF), each of which a QEMU property turns
+ *   off ({@link virtioNetFeatures}); plus the transport's VERSION_1, INDIRECT_DESC and EVENT_IDX.
+ *   A feature that needs another one (TSO needs checksumming) is not offered without it (virtio 1.2
+ *   5.1.3.1);
  * - configuration space: `mac` (6 bytes) then `status` (u16, {@link VIRTIO_NET_S_LINK_UP}), 8
  *   bytes, as QEMU sizes it for those two features; read-only for a virtio 1.x driver;
- * - transmit: every chain's device-readable part is the 12-byte header and the frame; the header is
- *   dropped (the driver may not ask for anything in it without offloads) and the bare Ethernet
- *   frame goes to the injected {@link VirtioNetOptions.send}. A chain with no readable part, or
- *   shorter than the header, is a protocol error (QEMU's "virtio-net header not in first
- *   element"); a frame longer than {@link VIRTIO_NET_MAX_FRAME} or refused by the backend is
- *   dropped and counted;
- * - receive: the wiring calls {@link VirtioNet.receive} with a frame from its backend. It goes into
- *   the next available chain behind a zeroed header; when no chain is available (or the driver is
- *   not ready) `receive` returns false and the caller keeps the frame for later (QEMU's
- *   `can_receive`): {@link VirtioNetOptions.onReceiveReady} says when the driver added buffers.
- *   A chain too small for the frame is given back unused (QEMU's `virtqueue_unpop`) and the frame
- *   dropped and counted; a chain with no device-writable buffer is a protocol error.
+ * - transmit: every chain's device-readable part is the 12-byte header and the frame. The header
+ *   goes to the backend as the driver wrote it when a transmit offload (CSUM, HOST_*) is in force
+ *   — the backend (a tap: the kernel checks it) finishes checksums and cuts segments — and as zeros
+ *   otherwise, so a driver cannot ask for what it did not negotiate. The frame goes in place, as
+ *   spans of guest RAM ({@link VirtioNetOptions.send}). A chain with no readable part, or shorter
+ *   than the header, is a protocol error (QEMU's "virtio-net header not in first element"); a
+ *   frame longer than {@link VIRTIO_NET_MAX_FRAME} or refused by the backend is dropped and counted;
+ * - receive: the wiring calls {@link VirtioNet.receive} with a frame and the backend's header. The
+ *   header's checksum and segmentation fields reach the driver when GUEST_CSUM is in force (a frame
+ *   that needs something the driver did not accept is dropped and counted); otherwise the header is
+ *   zero. Without MRG_RXBUF the frame goes into the next available chain, whose writable part must
+ *   hold header and frame: a chain too small is given back unused (QEMU's `virtqueue_unpop`) and the
+ *   frame dropped and counted. With MRG_RXBUF it fills as many chains as it needs, `num_buffers`
+ *   says how many, and the driver sees them all at once (QEMU's `virtqueue_fill` and `flush`). When
+ *   no chain (or not enough) is available, or the driver is not ready, `receive` returns false and
+ *   the caller keeps the frame for later (QEMU's `can_receive`): {@link VirtioNetOptions.onReceiveReady}
+ *   says when the driver added buffers. A chain with no device-writable buffer is a protocol error;
+ * - {@link VirtioNetOptions.setOffloads} tells the backend what the driver accepts to receive
+ *   (QEMU's `virtio_net_apply_guest_offloads`): at FEATURES_OK, at a reset and after a snapshot's
+ *   state is loaded.
  *
  * @module
  */
@@ -29,10 +39,22 @@
 import type { VirtioDevice, VirtioDeviceModel } from "./virtio_device.ts";
 import type { StateObject, StateReader } from "../device_state.ts";
 import { VirtioStatus } from "./virtio_device.ts";
-import { type DescriptorChain, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
-import { VIRTIO_NET_MAX_FRAME } from "./virtio_net_frame.ts";
+import { type DescriptorChain, RamSpans, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
+import {
+  VIRTIO_NET_DEFAULT_FEATURES,
+  VIRTIO_NET_FEATURE_PROPERTIES,
+  VIRTIO_NET_MAX_FRAME,
+  VirtioNetFeature,
+  virtioNetFeatures,
+} from "./virtio_net_frame.ts";
 
-export { VIRTIO_NET_MAX_FRAME };
+export {
+  VIRTIO_NET_DEFAULT_FEATURES,
+  VIRTIO_NET_FEATURE_PROPERTIES,
+  VIRTIO_NET_MAX_FRAME,
+  VirtioNetFeature,
+  virtioNetFeatures,
+};
 
 /** Virtio device ID of a network card. */
 export const VIRTIO_ID_NET = 1;
@@ -58,13 +80,23 @@ const PCI_CLASS_NETWORK_ETHERNET = 0x02_00_00;
 /** Offset of `num_buffers` in the header. */
 const NUM_BUFFERS_OFFSET = 10;
 
-/** virtio-net feature bits offered. */
-export const VirtioNetFeature = {
-  /** The configuration space has a MAC address. */
-  MAC: 1n << 5n,
-  /** The configuration space has a link status. */
-  STATUS: 1n << 16n,
-} as const;
+/**
+ * What the driver accepts to receive, for the backend to produce (QEMU's `curr_guest_offloads`
+ * handed to `qemu_set_offload`): partial checksums, and TCPv4, TCPv6 (with ECN) and UDP frames
+ * larger than the MTU.
+ */
+export interface VirtioNetOffloads {
+  /** GUEST_CSUM. */
+  readonly csum: boolean;
+  /** GUEST_TSO4. */
+  readonly tso4: boolean;
+  /** GUEST_TSO6. */
+  readonly tso6: boolean;
+  /** GUEST_ECN. */
+  readonly ecn: boolean;
+  /** GUEST_UFO. */
+  readonly ufo: boolean;
+}
 
 /** What the device counted (frames, not bytes). */
 export interface VirtioNetStats {
@@ -74,7 +106,10 @@ export interface VirtioNetStats {
   txDropped: number;
   /** Frames delivered to the driver. */
   rxFrames: number;
-  /** Frames dropped because the receive chain at hand was too small for them (or too long a frame). */
+  /**
+   * Frames dropped: the receive chain at hand was too small (without MRG_RXBUF), the frame too
+   * long, or its header asked for an offload the driver did not accept.
+   */
   rxDropped: number;
 }
 
@@ -83,15 +118,24 @@ export interface VirtioNetOptions {
   /** The MAC address (6 bytes; default {@link VIRTIO_NET_DEFAULT_MAC}). */
   mac?: readonly number[];
   /**
-   * Takes one Ethernet frame the guest sent (no virtio-net header); the bytes are only valid during
-   * the call. Returns false (or throws) when the frame could not be sent: it is dropped and counted.
+   * The device features offered: {@link VIRTIO_NET_DEFAULT_FEATURES} by default, MAC and STATUS
+   * always. A backend that cannot take or give a virtio-net header offers MAC and STATUS only.
    */
-  send: (frame: Uint8Array) => boolean | void;
+  features?: bigint;
+  /**
+   * Takes one frame the guest sent: the 12-byte virtio-net header to give the backend (see the
+   * module documentation) and the Ethernet frame as spans of memory, in place in guest RAM where
+   * it can be. Both are only valid during the call. Returns false (or throws) when the frame could
+   * not be sent: it is dropped and counted.
+   */
+  send: (header: Uint8Array, frame: RamSpans) => boolean | void;
   /**
    * Called when the driver made receive buffers available (it notified the receive queue): frames
    * the backend holds back can be delivered now with {@link VirtioNet.receive}.
    */
   onReceiveReady?: () => void;
+  /** Called with what the driver accepts to receive whenever that changes (see the module documentation). */
+  setOffloads?: (offloads: VirtioNetOffloads) => void;
   /** Queue sizes (default 256). */
   queueSize?: number;
 }
@@ -110,6 +154,21 @@ export function formatMac(mac: readonly number[]): string {
   return mac.map((b) => b.toString(16).padStart(2, "0")).join(":");
 }
 
+/** The header's `flags` bit: the checksum from `csum_start` on is to be filled in. */
+const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+/** The header's `gso_type` values, and its ECN bit. */
+const GSO_NONE = 0;
+const GSO_TCPV4 = 1;
+const GSO_UDP = 3;
+const GSO_TCPV6 = 4;
+const GSO_ECN = 0x80;
+/** The features that make the driver's transmit header mean something. */
+const TX_OFFLOADS = VirtioNetFeature.CSUM | VirtioNetFeature.HOST_TSO4 | VirtioNetFeature.HOST_TSO6 |
+  VirtioNetFeature.HOST_UFO;
+
+/** Whether the features `f` have `bit`. */
+const has = (f: bigint, bit: bigint) => (f & bit) !== 0n;
+
 /**
  * The network card.
  *
@@ -117,12 +176,11 @@ export function formatMac(mac: readonly number[]): string {
  * ```ts
  * import assert from "node:assert/strict";
  * import { VirtioNet, VirtioNetFeature } from "./virtio_net.ts";
- * const sent: Uint8Array[] = [];
- * const net = new VirtioNet({ send: (frame) => void sent.push(frame.slice()) });
+ * const net = new VirtioNet({ send: () => true });
  * assert.equal(net.deviceId, 1);
  * assert.equal(net.readConfig(0, 4), 0x1200_5452); // 52:54:00:12, little-endian
  * assert.equal(net.readConfig(6, 2), 1); // VIRTIO_NET_S_LINK_UP
- * assert.ok(net.features & VirtioNetFeature.MAC);
+ * assert.ok(net.features & VirtioNetFeature.MRG_RXBUF);
  * assert.equal(net.receive(new Uint8Array(60)), false); // no driver yet: the caller keeps the frame
  * ```
  */
@@ -133,8 +191,8 @@ export class VirtioNet implements VirtioDeviceModel {
   readonly deviceId: number = VIRTIO_ID_NET;
   /** Ethernet controller, as QEMU. */
   readonly pciClassCode: number = PCI_CLASS_NETWORK_ETHERNET;
-  /** MAC and STATUS. */
-  readonly features: bigint = VirtioNetFeature.MAC | VirtioNetFeature.STATUS;
+  /** The features offered ({@link VirtioNetOptions.features}). */
+  readonly features: bigint;
   /** Receive, transmit. */
   readonly queueSizes: readonly number[];
   /** {@link VIRTIO_NET_CONFIG_SIZE}. */
@@ -143,19 +201,33 @@ export class VirtioNet implements VirtioDeviceModel {
   readonly mac: readonly number[];
   /** Counters (kept across device resets). */
   readonly stats: VirtioNetStats = { txFrames: 0, txDropped: 0, rxFrames: 0, rxDropped: 0 };
-  readonly #send: (frame: Uint8Array) => boolean | void;
+  readonly #send: (header: Uint8Array, frame: RamSpans) => boolean | void;
   readonly #onReceiveReady: () => void;
+  readonly #setOffloads: (offloads: VirtioNetOffloads) => void;
   readonly #config = new Uint8Array(VIRTIO_NET_CONFIG_SIZE);
+  /** The header of the frame being received. */
   readonly #header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
-  /** Where a transmitted frame that is not one view of guest RAM is gathered, reused. */
+  /** The header of the frame being sent. */
+  readonly #txHeader = new Uint8Array(VIRTIO_NET_HDR_SIZE);
+  /** Where a transmitted frame that is not in RAM the memory gives views of is gathered, reused. */
   readonly #frame = new Uint8Array(VIRTIO_NET_MAX_FRAME);
+  /** The spans of the frame being sent, reused. */
+  readonly #spans = new RamSpans();
+  /** The chains of the frame being received, reused. */
+  readonly #chains: DescriptorChain[] = [];
   #device: VirtioDevice | undefined;
+  /** The features in force, as the hot paths ask them. */
+  #txOffloads = false;
+  #guestCsum = false;
+  #mergeable = false;
+  #gsoAccepted = 0; // bit n: gso_type n accepted; bit 8: ECN
 
   /**
    * A network card sending through `send`.
    *
    * @throws {TypeError} if `send` is not a function.
-   * @throws {RangeError} if `mac` is not 6 bytes, or the queue size not a power of two in 2–32768.
+   * @throws {RangeError} if `mac` is not 6 bytes, the queue size not a power of two in 2–32768,
+   *   or `features` has a bit that is not a virtio-net feature of {@link VirtioNetFeature}.
    */
   constructor(options: VirtioNetOptions) {
     if (typeof options?.send !== "function") throw new TypeError("VirtioNet: send must be a function");
@@ -167,18 +239,46 @@ export class VirtioNet implements VirtioDeviceModel {
     if (!Number.isInteger(queueSize) || queueSize < 2 || queueSize > 32768 || (queueSize & (queueSize - 1))) {
       throw new RangeError(`VirtioNet: queue size ${queueSize} is not a power of two in 2–32768`);
     }
+    const all = Object.values(VirtioNetFeature).reduce((a, b) => a | b, 0n);
+    const features = (options.features ?? VIRTIO_NET_DEFAULT_FEATURES) | VirtioNetFeature.MAC |
+      VirtioNetFeature.STATUS;
+    if (features & ~all) {
+      throw new RangeError(`VirtioNet: features 0x${(features & ~all).toString(16)} are not virtio-net's`);
+    }
+    this.features = features;
     this.mac = [...mac];
     this.queueSizes = [queueSize, queueSize];
     this.#send = options.send;
     this.#onReceiveReady = options.onReceiveReady ?? (() => {});
+    this.#setOffloads = options.setOffloads ?? (() => {});
     this.#config.set(mac);
     this.#config[6] = VIRTIO_NET_S_LINK_UP; // status, little-endian u16
-    this.#header[NUM_BUFFERS_OFFSET] = 1; // num_buffers = 1, the rest zero (no offloads)
   }
 
   /** Remembers the device (the {@link VirtioDevice} constructor calls this). */
   attach(device: VirtioDevice): void {
     this.#device = device;
+  }
+
+  /**
+   * The features in force changed (FEATURES_OK, a reset, a loaded snapshot): the hot paths learn
+   * them, and the backend what the driver accepts to receive.
+   */
+  featuresChanged(f: bigint): void {
+    const F = VirtioNetFeature;
+    this.#txOffloads = has(f, TX_OFFLOADS);
+    this.#guestCsum = has(f, F.GUEST_CSUM);
+    this.#mergeable = has(f, F.MRG_RXBUF);
+    this.#gsoAccepted = (1 << GSO_NONE) | (has(f, F.GUEST_TSO4) ? 1 << GSO_TCPV4 : 0) |
+      (has(f, F.GUEST_TSO6) ? 1 << GSO_TCPV6 : 0) | (has(f, F.GUEST_UFO) ? 1 << GSO_UDP : 0) |
+      (has(f, F.GUEST_ECN) ? 1 << 8 : 0);
+    this.#setOffloads({
+      csum: this.#guestCsum,
+      tso4: has(f, F.GUEST_TSO4),
+      tso6: has(f, F.GUEST_TSO6),
+      ecn: has(f, F.GUEST_ECN),
+      ufo: has(f, F.GUEST_UFO),
+    });
   }
 
   /** The configuration structure (MAC, link status): fixed by the options, saved to check a restore. */
@@ -224,41 +324,91 @@ export class VirtioNet implements VirtioDeviceModel {
   }
 
   /**
-   * Delivers one Ethernet frame (no virtio-net header) from the backend to the driver. Returns true
-   * when the frame was taken — delivered, or dropped and counted because the buffer at hand was too
-   * small or the frame too long — and false when it should be offered again later: the driver is
-   * not ready, has no receive buffer available, or broke the protocol (the device then needs a
-   * reset). Never throws.
+   * Delivers one Ethernet frame from the backend to the driver, behind `header` (the backend's
+   * 12-byte virtio-net header; absent: a plain frame, all zeros). Returns true when the frame was
+   * taken — delivered, or dropped and counted (see {@link VirtioNetStats.rxDropped}) — and false
+   * when it should be offered again later: the driver is not ready, has not made enough receive
+   * buffers available, or broke the protocol (the device then needs a reset). Never throws.
    */
-  receive(frame: Uint8Array): boolean {
+  receive(frame: Uint8Array, header?: Uint8Array): boolean {
     const device = this.#device;
     if (!device || !(device.status & VirtioStatus.DRIVER_OK)) return false;
-    if (frame.length > VIRTIO_NET_MAX_FRAME) {
+    if (frame.length > VIRTIO_NET_MAX_FRAME || !this.#rxHeader(header)) {
       this.stats.rxDropped++;
       return true;
     }
     const taken = device.serviceQueue(VIRTIO_NET_RX_QUEUE, (queue) => {
-      const chain = queue.pop();
-      if (chain === null) return false;
-      if (chain.writableLength === 0) { // no buffer is empty: no writable buffer
-        throw new VirtioProtocolError("virtio-net receive queue contains no in buffers");
-      }
       const length = VIRTIO_NET_HDR_SIZE + frame.length;
-      if (chain.writableLength < length) {
-        queue.unpop(chain); // kept for a smaller frame, as QEMU without mergeable buffers
-        this.stats.rxDropped++;
-        return true;
+      const chains = this.#chains;
+      chains.length = 0;
+      let room = 0;
+      while (room < length) {
+        const chain = queue.pop();
+        if (chain === null) { // not enough buffers yet: the frame waits for more
+          for (let i = chains.length - 1; i >= 0; i--) queue.unpop(chains[i]);
+          return false;
+        }
+        if (chain.writableLength === 0) { // no buffer is empty: no writable buffer
+          throw new VirtioProtocolError("virtio-net receive queue contains no in buffers");
+        }
+        if (!this.#mergeable && chain.writableLength < length) {
+          queue.unpop(chain); // kept for a smaller frame, as QEMU without mergeable buffers
+          this.stats.rxDropped++;
+          return true;
+        }
+        chains.push(chain);
+        room += chain.writableLength;
       }
-      chain.write(0, this.#header);
-      chain.write(VIRTIO_NET_HDR_SIZE, frame);
-      queue.push(chain, length);
+      this.#header[NUM_BUFFERS_OFFSET] = chains.length; // at most the queue size: 32768
+      this.#header[NUM_BUFFERS_OFFSET + 1] = chains.length >> 8;
+      let at = 0; // bytes of header and frame written so far
+      for (let i = 0; i < chains.length; i++) {
+        const chain = chains[i];
+        const n = Math.min(chain.writableLength, length - at);
+        let into = 0;
+        if (at < VIRTIO_NET_HDR_SIZE) {
+          into = Math.min(n, VIRTIO_NET_HDR_SIZE - at);
+          chain.write(0, this.#header.subarray(at, at + into));
+        }
+        if (into < n) {
+          const from = at + into - VIRTIO_NET_HDR_SIZE;
+          chain.write(into, frame.subarray(from, from + n - into));
+        }
+        queue.fill(chain, n, i);
+        at += n;
+      }
+      queue.flush(chains.length);
+      chains.length = 0;
       this.stats.rxFrames++;
       return true;
     });
     return taken === true;
   }
 
-  /** One transmit chain: header checked and dropped, the frame to the backend. */
+  /**
+   * Sets {@link #header} for a received frame from the backend's `header`: its offload fields when
+   * GUEST_CSUM is in force, zeros otherwise. False when the frame needs an offload the driver did
+   * not accept (a partial checksum or a segment type): it cannot be delivered.
+   */
+  #rxHeader(header: Uint8Array | undefined): boolean {
+    const out = this.#header;
+    out.fill(0);
+    if (header === undefined) return true;
+    const flags = header[0];
+    const gso = header[1];
+    const type = gso & ~GSO_ECN;
+    if (
+      (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM && !this.#guestCsum) ||
+      type > GSO_TCPV6 || !(this.#gsoAccepted & (1 << type)) ||
+      (gso & GSO_ECN && !(this.#gsoAccepted & (1 << 8)))
+    ) {
+      return false;
+    }
+    if (this.#guestCsum) out.set(header.subarray(0, NUM_BUFFERS_OFFSET));
+    return true;
+  }
+
+  /** One transmit chain: the header (the driver's, or zeros) and the frame to the backend. */
   #transmit(chain: DescriptorChain): void {
     if (chain.readableLength < VIRTIO_NET_HDR_SIZE) {
       throw new VirtioProtocolError(
@@ -270,18 +420,22 @@ export class VirtioNet implements VirtioDeviceModel {
       this.stats.txDropped++;
       return;
     }
-    // The frame in place when it is one piece of RAM the memory gives a view of (Linux puts the
-    // header and a linear frame in one buffer), else copied into the reused buffer: either way
-    // valid only during the call, as `send` is told.
-    const pieces = chain.pieces(false, VIRTIO_NET_HDR_SIZE, length);
-    let frame = pieces.length === 1 ? pieces[0].view : null;
-    if (frame === null) {
-      frame = this.#frame.subarray(0, length);
+    // A copy of the header, read once: what the backend is given is what was looked at.
+    const header = this.#txHeader;
+    if (this.#txOffloads) chain.read(0, header);
+    else header.fill(0);
+    header[NUM_BUFFERS_OFFSET] = header[NUM_BUFFERS_OFFSET + 1] = 0; // the driver's to leave 0
+    // The frame in place when every byte is in RAM the memory gives views of, else copied into
+    // the reused buffer: either way valid only during the call, as `send` is told.
+    const spans = this.#spans;
+    if (!chain.gather(false, VIRTIO_NET_HDR_SIZE, length, spans)) {
+      const frame = this.#frame.subarray(0, length);
       chain.read(VIRTIO_NET_HDR_SIZE, frame);
+      spans.add(frame.buffer, frame.byteOffset, length);
     }
     let sent: boolean | void;
     try {
-      sent = this.#send(frame);
+      sent = this.#send(header, spans);
     } catch {
       sent = false; // the backend failed: the frame is lost, as on a wire
     }

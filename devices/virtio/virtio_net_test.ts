@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { StateReader } from "../device_state.ts";
 import { ByteRam, DriverQueue, ViewRam } from "./_test_util.ts";
-import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./virtqueue.ts";
+import { type RamSpans, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./virtqueue.ts";
 import { VirtioDevice, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
 import {
   VIRTIO_NET_HDR_SIZE,
@@ -11,6 +11,8 @@ import {
   VIRTIO_NET_TX_QUEUE,
   VirtioNet,
   VirtioNetFeature,
+  virtioNetFeatures,
+  type VirtioNetOffloads,
 } from "./virtio_net.ts";
 
 const SIZE = 16;
@@ -24,27 +26,39 @@ const TX_BUF = 0x40_0000;
  * A card whose queues the driver set up; guest RAM is a plain array, or (`views`) an address
  * space's RAM that gives views, so the queues use caches and frames can be sent in place.
  */
-function setup(options: { eventIdx?: boolean; rxDriverOk?: boolean; views?: boolean } = {}) {
+function setup(
+  options: { eventIdx?: boolean; rxDriverOk?: boolean; views?: boolean; accept?: bigint; offer?: bigint } =
+    {},
+) {
   const ram = options.views ? new ViewRam(0x80_0000) : new ByteRam(0x80_0000);
   const sent: Uint8Array[] = [];
+  /** The header handed to `send` with each frame. */
+  const headers: Uint8Array[] = [];
   /** Whether each frame handed to `send` was guest RAM itself. */
   const inPlace: boolean[] = [];
+  /** Every `setOffloads` call. */
+  const offloads: VirtioNetOffloads[] = [];
   let ready = 0;
   let accept = true;
   const net = new VirtioNet({
-    send: (frame) => {
-      sent.push(frame.slice());
-      inPlace.push(frame.buffer === ram.bytes.buffer);
+    send: (header, frame) => {
+      sent.push(spanBytes(frame));
+      headers.push(header.slice());
+      inPlace.push(frame.buffers.slice(0, frame.count).every((b) => b === ram.bytes.buffer));
       return accept;
     },
     onReceiveReady: () => void ready++,
+    setOffloads: (o) => void offloads.push(o),
     queueSize: SIZE,
+    features: options.offer,
   });
   const log: string[] = [];
   const dev = new VirtioDevice(net, { memory: ram, log: (l) => log.push(l) });
   const interrupts: number[] = [];
   dev.interrupt = (v) => void interrupts.push(v);
-  dev.setDriverFeatures(VirtioFeature.VERSION_1 | (options.eventIdx ? VirtioFeature.EVENT_IDX : 0n));
+  dev.setDriverFeatures(
+    VirtioFeature.VERSION_1 | (options.eventIdx ? VirtioFeature.EVENT_IDX : 0n) | (options.accept ?? 0n),
+  );
   dev.setStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK);
   for (const [i, r] of [[VIRTIO_NET_RX_QUEUE, RX], [VIRTIO_NET_TX_QUEUE, TX]] as const) {
     const q = dev.queues[i];
@@ -120,7 +134,9 @@ function setup(options: { eventIdx?: boolean; rxDriverOk?: boolean; views?: bool
     dev,
     log,
     sent,
+    headers,
     inPlace,
+    offloads,
     interrupts,
     rx,
     tx,
@@ -133,6 +149,17 @@ function setup(options: { eventIdx?: boolean; rxDriverOk?: boolean; views?: bool
   };
 }
 
+/** The bytes of `spans`, in order. */
+function spanBytes(spans: RamSpans): Uint8Array {
+  const out = new Uint8Array(spans.lengths.slice(0, spans.count).reduce((a, b) => a + b, 0));
+  let at = 0;
+  for (let i = 0; i < spans.count; i++) {
+    out.set(new Uint8Array(spans.buffers[i], spans.offsets[i], spans.lengths[i]), at);
+    at += spans.lengths[i];
+  }
+  return out;
+}
+
 const frameOf = (n: number, seed = 1) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff);
 
 Deno.test("VirtioNet: identity, features and configuration space as QEMU lays them out", () => {
@@ -140,8 +167,10 @@ Deno.test("VirtioNet: identity, features and configuration space as QEMU lays th
   assert.equal(net.deviceId, 1);
   assert.equal(net.pciClassCode, 0x02_00_00);
   assert.deepEqual(net.queueSizes, [256, 256]);
-  assert.equal(net.features, VirtioNetFeature.MAC | VirtioNetFeature.STATUS);
-  assert.equal(net.features & (1n << 15n), 0n, "no MRG_RXBUF");
+  // QEMU 7.2's virtio-net-pci on a tap with a virtio-net header offers these and more: checksums,
+  // GSO, TSO, ECN and UFO both ways, MRG_RXBUF, MAC, STATUS (no control queue here).
+  assert.equal(net.features, 0x1_ffe3n);
+  assert.equal(net.features & VirtioNetFeature.MRG_RXBUF, 1n << 15n);
   assert.equal(net.configSize, 8);
   assert.deepEqual([0, 1, 2, 3, 4, 5].map((i) => net.readConfig(i, 1)), [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
   assert.equal(net.readConfig(6, 2), 1, "VIRTIO_NET_S_LINK_UP");
@@ -165,13 +194,18 @@ Deno.test("VirtioNet: transmit drops the header and hands the frame, whatever it
   assert.equal(net.stats.txFrames, 2);
 });
 
-Deno.test("VirtioNet: a frame in one piece of RAM with a view is sent in place; one in pieces is gathered", () => {
+Deno.test("VirtioNet: a frame in RAM with views is sent in place, in one piece or several; without views it is gathered", () => {
   using t = setup({ views: true });
   t.queueTx(frameOf(1500));
   t.queueTx(frameOf(1500, 5), 2);
   t.dev.notifyQueue(VIRTIO_NET_TX_QUEUE);
   assert.deepEqual(t.sent, [frameOf(1500), frameOf(1500, 5)]);
-  assert.deepEqual(t.inPlace, [true, false]);
+  assert.deepEqual(t.inPlace, [true, true]);
+  const plain = setup();
+  plain.queueTx(frameOf(1500));
+  plain.dev.notifyQueue(VIRTIO_NET_TX_QUEUE);
+  assert.deepEqual(plain.sent, [frameOf(1500)]);
+  assert.deepEqual(plain.inPlace, [false]);
   assert.equal(t.tx.usedIdx(), 2);
   assert.equal((t.ram as ViewRam).checked, 0, "rings and buffers through caches");
 });
@@ -339,6 +373,177 @@ Deno.test("VirtioNet: random frames sent and received arrive byte-identical, in 
       },
     ),
     { numRuns: 150 },
+  );
+});
+
+// ---- Offloads and mergeable receive buffers (QEMU's defaults) ----
+
+const F = VirtioNetFeature;
+/** A virtio-net header: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers. */
+function netHeader(flags: number, gsoType: number, gsoSize = 0, csumStart = 0, csumOffset = 0) {
+  const h = new Uint8Array(12);
+  const v = new DataView(h.buffer);
+  h[0] = flags;
+  h[1] = gsoType;
+  v.setUint16(2, 54, true);
+  v.setUint16(4, gsoSize, true);
+  v.setUint16(6, csumStart, true);
+  v.setUint16(8, csumOffset, true);
+  return h;
+}
+
+Deno.test("virtioNetFeatures: QEMU's property names switch features off; one whose prerequisite is off goes too", () => {
+  assert.equal(virtioNetFeatures([]), 0x1_ffe3n);
+  assert.equal(virtioNetFeatures(["mrg_rxbuf"]) & F.MRG_RXBUF, 0n);
+  const noGuestCsum = virtioNetFeatures(["guest_csum"]);
+  assert.equal(noGuestCsum & (F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_TSO6 | F.GUEST_ECN | F.GUEST_UFO), 0n);
+  assert.equal(noGuestCsum & F.HOST_TSO4, F.HOST_TSO4, "the other direction keeps its offloads");
+  assert.equal(virtioNetFeatures(["host_tso4", "host_tso6"]) & F.HOST_ECN, 0n, "ECN needs a TSO");
+  assert.equal(virtioNetFeatures(["host_tso4"]) & F.HOST_ECN, F.HOST_ECN);
+  const bench = ["csum", "guest_csum", "gso", "host_tso4", "host_tso6", "host_ecn", "host_ufo"];
+  assert.equal(
+    virtioNetFeatures([...bench, "guest_tso4", "guest_tso6", "guest_ecn", "guest_ufo", "mrg_rxbuf"]),
+    F.MAC | F.STATUS,
+  );
+  assert.throws(
+    () => new VirtioNet({ send: () => {}, features: 1n << 40n }),
+    /features 0x10000000000 are not virtio-net's/,
+  );
+});
+
+Deno.test("VirtioNet: the driver's transmit header reaches the backend only with a transmit offload in force", () => {
+  const header = netHeader(1, 1, 1448, 34, 16); // NEEDS_CSUM, TCPv4 segments of 1448
+  header[10] = 7; // num_buffers: the driver's to leave 0
+  const plain = setup();
+  plain.queueTx(frameOf(3000), 2, header);
+  plain.dev.notifyQueue(VIRTIO_NET_TX_QUEUE);
+  assert.deepEqual([...plain.headers[0]], new Array(12).fill(0), "nothing negotiated: zeros");
+  const offload = setup({ accept: F.CSUM | F.HOST_TSO4 });
+  offload.queueTx(frameOf(3000), 2, header);
+  offload.dev.notifyQueue(VIRTIO_NET_TX_QUEUE);
+  assert.deepEqual(offload.headers[0], Uint8Array.from([...header.subarray(0, 10), 0, 0]));
+  assert.deepEqual(offload.sent, [frameOf(3000)]);
+});
+
+Deno.test("VirtioNet: setOffloads follows FEATURES_OK, a reset and a loaded state", () => {
+  const t = setup({ accept: F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_ECN | F.HOST_TSO6 | F.CSUM });
+  assert.deepEqual(t.offloads, [{ csum: true, tso4: true, tso6: false, ecn: true, ufo: false }]);
+  const saved = t.dev.saveState();
+  t.dev.reset();
+  assert.deepEqual(t.offloads.at(-1), { csum: false, tso4: false, tso6: false, ecn: false, ufo: false });
+  t.dev.loadState(saved);
+  assert.deepEqual(t.offloads.at(-1), { csum: true, tso4: true, tso6: false, ecn: true, ufo: false });
+  // A state saved before FEATURES_OK has nothing in force yet.
+  const early = new VirtioNet({ send: () => {}, setOffloads: (o) => void t.offloads.push(o) });
+  const dev = new VirtioDevice(early, { memory: new ByteRam(16) });
+  dev.setDriverFeatures(VirtioFeature.VERSION_1 | F.GUEST_CSUM);
+  const before = dev.saveState();
+  dev.loadState(before);
+  assert.deepEqual(t.offloads.at(-1), { csum: false, tso4: false, tso6: false, ecn: false, ufo: false });
+});
+
+Deno.test("VirtioNet: the backend's receive header reaches a driver with GUEST_CSUM; a frame needing more than it accepted is dropped", () => {
+  const csum = setup({ accept: F.GUEST_CSUM | F.GUEST_TSO4 });
+  csum.postRx(0x1_0000);
+  assert.equal(csum.net.receive(frameOf(3000), netHeader(1, 1, 1448, 34, 16)), true);
+  assert.deepEqual(
+    csum.takeRx(0).header,
+    Uint8Array.from([...netHeader(1, 1, 1448, 34, 16).subarray(0, 10), 1, 0]),
+  );
+  for (
+    const [header, why] of [
+      [netHeader(0, 4), "TCPv6 not accepted"],
+      [netHeader(0, 0x81), "ECN not accepted"],
+      [netHeader(0, 2), "no such type"],
+    ] as const
+  ) {
+    assert.equal(csum.net.receive(frameOf(100), header), true, why);
+  }
+  assert.equal(csum.net.stats.rxDropped, 3);
+  assert.equal(csum.rx.usedIdx(), 1);
+
+  const plain = setup();
+  plain.postRx(2048);
+  assert.equal(plain.net.receive(frameOf(100), netHeader(2, 0)), true); // DATA_VALID: not for this driver
+  assert.deepEqual([...plain.takeRx(0).header], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+  assert.equal(plain.net.receive(frameOf(100), netHeader(1, 0, 0, 34, 16)), true, "a partial checksum");
+  assert.equal(plain.net.stats.rxDropped, 1);
+});
+
+/** The frame a mergeable receive left in used elements `first`… (header, num_buffers, the bytes). */
+function takeMerged(t: ReturnType<typeof setup>, first: number) {
+  const { id, len } = t.rx.usedElem(first);
+  const at = RX_BUF + id * 0x1_0000;
+  const header = t.ram.bytes.slice(at, at + 12);
+  const count = header[10] | (header[11] << 8);
+  const parts = [t.ram.bytes.slice(at + 12, at + len)];
+  for (let i = 1; i < count; i++) {
+    const e = t.rx.usedElem(first + i);
+    parts.push(t.ram.bytes.slice(RX_BUF + e.id * 0x1_0000, RX_BUF + e.id * 0x1_0000 + e.len));
+  }
+  const frame = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((n, p) => (frame.set(p, n), n + p.length), 0);
+  return { header, count, frame };
+}
+
+Deno.test("VirtioNet: with MRG_RXBUF a frame fills as many buffers as it needs, published at once; too few wait", () => {
+  const t = setup({ accept: F.MRG_RXBUF | F.GUEST_CSUM | F.GUEST_TSO4, eventIdx: true });
+  for (let i = 0; i < 3; i++) t.postRx(1536);
+  const big = frameOf(5000, 9);
+  assert.equal(t.net.receive(big, netHeader(1, 1, 1448)), false, "3 × 1536 bytes hold no 5012");
+  assert.equal(t.rx.usedIdx(), 0, "nothing used");
+  assert.equal(t.dev.queues[VIRTIO_NET_RX_QUEUE].inUse, 0, "the chains went back");
+  t.postRx(1536);
+  assert.equal(t.net.receive(big, netHeader(1, 1, 1448)), true);
+  assert.equal(t.rx.usedIdx(), 4, "one flush of four");
+  assert.deepEqual([0, 1, 2, 3].map((i) => t.rx.usedElem(i).len), [1536, 1536, 1536, 5012 - 3 * 1536]);
+  const got = takeMerged(t, 0);
+  assert.equal(got.count, 4);
+  assert.deepEqual(got.frame, big);
+  assert.deepEqual([...got.header.subarray(0, 2)], [1, 1]);
+  assert.equal(t.interrupts.length, 1);
+  // A small frame takes one buffer, num_buffers 1.
+  t.postRx(1536);
+  assert.equal(t.net.receive(frameOf(60)), true);
+  assert.equal(takeMerged(t, 4).count, 1);
+  assert.equal(t.net.stats.rxDropped, 0);
+});
+
+Deno.test("VirtioNet: mergeable receive of random frames into random buffers arrives byte-identical (property)", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          frame: fc.uint8Array({ minLength: 1, maxLength: 9000 }),
+          buffers: fc.array(fc.integer({ min: 12, max: 4000 }), { minLength: 1, maxLength: 6 }),
+        }),
+        { minLength: 1, maxLength: 8 },
+      ),
+      fc.boolean(),
+      (ops, views) => {
+        using t = setup({ accept: F.MRG_RXBUF, views });
+        let seen = 0;
+        for (const op of ops) {
+          const free = SIZE - t.dev.queues[VIRTIO_NET_RX_QUEUE].inUse - ((t.rx.availIdx - seen) & 0xffff);
+          for (const len of op.buffers.slice(0, Math.max(0, free))) t.postRx(len);
+          const room = () => {
+            let n = 0;
+            for (let i = seen; i !== t.rx.availIdx; i = (i + 1) & 0xffff) n++;
+            return n;
+          };
+          while (!t.net.receive(op.frame)) {
+            assert.ok(room() < SIZE, "more buffers fit");
+            t.postRx(4000);
+          }
+          const got = takeMerged(t, seen);
+          assert.deepEqual(got.frame, op.frame);
+          seen = t.rx.usedIdx();
+        }
+        assert.equal(t.dev.status & VirtioStatus.DEVICE_NEEDS_RESET, 0);
+        assert.equal(t.ram.refused, 0);
+      },
+    ),
+    { numRuns: 100 },
   );
 });
 

@@ -565,7 +565,8 @@ export class Virtqueue implements Snapshottable {
   #inUse = 0;
   #signalledUsed = 0;
   #signalledValid = false;
-  #lastPopped: DescriptorChain | null = null;
+  /** The chains popped since the last push or fill, in order: the ones {@link unpop} may give back. */
+  readonly #popped: DescriptorChain[] = [];
   /** A chain store given back by push or unpop, for the next walk. */
   #spare: ChainStore | null = null;
 
@@ -689,7 +690,7 @@ export class Virtqueue implements Snapshottable {
       this.#signalledUsed =
         0;
     this.#signalledValid = false;
-    this.#lastPopped = null;
+    this.#popped.length = 0;
     this.#dropCaches();
   }
 
@@ -769,7 +770,7 @@ export class Virtqueue implements Snapshottable {
       this.#inUse = inUse;
       this.#signalledUsed = signalledUsed;
       this.#signalledValid = signalledValid;
-      this.#lastPopped = null;
+      this.#popped.length = 0;
       this.#dropCaches();
     };
   }
@@ -813,7 +814,7 @@ export class Virtqueue implements Snapshottable {
     }
     const chain = this.#walk(head, cached);
     this.#inUse++;
-    this.#lastPopped = chain;
+    this.#popped.push(chain);
     return chain;
   }
 
@@ -953,16 +954,19 @@ export class Virtqueue implements Snapshottable {
   /**
    * Gives back the chain {@link pop} returned last, unused: the next {@link pop} takes it again
    * (QEMU's `virtqueue_unpop`; virtio-net keeps a receive buffer too small for a frame this way).
-   * Only the most recent chain, and only before anything else was popped or pushed.
-   * The chain holds no buffers afterwards.
+   * Repeated, it gives back the chains popped before it, newest first (QEMU's `virtqueue_rewind`:
+   * virtio-net's mergeable receive gives back the chains of a frame that did not fit), as long as
+   * nothing was pushed or filled since. The chain holds no buffers afterwards.
    *
-   * @throws {RangeError} if `chain` is not the last one taken (a device bug, not the guest's).
+   * @throws {RangeError} if `chain` is not the newest chain still out since the last push or fill (a
+   *   device bug, not the guest's).
    */
   unpop(chain: DescriptorChain): void {
-    if (this.#lastPopped !== chain) {
+    const popped = this.#popped;
+    if (popped.length === 0 || popped[popped.length - 1] !== chain) {
       throw new RangeError(`queue ${this.index}: unpop of a chain not just popped`);
     }
-    this.#lastPopped = null;
+    popped.length--;
     this.#lastAvail = (this.#lastAvail - 1) & 0xffff;
     this.#inUse--;
     this.#takeBack(chain);
@@ -976,15 +980,30 @@ export class Virtqueue implements Snapshottable {
 
   /**
    * Returns `chain` to the driver with `written` bytes written into its writable part (clamped to
-   * that part's length): the used element, a fence, then the used index.
+   * that part's length): the used element, a fence, then the used index ({@link fill} then
+   * {@link flush} of one).
    * The chain gives its buffers back to the queue and holds none afterwards (its lengths read 0).
    *
    * @throws {VirtioProtocolError} if the used ring is no longer guest RAM.
    */
   push(chain: DescriptorChain, written: number): void {
-    this.#lastPopped = null;
+    this.fill(chain, written, 0);
+    this.flush(1);
+  }
+
+  /**
+   * Writes `chain`'s used element `offset` places after the used index, without moving the index
+   * (QEMU's `virtqueue_fill`): the driver sees nothing until {@link flush}. A device that returns
+   * several chains for one piece of work (virtio-net's mergeable receive buffers: the driver reads
+   * them as one frame) fills each and flushes them together. `written` is clamped as in
+   * {@link push}; the chain holds no buffers afterwards.
+   *
+   * @throws {VirtioProtocolError} if the used ring is no longer guest RAM.
+   */
+  fill(chain: DescriptorChain, written: number, offset: number): void {
+    this.#popped.length = 0;
     const len = Math.max(0, Math.min(Math.floor(written), chain.writableLength));
-    const slot = this.#usedIdx % this.#size;
+    const slot = (this.#usedIdx + offset) % this.#size;
     const cached = this.#enabled && this.#ringsCached();
     if (cached) {
       const used = this.#usedCache!;
@@ -1000,12 +1019,21 @@ export class Virtqueue implements Snapshottable {
         throw new VirtioProtocolError(`queue ${this.index}: used ring is not in guest RAM`);
       }
     }
-    this.#memory.fence?.();
-    this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
-    // The fence ran no code of ours: the caches are as valid as they were a moment ago.
-    this.#usedWrite16(2, this.#usedIdx, "used index", cached);
     if (this.#inUse > 0) this.#inUse--;
     this.#takeBack(chain);
+  }
+
+  /**
+   * Publishes the `count` used elements {@link fill} wrote: a fence, then the used index moves by
+   * `count` (QEMU's `virtqueue_flush`).
+   *
+   * @throws {VirtioProtocolError} if the used ring is no longer guest RAM.
+   */
+  flush(count: number): void {
+    this.#memory.fence?.();
+    this.#usedIdx = (this.#usedIdx + count) & 0xffff;
+    // The fence ran no code of ours: the caches are as valid as they were a moment ago.
+    this.#usedWrite16(2, this.#usedIdx, "used index", this.#enabled && this.#ringsCached());
   }
 
   /**

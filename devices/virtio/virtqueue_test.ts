@@ -528,6 +528,44 @@ Deno.test("Virtqueue: unpop gives the last chain back; the next pop takes it aga
   assert.equal(driver.usedIdx(), 1);
 });
 
+Deno.test("Virtqueue: unpop repeated gives chains back newest first; an older one first is refused", () => {
+  const { q, driver } = setup();
+  for (const head of [1, 2, 3]) {
+    driver.setDesc(DESC, head, { addr: BigInt(DATA + 0x100 * head), len: 16, flags: W, next: 0 });
+    driver.offer(head);
+  }
+  const [a, b, c] = [q.pop()!, q.pop()!, q.pop()!];
+  assert.throws(() => q.unpop(b), RangeError, "b is not the newest");
+  q.unpop(c);
+  q.unpop(b);
+  assert.equal(q.inUse, 1);
+  assert.equal(q.lastAvailIdx, 1);
+  assert.deepEqual([q.pop()!.head, q.pop()!.head], [2, 3]);
+  assert.equal(a.head, 1);
+});
+
+Deno.test("Virtqueue: fill writes used elements the driver cannot see until flush moves the index once", () => {
+  const { q, driver, ram } = setup();
+  for (const head of [4, 5, 6]) {
+    driver.setDesc(DESC, head, { addr: BigInt(DATA + 0x100 * head), len: 64, flags: W, next: 0 });
+    driver.offer(head);
+  }
+  const chains = [q.pop()!, q.pop()!, q.pop()!];
+  chains.forEach((chain, i) => q.fill(chain, 10 * (i + 1), i));
+  assert.equal(driver.usedIdx(), 0, "not published yet");
+  assert.equal(q.inUse, 0);
+  assert.throws(() => q.unpop(chains[2]), RangeError, "filled chains cannot be given back");
+  const fencesBefore = ram.fences;
+  q.flush(3);
+  assert.ok(ram.fences > fencesBefore, "a fence before the index");
+  assert.equal(driver.usedIdx(), 3);
+  assert.deepEqual([0, 1, 2].map((i) => driver.usedElem(i)), [{ id: 4, len: 10 }, { id: 5, len: 20 }, {
+    id: 6,
+    len: 30,
+  }]);
+  assert.equal(q.usedIdx, 3);
+});
+
 /** Guest memory that throws on any read or write not wholly inside it: a careless device fails loudly. */
 class StrictRam implements GuestMemory {
   readonly bytes: Uint8Array;

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { BufferSpans } from "../../kvm/disk_image.ts";
 import type { PcBoard } from "./pc_board.ts";
 
 /** Configuration access through ports 0xcf8/0xcfc, as a guest does it. */
@@ -21,8 +22,11 @@ export function cfg(b: PcBoard, slot: number) {
   };
 }
 
-/** A driver's bring-up of a two-queue virtio-net function at the board's BARs (MSI-X vectors 1 and 2). */
-export function netDriver(b: PcBoard, slot: number) {
+/**
+ * A driver's bring-up of a two-queue virtio-net function at the board's BARs (MSI-X vectors 1 and
+ * 2), accepting MAC, STATUS and the offered ones of `accept` (bits 0–31).
+ */
+export function netDriver(b: PcBoard, slot: number, accept = 0) {
   const fn = b.pciDevices[slot - 2].fn;
   const bar4 = Number(fn.barAddress(4)!);
   const bar1 = Number(fn.barAddress(1)!);
@@ -39,7 +43,7 @@ export function netDriver(b: PcBoard, slot: number) {
   common(0x00, 4, 0); // device_feature_select 0
   const features = Number(b.memory.read(bar4 + 0x04, 4).value);
   common(0x08, 4, 0);
-  common(0x0c, 4, features & ((1 << 5) | (1 << 16))); // MAC, STATUS
+  common(0x0c, 4, features & ((1 << 5) | (1 << 16) | accept)); // MAC, STATUS and those asked for
   common(0x08, 4, 1);
   common(0x0c, 4, 1); // VERSION_1
   common(0x14, 1, 1 | 2 | 8);
@@ -76,31 +80,46 @@ export function netDriver(b: PcBoard, slot: number) {
   return {
     mac: [0, 1, 2, 3, 4, 5].map((i) => Number(b.memory.read(bar4 + 0x2000 + i, 1).value)),
     linkStatus: Number(b.memory.read(bar4 + 0x2006, 2).value),
-    /** Sends `frame` (a zero header in front) on the transmit queue. */
-    send(frame: Uint8Array, at = 0x30_0000) {
-      b.memory.rw(at, new Uint8Array(12), true);
+    /** Sends `frame` (`header`, zeros by default, in front) on the transmit queue. */
+    send(frame: Uint8Array, at = 0x30_0000, header: Uint8Array = new Uint8Array(12)) {
+      b.memory.rw(at, header, true);
       b.memory.rw(at + 12, frame, true);
       offer(1, at, 12 + frame.length, 0);
     },
-    /** Posts a 2 KiB receive buffer at `at`. */
-    post(at: number) {
-      offer(0, at, 2048, 2);
+    /** Posts a receive buffer of `len` bytes (2 KiB) at `at`. */
+    post(at: number, len = 2048) {
+      offer(0, at, len, 2);
     },
     usedIdx: (q: number) => Number(b.memory.read(rings[q].used + 2, 2).value),
     usedLen: (q: number, i: number) => Number(b.memory.read(rings[q].used + 4 + 8 * (i % 8) + 4, 4).value),
   };
 }
 
-/** A tap in memory: what was written, and frames queued for reading (header included). */
+/**
+ * A tap in memory: what was written (header included), frames queued for reading (header
+ * included), and every TUNSETOFFLOAD value set.
+ */
 export function fakeTap() {
   const written: Uint8Array[] = [];
   const queued: Uint8Array[] = [];
+  const offloads: number[] = [];
   return {
     written,
     queued,
+    offloads,
     vnetHeaderSize: 12,
     fd: -1,
-    write: (from: Uint8Array) => (written.push(from.slice()), from.length),
+    writeSpans: (header: Uint8Array, frame: BufferSpans) => {
+      const parts = [header.slice()];
+      for (let i = 0; i < frame.count; i++) {
+        parts.push(new Uint8Array(frame.buffers[i], frame.offsets[i], frame.lengths[i]).slice());
+      }
+      const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+      written.push(all);
+      return all.length;
+    },
+    setOffloads: (bits: number) => void offloads.push(bits),
     read: (into: Uint8Array) => {
       const next = queued.shift();
       if (next === undefined) return null;

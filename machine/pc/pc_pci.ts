@@ -33,7 +33,13 @@ import {
   PciFunction,
 } from "../../devices/pci_function.ts";
 import type { PciHost } from "../../devices/pci_host.ts";
-import type { BlockBacking, VirtioNet, VirtioPci } from "../../devices/virtio/mod.ts";
+import type {
+  BlockBacking,
+  RamSpans,
+  VirtioNet,
+  VirtioNetOffloads,
+  VirtioPci,
+} from "../../devices/virtio/mod.ts";
 import { PC_PCI_LINK_IRQS } from "../acpi/dsdt.ts";
 import { IOAPIC_START } from "./layout.ts";
 import type { HostFdSource } from "../runner.ts";
@@ -320,6 +326,11 @@ export type PcPciDeviceSpec =
     readonly id?: string;
     /** Its MAC address (6 bytes). */
     readonly mac: readonly number[];
+    /**
+     * The virtio-net features offered (`VirtioNetOptions.features`): QEMU's defaults, less what
+     * the `-device` properties switched off.
+     */
+    readonly features?: bigint;
     /** Where its frames go and come from. */
     readonly backend: PcNetBackend;
   };
@@ -331,8 +342,16 @@ export type PcPciDeviceSpec =
 export interface PcNetBackend {
   /** The card was created: deliver received frames to it. */
   attach(net: VirtioNet): void;
-  /** One Ethernet frame the guest sent (valid during the call); false when it was dropped. */
-  send(frame: Uint8Array): boolean | void;
+  /**
+   * One frame the guest sent: its 12-byte virtio-net header and the Ethernet frame as spans of
+   * memory (both valid during the call); false when it was dropped.
+   */
+  send(header: Uint8Array, frame: RamSpans): boolean | void;
+  /**
+   * What the driver accepts to receive changed (absent: the backend delivers plain frames only, and
+   * the card is offered no receive offload).
+   */
+  setOffloads?(offloads: VirtioNetOffloads): void;
   /** The driver made receive buffers available: frames held back can go now. */
   receiveReady(): void;
 }
