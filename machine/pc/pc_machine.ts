@@ -35,6 +35,7 @@ import {
   registerCoalescedFlusher,
 } from "../../memory/mod.ts";
 import {
+  completePendingIo,
   readSnapshotChain,
   type SnapshotBase,
   type SnapshotOptions,
@@ -1235,6 +1236,20 @@ export class PcMachine implements Disposable {
     const memory = this.board.memory;
     const read = (pa: bigint, size: number) => memory.read(pa, size).value;
     return translateVirtual(sregs, vaddr, (pa) => read(pa, 8), (pa) => Number(read(pa, 4)));
+  }
+
+  /**
+   * Finishes the I/O or MMIO instruction each vCPU's last exit stopped at, without running the
+   * guest on: KVM completes one (an `out` moves RIP past it, an `in` writes its register) only at
+   * the next `KVM_RUN`, so until then the registers read as before it. A snapshot does this by
+   * itself; a tool that reads or changes registers after {@link run} returned calls it first.
+   * Every vCPU is held out of `KVM_RUN` meanwhile (with one vCPU, call it between runs).
+   */
+  completePendingIo(): void {
+    this.#checkOpen();
+    this.#runner.withVcpusPaused(() => {
+      for (const vcpu of this.#vcpus) completePendingIo(vcpu, this.board);
+    });
   }
 
   /** The bootstrap vCPU, for kickers and tools. */

@@ -130,3 +130,25 @@ Deno.test(
     assert.ok(first("irqchip") < first("pit") && first("pit") < first("vcpu"), events.join(" "));
   },
 );
+
+Deno.test(
+  "completePendingIo finishes the OUT a run ended at: RIP ends past it, and a second call changes nothing",
+  ifKvm,
+  async () => {
+    using pc = await PcMachine.create({ ramSize: 64n << 20n, kernel: { image: EXIT_STATUS } });
+    assert.equal(pc.run().kind, "exit");
+    const before = pc.vcpu.getRegs().rip;
+    pc.completePendingIo();
+    const after = pc.vcpu.getRegs().rip;
+    // The guest ends with `out %al, %dx` (0xee) or `out %al, $imm8` (0xe6 ib) to isa-debug-exit,
+    // then `hlt`. A hardware-style KVM moves RIP past the OUT at the next KVM_RUN (kvm_amd, kvm_intel:
+    // `complete_fast_pio_out`); kvm_pvm already did at the exit.
+    const byte = (at: bigint) => Number(pc.memory.read(at, 1).value);
+    assert.equal(byte(after), 0xf4, `hlt at 0x${after.toString(16)}`);
+    const out = byte(after - 1n) === 0xee ? after - 1n : after - 2n;
+    assert.ok(byte(out) === 0xee || byte(out) === 0xe6, `an OUT before 0x${after.toString(16)}`);
+    assert.ok(before === out || before === after, `RIP 0x${before.toString(16)} at the exit`);
+    pc.completePendingIo();
+    assert.equal(pc.vcpu.getRegs().rip, after, "nothing was pending any more");
+  },
+);

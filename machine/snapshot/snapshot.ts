@@ -227,7 +227,7 @@ const MAX_PENDING_EXITS = 1024;
  * an `in` writes its register then), and its state is consistent only after that (api.rst, "the
  * kvm_run structure": userspace re-enters with immediate_exit before saving state, as QEMU does).
  */
-function completePendingIo(vcpu: Vcpu, board: PcBoard): void {
+export function completePendingIo(vcpu: Vcpu, board: PcBoard): void {
   const spaces = { memory: board.memory, io: board.io };
   vcpu.setImmediateExit(true);
   try {
