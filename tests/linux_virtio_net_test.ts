@@ -121,6 +121,9 @@ async function download(guest: GuestConsole, at: number, expected: string): Prom
   return get.end;
 }
 
+/** The guest's shell words for eth0's bytes and packets sent. */
+const TX_COUNTERS =
+  "$(cat /sys/class/net/eth0/statistics/tx_bytes) $(cat /sys/class/net/eth0/statistics/tx_packets)";
 /** QEMU's properties that turn every offload and the mergeable receive buffers off. */
 const NO_OFFLOADS = Object.keys(VIRTIO_NET_FEATURE_PROPERTIES).map((name) => `${name}=off`).join(",");
 
@@ -196,13 +199,16 @@ for (const msi of [true, false]) {
 
         // Guest → host: the listener's bytes against the guest's sha256 of what it sent.
         const made = await guest.command(
-          [`head -c ${TRANSFER_SIZE} /dev/urandom > /tmp/up`, tagged("sent", "$(sha256sum < /tmp/up)")]
-            .join("; "),
+          [
+            `head -c ${TRANSFER_SIZE} /dev/urandom > /tmp/up`,
+            tagged("sent", "$(sha256sum < /tmp/up)"),
+            tagged("tx", TX_COUNTERS),
+          ].join("; "),
           at,
         );
         const up0 = performance.now();
         const up = await guest.command(
-          `nc ${HOST_ADDRESS} ${SINK_PORT} < /tmp/up; ${tagged("nc", "$?")}`,
+          `nc ${HOST_ADDRESS} ${SINK_PORT} < /tmp/up; ${tagged("nc", "$?")}; ${tagged("tx", TX_COUNTERS)}`,
           made.end,
         );
         const up1 = performance.now();
@@ -211,6 +217,13 @@ for (const msi of [true, false]) {
         const { stdout: got } = await within(received, SINK_DEADLINE_MS, "the host's listener");
         assert.equal(got.length, TRANSFER_SIZE, `the host received ${got.length} bytes`);
         assert.equal(await sha256(got), tag(made.output, "sent").split(/\s+/)[0], made.output);
+        // The driver counts a segment the card cuts no further as one packet: with TSO in force a
+        // transfer's packets average more than one frame, without it at most one (1514 bytes).
+        const [bytes0, packets0] = tag(made.output, "tx").split(" ").map(Number);
+        const [bytes1, packets1] = tag(up.output, "tx").split(" ").map(Number);
+        const average = (bytes1 - bytes0) / (packets1 - packets0);
+        if (msi) assert.ok(average > 1514, `TSO: ${average.toFixed(0)} bytes per packet sent`);
+        else assert.ok(average <= 1514, `no TSO: ${average.toFixed(0)} bytes per packet sent`);
 
         const facts = await guest.command(
           [

@@ -422,8 +422,8 @@ export class VirtioNet implements VirtioDeviceModel {
     }
     // A copy of the header, read once: what the backend is given is what was looked at.
     const header = this.#txHeader;
+    header.fill(0);
     if (this.#txOffloads) chain.read(0, header);
-    else header.fill(0);
     header[NUM_BUFFERS_OFFSET] = header[NUM_BUFFERS_OFFSET + 1] = 0; // the driver's to leave 0
     // The frame in place when every byte is in RAM the memory gives views of, else copied into
     // the reused buffer: either way valid only during the call, as `send` is told.
