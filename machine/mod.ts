@@ -364,6 +364,8 @@ export type {
   VirtioDevice,
   VirtioDeviceModel,
   VirtioNet,
+  VirtioNetOffloads,
+  VirtioNetOptions,
   VirtioNetStats,
   VirtioPci,
   VirtqBuffer,
