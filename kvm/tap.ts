@@ -43,6 +43,8 @@ const IOVEC_SIZE = 16;
 const IOV_MAX = 1024;
 /** The iovecs of {@link Tap.writeSpans} (calls are synchronous: one per isolate does), made at first use. */
 let iovScratch: Uint32Array | undefined;
+/** The same memory as bytes, for the call. */
+let iovBytes: Uint8Array | undefined;
 
 /** What to do about the failures of opening a tap, keyed by `op:code`. */
 const TAP_HINTS: Readonly<Record<string, string>> = {
@@ -248,13 +250,14 @@ export class Tap implements Disposable {
       return this.write(flat);
     }
     iovScratch ??= new Uint32Array(IOV_MAX * IOVEC_SIZE / 4);
+    iovBytes ??= new Uint8Array(iovScratch.buffer);
     const words = iovScratch;
+    const iov = iovBytes;
     putIovec(words, 0, bufferAddress(header.buffer) + header.byteOffset, header.length);
     for (let i = 0; i < count; i++) {
       putIovec(words, i + 1, bufferAddress(frame.buffers[i]) + frame.offsets[i], frame.lengths[i]);
     }
     count++;
-    const iov = new Uint8Array(words.buffer, 0, count * IOVEC_SIZE);
     const result = retryOnEintr(() => libc().writev(fd, iov, count));
     if (result === -EAGAIN) return null;
     if (result < 0) throw tapError("writev", -result, `tap "${this.#name}", ${total} bytes`);

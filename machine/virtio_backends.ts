@@ -264,8 +264,9 @@ export class TapNetBackend implements PcNetBackend {
 
   /**
    * The driver accepts these offloads: the tap's TUNSETOFFLOAD bits follow (QEMU's
-   * `tap_fd_set_offload`: nothing without checksums). A tap that refuses keeps what it had, and
-   * the card drops any frame that needs more than its driver accepted.
+   * `tap_fd_set_offload`: nothing without checksums; UFO left out where the kernel refuses it). A
+   * tap that refuses keeps what it had, and the card drops any frame that needs more than its
+   * driver accepted.
    */
   setOffloads(offloads: VirtioNetOffloads): void {
     let bits = 0;
@@ -275,11 +276,15 @@ export class TapNetBackend implements PcNetBackend {
         (offloads.ufo ? TUN_F_UFO : 0);
     }
     if (bits === this.#offloads || this.#failed) return;
-    try {
-      this.tap.setOffloads(bits);
-      this.#offloads = bits;
-    } catch (error) {
-      if (!(error instanceof KvmError)) throw error;
+    // A kernel that does not know TUN_F_UFO refuses the whole set: then without it (QEMU's retry).
+    for (const tryBits of bits & TUN_F_UFO ? [bits, bits & ~TUN_F_UFO] : [bits]) {
+      try {
+        this.tap.setOffloads(tryBits);
+        this.#offloads = tryBits;
+        return;
+      } catch (error) {
+        if (!(error instanceof KvmError)) throw error;
+      }
     }
   }
 

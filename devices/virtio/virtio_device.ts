@@ -80,8 +80,8 @@ export interface VirtioDeviceModel {
   reset?(): void;
   /**
    * The features in force changed: the driver set FEATURES_OK with these (QEMU's `set_features`),
-   * a reset dropped them (0n, after {@link reset}), or a snapshot's were loaded. virtio-net turns
-   * its backend's offloads on or off here.
+   * a reset dropped them (0n, after {@link reset}), or a snapshot's were loaded (0n when it was
+   * taken before FEATURES_OK). virtio-net tells its backend what the driver takes to receive here.
    */
   featuresChanged?(features: bigint): void;
   /**

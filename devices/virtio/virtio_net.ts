@@ -15,10 +15,13 @@
  * - transmit: every chain's device-readable part is the 12-byte header and the frame. The header
  *   goes to the backend as the driver wrote it when a transmit offload (CSUM, HOST_*) is in force
  *   — the backend (a tap: the kernel checks it) finishes checksums and cuts segments — and as zeros
- *   otherwise, so a driver cannot ask for what it did not negotiate. The frame goes in place, as
- *   spans of guest RAM ({@link VirtioNetOptions.send}). A chain with no readable part, or shorter
- *   than the header, is a protocol error (QEMU's "virtio-net header not in first element"); a
- *   frame longer than {@link VIRTIO_NET_MAX_FRAME} or refused by the backend is dropped and counted;
+ *   otherwise; a header that asks for an offload the driver did not negotiate (NEEDS_CSUM without
+ *   CSUM, a segment type without its HOST_* feature, ECN without HOST_ECN) drops the frame, which
+ *   virtio 1.2 5.1.6.2.1 forbids the driver to send (QEMU passes it on). The frame goes in place,
+ *   as spans of guest RAM ({@link VirtioNetOptions.send}). A chain with no readable part, or
+ *   shorter than the header, is a protocol error (QEMU's "virtio-net header not in first element");
+ *   a frame longer than {@link VIRTIO_NET_MAX_FRAME} or refused by the backend is dropped and
+ *   counted;
  * - receive: the wiring calls {@link VirtioNet.receive} with a frame and the backend's header. The
  *   header's checksum and segmentation fields reach the driver when GUEST_CSUM is in force (a frame
  *   that needs something the driver did not accept is dropped and counted); otherwise the header is
@@ -28,10 +31,16 @@
  *   says how many, and the driver sees them all at once (QEMU's `virtqueue_fill` and `flush`). When
  *   no chain (or not enough) is available, or the driver is not ready, `receive` returns false and
  *   the caller keeps the frame for later (QEMU's `can_receive`): {@link VirtioNetOptions.onReceiveReady}
- *   says when the driver added buffers. A chain with no device-writable buffer is a protocol error;
+ *   says when the driver added buffers. Only when every entry of the ring is out and still too
+ *   small for the frame (a driver whose buffers can never hold it) is the frame dropped and
+ *   counted rather than kept, so the backend never stalls on it (QEMU keeps it). A chain with no
+ *   device-writable buffer is a protocol error;
  * - {@link VirtioNetOptions.setOffloads} tells the backend what the driver accepts to receive
- *   (QEMU's `virtio_net_apply_guest_offloads`): at FEATURES_OK, at a reset and after a snapshot's
- *   state is loaded.
+ *   (QEMU's `virtio_net_apply_guest_offloads`): at FEATURES_OK and after a snapshot's state is
+ *   loaded. A reset leaves the backend as it was until the next FEATURES_OK, as QEMU's does;
+ * - not here, unlike QEMU: the control queue (CTRL_VQ, so no CTRL_GUEST_OFFLOADS: Linux cannot turn
+ *   the receive offloads off at run time, and refuses XDP while they are on), multiqueue, and the
+ *   checksum fix-up of DHCP replies for old dhclients (`work_around_broken_dhclient`).
  *
  * @module
  */
@@ -169,6 +178,12 @@ const TX_OFFLOADS = VirtioNetFeature.CSUM | VirtioNetFeature.HOST_TSO4 | VirtioN
 /** Whether the features `f` have `bit`. */
 const has = (f: bigint, bit: bigint) => (f & bit) !== 0n;
 
+/** The header's segment types (bit n: gso_type n; bit 8: ECN) the features `f` allow. */
+function gsoTypes(f: bigint, tso4: bigint, tso6: bigint, ufo: bigint, ecn: bigint): number {
+  return (1 << GSO_NONE) | (has(f, tso4) ? 1 << GSO_TCPV4 : 0) | (has(f, tso6) ? 1 << GSO_TCPV6 : 0) |
+    (has(f, ufo) ? 1 << GSO_UDP : 0) | (has(f, ecn) ? 1 << 8 : 0);
+}
+
 /**
  * The network card.
  *
@@ -220,7 +235,9 @@ export class VirtioNet implements VirtioDeviceModel {
   #txOffloads = false;
   #guestCsum = false;
   #mergeable = false;
-  #gsoAccepted = 0; // bit n: gso_type n accepted; bit 8: ECN
+  #gsoAccepted = 0; // receive: bit n, gso_type n accepted; bit 8: ECN
+  #hostCsum = false;
+  #gsoOffered = 0; // transmit: the same
 
   /**
    * A network card sending through `send`.
@@ -245,6 +262,13 @@ export class VirtioNet implements VirtioDeviceModel {
     if (features & ~all) {
       throw new RangeError(`VirtioNet: features 0x${(features & ~all).toString(16)} are not virtio-net's`);
     }
+    if (virtioNetFeatures([], features) !== features) {
+      throw new RangeError(
+        `VirtioNet: features 0x${
+          features.toString(16)
+        } offer a feature without the one it needs (virtio 1.2 5.1.3.1)`,
+      );
+    }
     this.features = features;
     this.mac = [...mac];
     this.queueSizes = [queueSize, queueSize];
@@ -262,16 +286,21 @@ export class VirtioNet implements VirtioDeviceModel {
 
   /**
    * The features in force changed (FEATURES_OK, a reset, a loaded snapshot): the hot paths learn
-   * them, and the backend what the driver accepts to receive.
+   * them, and the backend what the driver accepts to receive (not at a reset: QEMU too leaves the
+   * tap as it was until the next negotiation).
    */
   featuresChanged(f: bigint): void {
     const F = VirtioNetFeature;
     this.#txOffloads = has(f, TX_OFFLOADS);
+    this.#hostCsum = has(f, F.CSUM);
+    this.#gsoOffered = gsoTypes(f, F.HOST_TSO4, F.HOST_TSO6, F.HOST_UFO, F.HOST_ECN);
     this.#guestCsum = has(f, F.GUEST_CSUM);
     this.#mergeable = has(f, F.MRG_RXBUF);
-    this.#gsoAccepted = (1 << GSO_NONE) | (has(f, F.GUEST_TSO4) ? 1 << GSO_TCPV4 : 0) |
-      (has(f, F.GUEST_TSO6) ? 1 << GSO_TCPV6 : 0) | (has(f, F.GUEST_UFO) ? 1 << GSO_UDP : 0) |
-      (has(f, F.GUEST_ECN) ? 1 << 8 : 0);
+    // Segments only with checksums (a driver that took TSO without GUEST_CSUM broke 5.1.3.1).
+    this.#gsoAccepted = this.#guestCsum
+      ? gsoTypes(f, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_ECN)
+      : 1;
+    if (f === 0n) return; // a reset: the backend keeps its offloads until the next FEATURES_OK
     this.#setOffloads({
       csum: this.#guestCsum,
       tso4: has(f, F.GUEST_TSO4),
@@ -344,9 +373,12 @@ export class VirtioNet implements VirtioDeviceModel {
       let room = 0;
       while (room < length) {
         const chain = queue.pop();
-        if (chain === null) { // not enough buffers yet: the frame waits for more
+        if (chain === null) { // not enough buffers yet: the frame waits for more…
+          const full = queue.inUse >= queue.size; // …unless the ring is out and still too small
           for (let i = chains.length - 1; i >= 0; i--) queue.unpop(chains[i]);
-          return false;
+          if (!full) return false;
+          this.stats.rxDropped++;
+          return true;
         }
         if (chain.writableLength === 0) { // no buffer is empty: no writable buffer
           throw new VirtioProtocolError("virtio-net receive queue contains no in buffers");
@@ -423,7 +455,17 @@ export class VirtioNet implements VirtioDeviceModel {
     // A copy of the header, read once: what the backend is given is what was looked at.
     const header = this.#txHeader;
     header.fill(0);
-    if (this.#txOffloads) chain.read(0, header);
+    if (this.#txOffloads) {
+      chain.read(0, header);
+      const type = header[1] & ~GSO_ECN;
+      if (
+        (header[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM && !this.#hostCsum) || type > GSO_TCPV6 ||
+        !(this.#gsoOffered & (1 << type)) || (header[1] & GSO_ECN && !(this.#gsoOffered & (1 << 8)))
+      ) {
+        this.stats.txDropped++; // asks for an offload it did not negotiate
+        return;
+      }
+    }
     header[NUM_BUFFERS_OFFSET] = header[NUM_BUFFERS_OFFSET + 1] = 0; // the driver's to leave 0
     // The frame in place when every byte is in RAM the memory gives views of, else copied into
     // the reused buffer: either way valid only during the call, as `send` is told.

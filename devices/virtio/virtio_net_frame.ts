@@ -81,8 +81,9 @@ const FEATURE_NEEDS: readonly (readonly [feature: bigint, needs: bigint])[] = [
 
 /**
  * The device features a card offers with the QEMU properties in `off` switched off: MAC, STATUS,
- * and every offload and MRG_RXBUF that is on, less those whose prerequisite is off (TSO without
- * checksumming). Unknown property names are ignored here (the front-end checks them).
+ * and every offload and MRG_RXBUF that is on (or those of `from`), less those whose prerequisite
+ * is off (TSO without checksumming). Unknown property names are ignored here (the front-end checks
+ * them).
  *
  * @example
  * ```ts
@@ -94,9 +95,10 @@ const FEATURE_NEEDS: readonly (readonly [feature: bigint, needs: bigint])[] = [
  * assert.equal(noCsum & F.GUEST_TSO4, F.GUEST_TSO4);
  * ```
  */
-export function virtioNetFeatures(off: Iterable<string>): bigint {
+export function virtioNetFeatures(off: Iterable<string>, from?: bigint): bigint {
   let features = VirtioNetFeature.MAC | VirtioNetFeature.STATUS;
-  for (const bit of Object.values(VIRTIO_NET_FEATURE_PROPERTIES)) features |= bit;
+  if (from !== undefined) features = from;
+  else for (const bit of Object.values(VIRTIO_NET_FEATURE_PROPERTIES)) features |= bit;
   for (const name of off) features &= ~(VIRTIO_NET_FEATURE_PROPERTIES[name] ?? 0n);
   for (const [feature, needs] of FEATURE_NEEDS) {
     if (!(features & needs)) features &= ~feature;

@@ -425,21 +425,24 @@ Deno.test("VirtioNet: the driver's transmit header reaches the backend only with
   assert.deepEqual(offload.sent, [frameOf(3000)]);
 });
 
-Deno.test("VirtioNet: setOffloads follows FEATURES_OK, a reset and a loaded state", () => {
+Deno.test("VirtioNet: setOffloads follows FEATURES_OK and a loaded state; a reset leaves the backend as it was", () => {
   const t = setup({ accept: F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_ECN | F.HOST_TSO6 | F.CSUM });
   assert.deepEqual(t.offloads, [{ csum: true, tso4: true, tso6: false, ecn: true, ufo: false }]);
   const saved = t.dev.saveState();
   t.dev.reset();
+  assert.equal(t.offloads.length, 1, "a reset leaves the backend as it was (QEMU too)");
+  t.dev.setDriverFeatures(VirtioFeature.VERSION_1);
+  t.dev.setStatus(VirtioStatus.FEATURES_OK);
   assert.deepEqual(t.offloads.at(-1), { csum: false, tso4: false, tso6: false, ecn: false, ufo: false });
   t.dev.loadState(saved);
   assert.deepEqual(t.offloads.at(-1), { csum: true, tso4: true, tso6: false, ecn: true, ufo: false });
-  // A state saved before FEATURES_OK has nothing in force yet.
+  // A state saved before FEATURES_OK has nothing in force yet: the backend is not told anything.
   const early = new VirtioNet({ send: () => {}, setOffloads: (o) => void t.offloads.push(o) });
   const dev = new VirtioDevice(early, { memory: new ByteRam(16) });
   dev.setDriverFeatures(VirtioFeature.VERSION_1 | F.GUEST_CSUM);
-  const before = dev.saveState();
-  dev.loadState(before);
-  assert.deepEqual(t.offloads.at(-1), { csum: false, tso4: false, tso6: false, ecn: false, ufo: false });
+  const calls = t.offloads.length;
+  dev.loadState(dev.saveState());
+  assert.equal(t.offloads.length, calls);
 });
 
 Deno.test("VirtioNet: the backend's receive header reaches a driver with GUEST_CSUM; a frame needing more than it accepted is dropped", () => {
@@ -470,24 +473,35 @@ Deno.test("VirtioNet: the backend's receive header reaches a driver with GUEST_C
   assert.equal(plain.net.stats.rxDropped, 1);
 });
 
-/** The frame a mergeable receive left in used elements `first`… (header, num_buffers, the bytes). */
+/**
+ * The frame a mergeable receive left in used elements `first`…: the header (which may straddle
+ * buffers), its num_buffers, and the frame's bytes.
+ */
 function takeMerged(t: ReturnType<typeof setup>, first: number) {
-  const { id, len } = t.rx.usedElem(first);
-  const at = RX_BUF + id * 0x1_0000;
-  const header = t.ram.bytes.slice(at, at + 12);
-  const count = header[10] | (header[11] << 8);
-  const parts = [t.ram.bytes.slice(at + 12, at + len)];
-  for (let i = 1; i < count; i++) {
-    const e = t.rx.usedElem(first + i);
-    parts.push(t.ram.bytes.slice(RX_BUF + e.id * 0x1_0000, RX_BUF + e.id * 0x1_0000 + e.len));
+  const parts: Uint8Array[] = [];
+  let bytes = 0;
+  let count = Infinity;
+  for (let i = 0; i < count; i++) {
+    const { id, len } = t.rx.usedElem(first + i);
+    parts.push(t.ram.bytes.slice(RX_BUF + id * 0x1_0000, RX_BUF + id * 0x1_0000 + len));
+    bytes += len;
+    if (count === Infinity && bytes >= 12) {
+      const joined = new Uint8Array(bytes);
+      parts.reduce((n, p) => (joined.set(p, n), n + p.length), 0);
+      count = joined[10] | (joined[11] << 8);
+    }
   }
-  const frame = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  parts.reduce((n, p) => (frame.set(p, n), n + p.length), 0);
-  return { header, count, frame };
+  const all = new Uint8Array(bytes);
+  parts.reduce((n, p) => (all.set(p, n), n + p.length), 0);
+  return { header: all.slice(0, 12), count, frame: all.slice(12) };
 }
 
 Deno.test("VirtioNet: with MRG_RXBUF a frame fills as many buffers as it needs, published at once; too few wait", () => {
   const t = setup({ accept: F.MRG_RXBUF | F.GUEST_CSUM | F.GUEST_TSO4, eventIdx: true });
+  const rxQueue = t.dev.queues[VIRTIO_NET_RX_QUEUE];
+  const flushes: number[] = [];
+  const flush = rxQueue.flush.bind(rxQueue);
+  rxQueue.flush = (count: number) => (flushes.push(count), flush(count));
   for (let i = 0; i < 3; i++) t.postRx(1536);
   const big = frameOf(5000, 9);
   assert.equal(t.net.receive(big, netHeader(1, 1, 1448)), false, "3 × 1536 bytes hold no 5012");
@@ -495,7 +509,8 @@ Deno.test("VirtioNet: with MRG_RXBUF a frame fills as many buffers as it needs, 
   assert.equal(t.dev.queues[VIRTIO_NET_RX_QUEUE].inUse, 0, "the chains went back");
   t.postRx(1536);
   assert.equal(t.net.receive(big, netHeader(1, 1, 1448)), true);
-  assert.equal(t.rx.usedIdx(), 4, "one flush of four");
+  assert.equal(t.rx.usedIdx(), 4);
+  assert.deepEqual(flushes, [4], "the driver sees the four at once");
   assert.deepEqual([0, 1, 2, 3].map((i) => t.rx.usedElem(i).len), [1536, 1536, 1536, 5012 - 3 * 1536]);
   const got = takeMerged(t, 0);
   assert.equal(got.count, 4);
@@ -509,42 +524,90 @@ Deno.test("VirtioNet: with MRG_RXBUF a frame fills as many buffers as it needs, 
   assert.equal(t.net.stats.rxDropped, 0);
 });
 
-Deno.test("VirtioNet: mergeable receive of random frames into random buffers arrives byte-identical (property)", () => {
+Deno.test("VirtioNet: mergeable receive of random frames into random buffers arrives byte-identical, or is dropped only when the whole ring is too small (property)", () => {
   fc.assert(
     fc.property(
       fc.array(
         fc.record({
           frame: fc.uint8Array({ minLength: 1, maxLength: 9000 }),
-          buffers: fc.array(fc.integer({ min: 12, max: 4000 }), { minLength: 1, maxLength: 6 }),
+          // Buffers below the 12-byte header too: the header then straddles them.
+          buffers: fc.array(fc.integer({ min: 1, max: 4000 }), { minLength: 1, maxLength: 6 }),
         }),
         { minLength: 1, maxLength: 8 },
       ),
       fc.boolean(),
       (ops, views) => {
         using t = setup({ accept: F.MRG_RXBUF, views });
+        const waiting: number[] = []; // posted buffers not yet used, in order
         let seen = 0;
         for (const op of ops) {
-          const free = SIZE - t.dev.queues[VIRTIO_NET_RX_QUEUE].inUse - ((t.rx.availIdx - seen) & 0xffff);
-          for (const len of op.buffers.slice(0, Math.max(0, free))) t.postRx(len);
-          const room = () => {
-            let n = 0;
-            for (let i = seen; i !== t.rx.availIdx; i = (i + 1) & 0xffff) n++;
-            return n;
-          };
-          while (!t.net.receive(op.frame)) {
-            assert.ok(room() < SIZE, "more buffers fit");
+          for (const len of op.buffers) if (waiting.length < SIZE) t.postRx(len), waiting.push(len);
+          for (;;) {
+            const dropped = t.net.stats.rxDropped;
+            if (t.net.receive(op.frame)) {
+              if (t.net.stats.rxDropped > dropped) {
+                assert.equal(waiting.length, SIZE, "dropped with room left in the ring");
+                assert.ok(
+                  waiting.reduce((a, b) => a + b, 0) < 12 + op.frame.length,
+                  "dropped though it fitted",
+                );
+                assert.equal(t.rx.usedIdx(), seen);
+              } else {
+                const got = takeMerged(t, seen);
+                assert.deepEqual(got.frame, op.frame);
+                waiting.splice(0, got.count);
+                seen = t.rx.usedIdx();
+              }
+              break;
+            }
+            assert.ok(waiting.length < SIZE, "kept while the ring was full");
             t.postRx(4000);
+            waiting.push(4000);
           }
-          const got = takeMerged(t, seen);
-          assert.deepEqual(got.frame, op.frame);
-          seen = t.rx.usedIdx();
         }
         assert.equal(t.dev.status & VirtioStatus.DEVICE_NEEDS_RESET, 0);
+        assert.equal(t.dev.queues[VIRTIO_NET_RX_QUEUE].inUse, 0);
         assert.equal(t.ram.refused, 0);
       },
     ),
-    { numRuns: 100 },
+    { numRuns: 200 },
   );
+});
+
+Deno.test("VirtioNet: the driver's transmit header may ask only for what it negotiated; anything else drops the frame", () => {
+  const t = setup({ accept: F.CSUM | F.HOST_TSO4 });
+  t.queueTx(frameOf(3000), 1, netHeader(1, 1, 1448, 34, 16)); // TCPv4 segments: negotiated
+  t.queueTx(frameOf(3000), 1, netHeader(1, 4, 1448, 54, 16)); // TCPv6: not
+  t.queueTx(frameOf(3000), 1, netHeader(1, 0x81, 1448, 34, 16)); // ECN: not
+  t.queueTx(frameOf(3000), 1, netHeader(0, 2)); // no such type
+  t.dev.notifyQueue(VIRTIO_NET_TX_QUEUE);
+  assert.equal(t.sent.length, 1);
+  assert.deepEqual(t.net.stats, { txFrames: 1, txDropped: 3, rxFrames: 0, rxDropped: 0 });
+  assert.equal(t.tx.usedIdx(), 4, "every chain completes");
+  const onlyGuest = setup({ accept: F.GUEST_CSUM });
+  onlyGuest.queueTx(frameOf(100), 1, netHeader(1, 0, 0, 34, 16)); // no transmit offload: zeros go
+  onlyGuest.dev.notifyQueue(VIRTIO_NET_TX_QUEUE);
+  assert.deepEqual([...onlyGuest.headers[0]], new Array(12).fill(0));
+});
+
+Deno.test("VirtioNet: a frame that the whole ring, every entry out, cannot hold is dropped and the buffers kept", () => {
+  const t = setup({ accept: F.MRG_RXBUF });
+  for (let i = 0; i < SIZE; i++) t.postRx(64);
+  assert.equal(t.net.receive(frameOf(2000)), true, "taken: dropped");
+  assert.equal(t.net.stats.rxDropped, 1);
+  assert.equal(t.rx.usedIdx(), 0);
+  assert.equal(t.dev.queues[VIRTIO_NET_RX_QUEUE].inUse, 0, "every buffer given back");
+  assert.equal(t.net.receive(frameOf(100)), true);
+  assert.deepEqual(takeMerged(t, 0).frame, frameOf(100));
+  assert.equal(takeMerged(t, 0).count, 2);
+});
+
+Deno.test("VirtioNet: features that offer TSO without checksums are refused", () => {
+  assert.throws(
+    () => new VirtioNet({ send: () => {}, features: F.HOST_TSO4 }),
+    /offer a feature without the one it needs/,
+  );
+  assert.doesNotThrow(() => new VirtioNet({ send: () => {}, features: F.HOST_TSO4 | F.CSUM }));
 });
 
 // ---- Device state (issue 11) ----

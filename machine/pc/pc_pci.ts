@@ -344,7 +344,9 @@ export interface PcNetBackend {
   attach(net: VirtioNet): void;
   /**
    * One frame the guest sent: its 12-byte virtio-net header and the Ethernet frame as spans of
-   * memory (both valid during the call); false when it was dropped.
+   * memory (both valid during the call); false when it was dropped. With a transmit offload in
+   * force (the card's CSUM or HOST_* features, offered unless a property took them away) the header
+   * may ask for a checksum to finish or a segment to cut: the backend does it or drops the frame.
    */
   send(header: Uint8Array, frame: RamSpans): boolean | void;
   /**
