@@ -94,7 +94,7 @@ options:
                           QEMU's offloads are on (checksums, TSO, mergeable receive buffers);
                           csum, guest_csum, gso, host_tso4, host_tso6, host_ecn, host_ufo,
                           guest_tso4, guest_tso6, guest_ecn, guest_ufo and mrg_rxbuf=off take
-                          each away, as in QEMU
+                          each away, as in QEMU.
                           MACs default as QEMU's: 52:54:00:12:34:56 for the first card, then :57…
                           PCI devices take slots from 00:02.0, every -device in order, then the
                           -drive if=virtio disks; they are virtio 1.x only (disable-legacy=on)
