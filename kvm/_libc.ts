@@ -3,9 +3,10 @@
  *
  * The library is opened lazily, on the first call of {@link libc}, so that importing `kvm/` costs
  * nothing and works on machines without `/dev/kvm` or without `--allow-ffi` (the struct, ioctl
- * and exit-decoding code is pure and tested everywhere). Each symbol is bound on its first use:
- * `Deno.dlopen` compiles a call trampoline per symbol (about 0.3 ms each, measured), and a run
- * uses about half of them — a disk-less one none of the disk calls.
+ * and exit-decoding code is pure and tested everywhere). The five symbols every run calls are bound
+ * then, in one `Deno.dlopen`; each other symbol on its first use: `Deno.dlopen` compiles a call
+ * trampoline per symbol (0.1–0.3 ms each, measured), and a run uses about half of them — a
+ * disk-less one none of the disk calls.
  *
  * Binding notes (see `docs/kvm-abi.md` §6):
  * - `ioctl(int fd, unsigned long request, ...)` is variadic; Deno FFI has no variadic calls, so the
@@ -301,7 +302,19 @@ function bindLibc<K extends keyof typeof LIBC_SYMBOLS>(name: K): Libc[K] {
  */
 export function libc(): Libc {
   if (symbols) return symbols;
-  const lazy = lazySymbols(LIBC_SYMBOLS, bindLibc);
+  // The symbols every run calls (a boot, a restore), bound in one dlopen: measured on a kvm_pvm
+  // host, 8 alternating processes, these five one by one took 1.36–1.60 ms, together 1.20–1.36.
+  const core = openLibc({
+    __errno_location: LIBC_SYMBOLS.__errno_location,
+    syscall: LIBC_SYMBOLS.syscall,
+    ioctl: LIBC_SYMBOLS.ioctl,
+    ioctl_buf: LIBC_SYMBOLS.ioctl_buf,
+    sigaction: LIBC_SYMBOLS.sigaction,
+  }).symbols;
+  const lazy = lazySymbols(
+    LIBC_SYMBOLS,
+    (name) => Object.hasOwn(core, name) ? core[name as keyof typeof core] : bindLibc(name),
+  );
   // __errno_location() is constant for the life of a thread: resolve it once and read the cell
   // directly afterwards (no FFI call may happen between a failing call and the read). Binding it
   // here opens libc, so a refused FFI is reported by this first call, whatever symbol it wanted.
