@@ -21,7 +21,7 @@ import { EACCES, EAGAIN, EBADF } from "./_errno.ts";
 import { lastErrno, libc } from "./_libc.ts";
 import { decodeFromBytes, encodeToBytes, FLOCK_LAYOUT } from "./_structs.ts";
 import { closeFd, O_RDONLY, O_RDWR, openPath, retryOnEintr } from "./_syscalls.ts";
-import { bufferAddress, type IoRing, type IoRingDone, putIovec } from "./io_ring.ts";
+import { bufferAddress, type IoRing, type IoRingDone, IOV_MAX, iovecScratch, putIovec } from "./io_ring.ts";
 import { errnoName, KVM_ERROR_PARTIAL, KvmError } from "./kvm_error.ts";
 
 /** `F_OFD_GETLK` (asm-generic/fcntl.h): who would block this lock? */
@@ -36,16 +36,6 @@ export const F_WRLCK = 1;
 export const F_UNLCK = 2;
 /** `SEEK_END`. */
 const SEEK_END = 2;
-/** Bytes of a `struct iovec` (void *iov_base; size_t iov_len). */
-const IOVEC_SIZE = 16;
-/** Most buffers one preadv/pwritev takes (Linux's `IOV_MAX`, `UIO_MAXIOV`). */
-const IOV_MAX = 1024;
-
-/**
- * The iovec array of every preadv/pwritev (the calls are synchronous, so one per isolate does),
- * as 32-bit words: made at the first vectored transfer.
- */
-let iovScratch: Uint32Array | undefined;
 
 /**
  * Pieces of memory for {@link DiskImage.readSpans} and {@link DiskImage.writeSpans}: span `i` is
@@ -480,8 +470,7 @@ export class DiskImage implements Disposable {
     const total = this.#checkSpans(op, spans, start);
     const { count: spanCount, buffers, offsets, lengths } = spans;
     const single = op === "preadv" ? "pread" : "pwrite";
-    iovScratch ??= new Uint32Array(IOV_MAX * IOVEC_SIZE / 4);
-    const words = iovScratch;
+    const words = iovecScratch();
     const iov = new Uint8Array(words.buffer);
     let at = start;
     // A request's spans nearly always share one buffer: its address is looked up when the buffer changes.

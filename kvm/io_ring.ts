@@ -27,8 +27,10 @@ const PARAMS_SIZE = 120;
 const SQE_SIZE = 64;
 /** Bytes of one completion queue entry. */
 const CQE_SIZE = 16;
-/** Bytes of a `struct iovec`. */
-const IOVEC_SIZE = 16;
+/** Bytes of a `struct iovec` (void *iov_base; size_t iov_len). */
+export const IOVEC_SIZE = 16;
+/** Most buffers one readv/writev/preadv/pwritev takes (Linux's `IOV_MAX`, `UIO_MAXIOV`). */
+export const IOV_MAX = 1024;
 /** mmap offset of the submission queue entries (`IORING_OFF_SQES`). */
 const IORING_OFF_SQES = 0x1000_0000n;
 /** The SQ and CQ rings share one mapping (`IORING_FEAT_SINGLE_MMAP`, Linux 5.4). */
@@ -71,6 +73,17 @@ export type IoRingOp = "preadv" | "pwritev";
 
 /** Called on the ring's thread when a transfer finished: null, or why it failed. */
 export type IoRingDone = (error: KvmError | null) => void;
+
+let iovScratch: Uint32Array | undefined;
+
+/**
+ * The iovec array of every synchronous vectored call of this thread ({@link IOV_MAX} iovecs, as
+ * 32-bit words for {@link putIovec}): the calls neither overlap nor nest, so one per isolate does.
+ * Made at the first use.
+ */
+export function iovecScratch(): Uint32Array {
+  return iovScratch ??= new Uint32Array(IOV_MAX * IOVEC_SIZE / 4);
+}
 
 /**
  * Writes iovec `i` of the array `words` (four 32-bit words an iovec): `length` bytes at host

@@ -10,7 +10,7 @@ import { libc } from "./_libc.ts";
 import { decodeFromBytes, encodeToBytes, IFREQ_LAYOUT } from "./_structs.ts";
 import { closeFd, ioctlBuf, ioctlU64, O_NONBLOCK, O_RDWR, openPath, retryOnEintr } from "./_syscalls.ts";
 import type { BufferSpans } from "./disk_image.ts";
-import { bufferAddress, putIovec } from "./io_ring.ts";
+import { bufferAddress, IOV_MAX, IOVEC_SIZE, iovecScratch, putIovec } from "./io_ring.ts";
 import { IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ } from "./ioctls.ts";
 import { errnoName, KvmError } from "./kvm_error.ts";
 
@@ -36,15 +36,6 @@ export const TUN_F_TSO6 = 0x04;
 export const TUN_F_TSO_ECN = 0x08;
 /** TUNSETOFFLOAD: … and UDP frames larger than the MTU (Linux 4.14 and later accept and ignore it). */
 export const TUN_F_UFO = 0x10;
-
-/** Bytes of one `struct iovec`. */
-const IOVEC_SIZE = 16;
-/** Most buffers one writev takes (`UIO_MAXIOV`). */
-const IOV_MAX = 1024;
-/** The iovecs of {@link Tap.writeSpans} (calls are synchronous: one per isolate does), made at first use. */
-let iovScratch: Uint32Array | undefined;
-/** The same memory as bytes, for the call. */
-let iovBytes: Uint8Array | undefined;
 
 /** What to do about the failures of opening a tap, keyed by `op:code`. */
 const TAP_HINTS: Readonly<Record<string, string>> = {
@@ -236,7 +227,7 @@ export class Tap implements Disposable {
    */
   writeSpans(header: Uint8Array, frame: BufferSpans): number | null {
     const fd = this.#open();
-    let { count } = frame;
+    const { count } = frame;
     let total = header.length;
     for (let i = 0; i < count; i++) total += frame.lengths[i];
     if (count + 1 > IOV_MAX) {
@@ -249,16 +240,13 @@ export class Tap implements Disposable {
       }
       return this.write(flat);
     }
-    iovScratch ??= new Uint32Array(IOV_MAX * IOVEC_SIZE / 4);
-    iovBytes ??= new Uint8Array(iovScratch.buffer);
-    const words = iovScratch;
-    const iov = iovBytes;
+    const words = iovecScratch();
     putIovec(words, 0, bufferAddress(header.buffer) + header.byteOffset, header.length);
     for (let i = 0; i < count; i++) {
       putIovec(words, i + 1, bufferAddress(frame.buffers[i]) + frame.offsets[i], frame.lengths[i]);
     }
-    count++;
-    const result = retryOnEintr(() => libc().writev(fd, iov, count));
+    const iov = new Uint8Array(words.buffer, 0, (count + 1) * IOVEC_SIZE);
+    const result = retryOnEintr(() => libc().writev(fd, iov, count + 1));
     if (result === -EAGAIN) return null;
     if (result < 0) throw tapError("writev", -result, `tap "${this.#name}", ${total} bytes`);
     return result;

@@ -178,10 +178,34 @@ const TX_OFFLOADS = VirtioNetFeature.CSUM | VirtioNetFeature.HOST_TSO4 | VirtioN
 /** Whether the features `f` have `bit`. */
 const has = (f: bigint, bit: bigint) => (f & bit) !== 0n;
 
-/** The header's segment types (bit n: gso_type n; bit 8: ECN) the features `f` allow. */
-function gsoTypes(f: bigint, tso4: bigint, tso6: bigint, ufo: bigint, ecn: bigint): number {
-  return (1 << GSO_NONE) | (has(f, tso4) ? 1 << GSO_TCPV4 : 0) | (has(f, tso6) ? 1 << GSO_TCPV6 : 0) |
-    (has(f, ufo) ? 1 << GSO_UDP : 0) | (has(f, ecn) ? 1 << 8 : 0);
+/** In a {@link headerAllowance}: ECN, and NEEDS_CSUM (bits 0–4 are the gso_types). */
+const ALLOW_ECN = 1 << 8;
+const ALLOW_NEEDS_CSUM = 1 << 9;
+
+/**
+ * What a header may ask for in one direction, as bits (gso_type n: bit n; {@link ALLOW_ECN},
+ * {@link ALLOW_NEEDS_CSUM}): the features `f` with that direction's checksum, TSO4, TSO6, UFO and
+ * ECN bits. Segments only with checksums (a driver that took TSO without them broke 5.1.3.1).
+ */
+function headerAllowance(
+  f: bigint,
+  csum: bigint,
+  tso4: bigint,
+  tso6: bigint,
+  ufo: bigint,
+  ecn: bigint,
+): number {
+  if (!has(f, csum)) return 1 << GSO_NONE;
+  return (1 << GSO_NONE) | ALLOW_NEEDS_CSUM | (has(f, tso4) ? 1 << GSO_TCPV4 : 0) |
+    (has(f, tso6) ? 1 << GSO_TCPV6 : 0) | (has(f, ufo) ? 1 << GSO_UDP : 0) | (has(f, ecn) ? ALLOW_ECN : 0);
+}
+
+/** Whether `header` (flags, gso_type first) asks only for what `allowed` ({@link headerAllowance}) has. */
+function headerAllowed(header: Uint8Array, allowed: number): boolean {
+  const type = header[1] & ~GSO_ECN;
+  return type <= GSO_TCPV6 && (allowed & (1 << type)) !== 0 &&
+    (!(header[1] & GSO_ECN) || (allowed & ALLOW_ECN) !== 0) &&
+    (!(header[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM) || (allowed & ALLOW_NEEDS_CSUM) !== 0);
 }
 
 /**
@@ -235,9 +259,9 @@ export class VirtioNet implements VirtioDeviceModel {
   #txOffloads = false;
   #guestCsum = false;
   #mergeable = false;
-  #gsoAccepted = 0; // receive: bit n, gso_type n accepted; bit 8: ECN
-  #hostCsum = false;
-  #gsoOffered = 0; // transmit: the same
+  /** What a received header may ask of the driver, and a sent one of the backend ({@link headerAllowance}). */
+  #rxAllowed = 1 << GSO_NONE;
+  #txAllowed = 1 << GSO_NONE;
 
   /**
    * A network card sending through `send`.
@@ -292,14 +316,10 @@ export class VirtioNet implements VirtioDeviceModel {
   featuresChanged(f: bigint): void {
     const F = VirtioNetFeature;
     this.#txOffloads = has(f, TX_OFFLOADS);
-    this.#hostCsum = has(f, F.CSUM);
-    this.#gsoOffered = gsoTypes(f, F.HOST_TSO4, F.HOST_TSO6, F.HOST_UFO, F.HOST_ECN);
+    this.#txAllowed = headerAllowance(f, F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_UFO, F.HOST_ECN);
+    this.#rxAllowed = headerAllowance(f, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_ECN);
     this.#guestCsum = has(f, F.GUEST_CSUM);
     this.#mergeable = has(f, F.MRG_RXBUF);
-    // Segments only with checksums (a driver that took TSO without GUEST_CSUM broke 5.1.3.1).
-    this.#gsoAccepted = this.#guestCsum
-      ? gsoTypes(f, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_ECN)
-      : 1;
     if (f === 0n) return; // a reset: the backend keeps its offloads until the next FEATURES_OK
     this.#setOffloads({
       csum: this.#guestCsum,
@@ -426,16 +446,7 @@ export class VirtioNet implements VirtioDeviceModel {
     const out = this.#header;
     out.fill(0);
     if (header === undefined) return true;
-    const flags = header[0];
-    const gso = header[1];
-    const type = gso & ~GSO_ECN;
-    if (
-      (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM && !this.#guestCsum) ||
-      type > GSO_TCPV6 || !(this.#gsoAccepted & (1 << type)) ||
-      (gso & GSO_ECN && !(this.#gsoAccepted & (1 << 8)))
-    ) {
-      return false;
-    }
+    if (!headerAllowed(header, this.#rxAllowed)) return false;
     if (this.#guestCsum) out.set(header.subarray(0, NUM_BUFFERS_OFFSET));
     return true;
   }
@@ -457,11 +468,7 @@ export class VirtioNet implements VirtioDeviceModel {
     header.fill(0);
     if (this.#txOffloads) {
       chain.read(0, header);
-      const type = header[1] & ~GSO_ECN;
-      if (
-        (header[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM && !this.#hostCsum) || type > GSO_TCPV6 ||
-        !(this.#gsoOffered & (1 << type)) || (header[1] & GSO_ECN && !(this.#gsoOffered & (1 << 8)))
-      ) {
+      if (!headerAllowed(header, this.#txAllowed)) {
         this.stats.txDropped++; // asks for an offload it did not negotiate
         return;
       }

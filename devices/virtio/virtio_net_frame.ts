@@ -96,9 +96,10 @@ const FEATURE_NEEDS: readonly (readonly [feature: bigint, needs: bigint])[] = [
  * ```
  */
 export function virtioNetFeatures(off: Iterable<string>, from?: bigint): bigint {
-  let features = VirtioNetFeature.MAC | VirtioNetFeature.STATUS;
-  if (from !== undefined) features = from;
-  else for (const bit of Object.values(VIRTIO_NET_FEATURE_PROPERTIES)) features |= bit;
+  let features = from ?? Object.values(VIRTIO_NET_FEATURE_PROPERTIES).reduce(
+    (all, bit) => all | bit,
+    VirtioNetFeature.MAC | VirtioNetFeature.STATUS,
+  );
   for (const name of off) features &= ~(VIRTIO_NET_FEATURE_PROPERTIES[name] ?? 0n);
   for (const [feature, needs] of FEATURE_NEEDS) {
     if (!(features & needs)) features &= ~feature;

@@ -987,8 +987,9 @@ export class Virtqueue implements Snapshottable {
    * @throws {VirtioProtocolError} if the used ring is no longer guest RAM.
    */
   push(chain: DescriptorChain, written: number): void {
-    this.fill(chain, written, 0);
-    this.flush(1);
+    const cached = this.#enabled && this.#ringsCached(); // once: nothing between can change them
+    this.#fill(chain, written, 0, cached);
+    this.#flush(1, cached);
   }
 
   /**
@@ -1001,10 +1002,14 @@ export class Virtqueue implements Snapshottable {
    * @throws {VirtioProtocolError} if the used ring is no longer guest RAM.
    */
   fill(chain: DescriptorChain, written: number, offset: number): void {
+    this.#fill(chain, written, offset, this.#enabled && this.#ringsCached());
+  }
+
+  /** {@link fill}, the rings' caches already checked (`cached`). */
+  #fill(chain: DescriptorChain, written: number, offset: number, cached: boolean): void {
     this.#popped.length = 0;
     const len = Math.max(0, Math.min(Math.floor(written), chain.writableLength));
     const slot = (this.#usedIdx + offset) % this.#size;
-    const cached = this.#enabled && this.#ringsCached();
     if (cached) {
       const used = this.#usedCache!;
       const at = this.#usedAt + 4 + 8 * slot;
@@ -1030,10 +1035,15 @@ export class Virtqueue implements Snapshottable {
    * @throws {VirtioProtocolError} if the used ring is no longer guest RAM.
    */
   flush(count: number): void {
+    this.#flush(count, this.#enabled && this.#ringsCached());
+  }
+
+  /** {@link flush}, the rings' caches already checked (`cached`). */
+  #flush(count: number, cached: boolean): void {
     this.#memory.fence?.();
     this.#usedIdx = (this.#usedIdx + count) & 0xffff;
     // The fence ran no code of ours: the caches are as valid as they were a moment ago.
-    this.#usedWrite16(2, this.#usedIdx, "used index", this.#enabled && this.#ringsCached());
+    this.#usedWrite16(2, this.#usedIdx, "used index", cached);
   }
 
   /**

@@ -11,7 +11,11 @@ import type { PciBusSpaces, PciHost } from "../../devices/mod.ts";
 import type { GuestMemory } from "../../devices/virtio/guest_memory.ts";
 import { VirtioBlk } from "../../devices/virtio/virtio_blk.ts";
 import type { VirtioDeviceModel } from "../../devices/virtio/virtio_device.ts";
-import { VIRTIO_NET_DEFAULT_FEATURES, VirtioNet, VirtioNetFeature } from "../../devices/virtio/virtio_net.ts";
+import {
+  VIRTIO_NET_DEFAULT_FEATURES,
+  VirtioNet,
+  virtioNetFeatures,
+} from "../../devices/virtio/virtio_net.ts";
 import { VirtioPci } from "../../devices/virtio/virtio_pci.ts";
 import { VirtioRng } from "../../devices/virtio/virtio_rng.ts";
 import {
@@ -74,11 +78,6 @@ export function createPcPciDevices(
   });
 }
 
-/** The features that say what the guest takes: a backend without `setOffloads` cannot act on them. */
-const GUEST_OFFLOADS = VirtioNetFeature.GUEST_CSUM | VirtioNetFeature.GUEST_TSO4 |
-  VirtioNetFeature.GUEST_TSO6 |
-  VirtioNetFeature.GUEST_ECN | VirtioNetFeature.GUEST_UFO;
-
 /** The device model of `spec`. */
 function pcPciModel(spec: PcPciDeviceSpec): VirtioDeviceModel {
   switch (spec.type) {
@@ -88,8 +87,10 @@ function pcPciModel(spec: PcPciDeviceSpec): VirtioDeviceModel {
       return new VirtioRng({ entropy: spec.entropy });
     case "virtio-net-pci": {
       const backend = spec.backend;
-      let features = spec.features ?? VIRTIO_NET_DEFAULT_FEATURES;
-      if (!backend.setOffloads) features &= ~GUEST_OFFLOADS; // it cannot be told what the guest takes
+      // A backend that cannot be told what the guest takes gives it no receive offload: without
+      // GUEST_CSUM, every GUEST_* feature goes (each needs it).
+      const offered = spec.features ?? VIRTIO_NET_DEFAULT_FEATURES;
+      const features = backend.setOffloads ? offered : virtioNetFeatures(["guest_csum"], offered);
       const net = new VirtioNet({
         mac: spec.mac,
         features,
