@@ -4,9 +4,11 @@
 import assert from "node:assert/strict";
 import { EXIT_STATUS, FIRMWARE } from "../guests/mod.ts";
 import { LoaderError } from "../loader/mod.ts";
-import { ifKvm } from "../../kvm/_testing.ts";
+import { ifKvm, reportKvmSkip } from "../../kvm/_testing.ts";
 import { type MemslotCall, Vm } from "../../kvm/mod.ts";
 import { pcGsiRoutes, PcMachine, planBoot } from "./pc_machine.ts";
+
+reportKvmSkip("machine/pc/pc_machine_test.ts");
 
 Deno.test("planBoot hands -initrd to the kernel loader (a Multiboot kernel refuses one)", async () => {
   const kernel = { image: EXIT_STATUS, initrd: new Uint8Array([1, 2, 3]) };

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type { BlockBacking } from "../../devices/virtio/mod.ts";
-import { DiskImage } from "../../kvm/mod.ts";
+import { type BlockBacking, VirtioNetFeature } from "../../devices/virtio/mod.ts";
+import { DiskImage, TUN_F_CSUM, TUN_F_TSO4 } from "../../kvm/mod.ts";
 import { buildDsdtAml } from "../acpi/mod.ts";
 import { DiskBlockBacking, TapNetBackend } from "../virtio_backends.ts";
 import { PcBoard } from "./pc_board.ts";
@@ -233,4 +233,17 @@ Deno.test("PC PCI: virtio-net through the board's BARs — a sent frame reaches 
   assert.equal(backend.drained, true);
   assert.equal(drained, 1);
   assert.deepEqual(sent, [0x42, 0x41, 0x41]);
+});
+
+Deno.test("PC PCI: virtio-net's tap takes the receive offloads the driver accepted (TUNSETOFFLOAD), and nothing more", async () => {
+  const tap = fakeTap();
+  const backend = new TapNetBackend(tap);
+  using b = await PcBoard.create({
+    ramSize: 64n << 20n,
+    pciDevices: [{ type: "virtio-net-pci", mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56], backend }],
+  });
+  const F = VirtioNetFeature;
+  netDriver(b, 2, Number(F.GUEST_CSUM | F.GUEST_TSO4 | F.HOST_TSO6 | F.CSUM | F.MRG_RXBUF));
+  assert.deepEqual(tap.offloads, [TUN_F_CSUM | TUN_F_TSO4]);
+  assert.equal(backend.offloads, TUN_F_CSUM | TUN_F_TSO4);
 });
