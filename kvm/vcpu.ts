@@ -83,7 +83,7 @@ import {
   KVM_TRANSLATE,
 } from "./ioctls.ts";
 import { KVM_ERROR_PARTIAL, KvmError, kvmRunResult } from "./kvm_error.ts";
-import { queueInterrupt } from "./vcpu_handle.ts";
+import { EXT_INT_SCRATCH, injectExtInt, queueInterrupt } from "./vcpu_handle.ts";
 
 /**
  * General registers (`struct kvm_regs`, 144 bytes), all 64-bit and so `bigint`.
@@ -456,6 +456,7 @@ export class Vcpu implements Disposable {
   #onClose: (() => void) | undefined;
   /** `struct kvm_interrupt` for {@link interrupt}, made at its first call. */
   #interruptBytes: Uint8Array | undefined;
+  #extIntBytes: Uint8Array | undefined;
 
   /**
    * Takes ownership of a vCPU fd and maps its `kvm_run`. Use {@link Vm.createVcpu} instead; this is
@@ -596,6 +597,21 @@ export class Vcpu implements Disposable {
   interrupt(vector: number): void {
     this.#checkOpen();
     queueInterrupt(this.#fd, this.#interruptBytes ??= new Uint8Array(4), vector, `vCPU ${this.id}`);
+  }
+  /**
+   * Gives the vCPU external interrupt `vector` (the split irqchip's PIC acknowledged it) straight
+   * into its event state, as KVM's injection step would take a vector from {@link interrupt}: the
+   * interrupt marked injected (`KVM_SET_VCPU_EVENTS`), a halted vCPU made runnable. Unlike
+   * `KVM_INTERRUPT`'s, this vector is never where `KVM_GET_VCPU_EVENTS` cannot see it, so a
+   * snapshot taken at any later point holds it. Give one only when
+   * {@link readyForInterruptInjection} says so.
+   *
+   * @throws {RangeError} for a vector outside 0–255.
+   * @throws {KvmError} when KVM refuses a step.
+   */
+  injectExtInt(vector: number): void {
+    this.#checkOpen();
+    injectExtInt(this.#fd, this.#extIntBytes ??= new Uint8Array(EXT_INT_SCRATCH), vector, `vCPU ${this.id}`);
   }
 
   /** `KVM_GET_REGS`. */

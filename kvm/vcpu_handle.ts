@@ -9,8 +9,24 @@
 
 import { EAGAIN, EINTR } from "./_errno.ts";
 import { lastErrno, libc } from "./_libc.ts";
-import { KVM_RUN_LAYOUT, offsetsOf } from "./_structs.ts";
-import { KVM_EXIT_INTR, KVM_INTERRUPT, KVM_RUN } from "./ioctls.ts";
+import {
+  KVM_MP_STATE_LAYOUT,
+  KVM_RUN_LAYOUT,
+  KVM_VCPU_EVENTS_INTERRUPT_LAYOUT,
+  KVM_VCPU_EVENTS_LAYOUT,
+  offsetsOf,
+} from "./_structs.ts";
+import {
+  KVM_EXIT_INTR,
+  KVM_GET_MP_STATE,
+  KVM_GET_VCPU_EVENTS,
+  KVM_INTERRUPT,
+  KVM_MP_STATE_HALTED,
+  KVM_MP_STATE_RUNNABLE,
+  KVM_RUN,
+  KVM_SET_MP_STATE,
+  KVM_SET_VCPU_EVENTS,
+} from "./ioctls.ts";
 import { ioctlBuf } from "./_syscalls.ts";
 import { KvmError, kvmRunResult } from "./kvm_error.ts";
 import type { Vcpu } from "./vcpu.ts";
@@ -55,6 +71,7 @@ export class VcpuHandle {
   readonly #words: Uint32Array;
   readonly #ioctl = libc().ioctl;
   readonly #interruptBytes = new Uint8Array(4);
+  readonly #extIntBytes = new Uint8Array(EXT_INT_SCRATCH);
 
   /**
    * Maps nothing: views the run page the owning thread mapped, at `init.runAddress`.
@@ -113,6 +130,16 @@ export class VcpuHandle {
   interrupt(vector: number): void {
     queueInterrupt(this.#fd, this.#interruptBytes, vector, `vCPU ${this.id} (worker thread)`);
   }
+
+  /**
+   * Gives the vCPU external interrupt `vector` where a snapshot sees it, as {@link Vcpu.injectExtInt}.
+   *
+   * @throws {RangeError} for a vector outside 0–255.
+   * @throws {KvmError} when KVM refuses a step.
+   */
+  injectExtInt(vector: number): void {
+    injectExtInt(this.#fd, this.#extIntBytes, vector, `vCPU ${this.id} (worker thread)`);
+  }
 }
 
 /**
@@ -128,4 +155,44 @@ export function queueInterrupt(fd: number, scratch: Uint8Array, vector: number, 
   }
   new DataView(scratch.buffer, scratch.byteOffset, 4).setUint32(0, vector, true);
   ioctlBuf(fd, KVM_INTERRUPT, scratch, "KVM_INTERRUPT", detail);
+}
+
+const EVENTS_INTERRUPT = offsetsOf(KVM_VCPU_EVENTS_LAYOUT).interrupt;
+const INTERRUPT = offsetsOf(KVM_VCPU_EVENTS_INTERRUPT_LAYOUT);
+/** Bytes of scratch {@link injectExtInt} needs: the events, then the MP state. */
+export const EXT_INT_SCRATCH: number = KVM_VCPU_EVENTS_LAYOUT.size + KVM_MP_STATE_LAYOUT.size;
+
+/**
+ * Gives the vCPU `fd` the external interrupt `vector` the split irqchip's PIC acknowledged, in the
+ * state KVM's own injection step leaves a vector from `KVM_INTERRUPT` in, without waiting for that
+ * step: `KVM_GET_VCPU_EVENTS`, the interrupt marked injected with `vector`, `KVM_SET_VCPU_EVENTS`;
+ * and a halted vCPU made runnable (KVM_GET/SET_MP_STATE), as the interrupt wakes it. Why not
+ * `KVM_INTERRUPT`: KVM keeps that vector apart (`pending_external_vector`) until the next entry
+ * takes it in, and `KVM_GET_VCPU_EVENTS` does not report it. A `KVM_RUN` that returns before that
+ * step — `immediate_exit` set by a kick that came after the vector was given, or a halted vCPU
+ * woken by it that then sees the kick's signal — left it there, and a snapshot taken in that kick
+ * lost an interrupt the PIC had already put in service: the restored guest slept for ever. The
+ * caller gives a vector only when the last exit said the vCPU can take one
+ * (`ready_for_interrupt_injection`: interrupts on, no shadow, no event in flight), which is what
+ * KVM checks before it injects. `scratch` is {@link EXT_INT_SCRATCH} bytes, the caller's to reuse.
+ *
+ * @throws {RangeError} for a vector outside 0–255.
+ * @throws {KvmError} when KVM refuses a step.
+ */
+export function injectExtInt(fd: number, scratch: Uint8Array, vector: number, detail: string): void {
+  if (!Number.isInteger(vector) || vector < 0 || vector > 0xff) {
+    throw new RangeError(`injectExtInt: vector ${vector} is not between 0 and 255`);
+  }
+  const events = scratch.subarray(0, KVM_VCPU_EVENTS_LAYOUT.size);
+  ioctlBuf(fd, KVM_GET_VCPU_EVENTS, events, "KVM_GET_VCPU_EVENTS", detail);
+  events[EVENTS_INTERRUPT + INTERRUPT.injected] = 1;
+  events[EVENTS_INTERRUPT + INTERRUPT.nr] = vector;
+  events[EVENTS_INTERRUPT + INTERRUPT.soft] = 0;
+  ioctlBuf(fd, KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS", detail);
+  const mp = scratch.subarray(KVM_VCPU_EVENTS_LAYOUT.size, EXT_INT_SCRATCH);
+  const mpView = new DataView(mp.buffer, mp.byteOffset, mp.byteLength);
+  ioctlBuf(fd, KVM_GET_MP_STATE, mp, "KVM_GET_MP_STATE", detail);
+  if (mpView.getUint32(0, true) !== KVM_MP_STATE_HALTED) return;
+  mpView.setUint32(0, KVM_MP_STATE_RUNNABLE, true);
+  ioctlBuf(fd, KVM_SET_MP_STATE, mp, "KVM_SET_MP_STATE", detail);
 }

@@ -102,10 +102,8 @@ export interface VcpuThreadTarget {
   setImmediateExit(on: boolean): void;
   /** `kvm_run.ready_for_interrupt_injection` of the last exit (split irqchip). */
   readonly readyForInterruptInjection?: boolean;
-  /** Whether `kvm_run.immediate_exit` is set (split irqchip: no vector is given then). */
-  readonly immediateExit?: boolean;
-  /** `KVM_INTERRUPT` (split irqchip). */
-  interrupt?(vector: number): void;
+  /** Gives the vCPU an external interrupt where a snapshot sees it (split irqchip). */
+  injectExtInt?(vector: number): void;
   /** Sets or clears `kvm_run.request_interrupt_window` (split irqchip). */
   setRequestInterruptWindow?(on: boolean): void;
 }
@@ -167,8 +165,8 @@ export function runVcpuThread(
   try {
     const vcpu = open();
     const takesExtInt = index === 0 && Atomics.load(cells, SPLIT_IRQCHIP) !== 0;
-    if (takesExtInt && (!vcpu.interrupt || !vcpu.setRequestInterruptWindow)) {
-      throw new TypeError("vCPU 0 of a split irqchip needs KVM_INTERRUPT and the interrupt window");
+    if (takesExtInt && (!vcpu.injectExtInt || !vcpu.setRequestInterruptWindow)) {
+      throw new TypeError("vCPU 0 of a split irqchip needs injectExtInt and the interrupt window");
     }
     let window = false;
     const pic = extIntCells(cells, state);

@@ -1,12 +1,12 @@
 /**
  * The split irqchip's one rule before vCPU 0's `KVM_RUN` (QEMU's `kvm_arch_pre_run`), shared by the
  * one-vCPU runner and the vCPU threads of the threaded one: while the PIC's INT is high, give the
- * vCPU its vector (`KVM_INTERRUPT`) once KVM says it can take one, and ask for the interrupt window
- * until then — but not while a kick is pending (`immediate_exit` set): that `KVM_RUN` returns before
- * entering the guest, and a vector given now would wait in KVM's `pending_external_vector`, which
- * `KVM_GET_VCPU_EVENTS` does not report. A snapshot taken in that kick lost it: the PIC had
- * acknowledged it, the vCPU never saw it, and a restored guest halted for ever waiting (seen once,
- * the built-in guest's UART interrupt, split irqchip, in the nested VM).
+ * vCPU its vector once KVM says it can take one, and ask for the interrupt window until then. The
+ * vector goes straight into the vCPU's event state (`Vcpu.injectExtInt`), not through
+ * `KVM_INTERRUPT`, whose vector waits where `KVM_GET_VCPU_EVENTS` does not look until KVM enters the
+ * guest: a kick that came after the INTA and before that entry made a snapshot lose an interrupt
+ * the PIC had put in service, and the restored guest halted for ever (seen in the nested VM, the
+ * built-in guest's UART interrupt; tests/snapshot_extint_test.ts makes the kick come there).
  *
  * @module
  */
@@ -23,10 +23,8 @@ export interface ExtIntSource {
 export interface ExtIntTarget {
   /** `kvm_run.ready_for_interrupt_injection` of the last exit. */
   readonly readyForInterruptInjection: boolean;
-  /** Whether `kvm_run.immediate_exit` is set (a kick is pending). */
-  readonly immediateExit?: boolean;
-  /** `KVM_INTERRUPT`. */
-  interrupt(vector: number): void;
+  /** Gives the vCPU the vector where a snapshot sees it (`Vcpu.injectExtInt`). */
+  injectExtInt(vector: number): void;
   /** Sets or clears `kvm_run.request_interrupt_window`. */
   setRequestInterruptWindow(on: boolean): void;
 }
@@ -44,25 +42,19 @@ export interface ExtIntTarget {
  * const pic = { get pending() { return high; }, acknowledge: () => (high = false, 0x20) };
  * const vcpu = {
  *   readyForInterruptInjection: false,
- *   interrupt: (v: number) => void calls.push(`int ${v}`),
+ *   injectExtInt: (v: number) => void calls.push(`int ${v}`),
  *   setRequestInterruptWindow: (on: boolean) => void calls.push(`window ${on}`),
  * };
  * assert.equal(offerExtInt(pic, vcpu, false), true); // not ready: ask for the window
  * vcpu.readyForInterruptInjection = true;
  * assert.equal(offerExtInt(pic, vcpu, true), false); // ready: the vector goes in, the window off
  * assert.deepEqual(calls, ["window true", "int 32", "window false"]);
- * // A kick pending: KVM_RUN will not enter the guest, so the vector waits in the PIC.
- * high = true;
- * const kicked = { ...vcpu, immediateExit: true };
- * calls.length = 0;
- * assert.equal(offerExtInt(pic, kicked, false), true);
- * assert.deepEqual(calls, ["window true"]);
  * ```
  */
 export function offerExtInt(source: ExtIntSource, vcpu: ExtIntTarget, window: boolean): boolean {
-  if (source.pending && vcpu.readyForInterruptInjection && !vcpu.immediateExit) {
+  if (source.pending && vcpu.readyForInterruptInjection) {
     const vector = source.acknowledge();
-    if (vector >= 0) vcpu.interrupt(vector);
+    if (vector >= 0) vcpu.injectExtInt(vector);
   }
   const want = source.pending;
   if (want !== window) vcpu.setRequestInterruptWindow(want);

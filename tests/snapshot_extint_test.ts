@@ -36,6 +36,50 @@ const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname)
 const GIVE_UP_MS = 120_000;
 const BYTE = 0x2a;
 
+/**
+ * Runs the set-up guest to its end, puts vCPU 0 to sleep at `wait` with IF set, and has COM1
+ * receive {@link BYTE}: IRQ 4 then waits in the master PIC for the vCPU.
+ */
+async function asleepWithIrq4(): Promise<PcMachine> {
+  const image = await assemble(guestSource("halted_extint.S"), { base: Number(ENTRY) });
+  const pc = await PcMachine.create({
+    ramSize: RAM,
+    irqchip: "split",
+    boot: loadFlat(image, { addr: ENTRY, mode: "real", ramSize: RAM }),
+  });
+  try {
+    assert.deepEqual(pc.run(), { kind: "exit", status: (0x11 << 1) | 1 });
+    pc.completePendingIo(); // the guest's last OUT: RIP is at `wait`
+    const vcpu = pc.vcpu;
+    const regs = vcpu.getRegs();
+    vcpu.setRegs({ ...regs, rflags: regs.rflags | 0x200n }); // IF
+    vcpu.setMpState(KVM_MP_STATE_HALTED);
+    pc.board.input(new Uint8Array([BYTE])); // COM1 receives: IRQ 4, the PIC's INT high
+    const irr = Number.parseInt(/^pic0: irr=([0-9a-f]+) imr=ef isr=00 /m.exec(pc.infoPic())?.[1] ?? "0", 16);
+    assert.ok(irr & 0x10, `IRQ 4 waits in the master PIC:\n${pc.infoPic()}`);
+    return pc;
+  } catch (error) {
+    pc.close();
+    throw error;
+  }
+}
+
+/** Restores `snap` in a new process: it must end through the guest's handler, with the byte. */
+async function restoreTakesIrq4(snap: string): Promise<void> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...START_FLAGS, MAIN, "--restore", snap],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), GIVE_UP_MS);
+  const out = await child.output();
+  clearTimeout(timer);
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.notEqual(out.signal, "SIGKILL", `the restored guest never took its interrupt:\n${stderr}`);
+  assert.equal(out.code, (BYTE << 1) | 1, stderr);
+}
+
 Deno.test({
   name:
     "split irqchip: a guest snapshotted asleep while the PIC holds its interrupt takes it after a restore",
@@ -43,39 +87,57 @@ Deno.test({
   fn: async () => {
     const dir = Deno.makeTempDirSync({ prefix: "kvmts-extint-" });
     try {
-      const image = await assemble(guestSource("halted_extint.S"), { base: Number(ENTRY) });
       {
-        using pc = await PcMachine.create({
-          ramSize: RAM,
-          irqchip: "split",
-          boot: loadFlat(image, { addr: ENTRY, mode: "real", ramSize: RAM }),
-        });
-        assert.deepEqual(pc.run(), { kind: "exit", status: (0x11 << 1) | 1 });
-        pc.completePendingIo(); // the guest's last OUT: RIP is at `wait`
-        const vcpu = pc.vcpu;
-        const regs = vcpu.getRegs();
-        vcpu.setRegs({ ...regs, rflags: regs.rflags | 0x200n }); // IF
-        vcpu.setMpState(KVM_MP_STATE_HALTED);
-        pc.board.input(new Uint8Array([BYTE])); // COM1 receives: IRQ 4, the PIC's INT high
-        const irr = Number.parseInt(
-          /^pic0: irr=([0-9a-f]+) imr=ef isr=00 /m.exec(pc.infoPic())?.[1] ?? "0",
-          16,
-        );
-        assert.ok(irr & 0x10, `IRQ 4 waits in the master PIC:\n${pc.infoPic()}`);
+        using pc = await asleepWithIrq4();
         pc.snapshot(`${dir}/asleep`);
       }
-      const child = new Deno.Command(Deno.execPath(), {
-        args: ["run", ...START_FLAGS, MAIN, "--restore", `${dir}/asleep`],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const timer = setTimeout(() => child.kill("SIGKILL"), GIVE_UP_MS);
-      const out = await child.output();
-      clearTimeout(timer);
-      const stderr = new TextDecoder().decode(out.stderr);
-      assert.notEqual(out.signal, "SIGKILL", `the restored guest never took its interrupt:\n${stderr}`);
-      assert.equal(out.code, (BYTE << 1) | 1, stderr);
+      await restoreTakesIrq4(`${dir}/asleep`);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});
+
+// The kick that stops a run for a snapshot can come between the PIC's INTA and the vCPU's entry:
+// the runner gave the vector (the PIC's ISR holds IRQ 4) and the next KVM_RUN returns at once
+// (immediate_exit) or wakes a halted vCPU only to see the kick's signal, before KVM took the vector
+// into the vCPU's event state. A vector given with KVM_INTERRUPT then waits where
+// KVM_GET_VCPU_EVENTS does not look (pending_external_vector): the snapshot lost it, and the
+// restored guest slept for ever with IRQ 4 in service (seen once: the built-in guest at its UART
+// interrupt, tests/snapshot_test.ts, in the nested VM). The test makes the kick come exactly there.
+Deno.test({
+  name: "split irqchip: a kick between the PIC's INTA and the vCPU's entry loses no interrupt in a snapshot",
+  ignore: skip !== undefined,
+  fn: async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-extint-kick-" });
+    try {
+      {
+        using pc = await asleepWithIrq4();
+        const vcpu = pc.vcpu;
+        const run = vcpu.run;
+        let kicked = false;
+        // Each KVM_RUN of the run below: once the PIC has acknowledged IRQ 4, the kick lands first.
+        vcpu.run = function () {
+          if (!kicked && /^pic0: irr=[0-9a-f]+ imr=ef isr=10 /m.test(pc.infoPic())) {
+            kicked = true;
+            vcpu.setImmediateExit(true);
+          }
+          return run.call(vcpu);
+        };
+        // The run page still says what the set-up run's last exit said (IF clear): a first KVM_RUN
+        // that returns at once has KVM say it anew, as a restore does.
+        vcpu.setImmediateExit(true);
+        const outcome = pc.run({
+          onKick: () => {
+            if (kicked) pc.stop({ kind: "quit" });
+          },
+        });
+        vcpu.run = run;
+        assert.deepEqual(outcome, { kind: "quit" });
+        assert.ok(kicked, `the PIC never acknowledged IRQ 4:\n${pc.infoPic()}`);
+        pc.snapshot(`${dir}/kicked`);
+      }
+      await restoreTakesIrq4(`${dir}/kicked`);
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }
