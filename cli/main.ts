@@ -91,10 +91,12 @@ options:
   -device virtio-net-pci,netdev=ID[,mac=52:54:00:12:34:56][,id=NAME][,csum=off]…
                           a virtio network card on a TAP interface: an existing tap of that name
                           is attached, else one is created (needs CAP_NET_ADMIN); no scripts run.
-                          QEMU's offloads are on (checksums, TSO, mergeable receive buffers);
-                          csum, guest_csum, gso, host_tso4, host_tso6, host_ecn, host_ufo,
-                          guest_tso4, guest_tso6, guest_ecn, guest_ufo and mrg_rxbuf=off take
-                          each away, as in QEMU.
+                          QEMU's offloads are on (checksums, TSO, mergeable receive buffers),
+                          and its control queue (receive filter, MAC, VLAN, announce); csum,
+                          guest_csum, gso, host_tso4, host_tso6, host_ecn, host_ufo, guest_tso4,
+                          guest_tso6, guest_ecn, guest_ufo, mrg_rxbuf, ctrl_vq, ctrl_rx,
+                          ctrl_rx_extra, ctrl_vlan, ctrl_mac_addr, ctrl_guest_offloads and
+                          guest_announce=off take each away, as in QEMU.
                           MACs default as QEMU's: 52:54:00:12:34:56 for the first card, then :57…
                           PCI devices take slots from 00:02.0, every -device in order, then the
                           -drive if=virtio disks; they are virtio 1.x only (disable-legacy=on)

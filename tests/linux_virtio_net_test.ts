@@ -124,7 +124,80 @@ async function download(guest: GuestConsole, at: number, expected: string): Prom
 /** The guest's shell words for eth0's bytes and packets sent. */
 const TX_COUNTERS =
   "$(cat /sys/class/net/eth0/statistics/tx_bytes) $(cat /sys/class/net/eth0/statistics/tx_packets)";
-/** QEMU's properties that turn every offload and the mergeable receive buffers off. */
+/** The guest's shell words for eth0's packets received. */
+const RX_PACKETS = "$(cat /sys/class/net/eth0/statistics/rx_packets)";
+/** An address on the link that no one has, and a MAC no card has, for frames the guest must not see. */
+const STRANGER = { address: "10.0.2.99", mac: "02:00:00:00:00:99" };
+/** Frames the host sends to {@link STRANGER} in each round. */
+const STRANGER_FRAMES = 20;
+const NEW_MAC = "52:54:00:12:34:99";
+
+/**
+ * The control queue under Linux: with the driver's default RX mode (not promiscuous) frames for
+ * another MAC do not reach eth0 (its rx_packets barely move: the host's own IPv6 chatter may add a
+ * few), `ip link set eth0 promisc on` lets all of them through, and `ip link set eth0 address`
+ * (CTRL_MAC_ADDR) moves the card: the host, told by the guest's gratuitous ARP, answers pings at
+ * the new address. The driver reload after this checks that a reset puts the configured MAC back.
+ */
+async function receiveFilter(guest: GuestConsole, at: number, namespace: string): Promise<number> {
+  ip(
+    "-n",
+    namespace,
+    "neigh",
+    "add",
+    STRANGER.address,
+    "lladdr",
+    STRANGER.mac,
+    "dev",
+    TAP,
+    "nud",
+    "permanent",
+  );
+  const strangerRound = async () => {
+    const child = spawnIn(namespace, [
+      "busybox",
+      "ping",
+      "-c",
+      `${STRANGER_FRAMES}`,
+      "-i",
+      "0.05",
+      "-w",
+      "5",
+      STRANGER.address,
+    ]);
+    await child.stdin.close();
+    const ping = await child.status;
+    assert.equal(ping.code, 1, "no one answers the stranger's address"); // busybox: 1 = no reply
+  };
+  const before = await guest.command(tagged("rx", RX_PACKETS), at);
+  await strangerRound();
+  const promisc = await guest.command(
+    `${tagged("rx", RX_PACKETS)}; ip link set eth0 promisc on; ${tagged("rx2", RX_PACKETS)}`,
+    before.end,
+  );
+  await strangerRound();
+  const after = await guest.command(`${tagged("rx", RX_PACKETS)}; ip link set eth0 promisc off`, promisc.end);
+  const count = (out: string, name = "rx") => Number(tag(out, name));
+  const filtered = count(promisc.output) - count(before.output);
+  const passed = count(after.output) - count(promisc.output, "rx2");
+  assert.ok(filtered < STRANGER_FRAMES / 2, `not promiscuous: ${filtered} packets came in`);
+  assert.ok(passed >= STRANGER_FRAMES, `promiscuous: ${passed} packets came in`);
+  const moved = await guest.command(
+    [
+      `ip link set eth0 address ${NEW_MAC}`,
+      tagged("set", "$?"),
+      tagged("mac", "$(cat /sys/class/net/eth0/address)"),
+      tagged("ping", `$(ping -c 3 ${HOST_ADDRESS} 2>&1 | grep 'packets transmitted')`),
+    ].join("; "),
+    after.end,
+  );
+  assert.equal(tag(moved.output, "set"), "0", moved.output);
+  assert.equal(tag(moved.output, "mac"), NEW_MAC, moved.output);
+  assert.match(tag(moved.output, "ping"), /3 packets transmitted, 3 packets received/, moved.output);
+  return moved.end;
+}
+
+/** QEMU's properties that turn every offload, the mergeable receive buffers and the control queue off. */
 const NO_OFFLOADS = Object.keys(VIRTIO_NET_FEATURE_PROPERTIES).map((name) => `${name}=off`).join(",");
 
 /**
@@ -241,11 +314,16 @@ for (const msi of [true, false]) {
         if (msi) assert.match(irqs, /PCI-MSI.*virtio0-input\.0/, facts.output);
         else assert.match(irqs, /^\s*10:.*IO-APIC\s+10-fasteoi\s+virtio0/m, facts.output);
         assert.equal(tag(facts.output, "complaints"), "", `dmesg complains:\n${guest.text}`);
-        // What the driver accepted, bit 0 first: CSUM, GUEST_CSUM, HOST_TSO4 (11), MRG_RXBUF (15).
+        // What the driver accepted, bit 0 first: CSUM, GUEST_CSUM, HOST_TSO4 (11), MRG_RXBUF (15);
+        // CTRL_GUEST_OFFLOADS (2), CTRL_VQ, CTRL_RX, CTRL_VLAN, CTRL_RX_EXTRA, GUEST_ANNOUNCE (17–21)
+        // and CTRL_MAC_ADDR (23).
         const accepted = tag(facts.output, "features");
         assert.match(accepted, /^[01]{64}$/, facts.output);
         const offloads = [0, 1, 7, 11, 15].map((bit) => accepted[bit]).join("");
         assert.equal(offloads, msi ? "11111" : "00000", `features ${accepted}`);
+        const control = [2, 17, 18, 19, 20, 21, 23].map((bit) => accepted[bit]).join("");
+        assert.equal(control, msi ? "1111111" : "0000000", `features ${accepted}`);
+        if (msi) at = await receiveFilter(guest, at, namespace);
 
         // The driver again: removing it resets the device, loading it negotiates anew.
         at = (await guest.command("rmmod virtio_net && insmod /lib/modules/virtio_net.ko", at)).end;

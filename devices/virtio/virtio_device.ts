@@ -85,6 +85,17 @@ export interface VirtioDeviceModel {
    */
   featuresChanged?(features: bigint): void;
   /**
+   * The driver set FEATURES_OK with `features` (before {@link featuresChanged}): state that each
+   * negotiation starts afresh, which a loaded snapshot brings instead (virtio-net's VLAN filter and
+   * the receive offloads in force).
+   */
+  featuresNegotiated?(features: bigint): void;
+  /**
+   * A restored machine is about to run: every device's state is loaded and interrupts can be
+   * delivered (virtio-net asks its driver to announce the card, as QEMU after an incoming migration).
+   */
+  restored?(): void;
+  /**
    * Called once by the {@link VirtioDevice} constructor with the device this model belongs to, for
    * a model that does work the driver did not ask for (virtio-net delivering a frame from its
    * backend through {@link VirtioDevice.serviceQueue}).
@@ -219,7 +230,10 @@ export class VirtioDevice implements Snapshottable {
     }
     const accepted = (value & VirtioStatus.FEATURES_OK) && !(this.#status & VirtioStatus.FEATURES_OK);
     this.#status = value | (this.#status & VirtioStatus.DEVICE_NEEDS_RESET);
-    if (accepted) this.model.featuresChanged?.(this.#driverFeatures);
+    if (accepted) {
+      this.model.featuresNegotiated?.(this.#driverFeatures);
+      this.model.featuresChanged?.(this.#driverFeatures);
+    }
   }
 
   /** Reads and clears the ISR bits (the transport lowers INTx). */

@@ -2,16 +2,19 @@
  * virtio-net (virtio 1.2 section 5.1), behaving as QEMU 7.2's `hw/net/virtio-net.c` does with a
  * tap backend that speaks the virtio-net header (QEMU's `-netdev tap`, vhost off):
  *
- * - two queues, receive (0) and transmit (1), 256 entries each (QEMU's defaults); no control queue,
- *   no multiqueue;
+ * - three queues, receive (0) and transmit (1) of 256 entries each and control (2) of 64 (QEMU's
+ *   defaults); no multiqueue;
  * - features: MAC and STATUS, and QEMU's default offloads — checksum (CSUM, GUEST_CSUM), TCP
  *   segmentation both ways (HOST_/GUEST_TSO4, TSO6, ECN), UDP fragmentation (HOST_/GUEST_UFO), the
- *   legacy GSO bit — and mergeable receive buffers (MRG_RXBUF), each of which a QEMU property turns
- *   off ({@link virtioNetFeatures}); plus the transport's VERSION_1, INDIRECT_DESC and EVENT_IDX.
- *   A feature that needs another one (TSO needs checksumming) is not offered without it (virtio 1.2
- *   5.1.3.1);
- * - configuration space: `mac` (6 bytes) then `status` (u16, {@link VIRTIO_NET_S_LINK_UP}), 8
- *   bytes, as QEMU sizes it for those two features; read-only for a virtio 1.x driver;
+ *   legacy GSO bit —, mergeable receive buffers (MRG_RXBUF) and the control queue with its
+ *   commands (CTRL_VQ, CTRL_RX, CTRL_RX_EXTRA, CTRL_VLAN, CTRL_MAC_ADDR, CTRL_GUEST_OFFLOADS,
+ *   GUEST_ANNOUNCE), each of which a QEMU property turns off ({@link virtioNetFeatures}); plus the
+ *   transport's VERSION_1, INDIRECT_DESC and EVENT_IDX. A feature that needs another one (TSO needs
+ *   checksumming, RX modes the control queue) is not offered without it (virtio 1.2 5.1.3.1);
+ * - configuration space: `mac` (6 bytes: the card's address now, which CTRL_MAC_ADDR's command
+ *   changes and a reset puts back) then `status` (u16, {@link VIRTIO_NET_S_LINK_UP}, and
+ *   {@link VIRTIO_NET_S_ANNOUNCE} while an announcement is asked for), 8 bytes, as QEMU sizes it;
+ *   read-only for a virtio 1.x driver;
  * - transmit: every chain's device-readable part is the 12-byte header and the frame. The header
  *   goes to the backend as the driver wrote it when a transmit offload (CSUM, HOST_*) is in force
  *   — the backend (a tap: the kernel checks it) finishes checksums and cuts segments — and as zeros
@@ -34,13 +37,25 @@
  *   says when the driver added buffers. Only when every entry of the ring is out and still too
  *   small for the frame (a driver whose buffers can never hold it) is the frame dropped and
  *   counted rather than kept, so the backend never stalls on it (QEMU keeps it). A chain with no
- *   device-writable buffer is a protocol error;
+ *   device-writable buffer is a protocol error. Before any of that, the receive filter the control
+ *   queue sets decides whether the frame is for this card at all (`virtio_net_ctrl.ts`): a frame it
+ *   refuses is dropped and counted in {@link VirtioNetStats.rxFiltered};
+ * - control queue: each chain carries a class and command byte, the command's data, and a
+ *   device-writable byte for the answer (VIRTIO_NET_OK or VIRTIO_NET_ERR); RX mode, MAC table and
+ *   address, and VLAN commands go to the receive filter; GUEST_OFFLOADS SET (with
+ *   CTRL_GUEST_OFFLOADS negotiated) changes the receive offloads in force, among those negotiated,
+ *   and tells the backend; ANNOUNCE ACK clears the announcement bit. A chain without the two
+ *   header bytes or the answer byte is a protocol error (QEMU's "ctrl missing headers"); a command
+ *   whose data is larger than {@link VIRTIO_NET_CTRL_MAX_DATA} is refused;
+ * - {@link VirtioNet.announce} asks a driver that negotiated GUEST_ANNOUNCE to announce the card
+ *   (a restored machine calls it, as QEMU after an incoming migration);
  * - {@link VirtioNetOptions.setOffloads} tells the backend what the driver accepts to receive
- *   (QEMU's `virtio_net_apply_guest_offloads`): at FEATURES_OK and after a snapshot's state is
- *   loaded. A reset leaves the backend as it was until the next FEATURES_OK, as QEMU's does;
- * - not here, unlike QEMU: the control queue (CTRL_VQ, so no CTRL_GUEST_OFFLOADS: Linux cannot turn
- *   the receive offloads off at run time, and refuses XDP while they are on), multiqueue, and the
- *   checksum fix-up of DHCP replies for old dhclients (`work_around_broken_dhclient`).
+ *   (QEMU's `virtio_net_apply_guest_offloads`): at FEATURES_OK, at a GUEST_OFFLOADS command and
+ *   after a snapshot's state is loaded. A reset leaves the backend as it was until the next
+ *   FEATURES_OK, as QEMU's does;
+ * - not here, unlike QEMU: multiqueue (QEMU's `mq` is off by default too), the repeated announcement
+ *   rounds after a migration (one announcement here), and the checksum fix-up of DHCP replies for old
+ *   dhclients (`work_around_broken_dhclient`).
  *
  * @module
  */
@@ -49,6 +64,13 @@ import type { VirtioDevice, VirtioDeviceModel } from "./virtio_device.ts";
 import type { StateObject, StateReader } from "../device_state.ts";
 import { VirtioStatus } from "./virtio_device.ts";
 import { type DescriptorChain, RamSpans, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
+import {
+  VIRTIO_NET_ERR,
+  VIRTIO_NET_OK,
+  VirtioNetCtrlClass,
+  VirtioNetCtrlMac,
+  VirtioNetRxFilter,
+} from "./virtio_net_ctrl.ts";
 import {
   VIRTIO_NET_DEFAULT_FEATURES,
   VIRTIO_NET_FEATURE_PROPERTIES,
@@ -73,6 +95,15 @@ export const VIRTIO_NET_QUEUE_SIZE = 256;
 export const VIRTIO_NET_RX_QUEUE = 0;
 /** Index of the transmit queue. */
 export const VIRTIO_NET_TX_QUEUE = 1;
+/** Index of the control queue. */
+export const VIRTIO_NET_CTRL_QUEUE = 2;
+/** QEMU's size of the control queue. */
+export const VIRTIO_NET_CTRL_QUEUE_SIZE = 64;
+/**
+ * Most bytes of data a control command may carry (a MAC table of 10,000 addresses and more); a
+ * larger one is refused rather than copied.
+ */
+export const VIRTIO_NET_CTRL_MAX_DATA = 65_536;
 /**
  * Bytes of the header in front of every frame of a virtio 1.x device (`struct virtio_net_hdr_v1`:
  * flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers).
@@ -82,12 +113,22 @@ export const VIRTIO_NET_HDR_SIZE = 12;
 export const VIRTIO_NET_CONFIG_SIZE = 8;
 /** Configuration `status` bit: the link is up. */
 export const VIRTIO_NET_S_LINK_UP = 1;
+/** Configuration `status` bit: the driver is asked to announce the card (GUEST_ANNOUNCE). */
+export const VIRTIO_NET_S_ANNOUNCE = 2;
 /** QEMU's default MAC address of the first NIC (`qemu_macaddr_default_if_unset`). */
 export const VIRTIO_NET_DEFAULT_MAC: readonly number[] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /** PCI class of QEMU's virtio-net-pci (`PCI_CLASS_NETWORK_ETHERNET`). */
 const PCI_CLASS_NETWORK_ETHERNET = 0x02_00_00;
 /** Offset of `num_buffers` in the header. */
 const NUM_BUFFERS_OFFSET = 10;
+/** The receive offloads a GUEST_OFFLOADS command may name (the GUEST_* feature bits). */
+const GUEST_OFFLOADS = VirtioNetFeature.GUEST_CSUM | VirtioNetFeature.GUEST_TSO4 |
+  VirtioNetFeature.GUEST_TSO6 |
+  VirtioNetFeature.GUEST_ECN | VirtioNetFeature.GUEST_UFO;
+/** The GUEST_OFFLOADS class's one command. */
+const CTRL_GUEST_OFFLOADS_SET = 0;
+/** The ANNOUNCE class's one command. */
+const CTRL_ANNOUNCE_ACK = 0;
 
 /**
  * What the driver accepts to receive, for the backend to produce (QEMU's `curr_guest_offloads`
@@ -120,6 +161,12 @@ export interface VirtioNetStats {
    * long, or its header asked for an offload the driver did not accept.
    */
   rxDropped: number;
+  /** Frames the receive filter kept from the driver (not addressed to this card). */
+  rxFiltered: number;
+  /** Control commands answered, and of those refused (VIRTIO_NET_ERR). */
+  ctrlCommands: number;
+  /** Control commands refused. */
+  ctrlErrors: number;
 }
 
 /** Options of {@link VirtioNet}. */
@@ -145,7 +192,7 @@ export interface VirtioNetOptions {
   onReceiveReady?: () => void;
   /** Called with what the driver accepts to receive whenever that changes (see the module documentation). */
   setOffloads?: (offloads: VirtioNetOffloads) => void;
-  /** Queue sizes (default 256). */
+  /** Size of the receive and the transmit queue (default 256). */
   queueSize?: number;
 }
 
@@ -232,14 +279,24 @@ export class VirtioNet implements VirtioDeviceModel {
   readonly pciClassCode: number = PCI_CLASS_NETWORK_ETHERNET;
   /** The features offered ({@link VirtioNetOptions.features}). */
   readonly features: bigint;
-  /** Receive, transmit. */
+  /** Receive, transmit, control. */
   readonly queueSizes: readonly number[];
   /** {@link VIRTIO_NET_CONFIG_SIZE}. */
   readonly configSize: number = VIRTIO_NET_CONFIG_SIZE;
-  /** The MAC address. */
+  /** The MAC address as configured (the driver may change the card's own: {@link rxFilter}). */
   readonly mac: readonly number[];
   /** Counters (kept across device resets). */
-  readonly stats: VirtioNetStats = { txFrames: 0, txDropped: 0, rxFrames: 0, rxDropped: 0 };
+  readonly stats: VirtioNetStats = {
+    txFrames: 0,
+    txDropped: 0,
+    rxFrames: 0,
+    rxDropped: 0,
+    rxFiltered: 0,
+    ctrlCommands: 0,
+    ctrlErrors: 0,
+  };
+  /** The receive filter the control queue sets, with the card's address now. */
+  readonly rxFilter: VirtioNetRxFilter;
   readonly #send: (header: Uint8Array, frame: RamSpans) => boolean | void;
   readonly #onReceiveReady: () => void;
   readonly #setOffloads: (offloads: VirtioNetOffloads) => void;
@@ -262,6 +319,11 @@ export class VirtioNet implements VirtioDeviceModel {
   /** What a received header may ask of the driver, and a sent one of the backend ({@link headerAllowance}). */
   #rxAllowed = 1 << GSO_NONE;
   #txAllowed = 1 << GSO_NONE;
+  /** The driver's features in force, and the receive offloads of them in force (QEMU's `curr_guest_offloads`). */
+  #negotiated = 0n;
+  #guestOffloads = 0n;
+  /** The control command's data, copied out of the chain, reused. */
+  #ctrlData = new Uint8Array(64);
 
   /**
    * A network card sending through `send`.
@@ -295,7 +357,8 @@ export class VirtioNet implements VirtioDeviceModel {
     }
     this.features = features;
     this.mac = [...mac];
-    this.queueSizes = [queueSize, queueSize];
+    this.queueSizes = [queueSize, queueSize, VIRTIO_NET_CTRL_QUEUE_SIZE];
+    this.rxFilter = new VirtioNetRxFilter(mac);
     this.#send = options.send;
     this.#onReceiveReady = options.onReceiveReady ?? (() => {});
     this.#setOffloads = options.setOffloads ?? (() => {});
@@ -308,6 +371,23 @@ export class VirtioNet implements VirtioDeviceModel {
     this.#device = device;
   }
 
+  /** Device reset: the receive filter, the card's address and the announcement as after power-on. */
+  reset(): void {
+    this.rxFilter.reset();
+    this.#config.set(this.rxFilter.mac);
+    this.#config[6] &= ~VIRTIO_NET_S_ANNOUNCE;
+    this.#guestOffloads = 0n;
+  }
+
+  /**
+   * FEATURES_OK (QEMU's `virtio_net_set_features`): every receive offload negotiated is in force, and
+   * with CTRL_VLAN every VLAN id starts filtered out (without it every one passes).
+   */
+  featuresNegotiated(f: bigint): void {
+    this.#guestOffloads = f & GUEST_OFFLOADS;
+    this.rxFilter.setVlanFiltering(has(f, VirtioNetFeature.CTRL_VLAN));
+  }
+
   /**
    * The features in force changed (FEATURES_OK, a reset, a loaded snapshot): the hot paths learn
    * them, and the backend what the driver accepts to receive (not at a reset: QEMU too leaves the
@@ -315,30 +395,79 @@ export class VirtioNet implements VirtioDeviceModel {
    */
   featuresChanged(f: bigint): void {
     const F = VirtioNetFeature;
+    this.#negotiated = f;
     this.#txOffloads = has(f, TX_OFFLOADS);
     this.#txAllowed = headerAllowance(f, F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_UFO, F.HOST_ECN);
-    this.#rxAllowed = headerAllowance(f, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_ECN);
     this.#guestCsum = has(f, F.GUEST_CSUM);
     this.#mergeable = has(f, F.MRG_RXBUF);
-    if (f === 0n) return; // a reset: the backend keeps its offloads until the next FEATURES_OK
+    if (f === 0n) {
+      this.#rxAllowed = 1 << GSO_NONE;
+      return; // a reset: the backend keeps its offloads until the next FEATURES_OK
+    }
+    this.#applyGuestOffloads();
+  }
+
+  /** The receive offloads in force go to the hot path and to the backend. */
+  #applyGuestOffloads(): void {
+    const F = VirtioNetFeature;
+    const g = this.#guestOffloads;
+    this.#rxAllowed = headerAllowance(g, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_ECN);
     this.#setOffloads({
-      csum: this.#guestCsum,
-      tso4: has(f, F.GUEST_TSO4),
-      tso6: has(f, F.GUEST_TSO6),
-      ecn: has(f, F.GUEST_ECN),
-      ufo: has(f, F.GUEST_UFO),
+      csum: has(g, F.GUEST_CSUM),
+      tso4: has(g, F.GUEST_TSO4),
+      tso6: has(g, F.GUEST_TSO6),
+      ecn: has(g, F.GUEST_ECN),
+      ufo: has(g, F.GUEST_UFO),
     });
   }
 
-  /** The configuration structure (MAC, link status): fixed by the options, saved to check a restore. */
-  saveState(): StateObject {
-    return { config: this.#config.slice() };
+  /** After a restore: {@link announce}. */
+  restored(): void {
+    this.announce();
   }
 
-  /** Checks that the saved configuration is this one's (a card with another MAC is refused); nothing to apply. */
+  /**
+   * Asks the driver to announce the card (gratuitous ARP and the like), as QEMU does after an
+   * incoming migration: with GUEST_ANNOUNCE and CTRL_VQ negotiated and the driver running, the
+   * status's ANNOUNCE bit is set and the configuration interrupt raised; the driver's ANNOUNCE ACK
+   * clears it. Returns whether it asked.
+   */
+  announce(): boolean {
+    const device = this.#device;
+    const f = this.#negotiated;
+    if (!device || !(device.status & VirtioStatus.DRIVER_OK) || device.broken) return false;
+    if (!has(f, VirtioNetFeature.GUEST_ANNOUNCE) || !has(f, VirtioNetFeature.CTRL_VQ)) return false;
+    this.#config[6] |= VIRTIO_NET_S_ANNOUNCE;
+    device.configChanged();
+    return true;
+  }
+
+  /**
+   * The configured MAC (saved to check a restore), the status, the receive offloads in force and
+   * the receive filter with the card's address now.
+   */
+  saveState(): StateObject {
+    return {
+      mac: new Uint8Array(this.mac),
+      status: this.#config[6],
+      guestOffloads: this.#guestOffloads,
+      rxFilter: this.rxFilter.saveState(),
+    };
+  }
+
+  /** Checks a {@link saveState} result (a card with another configured MAC is refused) and returns its apply. */
   prepareState(r: StateReader): () => void {
-    r.sameBytes("config", this.#config, "MAC or link status: another card?");
-    return () => {};
+    r.sameBytes("mac", new Uint8Array(this.mac), "another card?");
+    const status = r.bits("status", VIRTIO_NET_S_LINK_UP | VIRTIO_NET_S_ANNOUNCE);
+    const guestOffloads = r.bigint("guestOffloads", { min: 0n, max: GUEST_OFFLOADS });
+    if (guestOffloads & ~GUEST_OFFLOADS) r.fail("guestOffloads", "names a bit that is not a receive offload");
+    const applyFilter = this.rxFilter.prepareState(r.object("rxFilter"));
+    return () => {
+      applyFilter();
+      this.#config.set(this.rxFilter.mac);
+      this.#config[6] = status;
+      this.#guestOffloads = guestOffloads;
+    };
   }
 
   /** Reads the configuration structure (little-endian; writes are ignored, as for a 1.x driver). */
@@ -360,7 +489,7 @@ export class VirtioNet implements VirtioDeviceModel {
     return device.queues[VIRTIO_NET_RX_QUEUE].enabled;
   }
 
-  /** The driver notified a queue: transmit everything queued, or hear of new receive buffers. */
+  /** The driver notified a queue: transmit everything queued, hear of new receive buffers, or obey commands. */
   handleQueue(queue: Virtqueue, _device: VirtioDevice): void {
     if (queue.index === VIRTIO_NET_TX_QUEUE) {
       for (let chain = queue.pop(); chain; chain = queue.pop()) {
@@ -369,6 +498,66 @@ export class VirtioNet implements VirtioDeviceModel {
       }
     } else if (queue.index === VIRTIO_NET_RX_QUEUE) {
       this.#onReceiveReady();
+    } else if (queue.index === VIRTIO_NET_CTRL_QUEUE) {
+      for (let chain = queue.pop(); chain; chain = queue.pop()) {
+        if (chain.readableLength < 2 || chain.writableLength < 1) {
+          throw new VirtioProtocolError(
+            `virtio-net control chain of ${chain.readableLength} readable and ${chain.writableLength} writable bytes misses its class, command or answer byte`,
+          );
+        }
+        const answer = new Uint8Array([this.#control(chain)]);
+        chain.write(0, answer);
+        queue.push(chain, 1);
+      }
+    }
+  }
+
+  /** One control command: its answer (VIRTIO_NET_OK or VIRTIO_NET_ERR). */
+  #control(chain: DescriptorChain): number {
+    const head = new Uint8Array(2);
+    chain.read(0, head);
+    const length = chain.readableLength - 2;
+    this.stats.ctrlCommands++;
+    if (length > VIRTIO_NET_CTRL_MAX_DATA) {
+      this.stats.ctrlErrors++;
+      return VIRTIO_NET_ERR;
+    }
+    if (this.#ctrlData.length < length) this.#ctrlData = new Uint8Array(length);
+    const data = this.#ctrlData.subarray(0, length);
+    chain.read(2, data);
+    const answer = this.#command(head[0], head[1], data);
+    if (answer !== VIRTIO_NET_OK) this.stats.ctrlErrors++;
+    return answer;
+  }
+
+  /** Carries out command `cmd` of class `cls` with `data`. */
+  #command(cls: number, cmd: number, data: Uint8Array): number {
+    const filter = this.rxFilter;
+    switch (cls) {
+      case VirtioNetCtrlClass.RX:
+        return filter.rxMode(cmd, data);
+      case VirtioNetCtrlClass.MAC: {
+        const answer = filter.macCommand(cmd, data);
+        if (answer === VIRTIO_NET_OK && cmd === VirtioNetCtrlMac.ADDR_SET) this.#config.set(filter.mac);
+        return answer;
+      }
+      case VirtioNetCtrlClass.VLAN:
+        return filter.vlanCommand(cmd, data);
+      case VirtioNetCtrlClass.ANNOUNCE:
+        if (cmd !== CTRL_ANNOUNCE_ACK || !(this.#config[6] & VIRTIO_NET_S_ANNOUNCE)) return VIRTIO_NET_ERR;
+        this.#config[6] &= ~VIRTIO_NET_S_ANNOUNCE;
+        return VIRTIO_NET_OK;
+      case VirtioNetCtrlClass.GUEST_OFFLOADS: {
+        if (!has(this.#negotiated, VirtioNetFeature.CTRL_GUEST_OFFLOADS)) return VIRTIO_NET_ERR;
+        if (cmd !== CTRL_GUEST_OFFLOADS_SET || data.length < 8) return VIRTIO_NET_ERR;
+        const offloads = new DataView(data.buffer, data.byteOffset, 8).getBigUint64(0, true);
+        if (offloads & ~(this.#negotiated & GUEST_OFFLOADS)) return VIRTIO_NET_ERR;
+        this.#guestOffloads = offloads;
+        this.#applyGuestOffloads();
+        return VIRTIO_NET_OK;
+      }
+      default: // MQ (not offered) and anything unknown
+        return VIRTIO_NET_ERR;
     }
   }
 
@@ -382,6 +571,10 @@ export class VirtioNet implements VirtioDeviceModel {
   receive(frame: Uint8Array, header?: Uint8Array): boolean {
     const device = this.#device;
     if (!device || !(device.status & VirtioStatus.DRIVER_OK)) return false;
+    if (!this.rxFilter.accepts(frame)) {
+      this.stats.rxFiltered++;
+      return true;
+    }
     if (frame.length > VIRTIO_NET_MAX_FRAME || !this.#rxHeader(header)) {
       this.stats.rxDropped++;
       return true;

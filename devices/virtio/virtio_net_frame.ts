@@ -25,6 +25,8 @@ export const VirtioNetFeature = {
   CSUM: 1n << 0n,
   /** The driver takes frames with a partial checksum, and DATA_VALID. */
   GUEST_CSUM: 1n << 1n,
+  /** The driver can change the receive offloads in force through the control queue. */
+  CTRL_GUEST_OFFLOADS: 1n << 2n,
   /** The configuration space has a MAC address. */
   MAC: 1n << 5n,
   /** Legacy "any GSO type" (a virtio 1.x driver does not accept it; QEMU offers it). */
@@ -49,6 +51,18 @@ export const VirtioNetFeature = {
   MRG_RXBUF: 1n << 15n,
   /** The configuration space has a link status. */
   STATUS: 1n << 16n,
+  /** There is a control queue (queue 2). */
+  CTRL_VQ: 1n << 17n,
+  /** Its RX-mode commands: promiscuous, all-multicast. */
+  CTRL_RX: 1n << 18n,
+  /** Its VLAN filter. */
+  CTRL_VLAN: 1n << 19n,
+  /** Its further RX-mode commands: all-unicast, no multicast, no unicast, no broadcast. */
+  CTRL_RX_EXTRA: 1n << 20n,
+  /** The device asks the driver to announce itself (gratuitous ARP) after a restore. */
+  GUEST_ANNOUNCE: 1n << 21n,
+  /** The driver can set the card's MAC address through the control queue. */
+  CTRL_MAC_ADDR: 1n << 23n,
 } as const;
 
 /** QEMU's virtio-net-pci properties that switch an offered feature off (all on by default). */
@@ -65,6 +79,13 @@ export const VIRTIO_NET_FEATURE_PROPERTIES: Readonly<Record<string, bigint>> = {
   host_ecn: VirtioNetFeature.HOST_ECN,
   host_ufo: VirtioNetFeature.HOST_UFO,
   mrg_rxbuf: VirtioNetFeature.MRG_RXBUF,
+  ctrl_vq: VirtioNetFeature.CTRL_VQ,
+  ctrl_rx: VirtioNetFeature.CTRL_RX,
+  ctrl_vlan: VirtioNetFeature.CTRL_VLAN,
+  ctrl_rx_extra: VirtioNetFeature.CTRL_RX_EXTRA,
+  ctrl_mac_addr: VirtioNetFeature.CTRL_MAC_ADDR,
+  ctrl_guest_offloads: VirtioNetFeature.CTRL_GUEST_OFFLOADS,
+  guest_announce: VirtioNetFeature.GUEST_ANNOUNCE,
 };
 
 /** Each feature with the one it needs offered beside it (virtio 1.2 5.1.3.1). */
@@ -77,12 +98,20 @@ const FEATURE_NEEDS: readonly (readonly [feature: bigint, needs: bigint])[] = [
   [VirtioNetFeature.HOST_TSO6, VirtioNetFeature.CSUM],
   [VirtioNetFeature.HOST_UFO, VirtioNetFeature.CSUM],
   [VirtioNetFeature.HOST_ECN, VirtioNetFeature.HOST_TSO4 | VirtioNetFeature.HOST_TSO6],
+  [VirtioNetFeature.CTRL_RX, VirtioNetFeature.CTRL_VQ],
+  [VirtioNetFeature.CTRL_VLAN, VirtioNetFeature.CTRL_VQ],
+  [VirtioNetFeature.GUEST_ANNOUNCE, VirtioNetFeature.CTRL_VQ],
+  [VirtioNetFeature.CTRL_MAC_ADDR, VirtioNetFeature.CTRL_VQ],
+  // Not in 5.1.3.1's list, but its commands travel on the control queue (Linux's driver stops on one without it).
+  [VirtioNetFeature.CTRL_GUEST_OFFLOADS, VirtioNetFeature.CTRL_VQ],
+  // After CTRL_RX's own rule: a chain of prerequisites is followed in this order.
+  [VirtioNetFeature.CTRL_RX_EXTRA, VirtioNetFeature.CTRL_RX],
 ];
 
 /**
  * The device features a card offers with the QEMU properties in `off` switched off: MAC, STATUS,
- * and every offload and MRG_RXBUF that is on (or those of `from`), less those whose prerequisite
- * is off (TSO without checksumming). Unknown property names are ignored here (the front-end checks
+ * and every offload, MRG_RXBUF and control-queue feature that is on (or those of `from`), less
+ * those whose prerequisite is off (TSO without checksumming, RX mode without the control queue). Unknown property names are ignored here (the front-end checks
  * them).
  *
  * @example

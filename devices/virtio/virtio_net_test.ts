@@ -4,7 +4,9 @@ import { StateReader } from "../device_state.ts";
 import { ByteRam, DriverQueue, ViewRam } from "./_test_util.ts";
 import { type RamSpans, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./virtqueue.ts";
 import { VirtioDevice, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
+import { VIRTIO_NET_ERR, VIRTIO_NET_OK, VirtioNetCtrlClass as C } from "./virtio_net_ctrl.ts";
 import {
+  VIRTIO_NET_CTRL_QUEUE,
   VIRTIO_NET_HDR_SIZE,
   VIRTIO_NET_MAX_FRAME,
   VIRTIO_NET_RX_QUEUE,
@@ -18,6 +20,8 @@ import {
 const SIZE = 16;
 const RX = { desc: 0x1000n, avail: 0x2000n, used: 0x3000n };
 const TX = { desc: 0x4000n, avail: 0x5000n, used: 0x6000n };
+const CTRL = { desc: 0x7000n, avail: 0x8000n, used: 0x9000n };
+const CTRL_BUF = 0x60_0000;
 /** Receive buffers: slot i at RX_BUF + i * 0x1_0000 (room for the largest frame). */
 const RX_BUF = 0x10_0000;
 const TX_BUF = 0x40_0000;
@@ -60,7 +64,12 @@ function setup(
     VirtioFeature.VERSION_1 | (options.eventIdx ? VirtioFeature.EVENT_IDX : 0n) | (options.accept ?? 0n),
   );
   dev.setStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK);
-  for (const [i, r] of [[VIRTIO_NET_RX_QUEUE, RX], [VIRTIO_NET_TX_QUEUE, TX]] as const) {
+  for (
+    const [i, r] of [[VIRTIO_NET_RX_QUEUE, RX], [VIRTIO_NET_TX_QUEUE, TX], [
+      VIRTIO_NET_CTRL_QUEUE,
+      CTRL,
+    ]] as const
+  ) {
     const q = dev.queues[i];
     q.size = SIZE;
     q.descAddr = r.desc;
@@ -72,8 +81,33 @@ function setup(
   if (options.rxDriverOk ?? true) dev.setStatus(dev.status | VirtioStatus.DRIVER_OK);
   const rx = new DriverQueue(ram, SIZE, RX.desc, RX.avail, RX.used);
   const tx = new DriverQueue(ram, SIZE, TX.desc, TX.avail, TX.used);
+  const ctrl = new DriverQueue(ram, SIZE, CTRL.desc, CTRL.avail, CTRL.used);
   let rxNext = 0;
   let txNext = 0;
+  let ctrlNext = 0;
+  /**
+   * Sends one control command (class, command, data) with a one-byte answer buffer, notifies, and
+   * returns the answer (or -1 when the chain was not used).
+   */
+  const command = (cls: number, cmd: number, data: ArrayLike<number> = []) => {
+    const id = (ctrlNext++ * 2) % SIZE;
+    const at = CTRL_BUF + id * 0x1000;
+    ram.bytes.set([cls, cmd, ...Array.from(data)], at);
+    ram.bytes[at + 0xfff] = 0xee;
+    ctrl.setDesc(CTRL.desc, id, {
+      addr: BigInt(at),
+      len: 2 + data.length,
+      flags: VIRTQ_DESC_F_NEXT,
+      next: id + 1,
+    });
+    ctrl.setDesc(CTRL.desc, id + 1, { addr: BigInt(at + 0xfff), len: 1, flags: VIRTQ_DESC_F_WRITE, next: 0 });
+    const used = ctrl.usedIdx();
+    ctrl.offer(id);
+    dev.notifyQueue(VIRTIO_NET_CTRL_QUEUE);
+    if (ctrl.usedIdx() === used) return -1;
+    assert.deepEqual(ctrl.usedElem(used), { id, len: 1 });
+    return ram.bytes[at + 0xfff];
+  };
 
   /** Posts a receive buffer of `len` bytes (split in two descriptors when `split`); returns its id. */
   const postRx = (len: number, split = false) => {
@@ -140,6 +174,8 @@ function setup(
     interrupts,
     rx,
     tx,
+    ctrl,
+    command,
     postRx,
     takeRx,
     queueTx,
@@ -166,10 +202,11 @@ Deno.test("VirtioNet: identity, features and configuration space as QEMU lays th
   const net = new VirtioNet({ send: () => {}, mac: [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef] });
   assert.equal(net.deviceId, 1);
   assert.equal(net.pciClassCode, 0x02_00_00);
-  assert.deepEqual(net.queueSizes, [256, 256]);
-  // QEMU 7.2's virtio-net-pci on a tap with a virtio-net header offers these and more: checksums,
-  // GSO, TSO, ECN and UFO both ways, MRG_RXBUF, MAC, STATUS (no control queue here).
-  assert.equal(net.features, 0x1_ffe3n);
+  assert.deepEqual(net.queueSizes, [256, 256, 64]);
+  // QEMU 7.2's virtio-net-pci on a tap with a virtio-net header offers these: checksums, GSO, TSO,
+  // ECN and UFO both ways, MRG_RXBUF, MAC, STATUS, and the control queue with RX, RX_EXTRA, VLAN,
+  // GUEST_ANNOUNCE, CTRL_MAC_ADDR and CTRL_GUEST_OFFLOADS (no MQ: its `mq` is off).
+  assert.equal(net.features, 0xbf_ffe7n);
   assert.equal(net.features & VirtioNetFeature.MRG_RXBUF, 1n << 15n);
   assert.equal(net.configSize, 8);
   assert.deepEqual([0, 1, 2, 3, 4, 5].map((i) => net.readConfig(i, 1)), [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
@@ -179,7 +216,7 @@ Deno.test("VirtioNet: identity, features and configuration space as QEMU lays th
   assert.throws(() => new VirtioNet({ send: 1 as unknown as () => void }), TypeError);
   const dev = new VirtioDevice(net, { memory: new ByteRam(16) });
   assert.equal(dev.hostFeatures & VirtioFeature.EVENT_IDX, VirtioFeature.EVENT_IDX);
-  assert.equal(dev.queues.length, 2);
+  assert.equal(dev.queues.length, 3);
 });
 
 Deno.test("VirtioNet: transmit drops the header and hands the frame, whatever its pieces, to send", () => {
@@ -220,7 +257,15 @@ Deno.test("VirtioNet: a header-only, an over-long or a refused frame is dropped 
   queueTx(frameOf(100));
   dev.notifyQueue(VIRTIO_NET_TX_QUEUE);
   assert.equal(sent.length, 1);
-  assert.deepEqual(net.stats, { txFrames: 0, txDropped: 3, rxFrames: 0, rxDropped: 0 });
+  assert.deepEqual(net.stats, {
+    txFrames: 0,
+    txDropped: 3,
+    rxFrames: 0,
+    rxDropped: 0,
+    rxFiltered: 0,
+    ctrlCommands: 0,
+    ctrlErrors: 0,
+  });
   assert.equal(tx.usedIdx(), 3);
   assert.equal(dev.status & VirtioStatus.DEVICE_NEEDS_RESET, 0);
   assert.equal(ram.refused, 0);
@@ -393,7 +438,7 @@ function netHeader(flags: number, gsoType: number, gsoSize = 0, csumStart = 0, c
 }
 
 Deno.test("virtioNetFeatures: QEMU's property names switch features off; one whose prerequisite is off goes too", () => {
-  assert.equal(virtioNetFeatures([]), 0x1_ffe3n);
+  assert.equal(virtioNetFeatures([]), 0xbf_ffe7n);
   assert.equal(virtioNetFeatures(["mrg_rxbuf"]) & F.MRG_RXBUF, 0n);
   const noGuestCsum = virtioNetFeatures(["guest_csum"]);
   assert.equal(noGuestCsum & (F.GUEST_CSUM | F.GUEST_TSO4 | F.GUEST_TSO6 | F.GUEST_ECN | F.GUEST_UFO), 0n);
@@ -401,10 +446,16 @@ Deno.test("virtioNetFeatures: QEMU's property names switch features off; one who
   assert.equal(virtioNetFeatures(["host_tso4", "host_tso6"]) & F.HOST_ECN, 0n, "ECN needs a TSO");
   assert.equal(virtioNetFeatures(["host_tso4"]) & F.HOST_ECN, F.HOST_ECN);
   const bench = ["csum", "guest_csum", "gso", "host_tso4", "host_tso6", "host_ecn", "host_ufo"];
+  const control = F.CTRL_VQ | F.CTRL_RX | F.CTRL_RX_EXTRA | F.CTRL_VLAN | F.CTRL_MAC_ADDR |
+    F.CTRL_GUEST_OFFLOADS | F.GUEST_ANNOUNCE;
   assert.equal(
     virtioNetFeatures([...bench, "guest_tso4", "guest_tso6", "guest_ecn", "guest_ufo", "mrg_rxbuf"]),
-    F.MAC | F.STATUS,
+    F.MAC | F.STATUS | control,
   );
+  // Without the control queue none of its commands is offered; without RX mode, no extra modes.
+  assert.equal(virtioNetFeatures(["ctrl_vq"]) & control, 0n);
+  assert.equal(virtioNetFeatures(["ctrl_rx"]) & (F.CTRL_RX | F.CTRL_RX_EXTRA), 0n);
+  assert.equal(virtioNetFeatures(["ctrl_rx_extra"]) & control, control & ~F.CTRL_RX_EXTRA);
   assert.throws(
     () => new VirtioNet({ send: () => {}, features: 1n << 40n }),
     /features 0x10000000000 are not virtio-net's/,
@@ -582,7 +633,15 @@ Deno.test("VirtioNet: the driver's transmit header may ask only for what it nego
   t.queueTx(frameOf(3000), 1, netHeader(0, 2)); // no such type
   t.dev.notifyQueue(VIRTIO_NET_TX_QUEUE);
   assert.equal(t.sent.length, 1);
-  assert.deepEqual(t.net.stats, { txFrames: 1, txDropped: 3, rxFrames: 0, rxDropped: 0 });
+  assert.deepEqual(t.net.stats, {
+    txFrames: 1,
+    txDropped: 3,
+    rxFrames: 0,
+    rxDropped: 0,
+    rxFiltered: 0,
+    ctrlCommands: 0,
+    ctrlErrors: 0,
+  });
   assert.equal(t.tx.usedIdx(), 4, "every chain completes");
   const onlyGuest = setup({ accept: F.GUEST_CSUM });
   onlyGuest.queueTx(frameOf(100), 1, netHeader(1, 0, 0, 34, 16)); // no transmit offload: zeros go
@@ -633,18 +692,224 @@ Deno.test("VirtioNet state: after a load the next frame lands in the next posted
   }
 });
 
-Deno.test("VirtioNet state: the MAC and link status are checked; another card's state is refused", () => {
+Deno.test("VirtioNet state: the configured MAC is checked; another card's state is refused", () => {
   const net = new VirtioNet({ send: () => {} });
   const state = net.saveState();
-  assert.deepEqual(state, { config: new Uint8Array([0x52, 0x54, 0, 0x12, 0x34, 0x56, 1, 0]) });
+  assert.deepEqual(state.mac, new Uint8Array([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+  assert.equal(state.status, 1);
   const other = new VirtioNet({ send: () => {}, mac: [2, 0, 0, 0, 0, 1] });
   assert.throws(
     () => other.prepareState(new StateReader("virtio-net-pci", state)),
-    /virtio-net-pci: state field "config" differs from this device's at byte 0 \(MAC or link status/,
+    /virtio-net-pci: state field "mac" differs from this device's at byte 0 \(another card/,
   );
   assert.doesNotThrow(() => net.prepareState(new StateReader("virtio-net-pci", state))());
   const dev = new VirtioDevice(other, { memory: new ByteRam(16) });
   const before = dev.saveState();
-  assert.throws(() => dev.loadState({ ...before, model: state }), /"model.config" differs/);
+  assert.throws(() => dev.loadState({ ...before, model: state }), /"model.mac" differs/);
   assert.deepEqual(dev.saveState(), before);
+});
+
+// ---- The control queue and the receive filter (virtio 1.2 5.1.6.5; QEMU 7.2's behaviour) ----
+
+const CONTROL = F.CTRL_VQ | F.CTRL_RX | F.CTRL_RX_EXTRA | F.CTRL_VLAN | F.CTRL_MAC_ADDR |
+  F.CTRL_GUEST_OFFLOADS |
+  F.GUEST_ANNOUNCE;
+const OWN = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/** An Ethernet frame to `dst` (an optional 802.1Q tag with `vid`), 60 bytes. */
+const frameTo = (dst: readonly number[], vid?: number) => {
+  const f = new Uint8Array(60);
+  f.set(dst);
+  f.set([2, 0, 0, 0, 0, 9], 6);
+  if (vid === undefined) f.set([0x08, 0x00], 12);
+  else f.set([0x81, 0x00, vid >> 8, vid & 0xff, 0x08, 0x00], 12);
+  return f;
+};
+const le32 = (n: number) => [n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, n >>> 24];
+/** A MAC TABLE_SET payload. */
+const table = (
+  uni: number[][],
+  multi: number[][],
+) => [...le32(uni.length), ...uni.flat(), ...le32(multi.length), ...multi.flat()];
+
+Deno.test("VirtioNet control: Linux's rx-mode sequence turns promiscuity off; the filter then passes only what is for the card", () => {
+  const t = setup({ accept: CONTROL });
+  for (let i = 0; i < 8; i++) t.postRx(1514);
+  const other = [0x52, 0x54, 0, 0x12, 0x34, 0x99];
+  assert.equal(t.net.receive(frameTo(other)), true);
+  assert.equal(t.net.stats.rxFrames, 1, "promiscuous after a reset, as QEMU");
+  const mcast = [0x33, 0x33, 0, 0, 0, 1];
+  assert.equal(t.command(C.RX, 0, [0]), VIRTIO_NET_OK); // PROMISC off
+  assert.equal(t.command(C.RX, 1, [0]), VIRTIO_NET_OK); // ALLMULTI off
+  assert.equal(t.command(C.MAC, 0, table([], [mcast])), VIRTIO_NET_OK);
+  const before = t.net.stats.rxFrames;
+  for (const dst of [other, OWN, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], mcast, [0x33, 0x33, 0, 0, 0, 2]]) {
+    assert.equal(t.net.receive(frameTo(dst)), true);
+  }
+  assert.equal(t.net.stats.rxFrames - before, 3, "own, broadcast, the listed multicast");
+  assert.equal(t.net.stats.rxFiltered, 2);
+  assert.equal(t.command(C.RX, 1, [1]), VIRTIO_NET_OK); // ALLMULTI on
+  assert.equal(t.net.receive(frameTo([0x33, 0x33, 0, 0, 0, 2])), true);
+  assert.equal(t.net.stats.rxFrames - before, 4);
+  assert.equal(t.command(C.RX, 5, [1]), VIRTIO_NET_OK); // NOBCAST
+  assert.equal(t.net.receive(frameTo([0xff, 0xff, 0xff, 0xff, 0xff, 0xff])), true);
+  assert.equal(t.net.stats.rxFiltered, 3);
+  assert.deepEqual(t.net.stats.ctrlCommands, 5);
+});
+
+Deno.test("VirtioNet control: ADDR_SET changes the card's address in the configuration space and the filter; a reset puts it back", () => {
+  const t = setup({ accept: CONTROL });
+  for (let i = 0; i < 8; i++) t.postRx(1514);
+  const next = [0x52, 0x54, 0, 0x12, 0x34, 0x99];
+  assert.equal(t.command(C.RX, 0, [0]), VIRTIO_NET_OK);
+  assert.equal(t.command(C.MAC, 1, next), VIRTIO_NET_OK);
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map((i) => t.net.readConfig(i, 1)), next);
+  t.net.receive(frameTo(next));
+  t.net.receive(frameTo(OWN));
+  assert.deepEqual([t.net.stats.rxFrames, t.net.stats.rxFiltered], [1, 1]);
+  assert.deepEqual(t.net.mac, OWN, "the configured address stays");
+  t.dev.reset();
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map((i) => t.net.readConfig(i, 1)), OWN);
+  assert.equal(t.net.rxFilter.describe().promiscuous, true);
+});
+
+Deno.test("VirtioNet control: a malformed or unknown command is answered ERR and changes nothing", () => {
+  const t = setup({ accept: CONTROL });
+  assert.equal(t.command(C.RX, 0, [0]), VIRTIO_NET_OK);
+  assert.equal(t.command(C.MAC, 0, table([OWN], [[0x33, 0x33, 0, 0, 0, 1]])), VIRTIO_NET_OK);
+  const filter = t.net.rxFilter.describe();
+  const bad: [number, number, number[]][] = [
+    [C.RX, 6, [1]], // no such mode
+    [C.RX, 0, []], // no on/off byte
+    [C.MAC, 1, [1, 2, 3, 4, 5]], // an address of 5 bytes
+    [C.MAC, 0, [...le32(2), ...OWN, ...le32(0)]], // 2 unicast addresses announced, 1 given
+    [C.MAC, 0, [...le32(0), ...le32(1), ...OWN, 0]], // multicast bytes not a whole count
+    [C.MAC, 0, le32(0)], // no multicast count
+    [C.MAC, 2, []],
+    [C.VLAN, 0, [0x00, 0x10]], // id 4096
+    [C.VLAN, 2, [1, 0]],
+    [C.ANNOUNCE, 0, []], // nothing announced
+    [C.MQ, 0, [1, 0]], // no multiqueue
+    [C.GUEST_OFFLOADS, 0, [0, 0, 0, 0, 0, 0, 0, 0]], // not negotiated below
+    [9, 0, []],
+  ];
+  const plain = setup({ accept: F.CTRL_VQ | F.CTRL_RX });
+  assert.equal(plain.command(C.GUEST_OFFLOADS, 0, [0, 0, 0, 0, 0, 0, 0, 0]), VIRTIO_NET_ERR);
+  for (const [cls, cmd, data] of bad.slice(0, -2)) {
+    assert.equal(t.command(cls, cmd, data), VIRTIO_NET_ERR, `${cls}/${cmd} [${data}]`);
+  }
+  assert.equal(t.command(9, 0), VIRTIO_NET_ERR);
+  assert.deepEqual(t.net.rxFilter.describe(), filter);
+  assert.equal(t.net.stats.ctrlErrors, bad.length - 1);
+  assert.equal(t.dev.status & VirtioStatus.DEVICE_NEEDS_RESET, 0);
+});
+
+Deno.test("VirtioNet control: a table too long for 64 entries sets that list's overflow: every such address passes", () => {
+  const t = setup({ accept: CONTROL });
+  for (let i = 0; i < 8; i++) t.postRx(1514);
+  assert.equal(t.command(C.RX, 0, [0]), VIRTIO_NET_OK);
+  const many = Array.from({ length: 65 }, (_, i) => [0x33, 0x33, 0, 0, 1, i]);
+  assert.equal(t.command(C.MAC, 0, table([[2, 0, 0, 0, 0, 1]], many)), VIRTIO_NET_OK);
+  const d = t.net.rxFilter.describe();
+  assert.deepEqual([d.unicastOverflow, d.multicastOverflow, d.unicastTable.length, d.multicastTable.length], [
+    false,
+    true,
+    1,
+    0,
+  ]);
+  t.net.receive(frameTo([0x33, 0x33, 9, 9, 9, 9]));
+  t.net.receive(frameTo([2, 0, 0, 0, 0, 1]));
+  t.net.receive(frameTo([2, 0, 0, 0, 0, 2]));
+  assert.deepEqual([t.net.stats.rxFrames, t.net.stats.rxFiltered], [2, 1]);
+});
+
+Deno.test("VirtioNet control: with CTRL_VLAN a tagged frame passes only for an id added; without it every id passes", () => {
+  const t = setup({ accept: CONTROL });
+  for (let i = 0; i < 8; i++) t.postRx(1514);
+  assert.equal(t.command(C.RX, 0, [0]), VIRTIO_NET_OK);
+  t.net.receive(frameTo(OWN, 5));
+  assert.equal(t.net.stats.rxFiltered, 1);
+  assert.equal(t.command(C.VLAN, 0, [5, 0]), VIRTIO_NET_OK);
+  t.net.receive(frameTo(OWN, 5));
+  t.net.receive(frameTo(OWN, 0x2005)); // the priority bits are not the id
+  assert.equal(t.net.stats.rxFrames, 2);
+  assert.equal(t.command(C.VLAN, 1, [5, 0]), VIRTIO_NET_OK);
+  t.net.receive(frameTo(OWN, 5));
+  assert.equal(t.net.stats.rxFiltered, 2);
+  const noVlan = setup({ accept: CONTROL & ~F.CTRL_VLAN });
+  noVlan.postRx(1514);
+  assert.equal(noVlan.command(C.RX, 0, [0]), VIRTIO_NET_OK);
+  noVlan.net.receive(frameTo(OWN, 77));
+  assert.equal(noVlan.net.stats.rxFrames, 1);
+});
+
+Deno.test("VirtioNet control: GUEST_OFFLOADS SET changes what the backend may give, among the offloads negotiated", () => {
+  const t = setup({ accept: CONTROL | F.GUEST_CSUM | F.GUEST_TSO4 });
+  t.postRx(1514);
+  t.postRx(1514);
+  assert.deepEqual(t.offloads.at(-1), { csum: true, tso4: true, tso6: false, ecn: false, ufo: false });
+  const u64 = (n: bigint) => Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(8 * i)) & 0xffn));
+  assert.equal(t.command(C.GUEST_OFFLOADS, 0, u64(F.GUEST_TSO6)), VIRTIO_NET_ERR, "not negotiated");
+  assert.equal(t.command(C.GUEST_OFFLOADS, 0, u64(F.GUEST_CSUM)), VIRTIO_NET_OK);
+  assert.deepEqual(t.offloads.at(-1), { csum: true, tso4: false, tso6: false, ecn: false, ufo: false });
+  const segment = netHeader(1, 1, 1448, 34, 16); // a TCPv4 segment from the backend: no longer taken
+  assert.equal(t.net.receive(frameOf(3000), segment), true);
+  assert.deepEqual([t.net.stats.rxFrames, t.net.stats.rxDropped], [0, 1]);
+  assert.equal(t.command(C.GUEST_OFFLOADS, 0, u64(0n)), VIRTIO_NET_OK);
+  assert.equal(t.net.receive(frameOf(100), netHeader(1, 0, 0, 34, 16)), true); // a partial checksum
+  assert.equal(t.net.stats.rxDropped, 2);
+  assert.equal(t.net.receive(frameOf(100)), true);
+  assert.equal(t.net.stats.rxFrames, 1);
+});
+
+Deno.test("VirtioNet control: announce() raises ANNOUNCE with a configuration interrupt; the driver's ACK clears it", () => {
+  const t = setup({ accept: CONTROL });
+  t.dev.configVector = 7;
+  assert.equal(t.net.announce(), true);
+  assert.equal(t.net.readConfig(6, 2), 3, "LINK_UP | ANNOUNCE");
+  assert.deepEqual(t.interrupts, [7]);
+  assert.equal(t.command(C.ANNOUNCE, 0), VIRTIO_NET_OK);
+  assert.equal(t.net.readConfig(6, 2), 1);
+  assert.equal(t.command(C.ANNOUNCE, 0), VIRTIO_NET_ERR, "nothing to acknowledge");
+  assert.equal(setup({ accept: CONTROL & ~F.GUEST_ANNOUNCE }).net.announce(), false);
+  assert.equal(setup({ accept: CONTROL, rxDriverOk: false }).net.announce(), false);
+});
+
+Deno.test("VirtioNet control: a chain without its class, command or answer byte makes the device need a reset", () => {
+  for (const shape of ["one byte", "no answer"] as const) {
+    const t = setup({ accept: CONTROL });
+    t.ram.bytes.set([0, 0, 0], CTRL_BUF);
+    const readable = shape === "one byte" ? 1 : 3;
+    t.ctrl.setDesc(CTRL.desc, 0, {
+      addr: BigInt(CTRL_BUF),
+      len: readable,
+      flags: shape === "one byte" ? VIRTQ_DESC_F_NEXT : 0,
+      next: 1,
+    });
+    t.ctrl.setDesc(CTRL.desc, 1, {
+      addr: BigInt(CTRL_BUF + 0x100),
+      len: 1,
+      flags: VIRTQ_DESC_F_WRITE,
+      next: 0,
+    });
+    t.ctrl.offer(0);
+    t.dev.notifyQueue(VIRTIO_NET_CTRL_QUEUE);
+    assert.ok(t.dev.status & VirtioStatus.DEVICE_NEEDS_RESET, shape);
+    assert.match(t.log[0], /virtio-net control chain of \d+ readable and \d+ writable bytes misses/);
+  }
+});
+
+Deno.test("VirtioNet state: the receive filter, the card's address and the offloads in force travel in a snapshot", () => {
+  const a = setup({ accept: CONTROL | F.GUEST_CSUM });
+  assert.equal(a.command(C.RX, 0, [0]), VIRTIO_NET_OK);
+  assert.equal(a.command(C.MAC, 1, [2, 0, 0, 0, 0, 7]), VIRTIO_NET_OK);
+  assert.equal(a.command(C.MAC, 0, table([[2, 0, 0, 0, 0, 8]], [[0x33, 0x33, 0, 0, 0, 1]])), VIRTIO_NET_OK);
+  assert.equal(a.command(C.VLAN, 0, [9, 0]), VIRTIO_NET_OK);
+  assert.equal(a.command(C.GUEST_OFFLOADS, 0, [0, 0, 0, 0, 0, 0, 0, 0]), VIRTIO_NET_OK);
+  const saved = a.dev.saveState();
+  const b = setup();
+  b.dev.loadState(saved);
+  assert.deepEqual(b.net.rxFilter.describe(), a.net.rxFilter.describe());
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map((i) => b.net.readConfig(i, 1)), [2, 0, 0, 0, 0, 7]);
+  assert.deepEqual(b.offloads.at(-1), { csum: false, tso4: false, tso6: false, ecn: false, ufo: false });
+  assert.deepEqual(b.dev.saveState(), saved);
 });

@@ -970,6 +970,9 @@ export class PcMachine implements Disposable {
       vcpus.forEach((vcpu, i) => restoreVcpuState(vcpu, state.vcpus[i]));
       loadDevices(pc, state.devices);
       vm.setClock(state.vm.clock);
+      // As QEMU after an incoming migration: a virtio-net driver that negotiated GUEST_ANNOUNCE is
+      // asked to announce its card (gratuitous ARP), so the network learns where it is again.
+      for (const device of pc.pciDevices) device.fn.device.model.restored?.();
       // A split irqchip's PIC gives vCPU 0 its vector only once KVM said the vCPU can take one
       // (kvm_run.ready_for_interrupt_injection, written at each exit). This run page has seen no
       // exit: a vCPU restored halted with the PIC's INT high would ask for the interrupt window,

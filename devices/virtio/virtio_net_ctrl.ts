@@ -1,0 +1,321 @@
+/**
+ * virtio-net's receive filter and the control-queue commands that set it (virtio 1.2 5.1.6.5),
+ * behaving as QEMU 7.2's `hw/net/virtio-net.c` does:
+ *
+ * - **RX mode** (class 0, CTRL_RX; the last three need CTRL_RX_EXTRA to be offered, but QEMU takes
+ *   them regardless, and so does this): PROMISC, ALLMULTI, ALLUNI, NOMULTI, NOUNI, NOBCAST, each
+ *   with one byte, on or off;
+ * - **MAC** (class 1): TABLE_SET — a unicast then a multicast list, each a little-endian u32 count
+ *   and that many 6-byte addresses; a list that does not fit the 64 entries sets that list's
+ *   overflow flag (every such address accepted) instead of being stored — and ADDR_SET (CTRL_MAC_ADDR),
+ *   the card's own address, which the configuration space then shows;
+ * - **VLAN** (class 2, CTRL_VLAN): ADD and DEL of one little-endian u16 id below 4096;
+ * - the filter QEMU applies to each received frame (`receive_filter`): everything while promiscuous
+ *   (the state after a reset, until the driver says otherwise); a VLAN-tagged frame only when its id
+ *   was added (every id when CTRL_VLAN was not negotiated); broadcast unless NOBCAST; other
+ *   multicast unless NOMULTI, with ALLMULTI, a multicast overflow, or an address of the multicast
+ *   list; unicast unless NOUNI, with ALLUNI, a unicast overflow, the card's address, or one of the
+ *   unicast list.
+ *
+ * A malformed command (a payload of the wrong size, a table whose counts do not match its bytes, an
+ * id out of range, an unknown command) is answered VIRTIO_NET_ERR and changes nothing.
+ *
+ * @module
+ */
+
+import type { StateObject, StateReader } from "../device_state.ts";
+
+/** The driver's command was carried out. */
+export const VIRTIO_NET_OK = 0;
+/** The driver's command was refused (nothing changed). */
+export const VIRTIO_NET_ERR = 1;
+
+/** Command classes (the first byte of a control command). */
+export const VirtioNetCtrlClass = {
+  RX: 0,
+  MAC: 1,
+  VLAN: 2,
+  ANNOUNCE: 3,
+  MQ: 4,
+  GUEST_OFFLOADS: 5,
+} as const;
+
+/** RX-mode commands (class {@link VirtioNetCtrlClass.RX}). */
+export const VirtioNetCtrlRx = {
+  PROMISC: 0,
+  ALLMULTI: 1,
+  ALLUNI: 2,
+  NOMULTI: 3,
+  NOUNI: 4,
+  NOBCAST: 5,
+} as const;
+
+/** MAC commands (class {@link VirtioNetCtrlClass.MAC}). */
+export const VirtioNetCtrlMac = { TABLE_SET: 0, ADDR_SET: 1 } as const;
+/** VLAN commands (class {@link VirtioNetCtrlClass.VLAN}). */
+export const VirtioNetCtrlVlan = { ADD: 0, DEL: 1 } as const;
+
+/** Addresses the MAC table holds, unicast and multicast together (QEMU's `MAC_TABLE_ENTRIES`). */
+export const VIRTIO_NET_MAC_TABLE_ENTRIES = 64;
+/** VLAN ids (QEMU's `MAX_VLAN`). */
+const MAX_VLAN = 4096;
+const ETH_ALEN = 6;
+/** The RX-mode flags, in command order. */
+const RX_FLAGS = ["promisc", "allmulti", "alluni", "nomulti", "nouni", "nobcast"] as const;
+type RxFlag = typeof RX_FLAGS[number];
+
+/** A byte-wise comparison of 6 bytes of `a` at `i` with `b` at `j`. */
+function sameMac(a: Uint8Array, i: number, b: Uint8Array | readonly number[], j: number): boolean {
+  for (let k = 0; k < ETH_ALEN; k++) if (a[i + k] !== b[j + k]) return false;
+  return true;
+}
+
+/**
+ * The receive filter's state and the commands that change it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { VIRTIO_NET_OK, VirtioNetCtrlRx, VirtioNetRxFilter } from "./virtio_net_ctrl.ts";
+ * const mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+ * const filter = new VirtioNetRxFilter(mac);
+ * const to = (dst: number[]) => new Uint8Array([...dst, ...mac, 0x08, 0x00]);
+ * const other = [0x52, 0x54, 0, 0x12, 0x34, 0x99];
+ * assert.ok(filter.accepts(to(other))); // promiscuous after a reset, as QEMU
+ * assert.equal(filter.rxMode(VirtioNetCtrlRx.PROMISC, new Uint8Array([0])), VIRTIO_NET_OK);
+ * assert.ok(!filter.accepts(to(other)));
+ * assert.ok(filter.accepts(to(mac)));
+ * assert.ok(filter.accepts(to([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]))); // broadcast
+ * ```
+ */
+export class VirtioNetRxFilter {
+  /** The card's address as configured (what a reset goes back to). */
+  readonly configuredMac: readonly number[];
+  /** The card's address now (ADDR_SET changes it). */
+  readonly mac: Uint8Array;
+  #promisc = true;
+  #allmulti = false;
+  #alluni = false;
+  #nomulti = false;
+  #nouni = false;
+  #nobcast = false;
+  /** The MAC table: `inUse` addresses, the unicast ones before `firstMulti`. */
+  readonly #macs = new Uint8Array(VIRTIO_NET_MAC_TABLE_ENTRIES * ETH_ALEN);
+  #inUse = 0;
+  #firstMulti = 0;
+  #uniOverflow = false;
+  #multiOverflow = false;
+  /** One bit per VLAN id. */
+  readonly #vlans = new Uint32Array(MAX_VLAN / 32);
+
+  /** A filter for a card with address `mac`, in its reset state. */
+  constructor(mac: readonly number[]) {
+    this.configuredMac = [...mac];
+    this.mac = new Uint8Array(mac);
+  }
+
+  /** QEMU's `virtio_net_reset`: promiscuous, no table, no VLAN, the configured address. */
+  reset(): void {
+    this.#promisc = true;
+    this.#allmulti =
+      this.#alluni =
+      this.#nomulti =
+      this.#nouni =
+      this.#nobcast =
+        false;
+    this.#macs.fill(0);
+    this.#inUse = this.#firstMulti = 0;
+    this.#uniOverflow = this.#multiOverflow = false;
+    this.mac.set(this.configuredMac);
+    this.#vlans.fill(0);
+  }
+
+  /**
+   * The driver's features are in force: with CTRL_VLAN every id starts filtered out, without it
+   * every tagged frame passes (QEMU's `virtio_net_set_features`).
+   */
+  setVlanFiltering(on: boolean): void {
+    this.#vlans.fill(on ? 0 : 0xffff_ffff);
+  }
+
+  /** Whether a received Ethernet `frame` (no virtio-net header) reaches the driver. */
+  accepts(frame: Uint8Array): boolean {
+    if (this.#promisc) return true;
+    if (frame.length >= 16 && frame[12] === 0x81 && frame[13] === 0x00) {
+      const vid = ((frame[14] << 8) | frame[15]) & 0xfff;
+      if (!(this.#vlans[vid >> 5] & (1 << (vid & 31)))) return false;
+    }
+    if (frame.length < ETH_ALEN) return false;
+    if (frame[0] & 1) {
+      if (frame[0] === 0xff && frame.subarray(1, ETH_ALEN).every((b) => b === 0xff)) return !this.#nobcast;
+      if (this.#nomulti) return false;
+      if (this.#allmulti || this.#multiOverflow) return true;
+      for (let i = this.#firstMulti; i < this.#inUse; i++) {
+        if (sameMac(this.#macs, i * ETH_ALEN, frame, 0)) return true;
+      }
+      return false;
+    }
+    if (this.#nouni) return false;
+    if (this.#alluni || this.#uniOverflow || sameMac(frame, 0, this.mac, 0)) return true;
+    for (let i = 0; i < this.#firstMulti; i++) if (sameMac(this.#macs, i * ETH_ALEN, frame, 0)) return true;
+    return false;
+  }
+
+  /** An RX-mode command: `data` starts with the on/off byte. */
+  rxMode(cmd: number, data: Uint8Array): number {
+    const flag: RxFlag | undefined = RX_FLAGS[cmd];
+    if (flag === undefined || data.length < 1) return VIRTIO_NET_ERR;
+    const on = data[0] !== 0;
+    switch (flag) {
+      case "promisc":
+        this.#promisc = on;
+        break;
+      case "allmulti":
+        this.#allmulti = on;
+        break;
+      case "alluni":
+        this.#alluni = on;
+        break;
+      case "nomulti":
+        this.#nomulti = on;
+        break;
+      case "nouni":
+        this.#nouni = on;
+        break;
+      case "nobcast":
+        this.#nobcast = on;
+        break;
+    }
+    return VIRTIO_NET_OK;
+  }
+
+  /** A MAC command (TABLE_SET or ADDR_SET) with its payload. */
+  macCommand(cmd: number, data: Uint8Array): number {
+    if (cmd === VirtioNetCtrlMac.ADDR_SET) {
+      if (data.length !== ETH_ALEN) return VIRTIO_NET_ERR;
+      this.mac.set(data);
+      return VIRTIO_NET_OK;
+    }
+    if (cmd !== VirtioNetCtrlMac.TABLE_SET) return VIRTIO_NET_ERR;
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const macs = new Uint8Array(VIRTIO_NET_MAC_TABLE_ENTRIES * ETH_ALEN);
+    let inUse = 0;
+    let at = 0;
+    // Unicast: its count, then at least that many addresses' bytes.
+    if (data.length < at + 4) return VIRTIO_NET_ERR;
+    const uni = view.getUint32(at, true);
+    at += 4;
+    if (uni * ETH_ALEN > data.length - at) return VIRTIO_NET_ERR;
+    const uniOverflow = uni > VIRTIO_NET_MAC_TABLE_ENTRIES;
+    if (!uniOverflow) {
+      macs.set(data.subarray(at, at + uni * ETH_ALEN));
+      inUse = uni;
+    }
+    at += uni * ETH_ALEN;
+    const firstMulti = inUse;
+    // Multicast: its count, then exactly that many addresses' bytes.
+    if (data.length < at + 4) return VIRTIO_NET_ERR;
+    const multi = view.getUint32(at, true);
+    at += 4;
+    if (multi * ETH_ALEN !== data.length - at) return VIRTIO_NET_ERR;
+    const multiOverflow = inUse + multi > VIRTIO_NET_MAC_TABLE_ENTRIES;
+    if (!multiOverflow) {
+      macs.set(data.subarray(at, at + multi * ETH_ALEN), inUse * ETH_ALEN);
+      inUse += multi;
+    }
+    this.#macs.set(macs);
+    this.#inUse = inUse;
+    this.#firstMulti = firstMulti;
+    this.#uniOverflow = uniOverflow;
+    this.#multiOverflow = multiOverflow;
+    return VIRTIO_NET_OK;
+  }
+
+  /** A VLAN command: `data` starts with the little-endian id. */
+  vlanCommand(cmd: number, data: Uint8Array): number {
+    if (data.length < 2) return VIRTIO_NET_ERR;
+    const vid = data[0] | (data[1] << 8);
+    if (vid >= MAX_VLAN) return VIRTIO_NET_ERR;
+    if (cmd === VirtioNetCtrlVlan.ADD) this.#vlans[vid >> 5] |= 1 << (vid & 31);
+    else if (cmd === VirtioNetCtrlVlan.DEL) this.#vlans[vid >> 5] &= ~(1 << (vid & 31));
+    else return VIRTIO_NET_ERR;
+    return VIRTIO_NET_OK;
+  }
+
+  /** The filter as QEMU's `query-rx-filter` describes it (for `info network` and tests). */
+  describe(): {
+    promiscuous: boolean;
+    rxMode: Record<Exclude<RxFlag, "promisc">, boolean>;
+    mac: readonly number[];
+    unicastOverflow: boolean;
+    multicastOverflow: boolean;
+    unicastTable: number[][];
+    multicastTable: number[][];
+    vlanTable: number[];
+  } {
+    const entry = (i: number) => [...this.#macs.subarray(i * ETH_ALEN, (i + 1) * ETH_ALEN)];
+    const range = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => entry(from + k));
+    const vlans: number[] = [];
+    for (let vid = 0; vid < MAX_VLAN; vid++) if (this.#vlans[vid >> 5] & (1 << (vid & 31))) vlans.push(vid);
+    return {
+      promiscuous: this.#promisc,
+      rxMode: {
+        allmulti: this.#allmulti,
+        alluni: this.#alluni,
+        nomulti: this.#nomulti,
+        nouni: this.#nouni,
+        nobcast: this.#nobcast,
+      },
+      mac: [...this.mac],
+      unicastOverflow: this.#uniOverflow,
+      multicastOverflow: this.#multiOverflow,
+      unicastTable: range(0, this.#firstMulti),
+      multicastTable: range(this.#firstMulti, this.#inUse),
+      vlanTable: vlans,
+    };
+  }
+
+  /** The whole filter, for a snapshot. */
+  saveState(): StateObject {
+    const rx = (this.#promisc ? 1 : 0) | (this.#allmulti ? 2 : 0) | (this.#alluni ? 4 : 0) |
+      (this.#nomulti ? 8 : 0) | (this.#nouni ? 16 : 0) | (this.#nobcast ? 32 : 0);
+    return {
+      rxMode: rx,
+      mac: this.mac.slice(),
+      macs: this.#macs.slice(0, this.#inUse * ETH_ALEN),
+      firstMulti: this.#firstMulti,
+      uniOverflow: this.#uniOverflow,
+      multiOverflow: this.#multiOverflow,
+      vlans: new Uint8Array(this.#vlans.buffer.slice(0)),
+    };
+  }
+
+  /** Checks a {@link saveState} result and returns the function that applies it. */
+  prepareState(r: StateReader): () => void {
+    const rx = r.bits("rxMode", 0x3f);
+    const mac = r.bytes("mac", { length: ETH_ALEN });
+    const macs = r.bytes("macs", { maxLength: VIRTIO_NET_MAC_TABLE_ENTRIES * ETH_ALEN });
+    if (macs.length % ETH_ALEN) r.fail("macs", `is ${macs.length} bytes, not whole addresses`);
+    const inUse = macs.length / ETH_ALEN;
+    const firstMulti = r.int("firstMulti", 0, inUse);
+    const uniOverflow = r.bool("uniOverflow");
+    const multiOverflow = r.bool("multiOverflow");
+    const vlans = r.bytes("vlans", { length: MAX_VLAN / 8 });
+    return () => {
+      [this.#promisc, this.#allmulti, this.#alluni, this.#nomulti, this.#nouni, this.#nobcast] = RX_FLAGS.map(
+        (
+          _,
+          i,
+        ) => (rx & (1 << i)) !== 0,
+      );
+      this.mac.set(mac);
+      this.#macs.fill(0);
+      this.#macs.set(macs);
+      this.#inUse = inUse;
+      this.#firstMulti = firstMulti;
+      this.#uniOverflow = uniOverflow;
+      this.#multiOverflow = multiOverflow;
+      new Uint8Array(this.#vlans.buffer).set(vlans);
+    };
+  }
+}
