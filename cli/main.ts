@@ -227,6 +227,8 @@ export interface CliOptions {
   taps: Tap[];
   /** The virtio-net cards' backends on those taps, in device order. */
   netBackends: TapNetBackend[];
+  /** The `-netdev` ids, in command-line order (QMP's `query-rx-filter` tells them from cards). */
+  netdevIds?: string[];
   /** Every `-qmp` listener, in command-line order. */
   qmp: QmpListenSpec[];
   /** `-gdb tcp:[HOST]:PORT` (or `-s`): where the gdb stub listens. */
@@ -656,6 +658,7 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
     images,
     taps,
     netBackends,
+    netdevIds: netdevs.map((n) => n.id),
     qmp,
     ...(gdb ? { gdb } : {}),
     startPaused: values.S ?? false,
@@ -1487,7 +1490,11 @@ async function boot(
     let hostReset = false;
     let shutdownSent = false;
     snapshotTimer = await startSnapshotTimer(options.snapshot, pc);
-    const commands = new MonitorCommands({ ...monitorView(pc), snapshot: snapshotCommand(pc) }, {
+    const commands = new MonitorCommands({
+      ...monitorView(pc),
+      snapshot: snapshotCommand(pc),
+      netdevIds: () => options.netdevIds ?? [],
+    }, {
       event: (name, data) => {
         if (name === "SHUTDOWN") shutdownSent = true;
         qmp?.event(name, data);
@@ -1642,6 +1649,7 @@ function monitorView(pc: PcMachine): MonitorMachine {
     powerButton: () => pc.powerButton(),
     infoPci: () => pc.infoPci(),
     infoPic: () => pc.infoPic(),
+    rxFilters: () => pc.rxFilters(),
     cpus: pc.cpus,
     threadIds: () => pc.threadIds(),
     readPhysical: (addr, length) => {

@@ -8,6 +8,7 @@
  */
 
 import type { MtreeOptions } from "../memory/mod.ts";
+import type { NicRxFilter } from "../machine/pc/pc_machine.ts";
 import type { Json } from "./qmp_json.ts";
 import { QMP_VERSION, QmpError } from "./qmp_session.ts";
 
@@ -23,6 +24,10 @@ export interface MonitorMachine {
   infoPci?(): string;
   /** `info pic` text. */
   infoPic?(): string;
+  /** Each network card's receive filter, in device order (QMP `query-rx-filter`). */
+  rxFilters?(): NicRxFilter[];
+  /** The `-netdev` ids (net clients that are not cards), in command-line order. */
+  netdevIds?(): string[];
   /** Number of vCPUs. */
   readonly cpus: number;
   /** The host thread id of each vCPU. */
@@ -99,6 +104,7 @@ export const QMP_COMMANDS = [
   "qmp_capabilities",
   "query-status",
   "x-kvmts-snapshot-save",
+  "query-rx-filter",
 ] as const;
 
 /** The block size of `memsave` and `pmemsave` reads, QEMU's. */
@@ -244,6 +250,27 @@ export class MonitorCommands {
     return { qemu: { ...QMP_VERSION.qemu }, package: QMP_VERSION.package };
   }
 
+  /**
+   * `query-rx-filter`: each card's receive filter (or the one named `name`) as QEMU 7.2's
+   * `virtio_net_query_rxfilter` reports it — its lists newest entry first, `broadcast-allowed`
+   * holding the no-broadcast flag (QEMU's own slip), and, without CTRL_VLAN negotiated, `vlan` "all"
+   * with every id listed (QEMU fills its table then).
+   *
+   * @throws {QmpError} with QEMU's words for a `name` that is a `-netdev` or nothing at all.
+   */
+  queryRxFilter(name?: string): Json {
+    const nics = this.#machine.rxFilters?.() ?? [];
+    if (name !== undefined) {
+      if (this.#machine.netdevIds?.().includes(name)) {
+        throw new QmpError("GenericError", `net client(${name}) isn't a NIC`);
+      }
+      const nic = nics.find((n) => n.name === name);
+      if (!nic) throw new QmpError("GenericError", `invalid net client name: ${name}`);
+      return [rxFilterInfo(nic)];
+    }
+    return nics.map(rxFilterInfo);
+  }
+
   /** `query-commands`. */
   queryCommands(): Json {
     return QMP_COMMANDS.map((name) => ({ name }));
@@ -363,4 +390,30 @@ function strerror(e: unknown): string {
   if (e instanceof Deno.errors.IsADirectory) return "Is a directory";
   if (e instanceof Deno.errors.NotADirectory) return "Not a directory";
   return e instanceof Error ? e.message : String(e);
+}
+
+/** A MAC as QEMU prints one (`%.2x:`…). */
+const macText = (mac: readonly number[]) => mac.map((b) => b.toString(16).padStart(2, "0")).join(":");
+
+/** QEMU's `RxState` of a mode pair: none wins over all. */
+const rxState = (none: boolean, all: boolean) => none ? "none" : all ? "all" : "normal";
+
+/** One card's `RxFilterInfo`, members in QAPI schema order. */
+function rxFilterInfo(nic: NicRxFilter): Json {
+  const d = nic.filter.describe();
+  const vlanTable = [...d.vlanTable].reverse();
+  return {
+    name: nic.name,
+    promiscuous: d.promiscuous,
+    multicast: rxState(d.rxMode.nomulti, d.rxMode.allmulti),
+    unicast: rxState(d.rxMode.nouni, d.rxMode.alluni),
+    vlan: !nic.vlanFiltering ? "all" : vlanTable.length === 0 ? "none" : "normal",
+    "broadcast-allowed": d.rxMode.nobcast,
+    "multicast-overflow": d.multicastOverflow,
+    "unicast-overflow": d.unicastOverflow,
+    "main-mac": macText(d.mac),
+    "vlan-table": vlanTable,
+    "unicast-table": d.unicastTable.map(macText).reverse(),
+    "multicast-table": d.multicastTable.map(macText).reverse(),
+  };
 }

@@ -134,3 +134,69 @@ Deno.test("snapshot save: the monitor's line and QMP's x-kvmts-snapshot-save ret
     ),
   );
 });
+
+Deno.test("query-rx-filter: each card's filter in QEMU 7.2's shape; a netdev or an unknown name refused in its words", async () => {
+  const { VirtioNetRxFilter, VirtioNetCtrlMac, VirtioNetCtrlVlan } = await import(
+    "../devices/virtio/virtio_net_ctrl.ts"
+  );
+  const first = new VirtioNetRxFilter([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+  first.setVlanFiltering(true);
+  first.rxMode(0, new Uint8Array([0])); // what Linux sends when eth0 comes up
+  const le32 = (n: number) => [n, 0, 0, 0];
+  const uni = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
+  const multi = [[0x33, 0x33, 0, 0, 0, 1], [1, 0, 0x5e, 0, 0, 1]];
+  first.macCommand(
+    VirtioNetCtrlMac.TABLE_SET,
+    new Uint8Array([...le32(2), ...uni.flat(), ...le32(2), ...multi.flat()]),
+  );
+  first.vlanCommand(VirtioNetCtrlVlan.ADD, new Uint8Array([5, 0]));
+  first.vlanCommand(VirtioNetCtrlVlan.ADD, new Uint8Array([40, 0]));
+  const second = new VirtioNetRxFilter([0x52, 0x54, 0, 0x12, 0x34, 0x57]);
+  second.setVlanFiltering(false);
+  second.rxMode(3, new Uint8Array([1])); // NOMULTI
+  second.rxMode(1, new Uint8Array([1])); // ALLMULTI: NOMULTI wins
+  second.rxMode(5, new Uint8Array([1])); // NOBCAST
+  const { commands } = commandsOver(fakeMachine(true, {
+    rxFilters: () => [
+      { name: "nic0", filter: first, vlanFiltering: true },
+      { name: "virtio-net-pci.1", filter: second, vlanFiltering: false },
+    ],
+    netdevIds: () => ["n0", "n1"],
+  }));
+  const all = runQmpCommand(commands, "query-rx-filter", {}) as Record<string, unknown>[];
+  assert.deepEqual(all[0], {
+    name: "nic0",
+    promiscuous: false,
+    multicast: "normal",
+    unicast: "normal",
+    vlan: "normal",
+    "broadcast-allowed": false, // QEMU reports the no-broadcast flag here
+    "multicast-overflow": false,
+    "unicast-overflow": false,
+    "main-mac": "52:54:00:12:34:56",
+    "vlan-table": [40, 5], // QEMU prepends: newest and highest first
+    "unicast-table": ["02:00:00:00:00:02", "02:00:00:00:00:01"],
+    "multicast-table": ["01:00:5e:00:00:01", "33:33:00:00:00:01"],
+  });
+  const other = all[1];
+  assert.deepEqual(
+    [other.promiscuous, other.multicast, other.unicast, other.vlan, other["broadcast-allowed"]],
+    [true, "none", "normal", "all", true],
+  );
+  assert.equal(
+    (other["vlan-table"] as number[]).length,
+    4096,
+    "without CTRL_VLAN QEMU's table holds every id",
+  );
+  assert.deepEqual(runQmpCommand(commands, "query-rx-filter", { name: "virtio-net-pci.1" }), [other]);
+  assert.throws(
+    () => runQmpCommand(commands, "query-rx-filter", { name: "n1" }),
+    /^Error: net client\(n1\) isn't a NIC$/,
+  );
+  assert.throws(
+    () => runQmpCommand(commands, "query-rx-filter", { name: "x" }),
+    /invalid net client name: x/,
+  );
+  const { commands: bare } = commandsOver(fakeMachine());
+  assert.deepEqual(runQmpCommand(bare, "query-rx-filter", {}), []);
+});

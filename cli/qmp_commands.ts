@@ -30,6 +30,7 @@ const SCHEMAS: Record<(typeof QMP_COMMANDS)[number], Schema> = {
   qmp_capabilities: [],
   "query-status": [],
   "x-kvmts-snapshot-save": [["dir", "str"], ["diff", "bool", true]],
+  "query-rx-filter": [["name", "str", true]],
 };
 
 const INT64_MIN = -(1n << 63n);
@@ -121,6 +122,8 @@ export function runQmpCommand(commands: MonitorCommands, name: string, args: Arg
       return commands.queryVersion();
     case "query-commands":
       return commands.queryCommands();
+    case "query-rx-filter":
+      return commands.queryRxFilter(a.name as string | undefined);
     case "memsave": {
       const cpu = a["cpu-index"] as bigint | undefined;
       const index = cpu === undefined

@@ -312,6 +312,7 @@ export {
   createPcVm,
   loadGuest,
   makeRunner,
+  type NicRxFilter,
   pcGsiRoutes,
   type PcGuestMemory,
   PcMachine,

@@ -88,6 +88,9 @@ export {
   formatMac,
   VIRTIO_ID_NET,
   VIRTIO_NET_CONFIG_SIZE,
+  VIRTIO_NET_CTRL_MAX_DATA,
+  VIRTIO_NET_CTRL_QUEUE,
+  VIRTIO_NET_CTRL_QUEUE_SIZE,
   VIRTIO_NET_DEFAULT_FEATURES,
   VIRTIO_NET_DEFAULT_MAC,
   VIRTIO_NET_FEATURE_PROPERTIES,
@@ -95,6 +98,7 @@ export {
   VIRTIO_NET_MAX_FRAME,
   VIRTIO_NET_QUEUE_SIZE,
   VIRTIO_NET_RX_QUEUE,
+  VIRTIO_NET_S_ANNOUNCE,
   VIRTIO_NET_S_LINK_UP,
   VIRTIO_NET_TX_QUEUE,
   VirtioNet,
@@ -104,6 +108,17 @@ export {
   type VirtioNetOptions,
   type VirtioNetStats,
 } from "./virtio_net.ts";
+export {
+  VIRTIO_NET_ERR,
+  VIRTIO_NET_MAC_TABLE_ENTRIES,
+  VIRTIO_NET_OK,
+  VirtioNetCtrlClass,
+  VirtioNetCtrlMac,
+  VirtioNetCtrlRx,
+  VirtioNetCtrlVlan,
+  VirtioNetRxFilter,
+  type VirtioNetRxFilterInfo,
+} from "./virtio_net_ctrl.ts";
 // Types of the parent folder and of memory/ that this module's public types name, so that its
 // documentation is complete on its own.
 export type {

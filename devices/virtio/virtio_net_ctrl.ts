@@ -64,6 +64,37 @@ const ETH_ALEN = 6;
 const RX_FLAGS = ["promisc", "allmulti", "alluni", "nomulti", "nouni", "nobcast"] as const;
 type RxFlag = typeof RX_FLAGS[number];
 
+/** What a {@link VirtioNetRxFilter} holds ({@link VirtioNetRxFilter.describe}). */
+export interface VirtioNetRxFilterInfo {
+  /** Every frame passes. */
+  promiscuous: boolean;
+  /** The other RX modes. */
+  rxMode: {
+    /** Every multicast frame passes. */
+    allmulti: boolean;
+    /** Every unicast frame passes. */
+    alluni: boolean;
+    /** No multicast frame passes (broadcast aside). */
+    nomulti: boolean;
+    /** No unicast frame passes. */
+    nouni: boolean;
+    /** No broadcast frame passes. */
+    nobcast: boolean;
+  };
+  /** The card's address now. */
+  mac: readonly number[];
+  /** The unicast list was too long for the table: every unicast address passes. */
+  unicastOverflow: boolean;
+  /** The multicast list was too long: every multicast address passes. */
+  multicastOverflow: boolean;
+  /** The unicast addresses of the table. */
+  unicastTable: number[][];
+  /** The multicast addresses of the table. */
+  multicastTable: number[][];
+  /** The VLAN ids that pass, ascending. */
+  vlanTable: number[];
+}
+
 /** A byte-wise comparison of 6 bytes of `a` at `i` with `b` at `j`. */
 function sameMac(a: Uint8Array, i: number, b: Uint8Array | readonly number[], j: number): boolean {
   for (let k = 0; k < ETH_ALEN; k++) if (a[i + k] !== b[j + k]) return false;
@@ -242,17 +273,8 @@ export class VirtioNetRxFilter {
     return VIRTIO_NET_OK;
   }
 
-  /** The filter as QEMU's `query-rx-filter` describes it (for `info network` and tests). */
-  describe(): {
-    promiscuous: boolean;
-    rxMode: Record<Exclude<RxFlag, "promisc">, boolean>;
-    mac: readonly number[];
-    unicastOverflow: boolean;
-    multicastOverflow: boolean;
-    unicastTable: number[][];
-    multicastTable: number[][];
-    vlanTable: number[];
-  } {
+  /** What the filter holds, as QMP's `query-rx-filter` reports it (tables oldest entry first). */
+  describe(): VirtioNetRxFilterInfo {
     const entry = (i: number) => [...this.#macs.subarray(i * ETH_ALEN, (i + 1) * ETH_ALEN)];
     const range = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => entry(from + k));
     const vlans: number[] = [];

@@ -68,6 +68,9 @@ import type { Doorbell, HostFdSource, Runner, RunnerHooks, RunOutcome } from "..
 import { VcpuRunner } from "../vcpu_runner.ts";
 import type { SmpRunner } from "../smp_runner.ts";
 import type { VirtioNotifiers } from "../virtio_notifiers.ts";
+import type { VirtioNet } from "../../devices/virtio/virtio_net.ts";
+import type { VirtioNetRxFilter } from "../../devices/virtio/virtio_net_ctrl.ts";
+import { VirtioNetFeature } from "../../devices/virtio/virtio_net_frame.ts";
 import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts";
 import { closeAll, MAX_CPUS, PcBoard, type PcBoardOptions, pcE820, pcGuestTables } from "./pc_board.ts";
 import { type PcMemory, splitRam } from "./pc_memory.ts";
@@ -1178,6 +1181,24 @@ export class PcMachine implements Disposable {
     this.board.input(bytes);
   }
 
+  /**
+   * Each network card's receive filter, for QMP's `query-rx-filter`: named as QEMU names the card's
+   * net client (its `-device id=`, else `virtio-net-pci.N` with N the cards made before it), with
+   * whether the driver negotiated the VLAN filter.
+   */
+  rxFilters(): NicRxFilter[] {
+    this.#checkOpen();
+    const nics = this.board.pciDevices.filter((d) => d.spec.type === "virtio-net-pci");
+    return nics.map((d, i) => {
+      const net = d.fn.device.model as VirtioNet;
+      return {
+        name: d.spec.id ?? `virtio-net-pci.${i}`,
+        filter: net.rxFilter,
+        vlanFiltering: (d.fn.device.driverFeatures & VirtioNetFeature.CTRL_VLAN) !== 0n,
+      };
+    });
+  }
+
   /** QEMU's `info pci`. */
   infoPci(): string {
     return this.board.infoPci();
@@ -1342,4 +1363,14 @@ export function pcGsiRoutes(): { gsi: number; irqchip: number; pin: number }[] {
     else if (gsi !== 2) routes.push({ gsi, irqchip: KVM_IRQCHIP_IOAPIC, pin: gsi });
   }
   return routes;
+}
+
+/** A network card's receive filter, as {@link PcMachine.rxFilters} gives it. */
+export interface NicRxFilter {
+  /** QEMU's net client name of the card. */
+  readonly name: string;
+  /** The filter (read it with `describe()`). */
+  readonly filter: VirtioNetRxFilter;
+  /** Whether the driver negotiated CTRL_VLAN (without it every VLAN passes). */
+  readonly vlanFiltering: boolean;
 }
