@@ -116,6 +116,7 @@ Deno.test({
       for (const [i, step] of STEPS.entries()) {
         assert.deepEqual(ours[i], theirs[i], `after "${step}"`);
       }
+      console.log(`  after "${STEPS[2]}": ${JSON.stringify(ours[2])}`);
       // The steps did what they say (so that the comparison is not of two empty filters).
       const [up, promisc, vlan, moved] = ours as { [key: string]: unknown }[][];
       assert.equal(up[0].promiscuous, false);
