@@ -367,6 +367,8 @@ export type {
   VirtioNet,
   VirtioNetOffloads,
   VirtioNetOptions,
+  VirtioNetRxFilter,
+  VirtioNetRxFilterInfo,
   VirtioNetStats,
   VirtioPci,
   VirtqBuffer,
