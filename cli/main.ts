@@ -229,6 +229,8 @@ export interface CliOptions {
   netBackends: TapNetBackend[];
   /** The `-netdev` ids, in command-line order (QMP's `query-rx-filter` tells them from cards). */
   netdevIds?: string[];
+  /** Where the cards report receive-filter changes (the run points it at QMP's event). */
+  rxFilterEvents?: RxFilterEvents;
   /** Every `-qmp` listener, in command-line order. */
   qmp: QmpListenSpec[];
   /** `-gdb tcp:[HOST]:PORT` (or `-s`): where the gdb stub listens. */
@@ -639,7 +641,7 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
     closeInputs(opened);
     throw e;
   }
-  const { pciDevices, images, taps, netBackends } = devices;
+  const { pciDevices, images, taps, netBackends, rxFilterEvents } = devices;
   const { kernel, initrd, flat } = opened;
   return {
     ramSize,
@@ -659,6 +661,7 @@ export async function parseCommandLine(args: string[]): Promise<CliOptions | "he
     taps,
     netBackends,
     netdevIds: netdevs.map((n) => n.id),
+    rxFilterEvents,
     qmp,
     ...(gdb ? { gdb } : {}),
     startPaused: values.S ?? false,
@@ -1047,12 +1050,19 @@ function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[], netdevs: Ne
 async function openPciDevices(
   plan: PciPlan,
 ): Promise<
-  { pciDevices: PcPciDeviceSpec[]; images: DiskImage[]; taps: Tap[]; netBackends: TapNetBackend[] }
+  {
+    pciDevices: PcPciDeviceSpec[];
+    images: DiskImage[];
+    taps: Tap[];
+    netBackends: TapNetBackend[];
+    rxFilterEvents: RxFilterEvents;
+  }
 > {
   const images: DiskImage[] = [];
   const taps: Tap[] = [];
   const netBackends: TapNetBackend[] = [];
-  if (plan.length === 0) return { pciDevices: [], images, taps, netBackends };
+  const rxFilterEvents: RxFilterEvents = {};
+  if (plan.length === 0) return { pciDevices: [], images, taps, netBackends, rxFilterEvents };
   const { DiskBlockBacking, hostEntropy, TapNetBackend } = await import("../machine/virtio_backends.ts");
   const { DiskImage } = await import("../kvm/disk_image.ts");
   const { Tap } = await import("../kvm/tap.ts");
@@ -1065,7 +1075,7 @@ async function openPciDevices(
         const tap = openTap(Tap, p.netdev);
         taps.push(tap);
         const backend = new TapNetBackend(tap);
-        netBackends.push(backend);
+        const card = netBackends.push(backend) - 1;
         return {
           type: "virtio-net-pci",
           id: p.id,
@@ -1073,6 +1083,7 @@ async function openPciDevices(
           backend,
           ioeventfd: p.ioeventfd,
           features: p.features,
+          onRxFilterChanged: () => rxFilterEvents.notify?.(card),
         };
       }
       const image = openImage(DiskImage, p.drive);
@@ -1088,7 +1099,7 @@ async function openPciDevices(
         ...(aio === "inline" ? {} : { offload: () => offloadDisk(backing, p.drive, aio) }),
       };
     });
-    return { pciDevices, images, taps, netBackends };
+    return { pciDevices, images, taps, netBackends, rxFilterEvents };
   } catch (e) {
     for (const image of images) image.close();
     for (const tap of taps) tap.close();
@@ -1506,6 +1517,7 @@ async function boot(
       },
       reboot: options.reboot,
     });
+    if (options.rxFilterEvents) options.rxFilterEvents.notify = (card) => commands.rxFilterChanged(card);
     const gdb = gdbServer
       ? new gdbModule!.GdbSession(
         gdbServer,
@@ -1662,6 +1674,12 @@ function monitorView(pc: PcMachine): MonitorMachine {
     },
     translate: (cpu, vaddr) => pc.translate(cpu, vaddr),
   };
+}
+
+/** Where the virtio-net cards report that their driver changed the receive filter, by card index. */
+interface RxFilterEvents {
+  /** Set by the run once its monitor commands exist (QMP's NIC_RX_FILTER_CHANGED). */
+  notify?: (card: number) => void;
 }
 
 /** The process's exit status for `outcome`. */

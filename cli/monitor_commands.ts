@@ -133,6 +133,8 @@ const PAGE_SIZE = 4096n;
 export class MonitorCommands {
   readonly #machine: MonitorMachine;
   readonly #hooks: MonitorHooks;
+  /** Cards whose NIC_RX_FILTER_CHANGED was sent and not read back with query-rx-filter since. */
+  readonly #rxFilterQuiet = new Set<number>();
   #state: RunState = "running";
   #ended = false;
 
@@ -252,7 +254,8 @@ export class MonitorCommands {
 
   /**
    * `query-rx-filter`: each card's receive filter (or the one named `name`) as QEMU 7.2's
-   * `virtio_net_query_rxfilter` reports it — its lists newest entry first, `broadcast-allowed`
+   * `virtio_net_query_rxfilter` reports it — its MAC lists newest entry first, its VLAN ids highest
+   * first, `broadcast-allowed`
    * holding the no-broadcast flag (QEMU's own slip), and, without CTRL_VLAN negotiated, `vlan` "all"
    * with every id listed (QEMU fills its table then).
    *
@@ -264,11 +267,32 @@ export class MonitorCommands {
       if (this.#machine.netdevIds?.().includes(name)) {
         throw new QmpError("GenericError", `net client(${name}) isn't a NIC`);
       }
-      const nic = nics.find((n) => n.name === name);
-      if (!nic) throw new QmpError("GenericError", `invalid net client name: ${name}`);
-      return [rxFilterInfo(nic)];
+      const index = nics.findIndex((n) => n.name === name);
+      if (index < 0) throw new QmpError("GenericError", `invalid net client name: ${name}`);
+      this.#rxFilterQuiet.delete(index); // a query arms the card's next NIC_RX_FILTER_CHANGED
+      return [rxFilterInfo(nics[index])];
     }
+    this.#rxFilterQuiet.clear();
     return nics.map(rxFilterInfo);
+  }
+
+  /**
+   * The driver of card `index` (of {@link MonitorMachine.rxFilters}) changed its receive filter:
+   * QMP's NIC_RX_FILTER_CHANGED with its `name` (its id; none without one) and QOM `path`, once —
+   * as QEMU, the card stays quiet then until a `query-rx-filter` has read its filter again.
+   */
+  rxFilterChanged(index: number): void {
+    if (this.#rxFilterQuiet.has(index)) return;
+    const nic = this.#machine.rxFilters?.()[index];
+    if (!nic) return;
+    this.#rxFilterQuiet.add(index);
+    this.#hooks.event(
+      "NIC_RX_FILTER_CHANGED",
+      nic.id === undefined ? { path: nic.path } : {
+        name: nic.id,
+        path: nic.path,
+      },
+    );
   }
 
   /** `query-commands`. */

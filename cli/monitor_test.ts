@@ -149,8 +149,8 @@ Deno.test("query-rx-filter: each card's filter in QEMU 7.2's shape; a netdev or 
     VirtioNetCtrlMac.TABLE_SET,
     new Uint8Array([...le32(2), ...uni.flat(), ...le32(2), ...multi.flat()]),
   );
-  first.vlanCommand(VirtioNetCtrlVlan.ADD, new Uint8Array([5, 0]));
   first.vlanCommand(VirtioNetCtrlVlan.ADD, new Uint8Array([40, 0]));
+  first.vlanCommand(VirtioNetCtrlVlan.ADD, new Uint8Array([5, 0]));
   const second = new VirtioNetRxFilter([0x52, 0x54, 0, 0x12, 0x34, 0x57]);
   second.setVlanFiltering(false);
   second.rxMode(3, new Uint8Array([1])); // NOMULTI
@@ -158,8 +158,19 @@ Deno.test("query-rx-filter: each card's filter in QEMU 7.2's shape; a netdev or 
   second.rxMode(5, new Uint8Array([1])); // NOBCAST
   const { commands } = commandsOver(fakeMachine(true, {
     rxFilters: () => [
-      { name: "nic0", filter: first, vlanFiltering: true },
-      { name: "virtio-net-pci.1", filter: second, vlanFiltering: false },
+      {
+        name: "nic0",
+        id: "nic0",
+        path: "/machine/peripheral/nic0/virtio-backend",
+        filter: first,
+        vlanFiltering: true,
+      },
+      {
+        name: "virtio-net-pci.1",
+        path: "/machine/peripheral-anon/device[0]/virtio-backend",
+        filter: second,
+        vlanFiltering: false,
+      },
     ],
     netdevIds: () => ["n0", "n1"],
   }));
@@ -174,7 +185,7 @@ Deno.test("query-rx-filter: each card's filter in QEMU 7.2's shape; a netdev or 
     "multicast-overflow": false,
     "unicast-overflow": false,
     "main-mac": "52:54:00:12:34:56",
-    "vlan-table": [40, 5], // QEMU prepends: newest and highest first
+    "vlan-table": [40, 5], // by id, highest first (QEMU prepends while it walks the ids up)
     "unicast-table": ["02:00:00:00:00:02", "02:00:00:00:00:01"],
     "multicast-table": ["01:00:5e:00:00:01", "33:33:00:00:00:01"],
   });
@@ -199,4 +210,44 @@ Deno.test("query-rx-filter: each card's filter in QEMU 7.2's shape; a netdev or 
   );
   const { commands: bare } = commandsOver(fakeMachine());
   assert.deepEqual(runQmpCommand(bare, "query-rx-filter", {}), []);
+});
+
+Deno.test("NIC_RX_FILTER_CHANGED: once per card until query-rx-filter reads that card's filter again, as QEMU", async () => {
+  const { VirtioNetRxFilter } = await import("../devices/virtio/virtio_net_ctrl.ts");
+  const filter = new VirtioNetRxFilter([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+  const nics = [
+    {
+      name: "nic0",
+      id: "nic0",
+      path: "/machine/peripheral/nic0/virtio-backend",
+      filter,
+      vlanFiltering: true,
+    },
+    {
+      name: "virtio-net-pci.1",
+      path: "/machine/peripheral-anon/device[1]/virtio-backend",
+      filter,
+      vlanFiltering: true,
+    },
+  ];
+  const events: [string, unknown][] = [];
+  const commands = new MonitorCommands(fakeMachine(true, { rxFilters: () => nics }), {
+    event: (name, data) => void events.push([name, data]),
+    end: () => {},
+  });
+  commands.rxFilterChanged(0);
+  commands.rxFilterChanged(0); // quiet until read
+  commands.rxFilterChanged(1);
+  assert.deepEqual(events, [
+    ["NIC_RX_FILTER_CHANGED", { name: "nic0", path: "/machine/peripheral/nic0/virtio-backend" }],
+    ["NIC_RX_FILTER_CHANGED", { path: "/machine/peripheral-anon/device[1]/virtio-backend" }], // no id, no name
+  ]);
+  runQmpCommand(commands, "query-rx-filter", { name: "nic0" }); // arms nic0 only
+  commands.rxFilterChanged(1);
+  commands.rxFilterChanged(0);
+  assert.equal(events.length, 3);
+  assert.equal((events[2][1] as { name: string }).name, "nic0");
+  runQmpCommand(commands, "query-rx-filter", {}); // arms both
+  commands.rxFilterChanged(1);
+  assert.equal(events.length, 4);
 });

@@ -361,7 +361,7 @@ export {
   writeMmioExit,
   writeSystemEventExit,
 } from "./fake_exit.ts";
-export { VcpuHandle, type VcpuHandleInit, vcpuHandleInit } from "./vcpu_handle.ts";
+export { type ExtIntPath, VcpuHandle, type VcpuHandleInit, vcpuHandleInit } from "./vcpu_handle.ts";
 // Memory-API types that the KVM layer's public types refer to (the KVM listener is a memory
 // listener; guest RAM is a RAM backing; exits are served on address spaces), so that this module's
 // documentation is complete on its own.

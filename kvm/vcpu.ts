@@ -83,7 +83,7 @@ import {
   KVM_TRANSLATE,
 } from "./ioctls.ts";
 import { KVM_ERROR_PARTIAL, KvmError, kvmRunResult } from "./kvm_error.ts";
-import { EXT_INT_SCRATCH, injectExtInt, queueInterrupt } from "./vcpu_handle.ts";
+import { EXT_INT_SCRATCH, type ExtIntPath, injectExtInt, queueInterrupt } from "./vcpu_handle.ts";
 
 /**
  * General registers (`struct kvm_regs`, 144 bytes), all 64-bit and so `bigint`.
@@ -561,6 +561,15 @@ export class Vcpu implements Disposable {
     this.#runPage[RUN.immediateExit] = on ? 1 : 0;
   }
 
+  /**
+   * `kvm_run.exit_reason` of the last `KVM_RUN` (`KVM_EXIT_INTR` after one that a kick or signal
+   * ended; 0 before the first).
+   */
+  get exitReason(): number {
+    this.#checkOpen();
+    return this.#runWords[EXIT_REASON_WORD];
+  }
+
   /** Whether `kvm_run.immediate_exit` is set: a kick is pending, and the next `KVM_RUN` returns at once. */
   get immediateExit(): boolean {
     this.#checkOpen();
@@ -603,15 +612,22 @@ export class Vcpu implements Disposable {
    * into its event state, as KVM's injection step would take a vector from {@link interrupt}: the
    * interrupt marked injected (`KVM_SET_VCPU_EVENTS`), a halted vCPU made runnable. Unlike
    * `KVM_INTERRUPT`'s, this vector is never where `KVM_GET_VCPU_EVENTS` cannot see it, so a
-   * snapshot taken at any later point holds it. Give one only when
-   * {@link readyForInterruptInjection} says so.
+   * snapshot taken at any later point holds it. Where the vCPU's state does not allow an interrupt
+   * now (interrupts off, a shadow, an event in flight) or it may run a nested guest, the vector
+   * goes through `KVM_INTERRUPT` instead ("queued"; see vcpu_handle.ts's `injectExtInt`). Give one
+   * only when {@link readyForInterruptInjection} says so.
    *
    * @throws {RangeError} for a vector outside 0–255.
    * @throws {KvmError} when KVM refuses a step.
    */
-  injectExtInt(vector: number): void {
+  injectExtInt(vector: number): ExtIntPath {
     this.#checkOpen();
-    injectExtInt(this.#fd, this.#extIntBytes ??= new Uint8Array(EXT_INT_SCRATCH), vector, `vCPU ${this.id}`);
+    return injectExtInt(
+      this.#fd,
+      this.#extIntBytes ??= new Uint8Array(EXT_INT_SCRATCH),
+      vector,
+      `vCPU ${this.id}`,
+    );
   }
 
   /** `KVM_GET_REGS`. */

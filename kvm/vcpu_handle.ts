@@ -11,14 +11,20 @@ import { EAGAIN, EINTR } from "./_errno.ts";
 import { lastErrno, libc } from "./_libc.ts";
 import {
   KVM_MP_STATE_LAYOUT,
+  KVM_REGS_LAYOUT,
   KVM_RUN_LAYOUT,
+  KVM_SREGS_LAYOUT,
+  KVM_VCPU_EVENTS_EXCEPTION_LAYOUT,
   KVM_VCPU_EVENTS_INTERRUPT_LAYOUT,
   KVM_VCPU_EVENTS_LAYOUT,
+  KVM_VCPU_EVENTS_NMI_LAYOUT,
   offsetsOf,
 } from "./_structs.ts";
 import {
   KVM_EXIT_INTR,
   KVM_GET_MP_STATE,
+  KVM_GET_REGS,
+  KVM_GET_SREGS,
   KVM_GET_VCPU_EVENTS,
   KVM_INTERRUPT,
   KVM_MP_STATE_HALTED,
@@ -94,10 +100,18 @@ export class VcpuHandle {
     const result = this.#ioctl(this.#fd, KVM_RUN, null);
     if (result === 0) return this.#words[RUN.exitReason / 4];
     const errno = lastErrno();
-    if (result === -1 && (errno === EINTR || errno === EAGAIN)) return KVM_EXIT_INTR;
+    if (result === -1 && (errno === EINTR || errno === EAGAIN)) {
+      this.#words[RUN.exitReason / 4] = KVM_EXIT_INTR; // as Vcpu.run: the page says why it returned
+      return KVM_EXIT_INTR;
+    }
     throw new KvmError("KVM_RUN", errno, {
       detail: `vCPU ${this.id} (worker thread)${kvmRunResult(result)}`,
     });
+  }
+
+  /** `kvm_run.exit_reason` of the last `KVM_RUN`, as {@link Vcpu.exitReason}. */
+  get exitReason(): number {
+    return this.#words[RUN.exitReason / 4];
   }
 
   /** Sets or clears `kvm_run.immediate_exit`. */
@@ -137,8 +151,8 @@ export class VcpuHandle {
    * @throws {RangeError} for a vector outside 0–255.
    * @throws {KvmError} when KVM refuses a step.
    */
-  injectExtInt(vector: number): void {
-    injectExtInt(this.#fd, this.#extIntBytes, vector, `vCPU ${this.id} (worker thread)`);
+  injectExtInt(vector: number): ExtIntPath {
+    return injectExtInt(this.#fd, this.#extIntBytes, vector, `vCPU ${this.id} (worker thread)`);
   }
 }
 
@@ -157,42 +171,85 @@ export function queueInterrupt(fd: number, scratch: Uint8Array, vector: number, 
   ioctlBuf(fd, KVM_INTERRUPT, scratch, "KVM_INTERRUPT", detail);
 }
 
-const EVENTS_INTERRUPT = offsetsOf(KVM_VCPU_EVENTS_LAYOUT).interrupt;
+const EVENTS = offsetsOf(KVM_VCPU_EVENTS_LAYOUT);
 const INTERRUPT = offsetsOf(KVM_VCPU_EVENTS_INTERRUPT_LAYOUT);
-/** Bytes of scratch {@link injectExtInt} needs: the events, then the MP state. */
-export const EXT_INT_SCRATCH: number = KVM_VCPU_EVENTS_LAYOUT.size + KVM_MP_STATE_LAYOUT.size;
+const EXCEPTION = offsetsOf(KVM_VCPU_EVENTS_EXCEPTION_LAYOUT);
+const NMI = offsetsOf(KVM_VCPU_EVENTS_NMI_LAYOUT);
+const RFLAGS = offsetsOf(KVM_REGS_LAYOUT).rflags;
+const SREGS = offsetsOf(KVM_SREGS_LAYOUT);
+/**
+ * `KVM_VCPUEVENT_VALID_*` members a SET applies only when flagged: NMI_PENDING (1), SHADOW (4), SMM (8),
+ * TRIPLE_FAULT (32). {@link injectExtInt} clears them, so that its SET writes nothing but the
+ * interrupt: an NMI or INIT another vCPU queued between its GET and SET stays queued.
+ */
+const EVENTS_ONLY_WHEN_FLAGGED = 0x01 | 0x04 | 0x08 | 0x20;
+const RFLAGS_IF = 1n << 9n;
+const CR4_VMXE = 1n << 13n;
+const EFER_SVME = 1n << 12n;
+const REGS_AT = KVM_VCPU_EVENTS_LAYOUT.size;
+const SREGS_AT = REGS_AT + KVM_REGS_LAYOUT.size;
+const MP_AT = SREGS_AT + KVM_SREGS_LAYOUT.size;
+/** Bytes of scratch {@link injectExtInt} needs: the events, the registers, the special registers, the MP state. */
+export const EXT_INT_SCRATCH: number = MP_AT + KVM_MP_STATE_LAYOUT.size;
+
+/** How {@link injectExtInt} gave a vector. */
+export type ExtIntPath = "events" | "queued";
 
 /**
  * Gives the vCPU `fd` the external interrupt `vector` the split irqchip's PIC acknowledged, in the
  * state KVM's own injection step leaves a vector from `KVM_INTERRUPT` in, without waiting for that
- * step: `KVM_GET_VCPU_EVENTS`, the interrupt marked injected with `vector`, `KVM_SET_VCPU_EVENTS`;
- * and a halted vCPU made runnable (KVM_GET/SET_MP_STATE), as the interrupt wakes it. Why not
- * `KVM_INTERRUPT`: KVM keeps that vector apart (`pending_external_vector`) until the next entry
- * takes it in, and `KVM_GET_VCPU_EVENTS` does not report it. A `KVM_RUN` that returns before that
- * step — `immediate_exit` set by a kick that came after the vector was given, or a halted vCPU
+ * step: the interrupt marked injected with `vector` (`KVM_SET_VCPU_EVENTS`, its other members
+ * written back as read and the ones applied only when flagged left out), and a halted vCPU made
+ * runnable (`KVM_SET_MP_STATE`), as the interrupt wakes it. Returns "events".
+ *
+ * Why not `KVM_INTERRUPT`: KVM keeps that vector apart (`pending_external_vector`) until the next
+ * entry takes it in, and `KVM_GET_VCPU_EVENTS` does not report it. A `KVM_RUN` that returns before
+ * that step — `immediate_exit` set by a kick that came after the vector was given, or a halted vCPU
  * woken by it that then sees the kick's signal — left it there, and a snapshot taken in that kick
- * lost an interrupt the PIC had already put in service: the restored guest slept for ever. The
- * caller gives a vector only when the last exit said the vCPU can take one
- * (`ready_for_interrupt_injection`: interrupts on, no shadow, no event in flight), which is what
- * KVM checks before it injects. `scratch` is {@link EXT_INT_SCRATCH} bytes, the caller's to reuse.
+ * lost an interrupt the PIC had already put in service: the restored guest slept for ever.
+ *
+ * An injected event is not checked again at entry, so the vCPU's own state must allow it now, which
+ * the caller's `ready_for_interrupt_injection` (of the last exit) may no longer say after registers
+ * were written: interrupts on (RFLAGS.IF), no interrupt shadow, no event being delivered or
+ * pending. And a vCPU that may be running a nested guest (EFER.SVME or CR4.VMXE on) needs KVM to
+ * decide between its guest and itself (an exit to L1 for an intercepted interrupt). Where any of
+ * that fails, the vector goes through `KVM_INTERRUPT` after all, as QEMU gives it, and "queued" is
+ * returned. `scratch` is {@link EXT_INT_SCRATCH} bytes, the caller's to reuse.
  *
  * @throws {RangeError} for a vector outside 0–255.
  * @throws {KvmError} when KVM refuses a step.
  */
-export function injectExtInt(fd: number, scratch: Uint8Array, vector: number, detail: string): void {
+export function injectExtInt(fd: number, scratch: Uint8Array, vector: number, detail: string): ExtIntPath {
   if (!Number.isInteger(vector) || vector < 0 || vector > 0xff) {
     throw new RangeError(`injectExtInt: vector ${vector} is not between 0 and 255`);
   }
-  const events = scratch.subarray(0, KVM_VCPU_EVENTS_LAYOUT.size);
+  const view = new DataView(scratch.buffer, scratch.byteOffset, scratch.byteLength);
+  const events = scratch.subarray(0, REGS_AT);
   ioctlBuf(fd, KVM_GET_VCPU_EVENTS, events, "KVM_GET_VCPU_EVENTS", detail);
-  events[EVENTS_INTERRUPT + INTERRUPT.injected] = 1;
-  events[EVENTS_INTERRUPT + INTERRUPT.nr] = vector;
-  events[EVENTS_INTERRUPT + INTERRUPT.soft] = 0;
+  const busy = events[EVENTS.interrupt + INTERRUPT.injected] | events[EVENTS.interrupt + INTERRUPT.shadow] |
+    events[EVENTS.exception + EXCEPTION.injected] | events[EVENTS.exception + EXCEPTION.pending] |
+    events[EVENTS.nmi + NMI.injected];
+  let direct = busy === 0;
+  if (direct) {
+    ioctlBuf(fd, KVM_GET_REGS, scratch.subarray(REGS_AT, SREGS_AT), "KVM_GET_REGS", detail);
+    ioctlBuf(fd, KVM_GET_SREGS, scratch.subarray(SREGS_AT, MP_AT), "KVM_GET_SREGS", detail);
+    direct = (view.getBigUint64(REGS_AT + RFLAGS, true) & RFLAGS_IF) !== 0n &&
+      (view.getBigUint64(SREGS_AT + SREGS.cr4, true) & CR4_VMXE) === 0n &&
+      (view.getBigUint64(SREGS_AT + SREGS.efer, true) & EFER_SVME) === 0n;
+  }
+  if (!direct) {
+    queueInterrupt(fd, scratch.subarray(0, 4), vector, detail);
+    return "queued";
+  }
+  view.setUint32(EVENTS.flags, view.getUint32(EVENTS.flags, true) & ~EVENTS_ONLY_WHEN_FLAGGED, true);
+  events[EVENTS.interrupt + INTERRUPT.injected] = 1;
+  events[EVENTS.interrupt + INTERRUPT.nr] = vector;
+  events[EVENTS.interrupt + INTERRUPT.soft] = 0;
   ioctlBuf(fd, KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS", detail);
-  const mp = scratch.subarray(KVM_VCPU_EVENTS_LAYOUT.size, EXT_INT_SCRATCH);
-  const mpView = new DataView(mp.buffer, mp.byteOffset, mp.byteLength);
+  const mp = scratch.subarray(MP_AT, EXT_INT_SCRATCH);
   ioctlBuf(fd, KVM_GET_MP_STATE, mp, "KVM_GET_MP_STATE", detail);
-  if (mpView.getUint32(0, true) !== KVM_MP_STATE_HALTED) return;
-  mpView.setUint32(0, KVM_MP_STATE_RUNNABLE, true);
+  if (view.getUint32(MP_AT, true) !== KVM_MP_STATE_HALTED) return "events";
+  view.setUint32(MP_AT, KVM_MP_STATE_RUNNABLE, true);
   ioctlBuf(fd, KVM_SET_MP_STATE, mp, "KVM_SET_MP_STATE", detail);
+  return "events";
 }

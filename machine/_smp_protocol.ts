@@ -43,7 +43,7 @@ export const SPLIT_IRQCHIP = 5;
  * window otherwise. The VM thread kicks vCPU 0 when it rises.
  */
 export const EXTINT = 6;
-/** The VM thread's answer to INTA_PENDING: the vector for `KVM_INTERRUPT`, or -1 (INT fell meanwhile). */
+/** The VM thread's answer to INTA_PENDING: the vector for `injectExtInt`, or -1 (INT fell meanwhile). */
 export const EXTINT_VECTOR = 7;
 /** First per-vCPU cell. */
 const FIRST_VCPU = 8;
@@ -102,6 +102,8 @@ export interface VcpuThreadTarget {
   setImmediateExit(on: boolean): void;
   /** `kvm_run.ready_for_interrupt_injection` of the last exit (split irqchip). */
   readonly readyForInterruptInjection?: boolean;
+  /** `kvm_run.exit_reason` of the last exit (split irqchip). */
+  readonly exitReason?: number;
   /** Gives the vCPU an external interrupt where a snapshot sees it (split irqchip). */
   injectExtInt?(vector: number): void;
   /** Sets or clears `kvm_run.request_interrupt_window` (split irqchip). */

@@ -7,9 +7,14 @@
  * guest: a kick that came after the INTA and before that entry made a snapshot lose an interrupt
  * the PIC had put in service, and the restored guest halted for ever (seen in the nested VM, the
  * built-in guest's UART interrupt; tests/snapshot_extint_test.ts makes the kick come there).
+ * Not after an I/O or MMIO exit, though: KVM finishes that instruction at the next `KVM_RUN`, and an
+ * exception raised then (a guest single-stepping over an `out`) would be delivered in place of an
+ * injected interrupt and drop it; the window asked for instead opens right after that entry.
  *
  * @module
  */
+
+import { KVM_EXIT_IO, KVM_EXIT_MMIO } from "../kvm/ioctls.ts";
 
 /** The PIC's INT line as the vCPU's side sees it. */
 export interface ExtIntSource {
@@ -23,6 +28,8 @@ export interface ExtIntSource {
 export interface ExtIntTarget {
   /** `kvm_run.ready_for_interrupt_injection` of the last exit. */
   readonly readyForInterruptInjection: boolean;
+  /** `kvm_run.exit_reason` of the last exit (an I/O or MMIO exit is finished by the next `KVM_RUN`). */
+  readonly exitReason: number;
   /** Gives the vCPU the vector where a snapshot sees it (`Vcpu.injectExtInt`). */
   injectExtInt(vector: number): void;
   /** Sets or clears `kvm_run.request_interrupt_window`. */
@@ -42,6 +49,7 @@ export interface ExtIntTarget {
  * const pic = { get pending() { return high; }, acknowledge: () => (high = false, 0x20) };
  * const vcpu = {
  *   readyForInterruptInjection: false,
+ *   exitReason: 0,
  *   injectExtInt: (v: number) => void calls.push(`int ${v}`),
  *   setRequestInterruptWindow: (on: boolean) => void calls.push(`window ${on}`),
  * };
@@ -52,7 +60,8 @@ export interface ExtIntTarget {
  * ```
  */
 export function offerExtInt(source: ExtIntSource, vcpu: ExtIntTarget, window: boolean): boolean {
-  if (source.pending && vcpu.readyForInterruptInjection) {
+  const finishing = vcpu.exitReason === KVM_EXIT_IO || vcpu.exitReason === KVM_EXIT_MMIO;
+  if (source.pending && vcpu.readyForInterruptInjection && !finishing) {
     const vector = source.acknowledge();
     if (vector >= 0) vcpu.injectExtInt(vector);
   }

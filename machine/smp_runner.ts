@@ -63,7 +63,7 @@ const VCPU_WORKER_URL = new URL("./vcpu_worker.ts", import.meta.url);
 export interface ThreadedIrqchip {
   /** The PIC's INT line: vCPU 0 should take an ExtINT. */
   readonly extIntPending: boolean;
-  /** The INTA cycle: the vector vCPU 0 queues with `KVM_INTERRUPT`. */
+  /** The INTA cycle: the vector vCPU 0 is given (`injectExtInt`). */
   extInt(): number;
   /** The guest EOI'd `vector` (`KVM_EXIT_IOAPIC_EOI` on any vCPU). */
   eoi(vector: number): void;

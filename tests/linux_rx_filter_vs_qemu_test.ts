@@ -7,7 +7,8 @@
  * way QEMU reports it.
  *
  * The steps: eth0 up with an address (Linux turns promiscuity off and sends its multicast list);
- * `promisc on`; a VLAN interface (8021q: ids 0 and 5 added); a new MAC (CTRL_MAC_ADDR).
+ * `promisc on`; a VLAN interface (8021q: ids 0 and 5 added); a new MAC (CTRL_MAC_ADDR); 70 IPv6
+ * addresses (a multicast list longer than the table); the driver removed and loaded again (a reset).
  *
  * Needs root, /dev/net/tun, iproute2, QEMU and a hardware-style KVM; `deno task test` runs it in the
  * nested KVM VM where the host has none.
@@ -50,6 +51,10 @@ const STEPS = [
   "ip link set eth0 promisc on",
   "ip link set eth0 promisc off; vconfig add eth0 5 >/dev/null; ip link set eth0.5 up; sleep 2",
   "ip link set eth0 address 52:54:00:12:34:99; sleep 1",
+  // 70 IPv6 addresses join 70 solicited-node groups: more than the table holds (its overflow flag).
+  "i=1; while [ $i -le 70 ]; do ip -6 addr add fd00::$i/64 dev eth0; i=$((i+1)); done; sleep 2",
+  // The driver again: the device is reset (promiscuous, the configured MAC) and negotiates anew.
+  "rmmod virtio_net && insmod /lib/modules/virtio_net.ko; sleep 1",
 ];
 
 /** Waits for the QMP socket `path` (the peer creates it at start-up) and connects. */
@@ -118,11 +123,13 @@ Deno.test({
       }
       console.log(`  after "${STEPS[2]}": ${JSON.stringify(ours[2])}`);
       // The steps did what they say (so that the comparison is not of two empty filters).
-      const [up, promisc, vlan, moved] = ours as { [key: string]: unknown }[][];
+      const [up, promisc, vlan, moved, many, reloaded] = ours as { [key: string]: unknown }[][];
       assert.equal(up[0].promiscuous, false);
       assert.equal(promisc[0].promiscuous, true);
       assert.deepEqual(vlan[0]["vlan-table"], [5, 0]);
       assert.equal(moved[0]["main-mac"], "52:54:00:12:34:99");
+      assert.equal(many[0]["multicast-overflow"], true);
+      assert.deepEqual([reloaded[0].promiscuous, reloaded[0]["main-mac"]], [true, MAC]);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

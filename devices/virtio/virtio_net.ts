@@ -46,7 +46,8 @@
  *   CTRL_GUEST_OFFLOADS negotiated) changes the receive offloads in force, among those negotiated,
  *   and tells the backend; ANNOUNCE ACK clears the announcement bit. A chain without the two
  *   header bytes or the answer byte is a protocol error (QEMU's "ctrl missing headers"); a command
- *   whose data is larger than {@link VIRTIO_NET_CTRL_MAX_DATA} is refused;
+ *   whose data is larger than {@link VIRTIO_NET_CTRL_MAX_DATA} is refused, but for a MAC table,
+ *   which is read in place;
  * - {@link VirtioNet.announce} asks a driver that negotiated GUEST_ANNOUNCE to announce the card
  *   (a restored machine calls it, as QEMU after an incoming migration);
  * - {@link VirtioNetOptions.setOffloads} tells the backend what the driver accepts to receive
@@ -65,7 +66,9 @@ import type { StateObject, StateReader } from "../device_state.ts";
 import { VirtioStatus } from "./virtio_device.ts";
 import { type DescriptorChain, RamSpans, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
 import {
+  macTableCounts,
   VIRTIO_NET_ERR,
+  VIRTIO_NET_MAC_TABLE_ENTRIES,
   VIRTIO_NET_OK,
   VirtioNetCtrlClass,
   VirtioNetCtrlMac,
@@ -100,8 +103,9 @@ export const VIRTIO_NET_CTRL_QUEUE = 2;
 /** QEMU's size of the control queue. */
 export const VIRTIO_NET_CTRL_QUEUE_SIZE = 64;
 /**
- * Most bytes of data a control command may carry (a MAC table of 10,000 addresses and more); a
- * larger one is refused rather than copied.
+ * Most bytes of data a control command is copied out of the ring with (a MAC table of 10,000
+ * addresses and more). A larger MAC table is read where it lies, only the addresses the table can
+ * hold (a longer list sets its overflow flag, as QEMU's); any other command that large is refused.
  */
 export const VIRTIO_NET_CTRL_MAX_DATA = 65_536;
 /**
@@ -163,7 +167,7 @@ export interface VirtioNetStats {
   rxDropped: number;
   /** Frames the receive filter kept from the driver (not addressed to this card). */
   rxFiltered: number;
-  /** Control commands answered, and of those refused (VIRTIO_NET_ERR). */
+  /** Control commands answered. */
   ctrlCommands: number;
   /** Control commands refused. */
   ctrlErrors: number;
@@ -190,6 +194,11 @@ export interface VirtioNetOptions {
    * the backend holds back can be delivered now with {@link VirtioNet.receive}.
    */
   onReceiveReady?: () => void;
+  /**
+   * Called after each RX-mode, MAC or VLAN command that changed the receive filter (QEMU's
+   * `rxfilter_notify`, which raises QMP's NIC_RX_FILTER_CHANGED).
+   */
+  onRxFilterChanged?: () => void;
   /** Called with what the driver accepts to receive whenever that changes (see the module documentation). */
   setOffloads?: (offloads: VirtioNetOffloads) => void;
   /** Size of the receive and the transmit queue (default 256). */
@@ -300,6 +309,7 @@ export class VirtioNet implements VirtioDeviceModel {
   readonly #send: (header: Uint8Array, frame: RamSpans) => boolean | void;
   readonly #onReceiveReady: () => void;
   readonly #setOffloads: (offloads: VirtioNetOffloads) => void;
+  readonly #onRxFilterChanged: () => void;
   readonly #config = new Uint8Array(VIRTIO_NET_CONFIG_SIZE);
   /** The header of the frame being received. */
   readonly #header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
@@ -362,6 +372,7 @@ export class VirtioNet implements VirtioDeviceModel {
     this.#send = options.send;
     this.#onReceiveReady = options.onReceiveReady ?? (() => {});
     this.#setOffloads = options.setOffloads ?? (() => {});
+    this.#onRxFilterChanged = options.onRxFilterChanged ?? (() => {});
     this.#config.set(mac);
     this.#config[6] = VIRTIO_NET_S_LINK_UP; // status, little-endian u16
   }
@@ -519,8 +530,11 @@ export class VirtioNet implements VirtioDeviceModel {
     const length = chain.readableLength - 2;
     this.stats.ctrlCommands++;
     if (length > VIRTIO_NET_CTRL_MAX_DATA) {
-      this.stats.ctrlErrors++;
-      return VIRTIO_NET_ERR;
+      const answer = head[0] === VirtioNetCtrlClass.MAC && head[1] === VirtioNetCtrlMac.TABLE_SET
+        ? this.#largeMacTable(chain, length)
+        : VIRTIO_NET_ERR;
+      if (answer !== VIRTIO_NET_OK) this.stats.ctrlErrors++;
+      return answer;
     }
     if (this.#ctrlData.length < length) this.#ctrlData = new Uint8Array(length);
     const data = this.#ctrlData.subarray(0, length);
@@ -530,19 +544,47 @@ export class VirtioNet implements VirtioDeviceModel {
     return answer;
   }
 
+  /** A TABLE_SET of `length` bytes too large to copy: its counts and the addresses the table holds, read in place. */
+  #largeMacTable(chain: DescriptorChain, length: number): number {
+    const word = new Uint8Array(4);
+    const u32 = (at: number) => {
+      if (at + 4 > length) return -1;
+      chain.read(2 + at, word);
+      return (word[0] | (word[1] << 8) | (word[2] << 16) | (word[3] << 24)) >>> 0;
+    };
+    const counts = macTableCounts(length, u32);
+    if (counts === null) return VIRTIO_NET_ERR;
+    const [uni, multi] = counts;
+    const fits = (n: number) => n <= VIRTIO_NET_MAC_TABLE_ENTRIES;
+    const read = (at: number, n: number) => {
+      const bytes = new Uint8Array(n * 6);
+      chain.read(2 + at, bytes);
+      return bytes;
+    };
+    const uniBytes = fits(uni) ? read(4, uni) : null;
+    const multiBytes = fits((uniBytes ? uni : 0) + multi) ? read(8 + uni * 6, multi) : null;
+    this.rxFilter.setMacTable(uni, uniBytes, multi, multiBytes);
+    this.#onRxFilterChanged();
+    return VIRTIO_NET_OK;
+  }
+
   /** Carries out command `cmd` of class `cls` with `data`. */
   #command(cls: number, cmd: number, data: Uint8Array): number {
     const filter = this.rxFilter;
+    const changed = (answer: number) => {
+      if (answer === VIRTIO_NET_OK) this.#onRxFilterChanged();
+      return answer;
+    };
     switch (cls) {
       case VirtioNetCtrlClass.RX:
-        return filter.rxMode(cmd, data);
+        return changed(filter.rxMode(cmd, data));
       case VirtioNetCtrlClass.MAC: {
         const answer = filter.macCommand(cmd, data);
         if (answer === VIRTIO_NET_OK && cmd === VirtioNetCtrlMac.ADDR_SET) this.#config.set(filter.mac);
-        return answer;
+        return changed(answer);
       }
       case VirtioNetCtrlClass.VLAN:
-        return filter.vlanCommand(cmd, data);
+        return changed(filter.vlanCommand(cmd, data));
       case VirtioNetCtrlClass.ANNOUNCE:
         if (cmd !== CTRL_ANNOUNCE_ACK || !(this.#config[6] & VIRTIO_NET_S_ANNOUNCE)) return VIRTIO_NET_ERR;
         this.#config[6] &= ~VIRTIO_NET_S_ANNOUNCE;

@@ -6,9 +6,10 @@
  *   them regardless, and so does this): PROMISC, ALLMULTI, ALLUNI, NOMULTI, NOUNI, NOBCAST, each
  *   with one byte, on or off;
  * - **MAC** (class 1): TABLE_SET — a unicast then a multicast list, each a little-endian u32 count
- *   and that many 6-byte addresses; a list that does not fit the 64 entries sets that list's
- *   overflow flag (every such address accepted) instead of being stored — and ADDR_SET (CTRL_MAC_ADDR),
- *   the card's own address, which the configuration space then shows;
+ *   and that many 6-byte addresses; a unicast list longer than the table's 64 entries, or a
+ *   multicast list longer than the entries the unicast one left, sets that list's overflow flag
+ *   (every such address accepted) instead of being stored — and ADDR_SET (CTRL_MAC_ADDR), the
+ *   card's own address, which the configuration space then shows;
  * - **VLAN** (class 2, CTRL_VLAN): ADD and DEL of one little-endian u16 id below 4096;
  * - the filter QEMU applies to each received frame (`receive_filter`): everything while promiscuous
  *   (the state after a reset, until the driver says otherwise); a VLAN-tagged frame only when its id
@@ -17,8 +18,9 @@
  *   list; unicast unless NOUNI, with ALLUNI, a unicast overflow, the card's address, or one of the
  *   unicast list.
  *
- * A malformed command (a payload of the wrong size, a table whose counts do not match its bytes, an
- * id out of range, an unknown command) is answered VIRTIO_NET_ERR and changes nothing.
+ * A malformed command (a payload too short, an address that is not 6 bytes, a table whose counts do
+ * not match its bytes, an id out of range, an unknown command) is answered VIRTIO_NET_ERR and
+ * changes nothing; bytes past a payload's end are ignored, as QEMU ignores them.
  *
  * @module
  */
@@ -93,6 +95,31 @@ export interface VirtioNetRxFilterInfo {
   multicastTable: number[][];
   /** The VLAN ids that pass, ascending. */
   vlanTable: number[];
+}
+
+/**
+ * A TABLE_SET payload of `length` bytes checked as QEMU checks it — a unicast count, at least that
+ * many addresses' bytes, a multicast count, exactly that many addresses' bytes to the end — with
+ * `u32(at)` reading the little-endian count at `at` of the payload (-1 past its end): the two
+ * counts, or null when it is malformed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { macTableCounts } from "./virtio_net_ctrl.ts";
+ * // One unicast address (count, 6 bytes), then a multicast count of 0.
+ * const counts = [1, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+ * const u32 = (at: number) => at + 4 <= counts.length ? counts[at] : -1;
+ * assert.deepEqual(macTableCounts(counts.length, u32), [1, 0]);
+ * assert.equal(macTableCounts(counts.length - 1, u32), null);
+ * ```
+ */
+export function macTableCounts(length: number, u32: (at: number) => number): [number, number] | null {
+  const uni = u32(0);
+  if (uni < 0 || uni * ETH_ALEN > length - 4) return null;
+  const multi = u32(4 + uni * ETH_ALEN);
+  if (multi < 0 || multi * ETH_ALEN !== length - 8 - uni * ETH_ALEN) return null;
+  return [uni, multi];
 }
 
 /** A byte-wise comparison of 6 bytes of `a` at `i` with `b` at `j`. */
@@ -229,37 +256,33 @@ export class VirtioNetRxFilter {
     }
     if (cmd !== VirtioNetCtrlMac.TABLE_SET) return VIRTIO_NET_ERR;
     const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-    const macs = new Uint8Array(VIRTIO_NET_MAC_TABLE_ENTRIES * ETH_ALEN);
-    let inUse = 0;
-    let at = 0;
-    // Unicast: its count, then at least that many addresses' bytes.
-    if (data.length < at + 4) return VIRTIO_NET_ERR;
-    const uni = view.getUint32(at, true);
-    at += 4;
-    if (uni * ETH_ALEN > data.length - at) return VIRTIO_NET_ERR;
-    const uniOverflow = uni > VIRTIO_NET_MAC_TABLE_ENTRIES;
-    if (!uniOverflow) {
-      macs.set(data.subarray(at, at + uni * ETH_ALEN));
-      inUse = uni;
-    }
-    at += uni * ETH_ALEN;
-    const firstMulti = inUse;
-    // Multicast: its count, then exactly that many addresses' bytes.
-    if (data.length < at + 4) return VIRTIO_NET_ERR;
-    const multi = view.getUint32(at, true);
-    at += 4;
-    if (multi * ETH_ALEN !== data.length - at) return VIRTIO_NET_ERR;
-    const multiOverflow = inUse + multi > VIRTIO_NET_MAC_TABLE_ENTRIES;
-    if (!multiOverflow) {
-      macs.set(data.subarray(at, at + multi * ETH_ALEN), inUse * ETH_ALEN);
-      inUse += multi;
-    }
-    this.#macs.set(macs);
-    this.#inUse = inUse;
+    const counts = macTableCounts(data.length, (at) => data.length >= at + 4 ? view.getUint32(at, true) : -1);
+    if (counts === null) return VIRTIO_NET_ERR;
+    const [uni, multi] = counts;
+    const uniBytes = uni <= VIRTIO_NET_MAC_TABLE_ENTRIES ? data.subarray(4, 4 + uni * ETH_ALEN) : null;
+    const multiAt = 8 + uni * ETH_ALEN;
+    this.setMacTable(uni, uniBytes, multi, data.subarray(multiAt, multiAt + multi * ETH_ALEN));
+    return VIRTIO_NET_OK;
+  }
+
+  /**
+   * Puts a TABLE_SET's lists in the table: the unicast one (`uni` addresses, `uniBytes` of them, or
+   * null when there are more than the table holds) and then the multicast one (`multi` addresses:
+   * `multiBytes`, read only when they fit the entries left); a list that does not fit sets its
+   * overflow flag instead. The counts must have been checked against the command's size
+   * ({@link macTableCounts}).
+   */
+  setMacTable(uni: number, uniBytes: Uint8Array | null, multi: number, multiBytes: Uint8Array | null): void {
+    const uniOverflow = uni > VIRTIO_NET_MAC_TABLE_ENTRIES || uniBytes === null;
+    const firstMulti = uniOverflow ? 0 : uni;
+    const multiOverflow = firstMulti + multi > VIRTIO_NET_MAC_TABLE_ENTRIES || multiBytes === null;
+    this.#macs.fill(0);
+    if (!uniOverflow) this.#macs.set(uniBytes!.subarray(0, uni * ETH_ALEN));
+    if (!multiOverflow) this.#macs.set(multiBytes!.subarray(0, multi * ETH_ALEN), firstMulti * ETH_ALEN);
     this.#firstMulti = firstMulti;
+    this.#inUse = firstMulti + (multiOverflow ? 0 : multi);
     this.#uniOverflow = uniOverflow;
     this.#multiOverflow = multiOverflow;
-    return VIRTIO_NET_OK;
   }
 
   /** A VLAN command: `data` starts with the little-endian id. */

@@ -6,6 +6,7 @@ import { type RamSpans, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./virtqueu
 import { VirtioDevice, VirtioFeature, VirtioStatus } from "./virtio_device.ts";
 import { VIRTIO_NET_ERR, VIRTIO_NET_OK, VirtioNetCtrlClass as C } from "./virtio_net_ctrl.ts";
 import {
+  VIRTIO_NET_CTRL_MAX_DATA,
   VIRTIO_NET_CTRL_QUEUE,
   VIRTIO_NET_HDR_SIZE,
   VIRTIO_NET_MAX_FRAME,
@@ -44,6 +45,7 @@ function setup(
   const offloads: VirtioNetOffloads[] = [];
   let ready = 0;
   let accept = true;
+  let filterChanges = 0;
   const net = new VirtioNet({
     send: (header, frame) => {
       sent.push(spanBytes(frame));
@@ -53,6 +55,7 @@ function setup(
     },
     onReceiveReady: () => void ready++,
     setOffloads: (o) => void offloads.push(o),
+    onRxFilterChanged: () => void filterChanges++,
     queueSize: SIZE,
     features: options.offer,
   });
@@ -180,6 +183,7 @@ function setup(
     takeRx,
     queueTx,
     ready: () => ready,
+    filterChanges: () => filterChanges,
     refuse: () => void (accept = false),
     [Symbol.dispose]: () => ram instanceof ViewRam && ram[Symbol.dispose](),
   };
@@ -800,6 +804,7 @@ Deno.test("VirtioNet control: a malformed or unknown command is answered ERR and
   assert.equal(t.command(9, 0), VIRTIO_NET_ERR);
   assert.deepEqual(t.net.rxFilter.describe(), filter);
   assert.equal(t.net.stats.ctrlErrors, bad.length - 1);
+  assert.equal(t.filterChanges(), 2, "only the two commands that changed the filter are reported");
   assert.equal(t.dev.status & VirtioStatus.DEVICE_NEEDS_RESET, 0);
 });
 
@@ -912,4 +917,49 @@ Deno.test("VirtioNet state: the receive filter, the card's address and the offlo
   assert.deepEqual([0, 1, 2, 3, 4, 5].map((i) => b.net.readConfig(i, 1)), [2, 0, 0, 0, 0, 7]);
   assert.deepEqual(b.offloads.at(-1), { csum: false, tso4: false, tso6: false, ecn: false, ufo: false });
   assert.deepEqual(b.dev.saveState(), saved);
+});
+
+Deno.test("VirtioNet control: a MAC table larger than the copy limit is read in place: overflow set, counts still checked", () => {
+  const t = setup({ accept: CONTROL });
+  for (let i = 0; i < 4; i++) t.postRx(1514);
+  assert.equal(t.command(C.RX, 0, [0]), VIRTIO_NET_OK);
+  /** Sends a TABLE_SET whose payload is `payload`, from a buffer of its own; the answer byte. */
+  const bigTable = (payload: Uint8Array) => {
+    const at = 0x70_0000;
+    t.ram.bytes.set([C.MAC, 0], at);
+    t.ram.bytes.set(payload, at + 2);
+    t.ctrl.setDesc(CTRL.desc, 8, {
+      addr: BigInt(at),
+      len: 2 + payload.length,
+      flags: VIRTQ_DESC_F_NEXT,
+      next: 9,
+    });
+    t.ctrl.setDesc(CTRL.desc, 9, { addr: BigInt(at - 1), len: 1, flags: VIRTQ_DESC_F_WRITE, next: 0 });
+    t.ctrl.offer(8);
+    t.dev.notifyQueue(VIRTIO_NET_CTRL_QUEUE);
+    return t.ram.bytes[at - 1];
+  };
+  const many = 12_000; // 72,000 bytes of multicast addresses
+  const payload = new Uint8Array(4 + 6 + 4 + many * 6);
+  const view = new DataView(payload.buffer);
+  view.setUint32(0, 1, true);
+  payload.set([2, 0, 0, 0, 0, 5], 4);
+  view.setUint32(10, many, true);
+  for (let i = 0; i < many; i++) payload.set([0x33, 0x33, 0, 0, i >> 8, i & 0xff], 14 + i * 6);
+  assert.ok(payload.length > VIRTIO_NET_CTRL_MAX_DATA);
+  assert.equal(bigTable(payload), VIRTIO_NET_OK);
+  const d = t.net.rxFilter.describe();
+  assert.deepEqual([d.unicastTable, d.multicastOverflow, d.unicastOverflow], [
+    [[2, 0, 0, 0, 0, 5]],
+    true,
+    false,
+  ]);
+  t.net.receive(frameTo([0x33, 0x33, 0xaa, 0xbb, 0xcc, 0xdd]));
+  t.net.receive(frameTo([2, 0, 0, 0, 0, 5]));
+  assert.equal(t.net.stats.rxFrames, 2);
+  // The same payload one byte short: the multicast count no longer matches; nothing changes.
+  t.net.rxFilter.setMacTable(0, new Uint8Array(), 0, new Uint8Array());
+  const before = t.net.rxFilter.describe();
+  assert.equal(bigTable(payload.subarray(0, payload.length - 1)), VIRTIO_NET_ERR);
+  assert.deepEqual(t.net.rxFilter.describe(), before);
 });

@@ -476,7 +476,7 @@ function kickTimer(repeatNs?: number): HostTimer {
 /**
  * What the runner does around each `KVM_RUN` with a split irqchip (QEMU's `kvm_arch_pre_run` and
  * its exits): play the PIT up to now when its timer may have fired; while the PIC's INT is high,
- * give the BSP its vector (`KVM_INTERRUPT`) once KVM says the vCPU can take one, and ask for the
+ * give the BSP its vector (`Vcpu.injectExtInt`) once KVM says the vCPU can take one, and ask for the
  * interrupt window until then; hand the IOAPIC the vectors the guest EOIs.
  */
 function splitIrqchipHooks(irqchip: PcSplitIrqchip): UserspaceIrqchip {
@@ -1188,11 +1188,20 @@ export class PcMachine implements Disposable {
    */
   rxFilters(): NicRxFilter[] {
     this.#checkOpen();
-    const nics = this.board.pciDevices.filter((d) => d.spec.type === "virtio-net-pci");
+    const all = this.board.pciDevices;
+    const nics = all.filter((d) => d.spec.type === "virtio-net-pci");
     return nics.map((d, i) => {
       const net = d.fn.device.model as VirtioNet;
+      // QEMU's QOM path of the card's virtio device: under its id, or the how-manieth device
+      // created without one.
+      const anonymous = all.slice(0, all.indexOf(d)).filter((o) => o.spec.id === undefined).length;
+      const parent = d.spec.id === undefined
+        ? `/machine/peripheral-anon/device[${anonymous}]`
+        : `/machine/peripheral/${d.spec.id}`;
       return {
         name: d.spec.id ?? `virtio-net-pci.${i}`,
+        id: d.spec.id,
+        path: `${parent}/virtio-backend`,
         filter: net.rxFilter,
         vlanFiltering: (d.fn.device.driverFeatures & VirtioNetFeature.CTRL_VLAN) !== 0n,
       };
@@ -1369,6 +1378,10 @@ export function pcGsiRoutes(): { gsi: number; irqchip: number; pin: number }[] {
 export interface NicRxFilter {
   /** QEMU's net client name of the card. */
   readonly name: string;
+  /** Its `-device id=`, if any. */
+  readonly id?: string;
+  /** QEMU's QOM path of its virtio device (`/machine/peripheral/ID/virtio-backend`). */
+  readonly path: string;
   /** The filter (read it with `describe()`). */
   readonly filter: VirtioNetRxFilter;
   /** Whether the driver negotiated CTRL_VLAN (without it every VLAN passes). */

@@ -333,6 +333,8 @@ export type PcPciDeviceSpec =
     readonly features?: bigint;
     /** Where its frames go and come from. */
     readonly backend: PcNetBackend;
+    /** Called after the driver changed the card's receive filter (`VirtioNetOptions.onRxFilterChanged`). */
+    readonly onRxFilterChanged?: () => void;
   };
 
 /**

@@ -97,6 +97,7 @@ function pcPciModel(spec: PcPciDeviceSpec): VirtioDeviceModel {
         send: (header, frame) => backend.send(header, frame),
         onReceiveReady: () => backend.receiveReady(),
         setOffloads: backend.setOffloads && ((offloads) => backend.setOffloads!(offloads)),
+        onRxFilterChanged: spec.onRxFilterChanged,
       });
       backend.attach(net);
       return net;

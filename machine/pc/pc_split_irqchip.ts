@@ -10,7 +10,7 @@
  *   KVM's GSI routes 0–23 equal to the pins' messages so that KVM knows the level-triggered vectors
  *   and exits with `KVM_EXIT_IOAPIC_EOI` when the guest EOIs one ({@link PcSplitIrqchip.eoi}).
  * - The i8259's INT output is the BSP's ExtINT: before each `KVM_RUN` the machine asks
- *   {@link PcSplitIrqchip.extInt} for a vector when the vCPU is ready for one (`KVM_INTERRUPT`), and
+ *   {@link PcSplitIrqchip.extInt} for a vector when the vCPU is ready for one (`Vcpu.injectExtInt`), and
  *   asks for the interrupt window while INT stays high (QEMU's `kvm_arch_pre_run`).
  * - The PIT's channel 0 needs a host timer: the machine arms one for {@link I8254.nextDeadline}
  *   (told through `onPitDeadline`) and calls {@link PcSplitIrqchip.tick} when it may have passed.
@@ -108,7 +108,7 @@ export class PcSplitIrqchip {
     return this.pic.output;
   }
 
-  /** The INTA cycle: the vector the BSP takes (`KVM_INTERRUPT`). */
+  /** The INTA cycle: the vector the BSP takes (`Vcpu.injectExtInt`). */
   extInt(): number {
     return this.pic.acknowledge();
   }
