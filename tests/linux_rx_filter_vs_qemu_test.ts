@@ -108,7 +108,7 @@ async function answers(dir: string, initrd: string, program?: string): Promise<u
 
 Deno.test({
   name: "Linux drives virtio-net's control queue: query-rx-filter answers as QEMU's after each step (up, " +
-    "promisc, a VLAN, a new MAC)",
+    "promisc, a VLAN, a new MAC, a multicast overflow, a driver reload)",
   ignore: skip !== undefined,
   sanitizeResources: false,
   fn: retryNestedStalls(async () => {
