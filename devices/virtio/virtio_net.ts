@@ -439,17 +439,18 @@ export class VirtioNet implements VirtioDeviceModel {
 
   /**
    * Asks the driver to announce the card (gratuitous ARP and the like), as QEMU does after an
-   * incoming migration: with GUEST_ANNOUNCE and CTRL_VQ negotiated and the driver running, the
-   * status's ANNOUNCE bit is set and the configuration interrupt raised; the driver's ANNOUNCE ACK
-   * clears it. Returns whether it asked.
+   * incoming migration: with GUEST_ANNOUNCE and CTRL_VQ negotiated, the status's ANNOUNCE bit is set
+   * and, while the driver runs, the configuration interrupt raised; the driver's ANNOUNCE ACK clears
+   * it (a reset too). Returns whether it asked.
    */
   announce(): boolean {
     const device = this.#device;
     const f = this.#negotiated;
-    if (!device || !(device.status & VirtioStatus.DRIVER_OK) || device.broken) return false;
-    if (!has(f, VirtioNetFeature.GUEST_ANNOUNCE) || !has(f, VirtioNetFeature.CTRL_VQ)) return false;
+    if (!device || !has(f, VirtioNetFeature.GUEST_ANNOUNCE) || !has(f, VirtioNetFeature.CTRL_VQ)) {
+      return false;
+    }
     this.#config[6] |= VIRTIO_NET_S_ANNOUNCE;
-    device.configChanged();
+    device.configChanged(); // raised only while the driver runs (QEMU's virtio_notify_config)
     return true;
   }
 
