@@ -13,7 +13,7 @@ import { assemble, guestSource } from "../tests/guests/assemble.ts";
 import { enterRealMode, ifKvm, mapRam, reportKvmSkip } from "./_testing.ts";
 import { decodeExit, type VcpuExit } from "./exit.ts";
 import { GuestMemory } from "./guest_memory.ts";
-import { KVM_CAP_SPLIT_IRQCHIP } from "./ioctls.ts";
+import { KVM_CAP_SPLIT_IRQCHIP, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE } from "./ioctls.ts";
 import { Kvm } from "./kvm.ts";
 import { KvmError } from "./kvm_error.ts";
 
@@ -95,5 +95,38 @@ Deno.test({
     const vcpu = vm.createVcpu(0);
     assert.throws(() => vm.enableSplitIrqchip(), (e) => e instanceof KvmError && e.op === "KVM_ENABLE_CAP");
     assert.throws(() => vcpu.interrupt(256), /vector 256 is not between 0 and 255/);
+  },
+});
+
+Deno.test({
+  name:
+    "split irqchip: injectExtInt puts the vector in the vCPU's events and wakes it; with IF clear it queues it",
+  ...ifKvm,
+  fn() {
+    using kvm = Kvm.open();
+    using vm = kvm.createVm();
+    vm.enableSplitIrqchip(24);
+    using ram = new GuestMemory(2n << 20n);
+    mapRam(vm, ram);
+    const vcpu = vm.createVcpu(0);
+    enterRealMode(vcpu, ENTRY);
+    const regs = vcpu.getRegs();
+    // Interrupts off: the vector must wait for KVM's own check at entry (KVM_INTERRUPT), not be injected.
+    vcpu.setRegs({ ...regs, rflags: regs.rflags & ~0x200n });
+    assert.equal(vcpu.injectExtInt(0x30), "queued");
+    assert.equal(vcpu.getVcpuEvents().interrupt.injected, 0);
+    // A second vCPU, interrupts on and halted: the vector is in its events at once, and it runs again.
+    const other = vm.createVcpu(1);
+    enterRealMode(other, ENTRY);
+    const on = other.getRegs();
+    other.setRegs({ ...on, rflags: on.rflags | 0x200n });
+    other.setMpState(KVM_MP_STATE_HALTED);
+    const nmiBefore = other.getVcpuEvents().nmi;
+    assert.equal(other.injectExtInt(0x31), "events");
+    const events = other.getVcpuEvents();
+    assert.deepEqual([events.interrupt.injected, events.interrupt.nr, events.interrupt.soft], [1, 0x31, 0]);
+    assert.deepEqual(events.nmi, nmiBefore, "nothing else written");
+    assert.equal(other.getMpState(), KVM_MP_STATE_RUNNABLE);
+    assert.throws(() => other.injectExtInt(256), RangeError);
   },
 });

@@ -66,9 +66,7 @@ import type { StateObject, StateReader } from "../device_state.ts";
 import { VirtioStatus } from "./virtio_device.ts";
 import { type DescriptorChain, RamSpans, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
 import {
-  macTableCounts,
   VIRTIO_NET_ERR,
-  VIRTIO_NET_MAC_TABLE_ENTRIES,
   VIRTIO_NET_OK,
   VirtioNetCtrlClass,
   VirtioNetCtrlMac,
@@ -103,9 +101,9 @@ export const VIRTIO_NET_CTRL_QUEUE = 2;
 /** QEMU's size of the control queue. */
 export const VIRTIO_NET_CTRL_QUEUE_SIZE = 64;
 /**
- * Most bytes of data a control command is copied out of the ring with (a MAC table of 10,000
- * addresses and more). A larger MAC table is read where it lies, only the addresses the table can
- * hold (a longer list sets its overflow flag, as QEMU's); any other command that large is refused.
+ * Most bytes of data a control command is copied out of the ring with; a larger one is refused. A
+ * MAC table is never copied whole: it is read where it lies, only the addresses the table can hold
+ * (a longer list sets its overflow flag, as QEMU's), whatever its size.
  */
 export const VIRTIO_NET_CTRL_MAX_DATA = 65_536;
 /**
@@ -310,7 +308,8 @@ export class VirtioNet implements VirtioDeviceModel {
   readonly #onReceiveReady: () => void;
   readonly #setOffloads: (offloads: VirtioNetOffloads) => void;
   readonly #onRxFilterChanged: () => void;
-  readonly #config = new Uint8Array(VIRTIO_NET_CONFIG_SIZE);
+  /** The configuration's `status` (its `mac` is {@link rxFilter}'s address now). */
+  #status = VIRTIO_NET_S_LINK_UP;
   /** The header of the frame being received. */
   readonly #header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
   /** The header of the frame being sent. */
@@ -373,8 +372,6 @@ export class VirtioNet implements VirtioDeviceModel {
     this.#onReceiveReady = options.onReceiveReady ?? (() => {});
     this.#setOffloads = options.setOffloads ?? (() => {});
     this.#onRxFilterChanged = options.onRxFilterChanged ?? (() => {});
-    this.#config.set(mac);
-    this.#config[6] = VIRTIO_NET_S_LINK_UP; // status, little-endian u16
   }
 
   /** Remembers the device (the {@link VirtioDevice} constructor calls this). */
@@ -385,8 +382,7 @@ export class VirtioNet implements VirtioDeviceModel {
   /** Device reset: the receive filter, the card's address and the announcement as after power-on. */
   reset(): void {
     this.rxFilter.reset();
-    this.#config.set(this.rxFilter.mac);
-    this.#config[6] &= ~VIRTIO_NET_S_ANNOUNCE;
+    this.#status &= ~VIRTIO_NET_S_ANNOUNCE;
     this.#guestOffloads = 0n;
   }
 
@@ -449,7 +445,7 @@ export class VirtioNet implements VirtioDeviceModel {
     if (!device || !has(f, VirtioNetFeature.GUEST_ANNOUNCE) || !has(f, VirtioNetFeature.CTRL_VQ)) {
       return false;
     }
-    this.#config[6] |= VIRTIO_NET_S_ANNOUNCE;
+    this.#status |= VIRTIO_NET_S_ANNOUNCE;
     device.configChanged(); // raised only while the driver runs (QEMU's virtio_notify_config)
     return true;
   }
@@ -461,7 +457,7 @@ export class VirtioNet implements VirtioDeviceModel {
   saveState(): StateObject {
     return {
       mac: new Uint8Array(this.mac),
-      status: this.#config[6],
+      status: this.#status,
       guestOffloads: this.#guestOffloads,
       rxFilter: this.rxFilter.saveState(),
     };
@@ -471,21 +467,23 @@ export class VirtioNet implements VirtioDeviceModel {
   prepareState(r: StateReader): () => void {
     r.sameBytes("mac", new Uint8Array(this.mac), "another card?");
     const status = r.bits("status", VIRTIO_NET_S_LINK_UP | VIRTIO_NET_S_ANNOUNCE);
-    const guestOffloads = r.bigint("guestOffloads", { min: 0n, max: GUEST_OFFLOADS });
+    const guestOffloads = r.bigint("guestOffloads", { min: 0n });
     if (guestOffloads & ~GUEST_OFFLOADS) r.fail("guestOffloads", "names a bit that is not a receive offload");
     const applyFilter = this.rxFilter.prepareState(r.object("rxFilter"));
     return () => {
       applyFilter();
-      this.#config.set(this.rxFilter.mac);
-      this.#config[6] = status;
+      this.#status = status;
       this.#guestOffloads = guestOffloads;
     };
   }
 
   /** Reads the configuration structure (little-endian; writes are ignored, as for a 1.x driver). */
   readConfig(offset: number, size: number): number {
+    const mac = this.rxFilter.mac;
     let value = 0;
-    for (let i = size - 1; i >= 0; i--) value = value * 256 + this.#config[offset + i];
+    for (let i = offset + size - 1; i >= offset; i--) {
+      value = value * 256 + (i < 6 ? mac[i] : i === 6 ? this.#status : 0);
+    }
     return value;
   }
 
@@ -530,43 +528,20 @@ export class VirtioNet implements VirtioDeviceModel {
     chain.read(0, head);
     const length = chain.readableLength - 2;
     this.stats.ctrlCommands++;
-    if (length > VIRTIO_NET_CTRL_MAX_DATA) {
-      const answer = head[0] === VirtioNetCtrlClass.MAC && head[1] === VirtioNetCtrlMac.TABLE_SET
-        ? this.#largeMacTable(chain, length)
-        : VIRTIO_NET_ERR;
-      if (answer !== VIRTIO_NET_OK) this.stats.ctrlErrors++;
-      return answer;
+    let answer: number;
+    if (head[0] === VirtioNetCtrlClass.MAC && head[1] === VirtioNetCtrlMac.TABLE_SET) {
+      answer = this.rxFilter.macTableSet(length, (at, into) => chain.read(2 + at, into));
+      if (answer === VIRTIO_NET_OK) this.#onRxFilterChanged();
+    } else if (length > VIRTIO_NET_CTRL_MAX_DATA) {
+      answer = VIRTIO_NET_ERR;
+    } else {
+      if (this.#ctrlData.length < length) this.#ctrlData = new Uint8Array(length);
+      const data = this.#ctrlData.subarray(0, length);
+      chain.read(2, data);
+      answer = this.#command(head[0], head[1], data);
     }
-    if (this.#ctrlData.length < length) this.#ctrlData = new Uint8Array(length);
-    const data = this.#ctrlData.subarray(0, length);
-    chain.read(2, data);
-    const answer = this.#command(head[0], head[1], data);
     if (answer !== VIRTIO_NET_OK) this.stats.ctrlErrors++;
     return answer;
-  }
-
-  /** A TABLE_SET of `length` bytes too large to copy: its counts and the addresses the table holds, read in place. */
-  #largeMacTable(chain: DescriptorChain, length: number): number {
-    const word = new Uint8Array(4);
-    const u32 = (at: number) => {
-      if (at + 4 > length) return -1;
-      chain.read(2 + at, word);
-      return (word[0] | (word[1] << 8) | (word[2] << 16) | (word[3] << 24)) >>> 0;
-    };
-    const counts = macTableCounts(length, u32);
-    if (counts === null) return VIRTIO_NET_ERR;
-    const [uni, multi] = counts;
-    const fits = (n: number) => n <= VIRTIO_NET_MAC_TABLE_ENTRIES;
-    const read = (at: number, n: number) => {
-      const bytes = new Uint8Array(n * 6);
-      chain.read(2 + at, bytes);
-      return bytes;
-    };
-    const uniBytes = fits(uni) ? read(4, uni) : null;
-    const multiBytes = fits((uniBytes ? uni : 0) + multi) ? read(8 + uni * 6, multi) : null;
-    this.rxFilter.setMacTable(uni, uniBytes, multi, multiBytes);
-    this.#onRxFilterChanged();
-    return VIRTIO_NET_OK;
   }
 
   /** Carries out command `cmd` of class `cls` with `data`. */
@@ -580,15 +555,13 @@ export class VirtioNet implements VirtioDeviceModel {
       case VirtioNetCtrlClass.RX:
         return changed(filter.rxMode(cmd, data));
       case VirtioNetCtrlClass.MAC: {
-        const answer = filter.macCommand(cmd, data);
-        if (answer === VIRTIO_NET_OK && cmd === VirtioNetCtrlMac.ADDR_SET) this.#config.set(filter.mac);
-        return changed(answer);
+        return changed(filter.macCommand(cmd, data));
       }
       case VirtioNetCtrlClass.VLAN:
         return changed(filter.vlanCommand(cmd, data));
       case VirtioNetCtrlClass.ANNOUNCE:
-        if (cmd !== CTRL_ANNOUNCE_ACK || !(this.#config[6] & VIRTIO_NET_S_ANNOUNCE)) return VIRTIO_NET_ERR;
-        this.#config[6] &= ~VIRTIO_NET_S_ANNOUNCE;
+        if (cmd !== CTRL_ANNOUNCE_ACK || !(this.#status & VIRTIO_NET_S_ANNOUNCE)) return VIRTIO_NET_ERR;
+        this.#status &= ~VIRTIO_NET_S_ANNOUNCE;
         return VIRTIO_NET_OK;
       case VirtioNetCtrlClass.GUEST_OFFLOADS: {
         if (!has(this.#negotiated, VirtioNetFeature.CTRL_GUEST_OFFLOADS)) return VIRTIO_NET_ERR;

@@ -62,9 +62,14 @@ export const VIRTIO_NET_MAC_TABLE_ENTRIES = 64;
 /** VLAN ids (QEMU's `MAX_VLAN`). */
 const MAX_VLAN = 4096;
 const ETH_ALEN = 6;
-/** The RX-mode flags, in command order. */
-const RX_FLAGS = ["promisc", "allmulti", "alluni", "nomulti", "nouni", "nobcast"] as const;
-type RxFlag = typeof RX_FLAGS[number];
+/** The RX modes as bits of one number: bit n is RX command n's flag (virtio 1.2 5.1.6.5.1). */
+const PROMISC = 1 << VirtioNetCtrlRx.PROMISC;
+const ALLMULTI = 1 << VirtioNetCtrlRx.ALLMULTI;
+const ALLUNI = 1 << VirtioNetCtrlRx.ALLUNI;
+const NOMULTI = 1 << VirtioNetCtrlRx.NOMULTI;
+const NOUNI = 1 << VirtioNetCtrlRx.NOUNI;
+const NOBCAST = 1 << VirtioNetCtrlRx.NOBCAST;
+const ALL_MODES = 0x3f;
 
 /** What a {@link VirtioNetRxFilter} holds ({@link VirtioNetRxFilter.describe}). */
 export interface VirtioNetRxFilterInfo {
@@ -97,31 +102,6 @@ export interface VirtioNetRxFilterInfo {
   vlanTable: number[];
 }
 
-/**
- * A TABLE_SET payload of `length` bytes checked as QEMU checks it — a unicast count, at least that
- * many addresses' bytes, a multicast count, exactly that many addresses' bytes to the end — with
- * `u32(at)` reading the little-endian count at `at` of the payload (-1 past its end): the two
- * counts, or null when it is malformed.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { macTableCounts } from "./virtio_net_ctrl.ts";
- * // One unicast address (count, 6 bytes), then a multicast count of 0.
- * const counts = [1, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0];
- * const u32 = (at: number) => at + 4 <= counts.length ? counts[at] : -1;
- * assert.deepEqual(macTableCounts(counts.length, u32), [1, 0]);
- * assert.equal(macTableCounts(counts.length - 1, u32), null);
- * ```
- */
-export function macTableCounts(length: number, u32: (at: number) => number): [number, number] | null {
-  const uni = u32(0);
-  if (uni < 0 || uni * ETH_ALEN > length - 4) return null;
-  const multi = u32(4 + uni * ETH_ALEN);
-  if (multi < 0 || multi * ETH_ALEN !== length - 8 - uni * ETH_ALEN) return null;
-  return [uni, multi];
-}
-
 /** A byte-wise comparison of 6 bytes of `a` at `i` with `b` at `j`. */
 function sameMac(a: Uint8Array, i: number, b: Uint8Array | readonly number[], j: number): boolean {
   for (let k = 0; k < ETH_ALEN; k++) if (a[i + k] !== b[j + k]) return false;
@@ -151,12 +131,8 @@ export class VirtioNetRxFilter {
   readonly configuredMac: readonly number[];
   /** The card's address now (ADDR_SET changes it). */
   readonly mac: Uint8Array;
-  #promisc = true;
-  #allmulti = false;
-  #alluni = false;
-  #nomulti = false;
-  #nouni = false;
-  #nobcast = false;
+  /** The RX modes in force ({@link PROMISC} and the others). */
+  #modes = PROMISC;
   /** The MAC table: `inUse` addresses, the unicast ones before `firstMulti`. */
   readonly #macs = new Uint8Array(VIRTIO_NET_MAC_TABLE_ENTRIES * ETH_ALEN);
   #inUse = 0;
@@ -174,13 +150,7 @@ export class VirtioNetRxFilter {
 
   /** QEMU's `virtio_net_reset`: promiscuous, no table, no VLAN, the configured address. */
   reset(): void {
-    this.#promisc = true;
-    this.#allmulti =
-      this.#alluni =
-      this.#nomulti =
-      this.#nouni =
-      this.#nobcast =
-        false;
+    this.#modes = PROMISC;
     this.#macs.fill(0);
     this.#inUse = this.#firstMulti = 0;
     this.#uniOverflow = this.#multiOverflow = false;
@@ -198,52 +168,35 @@ export class VirtioNetRxFilter {
 
   /** Whether a received Ethernet `frame` (no virtio-net header) reaches the driver. */
   accepts(frame: Uint8Array): boolean {
-    if (this.#promisc) return true;
+    const modes = this.#modes;
+    if (modes & PROMISC) return true;
     if (frame.length >= 16 && frame[12] === 0x81 && frame[13] === 0x00) {
       const vid = ((frame[14] << 8) | frame[15]) & 0xfff;
       if (!(this.#vlans[vid >> 5] & (1 << (vid & 31)))) return false;
     }
     if (frame.length < ETH_ALEN) return false;
     if (frame[0] & 1) {
-      if (frame[0] === 0xff && frame.subarray(1, ETH_ALEN).every((b) => b === 0xff)) return !this.#nobcast;
-      if (this.#nomulti) return false;
-      if (this.#allmulti || this.#multiOverflow) return true;
+      if (frame[0] === 0xff && frame.subarray(1, ETH_ALEN).every((b) => b === 0xff)) {
+        return !(modes & NOBCAST);
+      }
+      if (modes & NOMULTI) return false;
+      if ((modes & ALLMULTI) || this.#multiOverflow) return true;
       for (let i = this.#firstMulti; i < this.#inUse; i++) {
         if (sameMac(this.#macs, i * ETH_ALEN, frame, 0)) return true;
       }
       return false;
     }
-    if (this.#nouni) return false;
-    if (this.#alluni || this.#uniOverflow || sameMac(frame, 0, this.mac, 0)) return true;
+    if (modes & NOUNI) return false;
+    if ((modes & ALLUNI) || this.#uniOverflow || sameMac(frame, 0, this.mac, 0)) return true;
     for (let i = 0; i < this.#firstMulti; i++) if (sameMac(this.#macs, i * ETH_ALEN, frame, 0)) return true;
     return false;
   }
 
   /** An RX-mode command: `data` starts with the on/off byte. */
   rxMode(cmd: number, data: Uint8Array): number {
-    const flag: RxFlag | undefined = RX_FLAGS[cmd];
-    if (flag === undefined || data.length < 1) return VIRTIO_NET_ERR;
-    const on = data[0] !== 0;
-    switch (flag) {
-      case "promisc":
-        this.#promisc = on;
-        break;
-      case "allmulti":
-        this.#allmulti = on;
-        break;
-      case "alluni":
-        this.#alluni = on;
-        break;
-      case "nomulti":
-        this.#nomulti = on;
-        break;
-      case "nouni":
-        this.#nouni = on;
-        break;
-      case "nobcast":
-        this.#nobcast = on;
-        break;
-    }
+    const bit = 1 << cmd;
+    if (!(bit & ALL_MODES) || data.length < 1) return VIRTIO_NET_ERR;
+    this.#modes = data[0] !== 0 ? this.#modes | bit : this.#modes & ~bit;
     return VIRTIO_NET_OK;
   }
 
@@ -255,34 +208,41 @@ export class VirtioNetRxFilter {
       return VIRTIO_NET_OK;
     }
     if (cmd !== VirtioNetCtrlMac.TABLE_SET) return VIRTIO_NET_ERR;
-    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-    const counts = macTableCounts(data.length, (at) => data.length >= at + 4 ? view.getUint32(at, true) : -1);
-    if (counts === null) return VIRTIO_NET_ERR;
-    const [uni, multi] = counts;
-    const uniBytes = uni <= VIRTIO_NET_MAC_TABLE_ENTRIES ? data.subarray(4, 4 + uni * ETH_ALEN) : null;
-    const multiAt = 8 + uni * ETH_ALEN;
-    this.setMacTable(uni, uniBytes, multi, data.subarray(multiAt, multiAt + multi * ETH_ALEN));
-    return VIRTIO_NET_OK;
+    return this.macTableSet(data.length, (at, into) => into.set(data.subarray(at, at + into.length)));
   }
 
   /**
-   * Puts a TABLE_SET's lists in the table: the unicast one (`uni` addresses, `uniBytes` of them, or
-   * null when there are more than the table holds) and then the multicast one (`multi` addresses:
-   * `multiBytes`, read only when they fit the entries left); a list that does not fit sets its
-   * overflow flag instead. The counts must have been checked against the command's size
-   * ({@link macTableCounts}).
+   * A TABLE_SET of `length` bytes that `read(at, into)` copies from (so that a device can read a
+   * large one where it lies): checked as QEMU checks it — a unicast count, at least that many
+   * addresses' bytes, a multicast count, exactly that many addresses' bytes to the end — and only
+   * the addresses the table can hold are read; a unicast list longer than its 64 entries, or a
+   * multicast list longer than the entries left, sets that list's overflow flag instead.
    */
-  setMacTable(uni: number, uniBytes: Uint8Array | null, multi: number, multiBytes: Uint8Array | null): void {
-    const uniOverflow = uni > VIRTIO_NET_MAC_TABLE_ENTRIES || uniBytes === null;
+  macTableSet(length: number, read: (at: number, into: Uint8Array) => void): number {
+    const word = new Uint8Array(4);
+    const u32 = (at: number) => {
+      if (at + 4 > length) return -1;
+      read(at, word);
+      return new DataView(word.buffer).getUint32(0, true);
+    };
+    const uni = u32(0);
+    if (uni < 0 || uni * ETH_ALEN > length - 4) return VIRTIO_NET_ERR;
+    const multiAt = 4 + uni * ETH_ALEN;
+    const multi = u32(multiAt);
+    if (multi < 0 || multi * ETH_ALEN !== length - multiAt - 4) return VIRTIO_NET_ERR;
+    const uniOverflow = uni > VIRTIO_NET_MAC_TABLE_ENTRIES;
     const firstMulti = uniOverflow ? 0 : uni;
-    const multiOverflow = firstMulti + multi > VIRTIO_NET_MAC_TABLE_ENTRIES || multiBytes === null;
+    const multiOverflow = firstMulti + multi > VIRTIO_NET_MAC_TABLE_ENTRIES;
     this.#macs.fill(0);
-    if (!uniOverflow) this.#macs.set(uniBytes!.subarray(0, uni * ETH_ALEN));
-    if (!multiOverflow) this.#macs.set(multiBytes!.subarray(0, multi * ETH_ALEN), firstMulti * ETH_ALEN);
+    if (!uniOverflow) read(4, this.#macs.subarray(0, uni * ETH_ALEN));
+    if (!multiOverflow) {
+      read(multiAt + 4, this.#macs.subarray(firstMulti * ETH_ALEN, (firstMulti + multi) * ETH_ALEN));
+    }
     this.#firstMulti = firstMulti;
     this.#inUse = firstMulti + (multiOverflow ? 0 : multi);
     this.#uniOverflow = uniOverflow;
     this.#multiOverflow = multiOverflow;
+    return VIRTIO_NET_OK;
   }
 
   /** A VLAN command: `data` starts with the little-endian id. */
@@ -303,13 +263,13 @@ export class VirtioNetRxFilter {
     const vlans: number[] = [];
     for (let vid = 0; vid < MAX_VLAN; vid++) if (this.#vlans[vid >> 5] & (1 << (vid & 31))) vlans.push(vid);
     return {
-      promiscuous: this.#promisc,
+      promiscuous: (this.#modes & PROMISC) !== 0,
       rxMode: {
-        allmulti: this.#allmulti,
-        alluni: this.#alluni,
-        nomulti: this.#nomulti,
-        nouni: this.#nouni,
-        nobcast: this.#nobcast,
+        allmulti: (this.#modes & ALLMULTI) !== 0,
+        alluni: (this.#modes & ALLUNI) !== 0,
+        nomulti: (this.#modes & NOMULTI) !== 0,
+        nouni: (this.#modes & NOUNI) !== 0,
+        nobcast: (this.#modes & NOBCAST) !== 0,
       },
       mac: [...this.mac],
       unicastOverflow: this.#uniOverflow,
@@ -322,10 +282,8 @@ export class VirtioNetRxFilter {
 
   /** The whole filter, for a snapshot. */
   saveState(): StateObject {
-    const rx = (this.#promisc ? 1 : 0) | (this.#allmulti ? 2 : 0) | (this.#alluni ? 4 : 0) |
-      (this.#nomulti ? 8 : 0) | (this.#nouni ? 16 : 0) | (this.#nobcast ? 32 : 0);
     return {
-      rxMode: rx,
+      rxMode: this.#modes,
       mac: this.mac.slice(),
       macs: this.#macs.slice(0, this.#inUse * ETH_ALEN),
       firstMulti: this.#firstMulti,
@@ -337,7 +295,7 @@ export class VirtioNetRxFilter {
 
   /** Checks a {@link saveState} result and returns the function that applies it. */
   prepareState(r: StateReader): () => void {
-    const rx = r.bits("rxMode", 0x3f);
+    const modes = r.bits("rxMode", ALL_MODES);
     const mac = r.bytes("mac", { length: ETH_ALEN });
     const macs = r.bytes("macs", { maxLength: VIRTIO_NET_MAC_TABLE_ENTRIES * ETH_ALEN });
     if (macs.length % ETH_ALEN) r.fail("macs", `is ${macs.length} bytes, not whole addresses`);
@@ -347,12 +305,7 @@ export class VirtioNetRxFilter {
     const multiOverflow = r.bool("multiOverflow");
     const vlans = r.bytes("vlans", { length: MAX_VLAN / 8 });
     return () => {
-      [this.#promisc, this.#allmulti, this.#alluni, this.#nomulti, this.#nouni, this.#nobcast] = RX_FLAGS.map(
-        (
-          _,
-          i,
-        ) => (rx & (1 << i)) !== 0,
-      );
+      this.#modes = modes;
       this.mac.set(mac);
       this.#macs.fill(0);
       this.#macs.set(macs);
