@@ -51,6 +51,7 @@ import {
   SNAPSHOT_FLAGS,
   snapshotCommand,
   type SnapshotFlags,
+  snapshotMissedLine,
   snapshotOnTimer,
   type SnapshotTimer,
   startSnapshotTimer,
@@ -134,7 +135,9 @@ options:
                           --dump-mtree it serves the board's map only, without running it (no KVM
                           needed), until Ctrl-C
   --snapshot-to DIR --snapshot-after DURATION
-                          write a snapshot into DIR once the guest has run DURATION (500ms, 2s)
+                          write a snapshot into DIR once the guest has run DURATION (500ms, 2s);
+                          a guest that stops first, or a snapshot that fails, ends the run with
+                          status 1 and says so
   --restore DIR           run the snapshot in DIR from where it stopped (-m, -smp, -drive and -device
                           may be given and must match it)
   --timings               print where the time and memory went (start-up, VM creation, guest run) on stderr
@@ -1450,6 +1453,7 @@ async function boot(
   let netRx: NetRxPoller | undefined;
   let machine: PcMachine | undefined;
   let snapshotTimer: SnapshotTimer | undefined;
+  let snapshotWritten = false;
   try {
     const machineOptions = {
       kvm,
@@ -1542,7 +1546,11 @@ async function boot(
     const whilePaused = <T>(fn: () => T): T => pc.whilePaused(fn);
     const serveMonitors = () => {
       if (netRx?.signalled) { for (const b of options.netBackends) b.pump(); }
-      if (snapshotTimer?.take()) io.err(snapshotOnTimer(options.snapshot, pc));
+      if (snapshotTimer?.take()) {
+        const taken = snapshotOnTimer(options.snapshot, pc);
+        snapshotWritten = taken.written;
+        io.err(taken.line);
+      }
       const news = vmConsole.take();
       if (news.input.length > 0) pc.input(news.input);
       let quit = news.quit;
@@ -1635,7 +1643,16 @@ async function boot(
         } at the guest's exit (guest RAM is counted as the guest touches it)`,
       );
     }
-    return report(outcome, io);
+    const status = report(outcome, io);
+    const missed = snapshotTimer &&
+      snapshotMissedLine(
+        options.snapshot,
+        { taken: snapshotTimer.taken, written: snapshotWritten },
+        ended - started,
+      );
+    if (missed === undefined) return status;
+    io.err(missed);
+    return outcome.kind === "quit" ? status : 1; // a quit was asked for; anything else failed the request
   } finally {
     vmConsoleOwned?.close(); // no kick reaches the vCPU after this, so its mapping can go
     snapshotTimer?.close(); // nor one from the snapshot timer

@@ -83,6 +83,11 @@ export class SnapshotTimer {
     return timer;
   }
 
+  /** Whether {@link take} has said yes: the snapshot was due and its turn came. */
+  get taken(): boolean {
+    return Atomics.load(this.#due, 0) === 2;
+  }
+
   /** VM thread: true once, when the time has come. */
   take(): boolean {
     if (Atomics.compareExchange(this.#due, 0, 1, 2) !== 1) return false;
@@ -213,13 +218,51 @@ function save(pc: PcMachine, dir: string, diff: boolean): SnapshotSummary {
   return { kind, dir, pages, stateBytes };
 }
 
-/** Takes the `--snapshot-to` snapshot (the timer said so); returns the line to print. */
-export function snapshotOnTimer(flags: SnapshotFlags, pc: PcMachine): string {
+/**
+ * Takes the `--snapshot-to` snapshot (the timer said so); returns the line to print, and whether
+ * the snapshot was written.
+ */
+export function snapshotOnTimer(flags: SnapshotFlags, pc: PcMachine): { line: string; written: boolean } {
   try {
-    return formatSnapshotSummary(save(pc, flags.to!.dir, false));
+    return { line: formatSnapshotSummary(save(pc, flags.to!.dir, false)), written: true };
   } catch (e) {
-    return `snapshot: ${isSnapshotError(e) || e instanceof Error ? (e as Error).message : String(e)}`;
+    const why = isSnapshotError(e) || e instanceof Error ? (e as Error).message : String(e);
+    return { line: `snapshot: ${why}`, written: false };
   }
+}
+
+/**
+ * The line for a run that ended with its `--snapshot-to` snapshot not written (the guest stopped
+ * before `--snapshot-after`'s time, or writing it failed), or undefined when it was written. A
+ * script that asked for a snapshot must not mistake such a run for one that made it: the front-end
+ * then ends with status 1.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { snapshotMissedLine } from "./snapshot_cli.ts";
+ * const flags = { to: { dir: "/tmp/s", afterMs: 2000 } };
+ * assert.equal(snapshotMissedLine(flags, { taken: true, written: true }, 5), undefined);
+ * assert.equal(
+ *   snapshotMissedLine(flags, { taken: false, written: false }, 5),
+ *   "snapshot: the guest stopped after 5 ms, before --snapshot-after 2000 ms: nothing written to /tmp/s",
+ * );
+ * assert.equal(
+ *   snapshotMissedLine(flags, { taken: true, written: false }, 2100),
+ *   "snapshot: not written to /tmp/s (the error is above)",
+ * );
+ * ```
+ */
+export function snapshotMissedLine(
+  flags: SnapshotFlags,
+  timer: { readonly taken: boolean; readonly written: boolean },
+  ranMs: number,
+): string | undefined {
+  if (!flags.to || timer.written) return undefined;
+  if (timer.taken) return `snapshot: not written to ${flags.to.dir} (the error is above)`;
+  return `snapshot: the guest stopped after ${
+    Math.round(ranMs)
+  } ms, before --snapshot-after ${flags.to.afterMs} ms: nothing written to ${flags.to.dir}`;
 }
 
 /** The monitor's `snapshot save DIR [--diff]` over `pc`. */

@@ -8,7 +8,7 @@ import { hostKvm } from "../kvm/host_kvm.ts";
 import { decodeSnapshot, encodeSnapshot } from "../machine/snapshot/snapshot_state.ts";
 import { crc32 } from "../machine/snapshot/format.ts";
 import type { CpuidEntry } from "../kvm/mod.ts";
-import { RING3_LOOP, SMP } from "../machine/guests/mod.ts";
+import { EXIT_STATUS, RING3_LOOP, SMP } from "../machine/guests/mod.ts";
 import { QmpClient } from "../examples/qmp_client.ts";
 
 /**
@@ -86,7 +86,6 @@ async function snapshotAndRestore(
     const orig = typeof point === "string"
       ? await run([...args, ...serial, "--snapshot-to", snap, "--snapshot-after", point])
       : await snapshotOnSerial([...args, ...serial], origFile, point.line, snap, `${dir}/qmp-${i}.sock`);
-    assert.equal(orig.code, full.code, orig.stderr);
     assert.equal(read(origFile), expected); // taking it changed nothing
     const landed = (() => {
       try {
@@ -95,7 +94,13 @@ async function snapshotAndRestore(
         return false;
       }
     })();
-    if (!landed) continue; // the guest had ended before the delay
+    if (!landed) {
+      // The guest had ended before the delay: the run says so and fails the request.
+      assert.equal(orig.code, 1, orig.stderr);
+      assert.match(orig.stderr, /^snapshot: the guest stopped after \d+ ms, before --snapshot-after/m);
+      continue;
+    }
+    assert.equal(orig.code, full.code, orig.stderr);
     const state = decodeSnapshot(Deno.readFileSync(`${snap}/state`));
     const cut = Number((state.board.frontEnd as { serialBytes: number }).serialBytes);
     const cpl = state.vcpus[0].sregs.cs.selector & 3;
@@ -383,3 +388,28 @@ Deno.test("a snapshot with a disk is refused without it, and with a disk that is
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test(
+  "a guest that stops before --snapshot-after ends the run with status 1 and one line, nothing written",
+  { ignore: KVM === "none" }, // any KVM: the exit-status guest stops at once, kvm_pvm included
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-missed-" });
+    try {
+      Deno.writeFileSync(`${dir}/exit_status.bin`, EXIT_STATUS);
+      const out = await run([
+        ...["-m", "32M", "-kernel", `${dir}/exit_status.bin`, "-serial", "null"],
+        ...["--snapshot-to", `${dir}/s`, "--snapshot-after", "60s"],
+      ]);
+      assert.equal(out.code, 1, out.stderr);
+      const lines = out.stderr.trimEnd().split("\n");
+      assert.equal(lines.length, 1, out.stderr);
+      assert.match(
+        lines[0],
+        /^snapshot: the guest stopped after \d+ ms, before --snapshot-after 60000 ms: nothing written to \S+\/s$/,
+      );
+      assert.throws(() => Deno.statSync(`${dir}/s`), Deno.errors.NotFound);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
