@@ -121,6 +121,19 @@ try {
     `import { main } from ${JSON.stringify(new URL("cli/main.ts", ROOT).href)};\n` +
       `Deno.exit(await main(Deno.args));\n`,
   );
+  // The floor under any run of this front-end: what main.ts does before main() — the bundle's
+  // freshness check and its import — and the FFI's first use, with no VM made.
+  const floor = `${dir}/floor.ts`;
+  await Deno.writeTextFile(
+    floor,
+    `import { bundleState } from ${JSON.stringify(new URL("cli/bundle_manifest.ts", ROOT).href)};\n` +
+      `const bundle = bundleState(new URL(${JSON.stringify(ROOT.href)}), new URL(${
+        JSON.stringify(BUILD.href)
+      }));\n` +
+      `if (!bundle.fresh) throw new Error("the bundle is not fresh");\n` +
+      `await import(bundle.entry.href);\n` +
+      `Deno.dlopen("libc.so.6", { getpid: { parameters: [], result: "i32" } }).close();\n`,
+  );
   const ourArgs = (main: string) => [
     "run",
     ...START_FLAGS,
@@ -138,8 +151,10 @@ try {
   const SOURCE = "kvm-ts cli/main.ts (source)";
   const MICROVM = "qemu-system-x86_64 -machine microvm";
   const BARE = "reference: deno run of an empty file";
+  const FLOOR = "floor: main.ts's loading and FFI, no VM";
   const configs: Config[] = [
     { name: BARE, command: deno, args: ["run", empty], runs: RUNS, guest: false },
+    { name: FLOOR, command: deno, args: ["run", ...START_FLAGS, floor], runs: RUNS, guest: false },
     { name: OURS, command: deno, args: ourArgs(MAIN), runs: RUNS, guest: true, from: "the bundle" },
     {
       name: `${OURS} -machine kernel-irqchip=split`,
