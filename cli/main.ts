@@ -1679,6 +1679,7 @@ function monitorView(pc: PcMachine): MonitorMachine {
     infoPci: () => pc.infoPci(),
     infoPic: () => pc.infoPic(),
     rxFilters: () => pc.rxFilters(),
+    announceSelf: (params, options) => pc.announceSelf(params, options),
     cpus: pc.cpus,
     threadIds: () => pc.threadIds(),
     readPhysical: (addr, length) => {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { DEFAULT_ANNOUNCE } from "../devices/net_announce.ts";
 import { formatSnapshotSummary, MonitorCommands } from "./monitor_commands.ts";
 import { QmpError } from "./qmp_session.ts";
 
@@ -28,6 +29,7 @@ const HELP = [
   "memsave ADDR SIZE FILE   save SIZE bytes at virtual ADDR (CPU 0's page tables) to FILE",
   "pmemsave ADDR SIZE FILE  save SIZE bytes at physical ADDR to FILE",
   "snapshot save DIR [--diff]  write a snapshot (--diff: only pages written since the last one)",
+  "announce_self [NICS] [ID]  announce the network cards (a RARP each, drivers asked to) in 5 rounds",
   "quit | q              end the emulation",
   "help                  this text",
 ].join("\n");
@@ -105,6 +107,14 @@ export function runMonitorCommand(commands: MonitorCommands, line: string): Moni
       }
       case "info":
         return done(info(commands, rest, line.trim()));
+      case "announce_self": {
+        const [interfaces, id] = rest;
+        commands.announceSelf(DEFAULT_ANNOUNCE, {
+          ...(interfaces !== undefined ? { interfaces: interfaces.split(",").filter((n) => n !== "") } : {}),
+          ...(id !== undefined ? { id } : {}),
+        });
+        return done("");
+      }
       case "snapshot": {
         const [verb, dir, ...flags] = rest;
         if (verb !== "save" || dir === undefined || flags.some((f) => f !== "--diff")) {

@@ -11,6 +11,7 @@ import type { MtreeOptions } from "../memory/mod.ts";
 import type { NicRxFilter } from "../machine/pc/pc_machine.ts";
 import type { Json } from "./qmp_json.ts";
 import { QMP_VERSION, QmpError } from "./qmp_session.ts";
+import { type AnnounceParameters, announceProblem } from "../devices/net_announce.ts";
 
 /** What the monitor needs of a machine (`PcMachine` has all of it; tests give a fake). */
 export interface MonitorMachine {
@@ -28,6 +29,15 @@ export interface MonitorMachine {
   rxFilters?(): NicRxFilter[];
   /** The `-netdev` ids (net clients that are not cards), in command-line order. */
   netdevIds?(): string[];
+  /**
+   * QEMU's self-announcement of the network cards (`PcMachine.announceSelf`).
+   *
+   * @throws {RangeError} for parameters out of bounds.
+   */
+  announceSelf?(
+    params: AnnounceParameters,
+    options: { readonly interfaces?: readonly string[]; readonly id?: string },
+  ): void;
   /** Number of vCPUs. */
   readonly cpus: number;
   /** The host thread id of each vCPU. */
@@ -105,6 +115,7 @@ export const QMP_COMMANDS = [
   "query-status",
   "x-kvmts-snapshot-save",
   "query-rx-filter",
+  "announce-self",
 ] as const;
 
 /** The block size of `memsave` and `pmemsave` reads, QEMU's. */
@@ -347,6 +358,20 @@ export class MonitorCommands {
    * `snapshot save DIR [--diff]` (this front-end's; QMP `x-kvmts-snapshot-save`): a snapshot of
    * the machine, every vCPU held out of KVM_RUN while it is written; the run then goes on as it was.
    */
+  /**
+   * `announce-self` (QMP; HMP `announce_self` with QEMU's migration defaults): each network card
+   * announces itself in `params.rounds` rounds — a RARP frame through its backend, and its driver
+   * asked to announce it. A machine without cards does nothing, as QEMU's.
+   */
+  announceSelf(
+    params: AnnounceParameters,
+    options: { readonly interfaces?: readonly string[]; readonly id?: string } = {},
+  ): void {
+    const problem = announceProblem(params);
+    if (problem !== undefined) throw new QmpError("GenericError", `Parameter ${problem}`);
+    this.#machine.announceSelf?.(params, options);
+  }
+
   snapshotSave(dir: string, diff: boolean): SnapshotSummary {
     if (!this.#machine.snapshot) throw new QmpError("GenericError", "this machine cannot take snapshots");
     try {

@@ -11,7 +11,7 @@ import { runMonitorCommand } from "./monitor.ts";
 import type { Json } from "./qmp_json.ts";
 import { QmpError } from "./qmp_session.ts";
 
-type ArgType = "int" | "str" | "bool";
+type ArgType = "int" | "str" | "bool" | "str-list";
 type Schema = [name: string, type: ArgType, optional?: boolean][];
 type Args = { [key: string]: Json };
 
@@ -31,21 +31,42 @@ const SCHEMAS: Record<(typeof QMP_COMMANDS)[number], Schema> = {
   "query-status": [],
   "x-kvmts-snapshot-save": [["dir", "str"], ["diff", "bool", true]],
   "query-rx-filter": [["name", "str", true]],
+  "announce-self": [
+    ["initial", "int"],
+    ["max", "int"],
+    ["rounds", "int"],
+    ["step", "int"],
+    ["interfaces", "str-list", true],
+    ["id", "str", true],
+  ],
 };
 
 const INT64_MIN = -(1n << 63n);
 const INT64_MAX = (1n << 63n) - 1n;
 
 /** Checks `args` against `schema` as QEMU's visitor does; the checked values, ints as bigint. */
-function checkArgs(schema: Schema, args: Args): Record<string, bigint | string | boolean | undefined> {
-  const out: Record<string, bigint | string | boolean | undefined> = {};
+function checkArgs(
+  schema: Schema,
+  args: Args,
+): Record<string, bigint | string | boolean | string[] | undefined> {
+  const out: Record<string, bigint | string | boolean | string[] | undefined> = {};
   for (const [name, type, optional] of schema) {
     const value = Object.hasOwn(args, name) ? args[name] : undefined;
     if (value === undefined) {
       if (!optional) throw new QmpError("GenericError", `Parameter '${name}' is missing`);
       continue;
     }
-    if (type === "str") {
+    if (type === "str-list") {
+      if (!Array.isArray(value)) {
+        throw new QmpError("GenericError", `Invalid parameter type for '${name}', expected: array`);
+      }
+      value.forEach((item, i) => {
+        if (typeof item !== "string") {
+          throw new QmpError("GenericError", `Invalid parameter type for '${name}[${i}]', expected: string`);
+        }
+      });
+      out[name] = value as string[];
+    } else if (type === "str") {
       if (typeof value !== "string") {
         throw new QmpError("GenericError", `Invalid parameter type for '${name}', expected: string`);
       }
@@ -124,6 +145,21 @@ export function runQmpCommand(commands: MonitorCommands, name: string, args: Arg
       return commands.queryCommands();
     case "query-rx-filter":
       return commands.queryRxFilter(a.name as string | undefined);
+    case "announce-self": {
+      // QEMU takes any int64 here; out of this product's bounds the command is refused.
+      const int = (name: string) => {
+        const v = a[name] as bigint;
+        return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : NaN;
+      };
+      commands.announceSelf(
+        { initial: int("initial"), max: int("max"), rounds: int("rounds"), step: int("step") },
+        {
+          ...(a.interfaces !== undefined ? { interfaces: a.interfaces as string[] } : {}),
+          ...(a.id !== undefined ? { id: a.id as string } : {}),
+        },
+      );
+      return {};
+    }
     case "memsave": {
       const cpu = a["cpu-index"] as bigint | undefined;
       const index = cpu === undefined

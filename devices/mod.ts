@@ -191,3 +191,13 @@ export {
   PM1_TMR_BIT,
   PM1_WAK_STS_BIT,
 } from "./acpi_pm.ts";
+export type { DeviceTimers } from "./device_timers.ts";
+export {
+  ANNOUNCE_FRAME_SIZE,
+  ANNOUNCE_LIMITS,
+  announceDelay,
+  type AnnounceParameters,
+  announceProblem,
+  DEFAULT_ANNOUNCE,
+  selfAnnounceFrame,
+} from "./net_announce.ts";

@@ -154,3 +154,32 @@ export function ip(...args: string[]): string {
   if (!out.success) throw new Error(`ip ${args.join(" ")}: ${text.decode(out.stderr)}`);
   return text.decode(out.stdout);
 }
+
+/** A network namespace of a test's own holding one tap; {@link tapInNamespace} makes it. */
+export interface TapNamespace extends Disposable {
+  /** The namespace's name (`ip netns exec NAME …` runs a program in it). */
+  readonly namespace: string;
+  /** The tap's name. */
+  readonly tap: string;
+}
+
+/**
+ * A new network namespace (`prefix` and a random suffix) with a tap `tap` in it — with the
+ * virtio-net header (`vnet_hdr`), as QEMU's and this product's card want it —, `address` on it
+ * (CIDR), and up, with the namespace's loopback up too. Disposing of it deletes the namespace, and the tap with it. Needs root (see
+ * {@link tapSkipReason}).
+ */
+export function tapInNamespace(prefix: string, tap: string, address: string): TapNamespace {
+  const namespace = `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+  ip("netns", "add", namespace);
+  try {
+    ip("-n", namespace, "link", "set", "dev", "lo", "up");
+    ip("-n", namespace, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr");
+    ip("-n", namespace, "addr", "add", address, "dev", tap);
+    ip("-n", namespace, "link", "set", "dev", tap, "up");
+  } catch (error) {
+    ip("netns", "del", namespace);
+    throw error;
+  }
+  return { namespace, tap, [Symbol.dispose]: () => void ip("netns", "del", namespace) };
+}

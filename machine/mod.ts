@@ -322,6 +322,7 @@ export {
   x2apicIrqchipProblem,
   XAPIC_MAX_CPUS,
 } from "./pc/pc_machine.ts";
+export { VmTimers } from "./vm_timers.ts";
 // What PcMachine.snapshot takes and returns, and the front-end's own value it stores.
 export type { SnapshotOptions, SnapshotResult } from "./snapshot/snapshot.ts";
 export type { SnapValue } from "./snapshot/format.ts";
@@ -347,6 +348,8 @@ export type {
 } from "../memory/mod.ts";
 export type {
   AcpiPm,
+  AnnounceParameters,
+  DeviceTimers,
   IrqLine,
   PciAddress,
   PciBusSpaces,

@@ -19,7 +19,7 @@
 import assert from "node:assert/strict";
 import { QmpClient } from "../examples/qmp_client.ts";
 import { hostKvm } from "../kvm/mod.ts";
-import { ip, tapSkipReason } from "../kvm/_testing.ts";
+import { tapInNamespace, tapSkipReason } from "../kvm/_testing.ts";
 import { GuestConsole, retryNestedStalls } from "./_guest_console.ts";
 import { probeQemu, QEMU } from "./_qemu.ts";
 import {
@@ -71,12 +71,9 @@ async function connect(path: string, guest: GuestConsole): Promise<QmpClient> {
 
 /** Boots `args` (QEMU's when `program` is given) in a namespace with a tap; each step's answer. */
 async function answers(dir: string, initrd: string, program?: string): Promise<unknown[]> {
-  const namespace = `kvmts-rx-${crypto.randomUUID().slice(0, 8)}`;
-  ip("netns", "add", namespace);
-  try {
-    ip("-n", namespace, "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr");
-    ip("-n", namespace, "addr", "add", "10.0.2.2/24", "dev", TAP);
-    ip("-n", namespace, "link", "set", "dev", TAP, "up");
+  using ns = tapInNamespace("kvmts-rx", TAP, "10.0.2.2/24");
+  const namespace = ns.namespace;
+  {
     const socket = `${dir}/qmp-${program ? "qemu" : "ours"}.sock`;
     const card = [
       ...["-netdev", `tap,id=n0,ifname=${TAP},script=no,downscript=no${program ? ",vhost=off" : ""}`],
@@ -101,8 +98,6 @@ async function answers(dir: string, initrd: string, program?: string): Promise<u
     }
     await powerOff(guest, at);
     return out;
-  } finally {
-    ip("netns", "del", namespace);
   }
 }
 

@@ -29,7 +29,7 @@
 import assert from "node:assert/strict";
 import { VIRTIO_NET_FEATURE_PROPERTIES } from "../devices/virtio/mod.ts";
 import { hostKvm } from "../kvm/mod.ts";
-import { ip, tapSkipReason } from "../kvm/_testing.ts";
+import { ip, tapInNamespace, tapSkipReason } from "../kvm/_testing.ts";
 import { GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
 import {
   linuxArgs,
@@ -216,21 +216,11 @@ for (const msi of [true, false]) {
     ignore: skip !== undefined,
     sanitizeResources: false,
     fn: retryNestedStalls(async () => {
-      const suffix = crypto.randomUUID().slice(0, 8);
-      const namespace = `kvmts-test-${suffix}`;
       const dir = await Deno.makeTempDir({ prefix: "kvm-ts-net-" });
       try {
-        ip("netns", "add", namespace);
-      } catch (error) {
-        await Deno.remove(dir, { recursive: true });
-        throw error;
-      }
-      try {
         // The host side, as the README tells a user: a tap with an address, up before the VM starts.
-        ip("-n", namespace, "link", "set", "dev", "lo", "up");
-        ip("-n", namespace, "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr");
-        ip("-n", namespace, "addr", "add", `${HOST_ADDRESS}/24`, "dev", TAP);
-        ip("-n", namespace, "link", "set", "dev", TAP, "up");
+        using ns = tapInNamespace("kvmts-test", TAP, `${HOST_ADDRESS}/24`);
+        const namespace = ns.namespace;
 
         const served = randomBytes(TRANSFER_SIZE);
         const servedSum = await sha256(served);
@@ -340,12 +330,8 @@ for (const msi of [true, false]) {
         );
         await powerOff(guest, at);
       } finally {
-        // The VM and the servers went with their `await using`; the namespace takes the tap along.
-        try {
-          ip("netns", "del", namespace);
-        } finally {
-          await Deno.remove(dir, { recursive: true });
-        }
+        // The VM and the servers went with their `await using`; the namespace took the tap along.
+        await Deno.remove(dir, { recursive: true });
       }
     }),
   });

@@ -4,15 +4,20 @@
  * restore asks its driver to announce the card (GUEST_ANNOUNCE, as QEMU after a migration), so the
  * guest sends a gratuitous ARP that the host — which forgot the guest before the snapshot, and
  * learns addresses from such ARPs (`arp_accept`) — uses to learn the guest's MAC again unasked.
+ * As QEMU after an incoming migration, the announcement comes in five rounds, each both a RARP frame
+ * the VMM sends from the card's address and a gratuitous ARP of the guest's driver: a raw socket on
+ * the tap counts five of each.
  *
- * Needs root, /dev/net/tun, iproute2 and a hardware-style KVM (the nested VM where there is none).
+ * Needs root, /dev/net/tun, iproute2, python3 (the raw socket) and a hardware-style KVM (the nested
+ * VM where there is none).
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import { hostKvm } from "../kvm/mod.ts";
-import { ip, tapSkipReason } from "../kvm/_testing.ts";
+import { ip, tapInNamespace, tapSkipReason } from "../kvm/_testing.ts";
+import { FrameCapture, python3Missing } from "./_frame_capture.ts";
 import { SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { escape, GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
 import {
@@ -36,7 +41,8 @@ const GUEST = "10.0.2.15";
 /** How long the host may take to hear the restored guest's announcement. */
 const ANNOUNCE_DEADLINE_MS = 60_000;
 
-const skip = missingLinuxGuest(KERNEL, busybox) ?? tapSkipReason() ?? linuxKvmSkip(hostKvm());
+const skip = missingLinuxGuest(KERNEL, busybox) ?? tapSkipReason() ?? python3Missing() ??
+  linuxKvmSkip(hostKvm());
 if (skip) console.log(`tests/snapshot_net_test.ts: skipped: ${skip}`);
 
 /** The host's neighbour entry for the guest, as `ip neigh` prints it, or "" when there is none. */
@@ -50,13 +56,10 @@ Deno.test({
   ignore: skip !== undefined,
   sanitizeResources: false,
   fn: retryNestedStalls(async () => {
-    const namespace = `kvmts-snapnet-${crypto.randomUUID().slice(0, 8)}`;
     const dir = await Deno.makeTempDir({ prefix: "kvm-ts-snap-net-" });
-    ip("netns", "add", namespace);
     try {
-      ip("-n", namespace, "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr");
-      ip("-n", namespace, "addr", "add", `${HOST}/24`, "dev", TAP);
-      ip("-n", namespace, "link", "set", "dev", TAP, "up");
+      using ns = tapInNamespace("kvmts-snapnet", TAP, `${HOST}/24`);
+      const namespace = ns.namespace;
       // The host learns a neighbour from a gratuitous ARP only with arp_accept (Linux's default: 0).
       const sysctl = await new Deno.Command("ip", {
         args: [
@@ -107,6 +110,8 @@ Deno.test({
         assert.equal(await guest.status(), 0);
       }
       assert.doesNotMatch(hostNeighbour(namespace), /lladdr/, "still forgotten after the first run");
+      await using capture = new FrameCapture(namespace, TAP);
+      await capture.ready;
       await using restored = new GuestConsole(["--restore", snap, ...card], { prefix });
       // The announcement: the host learns the guest's MAC with nothing asked of the guest.
       const deadline = Date.now() + ANNOUNCE_DEADLINE_MS;
@@ -116,6 +121,14 @@ Deno.test({
         neighbour = hostNeighbour(namespace);
       }
       assert.match(neighbour, new RegExp(`lladdr ${MAC}`), `the host never heard the guest announce itself`);
+      // Five rounds (QEMU's announce-rounds), 50 to 350 ms apart: a RARP from the VMM and a
+      // gratuitous ARP from the driver in each, and no more once they are over.
+      const announcements = () => countAnnouncements(capture.frames);
+      while (
+        (announcements().rarp < 5 || announcements().garp < 5) && Date.now() < deadline
+      ) await new Promise((resolve) => setTimeout(resolve, 250));
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      assert.deepEqual(announcements(), { rarp: 5, garp: 5 }, capture.frames.join("\n"));
       await restored.type("\r");
       let at =
         (await restored.waitFor(new RegExp(escape(SHELL_PROMPT)), 0, "the shell prompt after the restore"))
@@ -129,11 +142,26 @@ Deno.test({
       assert.doesNotMatch(restored.text, /needs a reset/, "the card logged a protocol error");
       await powerOff(restored, at);
     } finally {
-      try {
-        ip("netns", "del", namespace);
-      } finally {
-        await Deno.remove(dir, { recursive: true });
-      }
+      await Deno.remove(dir, { recursive: true });
     }
   }),
 });
+
+/**
+ * The RARP frames from the card's address (the VMM's announcements) and the gratuitous ARPs from
+ * the guest (sender and target address the guest's: its driver's) among `frames` (hex).
+ */
+function countAnnouncements(frames: readonly string[]): { rarp: number; garp: number } {
+  const mac = MAC.replaceAll(":", "");
+  const guestIp = GUEST.split(".").map((n) => Number(n).toString(16).padStart(2, "0")).join("");
+  let rarp = 0;
+  let garp = 0;
+  for (const f of frames) {
+    if (f.slice(12, 24) !== mac) continue;
+    const type = f.slice(24, 28);
+    if (type === "8035") rarp++;
+    // ARP: sender protocol address at byte 28, target protocol address at byte 38.
+    else if (type === "0806" && f.slice(56, 64) === guestIp && f.slice(76, 84) === guestIp) garp++;
+  }
+  return { rarp, garp };
+}

@@ -48,15 +48,18 @@
  *   header bytes or the answer byte is a protocol error (QEMU's "ctrl missing headers"); a command
  *   whose data is larger than {@link VIRTIO_NET_CTRL_MAX_DATA} is refused, but for a MAC table,
  *   which is read in place;
- * - {@link VirtioNet.announce} asks a driver that negotiated GUEST_ANNOUNCE to announce the card
- *   (a restored machine calls it, as QEMU after an incoming migration);
+ * - announcements (QEMU's GUEST_ANNOUNCE handling): after a restore ({@link VirtioNet.restored}) the
+ *   driver is asked to announce the card in {@link DEFAULT_ANNOUNCE}'s five rounds, as QEMU after an
+ *   incoming migration — the first at once, each next one {@link announceDelay} after the driver's
+ *   ANNOUNCE ACK of the last, on the machine's {@link VirtioNetOptions.timers} (one round without
+ *   them); {@link VirtioNet.announce} asks once, for a round of the machine's own self-announcement
+ *   (QMP `announce-self`), unless those rounds are still running;
  * - {@link VirtioNetOptions.setOffloads} tells the backend what the driver accepts to receive
  *   (QEMU's `virtio_net_apply_guest_offloads`): at FEATURES_OK, at a GUEST_OFFLOADS command and
  *   after a snapshot's state is loaded. A reset leaves the backend as it was until the next
  *   FEATURES_OK, as QEMU's does;
- * - not here, unlike QEMU: multiqueue (QEMU's `mq` is off by default too), the repeated announcement
- *   rounds after a migration (one announcement here), and the checksum fix-up of DHCP replies for old
- *   dhclients (`work_around_broken_dhclient`).
+ * - not here, unlike QEMU: multiqueue (QEMU's `mq` is off by default too), and the checksum fix-up of
+ *   DHCP replies for old dhclients (`work_around_broken_dhclient`).
  *
  * @module
  */
@@ -64,6 +67,8 @@
 import type { VirtioDevice, VirtioDeviceModel } from "./virtio_device.ts";
 import type { StateObject, StateReader } from "../device_state.ts";
 import { VirtioStatus } from "./virtio_device.ts";
+import type { DeviceTimers } from "../device_timers.ts";
+import { announceDelay, DEFAULT_ANNOUNCE } from "../net_announce.ts";
 import { type DescriptorChain, RamSpans, VirtioProtocolError, type Virtqueue } from "./virtqueue.ts";
 import {
   VIRTIO_NET_ERR,
@@ -201,6 +206,8 @@ export interface VirtioNetOptions {
   setOffloads?: (offloads: VirtioNetOffloads) => void;
   /** Size of the receive and the transmit queue (default 256). */
   queueSize?: number;
+  /** The machine's timers, for the announcement rounds after a restore (without them: one round). */
+  timers?: DeviceTimers;
 }
 
 /**
@@ -333,6 +340,10 @@ export class VirtioNet implements VirtioDeviceModel {
   #guestOffloads = 0n;
   /** The control command's data, copied out of the chain, reused. */
   #ctrlData = new Uint8Array(64);
+  readonly #timers: DeviceTimers | undefined;
+  /** Announcement rounds still to come after a restore (QEMU's `announce_timer.round`), and their timer. */
+  #announceRounds = 0;
+  #cancelAnnounce: (() => void) | undefined;
 
   /**
    * A network card sending through `send`.
@@ -372,6 +383,7 @@ export class VirtioNet implements VirtioDeviceModel {
     this.#onReceiveReady = options.onReceiveReady ?? (() => {});
     this.#setOffloads = options.setOffloads ?? (() => {});
     this.#onRxFilterChanged = options.onRxFilterChanged ?? (() => {});
+    this.#timers = options.timers;
   }
 
   /** Remembers the device (the {@link VirtioDevice} constructor calls this). */
@@ -382,6 +394,7 @@ export class VirtioNet implements VirtioDeviceModel {
   /** Device reset: the receive filter, the card's address and the announcement as after power-on. */
   reset(): void {
     this.rxFilter.reset();
+    this.#stopAnnounceRounds();
     this.#status &= ~VIRTIO_NET_S_ANNOUNCE;
     this.#guestOffloads = 0n;
   }
@@ -428,26 +441,58 @@ export class VirtioNet implements VirtioDeviceModel {
     });
   }
 
-  /** After a restore: {@link announce}. */
+  /**
+   * After a restore (QEMU's post-load): with GUEST_ANNOUNCE and CTRL_VQ negotiated, the driver is
+   * asked to announce the card in {@link DEFAULT_ANNOUNCE}'s rounds, the first now.
+   */
   restored(): void {
-    this.announce();
+    this.#stopAnnounceRounds();
+    if (!this.#canAnnounce()) return;
+    this.#announceRounds = DEFAULT_ANNOUNCE.rounds;
+    this.#announceRound();
+  }
+
+  /** Announcement rounds still to come after a restore (0 once they are over, or after a reset). */
+  get announceRoundsLeft(): number {
+    return this.#announceRounds;
   }
 
   /**
-   * Asks the driver to announce the card (gratuitous ARP and the like), as QEMU does after an
-   * incoming migration: with GUEST_ANNOUNCE and CTRL_VQ negotiated, the status's ANNOUNCE bit is set
-   * and, while the driver runs, the configuration interrupt raised; the driver's ANNOUNCE ACK clears
-   * it (a reset too). Returns whether it asked.
+   * Asks the driver once to announce the card (gratuitous ARP and the like), for a round of the
+   * machine's self-announcement (QEMU's `virtio_net_announce`): with GUEST_ANNOUNCE and CTRL_VQ
+   * negotiated, and no rounds of a restore still running (they ask on their own), the status's
+   * ANNOUNCE bit is set and, while the driver runs, the configuration interrupt raised; the
+   * driver's ANNOUNCE ACK clears it (a reset too). Returns whether it asked.
    */
   announce(): boolean {
-    const device = this.#device;
-    const f = this.#negotiated;
-    if (!device || !has(f, VirtioNetFeature.GUEST_ANNOUNCE) || !has(f, VirtioNetFeature.CTRL_VQ)) {
-      return false;
-    }
-    this.#status |= VIRTIO_NET_S_ANNOUNCE;
-    device.configChanged(); // raised only while the driver runs (QEMU's virtio_notify_config)
+    if (this.#announceRounds > 0 || !this.#canAnnounce()) return false;
+    this.#notifyAnnounce();
     return true;
+  }
+
+  #canAnnounce(): boolean {
+    const f = this.#negotiated;
+    return this.#device !== undefined && has(f, VirtioNetFeature.GUEST_ANNOUNCE) &&
+      has(f, VirtioNetFeature.CTRL_VQ);
+  }
+
+  #notifyAnnounce(): void {
+    this.#status |= VIRTIO_NET_S_ANNOUNCE;
+    this.#device!.configChanged(); // raised only while the driver runs (QEMU's virtio_notify_config)
+  }
+
+  /** One round of a restore's announcement (QEMU's `virtio_net_announce_timer`). */
+  #announceRound(): void {
+    this.#cancelAnnounce = undefined;
+    this.#announceRounds--;
+    this.#notifyAnnounce();
+    if (!this.#timers) this.#announceRounds = 0; // nothing to wait with: one round
+  }
+
+  #stopAnnounceRounds(): void {
+    this.#cancelAnnounce?.();
+    this.#cancelAnnounce = undefined;
+    this.#announceRounds = 0;
   }
 
   /**
@@ -562,6 +607,12 @@ export class VirtioNet implements VirtioDeviceModel {
       case VirtioNetCtrlClass.ANNOUNCE:
         if (cmd !== CTRL_ANNOUNCE_ACK || !(this.#status & VIRTIO_NET_S_ANNOUNCE)) return VIRTIO_NET_ERR;
         this.#status &= ~VIRTIO_NET_S_ANNOUNCE;
+        if (this.#announceRounds > 0 && this.#timers) {
+          // The next round of a restore's announcement, a step later than the last gap.
+          this.#cancelAnnounce?.();
+          const delay = announceDelay(DEFAULT_ANNOUNCE, this.#announceRounds);
+          this.#cancelAnnounce = this.#timers.after(delay, () => this.#announceRound());
+        }
         return VIRTIO_NET_OK;
       case VirtioNetCtrlClass.GUEST_OFFLOADS: {
         if (!has(this.#negotiated, VirtioNetFeature.CTRL_GUEST_OFFLOADS)) return VIRTIO_NET_ERR;

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import type { DeviceTimers } from "../device_timers.ts";
+import { VmTimers } from "../../machine/vm_timers.ts";
 import fc from "fast-check";
 import { StateReader } from "../device_state.ts";
 import { ByteRam, DriverQueue, ViewRam } from "./_test_util.ts";
@@ -32,8 +34,14 @@ const TX_BUF = 0x40_0000;
  * space's RAM that gives views, so the queues use caches and frames can be sent in place.
  */
 function setup(
-  options: { eventIdx?: boolean; rxDriverOk?: boolean; views?: boolean; accept?: bigint; offer?: bigint } =
-    {},
+  options: {
+    eventIdx?: boolean;
+    rxDriverOk?: boolean;
+    views?: boolean;
+    accept?: bigint;
+    offer?: bigint;
+    timers?: DeviceTimers;
+  } = {},
 ) {
   const ram = options.views ? new ViewRam(0x80_0000) : new ByteRam(0x80_0000);
   const sent: Uint8Array[] = [];
@@ -58,6 +66,7 @@ function setup(
     onRxFilterChanged: () => void filterChanges++,
     queueSize: SIZE,
     features: options.offer,
+    timers: options.timers,
   });
   const log: string[] = [];
   const dev = new VirtioDevice(net, { memory: ram, log: (l) => log.push(l) });
@@ -876,6 +885,61 @@ Deno.test("VirtioNet control: announce() raises ANNOUNCE with a configuration in
   assert.equal(early.net.announce(), true);
   assert.equal(early.net.readConfig(6, 2), 3);
   assert.deepEqual(early.interrupts, []);
+});
+
+Deno.test("VirtioNet: after a restore the driver is asked to announce in QEMU's five rounds, each a step after the last ACK", () => {
+  let now = 0;
+  const timers = new VmTimers(() => {}, () => now);
+  const t = setup({ accept: CONTROL, timers });
+  t.dev.configVector = 7;
+  const asked: number[] = []; // when the ANNOUNCE bit was raised
+  const ack = () => {
+    assert.equal(t.net.readConfig(6, 2), 3, `ANNOUNCE set at ${now} ms`);
+    asked.push(now);
+    assert.equal(t.command(C.ANNOUNCE, 0), VIRTIO_NET_OK);
+  };
+  t.net.restored();
+  ack();
+  for (let ms = 0; ms <= 2000 && t.net.announceRoundsLeft + timers.size > 0; ms += 10) {
+    now = ms;
+    timers.runDue();
+    if (t.net.readConfig(6, 2) & 2) ack();
+  }
+  // QEMU's virtio_net_announce_timer + qemu_announce_timer_step with 50/550/5/100: gaps of 50, 150,
+  // 250 and 350 ms after each acknowledgement (here acknowledged at once).
+  assert.deepEqual(asked, [0, 50, 200, 450, 800]);
+  assert.deepEqual(
+    t.interrupts.filter((v) => v === 7),
+    [7, 7, 7, 7, 7],
+    "a configuration interrupt each round",
+  );
+  assert.equal(t.net.announceRoundsLeft, 0);
+  assert.equal(t.net.announce(), true, "once the rounds are over, a self-announcement asks again");
+});
+
+Deno.test("VirtioNet: a self-announcement does not ask while a restore's rounds run; a reset ends them", () => {
+  const now = 0;
+  const timers = new VmTimers(() => {}, () => now);
+  const t = setup({ accept: CONTROL, timers });
+  t.net.restored();
+  assert.equal(t.net.announceRoundsLeft, 4);
+  assert.equal(t.net.announce(), false, "the rounds ask on their own (QEMU's virtio_net_announce)");
+  assert.equal(t.command(C.ANNOUNCE, 0), VIRTIO_NET_OK);
+  assert.equal(timers.size, 1);
+  t.net.reset();
+  assert.equal(timers.size, 0, "the next round's timer is cancelled");
+  assert.equal(t.net.announceRoundsLeft, 0);
+  assert.equal(t.net.readConfig(6, 2) & 2, 0);
+  // Without the feature, a restore asks nothing; without timers, one round.
+  const plain = setup({ accept: CONTROL & ~F.GUEST_ANNOUNCE, timers });
+  plain.net.restored();
+  assert.equal(plain.net.announceRoundsLeft, 0);
+  assert.equal(plain.net.readConfig(6, 2), 1);
+  const untimed = setup({ accept: CONTROL });
+  untimed.net.restored();
+  assert.equal(untimed.net.readConfig(6, 2), 3);
+  assert.equal(untimed.command(C.ANNOUNCE, 0), VIRTIO_NET_OK);
+  assert.equal(untimed.net.announceRoundsLeft, 0);
 });
 
 Deno.test("VirtioNet control: a chain without its class, command or answer byte makes the device need a reset", () => {

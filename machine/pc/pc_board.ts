@@ -9,6 +9,7 @@
  * @module
  */
 
+import type { DeviceTimers } from "../../devices/device_timers.ts";
 import type { AcpiPm, IrqLine, PciHost, PortDevice, Uart16550 } from "../../devices/mod.ts";
 import { AddressSpace, formatMtree, type MtreeOptions, type RamBacking } from "../../memory/mod.ts";
 import { ACPI_PLACEMENT_LOWEST, placeAcpiTables } from "../acpi/mod.ts";
@@ -90,6 +91,8 @@ export interface PcBoardOptions {
   irqchip?: PcIrqchipMode;
   /** A split irqchip's KVM side: its GSI routes and the PIT's host timer. */
   splitIrqchip?: Omit<PcSplitIrqchipWiring, "deliverMsi">;
+  /** The machine's timers, for devices that wait (a network card's announcement rounds). */
+  timers?: DeviceTimers;
   /** A full memory barrier between the devices' guest-memory accesses (vCPUs write the rings). */
   fence?: () => void;
   /** Where a device's error line goes (default: dropped). */
@@ -259,6 +262,7 @@ export class PcBoard implements Disposable {
       }, options.fence),
       deliverMsi: options.deliverMsi ?? (() => {}),
       log: options.log,
+      timers: options.timers,
     }) ?? [];
     // No firmware runs before a -kernel guest: the board assigns the BARs as SeaBIOS would.
     assignPciBars(pci, map.split.below4g);

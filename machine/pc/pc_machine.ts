@@ -71,6 +71,13 @@ import type { VirtioNotifiers } from "../virtio_notifiers.ts";
 import type { VirtioNet } from "../../devices/virtio/virtio_net.ts";
 import type { VirtioNetRxFilter } from "../../devices/virtio/virtio_net_ctrl.ts";
 import { VirtioNetFeature } from "../../devices/virtio/virtio_net_frame.ts";
+import {
+  announceDelay,
+  type AnnounceParameters,
+  announceProblem,
+  DEFAULT_ANNOUNCE,
+} from "../../devices/net_announce.ts";
+import { VmTimers } from "../vm_timers.ts";
 import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts";
 import { closeAll, MAX_CPUS, PcBoard, type PcBoardOptions, pcE820, pcGuestTables } from "./pc_board.ts";
 import { type PcMemory, splitRam } from "./pc_memory.ts";
@@ -474,6 +481,27 @@ function kickTimer(repeatNs?: number): HostTimer {
 }
 
 /**
+ * The VM thread's timers (machine/vm_timers.ts) with the host timer that wakes this thread for them,
+ * made at their first use. Made on the VM thread (the thread the timer signals).
+ */
+function vmThreadTimers(): VmTimers & Disposable {
+  let host: HostTimer | null = null;
+  let closed = false;
+  const timers = new VmTimers((ms) => {
+    if (closed) return;
+    if (ms === null) host?.disarm();
+    else (host ??= kickTimer()).armAfter(ms * 1e6);
+  });
+  return Object.assign(timers, {
+    [Symbol.dispose]: () => {
+      closed = true;
+      host?.close();
+      host = null;
+    },
+  });
+}
+
+/**
  * What the runner does around each `KVM_RUN` with a split irqchip (QEMU's `kvm_arch_pre_run` and
  * its exits): play the PIT up to now when its timer may have fired; while the PIC's INT is high,
  * give the BSP its vector (`Vcpu.injectExtInt`) once KVM says the vCPU can take one, and ask for the
@@ -750,6 +778,10 @@ export class PcMachine implements Disposable {
   readonly #timer: HostTimer | null;
   /** The split irqchip's PIT clock, stopped while paused (null with the in-kernel irqchip). */
   readonly #clock: GuestClock | null;
+  /** The VM thread's timers: devices' and the self-announcement's rounds, run from the kick hook. */
+  readonly #timers: VmTimers & Disposable;
+  /** The self-announcements in progress by id (QEMU's named announce timers): each one's cancel. */
+  readonly #announcing = new Map<string, () => void>();
   /** The last snapshot written or restored: what a diff snapshot builds on. */
   #lastSnapshot: SnapshotBase | null = null;
   /** The front-end's description stored in the snapshot this machine was restored from. */
@@ -774,6 +806,7 @@ export class PcMachine implements Disposable {
     coalesced: CoalescedRingDriver | null;
     timer?: HostTimer | null;
     clock?: GuestClock | null;
+    timers: VmTimers & Disposable;
   }) {
     this.board = parts.board;
     this.boot = parts.boot;
@@ -790,6 +823,7 @@ export class PcMachine implements Disposable {
     this.#coalesced = parts.coalesced;
     this.#timer = parts.timer ?? null;
     this.#clock = parts.clock ?? null;
+    this.#timers = parts.timers;
   }
 
   /**
@@ -827,6 +861,8 @@ export class PcMachine implements Disposable {
       const timer = irqchip === "split" ? kickTimer() : null; // the split irqchip's PIT signals this thread
       if (timer) cleanup.push(timer);
       const clock = new GuestClock();
+      const timers = vmThreadTimers();
+      cleanup.push(timers);
       const memory = allocatePcMemory(options.ramSize, BigInt(firmware.length), cleanup); // 3
       const board = await PcBoard.create({ // 4
         ramSize: options.ramSize,
@@ -836,6 +872,7 @@ export class PcMachine implements Disposable {
         serial: options.serial,
         pciDevices: options.pciDevices,
         log: options.log,
+        timers,
         ...kvmBoardWiring(vm),
         irqchip,
         ...(timer ? { splitIrqchip: splitIrqchipWiring(vm, timer, clock) } : {}),
@@ -866,6 +903,7 @@ export class PcMachine implements Disposable {
         coalesced,
         timer,
         clock: timer ? clock : null,
+        timers,
       });
     } catch (error) {
       try {
@@ -934,6 +972,8 @@ export class PcMachine implements Disposable {
       const timer = board.irqchip === "split" ? kickTimer() : null;
       if (timer) cleanup.push(timer);
       const clock = new GuestClock();
+      const timers = vmThreadTimers();
+      cleanup.push(timers);
       const [ram, bios, rom] = mapMemoryChain(
         chain.map((link) => ({ dir: link.dir, memory: link.state.memory })),
       );
@@ -952,6 +992,7 @@ export class PcMachine implements Disposable {
         serial: options.serial,
         pciDevices: options.pciDevices,
         log: options.log,
+        timers,
         ...kvmBoardWiring(vm),
       });
       cleanup.push(pc);
@@ -1000,9 +1041,12 @@ export class PcMachine implements Disposable {
         coalesced,
         timer,
         clock: timer ? clock : null,
+        timers,
       });
       machine.#lastSnapshot = { reference: chain[chain.length - 1].reference, boot: board.boot };
       machine.#restoredFrontEnd = board.frontEnd;
+      // And, as QEMU's incoming migration, every card announces itself from the host side.
+      machine.announceSelf(DEFAULT_ANNOUNCE);
       return machine;
     } catch (error) {
       try {
@@ -1121,9 +1165,22 @@ export class PcMachine implements Disposable {
     if (this.#runner.doorbell !== null) {
       throw new TypeError("PcMachine.run: with more than one vCPU, use runAsync");
     }
-    const outcome = this.#runner.run(hooks);
+    const outcome = this.#runner.run(this.#withTimers(hooks));
     if (outcome instanceof Promise) throw new TypeError("PcMachine.run: this runner needs runAsync");
     return outcome;
+  }
+
+  /** `hooks` with the VM thread's due timers run first at each kick (a timer's signal is one). */
+  #withTimers(hooks: RunnerHooks): RunnerHooks {
+    const timers = this.#timers;
+    const onKick = hooks.onKick;
+    return {
+      ...hooks,
+      onKick: () => {
+        timers.runDue();
+        onKick?.();
+      },
+    };
   }
 
   /**
@@ -1134,11 +1191,12 @@ export class PcMachine implements Disposable {
    */
   async runAsync(hooks: RunnerHooks = {}): Promise<RunOutcome> {
     this.#checkOpen();
-    if (this.#notifiers === null && this.#diskSources.length === 0) return await this.#runner.run(hooks);
+    const timed = this.#withTimers(hooks);
+    if (this.#notifiers === null && this.#diskSources.length === 0) return await this.#runner.run(timed);
     // The queue notify eventfds join the serving thread's wait (machine/virtio_notifiers.ts), and
     // so do the completions of the disks' transfers.
     const sources = [...(this.#notifiers?.sources() ?? []), ...this.#diskSources, ...(hooks.sources ?? [])];
-    return await this.#runner.run({ ...hooks, sources });
+    return await this.#runner.run({ ...timed, sources });
   }
 
   /** Where another thread rings to wake this thread during a multi-vCPU run (null with one vCPU). */
@@ -1206,6 +1264,45 @@ export class PcMachine implements Disposable {
         vlanFiltering: (d.fn.device.driverFeatures & VirtioNetFeature.CTRL_VLAN) !== 0n,
       };
     });
+  }
+
+  /**
+   * QMP's `announce-self` (QEMU's `qemu_announce_self`): `params.rounds` rounds, the first now and
+   * the others {@link announceDelay} apart on the VM thread's timers, each sending a RARP frame from
+   * every network card's address through its backend and asking each card's driver to announce it
+   * ({@link VirtioNet.announce}). `interfaces` limits it to the cards
+   * of those net client names (as {@link rxFilters} names them; an unknown name matches nothing);
+   * a second call with the same `id` replaces the first's rounds. A restored machine runs it with
+   * {@link DEFAULT_ANNOUNCE}, as QEMU after an incoming migration. Rounds wait while the machine is
+   * stopped (QEMU's go on), and a reset does not end them (nor QEMU's).
+   *
+   * @throws {RangeError} when a parameter is outside the bounds of `devices/net_announce.ts`
+   *   (nothing changes).
+   */
+  announceSelf(
+    params: AnnounceParameters,
+    options: { readonly interfaces?: readonly string[]; readonly id?: string } = {},
+  ): void {
+    this.#checkOpen();
+    const problem = announceProblem(params);
+    if (problem !== undefined) throw new RangeError(`announce-self: ${problem}`);
+    const id = options.id ?? "";
+    this.#announcing.get(id)?.();
+    this.#announcing.delete(id);
+    if (params.rounds === 0) return;
+    const names = this.rxFilters().map((f) => f.name);
+    const nics = this.board.pciDevices.filter((d) => d.spec.type === "virtio-net-pci")
+      .filter((_, i) => options.interfaces === undefined || options.interfaces.includes(names[i]));
+    let left = params.rounds;
+    const round = () => {
+      for (const nic of nics) nic.announce?.();
+      if (--left === 0) {
+        this.#announcing.delete(id);
+        return;
+      }
+      this.#announcing.set(id, this.#timers.after(announceDelay(params, left), round));
+    };
+    round();
   }
 
   /** QEMU's `info pci`. */
@@ -1335,6 +1432,7 @@ export class PcMachine implements Disposable {
       { close: () => this.#drainDisks() },
       ...this.#diskSources.map((source) => ({ close: () => source[Symbol.dispose]() })), // transfers synchronous again
       { close: () => this.#timer?.close() }, // no signal to a thread that no longer runs a vCPU
+      { close: () => this.#timers[Symbol.dispose]() }, // nor from the VM thread's timers
       { close: () => this.#coalesced?.[Symbol.dispose]() }, // before the vCPUs' mappings go
       this.#vm,
       this.board,

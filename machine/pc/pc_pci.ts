@@ -368,4 +368,9 @@ export interface PcPciDevice {
   readonly spec: PcPciDeviceSpec;
   /** The function. */
   readonly fn: VirtioPci;
+  /**
+   * A network card's self-announcement (QEMU's `qemu_announce_self_iter`): a RARP frame from its
+   * address through its backend, and its driver asked to announce it.
+   */
+  readonly announce?: () => void;
 }

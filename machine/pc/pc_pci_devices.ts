@@ -7,15 +7,19 @@
  * @module
  */
 
+import type { DeviceTimers } from "../../devices/device_timers.ts";
 import type { PciBusSpaces, PciHost } from "../../devices/mod.ts";
 import type { GuestMemory } from "../../devices/virtio/guest_memory.ts";
 import { VirtioBlk } from "../../devices/virtio/virtio_blk.ts";
 import type { VirtioDeviceModel } from "../../devices/virtio/virtio_device.ts";
 import {
   VIRTIO_NET_DEFAULT_FEATURES,
+  VIRTIO_NET_HDR_SIZE,
   VirtioNet,
   virtioNetFeatures,
 } from "../../devices/virtio/virtio_net.ts";
+import { RamSpans } from "../../devices/virtio/virtqueue.ts";
+import { selfAnnounceFrame } from "../../devices/net_announce.ts";
 import { VirtioPci } from "../../devices/virtio/virtio_pci.ts";
 import { VirtioRng } from "../../devices/virtio/virtio_rng.ts";
 import {
@@ -41,6 +45,8 @@ export interface PcPciWiring {
   readonly deliverMsi: (address: bigint, data: number) => void;
   /** Where a device's error line goes. */
   readonly log?: (line: string) => void;
+  /** The machine's timers (a network card's announcement rounds after a restore). */
+  readonly timers?: DeviceTimers;
 }
 
 /**
@@ -63,7 +69,7 @@ export function createPcPciDevices(
   }
   return specs.map((spec, i) => {
     const slot = PC_PCI_FIRST_FREE_SLOT + i;
-    const model = pcPciModel(spec);
+    const model = pcPciModel(spec, wiring.timers);
     const fn = new VirtioPci({
       model,
       memory: wiring.memory,
@@ -74,12 +80,21 @@ export function createPcPciDevices(
       typeName: spec.type,
     });
     host.attach({ device: slot }, fn);
-    return { slot, spec, fn };
+    if (spec.type !== "virtio-net-pci") return { slot, spec, fn };
+    const frame = selfAnnounceFrame(Uint8Array.from(spec.mac));
+    const spans = new RamSpans();
+    spans.add(frame.buffer, 0, frame.length);
+    const header = new Uint8Array(VIRTIO_NET_HDR_SIZE); // no offload asked: a plain frame
+    const announce = () => {
+      spec.backend.send(header, spans);
+      (model as VirtioNet).announce();
+    };
+    return { slot, spec, fn, announce };
   });
 }
 
 /** The device model of `spec`. */
-function pcPciModel(spec: PcPciDeviceSpec): VirtioDeviceModel {
+function pcPciModel(spec: PcPciDeviceSpec, timers: DeviceTimers | undefined): VirtioDeviceModel {
   switch (spec.type) {
     case "virtio-blk-pci":
       return new VirtioBlk({ backing: spec.backing, serial: spec.serial });
@@ -98,6 +113,7 @@ function pcPciModel(spec: PcPciDeviceSpec): VirtioDeviceModel {
         onReceiveReady: () => backend.receiveReady(),
         setOffloads: backend.setOffloads && ((offloads) => backend.setOffloads!(offloads)),
         onRxFilterChanged: spec.onRxFilterChanged,
+        timers,
       });
       backend.attach(net);
       return net;

@@ -1,0 +1,99 @@
+/**
+ * The VM thread's timers ({@link DeviceTimers} for the device models, and the machine's own, such
+ * as the rounds of a network self-announcement): a list of deadlines run from the runner's kick
+ * hook, and one host timer armed for the earliest, whose signal breaks the VM thread out of
+ * `KVM_RUN` or its poll(2) (kvm/host_timer.ts: it repeats until armed again, so a wake-up that
+ * comes just before the thread waits is not lost). While the machine is stopped the front-end holds
+ * the thread in its own loop and nothing here runs: a deadline that passed meanwhile runs at `cont`
+ * (as QEMU's virtual clock, which stops with the VM).
+ *
+ * @module
+ */
+
+import type { DeviceTimers } from "../devices/device_timers.ts";
+
+interface Deadline {
+  readonly at: number;
+  readonly fn: () => void;
+}
+
+/**
+ * Deadlines in the order they fall due.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { VmTimers } from "./vm_timers.ts";
+ * let now = 0;
+ * const armed: (number | null)[] = [];
+ * const timers = new VmTimers((ms) => void armed.push(ms), () => now);
+ * const ran: string[] = [];
+ * timers.after(50, () => ran.push("b"));
+ * const cancel = timers.after(10, () => ran.push("never"));
+ * timers.after(20, () => ran.push("a"));
+ * cancel();
+ * now = 30;
+ * assert.equal(timers.runDue(), 1);
+ * assert.deepEqual(ran, ["a"]);
+ * assert.deepEqual(armed, [50, 10, 10, 20, 20]); // re-armed for the earliest each time
+ * ```
+ */
+export class VmTimers implements DeviceTimers {
+  #pending: Deadline[] = [];
+  readonly #arm: (delayMs: number | null) => void;
+  readonly #now: () => number;
+
+  /**
+   * `arm(ms)` is asked to wake the thread in `ms` milliseconds (null: no deadline left); `now` is
+   * the clock in milliseconds.
+   */
+  constructor(arm: (delayMs: number | null) => void, now: () => number = () => performance.now()) {
+    this.#arm = arm;
+    this.#now = now;
+  }
+
+  /** Deadlines not yet run. */
+  get size(): number {
+    return this.#pending.length;
+  }
+
+  /** Runs `fn` once `ms` milliseconds have passed, at the next {@link runDue} after that. */
+  after(ms: number, fn: () => void): () => void {
+    const entry: Deadline = { at: this.#now() + Math.max(0, ms), fn };
+    const i = this.#pending.findIndex((d) => d.at > entry.at);
+    if (i < 0) this.#pending.push(entry);
+    else this.#pending.splice(i, 0, entry);
+    this.#rearm();
+    return () => {
+      const at = this.#pending.indexOf(entry);
+      if (at < 0) return;
+      this.#pending.splice(at, 1);
+      this.#rearm();
+    };
+  }
+
+  /** Runs every deadline that has come, in order (each may schedule more); how many ran. */
+  runDue(): number {
+    if (this.#pending.length === 0) return 0;
+    const now = this.#now();
+    let ran = 0;
+    while (this.#pending.length > 0 && this.#pending[0].at <= now) {
+      const entry = this.#pending.shift()!;
+      ran++;
+      entry.fn();
+    }
+    if (ran > 0) this.#rearm();
+    return ran;
+  }
+
+  /** Drops every deadline. */
+  clear(): void {
+    this.#pending = [];
+    this.#arm(null);
+  }
+
+  #rearm(): void {
+    const first = this.#pending[0];
+    this.#arm(first === undefined ? null : Math.max(0, first.at - this.#now()));
+  }
+}

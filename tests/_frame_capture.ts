@@ -1,0 +1,76 @@
+/**
+ * A raw socket on an interface in a network namespace (python3's AF_PACKET: Deno has none) that
+ * records every frame arriving there, for the tests that check what a card puts on the wire
+ * (announcements).
+ *
+ * @module
+ */
+
+/** Every ethertype (Linux's ETH_P_ALL), RARP's, and ARP's. */
+export const ETH_P_ALL = 0x0003;
+export const ETH_P_RARP = 0x8035;
+export const ETH_P_ARP = 0x0806;
+
+/** Prints each frame of ethertype argv[2] that reaches the interface argv[1], in hex, one per line. */
+const CAPTURE = `
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(int(sys.argv[2])))
+s.bind((sys.argv[1], 0))
+print("ready", flush=True)
+while True:
+    print(s.recv(65536).hex(), flush=True)
+`;
+
+/** Why a capture cannot run here (python3 missing), or undefined. */
+export function python3Missing(): string | undefined {
+  try {
+    return new Deno.Command("python3", { args: ["-c", ""], stdout: "null", stderr: "null" }).outputSync()
+        .success
+      ? undefined
+      : "python3 does not run";
+  } catch {
+    return "python3 is missing (the test's raw socket)";
+  }
+}
+
+/** The frames seen on one interface so far (hex), growing as they come; needs root. */
+export class FrameCapture implements AsyncDisposable {
+  /** Each frame, in hex, in arrival order. */
+  readonly frames: string[] = [];
+  /** Resolves once the socket is bound: frames from then on are recorded. */
+  readonly ready: Promise<void>;
+  readonly #child: Deno.ChildProcess;
+  readonly #done: Promise<void>;
+
+  /** Starts capturing frames of `ethertype` (default: all) on `iface` in `namespace`. */
+  constructor(namespace: string, iface: string, ethertype: number = ETH_P_ALL) {
+    this.#child = new Deno.Command("ip", {
+      args: ["netns", "exec", namespace, "python3", "-u", "-c", CAPTURE, iface, String(ethertype)],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    let ready!: () => void;
+    this.ready = new Promise((resolve) => ready = resolve);
+    const stdout = this.#child.stdout;
+    this.#done = (async () => {
+      let rest = "";
+      for await (const chunk of stdout.pipeThrough(new TextDecoderStream())) {
+        rest += chunk;
+        const lines = rest.split("\n");
+        rest = lines.pop()!;
+        for (const line of lines) {
+          if (line === "ready") ready();
+          else if (line !== "") this.frames.push(line);
+        }
+      }
+    })();
+  }
+
+  /** Stops the capture. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#child.kill();
+    await this.#child.status;
+    await this.#done;
+  }
+}
