@@ -106,7 +106,8 @@ options:
                           QEMU's Machine Protocol on a socket (repeatable: every one listens,
                           several clients each): query-status, stop, cont, system_reset,
                           system_powerdown, quit, query-cpus-fast, human-monitor-command, memsave,
-                          pmemsave, query-version, query-commands, and the events STOP, RESUME,
+                          pmemsave, query-version, query-commands, query-rx-filter,
+                          announce-self, and the events STOP, RESUME,
                           RESET, SHUTDOWN, POWERDOWN; wait=on (QEMU's default) starts the guest
                           only once a client has connected. The version reported is 7.2.0, the
                           dialect spoken; "package" names this product
