@@ -78,6 +78,7 @@ import {
   DEFAULT_ANNOUNCE,
 } from "../../devices/net_announce.ts";
 import { VmTimers } from "../vm_timers.ts";
+import type { DeviceTimers } from "../../devices/device_timers.ts";
 import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts";
 import { closeAll, MAX_CPUS, PcBoard, type PcBoardOptions, pcE820, pcGuestTables } from "./pc_board.ts";
 import { type PcMemory, splitRam } from "./pc_memory.ts";
@@ -1168,6 +1169,21 @@ export class PcMachine implements Disposable {
     const outcome = this.#runner.run(this.#withTimers(hooks));
     if (outcome instanceof Promise) throw new TypeError("PcMachine.run: this runner needs runAsync");
     return outcome;
+  }
+
+  /**
+   * The VM thread's timers: `after(ms, fn)` runs `fn` on the thread that runs the machine, during a
+   * {@link run} or {@link runAsync}, once `ms` milliseconds have passed (not while the machine is
+   * held stopped). The devices' own waits (a card's announcement rounds) use them too.
+   *
+   * @example
+   * ```ts ignore
+   * pc.timers.after(100, () => pc.stop({ kind: "quit" })); // end a run that would go on for ever
+   * const outcome = await pc.runAsync(); // { kind: "quit" } after about 100 ms
+   * ```
+   */
+  get timers(): DeviceTimers {
+    return this.#timers;
   }
 
   /** `hooks` with the VM thread's due timers run first at each kick (a timer's signal is one). */

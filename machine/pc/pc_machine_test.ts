@@ -2,7 +2,7 @@
  * PcMachine's steps that need no KVM (planning the boot), and its teardown on KVM.
  */
 import assert from "node:assert/strict";
-import { EXIT_STATUS, FIRMWARE } from "../guests/mod.ts";
+import { ECHO, EXIT_STATUS, FIRMWARE } from "../guests/mod.ts";
 import { LoaderError } from "../loader/mod.ts";
 import { ifKvm, reportKvmSkip } from "../../kvm/_testing.ts";
 import { type MemslotCall, Vm } from "../../kvm/mod.ts";
@@ -152,5 +152,27 @@ Deno.test(
     assert.ok(before === out || before === after, `RIP 0x${before.toString(16)} at the exit`);
     pc.completePendingIo();
     assert.equal(pc.vcpu.getRegs().rip, after, "nothing was pending any more");
+  },
+);
+
+Deno.test(
+  "the machine's timers run on the VM thread during a run, with one vCPU on it and with vCPU threads",
+  ifKvm,
+  async () => {
+    for (const cpus of [1, 2]) {
+      // The echo guest sleeps in hlt until COM1 input, which never comes: only the timer ends the run.
+      using pc = await PcMachine.create({ ramSize: 32n << 20n, cpus, kernel: { image: ECHO } });
+      const order: string[] = [];
+      pc.timers.after(60, () => {
+        order.push("second");
+        pc.stop({ kind: "quit" });
+      });
+      const cancelled = pc.timers.after(30, () => order.push("cancelled"));
+      pc.timers.after(20, () => order.push("first"));
+      cancelled();
+      const outcome = cpus === 1 ? pc.run() : await pc.runAsync();
+      assert.deepEqual(outcome, { kind: "quit" }, `${cpus} vCPUs`);
+      assert.deepEqual(order, ["first", "second"], `${cpus} vCPUs`);
+    }
   },
 );
