@@ -51,7 +51,7 @@ import {
   SNAPSHOT_FLAGS,
   snapshotCommand,
   type SnapshotFlags,
-  snapshotMissedLine,
+  snapshotMissed,
   snapshotOnTimer,
   type SnapshotTimer,
   startSnapshotTimer,
@@ -1645,15 +1645,11 @@ async function boot(
       );
     }
     const status = report(outcome, io);
-    const missed = snapshotTimer &&
-      snapshotMissedLine(
-        options.snapshot,
-        { taken: snapshotTimer.taken, written: snapshotWritten },
-        ended - started,
-      );
+    const timer = snapshotTimer && { taken: snapshotTimer.taken, written: snapshotWritten };
+    const missed = timer && snapshotMissed(options.snapshot, timer, outcome.kind, status);
     if (missed === undefined) return status;
-    io.err(missed);
-    return outcome.kind === "quit" ? status : 1; // a quit was asked for; anything else failed the request
+    io.err(missed.line);
+    return missed.status;
   } finally {
     vmConsoleOwned?.close(); // no kick reaches the vCPU after this, so its mapping can go
     snapshotTimer?.close(); // nor one from the snapshot timer

@@ -108,6 +108,7 @@ export function runMonitorCommand(commands: MonitorCommands, line: string): Moni
       case "info":
         return done(info(commands, rest, line.trim()));
       case "announce_self": {
+        if (rest.length > 2) throw new QmpError("GenericError", "usage: announce_self [NICS] [ID]");
         const [interfaces, id] = rest;
         commands.announceSelf(DEFAULT_ANNOUNCE, {
           ...(interfaces !== undefined ? { interfaces: interfaces.split(",").filter((n) => n !== "") } : {}),

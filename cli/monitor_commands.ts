@@ -355,13 +355,10 @@ export class MonitorCommands {
   }
 
   /**
-   * `snapshot save DIR [--diff]` (this front-end's; QMP `x-kvmts-snapshot-save`): a snapshot of
-   * the machine, every vCPU held out of KVM_RUN while it is written; the run then goes on as it was.
-   */
-  /**
    * `announce-self` (QMP; HMP `announce_self` with QEMU's migration defaults): each network card
    * announces itself in `params.rounds` rounds — a RARP frame through its backend, and its driver
-   * asked to announce it. A machine without cards does nothing, as QEMU's.
+   * asked to announce it. A machine without cards does nothing, as QEMU's. Parameters out of
+   * bounds, or a host that refuses the timer, are a GenericError with one line.
    */
   announceSelf(
     params: AnnounceParameters,
@@ -369,9 +366,20 @@ export class MonitorCommands {
   ): void {
     const problem = announceProblem(params);
     if (problem !== undefined) throw new QmpError("GenericError", `Parameter ${problem}`);
-    this.#machine.announceSelf?.(params, options);
+    try {
+      this.#machine.announceSelf?.(params, options);
+    } catch (e) {
+      if (e instanceof Error && !(e instanceof QmpError)) {
+        throw new QmpError("GenericError", e.message.split("\n")[0]);
+      }
+      throw e;
+    }
   }
 
+  /**
+   * `snapshot save DIR [--diff]` (this front-end's; QMP `x-kvmts-snapshot-save`): a snapshot of
+   * the machine, every vCPU held out of KVM_RUN while it is written; the run then goes on as it was.
+   */
   snapshotSave(dir: string, diff: boolean): SnapshotSummary {
     if (!this.#machine.snapshot) throw new QmpError("GenericError", "this machine cannot take snapshots");
     try {

@@ -251,3 +251,45 @@ Deno.test("NIC_RX_FILTER_CHANGED: once per card until query-rx-filter reads that
   commands.rxFilterChanged(1);
   assert.equal(events.length, 4);
 });
+
+Deno.test("announce-self: QMP's arguments checked as QEMU's visitor does, HMP's defaults and names", () => {
+  const asked: unknown[] = [];
+  const { commands } = commandsOver(fakeMachine(true, {
+    announceSelf: (params, options) => {
+      if (options.id === "broken") throw new Error("timer_create: EAGAIN\nmore");
+      asked.push({ ...params, ...options });
+    },
+  }));
+  const base = { initial: 50, max: 550, rounds: 3, step: 100 };
+  assert.deepEqual(runQmpCommand(commands, "announce-self", { ...base, interfaces: ["nic0"], id: "x" }), {});
+  const refused = (args: Record<string, unknown>, message: RegExp) =>
+    assert.throws(() => runQmpCommand(commands, "announce-self", args as never), { message });
+  refused({ initial: 50, max: 550, rounds: 3 }, /^Parameter 'step' is missing$/);
+  refused({ ...base, rounds: "3" }, /^Invalid parameter type for 'rounds', expected: integer$/);
+  refused({ ...base, interfaces: "nic0" }, /^Invalid parameter type for 'interfaces', expected: array$/);
+  refused(
+    { ...base, interfaces: ["nic0", 7] },
+    /^Invalid parameter type for 'interfaces\[1\]', expected: string$/,
+  );
+  refused({ ...base, rounds: -1 }, /^Parameter 'rounds' must be from 0 to 1000$/);
+  refused({ ...base, step: 0 }, /^Parameter 'step' must be from 1 to 10000$/);
+  refused({ ...base, initial: 2 ** 60 }, /^Parameter 'initial' must be from 0 to 100000$/);
+  refused({ ...base, id: "broken" }, /^timer_create: EAGAIN$/);
+  refused({ ...base, extra: 1 }, /^Parameter 'extra' is unexpected$/);
+  assert.equal(runMonitorCommand(commands, "announce_self").output, "");
+  assert.equal(runMonitorCommand(commands, "announce_self nic0,nic1 t").output, "");
+  assert.match(
+    runMonitorCommand(commands, "announce_self a b c").output,
+    /usage: announce_self \[NICS\] \[ID\]/,
+  );
+  assert.deepEqual(asked, [
+    { ...base, interfaces: ["nic0"], id: "x" },
+    { initial: 50, max: 550, rounds: 5, step: 100 }, // QEMU's migration defaults
+    { initial: 50, max: 550, rounds: 5, step: 100, interfaces: ["nic0", "nic1"], id: "t" },
+  ]);
+  assert.ok(
+    (runQmpCommand(commands, "query-commands", {}) as { name: string }[]).some((c) =>
+      c.name === "announce-self"
+    ),
+  );
+});

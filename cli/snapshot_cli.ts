@@ -9,6 +9,7 @@
 import { DeviceStateError } from "../devices/device_state.ts";
 import { type VcpuKickTarget, vcpuKickTarget } from "../kvm/vcpu_kicker.ts";
 import type { BootPlan } from "../machine/loader/mod.ts";
+import type { RunOutcome } from "../machine/runner.ts";
 import { PcMachine, type PcMachineOptions } from "../machine/pc/pc_machine.ts";
 import { SnapshotMismatchError } from "../machine/snapshot/errors.ts";
 import { SnapshotFormatError } from "../machine/snapshot/format.ts";
@@ -232,37 +233,49 @@ export function snapshotOnTimer(flags: SnapshotFlags, pc: PcMachine): { line: st
 }
 
 /**
- * The line for a run that ended with its `--snapshot-to` snapshot not written (the guest stopped
- * before `--snapshot-after`'s time, or writing it failed), or undefined when it was written. A
- * script that asked for a snapshot must not mistake such a run for one that made it: the front-end
- * then ends with status 1.
+ * For a run that ended with its `--snapshot-to` snapshot not written, the line to print and the
+ * run's status: 1 when writing it failed, or when the guest stopped (or failed) before the
+ * snapshot was taken — a script that asked for a snapshot must not mistake such a run for one that
+ * made it —, and the quit's own status when the run was ended by a quit or a signal before it.
+ * Undefined when the snapshot was written, or none was asked for.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { snapshotMissedLine } from "./snapshot_cli.ts";
+ * import { snapshotMissed } from "./snapshot_cli.ts";
  * const flags = { to: { dir: "/tmp/s", afterMs: 2000 } };
- * assert.equal(snapshotMissedLine(flags, { taken: true, written: true }, 5), undefined);
- * assert.equal(
- *   snapshotMissedLine(flags, { taken: false, written: false }, 5),
- *   "snapshot: the guest stopped after 5 ms, before --snapshot-after 2000 ms: nothing written to /tmp/s",
- * );
- * assert.equal(
- *   snapshotMissedLine(flags, { taken: true, written: false }, 2100),
- *   "snapshot: not written to /tmp/s (the error is above)",
- * );
+ * assert.equal(snapshotMissed(flags, { taken: true, written: true }, "exit", 33), undefined);
+ * assert.deepEqual(snapshotMissed(flags, { taken: false, written: false }, "exit", 33), {
+ *   line: "snapshot: the guest stopped before the snapshot was taken (--snapshot-after 2000 ms): " +
+ *     "nothing written to /tmp/s",
+ *   status: 1,
+ * });
+ * assert.deepEqual(snapshotMissed(flags, { taken: false, written: false }, "quit", 0), {
+ *   line: "snapshot: the run was ended before the snapshot was taken (--snapshot-after 2000 ms): " +
+ *     "nothing written to /tmp/s",
+ *   status: 0,
+ * });
+ * assert.deepEqual(snapshotMissed(flags, { taken: true, written: false }, "quit", 0), {
+ *   line: "snapshot: not written to /tmp/s (the error is above)",
+ *   status: 1,
+ * });
  * ```
  */
-export function snapshotMissedLine(
+export function snapshotMissed(
   flags: SnapshotFlags,
   timer: { readonly taken: boolean; readonly written: boolean },
-  ranMs: number,
-): string | undefined {
+  ended: RunOutcome["kind"],
+  status: number,
+): { line: string; status: number } | undefined {
   if (!flags.to || timer.written) return undefined;
-  if (timer.taken) return `snapshot: not written to ${flags.to.dir} (the error is above)`;
-  return `snapshot: the guest stopped after ${
-    Math.round(ranMs)
-  } ms, before --snapshot-after ${flags.to.afterMs} ms: nothing written to ${flags.to.dir}`;
+  const { dir, afterMs } = flags.to;
+  if (timer.taken) return { line: `snapshot: not written to ${dir} (the error is above)`, status: 1 };
+  const who = ended === "quit" ? "the run was ended" : "the guest stopped";
+  return {
+    line:
+      `snapshot: ${who} before the snapshot was taken (--snapshot-after ${afterMs} ms): nothing written to ${dir}`,
+    status: ended === "quit" ? status : 1,
+  };
 }
 
 /** The monitor's `snapshot save DIR [--diff]` over `pc`. */

@@ -178,7 +178,11 @@ export function tapInNamespace(prefix: string, tap: string, address: string): Ta
     ip("-n", namespace, "addr", "add", address, "dev", tap);
     ip("-n", namespace, "link", "set", "dev", tap, "up");
   } catch (error) {
-    ip("netns", "del", namespace);
+    try {
+      ip("netns", "del", namespace);
+    } catch {
+      // the set-up's error is the one to report
+    }
     throw error;
   }
   return { namespace, tap, [Symbol.dispose]: () => void ip("netns", "del", namespace) };

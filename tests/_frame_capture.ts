@@ -51,7 +51,11 @@ export class FrameCapture implements AsyncDisposable {
       stderr: "inherit",
     }).spawn();
     let ready!: () => void;
-    this.ready = new Promise((resolve) => ready = resolve);
+    let failed!: (error: Error) => void;
+    this.ready = new Promise((resolve, reject) => {
+      ready = resolve;
+      failed = reject;
+    });
     const stdout = this.#child.stdout;
     this.#done = (async () => {
       let rest = "";
@@ -64,13 +68,20 @@ export class FrameCapture implements AsyncDisposable {
           else if (line !== "") this.frames.push(line);
         }
       }
+      // Ended before (or after) it was ready: a capture that never started says so.
+      failed(new Error(`the capture on ${iface} in ${namespace} ended (python3's raw socket failed?)`));
     })();
   }
 
   /** Stops the capture. */
   async [Symbol.asyncDispose](): Promise<void> {
-    this.#child.kill();
+    try {
+      this.#child.kill();
+    } catch {
+      // python3 had exited already
+    }
     await this.#child.status;
     await this.#done;
+    this.ready.catch(() => {}); // a rejection nobody waited for is not an error here
   }
 }

@@ -32,9 +32,10 @@ if (skip) console.log(`tests/announce_self_test.ts: skipped: ${skip}`);
 /** What each peer is sent, and how many RARP frames each command must bring (the same for both). */
 const STEPS: { commands: Record<string, unknown>[]; frames: number }[] = [
   { commands: [{ initial: 50, max: 550, rounds: 3, step: 100 }], frames: 3 },
-  // The second with the same id replaces the first's rounds (it sent its first round at once).
+  // The second with the same id replaces the first's rounds (it sent its first round at once; its
+  // second would come 1 s later, long after the replacement, and inside the settling time).
   {
-    commands: [{ initial: 50, max: 550, rounds: 5, step: 100, id: "a" }, {
+    commands: [{ initial: 1000, max: 1000, rounds: 5, step: 100, id: "a" }, {
       initial: 50,
       max: 550,
       rounds: 1,
@@ -63,6 +64,16 @@ async function settle(capture: FrameCapture, count: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
   await new Promise((r) => setTimeout(r, 1500));
+}
+
+/** Kills `child` unless it has exited (after `quit`, it may have), and waits for it. */
+async function ended(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill();
+  } catch {
+    // it had exited already
+  }
+  await child.status;
 }
 
 /** Connects to the QMP socket `path` once the peer has made it (60 s at most). */
@@ -113,8 +124,7 @@ async function framesOf(dir: string, program: "ours" | "qemu"): Promise<string[]
     await qmp.execute("quit");
     return out;
   } finally {
-    child.kill();
-    await child.status;
+    await ended(child);
   }
 }
 
@@ -175,8 +185,7 @@ Deno.test({
         );
         await qmp.execute("quit");
       } finally {
-        child.kill();
-        await child.status;
+        await ended(child);
       }
     } finally {
       await Deno.remove(dir, { recursive: true });

@@ -8,7 +8,7 @@ import { hostKvm } from "../kvm/host_kvm.ts";
 import { decodeSnapshot, encodeSnapshot } from "../machine/snapshot/snapshot_state.ts";
 import { crc32 } from "../machine/snapshot/format.ts";
 import type { CpuidEntry } from "../kvm/mod.ts";
-import { EXIT_STATUS, RING3_LOOP, SMP } from "../machine/guests/mod.ts";
+import { ECHO, EXIT_STATUS, RING3_LOOP, SMP } from "../machine/guests/mod.ts";
 import { QmpClient } from "../examples/qmp_client.ts";
 
 /**
@@ -97,7 +97,7 @@ async function snapshotAndRestore(
     if (!landed) {
       // The guest had ended before the delay: the run says so and fails the request.
       assert.equal(orig.code, 1, orig.stderr);
-      assert.match(orig.stderr, /^snapshot: the guest stopped after \d+ ms, before --snapshot-after/m);
+      assert.match(orig.stderr, /^snapshot: the guest stopped before the snapshot was taken /m);
       continue;
     }
     assert.equal(orig.code, full.code, orig.stderr);
@@ -405,9 +405,43 @@ Deno.test(
       assert.equal(lines.length, 1, out.stderr);
       assert.match(
         lines[0],
-        /^snapshot: the guest stopped after \d+ ms, before --snapshot-after 60000 ms: nothing written to \S+\/s$/,
+        /^snapshot: the guest stopped before the snapshot was taken \(--snapshot-after 60000 ms\): nothing written to \S+\/s$/,
       );
       assert.throws(() => Deno.statSync(`${dir}/s`), Deno.errors.NotFound);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "a timed snapshot that cannot be written says so, and the run ends with status 1 even when it is quit",
+  { ignore: KVM === "none" },
+  async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "kvmts-snap-unwritable-" });
+    try {
+      Deno.writeFileSync(`${dir}/echo.elf`, ECHO);
+      Deno.writeTextFileSync(`${dir}/file`, "a file, not a directory");
+      // The echo guest waits for input for ever; the run is ended by SIGTERM once the snapshot failed.
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          ...["run", "--allow-all", MAIN, "-m", "32M", "-kernel", `${dir}/echo.elf`, "-serial", "null"],
+          ...["--snapshot-to", `${dir}/file/s`, "--snapshot-after", "50ms"],
+        ],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      let stderr = "";
+      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+        stderr += chunk;
+        if (/^snapshot: .*\n/m.test(stderr)) break;
+      }
+      child.kill("SIGTERM");
+      const { code } = await child.status;
+      const lines = stderr.trimEnd().split("\n");
+      assert.match(lines[0], /^snapshot: .*file\/s/, stderr);
+      assert.equal(code, 1, stderr);
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }

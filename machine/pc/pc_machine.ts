@@ -781,8 +781,12 @@ export class PcMachine implements Disposable {
   readonly #clock: GuestClock | null;
   /** The VM thread's timers: devices' and the self-announcement's rounds, run from the kick hook. */
   readonly #timers: VmTimers & Disposable;
-  /** The self-announcements in progress by id (QEMU's named announce timers): each one's cancel. */
-  readonly #announcing = new Map<string, () => void>();
+  /**
+   * The self-announcements in progress by id (QEMU's named announce timers), and the restore's own
+   * under {@link RESTORE_ANNOUNCE} (QEMU's migration timer, apart from the named ones): each one's
+   * cancel.
+   */
+  readonly #announcing = new Map<string | symbol, () => void>();
   /** The last snapshot written or restored: what a diff snapshot builds on. */
   #lastSnapshot: SnapshotBase | null = null;
   /** The front-end's description stored in the snapshot this machine was restored from. */
@@ -1046,8 +1050,9 @@ export class PcMachine implements Disposable {
       });
       machine.#lastSnapshot = { reference: chain[chain.length - 1].reference, boot: board.boot };
       machine.#restoredFrontEnd = board.frontEnd;
-      // And, as QEMU's incoming migration, every card announces itself from the host side.
-      machine.announceSelf(DEFAULT_ANNOUNCE);
+      // And, as QEMU's incoming migration, every card announces itself from the host side (on a
+      // timer of its own: an `announce-self` without an id does not cancel it).
+      machine.#announce(DEFAULT_ANNOUNCE, RESTORE_ANNOUNCE);
       return machine;
     } catch (error) {
       try {
@@ -1302,13 +1307,16 @@ export class PcMachine implements Disposable {
     this.#checkOpen();
     const problem = announceProblem(params);
     if (problem !== undefined) throw new RangeError(`announce-self: ${problem}`);
-    const id = options.id ?? "";
+    this.#announce(params, options.id ?? "", options.interfaces);
+  }
+
+  #announce(params: AnnounceParameters, id: string | symbol, interfaces?: readonly string[]): void {
     this.#announcing.get(id)?.();
     this.#announcing.delete(id);
     if (params.rounds === 0) return;
     const names = this.rxFilters().map((f) => f.name);
     const nics = this.board.pciDevices.filter((d) => d.spec.type === "virtio-net-pci")
-      .filter((_, i) => options.interfaces === undefined || options.interfaces.includes(names[i]));
+      .filter((_, i) => interfaces === undefined || interfaces.includes(names[i]));
     let left = params.rounds;
     const round = () => {
       for (const nic of nics) nic.announce?.();
@@ -1363,7 +1371,8 @@ export class PcMachine implements Disposable {
    */
   whilePaused<T>(fn: () => T): T {
     const clock = this.#clock;
-    return this.#runner.withVcpusPaused(clock ? () => clock.paused(fn) : fn);
+    const timers = this.#timers;
+    return this.#runner.withVcpusPaused(() => timers.paused(clock ? () => clock.paused(fn) : fn));
   }
 
   /** The host thread id of each vCPU (QMP's `query-cpus-fast`); 0 for one whose thread is not running. */
@@ -1466,6 +1475,9 @@ export class PcMachine implements Disposable {
     this.close();
   }
 }
+
+/** The key of a restored machine's self-announcement among the named ones. */
+const RESTORE_ANNOUNCE = Symbol("restore");
 
 /** Number of IOAPIC pins (KVM's in-kernel IOAPIC). */
 const IOAPIC_PINS = 24;
