@@ -432,15 +432,20 @@ Deno.test(
         stdout: "null",
         stderr: "piped",
       }).spawn();
+      // All of stderr is read (a pipe closed early would fail the run's later lines).
       let stderr = "";
-      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-        stderr += chunk;
-        if (/^snapshot: .*\n/m.test(stderr)) break;
+      const reading = (async () => {
+        for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) stderr += chunk;
+      })();
+      for (let i = 0; !/^snapshot: .*\n/m.test(stderr) && i < 1200; i++) {
+        await new Promise((r) => setTimeout(r, 50));
       }
       child.kill("SIGTERM");
       const { code } = await child.status;
+      await reading;
       const lines = stderr.trimEnd().split("\n");
       assert.match(lines[0], /^snapshot: .*file\/s/, stderr);
+      assert.equal(lines.at(-1), `snapshot: not written to ${dir}/file/s (the error is above)`);
       assert.equal(code, 1, stderr);
     } finally {
       Deno.removeSync(dir, { recursive: true });
