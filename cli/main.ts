@@ -81,9 +81,12 @@ options:
                           if= defaults to virtio, there is no IDE; format= to raw). aio=inline
                           (the default): the VM thread copies the data; io_uring: through an
                           io_uring, which copies page-cache data at once and waits for storage
-                          in a kernel worker; threads: io_uring's kernel workers copy it all
-  -drive id=ID,file=FILE,format=raw,if=none[,readonly=on][,aio=…]
-  -device virtio-blk-pci,drive=ID[,serial=S][,id=NAME]
+                          in a kernel worker; threads: io_uring's kernel workers copy it all.
+                          The guest may DISCARD and WRITE_ZEROES: discard=unmap frees the
+                          image's blocks for both (a sparse image stays sparse); ignore, the
+                          default as in QEMU, drops discards and zeroes in place
+  -drive id=ID,file=FILE,format=raw,if=none[,readonly=on][,aio=…][,discard=…]
+  -device virtio-blk-pci,drive=ID[,serial=S][,id=NAME][,discard=off][,write-zeroes=off]
                           the same, in two halves, as QEMU spells it; images are locked as QEMU
                           locks them (one writer; readers share)
   -device virtio-rng-pci[,id=NAME]
@@ -742,6 +745,8 @@ interface DriveArg {
   readOnly: boolean;
   /** `aio=` (default inline). */
   aio: DriveAio;
+  /** `discard=unmap` (or `on`): a DISCARD frees the image's blocks; `ignore` (`off`, the default) drops it. */
+  unmap: boolean;
 }
 
 /**
@@ -756,7 +761,7 @@ type DriveAio = "inline" | "io_uring" | "threads";
 const DRIVE_AIO: readonly DriveAio[] = ["inline", "io_uring", "threads"];
 
 /** The `-drive` properties supported (QEMU's have many more). */
-const DRIVE_PROPERTIES = ["file", "format", "if", "id", "readonly", "aio"];
+const DRIVE_PROPERTIES = ["file", "format", "if", "id", "readonly", "aio", "discard"];
 
 /** Splits `a=b,c=d` into a map, refusing a property twice or without a value. */
 function properties(flag: string, parts: string[], known: string[], where: string): Map<string, string> {
@@ -816,6 +821,10 @@ function parseDrive(text: string): DriveArg {
   if (aio !== undefined && !DRIVE_AIO.includes(aio as DriveAio)) {
     throw new UsageError(`${flag}: aio=${aio} is not supported (only ${DRIVE_AIO.join(", ")})`);
   }
+  const discard = props.get("discard") ?? "ignore";
+  if (!["ignore", "off", "unmap", "on"].includes(discard)) {
+    throw new UsageError(`${flag}: Invalid discard option: '${discard}' (ignore or unmap)`);
+  }
   return {
     text,
     file,
@@ -823,12 +832,23 @@ function parseDrive(text: string): DriveArg {
     interface: iface,
     readOnly: onOff(flag, "readonly", props.get("readonly")),
     aio: (aio ?? "inline") as DriveAio,
+    unmap: discard === "unmap" || discard === "on",
   };
 }
 
 /** One `-device` of a PCI type, its properties checked. */
 type PciDeviceArg =
-  | { text: string; type: "virtio-blk-pci"; drive: string; serial?: string; id?: string; ioeventfd: boolean }
+  | {
+    text: string;
+    type: "virtio-blk-pci";
+    drive: string;
+    serial?: string;
+    id?: string;
+    ioeventfd: boolean;
+    /** QEMU's `discard` and `write-zeroes` properties (on by default). */
+    discard: boolean;
+    writeZeroes: boolean;
+  }
   | { text: string; type: "virtio-rng-pci"; id?: string; ioeventfd: boolean }
   | {
     text: string;
@@ -842,7 +862,7 @@ type PciDeviceArg =
   };
 
 const PCI_DEVICE_PROPERTIES: Record<string, string[]> = {
-  "virtio-blk-pci": ["drive", "serial", "id", "disable-legacy", "ioeventfd"],
+  "virtio-blk-pci": ["drive", "serial", "id", "disable-legacy", "ioeventfd", "discard", "write-zeroes"],
   "virtio-rng-pci": ["id", "disable-legacy", "ioeventfd"],
   "virtio-net-pci": [
     "netdev",
@@ -949,13 +969,31 @@ function parsePciDevice(text: string): PciDeviceArg {
   if (serial !== undefined && new TextEncoder().encode(serial).length > 20) {
     throw new UsageError(`${flag}: serial '${serial}' is longer than 20 bytes`);
   }
-  return { text, type: "virtio-blk-pci", drive, serial, id, ioeventfd };
+  const on = (name: string) => !props.has(name) || onOff(flag, name, props.get(name));
+  return {
+    text,
+    type: "virtio-blk-pci",
+    drive,
+    serial,
+    id,
+    ioeventfd,
+    discard: on("discard"),
+    writeZeroes: on("write-zeroes"),
+  };
 }
 
 /** A PCI device to create, with the drive it needs opened, in slot order. */
 type PciPlan = (
   | { kind: "rng"; id?: string; ioeventfd: boolean }
-  | { kind: "blk"; drive: DriveArg; serial?: string; id?: string; ioeventfd: boolean }
+  | {
+    kind: "blk";
+    drive: DriveArg;
+    serial?: string;
+    id?: string;
+    ioeventfd: boolean;
+    discard: boolean;
+    writeZeroes: boolean;
+  }
   | { kind: "net"; netdev: NetdevArg; mac: number[]; id?: string; ioeventfd: boolean; features: bigint }
 )[];
 
@@ -1039,10 +1077,20 @@ function planPciDevices(drives: DriveArg[], devices: PciDeviceArg[], netdevs: Ne
       throw new UsageError(`-device ${d.text}: Drive '${d.drive}' is already in use by another device`);
     }
     used.add(drive);
-    plan.push({ kind: "blk", drive, serial: d.serial, id: d.id, ioeventfd: d.ioeventfd });
+    plan.push({
+      kind: "blk",
+      drive,
+      serial: d.serial,
+      id: d.id,
+      ioeventfd: d.ioeventfd,
+      discard: d.discard,
+      writeZeroes: d.writeZeroes,
+    });
   }
   for (const d of drives) {
-    if (d.interface === "virtio") plan.push({ kind: "blk", drive: d, ioeventfd: ioeventfdDefault() });
+    if (d.interface === "virtio") {
+      plan.push({ kind: "blk", drive: d, ioeventfd: ioeventfdDefault(), discard: true, writeZeroes: true });
+    }
   }
   return plan;
 }
@@ -1092,7 +1140,7 @@ async function openPciDevices(
       }
       const image = openImage(DiskImage, p.drive);
       images.push(image);
-      const backing = new DiskBlockBacking(image);
+      const backing = new DiskBlockBacking(image, { unmap: p.drive.unmap });
       const aio = p.drive.aio;
       return {
         type: "virtio-blk-pci",
@@ -1100,6 +1148,8 @@ async function openPciDevices(
         serial: p.serial,
         backing,
         ioeventfd: p.ioeventfd,
+        discard: p.discard,
+        writeZeroes: p.writeZeroes,
         ...(aio === "inline" ? {} : { offload: () => offloadDisk(backing, p.drive, aio) }),
       };
     });

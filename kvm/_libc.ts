@@ -92,6 +92,7 @@ const SYS = {
   getpid: 39,
   fcntl: 72,
   fdatasync: 75,
+  fallocate: 285,
   gettid: 186,
   timer_create: 222,
   timer_settime: 223,
@@ -123,6 +124,8 @@ export interface ColdCalls {
   lseek64(fd: number, offset: number | bigint, whence: number): number | bigint;
   /** `int fdatasync(int fd);` */
   fdatasync(fd: number): number;
+  /** `int fallocate(int fd, int mode, off_t offset, off_t len);` */
+  fallocate(fd: number, mode: number, offset: bigint, length: bigint): number;
   /** `int fcntl(int fd, int cmd, void *arg);` — the byte-range locks and F_SETOWN_EX. */
   fcntl_ptr(fd: number, cmd: number, arg: Uint8Array): number;
   /** `int fcntl(int fd, int cmd, long arg);` — the integer commands (F_GETFL, F_SETFL, F_SETSIG). */
@@ -186,6 +189,7 @@ function coldCalls(symbols: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"])
     close: (fd) => small(call(SYS.close, fd)),
     lseek64: (fd, offset, whence) => call(SYS.lseek, fd, offset, whence),
     fdatasync: (fd) => small(call(SYS.fdatasync, fd)),
+    fallocate: (fd, mode, offset, length) => small(call(SYS.fallocate, fd, mode, offset, BigInt(length))),
     fcntl_ptr: (fd, cmd, arg) => small(call(SYS.fcntl, fd, cmd, addressOf(arg))),
     fcntl_int: (fd, cmd, arg) => small(call(SYS.fcntl, fd, cmd, arg)),
     eventfd: (initval, flags) => small(call(SYS.eventfd2, initval, flags)),

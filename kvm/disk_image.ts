@@ -180,6 +180,13 @@ function toOffset(value: number | bigint, what: string): bigint {
   return offset;
 }
 
+/** `fallocate` mode: keep the file's size (with {@link FALLOC_FL_PUNCH_HOLE}). */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+/** `fallocate` mode: free the range's blocks; it then reads as zeros. */
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+/** `fallocate` mode: the range reads as zeros (blocks kept, unwritten extents where it can). */
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
 /**
  * An open raw image (or block device), owned by this object. {@link DiskImage.read} and
  * {@link DiskImage.write} are positional (pread/pwrite, no shared file position) and loop over
@@ -389,6 +396,25 @@ export class DiskImage implements Disposable {
     const fd = this.#open();
     const result = retryOnEintr(() => libc().fdatasync(fd));
     if (result < 0) throw new KvmError("fdatasync", -result, { detail: this.path });
+  }
+
+  /**
+   * `fallocate(2)` with `mode` over `length` bytes from byte `offset`: {@link FALLOC_FL_PUNCH_HOLE}
+   * with {@link FALLOC_FL_KEEP_SIZE} frees the blocks (they read as zeros), {@link
+   * FALLOC_FL_ZERO_RANGE} makes the range read as zeros without writing it — virtio-blk's DISCARD
+   * and WRITE_ZEROES, as QEMU's file-posix driver does them.
+   *
+   * @throws {KvmError} with op `"fallocate"` (EOPNOTSUPP where the file system lacks the mode,
+   *   EBADF for an image opened read-only).
+   */
+  fallocate(mode: number, offset: bigint, length: bigint): void {
+    const fd = this.#open();
+    const result = retryOnEintr(() => libc().fallocate(fd, mode, offset, length));
+    if (result < 0) {
+      throw new KvmError("fallocate", -result, {
+        detail: `${this.path}: mode ${mode}, ${length} bytes at ${offset}`,
+      });
+    }
   }
 
   /** Closes the fd, dropping the locks. Idempotent. */

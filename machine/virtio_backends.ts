@@ -8,7 +8,12 @@
 
 import type { BlockBacking, RamSpans, VirtioNet, VirtioNetOffloads } from "../devices/virtio/mod.ts";
 import { VIRTIO_NET_MAX_FRAME } from "../devices/virtio/virtio_net_frame.ts";
-import type { DiskImage } from "../kvm/disk_image.ts";
+import {
+  type DiskImage,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+} from "../kvm/disk_image.ts";
 import { getRandom } from "../kvm/get_random.ts";
 import { IoRing } from "../kvm/io_ring.ts";
 import { KvmError } from "../kvm/kvm_error.ts";
@@ -23,6 +28,11 @@ import {
 } from "../kvm/tap.ts";
 import type { PcNetBackend } from "./pc/pc_pci.ts";
 import type { HostFdSource } from "./runner.ts";
+
+/** The errors of an fallocate mode the file system (or file) does not have. */
+const UNSUPPORTED = new Set(["EOPNOTSUPP", "ENOSYS", "ENODEV", "ENOTTY"]);
+/** Bytes of zeros written per call where fallocate cannot zero a range. */
+const ZERO_CHUNK = 0x10_0000;
 
 /**
  * {@link BlockBacking} over an open {@link DiskImage}; the image stays the caller's to close. A
@@ -50,11 +60,66 @@ import type { HostFdSource } from "./runner.ts";
  */
 export class DiskBlockBacking implements BlockBacking, Disposable {
   readonly #image: DiskImage;
+  readonly #unmap: boolean;
   #ring: IoRing | null = null;
+  /** Zeros for a WRITE_ZEROES the file system cannot do with fallocate (made on first use). */
+  #zeros: Uint8Array | null = null;
 
-  /** The disk behind `image`. */
-  constructor(image: DiskImage) {
+  /**
+   * The disk behind `image`. With `unmap` (QEMU's `-drive discard=unmap`) a DISCARD frees the
+   * range's blocks, as may a WRITE_ZEROES that allows it; without (QEMU's default,
+   * `discard=ignore`) a DISCARD does nothing.
+   */
+  constructor(image: DiskImage, options: { unmap?: boolean } = {}) {
     this.#image = image;
+    this.#unmap = options.unmap ?? false;
+  }
+
+  /**
+   * DISCARD: with `unmap`, the range's blocks are freed (`fallocate` PUNCH_HOLE, the size kept); a
+   * file system that cannot is not an error (QEMU's file-posix gives up on discards then), nor is
+   * `unmap` off (QEMU's `discard=ignore`).
+   *
+   * @throws {KvmError} for any other failure (EIO).
+   */
+  discard(offset: bigint, length: bigint): void {
+    if (!this.#unmap || length === 0n) return;
+    try {
+      this.#image.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+    } catch (error) {
+      if (!(error instanceof KvmError) || !UNSUPPORTED.has(error.code)) throw error;
+    }
+  }
+
+  /**
+   * WRITE_ZEROES, as QEMU's file-posix: with `mayUnmap` and `unmap`, the blocks are freed (PUNCH_HOLE);
+   * otherwise, or where that cannot be done, the range is zeroed in place (`fallocate` ZERO_RANGE),
+   * and where the file system cannot do that either, zeros are written.
+   *
+   * @throws {KvmError} when the zeros cannot be written (EIO, ENOSPC).
+   */
+  writeZeroes(offset: bigint, length: bigint, mayUnmap: boolean): void {
+    if (length === 0n) return;
+    const modes = mayUnmap && this.#unmap
+      ? [FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE]
+      : [FALLOC_FL_ZERO_RANGE];
+    for (const mode of modes) {
+      try {
+        this.#image.fallocate(mode, offset, length);
+        return;
+      } catch (error) {
+        // EINVAL: some file systems refuse a range that is not block-aligned (QEMU falls back too).
+        if (!(error instanceof KvmError) || !(UNSUPPORTED.has(error.code) || error.code === "EINVAL")) {
+          throw error;
+        }
+      }
+    }
+    const zeros = this.#zeros ??= new Uint8Array(ZERO_CHUNK);
+    for (let at = 0n; at < length;) {
+      const n = length - at < BigInt(ZERO_CHUNK) ? Number(length - at) : ZERO_CHUNK;
+      this.#image.write(zeros.subarray(0, n), offset + at);
+      at += BigInt(n);
+    }
   }
 
   /**

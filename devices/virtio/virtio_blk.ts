@@ -9,11 +9,19 @@
  *   that is not a multiple of 512, completes with IOERR, as does an OUT on a read-only disk or any
  *   failure of the backing store;
  * - FLUSH flushes the backing store; GET_ID writes the serial (at most 20 bytes, NUL-terminated when
- *   shorter); any other type completes with UNSUPP;
+ *   shorter);
+ * - DISCARD and WRITE_ZEROES (offered as QEMU 7.2 offers them, when the backing can: one segment
+ *   per request, up to {@link VIRTIO_BLK_MAX_DISCARD_SECTORS} sectors; QEMU's
+ *   `virtio_blk_handle_discard_write_zeroes`): the first segment is the range; a count over the
+ *   limit or a range outside the disk is IOERR, a flag other than WRITE_ZEROES' UNMAP (or UNMAP on a
+ *   DISCARD) is UNSUPP, a read-only disk answers IOERR; a request too short for its segment is a
+ *   protocol error;
+ * - any other type completes with UNSUPP;
  * - the used length is the whole device-writable size, as QEMU reports it.
  *
- * Features offered: SEG_MAX, BLK_SIZE, FLUSH, and RO for a read-only disk. (QEMU 7.2 also offers
- * GEOMETRY, TOPOLOGY, CONFIG_WCE, DISCARD and WRITE_ZEROES; not implemented yet.)
+ * Features offered: SEG_MAX, BLK_SIZE, FLUSH, DISCARD and WRITE_ZEROES (each where the backing can,
+ * and QEMU's `discard` and `write-zeroes` properties leave them on), and RO for a read-only disk.
+ * (QEMU 7.2 also offers GEOMETRY, TOPOLOGY and CONFIG_WCE; not implemented.)
  *
  * @module
  */
@@ -30,8 +38,18 @@ export const VIRTIO_BLK_QUEUE_SIZE = 256;
 export const VIRTIO_BLK_SECTOR_SIZE = 512;
 /** Bytes of a GET_ID answer. */
 export const VIRTIO_BLK_ID_BYTES = 20;
-/** Bytes of the configuration space exposed (capacity through num_queues). */
+/** Bytes of the configuration space exposed without DISCARD and WRITE_ZEROES (capacity through num_queues). */
 export const VIRTIO_BLK_CONFIG_SIZE = 0x24;
+/** Bytes of it with DISCARD (through `discard_sector_alignment`), and with WRITE_ZEROES (through `write_zeroes_may_unmap`), as QEMU sizes it. */
+const CONFIG_SIZE_DISCARD = 48;
+const CONFIG_SIZE_WRITE_ZEROES = 57;
+/**
+ * The most sectors one DISCARD or WRITE_ZEROES may cover: QEMU's `max-discard-sectors` and
+ * `max-write-zeroes-sectors` defaults (BDRV_REQUEST_MAX_SECTORS, INT_MAX >> 9).
+ */
+export const VIRTIO_BLK_MAX_DISCARD_SECTORS = 0x3f_ffff;
+/** WRITE_ZEROES' one flag: the range's blocks may be freed. */
+export const VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1;
 /** Bytes of data moved per backing-store call through the bounce buffer. */
 const CHUNK = 0x1_0000;
 /** Most buffers in one readv/writev (Linux's `IOV_MAX`). */
@@ -51,6 +69,10 @@ export const VirtioBlkFeature = {
   BLK_SIZE: 1n << 6n,
   /** FLUSH is supported. */
   FLUSH: 1n << 9n,
+  /** DISCARD is supported. */
+  DISCARD: 1n << 13n,
+  /** WRITE_ZEROES is supported. */
+  WRITE_ZEROES: 1n << 14n,
 } as const;
 
 /** Request types. */
@@ -63,6 +85,10 @@ export const VirtioBlkRequest = {
   FLUSH: 4,
   /** Device ID string. */
   GET_ID: 8,
+  /** The driver no longer needs a range. */
+  DISCARD: 11,
+  /** A range reads as zeros from now on. */
+  WRITE_ZEROES: 13,
 } as const;
 
 /** Completion status bytes. */
@@ -90,6 +116,17 @@ export interface BlockBacking {
   write(offset: bigint, from: Uint8Array): void;
   /** Makes written data durable. */
   flush(): void;
+  /**
+   * DISCARD: the guest no longer needs `length` bytes from `offset`; the backing may free them
+   * (QEMU's `-drive discard=unmap`) or do nothing (its default, `discard=ignore`). Absent: DISCARD
+   * is not offered.
+   */
+  discard?(offset: bigint, length: bigint): void;
+  /**
+   * WRITE_ZEROES: `length` bytes from `offset` read as zeros afterwards; with `mayUnmap` their
+   * blocks may be freed. Absent: WRITE_ZEROES is not offered.
+   */
+  writeZeroes?(offset: bigint, length: bigint, mayUnmap: boolean): void;
   /**
    * Fills `into`, one buffer after the other, from byte `offset` (preadv): one call for a request's
    * pieces of guest RAM. Absent: one {@link read} per buffer.
@@ -134,6 +171,10 @@ export interface VirtioBlkOptions {
   serial?: string;
   /** Queue size (default 256). */
   queueSize?: number;
+  /** Offer DISCARD where the backing can (QEMU's `discard` property; default true). */
+  discard?: boolean;
+  /** Offer WRITE_ZEROES where the backing can (QEMU's `write-zeroes` property; default true). */
+  writeZeroes?: boolean;
 }
 
 /**
@@ -162,17 +203,17 @@ export class VirtioBlk implements VirtioDeviceModel {
   readonly deviceId: number = VIRTIO_ID_BLOCK;
   /** Mass storage, SCSI subclass, as QEMU. */
   readonly pciClassCode: number = PCI_CLASS_STORAGE_SCSI;
-  /** SEG_MAX, BLK_SIZE, FLUSH, and RO for a read-only disk. */
+  /** SEG_MAX, BLK_SIZE, FLUSH, DISCARD and WRITE_ZEROES where the backing can, and RO for a read-only disk. */
   readonly features: bigint;
   /** One request queue. */
   readonly queueSizes: readonly number[];
-  /** {@link VIRTIO_BLK_CONFIG_SIZE}. */
-  readonly configSize: number = VIRTIO_BLK_CONFIG_SIZE;
+  /** {@link VIRTIO_BLK_CONFIG_SIZE}, or more with DISCARD and WRITE_ZEROES (QEMU's sizes). */
+  readonly configSize: number;
   /** Capacity in 512-byte sectors. */
   readonly capacity: bigint;
   readonly #backing: BlockBacking;
   readonly #serial: Uint8Array;
-  readonly #config = new Uint8Array(VIRTIO_BLK_CONFIG_SIZE);
+  readonly #config: Uint8Array;
   /**
    * The bounce buffer, allocated once, for data that is not one piece of RAM the memory gives a
    * view of (MMIO, a buffer crossing regions, memory without views): a fresh 64 KiB array per chunk
@@ -188,6 +229,9 @@ export class VirtioBlk implements VirtioDeviceModel {
   readonly #header = new Uint8Array(16);
   readonly #headerView = new DataView(this.#header.buffer);
   readonly #status = new Uint8Array(1);
+  /** A DISCARD or WRITE_ZEROES segment, reused. */
+  readonly #segment = new Uint8Array(16);
+  readonly #segmentView = new DataView(this.#segment.buffer);
   /** The device this model serves (to complete a request the backing finished later). */
   #device: VirtioDevice | undefined;
 
@@ -220,13 +264,32 @@ export class VirtioBlk implements VirtioDeviceModel {
     this.#serial = serial;
     this.queueSizes = [queueSize];
     this.capacity = b.size / BigInt(VIRTIO_BLK_SECTOR_SIZE);
+    const discard = (options.discard ?? true) && typeof b.discard === "function";
+    const writeZeroes = (options.writeZeroes ?? true) && typeof b.writeZeroes === "function";
     this.features = VirtioBlkFeature.SEG_MAX | VirtioBlkFeature.BLK_SIZE | VirtioBlkFeature.FLUSH |
+      (discard ? VirtioBlkFeature.DISCARD : 0n) | (writeZeroes ? VirtioBlkFeature.WRITE_ZEROES : 0n) |
       (b.readOnly ? VirtioBlkFeature.RO : 0n);
+    this.configSize = writeZeroes
+      ? CONFIG_SIZE_WRITE_ZEROES
+      : discard
+      ? CONFIG_SIZE_DISCARD
+      : VIRTIO_BLK_CONFIG_SIZE;
+    this.#config = new Uint8Array(this.configSize);
     const view = new DataView(this.#config.buffer);
     view.setBigUint64(0, this.capacity, true); // capacity
     view.setUint32(12, queueSize - 2, true); // seg_max: QEMU's seg-max-adjust gives queue size − 2
     view.setUint32(20, VIRTIO_BLK_SECTOR_SIZE, true); // blk_size
     view.setUint16(34, 1, true); // num_queues
+    if (discard) {
+      view.setUint32(36, VIRTIO_BLK_MAX_DISCARD_SECTORS, true); // max_discard_sectors
+      view.setUint32(40, 1, true); // max_discard_seg: one segment per request, as QEMU
+      view.setUint32(44, VIRTIO_BLK_SECTOR_SIZE >> 9, true); // discard_sector_alignment: blk_size in sectors
+    }
+    if (writeZeroes) {
+      view.setUint32(48, VIRTIO_BLK_MAX_DISCARD_SECTORS, true); // max_write_zeroes_sectors
+      view.setUint32(52, 1, true); // max_write_zeroes_seg
+      view.setUint8(56, 1); // write_zeroes_may_unmap
+    }
   }
 
   /** The configuration structure (capacity, limits): fixed by the disk, saved to check a restore. */
@@ -334,6 +397,9 @@ export class VirtioBlk implements VirtioDeviceModel {
           }
           this.#backing.flush();
           return VirtioBlkStatus.OK;
+        case VirtioBlkRequest.DISCARD:
+        case VirtioBlkRequest.WRITE_ZEROES:
+          return this.#discardOrZero(chain, type === VirtioBlkRequest.WRITE_ZEROES);
         case VirtioBlkRequest.GET_ID: {
           const n = Math.min(this.#serial.length + 1, inLength, VIRTIO_BLK_ID_BYTES);
           const id = new Uint8Array(n);
@@ -348,6 +414,39 @@ export class VirtioBlk implements VirtioDeviceModel {
       if (error instanceof VirtioProtocolError) throw error;
       return VirtioBlkStatus.IOERR; // the backing store failed
     }
+  }
+
+  /**
+   * DISCARD or WRITE_ZEROES (QEMU's `virtio_blk_handle_discard_write_zeroes`): the first segment
+   * after the header — sector, sector count, flags — is the range; more segments are not read (one
+   * is offered).
+   */
+  #discardOrZero(chain: DescriptorChain, zero: boolean): number {
+    if (!(this.features & (zero ? VirtioBlkFeature.WRITE_ZEROES : VirtioBlkFeature.DISCARD))) {
+      return VirtioBlkStatus.UNSUPP;
+    }
+    const segment = this.#segment;
+    if (chain.read(16, segment) !== segment.length) {
+      throw new VirtioProtocolError(
+        `virtio-blk ${
+          zero ? "write zeroes" : "discard"
+        } request of ${chain.readableLength} bytes (32 needed)`,
+      );
+    }
+    const view = this.#segmentView;
+    const sector = view.getBigUint64(0, true);
+    const sectors = view.getUint32(8, true);
+    const flags = view.getUint32(12, true);
+    if (sectors > VIRTIO_BLK_MAX_DISCARD_SECTORS) return VirtioBlkStatus.IOERR;
+    if (sector > this.capacity || BigInt(sectors) > this.capacity - sector) return VirtioBlkStatus.IOERR;
+    if (flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) return VirtioBlkStatus.UNSUPP;
+    if (!zero && flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) return VirtioBlkStatus.UNSUPP;
+    if (this.#backing.readOnly) return VirtioBlkStatus.IOERR;
+    const offset = sector * BigInt(VIRTIO_BLK_SECTOR_SIZE);
+    const length = BigInt(sectors) * BigInt(VIRTIO_BLK_SECTOR_SIZE);
+    if (zero) this.#backing.writeZeroes!(offset, length, (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0);
+    else this.#backing.discard!(offset, length);
+    return VirtioBlkStatus.OK;
   }
 
   /**

@@ -32,7 +32,9 @@ function readyDevice(blk: VirtioBlk, memory: GuestMemory, ram: ByteRam) {
     ram.view.setUint32(HDR + 4, 0, true);
     ram.view.setBigUint64(HDR + 8, sector, true);
     ram.bytes[STATUS] = 0xaa;
-    const flags = type === VirtioBlkRequest.OUT ? 0 : VIRTQ_DESC_F_WRITE;
+    const readable = type === VirtioBlkRequest.OUT || type === VirtioBlkRequest.DISCARD ||
+      type === VirtioBlkRequest.WRITE_ZEROES;
+    const flags = readable ? 0 : VIRTQ_DESC_F_WRITE;
     const descs = [
       { addr: BigInt(HDR), len: 16, flags: 0 },
       ...data.map((s) => ({ addr: BigInt(s.addr), len: s.len, flags })),
@@ -51,10 +53,41 @@ function readyDevice(blk: VirtioBlk, memory: GuestMemory, ram: ByteRam) {
   return { log, dev, driver, post };
 }
 
-function setup(options: { readOnly?: boolean; serial?: string; diskSize?: number } = {}) {
+/** A disk that can discard and zero ranges: discarded bytes read as 0xdd here, to tell them apart. */
+class TrimDisk extends ByteDisk {
+  readonly calls: string[] = [];
+  discard(offset: bigint, length: bigint): void {
+    if (this.fail) throw new Error("discard failed");
+    this.calls.push(`discard ${offset} ${length}`);
+    this.bytes.fill(0xdd, Number(offset), Number(offset + length));
+  }
+  writeZeroes(offset: bigint, length: bigint, mayUnmap: boolean): void {
+    if (this.fail) throw new Error("write zeroes failed");
+    this.calls.push(`zeroes ${offset} ${length}${mayUnmap ? " unmap" : ""}`);
+    this.bytes.fill(0, Number(offset), Number(offset + length));
+  }
+}
+
+function setup(
+  options: {
+    readOnly?: boolean;
+    serial?: string;
+    diskSize?: number;
+    trim?: boolean;
+    discard?: boolean;
+    writeZeroes?: boolean;
+  } = {},
+) {
   const ram = new ByteRam(0x2_0000);
-  const disk = new ByteDisk(options.diskSize ?? 64 * 512, options.readOnly);
-  const blk = new VirtioBlk({ backing: disk, serial: options.serial, queueSize: 16 });
+  const size = options.diskSize ?? 64 * 512;
+  const disk = options.trim ? new TrimDisk(size, options.readOnly) : new ByteDisk(size, options.readOnly);
+  const blk = new VirtioBlk({
+    backing: disk,
+    serial: options.serial,
+    queueSize: 16,
+    discard: options.discard,
+    writeZeroes: options.writeZeroes,
+  });
   const { log, dev, driver, post } = readyDevice(blk, ram, ram);
   /** Posts header + data (readable for OUT, writable otherwise) + status; returns the used element. */
   const request = (type: number, sector: bigint, dataLen: number, data?: Uint8Array) => {
@@ -64,7 +97,7 @@ function setup(options: { readOnly?: boolean; serial?: string; diskSize?: number
     assert.equal(driver.usedIdx(), (before + 1) & 0xffff, "one request completed");
     return { status: ram.bytes[STATUS], len: driver.usedElem(before).len };
   };
-  return { ram, disk, blk, dev, log, request, driver };
+  return { ram, disk, blk, dev, log, request, driver, post };
 }
 
 Deno.test("VirtioBlk: configuration space and features as QEMU offers them", () => {
@@ -471,4 +504,95 @@ Deno.test("VirtioBlk: a FLUSH the backing started completes when it says; withou
   assert.equal(t.driver.usedIdx(), 2);
   assert.equal(t.disk.flushes, 1);
   assert.equal(t.ram.bytes[STATUS + 1], VirtioBlkStatus.OK);
+});
+
+/** A DISCARD or WRITE_ZEROES segment: sector, sector count, flags. */
+function segment(sector: bigint, sectors: number, flags = 0): Uint8Array {
+  const bytes = new Uint8Array(16);
+  const view = new DataView(bytes.buffer);
+  view.setBigUint64(0, sector, true);
+  view.setUint32(8, sectors, true);
+  view.setUint32(12, flags, true);
+  return bytes;
+}
+
+Deno.test("VirtioBlk: DISCARD and WRITE_ZEROES offered where the backing can, with QEMU 7.2's limits", () => {
+  const { blk } = setup({ trim: true, diskSize: 1 << 20 });
+  assert.equal(
+    blk.features,
+    VirtioBlkFeature.SEG_MAX | VirtioBlkFeature.BLK_SIZE | VirtioBlkFeature.FLUSH | VirtioBlkFeature.DISCARD |
+      VirtioBlkFeature.WRITE_ZEROES,
+  );
+  assert.equal(blk.configSize, 57, "through write_zeroes_may_unmap, as QEMU sizes it");
+  assert.equal(blk.readConfig(36, 4), 0x3f_ffff, "max_discard_sectors: BDRV_REQUEST_MAX_SECTORS");
+  assert.equal(blk.readConfig(40, 4), 1, "max_discard_seg");
+  assert.equal(blk.readConfig(44, 4), 1, "discard_sector_alignment: blk_size in sectors");
+  assert.equal(blk.readConfig(48, 4), 0x3f_ffff, "max_write_zeroes_sectors");
+  assert.equal(blk.readConfig(52, 4), 1, "max_write_zeroes_seg");
+  assert.equal(blk.readConfig(56, 1), 1, "write_zeroes_may_unmap");
+  // QEMU's properties take them away; a backing without the methods never offers them.
+  const noDiscard = setup({ trim: true, discard: false }).blk;
+  assert.equal(noDiscard.features & VirtioBlkFeature.DISCARD, 0n);
+  assert.equal(noDiscard.configSize, 57);
+  assert.equal(noDiscard.readConfig(36, 4), 0);
+  const onlyDiscard = setup({ trim: true, writeZeroes: false }).blk;
+  assert.equal(onlyDiscard.configSize, 48);
+  assert.equal(setup({ trim: true, discard: false, writeZeroes: false }).blk.configSize, 0x24);
+  assert.equal(setup().blk.configSize, 0x24);
+});
+
+Deno.test("VirtioBlk: DISCARD and WRITE_ZEROES act on the first segment's range; QEMU's IOERR and UNSUPP cases", () => {
+  const { disk, request } = setup({ trim: true });
+  const trim = disk as TrimDisk;
+  const ok = VirtioBlkStatus.OK;
+  assert.equal(request(VirtioBlkRequest.DISCARD, 0n, 16, segment(2n, 3)).status, ok);
+  assert.equal(request(VirtioBlkRequest.WRITE_ZEROES, 0n, 16, segment(10n, 2)).status, ok);
+  assert.equal(request(VirtioBlkRequest.WRITE_ZEROES, 0n, 16, segment(20n, 1, 1)).status, ok);
+  assert.deepEqual(trim.calls, ["discard 1024 1536", "zeroes 5120 1024", "zeroes 10240 512 unmap"]);
+  assert.ok(disk.bytes.subarray(1024, 2560).every((b) => b === 0xdd));
+  assert.ok(disk.bytes.subarray(5120, 6144).every((b) => b === 0));
+  // The header's own sector is not used: the segment says where.
+  const { status, len } = request(VirtioBlkRequest.DISCARD, 99n, 16, segment(63n, 1));
+  assert.deepEqual([status, len], [ok, 1]);
+  const calls = trim.calls.length;
+  const io = VirtioBlkStatus.IOERR;
+  assert.equal(request(VirtioBlkRequest.DISCARD, 0n, 16, segment(63n, 2)).status, io, "past the end");
+  assert.equal(
+    request(VirtioBlkRequest.DISCARD, 0n, 16, segment(0n, 0x40_0000)).status,
+    io,
+    "over the limit",
+  );
+  assert.equal(request(VirtioBlkRequest.DISCARD, 0n, 16, segment(1n << 62n, 1)).status, io);
+  const unsupp = VirtioBlkStatus.UNSUPP;
+  assert.equal(
+    request(VirtioBlkRequest.DISCARD, 0n, 16, segment(0n, 1, 1)).status,
+    unsupp,
+    "UNMAP on a discard",
+  );
+  assert.equal(
+    request(VirtioBlkRequest.WRITE_ZEROES, 0n, 16, segment(0n, 1, 2)).status,
+    unsupp,
+    "unknown flag",
+  );
+  assert.equal(trim.calls.length, calls, "none of those reached the disk");
+  disk.fail = true;
+  assert.equal(request(VirtioBlkRequest.WRITE_ZEROES, 0n, 16, segment(0n, 1)).status, io, "a failing disk");
+  // A read-only disk refuses both; a disk without them, or a property that took them away: UNSUPP.
+  const ro = setup({ trim: true, readOnly: true });
+  assert.equal(ro.request(VirtioBlkRequest.DISCARD, 0n, 16, segment(0n, 1)).status, io);
+  assert.equal(ro.request(VirtioBlkRequest.WRITE_ZEROES, 0n, 16, segment(0n, 1)).status, io);
+  assert.deepEqual((ro.disk as TrimDisk).calls, []);
+  assert.equal(setup().request(VirtioBlkRequest.DISCARD, 0n, 16, segment(0n, 1)).status, unsupp);
+  const off = setup({ trim: true, writeZeroes: false });
+  assert.equal(off.request(VirtioBlkRequest.WRITE_ZEROES, 0n, 16, segment(0n, 1)).status, unsupp);
+  assert.equal(off.request(VirtioBlkRequest.DISCARD, 0n, 16, segment(0n, 1)).status, ok);
+});
+
+Deno.test("VirtioBlk: a DISCARD without its whole segment is a protocol error (the device needs a reset)", () => {
+  const { ram, dev, log, post, disk } = setup({ trim: true });
+  ram.bytes.set(segment(0n, 1), DATA);
+  post(VirtioBlkRequest.DISCARD, 0n, [{ addr: DATA, len: 8 }]);
+  assert.ok(dev.status & VirtioStatus.DEVICE_NEEDS_RESET);
+  assert.match(log.join("\n"), /discard request of 24 bytes \(32 needed\)/);
+  assert.deepEqual((disk as TrimDisk).calls, []);
 });

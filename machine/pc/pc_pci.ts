@@ -293,6 +293,10 @@ export type PcPciDeviceSpec =
     readonly backing: BlockBacking;
     /** GET_ID's answer (`serial=`). */
     readonly serial?: string;
+    /** Offer DISCARD where the backing can (QEMU's `discard` property; default on). */
+    readonly discard?: boolean;
+    /** Offer WRITE_ZEROES where the backing can (QEMU's `write-zeroes` property; default on). */
+    readonly writeZeroes?: boolean;
     /**
      * Moves the backing's transfers off the thread that serves the queues, where that thread waits
      * in poll(2) between exits: the source whose readiness completes them, or null to keep them

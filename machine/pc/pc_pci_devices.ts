@@ -97,7 +97,12 @@ export function createPcPciDevices(
 function pcPciModel(spec: PcPciDeviceSpec, timers: DeviceTimers | undefined): VirtioDeviceModel {
   switch (spec.type) {
     case "virtio-blk-pci":
-      return new VirtioBlk({ backing: spec.backing, serial: spec.serial });
+      return new VirtioBlk({
+        backing: spec.backing,
+        serial: spec.serial,
+        discard: spec.discard,
+        writeZeroes: spec.writeZeroes,
+      });
     case "virtio-rng-pci":
       return new VirtioRng({ entropy: spec.entropy });
     case "virtio-net-pci": {

@@ -18,7 +18,7 @@
 /** The file's first 8 bytes. */
 export const SNAPSHOT_MAGIC = "KVMTSNAP";
 /** The version this build writes and reads. */
-export const SNAPSHOT_VERSION = 6;
+export const SNAPSHOT_VERSION = 7;
 /** Bytes of the header. */
 export const SNAPSHOT_HEADER_SIZE = 24;
 /** Bytes of the CRC-32 trailer. */
