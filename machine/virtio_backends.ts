@@ -31,6 +31,8 @@ import type { HostFdSource } from "./runner.ts";
 
 /** The errors of an fallocate mode the file system (or file) does not have. */
 const UNSUPPORTED = new Set(["EOPNOTSUPP", "ENOSYS", "ENODEV", "ENOTTY"]);
+/** The other fallocate errors after which QEMU's write-zeroes tries its next way. */
+const FALL_BACK = new Set(["EINVAL", "EBUSY"]);
 /** Bytes of zeros written per call where fallocate cannot zero a range. */
 const ZERO_CHUNK = 0x10_0000;
 
@@ -78,9 +80,11 @@ export class DiskBlockBacking implements BlockBacking, Disposable {
   /**
    * DISCARD: with `unmap`, the range's blocks are freed (`fallocate` PUNCH_HOLE, the size kept); a
    * file system that cannot is not an error (QEMU's file-posix gives up on discards then), nor is
-   * `unmap` off (QEMU's `discard=ignore`).
+   * `unmap` off (QEMU's `discard=ignore`). (An image that is a host block device gets the same
+   * `fallocate` calls, which the kernel turns into zero-outs there; QEMU uses the BLKDISCARD and
+   * BLKZEROOUT ioctls instead. Not done here.)
    *
-   * @throws {KvmError} for any other failure (EIO).
+   * @throws {KvmError} for any other failure (EIO; EBADF for a read-only image with `unmap`).
    */
   discard(offset: bigint, length: bigint): void {
     if (!this.#unmap || length === 0n) return;
@@ -92,24 +96,36 @@ export class DiskBlockBacking implements BlockBacking, Disposable {
   }
 
   /**
-   * WRITE_ZEROES, as QEMU's file-posix: with `mayUnmap` and `unmap`, the blocks are freed (PUNCH_HOLE);
-   * otherwise, or where that cannot be done, the range is zeroed in place (`fallocate` ZERO_RANGE),
-   * and where the file system cannot do that either, zeros are written.
+   * WRITE_ZEROES, as QEMU's file-posix: with `mayUnmap` and `unmap`, the blocks are freed (PUNCH_HOLE;
+   * QEMU's `handle_aiocb_write_zeroes_unmap`); otherwise, or where that cannot be done, the range is
+   * zeroed in place (`fallocate` ZERO_RANGE), or — on a file system without it, such as tmpfs —
+   * punched and allocated again (PUNCH_HOLE, then plain fallocate), and only where neither works are
+   * zeros written (`handle_aiocb_write_zeroes`, then the block layer's bounce buffer). It runs on the
+   * thread that serves the queue, as every step but the last is a quick metadata change.
    *
    * @throws {KvmError} when the zeros cannot be written (EIO, ENOSPC).
    */
   writeZeroes(offset: bigint, length: bigint, mayUnmap: boolean): void {
     if (length === 0n) return;
-    const modes = mayUnmap && this.#unmap
-      ? [FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE]
-      : [FALLOC_FL_ZERO_RANGE];
-    for (const mode of modes) {
+    const image = this.#image;
+    const attempts: (() => void)[] = [
+      ...(mayUnmap && this.#unmap
+        ? [() => image.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)]
+        : []),
+      () => image.fallocate(FALLOC_FL_ZERO_RANGE, offset, length),
+      () => {
+        image.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+        image.fallocate(0, offset, length);
+      },
+    ];
+    for (const attempt of attempts) {
       try {
-        this.#image.fallocate(mode, offset, length);
+        attempt();
         return;
       } catch (error) {
-        // EINVAL: some file systems refuse a range that is not block-aligned (QEMU falls back too).
-        if (!(error instanceof KvmError) || !(UNSUPPORTED.has(error.code) || error.code === "EINVAL")) {
+        // EINVAL: some file systems refuse a range that is not block-aligned; EBUSY: a hole that
+        // cannot be punched now (QEMU falls back on both).
+        if (!(error instanceof KvmError) || !(UNSUPPORTED.has(error.code) || FALL_BACK.has(error.code))) {
           throw error;
         }
       }

@@ -12,10 +12,11 @@
  *   shorter);
  * - DISCARD and WRITE_ZEROES (offered as QEMU 7.2 offers them, when the backing can: one segment
  *   per request, up to {@link VIRTIO_BLK_MAX_DISCARD_SECTORS} sectors; QEMU's
- *   `virtio_blk_handle_discard_write_zeroes`): the first segment is the range; a count over the
- *   limit or a range outside the disk is IOERR, a flag other than WRITE_ZEROES' UNMAP (or UNMAP on a
- *   DISCARD) is UNSUPP, a read-only disk answers IOERR; a request too short for its segment is a
- *   protocol error;
+ *   `virtio_blk_handle_request` and `virtio_blk_handle_discard_write_zeroes`): more than one segment
+ *   is UNSUPP, fewer than one a protocol error; a count over the limit or a range outside the disk
+ *   is IOERR, a flag other than WRITE_ZEROES' UNMAP (or UNMAP on a DISCARD) is UNSUPP; a read-only
+ *   disk answers WRITE_ZEROES with IOERR and leaves a DISCARD to its backing (QEMU's is OK unless
+ *   its drive would unmap);
  * - any other type completes with UNSUPP;
  * - the used length is the whole device-writable size, as QEMU reports it.
  *
@@ -118,8 +119,9 @@ export interface BlockBacking {
   flush(): void;
   /**
    * DISCARD: the guest no longer needs `length` bytes from `offset`; the backing may free them
-   * (QEMU's `-drive discard=unmap`) or do nothing (its default, `discard=ignore`). Absent: DISCARD
-   * is not offered.
+   * (QEMU's `-drive discard=unmap`) or do nothing (its default, `discard=ignore`). Called for a
+   * read-only disk too: a backing that would free blocks throws (IOERR). Absent: DISCARD is not
+   * offered.
    */
   discard?(offset: bigint, length: bigint): void;
   /**
@@ -299,7 +301,7 @@ export class VirtioBlk implements VirtioDeviceModel {
 
   /** Checks that the saved configuration is this one's (a disk of another size or queue size is refused); nothing to apply. */
   prepareState(r: StateReader): () => void {
-    r.sameBytes("config", this.#config, "capacity, seg_max, blk_size: another disk?");
+    r.sameBytes("config", this.#config, "capacity, limits, discard and write-zeroes: another disk?");
     return () => {};
   }
 
@@ -425,6 +427,8 @@ export class VirtioBlk implements VirtioDeviceModel {
     if (!(this.features & (zero ? VirtioBlkFeature.WRITE_ZEROES : VirtioBlkFeature.DISCARD))) {
       return VirtioBlkStatus.UNSUPP;
     }
+    // QEMU takes one segment and refuses a request with more (the driver was told max_*_seg is 1).
+    if (chain.readableLength > 32) return VirtioBlkStatus.UNSUPP;
     const segment = this.#segment;
     if (chain.read(16, segment) !== segment.length) {
       throw new VirtioProtocolError(
@@ -441,7 +445,8 @@ export class VirtioBlk implements VirtioDeviceModel {
     if (sector > this.capacity || BigInt(sectors) > this.capacity - sector) return VirtioBlkStatus.IOERR;
     if (flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) return VirtioBlkStatus.UNSUPP;
     if (!zero && flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) return VirtioBlkStatus.UNSUPP;
-    if (this.#backing.readOnly) return VirtioBlkStatus.IOERR;
+    // A discard on a read-only disk is the backing's to refuse (QEMU's does only if it would unmap).
+    if (zero && this.#backing.readOnly) return VirtioBlkStatus.IOERR;
     const offset = sector * BigInt(VIRTIO_BLK_SECTOR_SIZE);
     const length = BigInt(sectors) * BigInt(VIRTIO_BLK_SECTOR_SIZE);
     if (zero) this.#backing.writeZeroes!(offset, length, (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0);
