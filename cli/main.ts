@@ -76,7 +76,7 @@ options:
                           a flat binary at ADDR, as QEMU's generic loader; repeatable: each is
                           placed, and the CPU enters the one with a mode (else the first, in real
                           mode); long64 gets identity page tables and a GDT
-  -drive file=FILE,format=raw,if=virtio[,readonly=on][,aio=inline|io_uring|threads]
+  -drive file=FILE,format=raw,if=virtio[,readonly=on][,aio=inline|io_uring|threads][,discard=ignore|unmap]
                           a raw disk image as a virtio-blk-pci disk (/dev/vda, vdb, … in order;
                           if= defaults to virtio, there is no IDE; format= to raw). aio=inline
                           (the default): the VM thread copies the data; io_uring: through an
@@ -148,9 +148,10 @@ options:
   -h, --help              this text
 
 While the guest runs: Ctrl-A x quits, Ctrl-A c toggles the monitor (info mtree [-f], info pci, info pic,
-info registers, stop, cont, system_reset, quit: the same commands as QMP's), Ctrl-A h lists the keys. Exit status: the guest's isa-debug-exit status ((value << 1) | 1),
-0 after a reset or quit, 1 when the guest crashes or a run fails, 2 for a bad command line or
-input file (every input is checked before /dev/kvm is opened).`;
+info registers, stop, cont, system_reset, snapshot save, announce_self, quit: the same commands as
+QMP's; help lists them), Ctrl-A h lists the keys. Exit status: the guest's isa-debug-exit status
+((value << 1) | 1), 0 after a reset or quit, 1 when the guest crashes or a run fails, 2 for a bad
+command line or input file (every input is checked before /dev/kvm is opened).`;
 
 /** Where the front-end reads and writes; the defaults are the process's own. */
 export interface CliIo {
