@@ -129,6 +129,32 @@ export function assertDirtyPages<T extends number | bigint>(
 }
 
 /**
+ * Why a test that runs the host program `name` cannot run here — `"<name> is missing (<why>)"` when
+ * it cannot be started at all — or undefined. `args` are what it is started with to find out (its
+ * status does not matter: some tools answer `-V` with 1).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { commandMissing } from "./_testing.ts";
+ * assert.equal(commandMissing("sh", "the shell", ["-c", "exit 3"]), undefined);
+ * assert.equal(commandMissing("no-such-tool-here", "apt-get install it"), "no-such-tool-here is missing (apt-get install it)");
+ * ```
+ */
+export function commandMissing(
+  name: string,
+  why: string,
+  args: readonly string[] = ["--version"],
+): string | undefined {
+  try {
+    new Deno.Command(name, { args: [...args], stdin: "null", stdout: "null", stderr: "null" }).outputSync();
+    return undefined;
+  } catch {
+    return `${name} is missing (${why})`;
+  }
+}
+
+/**
  * Why a test that makes a tap cannot run here (no /dev/net/tun, not root, no iproute2), or
  * undefined. Shared by the tap tests of `kvm/` and the board's virtio-net test.
  */
@@ -139,12 +165,7 @@ export function tapSkipReason(): string | undefined {
     return `${TUN_DEVICE_PATH} is missing`;
   }
   if (Deno.uid() !== 0) return "creating a tap needs root (CAP_NET_ADMIN)";
-  try {
-    new Deno.Command("ip", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync();
-  } catch {
-    return "iproute2's `ip` is missing";
-  }
-  return undefined;
+  return commandMissing("ip", "iproute2", ["-V"]);
 }
 
 /** Runs `ip …` and returns its output, failing the test with its stderr. */

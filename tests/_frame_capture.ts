@@ -6,6 +6,8 @@
  * @module
  */
 
+import { commandMissing } from "../kvm/_testing.ts";
+
 /** Every ethertype (Linux's ETH_P_ALL), RARP's, and ARP's. */
 export const ETH_P_ALL = 0x0003;
 export const ETH_P_RARP = 0x8035;
@@ -23,14 +25,7 @@ while True:
 
 /** Why a capture cannot run here (python3 missing), or undefined. */
 export function python3Missing(): string | undefined {
-  try {
-    return new Deno.Command("python3", { args: ["-c", ""], stdout: "null", stderr: "null" }).outputSync()
-        .success
-      ? undefined
-      : "python3 does not run";
-  } catch {
-    return "python3 is missing (the test's raw socket)";
-  }
+  return commandMissing("python3", "the test's raw socket");
 }
 
 /** The frames seen on one interface so far (hex), growing as they come; needs root. */

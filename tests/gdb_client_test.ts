@@ -6,17 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { GdbStub } from "../cli/gdb_stub.ts";
+import { commandMissing } from "../kvm/_testing.ts";
 import { FakeMachine, OP_EXIT, OP_INC_MEM } from "./_gdb_fake_machine.ts";
 
-function gdbMissing(): string | undefined {
-  try {
-    new Deno.Command("gdb", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync();
-    return undefined;
-  } catch {
-    return "gdb not found (Debian: apt-get install gdb)";
-  }
-}
-const skip = gdbMissing();
+const skip = commandMissing("gdb", "Debian: apt-get install gdb");
 if (skip) console.log(`tests/gdb_client_test.ts: skipped, ${skip}`);
 
 /** Serves one connection on a free port; resolves when the client has gone. */

@@ -18,6 +18,7 @@
 import assert from "node:assert/strict";
 import { hostKvm } from "../kvm/mod.ts";
 import { cpioNewc } from "../machine/loader/mod.ts";
+import { commandMissing } from "../kvm/_testing.ts";
 import { GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
 import { probeQemu, QEMU } from "./_qemu.ts";
 import {
@@ -38,18 +39,8 @@ const MIB = 1 << 20;
 const IMAGE_MIB = 64;
 const FILL = 0x5a;
 
-function gccMissing(): string | undefined {
-  try {
-    return new Deno.Command("gcc", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
-        .success
-      ? undefined
-      : "gcc does not run";
-  } catch {
-    return "no gcc (the guest's static falloc)";
-  }
-}
-
-const skip = missingLinuxGuest(KERNEL, busybox) ?? gccMissing() ?? linuxKvmSkip(hostKvm()) ??
+const skip = missingLinuxGuest(KERNEL, busybox) ??
+  commandMissing("gcc", "it builds the guest's static falloc") ?? linuxKvmSkip(hostKvm()) ??
   probeQemu().reason;
 if (skip) console.log(`tests/linux_discard_vs_qemu_test.ts: skipped: ${skip}`);
 

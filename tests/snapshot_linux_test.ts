@@ -9,6 +9,7 @@
  */
 
 import assert from "node:assert/strict";
+import { commandMissing } from "../kvm/_testing.ts";
 import { hostKvm } from "../kvm/mod.ts";
 import { SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { escape, GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
@@ -27,19 +28,9 @@ const KERNEL = newestKernel();
 const busybox = readBusybox();
 const WANTED = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"];
 
-function hasCommand(name: string): boolean {
-  try {
-    new Deno.Command(name, { args: ["-V"], stdout: "null", stderr: "null" }).outputSync();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const skip = missingLinuxGuest(KERNEL, busybox) ??
-  (!hasCommand("mke2fs") || !hasCommand("e2fsck")
-    ? "no mke2fs/e2fsck (apt-get install e2fsprogs)"
-    : undefined) ??
+  commandMissing("mke2fs", "apt-get install e2fsprogs", ["-V"]) ??
+  commandMissing("e2fsck", "apt-get install e2fsprogs", ["-V"]) ??
   linuxKvmSkip(hostKvm());
 if (skip) console.log(`tests/snapshot_linux_test.ts: skipped: ${skip}`);
 

@@ -25,6 +25,7 @@
 import assert from "node:assert/strict";
 import { SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import { hostKvm } from "../kvm/mod.ts";
+import { commandMissing } from "../kvm/_testing.ts";
 import { PcBoard } from "../machine/pc/pc_board.ts";
 import { escape, GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
 import {
@@ -46,19 +47,9 @@ const KVM = hostKvm();
 /** The modules the guest loads (dependencies resolved from the kernel's modules.dep). */
 const WANTED = ["virtio_pci", "virtio_blk", "virtio_rng", "crc32c_generic", "ext4"];
 
-function hasCommand(name: string): boolean {
-  try {
-    return new Deno.Command(name, { args: ["-V"], stdout: "null", stderr: "null" }).outputSync() !==
-      undefined;
-  } catch {
-    return false;
-  }
-}
-
 const skip = missingLinuxGuest(KERNEL, busybox) ??
-  (!hasCommand("mke2fs") || !hasCommand("debugfs")
-    ? "no mke2fs/debugfs (apt-get install e2fsprogs)"
-    : undefined) ??
+  commandMissing("mke2fs", "apt-get install e2fsprogs", ["-V"]) ??
+  commandMissing("debugfs", "apt-get install e2fsprogs", ["-V"]) ??
   linuxKvmSkip(KVM);
 if (skip) console.log(`tests/virtio_blk_test.ts: virtio Linux boots skipped: ${skip}`);
 
