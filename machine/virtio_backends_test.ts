@@ -36,6 +36,7 @@ for (
       return false;
     }
   })();
+  if (!usable) console.log(`machine/virtio_backends_test.ts: the ${where} case skipped: no ${dir}`);
   Deno.test({
     name:
       `DiskBlockBacking on ${where}: discard=unmap frees blocks, ignore keeps them; write zeroes reads as zeros`,

@@ -82,7 +82,7 @@ import type { DeviceTimers } from "../../devices/device_timers.ts";
 import { KVM_IDENTITY_MAP_START, KVM_TSS_START, PC_ROM_SIZE } from "./layout.ts";
 import { closeAll, MAX_CPUS, PcBoard, type PcBoardOptions, pcE820, pcGuestTables } from "./pc_board.ts";
 import { type PcMemory, splitRam } from "./pc_memory.ts";
-import type { PcPciDeviceSpec } from "./pc_pci.ts";
+import type { PcPciDevice, PcPciDeviceSpec } from "./pc_pci.ts";
 import type { PcIrqchipMode, PcSplitIrqchip } from "./pc_split_irqchip.ts";
 import { kernelIrqchipInfo } from "./kernel_irqchip_info.ts";
 import type { IoapicRoute } from "../../devices/ioapic.ts";
@@ -1268,8 +1268,7 @@ export class PcMachine implements Disposable {
   rxFilters(): NicRxFilter[] {
     this.#checkOpen();
     const all = this.board.pciDevices;
-    const nics = all.filter((d) => d.spec.type === "virtio-net-pci");
-    return nics.map((d, i) => {
+    return this.#nics().map(({ device: d, name }) => {
       const net = d.fn.device.model as VirtioNet;
       // QEMU's QOM path of the card's virtio device: under its id, or the how-manieth device
       // created without one.
@@ -1278,7 +1277,7 @@ export class PcMachine implements Disposable {
         ? `/machine/peripheral-anon/device[${anonymous}]`
         : `/machine/peripheral/${d.spec.id}`;
       return {
-        name: d.spec.id ?? `virtio-net-pci.${i}`,
+        name,
         id: d.spec.id,
         path: `${parent}/virtio-backend`,
         filter: net.rxFilter,
@@ -1314,12 +1313,10 @@ export class PcMachine implements Disposable {
     this.#announcing.get(id)?.();
     this.#announcing.delete(id);
     if (params.rounds === 0) return;
-    const names = this.rxFilters().map((f) => f.name);
-    const nics = this.board.pciDevices.filter((d) => d.spec.type === "virtio-net-pci")
-      .filter((_, i) => interfaces === undefined || interfaces.includes(names[i]));
+    const nics = this.#nics().filter(({ name }) => interfaces === undefined || interfaces.includes(name));
     let left = params.rounds;
     const round = () => {
-      for (const nic of nics) nic.announce?.();
+      for (const { device } of nics) device.announce?.();
       if (--left === 0) {
         this.#announcing.delete(id);
         return;
@@ -1327,6 +1324,15 @@ export class PcMachine implements Disposable {
       this.#announcing.set(id, this.#timers.after(announceDelay(params, left), round));
     };
     round();
+  }
+
+  /**
+   * The network cards in device order, each with QEMU's net client name: its `-device id=`, else
+   * `virtio-net-pci.N` with N the cards made before it.
+   */
+  #nics(): { device: PcPciDevice; name: string }[] {
+    return this.board.pciDevices.filter((d) => d.spec.type === "virtio-net-pci")
+      .map((device, i) => ({ device, name: device.spec.id ?? `virtio-net-pci.${i}` }));
   }
 
   /** QEMU's `info pci`. */
