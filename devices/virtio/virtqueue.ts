@@ -406,6 +406,10 @@ export class DescriptorChain {
     let base = 0; // a guest address's byte offset in `buffer`, less the address
     let skip = offset;
     let left = length;
+    // RamSpans.add inlined (this loop runs once per buffer: 256 for 1 MiB).
+    const { buffers, offsets, lengths } = spans;
+    let count = 0;
+    let lastEnd = -1; // where the last span ends in `buffer`
     for (let i = writable ? this.#readCount : 0; i < end && left > 0; i++) {
       const len = lens[i];
       if (skip >= len) {
@@ -419,15 +423,27 @@ export class DescriptorChain {
         checked = cache;
         buffer = cache.bytes.buffer;
         base = cache.bytes.byteOffset - cache.start;
+        lastEnd = -1;
       }
-      const n = Math.min(len - skip, left);
+      const n = len - skip < left ? len - skip : left;
       const addr = addrs[i] + skip;
-      spans.add(buffer!, base + addr, n);
+      const at = base + addr;
+      if (at === lastEnd) lengths[count - 1] += n;
+      else {
+        buffers[count] = buffer!;
+        offsets[count] = at;
+        lengths[count] = n;
+        count++;
+      }
+      lastEnd = at + n;
       if (writable) cache.wrote(addr - cache.start, n);
       left -= n;
       skip = 0;
     }
-    if (left === 0) return true;
+    if (left === 0) {
+      spans.count = count;
+      return true;
+    }
     spans.clear();
     return false;
   }
@@ -868,11 +884,16 @@ export class Virtqueue implements Snapshottable {
     // The cache the last buffer lay in, once checked valid in this walk (the map cannot change
     // during it): most buffers of a request lie in it, and then cost a few comparisons.
     let known: GuestMemoryCache | null = null;
+    // Its bounds (an empty range while there is none) and whether it takes writes.
+    let knownStart = 0;
+    let knownEnd = 0;
+    let knownWritable = false;
     let count = 0;
+    let flags = this.#dFlags;
+    let len = this.#dLen;
+    let addr = this.#dAddr;
+    let next = this.#dNext;
     for (;;) {
-      const flags = this.#dFlags;
-      const len = this.#dLen;
-      const addr = this.#dAddr;
       if (flags & VIRTQ_DESC_F_INDIRECT) {
         throw new VirtioProtocolError(
           `queue ${this.index}: ${
@@ -883,8 +904,9 @@ export class Virtqueue implements Snapshottable {
       if (len === 0) throw new VirtioProtocolError(`queue ${this.index}: zero-length buffer`);
       const forWrite = (flags & VIRTQ_DESC_F_WRITE) !== 0;
       let cache: GuestMemoryCache | null | undefined = known;
-      if (cache === null || !cacheHolds(cache, addr, len, forWrite)) {
-        const where = this.#descAddress();
+      // NaN (2^53 and up) fails these comparisons: such a buffer never has a cache.
+      if (!(addr >= knownStart && addr + len <= knownEnd && (knownWritable || !forWrite))) {
+        const where = addr === addr ? addr : this.#dBig;
         cache = this.#bufferCache(where, len, forWrite);
         if (cache === undefined) {
           throw new VirtioProtocolError(
@@ -893,7 +915,12 @@ export class Virtqueue implements Snapshottable {
             }guest RAM`,
           );
         }
-        if (cache !== null) known = cache;
+        if (cache !== null) {
+          known = cache;
+          knownStart = cache.start;
+          knownEnd = cache.start + cache.bytes.length;
+          knownWritable = cache.writable;
+        }
       }
       if (forWrite) writable += len;
       else if (writable > 0) {
@@ -905,7 +932,11 @@ export class Virtqueue implements Snapshottable {
         readCount++;
       }
       // NaN (2^53 and up) fails every comparison above, so such a buffer never has a cache.
-      store.set(count, addr === addr ? addr : this.#dBig, len, cache);
+      if (addr === addr && count < store.lens.length && addr <= EXACT - len) {
+        store.addrs[count] = addr;
+        store.lens[count] = len;
+        store.caches[count] = cache;
+      } else store.set(count, addr === addr ? addr : this.#dBig, len, cache);
       if (readable + writable > 0xffff_ffff) {
         throw new VirtioProtocolError(`queue ${this.index}: chain lengths add up to 4 GiB or more`);
       }
@@ -918,13 +949,32 @@ export class Virtqueue implements Snapshottable {
         );
       }
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
-      const next = this.#dNext;
       if (next >= max) {
         throw new VirtioProtocolError(
           `queue ${this.index}: next descriptor ${next} is not below ${max}`,
         );
       }
-      this.#loadDesc(next, inIndirect ? "indirect table" : "descriptor table");
+      const table = this.#table;
+      if (table !== null) {
+        // #loadDesc's cached case, into locals: this loop runs once per buffer (256 for 1 MiB).
+        const at = this.#tableAt + DESC_SIZE * next;
+        const lo = table.getUint32(at, true);
+        const hi = table.getUint32(at + 4, true);
+        if (hi < 0x20_0000) addr = hi * 0x1_0000_0000 + lo;
+        else {
+          addr = NaN;
+          this.#dBig = (BigInt(hi) << 32n) | BigInt(lo);
+        }
+        len = table.getUint32(at + 8, true);
+        flags = table.getUint16(at + 12, true);
+        next = table.getUint16(at + 14, true);
+      } else {
+        this.#loadDesc(next, inIndirect ? "indirect table" : "descriptor table");
+        flags = this.#dFlags;
+        len = this.#dLen;
+        addr = this.#dAddr;
+        next = this.#dNext;
+      }
     }
     return newChain(this.#memory, head, store, count, readCount, readable, writable);
   }

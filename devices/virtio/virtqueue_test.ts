@@ -845,6 +845,50 @@ Deno.test("DescriptorChain.gather: the same bytes as pieces, as spans of RAM, ad
   assert.equal(t.ram.checked, 0);
 });
 
+Deno.test("DescriptorChain.gather property: the bytes pieces gives, each run of adjacent buffers one span", () => {
+  fc.assert(
+    fc.property(
+      // Up to 7 writable buffers (a queue of 8), each 0, 8 or 16 bytes after the one before it.
+      fc.array(fc.record({ len: fc.integer({ min: 1, max: 32 }), gap: fc.integer({ min: 0, max: 2 }) }), {
+        minLength: 1,
+        maxLength: 7,
+      }),
+      fc.nat(),
+      fc.nat(),
+      (bufs, a, b) => {
+        using t = setup(8, { indirect: true, eventIdx: true }, "views");
+        const ram = t.ram as ViewRam;
+        let at = 0x9000;
+        bufs.forEach((buf, i) => {
+          at += 8 * buf.gap;
+          const flags = i < bufs.length - 1 ? W | N : W;
+          t.driver.setDesc(DESC, i, { addr: BigInt(at), len: buf.len, flags, next: i + 1 });
+          at += buf.len;
+        });
+        for (let i = 0x9000; i < at; i++) ram.bytes[i] = i * 13;
+        t.driver.offer(0);
+        const chain = t.q.pop()!;
+        const total = bufs.reduce((n, buf) => n + buf.len, 0);
+        const offset = a % total;
+        const length = 1 + b % (total - offset);
+        const spans = new RamSpans();
+        assert.equal(chain.gather(true, offset, length, spans), true);
+        assert.deepEqual(spanBytes(spans), pieceBytes(chain, true, offset, length));
+        // The model: the buffers the range touches; a new span wherever one does not follow the last.
+        let start = 0;
+        let expected = 0;
+        bufs.forEach((buf) => {
+          const touched = start < offset + length && start + buf.len > offset;
+          const first = start <= offset && offset < start + buf.len;
+          if (touched && (first || buf.gap > 0)) expected++;
+          start += buf.len;
+        });
+        assert.equal(spans.count, expected);
+      },
+    ),
+  );
+});
+
 Deno.test("DescriptorChain.gather: false and no spans when a buffer has no cache or its RAM went away", () => {
   {
     using t = cachedSetup();
