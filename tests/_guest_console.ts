@@ -270,28 +270,53 @@ export class GuestStall extends Error {
 const NESTED_ATTEMPTS = 8;
 
 /**
- * `fn`, tried again (up to eight times in all) when it fails with a {@link GuestStall} inside the
- * nested KVM VM, and only there; each retry is printed with the stall's last console line.
+ * The emulator's other known failure: the guest's kernel dies of a double fault at the first
+ * instruction of its syscall entry, the user's stack still loaded (docs/nested-kvm.md).
+ */
+const SYSCALL_ENTRY_DOUBLE_FAULT = /traps: PANIC: double fault[\s\S]*?RIP: 0010:entry_SYSCALL_64\+0x0\//;
+
+/**
+ * What of the nested VM's known emulator failures `error` is, in a few words (a stall, or the
+ * double fault at the syscall entry), or undefined for any other failure.
+ */
+export function nestedEmulatorFailure(error: unknown): string | undefined {
+  if (error instanceof GuestStall) {
+    const last = error.message.split("\n").filter((line) => /^\[\s*\d+\.\d+\]/.test(line)).at(-1) ?? "";
+    const rips = /RIPs: (.*)$/m.exec(error.message)?.[1] ?? "?";
+    return `guest stalled (last line ${last.trim()}; RIPs ${rips})`;
+  }
+  if (error instanceof Error && SYSCALL_ENTRY_DOUBLE_FAULT.test(error.message)) {
+    return "guest died of a double fault at entry_SYSCALL_64+0x0";
+  }
+  return undefined;
+}
+
+/**
+ * `fn`, tried again (up to eight times in all) when it fails with one of the emulator's known
+ * failures ({@link nestedEmulatorFailure}) inside the nested KVM VM, and only there; each retry is
+ * printed with the failure's evidence. `attempts` is for tests.
  *
  * Why: inside the nested VM (QEMU's TCG with emulated SVM), Linux guests can stop for good: the
  * emulator can deliver an injected interrupt twice, and the nested handler spins with IF=0 on a lock
- * its first copy holds (QEMU's own L2 guests too). One vCPU in the nested VM makes it rare; the retry
- * covers what is left (docs/nested-kvm.md). A hang of ours would stall every attempt and still fail;
- * on a host with real KVM nothing is retried.
+ * its first copy holds; the same stale event arriving at the syscall entry's first instruction is a
+ * double fault (QEMU's own L2 guests show both). One vCPU in the nested VM makes them rare; the retry
+ * covers what is left (docs/nested-kvm.md). A hang or crash of ours would fail every attempt and still
+ * fail; on a host with real KVM nothing is retried.
  */
-export function retryNestedStalls(fn: () => Promise<void>): () => Promise<void> {
+export function retryNestedStalls(
+  fn: () => Promise<void>,
+  attempts = Deno.env.get("KVM_TS_NESTED") === "1" ? NESTED_ATTEMPTS : 1,
+): () => Promise<void> {
   return async () => {
-    const attempts = Deno.env.get("KVM_TS_NESTED") === "1" ? NESTED_ATTEMPTS : 1;
     for (let attempt = 1;; attempt++) {
       try {
         return await fn();
       } catch (error) {
-        if (!(error instanceof GuestStall) || attempt >= attempts) throw error;
-        const last = error.message.split("\n").filter((line) => /^\[\s*\d+\.\d+\]/.test(line)).at(-1) ?? "";
-        const rips = /RIPs: (.*)$/m.exec(error.message)?.[1] ?? "?";
+        const known = nestedEmulatorFailure(error);
+        if (known === undefined || attempt >= attempts) throw error;
         console.log(
-          `guest stalled inside the nested VM (attempt ${attempt} of ${attempts}; last line ${last.trim()}; ` +
-            `RIPs ${rips}): the emulator's known stall, trying again`,
+          `${known} inside the nested VM (attempt ${attempt} of ${attempts}): the emulator's known failure, ` +
+            `trying again`,
         );
       }
     }
