@@ -144,13 +144,6 @@ function probe(fd: number, path: string): ImageLocks {
   return { used: held(QEMU_LOCK_PERM_BASE), unshared: held(QEMU_LOCK_SHARED_BASE) };
 }
 
-/** Throws unless `n` bytes at byte `o` lie inside `buffer` (the kernel would take any address). */
-function checkSpan(op: "preadv" | "pwritev", i: number, buffer: ArrayBufferLike, o: number, n: number): void {
-  if (!Number.isSafeInteger(o) || !Number.isSafeInteger(n) || o < 0 || n < 0 || o + n > buffer.byteLength) {
-    throw new RangeError(`${op}: span ${i} (${n} bytes at ${o}) is not inside its buffer`);
-  }
-}
-
 /**
  * Which of QEMU's lock bytes other processes (or other open files of this one) hold on the image
  * at `path`: what QEMU or a kvm-ts using it uses and refuses to share. Takes no lock itself.
@@ -477,31 +470,31 @@ export class DiskImage implements Disposable {
     const { count: spanCount, buffers, offsets, lengths } = spans;
     let total = 0;
     for (let i = 0; i < spanCount; i++) {
-      checkSpan(op, i, buffers[i], offsets[i], lengths[i]);
-      total += lengths[i];
+      // The kernel would take any address: a span must lie inside its buffer.
+      const o = offsets[i];
+      const n = lengths[i];
+      if (
+        !Number.isSafeInteger(o) || !Number.isSafeInteger(n) || o < 0 || n < 0 ||
+        o + n > buffers[i].byteLength
+      ) {
+        throw new RangeError(`${op}: span ${i} (${n} bytes at ${o}) is not inside its buffer`);
+      }
+      total += n;
     }
-    this.#checkRange(op, start, total);
-    return total;
-  }
-
-  /** Checks that `total` bytes from byte `start` lie inside the image. */
-  #checkRange(op: "preadv" | "pwritev", start: bigint, total: number): void {
     if (start + BigInt(total) > this.size) {
       throw new RangeError(
         `${op} of ${total} bytes at ${start} is outside disk image ${this.path} (${this.size} bytes)`,
       );
     }
+    return total;
   }
 
   /** preadv/pwritev of up to IOV_MAX spans a call; a short transfer is finished span by span. */
   #transferv(op: "preadv" | "pwritev", spans: BufferSpans, offset: number | bigint): number {
     const fd = this.#open();
     const start = toOffset(offset, `${op} offset`);
+    const total = this.#checkSpans(op, spans, start);
     const { count: spanCount, buffers, offsets, lengths } = spans;
-    // Up to IOV_MAX spans (every virtio request): one call, each span checked as its iovec is
-    // written, the range before the call. More: every span checked before the first call moves any.
-    const oneCall = spanCount <= IOV_MAX;
-    let total = oneCall ? 0 : this.#checkSpans(op, spans, start);
     const single = op === "preadv" ? "pread" : "pwrite";
     const words = iovecScratch();
     const iov = new Uint8Array(words.buffer);
@@ -514,18 +507,13 @@ export class DiskImage implements Disposable {
       let length = 0;
       for (let i = 0; i < count; i++) {
         const k = first + i;
-        const n = lengths[k];
-        if (oneCall) checkSpan(op, k, buffers[k], offsets[k], n);
         if (buffers[k] !== lastBuffer) {
           lastBuffer = buffers[k];
           lastAddress = bufferAddress(lastBuffer);
         }
+        const n = lengths[k];
         putIovec(words, i, lastAddress + offsets[k], n);
         length += n;
-      }
-      if (oneCall) {
-        this.#checkRange(op, start, length);
-        total = length;
       }
       const result = op === "preadv"
         ? retryOnEintr(() => libc().preadv64(fd, iov, count, at))
