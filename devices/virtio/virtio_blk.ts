@@ -442,7 +442,7 @@ export class VirtioBlk implements VirtioDeviceModel {
     const sectors = view.getUint32(8, true);
     const flags = view.getUint32(12, true);
     if (sectors > VIRTIO_BLK_MAX_DISCARD_SECTORS) return VirtioBlkStatus.IOERR;
-    if (sector > this.capacity || BigInt(sectors) > this.capacity - sector) return VirtioBlkStatus.IOERR;
+    if (!this.#inDisk(sector, BigInt(sectors))) return VirtioBlkStatus.IOERR;
     if (flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) return VirtioBlkStatus.UNSUPP;
     if (!zero && flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) return VirtioBlkStatus.UNSUPP;
     // A discard on a read-only disk is the backing's to refuse (QEMU's does only if it would unmap).
@@ -454,16 +454,21 @@ export class VirtioBlk implements VirtioDeviceModel {
     return VirtioBlkStatus.OK;
   }
 
+  /** Whether `sectors` sectors from `sector` lie on the disk (QEMU's `virtio_blk_sect_range_ok`). */
+  #inDisk(sector: bigint, sectors: bigint): boolean {
+    return sector <= this.capacity && sectors <= this.capacity - sector;
+  }
+
   /**
-   * QEMU's `virtio_blk_sect_range_ok`, then the data: in place where a buffer is one piece of guest
-   * RAM the memory gives a view of (consecutive ones gathered into one readv/writev, as QEMU's
-   * `address_space_map` and preadv do; as spans when the backing takes them and every buffer lies
-   * in a cache of RAM), through the bounce buffer otherwise.
+   * The range checked (QEMU's `virtio_blk_sect_range_ok`), then the data: in place where a buffer is
+   * one piece of guest RAM the memory gives a view of (consecutive ones gathered into one
+   * readv/writev, as QEMU's `address_space_map` and preadv do; as spans when the backing takes them
+   * and every buffer lies in a cache of RAM), through the bounce buffer otherwise.
    */
   #transfer(chain: DescriptorChain, sector: bigint, length: number, isWrite: boolean): number {
     if (length % VIRTIO_BLK_SECTOR_SIZE !== 0 || length > MAX_REQUEST_BYTES) return VirtioBlkStatus.IOERR;
     const sectors = BigInt(length / VIRTIO_BLK_SECTOR_SIZE);
-    if (sector > this.capacity || sectors > this.capacity - sector) return VirtioBlkStatus.IOERR;
+    if (!this.#inDisk(sector, sectors)) return VirtioBlkStatus.IOERR;
     if (isWrite && this.#backing.readOnly) return VirtioBlkStatus.IOERR;
     const base = sector * BigInt(VIRTIO_BLK_SECTOR_SIZE);
     // A write's data follows the 16-byte header in the readable part; a read's fills the writable
