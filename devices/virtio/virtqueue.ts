@@ -932,6 +932,7 @@ export class Virtqueue implements Snapshottable {
         readCount++;
       }
       // NaN (2^53 and up) fails every comparison above, so such a buffer never has a cache.
+      // ChainStore.set's common case inline (an exact address, room in the store); set does the rest.
       if (addr === addr && count < store.lens.length && addr <= EXACT - len) {
         store.addrs[count] = addr;
         store.lens[count] = len;
