@@ -56,11 +56,12 @@
  */
 
 import { benchArgs } from "./_args.ts";
-import { cpioNewc } from "../machine/loader/mod.ts";
 import { VIRTIO_NET_FEATURE_PROPERTIES } from "../devices/virtio/mod.ts";
 import { hostKvm } from "../kvm/mod.ts";
 import { GuestConsole, retryNestedStalls, tag, tagged } from "../tests/_guest_console.ts";
+import { QEMU_LINUX_CONSOLE } from "../tests/_qemu.ts";
 import {
+  addStaticProgram,
   linuxKvmSkip,
   missingLinuxGuest,
   newestKernel,
@@ -208,8 +209,7 @@ function peers(initrd: string, disk: string): Peer[] {
       name: "qemu",
       program: "qemu-system-x86_64",
       args: [
-        ...["-accel", "kvm", "-cpu", "host", "-machine", "pc", "-nodefaults", "-no-user-config"],
-        ...["-display", "none", "-serial", "mon:stdio", "-no-reboot"],
+        ...QEMU_LINUX_CONSOLE,
         ...common,
         ...["-drive", `id=d0,file=${disk},format=raw,if=none`],
         ...["-device", "virtio-blk-pci,drive=d0,disable-legacy=on"],
@@ -377,18 +377,7 @@ try {
   // The guest: busybox with virtio_pci, virtio_blk and virtio_net, plus randread as a second archive.
   const initrd = `${work}/initramfs.cpio`;
   await writeInitramfs(initrd, BUSYBOX!, KERNEL!, ["virtio_pci", "virtio_blk", "virtio_net"]);
-  const source = new URL("./guest/randread.c", import.meta.url).pathname;
-  run("gcc", "-static", "-O2", "-o", `${work}/randread`, source);
-  const extra = cpioNewc([{
-    name: "bin/randread",
-    type: "file",
-    data: Deno.readFileSync(`${work}/randread`),
-  }]);
-  const base = Deno.readFileSync(initrd);
-  const both = new Uint8Array(base.length + extra.length);
-  both.set(base);
-  both.set(extra, base.length);
-  Deno.writeFileSync(initrd, both);
+  addStaticProgram(initrd, new URL("./guest/randread.c", import.meta.url).pathname, "randread", work);
   const disk = `${work}/disk.raw`;
   Deno.writeFileSync(disk, new Uint8Array());
   Deno.truncateSync(disk, (DISK_MIB + 64) * 1024 * 1024);

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { INIT_MARKER, initramfs, SHELL_PROMPT } from "../examples/build_initramfs.ts";
 import type { HostKvm } from "../kvm/mod.ts";
+import { cpioNewc } from "../machine/loader/mod.ts";
 import { bzImagePayload, decompressCommand } from "../mod.ts";
 import { loadOrder, parseModulesDep } from "../nested/modules.ts";
 import { escape, type GuestConsole } from "./_guest_console.ts";
@@ -90,6 +91,28 @@ export async function writeInitramfs(
   wanted: readonly string[],
 ): Promise<void> {
   await Deno.writeFile(path, initramfs(busybox, { modules: moduleFiles(kernel, wanted) }));
+}
+
+/**
+ * Builds the C program `source` (a path) statically with gcc in `work` and appends it to the
+ * initramfs at `initrd` as /bin/`name`, in a second cpio archive (Linux unpacks one after the other).
+ *
+ * @throws {Error} with gcc's messages when it does not build.
+ */
+export function addStaticProgram(initrd: string, source: string, name: string, work: string): void {
+  const binary = `${work}/${name}`;
+  const built = new Deno.Command("gcc", {
+    args: ["-static", "-O2", "-o", binary, source],
+    stdout: "null",
+    stderr: "piped",
+  }).outputSync();
+  if (!built.success) throw new Error(`gcc ${source}: ${new TextDecoder().decode(built.stderr).trim()}`);
+  const extra = cpioNewc([{ name: `bin/${name}`, type: "file", data: Deno.readFileSync(binary) }]);
+  const base = Deno.readFileSync(initrd);
+  const both = new Uint8Array(base.length + extra.length);
+  both.set(base);
+  both.set(extra, base.length);
+  Deno.writeFileSync(initrd, both);
 }
 
 /** The front-end's arguments for a 256 MiB Linux guest booted with `initrd` and `append`, then `more`. */

@@ -10,6 +10,15 @@ import assert from "node:assert/strict";
 
 /** The QEMU binary (Debian: qemu-system-x86). */
 export const QEMU = "qemu-system-x86_64";
+/**
+ * QEMU's arguments for a Linux guest beside kvm-ts's: the PC machine on KVM with the host's CPU,
+ * nothing by default, the serial port and QEMU's monitor on stdio (the console helpers drive both
+ * VMMs alike, Ctrl-A c included), and a reboot ending the run.
+ */
+export const QEMU_LINUX_CONSOLE: readonly string[] = [
+  ...["-accel", "kvm", "-cpu", "host", "-machine", "pc", "-nodefaults", "-no-user-config"],
+  ...["-display", "none", "-serial", "mon:stdio", "-no-reboot"],
+];
 /** A run taking longer than this is killed (SeaBIOS alone takes ~3 s under the nested kvm_pvm). */
 const RUN_TIMEOUT_MS = 120_000;
 

@@ -17,11 +17,11 @@
 
 import assert from "node:assert/strict";
 import { hostKvm } from "../kvm/mod.ts";
-import { cpioNewc } from "../machine/loader/mod.ts";
 import { commandMissing } from "../kvm/_testing.ts";
 import { GuestConsole, retryNestedStalls, tag, tagged } from "./_guest_console.ts";
-import { probeQemu, QEMU } from "./_qemu.ts";
+import { probeQemu, QEMU, QEMU_LINUX_CONSOLE } from "./_qemu.ts";
 import {
+  addStaticProgram,
   linuxArgs,
   linuxKvmSkip,
   missingLinuxGuest,
@@ -73,14 +73,10 @@ async function runPeer(
   const before = Deno.statSync(image).blocks!;
   try {
     const drive = ["-drive", `file=${image},format=raw,if=virtio,discard=unmap`];
-    const qemu = [
-      ...["-accel", "kvm", "-cpu", "host", "-machine", "pc", "-nodefaults", "-no-user-config"],
-      ...["-display", "none", "-serial", "mon:stdio", "-no-reboot"],
-    ];
     const args = linuxArgs(KERNEL!, initrd, "console=ttyS0 quiet panic=-1", drive);
     const outputs: string[] = [];
     {
-      await using guest = new GuestConsole(program ? [...qemu, ...args] : args, { program });
+      await using guest = new GuestConsole(program ? [...QEMU_LINUX_CONSOLE, ...args] : args, { program });
       let at = await reachShell(guest);
       for (const step of STEPS) {
         const done = await guest.command(step, at);
@@ -105,23 +101,7 @@ Deno.test({
     try {
       const initrd = `${dir}/initramfs.cpio`;
       await writeInitramfs(initrd, busybox!, KERNEL!, ["virtio_pci", "virtio_blk"]);
-      const falloc = `${dir}/falloc`;
-      const built = new Deno.Command("gcc", {
-        args: ["-static", "-O2", "-o", falloc, new URL("./guest/falloc.c", import.meta.url).pathname],
-        stderr: "piped",
-      }).outputSync();
-      assert.ok(built.success, new TextDecoder().decode(built.stderr));
-      const extra = cpioNewc([{
-        name: "bin/falloc",
-        type: "file",
-        data: Deno.readFileSync(falloc),
-        mode: 0o755,
-      }]);
-      const base = Deno.readFileSync(initrd);
-      const both = new Uint8Array(base.length + extra.length);
-      both.set(base);
-      both.set(extra, base.length);
-      Deno.writeFileSync(initrd, both);
+      addStaticProgram(initrd, new URL("./guest/falloc.c", import.meta.url).pathname, "falloc", dir);
 
       const expected = new Uint8Array(24 * MIB).fill(FILL);
       for (const [from, to] of [DISCARDED, ZEROED, PUNCHED]) expected.fill(0, from * MIB, to * MIB);

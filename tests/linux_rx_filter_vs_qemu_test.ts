@@ -21,7 +21,7 @@ import { QmpClient } from "../examples/qmp_client.ts";
 import { hostKvm } from "../kvm/mod.ts";
 import { tapInNamespace, tapSkipReason } from "../kvm/_testing.ts";
 import { GuestConsole, retryNestedStalls } from "./_guest_console.ts";
-import { probeQemu, QEMU } from "./_qemu.ts";
+import { probeQemu, QEMU, QEMU_LINUX_CONSOLE } from "./_qemu.ts";
 import {
   linuxArgs,
   linuxKvmSkip,
@@ -80,12 +80,8 @@ async function answers(dir: string, initrd: string, program?: string): Promise<u
       ...["-device", `virtio-net-pci,netdev=n0,id=nic0,mac=${MAC}${program ? ",disable-legacy=on" : ""}`],
       ...["-qmp", `unix:${socket},server=on,wait=off`],
     ];
-    const qemu = [
-      ...["-accel", "kvm", "-cpu", "host", "-machine", "pc", "-nodefaults", "-no-user-config"],
-      ...["-display", "none", "-serial", "mon:stdio", "-no-reboot"],
-    ];
     const args = linuxArgs(KERNEL!, initrd, APPEND, card);
-    await using guest = new GuestConsole(program ? [...qemu, ...args] : args, {
+    await using guest = new GuestConsole(program ? [...QEMU_LINUX_CONSOLE, ...args] : args, {
       prefix: ["ip", "netns", "exec", namespace],
       program,
     });
